@@ -1,0 +1,1 @@
+"""The `iam-writers` command line: builder -> pipelines -> models -> tuning/export."""

@@ -1,0 +1,3 @@
+from iam_writers.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,66 @@
+"""Building and loading the TFDS dataset from the command line's point of view."""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from pathlib import Path
+
+CONFIGS = ("synthetic", "top10", "top50")
+
+
+@dataclasses.dataclass
+class BuildConfig:
+    """What `iam-writers build` needs: config name, optional manual and data folders."""
+
+    config: str = "synthetic"
+    manual_dir: Path | None = None
+    data_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.config not in CONFIGS:
+            raise ValueError(f"unknown config {self.config!r}; choose one of {', '.join(CONFIGS)}")
+
+
+def builder(cfg: BuildConfig):
+    """The TFDS builder for `cfg` (not yet prepared)."""
+    from iam_writers_tfds import iam_writers_tfds_dataset_builder as b
+
+    return b.Builder(config=cfg.config, data_dir=str(cfg.data_dir) if cfg.data_dir else None)
+
+
+def build(cfg: BuildConfig):
+    """Download (or generate) and prepare the dataset; returns the builder. Re-runnable:
+    TFDS writes into a temporary folder and renames it when the build is complete."""
+    import tensorflow_datasets as tfds
+
+    b = builder(cfg)
+    manual = str(cfg.manual_dir) if cfg.manual_dir else None
+    if manual and not Path(manual).is_dir():
+        raise FileNotFoundError(f"{manual}: --manual-dir does not exist. Check the path.")
+    b.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual))
+    return b
+
+
+def statistics(b) -> str:
+    """A table of images, forms, writers and image sizes per split of a prepared builder."""
+    import numpy as np
+    import tensorflow_datasets as tfds
+
+    rows = [f"{b.info.full_name} at {b.data_dir}"]
+    rows.append(f"{'split':<11}{'images':>8}{'forms':>7}{'writers':>9}  height      width")
+    for split in ("train", "validation", "test"):
+        forms, writers, heights, widths = set(), collections.Counter(), [], []
+        for ex in tfds.as_numpy(b.as_dataset(split=split)):
+            forms.add(ex["form_id"])
+            writers[ex["writer_id"]] += 1
+            heights.append(ex["image"].shape[0])
+            widths.append(ex["image"].shape[1])
+        h, w = np.array(heights), np.array(widths)
+        rows.append(
+            f"{split:<11}{len(h):>8}{len(forms):>7}{len(writers):>9}  "
+            f"{h.min()}-{h.max():<7}{w.min()}-{w.max()}"
+        )
+    rows.append(f"writers: {b.info.features['writer'].num_classes}; "
+                f"split rule: {b.info.metadata['split_rule']}")
+    return "\n".join(rows)

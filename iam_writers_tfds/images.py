@@ -1,0 +1,89 @@
+"""Decoding handwriting images into 8-bit grayscale, with the guards real data needs.
+
+Only numpy and OpenCV are imported here, so the TF-free edge runtime can share it.
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+# A full IAM form scan is 2479x3542 (8.8 MP); anything far above is a bomb or a mistake.
+MAX_PIXELS = 40_000_000
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+class ImageError(ValueError):
+    """An image that cannot be used. Subclasses say whether a build may skip it."""
+
+
+class CorruptImageError(ImageError):
+    """Empty, truncated or not an image at all: builds skip these with a counted warning."""
+
+
+class ImageTooLargeError(ImageError):
+    """Declared size above MAX_PIXELS: builds stop, since it is likely a decompression bomb."""
+
+
+def png_size(data: bytes) -> tuple[int, int] | None:
+    """(height, width) from a PNG header without decoding it, or None if not a PNG."""
+    if len(data) < 24 or not data.startswith(_PNG_SIGNATURE) or data[12:16] != b"IHDR":
+        return None
+    width, height = struct.unpack(">II", data[16:24])
+    return height, width
+
+
+def decode_gray(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode PNG/JPEG bytes into a 2-D uint8 grayscale array (dark ink on light paper).
+
+    16-bit images are scaled to 8 bits, colour is converted to gray, and transparent
+    pixels are composited over white paper.
+    """
+    if not data:
+        raise CorruptImageError(f"{name}: the file is empty. Re-download it or delete it.")
+    size = png_size(data)
+    if size is not None and size[0] * size[1] > max_pixels:
+        raise ImageTooLargeError(
+            f"{name}: declares {size[1]}x{size[0]} pixels, above the limit of {max_pixels:,}. "
+            "Remove the file or downscale it; it may be a decompression bomb."
+        )
+    try:
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error:
+        img = None
+    if img is None or img.size == 0:
+        raise CorruptImageError(
+            f"{name}: not a readable image (truncated, corrupt or another file type). "
+            "Re-download it or delete it."
+        )
+    if img.shape[0] * img.shape[1] > max_pixels:
+        raise ImageTooLargeError(
+            f"{name}: {img.shape[1]}x{img.shape[0]} pixels is above the limit of "
+            f"{max_pixels:,}. Remove or downscale it."
+        )
+    if img.dtype == np.uint16:
+        img = (img >> 8).astype(np.uint8)
+    elif img.dtype != np.uint8:
+        img = cv2.normalize(img, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    if img.ndim == 3:
+        channels = img.shape[2]
+        if channels == 4:
+            alpha = img[:, :, 3:4].astype(np.float32) / 255.0
+            rgb = img[:, :, :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha)
+            img = cv2.cvtColor(rgb.astype(np.uint8), cv2.COLOR_BGR2GRAY)
+        elif channels == 3:
+            img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+        else:
+            img = img[:, :, 0]
+    return np.ascontiguousarray(img)
+
+
+def read_gray(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Read an image file into a 2-D uint8 grayscale array; see `decode_gray`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such image file. Check the path.")
+    return decode_gray(path.read_bytes(), str(path), max_pixels)

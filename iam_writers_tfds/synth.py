@@ -1,0 +1,166 @@
+"""Synthetic handwriting in the Kaggle layout: the offline default data.
+
+Writers differ the way real writers do, not by a trivial cue: each has its own letter
+shapes (a Hershey face whose every glyph gets a writer-specific affine warp), slant,
+stroke width, letter size, spacing and baseline drift. Image size, paper brightness and
+ink darkness are drawn per image, so they say nothing about the writer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from iam_writers_tfds.kaggle_layout import FORMS_FILE
+
+_FACES = (
+    cv2.FONT_HERSHEY_SIMPLEX,
+    cv2.FONT_HERSHEY_PLAIN,
+    cv2.FONT_HERSHEY_DUPLEX,
+    cv2.FONT_HERSHEY_COMPLEX,
+    cv2.FONT_HERSHEY_TRIPLEX,
+    cv2.FONT_HERSHEY_SCRIPT_SIMPLEX,
+    cv2.FONT_HERSHEY_SCRIPT_COMPLEX,
+)
+_WORDS = (
+    "the of and to in is was he for it with as his on be at by had are but from or have an "
+    "they which one you were her all she there would their we him been has when who will more "
+    "no if out so said what up its about into than them can only other new some could time "
+    "these two may then do first any my now such like our over man me even most made after "
+    "also did many before must through back years where much your way well down should because "
+    "each just those people how too little state good very make world still own see men work "
+    "long get here between both life being under never day same another know while last might "
+    "us great old year off come since against go came right used take three house"
+).split()
+
+
+@dataclasses.dataclass(frozen=True)
+class SynthConfig:
+    """Size of a generated dataset; `iam-writers synth` and the `synthetic` config fill it."""
+
+    writers: int = 10
+    forms_per_writer: int = 6
+    lines_per_form: int = 8
+    seed: int = 0
+
+
+@dataclasses.dataclass
+class WriterStyle:
+    """Everything that makes one synthetic writer recognisable."""
+
+    face: int
+    scale: float
+    thickness: int
+    slant: float
+    spacing: float
+    word_gap: float
+    drift_amp: float
+    drift_period: float
+    glyph_warp: dict[str, np.ndarray]
+
+    @classmethod
+    def sample(cls, rng: np.random.Generator) -> WriterStyle:
+        return cls(
+            face=int(rng.choice(_FACES)) | (cv2.FONT_ITALIC if rng.random() < 0.3 else 0),
+            scale=float(rng.uniform(1.9, 2.8)),
+            thickness=int(rng.integers(2, 6)),
+            slant=float(rng.uniform(-0.35, 0.35)),
+            spacing=float(rng.uniform(0.8, 1.2)),
+            word_gap=float(rng.uniform(0.4, 1.2)),
+            drift_amp=float(rng.uniform(0.0, 6.0)),
+            drift_period=float(rng.uniform(300, 1200)),
+            glyph_warp={},
+        )
+
+    def warp_for(self, char: str, rng: np.random.Generator) -> np.ndarray:
+        """A fixed per-writer 2x2 distortion of one letter: this writer's way of forming it."""
+        if char not in self.glyph_warp:
+            angle = rng.normal(0, 0.12)
+            sx, sy = rng.uniform(0.8, 1.25, size=2)
+            shear = rng.normal(0, 0.15)
+            rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+            self.glyph_warp[char] = rot @ np.array([[sx, shear], [0.0, sy]])
+        return self.glyph_warp[char]
+
+
+def _glyph(char: str, style: WriterStyle, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+    """Ink mask (float32, 0..1) of one letter, plus its baseline row inside the mask."""
+    (w, h), base = cv2.getTextSize(char, style.face, style.scale, style.thickness)
+    pad = 2 * style.thickness + int(0.6 * (h + base)) + 2
+    canvas = np.zeros((h + base + 2 * pad, w + 2 * pad), np.uint8)
+    cv2.putText(canvas, char, (pad, pad + h), style.face, style.scale, 255, style.thickness,
+                cv2.LINE_AA)
+    jitter = np.eye(2) + rng.normal(0, 0.03, size=(2, 2))  # the hand never repeats exactly
+    m = style.warp_for(char, rng) @ jitter
+    centre = np.array([pad + w / 2, pad + h])
+    affine = np.hstack([m, (centre - m @ centre)[:, None]])
+    warped = cv2.warpAffine(canvas, affine, (canvas.shape[1], canvas.shape[0]))
+    return warped.astype(np.float32) / 255.0, pad + h
+
+
+def render_line(style: WriterStyle, rng: np.random.Generator) -> np.ndarray:
+    """One text line, uint8 grayscale, 100-150 px high and 800-2000 px wide."""
+    height, width = int(rng.integers(100, 151)), int(rng.integers(800, 2001))
+    ink = np.zeros((height, width + 400), np.float32)
+    x, baseline0 = 20.0 + rng.uniform(0, 20), height * rng.uniform(0.6, 0.72)
+    phase = rng.uniform(0, 2 * np.pi)
+    while x < width:
+        word = _WORDS[rng.integers(len(_WORDS))]
+        for char in word:
+            mask, base_row = _glyph(char, style, rng)
+            y = baseline0 + style.drift_amp * np.sin(2 * np.pi * x / style.drift_period + phase)
+            top, left = int(round(y)) - base_row, int(round(x))
+            y0, y1 = max(top, 0), min(top + mask.shape[0], height)
+            x1 = min(left + mask.shape[1], ink.shape[1])
+            if y1 > y0 and x1 > left:
+                region = ink[y0:y1, left:x1]
+                np.maximum(region, mask[y0 - top : y1 - top, : x1 - left], out=region)
+            advance = cv2.getTextSize(char, style.face, style.scale, style.thickness)[0][0]
+            x += advance * style.spacing * rng.uniform(0.92, 1.08)
+        x += style.word_gap * 14 * style.scale * rng.uniform(0.8, 1.2)
+    shear = style.slant + rng.normal(0, 0.03)
+    affine = np.float32([[1, -shear, shear * baseline0], [0, 1, 0]])
+    ink = cv2.warpAffine(ink, affine, (ink.shape[1], height))[:, :width]
+    paper = rng.uniform(175, 250)
+    darkness = rng.uniform(0.55, 0.95) * paper
+    img = paper - darkness * ink + rng.normal(0, rng.uniform(2, 10), size=ink.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def generate(out: Path, config: SynthConfig = SynthConfig()) -> Path:
+    """Write `config`'s writers in the Kaggle layout under `out` (atomically) and return it."""
+    out = Path(out)
+    if out.exists():
+        raise FileExistsError(f"{out}: already exists. Choose a new --out folder or delete it.")
+    if min(config.writers, config.forms_per_writer, config.lines_per_form) < 1:
+        raise ValueError("writers, forms-per-writer and lines-per-form must all be >= 1.")
+    rng = np.random.default_rng(config.seed)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        images = tmp / "data_subset" / "data_subset"
+        images.mkdir(parents=True)
+        form_numbers = rng.permutation(config.writers * config.forms_per_writer)
+        lines = []
+        for w in range(config.writers):
+            style = WriterStyle.sample(rng)
+            writer_id = f"{w:03d}"
+            for f in range(config.forms_per_writer):
+                n = int(form_numbers[w * config.forms_per_writer + f])
+                form_id = f"s{n // 100:02d}-{n % 100:03d}"
+                lines.append(f"{form_id} {writer_id} 0 syn 0 0 0 0")
+                for k in range(config.lines_per_form):
+                    img = render_line(style, rng)
+                    cv2.imwrite(str(images / f"{form_id}-s00-{k:02d}.png"), img)
+        (tmp / FORMS_FILE).write_text("\n".join(sorted(lines)) + "\n")
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
