@@ -1,0 +1,201 @@
+"""Builds through TFDS from Kaggle-layout folders, zips and the kagglehub cache, good and bad."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from iam_writers import data
+from iam_writers_tfds import images, kaggle_layout
+
+IMAGES = Path("data_subset") / "data_subset"
+
+
+def _build(manual, tmp_path, config="top50"):
+    return data.build(data.BuildConfig(config, manual, tmp_path / "tfds"))
+
+
+def _examples(builder, split):
+    return list(tfds.as_numpy(builder.as_dataset(split=split)))
+
+
+def test_build_from_folder_is_form_disjoint_and_complete(layout, tmp_path):
+    b = _build(layout, tmp_path)
+    forms = {}
+    for split in ("train", "validation", "test"):
+        for ex in _examples(b, split):
+            assert forms.setdefault(ex["form_id"], split) == split
+            assert ex["image"].ndim == 3 and ex["image"].shape[2] == 1
+            assert b.info.features["writer"].int2str(ex["writer"]) == ex["writer_id"].decode()
+    assert len(forms) == 36
+    assert b.info.metadata["split_rule"] == kaggle_layout.SPLIT_RULE
+
+
+def test_build_from_kaggle_zip_in_manual_dir(layout, tmp_path):
+    manual = tmp_path / "manual"
+    manual.mkdir()
+    with zipfile.ZipFile(manual / "archive.zip", "w") as zf:
+        for p in layout.rglob("*"):
+            if p.is_file():
+                zf.write(p, p.relative_to(layout))
+    b = _build(manual, tmp_path, "top10")
+    assert b.info.splits["train"].num_examples == 10
+    assert b.info.features["writer"].num_classes == 10
+
+
+def test_bad_images_are_skipped_with_a_counted_warning(layout, tmp_path, caplog):
+    folder = layout / IMAGES
+    names = sorted(p.name for p in folder.glob("*.png"))
+    (folder / names[0]).write_bytes(b"")  # empty
+    (folder / names[1]).write_bytes((folder / names[1]).read_bytes()[:80])  # truncated
+    (folder / names[2]).write_text("not an image")  # non-image
+    shutil.copy(folder / names[3], folder / "zz99-999-s00-00.png")  # form not listed
+    with caplog.at_level(logging.WARNING):
+        b = _build(layout, tmp_path)
+    total = sum(s.num_examples for s in b.info.splits.values())
+    assert total == 36 - 3
+    text = caplog.text
+    assert "Skipped 1 file(s)" in text and "zz99-999-s00-00.png" in text
+    for name in names[:3]:
+        assert name in text
+    assert sum(text.count(f"Skipped {n} unreadable image(s)") for n in (1, 2, 3)) >= 1
+
+
+def test_malformed_forms_file_stops_the_build(layout, tmp_path):
+    with open(layout / kaggle_layout.FORMS_FILE, "a") as f:
+        f.write("garbage\n")
+    with pytest.raises(kaggle_layout.LayoutError, match=r"forms_for_parsing.txt:\d+: malformed"):
+        _build(layout, tmp_path)
+
+
+def test_zip_slip_archive_stops_the_build(tmp_path):
+    manual = tmp_path / "manual"
+    manual.mkdir()
+    with zipfile.ZipFile(manual / "archive.zip", "w") as zf:
+        zf.writestr("../../escape.txt", "x")
+    with pytest.raises(kaggle_layout.LayoutError, match="zip-slip"):
+        _build(manual, tmp_path)
+
+
+def test_image_over_pixel_limit_stops_the_build(layout, tmp_path):
+    path = next((layout / IMAGES).glob("*.png"))
+    raw = bytearray(path.read_bytes())
+    raw[16:24] = (60_000).to_bytes(4, "big") + (60_000).to_bytes(4, "big")
+    path.write_bytes(bytes(raw))
+    with pytest.raises(images.ImageTooLargeError, match=path.name):
+        _build(layout, tmp_path)
+
+
+def test_writer_with_two_forms_goes_to_train_only(layout, tmp_path, caplog):
+    forms = (layout / kaggle_layout.FORMS_FILE).read_text().splitlines()
+    form, writer = forms[0].split()[:2]
+    for p in (layout / IMAGES).glob(f"{form}-*.png"):
+        p.unlink()
+    with caplog.at_level(logging.WARNING):
+        b = _build(layout, tmp_path)
+    assert f"fewer than 3 forms and go to train only: {writer}" in caplog.text
+    test_writers = {ex["writer_id"].decode() for ex in _examples(b, "test")}
+    assert writer not in test_writers
+
+
+def test_kagglehub_cached_pinned_version_is_used_offline(layout, tmp_path, monkeypatch):
+    cache = tmp_path / "kagglehub"
+    base = cache / "datasets" / "tejasreddy" / "iam-handwriting-top50"
+    shutil.copytree(layout, base / "versions" / "3")
+    (base / "3.complete").touch()
+    monkeypatch.setenv("KAGGLEHUB_CACHE", str(cache))
+    b = _build(None, tmp_path, "top10")
+    assert b.info.features["writer"].num_classes == 10
+
+
+def test_no_manual_dir_and_no_kagglehub_gives_one_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("KAGGLEHUB_CACHE", str(tmp_path / "empty-cache"))
+    with pytest.raises(kaggle_layout.LayoutError) as info:
+        _build(None, tmp_path, "top10")
+    message = str(info.value)
+    assert "--manual-dir" in message and "kagglehub" in message and "synthetic" in message
+
+
+def test_cli_build_reports_bad_input_without_traceback(tmp_path, monkeypatch):
+    monkeypatch.setenv("KAGGLEHUB_CACHE", str(tmp_path / "empty-cache"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "iam_writers", "build", "--config", "top10",
+         "--data-dir", str(tmp_path / "tfds")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and "--manual-dir" in proc.stderr
+
+
+@pytest.mark.slow
+def test_tfds_cli_builds_synthetic_and_tfds_load_reads_it(tmp_path):
+    """The exact commands of the README, from the repository root, offline."""
+    repo = Path(__file__).resolve().parents[1]
+    tfds_bin = Path(sys.executable).parent / "tfds"
+    proc = subprocess.run(
+        [str(tfds_bin), "build", "iam_writers_tfds", "--config", "synthetic",
+         "--data_dir", str(tmp_path)],
+        cwd=repo, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    code = (
+        "import tensorflow_datasets as tfds, sys;"
+        f"ds = tfds.load('iam_writers_tfds/synthetic', split='test', data_dir={str(tmp_path)!r});"
+        "print(sum(1 for _ in ds))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert int(out.stdout.strip().splitlines()[-1]) == 80
+
+
+def test_synthetic_generator_writes_the_kaggle_layout(synth_layout):
+    records, skipped = kaggle_layout.scan(synth_layout)
+    assert not skipped and len(records) == 200
+    assert len({r.writer_id for r in records}) == 10 and len({r.form_id for r in records}) == 40
+    for r in records[::37]:
+        img = images.read_gray(r.path)
+        assert 100 <= img.shape[0] <= 150 and 800 <= img.shape[1] <= 2000
+
+
+def test_synthetic_generator_is_deterministic(tmp_path):
+    from iam_writers_tfds import synth
+
+    cfg = synth.SynthConfig(writers=2, forms_per_writer=1, lines_per_form=2, seed=5)
+    a, b = synth.generate(tmp_path / "a", cfg), synth.generate(tmp_path / "b", cfg)
+    for pa in sorted((a / IMAGES).glob("*.png")):
+        np.testing.assert_array_equal(cv2.imread(str(pa)), cv2.imread(str(b / IMAGES / pa.name)))
+    with pytest.raises(FileExistsError, match="already exists"):
+        synth.generate(a, cfg)
+
+
+def test_trivial_features_cannot_name_the_synthetic_writer(synth_layout):
+    """Mean intensity and image size must not beat chance (10%) by more than 20 points."""
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.pipeline import make_pipeline
+
+    records, _ = kaggle_layout.scan(synth_layout)
+    split, _ = kaggle_layout.split_forms({r.form_id: r.writer_id for r in records}, seed=0,
+                                         val_fraction=0.25, test_fraction=0.25)
+    feats, labels, is_test = [], [], []
+    for r in records:
+        img = images.read_gray(r.path)
+        feats.append([img.mean(), img.std(), img.shape[0], img.shape[1]])
+        labels.append(r.writer_id)
+        is_test.append(split[r.form_id] != "train")
+    x, y, t = np.array(feats), np.array(labels), np.array(is_test)
+    for clf in (make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)),
+                RandomForestClassifier(n_estimators=200, random_state=0)):
+        acc = clf.fit(x[~t], y[~t]).score(x[t], y[t])
+        assert acc <= 0.10 + 0.20, f"{type(clf).__name__} names the writer from trivial cues: {acc}"
