@@ -1,0 +1,205 @@
+"""Streaming datasets: decode -> normalise -> cache -> random views -> batch -> prefetch.
+
+The cache sits after decoding and normalisation (deterministic, the expensive part) and
+before any random crop or augmentation, so every epoch sees new crops at cache speed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from pipelines import ops
+from pipelines.config import PipelineConfig
+
+AUTOTUNE = tf.data.AUTOTUNE
+SPLITS = ("train", "validation", "test")
+
+
+@dataclasses.dataclass
+class CorruptImages:
+    """Collects the ids of images a pipeline skipped because they could not be decoded."""
+
+    names: list[str] = dataclasses.field(default_factory=list)
+
+    def _record(self, image_id: tf.Tensor) -> bool:
+        self.names.append(image_id.numpy().decode())
+        tf.get_logger().warning(
+            "skipping corrupt image %s (%d so far); rebuild the dataset to drop it for good",
+            self.names[-1], len(self.names),
+        )
+        return False
+
+
+def load_split(config: str, split: str, data_dir: str | Path | None = None) -> tf.data.Dataset:
+    """A prepared TFDS split as raw examples (image left PNG-encoded for `ops.decode`)."""
+    import tensorflow_datasets as tfds
+
+    from iam_writers_tfds import iam_writers_tfds_dataset_builder as b
+
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; allowed: {', '.join(SPLITS)}")
+    builder = b.Builder(config=config, data_dir=str(data_dir) if data_dir else None)
+    if not builder.is_prepared():
+        raise FileNotFoundError(
+            f"iam_writers_tfds/{config} is not built in {builder.data_dir_root}. "
+            f"Run: iam-writers build --config {config}"
+            + (f" --data-dir {data_dir}" if data_dir else "")
+        )
+    return builder.as_dataset(
+        split=split, decoders={"image": tfds.decode.SkipDecoding()}, shuffle_files=False
+    )
+
+
+def _decoded(raw: tf.data.Dataset, cfg: PipelineConfig, corrupt: CorruptImages | None):
+    """Validated, decoded and normalised examples, cached: {x, writer, image_id, form_id}."""
+
+    def check(ex):
+        valid = ops.looks_valid(ex["image"])
+        if cfg.on_corrupt == "fail":
+            with tf.control_dependencies([tf.debugging.Assert(valid, [
+                "corrupt image", ex["image_id"], "- rebuild the dataset, or use on_corrupt='skip'"
+            ])]):
+                return tf.identity(valid)
+        if corrupt is None:
+            return valid
+        return tf.cond(valid, lambda: True,
+                       lambda: tf.py_function(corrupt._record, [ex["image_id"]], tf.bool))
+
+    def prepare(ex):
+        img = ops.decode(ex["image"])
+        if cfg.mode == "patches":
+            x = ops.normalize_line(img, cfg.patch_size)
+        else:
+            x = ops.resize_rgb(img, cfg.image_size, cfg.keep_aspect)
+        return {"x": x, "writer": ex["writer"], "image_id": ex["image_id"],
+                "form_id": ex["form_id"]}
+
+    ds = raw.filter(check)
+    ds = ds.map(prepare, num_parallel_calls=AUTOTUNE, deterministic=cfg.deterministic)
+    if cfg.on_corrupt == "skip":
+        # bit-level damage past the cheap check: dropped rather than ending the epoch
+        ds = ds.ignore_errors(log_warning=True)
+    return ds.cache() if cfg.cache else ds
+
+
+def _seeded(ds: tf.data.Dataset, seed: int) -> tf.data.Dataset:
+    """Pair every element with a fresh stateless seed; new seeds each epoch, same each run."""
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    return tf.data.Dataset.zip(ds, seeds)
+
+
+def _finish(ds: tf.data.Dataset, cfg: PipelineConfig) -> tf.data.Dataset:
+    ds = ds.prefetch(AUTOTUNE)
+    if cfg.device_prefetch and tf.config.list_physical_devices("GPU"):
+        ds = ds.apply(tf.data.experimental.prefetch_to_device("/gpu:0"))
+    return ds
+
+
+def _views(ex, seed, cfg: PipelineConfig, n: int, augment: bool) -> tf.Tensor:
+    """n model inputs from one cached example: random crops (patches) or the image (resize)."""
+    if cfg.mode == "resize":
+        return tf.repeat(ops.scale_input(ex["x"], cfg)[None], n, axis=0)
+    crops = ops.random_crops(ex["x"], seed, dataclasses.replace(cfg, patches_per_image=n))
+    x = ops.scale_input(crops, cfg)
+    return ops.augment(x, seed + 7) if augment else x
+
+
+def train_dataset(raw: tf.data.Dataset, cfg: PipelineConfig,
+                  corrupt: CorruptImages | None = None) -> tf.data.Dataset:
+    """(x, writer) batches for classifier training: k random inked crops per image per epoch
+    (patches) or each whole image once (resize), shuffled with `cfg.seed`."""
+    k = cfg.patches_per_image if cfg.mode == "patches" else 1
+    ds = _decoded(raw, cfg, corrupt).shuffle(cfg.shuffle_buffer, seed=cfg.seed)
+    ds = _seeded(ds, cfg.seed).map(
+        lambda ex, s: (_views(ex, s, cfg, k, cfg.augment), tf.fill([k], ex["writer"])),
+        num_parallel_calls=AUTOTUNE, deterministic=cfg.deterministic,
+    ).unbatch()
+    if k > 1:  # mix crops of different images inside a batch
+        ds = ds.shuffle(min(cfg.shuffle_buffer, 8 * cfg.batch_size), seed=cfg.seed + 1)
+    return _finish(ds.batch(cfg.batch_size), cfg)
+
+
+def eval_dataset(raw: tf.data.Dataset, cfg: PipelineConfig,
+                 corrupt: CorruptImages | None = None) -> tf.data.Dataset:
+    """Deterministic batches of dicts {x, writer, image_id, form_id, ink}: every sliding
+    window of every image (patches) or each whole image (resize), for per-image and
+    per-form aggregation."""
+    def windows(ex):
+        if cfg.mode == "patches":
+            patches, ink = ops.sliding_windows(ex["x"], cfg)
+            x = ops.scale_input(patches, cfg)
+        else:
+            x, ink = ops.scale_input(ex["x"], cfg)[None], tf.ones([1])
+        n = tf.shape(x)[0]
+        return {"x": x, "ink": ink, "writer": tf.fill([n], ex["writer"]),
+                "image_id": tf.fill([n], ex["image_id"]), "form_id": tf.fill([n], ex["form_id"])}
+
+    ds = _decoded(raw, dataclasses.replace(cfg, deterministic=True), corrupt)
+    ds = ds.map(windows, num_parallel_calls=AUTOTUNE, deterministic=True).unbatch()
+    return _finish(ds.batch(cfg.batch_size), cfg)
+
+
+def _class_streams(decoded: tf.data.Dataset, classes: list[int], seed: int):
+    return [
+        decoded.filter(lambda ex, c=c: tf.equal(ex["writer"], c))
+        .repeat().shuffle(64, seed=seed + c)
+        for c in classes
+    ]
+
+
+def _classes(raw: tf.data.Dataset) -> list[int]:
+    labels = raw.map(lambda ex: ex["writer"], num_parallel_calls=AUTOTUNE)
+    return sorted({int(v) for v in labels.as_numpy_iterator()})
+
+
+def pk_dataset(raw: tf.data.Dataset, cfg: PipelineConfig, p: int, k: int, steps: int,
+               corrupt: CorruptImages | None = None) -> tf.data.Dataset:
+    """`steps` batches of P writers x K samples (one random crop or image each), as
+    (x [P*K, ...], writer [P*K]), for in-batch triplet or contrastive losses."""
+    classes = _classes(raw)
+    if p > len(classes) or p < 2 or k < 2:
+        raise ValueError(f"P x K needs 2 <= P <= {len(classes)} writers and K >= 2; got {p}x{k}")
+    rng = np.random.default_rng(cfg.seed)
+    order = np.concatenate([
+        np.repeat(rng.choice(len(classes), p, replace=False), k) for _ in range(steps)
+    ]).astype(np.int64)
+    streams = _class_streams(_decoded(raw, cfg, corrupt), classes, cfg.seed)
+    ds = tf.data.Dataset.choose_from_datasets(streams, tf.data.Dataset.from_tensor_slices(order))
+    ds = _seeded(ds, cfg.seed).map(
+        lambda ex, s: (_views(ex, s, cfg, 1, cfg.augment)[0], ex["writer"]),
+        num_parallel_calls=AUTOTUNE, deterministic=cfg.deterministic,
+    )
+    return _finish(ds.batch(p * k, drop_remainder=True), cfg)
+
+
+def pair_dataset(raw: tf.data.Dataset, cfg: PipelineConfig, pairs: int,
+                 corrupt: CorruptImages | None = None, with_writers: bool = False):
+    """Balanced `((a, b), label)` batches for Siamese training. label 1 = same writer,
+    0 = different writers; positives and negatives alternate. `with_writers` appends the
+    two writer labels, `((a, b), label, (writer_a, writer_b))`, for checks and analysis."""
+    classes = _classes(raw)
+    if len(classes) < 2:
+        raise ValueError("pairs need at least 2 writers in the split")
+    rng = np.random.default_rng(cfg.seed)
+    order = []
+    for i in range(pairs):
+        a = rng.integers(len(classes))
+        b = a if i % 2 == 0 else (a + rng.integers(1, len(classes))) % len(classes)
+        order += [a, b]
+    streams = _class_streams(_decoded(raw, cfg, corrupt), classes, cfg.seed)
+    ds = tf.data.Dataset.choose_from_datasets(
+        streams, tf.data.Dataset.from_tensor_slices(np.array(order, np.int64)))
+    ds = _seeded(ds, cfg.seed).map(
+        lambda ex, s: (_views(ex, s, cfg, 1, cfg.augment)[0], ex["writer"]),
+        num_parallel_calls=AUTOTUNE, deterministic=cfg.deterministic,
+    ).batch(2)
+    def label(x, w):
+        out = ((x[0], x[1]), tf.cast(tf.equal(w[0], w[1]), tf.float32))
+        return out + ((w[0], w[1]),) if with_writers else out
+
+    ds = ds.map(label)
+    return _finish(ds.batch(cfg.batch_size), cfg)

@@ -1,0 +1,142 @@
+"""Per-example TF ops: decoding, line normalisation, crops, windows and augmentation."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from pipelines.config import PipelineConfig
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def looks_valid(encoded: tf.Tensor) -> tf.Tensor:
+    """Cheap in-graph check that a PNG is complete: signature at the start, IEND at the end."""
+    n = tf.strings.length(encoded)
+    head = tf.strings.substr(encoded, 0, 8)
+    tail = tf.strings.substr(encoded, tf.maximum(n - 12, 0), 12)
+    return tf.logical_and(
+        tf.logical_and(n > 40, tf.equal(head, _PNG_SIGNATURE)),
+        tf.equal(tf.strings.substr(tail, 4, 4), b"IEND"),
+    )
+
+
+def decode(encoded: tf.Tensor) -> tf.Tensor:
+    """PNG bytes -> uint8 [H, W, 1]."""
+    return tf.io.decode_png(encoded, channels=1)
+
+
+def normalize_line(image: tf.Tensor, height: int) -> tf.Tensor:
+    """uint8 [H, W, 1] paper-dark-ink -> uint8 [height, W', 1] with bright ink on black.
+
+    Crops the rows and columns that hold ink, scales the height to `height` (keeping the
+    aspect ratio), subtracts the paper level and stretches the ink to 0..255, so paper
+    colour, ink darkness and margins carry no information. Width is at least `height`.
+    """
+    inv = 255.0 - tf.cast(image[:, :, 0], tf.float32)
+    ink = tf.nn.relu(inv - tf.reduce_mean(inv))
+    peak = tf.reduce_max(ink) + 1e-3
+    rows = tf.where(tf.reduce_max(ink, axis=1) > 0.5 * peak)[:, 0]
+    cols = tf.where(tf.reduce_max(ink, axis=0) > 0.5 * peak)[:, 0]
+    has_ink = tf.size(rows) > 0
+    r0 = tf.cond(has_ink, lambda: tf.reduce_min(rows), lambda: tf.constant(0, tf.int64))
+    r1 = tf.cond(has_ink, lambda: tf.reduce_max(rows) + 1, lambda: tf.shape(ink, tf.int64)[0])
+    c0 = tf.cond(has_ink, lambda: tf.reduce_min(cols), lambda: tf.constant(0, tf.int64))
+    c1 = tf.cond(has_ink, lambda: tf.reduce_max(cols) + 1, lambda: tf.shape(ink, tf.int64)[1])
+    ink = ink[r0:r1, c0:c1]
+    h, w = tf.shape(ink)[0], tf.shape(ink)[1]
+    new_w = tf.maximum(1, tf.cast(tf.round(tf.cast(w * height, tf.float32) / tf.cast(h, tf.float32)), tf.int32))
+    ink = tf.image.resize(ink[:, :, None], (height, new_w), antialias=True)
+    ink = ink * (255.0 / (tf.reduce_max(ink) + 1e-3))
+    pad = tf.maximum(0, height - new_w)
+    ink = tf.pad(ink, [[0, 0], [0, pad], [0, 0]])
+    return tf.cast(tf.clip_by_value(tf.round(ink), 0, 255), tf.uint8)
+
+
+def resize_rgb(image: tf.Tensor, size: int, keep_aspect: bool) -> tf.Tensor:
+    """The notebooks' input: the whole image as RGB size x size (uint8), squashed or padded."""
+    rgb = tf.image.grayscale_to_rgb(image)
+    if keep_aspect:
+        # pad with paper (white), not black: invert, pad with zeros, invert back
+        padded = tf.image.resize_with_pad(255.0 - tf.cast(rgb, tf.float32), size, size)
+        out = 255.0 - padded
+    else:
+        out = tf.image.resize(rgb, (size, size))
+    return tf.cast(tf.clip_by_value(tf.round(out), 0, 255), tf.uint8)
+
+
+def scale_input(x: tf.Tensor, cfg: PipelineConfig) -> tf.Tensor:
+    """uint8 -> float32 model input under the configured normalisation."""
+    x = tf.cast(x, tf.float32)
+    if cfg.normalization == "resnet50":
+        return keras.applications.resnet50.preprocess_input(x)
+    return x / 255.0
+
+
+def _window_ink(line: tf.Tensor, size: int) -> tf.Tensor:
+    """Ink fraction of every window start 0..W-size (a cumulative sum over ink columns)."""
+    col = tf.reduce_sum(tf.cast(line[:, :, 0] > 127, tf.float32), axis=0)
+    cs = tf.concat([[0.0], tf.cumsum(col)], axis=0)
+    n = tf.shape(line)[1] - size + 1
+    return (cs[size : size + n] - cs[:n]) / float(size * size)
+
+
+def random_crops(line: tf.Tensor, seed: tf.Tensor, cfg: PipelineConfig) -> tf.Tensor:
+    """`patches_per_image` random size x size crops of a normalised line, each with ink
+    (falling back to the inkiest candidates when a line has too few)."""
+    size, k = cfg.patch_size, cfg.patches_per_image
+    ink = _window_ink(line, size)
+    n = tf.shape(ink)[0]
+    candidates = tf.random.stateless_uniform([4 * k], seed, 0, n, dtype=tf.int32)
+    cand_ink = tf.gather(ink, candidates)
+    noise = tf.random.stateless_uniform([4 * k], seed + 1)
+    key = tf.cast(cand_ink >= cfg.min_ink, tf.float32) * 2.0 + noise + cand_ink
+    starts = tf.gather(candidates, tf.math.top_k(key, k).indices)
+    return tf.map_fn(lambda s: line[:, s : s + size], starts, fn_output_signature=tf.uint8)
+
+
+def window_starts(width: tf.Tensor, size: int, stride: int) -> tf.Tensor:
+    """Deterministic window starts covering the whole width: every stride, plus the end."""
+    last = width - size
+    starts = tf.range(0, last + 1, stride)
+    return tf.cond(starts[-1] < last, lambda: tf.concat([starts, [last]], 0), lambda: starts)
+
+
+def sliding_windows(line: tf.Tensor, cfg: PipelineConfig) -> tuple[tf.Tensor, tf.Tensor]:
+    """Every window of a normalised line and its ink fraction."""
+    size = cfg.patch_size
+    starts = window_starts(tf.shape(line)[1], size, cfg.stride)
+    patches = tf.map_fn(lambda s: line[:, s : s + size], starts, fn_output_signature=tf.uint8)
+    return patches, tf.gather(_window_ink(line, size), starts)
+
+
+def augment(x: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """Training-only jitter of a float [N, H, W, C] batch of one image's patches (0..1 ink):
+    small shear and rotation, scale, brightness/contrast, and stroke thinning/thickening."""
+    n = tf.shape(x)[0]
+    size = tf.cast(tf.shape(x)[1], tf.float32)
+    seeds = tf.random.experimental.stateless_split(seed, 6)
+    angle = tf.random.stateless_uniform([n], seeds[0], -0.06, 0.06)
+    shear = tf.random.stateless_uniform([n], seeds[1], -0.2, 0.2)
+    scale = tf.random.stateless_uniform([n], seeds[2], 0.9, 1.1)
+    cos, sin = tf.cos(angle) / scale, tf.sin(angle) / scale
+    c = size / 2.0
+    a0, a1 = cos, -sin + shear
+    b0, b1 = sin, cos
+    transform = tf.stack(
+        [a0, a1, c - a0 * c - a1 * c, b0, b1, c - b0 * c - b1 * c, tf.zeros([n]), tf.zeros([n])],
+        axis=1,
+    )
+    x = tf.raw_ops.ImageProjectiveTransformV3(
+        images=x, transforms=transform, output_shape=tf.shape(x)[1:3],
+        fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT",
+    )
+    stroke = tf.random.stateless_uniform([], seeds[3], 0, 3, dtype=tf.int32)
+    x = tf.switch_case(stroke, [
+        lambda: x,
+        lambda: tf.nn.max_pool2d(x, 3, 1, "SAME"),  # thicker strokes
+        lambda: -tf.nn.max_pool2d(-x, 3, 1, "SAME"),  # thinner strokes
+    ])
+    gain = tf.random.stateless_uniform([n, 1, 1, 1], seeds[4], 0.7, 1.3)
+    bias = tf.random.stateless_uniform([n, 1, 1, 1], seeds[5], -0.1, 0.1)
+    return tf.clip_by_value(x * gain + bias, 0.0, 1.0)

@@ -1,0 +1,178 @@
+"""Input pipelines: shapes, ranges, ink, coverage, pairs, P x K, determinism, bad input."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from iam_writers import data
+from pipelines import (
+    CorruptImages,
+    PipelineConfig,
+    eval_dataset,
+    load_split,
+    pair_dataset,
+    pk_dataset,
+    train_dataset,
+)
+from pipelines import ops
+
+CFG = PipelineConfig(patch_size=32, patches_per_image=4, batch_size=16, deterministic=True)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """dummy_data built once as `top50`: 12 writers, one form per writer and split."""
+    from tests.conftest import DUMMY
+
+    out = tmp_path_factory.mktemp("tfds")
+    data.build(data.BuildConfig("top50", DUMMY, out))
+    return out
+
+
+def _raw(data_dir, split="train"):
+    return load_split("top50", split, data_dir)
+
+
+def test_unknown_mode_normalisation_and_size_list_allowed_values():
+    with pytest.raises(ValueError, match="allowed: patches, resize"):
+        PipelineConfig(mode="squash")
+    with pytest.raises(ValueError, match="allowed: unit, resnet50"):
+        PipelineConfig(normalization="imagenet")
+    with pytest.raises(ValueError, match="16..1024"):
+        PipelineConfig(patch_size=8)
+
+
+def test_unknown_split_and_unbuilt_config_are_clear(tmp_path):
+    with pytest.raises(ValueError, match="allowed: train, validation, test"):
+        load_split("top50", "dev", tmp_path)
+    with pytest.raises(FileNotFoundError, match="iam-writers build --config top10"):
+        load_split("top10", "train", tmp_path)
+
+
+def test_patch_training_batches(data_dir):
+    xs, ys = zip(*train_dataset(_raw(data_dir), CFG).as_numpy_iterator())
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    assert x.shape == (12 * 4, 32, 32, 1) and x.dtype == np.float32 and y.dtype == np.int64
+    assert 0.0 <= x.min() and x.max() <= 1.0 and set(y) <= set(range(12))
+
+
+def test_random_crops_contain_ink(data_dir):
+    cfg = dataclasses.replace(CFG, augment=False)
+    for x, _ in train_dataset(_raw(data_dir), cfg).as_numpy_iterator():
+        ink = (x[..., 0] > 0.5).mean(axis=(1, 2))
+        assert (ink >= cfg.min_ink).all(), ink
+
+
+@pytest.mark.parametrize("norm, size, lo, hi", [("unit", 128, 0.0, 1.0), ("resnet50", 224, -124, 152)])
+@pytest.mark.parametrize("keep_aspect", [False, True])
+def test_resize_mode(data_dir, norm, size, lo, hi, keep_aspect):
+    cfg = PipelineConfig(mode="resize", image_size=size, normalization=norm,
+                         keep_aspect=keep_aspect, batch_size=4, deterministic=True)
+    x, y = next(train_dataset(_raw(data_dir), cfg).as_numpy_iterator())
+    assert x.shape == (4, size, size, 3) and y.shape == (4,)
+    assert lo <= x.min() < x.max() <= hi
+
+
+def test_sliding_windows_cover_the_full_width():
+    for width in (32, 33, 47, 64, 100):
+        starts = ops.window_starts(tf.constant(width), 32, 16).numpy()
+        assert starts[0] == 0 and starts[-1] + 32 == width
+        assert (np.diff(starts) <= 16).all() and (np.diff(starts) > 0).all()
+
+
+def test_eval_windows_are_every_window_of_every_image(data_dir):
+    batches = list(eval_dataset(_raw(data_dir, "test"), CFG).as_numpy_iterator())
+    ids = np.concatenate([b["image_id"] for b in batches])
+    assert len(set(ids)) == 12
+    lines = {ex["image_id"]: ex["x"].shape[1] for ex in
+             load_split("top50", "test", data_dir).map(
+                 lambda e: {"image_id": e["image_id"],
+                            "x": ops.normalize_line(ops.decode(e["image"]), 32)}
+             ).as_numpy_iterator()}
+    for image_id, width in lines.items():
+        expected = len(ops.window_starts(tf.constant(width), 32, CFG.stride))
+        assert (ids == image_id).sum() == expected
+
+
+def test_no_form_in_two_splits(data_dir):
+    seen = {}
+    for split in ("train", "validation", "test"):
+        for b in eval_dataset(_raw(data_dir, split), CFG).as_numpy_iterator():
+            for form in set(b["form_id"]):
+                assert seen.setdefault(form, split) == split
+
+
+def test_pair_labels_agree_with_writers(data_dir):
+    cfg = dataclasses.replace(CFG, batch_size=8)
+    labels = []
+    for (a, b), label, (wa, wb) in pair_dataset(_raw(data_dir), cfg, 24, with_writers=True):
+        assert a.shape == b.shape == (8, 32, 32, 1)
+        np.testing.assert_array_equal(label.numpy(), (wa.numpy() == wb.numpy()).astype(float))
+        labels += list(label.numpy())
+    assert len(labels) == 24 and sum(labels) == 12  # balanced
+
+
+def test_pk_batches_have_p_writers_times_k(data_dir):
+    batches = list(pk_dataset(_raw(data_dir), CFG, p=4, k=3, steps=5).as_numpy_iterator())
+    assert len(batches) == 5
+    for x, y in batches:
+        assert x.shape == (12, 32, 32, 1)
+        values, counts = np.unique(y, return_counts=True)
+        assert len(values) == 4 and (counts == 3).all()
+    with pytest.raises(ValueError, match="P x K"):
+        pk_dataset(_raw(data_dir), CFG, p=20, k=2, steps=1)
+
+
+def _first(ds):
+    return next(iter(ds))[0].numpy()
+
+
+def test_training_stream_is_deterministic_under_a_seed(data_dir):
+    a = _first(train_dataset(_raw(data_dir), CFG))
+    b = _first(train_dataset(_raw(data_dir), CFG))
+    c = _first(train_dataset(_raw(data_dir), dataclasses.replace(CFG, seed=1)))
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_epochs_draw_new_crops(data_dir):
+    ds = train_dataset(_raw(data_dir), dataclasses.replace(CFG, shuffle_buffer=1))
+    assert not np.array_equal(_first(ds), _first(ds))
+
+
+def _raw_with_corrupt(data_dir):
+    examples = list(_raw(data_dir).as_numpy_iterator())
+    images = [e["image"] for e in examples]
+    images[2] = images[2][: len(images[2]) // 2]  # truncated PNG
+    return tf.data.Dataset.from_tensor_slices({
+        "image": images,
+        "writer": [e["writer"] for e in examples],
+        "image_id": [e["image_id"] for e in examples],
+        "form_id": [e["form_id"] for e in examples],
+    }), examples[2]["image_id"].decode()
+
+
+def test_corrupt_image_is_skipped_counted_and_named(data_dir):
+    raw, bad = _raw_with_corrupt(data_dir)
+    corrupt = CorruptImages()
+    n = sum(len(y) for _, y in train_dataset(raw, CFG, corrupt))
+    assert n == 11 * 4 and corrupt.names == [bad]
+
+
+def test_corrupt_image_fails_clearly_when_asked(data_dir):
+    raw, bad = _raw_with_corrupt(data_dir)
+    cfg = dataclasses.replace(CFG, on_corrupt="fail")
+    with pytest.raises(tf.errors.InvalidArgumentError, match=bad):
+        for _ in train_dataset(raw, cfg):
+            pass
+
+
+def test_augmentation_keeps_range_and_shape():
+    x = tf.random.stateless_uniform([6, 32, 32, 1], [1, 2])
+    y = ops.augment(x, tf.constant([3, 4], tf.int64))
+    assert y.shape == x.shape and float(tf.reduce_min(y)) >= 0 and float(tf.reduce_max(y)) <= 1
+    np.testing.assert_array_equal(y, ops.augment(x, tf.constant([3, 4], tf.int64)))
