@@ -30,6 +30,60 @@ def _build(args: argparse.Namespace) -> None:
     print(data.statistics(b))
 
 
+def _train(args: argparse.Namespace) -> None:
+    from models.config import TrainConfig
+    from models.train import train
+
+    cfg = TrainConfig(**_fields(args, TrainConfig))
+    run = train(cfg)
+    print(f"run directory: {run}")
+    _print_metrics(run / "metrics.json")
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from models.evaluate import evaluate
+
+    evaluate(args.run, args.split)
+    _print_metrics(args.run / f"metrics_{args.split}.json")
+
+
+def _print_metrics(path: Path) -> None:
+    import json
+
+    m = json.loads(path.read_text())
+    print(f"{m['split']}: image top-1 {m['top1']:.3f}  top-5 {m['top5']:.3f}  "
+          f"form top-1 {m['form_top1']:.3f}  ({m['n_images']} images, {m['n_forms']} forms, "
+          f"{m['n_writers']} writers)")
+    if m.get("verification"):
+        v = m["verification"]
+        print(f"verification: ROC-AUC {v['roc_auc']:.3f}  EER {v['eer']:.3f}  "
+              f"TAR@FAR=1% {v['tar_at_far_1pct']:.3f}")
+    print(f"metrics: {path}; plots: {path.parent / 'plots'}")
+
+
+def _add_fields(p: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> None:
+    """One flag per dataclass field: the dataclass is the single source of defaults."""
+    import dataclasses
+
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(f.default, bool):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
+        elif f.name in ("out", "data_dir"):
+            p.add_argument(flag, type=Path, default=f.default)
+        else:
+            p.add_argument(flag, type=type(f.default), default=f.default)
+
+
+def _fields(args: argparse.Namespace, cls) -> dict:
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in vars(args).items() if k in names}
+
+
 def _demo(args: argparse.Namespace) -> None:
     from iam_writers import data
 
@@ -58,6 +112,22 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--data-dir", type=Path, help="TFDS data dir (default ~/tensorflow_datasets)")
     s.set_defaults(func=_build)
 
+    from models.config import BACKBONES, MODELS, TrainConfig
+
+    s = sub.add_parser("train", help="train a model into runs/NAME and evaluate it")
+    s.add_argument("--model", choices=MODELS, default="patch_cnn")
+    s.add_argument("--config", choices=CONFIGS, default="synthetic")
+    s.add_argument("--backbone", choices=BACKBONES, default="resnet50")
+    s.add_argument("--weights", default="imagenet",
+                   help="imagenet | none | PATH of a weights file (ResNet50-style models)")
+    _add_fields(s, TrainConfig, skip=("model", "config", "backbone", "weights"))
+    s.set_defaults(func=_train)
+
+    s = sub.add_parser("evaluate", help="metrics.json and plots for a run directory")
+    s.add_argument("run", type=Path)
+    s.add_argument("--split", choices=("train", "validation", "test"), default="test")
+    s.set_defaults(func=_evaluate)
+
     s = sub.add_parser("demo", help="the main job, offline by default")
     s.add_argument("--config", choices=CONFIGS, default="synthetic")
     s.add_argument("--manual-dir", type=Path)
@@ -70,7 +140,10 @@ def user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean bad input: reported as one line, no traceback, exit status 2."""
     from iam_writers_tfds import images, kaggle_layout
 
-    return (kaggle_layout.LayoutError, images.ImageError, FileNotFoundError, FileExistsError)
+    errors = (kaggle_layout.LayoutError, images.ImageError, FileNotFoundError, FileExistsError)
+    if "models.zoo" in sys.modules:
+        errors += (sys.modules["models.zoo"].WeightsError,)
+    return errors
 
 
 def main(argv: list[str] | None = None) -> int:

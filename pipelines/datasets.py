@@ -203,3 +203,14 @@ def pair_dataset(raw: tf.data.Dataset, cfg: PipelineConfig, pairs: int,
 
     ds = ds.map(label)
     return _finish(ds.batch(cfg.batch_size), cfg)
+
+
+def writer_names(config: str, data_dir: str | Path | None = None) -> list[str]:
+    """The writer ids of a built config, in class-index order."""
+    from iam_writers_tfds import iam_writers_tfds_dataset_builder as b
+
+    builder = b.Builder(config=config, data_dir=str(data_dir) if data_dir else None)
+    if not builder.is_prepared():
+        raise FileNotFoundError(f"iam_writers_tfds/{config} is not built. "
+                                f"Run: iam-writers build --config {config}")
+    return list(builder.info.features["writer"].names)

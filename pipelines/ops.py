@@ -92,7 +92,8 @@ def random_crops(line: tf.Tensor, seed: tf.Tensor, cfg: PipelineConfig) -> tf.Te
     noise = tf.random.stateless_uniform([4 * k], seed + 1)
     key = tf.cast(cand_ink >= cfg.min_ink, tf.float32) * 2.0 + noise + cand_ink
     starts = tf.gather(candidates, tf.math.top_k(key, k).indices)
-    return tf.map_fn(lambda s: line[:, s : s + size], starts, fn_output_signature=tf.uint8)
+    crops = tf.map_fn(lambda s: line[:, s : s + size], starts, fn_output_signature=tf.uint8)
+    return tf.ensure_shape(crops, [k, size, size, 1])
 
 
 def window_starts(width: tf.Tensor, size: int, stride: int) -> tf.Tensor:
@@ -107,6 +108,7 @@ def sliding_windows(line: tf.Tensor, cfg: PipelineConfig) -> tuple[tf.Tensor, tf
     size = cfg.patch_size
     starts = window_starts(tf.shape(line)[1], size, cfg.stride)
     patches = tf.map_fn(lambda s: line[:, s : s + size], starts, fn_output_signature=tf.uint8)
+    patches = tf.ensure_shape(patches, [None, size, size, 1])
     return patches, tf.gather(_window_ink(line, size), starts)
 
 

@@ -1,0 +1,90 @@
+"""Training configuration: one dataclass, filled in by `iam-writers train` and the tuners."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from pipelines.config import PipelineConfig
+
+MODELS = ("patch_cnn", "resnet50_classifier", "siamese_resnet50")
+BACKBONES = ("resnet50", "mobilenetv2", "efficientnetb0")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything a run needs. Model hyperparameters are named here, once.
+
+    The defaults are the CPU recipe (patch_cnn on 64-px patches). The notebook recipes
+    (`resnet50_classifier` at 224, `siamese_resnet50` at 128) get their input settings
+    from `pipeline_config()`.
+    """
+
+    model: str = "patch_cnn"
+    config: str = "synthetic"
+    out: Path = Path("runs/default")
+    data_dir: Path | None = None
+    epochs: int = 30
+    batch_size: int = 64
+    learning_rate: float = 2e-3
+    patience: int = 6
+    seed: int = 0
+    # patch_cnn
+    patch_size: int = 64
+    patches_per_image: int = 12
+    width: int = 16
+    embedding_dim: int = 0  # >0 adds an L2-normalised embedding head
+    # resnet50-style models
+    backbone: str = "resnet50"
+    image_size: int = 0  # resize models: 0 means the notebook's (224 classifier, 128 Siamese)
+    weights: str = "imagenet"
+    head_units: int = 1024
+    dropout: float = 0.5
+    fine_tune_blocks: int = 0
+    fine_tune_learning_rate: float = 1e-5
+    fine_tune_epochs: int = 5
+    margin: float = 1.0
+    pairs_per_epoch: int = 2048
+    augment: bool = True
+    resume: bool = False
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        self.data_dir = Path(self.data_dir) if self.data_dir else None
+        if self.model not in MODELS:
+            raise ValueError(f"unknown model {self.model!r}; allowed: {', '.join(MODELS)}")
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"unknown backbone {self.backbone!r}; allowed: {', '.join(BACKBONES)}")
+        if self.epochs < 1 or self.batch_size < 1 or not self.learning_rate > 0:
+            raise ValueError("epochs and batch_size must be >= 1 and learning_rate > 0")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    def pipeline_config(self) -> PipelineConfig:
+        """The input recipe that goes with this model."""
+        if self.model == "patch_cnn":
+            return PipelineConfig(
+                mode="patches", patch_size=self.patch_size,
+                patches_per_image=self.patches_per_image, batch_size=self.batch_size,
+                augment=self.augment, seed=self.seed,
+            )
+        size = self.image_size or (224 if self.model == "resnet50_classifier" else 128)
+        norm = "resnet50" if self.backbone == "resnet50" and self.model == "resnet50_classifier" \
+            else "unit"
+        return PipelineConfig(mode="resize", image_size=size, normalization=norm,
+                              batch_size=self.batch_size, augment=False, seed=self.seed)
+
+    def to_json(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["out"], d["data_dir"] = str(self.out), str(self.data_dir) if self.data_dir else None
+        return d
+
+    @classmethod
+    def load(cls, run_dir: Path) -> TrainConfig:
+        path = Path(run_dir) / "config.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: not a run directory (no config.json). "
+                                    "Pass a folder written by `iam-writers train`.")
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in json.loads(path.read_text()).items() if k in known})

@@ -1,0 +1,155 @@
+"""`iam-writers evaluate`: honest per-image and per-form metrics, and the plots.
+
+Patch models are scored by averaging the log-probabilities of an image's inked windows
+(per image) or of all its form's windows (per form). Embedding models identify by the
+nearest writer centroid of training embeddings and are also scored on verification pairs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from sklearn import metrics as skm
+
+from models.config import TrainConfig
+from pipelines import eval_dataset, load_split
+
+
+def aggregate(values: np.ndarray, groups: np.ndarray, keep: np.ndarray | None = None):
+    """Mean of `values` rows per group, over the rows in `keep` (all rows of a group when
+    none of its rows is kept). Returns (sorted group ids, [n_groups, ...] means)."""
+    keep = np.ones(len(values), bool) if keep is None else keep
+    ids, inverse = np.unique(groups, return_inverse=True)
+    out = np.zeros((len(ids),) + values.shape[1:], np.float64)
+    for g in range(len(ids)):
+        rows = inverse == g
+        chosen = rows & keep if (rows & keep).any() else rows
+        out[g] = values[chosen].mean(axis=0)
+    return ids, out
+
+
+def topk_accuracy(scores: np.ndarray, labels: np.ndarray, k: int) -> float:
+    k = min(k, scores.shape[1])
+    top = np.argsort(-scores, axis=1)[:, :k]
+    return float((top == labels[:, None]).any(axis=1).mean())
+
+
+def verification(embeddings: np.ndarray, labels: np.ndarray) -> dict:
+    """ROC-AUC, EER, its threshold and TAR at FAR=1% over all pairs of `embeddings`
+    (cosine similarity, L2-normalised rows)."""
+    iu = np.triu_indices(len(labels), k=1)
+    sims = (embeddings @ embeddings.T)[iu]
+    same = (labels[:, None] == labels[None, :])[iu].astype(int)
+    if same.min() == same.max():
+        return {}
+    fpr, tpr, thr = skm.roc_curve(same, sims)
+    i = int(np.nanargmin(np.abs(fpr - (1 - tpr))))
+    return {
+        "roc_auc": float(skm.roc_auc_score(same, sims)),
+        "eer": float((fpr[i] + 1 - tpr[i]) / 2),
+        "eer_threshold": float(thr[i]),
+        "tar_at_far_1pct": float(np.interp(0.01, fpr, tpr)),
+        "n_pairs": int(len(same)),
+        "_roc": (fpr, tpr),
+    }
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def _run_windows(model, ds):
+    """Model outputs for every window plus the metadata carried along."""
+    outs, meta = [], {"writer": [], "image_id": [], "form_id": [], "ink": []}
+    for batch in ds:
+        outs.append(np.asarray(model.predict_on_batch(batch["x"])))
+        for key in meta:
+            meta[key].append(batch[key].numpy())
+    return np.concatenate(outs), {k: np.concatenate(v) for k, v in meta.items()}
+
+
+def load_run(run_dir: Path):
+    """(config, labels, model) of a run directory; the model is loaded in safe mode."""
+    import keras
+
+    import models.losses  # noqa: F401 - registers the custom objects
+    import models.zoo  # noqa: F401
+
+    cfg = TrainConfig.load(run_dir)
+    labels = json.loads((Path(run_dir) / "labels.json").read_text())
+    path = Path(run_dir) / "model.keras"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no trained model. Finish `iam-writers train` "
+                                "(or pass --resume) first.")
+    return cfg, labels, keras.models.load_model(path, safe_mode=True)
+
+
+def evaluate(run_dir: Path, split: str = "test") -> dict:
+    """Write `metrics.json` (and `metrics_<split>.json`) and `plots/` into the run dir."""
+    from models import zoo
+
+    run_dir = Path(run_dir)
+    cfg, labels, model = load_run(run_dir)
+    pcfg = cfg.pipeline_config()
+    embedder = zoo.embedding_model(model)
+    ds = eval_dataset(load_split(cfg.config, split, cfg.data_dir), pcfg)
+    keep_min = pcfg.min_ink if pcfg.mode == "patches" else 0.0
+    result: dict = {"split": split, "model": cfg.model, "config": cfg.config}
+
+    if cfg.model == "siamese_resnet50":
+        emb, meta = _run_windows(embedder, ds)
+        gal, gmeta = _run_windows(embedder, eval_dataset(
+            load_split(cfg.config, "train", cfg.data_dir), pcfg))
+        gids, gmean = aggregate(gal, gmeta["writer"], gmeta["ink"] >= keep_min)
+        centroids = _normalise(gmean)
+        scores_fn = lambda e: _normalise(e) @ centroids.T  # noqa: E731
+        class_of = gids
+    else:
+        probs, meta = _run_windows(model, ds)
+        emb = _run_windows(embedder, ds)[0] if embedder is not None else None
+        scores_fn, class_of = None, np.arange(len(labels))
+
+    keep = meta["ink"] >= keep_min
+    image_ids, image_rows = np.unique(meta["image_id"], return_index=True)
+    image_label = meta["writer"][image_rows]
+    form_ids, form_rows = np.unique(meta["form_id"], return_index=True)
+    form_label = meta["writer"][form_rows]
+    if scores_fn is None:
+        logp = np.log(np.clip(probs, 1e-8, 1.0))
+        img_scores = aggregate(logp, meta["image_id"], keep)[1]
+        form_scores = aggregate(logp, meta["form_id"], keep)[1]
+    else:
+        img_scores = scores_fn(aggregate(emb, meta["image_id"], keep)[1])
+        form_scores = scores_fn(aggregate(emb, meta["form_id"], keep)[1])
+    to_class = lambda y: np.searchsorted(class_of, y)  # noqa: E731
+    img_y, form_y = to_class(image_label), to_class(form_label)
+    img_pred = class_of[img_scores.argmax(1)]
+    result.update({
+        "top1": topk_accuracy(img_scores, img_y, 1),
+        "top5": topk_accuracy(img_scores, img_y, 5),
+        "form_top1": topk_accuracy(form_scores, form_y, 1),
+        "n_images": int(len(image_ids)),
+        "n_forms": int(len(form_ids)),
+        "n_writers": int(len(np.unique(image_label))),
+        "n_patches": int(len(meta["ink"])),
+    })
+    present = np.unique(np.concatenate([image_label, img_pred]))
+    result["per_writer"] = skm.classification_report(
+        image_label, img_pred, labels=present, target_names=[labels[i] for i in present],
+        output_dict=True, zero_division=0,
+    )
+    roc = None
+    if emb is not None:
+        ver = verification(_normalise(aggregate(emb, meta["image_id"], keep)[1]), image_label)
+        roc = ver.pop("_roc", None)
+        result["verification"] = ver
+    from models import plots
+
+    plots.write_all(run_dir / "plots", run_dir / "history.csv", image_label, img_pred, labels,
+                    img_scores, img_y, roc, cfg, split, dict(zip(image_ids, img_pred)))
+    text = json.dumps(result, indent=2)
+    (run_dir / f"metrics_{split}.json").write_text(text)
+    (run_dir / "metrics.json").write_text(text)
+    return result

@@ -1,0 +1,95 @@
+"""Evaluation plots (matplotlib, headless): curves, confusion matrix, ROC, sample grid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from sklearn import metrics as skm  # noqa: E402
+from sklearn.preprocessing import label_binarize  # noqa: E402
+
+
+def curves(history_csv: Path, out: Path) -> None:
+    hist = pd.read_csv(history_csv)
+    keys = [k for k in ("loss", "accuracy") if k in hist]
+    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.5), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        ax.plot(hist["epoch"] + 1, hist[key], label=f"train {key}")
+        if f"val_{key}" in hist:
+            ax.plot(hist["epoch"] + 1, hist[f"val_{key}"], label=f"validation {key}")
+        ax.set_xlabel("epoch")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+
+
+def confusion(y_true, y_pred, labels: list[str], out: Path) -> None:
+    present = np.unique(np.concatenate([y_true, y_pred]))
+    cm = skm.confusion_matrix(y_true, y_pred, labels=present)
+    size = min(14, 3 + 0.3 * len(present))
+    fig, ax = plt.subplots(figsize=(size, size))
+    skm.ConfusionMatrixDisplay(cm, display_labels=[labels[i] for i in present]).plot(
+        ax=ax, colorbar=False, include_values=len(present) <= 20, xticks_rotation="vertical")
+    ax.set_title("image-level confusion matrix")
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+
+
+def roc(scores: np.ndarray, y: np.ndarray, verification_roc, out: Path) -> None:
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    if verification_roc is not None:
+        fpr, tpr = verification_roc
+        ax.plot(fpr, tpr, label="verification (same writer?)")
+    if scores.shape[1] > 1:
+        onehot = label_binarize(y, classes=np.arange(scores.shape[1]))
+        if onehot.shape[1] == 1:
+            onehot = np.hstack([1 - onehot, onehot])
+        fpr, tpr, _ = skm.roc_curve(onehot.ravel(), scores.ravel())
+        ax.plot(fpr, tpr, label=f"identification, micro AUC {skm.auc(fpr, tpr):.3f}")
+    ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+
+
+def samples(cfg, split: str, labels: list[str], predicted: dict, out: Path, n: int = 12) -> None:
+    """The notebooks' visualisation: test images titled with true and predicted writer."""
+    import tensorflow_datasets as tfds
+
+    from pipelines import load_split
+
+    ds = tfds.as_numpy(load_split(cfg.config, split, cfg.data_dir).take(n))
+    fig, axes = plt.subplots(n // 2, 2, figsize=(12, 1.3 * n))
+    for ax, ex in zip(axes.ravel(), ds):
+        import cv2
+
+        img = cv2.imdecode(np.frombuffer(ex["image"], np.uint8), cv2.IMREAD_GRAYSCALE)
+        pred = predicted.get(ex["image_id"], -1)
+        ok = pred == ex["writer"]
+        ax.imshow(img, cmap="gray", aspect="auto")
+        ax.set_title(f"true {labels[ex['writer']]}  predicted {labels[pred]}",
+                     color="green" if ok else "red", fontsize=9)
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(out, dpi=80)
+    plt.close(fig)
+
+
+def write_all(folder: Path, history_csv: Path, y_true, y_pred, labels, scores, y_idx,
+              verification_roc, cfg, split, predicted) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    if history_csv.is_file():
+        curves(history_csv, folder / "curves.png")
+    confusion(y_true, y_pred, labels, folder / "confusion.png")
+    roc(scores, y_idx, verification_roc, folder / "roc.png")
+    samples(cfg, split, labels, predicted, folder / "samples.png")

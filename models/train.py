@@ -1,0 +1,137 @@
+"""`iam-writers train`: build, compile and fit a model into a run directory.
+
+runs/NAME/ holds model.keras, labels.json, config.json, history.csv, metrics.json,
+plots/, logs/ (TensorBoard) and, while training, backup/ for --resume.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from models import zoo
+from models.config import TrainConfig
+from models.losses import ContrastiveLoss
+from pipelines import eval_dataset, load_split, pair_dataset, train_dataset, writer_names
+
+
+def choose_strategy() -> tf.distribute.Strategy:
+    """MultiWorkerMirrored when TF_CONFIG names a cluster, Mirrored on several GPUs,
+    otherwise the default (single device) strategy."""
+    if os.environ.get("TF_CONFIG"):
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if len(tf.config.list_physical_devices("GPU")) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def atomic_save(model: keras.Model, path: Path) -> None:
+    """Save to a temporary file beside `path`, then rename: no half-written model."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".keras", dir=path.parent)
+    os.close(fd)
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def build_model(cfg: TrainConfig, num_classes: int) -> tuple[keras.Model, keras.losses.Loss, str]:
+    """(compiled-ready model, loss, monitored metric) for `cfg.model`."""
+    if cfg.model == "patch_cnn":
+        model = zoo.patch_cnn((cfg.patch_size, cfg.patch_size, 1), num_classes, cfg.width,
+                              cfg.embedding_dim, cfg.dropout)
+        return model, keras.losses.SparseCategoricalCrossentropy(), "val_accuracy"
+    if cfg.model == "resnet50_classifier":
+        model = zoo.resnet50_classifier(num_classes, cfg.head_units, cfg.dropout, cfg.weights,
+                                        cfg.backbone, cfg.pipeline_config().image_size)
+        return model, keras.losses.SparseCategoricalCrossentropy(), "val_accuracy"
+    tower = zoo.siamese_tower(cfg.embedding_dim or 128, cfg.head_units, cfg.weights,
+                              cfg.backbone, cfg.pipeline_config().image_size)
+    return zoo.siamese_pair_model(tower), ContrastiveLoss(cfg.margin), "val_loss"
+
+
+def _datasets(cfg: TrainConfig):
+    pcfg = cfg.pipeline_config()
+    train_raw = load_split(cfg.config, "train", cfg.data_dir)
+    val_raw = load_split(cfg.config, "validation", cfg.data_dir)
+    if cfg.model == "siamese_resnet50":
+        return (pair_dataset(train_raw, pcfg, cfg.pairs_per_epoch),
+                pair_dataset(val_raw, dataclasses.replace(pcfg, seed=pcfg.seed + 1),
+                             max(64, cfg.pairs_per_epoch // 4)))
+    val = eval_dataset(val_raw, pcfg).unbatch().filter(lambda e: e["ink"] >= pcfg.min_ink)
+    val = val.map(lambda e: (e["x"], e["writer"])).batch(pcfg.batch_size).cache()
+    return train_dataset(train_raw, pcfg), val
+
+
+def _callbacks(cfg: TrainConfig, monitor: str) -> list[keras.callbacks.Callback]:
+    mode = "max" if "accuracy" in monitor else "min"
+    return [
+        keras.callbacks.BackupAndRestore(str(cfg.out / "backup")),
+        keras.callbacks.EarlyStopping(monitor, patience=cfg.patience, mode=mode,
+                                      restore_best_weights=True),
+        keras.callbacks.ReduceLROnPlateau("val_loss", factor=0.3,
+                                          patience=max(1, cfg.patience // 2)),
+        keras.callbacks.ModelCheckpoint(str(cfg.out / "checkpoints" / "best.keras"),
+                                        monitor=monitor, mode=mode, save_best_only=True),
+        keras.callbacks.CSVLogger(str(cfg.out / "history.csv"), append=True),
+        keras.callbacks.TensorBoard(str(cfg.out / "logs")),
+    ]
+
+
+def _prepare_out(cfg: TrainConfig) -> TrainConfig:
+    if cfg.resume:
+        saved = TrainConfig.load(cfg.out)
+        saved.resume, saved.out = True, cfg.out
+        return saved
+    if cfg.out.exists() and any(cfg.out.iterdir()):
+        raise FileExistsError(f"{cfg.out}: run directory already exists. Pass --resume to "
+                              "continue it, or choose a new --out.")
+    (cfg.out / "checkpoints").mkdir(parents=True, exist_ok=True)
+    return cfg
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Train `cfg` into `cfg.out` and evaluate it on the test split; returns the run dir."""
+    cfg = _prepare_out(cfg)
+    keras.utils.set_random_seed(cfg.seed)
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    labels = writer_names(cfg.config, cfg.data_dir)
+    atomic_write_text(cfg.out / "config.json", json.dumps(cfg.to_json(), indent=2))
+    atomic_write_text(cfg.out / "labels.json", json.dumps(labels, indent=2))
+    train_ds, val_ds = _datasets(cfg)
+    with choose_strategy().scope():
+        model, loss, monitor = build_model(cfg, len(labels))
+        metrics = [] if cfg.model == "siamese_resnet50" else ["accuracy"]
+        model.compile(keras.optimizers.Adam(cfg.learning_rate), loss, metrics=metrics)
+    verbose = 1 if sys.stdout.isatty() else 2
+    model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs,
+              callbacks=_callbacks(cfg, monitor), verbose=verbose)
+    if cfg.model == "resnet50_classifier" and cfg.fine_tune_blocks:
+        zoo.unfreeze_last_blocks(model, cfg.fine_tune_blocks)
+        model.compile(keras.optimizers.Adam(cfg.fine_tune_learning_rate), loss, metrics=metrics)
+        model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs + cfg.fine_tune_epochs,
+                  initial_epoch=cfg.epochs, callbacks=_callbacks(cfg, monitor), verbose=verbose)
+    atomic_save(model, cfg.out / "model.keras")
+    shutil.rmtree(cfg.out / "backup", ignore_errors=True)
+    from models.evaluate import evaluate
+
+    evaluate(cfg.out, "test")
+    return cfg.out

@@ -1,0 +1,133 @@
+"""Model shapes and sizes, one learning step, losses, aggregation, weights handling."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from models import zoo
+from models.evaluate import aggregate, topk_accuracy, verification
+from models.losses import ContrastiveLoss
+
+RESNET50_NOTOP_PARAMS = 23_587_712
+
+
+def test_patch_cnn_shape_and_documented_size():
+    model = zoo.patch_cnn((64, 64, 1), 10, width=16)
+    assert model.output_shape == (None, 10)
+    assert model.count_params() == 293_850  # stem 5x5x16, 3 blocks of 2 convs, softmax
+    with_emb = zoo.patch_cnn((64, 64, 1), 10, width=16, embedding_dim=32)
+    assert with_emb.get_layer("embedding").output.shape == (None, 32)
+
+
+def test_one_training_step_lowers_the_loss():
+    keras.utils.set_random_seed(0)
+    model = zoo.patch_cnn((32, 32, 1), 3, width=8, dropout=0.0)
+    loss = keras.losses.SparseCategoricalCrossentropy()
+    model.compile(keras.optimizers.Adam(1e-2), loss)
+    rng = np.random.default_rng(0)
+    x = rng.random((12, 32, 32, 1), dtype=np.float32)
+    y = np.arange(12) % 3
+
+    def train_mode_loss() -> float:  # batch statistics, as the step itself sees them
+        return float(loss(y, model(x, training=True)))
+
+    before = train_mode_loss()
+    model.train_on_batch(x, y)
+    assert train_mode_loss() < before
+
+
+def test_resnet50_classifier_matches_the_notebook(tmp_path):
+    base = zoo.backbone("resnet50", (224, 224, 3), "none")
+    model = zoo.resnet50_classifier(10, head_units=1024, dropout=0.5, weights="none")
+    assert model.input_shape == (None, 224, 224, 3) and model.output_shape == (None, 10)
+    names = [layer.name for layer in model.layers]
+    assert names[-4:] == ["gap", "head", "dropout", "writer"]
+    assert model.get_layer("dropout").rate == 0.5
+    assert model.get_layer("head").activation.__name__ == "relu"
+    head = 2048 * 1024 + 1024 + 1024 * 10 + 10
+    assert model.count_params() == RESNET50_NOTOP_PARAMS + head
+    # phase one with pretrained weights: only the head trains (weights from a local file)
+    path = tmp_path / "r50.weights.h5"
+    base.save_weights(path)
+    model = zoo.resnet50_classifier(10, head_units=1024, dropout=0.5, weights=str(path))
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    assert trainable == head
+    blocks = zoo.unfreeze_last_blocks(model, 2)
+    assert blocks == ["conv5_block2", "conv5_block3"]
+    assert sum(int(np.prod(w.shape)) for w in model.trainable_weights) > head
+
+
+def test_siamese_tower_embeds_on_the_unit_sphere_and_pairs_give_distances():
+    tower = zoo.siamese_tower(embedding_dim=16, head_units=32, weights="none",
+                              backbone_name="mobilenetv2")
+    pair = zoo.siamese_pair_model(tower)
+    x = np.random.default_rng(0).random((2, 128, 128, 3), dtype=np.float32)
+    emb = tower.predict(x, verbose=0)
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, rtol=1e-5)
+    d = pair.predict((x, x[::-1]), verbose=0)
+    np.testing.assert_allclose(d[:, 0], np.linalg.norm(emb - emb[::-1], axis=1), atol=1e-4)
+    assert zoo.embedding_model(pair) is tower
+
+
+def test_contrastive_loss_matches_known_distances():
+    loss = ContrastiveLoss(margin=1.0, reduction=None)
+    y = np.array([1.0, 1.0, 0.0, 0.0, 0.0])
+    d = np.array([0.0, 0.5, 0.2, 1.0, 1.5], np.float32)
+    expected = [0.0, 0.25, 0.64, 0.0, 0.0]
+    np.testing.assert_allclose(np.asarray(loss(y, d)), expected, rtol=1e-6)
+
+
+def test_aggregation_averages_inked_rows_per_group():
+    values = np.array([[0.0, 2.0], [2.0, 0.0], [9.0, 9.0], [1.0, 1.0]])
+    groups = np.array(["b", "b", "b", "a"])
+    keep = np.array([True, True, False, False])  # group a has no kept row: use all its rows
+    ids, means = aggregate(values, groups, keep)
+    assert list(ids) == ["a", "b"]
+    np.testing.assert_allclose(means, [[1.0, 1.0], [1.0, 1.0]])
+    scores = np.array([[0.1, 0.9, 0.0], [0.8, 0.1, 0.1]])
+    assert topk_accuracy(scores, np.array([1, 2]), 1) == 0.5
+    assert topk_accuracy(scores, np.array([1, 2]), 2) == 0.5
+    assert topk_accuracy(scores, np.array([1, 2]), 3) == 1.0
+
+
+def test_verification_metrics_on_separable_embeddings():
+    emb = np.array([[1, 0], [0.99, 0.14], [0, 1], [0.14, 0.99]], np.float64)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    v = verification(emb, np.array([0, 0, 1, 1]))
+    assert v["roc_auc"] == 1.0 and v["eer"] == 0.0 and v["tar_at_far_1pct"] == 1.0
+
+
+def test_a_local_weights_file_loads(tmp_path):
+    source = zoo.backbone("mobilenetv2", (96, 96, 3), "none")
+    inner = source.layers[-1]
+    path = tmp_path / "mobilenet.weights.h5"
+    inner.save_weights(path)
+    loaded = zoo.backbone("mobilenetv2", (96, 96, 3), str(path))
+    for a, b in zip(inner.get_weights(), loaded.layers[-1].get_weights()):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(zoo.WeightsError, match="weights file not found"):
+        zoo.backbone("resnet50", (224, 224, 3), str(tmp_path / "missing.h5"))
+
+
+def test_offline_imagenet_error_says_what_to_do(tmp_path):
+    env = {**os.environ, "KERAS_HOME": str(tmp_path), "HOME": str(tmp_path)}
+    code = (
+        "from models import zoo\n"
+        "try:\n"
+        "    zoo.backbone('resnet50', (224, 224, 3), 'imagenet')\n"
+        "except zoo.WeightsError as e:\n"
+        "    print('ERR', e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, timeout=300)
+    if "ERR" not in out.stdout:
+        pytest.skip("ImageNet weights were reachable: this machine is online")
+    msg = out.stdout
+    assert "Pass --weights none, or --weights PATH to a local weights file" in msg
+    assert "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5 in ~/.keras/models" in msg

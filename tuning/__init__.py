@@ -1,0 +1,1 @@
+"""KerasTuner hypermodels and search jobs."""
