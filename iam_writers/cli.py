@@ -54,7 +54,7 @@ def _print_metrics(path: Path) -> None:
     print(f"{m['split']}: image top-1 {m['top1']:.3f}  top-5 {m['top5']:.3f}  "
           f"form top-1 {m['form_top1']:.3f}  ({m['n_images']} images, {m['n_forms']} forms, "
           f"{m['n_writers']} writers)")
-    if m.get("verification"):
+    if "roc_auc" in m.get("verification", {}):
         v = m["verification"]
         print(f"verification: ROC-AUC {v['roc_auc']:.3f}  EER {v['eer']:.3f}  "
               f"TAR@FAR=1% {v['tar_at_far_1pct']:.3f}")
@@ -73,6 +73,8 @@ def _add_fields(p: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> 
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
         elif f.name in ("out", "data_dir"):
             p.add_argument(flag, type=Path, default=f.default)
+        elif f.default is None:
+            p.add_argument(flag, type=float, default=None)
         else:
             p.add_argument(flag, type=type(f.default), default=f.default)
 

@@ -175,7 +175,9 @@ def safe_extract(archive: Path, target: Path, max_member_bytes: int = MAX_MEMBER
     try:
         zf = zipfile.ZipFile(archive)
     except (zipfile.BadZipFile, OSError) as err:
-        raise LayoutError(f"{archive}: not a readable zip archive ({err}). Re-download it.") from None
+        raise LayoutError(
+            f"{archive}: not a readable zip archive ({err}). Re-download it."
+        ) from None
     with zf:
         for info in zf.infolist():
             name = info.filename
@@ -224,7 +226,8 @@ def root_in(folder: Path, extract_to: Path) -> Path | None:
     if root is not None:
         return root
     for archive in sorted(folder.glob("*.zip")):
-        dest = Path(extract_to) / f"{archive.stem}-{zlib.crc32(str(archive.resolve()).encode()):08x}"
+        tag = zlib.crc32(str(archive.resolve()).encode())
+        dest = Path(extract_to) / f"{archive.stem}-{tag:08x}"
         root = find_root(safe_extract(archive, dest))
         if root is not None:
             return root

@@ -40,13 +40,13 @@ class TrainConfig:
     image_size: int = 0  # resize models: 0 means the notebook's (224 classifier, 128 Siamese)
     weights: str = "imagenet"
     head_units: int = 1024
-    dropout: float = 0.5
+    dropout: float | None = None  # None: the model's default (0.5 notebooks' head, 0.2 patch_cnn)
     fine_tune_blocks: int = 0
     fine_tune_learning_rate: float = 1e-5
     fine_tune_epochs: int = 5
     margin: float = 1.0
     pairs_per_epoch: int = 2048
-    augment: bool = True
+    augment: bool = False  # measured: slows learning within a CPU budget; on for long runs
     resume: bool = False
 
     def __post_init__(self) -> None:
@@ -58,6 +58,8 @@ class TrainConfig:
             raise ValueError(f"unknown backbone {self.backbone!r}; allowed: {', '.join(BACKBONES)}")
         if self.epochs < 1 or self.batch_size < 1 or not self.learning_rate > 0:
             raise ValueError("epochs and batch_size must be >= 1 and learning_rate > 0")
+        if self.dropout is None:
+            self.dropout = 0.2 if self.model == "patch_cnn" else 0.5
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 

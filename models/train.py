@@ -102,7 +102,6 @@ def _prepare_out(cfg: TrainConfig) -> TrainConfig:
     if cfg.out.exists() and any(cfg.out.iterdir()):
         raise FileExistsError(f"{cfg.out}: run directory already exists. Pass --resume to "
                               "continue it, or choose a new --out.")
-    (cfg.out / "checkpoints").mkdir(parents=True, exist_ok=True)
     return cfg
 
 
@@ -113,7 +112,8 @@ def train(cfg: TrainConfig) -> Path:
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
         keras.mixed_precision.set_global_policy("mixed_float16")
-    labels = writer_names(cfg.config, cfg.data_dir)
+    labels = writer_names(cfg.config, cfg.data_dir)  # fails before anything is written
+    (cfg.out / "checkpoints").mkdir(parents=True, exist_ok=True)
     atomic_write_text(cfg.out / "config.json", json.dumps(cfg.to_json(), indent=2))
     atomic_write_text(cfg.out / "labels.json", json.dumps(labels, indent=2))
     train_ds, val_ds = _datasets(cfg)

@@ -9,7 +9,9 @@ from keras import layers, ops
 
 _APPS = {
     "resnet50": ("ResNet50", "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"),
-    "mobilenetv2": ("MobileNetV2", "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"),
+    "mobilenetv2": (
+        "MobileNetV2", "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+    ),
     "efficientnetb0": ("EfficientNetB0", "efficientnetb0_notop.h5"),
 }
 

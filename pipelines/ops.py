@@ -45,7 +45,8 @@ def normalize_line(image: tf.Tensor, height: int) -> tf.Tensor:
     c1 = tf.cond(has_ink, lambda: tf.reduce_max(cols) + 1, lambda: tf.shape(ink, tf.int64)[1])
     ink = ink[r0:r1, c0:c1]
     h, w = tf.shape(ink)[0], tf.shape(ink)[1]
-    new_w = tf.maximum(1, tf.cast(tf.round(tf.cast(w * height, tf.float32) / tf.cast(h, tf.float32)), tf.int32))
+    aspect = tf.cast(w, tf.float32) / tf.cast(h, tf.float32)
+    new_w = tf.maximum(1, tf.cast(tf.round(aspect * height), tf.int32))
     ink = tf.image.resize(ink[:, :, None], (height, new_w), antialias=True)
     ink = ink * (255.0 / (tf.reduce_max(ink) + 1e-3))
     pad = tf.maximum(0, height - new_w)

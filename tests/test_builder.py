@@ -182,8 +182,8 @@ def test_trivial_features_cannot_name_the_synthetic_writer(synth_layout):
     """Mean intensity and image size must not beat chance (10%) by more than 20 points."""
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
     from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
 
     records, _ = kaggle_layout.scan(synth_layout)
     split, _ = kaggle_layout.split_forms({r.form_id: r.writer_id for r in records}, seed=0,

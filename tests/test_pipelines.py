@@ -14,11 +14,11 @@ from pipelines import (
     PipelineConfig,
     eval_dataset,
     load_split,
+    ops,
     pair_dataset,
     pk_dataset,
     train_dataset,
 )
-from pipelines import ops
 
 CFG = PipelineConfig(patch_size=32, patches_per_image=4, batch_size=16, deterministic=True)
 
@@ -67,7 +67,9 @@ def test_random_crops_contain_ink(data_dir):
         assert (ink >= cfg.min_ink).all(), ink
 
 
-@pytest.mark.parametrize("norm, size, lo, hi", [("unit", 128, 0.0, 1.0), ("resnet50", 224, -124, 152)])
+@pytest.mark.parametrize(
+    "norm, size, lo, hi", [("unit", 128, 0.0, 1.0), ("resnet50", 224, -124, 152)]
+)
 @pytest.mark.parametrize("keep_aspect", [False, True])
 def test_resize_mode(data_dir, norm, size, lo, hi, keep_aspect):
     cfg = PipelineConfig(mode="resize", image_size=size, normalization=norm,

@@ -1,0 +1,68 @@
+"""`iam-writers train` then `evaluate` end to end on dummy data (slow)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from iam_writers import data
+from tests.conftest import DUMMY
+
+SCHEMA = {"top1": float, "top5": float, "form_top1": float, "n_images": int, "n_forms": int,
+          "n_writers": int, "per_writer": dict}
+
+
+def _cli(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "iam_writers", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tfds")
+    data.build(data.BuildConfig("top50", DUMMY, out))
+    return out
+
+
+@pytest.mark.slow
+def test_train_then_evaluate_writes_metrics_and_plots(synth_layout, tmp_path):
+    """10 writers x 4 forms x 5 lines: several lines per writer and split, so verification
+    pairs exist."""
+    synth_dir = tmp_path / "tfds"
+    data.build(data.BuildConfig("top50", synth_layout, synth_dir))
+    run = tmp_path / "run"
+    proc = _cli("train", "--config", "top50", "--data-dir", synth_dir, "--out", run,
+                "--epochs", "2", "--patch-size", "32", "--patches-per-image", "4",
+                "--embedding-dim", "16")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in ("model.keras", "labels.json", "config.json", "history.csv", "metrics.json"):
+        assert (run / name).is_file(), name
+    assert not (run / "backup").exists()
+    assert len(json.loads((run / "labels.json").read_text())) == 10
+    proc = _cli("evaluate", run, "--split", "validation")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    m = json.loads((run / "metrics_validation.json").read_text())
+    for key, kind in SCHEMA.items():
+        assert isinstance(m[key], kind), key
+    assert 0 <= m["top5"] <= 1 and m["top1"] <= m["top5"]
+    assert m["n_images"] == 50 and m["n_forms"] == 10 and m["n_writers"] == 10
+    assert {"precision", "recall", "f1-score"} <= set(m["per_writer"]["macro avg"])
+    assert set(m["verification"]) >= {"roc_auc", "eer", "tar_at_far_1pct"}
+    for plot in ("curves", "confusion", "roc", "samples"):
+        assert (run / "plots" / f"{plot}.png").stat().st_size > 1000, plot
+
+
+def test_existing_run_dir_without_resume_is_refused(data_dir, tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text("{}")
+    proc = _cli("train", "--config", "top50", "--data-dir", data_dir, "--out", tmp_path / "run")
+    assert proc.returncode == 2 and "Pass --resume" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_unbuilt_config_is_a_clear_error(tmp_path):
+    proc = _cli("train", "--config", "top10", "--data-dir", tmp_path, "--out", tmp_path / "r")
+    assert proc.returncode == 2 and "iam-writers build --config top10" in proc.stderr
