@@ -28,6 +28,8 @@ class IamWritersConfig(tfds.core.BuilderConfig):
     top_k: int | None = None
     synthetic: bool = False
     split_seed: int = 0
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
     synth_config: synth.SynthConfig = dataclasses.field(default_factory=synth.SynthConfig)
 
 
@@ -71,7 +73,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             supervised_keys=("image", "writer"),
             homepage="https://fki.tic.heia-fr.ch/databases/iam-handwriting-database",
             metadata=tfds.core.MetadataDict(
-                split_rule=kaggle_layout.SPLIT_RULE, split_seed=self.builder_config.split_seed
+                split_rule=kaggle_layout.SPLIT_RULE,
+                split_seed=self.builder_config.split_seed,
+                val_fraction=self.builder_config.val_fraction,
+                test_fraction=self.builder_config.test_fraction,
             ),
         )
 
@@ -82,7 +87,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             keep = set(kaggle_layout.top_writers(records, self.builder_config.top_k))
             records = [r for r in records if r.writer_id in keep]
         forms = {r.form_id: r.writer_id for r in records}
-        assignment, train_only = kaggle_layout.split_forms(forms, self.builder_config.split_seed)
+        config = self.builder_config
+        assignment, train_only = kaggle_layout.split_forms(
+            forms, config.split_seed, config.val_fraction, config.test_fraction
+        )
         if train_only:
             logger.warning(
                 "%d writer(s) have fewer than 3 forms and go to train only: %s",

@@ -99,28 +99,50 @@ def _finish(ds: tf.data.Dataset, cfg: PipelineConfig) -> tf.data.Dataset:
     return ds
 
 
-def _views(ex, seed, cfg: PipelineConfig, n: int, augment: bool) -> tf.Tensor:
-    """n model inputs from one cached example: random crops (patches) or the image (resize)."""
+def _view(ex, seed, cfg: PipelineConfig, augment: bool) -> tf.Tensor:
+    """One model input from one cached example: a random inked crop, or the whole image."""
     if cfg.mode == "resize":
-        return tf.repeat(ops.scale_input(ex["x"], cfg)[None], n, axis=0)
-    crops = ops.random_crops(ex["x"], seed, dataclasses.replace(cfg, patches_per_image=n))
-    x = ops.scale_input(crops, cfg)
-    return ops.augment(x, seed + 7) if augment else x
+        return ops.scale_input(ex["x"], cfg)
+    crop = ops.random_crops(ex["x"][None], tf.shape(ex["x"])[1][None], seed, 1, cfg)[0]
+    x = ops.scale_input(crop, cfg)
+    return (ops.augment(x, seed + 7) if augment else x)[0]
+
+
+def _patch_batches(lines, widths, writers, seed, cfg: PipelineConfig):
+    """A group of L lines -> k shuffled batches of L patches (k crops per line), so that
+    every batch mixes many lines and tf.data handles whole batches, not single patches."""
+    k = cfg.patches_per_image
+    crops = ops.random_crops(lines, widths, seed, k, cfg)  # [L, k, P, P, 1]
+    n = tf.shape(crops)[0] * k
+    x = ops.scale_input(tf.reshape(crops, [n, cfg.patch_size, cfg.patch_size, 1]), cfg)
+    if cfg.augment:
+        x = ops.augment(x, seed + 7)
+    y = tf.repeat(writers, k)
+    order = tf.argsort(tf.random.stateless_uniform([n], seed + 3))
+    x, y = tf.gather(x, order), tf.gather(y, order)
+    return (tf.reshape(x, [k, -1, cfg.patch_size, cfg.patch_size, 1]), tf.reshape(y, [k, -1]))
 
 
 def train_dataset(raw: tf.data.Dataset, cfg: PipelineConfig,
                   corrupt: CorruptImages | None = None) -> tf.data.Dataset:
-    """(x, writer) batches for classifier training: k random inked crops per image per epoch
-    (patches) or each whole image once (resize), shuffled with `cfg.seed`."""
-    k = cfg.patches_per_image if cfg.mode == "patches" else 1
+    """(x, writer) batches for classifier training, shuffled with `cfg.seed`.
+
+    patches: each epoch, `patches_per_image` new random inked crops of every line; lines are
+    grouped `batch_size` at a time and their crops dealt into `patches_per_image` batches.
+    resize: each whole image once per epoch.
+    """
     ds = _decoded(raw, cfg, corrupt).shuffle(cfg.shuffle_buffer, seed=cfg.seed)
+    if cfg.mode == "resize":
+        ds = ds.map(lambda ex: (ops.scale_input(ex["x"], cfg), ex["writer"]),
+                    num_parallel_calls=AUTOTUNE, deterministic=cfg.deterministic)
+        return _finish(ds.batch(cfg.batch_size), cfg)
+    ds = ds.map(lambda ex: (ex["x"], tf.shape(ex["x"])[1], ex["writer"]))
+    ds = ds.padded_batch(cfg.batch_size, padded_shapes=([cfg.patch_size, None, 1], [], []))
     ds = _seeded(ds, cfg.seed).map(
-        lambda ex, s: (_views(ex, s, cfg, k, cfg.augment), tf.fill([k], ex["writer"])),
+        lambda group, s: _patch_batches(*group, s, cfg),
         num_parallel_calls=AUTOTUNE, deterministic=cfg.deterministic,
-    ).unbatch()
-    if k > 1:  # mix crops of different images inside a batch
-        ds = ds.shuffle(min(cfg.shuffle_buffer, 8 * cfg.batch_size), seed=cfg.seed + 1)
-    return _finish(ds.batch(cfg.batch_size), cfg)
+    )
+    return _finish(ds.unbatch(), cfg)
 
 
 def eval_dataset(raw: tf.data.Dataset, cfg: PipelineConfig,
@@ -170,7 +192,7 @@ def pk_dataset(raw: tf.data.Dataset, cfg: PipelineConfig, p: int, k: int, steps:
     streams = _class_streams(_decoded(raw, cfg, corrupt), classes, cfg.seed)
     ds = tf.data.Dataset.choose_from_datasets(streams, tf.data.Dataset.from_tensor_slices(order))
     ds = _seeded(ds, cfg.seed).map(
-        lambda ex, s: (_views(ex, s, cfg, 1, cfg.augment)[0], ex["writer"]),
+        lambda ex, s: (_view(ex, s, cfg, cfg.augment), ex["writer"]),
         num_parallel_calls=AUTOTUNE, deterministic=cfg.deterministic,
     )
     return _finish(ds.batch(p * k, drop_remainder=True), cfg)
@@ -194,7 +216,7 @@ def pair_dataset(raw: tf.data.Dataset, cfg: PipelineConfig, pairs: int,
     ds = tf.data.Dataset.choose_from_datasets(
         streams, tf.data.Dataset.from_tensor_slices(np.array(order, np.int64)))
     ds = _seeded(ds, cfg.seed).map(
-        lambda ex, s: (_views(ex, s, cfg, 1, cfg.augment)[0], ex["writer"]),
+        lambda ex, s: (_view(ex, s, cfg, cfg.augment), ex["writer"]),
         num_parallel_calls=AUTOTUNE, deterministic=cfg.deterministic,
     ).batch(2)
     def label(x, w):

@@ -82,19 +82,28 @@ def _window_ink(line: tf.Tensor, size: int) -> tf.Tensor:
     return (cs[size : size + n] - cs[:n]) / float(size * size)
 
 
-def random_crops(line: tf.Tensor, seed: tf.Tensor, cfg: PipelineConfig) -> tf.Tensor:
-    """`patches_per_image` random size x size crops of a normalised line, each with ink
-    (falling back to the inkiest candidates when a line has too few)."""
-    size, k = cfg.patch_size, cfg.patches_per_image
-    ink = _window_ink(line, size)
-    n = tf.shape(ink)[0]
-    candidates = tf.random.stateless_uniform([4 * k], seed, 0, n, dtype=tf.int32)
-    cand_ink = tf.gather(ink, candidates)
-    noise = tf.random.stateless_uniform([4 * k], seed + 1)
+def random_crops(lines: tf.Tensor, widths: tf.Tensor, seed: tf.Tensor, k: int,
+                 cfg: PipelineConfig) -> tf.Tensor:
+    """k random size x size crops of each of a batch of normalised lines, each with ink
+    (falling back to the inkiest candidates when a line has too few).
+
+    lines: uint8 [L, size, W_max, 1], right-padded; widths: [L] true widths.
+    Returns uint8 [L, k, size, size, 1]. Vectorised over the batch: one gather, no loop.
+    """
+    size = cfg.patch_size
+    col = tf.reduce_sum(tf.cast(lines[..., 0] > 127, tf.float32), axis=1)  # [L, W_max]
+    cs = tf.pad(tf.cumsum(col, axis=1), [[0, 0], [1, 0]])
+    n = tf.cast(widths - size + 1, tf.float32)[:, None]  # valid window starts per line
+    u = tf.random.stateless_uniform([tf.shape(lines)[0], 4 * k], seed)
+    candidates = tf.cast(tf.floor(u * n), tf.int32)
+    cand_ink = (tf.gather(cs, candidates + size, batch_dims=1)
+                - tf.gather(cs, candidates, batch_dims=1)) / float(size * size)
+    noise = tf.random.stateless_uniform(tf.shape(u), seed + 1)
     key = tf.cast(cand_ink >= cfg.min_ink, tf.float32) * 2.0 + noise + cand_ink
-    starts = tf.gather(candidates, tf.math.top_k(key, k).indices)
-    crops = tf.map_fn(lambda s: line[:, s : s + size], starts, fn_output_signature=tf.uint8)
-    return tf.ensure_shape(crops, [k, size, size, 1])
+    starts = tf.gather(candidates, tf.math.top_k(key, k).indices, batch_dims=1)  # [L, k]
+    cols = starts[:, :, None] + tf.range(size)[None, None, :]  # [L, k, size]
+    crops = tf.gather(lines, cols, axis=2, batch_dims=1)  # [L, size, k, size, 1]
+    return tf.ensure_shape(tf.transpose(crops, [0, 2, 1, 3, 4]), [None, k, size, size, 1])
 
 
 def window_starts(width: tf.Tensor, size: int, stride: int) -> tf.Tensor:

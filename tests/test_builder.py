@@ -38,6 +38,7 @@ def test_build_from_folder_is_form_disjoint_and_complete(layout, tmp_path):
             assert b.info.features["writer"].int2str(ex["writer"]) == ex["writer_id"].decode()
     assert len(forms) == 36
     assert b.info.metadata["split_rule"] == kaggle_layout.SPLIT_RULE
+    assert b.info.metadata["split_seed"] == 0 and b.info.metadata["val_fraction"] == 0.15
 
 
 def test_build_from_kaggle_zip_in_manual_dir(layout, tmp_path):
