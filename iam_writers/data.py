@@ -61,6 +61,9 @@ def statistics(b) -> str:
             f"{split:<11}{len(h):>8}{len(forms):>7}{len(writers):>9}  "
             f"{h.min()}-{h.max():<7}{w.min()}-{w.max()}"
         )
-    rows.append(f"writers: {b.info.features['writer'].num_classes}; "
-                f"split rule: {b.info.metadata['split_rule']}")
+    meta = b.info.metadata
+    rows.append(f"writers: {b.info.features['writer'].num_classes}; dataset size "
+                f"{b.info.dataset_size / 2**20:.1f} MiB; split seed {meta['split_seed']}, "
+                f"validation {meta['val_fraction']}, test {meta['test_fraction']}")
+    rows.append(f"split rule: {meta['split_rule']}")
     return "\n".join(rows)

@@ -200,3 +200,15 @@ def test_trivial_features_cannot_name_the_synthetic_writer(synth_layout):
                 RandomForestClassifier(n_estimators=200, random_state=0)):
         acc = clf.fit(x[~t], y[~t]).score(x[t], y[t])
         assert acc <= 0.10 + 0.20, f"{type(clf).__name__} names the writer from trivial cues: {acc}"
+
+
+@pytest.mark.devdata
+def test_top10_from_real_development_lines_is_form_disjoint(dev_lines, tmp_path):
+    b = _build(dev_lines, tmp_path, "top10")
+    split_of = {}
+    for split in ("train", "validation", "test"):
+        for ex in _examples(b, split):
+            assert split_of.setdefault(ex["form_id"], split) == split
+    assert b.info.features["writer"].num_classes == 10
+    records, _ = kaggle_layout.scan(dev_lines)
+    assert sorted(b.info.features["writer"].names) == sorted(kaggle_layout.top_writers(records, 10))
