@@ -70,11 +70,10 @@ def _decoded(raw: tf.data.Dataset, cfg: PipelineConfig, corrupt: CorruptImages |
                        lambda: tf.py_function(corrupt._record, [ex["image_id"]], tf.bool))
 
     def prepare(ex):
-        img = ops.decode(ex["image"])
         if cfg.mode == "patches":
-            x = ops.normalize_line(img, cfg.patch_size)
+            x = ops.normalize_line(ex["image"], cfg.patch_size)
         else:
-            x = ops.resize_rgb(img, cfg.image_size, cfg.keep_aspect)
+            x = ops.resize_rgb(ops.decode(ex["image"]), cfg.image_size, cfg.keep_aspect)
         return {"x": x, "writer": ex["writer"], "image_id": ex["image_id"],
                 "form_id": ex["form_id"]}
 

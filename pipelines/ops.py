@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from pipelines import preprocess
 from pipelines.config import PipelineConfig
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -26,32 +27,11 @@ def decode(encoded: tf.Tensor) -> tf.Tensor:
     return tf.io.decode_png(encoded, channels=1)
 
 
-def normalize_line(image: tf.Tensor, height: int) -> tf.Tensor:
-    """uint8 [H, W, 1] paper-dark-ink -> uint8 [height, W', 1] with bright ink on black.
-
-    Crops the rows and columns that hold ink, scales the height to `height` (keeping the
-    aspect ratio), subtracts the paper level and stretches the ink to 0..255, so paper
-    colour, ink darkness and margins carry no information. Width is at least `height`.
-    """
-    inv = 255.0 - tf.cast(image[:, :, 0], tf.float32)
-    ink = tf.nn.relu(inv - tf.reduce_mean(inv))
-    peak = tf.reduce_max(ink) + 1e-3
-    rows = tf.where(tf.reduce_max(ink, axis=1) > 0.5 * peak)[:, 0]
-    cols = tf.where(tf.reduce_max(ink, axis=0) > 0.5 * peak)[:, 0]
-    has_ink = tf.size(rows) > 0
-    r0 = tf.cond(has_ink, lambda: tf.reduce_min(rows), lambda: tf.constant(0, tf.int64))
-    r1 = tf.cond(has_ink, lambda: tf.reduce_max(rows) + 1, lambda: tf.shape(ink, tf.int64)[0])
-    c0 = tf.cond(has_ink, lambda: tf.reduce_min(cols), lambda: tf.constant(0, tf.int64))
-    c1 = tf.cond(has_ink, lambda: tf.reduce_max(cols) + 1, lambda: tf.shape(ink, tf.int64)[1])
-    ink = ink[r0:r1, c0:c1]
-    h, w = tf.shape(ink)[0], tf.shape(ink)[1]
-    aspect = tf.cast(w, tf.float32) / tf.cast(h, tf.float32)
-    new_w = tf.maximum(1, tf.cast(tf.round(aspect * height), tf.int32))
-    ink = tf.image.resize(ink[:, :, None], (height, new_w), antialias=True)
-    ink = ink * (255.0 / (tf.reduce_max(ink) + 1e-3))
-    pad = tf.maximum(0, height - new_w)
-    ink = tf.pad(ink, [[0, 0], [0, pad], [0, 0]])
-    return tf.cast(tf.clip_by_value(tf.round(ink), 0, 255), tf.uint8)
+def normalize_line(encoded: tf.Tensor, height: int) -> tf.Tensor:
+    """PNG bytes -> uint8 [height, W', 1] normalised line (see `preprocess.normalize_line`)."""
+    line = tf.numpy_function(preprocess.decode_normalize, [encoded, height], tf.uint8,
+                             stateful=False)
+    return tf.ensure_shape(line, [height, None, 1])
 
 
 def resize_rgb(image: tf.Tensor, size: int, keep_aspect: bool) -> tf.Tensor:

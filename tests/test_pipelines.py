@@ -93,7 +93,7 @@ def test_eval_windows_are_every_window_of_every_image(data_dir):
     lines = {ex["image_id"]: ex["x"].shape[1] for ex in
              load_split("top50", "test", data_dir).map(
                  lambda e: {"image_id": e["image_id"],
-                            "x": ops.normalize_line(ops.decode(e["image"]), 32)}
+                            "x": ops.normalize_line(e["image"], 32)}
              ).as_numpy_iterator()}
     for image_id, width in lines.items():
         expected = len(ops.window_starts(tf.constant(width), 32, CFG.stride))
@@ -178,3 +178,43 @@ def test_augmentation_keeps_range_and_shape():
     y = ops.augment(x, tf.constant([3, 4], tf.int64))
     assert y.shape == x.shape and float(tf.reduce_min(y)) >= 0 and float(tf.reduce_max(y)) <= 1
     np.testing.assert_array_equal(y, ops.augment(x, tf.constant([3, 4], tf.int64)))
+
+
+def test_normalize_line_crops_to_ink_and_ignores_paper_and_ink_colour():
+    from pipelines.preprocess import normalize_line
+
+    def page(paper, ink):
+        img = np.full((100, 400), paper, np.uint8)
+        img[40:60, 100:300:4] = ink  # strokes with paper between them
+        img[40:60, 299] = ink
+        return img
+
+    out = normalize_line(page(230, 30), 32)
+    assert out.shape == (32, 320) and out.dtype == np.uint8
+    assert out.min() == 0 and out.max() == 255 and out[:, 0].min() > 200  # cropped to ink
+    np.testing.assert_allclose(normalize_line(page(180, 90), 32), out, atol=2)
+    narrow = normalize_line(page(230, 30)[:, 95:110], 32)
+    assert narrow.shape == (32, 32)  # padded to one patch
+
+
+def test_reference_preprocessing_runs_where_tensorflow_cannot_be_imported(tmp_path):
+    """The edge runtime shares pipelines.preprocess: it must not need TensorFlow."""
+    import subprocess
+    import sys
+
+    import cv2
+
+    img = np.full((60, 300), 240, np.uint8)
+    img[20:40, 50:250:3] = 20
+    cv2.imwrite(str(tmp_path / "line.png"), img)
+    code = (
+        "import sys; sys.modules['tensorflow'] = None\n"
+        "from pipelines.preprocess import decode_normalize\n"
+        f"x = decode_normalize(open({str(tmp_path / 'line.png')!r}, 'rb').read(), 32)\n"
+        "assert 'tensorflow' not in [m.split('.')[0] for m in sys.modules if sys.modules[m]]\n"
+        "print(x.shape)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "(32, 320, 1)"

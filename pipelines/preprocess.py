@@ -1,0 +1,43 @@
+"""Line normalisation in numpy + OpenCV: the reference preprocessing of the patch recipe.
+
+The tf.data pipeline calls it through `tf.numpy_function` (OpenCV's area resize is several
+times faster than TF's on full-resolution lines) and the TF-free edge runtime imports it
+directly, so training and inference share one implementation. No TensorFlow import here.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from iam_writers_tfds.images import decode_gray
+
+
+def normalize_line(gray: np.ndarray, height: int) -> np.ndarray:
+    """2-D uint8 dark-ink-on-paper image -> uint8 [height, W'] with bright ink on black.
+
+    Crops the rows and columns that hold ink, scales the height to `height` (keeping the
+    aspect ratio), subtracts the paper level and stretches the ink to 0..255, so paper
+    colour, ink darkness and margins carry no information. W' is at least `height`.
+    """
+    # Full-resolution work stays in uint8 (cheap); float maths only after the downscale.
+    paper = cv2.mean(gray)[0]
+    darkest = cv2.minMaxLoc(gray)[0]
+    if darkest < paper:  # crop to pixels more than half-way from paper to the darkest ink
+        _, mask = cv2.threshold(gray, (paper + darkest) / 2, 255, cv2.THRESH_BINARY_INV)
+        x, y, w, h = cv2.boundingRect(mask)
+        gray = gray[y : y + h, x : x + w]
+    h, w = gray.shape
+    new_w = max(1, round(w * height / h))
+    interp = cv2.INTER_AREA if h > height else cv2.INTER_LINEAR
+    small = cv2.resize(gray, (new_w, height), interpolation=interp).astype(np.float32)
+    out = np.maximum(paper - small, 0.0)
+    out *= 255.0 / (out.max() + 1e-3)
+    if new_w < height:
+        out = np.pad(out, [(0, 0), (0, height - new_w)])
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def decode_normalize(encoded: bytes, height: int) -> np.ndarray:
+    """PNG/JPEG bytes -> normalised line, uint8 [height, W', 1]."""
+    return normalize_line(decode_gray(bytes(encoded)), int(height))[:, :, None]
