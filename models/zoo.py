@@ -113,17 +113,29 @@ def unfreeze_last_blocks(model: keras.Model, n: int) -> list[str]:
     inner = next((la for la in base.layers if isinstance(la, keras.Model)), base)
     blocks = []
     for layer in inner.layers:
-        prefix = "_".join(layer.name.split("_")[:2])
-        if "block" in prefix and prefix not in blocks:
-            blocks.append(prefix)
+        block = _block_of(layer.name)
+        if block and block not in blocks:
+            blocks.append(block)
     chosen = blocks[-n:] if n else []
     base.trainable = True
     for layer in inner.layers:
         layer.trainable = (
-            "_".join(layer.name.split("_")[:2]) in chosen
-            and not isinstance(layer, layers.BatchNormalization)
+            _block_of(layer.name) in chosen and not isinstance(layer, layers.BatchNormalization)
         )
     return chosen
+
+
+def _block_of(layer_name: str) -> str | None:
+    """The block a backbone layer belongs to: `conv5_block3` (ResNet50), `block_16`
+    (MobileNetV2), `block7a` (EfficientNet); None outside blocks."""
+    parts = layer_name.split("_")
+    if parts[0] == "block" and len(parts) > 1:
+        return "_".join(parts[:2])
+    if parts[0].startswith("block"):
+        return parts[0]
+    if len(parts) > 1 and parts[1].startswith("block"):
+        return "_".join(parts[:2])
+    return None
 
 
 def siamese_tower(embedding_dim: int = 128, head_units: int = 512, weights: str = "imagenet",

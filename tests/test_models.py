@@ -63,6 +63,14 @@ def test_resnet50_classifier_matches_the_notebook(tmp_path):
     assert sum(int(np.prod(w.shape)) for w in model.trainable_weights) > head
 
 
+@pytest.mark.parametrize("name, last", [
+    ("conv5_block3_out", "conv5_block3"), ("block_16_project", "block_16"),
+    ("block7a_se_squeeze", "block7a"), ("top_conv", None), ("conv1_conv", None),
+])
+def test_block_names_of_each_backbone(name, last):
+    assert zoo._block_of(name) == last
+
+
 def test_siamese_tower_embeds_on_the_unit_sphere_and_pairs_give_distances():
     tower = zoo.siamese_tower(embedding_dim=16, head_units=32, weights="none",
                               backbone_name="mobilenetv2")

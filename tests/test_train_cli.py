@@ -66,3 +66,38 @@ def test_existing_run_dir_without_resume_is_refused(data_dir, tmp_path):
 def test_unbuilt_config_is_a_clear_error(tmp_path):
     proc = _cli("train", "--config", "top10", "--data-dir", tmp_path, "--out", tmp_path / "r")
     assert proc.returncode == 2 and "iam-writers build --config top10" in proc.stderr
+
+
+@pytest.mark.slow
+def test_siamese_trains_on_pairs_and_identifies_by_centroid(synth_layout, tmp_path):
+    """The Siamese recipe end to end, on a small backbone and images to stay fast."""
+    synth_dir = tmp_path / "tfds"
+    data.build(data.BuildConfig("top50", synth_layout, synth_dir))
+    run = tmp_path / "siamese"
+    proc = _cli("train", "--model", "siamese_resnet50", "--backbone", "mobilenetv2",
+                "--weights", "none", "--image-size", "64", "--config", "top50",
+                "--data-dir", synth_dir, "--out", run, "--epochs", "1",
+                "--pairs-per-epoch", "64", "--batch-size", "16", "--embedding-dim", "16",
+                "--head-units", "32")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["model"] == "siamese_resnet50" and m["n_writers"] == 10
+    assert 0 <= m["top1"] <= m["top5"] <= 1
+    assert set(m["verification"]) >= {"roc_auc", "eer", "tar_at_far_1pct"}
+
+
+@pytest.mark.slow
+def test_classifier_phase_two_fine_tunes_the_last_blocks(synth_layout, tmp_path):
+    synth_dir = tmp_path / "tfds"
+    data.build(data.BuildConfig("top50", synth_layout, synth_dir))
+    run = tmp_path / "clf"
+    proc = _cli("train", "--model", "resnet50_classifier", "--backbone", "mobilenetv2",
+                "--weights", "none", "--image-size", "64", "--config", "top50",
+                "--data-dir", synth_dir, "--out", run, "--epochs", "1", "--batch-size", "16",
+                "--head-units", "32", "--fine-tune-blocks", "2", "--fine-tune-epochs", "1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import csv
+
+    epochs = [row["epoch"] for row in csv.DictReader(open(run / "history.csv"))]
+    assert epochs == ["0", "1"]  # phase one, then phase two continues the history
+    assert json.loads((run / "metrics.json").read_text())["n_images"] == 50
