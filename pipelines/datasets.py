@@ -38,10 +38,17 @@ def load_split(config: str, split: str, data_dir: str | Path | None = None) -> t
     """A prepared TFDS split as raw examples (image left PNG-encoded for `ops.decode`)."""
     import tensorflow_datasets as tfds
 
-    from iam_writers_tfds import iam_writers_tfds_dataset_builder as b
-
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; allowed: {', '.join(SPLITS)}")
+    return _prepared_builder(config, data_dir).as_dataset(
+        split=split, decoders={"image": tfds.decode.SkipDecoding()}, shuffle_files=False
+    )
+
+
+def _prepared_builder(config: str, data_dir: str | Path | None):
+    """The builder of an already built config, or a FileNotFoundError saying how to build it."""
+    from iam_writers_tfds import iam_writers_tfds_dataset_builder as b
+
     builder = b.Builder(config=config, data_dir=str(data_dir) if data_dir else None)
     if not builder.is_prepared():
         raise FileNotFoundError(
@@ -49,9 +56,7 @@ def load_split(config: str, split: str, data_dir: str | Path | None = None) -> t
             f"Run: iam-writers build --config {config}"
             + (f" --data-dir {data_dir}" if data_dir else "")
         )
-    return builder.as_dataset(
-        split=split, decoders={"image": tfds.decode.SkipDecoding()}, shuffle_files=False
-    )
+    return builder
 
 
 def _decoded(raw: tf.data.Dataset, cfg: PipelineConfig, corrupt: CorruptImages | None):
@@ -177,6 +182,17 @@ def _classes(raw: tf.data.Dataset) -> list[int]:
     return sorted({int(v) for v in labels.as_numpy_iterator()})
 
 
+def _views_in_order(raw, cfg: PipelineConfig, corrupt, classes: list[int], order):
+    """(view, writer) elements drawn from the writers' streams in the given class order."""
+    streams = _class_streams(_decoded(raw, cfg, corrupt), classes, cfg.seed)
+    choice = tf.data.Dataset.from_tensor_slices(np.asarray(order, np.int64))
+    ds = tf.data.Dataset.choose_from_datasets(streams, choice)
+    return _seeded(ds, cfg.seed).map(
+        lambda ex, s: (_view(ex, s, cfg, cfg.augment), ex["writer"]),
+        num_parallel_calls=AUTOTUNE, deterministic=cfg.deterministic,
+    )
+
+
 def pk_dataset(raw: tf.data.Dataset, cfg: PipelineConfig, p: int, k: int, steps: int,
                corrupt: CorruptImages | None = None) -> tf.data.Dataset:
     """`steps` batches of P writers x K samples (one random crop or image each), as
@@ -187,13 +203,8 @@ def pk_dataset(raw: tf.data.Dataset, cfg: PipelineConfig, p: int, k: int, steps:
     rng = np.random.default_rng(cfg.seed)
     order = np.concatenate([
         np.repeat(rng.choice(len(classes), p, replace=False), k) for _ in range(steps)
-    ]).astype(np.int64)
-    streams = _class_streams(_decoded(raw, cfg, corrupt), classes, cfg.seed)
-    ds = tf.data.Dataset.choose_from_datasets(streams, tf.data.Dataset.from_tensor_slices(order))
-    ds = _seeded(ds, cfg.seed).map(
-        lambda ex, s: (_view(ex, s, cfg, cfg.augment), ex["writer"]),
-        num_parallel_calls=AUTOTUNE, deterministic=cfg.deterministic,
-    )
+    ])
+    ds = _views_in_order(raw, cfg, corrupt, classes, order)
     return _finish(ds.batch(p * k, drop_remainder=True), cfg)
 
 
@@ -211,13 +222,8 @@ def pair_dataset(raw: tf.data.Dataset, cfg: PipelineConfig, pairs: int,
         a = rng.integers(len(classes))
         b = a if i % 2 == 0 else (a + rng.integers(1, len(classes))) % len(classes)
         order += [a, b]
-    streams = _class_streams(_decoded(raw, cfg, corrupt), classes, cfg.seed)
-    ds = tf.data.Dataset.choose_from_datasets(
-        streams, tf.data.Dataset.from_tensor_slices(np.array(order, np.int64)))
-    ds = _seeded(ds, cfg.seed).map(
-        lambda ex, s: (_view(ex, s, cfg, cfg.augment), ex["writer"]),
-        num_parallel_calls=AUTOTUNE, deterministic=cfg.deterministic,
-    ).batch(2)
+    ds = _views_in_order(raw, cfg, corrupt, classes, order).batch(2)
+
     def label(x, w):
         out = ((x[0], x[1]), tf.cast(tf.equal(w[0], w[1]), tf.float32))
         return out + ((w[0], w[1]),) if with_writers else out
@@ -228,10 +234,4 @@ def pair_dataset(raw: tf.data.Dataset, cfg: PipelineConfig, pairs: int,
 
 def writer_names(config: str, data_dir: str | Path | None = None) -> list[str]:
     """The writer ids of a built config, in class-index order."""
-    from iam_writers_tfds import iam_writers_tfds_dataset_builder as b
-
-    builder = b.Builder(config=config, data_dir=str(data_dir) if data_dir else None)
-    if not builder.is_prepared():
-        raise FileNotFoundError(f"iam_writers_tfds/{config} is not built. "
-                                f"Run: iam-writers build --config {config}")
-    return list(builder.info.features["writer"].names)
+    return list(_prepared_builder(config, data_dir).info.features["writer"].names)

@@ -27,12 +27,17 @@ def data_dir(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="module")
+def synth_dir(synth_layout, tmp_path_factory):
+    """10 writers x 4 forms x 5 lines, built once: several lines per writer and split, so
+    verification pairs exist."""
+    out = tmp_path_factory.mktemp("tfds_synth")
+    data.build(data.BuildConfig("top50", synth_layout, out))
+    return out
+
+
 @pytest.mark.slow
-def test_train_then_evaluate_writes_metrics_and_plots(synth_layout, tmp_path):
-    """10 writers x 4 forms x 5 lines: several lines per writer and split, so verification
-    pairs exist."""
-    synth_dir = tmp_path / "tfds"
-    data.build(data.BuildConfig("top50", synth_layout, synth_dir))
+def test_train_then_evaluate_writes_metrics_and_plots(synth_dir, tmp_path):
     run = tmp_path / "run"
     proc = _cli("train", "--config", "top50", "--data-dir", synth_dir, "--out", run,
                 "--epochs", "2", "--patch-size", "32", "--patches-per-image", "4",
@@ -69,10 +74,8 @@ def test_unbuilt_config_is_a_clear_error(tmp_path):
 
 
 @pytest.mark.slow
-def test_siamese_trains_on_pairs_and_identifies_by_centroid(synth_layout, tmp_path):
+def test_siamese_trains_on_pairs_and_identifies_by_centroid(synth_dir, tmp_path):
     """The Siamese recipe end to end, on a small backbone and images to stay fast."""
-    synth_dir = tmp_path / "tfds"
-    data.build(data.BuildConfig("top50", synth_layout, synth_dir))
     run = tmp_path / "siamese"
     proc = _cli("train", "--model", "siamese_resnet50", "--backbone", "mobilenetv2",
                 "--weights", "none", "--image-size", "64", "--config", "top50",
@@ -87,9 +90,7 @@ def test_siamese_trains_on_pairs_and_identifies_by_centroid(synth_layout, tmp_pa
 
 
 @pytest.mark.slow
-def test_classifier_phase_two_fine_tunes_the_last_blocks(synth_layout, tmp_path):
-    synth_dir = tmp_path / "tfds"
-    data.build(data.BuildConfig("top50", synth_layout, synth_dir))
+def test_classifier_phase_two_fine_tunes_the_last_blocks(synth_dir, tmp_path):
     run = tmp_path / "clf"
     proc = _cli("train", "--model", "resnet50_classifier", "--backbone", "mobilenetv2",
                 "--weights", "none", "--image-size", "64", "--config", "top50",
