@@ -34,10 +34,64 @@ def _train(args: argparse.Namespace) -> None:
     from models.config import TrainConfig
     from models.train import train
 
-    cfg = TrainConfig(**_fields(args, TrainConfig))
+    cfg = _config(args, TrainConfig)
     run = train(cfg)
     print(f"run directory: {run}")
     _print_metrics(run / "metrics.json")
+
+
+def _export(args: argparse.Namespace) -> None:
+    from models.export import ExportConfig, export
+
+    cfg = _config(args, ExportConfig)
+    card = export(cfg)
+    print(f"exported {', '.join(card['files'])} and the SavedModel to {cfg.out}; "
+          f"parity report: {cfg.out / 'parity.md'}")
+
+
+def _show(result: dict | list, as_json: bool, text: str) -> None:
+    import json
+
+    print(json.dumps(result, indent=2) if as_json else text)
+
+
+def _predict(args: argparse.Namespace) -> None:
+    from models.runtime import Model
+
+    model = Model(args.model, args.threads)
+    results = [model.predict(image, args.top_k) for image in args.images]
+    text = "\n".join(
+        f"{r['image']}: " + ", ".join(f"{t['writer']} {t['score']:.3f}" for t in r["top"])
+        for r in results)
+    _show(results, args.json, text)
+
+
+def _verify(args: argparse.Namespace) -> None:
+    from models.runtime import Model
+
+    r = Model(args.model, args.threads).verify(args.a, args.b)
+    verdict = "same writer" if r["same_writer"] else "different writers"
+    _show(r, args.json, f"{verdict}: score {r['score']:.3f} (threshold {r['threshold']:.3f})")
+
+
+def _enroll(args: argparse.Namespace) -> None:
+    from models.runtime import Model, enroll
+
+    g = enroll(args.gallery, Model(args.model, args.threads), args.writer, args.images)
+    print(f"enrolled {len(args.images)} image(s) of {args.writer}; {args.gallery} now holds "
+          f"{len(g.writers)} writer(s), {len(g.images)} image(s)")
+
+
+def _identify(args: argparse.Namespace) -> None:
+    from models.runtime import Model, identify
+
+    model = Model(args.model, args.threads)
+    results = [identify(args.gallery, model, image, args.top_k) for image in args.images]
+    text = "\n".join(
+        f"{r['image']}: {r['writer'] or 'unknown writer'} ("
+        + ", ".join(f"{t['writer']} {t['similarity']:.3f}" for t in r["top"]) + ")"
+        for r in results)
+    _show(results, args.json, text)
 
 
 def _evaluate(args: argparse.Namespace) -> None:
@@ -79,11 +133,19 @@ def _add_fields(p: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> 
             p.add_argument(flag, type=type(f.default), default=f.default)
 
 
-def _fields(args: argparse.Namespace, cls) -> dict:
+class ConfigError(ValueError):
+    """A flag value a configuration dataclass rejected."""
+
+
+def _config(args: argparse.Namespace, cls):
+    """The configuration dataclass `cls` filled in from the flags of the same names."""
     import dataclasses
 
     names = {f.name for f in dataclasses.fields(cls)}
-    return {k: v for k, v in vars(args).items() if k in names}
+    try:
+        return cls(**{k: v for k, v in vars(args).items() if k in names})
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -114,7 +176,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--data-dir", type=Path, help="TFDS data dir (default ~/tensorflow_datasets)")
     s.set_defaults(func=_build)
 
-    from models.config import BACKBONES, MODELS, TrainConfig
+    from models.config import BACKBONES, LR_SCHEDULES, MODELS, TrainConfig
 
     s = sub.add_parser("train", help="train a model into runs/NAME and evaluate it")
     s.add_argument("--model", choices=MODELS, default="patch_cnn")
@@ -122,13 +184,60 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--backbone", choices=BACKBONES, default="resnet50")
     s.add_argument("--weights", default="imagenet",
                    help="imagenet | none | PATH of a weights file (ResNet50-style models)")
-    _add_fields(s, TrainConfig, skip=("model", "config", "backbone", "weights"))
+    s.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="auto",
+                   help="auto: cosine for patch_cnn, plateau (the notebooks') otherwise")
+    _add_fields(s, TrainConfig, skip=("model", "config", "backbone", "weights", "lr_schedule"))
     s.set_defaults(func=_train)
 
     s = sub.add_parser("evaluate", help="metrics.json and plots for a run directory")
     s.add_argument("run", type=Path)
     s.add_argument("--split", choices=("train", "validation", "test"), default="test")
     s.set_defaults(func=_evaluate)
+
+    s = sub.add_parser("export", help="SavedModel + TFLite variants, model card, parity report")
+    s.add_argument("run", type=Path, help="a run directory written by `iam-writers train`")
+    s.add_argument("--out", type=Path, required=True, help="new export folder")
+    s.add_argument("--quantize", type=lambda v: tuple(v.split(",")), default=("none", "float16",
+                   "dynamic", "int8"), help="comma-separated: none,float16,dynamic,int8")
+    s.add_argument("--allow-degraded", action="store_true",
+                   help="keep an int8 model below the 97%% top-1 agreement gate")
+    s.add_argument("--calibration-samples", type=int, default=200)
+    s.set_defaults(func=_export)
+
+    def model_args(s: argparse.ArgumentParser, json_flag: bool = True) -> None:
+        s.add_argument("--threads", type=int, default=2)
+        if json_flag:
+            s.add_argument("--json", action="store_true", help="machine-readable output")
+
+    s = sub.add_parser("predict", help="top-k writers of images (.tflite or SavedModel)")
+    s.add_argument("model", type=Path, help="model_*.tflite or the saved_model folder")
+    s.add_argument("images", type=Path, nargs="+")
+    s.add_argument("--top-k", type=int, default=5)
+    model_args(s)
+    s.set_defaults(func=_predict)
+
+    s = sub.add_parser("verify", help="same-writer score and decision for two images")
+    s.add_argument("model", type=Path)
+    s.add_argument("a", type=Path)
+    s.add_argument("b", type=Path)
+    model_args(s)
+    s.set_defaults(func=_verify)
+
+    s = sub.add_parser("enroll", help="add a writer's images to an embedding gallery")
+    s.add_argument("gallery", type=Path, help="gallery path (GALLERY.npz + GALLERY.json)")
+    s.add_argument("--model", type=Path, required=True)
+    s.add_argument("--writer", required=True)
+    s.add_argument("images", type=Path, nargs="+")
+    model_args(s, json_flag=False)
+    s.set_defaults(func=_enroll)
+
+    s = sub.add_parser("identify", help="rank enrolled writers for images, or say unknown")
+    s.add_argument("gallery", type=Path)
+    s.add_argument("images", type=Path, nargs="+")
+    s.add_argument("--model", type=Path, required=True)
+    s.add_argument("--top-k", type=int, default=5)
+    model_args(s)
+    s.set_defaults(func=_identify)
 
     s = sub.add_parser("demo", help="the main job, offline by default")
     s.add_argument("--config", choices=CONFIGS, default="synthetic")
@@ -143,15 +252,20 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from iam_writers_tfds import images, kaggle_layout
 
     errors = (kaggle_layout.LayoutError, images.ImageError, FileNotFoundError, FileExistsError)
-    if "models.zoo" in sys.modules:
-        errors += (sys.modules["models.zoo"].WeightsError,)
+    for module, name in (("models.zoo", "WeightsError"), ("models.runtime", "ModelError"),
+                         ("models.export", "DegradedExport")):
+        if module in sys.modules:
+            errors += (getattr(sys.modules[module], name),)
     return errors
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
     try:
         args.func(args)
+    except ConfigError as err:
+        p.error(str(err))  # exit status 2 with the usage line
     except user_errors() as err:
         print(f"iam-writers {args.command}: error: {err}", file=sys.stderr)
         return 2

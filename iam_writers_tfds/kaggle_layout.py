@@ -12,13 +12,13 @@ import collections
 import dataclasses
 import os
 import re
-import shutil
-import tempfile
 import zipfile
 import zlib
 from pathlib import Path
 
 import numpy as np
+
+from iam_writers_tfds import atomic
 
 KAGGLE_HANDLE = "tejasreddy/iam-handwriting-top50"
 FORMS_FILE = "forms_for_parsing.txt"
@@ -196,9 +196,7 @@ def safe_extract(archive: Path, target: Path, max_member_bytes: int = MAX_MEMBER
                     f"{archive}: member {name!r} is {info.file_size:,} bytes, above the "
                     f"{max_member_bytes:,}-byte limit. Refusing to extract."
                 )
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        try:
+        with atomic.replaced(target, directory=True) as tmp:
             for info in zf.infolist():
                 with zf.open(info) as src:
                     data = src.read(max_member_bytes + 1)
@@ -210,10 +208,6 @@ def safe_extract(archive: Path, target: Path, max_member_bytes: int = MAX_MEMBER
                     continue
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 dest.write_bytes(data)
-            os.replace(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
     return target
 
 

@@ -9,14 +9,12 @@ ink darkness are drawn per image, so they say nothing about the writer.
 from __future__ import annotations
 
 import dataclasses
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from iam_writers_tfds import atomic
 from iam_writers_tfds.kaggle_layout import FORMS_FILE
 
 _FACES = (
@@ -141,9 +139,7 @@ def generate(out: Path, config: SynthConfig = SynthConfig()) -> Path:
     if min(config.writers, config.forms_per_writer, config.lines_per_form) < 1:
         raise ValueError("writers, forms-per-writer and lines-per-form must all be >= 1.")
     rng = np.random.default_rng(config.seed)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic.replaced(out, directory=True) as tmp:
         images = tmp / "data_subset" / "data_subset"
         images.mkdir(parents=True)
         form_numbers = rng.permutation(config.writers * config.forms_per_writer)
@@ -159,8 +155,4 @@ def generate(out: Path, config: SynthConfig = SynthConfig()) -> Path:
                     img = render_line(style, rng)
                     cv2.imwrite(str(images / f"{form_id}-s00-{k:02d}.png"), img)
         (tmp / FORMS_FILE).write_text("\n".join(sorted(lines)) + "\n")
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out

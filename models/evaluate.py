@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from sklearn import metrics as skm
 
+from iam_writers_tfds import atomic
 from models.config import TrainConfig
 from pipelines import eval_dataset, load_split
 
@@ -87,7 +88,8 @@ def load_run(run_dir: Path):
 
 
 def evaluate(run_dir: Path, split: str = "test") -> dict:
-    """Write `metrics.json` (and `metrics_<split>.json`) and `plots/` into the run dir."""
+    """Write `metrics_<split>.json` and `plots/` into the run dir; the test split's figures
+    are also `metrics.json`, the run's headline metrics that export copies into its card."""
     from models import zoo
 
     run_dir = Path(run_dir)
@@ -150,6 +152,7 @@ def evaluate(run_dir: Path, split: str = "test") -> dict:
     plots.write_all(run_dir / "plots", run_dir / "history.csv", image_label, img_pred, labels,
                     img_scores, img_y, roc, cfg, split, dict(zip(image_ids, img_pred)))
     text = json.dumps(result, indent=2)
-    (run_dir / f"metrics_{split}.json").write_text(text)
-    (run_dir / "metrics.json").write_text(text)
+    atomic.write_text(run_dir / f"metrics_{split}.json", text)
+    if split == "test":
+        atomic.write_text(run_dir / "metrics.json", text)
     return result

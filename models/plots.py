@@ -13,6 +13,14 @@ import pandas as pd  # noqa: E402
 from sklearn import metrics as skm  # noqa: E402
 from sklearn.preprocessing import label_binarize  # noqa: E402
 
+from iam_writers_tfds import atomic  # noqa: E402
+
+
+def _save(fig, out: Path, dpi: int) -> None:
+    with atomic.replaced(out) as tmp:
+        fig.savefig(tmp, dpi=dpi)
+    plt.close(fig)
+
 
 def curves(history_csv: Path, out: Path) -> None:
     hist = pd.read_csv(history_csv)
@@ -25,8 +33,7 @@ def curves(history_csv: Path, out: Path) -> None:
         ax.set_xlabel("epoch")
         ax.legend()
     fig.tight_layout()
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
+    _save(fig, out, 90)
 
 
 def confusion(y_true, y_pred, labels: list[str], out: Path) -> None:
@@ -38,8 +45,7 @@ def confusion(y_true, y_pred, labels: list[str], out: Path) -> None:
         ax=ax, colorbar=False, include_values=len(present) <= 20, xticks_rotation="vertical")
     ax.set_title("image-level confusion matrix")
     fig.tight_layout()
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
+    _save(fig, out, 90)
 
 
 def roc(scores: np.ndarray, y: np.ndarray, verification_roc, out: Path) -> None:
@@ -58,8 +64,7 @@ def roc(scores: np.ndarray, y: np.ndarray, verification_roc, out: Path) -> None:
     ax.set_ylabel("true positive rate")
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
+    _save(fig, out, 90)
 
 
 def samples(cfg, split: str, labels: list[str], predicted: dict, out: Path, n: int = 12) -> None:
@@ -81,8 +86,7 @@ def samples(cfg, split: str, labels: list[str], predicted: dict, out: Path, n: i
                      color="green" if ok else "red", fontsize=9)
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(out, dpi=80)
-    plt.close(fig)
+    _save(fig, out, 80)
 
 
 def write_all(folder: Path, history_csv: Path, y_true, y_pred, labels, scores, y_idx,

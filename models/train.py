@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import keras
 import tensorflow as tf
 
+from iam_writers_tfds import atomic
 from models import zoo
 from models.config import TrainConfig
 from models.losses import ContrastiveLoss
@@ -34,21 +35,9 @@ def choose_strategy() -> tf.distribute.Strategy:
 
 
 def atomic_save(model: keras.Model, path: Path) -> None:
-    """Save to a temporary file beside `path`, then rename: no half-written model."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".keras", dir=path.parent)
-    os.close(fd)
-    try:
+    """Save through a temporary file beside `path`: no half-written model."""
+    with atomic.replaced(path) as tmp:
         model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def build_model(cfg: TrainConfig, num_classes: int) -> tuple[keras.Model, keras.losses.Loss, str]:
@@ -79,14 +68,25 @@ def _datasets(cfg: TrainConfig):
     return train_dataset(train_raw, pcfg), val
 
 
-def _callbacks(cfg: TrainConfig, monitor: str) -> list[keras.callbacks.Callback]:
+def _lr_callback(cfg: TrainConfig, lr: float, first: int, last: int) -> keras.callbacks.Callback:
+    if cfg.lr_schedule == "plateau":
+        return keras.callbacks.ReduceLROnPlateau("val_loss", factor=0.3,
+                                                 patience=max(1, cfg.patience // 2))
+    span = max(1, last - first)
+    return keras.callbacks.LearningRateScheduler(
+        lambda epoch: lr * 0.5 * (1 + math.cos(math.pi * (epoch - first) / span)))
+
+
+def _callbacks(cfg: TrainConfig, monitor: str, lr: float, first: int,
+               last: int) -> list[keras.callbacks.Callback]:
     mode = "max" if "accuracy" in monitor else "min"
+    # with a cosine schedule the best epochs come at the end: stopping early is for plateaus
+    patience = cfg.patience if cfg.lr_schedule == "plateau" else max(cfg.patience, last)
     return [
         keras.callbacks.BackupAndRestore(str(cfg.out / "backup")),
-        keras.callbacks.EarlyStopping(monitor, patience=cfg.patience, mode=mode,
+        keras.callbacks.EarlyStopping(monitor, patience=patience, mode=mode,
                                       restore_best_weights=True),
-        keras.callbacks.ReduceLROnPlateau("val_loss", factor=0.3,
-                                          patience=max(1, cfg.patience // 2)),
+        _lr_callback(cfg, lr, first, last),
         keras.callbacks.ModelCheckpoint(str(cfg.out / "checkpoints" / "best.keras"),
                                         monitor=monitor, mode=mode, save_best_only=True),
         keras.callbacks.CSVLogger(str(cfg.out / "history.csv"), append=True),
@@ -114,8 +114,8 @@ def train(cfg: TrainConfig) -> Path:
         keras.mixed_precision.set_global_policy("mixed_float16")
     labels = writer_names(cfg.config, cfg.data_dir)  # fails before anything is written
     (cfg.out / "checkpoints").mkdir(parents=True, exist_ok=True)
-    atomic_write_text(cfg.out / "config.json", json.dumps(cfg.to_json(), indent=2))
-    atomic_write_text(cfg.out / "labels.json", json.dumps(labels, indent=2))
+    atomic.write_text(cfg.out / "config.json", json.dumps(cfg.to_json(), indent=2))
+    atomic.write_text(cfg.out / "labels.json", json.dumps(labels, indent=2))
     train_ds, val_ds = _datasets(cfg)
     with choose_strategy().scope():
         model, loss, monitor = build_model(cfg, len(labels))
@@ -123,12 +123,15 @@ def train(cfg: TrainConfig) -> Path:
         model.compile(keras.optimizers.Adam(cfg.learning_rate), loss, metrics=metrics)
     verbose = 1 if sys.stdout.isatty() else 2
     model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs,
-              callbacks=_callbacks(cfg, monitor), verbose=verbose)
+              callbacks=_callbacks(cfg, monitor, cfg.learning_rate, 0, cfg.epochs),
+              verbose=verbose)
     if cfg.model == "resnet50_classifier" and cfg.fine_tune_blocks:
         zoo.unfreeze_last_blocks(model, cfg.fine_tune_blocks)
         model.compile(keras.optimizers.Adam(cfg.fine_tune_learning_rate), loss, metrics=metrics)
         model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs + cfg.fine_tune_epochs,
-                  initial_epoch=cfg.epochs, callbacks=_callbacks(cfg, monitor), verbose=verbose)
+                  initial_epoch=cfg.epochs, verbose=verbose,
+                  callbacks=_callbacks(cfg, monitor, cfg.fine_tune_learning_rate, cfg.epochs,
+                                       cfg.epochs + cfg.fine_tune_epochs))
     atomic_save(model, cfg.out / "model.keras")
     shutil.rmtree(cfg.out / "backup", ignore_errors=True)
     from models.evaluate import evaluate

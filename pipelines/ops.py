@@ -132,3 +132,30 @@ def augment(x: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     gain = tf.random.stateless_uniform([n, 1, 1, 1], seeds[4], 0.7, 1.3)
     bias = tf.random.stateless_uniform([n, 1, 1, 1], seeds[5], -0.1, 0.1)
     return tf.clip_by_value(x * gain + bias, 0.0, 1.0)
+
+
+def normalize_line_graph(image: tf.Tensor, height: int) -> tf.Tensor:
+    """TF-ops twin of `preprocess.normalize_line` for serving signatures, where
+    `tf.numpy_function` cannot go: uint8 [H, W, 1] -> uint8 [height, W', 1]."""
+    g = tf.cast(image[:, :, 0], tf.float32)
+    paper, darkest = tf.reduce_mean(g), tf.reduce_min(g)
+
+    def crop():  # pixels at or below the 8-bit threshold, as cv2.threshold takes them
+        mask = g <= tf.floor((paper + darkest) / 2)
+        rows = tf.where(tf.reduce_any(mask, axis=1))[:, 0]
+        cols = tf.where(tf.reduce_any(mask, axis=0))[:, 0]
+        return g[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+
+    g = tf.cond(darkest < paper, crop, lambda: g)
+    h, w = tf.shape(g)[0], tf.shape(g)[1]
+    new_w = tf.maximum(1, tf.cast(tf.round(tf.cast(w * height, tf.float64)
+                                           / tf.cast(h, tf.float64)), tf.int32))
+    size = tf.stack([height, new_w])
+    small = tf.cond(h > height,
+                    lambda: tf.image.resize(g[:, :, None], size, method="area"),
+                    lambda: tf.image.resize(g[:, :, None], size, method="bilinear"))
+    small = tf.clip_by_value(tf.round(small), 0.0, 255.0)  # cv2 returns uint8
+    out = tf.maximum(paper - small, 0.0)
+    out = out * (255.0 / (tf.reduce_max(out) + 1e-3))
+    out = tf.pad(out, [[0, 0], [0, tf.maximum(height - new_w, 0)], [0, 0]])
+    return tf.cast(tf.clip_by_value(tf.round(out), 0, 255), tf.uint8)

@@ -41,3 +41,44 @@ def normalize_line(gray: np.ndarray, height: int) -> np.ndarray:
 def decode_normalize(encoded: bytes, height: int) -> np.ndarray:
     """PNG/JPEG bytes -> normalised line, uint8 [height, W', 1]."""
     return normalize_line(decode_gray(bytes(encoded)), int(height))[:, :, None]
+
+
+def window_starts(width: int, size: int, stride: int) -> np.ndarray:
+    """Window starts covering the whole width: every `stride`, plus the end (the numpy twin
+    of `ops.window_starts`, kept equal by a test)."""
+    last = width - size
+    starts = np.arange(0, last + 1, stride)
+    return starts if starts[-1] == last else np.append(starts, last)
+
+
+def sliding_windows(line: np.ndarray, size: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every window of a normalised [size, W, 1] line and its ink fraction (numpy twin of
+    `ops.sliding_windows`): uint8 [N, size, size, 1], float32 [N]."""
+    col = np.concatenate([[0.0], np.cumsum((line[:, :, 0] > 127).sum(axis=0))])
+    starts = window_starts(line.shape[1], size, stride)
+    ink = (col[starts + size] - col[starts]) / float(size * size)
+    return np.stack([line[:, s : s + size] for s in starts]), ink.astype(np.float32)
+
+
+def resize_rgb(gray: np.ndarray, size: int, keep_aspect: bool) -> np.ndarray:
+    """The notebooks' whole-image input, uint8 [size, size, 3] (twin of `ops.resize_rgb`)."""
+    if keep_aspect:
+        h, w = gray.shape
+        scale = min(size / h, size / w)
+        nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+        small = cv2.resize(gray, (nw, nh), interpolation=cv2.INTER_LINEAR)
+        top, left = (size - nh) // 2, (size - nw) // 2
+        out = np.full((size, size), 255, np.uint8)
+        out[top : top + nh, left : left + nw] = small
+    else:
+        out = cv2.resize(gray, (size, size), interpolation=cv2.INTER_LINEAR)
+    return np.repeat(out[:, :, None], 3, axis=2)
+
+
+def scale_input(x: np.ndarray, normalization: str) -> np.ndarray:
+    """uint8 -> float32 model input (twin of `ops.scale_input`): 0..1, or ResNet50's
+    caffe preprocessing (BGR, ImageNet means subtracted)."""
+    x = x.astype(np.float32)
+    if normalization == "resnet50":
+        return x[..., ::-1] - np.array([103.939, 116.779, 123.68], np.float32)
+    return x / 255.0

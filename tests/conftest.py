@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -30,6 +32,51 @@ def synth_layout(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     out = tmp_path_factory.mktemp("synth") / "layout"
     return synth.generate(out, synth.SynthConfig(writers=10, forms_per_writer=4, lines_per_form=5))
+
+
+@pytest.fixture(scope="session")
+def synth_dir(synth_layout: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`synth_layout` built once as top50: several lines per writer in every split, so
+    verification pairs exist."""
+    from iam_writers import data
+
+    out = tmp_path_factory.mktemp("tfds_synth")
+    data.build(data.BuildConfig("top50", synth_layout, out))
+    return out
+
+
+def cli(*args, timeout: int = 900, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run `iam-writers ARGS...` in a subprocess, as a user would."""
+    return subprocess.run([sys.executable, "-m", "iam_writers", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+@pytest.fixture(scope="session")
+def trained_run(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small patch_cnn (32-px patches, 16-d embedding head) trained by the CLI, shared by
+    the training, evaluation and export tests."""
+    run = tmp_path_factory.mktemp("runs") / "run"
+    proc = cli("train", "--config", "top50", "--data-dir", synth_dir, "--out", run,
+               "--epochs", "12", "--patch-size", "32", "--patches-per-image", "16",
+               "--embedding-dim", "16")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run
+
+
+@pytest.fixture(scope="session")
+def heldout(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> list[tuple[Path, str]]:
+    """The synthetic test split as PNG files: (path, writer id) pairs never seen in training."""
+    from pipelines import load_split, writer_names
+
+    names = writer_names("top50", synth_dir)
+    out = tmp_path_factory.mktemp("heldout")
+    files = []
+    for ex in load_split("top50", "test", synth_dir).as_numpy_iterator():
+        path = out / f"{ex['image_id'].decode()}.png"
+        path.write_bytes(ex["image"])
+        files.append((path, names[ex["writer"]]))
+    return files
 
 
 @pytest.fixture

@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 from iam_writers import data
-from tests.conftest import DUMMY
+from tests.conftest import DUMMY, cli
 
 SCHEMA = {"top1": float, "top5": float, "form_top1": float, "n_images": int, "n_forms": int,
           "n_writers": int, "per_writer": dict}
-
-
-def _cli(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "iam_writers", *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -27,27 +20,14 @@ def data_dir(tmp_path_factory):
     return out
 
 
-@pytest.fixture(scope="module")
-def synth_dir(synth_layout, tmp_path_factory):
-    """10 writers x 4 forms x 5 lines, built once: several lines per writer and split, so
-    verification pairs exist."""
-    out = tmp_path_factory.mktemp("tfds_synth")
-    data.build(data.BuildConfig("top50", synth_layout, out))
-    return out
-
-
 @pytest.mark.slow
-def test_train_then_evaluate_writes_metrics_and_plots(synth_dir, tmp_path):
-    run = tmp_path / "run"
-    proc = _cli("train", "--config", "top50", "--data-dir", synth_dir, "--out", run,
-                "--epochs", "2", "--patch-size", "32", "--patches-per-image", "4",
-                "--embedding-dim", "16")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def test_train_then_evaluate_writes_metrics_and_plots(trained_run):
+    run = trained_run
     for name in ("model.keras", "labels.json", "config.json", "history.csv", "metrics.json"):
         assert (run / name).is_file(), name
     assert not (run / "backup").exists()
     assert len(json.loads((run / "labels.json").read_text())) == 10
-    proc = _cli("evaluate", run, "--split", "validation")
+    proc = cli("evaluate", run, "--split", "validation")
     assert proc.returncode == 0, proc.stderr[-3000:]
     m = json.loads((run / "metrics_validation.json").read_text())
     for key, kind in SCHEMA.items():
@@ -63,13 +43,13 @@ def test_train_then_evaluate_writes_metrics_and_plots(synth_dir, tmp_path):
 def test_existing_run_dir_without_resume_is_refused(data_dir, tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "config.json").write_text("{}")
-    proc = _cli("train", "--config", "top50", "--data-dir", data_dir, "--out", tmp_path / "run")
+    proc = cli("train", "--config", "top50", "--data-dir", data_dir, "--out", tmp_path / "run")
     assert proc.returncode == 2 and "Pass --resume" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
 def test_unbuilt_config_is_a_clear_error(tmp_path):
-    proc = _cli("train", "--config", "top10", "--data-dir", tmp_path, "--out", tmp_path / "r")
+    proc = cli("train", "--config", "top10", "--data-dir", tmp_path, "--out", tmp_path / "r")
     assert proc.returncode == 2 and "iam-writers build --config top10" in proc.stderr
 
 
@@ -77,7 +57,7 @@ def test_unbuilt_config_is_a_clear_error(tmp_path):
 def test_siamese_trains_on_pairs_and_identifies_by_centroid(synth_dir, tmp_path):
     """The Siamese recipe end to end, on a small backbone and images to stay fast."""
     run = tmp_path / "siamese"
-    proc = _cli("train", "--model", "siamese_resnet50", "--backbone", "mobilenetv2",
+    proc = cli("train", "--model", "siamese_resnet50", "--backbone", "mobilenetv2",
                 "--weights", "none", "--image-size", "64", "--config", "top50",
                 "--data-dir", synth_dir, "--out", run, "--epochs", "1",
                 "--pairs-per-epoch", "64", "--batch-size", "16", "--embedding-dim", "16",
@@ -92,7 +72,7 @@ def test_siamese_trains_on_pairs_and_identifies_by_centroid(synth_dir, tmp_path)
 @pytest.mark.slow
 def test_classifier_phase_two_fine_tunes_the_last_blocks(synth_dir, tmp_path):
     run = tmp_path / "clf"
-    proc = _cli("train", "--model", "resnet50_classifier", "--backbone", "mobilenetv2",
+    proc = cli("train", "--model", "resnet50_classifier", "--backbone", "mobilenetv2",
                 "--weights", "none", "--image-size", "64", "--config", "top50",
                 "--data-dir", synth_dir, "--out", run, "--epochs", "1", "--batch-size", "16",
                 "--head-units", "32", "--fine-tune-blocks", "2", "--fine-tune-epochs", "1")

@@ -1,0 +1,44 @@
+"""Atomic writes: build under a temporary sibling name, rename into place when complete.
+
+Every file or folder the project writes for users goes through `replaced`, so a crash or a
+SIGKILL leaves at most a hidden `.NAME.*` temporary, never a half-written final path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def replaced(final: Path, directory: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside `final`; rename it to `final` when the block succeeds
+    (a file replaces an old one; a folder must not exist yet), delete it when it fails."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if directory:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    else:
+        fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=final.suffix,
+                                    dir=final.parent)
+        os.close(fd)
+        tmp = Path(name)
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    except BaseException:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: Path, text: str) -> None:
+    """Atomically replace `path` with `text`."""
+    with replaced(path) as tmp:
+        tmp.write_text(text)

@@ -1,0 +1,198 @@
+"""Export (SavedModel + TFLite variants + card + parity) and the edge commands."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from tests.conftest import REPO, cli
+
+VARIANTS = ("float32", "float16", "dynamic", "int8")
+
+
+@pytest.fixture(scope="session")
+def exported(trained_run, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("exports") / "syn"
+    proc = cli("export", trained_run, "--out", out, "--calibration-samples", "100")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="session")
+def bad_images(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("bad")
+    rng = np.random.default_rng(0)
+    paper = np.clip(rng.normal(235, 3, (120, 900)), 0, 255).astype(np.uint8)
+    cv2.imwrite(str(d / "blank.png"), paper)  # scanner noise, no ink
+    cv2.imwrite(str(d / "tiny.png"), np.zeros((8, 8), np.uint8))
+    (d / "notes.png").write_text("not an image")
+    return {"blank": d / "blank.png", "tiny": d / "tiny.png", "not_image": d / "notes.png",
+            "missing": d / "missing.png"}
+
+
+@pytest.mark.slow
+def test_export_writes_savedmodel_all_tflite_variants_card_and_parity(exported, trained_run):
+    assert (exported / "saved_model" / "saved_model.pb").is_file()
+    for v in VARIANTS:
+        assert (exported / f"model_{v}.tflite").stat().st_size > 10_000, v
+    assert not [p for p in exported.parent.iterdir() if p.name.startswith(".")]  # no temp left
+    card = json.loads((exported / "model_card.json").read_text())
+    labels = json.loads((trained_run / "labels.json").read_text())
+    assert card["labels"] == labels == json.loads((exported / "labels.json").read_text())
+    assert card["input"]["patch_size"] == 32 and card["input"]["normalization"] == "unit"
+    assert card["metrics"]["n_images"] == 50 and card["files"]["int8"] == "model_int8.tflite"
+    assert 0 < card["verification"]["threshold"] <= 1
+    rows = {r["variant"]: r for r in card["parity"]}
+    assert set(rows) == {"keras", *VARIANTS}
+    assert rows["float32"]["top1_agreement"] == 1.0
+    assert rows["float32"]["max_abs_prob_diff"] < 1e-3
+    assert rows["int8"]["size_bytes"] <= 0.3 * rows["float32"]["size_bytes"]
+    assert rows["int8"]["accuracy"] >= rows["keras"]["accuracy"] - 0.04
+    assert "| int8 |" in (exported / "parity.md").read_text()
+
+
+@pytest.mark.slow
+def test_savedmodel_signatures_match_the_runtime(exported, heldout):
+    import tensorflow as tf
+
+    from models.runtime import Model
+
+    loaded = tf.saved_model.load(str(exported / "saved_model"))
+    assert {"classify", "embed", "patches"} <= set(loaded.signatures)
+    runtime = Model(exported / "saved_model")
+    agree = 0
+    for path, _ in heldout[:10]:
+        image = tf.io.decode_png(tf.io.read_file(str(path)), channels=1)
+        out = loaded.signatures["classify"](image=image)
+        ids = [i.decode() for i in out["writer_ids"].numpy()]
+        scores = out["scores"].numpy()
+        assert len(ids) == 5 and np.all(np.diff(scores) <= 0)
+        agree += ids[0] == runtime.predict(path)["top"][0]["writer"]
+        emb = loaded.signatures["embed"](image=image)["embedding"].numpy()
+        assert abs(np.linalg.norm(emb) - 1) < 1e-4
+    assert agree >= 9  # in-graph TF preprocessing vs the OpenCV reference
+
+
+@pytest.mark.slow
+def test_predict_on_int8_names_the_writers_of_heldout_images(exported, heldout):
+    paths = [p for p, _ in heldout]
+    proc = cli("predict", exported / "model_int8.tflite", *paths, "--json", "--top-k", "3")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads(proc.stdout)
+    assert [r["image"] for r in results] == [str(p) for p in paths]
+    right = np.mean([r["top"][0]["writer"] == w for r, (_, w) in zip(results, heldout)])
+    card = json.loads((exported / "model_card.json").read_text())
+    int8 = next(r for r in card["parity"] if r["variant"] == "int8")
+    assert right == pytest.approx(int8["accuracy"])  # the CLI is the path parity measured
+    assert right >= 0.6  # 10 writers; this small 12-epoch model measured 0.80
+
+
+@pytest.mark.slow
+def test_verify_enroll_identify_round_trip(exported, heldout, tmp_path):
+    model = exported / "model_float32.tflite"
+    by_writer: dict[str, list[Path]] = {}
+    for path, writer in heldout:
+        by_writer.setdefault(writer, []).append(path)
+    a, b = list(by_writer)[:2]
+    same = json.loads(cli("verify", model, *by_writer[a][:2], "--json").stdout)
+    other = json.loads(cli("verify", model, by_writer[a][0], by_writer[b][0], "--json").stdout)
+    assert same["score"] > other["score"]
+    gallery = tmp_path / "gallery"
+    for writer in (a, b):
+        proc = cli("enroll", gallery, "--model", model, "--writer", writer, *by_writer[writer][:3])
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = cli("identify", gallery, by_writer[a][3], by_writer[b][3], "--model", model, "--json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads(proc.stdout)
+    assert [r["top"][0]["writer"] for r in results] == [a, b]
+    # the int8 model of the same export shares the fingerprint, so the gallery serves it too
+    proc = cli("identify", gallery, by_writer[a][4], "--model", exported / "model_int8.tflite")
+    assert proc.returncode == 0 and a in proc.stdout
+
+
+@pytest.mark.slow
+def test_bad_inputs_get_one_clear_line_and_exit_2(exported, bad_images, heldout, tmp_path):
+    model = exported / "model_int8.tflite"
+    cases = {
+        "missing": "no such image file",
+        "not_image": "not a readable image",
+        "blank": "blank",
+        "tiny": "too small",
+    }
+    for key, message in cases.items():
+        proc = cli("predict", model, bad_images[key])
+        assert proc.returncode == 2 and message in proc.stderr, (key, proc.stderr[-500:])
+        assert str(bad_images[key]) in proc.stderr and "Traceback" not in proc.stderr
+    fake = tmp_path / "fake.tflite"
+    fake.write_bytes(b"\x00" * 64)
+    proc = cli("predict", fake, heldout[0][0])
+    assert proc.returncode == 2 and "not an iam-writers export" in proc.stderr
+    (tmp_path / "model_card.json").write_text((exported / "model_card.json").read_text())
+    proc = cli("predict", fake, heldout[0][0])
+    assert proc.returncode == 2 and "not a TFLite model" in proc.stderr
+
+    gallery = tmp_path / "g"
+    proc = cli("enroll", gallery, "--model", model, "--writer", "x", bad_images["blank"])
+    assert proc.returncode == 2 and "blank" in proc.stderr and not (tmp_path / "g.json").exists()
+    proc = cli("identify", gallery, heldout[0][0], "--model", model)
+    assert proc.returncode == 2 and "Enroll writers first" in proc.stderr
+    assert cli("enroll", gallery, "--model", model, "--writer", "x", heldout[0][0]).returncode == 0
+    other = tmp_path / "other"
+    other.mkdir()
+    card = json.loads((exported / "model_card.json").read_text())
+    card["fingerprint"] = "0" * 16
+    (other / "model_card.json").write_text(json.dumps(card))
+    (other / "m.tflite").write_bytes(model.read_bytes())
+    proc = cli("identify", gallery, heldout[1][0], "--model", other / "m.tflite")
+    assert proc.returncode == 2 and "built by another model" in proc.stderr
+    with open(tmp_path / "g.npz", "ab") as f:
+        f.write(b"junk")
+    proc = cli("identify", gallery, heldout[1][0], "--model", model)
+    assert proc.returncode == 2 and "corrupt gallery" in proc.stderr
+
+
+@pytest.mark.slow
+def test_runtime_runs_where_tensorflow_cannot_be_imported(exported, heldout):
+    """The edge runtime imports numpy, OpenCV and ai-edge-litert only."""
+    script = textwrap.dedent(f"""
+        import sys
+        class Block:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in ("tensorflow", "keras", "tensorflow_datasets"):
+                    raise ImportError("blocked: " + name)
+        sys.meta_path.insert(0, Block())
+        sys.path.insert(0, {str(REPO)!r})
+        from models.runtime import Model
+        m = Model({str(exported / "model_int8.tflite")!r})
+        print(m.predict({str(heldout[0][0])!r})["top"][0]["writer"])
+        assert not any(k.startswith("tensorflow") for k in sys.modules)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split()[-1] in {w for _, w in heldout}
+
+
+@pytest.mark.slow
+def test_failed_int8_gate_leaves_nothing_behind(trained_run, tmp_path):
+    from models.export import DegradedExport, ExportConfig, export
+
+    out = tmp_path / "exp"
+    with pytest.raises(DegradedExport, match="--allow-degraded"):
+        export(ExportConfig(trained_run, out, quantize=("int8",), min_agreement=1.01,
+                            calibration_samples=100))
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_export_refuses_unknown_quantization_and_an_existing_folder(tmp_path):
+    proc = cli("export", tmp_path, "--out", tmp_path / "x", "--quantize", "int4")
+    assert proc.returncode == 2 and "allowed: none, float16, dynamic, int8" in proc.stderr
+    proc = cli("export", tmp_path, "--out", tmp_path)
+    assert proc.returncode == 2 and "already exists" in proc.stderr
