@@ -149,11 +149,9 @@ def _config(args: argparse.Namespace, cls):
 
 
 def _demo(args: argparse.Namespace) -> None:
-    from iam_writers import data
+    from iam_writers.demo import DemoConfig, run
 
-    out = Path(args.out)
-    b = data.build(data.BuildConfig(args.config, args.manual_dir, out / "tensorflow_datasets"))
-    print(data.statistics(b))
+    run(_config(args, DemoConfig))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -201,7 +199,11 @@ def parser() -> argparse.ArgumentParser:
                    "dynamic", "int8"), help="comma-separated: none,float16,dynamic,int8")
     s.add_argument("--allow-degraded", action="store_true",
                    help="keep an int8 model below the 97%% top-1 agreement gate")
-    s.add_argument("--calibration-samples", type=int, default=200)
+    s.add_argument("--calibration-samples", type=int, default=200,
+                   help="training inputs that calibrate int8 ranges (100..500)")
+    s.add_argument("--stride", type=int, default=0,
+                   help="window stride at inference in px (default: the run's evaluation "
+                        "stride, half a patch); a full patch halves the latency")
     s.set_defaults(func=_export)
 
     def model_args(s: argparse.ArgumentParser, json_flag: bool = True) -> None:
@@ -243,6 +245,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--config", choices=CONFIGS, default="synthetic")
     s.add_argument("--manual-dir", type=Path)
     s.add_argument("--out", type=Path, default=Path("demo_out"))
+    s.add_argument("--epochs", type=int, default=0,
+                   help="default: 8 on synthetic data (the 10-minute budget), 20 on real data")
+    s.add_argument("--writers", type=int, default=10, help="synthetic writers")
+    s.add_argument("--fresh", action="store_true", help="delete --out and start over")
+    s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=_demo)
     return p
 

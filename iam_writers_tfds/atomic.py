@@ -27,6 +27,9 @@ def replaced(final: Path, directory: bool = False) -> Iterator[Path]:
                                     dir=final.parent)
         os.close(fd)
         tmp = Path(name)
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod((0o777 if directory else 0o666) & ~umask)  # mkstemp/mkdtemp make them private
     try:
         yield tmp
         os.replace(tmp, final)

@@ -44,6 +44,8 @@ class ExportConfig:
     calibration_samples: int = 200
     threads: int = 2
     top_k: int = 5
+    stride: int = 0  # window stride at inference; 0: the run's evaluation stride
+
 
     def __post_init__(self) -> None:
         self.run, self.out = Path(self.run), Path(self.out)
@@ -51,6 +53,8 @@ class ExportConfig:
         if unknown or not self.quantize:
             raise ValueError(f"unknown quantization {', '.join(unknown) or '(none given)'}; "
                              f"allowed: {', '.join(VARIANTS)}")
+        if self.stride < 0:
+            raise ValueError(f"stride must be >= 0 (0: the run's), got {self.stride}")
         if not 100 <= self.calibration_samples <= 500:
             raise ValueError("calibration_samples must be in 100..500")
 
@@ -84,8 +88,9 @@ def patches_fn(model: keras.Model, cfg: TrainConfig):
     return features, head, patches
 
 
-def serving_archive(model: keras.Model, cfg: TrainConfig, labels: list[str],
-                    centroids: np.ndarray | None, top_k: int) -> keras.export.ExportArchive:
+def serving_archive(model: keras.Model, cfg: TrainConfig, pcfg: PipelineConfig,
+                    labels: list[str], centroids: np.ndarray | None,
+                    top_k: int) -> keras.export.ExportArchive:
     """The SavedModel's three signatures, preprocessing in the graph where TF ops allow:
 
     * `patches`: float32 model inputs [N, ...] -> {log_probs [N, C], embedding [N, D]}
@@ -94,7 +99,6 @@ def serving_archive(model: keras.Model, cfg: TrainConfig, labels: list[str],
       and `scores` (probabilities, or cosine similarity to training centroids);
     * `embed`: the same image -> its unit `embedding`.
     """
-    pcfg = cfg.pipeline_config()
     features, head, patches = patches_fn(model, cfg)
     names = tf.constant(labels)
     k = min(top_k, len(labels))
@@ -213,9 +217,8 @@ def parity_markdown(table: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _card(cfg: TrainConfig, run: Path, labels: list[str], fingerprint: str,
-          threshold: dict, files: dict[str, str]) -> dict:
-    pcfg = cfg.pipeline_config()
+def _card(cfg: TrainConfig, pcfg: PipelineConfig, run: Path, labels: list[str],
+          fingerprint: str, threshold: dict, files: dict[str, str]) -> dict:
     metrics_path = run / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
     metrics.pop("per_writer", None)
@@ -251,7 +254,8 @@ def export(ecfg: ExportConfig) -> dict:
     if ecfg.out.exists():
         raise FileExistsError(f"{ecfg.out}: already exists. Choose a new --out or delete it.")
     cfg, labels, model = load_run(ecfg.run)
-    pcfg = dataclasses.replace(cfg.pipeline_config(), deterministic=True)
+    pcfg = dataclasses.replace(cfg.pipeline_config(), deterministic=True,
+                               patch_stride=ecfg.stride or cfg.pipeline_config().patch_stride)
     fingerprint = hashlib.sha256((ecfg.run / "model.keras").read_bytes()).hexdigest()[:16]
     fn = tf.function(patches_fn(model, cfg)[2], reduce_retracing=True)
 
@@ -269,7 +273,7 @@ def export(ecfg: ExportConfig) -> dict:
 
     with atomic.replaced(ecfg.out, directory=True) as tmp:
         print(f"writing the SavedModel to {ecfg.out / 'saved_model'}", flush=True)
-        archive = serving_archive(model, cfg, labels, centroids, ecfg.top_k)
+        archive = serving_archive(model, cfg, pcfg, labels, centroids, ecfg.top_k)
         archive.write_out(str(tmp / "saved_model"), verbose=False)
         calibration = (_calibration(cfg, ecfg.calibration_samples)
                        if "int8" in ecfg.quantize else None)
@@ -279,7 +283,7 @@ def export(ecfg: ExportConfig) -> dict:
             print(f"converting {name}", flush=True)
             (tmp / name).write_bytes(_convert(tmp / "saved_model", q, calibration))
             files[VARIANTS[q]] = name
-        card = _card(cfg, ecfg.run, labels, fingerprint, threshold, files)
+        card = _card(cfg, pcfg, ecfg.run, labels, fingerprint, threshold, files)
         (tmp / "labels.json").write_text(json.dumps(labels, indent=2))
         (tmp / runtime.CARD).write_text(json.dumps(card, indent=2))
         if centroids is not None:

@@ -12,6 +12,7 @@ import math
 import os
 import shutil
 import sys
+import warnings
 from pathlib import Path
 
 import keras
@@ -22,6 +23,10 @@ from models import zoo
 from models.config import TrainConfig
 from models.losses import ContrastiveLoss
 from pipelines import eval_dataset, load_split, pair_dataset, train_dataset, writer_names
+
+# Keras warns about these for every tf.data pipeline; ours are shuffled and end by design.
+warnings.filterwarnings("ignore", message="`shuffle=True` was passed")
+warnings.filterwarnings("ignore", message="Your input ran out of data")
 
 
 def choose_strategy() -> tf.distribute.Strategy:

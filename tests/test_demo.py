@@ -1,0 +1,38 @@
+"""The main job end to end: a reduced `iam-writers demo` (slow)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import cli
+
+
+@pytest.mark.slow
+def test_reduced_demo_builds_trains_exports_predicts_and_reports(tmp_path):
+    out = tmp_path / "demo_out"
+    proc = cli("demo", "--out", out, "--writers", "4", "--epochs", "1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for step in range(1, 7):
+        assert f"[{step}/6]" in proc.stdout
+    for name in ("saved_model/saved_model.pb", "model_float32.tflite", "model_int8.tflite",
+                 "model_card.json", "parity.md"):
+        assert (out / "export" / name).exists(), name
+    assert not (out / "export" / "model_float16.tflite").exists()  # the demo asks for two
+    card = json.loads((out / "export" / "model_card.json").read_text())
+    assert len(card["labels"]) == 4
+    md = (out / "report.md").read_text()
+    html = (out / "report.html").read_text()
+    for text in ("image top-1", "| int8 |", "iam-writers build --config top50", "model_int8"):
+        assert text in md and text.replace("|", "").strip() in html, text
+    assert html.count("data:image/png;base64,") >= 3  # curves, confusion, samples embedded
+    assert len(list((out / "heldout").glob("*.png"))) == card["metrics"]["n_images"]
+    # a re-run reuses every completed step
+    again = cli("demo", "--out", out, "--writers", "4", "--epochs", "1")
+    assert again.returncode == 0 and "reusing" in again.stdout
+
+
+def test_demo_on_real_data_needs_a_manual_dir(tmp_path):
+    proc = cli("demo", "--config", "top10", "--out", tmp_path / "d")
+    assert proc.returncode == 2 and "--manual-dir" in proc.stderr
