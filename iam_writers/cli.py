@@ -40,6 +40,12 @@ def _train(args: argparse.Namespace) -> None:
     _print_metrics(run / "metrics.json")
 
 
+def _tune(args: argparse.Namespace) -> None:
+    from tuning.search import TuneConfig, search
+
+    search(_config(args, TuneConfig))
+
+
 def _export(args: argparse.Namespace) -> None:
     from models.export import ExportConfig, export
 
@@ -192,6 +198,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--split", choices=("train", "validation", "test"), default="test")
     s.set_defaults(func=_evaluate)
 
+    from tuning.search import add_arguments
+
+    s = sub.add_parser("tune", help="KerasTuner search over a model family (resumable)")
+    add_arguments(s)
+    s.set_defaults(func=_tune)
+
     s = sub.add_parser("export", help="SavedModel + TFLite variants, model card, parity report")
     s.add_argument("run", type=Path, help="a run directory written by `iam-writers train`")
     s.add_argument("--out", type=Path, required=True, help="new export folder")
@@ -260,7 +272,8 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
     errors = (kaggle_layout.LayoutError, images.ImageError, FileNotFoundError, FileExistsError)
     for module, name in (("models.zoo", "WeightsError"), ("models.runtime", "ModelError"),
-                         ("models.export", "DegradedExport")):
+                         ("models.export", "DegradedExport"), ("tuning.space", "SpaceError"),
+                         ("models.evaluate", "UnsafeModelError")):
         if module in sys.modules:
             errors += (getattr(sys.modules[module], name),)
     return errors

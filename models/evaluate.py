@@ -71,6 +71,10 @@ def _run_windows(model, ds):
     return np.concatenate(outs), {k: np.concatenate(v) for k, v in meta.items()}
 
 
+class UnsafeModelError(ValueError):
+    """A model file that safe-mode loading refuses (a Lambda layer with code)."""
+
+
 def load_run(run_dir: Path):
     """(config, labels, model) of a run directory; the model is loaded in safe mode."""
     import keras
@@ -84,7 +88,15 @@ def load_run(run_dir: Path):
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no trained model. Finish `iam-writers train` "
                                 "(or pass --resume) first.")
-    return cfg, labels, keras.models.load_model(path, safe_mode=True)
+    try:
+        return cfg, labels, keras.models.load_model(path, safe_mode=True)
+    except ValueError as err:
+        if "safe_mode" not in str(err):
+            raise
+        raise UnsafeModelError(
+            f"{path}: contains a Lambda layer with Python code, which could run arbitrary "
+            "code when loaded; refusing it (Keras safe mode). Use a model trained by "
+            "`iam-writers train`, or rebuild this one without Lambda layers.") from None
 
 
 def evaluate(run_dir: Path, split: str = "test") -> dict:

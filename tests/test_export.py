@@ -196,3 +196,20 @@ def test_export_refuses_unknown_quantization_and_an_existing_folder(tmp_path):
     assert proc.returncode == 2 and "allowed: none, float16, dynamic, int8" in proc.stderr
     proc = cli("export", tmp_path, "--out", tmp_path)
     assert proc.returncode == 2 and "already exists" in proc.stderr
+
+
+def test_a_model_with_a_lambda_layer_is_refused(tmp_path):
+    import keras
+
+    from models.config import TrainConfig
+
+    (tmp_path / "config.json").write_text(json.dumps(TrainConfig(out=tmp_path).to_json()))
+    (tmp_path / "labels.json").write_text('["a", "b"]')
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Lambda(lambda x: x * 2)(inputs))
+    model.save(tmp_path / "model.keras")
+    for cmd in (("evaluate", tmp_path), ("export", tmp_path, "--out", tmp_path / "e")):
+        proc = cli(*cmd)
+        assert proc.returncode == 2 and "Lambda layer" in proc.stderr, proc.stderr[-1000:]
+        assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "e").exists()

@@ -1,0 +1,125 @@
+"""Fuzz inputs and properties shared by tests/test_fuzz.py (CI sizes) and
+benchmarks/fuzz.py (10,000+ examples each): whatever the bytes, decoding, the forms parser
+and the prediction entry point either succeed or raise one of their documented errors."""
+
+from __future__ import annotations
+
+import collections
+import json
+import struct
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+from hypothesis import strategies as st
+
+from iam_writers_tfds.images import MAX_PIXELS, ImageError, decode_gray
+from iam_writers_tfds.kaggle_layout import LayoutError, parse_forms
+
+
+def _png(array: np.ndarray) -> bytes:
+    return cv2.imencode(".png", array)[1].tobytes()
+
+
+def _with_size(png: bytes, width: int, height: int) -> bytes:
+    """The PNG with its IHDR declaring width x height (CRC fixed, so only the size lies)."""
+    ihdr = png[12:16] + struct.pack(">II", width, height) + png[24:29]
+    return png[:8] + png[8:12] + ihdr + struct.pack(">I", zlib.crc32(ihdr)) + png[33:]
+
+
+_shapes = st.tuples(st.integers(1, 48), st.integers(1, 96))
+
+
+@st.composite
+def image_bytes(draw) -> bytes:
+    """Random bytes, truncated PNGs, huge or zero declared sizes, 16-bit and RGBA PNGs."""
+    kind = draw(st.sampled_from(["random", "truncated", "huge", "zero", "uint16", "rgba",
+                                 "gray"]))
+    if kind == "random":
+        return draw(st.binary(max_size=512))
+    h, w = draw(_shapes)
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    if kind == "uint16":
+        return _png(rng.integers(0, 2**16, (h, w), dtype=np.uint16))
+    if kind == "rgba":
+        return _png(rng.integers(0, 256, (h, w, 4), dtype=np.uint8))
+    png = _png(rng.integers(0, 256, (h, w), dtype=np.uint8))
+    if kind == "truncated":
+        return png[: draw(st.integers(0, len(png) - 1))]
+    if kind == "huge":
+        side = draw(st.integers(int(MAX_PIXELS**0.5) + 1, 2**31 - 1))
+        return _with_size(png, side, draw(st.integers(side // 2, 2**31 - 1)))
+    if kind == "zero":
+        return _with_size(png, 0, h)
+    return png
+
+
+forms_files = st.lists(
+    st.one_of(
+        st.binary(max_size=60),
+        st.builds(lambda f, w, rest: f"{f} {w} {rest}".encode(),
+                  st.from_regex(r"[a-z]\d\d-\d{3}[a-z]?", fullmatch=True),
+                  st.from_regex(r"\d{3}", fullmatch=True), st.text(max_size=20)),
+    ),
+    max_size=8,
+).map(lambda lines: b"\n".join(lines))
+
+
+def check_decode(data: bytes, outcomes: collections.Counter) -> None:
+    try:
+        img = decode_gray(data, "fuzz.png")
+    except ImageError as err:
+        outcomes[type(err).__name__] += 1
+        assert "fuzz.png" in str(err)
+        return
+    assert img.dtype == np.uint8 and img.ndim == 2 and img.size > 0
+    outcomes["decoded"] += 1
+
+
+def check_parse(data: bytes, folder: Path, outcomes: collections.Counter) -> None:
+    path = folder / "forms_for_parsing.txt"
+    path.write_bytes(data)
+    try:
+        forms = parse_forms(path)
+    except LayoutError as err:
+        outcomes["LayoutError"] += 1
+        assert str(path) in str(err)
+        return
+    assert forms and all(isinstance(k, str) and isinstance(v, str) for k, v in forms.items())
+    outcomes["parsed"] += 1
+
+
+def fake_model(folder: Path, writers: int = 3):
+    """The runtime's Model over a stub backend: everything but the interpreter runs, so
+    the prediction entry point is fuzzed in milliseconds per example."""
+    from models.runtime import Model
+
+    card = {"labels": [f"w{i}" for i in range(writers)], "fingerprint": "f" * 16,
+            "input": {"mode": "patches", "patch_size": 32, "stride": 16, "min_ink": 0.03,
+                      "normalization": "unit", "image_size": 128, "keep_aspect": False},
+            "verification": {"threshold": 0.5}}
+    (folder / "model_card.json").write_text(json.dumps(card))
+
+    def backend(x: np.ndarray) -> dict[str, np.ndarray]:
+        assert x.dtype == np.float32 and x.shape[1:] == (32, 32, 1) and len(x)
+        logits = np.stack([x.mean(axis=(1, 2, 3)) * (i + 1) for i in range(writers)], 1)
+        logp = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+        return {"log_probs": logp, "embedding": np.ones((len(x), 4), np.float32) / 2}
+
+    return Model(folder / "model_card.json", backend=backend)
+
+
+def check_predict(model, data: bytes, folder: Path, outcomes: collections.Counter) -> None:
+    path = folder / "line.png"
+    path.write_bytes(data)
+    try:
+        result = model.predict(path, top_k=2)
+    except ImageError as err:
+        outcomes[type(err).__name__] += 1
+        assert str(path) in str(err)
+        return
+    scores = [t["score"] for t in result["top"]]
+    assert len(scores) == 2 and scores[0] >= scores[1] and 0 <= scores[1] <= scores[0] <= 1
+    outcomes["predicted"] += 1

@@ -1,0 +1,153 @@
+"""Search spaces, the tune command, kill-and-resume, and chief + workers."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras_tuner as kt
+import pytest
+
+from tests.conftest import REPO, cli
+from tuning import space
+from tuning.space import SpaceError
+
+TINY = "patch_size: {values: [32]}\nwidth: {values: [8]}\n"  # fast trials
+
+
+def _tune(project: Path, data_dir: Path, *extra, trials: int = 2, epochs: int = 1) -> list[str]:
+    return ["tune", "--model", "patch_cnn", "--config", "top50", "--data-dir", data_dir,
+            "--max-trials", trials, "--epochs", epochs, "--project", project, *extra]
+
+
+def test_default_spaces_cover_the_required_hyperparameters():
+    for model in space.SPACES:
+        s = space.load(model)
+        assert s["learning_rate"] == space.Range(1e-5, 1e-2, "log")
+    assert {"dropout", "patch_size", "width"} <= set(space.load("patch_cnn"))
+    head = space.load("resnet50_classifier")["head_units"]
+    assert (head.min, head.max, head.integer) == (128, 2048, True)
+    assert {"embedding_dim", "margin", "head_units"} <= set(space.load("siamese_resnet50"))
+    hp = kt.HyperParameters()
+    assert 0 <= space.load("patch_cnn")["dropout"].sample(hp, "dropout") <= 0.6
+
+
+def test_overrides_from_yaml_and_json(tmp_path):
+    (tmp_path / "s.yaml").write_text("learning_rate: {min: 1e-4, max: 3e-3}\n"
+                                     "width: {values: [16, 32]}\n")
+    s = space.load("patch_cnn", tmp_path / "s.yaml")
+    assert s["learning_rate"] == space.Range(1e-4, 3e-3, "log")  # keeps log sampling
+    assert s["width"] == space.Choice((16, 32))
+    (tmp_path / "s.json").write_text(json.dumps({"patch_size": {"min": 32, "max": 64}}))
+    assert space.load("patch_cnn", tmp_path / "s.json")["patch_size"].integer
+
+
+@pytest.mark.parametrize("text, message", [
+    ("depth: {values: [3]}", "unknown hyperparameter(s) depth"),
+    ("dropout: {min: 0.5, max: 0.1}", "empty or inverted range"),
+    ("dropout: {min: 0.3, max: 0.3}", "empty or inverted range"),
+    ("width: {values: []}", "`values` is empty"),
+    ("learning_rate: {min: 0, max: 0.1}", "log range needs min > 0"),
+    ("dropout: {low: 0.1}", "unknown key(s) low"),
+    ("dropout: {min: abc, max: 0.2}", "is not a number"),
+    ("dropout: [0.1", "not valid YAML"),
+])
+def test_bad_space_files_are_refused(tmp_path, text, message):
+    (tmp_path / "s.yaml").write_text(text)
+    with pytest.raises(SpaceError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        space.load("patch_cnn", tmp_path / "s.yaml")
+
+
+def test_bad_space_fails_before_any_training(tmp_path, synth_dir):
+    (tmp_path / "s.yaml").write_text("dropout: {min: 0.5, max: 0.1}\n")
+    project = tmp_path / "p"
+    proc = cli(*_tune(project, synth_dir, "--space", tmp_path / "s.yaml"))
+    assert proc.returncode == 2 and "inverted range" in proc.stderr
+    assert "Traceback" not in proc.stderr and not project.exists()
+
+
+@pytest.mark.slow
+def test_search_writes_summary_and_retrains_the_best(tmp_path, synth_dir):
+    (tmp_path / "s.yaml").write_text(TINY)
+    project = tmp_path / "p"
+    proc = cli(*_tune(project, synth_dir, "--space", tmp_path / "s.yaml", "--retrain-best"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = list(csv.DictReader(open(project / "trials.csv")))
+    assert [r["trial"] for r in rows] == ["0", "1"]
+    assert all(r["status"] == "COMPLETED" and float(r["score"]) >= 0 for r in rows)
+    best = json.loads((project / "best_hyperparameters.json").read_text())
+    assert best["objective"] == "val_accuracy"
+    assert best["score"] == max(float(r["score"]) for r in rows)
+    assert (project / "objective.png").stat().st_size > 1000
+    run = project / "best_run"
+    assert json.loads((run / "config.json").read_text())["fit_on_validation"] is True
+    assert cli("evaluate", run).returncode == 0
+    proc = cli("export", run, "--out", tmp_path / "exp", "--quantize", "none")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_killed_search_continues_without_overwriting(tmp_path, synth_dir):
+    (tmp_path / "s.yaml").write_text(TINY)
+    project = tmp_path / "p"
+    args = [sys.executable, "-m", "tuning", *map(str, _tune(project, synth_dir, "--space",
+                                                            tmp_path / "s.yaml", trials=3,
+                                                            epochs=2)[1:])]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    started = project / "trial_1" / "trial.json"  # trial 1 starts once trial 0 has finished
+    deadline = time.time() + 600
+    while not started.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+    assert started.exists(), "the search never reached its second trial"
+    time.sleep(3)  # into trial 1's training
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    first = (project / "trial_0" / "trial.json").read_bytes()
+    assert json.loads(first)["status"] == "COMPLETED"
+    again = subprocess.run(args, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (project / "trial_0" / "trial.json").read_bytes() == first  # not re-run
+    rows = list(csv.DictReader(open(project / "trials.csv")))
+    assert [r["trial"] for r in rows] == ["0", "1", "2"]
+    assert all(r["status"] == "COMPLETED" for r in rows)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_chief_and_two_workers_record_every_trial_once(tmp_path, synth_dir):
+    (tmp_path / "s.yaml").write_text(TINY)
+    project = tmp_path / "p"
+    args = [sys.executable, "-m", "tuning", *map(str, _tune(project, synth_dir, "--space",
+                                                            tmp_path / "s.yaml", trials=4)[1:])]
+    base = {**os.environ, "KERASTUNER_ORACLE_IP": "127.0.0.1",
+            "KERASTUNER_ORACLE_PORT": str(_free_port()), "PYTHONPATH": str(REPO)}
+    logs = {name: open(tmp_path / f"{name}.log", "w+") for name in ("chief", "tuner0", "tuner1")}
+    procs = {name: subprocess.Popen(args, env={**base, "KERASTUNER_TUNER_ID": name},
+                                    stdout=log, stderr=subprocess.STDOUT)
+             for name, log in logs.items()}
+    try:
+        codes = {name: p.wait(timeout=900) for name, p in procs.items()}
+    finally:
+        for p in procs.values():
+            p.kill()
+    text = {name: (log.seek(0), log.read())[1] for name, log in logs.items()}
+    assert codes == {"chief": 0, "tuner0": 0, "tuner1": 0}, text
+    rows = list(csv.DictReader(open(project / "trials.csv")))  # written by the chief alone
+    assert sorted(r["trial"] for r in rows) == ["0", "1", "2", "3"]
+    assert all(r["status"] == "COMPLETED" for r in rows)
+    oracle = json.loads((project / "oracle.json").read_text())
+    assert sorted(oracle["start_order"]) == ["0", "1", "2", "3"]  # each trial started once
+    assert sorted(oracle["end_order"]) == ["0", "1", "2", "3"]  # and ended once
+    assert sorted(p.name for p in project.glob("trial_*")) == [f"trial_{i}" for i in range(4)]

@@ -1,0 +1,3 @@
+from tuning.search import main
+
+raise SystemExit(main())

@@ -1,0 +1,62 @@
+"""KerasTuner hypermodels, one per model family, over `TrainConfig`.
+
+`build(hp)` samples the family's search space into a TrainConfig and compiles its model.
+`fit(hp, model, *args, **kwargs)` is tuned too: the patch size changes the input pipeline,
+so the datasets are built there from the same sampled config; everything the tuner passes
+(epochs, callbacks, verbosity) goes through to `model.fit`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras_tuner as kt
+
+from models.config import TrainConfig
+from models.train import compiled_model, datasets
+from tuning.space import Spec
+
+
+class WriterHyperModel(kt.HyperModel):
+    """The shared machinery; subclasses name their family."""
+
+    family = ""
+
+    def __init__(self, base: TrainConfig, space: dict[str, Spec], num_classes: int):
+        super().__init__(name=self.family, tunable=True)
+        self.base = dataclasses.replace(base, model=self.family)
+        self.space, self.num_classes = space, num_classes
+
+    def config(self, hp: kt.HyperParameters) -> TrainConfig:
+        """The TrainConfig of one trial: the base with the sampled values."""
+        values = {name: spec.sample(hp, name) for name, spec in self.space.items()}
+        return dataclasses.replace(self.base, **values)
+
+    def build(self, hp: kt.HyperParameters):
+        return compiled_model(self.config(hp), self.num_classes)[0]
+
+    def fit(self, hp: kt.HyperParameters, model, *args, **kwargs):
+        train, val = datasets(self.config(hp))
+        return model.fit(train, *args, validation_data=val, **kwargs)
+
+
+class PatchCNNHyperModel(WriterHyperModel):
+    """patch_cnn: learning rate, dropout, patch size and width."""
+
+    family = "patch_cnn"
+
+
+class ClassifierHyperModel(WriterHyperModel):
+    """resnet50_classifier: learning rate, dropout and head units."""
+
+    family = "resnet50_classifier"
+
+
+class SiameseHyperModel(WriterHyperModel):
+    """siamese_resnet50: learning rate, head units, embedding size and margin."""
+
+    family = "siamese_resnet50"
+
+
+HYPERMODELS = {cls.family: cls for cls in (PatchCNNHyperModel, ClassifierHyperModel,
+                                            SiameseHyperModel)}

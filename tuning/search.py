@@ -1,0 +1,203 @@
+"""`iam-writers tune` (also `python -m tuning`): a resumable, distributable KerasTuner search.
+
+runs/tune/NAME/ holds KerasTuner's own project (oracle.json, trial_*/), trials.csv,
+objective.png, best_hyperparameters.json and, with --retrain-best, best_run/ (a run
+directory that `iam-writers evaluate` and `iam-writers export` accept).
+
+Re-running the same command continues a search: finished trials are kept, a trial that
+was interrupted is run again. Distributed: start the same command on every machine with
+KERASTUNER_TUNER_ID (`chief` on one, `tuner0`, `tuner1`, ... elsewhere),
+KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT (the chief's address). The chief only
+hands out trials and writes the summary; the workers train.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from pathlib import Path
+
+TUNERS = ("random", "bayesian", "hyperband")
+
+
+@dataclasses.dataclass
+class TuneConfig:
+    model: str = "patch_cnn"
+    config: str = "synthetic"
+    tuner: str = "random"
+    max_trials: int = 10
+    epochs: int = 10
+    project: Path = Path("runs/tune/default")
+    data_dir: Path | None = None
+    space: Path | None = None  # YAML/JSON overrides of the search space
+    patience: int = 3  # EarlyStopping inside each trial
+    seed: int = 0
+    weights: str = "imagenet"  # backbone weights of the ResNet50-style models
+    retrain_best: bool = False
+
+    def __post_init__(self) -> None:
+        from models.config import MODELS
+
+        self.project = Path(self.project)
+        self.data_dir = Path(self.data_dir) if self.data_dir else None
+        for name, value, allowed in (("model", self.model, MODELS),
+                                     ("tuner", self.tuner, TUNERS)):
+            if value not in allowed:
+                raise ValueError(f"unknown {name} {value!r}; allowed: {', '.join(allowed)}")
+        if self.max_trials < 1 or self.epochs < 1:
+            raise ValueError("max_trials and epochs must be >= 1")
+
+    @property
+    def objective(self) -> tuple[str, str]:
+        """(metric, direction): val_loss for the Siamese model, val_accuracy otherwise."""
+        return ("val_loss", "min") if self.model == "siamese_resnet50" else ("val_accuracy",
+                                                                              "max")
+
+
+def is_worker() -> bool:
+    tuner_id = os.environ.get("KERASTUNER_TUNER_ID", "")
+    return bool(os.environ.get("KERASTUNER_ORACLE_IP")) and "chief" not in tuner_id
+
+
+def make_tuner(cfg: TuneConfig, num_classes: int):
+    import keras_tuner as kt
+
+    from models.config import TrainConfig
+    from tuning import space
+    from tuning.hypermodels import HYPERMODELS
+
+    base = TrainConfig(model=cfg.model, config=cfg.config, data_dir=cfg.data_dir,
+                       epochs=cfg.epochs, seed=cfg.seed, out=cfg.project / "best_run",
+                       weights=cfg.weights)
+    hypermodel = HYPERMODELS[cfg.model](base, space.load(cfg.model, cfg.space), num_classes)
+    metric, direction = cfg.objective
+    common = {"hypermodel": hypermodel, "objective": kt.Objective(metric, direction),
+              "directory": str(cfg.project.parent), "project_name": cfg.project.name,
+              "seed": cfg.seed, "overwrite": False}
+    if cfg.tuner == "random":
+        return kt.RandomSearch(max_trials=cfg.max_trials, **common)
+    if cfg.tuner == "bayesian":
+        return kt.BayesianOptimization(max_trials=cfg.max_trials, **common)
+    return kt.Hyperband(max_epochs=cfg.epochs, factor=3, **common)
+
+
+def trials_table(tuner) -> list[dict]:
+    """One row per trial in start order: id, status, score and hyperparameter values."""
+    oracle = tuner.oracle
+    rows = []
+    for trial_id in oracle.start_order:
+        trial = oracle.trials[trial_id]
+        rows.append({"trial": trial_id, "status": trial.status, "score": trial.score,
+                     **trial.hyperparameters.values})
+    return rows
+
+
+def write_summary(cfg: TuneConfig, tuner) -> dict:
+    """trials.csv, objective.png and best_hyperparameters.json; returns the best values."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from iam_writers_tfds import atomic
+
+    rows = trials_table(tuner)
+    table = pd.DataFrame(rows)
+    with atomic.replaced(cfg.project / "trials.csv") as tmp:
+        table.to_csv(tmp, index=False)
+    print(table.to_string(index=False))
+    metric, direction = cfg.objective
+    done = table.dropna(subset=["score"])
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(done["trial"].astype(int), done["score"], "o-", label=metric)
+    if len(done):
+        best_so_far = done["score"].cummax() if direction == "max" else done["score"].cummin()
+        ax.plot(done["trial"].astype(int), best_so_far, "k--", lw=1, label="best so far")
+    ax.set_xlabel("trial")
+    ax.set_ylabel(metric)
+    ax.legend()
+    fig.tight_layout()
+    with atomic.replaced(cfg.project / "objective.png") as tmp:
+        fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    best = tuner.oracle.get_best_trials(1)
+    if not best:
+        raise RuntimeError(f"{cfg.project}: no trial finished; nothing to report.")
+    result = {"trial": best[0].trial_id, "score": best[0].score, "objective": metric,
+              "hyperparameters": best[0].hyperparameters.values}
+    atomic.write_text(cfg.project / "best_hyperparameters.json", json.dumps(result, indent=2))
+    print(f"best trial {result['trial']}: {metric} {result['score']:.4f} with "
+          f"{result['hyperparameters']}")
+    return result
+
+
+def search(cfg: TuneConfig) -> dict | None:
+    """Run (or continue) the search; the chief or a single process returns the best."""
+    import keras
+
+    from pipelines import writer_names
+
+    num_classes = len(writer_names(cfg.config, cfg.data_dir))  # fails before any training
+    tuner = make_tuner(cfg, num_classes)
+    metric, direction = cfg.objective
+    stop = keras.callbacks.EarlyStopping(metric, patience=cfg.patience, mode=direction)
+    tuner.search(epochs=cfg.epochs, callbacks=[stop], verbose=2)
+    if is_worker():
+        return None
+    best = write_summary(cfg, tuner)
+    if cfg.retrain_best:
+        retrain_best(cfg, tuner, best)
+    return best
+
+
+def retrain_best(cfg: TuneConfig, tuner, best: dict) -> Path:
+    """Train the best configuration on train + validation into project/best_run."""
+    from models.train import train
+
+    hp = tuner.oracle.get_best_trials(1)[0].hyperparameters
+    run_cfg = dataclasses.replace(tuner.hypermodel.config(hp), fit_on_validation=True,
+                                  out=cfg.project / "best_run")
+    print(f"retraining trial {best['trial']} on train + validation into {run_cfg.out}")
+    return train(run_cfg)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from models.config import MODELS
+
+    p.add_argument("--model", choices=MODELS, default="patch_cnn")
+    p.add_argument("--config", default="synthetic", help="synthetic | top10 | top50")
+    p.add_argument("--tuner", choices=TUNERS, default="random")
+    p.add_argument("--max-trials", type=int, default=10,
+                   help="random/bayesian; hyperband's count follows from --epochs")
+    p.add_argument("--epochs", type=int, default=10, help="per trial (hyperband: the most)")
+    p.add_argument("--project", type=Path, default=Path("runs/tune/default"))
+    p.add_argument("--data-dir", type=Path)
+    p.add_argument("--space", type=Path, help="YAML/JSON overrides of the search space")
+    p.add_argument("--patience", type=int, default=3, help="EarlyStopping inside each trial")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--weights", default="imagenet",
+                   help="imagenet | none | PATH (ResNet50-style models)")
+    p.add_argument("--retrain-best", action="store_true",
+                   help="train the best trial's configuration on train + validation")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tuning", description=__doc__.splitlines()[0])
+    add_arguments(p)
+    args = p.parse_args(argv)
+    from tuning.space import SpaceError
+
+    try:
+        cfg = TuneConfig(**vars(args))
+    except ValueError as err:
+        p.error(str(err))
+    try:
+        search(cfg)
+    except (SpaceError, FileNotFoundError) as err:
+        print(f"python -m tuning: error: {err}", file=sys.stderr)
+        return 2
+    return 0
