@@ -52,6 +52,7 @@ class TrainConfig:
     margin: float = 1.0
     pairs_per_epoch: int = 2048
     augment: bool = False  # measured: slows learning within a CPU budget; on for long runs
+    fit_on_validation: bool = False  # train on train + validation (tuning's --retrain-best)
     resume: bool = False
 
     def __post_init__(self) -> None:

@@ -60,10 +60,14 @@ def build_model(cfg: TrainConfig, num_classes: int) -> tuple[keras.Model, keras.
     return zoo.siamese_pair_model(tower), ContrastiveLoss(cfg.margin), "val_loss"
 
 
-def _datasets(cfg: TrainConfig):
+def datasets(cfg: TrainConfig):
+    """(training, validation) datasets for `cfg`; with `fit_on_validation` the training set
+    is train + validation (the validation figures are then not held out)."""
     pcfg = cfg.pipeline_config()
     train_raw = load_split(cfg.config, "train", cfg.data_dir)
     val_raw = load_split(cfg.config, "validation", cfg.data_dir)
+    if cfg.fit_on_validation:
+        train_raw = train_raw.concatenate(val_raw)
     if cfg.model == "siamese_resnet50":
         return (pair_dataset(train_raw, pcfg, cfg.pairs_per_epoch),
                 pair_dataset(val_raw, dataclasses.replace(pcfg, seed=pcfg.seed + 1),
@@ -71,6 +75,14 @@ def _datasets(cfg: TrainConfig):
     val = eval_dataset(val_raw, pcfg).unbatch().filter(lambda e: e["ink"] >= pcfg.min_ink)
     val = val.map(lambda e: (e["x"], e["writer"])).batch(pcfg.batch_size).cache()
     return train_dataset(train_raw, pcfg), val
+
+
+def compiled_model(cfg: TrainConfig, num_classes: int) -> tuple[keras.Model, str]:
+    """The model of `cfg`, compiled with Adam; returns it and the metric to monitor."""
+    model, loss, monitor = build_model(cfg, num_classes)
+    metrics = [] if cfg.model == "siamese_resnet50" else ["accuracy"]
+    model.compile(keras.optimizers.Adam(cfg.learning_rate), loss, metrics=metrics)
+    return model, monitor
 
 
 def _lr_callback(cfg: TrainConfig, lr: float, first: int, last: int) -> keras.callbacks.Callback:
@@ -121,18 +133,17 @@ def train(cfg: TrainConfig) -> Path:
     (cfg.out / "checkpoints").mkdir(parents=True, exist_ok=True)
     atomic.write_text(cfg.out / "config.json", json.dumps(cfg.to_json(), indent=2))
     atomic.write_text(cfg.out / "labels.json", json.dumps(labels, indent=2))
-    train_ds, val_ds = _datasets(cfg)
+    train_ds, val_ds = datasets(cfg)
     with choose_strategy().scope():
-        model, loss, monitor = build_model(cfg, len(labels))
-        metrics = [] if cfg.model == "siamese_resnet50" else ["accuracy"]
-        model.compile(keras.optimizers.Adam(cfg.learning_rate), loss, metrics=metrics)
+        model, monitor = compiled_model(cfg, len(labels))
     verbose = 1 if sys.stdout.isatty() else 2
     model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs,
               callbacks=_callbacks(cfg, monitor, cfg.learning_rate, 0, cfg.epochs),
               verbose=verbose)
     if cfg.model == "resnet50_classifier" and cfg.fine_tune_blocks:
         zoo.unfreeze_last_blocks(model, cfg.fine_tune_blocks)
-        model.compile(keras.optimizers.Adam(cfg.fine_tune_learning_rate), loss, metrics=metrics)
+        model.compile(keras.optimizers.Adam(cfg.fine_tune_learning_rate), model.loss,
+                      metrics=[] if cfg.model == "siamese_resnet50" else ["accuracy"])
         model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs + cfg.fine_tune_epochs,
                   initial_epoch=cfg.epochs, verbose=verbose,
                   callbacks=_callbacks(cfg, monitor, cfg.fine_tune_learning_rate, cfg.epochs,
