@@ -188,8 +188,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--backbone", choices=BACKBONES, default="resnet50")
     s.add_argument("--weights", default="imagenet",
                    help="imagenet | none | PATH of a weights file (ResNet50-style models)")
-    s.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="auto",
-                   help="auto: cosine for patch_cnn, plateau (the notebooks') otherwise")
+    s.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="plateau",
+                   help="plateau: ReduceLROnPlateau, as in the notebooks; cosine: decay to 0")
     _add_fields(s, TrainConfig, skip=("model", "config", "backbone", "weights", "lr_schedule"))
     s.set_defaults(func=_train)
 
