@@ -19,6 +19,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _bind(check, counts):
+    def run(data):
+        check(data, counts)
+
+    return run
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--examples", type=int, default=10_000)
@@ -43,8 +50,7 @@ def main() -> int:
         }
         for name, (strategy, check) in targets.items():
             counts: collections.Counter = collections.Counter()
-            run = opts(given(strategy)(lambda data, check=check, counts=counts:
-                                       check(data, counts)))
+            run = opts(given(strategy)(_bind(check, counts)))
             start = time.perf_counter()
             run()
             seconds = time.perf_counter() - start

@@ -11,6 +11,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+# Decoding failures become our own errors naming the file and the fix; OpenCV's log lines
+# about the same failures would only be noise beside them.
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+
 # A full IAM form scan is 2479x3542 (8.8 MP); anything far above is a bomb or a mistake.
 MAX_PIXELS = 40_000_000
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

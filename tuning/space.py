@@ -69,7 +69,7 @@ _HEAD = Range(128, 2048, "log", integer=True)
 # Names are TrainConfig fields; each model family tunes these by default.
 SPACES: dict[str, dict[str, Spec]] = {
     "patch_cnn": {"learning_rate": _LR, "dropout": _DROPOUT,
-                  "patch_size": Choice((32, 48, 64)), "width": Choice((8, 16, 24, 32))},
+                  "patch_size": Choice((32, 48, 64)), "width": Choice((8, 16, 24))},
     "resnet50_classifier": {"learning_rate": _LR, "dropout": _DROPOUT, "head_units": _HEAD},
     "siamese_resnet50": {"learning_rate": _LR, "head_units": _HEAD,
                          "embedding_dim": Choice((32, 64, 128, 256)),
