@@ -55,11 +55,12 @@ def cli(*args, timeout: int = 900, env: dict | None = None) -> subprocess.Comple
 @pytest.fixture(scope="session")
 def trained_run(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small patch_cnn (32-px patches, 16-d embedding head) trained by the CLI, shared by
-    the training, evaluation and export tests."""
+    the training, evaluation and export tests. On this little data, 12 epochs reach about 0.8
+    image top-1 with the cosine schedule, about 0.5 with the plateau one."""
     run = tmp_path_factory.mktemp("runs") / "run"
     proc = cli("train", "--config", "top50", "--data-dir", synth_dir, "--out", run,
                "--epochs", "12", "--patch-size", "32", "--patches-per-image", "16",
-               "--embedding-dim", "16")
+               "--embedding-dim", "16", "--lr-schedule", "cosine")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return run
 
