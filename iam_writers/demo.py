@@ -45,21 +45,19 @@ def _step(n: int, text: str) -> float:
     return time.perf_counter()
 
 
-def _heldout(cfg, data_dir: Path, folder: Path) -> list[tuple[Path, str]]:
-    """The test split as PNG files (never seen in training), with their writer ids."""
+def split_files(config: str, data_dir: Path, folder: Path,
+                split: str = "test") -> list[tuple[Path, str]]:
+    """A split as PNG files in `folder` (written once, atomically), with their writer ids."""
+    from iam_writers_tfds import atomic
     from pipelines import load_split, writer_names
 
-    names = writer_names(cfg.config, data_dir)
+    names = writer_names(config, data_dir)
+    examples = list(load_split(config, split, data_dir).as_numpy_iterator())
     if not folder.is_dir():
-        from iam_writers_tfds import atomic
-
         with atomic.replaced(folder, directory=True) as tmp:
-            for ex in load_split(cfg.config, "test", data_dir).as_numpy_iterator():
+            for ex in examples:
                 (tmp / f"{ex['image_id'].decode()}.png").write_bytes(ex["image"])
-    files = []
-    for ex in load_split(cfg.config, "test", data_dir).as_numpy_iterator():
-        files.append((folder / f"{ex['image_id'].decode()}.png", names[ex["writer"]]))
-    return files
+    return [(folder / f"{ex['image_id'].decode()}.png", names[ex["writer"]]) for ex in examples]
 
 
 def run(cfg: DemoConfig) -> Path:
@@ -126,7 +124,7 @@ def run(cfg: DemoConfig) -> Path:
 
     model = Model(export_dir / "model_int8.tflite")
     predictions = []
-    for path, writer in _heldout(cfg, data_dir, cfg.out / "heldout"):
+    for path, writer in split_files(cfg.config, data_dir, cfg.out / "heldout"):
         top = model.predict(path, 3)["top"]
         predictions.append({"image": path.name, "writer": writer, "top": top})
     accuracy = sum(p["top"][0]["writer"] == p["writer"] for p in predictions) / len(predictions)

@@ -57,15 +57,16 @@ def verification(embeddings: np.ndarray, labels: np.ndarray) -> dict:
     }
 
 
-def _normalise(x: np.ndarray) -> np.ndarray:
+def normalise(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm."""
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
-def _run_windows(model, ds):
-    """Model outputs for every window plus the metadata carried along."""
+def run_windows(predict, ds):
+    """`predict(x)` for every window of an eval dataset, plus the metadata carried along."""
     outs, meta = [], {"writer": [], "image_id": [], "form_id": [], "ink": []}
     for batch in ds:
-        outs.append(np.asarray(model.predict_on_batch(batch["x"])))
+        outs.append(np.asarray(predict(batch["x"])))
         for key in meta:
             meta[key].append(batch[key].numpy())
     return np.concatenate(outs), {k: np.concatenate(v) for k, v in meta.items()}
@@ -113,16 +114,16 @@ def evaluate(run_dir: Path, split: str = "test") -> dict:
     result: dict = {"split": split, "model": cfg.model, "config": cfg.config}
 
     if cfg.model == "siamese_resnet50":
-        emb, meta = _run_windows(embedder, ds)
-        gal, gmeta = _run_windows(embedder, eval_dataset(
+        emb, meta = run_windows(embedder.predict_on_batch, ds)
+        gal, gmeta = run_windows(embedder.predict_on_batch, eval_dataset(
             load_split(cfg.config, "train", cfg.data_dir), pcfg))
         gids, gmean = aggregate(gal, gmeta["writer"], gmeta["ink"] >= keep_min)
-        centroids = _normalise(gmean)
-        scores_fn = lambda e: _normalise(e) @ centroids.T  # noqa: E731
+        centroids = normalise(gmean)
+        scores_fn = lambda e: normalise(e) @ centroids.T  # noqa: E731
         class_of = gids
     else:
-        probs, meta = _run_windows(model, ds)
-        emb = _run_windows(embedder, ds)[0] if embedder is not None else None
+        probs, meta = run_windows(model.predict_on_batch, ds)
+        emb = run_windows(embedder.predict_on_batch, ds)[0] if embedder is not None else None
         scores_fn, class_of = None, np.arange(len(labels))
 
     keep = meta["ink"] >= keep_min
@@ -156,7 +157,7 @@ def evaluate(run_dir: Path, split: str = "test") -> dict:
     )
     roc = None
     if emb is not None:
-        ver = verification(_normalise(aggregate(emb, meta["image_id"], keep)[1]), image_label)
+        ver = verification(normalise(aggregate(emb, meta["image_id"], keep)[1]), image_label)
         roc = ver.pop("_roc", None)
         result["verification"] = ver
     from models import plots

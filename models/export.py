@@ -24,7 +24,7 @@ from iam_writers_tfds import atomic
 from iam_writers_tfds.images import decode_gray
 from models import runtime
 from models.config import TrainConfig
-from models.evaluate import aggregate, load_run, verification
+from models.evaluate import aggregate, load_run, normalise, run_windows, verification
 from pipelines import PipelineConfig, eval_dataset, load_split, ops, train_dataset
 
 VARIANTS = {"none": "float32", "float16": "float16", "dynamic": "dynamic", "int8": "int8"}
@@ -161,20 +161,14 @@ def _calibration(cfg: TrainConfig, n: int) -> np.ndarray:
     return np.stack(list(ds.unbatch().map(lambda x, y: x).take(n).as_numpy_iterator()))
 
 
-def _window_outputs(fn, cfg: TrainConfig, pcfg: PipelineConfig, split: str):
-    """Per-window embeddings (and metadata) of a split through the Keras `patches` fn."""
-    embs, meta = [], {"image_id": [], "writer": [], "ink": []}
-    for batch in eval_dataset(load_split(cfg.config, split, cfg.data_dir), pcfg):
-        embs.append(fn(batch["x"])["embedding"].numpy())
-        for key in meta:
-            meta[key].append(batch[key].numpy())
-    return np.concatenate(embs), {k: np.concatenate(v) for k, v in meta.items()}
-
-
-def _per_image(emb, meta, pcfg: PipelineConfig, key: str):
+def _per_image(fn, cfg: TrainConfig, pcfg: PipelineConfig, split: str, key: str):
+    """Unit mean embedding per `key` (image_id or writer) of a split's inked windows,
+    through the Keras `patches` fn."""
+    emb, meta = run_windows(lambda x: fn(x)["embedding"], eval_dataset(
+        load_split(cfg.config, split, cfg.data_dir), pcfg))
     keep = meta["ink"] >= (pcfg.min_ink if pcfg.mode == "patches" else 0.0)
     ids, means = aggregate(emb, meta[key], keep)
-    return ids, means / np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
+    return ids, normalise(means), meta
 
 
 def _parity(models: dict[str, runtime.Model], cfg: TrainConfig) -> list[dict]:
@@ -260,16 +254,14 @@ def export(ecfg: ExportConfig) -> dict:
     fn = tf.function(patches_fn(model, cfg)[2], reduce_retracing=True)
 
     print("calibrating the verification threshold on the validation split", flush=True)
-    emb, meta = _window_outputs(fn, cfg, pcfg, "validation")
-    ids, img_emb = _per_image(emb, meta, pcfg, "image_id")
+    ids, img_emb, meta = _per_image(fn, cfg, pcfg, "validation", "image_id")
     writer_of = dict(zip(meta["image_id"], meta["writer"]))
     ver = verification(img_emb, np.array([writer_of[i] for i in ids]))
     ver.pop("_roc", None)
     threshold = {"threshold": ver.get("eer_threshold", 0.5), "split": "validation", **ver}
     centroids = None
     if cfg.model == "siamese_resnet50":
-        emb, meta = _window_outputs(fn, cfg, pcfg, "train")
-        centroids = _per_image(emb, meta, pcfg, "writer")[1]
+        centroids = _per_image(fn, cfg, pcfg, "train", "writer")[1]
 
     with atomic.replaced(ecfg.out, directory=True) as tmp:
         print(f"writing the SavedModel to {ecfg.out / 'saved_model'}", flush=True)

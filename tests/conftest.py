@@ -68,16 +68,9 @@ def trained_run(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
 @pytest.fixture(scope="session")
 def heldout(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> list[tuple[Path, str]]:
     """The synthetic test split as PNG files: (path, writer id) pairs never seen in training."""
-    from pipelines import load_split, writer_names
+    from iam_writers.demo import split_files
 
-    names = writer_names("top50", synth_dir)
-    out = tmp_path_factory.mktemp("heldout")
-    files = []
-    for ex in load_split("top50", "test", synth_dir).as_numpy_iterator():
-        path = out / f"{ex['image_id'].decode()}.png"
-        path.write_bytes(ex["image"])
-        files.append((path, names[ex["writer"]]))
-    return files
+    return split_files("top50", synth_dir, tmp_path_factory.mktemp("heldout") / "test")
 
 
 @pytest.fixture
