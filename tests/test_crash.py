@@ -47,7 +47,7 @@ def test_killed_training_resumes_from_its_last_epoch(synth_dir, tmp_path):
 def test_killed_export_leaves_no_partial_file_and_can_be_run_again(trained_run, tmp_path):
     out = tmp_path / "exports" / "e"
     args = ["export", trained_run, "--out", out, "--quantize", "none,int8",
-            "--calibration-samples", "100"]
+            "--calibration-samples", "100", "--allow-degraded"]
     _kill_when(args, lambda: any((tmp_path / "exports").glob(".e.*/saved_model")))
     assert not out.exists()
     proc = cli(*args)
