@@ -180,7 +180,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--data-dir", type=Path, help="TFDS data dir (default ~/tensorflow_datasets)")
     s.set_defaults(func=_build)
 
-    from models.config import BACKBONES, LR_SCHEDULES, MODELS, TrainConfig
+    from models.config import BACKBONES, LR_SCHEDULES, METRIC_LOSSES, MODELS, TrainConfig
 
     s = sub.add_parser("train", help="train a model into runs/NAME and evaluate it")
     s.add_argument("--model", choices=MODELS, default="patch_cnn")
@@ -190,7 +190,11 @@ def parser() -> argparse.ArgumentParser:
                    help="imagenet | none | PATH of a weights file (ResNet50-style models)")
     s.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="plateau",
                    help="plateau: ReduceLROnPlateau, as in the notebooks; cosine: decay to 0")
-    _add_fields(s, TrainConfig, skip=("model", "config", "backbone", "weights", "lr_schedule"))
+    s.add_argument("--metric-loss", choices=METRIC_LOSSES, default="supcon",
+                   help="patch_embed's loss on P x K batches: supervised contrastive or "
+                        "batch-hard triplet")
+    _add_fields(s, TrainConfig, skip=("model", "config", "backbone", "weights", "lr_schedule",
+                                      "metric_loss"))
     s.set_defaults(func=_train)
 
     s = sub.add_parser("evaluate", help="metrics.json and plots for a run directory")
@@ -272,7 +276,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
     errors = (kaggle_layout.LayoutError, images.ImageError, FileNotFoundError, FileExistsError)
     for module, name in (("models.zoo", "WeightsError"), ("models.runtime", "ModelError"),
-                         ("models.export", "DegradedExport"), ("tuning.space", "SpaceError"),
+                         ("models.export", "ExportError"), ("tuning.space", "SpaceError"),
                          ("models.evaluate", "UnsafeModelError")):
         if module in sys.modules:
             errors += (getattr(sys.modules[module], name),)

@@ -8,7 +8,10 @@ from pathlib import Path
 
 from pipelines.config import PipelineConfig
 
-MODELS = ("patch_cnn", "resnet50_classifier", "siamese_resnet50")
+MODELS = ("patch_cnn", "patch_embed", "resnet50_classifier", "siamese_resnet50")
+PATCH_MODELS = ("patch_cnn", "patch_embed")
+GALLERY_MODELS = ("patch_embed", "siamese_resnet50")  # identify by nearest writer centroid
+METRIC_LOSSES = ("supcon", "triplet")
 LR_SCHEDULES = ("plateau", "cosine")
 BACKBONES = ("resnet50", "mobilenetv2", "efficientnetb0")
 
@@ -17,7 +20,9 @@ BACKBONES = ("resnet50", "mobilenetv2", "efficientnetb0")
 class TrainConfig:
     """Everything a run needs. Model hyperparameters are named here, once.
 
-    The defaults are the CPU recipe (patch_cnn on 64-px patches). The notebook recipes
+    The defaults are the CPU recipe (patch_cnn on 64-px patches); `patch_embed` is the same
+    trunk trained with a metric loss on P x K batches for open-set identification. The
+    notebook recipes
     (`resnet50_classifier` at 224, `siamese_resnet50` at 128) get their input settings
     from `pipeline_config()`.
     """
@@ -38,7 +43,11 @@ class TrainConfig:
     patch_size: int = 64
     patches_per_image: int = 12
     width: int = 16
-    embedding_dim: int = 0  # >0 adds an L2-normalised embedding head
+    embedding_dim: int = 0  # patch_cnn: >0 adds an L2-normalised embedding head; others: 128
+    # patch_embed: the metric loss on P x K batches (P writers x batch_size // P patches)
+    metric_loss: str = "supcon"
+    temperature: float = 0.1  # supcon
+    writers_per_batch: int = 16
     # resnet50-style models
     backbone: str = "resnet50"
     image_size: int = 0  # resize models: 0 means the notebook's (224 classifier, 128 Siamese)
@@ -48,7 +57,7 @@ class TrainConfig:
     fine_tune_blocks: int = 0
     fine_tune_learning_rate: float = 1e-5
     fine_tune_epochs: int = 5
-    margin: float = 1.0
+    margin: float | None = None  # None: 1.0 (siamese contrastive), 0.2 (triplet)
     pairs_per_epoch: int = 2048
     augment: bool = False  # measured: slows learning within a CPU budget; on for long runs
     fit_on_validation: bool = False  # train on train + validation (tuning's --retrain-best)
@@ -66,14 +75,25 @@ class TrainConfig:
                              f"allowed: {', '.join(LR_SCHEDULES)}")
         if self.epochs < 1 or self.batch_size < 1 or not self.learning_rate > 0:
             raise ValueError("epochs and batch_size must be >= 1 and learning_rate > 0")
+        if self.metric_loss not in METRIC_LOSSES:
+            raise ValueError(f"unknown metric_loss {self.metric_loss!r}; "
+                             f"allowed: {', '.join(METRIC_LOSSES)}")
+        if not self.temperature > 0 or self.writers_per_batch < 2:
+            raise ValueError("temperature must be > 0 and writers_per_batch >= 2")
+        if self.model == "patch_embed" and self.batch_size < 2 * self.writers_per_batch:
+            raise ValueError(f"batch_size {self.batch_size} gives fewer than 2 patches per "
+                             f"writer with writers_per_batch {self.writers_per_batch}; pass "
+                             f"--batch-size {2 * self.writers_per_batch} or more")
+        if self.margin is None:
+            self.margin = 0.2 if self.metric_loss == "triplet" else 1.0
         if self.dropout is None:
-            self.dropout = 0.2 if self.model == "patch_cnn" else 0.5
+            self.dropout = 0.2 if self.model in PATCH_MODELS else 0.5
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
     def pipeline_config(self) -> PipelineConfig:
         """The input recipe that goes with this model."""
-        if self.model == "patch_cnn":
+        if self.model in PATCH_MODELS:
             return PipelineConfig(
                 mode="patches", patch_size=self.patch_size,
                 patches_per_image=self.patches_per_image, batch_size=self.batch_size,
@@ -84,6 +104,11 @@ class TrainConfig:
             else "unit"
         return PipelineConfig(mode="resize", image_size=size, normalization=norm,
                               batch_size=self.batch_size, augment=False, seed=self.seed)
+
+    @property
+    def by_gallery(self) -> bool:
+        """Whether the model identifies by nearest writer centroid (no softmax head)."""
+        return self.model in GALLERY_MODELS
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)

@@ -113,7 +113,7 @@ def evaluate(run_dir: Path, split: str = "test") -> dict:
     keep_min = pcfg.min_ink if pcfg.mode == "patches" else 0.0
     result: dict = {"split": split, "model": cfg.model, "config": cfg.config}
 
-    if cfg.model == "siamese_resnet50":
+    if cfg.by_gallery:
         emb, meta = run_windows(embedder.predict_on_batch, ds)
         gal, gmeta = run_windows(embedder.predict_on_batch, eval_dataset(
             load_split(cfg.config, "train", cfg.data_dir), pcfg))

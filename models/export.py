@@ -18,19 +18,24 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
+from keras import layers
 from tqdm import tqdm
 
 from iam_writers_tfds import atomic
 from iam_writers_tfds.images import decode_gray
-from models import runtime
+from models import runtime, zoo
 from models.config import TrainConfig
-from models.evaluate import aggregate, load_run, normalise, run_windows, verification
-from pipelines import PipelineConfig, eval_dataset, load_split, ops, train_dataset
+from models.evaluate import load_run, normalise, verification
+from pipelines import PipelineConfig, load_split, ops
 
 VARIANTS = {"none": "float32", "float16": "float16", "dynamic": "dynamic", "int8": "int8"}
 
 
-class DegradedExport(RuntimeError):
+class ExportError(RuntimeError):
+    """The export cannot be made as asked; the message says what to pass instead."""
+
+
+class DegradedExport(ExportError):
     """int8 fell below the parity gate; nothing was written."""
 
 
@@ -59,33 +64,69 @@ class ExportConfig:
             raise ValueError("calibration_samples must be in 100..500")
 
 
-def _towers(model: keras.Model, cfg: TrainConfig):
+def _line_towers(model: keras.Model, pcfg: PipelineConfig):
+    """A patch model applied once to a whole padded line [1, P, W, 1] instead of to each of
+    its windows: the convolutional trunk runs over the line, average pooling of its feature
+    map over every window (P wide, every `stride` px) stands in for the patch's global
+    average pooling, and the layers after it run per window. Overlapping windows share
+    their convolutions, so a line costs about W / P patches instead of 2 W / P.
+    Returns (features model -> [1, n_windows, F] head input and [1, n_windows, D]
+    embedding, the softmax head or None)."""
+    names = [layer.name for layer in model.layers]
+    gap = names.index("gap")
+    cells = model.get_layer("gap").input.shape[1]  # feature rows of one patch
+    x = inputs = keras.Input((pcfg.patch_size, None, 1), name="line")
+    for layer in model.layers[1:gap]:
+        x = layer(x)
+    x = layers.AveragePooling2D(cells, strides=(1, pcfg.stride // zoo.PATCH_DOWNSAMPLING),
+                                name="windows")(x)
+    x = emb = layers.Reshape((-1, x.shape[-1]), name="per_window")(x)
+    tail = model.layers[gap + 1:]
+    head = tail.pop() if tail and tail[-1].name == "writer" else None
+    for layer in tail:
+        x = layer(x)
+        if layer.name == "embedding":
+            emb = x
+    return keras.Model(inputs, [x, emb]), head
+
+
+def _towers(model: keras.Model, cfg: TrainConfig, pcfg: PipelineConfig):
     """(features model, classifier head or None): features give the head's input and the
-    embedding (the embedding layer if any, else the pooled features)."""
-    if cfg.model == "siamese_resnet50":
+    embedding (the embedding layer if any, else the pooled features), per window of a line
+    (patch models) or per image (resize models)."""
+    if pcfg.mode == "patches":
+        return _line_towers(model, pcfg)
+    if cfg.by_gallery:
         tower = model.get_layer("tower")
         return keras.Model(tower.inputs, [tower.output, tower.output]), None
     head = model.get_layer("writer")
-    names = [layer.name for layer in model.layers]
-    emb = model.get_layer("embedding" if "embedding" in names else "gap").output
-    return keras.Model(model.inputs, [head.input, emb]), head
+    return keras.Model(model.inputs, [head.input, model.get_layer("gap").output]), head
 
 
-def patches_fn(model: keras.Model, cfg: TrainConfig):
-    """The `patches` computation: float32 model inputs [N, ...] -> {embedding [N, D] (unit),
-    log_probs [N, C] (classifiers only)}. Log-probabilities rather than probabilities, so
-    int8 keeps resolution where averaging needs it."""
-    features, head = _towers(model, cfg)
+def input_spec(pcfg: PipelineConfig) -> tf.TensorSpec:
+    """The `windows` signature's input: one padded line, or a batch of whole images."""
+    shape = (1, pcfg.patch_size, None, 1) if pcfg.mode == "patches" else (None,
+                                                                          *pcfg.input_shape)
+    return tf.TensorSpec(shape, tf.float32, name="x")
 
-    def patches(x):
+
+def windows_fn(model: keras.Model, cfg: TrainConfig, pcfg: PipelineConfig):
+    """The `windows` computation: float32 model input -> per window (or image)
+    {embedding [N, D] (unit), log_probs [N, C] (classifiers only)}. Log-probabilities rather
+    than probabilities, so int8 keeps resolution where averaging needs it."""
+    features, head = _towers(model, cfg, pcfg)
+
+    def windows(x):
         feat, emb = features(x, training=False)
+        if pcfg.mode == "patches":
+            feat, emb = feat[0], emb[0]
         out = {"embedding": tf.math.l2_normalize(tf.cast(emb, tf.float32), axis=-1)}
         if head is not None:
             logits = tf.matmul(tf.cast(feat, tf.float32), head.kernel) + head.bias
             out["log_probs"] = tf.nn.log_softmax(logits)
         return out
 
-    return features, head, patches
+    return features, head, windows
 
 
 def serving_archive(model: keras.Model, cfg: TrainConfig, pcfg: PipelineConfig,
@@ -93,33 +134,35 @@ def serving_archive(model: keras.Model, cfg: TrainConfig, pcfg: PipelineConfig,
                     top_k: int) -> keras.export.ExportArchive:
     """The SavedModel's three signatures, preprocessing in the graph where TF ops allow:
 
-    * `patches`: float32 model inputs [N, ...] -> {log_probs [N, C], embedding [N, D]}
-      (the part that becomes TFLite; embedding-only models have no log_probs);
+    * `windows`: float32 model input (one padded line [1, P, W, 1], or images [N, S, S, 3])
+      -> per window {log_probs [N, C], embedding [N, D]} (the part that becomes TFLite;
+      embedding-only models have no log_probs);
     * `classify`: one uint8 grayscale image [H, W, 1] of any size -> top-k `writer_ids`
       and `scores` (probabilities, or cosine similarity to training centroids);
     * `embed`: the same image -> its unit `embedding`.
     """
-    features, head, patches = patches_fn(model, cfg)
+    features, head, windows = windows_fn(model, cfg, pcfg)
     names = tf.constant(labels)
     k = min(top_k, len(labels))
 
-    def windows(image):
+    def prepare(image):
         if pcfg.mode == "resize":
             rgb = ops.resize_rgb(image, pcfg.image_size, pcfg.keep_aspect)
             return ops.scale_input(rgb, pcfg)[None], tf.ones([1], bool)
-        line = ops.normalize_line_graph(image, pcfg.patch_size)
-        x, ink = ops.sliding_windows(line, pcfg)
-        keep = ink >= pcfg.min_ink
-        return ops.scale_input(x, pcfg), tf.logical_or(keep, tf.logical_not(tf.reduce_any(keep)))
+        line = ops.pad_line(ops.normalize_line_graph(image, pcfg.patch_size), pcfg.patch_size,
+                            pcfg.stride)
+        keep = ops.window_ink(line, pcfg.patch_size, pcfg.stride) >= pcfg.min_ink
+        return (ops.scale_input(line, pcfg)[None],
+                tf.logical_or(keep, tf.logical_not(tf.reduce_any(keep))))
 
     def embed(image):
-        x, keep = windows(image)
-        emb = tf.boolean_mask(patches(x)["embedding"], keep)
+        x, keep = prepare(image)
+        emb = tf.boolean_mask(windows(x)["embedding"], keep)
         return {"embedding": tf.math.l2_normalize(tf.reduce_mean(emb, axis=0))}
 
     def classify(image):
-        x, keep = windows(image)
-        out = patches(x)
+        x, keep = prepare(image)
+        out = windows(x)
         if head is None:
             emb = tf.math.l2_normalize(tf.reduce_mean(tf.boolean_mask(out["embedding"], keep), 0))
             scores = tf.linalg.matvec(tf.constant(centroids, tf.float32), emb)
@@ -133,42 +176,52 @@ def serving_archive(model: keras.Model, cfg: TrainConfig, pcfg: PipelineConfig,
     if head is not None:
         archive.track(model)
     image_spec = [tf.TensorSpec([None, None, 1], tf.uint8, name="image")]
-    archive.add_endpoint("patches", patches,
-                         [tf.TensorSpec((None, *pcfg.input_shape), tf.float32, name="patches")])
+    archive.add_endpoint(runtime.SIGNATURE, windows, [input_spec(pcfg)])
     archive.add_endpoint("classify", classify, image_spec)
     archive.add_endpoint("embed", embed, image_spec)
     return archive
 
 
-def _convert(saved_model: Path, variant: str, calibration: np.ndarray) -> bytes:
-    conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_model), signature_keys=["patches"])
+def _convert(saved_model: Path, variant: str, calibration: list[np.ndarray]) -> bytes:
+    conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_model),
+                                                    signature_keys=[runtime.SIGNATURE])
     if variant != "none":
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
     if variant == "float16":
         conv.target_spec.supported_types = [tf.float16]
     if variant == "int8":
-        conv.representative_dataset = lambda: ([x[None]] for x in calibration)
+        conv.representative_dataset = lambda: ([x] for x in calibration)
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         conv.inference_input_type = tf.int8
         conv.inference_output_type = tf.int8
     return conv.convert()
 
 
-def _calibration(cfg: TrainConfig, n: int) -> np.ndarray:
-    """`n` model inputs from the training pipeline (no augmentation) for int8 ranges."""
-    pcfg = dataclasses.replace(cfg.pipeline_config(), augment=False, shuffle_buffer=256)
-    ds = train_dataset(load_split(cfg.config, "train", cfg.data_dir), pcfg)
-    return np.stack(list(ds.unbatch().map(lambda x, y: x).take(n).as_numpy_iterator()))
+def _images(cfg: TrainConfig, split: str) -> list[tuple[str, int, np.ndarray]]:
+    """(image id, writer, decoded grayscale image) of every image of a split."""
+    raw = load_split(cfg.config, split, cfg.data_dir).as_numpy_iterator()
+    return [(ex["image_id"].decode(), int(ex["writer"]),
+             decode_gray(ex["image"], ex["image_id"].decode())) for ex in raw]
 
 
-def _per_image(fn, cfg: TrainConfig, pcfg: PipelineConfig, split: str, key: str):
-    """Unit mean embedding per `key` (image_id or writer) of a split's inked windows,
-    through the Keras `patches` fn."""
-    emb, meta = run_windows(lambda x: fn(x)["embedding"], eval_dataset(
-        load_split(cfg.config, split, cfg.data_dir), pcfg))
-    keep = meta["ink"] >= (pcfg.min_ink if pcfg.mode == "patches" else 0.0)
-    ids, means = aggregate(emb, meta[key], keep)
-    return ids, normalise(means), meta
+def _calibration(rt: runtime.Model, cfg: TrainConfig, n: int) -> list[np.ndarray]:
+    """`n` model inputs from the training split (lines, or single images) for int8 ranges."""
+    rng = np.random.default_rng(cfg.seed)
+    images = _images(cfg, "train")
+    chosen = rng.choice(len(images), min(n, len(images)), replace=False)
+    return [x[:1] for x in (rt.inputs(images[i][2])[0] for i in chosen)]
+
+
+def _embeddings(rt: runtime.Model, cfg: TrainConfig, split: str):
+    """(writers [N], unit embeddings [N, D]) of a split's images through the runtime."""
+    writers, rows = [], []
+    for image_id, writer, image in _images(cfg, split):
+        try:
+            rows.append(rt.embed(image, image_id))
+            writers.append(writer)
+        except runtime.NoInkError:
+            continue
+    return np.array(writers), np.stack(rows)
 
 
 def _parity(models: dict[str, runtime.Model], cfg: TrainConfig) -> list[dict]:
@@ -222,9 +275,11 @@ def _card(cfg: TrainConfig, pcfg: PipelineConfig, run: Path, labels: list[str],
                  f"scale the height to {pcfg.patch_size} px keeping the aspect ratio "
                  "(area resize when shrinking)",
                  "subtract the paper level, stretch ink to 0..255 (bright ink on black)",
-                 f"{pcfg.patch_size}x{pcfg.patch_size} windows every {pcfg.stride} px, plus the "
-                 "last", f"keep windows with at least {pcfg.min_ink:.0%} ink pixels (> 127)",
-                 "divide by 255", "average the windows' log-probabilities (or embeddings)"]
+                 f"pad on the right with black to {pcfg.patch_size} + k x {pcfg.stride} px",
+                 "divide by 255; the model runs once over the whole line and gives one output "
+                 f"per {pcfg.patch_size}x{pcfg.patch_size} window every {pcfg.stride} px",
+                 f"keep windows with at least {pcfg.min_ink:.0%} ink pixels (> 127)",
+                 "average the windows' log-probabilities (or embeddings)"]
     else:
         steps = ["decode to 8-bit grayscale", "to RGB",
                  f"{'pad' if pcfg.keep_aspect else 'squash'} to {pcfg.image_size} px",
@@ -236,11 +291,25 @@ def _card(cfg: TrainConfig, pcfg: PipelineConfig, run: Path, labels: list[str],
         "input": {"mode": pcfg.mode, "patch_size": pcfg.patch_size, "stride": pcfg.stride,
                   "min_ink": pcfg.min_ink, "image_size": pcfg.image_size,
                   "keep_aspect": pcfg.keep_aspect, "normalization": pcfg.normalization,
-                  "shape": [None, *pcfg.input_shape], "dtype": "float32"},
+                  "shape": input_spec(pcfg).shape.as_list(), "dtype": "float32"},
         "preprocessing": steps,
-        "identify_by": "gallery" if cfg.model == "siamese_resnet50" else "softmax",
+        "identify_by": "gallery" if cfg.by_gallery else "softmax",
         "metrics": metrics, "verification": threshold, "files": files,
     }
+
+
+def _pipeline(ecfg: ExportConfig, cfg: TrainConfig) -> PipelineConfig:
+    """The run's input recipe with the inference stride: `--stride`, or the evaluation
+    stride rounded to the model's 16-px downsampling (the line pass needs a multiple)."""
+    pcfg = cfg.pipeline_config()
+    step = zoo.PATCH_DOWNSAMPLING
+    stride = ecfg.stride or max(step, round(pcfg.stride / step) * step)
+    if pcfg.mode == "patches" and (stride > pcfg.patch_size or stride % step):
+        raise ExportError(f"--stride {stride}: the line pass needs a multiple of {step} px "
+                          f"(the model's downsampling) up to the patch size, "
+                          f"{pcfg.patch_size}")
+    return dataclasses.replace(pcfg, deterministic=True,
+                               patch_stride=stride if pcfg.mode == "patches" else None)
 
 
 def export(ecfg: ExportConfig) -> dict:
@@ -248,27 +317,33 @@ def export(ecfg: ExportConfig) -> dict:
     if ecfg.out.exists():
         raise FileExistsError(f"{ecfg.out}: already exists. Choose a new --out or delete it.")
     cfg, labels, model = load_run(ecfg.run)
-    pcfg = dataclasses.replace(cfg.pipeline_config(), deterministic=True,
-                               patch_stride=ecfg.stride or cfg.pipeline_config().patch_stride)
+    pcfg = _pipeline(ecfg, cfg)
     fingerprint = hashlib.sha256((ecfg.run / "model.keras").read_bytes()).hexdigest()[:16]
-    fn = tf.function(patches_fn(model, cfg)[2], reduce_retracing=True)
+    fn = tf.function(windows_fn(model, cfg, pcfg)[2], reduce_retracing=True)
 
-    print("calibrating the verification threshold on the validation split", flush=True)
-    ids, img_emb, meta = _per_image(fn, cfg, pcfg, "validation", "image_id")
-    writer_of = dict(zip(meta["image_id"], meta["writer"]))
-    ver = verification(img_emb, np.array([writer_of[i] for i in ids]))
-    ver.pop("_roc", None)
-    threshold = {"threshold": ver.get("eer_threshold", 0.5), "split": "validation", **ver}
-    centroids = None
-    if cfg.model == "siamese_resnet50":
-        centroids = _per_image(fn, cfg, pcfg, "train", "writer")[1]
+    def keras_backend(x):
+        return {k: v.numpy() for k, v in fn(tf.constant(x)).items()}
 
     with atomic.replaced(ecfg.out, directory=True) as tmp:
+        card = _card(cfg, pcfg, ecfg.run, labels, fingerprint, {}, {})
+        (tmp / runtime.CARD).write_text(json.dumps(card, indent=2))
+        rt = runtime.Model(tmp / runtime.CARD, backend=keras_backend)
+        print("calibrating the verification threshold on the validation split", flush=True)
+        ver = verification(*reversed(_embeddings(rt, cfg, "validation")))
+        ver.pop("_roc", None)
+        threshold = {"threshold": ver.get("eer_threshold", 0.5), "split": "validation", **ver}
+        centroids = None
+        if cfg.by_gallery:
+            writers, emb = _embeddings(rt, cfg, "train")
+            centroids = normalise(np.stack([emb[writers == w].mean(0)
+                                            for w in range(len(labels))]))
+            runtime.Gallery(tmp / "train_gallery", fingerprint, list(labels),
+                            np.arange(len(labels)), list(labels), centroids).save()
         print(f"writing the SavedModel to {ecfg.out / 'saved_model'}", flush=True)
         archive = serving_archive(model, cfg, pcfg, labels, centroids, ecfg.top_k)
         archive.write_out(str(tmp / "saved_model"), verbose=False)
-        calibration = (_calibration(cfg, ecfg.calibration_samples)
-                       if "int8" in ecfg.quantize else None)
+        calibration = (_calibration(rt, cfg, ecfg.calibration_samples)
+                       if "int8" in ecfg.quantize else [])
         files = {}
         for q in ecfg.quantize:
             name = f"model_{VARIANTS[q]}.tflite"
@@ -278,13 +353,6 @@ def export(ecfg: ExportConfig) -> dict:
         card = _card(cfg, pcfg, ecfg.run, labels, fingerprint, threshold, files)
         (tmp / "labels.json").write_text(json.dumps(labels, indent=2))
         (tmp / runtime.CARD).write_text(json.dumps(card, indent=2))
-        if centroids is not None:
-            runtime.Gallery(tmp / "train_gallery", fingerprint, list(labels),
-                            np.arange(len(labels)), list(labels), centroids).save()
-
-        def keras_backend(x):
-            return {k: v.numpy() for k, v in fn(tf.constant(x)).items()}
-
         models = {"keras": runtime.Model(tmp / runtime.CARD, backend=keras_backend)}
         for variant, name in files.items():
             models[variant] = runtime.Model(tmp / name, ecfg.threads)

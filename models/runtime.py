@@ -8,6 +8,7 @@ the normalised mean embedding) of an image's inked windows.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -20,9 +21,12 @@ from iam_writers_tfds.images import ImageError, read_gray
 from pipelines import preprocess
 
 CARD = "model_card.json"
-SIGNATURE = "patches"
+SIGNATURE = "windows"
 MIN_SIDE = 16  # pixels: below this an image cannot hold a line of handwriting
 MIN_CONTRAST = 40  # gray levels between paper and the darkest ink; below it, a blank page
+# lines are padded to a multiple of this many windows, so that the interpreter meets few
+# distinct input widths and rarely reallocates (each new width costs about a line's time)
+WINDOW_BUCKET = 8
 
 
 class ModelError(ValueError):
@@ -47,7 +51,7 @@ def _card_for(path: Path) -> tuple[Path, dict]:
 
 
 class _LiteRT:
-    """The `patches` signature of a .tflite file under the LiteRT interpreter."""
+    """The `windows` signature of a .tflite file under the LiteRT interpreter."""
 
     def __init__(self, path: Path, threads: int):
         from ai_edge_litert.interpreter import Interpreter
@@ -77,7 +81,7 @@ class _LiteRT:
 
 
 class _SavedModel:
-    """The `patches` signature of a SavedModel folder (needs TensorFlow)."""
+    """The `windows` signature of a SavedModel folder (needs TensorFlow)."""
 
     def __init__(self, path: Path):
         import tensorflow as tf
@@ -86,7 +90,7 @@ class _SavedModel:
         self.fn = tf.saved_model.load(str(path)).signatures[SIGNATURE]
 
     def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        return {k: v.numpy() for k, v in self.fn(patches=self.tf.constant(x)).items()}
+        return {k: v.numpy() for k, v in self.fn(x=self.tf.constant(x)).items()}
 
 
 class Model:
@@ -112,16 +116,23 @@ class Model:
         else:
             raise ModelError(f"{path}: neither a .tflite file nor a SavedModel folder. Pass a "
                              "model_*.tflite file or the saved_model folder of an export.")
-        self.gallery = (Gallery.load(self.folder / "train_gallery")
-                        if self.card.get("identify_by") == "gallery" else None)
+
+    @functools.cached_property
+    def gallery(self) -> Gallery | None:
+        """The training writers' centroids, for models that identify by gallery."""
+        if self.card.get("identify_by") != "gallery":
+            return None
+        return Gallery.load(self.folder / "train_gallery")
 
     @property
     def fingerprint(self) -> str:
         return self.card["fingerprint"]
 
-    def inputs(self, image: str | Path | np.ndarray, name: str = "<array>") -> np.ndarray:
-        """The model inputs of one image (a path or a 2-D uint8 array): its inked windows
-        (patches) or the whole resized image."""
+    def inputs(self, image: str | Path | np.ndarray,
+               name: str = "<array>") -> tuple[np.ndarray, np.ndarray]:
+        """(model input, which output rows to average) of one image (a path or a 2-D uint8
+        array): the whole normalised line padded for the line pass and its inked windows,
+        or the whole resized image."""
         if not isinstance(image, np.ndarray):
             name, image = str(image), read_gray(image)
         h, w = image.shape
@@ -135,18 +146,20 @@ class Model:
         spec = self.spec
         if spec["mode"] == "resize":
             x = preprocess.resize_rgb(image, spec["image_size"], spec["keep_aspect"])[None]
-            return preprocess.scale_input(x, spec["normalization"])
-        line = preprocess.normalize_line(image, spec["patch_size"])[:, :, None]
-        patches, ink = preprocess.sliding_windows(line, spec["patch_size"], spec["stride"])
-        keep = ink >= spec["min_ink"]
+            return preprocess.scale_input(x, spec["normalization"]), np.ones(1, bool)
+        size, stride = spec["patch_size"], spec["stride"]
+        line = preprocess.pad_line(preprocess.normalize_line(image, size), size, stride,
+                                   WINDOW_BUCKET)
+        keep = preprocess.window_ink(line, size, stride) >= spec["min_ink"]
         if not keep.any():
             raise NoInkError(f"{name}: no handwriting found (no window has {spec['min_ink']:.0%} "
                              "ink). Pass a scan of handwritten text, dark ink on light paper.")
-        return preprocess.scale_input(patches[keep], spec["normalization"])
+        return preprocess.scale_input(line[None, :, :, None], spec["normalization"]), keep
 
     def outputs(self, image, name: str = "<array>") -> dict[str, np.ndarray]:
-        """Per-window outputs of one image: `log_probs` (classifiers) and `embedding`."""
-        return self.backend(self.inputs(image, name))
+        """Outputs of one image's kept windows: `log_probs` (classifiers) and `embedding`."""
+        x, keep = self.inputs(image, name)
+        return {k: v[keep] for k, v in self.backend(x).items()}
 
     def scores(self, image, name: str = "<array>") -> tuple[np.ndarray, np.ndarray]:
         """(per-writer scores, unit embedding) of one image. Scores are probabilities from
@@ -168,8 +181,9 @@ class Model:
         return {"image": str(image),
                 "top": [{"writer": writers[i], "score": float(scores[i])} for i in order]}
 
-    def embed(self, image) -> np.ndarray:
-        return self.scores(image, str(image))[1]
+    def embed(self, image, name: str = "<array>") -> np.ndarray:
+        """The unit mean embedding of one image's inked windows (a path or a 2-D array)."""
+        return unit(self.outputs(image, name)["embedding"].mean(axis=0))
 
     def verify(self, a, b) -> dict:
         """Same-writer score (cosine of the two embeddings) and the decision at the

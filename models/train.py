@@ -21,8 +21,15 @@ import tensorflow as tf
 from iam_writers_tfds import atomic
 from models import zoo
 from models.config import TrainConfig
-from models.losses import ContrastiveLoss
-from pipelines import eval_dataset, load_split, pair_dataset, train_dataset, writer_names
+from models.losses import BatchHardTripletLoss, ContrastiveLoss, SupConLoss
+from pipelines import (
+    eval_dataset,
+    load_split,
+    pair_dataset,
+    pk_dataset,
+    train_dataset,
+    writer_names,
+)
 
 # Keras warns about these for every tf.data pipeline; ours are shuffled and end by design.
 warnings.filterwarnings("ignore", message="`shuffle=True` was passed")
@@ -51,6 +58,12 @@ def build_model(cfg: TrainConfig, num_classes: int) -> tuple[keras.Model, keras.
         model = zoo.patch_cnn((cfg.patch_size, cfg.patch_size, 1), num_classes, cfg.width,
                               cfg.embedding_dim, cfg.dropout)
         return model, keras.losses.SparseCategoricalCrossentropy(), "val_accuracy"
+    if cfg.model == "patch_embed":
+        model = zoo.patch_embed((cfg.patch_size, cfg.patch_size, 1), cfg.width,
+                                cfg.embedding_dim or 128, cfg.dropout)
+        loss = (SupConLoss(cfg.temperature) if cfg.metric_loss == "supcon"
+                else BatchHardTripletLoss(cfg.margin))
+        return model, loss, "val_loss"
     if cfg.model == "resnet50_classifier":
         model = zoo.resnet50_classifier(num_classes, cfg.head_units, cfg.dropout, cfg.weights,
                                         cfg.backbone, cfg.pipeline_config().image_size)
@@ -68,6 +81,9 @@ def datasets(cfg: TrainConfig):
     val_raw = load_split(cfg.config, "validation", cfg.data_dir)
     if cfg.fit_on_validation:
         train_raw = train_raw.concatenate(val_raw)
+    if cfg.model == "patch_embed":
+        val_pcfg = dataclasses.replace(pcfg, seed=pcfg.seed + 1)
+        return _pk(train_raw, pcfg, cfg), _pk(val_raw, val_pcfg, cfg)
     if cfg.model == "siamese_resnet50":
         return (pair_dataset(train_raw, pcfg, cfg.pairs_per_epoch),
                 pair_dataset(val_raw, dataclasses.replace(pcfg, seed=pcfg.seed + 1),
@@ -77,10 +93,18 @@ def datasets(cfg: TrainConfig):
     return train_dataset(train_raw, pcfg), val
 
 
+def _pk(raw, pcfg, cfg: TrainConfig):
+    """P x K batches covering a split's lines `patches_per_image` times per epoch, as the
+    classifier's epochs do."""
+    k = cfg.batch_size // cfg.writers_per_batch
+    steps = max(2, int(raw.cardinality()) * cfg.patches_per_image // (k * cfg.writers_per_batch))
+    return pk_dataset(raw, pcfg, cfg.writers_per_batch, k, steps)
+
+
 def compiled_model(cfg: TrainConfig, num_classes: int) -> tuple[keras.Model, str]:
     """The model of `cfg`, compiled with Adam; returns it and the metric to monitor."""
     model, loss, monitor = build_model(cfg, num_classes)
-    metrics = [] if cfg.model == "siamese_resnet50" else ["accuracy"]
+    metrics = [] if cfg.by_gallery else ["accuracy"]
     model.compile(keras.optimizers.Adam(cfg.learning_rate), loss, metrics=metrics)
     return model, monitor
 
@@ -143,7 +167,7 @@ def train(cfg: TrainConfig) -> Path:
     if cfg.model == "resnet50_classifier" and cfg.fine_tune_blocks:
         zoo.unfreeze_last_blocks(model, cfg.fine_tune_blocks)
         model.compile(keras.optimizers.Adam(cfg.fine_tune_learning_rate), model.loss,
-                      metrics=[] if cfg.model == "siamese_resnet50" else ["accuracy"])
+                      metrics=["accuracy"])
         model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs + cfg.fine_tune_epochs,
                   initial_epoch=cfg.epochs, verbose=verbose,
                   callbacks=_callbacks(cfg, monitor, cfg.fine_tune_learning_rate, cfg.epochs,

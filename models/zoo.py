@@ -66,27 +66,45 @@ def _conv_bn(x, filters: int, kernel: int, strides: int, name: str):
     return layers.ReLU(name=f"{name}_relu")(x)
 
 
-def patch_cnn(input_shape: tuple[int, int, int], num_classes: int, width: int = 16,
-              embedding_dim: int = 0, dropout: float = 0.3) -> keras.Model:
-    """A compact CNN over grayscale patches: a strided 5x5 stem, three blocks of two 3x3
-    convolutions (width x 2, 4, 8) each followed by max-pooling, global average pooling,
-    an optional L2-normalised `embedding`, dropout and a softmax.
+PATCH_DOWNSAMPLING = 16  # px per feature-map cell of the patch trunk: stem /2, pools /8
 
-    Sized for a 2-core CPU: about 45 M multiply-adds per 64-px patch at width 16.
-    """
-    inputs = keras.Input(input_shape, name="patch")
+
+def _patch_features(inputs, width: int):
+    """The patch trunk: a strided 5x5 stem, three blocks of two 3x3 convolutions
+    (width x 2, 4, 8) each followed by max-pooling, then global average pooling.
+    About 45 M multiply-adds per 64-px patch at width 16, sized for a 2-core CPU."""
     x = _conv_bn(inputs, width, 5, 2, "stem")
     for i, mult in enumerate((2, 4, 8)):
         for j in range(2):
             x = _conv_bn(x, width * mult, 3, 1, f"block{i + 1}_{j}")
         x = layers.MaxPooling2D(2, name=f"block{i + 1}_pool")(x)
-    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    return layers.GlobalAveragePooling2D(name="gap")(x)
+
+
+def patch_cnn(input_shape: tuple[int, int, int], num_classes: int, width: int = 16,
+              embedding_dim: int = 0, dropout: float = 0.3) -> keras.Model:
+    """The CPU default: the patch trunk, an optional L2-normalised `embedding`, dropout
+    and a softmax over the training writers."""
+    inputs = keras.Input(input_shape, name="patch")
+    x = _patch_features(inputs, width)
     if embedding_dim:
         x = layers.Dense(embedding_dim, name="embedding_dense")(x)
         x = layers.UnitNormalization(name="embedding")(x)
     x = layers.Dropout(dropout, name="dropout")(x)
     outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="writer")(x)
     return keras.Model(inputs, outputs, name="patch_cnn")
+
+
+def patch_embed(input_shape: tuple[int, int, int], width: int = 16, embedding_dim: int = 128,
+                dropout: float = 0.2) -> keras.Model:
+    """The open-set model: the patch trunk, dropout and an L2-normalised `embedding` of
+    writing style, trained with a metric loss so that writers it never saw are told apart
+    by cosine similarity. It has no softmax, so it is not tied to the training writers."""
+    inputs = keras.Input(input_shape, name="patch")
+    x = layers.Dropout(dropout, name="dropout")(_patch_features(inputs, width))
+    x = layers.Dense(embedding_dim, name="embedding_dense")(x)
+    outputs = layers.UnitNormalization(name="embedding", dtype="float32")(x)
+    return keras.Model(inputs, outputs, name="patch_embed")
 
 
 def resnet50_classifier(num_classes: int, head_units: int = 1024, dropout: float = 0.5,

@@ -169,10 +169,13 @@ def eval_dataset(raw: tf.data.Dataset, cfg: PipelineConfig,
     return _finish(ds.batch(cfg.batch_size), cfg)
 
 
-def _class_streams(decoded: tf.data.Dataset, classes: list[int], seed: int):
+def _class_streams(raw: tf.data.Dataset, cfg: PipelineConfig, corrupt, classes: list[int]):
+    """One endless, shuffled stream of decoded examples per writer. Each stream decodes and
+    caches only its own writer's images (its own cache, filled by its own first pass), so
+    the streams never share a partly written cache."""
     return [
-        decoded.filter(lambda ex, c=c: tf.equal(ex["writer"], c))
-        .repeat().shuffle(64, seed=seed + c)
+        _decoded(raw.filter(lambda ex, c=c: tf.equal(ex["writer"], c)), cfg, corrupt)
+        .repeat().shuffle(64, seed=cfg.seed + c)
         for c in classes
     ]
 
@@ -182,30 +185,52 @@ def _classes(raw: tf.data.Dataset) -> list[int]:
     return sorted({int(v) for v in labels.as_numpy_iterator()})
 
 
+def _in_order(raw, cfg: PipelineConfig, corrupt, classes: list[int], order) -> tf.data.Dataset:
+    """Decoded examples drawn from the writers' streams in the given class order."""
+    choice = tf.data.Dataset.from_tensor_slices(np.asarray(order, np.int64))
+    return tf.data.Dataset.choose_from_datasets(_class_streams(raw, cfg, corrupt, classes),
+                                                choice)
+
+
 def _views_in_order(raw, cfg: PipelineConfig, corrupt, classes: list[int], order):
     """(view, writer) elements drawn from the writers' streams in the given class order."""
-    streams = _class_streams(_decoded(raw, cfg, corrupt), classes, cfg.seed)
-    choice = tf.data.Dataset.from_tensor_slices(np.asarray(order, np.int64))
-    ds = tf.data.Dataset.choose_from_datasets(streams, choice)
-    return _seeded(ds, cfg.seed).map(
+    return _seeded(_in_order(raw, cfg, corrupt, classes, order), cfg.seed).map(
         lambda ex, s: (_view(ex, s, cfg, cfg.augment), ex["writer"]),
         num_parallel_calls=AUTOTUNE, deterministic=cfg.deterministic,
     )
 
 
+def _one_crop_each(lines, widths, writers, seed, cfg: PipelineConfig):
+    """A padded group of lines -> one random inked crop of each, in order."""
+    crops = ops.random_crops(lines, widths, seed, 1, cfg)[:, 0]
+    x = ops.scale_input(crops, cfg)
+    return (ops.augment(x, seed + 7) if cfg.augment else x), writers
+
+
 def pk_dataset(raw: tf.data.Dataset, cfg: PipelineConfig, p: int, k: int, steps: int,
                corrupt: CorruptImages | None = None) -> tf.data.Dataset:
-    """`steps` batches of P writers x K samples (one random crop or image each), as
-    (x [P*K, ...], writer [P*K]), for in-batch triplet or contrastive losses."""
+    """`steps` batches of P writers x K samples (one random crop of K different lines, or
+    K whole images, each), as (x [P*K, ...], writer [P*K]), for in-batch triplet or
+    contrastive losses. P is capped at the number of writers in the split."""
     classes = _classes(raw)
-    if p > len(classes) or p < 2 or k < 2:
-        raise ValueError(f"P x K needs 2 <= P <= {len(classes)} writers and K >= 2; got {p}x{k}")
+    if len(classes) < 2 or p < 2 or k < 2:
+        raise ValueError(f"P x K needs P >= 2 writers (the split has {len(classes)}) and "
+                         f"K >= 2; got {p}x{k}")
+    p = min(p, len(classes))
     rng = np.random.default_rng(cfg.seed)
     order = np.concatenate([
         np.repeat(rng.choice(len(classes), p, replace=False), k) for _ in range(steps)
     ])
-    ds = _views_in_order(raw, cfg, corrupt, classes, order)
-    return _finish(ds.batch(p * k, drop_remainder=True), cfg)
+    if cfg.mode == "resize":
+        ds = _views_in_order(raw, cfg, corrupt, classes, order)
+        return _finish(ds.batch(p * k, drop_remainder=True), cfg)
+    ds = _in_order(raw, cfg, corrupt, classes, order)
+    ds = ds.map(lambda ex: (ex["x"], tf.shape(ex["x"])[1], ex["writer"]))
+    ds = ds.padded_batch(p * k, padded_shapes=([cfg.patch_size, None, 1], [], []),
+                         drop_remainder=True)
+    ds = _seeded(ds, cfg.seed).map(lambda group, s: _one_crop_each(*group, s, cfg),
+                                   num_parallel_calls=AUTOTUNE, deterministic=cfg.deterministic)
+    return _finish(ds, cfg)
 
 
 def pair_dataset(raw: tf.data.Dataset, cfg: PipelineConfig, pairs: int,

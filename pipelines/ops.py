@@ -93,6 +93,19 @@ def window_starts(width: tf.Tensor, size: int, stride: int) -> tf.Tensor:
     return tf.cond(starts[-1] < last, lambda: tf.concat([starts, [last]], 0), lambda: starts)
 
 
+def pad_line(line: tf.Tensor, size: int, stride: int) -> tf.Tensor:
+    """Right-pad a normalised [size, W, 1] line to `size + k * stride` px (see
+    `preprocess.pad_line`)."""
+    width = tf.shape(line)[1]
+    target = size + (tf.maximum(width - size, 0) + stride - 1) // stride * stride
+    return tf.pad(line, [[0, 0], [0, target - width], [0, 0]])
+
+
+def window_ink(line: tf.Tensor, size: int, stride: int) -> tf.Tensor:
+    """Ink fraction of the windows every `stride` px of a padded line."""
+    return _window_ink(line, size)[::stride]
+
+
 def sliding_windows(line: tf.Tensor, cfg: PipelineConfig) -> tuple[tf.Tensor, tf.Tensor]:
     """Every window of a normalised line and its ink fraction."""
     size = cfg.patch_size

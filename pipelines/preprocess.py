@@ -43,21 +43,24 @@ def decode_normalize(encoded: bytes, height: int) -> np.ndarray:
     return normalize_line(decode_gray(bytes(encoded)), int(height))[:, :, None]
 
 
-def window_starts(width: int, size: int, stride: int) -> np.ndarray:
-    """Window starts covering the whole width: every `stride`, plus the end (the numpy twin
-    of `ops.window_starts`, kept equal by a test)."""
-    last = width - size
-    starts = np.arange(0, last + 1, stride)
-    return starts if starts[-1] == last else np.append(starts, last)
+def pad_line(line: np.ndarray, size: int, stride: int, bucket: int = 1) -> np.ndarray:
+    """Right-pad a normalised line with background to `size + k * stride` px, the smallest
+    such width that holds it with k a multiple of `bucket`, so windows every `stride` px
+    tile it exactly: the layout of the exported model's single pass over a line (numpy
+    twin of `ops.pad_line`). Buckets let an interpreter reuse its buffers across lines of
+    similar width; the extra windows are blank, and blank windows are not averaged."""
+    width = line.shape[1]
+    k = -(-max(width - size, 0) // stride)
+    target = size + -(-k // bucket) * bucket * stride
+    return np.pad(line, [(0, 0), (0, target - width)] + [(0, 0)] * (line.ndim - 2))
 
 
-def sliding_windows(line: np.ndarray, size: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
-    """Every window of a normalised [size, W, 1] line and its ink fraction (numpy twin of
-    `ops.sliding_windows`): uint8 [N, size, size, 1], float32 [N]."""
-    col = np.concatenate([[0.0], np.cumsum((line[:, :, 0] > 127).sum(axis=0))])
-    starts = window_starts(line.shape[1], size, stride)
-    ink = (col[starts + size] - col[starts]) / float(size * size)
-    return np.stack([line[:, s : s + size] for s in starts]), ink.astype(np.float32)
+def window_ink(line: np.ndarray, size: int, stride: int) -> np.ndarray:
+    """Ink fraction (pixels > 127) of the windows every `stride` px of a padded line
+    (numpy twin of `ops.window_ink`)."""
+    col = np.concatenate([[0.0], np.cumsum((line.reshape(size, -1) > 127).sum(axis=0))])
+    starts = np.arange(0, line.shape[1] - size + 1, stride)
+    return ((col[starts + size] - col[starts]) / float(size * size)).astype(np.float32)
 
 
 def resize_rgb(gray: np.ndarray, size: int, keep_aspect: bool) -> np.ndarray:

@@ -103,10 +103,12 @@ def fake_model(folder: Path, writers: int = 3):
     (folder / "model_card.json").write_text(json.dumps(card))
 
     def backend(x: np.ndarray) -> dict[str, np.ndarray]:
-        assert x.dtype == np.float32 and x.shape[1:] == (32, 32, 1) and len(x)
-        logits = np.stack([x.mean(axis=(1, 2, 3)) * (i + 1) for i in range(writers)], 1)
+        """One padded line in, one row per 32-px window every 16 px out."""
+        assert x.dtype == np.float32 and x.shape[:2] == (1, 32) and (x.shape[2] - 32) % 16 == 0
+        means = np.array([x[0, :, s:s + 32].mean() for s in range(0, x.shape[2] - 31, 16)])
+        logits = np.stack([means * (i + 1) for i in range(writers)], 1)
         logp = logits - np.log(np.exp(logits).sum(1, keepdims=True))
-        return {"log_probs": logp, "embedding": np.ones((len(x), 4), np.float32) / 2}
+        return {"log_probs": logp, "embedding": np.ones((len(means), 4), np.float32) / 2}
 
     return Model(folder / "model_card.json", backend=backend)
 

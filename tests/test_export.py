@@ -68,7 +68,7 @@ def test_savedmodel_signatures_match_the_runtime(exported, heldout):
     from models.runtime import Model
 
     loaded = tf.saved_model.load(str(exported / "saved_model"))
-    assert {"classify", "embed", "patches"} <= set(loaded.signatures)
+    assert {"classify", "embed", "windows"} <= set(loaded.signatures)
     runtime = Model(exported / "saved_model")
     agree = 0
     for path, _ in heldout[:10]:
@@ -194,6 +194,14 @@ def test_failed_int8_gate_leaves_nothing_behind(trained_run, tmp_path):
     assert not out.exists() and not list(tmp_path.iterdir())
 
 
+@pytest.mark.slow
+def test_a_stride_the_line_pass_cannot_take_is_refused(trained_run, tmp_path):
+    for stride in ("24", "48"):  # not a multiple of 16; wider than the 32-px patches
+        proc = cli("export", trained_run, "--out", tmp_path / "x", "--stride", stride)
+        assert proc.returncode == 2 and "multiple of 16" in proc.stderr, proc.stderr[-500:]
+        assert "Traceback" not in proc.stderr and not list(tmp_path.iterdir())
+
+
 def test_export_refuses_unknown_quantization_and_an_existing_folder(tmp_path):
     proc = cli("export", tmp_path, "--out", tmp_path / "x", "--quantize", "int4")
     assert proc.returncode == 2 and "allowed: none, float16, dynamic, int8" in proc.stderr
@@ -216,3 +224,28 @@ def test_a_model_with_a_lambda_layer_is_refused(tmp_path):
         assert proc.returncode == 2 and "Lambda layer" in proc.stderr, proc.stderr[-1000:]
         assert "Traceback" not in proc.stderr
     assert not (tmp_path / "e").exists()
+
+
+@pytest.mark.parametrize("family", ["patch_cnn", "patch_embed"])
+def test_line_pass_equals_the_patch_model_on_one_window(family):
+    """The exported single pass over a line gives, for a line one patch wide, exactly the
+    patch model's outputs, and one row per window for wider lines."""
+    import dataclasses
+
+    import keras
+
+    from models.config import TrainConfig
+    from models.export import windows_fn
+    from models.train import build_model
+
+    cfg = TrainConfig(model=family, patch_size=32, width=4, embedding_dim=8)
+    model = build_model(cfg, 5)[0]
+    fn = windows_fn(model, cfg, dataclasses.replace(cfg.pipeline_config(), patch_stride=16))[2]
+    x = np.random.default_rng(0).uniform(size=(1, 32, 32, 1)).astype(np.float32)
+    out = {k: v.numpy() for k, v in fn(x).items()}
+    emb = keras.Model(model.inputs, model.get_layer("embedding").output)(x).numpy()
+    np.testing.assert_allclose(out["embedding"], emb, atol=1e-5)
+    if family == "patch_cnn":
+        np.testing.assert_allclose(np.exp(out["log_probs"]), model(x).numpy(), atol=1e-5)
+    wide = np.zeros((1, 32, 32 + 4 * 16, 1), np.float32)
+    assert fn(wide)["embedding"].shape == (5, 8)

@@ -125,8 +125,11 @@ def test_pk_batches_have_p_writers_times_k(data_dir):
         assert x.shape == (12, 32, 32, 1)
         values, counts = np.unique(y, return_counts=True)
         assert len(values) == 4 and (counts == 3).all()
+    n_writers = len(np.unique([ex["writer"] for ex in _raw(data_dir).as_numpy_iterator()]))
+    x, y = next(iter(pk_dataset(_raw(data_dir), CFG, p=n_writers + 5, k=2, steps=1)))
+    assert len(np.unique(y)) == n_writers and len(y) == 2 * n_writers  # P capped
     with pytest.raises(ValueError, match="P x K"):
-        pk_dataset(_raw(data_dir), CFG, p=20, k=2, steps=1)
+        pk_dataset(_raw(data_dir), CFG, p=4, k=1, steps=1)
 
 
 def _first(ds):

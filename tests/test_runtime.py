@@ -16,18 +16,26 @@ def _line(seed: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_numpy_windows_equal_the_pipeline_windows(seed):
+def test_numpy_line_padding_and_ink_equal_the_graph_twins(seed):
     import tensorflow as tf
 
     from pipelines import ops
 
-    cfg = PipelineConfig(patch_size=32, patch_stride=12)
     line = preprocess.normalize_line(_line(seed), 32)[:, :, None]
-    patches, ink = preprocess.sliding_windows(line, 32, 12)
-    tf_patches, tf_ink = ops.sliding_windows(tf.constant(line), cfg)
-    np.testing.assert_array_equal(patches, tf_patches.numpy())
-    np.testing.assert_allclose(ink, tf_ink.numpy(), atol=1e-6)
-    assert patches.shape[0] == len(preprocess.window_starts(line.shape[1], 32, 12))
+    padded = preprocess.pad_line(line, 32, 16)
+    width = padded.shape[1]
+    assert width >= line.shape[1] > width - 16 and (width - 32) % 16 == 0
+    assert not padded[:, line.shape[1]:].any()  # background only
+    np.testing.assert_array_equal(padded, ops.pad_line(tf.constant(line), 32, 16).numpy())
+    ink = preprocess.window_ink(padded, 32, 16)
+    assert len(ink) == (width - 32) // 16 + 1
+    np.testing.assert_allclose(ink[1], (padded[:, 16:48] > 127).mean(), atol=1e-6)
+    np.testing.assert_allclose(ink, ops.window_ink(tf.constant(padded), 32, 16).numpy(),
+                               atol=1e-6)
+    assert preprocess.pad_line(np.zeros((32, 20, 1), np.uint8), 32, 16).shape[1] == 32
+    bucketed = preprocess.pad_line(line, 32, 16, bucket=8)
+    assert (bucketed.shape[1] - 32) % (8 * 16) == 0 and bucketed.shape[1] >= width
+    np.testing.assert_array_equal(bucketed[:, :width], padded)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -46,6 +46,13 @@ class PatchCNNHyperModel(WriterHyperModel):
     family = "patch_cnn"
 
 
+class PatchEmbedHyperModel(WriterHyperModel):
+    """patch_embed: learning rate, embedding size, metric loss, its temperature (supcon)
+    and margin (triplet)."""
+
+    family = "patch_embed"
+
+
 class ClassifierHyperModel(WriterHyperModel):
     """resnet50_classifier: learning rate, dropout and head units."""
 
@@ -58,5 +65,5 @@ class SiameseHyperModel(WriterHyperModel):
     family = "siamese_resnet50"
 
 
-HYPERMODELS = {cls.family: cls for cls in (PatchCNNHyperModel, ClassifierHyperModel,
-                                            SiameseHyperModel)}
+HYPERMODELS = {cls.family: cls for cls in (PatchCNNHyperModel, PatchEmbedHyperModel,
+                                           ClassifierHyperModel, SiameseHyperModel)}

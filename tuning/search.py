@@ -52,9 +52,10 @@ class TuneConfig:
 
     @property
     def objective(self) -> tuple[str, str]:
-        """(metric, direction): val_loss for the Siamese model, val_accuracy otherwise."""
-        return ("val_loss", "min") if self.model == "siamese_resnet50" else ("val_accuracy",
-                                                                              "max")
+        """(metric, direction): val_loss for the embedding models, val_accuracy otherwise."""
+        from models.config import GALLERY_MODELS
+
+        return ("val_loss", "min") if self.model in GALLERY_MODELS else ("val_accuracy", "max")
 
 
 def is_worker() -> bool:

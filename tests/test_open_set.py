@@ -1,0 +1,144 @@
+"""Open-set identification: metric losses, P x K training, enroll/identify of unseen writers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from models import runtime, zoo
+from models.losses import BatchHardTripletLoss, SupConLoss
+from pipelines import PipelineConfig, load_split, pk_dataset
+from tests.conftest import cli
+
+
+def _supcon_reference(z: np.ndarray, y: np.ndarray, t: float) -> np.ndarray:
+    """Khosla et al.'s formula, anchor by anchor, in plain Python."""
+    out = []
+    for i in range(len(y)):
+        others = [a for a in range(len(y)) if a != i]
+        denom = np.log(sum(np.exp(z[i] @ z[a] / t) for a in others))
+        pos = [p for p in others if y[p] == y[i]]
+        out.append(-np.mean([z[i] @ z[p] / t - denom for p in pos]) if pos else 0.0)
+    return np.array(out)
+
+
+def test_supcon_on_known_embeddings():
+    z = np.array([[1, 0], [1, 0], [0, 1], [0, 1], [0.6, 0.8]], np.float32)
+    y = np.array([0, 0, 1, 1, 2])
+    got = np.asarray(SupConLoss(temperature=1.0).call(y, z))
+    # anchor 0: its positive at similarity 1, the other three at 0, 0, 0.6
+    np.testing.assert_allclose(got[0], np.log(np.e + 2 + np.exp(0.6)) - 1, rtol=1e-5)
+    assert got[4] == 0  # no other sample of writer 2
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(12, 8)).astype(np.float32)
+    z /= np.linalg.norm(z, axis=1, keepdims=True)
+    y = rng.integers(0, 4, 12)
+    np.testing.assert_allclose(SupConLoss(temperature=0.1).call(y, z),
+                               _supcon_reference(z, y, 0.1), rtol=1e-4, atol=1e-5)
+
+
+def test_batch_hard_triplet_on_known_embeddings():
+    z = np.array([[1, 0], [0, 1], [-1, 0]], np.float32)
+    y = np.array([0, 0, 1])
+    got = np.asarray(BatchHardTripletLoss(margin=1.0).call(y, z))
+    # anchor 0: positive at sqrt(2), negative at 2; anchor 1: both at sqrt(2); anchor 2 alone
+    np.testing.assert_allclose(got, [np.sqrt(2) - 2 + 1, 1.0, 0.0], rtol=1e-5)
+    assert float(BatchHardTripletLoss(margin=0.2).call(y, z)[0]) == 0  # margin met
+
+
+def test_pk_batches_feed_the_metric_loss(synth_dir):
+    keras.utils.set_random_seed(0)
+    cfg = PipelineConfig(patch_size=32, augment=False, seed=1)
+    x, y = next(iter(pk_dataset(load_split("top50", "train", synth_dir), cfg, p=4, k=4,
+                                steps=1)))
+    model = zoo.patch_embed((32, 32, 1), width=4, embedding_dim=8, dropout=0.0)
+    loss = SupConLoss(0.1)
+    per_anchor = np.asarray(loss.call(y, model(x)))
+    assert per_anchor.shape == (16,) and (per_anchor > 0).all()  # every anchor has positives
+    model.compile(keras.optimizers.Adam(1e-2), loss)
+    history = model.fit(x, y, epochs=15, batch_size=16, verbose=0).history["loss"]
+    assert history[-1] < 0.8 * history[0]  # the P x K batch is learnable through the loss
+
+
+class _Stub:
+    """A runtime.Model stand-in: fixed embeddings per image name."""
+
+    fingerprint = "fp"
+    card = {"verification": {"threshold": 0.5}}
+
+    def __init__(self, vectors: dict[str, list[float]]):
+        self.vectors = vectors
+
+    def embed(self, image) -> np.ndarray:
+        return runtime.unit(np.asarray(self.vectors[str(image)], np.float32))
+
+
+def test_identify_says_unknown_below_the_threshold(tmp_path):
+    model = _Stub({"a1": [1, 0, 0], "b1": [0, 1, 0], "a?": [0.9, 0.1, 0], "c?": [0, 0.3, 1]})
+    runtime.enroll(tmp_path / "g", model, "ann", ["a1"])
+    runtime.enroll(tmp_path / "g", model, "bob", ["b1"])
+    hit = runtime.identify(tmp_path / "g", model, "a?")
+    assert hit["writer"] == "ann" and hit["top"][0]["similarity"] > 0.5
+    miss = runtime.identify(tmp_path / "g", model, "c?")  # best similarity 0.29 < 0.5
+    assert miss["writer"] is None and miss["top"][0]["writer"] == "bob"
+    with pytest.raises(ValueError, match="no images given"):
+        runtime.enroll(tmp_path / "g", model, "dan", [])
+
+
+def test_identify_against_an_empty_gallery(tmp_path):
+    empty = runtime.Gallery(tmp_path / "g", "fp", [], np.zeros(0, np.int64), [], np.zeros((0, 3)))
+    empty.save()
+    with pytest.raises(runtime.ModelError, match="gallery is empty"):
+        runtime.identify(tmp_path / "g", _Stub({"x": [1, 0, 0]}), "x")
+
+
+def test_p_x_k_batch_size_is_checked():
+    proc = cli("train", "--model", "patch_embed", "--batch-size", "16", "--out", "unused")
+    assert proc.returncode == 2 and "--batch-size 32" in proc.stderr
+    assert not Path("unused").exists()
+
+
+@pytest.fixture(scope="session")
+def embed_export(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """patch_embed trained by the CLI on the 10 synthetic writers, exported to float32."""
+    base = tmp_path_factory.mktemp("embed")
+    proc = cli("train", "--model", "patch_embed", "--config", "top50", "--data-dir", synth_dir,
+               "--out", base / "run", "--epochs", "8", "--patch-size", "32",
+               "--patches-per-image", "16", "--writers-per-batch", "8", "--embedding-dim", "32",
+               "--lr-schedule", "cosine")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((base / "run" / "metrics.json").read_text())
+    assert metrics["model"] == "patch_embed" and "roc_auc" in metrics["verification"]
+    proc = cli("export", base / "run", "--out", base / "export", "--quantize", "none")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return base / "export"
+
+
+@pytest.mark.slow
+def test_enroll_and_identify_writers_never_seen_in_training(embed_export, tmp_path):
+    from iam_writers_tfds import kaggle_layout, synth
+
+    card = json.loads((embed_export / "model_card.json").read_text())
+    assert card["identify_by"] == "gallery"
+    # a different generator seed draws writing styles the model never trained on
+    new = synth.generate(tmp_path / "new", synth.SynthConfig(writers=4, forms_per_writer=3,
+                                                             lines_per_form=5, seed=7))
+    records, _ = kaggle_layout.scan(new)
+    model = embed_export / "model_float32.tflite"
+    probes = {}
+    for writer in sorted({r.writer_id for r in records}):
+        forms = sorted({r.form_id for r in records if r.writer_id == writer})
+        enrolled = [r.path for r in records if r.form_id == forms[0]]
+        proc = cli("enroll", tmp_path / "g", "--model", model, "--writer", f"new-{writer}",
+                   *enrolled)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        probes.update({r.path: f"new-{writer}" for r in records if r.form_id != forms[0]})
+    proc = cli("identify", tmp_path / "g", *probes, "--model", model, "--json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    answers = json.loads(proc.stdout)
+    top1 = np.mean([a["top"][0]["writer"] == probes[Path(a["image"])] for a in answers])
+    assert len(answers) == 40 and top1 >= 0.75, top1
