@@ -90,7 +90,7 @@ def open_set_figures(model, records, seed: int) -> dict:
     form_sims = normalise(np.stack([emb[probe][forms == f].mean(0) for f in form_ids])) \
         @ centroids.T
     form_label = np.array([label[forms == f][0] for f in form_ids])
-    threshold = model.card["verification"]["threshold"]
+    threshold = model.identification_threshold
     others = sims.copy()
     others[np.arange(len(label)), label] = -np.inf  # the gallery without the line's writer
     return {
@@ -105,6 +105,9 @@ def open_set_figures(model, records, seed: int) -> dict:
 
 
 def main() -> int:
+    sys.path.insert(0, str(REPO))
+    from models.config import METRIC_LOSSES, TrainConfig
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("dir", type=Path, nargs="?", help="Kaggle-layout folder")
     p.add_argument("--synthetic", action="store_true", help="generate the data instead")
@@ -114,15 +117,14 @@ def main() -> int:
                    help="patch_cnn compares the classifier's pooled features")
     p.add_argument("--epochs", type=int, default=25, help="25 fit the 30-minute budget here")
     p.add_argument("--lr-schedule", default="cosine", choices=("cosine", "plateau"))
+    p.add_argument("--metric-loss", default=TrainConfig.metric_loss, choices=METRIC_LOSSES)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, help="keep the runs here (default: a temp folder)")
     args = p.parse_args()
     if (args.dir is None) == (not args.synthetic):
         p.error("pass a Kaggle-layout DIR or --synthetic")
-    sys.path.insert(0, str(REPO))
     from iam_writers import data
     from iam_writers_tfds import kaggle_layout, synth
-    from models.config import TrainConfig
     from models.export import ExportConfig, export
     from models.runtime import Model
     from models.train import train
@@ -146,15 +148,15 @@ def main() -> int:
         start = time.perf_counter()
         run = train(TrainConfig(model=args.model, config="top50", data_dir=out / "tfds",
                                 out=out / "run", epochs=args.epochs, seed=args.seed,
-                                lr_schedule=args.lr_schedule))
+                                lr_schedule=args.lr_schedule, metric_loss=args.metric_loss))
         minutes = (time.perf_counter() - start) / 60
         closed = json.loads((run / "metrics.json").read_text())
         export(ExportConfig(run, out / "export", quantize=("none",)))
         model = Model(out / "export" / "model_float32.tflite")
         figures = open_set_figures(model, [r for r in records if r.writer_id in unseen],
                                    args.seed)
-    print(f"\n{args.model}, {args.epochs} epochs, trained in {minutes:.1f} min on "
-          f"{len(known)} writers (float32 TFLite, TF-free runtime)")
+    print(f"\n{args.model} ({args.metric_loss}), {args.epochs} epochs, trained in "
+          f"{minutes:.1f} min on {len(known)} writers (float32 TFLite, TF-free runtime)")
     print(f"open set: {figures['n_writers']} unseen writers, one form enrolled each "
           f"({figures['n_enrolled_lines']} lines); {figures['n_lines']} lines / "
           f"{figures['n_forms']} forms identified")

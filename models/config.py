@@ -11,7 +11,7 @@ from pipelines.config import PipelineConfig
 MODELS = ("patch_cnn", "patch_embed", "resnet50_classifier", "siamese_resnet50")
 PATCH_MODELS = ("patch_cnn", "patch_embed")
 GALLERY_MODELS = ("patch_embed", "siamese_resnet50")  # identify by nearest writer centroid
-METRIC_LOSSES = ("supcon", "triplet")
+METRIC_LOSSES = ("supcon", "triplet", "cosface")
 LR_SCHEDULES = ("plateau", "cosine")
 BACKBONES = ("resnet50", "mobilenetv2", "efficientnetb0")
 
@@ -46,7 +46,7 @@ class TrainConfig:
     embedding_dim: int = 0  # patch_cnn: >0 adds an L2-normalised embedding head; others: 128
     # patch_embed: the metric loss on P x K batches (P writers x batch_size // P patches)
     metric_loss: str = "supcon"
-    temperature: float = 0.1  # supcon
+    temperature: float = 0.1  # supcon and cosface (softmax temperature = 1 / scale)
     writers_per_batch: int = 16
     # resnet50-style models
     backbone: str = "resnet50"
@@ -57,7 +57,7 @@ class TrainConfig:
     fine_tune_blocks: int = 0
     fine_tune_learning_rate: float = 1e-5
     fine_tune_epochs: int = 5
-    margin: float | None = None  # None: 1.0 (siamese contrastive), 0.2 (triplet)
+    margin: float | None = None  # None: 1.0 (siamese contrastive), 0.2 (triplet, cosface)
     pairs_per_epoch: int = 2048
     augment: bool = False  # measured: slows learning within a CPU budget; on for long runs
     fit_on_validation: bool = False  # train on train + validation (tuning's --retrain-best)
@@ -85,7 +85,7 @@ class TrainConfig:
                              f"writer with writers_per_batch {self.writers_per_batch}; pass "
                              f"--batch-size {2 * self.writers_per_batch} or more")
         if self.margin is None:
-            self.margin = 0.2 if self.metric_loss == "triplet" else 1.0
+            self.margin = 1.0 if self.model == "siamese_resnet50" else 0.2
         if self.dropout is None:
             self.dropout = 0.2 if self.model in PATCH_MODELS else 0.5
         if not 0 <= self.dropout < 1:

@@ -43,6 +43,12 @@ def verification(embeddings: np.ndarray, labels: np.ndarray) -> dict:
     iu = np.triu_indices(len(labels), k=1)
     sims = (embeddings @ embeddings.T)[iu]
     same = (labels[:, None] == labels[None, :])[iu].astype(int)
+    return roc_figures(same, sims)
+
+
+def roc_figures(same: np.ndarray, sims: np.ndarray) -> dict:
+    """ROC-AUC, EER, its threshold and TAR at FAR=1% of similarity scores `sims` for
+    same-writer (1) and different-writer (0) comparisons `same`."""
     if same.min() == same.max():
         return {"note": "no pairs of both kinds: needs two or more images of some writer"}
     fpr, tpr, thr = skm.roc_curve(same, sims)

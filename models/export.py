@@ -25,7 +25,7 @@ from iam_writers_tfds import atomic
 from iam_writers_tfds.images import decode_gray
 from models import runtime, zoo
 from models.config import TrainConfig
-from models.evaluate import load_run, normalise, verification
+from models.evaluate import load_run, normalise, roc_figures, verification
 from pipelines import PipelineConfig, load_split, ops
 
 VARIANTS = {"none": "float32", "float16": "float16", "dynamic": "dynamic", "int8": "int8"}
@@ -264,8 +264,29 @@ def parity_markdown(table: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _open_set_figures(emb: np.ndarray, writers: np.ndarray, centroids: np.ndarray,
+                      present: np.ndarray) -> dict:
+    """ROC figures of open-set identification: an image's similarity to its own writer's
+    centroid (should pass) against its best similarity to any other writer's centroid (as
+    if its writer were not enrolled; should be rejected)."""
+    sims = emb @ centroids.T
+    own = writers[:, None] == present[None, :]
+    keep = own.any(axis=1)
+    genuine = sims[keep][own[keep]]
+    impostor = np.where(own, -np.inf, sims)[keep].max(axis=1)
+    same = np.concatenate([np.ones(len(genuine), int), np.zeros(len(impostor), int)])
+    return roc_figures(same, np.concatenate([genuine, impostor]))
+
+
+def _threshold(figures: dict, against: str) -> dict:
+    """A decision threshold at the EER point of validation comparisons (0.5 without any)."""
+    figures.pop("_roc", None)
+    return {"threshold": figures.get("eer_threshold", 0.5), "split": "validation",
+            "compared": against, **figures}
+
+
 def _card(cfg: TrainConfig, pcfg: PipelineConfig, run: Path, labels: list[str],
-          fingerprint: str, threshold: dict, files: dict[str, str]) -> dict:
+          fingerprint: str, thresholds: dict, files: dict[str, str]) -> dict:
     metrics_path = run / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
     metrics.pop("per_writer", None)
@@ -294,7 +315,7 @@ def _card(cfg: TrainConfig, pcfg: PipelineConfig, run: Path, labels: list[str],
                   "shape": input_spec(pcfg).shape.as_list(), "dtype": "float32"},
         "preprocessing": steps,
         "identify_by": "gallery" if cfg.by_gallery else "softmax",
-        "metrics": metrics, "verification": threshold, "files": files,
+        "metrics": metrics, **thresholds, "files": files,
     }
 
 
@@ -325,18 +346,28 @@ def export(ecfg: ExportConfig) -> dict:
         return {k: v.numpy() for k, v in fn(tf.constant(x)).items()}
 
     with atomic.replaced(ecfg.out, directory=True) as tmp:
-        card = _card(cfg, pcfg, ecfg.run, labels, fingerprint, {}, {})
+        card = _card(cfg, pcfg, ecfg.run, labels, fingerprint, {"verification": {}}, {})
         (tmp / runtime.CARD).write_text(json.dumps(card, indent=2))
         rt = runtime.Model(tmp / runtime.CARD, backend=keras_backend)
         print("calibrating the verification threshold on the validation split", flush=True)
-        ver = verification(*reversed(_embeddings(rt, cfg, "validation")))
-        ver.pop("_roc", None)
-        threshold = {"threshold": ver.get("eer_threshold", 0.5), "split": "validation", **ver}
-        centroids = None
-        if cfg.by_gallery:
-            writers, emb = _embeddings(rt, cfg, "train")
-            centroids = normalise(np.stack([emb[writers == w].mean(0)
-                                            for w in range(len(labels))]))
+        val_writers, val_emb = _embeddings(rt, cfg, "validation")
+        writers, emb = _embeddings(rt, cfg, "train")
+        present = np.unique(writers)
+        centroids = normalise(np.stack([emb[writers == w].mean(0) for w in present]))
+        thresholds = {
+            "verification": _threshold(verification(val_emb, val_writers), "image pairs"),
+            "identification": _threshold(_open_set_figures(val_emb, val_writers, centroids,
+                                                           present),
+                                         "each image's own writer vs the best other "
+                                         "training-writer centroid"),
+        }
+        if not cfg.by_gallery:
+            centroids = None
+        elif len(present) < len(labels):
+            raise ExportError(f"{ecfg.run}: writers without training images: "
+                              f"{sorted(set(labels) - {labels[i] for i in present})}. "
+                              "Rebuild the dataset so every writer has a training form.")
+        else:
             runtime.Gallery(tmp / "train_gallery", fingerprint, list(labels),
                             np.arange(len(labels)), list(labels), centroids).save()
         print(f"writing the SavedModel to {ecfg.out / 'saved_model'}", flush=True)
@@ -350,7 +381,7 @@ def export(ecfg: ExportConfig) -> dict:
             print(f"converting {name}", flush=True)
             (tmp / name).write_bytes(_convert(tmp / "saved_model", q, calibration))
             files[VARIANTS[q]] = name
-        card = _card(cfg, pcfg, ecfg.run, labels, fingerprint, threshold, files)
+        card = _card(cfg, pcfg, ecfg.run, labels, fingerprint, thresholds, files)
         (tmp / "labels.json").write_text(json.dumps(labels, indent=2))
         (tmp / runtime.CARD).write_text(json.dumps(card, indent=2))
         models = {"keras": runtime.Model(tmp / runtime.CARD, backend=keras_backend)}

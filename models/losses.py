@@ -90,3 +90,27 @@ class BatchHardTripletLoss(keras.losses.Loss):
 
     def get_config(self):
         return {**super().get_config(), "margin": self.margin}
+
+
+@keras.saving.register_keras_serializable("iam_writers")
+class CosFaceLoss(keras.losses.Loss):
+    """Large-margin cosine loss (CosFace, Wang et al. 2018) on the cosine similarities of
+    unit embeddings to learned writer centres: the true writer's cosine must win by
+    `margin`, at softmax temperature `temperature` (scale 1 / temperature),
+
+        loss_i = cross_entropy(softmax((cos_i - margin * onehot(y_i)) / temperature), y_i)
+    """
+
+    def __init__(self, margin: float = 0.2, temperature: float = 0.1, name: str = "cosface",
+                 **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.margin, self.temperature = margin, temperature
+
+    def call(self, y_true, y_pred):
+        cos = ops.cast(y_pred, "float32")
+        y = ops.cast(ops.reshape(y_true, [-1]), "int32")
+        logits = (cos - self.margin * ops.one_hot(y, ops.shape(cos)[-1])) / self.temperature
+        return keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
+
+    def get_config(self):
+        return {**super().get_config(), "margin": self.margin, "temperature": self.temperature}

@@ -128,6 +128,14 @@ class Model:
     def fingerprint(self) -> str:
         return self.card["fingerprint"]
 
+    @property
+    def identification_threshold(self) -> float:
+        """Below this best cosine similarity of an image to an enrolled writer's centroid,
+        `identify` answers unknown: the EER point between validation images' similarity to
+        their own writer's training centroid and their best similarity to another writer's
+        (older cards: of validation image pairs)."""
+        return self.card.get("identification", self.card["verification"])["threshold"]
+
     def inputs(self, image: str | Path | np.ndarray,
                name: str = "<array>") -> tuple[np.ndarray, np.ndarray]:
         """(model input, which output rows to average) of one image (a path or a 2-D uint8
@@ -291,7 +299,7 @@ def identify(gallery_path: str | Path, model: Model, image, top_k: int = 5) -> d
         raise ModelError(f"{gallery_path}: the gallery is empty. Enroll writers first.")
     sims = gallery.centroids() @ model.embed(image)
     order = np.argsort(-sims)[:top_k]
-    threshold = model.card["verification"]["threshold"]
+    threshold = model.identification_threshold
     best = gallery.writers[order[0]] if sims[order[0]] >= threshold else None
     return {"image": str(image), "writer": best, "threshold": threshold,
             "top": [{"writer": gallery.writers[i], "similarity": float(sims[i])}

@@ -21,7 +21,7 @@ import tensorflow as tf
 from iam_writers_tfds import atomic
 from models import zoo
 from models.config import TrainConfig
-from models.losses import BatchHardTripletLoss, ContrastiveLoss, SupConLoss
+from models.losses import BatchHardTripletLoss, ContrastiveLoss, CosFaceLoss, SupConLoss
 from pipelines import (
     eval_dataset,
     load_split,
@@ -60,9 +60,11 @@ def build_model(cfg: TrainConfig, num_classes: int) -> tuple[keras.Model, keras.
         return model, keras.losses.SparseCategoricalCrossentropy(), "val_accuracy"
     if cfg.model == "patch_embed":
         model = zoo.patch_embed((cfg.patch_size, cfg.patch_size, 1), cfg.width,
-                                cfg.embedding_dim or 128, cfg.dropout)
-        loss = (SupConLoss(cfg.temperature) if cfg.metric_loss == "supcon"
-                else BatchHardTripletLoss(cfg.margin))
+                                cfg.embedding_dim or 128, cfg.dropout,
+                                num_classes if cfg.metric_loss == "cosface" else 0)
+        loss = {"supcon": lambda: SupConLoss(cfg.temperature),
+                "triplet": lambda: BatchHardTripletLoss(cfg.margin),
+                "cosface": lambda: CosFaceLoss(cfg.margin, cfg.temperature)}[cfg.metric_loss]()
         return model, loss, "val_loss"
     if cfg.model == "resnet50_classifier":
         model = zoo.resnet50_classifier(num_classes, cfg.head_units, cfg.dropout, cfg.weights,

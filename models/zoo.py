@@ -95,15 +95,38 @@ def patch_cnn(input_shape: tuple[int, int, int], num_classes: int, width: int = 
     return keras.Model(inputs, outputs, name="patch_cnn")
 
 
+@keras.saving.register_keras_serializable("iam_writers")
+class WriterCentres(layers.Layer):
+    """Cosine similarity of unit embeddings to `n` learned unit writer centres, [B, n]:
+    the training head of a CosFace embedding (dropped at inference)."""
+
+    def __init__(self, n: int, **kwargs):
+        super().__init__(**kwargs)
+        self.n = n
+
+    def build(self, input_shape):
+        self.centres = self.add_weight(shape=(input_shape[-1], self.n), name="centres",
+                                       initializer="glorot_uniform")
+
+    def call(self, x):
+        return ops.matmul(x, ops.normalize(self.centres, axis=0))
+
+    def get_config(self):
+        return {**super().get_config(), "n": self.n}
+
+
 def patch_embed(input_shape: tuple[int, int, int], width: int = 16, embedding_dim: int = 128,
-                dropout: float = 0.2) -> keras.Model:
+                dropout: float = 0.2, centres: int = 0) -> keras.Model:
     """The open-set model: the patch trunk, dropout and an L2-normalised `embedding` of
     writing style, trained with a metric loss so that writers it never saw are told apart
-    by cosine similarity. It has no softmax, so it is not tied to the training writers."""
+    by cosine similarity. With `centres` (CosFace) the model outputs the embedding's cosine
+    to that many learned writer centres; the embedding stays its `embedding` layer."""
     inputs = keras.Input(input_shape, name="patch")
     x = layers.Dropout(dropout, name="dropout")(_patch_features(inputs, width))
     x = layers.Dense(embedding_dim, name="embedding_dense")(x)
     outputs = layers.UnitNormalization(name="embedding", dtype="float32")(x)
+    if centres:
+        outputs = WriterCentres(centres, name="centres", dtype="float32")(outputs)
     return keras.Model(inputs, outputs, name="patch_embed")
 
 

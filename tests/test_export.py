@@ -52,6 +52,8 @@ def test_export_writes_savedmodel_all_tflite_variants_card_and_parity(exported, 
     assert card["input"]["patch_size"] == 32 and card["input"]["normalization"] == "unit"
     assert card["metrics"]["n_images"] == 50 and card["files"]["int8"] == "model_int8.tflite"
     assert 0 < card["verification"]["threshold"] <= 1
+    assert card["identification"]["compared"].startswith("each image's own writer")
+    assert -1 <= card["identification"]["threshold"] <= 1
     rows = {r["variant"]: r for r in card["parity"]}
     assert set(rows) == {"keras", *VARIANTS}
     assert rows["float32"]["top1_agreement"] == 1.0

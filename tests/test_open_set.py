@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from models import runtime, zoo
-from models.losses import BatchHardTripletLoss, SupConLoss
+from models.losses import BatchHardTripletLoss, CosFaceLoss, SupConLoss
 from pipelines import PipelineConfig, load_split, pk_dataset
 from tests.conftest import cli
 
@@ -50,6 +50,20 @@ def test_batch_hard_triplet_on_known_embeddings():
     assert float(BatchHardTripletLoss(margin=0.2).call(y, z)[0]) == 0  # margin met
 
 
+def test_cosface_on_known_cosines():
+    cos = np.array([[0.9, 0.1, -0.2], [0.3, 0.3, 0.3]], np.float32)
+    y = np.array([0, 2])
+    got = np.asarray(CosFaceLoss(margin=0.2, temperature=0.5).call(y, cos))
+    for i, row in enumerate(cos):
+        logits = (row - 0.2 * (np.arange(3) == y[i])) / 0.5
+        expected = -(logits[y[i]] - np.log(np.exp(logits).sum()))
+        np.testing.assert_allclose(got[i], expected, rtol=1e-5)
+    model = zoo.patch_embed((32, 32, 1), width=4, embedding_dim=8, centres=3)
+    x = np.zeros((2, 32, 32, 1), np.float32)
+    assert model(x).shape == (2, 3) and model.get_layer("embedding").output.shape == (None, 8)
+    assert np.abs(model(x)).max() <= 1 + 1e-5  # cosines
+
+
 def test_pk_batches_feed_the_metric_loss(synth_dir):
     keras.utils.set_random_seed(0)
     cfg = PipelineConfig(patch_size=32, augment=False, seed=1)
@@ -68,7 +82,7 @@ class _Stub:
     """A runtime.Model stand-in: fixed embeddings per image name."""
 
     fingerprint = "fp"
-    card = {"verification": {"threshold": 0.5}}
+    identification_threshold = 0.5
 
     def __init__(self, vectors: dict[str, list[float]]):
         self.vectors = vectors

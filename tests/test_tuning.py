@@ -35,6 +35,8 @@ def test_default_spaces_cover_the_required_hyperparameters():
     head = space.load("resnet50_classifier")["head_units"]
     assert (head.min, head.max, head.integer) == (128, 2048, True)
     assert {"embedding_dim", "margin", "head_units"} <= set(space.load("siamese_resnet50"))
+    assert {"embedding_dim", "metric_loss", "margin", "temperature"} <= set(
+        space.load("patch_embed"))
     hp = kt.HyperParameters()
     assert 0 <= space.load("patch_cnn")["dropout"].sample(hp, "dropout") <= 0.6
 
@@ -151,3 +153,17 @@ def test_chief_and_two_workers_record_every_trial_once(tmp_path, synth_dir):
     assert sorted(oracle["start_order"]) == ["0", "1", "2", "3"]  # each trial started once
     assert sorted(oracle["end_order"]) == ["0", "1", "2", "3"]  # and ended once
     assert sorted(p.name for p in project.glob("trial_*")) == [f"trial_{i}" for i in range(4)]
+
+
+def test_the_embedding_hypermodel_builds_the_sampled_loss():
+    from models.config import TrainConfig
+    from models.losses import BatchHardTripletLoss, SupConLoss
+    from tuning.hypermodels import HYPERMODELS
+
+    hypermodel = HYPERMODELS["patch_embed"](TrainConfig(), space.load("patch_embed"), 5)
+    for loss, cls in (("supcon", SupConLoss), ("triplet", BatchHardTripletLoss)):
+        hp = kt.HyperParameters()
+        hp.Fixed("metric_loss", loss)
+        hp.Fixed("embedding_dim", 32)
+        model = hypermodel.build(hp)
+        assert isinstance(model.loss, cls) and model.output_shape == (None, 32)

@@ -71,7 +71,7 @@ SPACES: dict[str, dict[str, Spec]] = {
     "patch_cnn": {"learning_rate": _LR, "dropout": _DROPOUT,
                   "patch_size": Choice((32, 48, 64)), "width": Choice((8, 16, 24))},
     "patch_embed": {"learning_rate": _LR, "embedding_dim": Choice((32, 64, 128, 256)),
-                    "metric_loss": Choice(("supcon", "triplet")),
+                    "metric_loss": Choice(("supcon", "triplet", "cosface")),
                     "temperature": Range(0.03, 0.5, "log"), "margin": Range(0.05, 1.0)},
     "resnet50_classifier": {"learning_rate": _LR, "dropout": _DROPOUT, "head_units": _HEAD},
     "siamese_resnet50": {"learning_rate": _LR, "head_units": _HEAD,
