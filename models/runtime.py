@@ -24,9 +24,6 @@ CARD = "model_card.json"
 SIGNATURE = "windows"
 MIN_SIDE = 16  # pixels: below this an image cannot hold a line of handwriting
 MIN_CONTRAST = 40  # gray levels between paper and the darkest ink; below it, a blank page
-# lines are padded to a multiple of this many windows, so that the interpreter meets few
-# distinct input widths and rarely reallocates (each new width costs about a line's time)
-WINDOW_BUCKET = 8
 
 
 class ModelError(ValueError):
@@ -156,8 +153,7 @@ class Model:
             x = preprocess.resize_rgb(image, spec["image_size"], spec["keep_aspect"])[None]
             return preprocess.scale_input(x, spec["normalization"]), np.ones(1, bool)
         size, stride = spec["patch_size"], spec["stride"]
-        line = preprocess.pad_line(preprocess.normalize_line(image, size), size, stride,
-                                   WINDOW_BUCKET)
+        line = preprocess.pad_line(preprocess.normalize_line(image, size), size, stride)
         keep = preprocess.window_ink(line, size, stride) >= spec["min_ink"]
         if not keep.any():
             raise NoInkError(f"{name}: no handwriting found (no window has {spec['min_ink']:.0%} "

@@ -43,15 +43,12 @@ def decode_normalize(encoded: bytes, height: int) -> np.ndarray:
     return normalize_line(decode_gray(bytes(encoded)), int(height))[:, :, None]
 
 
-def pad_line(line: np.ndarray, size: int, stride: int, bucket: int = 1) -> np.ndarray:
+def pad_line(line: np.ndarray, size: int, stride: int) -> np.ndarray:
     """Right-pad a normalised line with background to `size + k * stride` px, the smallest
-    such width that holds it with k a multiple of `bucket`, so windows every `stride` px
-    tile it exactly: the layout of the exported model's single pass over a line (numpy
-    twin of `ops.pad_line`). Buckets let an interpreter reuse its buffers across lines of
-    similar width; the extra windows are blank, and blank windows are not averaged."""
+    such width that holds it, so windows every `stride` px tile it exactly: the layout of
+    the exported model's single pass over a line (numpy twin of `ops.pad_line`)."""
     width = line.shape[1]
-    k = -(-max(width - size, 0) // stride)
-    target = size + -(-k // bucket) * bucket * stride
+    target = size + -(-max(width - size, 0) // stride) * stride
     return np.pad(line, [(0, 0), (0, target - width)] + [(0, 0)] * (line.ndim - 2))
 
 

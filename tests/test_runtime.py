@@ -33,9 +33,6 @@ def test_numpy_line_padding_and_ink_equal_the_graph_twins(seed):
     np.testing.assert_allclose(ink, ops.window_ink(tf.constant(padded), 32, 16).numpy(),
                                atol=1e-6)
     assert preprocess.pad_line(np.zeros((32, 20, 1), np.uint8), 32, 16).shape[1] == 32
-    bucketed = preprocess.pad_line(line, 32, 16, bucket=8)
-    assert (bucketed.shape[1] - 32) % (8 * 16) == 0 and bucketed.shape[1] >= width
-    np.testing.assert_array_equal(bucketed[:, :width], padded)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
