@@ -190,9 +190,9 @@ def parser() -> argparse.ArgumentParser:
                    help="imagenet | none | PATH of a weights file (ResNet50-style models)")
     s.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="plateau",
                    help="plateau: ReduceLROnPlateau, as in the notebooks; cosine: decay to 0")
-    s.add_argument("--metric-loss", choices=METRIC_LOSSES, default="supcon",
-                   help="patch_embed's loss on P x K batches: supervised contrastive or "
-                        "batch-hard triplet")
+    s.add_argument("--metric-loss", choices=METRIC_LOSSES, default=TrainConfig.metric_loss,
+                   help="patch_embed's loss on P x K batches: CosFace (learned writer "
+                        "centres), supervised contrastive or batch-hard triplet")
     _add_fields(s, TrainConfig, skip=("model", "config", "backbone", "weights", "lr_schedule",
                                       "metric_loss"))
     s.set_defaults(func=_train)

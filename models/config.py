@@ -44,8 +44,9 @@ class TrainConfig:
     patches_per_image: int = 12
     width: int = 16
     embedding_dim: int = 0  # patch_cnn: >0 adds an L2-normalised embedding head; others: 128
-    # patch_embed: the metric loss on P x K batches (P writers x batch_size // P patches)
-    metric_loss: str = "supcon"
+    # patch_embed: the metric loss on P x K batches (P writers x batch_size // P patches);
+    # measured on the dev lines (open set, 25 epochs): line top-1 0.886 cosface, 0.841 supcon
+    metric_loss: str = "cosface"
     temperature: float = 0.1  # supcon and cosface (softmax temperature = 1 / scale)
     writers_per_batch: int = 16
     # resnet50-style models

@@ -150,7 +150,8 @@ def test_enroll_and_identify_writers_never_seen_in_training(embed_export, tmp_pa
         proc = cli("enroll", tmp_path / "g", "--model", model, "--writer", f"new-{writer}",
                    *enrolled)
         assert proc.returncode == 0, proc.stderr[-2000:]
-        probes.update({r.path: f"new-{writer}" for r in records if r.form_id != forms[0]})
+        probes.update({r.path: f"new-{writer}" for r in records
+                       if r.writer_id == writer and r.form_id != forms[0]})
     proc = cli("identify", tmp_path / "g", *probes, "--model", model, "--json")
     assert proc.returncode == 0, proc.stderr[-2000:]
     answers = json.loads(proc.stdout)
