@@ -48,26 +48,13 @@ def linked_layout(records, writers: set[str], folder: Path) -> Path:
     return folder
 
 
-def embed_lines(model, records) -> tuple[list, np.ndarray, int]:
-    """(records embedded, their unit embeddings, number skipped as blank)."""
-    from models.runtime import NoInkError
-
-    kept, rows, blank = [], [], 0
-    for r in records:
-        try:
-            rows.append(model.embed(r.path))
-            kept.append(r)
-        except NoInkError:
-            blank += 1
-    return kept, np.stack(rows), blank
-
-
 def open_set_figures(model, records, seed: int) -> dict:
     """Enrol one form per writer of `records`, identify the lines of their other forms."""
     from models.evaluate import normalise, topk_accuracy
-    from models.runtime import Gallery
+    from models.runtime import Gallery, embed_inked
 
-    kept, emb, blank = embed_lines(model, records)
+    rows, emb = embed_inked(model, [r.path for r in records])
+    kept, blank = [records[i] for i in rows], len(records) - len(rows)
     writers = sorted({r.writer_id for r in kept})
     rng = np.random.default_rng(seed)
     gallery = Gallery("in-memory", model.fingerprint, [], np.zeros(0, np.int64), [],

@@ -204,32 +204,24 @@ def _images(cfg: TrainConfig, split: str) -> list[tuple[str, int, np.ndarray]]:
              decode_gray(ex["image"], ex["image_id"].decode())) for ex in raw]
 
 
-def _calibration(rt: runtime.Model, cfg: TrainConfig, n: int) -> list[np.ndarray]:
-    """`n` model inputs from the training split (lines, or single images) for int8 ranges."""
-    rng = np.random.default_rng(cfg.seed)
-    images = _images(cfg, "train")
-    chosen = rng.choice(len(images), min(n, len(images)), replace=False)
-    return [x[:1] for x in (rt.inputs(images[i][2])[0] for i in chosen)]
+def _calibration(rt: runtime.Model, images: list, n: int, seed: int) -> list[np.ndarray]:
+    """`n` model inputs from the training images (lines, or single images) for int8 ranges."""
+    chosen = np.random.default_rng(seed).choice(len(images), min(n, len(images)),
+                                                replace=False)
+    return [rt.inputs(images[i][2])[0][:1] for i in chosen]
 
 
-def _embeddings(rt: runtime.Model, cfg: TrainConfig, split: str):
-    """(writers [N], unit embeddings [N, D]) of a split's images through the runtime."""
-    writers, rows = [], []
-    for image_id, writer, image in _images(cfg, split):
-        try:
-            rows.append(rt.embed(image, image_id))
-            writers.append(writer)
-        except runtime.NoInkError:
-            continue
-    return np.array(writers), np.stack(rows)
+def _embeddings(rt: runtime.Model, images: list) -> tuple[np.ndarray, np.ndarray]:
+    """(writers [N], unit embeddings [N, D]) of the inked images through the runtime."""
+    kept, emb = runtime.embed_inked(rt, [image for _, _, image in images])
+    return np.array([images[i][1] for i in kept]), emb
 
 
-def _parity(models: dict[str, runtime.Model], cfg: TrainConfig) -> list[dict]:
-    """Per variant on the test split: top-1 agreement with Keras, accuracy, largest
+def _parity(models: dict[str, runtime.Model], test: list) -> list[dict]:
+    """Per variant on the test images: top-1 agreement with Keras, accuracy, largest
     probability difference, file size and median latency per image."""
-    raw = list(load_split(cfg.config, "test", cfg.data_dir).as_numpy_iterator())
-    images = [decode_gray(ex["image"], ex["image_id"].decode()) for ex in raw]
-    truth = np.array([ex["writer"] for ex in raw])
+    images = [image for _, _, image in test]
+    truth = np.array([writer for _, writer, _ in test])
     scores, latency = {}, {}
     for name, model in models.items():
         rows, times = [], []
@@ -350,8 +342,9 @@ def export(ecfg: ExportConfig) -> dict:
         (tmp / runtime.CARD).write_text(json.dumps(card, indent=2))
         rt = runtime.Model(tmp / runtime.CARD, backend=keras_backend)
         print("calibrating the verification threshold on the validation split", flush=True)
-        val_writers, val_emb = _embeddings(rt, cfg, "validation")
-        writers, emb = _embeddings(rt, cfg, "train")
+        train_images = _images(cfg, "train")
+        val_writers, val_emb = _embeddings(rt, _images(cfg, "validation"))
+        writers, emb = _embeddings(rt, train_images)
         present = np.unique(writers)
         centroids = normalise(np.stack([emb[writers == w].mean(0) for w in present]))
         thresholds = {
@@ -373,7 +366,7 @@ def export(ecfg: ExportConfig) -> dict:
         print(f"writing the SavedModel to {ecfg.out / 'saved_model'}", flush=True)
         archive = serving_archive(model, cfg, pcfg, labels, centroids, ecfg.top_k)
         archive.write_out(str(tmp / "saved_model"), verbose=False)
-        calibration = (_calibration(rt, cfg, ecfg.calibration_samples)
+        calibration = (_calibration(rt, train_images, ecfg.calibration_samples, cfg.seed)
                        if "int8" in ecfg.quantize else [])
         files = {}
         for q in ecfg.quantize:
@@ -388,7 +381,7 @@ def export(ecfg: ExportConfig) -> dict:
         for variant, name in files.items():
             models[variant] = runtime.Model(tmp / name, ecfg.threads)
         print("parity on the test split", flush=True)
-        card["parity"] = _parity(models, cfg)
+        card["parity"] = _parity(models, _images(cfg, "test"))
         report = parity_markdown(card["parity"])
         (tmp / runtime.CARD).write_text(json.dumps(card, indent=2))
         (tmp / "parity.json").write_text(json.dumps(card["parity"], indent=2))

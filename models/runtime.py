@@ -198,6 +198,19 @@ class Model:
                 "same_writer": score >= threshold}
 
 
+def embed_inked(model: Model, images: list) -> tuple[list[int], np.ndarray]:
+    """(indices of the images that hold handwriting, their unit embeddings [N, D]): blank
+    images are skipped rather than failing a whole batch of them."""
+    kept, rows = [], []
+    for i, image in enumerate(images):
+        try:
+            rows.append(model.embed(image))
+        except NoInkError:
+            continue
+        kept.append(i)
+    return kept, np.stack(rows)
+
+
 def unit(x: np.ndarray) -> np.ndarray:
     return x / max(float(np.linalg.norm(x)), 1e-12)
 

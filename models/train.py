@@ -62,10 +62,11 @@ def build_model(cfg: TrainConfig, num_classes: int) -> tuple[keras.Model, keras.
         model = zoo.patch_embed((cfg.patch_size, cfg.patch_size, 1), cfg.width,
                                 cfg.embedding_dim or 128, cfg.dropout,
                                 num_classes if cfg.metric_loss == "cosface" else 0)
-        loss = {"supcon": lambda: SupConLoss(cfg.temperature),
-                "triplet": lambda: BatchHardTripletLoss(cfg.margin),
-                "cosface": lambda: CosFaceLoss(cfg.margin, cfg.temperature)}[cfg.metric_loss]()
-        return model, loss, "val_loss"
+        if cfg.metric_loss == "cosface":
+            return model, CosFaceLoss(cfg.margin, cfg.temperature), "val_loss"
+        if cfg.metric_loss == "supcon":
+            return model, SupConLoss(cfg.temperature), "val_loss"
+        return model, BatchHardTripletLoss(cfg.margin), "val_loss"
     if cfg.model == "resnet50_classifier":
         model = zoo.resnet50_classifier(num_classes, cfg.head_units, cfg.dropout, cfg.weights,
                                         cfg.backbone, cfg.pipeline_config().image_size)

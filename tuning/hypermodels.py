@@ -47,8 +47,8 @@ class PatchCNNHyperModel(WriterHyperModel):
 
 
 class PatchEmbedHyperModel(WriterHyperModel):
-    """patch_embed: learning rate, embedding size, metric loss, its temperature (supcon)
-    and margin (triplet)."""
+    """patch_embed: learning rate, embedding size, metric loss, temperature (cosface,
+    supcon) and margin (cosface, triplet)."""
 
     family = "patch_embed"
 
