@@ -1,6 +1,6 @@
 """Writer-identification accuracy of the default recipe and the notebooks' squash recipe.
 
-    python benchmarks/accuracy.py DIR [--epochs 20] [--squash-epochs 2] [--config top50]
+    python benchmarks/accuracy.py DIR [--epochs N] [--squash-epochs 2] [--config top50]
 
 DIR is any Kaggle-layout folder (or zip). It is built form-disjoint, then:
   * default: patch_cnn on 64-px patches of height-normalised lines, per-line and per-form
@@ -42,7 +42,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("dir", type=Path)
     p.add_argument("--config", default="top50", choices=("top50", "top10"))
-    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--epochs", type=int, help="default recipe (default: TrainConfig's)")
     p.add_argument("--learning-rate", type=float, help="default recipe (default: TrainConfig's)")
     p.add_argument("--squash-epochs", type=int, default=2, help="0 skips the squash recipe")
     p.add_argument("--skip-default", action="store_true", help="run the squash recipe only")
@@ -58,11 +58,12 @@ def main() -> int:
         data.build(data.BuildConfig(args.config, args.dir, data_dir))
         results = {}
         if not args.skip_default:
-            lr = {"learning_rate": args.learning_rate} if args.learning_rate else {}
-            results["default patch_cnn"] = run("default patch_cnn", TrainConfig(
-                model="patch_cnn", config=args.config, data_dir=data_dir,
-                out=out / "patch_cnn", epochs=args.epochs, patience=max(6, args.epochs // 4),
-                **lr))
+            given = {k: v for k, v in (("learning_rate", args.learning_rate),
+                                       ("epochs", args.epochs)) if v}
+            cfg = TrainConfig(model="patch_cnn", config=args.config, data_dir=data_dir,
+                              out=out / "patch_cnn", **given)
+            cfg.patience = max(6, cfg.epochs // 4)
+            results["default patch_cnn"] = run("default patch_cnn", cfg)
         if args.squash_epochs:
             results["squash-128 resnet50"] = run("squash-128 resnet50 (none)", TrainConfig(
                 model="resnet50_classifier", config=args.config, data_dir=data_dir,

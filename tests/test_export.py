@@ -100,6 +100,26 @@ def test_predict_on_int8_names_the_writers_of_heldout_images(exported, heldout):
 
 
 @pytest.mark.slow
+def test_litert_reuses_one_interpreter_per_input_width(exported, heldout):
+    from models.runtime import INTERPRETERS, Model
+
+    model = Model(exported / "model_float32.tflite")
+    paths, widths = [], set()
+    for path, _ in heldout:
+        width = model.inputs(path)[0].shape
+        if len(widths | {width}) > INTERPRETERS:
+            break
+        paths.append(path)
+        widths.add(width)
+    first = np.stack([model.scores(p)[0] for p in paths])
+    misses = model.backend.runner.cache_info().misses
+    assert misses == len(widths) + 1  # + the one opened to read the signature
+    again = np.stack([model.scores(p)[0] for p in paths])
+    assert model.backend.runner.cache_info().misses == misses
+    np.testing.assert_allclose(again, first, atol=1e-6)
+
+
+@pytest.mark.slow
 def test_verify_enroll_identify_round_trip(exported, heldout, tmp_path):
     model = exported / "model_float32.tflite"
     by_writer: dict[str, list[Path]] = {}

@@ -84,3 +84,22 @@ def test_gallery_round_trip_centroids_and_checks(tmp_path):
         runtime.Gallery.load(tmp_path / "g")
     with pytest.raises(FileNotFoundError, match="Enroll writers first"):
         runtime.Gallery.load(tmp_path / "none")
+
+
+def test_lines_reach_the_backend_in_width_buckets_and_only_their_own_windows_count(tmp_path):
+    """Width buckets keep the interpreters few; the windows the bucket padding adds must
+    not change a line's outputs."""
+    from tests.fuzzing import fake_model
+
+    model = fake_model(tmp_path)
+    backend, widths = model.backend, []
+    model.backend = lambda x: (widths.append(x.shape[2]), backend(x))[1]
+    step = 16 * (runtime.BUCKET_PX // 16)
+    for seed in range(4):
+        image = _line(seed)
+        out = model.outputs(image)
+        line = preprocess.pad_line(preprocess.normalize_line(image, 32), 32, 16)
+        keep = preprocess.window_ink(line, 32, 16) >= 0.03
+        assert (widths[-1] - 32) % step == 0 and 0 <= widths[-1] - line.shape[1] < step
+        own = backend(preprocess.scale_input(line[None, :, :, None], "unit"))
+        np.testing.assert_allclose(out["log_probs"], own["log_probs"][keep])
