@@ -61,11 +61,12 @@ class _LiteRT:
         self.path, self.threads = path, threads
         self.content = path.read_bytes()
         self.runner = functools.lru_cache(maxsize=INTERPRETERS)(self._runner)
-        runner = self.runner(None)
-        self.inputs = runner.get_input_details()
-        self.outputs = runner.get_output_details()
+        signature = self._runner()  # read once, not kept: no input shape is known yet
+        self.inputs = signature.get_input_details()
+        self.outputs = signature.get_output_details()
 
-    def _runner(self, shape: tuple[int, ...] | None):
+    def _runner(self, shape: tuple[int, ...] | None = None):
+        """A fresh interpreter's signature runner; the cache keys it by input `shape`."""
         from ai_edge_litert.interpreter import Interpreter
 
         try:

@@ -113,7 +113,7 @@ def test_litert_reuses_one_interpreter_per_input_width(exported, heldout):
         widths.add(width)
     first = np.stack([model.scores(p)[0] for p in paths])
     misses = model.backend.runner.cache_info().misses
-    assert misses == len(widths) + 1  # + the one opened to read the signature
+    assert misses == len(widths)
     again = np.stack([model.scores(p)[0] for p in paths])
     assert model.backend.runner.cache_info().misses == misses
     np.testing.assert_allclose(again, first, atol=1e-6)
