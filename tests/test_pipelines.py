@@ -183,6 +183,17 @@ def test_augmentation_keeps_range_and_shape():
     np.testing.assert_array_equal(y, ops.augment(x, tf.constant([3, 4], tf.int64)))
 
 
+
+def test_augmentation_draws_stroke_width_per_patch():
+    """One call covers a whole group of lines (many batches): a single thicken/thin draw
+    for all of it would make batch norm's statistics swing from batch to batch."""
+    x = np.zeros([64, 32, 32, 1], np.float32)
+    x[:, 4:28, 15:17] = 1.0  # a 2-px stroke: thinning erases it, thickening doubles it
+    ink = (ops.augment(tf.constant(x), tf.constant([5, 6], tf.int64)).numpy() > 0.3)
+    ink = ink.sum(axis=(1, 2, 3))
+    plain = 2 * 24
+    assert (ink < plain / 4).any() and (ink > 1.5 * plain).any(), ink
+
 def test_normalize_line_crops_to_ink_and_ignores_paper_and_ink_colour():
     from pipelines.preprocess import normalize_line
 
