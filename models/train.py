@@ -77,23 +77,31 @@ def build_model(cfg: TrainConfig, num_classes: int) -> tuple[keras.Model, keras.
 
 
 def datasets(cfg: TrainConfig):
-    """(training, validation) datasets for `cfg`; with `fit_on_validation` the training set
-    is train + validation (the validation figures are then not held out)."""
+    """(training, validation) datasets for `cfg`. With `fit_on_validation` the training set
+    is train + validation and the validation set is None: figures on examples the model
+    trains on would choose epochs, checkpoints and learning rates by memorisation."""
     pcfg = cfg.pipeline_config()
     train_raw = load_split(cfg.config, "train", cfg.data_dir)
     val_raw = load_split(cfg.config, "validation", cfg.data_dir)
     if cfg.fit_on_validation:
-        train_raw = train_raw.concatenate(val_raw)
+        return _training_set(train_raw.concatenate(val_raw), pcfg, cfg), None
+    val_pcfg = dataclasses.replace(pcfg, seed=pcfg.seed + 1)
     if cfg.model == "patch_embed":
-        val_pcfg = dataclasses.replace(pcfg, seed=pcfg.seed + 1)
-        return _pk(train_raw, pcfg, cfg), _pk(val_raw, val_pcfg, cfg)
+        val = _pk(val_raw, val_pcfg, cfg)
+    elif cfg.model == "siamese_resnet50":
+        val = pair_dataset(val_raw, val_pcfg, max(64, cfg.pairs_per_epoch // 4))
+    else:
+        val = eval_dataset(val_raw, pcfg).unbatch().filter(lambda e: e["ink"] >= pcfg.min_ink)
+        val = val.map(lambda e: (e["x"], e["writer"])).batch(pcfg.batch_size).cache()
+    return _training_set(train_raw, pcfg, cfg), val
+
+
+def _training_set(raw, pcfg, cfg: TrainConfig):
+    if cfg.model == "patch_embed":
+        return _pk(raw, pcfg, cfg)
     if cfg.model == "siamese_resnet50":
-        return (pair_dataset(train_raw, pcfg, cfg.pairs_per_epoch),
-                pair_dataset(val_raw, dataclasses.replace(pcfg, seed=pcfg.seed + 1),
-                             max(64, cfg.pairs_per_epoch // 4)))
-    val = eval_dataset(val_raw, pcfg).unbatch().filter(lambda e: e["ink"] >= pcfg.min_ink)
-    val = val.map(lambda e: (e["x"], e["writer"])).batch(pcfg.batch_size).cache()
-    return train_dataset(train_raw, pcfg), val
+        return pair_dataset(raw, pcfg, cfg.pairs_per_epoch)
+    return train_dataset(raw, pcfg)
 
 
 def _pk(raw, pcfg, cfg: TrainConfig):
@@ -112,17 +120,22 @@ def compiled_model(cfg: TrainConfig, num_classes: int) -> tuple[keras.Model, str
     return model, monitor
 
 
-def _lr_callback(cfg: TrainConfig, lr: float, first: int, last: int) -> keras.callbacks.Callback:
+def _lr_callback(cfg: TrainConfig, lr: float, first: int, last: int,
+                 loss: str) -> keras.callbacks.Callback:
     if cfg.lr_schedule == "plateau":
-        return keras.callbacks.ReduceLROnPlateau("val_loss", factor=0.3,
+        return keras.callbacks.ReduceLROnPlateau(loss, factor=0.3,
                                                  patience=max(1, cfg.patience // 2))
     span = max(1, last - first)
     return keras.callbacks.LearningRateScheduler(
         lambda epoch: lr * 0.5 * (1 + math.cos(math.pi * (epoch - first) / span)))
 
 
-def _callbacks(cfg: TrainConfig, monitor: str, lr: float, first: int,
-               last: int) -> list[keras.callbacks.Callback]:
+def _callbacks(cfg: TrainConfig, monitor: str, lr: float, first: int, last: int,
+               held_out: bool) -> list[keras.callbacks.Callback]:
+    """The notebooks' callbacks. Without a held-out set they watch the training figures
+    (`loss`, `accuracy`), and a cosine schedule never stops early."""
+    if not held_out:
+        monitor = monitor.removeprefix("val_")
     mode = "max" if "accuracy" in monitor else "min"
     # with a cosine schedule the best epochs come at the end: stopping early is for plateaus
     patience = cfg.patience if cfg.lr_schedule == "plateau" else max(cfg.patience, last)
@@ -130,7 +143,7 @@ def _callbacks(cfg: TrainConfig, monitor: str, lr: float, first: int,
         keras.callbacks.BackupAndRestore(str(cfg.out / "backup")),
         keras.callbacks.EarlyStopping(monitor, patience=patience, mode=mode,
                                       restore_best_weights=True),
-        _lr_callback(cfg, lr, first, last),
+        _lr_callback(cfg, lr, first, last, "val_loss" if held_out else "loss"),
         keras.callbacks.ModelCheckpoint(str(cfg.out / "checkpoints" / "best.keras"),
                                         monitor=monitor, mode=mode, save_best_only=True),
         keras.callbacks.CSVLogger(str(cfg.out / "history.csv"), append=True),
@@ -165,7 +178,8 @@ def train(cfg: TrainConfig) -> Path:
         model, monitor = compiled_model(cfg, len(labels))
     verbose = 1 if sys.stdout.isatty() else 2
     model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs,
-              callbacks=_callbacks(cfg, monitor, cfg.learning_rate, 0, cfg.epochs),
+              callbacks=_callbacks(cfg, monitor, cfg.learning_rate, 0, cfg.epochs,
+                                   val_ds is not None),
               verbose=verbose)
     if cfg.model == "resnet50_classifier" and cfg.fine_tune_blocks:
         zoo.unfreeze_last_blocks(model, cfg.fine_tune_blocks)
@@ -174,7 +188,8 @@ def train(cfg: TrainConfig) -> Path:
         model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs + cfg.fine_tune_epochs,
                   initial_epoch=cfg.epochs, verbose=verbose,
                   callbacks=_callbacks(cfg, monitor, cfg.fine_tune_learning_rate, cfg.epochs,
-                                       cfg.epochs + cfg.fine_tune_epochs))
+                                       cfg.epochs + cfg.fine_tune_epochs,
+                                       val_ds is not None))
     atomic_save(model, cfg.out / "model.keras")
     shutil.rmtree(cfg.out / "backup", ignore_errors=True)
     from models.evaluate import evaluate

@@ -53,6 +53,31 @@ def test_unbuilt_config_is_a_clear_error(tmp_path):
     assert proc.returncode == 2 and "iam-writers build --config top10" in proc.stderr
 
 
+
+def test_fitting_on_validation_holds_nothing_out_and_watches_training_figures(data_dir,
+                                                                             tmp_path):
+    """Train + validation means no validation set: figures on examples the model trains on
+    must not pick checkpoints, stop training or cut the learning rate."""
+    import dataclasses
+
+    from models.config import TrainConfig
+    from models.train import _callbacks, datasets
+    from pipelines import load_split
+
+    cfg = TrainConfig(config="top50", data_dir=data_dir, out=tmp_path, patch_size=32,
+                      patches_per_image=2, lr_schedule="plateau", fit_on_validation=True)
+    both, none = datasets(cfg)
+    train_only, val = datasets(dataclasses.replace(cfg, fit_on_validation=False))
+    assert none is None and val is not None
+    count = lambda ds: sum(int(y.shape[0]) for _, y in ds)  # noqa: E731
+    n_val = int(load_split("top50", "validation", data_dir).cardinality())
+    assert n_val > 0 and count(both) == count(train_only) + 2 * n_val  # 2 crops a line
+    watched = {type(c).__name__: c.monitor for c in
+               _callbacks(cfg, "val_accuracy", 1e-3, 0, 3, held_out=False)
+               if hasattr(c, "monitor")}
+    assert watched == {"EarlyStopping": "accuracy", "ReduceLROnPlateau": "loss",
+                       "ModelCheckpoint": "accuracy"}
+
 @pytest.mark.slow
 def test_siamese_trains_on_pairs_and_identifies_by_centroid(synth_dir, tmp_path):
     """The Siamese recipe end to end, on a small backbone and images to stay fast."""
