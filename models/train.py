@@ -134,8 +134,8 @@ def _callbacks(cfg: TrainConfig, monitor: str, lr: float, first: int, last: int,
                held_out: bool) -> list[keras.callbacks.Callback]:
     """The notebooks' callbacks. Without a held-out set they watch the training figures
     (`loss`, `accuracy`), and a cosine schedule never stops early."""
-    if not held_out:
-        monitor = monitor.removeprefix("val_")
+    prefix = "val_" if held_out else ""
+    monitor = prefix + monitor.removeprefix("val_")
     mode = "max" if "accuracy" in monitor else "min"
     # with a cosine schedule the best epochs come at the end: stopping early is for plateaus
     patience = cfg.patience if cfg.lr_schedule == "plateau" else max(cfg.patience, last)
@@ -143,7 +143,7 @@ def _callbacks(cfg: TrainConfig, monitor: str, lr: float, first: int, last: int,
         keras.callbacks.BackupAndRestore(str(cfg.out / "backup")),
         keras.callbacks.EarlyStopping(monitor, patience=patience, mode=mode,
                                       restore_best_weights=True),
-        _lr_callback(cfg, lr, first, last, "val_loss" if held_out else "loss"),
+        _lr_callback(cfg, lr, first, last, prefix + "loss"),
         keras.callbacks.ModelCheckpoint(str(cfg.out / "checkpoints" / "best.keras"),
                                         monitor=monitor, mode=mode, save_best_only=True),
         keras.callbacks.CSVLogger(str(cfg.out / "history.csv"), append=True),
@@ -177,9 +177,10 @@ def train(cfg: TrainConfig) -> Path:
     with choose_strategy().scope():
         model, monitor = compiled_model(cfg, len(labels))
     verbose = 1 if sys.stdout.isatty() else 2
+    held_out = val_ds is not None
     model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs,
               callbacks=_callbacks(cfg, monitor, cfg.learning_rate, 0, cfg.epochs,
-                                   val_ds is not None),
+                                   held_out),
               verbose=verbose)
     if cfg.model == "resnet50_classifier" and cfg.fine_tune_blocks:
         zoo.unfreeze_last_blocks(model, cfg.fine_tune_blocks)
@@ -188,8 +189,7 @@ def train(cfg: TrainConfig) -> Path:
         model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs + cfg.fine_tune_epochs,
                   initial_epoch=cfg.epochs, verbose=verbose,
                   callbacks=_callbacks(cfg, monitor, cfg.fine_tune_learning_rate, cfg.epochs,
-                                       cfg.epochs + cfg.fine_tune_epochs,
-                                       val_ds is not None))
+                                       cfg.epochs + cfg.fine_tune_epochs, held_out))
     atomic_save(model, cfg.out / "model.keras")
     shutil.rmtree(cfg.out / "backup", ignore_errors=True)
     from models.evaluate import evaluate

@@ -183,7 +183,6 @@ def test_augmentation_keeps_range_and_shape():
     np.testing.assert_array_equal(y, ops.augment(x, tf.constant([3, 4], tf.int64)))
 
 
-
 def test_augmentation_draws_stroke_width_per_patch():
     """One call covers a whole group of lines (many batches): a single thicken/thin draw
     for all of it would make batch norm's statistics swing from batch to batch."""

@@ -53,7 +53,6 @@ def test_unbuilt_config_is_a_clear_error(tmp_path):
     assert proc.returncode == 2 and "iam-writers build --config top10" in proc.stderr
 
 
-
 def test_fitting_on_validation_holds_nothing_out_and_watches_training_figures(data_dir,
                                                                              tmp_path):
     """Train + validation means no validation set: figures on examples the model trains on
@@ -77,6 +76,7 @@ def test_fitting_on_validation_holds_nothing_out_and_watches_training_figures(da
                if hasattr(c, "monitor")}
     assert watched == {"EarlyStopping": "accuracy", "ReduceLROnPlateau": "loss",
                        "ModelCheckpoint": "accuracy"}
+
 
 @pytest.mark.slow
 def test_siamese_trains_on_pairs_and_identifies_by_centroid(synth_dir, tmp_path):
