@@ -193,6 +193,7 @@ def test_augmentation_draws_stroke_width_per_patch():
     plain = 2 * 24
     assert (ink < plain / 4).any() and (ink > 1.5 * plain).any(), ink
 
+
 def test_normalize_line_crops_to_ink_and_ignores_paper_and_ink_colour():
     from pipelines.preprocess import normalize_line
 
