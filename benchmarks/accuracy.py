@@ -3,8 +3,8 @@
     python benchmarks/accuracy.py DIR [--epochs N] [--squash-epochs 2] [--config top50]
 
 DIR is any Kaggle-layout folder (or zip). It is built form-disjoint, then:
-  * default: patch_cnn on 64-px patches of height-normalised lines, per-line and per-form
-    aggregation of patch log-probabilities;
+  * default: patch_cnn on 64-px patches of lines at one scale (a 128-row band of the scan
+    around each line's ink), per-line and per-form aggregation of patch log-probabilities;
   * squash: the notebooks' whole-image squash to 128x128 with ResNet50, weights none.
 Prints line top-1/top-5, form top-1 and training minutes for both.
 """

@@ -188,8 +188,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--backbone", choices=BACKBONES, default="resnet50")
     s.add_argument("--weights", default="imagenet",
                    help="imagenet | none | PATH of a weights file (ResNet50-style models)")
-    s.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="plateau",
-                   help="plateau: ReduceLROnPlateau, as in the notebooks; cosine: decay to 0")
+    s.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=TrainConfig.lr_schedule,
+                   help="cosine: decay to 0 over the epochs; plateau: ReduceLROnPlateau, as "
+                        "in the notebooks")
     s.add_argument("--metric-loss", choices=METRIC_LOSSES, default=TrainConfig.metric_loss,
                    help="patch_embed's loss on P x K batches: CosFace (learned writer "
                         "centres), supervised contrastive or batch-hard triplet")

@@ -149,8 +149,8 @@ def serving_archive(model: keras.Model, cfg: TrainConfig, pcfg: PipelineConfig,
         if pcfg.mode == "resize":
             rgb = ops.resize_rgb(image, pcfg.image_size, pcfg.keep_aspect)
             return ops.scale_input(rgb, pcfg)[None], tf.ones([1], bool)
-        line = ops.pad_line(ops.normalize_line_graph(image, pcfg.patch_size), pcfg.patch_size,
-                            pcfg.stride)
+        line = ops.normalize_line_graph(image, pcfg.patch_size, pcfg.line_band)
+        line = ops.pad_line(line, pcfg.patch_size, pcfg.stride)
         keep = ops.window_ink(line, pcfg.patch_size, pcfg.stride) >= pcfg.min_ink
         return (ops.scale_input(line, pcfg)[None],
                 tf.logical_or(keep, tf.logical_not(tf.reduce_any(keep))))
@@ -284,7 +284,10 @@ def _card(cfg: TrainConfig, pcfg: PipelineConfig, run: Path, labels: list[str],
     metrics.pop("per_writer", None)
     if pcfg.mode == "patches":
         steps = ["decode to 8-bit grayscale (16-bit scaled, alpha over white)",
-                 "crop to the ink bounding box (threshold half-way from paper to darkest ink)",
+                 "ink: pixels darker than half-way from paper to the darkest ink",
+                 f"crop the columns holding ink and the {pcfg.line_band} rows centred on the "
+                 "row that halves the ink, padding with paper" if pcfg.line_band else
+                 "crop to the ink bounding box",
                  f"scale the height to {pcfg.patch_size} px keeping the aspect ratio "
                  "(area resize when shrinking)",
                  "subtract the paper level, stretch ink to 0..255 (bright ink on black)",
@@ -301,7 +304,8 @@ def _card(cfg: TrainConfig, pcfg: PipelineConfig, run: Path, labels: list[str],
     return {
         "model": cfg.model, "labels": labels, "fingerprint": fingerprint,
         "source_run": str(run.resolve()), "train_config": cfg.to_json(),
-        "input": {"mode": pcfg.mode, "patch_size": pcfg.patch_size, "stride": pcfg.stride,
+        "input": {"mode": pcfg.mode, "patch_size": pcfg.patch_size,
+                  "line_band": pcfg.line_band, "stride": pcfg.stride,
                   "min_ink": pcfg.min_ink, "image_size": pcfg.image_size,
                   "keep_aspect": pcfg.keep_aspect, "normalization": pcfg.normalization,
                   "shape": input_spec(pcfg).shape.as_list(), "dtype": "float32"},

@@ -169,7 +169,8 @@ class Model:
             x = preprocess.resize_rgb(image, spec["image_size"], spec["keep_aspect"])[None]
             return preprocess.scale_input(x, spec["normalization"]), np.ones(1, bool)
         size, stride = spec["patch_size"], spec["stride"]
-        line = preprocess.pad_line(preprocess.normalize_line(image, size), size, stride)
+        line = preprocess.normalize_line(image, size, spec.get("line_band", 0))  # 0: older cards
+        line = preprocess.pad_line(line, size, stride)
         keep = preprocess.window_ink(line, size, stride) >= spec["min_ink"]
         if not keep.any():
             raise NoInkError(f"{name}: no handwriting found (no window has {spec['min_ink']:.0%} "

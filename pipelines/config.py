@@ -13,14 +13,18 @@ ON_CORRUPT = ("skip", "fail")
 class PipelineConfig:
     """How images become model inputs.
 
-    `patches` (the default recipe): grayscale lines, ink bright on dark, height-normalised to
-    `patch_size`; training takes `patches_per_image` random crops containing ink, evaluation a
-    sliding window with stride `patch_stride`. `resize` (the notebooks' recipe): the whole
-    image to RGB `image_size` x `image_size`, squashed or (`keep_aspect`) padded.
+    `patches` (the default recipe): grayscale lines, ink bright on dark, scaled to
+    `patch_size` px high: the band of `line_band` scan rows centred on the line's ink (every
+    line at one scale, so handwriting size survives), or with `line_band` 0 the ink's
+    bounding box (each line at its own scale); training takes `patches_per_image` random
+    crops containing ink, evaluation a sliding window with stride `patch_stride`. `resize`
+    (the notebooks' recipe): the whole image to RGB `image_size` x `image_size`, squashed or
+    (`keep_aspect`) padded.
     """
 
     mode: str = "patches"
     patch_size: int = 64
+    line_band: int = 128  # scan px; 0: the ink's bounding box
     patches_per_image: int = 8
     patch_stride: int | None = None  # default: patch_size // 2
     min_ink: float = 0.03  # fraction of a patch's pixels that must be ink
@@ -48,6 +52,8 @@ class PipelineConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or not 16 <= value <= 1024:
                 raise ValueError(f"{name} must be an integer in 16..1024, got {value!r}")
+        if self.line_band and not 16 <= self.line_band <= 4096:
+            raise ValueError(f"line_band must be 0 or 16..4096 scan px, got {self.line_band}")
         if self.patches_per_image < 1 or self.batch_size < 1:
             raise ValueError("patches_per_image and batch_size must be >= 1")
         if not 0 <= self.min_ink < 1:

@@ -76,7 +76,7 @@ def _decoded(raw: tf.data.Dataset, cfg: PipelineConfig, corrupt: CorruptImages |
 
     def prepare(ex):
         if cfg.mode == "patches":
-            x = ops.normalize_line(ex["image"], cfg.patch_size)
+            x = ops.normalize_line(ex["image"], cfg.patch_size, cfg.line_band)
         else:
             x = ops.resize_rgb(ops.decode(ex["image"]), cfg.image_size, cfg.keep_aspect)
         return {"x": x, "writer": ex["writer"], "image_id": ex["image_id"],

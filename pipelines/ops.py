@@ -27,9 +27,9 @@ def decode(encoded: tf.Tensor) -> tf.Tensor:
     return tf.io.decode_png(encoded, channels=1)
 
 
-def normalize_line(encoded: tf.Tensor, height: int) -> tf.Tensor:
+def normalize_line(encoded: tf.Tensor, height: int, band: int = 0) -> tf.Tensor:
     """PNG bytes -> uint8 [height, W', 1] normalised line (see `preprocess.normalize_line`)."""
-    line = tf.numpy_function(preprocess.decode_normalize, [encoded, height], tf.uint8,
+    line = tf.numpy_function(preprocess.decode_normalize, [encoded, height, band], tf.uint8,
                              stateful=False)
     return tf.ensure_shape(line, [height, None, 1])
 
@@ -147,19 +147,30 @@ def augment(x: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     return tf.clip_by_value(x * gain + bias, 0.0, 1.0)
 
 
-def normalize_line_graph(image: tf.Tensor, height: int) -> tf.Tensor:
+def normalize_line_graph(image: tf.Tensor, height: int, band: int = 0) -> tf.Tensor:
     """TF-ops twin of `preprocess.normalize_line` for serving signatures, where
     `tf.numpy_function` cannot go: uint8 [H, W, 1] -> uint8 [height, W', 1]."""
     g = tf.cast(image[:, :, 0], tf.float32)
     paper, darkest = tf.reduce_mean(g), tf.reduce_min(g)
 
-    def crop():  # pixels at or below the 8-bit threshold, as cv2.threshold takes them
+    def ink():  # pixels at or below the 8-bit threshold, as cv2.threshold takes them
         mask = g <= tf.floor((paper + darkest) / 2)
-        rows = tf.where(tf.reduce_any(mask, axis=1))[:, 0]
-        cols = tf.where(tf.reduce_any(mask, axis=0))[:, 0]
-        return g[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+        rows = tf.cast(tf.where(tf.reduce_any(mask, axis=1))[:, 0], tf.int32)
+        cols = tf.cast(tf.where(tf.reduce_any(mask, axis=0))[:, 0], tf.int32)
+        counts = tf.cumsum(tf.reduce_sum(tf.cast(mask, tf.float32), axis=1))
+        centre = tf.searchsorted(counts, counts[-1:] / 2)[0]
+        return rows[0], rows[-1] + 1, cols[0], cols[-1] + 1, centre
 
-    g = tf.cond(darkest < paper, crop, lambda: g)
+    def no_ink():
+        return 0, tf.shape(g)[0], 0, tf.shape(g)[1], tf.shape(g)[0] // 2
+
+    top, bottom, left, right, centre = tf.cond(darkest < paper, ink, no_ink)
+    if band:
+        top = centre - band // 2
+        bottom = top + band
+    pad = [tf.maximum(0, -top), tf.maximum(0, bottom - tf.shape(g)[0])]
+    g = tf.pad(g[tf.maximum(0, top) : bottom, left:right], [pad, [0, 0]],
+               constant_values=tf.round(paper))
     h, w = tf.shape(g)[0], tf.shape(g)[1]
     new_w = tf.maximum(1, tf.cast(tf.round(tf.cast(w * height, tf.float64)
                                            / tf.cast(h, tf.float64)), tf.int32))

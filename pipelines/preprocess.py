@@ -13,20 +13,35 @@ import numpy as np
 from iam_writers_tfds.images import decode_gray
 
 
-def normalize_line(gray: np.ndarray, height: int) -> np.ndarray:
+def normalize_line(gray: np.ndarray, height: int, band: int = 0) -> np.ndarray:
     """2-D uint8 dark-ink-on-paper image -> uint8 [height, W'] with bright ink on black.
 
-    Crops the rows and columns that hold ink, scales the height to `height` (keeping the
-    aspect ratio), subtracts the paper level and stretches the ink to 0..255, so paper
-    colour, ink darkness and margins carry no information. W' is at least `height`.
+    Crops the columns that hold ink and, vertically, either (`band` > 0) the `band` rows
+    centred on the row that halves the ink, padded with paper where the image ends, or
+    (`band` 0) the rows that hold ink. Scales that to `height` px (keeping the aspect
+    ratio), subtracts the paper level and stretches the ink to 0..255, so paper colour, ink
+    darkness and margins carry no information. With a band every line of a scan is scaled
+    alike, so the size of the handwriting, a trait of the writer, survives; the ink's
+    bounding box instead scales each line by its tallest ascender and deepest descender.
+    W' is at least `height`.
     """
     # Full-resolution work stays in uint8 (cheap); float maths only after the downscale.
     paper = cv2.mean(gray)[0]
     darkest = cv2.minMaxLoc(gray)[0]
-    if darkest < paper:  # crop to pixels more than half-way from paper to the darkest ink
+    top, bottom = 0, gray.shape[0]
+    if darkest < paper:  # ink: pixels more than half-way from paper to the darkest ink
         _, mask = cv2.threshold(gray, (paper + darkest) / 2, 255, cv2.THRESH_BINARY_INV)
-        x, y, w, h = cv2.boundingRect(mask)
-        gray = gray[y : y + h, x : x + w]
+        x, top, w, h = cv2.boundingRect(mask)
+        gray, bottom = gray[:, x : x + w], top + h
+        if band:
+            rows = np.cumsum(np.count_nonzero(mask, axis=1))
+            top = int(np.searchsorted(rows, rows[-1] / 2)) - band // 2
+    elif band:
+        top = gray.shape[0] // 2 - band // 2
+    if band:
+        bottom = top + band
+    pad = (max(0, -top), max(0, bottom - gray.shape[0]))
+    gray = np.pad(gray[max(0, top) : bottom], [pad, (0, 0)], constant_values=round(paper))
     h, w = gray.shape
     new_w = max(1, round(w * height / h))
     interp = cv2.INTER_AREA if h > height else cv2.INTER_LINEAR
@@ -38,9 +53,9 @@ def normalize_line(gray: np.ndarray, height: int) -> np.ndarray:
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
-def decode_normalize(encoded: bytes, height: int) -> np.ndarray:
+def decode_normalize(encoded: bytes, height: int, band: int) -> np.ndarray:
     """PNG/JPEG bytes -> normalised line, uint8 [height, W', 1]."""
-    return normalize_line(decode_gray(bytes(encoded)), int(height))[:, :, None]
+    return normalize_line(decode_gray(bytes(encoded)), int(height), int(band))[:, :, None]
 
 
 def pad_line(line: np.ndarray, size: int, stride: int) -> np.ndarray:

@@ -50,6 +50,7 @@ def test_export_writes_savedmodel_all_tflite_variants_card_and_parity(exported, 
     labels = json.loads((trained_run / "labels.json").read_text())
     assert card["labels"] == labels == json.loads((exported / "labels.json").read_text())
     assert card["input"]["patch_size"] == 32 and card["input"]["normalization"] == "unit"
+    assert card["input"]["line_band"] == 128  # the runtime normalises lines as training did
     assert card["metrics"]["n_images"] == 50 and card["files"]["int8"] == "model_int8.tflite"
     assert 0 < card["verification"]["threshold"] <= 1
     assert card["identification"]["compared"].startswith("each image's own writer")

@@ -93,7 +93,7 @@ def test_eval_windows_are_every_window_of_every_image(data_dir):
     lines = {ex["image_id"]: ex["x"].shape[1] for ex in
              load_split("top50", "test", data_dir).map(
                  lambda e: {"image_id": e["image_id"],
-                            "x": ops.normalize_line(e["image"], 32)}
+                            "x": ops.normalize_line(e["image"], 32, CFG.line_band)}
              ).as_numpy_iterator()}
     for image_id, width in lines.items():
         expected = len(ops.window_starts(tf.constant(width), 32, CFG.stride))
@@ -211,6 +211,29 @@ def test_normalize_line_crops_to_ink_and_ignores_paper_and_ink_colour():
     assert narrow.shape == (32, 32)  # padded to one patch
 
 
+def test_a_band_of_scan_rows_keeps_handwriting_size_and_ignores_stray_marks():
+    from pipelines.preprocess import normalize_line
+
+    def page(stroke, speck=False):
+        img = np.full((300, 400), 230, np.uint8)
+        img[150 - stroke // 2 : 150 + stroke // 2, 100:300:4] = 30
+        img[150 - stroke // 2 : 150 + stroke // 2, 299] = 30
+        if speck:
+            img[10:13, 200:203] = 30  # a mark far above the line
+        return img
+
+    def ink_rows(line):
+        return int((line.max(axis=1) > 127).sum())
+
+    small, large = normalize_line(page(20), 32, 128), normalize_line(page(40), 32, 128)
+    assert small.shape == large.shape == (32, 50)  # 200 scan px at 32 / 128
+    assert (ink_rows(small), ink_rows(large)) == (5, 10)  # 20 and 40 scan px at 1/4
+    np.testing.assert_array_equal(normalize_line(page(20, speck=True), 32, 128), small)
+    # the ink's bounding box scales every line to the patch: size is lost, a speck shrinks it
+    assert ink_rows(normalize_line(page(20), 32)) == ink_rows(normalize_line(page(40), 32)) == 32
+    assert ink_rows(normalize_line(page(20, speck=True), 32)) < 8  # 32 without the speck
+
+
 def test_reference_preprocessing_runs_where_tensorflow_cannot_be_imported(tmp_path):
     """The edge runtime shares pipelines.preprocess: it must not need TensorFlow."""
     import subprocess
@@ -224,11 +247,11 @@ def test_reference_preprocessing_runs_where_tensorflow_cannot_be_imported(tmp_pa
     code = (
         "import sys; sys.modules['tensorflow'] = None\n"
         "from pipelines.preprocess import decode_normalize\n"
-        f"x = decode_normalize(open({str(tmp_path / 'line.png')!r}, 'rb').read(), 32)\n"
+        f"x = decode_normalize(open({str(tmp_path / 'line.png')!r}, 'rb').read(), 32, 128)\n"
         "assert 'tensorflow' not in [m.split('.')[0] for m in sys.modules if sys.modules[m]]\n"
         "print(x.shape)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip() == "(32, 318, 1)"  # ink spans 199 x 20 px -> 32 px high
+    assert out.stdout.strip() == "(32, 50, 1)"  # ink spans 199 px; 128 rows -> 32: 1/4

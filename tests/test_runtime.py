@@ -35,15 +35,16 @@ def test_numpy_line_padding_and_ink_equal_the_graph_twins(seed):
     assert preprocess.pad_line(np.zeros((32, 20, 1), np.uint8), 32, 16).shape[1] == 32
 
 
+@pytest.mark.parametrize("band", [0, 128])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_in_graph_normalisation_matches_the_opencv_reference(seed):
+def test_in_graph_normalisation_matches_the_opencv_reference(seed, band):
     import tensorflow as tf
 
     from pipelines import ops
 
     gray = _line(seed)
-    ref = preprocess.normalize_line(gray, 64)
-    out = ops.normalize_line_graph(tf.constant(gray[:, :, None]), 64).numpy()[:, :, 0]
+    ref = preprocess.normalize_line(gray, 64, band)
+    out = ops.normalize_line_graph(tf.constant(gray[:, :, None]), 64, band).numpy()[:, :, 0]
     assert out.shape == ref.shape
     diff = np.abs(out.astype(int) - ref.astype(int))
     assert diff.max() <= 2 and diff.mean() < 0.1  # measured: max 2, mean <= 0.05

@@ -107,3 +107,14 @@ def test_classifier_phase_two_fine_tunes_the_last_blocks(synth_dir, tmp_path):
     epochs = [row["epoch"] for row in csv.DictReader(open(run / "history.csv"))]
     assert epochs == ["0", "1"]  # phase one, then phase two continues the history
     assert json.loads((run / "metrics.json").read_text())["n_images"] == 50
+
+
+def test_a_run_saved_before_line_band_keeps_the_bounding_box_recipe(tmp_path):
+    from models.config import TrainConfig
+
+    saved = TrainConfig(out=tmp_path).to_json()
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    assert TrainConfig.load(tmp_path).pipeline_config().line_band == 128
+    del saved["line_band"]  # what runs trained before the band was introduced wrote
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    assert TrainConfig.load(tmp_path).pipeline_config().line_band == 0
