@@ -27,7 +27,7 @@ def decode(encoded: tf.Tensor) -> tf.Tensor:
     return tf.io.decode_png(encoded, channels=1)
 
 
-def normalize_line(encoded: tf.Tensor, height: int, band: int = 0) -> tf.Tensor:
+def normalize_line(encoded: tf.Tensor, height: int, band: int) -> tf.Tensor:
     """PNG bytes -> uint8 [height, W', 1] normalised line (see `preprocess.normalize_line`)."""
     line = tf.numpy_function(preprocess.decode_normalize, [encoded, height, band], tf.uint8,
                              stateful=False)
@@ -147,7 +147,7 @@ def augment(x: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     return tf.clip_by_value(x * gain + bias, 0.0, 1.0)
 
 
-def normalize_line_graph(image: tf.Tensor, height: int, band: int = 0) -> tf.Tensor:
+def normalize_line_graph(image: tf.Tensor, height: int, band: int) -> tf.Tensor:
     """TF-ops twin of `preprocess.normalize_line` for serving signatures, where
     `tf.numpy_function` cannot go: uint8 [H, W, 1] -> uint8 [height, W', 1]."""
     g = tf.cast(image[:, :, 0], tf.float32)
@@ -166,8 +166,7 @@ def normalize_line_graph(image: tf.Tensor, height: int, band: int = 0) -> tf.Ten
 
     top, bottom, left, right, centre = tf.cond(darkest < paper, ink, no_ink)
     if band:
-        top = centre - band // 2
-        bottom = top + band
+        top, bottom = centre - band // 2, centre - band // 2 + band
     pad = [tf.maximum(0, -top), tf.maximum(0, bottom - tf.shape(g)[0])]
     g = tf.pad(g[tf.maximum(0, top) : bottom, left:right], [pad, [0, 0]],
                constant_values=tf.round(paper))

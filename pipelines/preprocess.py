@@ -13,7 +13,7 @@ import numpy as np
 from iam_writers_tfds.images import decode_gray
 
 
-def normalize_line(gray: np.ndarray, height: int, band: int = 0) -> np.ndarray:
+def normalize_line(gray: np.ndarray, height: int, band: int) -> np.ndarray:
     """2-D uint8 dark-ink-on-paper image -> uint8 [height, W'] with bright ink on black.
 
     Crops the columns that hold ink and, vertically, either (`band` > 0) the `band` rows
@@ -28,18 +28,15 @@ def normalize_line(gray: np.ndarray, height: int, band: int = 0) -> np.ndarray:
     # Full-resolution work stays in uint8 (cheap); float maths only after the downscale.
     paper = cv2.mean(gray)[0]
     darkest = cv2.minMaxLoc(gray)[0]
-    top, bottom = 0, gray.shape[0]
+    top, bottom, centre = 0, gray.shape[0], gray.shape[0] // 2
     if darkest < paper:  # ink: pixels more than half-way from paper to the darkest ink
         _, mask = cv2.threshold(gray, (paper + darkest) / 2, 255, cv2.THRESH_BINARY_INV)
         x, top, w, h = cv2.boundingRect(mask)
         gray, bottom = gray[:, x : x + w], top + h
-        if band:
-            rows = np.cumsum(np.count_nonzero(mask, axis=1))
-            top = int(np.searchsorted(rows, rows[-1] / 2)) - band // 2
-    elif band:
-        top = gray.shape[0] // 2 - band // 2
+        rows = np.cumsum(np.count_nonzero(mask, axis=1))
+        centre = int(np.searchsorted(rows, rows[-1] / 2))
     if band:
-        bottom = top + band
+        top, bottom = centre - band // 2, centre - band // 2 + band
     pad = (max(0, -top), max(0, bottom - gray.shape[0]))
     gray = np.pad(gray[max(0, top) : bottom], [pad, (0, 0)], constant_values=round(paper))
     h, w = gray.shape

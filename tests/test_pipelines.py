@@ -203,11 +203,11 @@ def test_normalize_line_crops_to_ink_and_ignores_paper_and_ink_colour():
         img[40:60, 299] = ink
         return img
 
-    out = normalize_line(page(230, 30), 32)
+    out = normalize_line(page(230, 30), 32, 0)
     assert out.shape == (32, 320) and out.dtype == np.uint8
     assert out.min() == 0 and out.max() == 255 and out[:, 0].min() > 200  # cropped to ink
-    np.testing.assert_allclose(normalize_line(page(180, 90), 32), out, atol=2)
-    narrow = normalize_line(page(230, 30)[:, 95:110], 32)
+    np.testing.assert_allclose(normalize_line(page(180, 90), 32, 0), out, atol=2)
+    narrow = normalize_line(page(230, 30)[:, 95:110], 32, 0)
     assert narrow.shape == (32, 32)  # padded to one patch
 
 
@@ -230,8 +230,9 @@ def test_a_band_of_scan_rows_keeps_handwriting_size_and_ignores_stray_marks():
     assert (ink_rows(small), ink_rows(large)) == (5, 10)  # 20 and 40 scan px at 1/4
     np.testing.assert_array_equal(normalize_line(page(20, speck=True), 32, 128), small)
     # the ink's bounding box scales every line to the patch: size is lost, a speck shrinks it
-    assert ink_rows(normalize_line(page(20), 32)) == ink_rows(normalize_line(page(40), 32)) == 32
-    assert ink_rows(normalize_line(page(20, speck=True), 32)) < 8  # 32 without the speck
+    assert ink_rows(normalize_line(page(20), 32, 0)) == 32
+    assert ink_rows(normalize_line(page(40), 32, 0)) == 32
+    assert ink_rows(normalize_line(page(20, speck=True), 32, 0)) < 8  # 32 without the speck
 
 
 def test_reference_preprocessing_runs_where_tensorflow_cannot_be_imported(tmp_path):

@@ -21,7 +21,7 @@ def test_numpy_line_padding_and_ink_equal_the_graph_twins(seed):
 
     from pipelines import ops
 
-    line = preprocess.normalize_line(_line(seed), 32)[:, :, None]
+    line = preprocess.normalize_line(_line(seed), 32, 128)[:, :, None]
     padded = preprocess.pad_line(line, 32, 16)
     width = padded.shape[1]
     assert width >= line.shape[1] > width - 16 and (width - 32) % 16 == 0
@@ -99,7 +99,8 @@ def test_lines_reach_the_backend_in_width_buckets_and_only_their_own_windows_cou
     for seed in range(4):
         image = _line(seed)
         out = model.outputs(image)
-        line = preprocess.pad_line(preprocess.normalize_line(image, 32), 32, 16)
+        line = preprocess.normalize_line(image, 32, model.spec.get("line_band", 0))
+        line = preprocess.pad_line(line, 32, 16)
         keep = preprocess.window_ink(line, 32, 16) >= 0.03
         assert (widths[-1] - 32) % step == 0 and 0 <= widths[-1] - line.shape[1] < step
         own = backend(preprocess.scale_input(line[None, :, :, None], "unit"))
