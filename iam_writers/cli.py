@@ -1,7 +1,8 @@
 """`iam-writers`: one command line over the builder, pipelines, models, tuning and export.
 
 Each sub-command fills a configuration dataclass from its flags and calls into the
-packages; heavy imports (TensorFlow) happen only inside the sub-command that needs them.
+packages; heavy imports (TensorFlow) happen only inside the sub-command that needs them, so
+the base install (the edge runtime: predict, verify, enroll, identify) runs without them.
 """
 
 from __future__ import annotations
@@ -12,6 +13,17 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# What `pip install 'iam-writers[train]'` adds that the training-side commands import.
+TRAIN_EXTRA = ("tensorflow", "tensorflow_datasets", "keras_tuner", "sklearn", "matplotlib")
+INSTALL_TRAIN = "pip install 'iam-writers[train]'"
+
+
+def missing_train_extra() -> str | None:
+    """The first module of the `train` extra that is not installed, or None."""
+    import importlib.util
+
+    return next((m for m in TRAIN_EXTRA if importlib.util.find_spec(m) is None), None)
 
 
 def _synth(args: argparse.Namespace) -> None:
@@ -178,7 +190,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--config", choices=CONFIGS, default="synthetic")
     s.add_argument("--manual-dir", type=Path, help="Kaggle layout, extracted or as the zip")
     s.add_argument("--data-dir", type=Path, help="TFDS data dir (default ~/tensorflow_datasets)")
-    s.set_defaults(func=_build)
+    s.set_defaults(func=_build, needs_train=True)
 
     from models.config import BACKBONES, LR_SCHEDULES, METRIC_LOSSES, MODELS, TrainConfig
 
@@ -196,18 +208,18 @@ def parser() -> argparse.ArgumentParser:
                         "centres), supervised contrastive or batch-hard triplet")
     _add_fields(s, TrainConfig, skip=("model", "config", "backbone", "weights", "lr_schedule",
                                       "metric_loss"))
-    s.set_defaults(func=_train)
+    s.set_defaults(func=_train, needs_train=True)
 
     s = sub.add_parser("evaluate", help="metrics.json and plots for a run directory")
     s.add_argument("run", type=Path)
     s.add_argument("--split", choices=("train", "validation", "test"), default="test")
-    s.set_defaults(func=_evaluate)
+    s.set_defaults(func=_evaluate, needs_train=True)
 
     from tuning.search import add_arguments
 
     s = sub.add_parser("tune", help="KerasTuner search over a model family (resumable)")
     add_arguments(s)
-    s.set_defaults(func=_tune)
+    s.set_defaults(func=_tune, needs_train=True)
 
     s = sub.add_parser("export", help="SavedModel + TFLite variants, model card, parity report")
     s.add_argument("run", type=Path, help="a run directory written by `iam-writers train`")
@@ -221,7 +233,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--stride", type=int, default=0,
                    help="window stride at inference in px (default: the run's evaluation "
                         "stride, half a patch); a full patch halves the latency")
-    s.set_defaults(func=_export)
+    s.set_defaults(func=_export, needs_train=True)
 
     def model_args(s: argparse.ArgumentParser, json_flag: bool = True) -> None:
         s.add_argument("--threads", type=int, default=2)
@@ -267,7 +279,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--writers", type=int, default=10, help="synthetic writers")
     s.add_argument("--fresh", action="store_true", help="delete --out and start over")
     s.add_argument("--seed", type=int, default=0)
-    s.set_defaults(func=_demo)
+    s.set_defaults(func=_demo, needs_train=True)
     return p
 
 
@@ -287,6 +299,10 @@ def user_errors() -> tuple[type[BaseException], ...]:
 def main(argv: list[str] | None = None) -> int:
     p = parser()
     args = p.parse_args(argv)
+    if getattr(args, "needs_train", False) and (module := missing_train_extra()):
+        print(f"iam-writers {args.command}: error: needs {module}, which the base install "
+              f"leaves out (it is the edge runtime only): {INSTALL_TRAIN}", file=sys.stderr)
+        return 2
     try:
         args.func(args)
     except ConfigError as err:

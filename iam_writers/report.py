@@ -13,13 +13,18 @@ PLOTS = (("curves", "Training curves"), ("confusion", "Confusion matrix (test im
          ("roc", "ROC curves"))
 
 
-def _real_data_commands(out: Path) -> list[str]:
+def real_data_commands(out: Path) -> list[str]:
+    """What to run on the real data: the default recipe, spelled out from its config."""
+    from models.config import TrainConfig
+
+    recipe = TrainConfig()
     return [
         "# IAM is for non-commercial research. Download through kagglehub (needs a Kaggle",
         "# login) or pass the Kaggle zip / its extracted folder with --manual-dir:",
         "iam-writers build --config top50",
         "iam-writers build --config top50 --manual-dir ~/Downloads/iam-handwriting-top50.zip",
-        "iam-writers train --model patch_cnn --config top50 --out runs/top50 --epochs 20",
+        f"iam-writers train --model {recipe.model} --config top50 --out runs/top50 "
+        f"--epochs {recipe.epochs} --lr-schedule {recipe.lr_schedule}",
         "iam-writers export runs/top50 --out exports/top50",
         "iam-writers predict exports/top50/model_int8.tflite LINE.png --top-k 5",
         "# or all of the above in one go, on 10 writers:",
@@ -96,7 +101,7 @@ def write(cfg, metrics: dict, card: dict, predictions: list[dict], accuracy: flo
     tables = _tables(cfg, metrics, card, predictions, accuracy, timings)
     plots = [(caption, Path("run") / "plots" / f"{name}.png") for name, caption in PLOTS
              if (cfg.out / "run" / "plots" / f"{name}.png").is_file()]
-    commands = _real_data_commands(cfg.out)
+    commands = real_data_commands(cfg.out)
     atomic.write_text(cfg.out / "report.md", _markdown(title, tables, plots, commands))
     atomic.write_text(cfg.out / "report.html", _html(title, tables, plots, commands, cfg.out))
     return cfg.out / "report.html"

@@ -36,14 +36,35 @@ def curves(history_csv: Path, out: Path) -> None:
     _save(fig, out, 90)
 
 
-def confusion(y_true, y_pred, labels: list[str], out: Path) -> None:
+ANNOTATE_UP_TO = 30  # writers; beyond this the counts in the cells are too small to read
+
+
+def confusion_matrices(y_true, y_pred) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(writer indices present, line counts, recall): counts normalised per true writer, so
+    that a writer with 400 lines does not take the whole colour scale from writers with 30."""
     present = np.unique(np.concatenate([y_true, y_pred]))
-    cm = skm.confusion_matrix(y_true, y_pred, labels=present)
+    counts = skm.confusion_matrix(y_true, y_pred, labels=present)
+    rows = counts.sum(axis=1, keepdims=True)
+    return present, counts, np.divide(counts, rows, out=np.zeros(counts.shape), where=rows > 0)
+
+
+def confusion(y_true, y_pred, labels: list[str], out: Path) -> None:
+    """Colour: the share of each true writer's lines given to each writer (recall on the
+    diagonal); numbers: line counts, when there are few enough writers to read them."""
+    present, counts, recall = confusion_matrices(y_true, y_pred)
     size = min(14, 3 + 0.3 * len(present))
     fig, ax = plt.subplots(figsize=(size, size))
-    skm.ConfusionMatrixDisplay(cm, display_labels=[labels[i] for i in present]).plot(
-        ax=ax, colorbar=False, include_values=len(present) <= 20, xticks_rotation="vertical")
-    ax.set_title("image-level confusion matrix")
+    skm.ConfusionMatrixDisplay(recall, display_labels=[labels[i] for i in present]).plot(
+        ax=ax, colorbar=True, include_values=False, xticks_rotation="vertical",
+        im_kw={"vmin": 0, "vmax": 1})
+    if len(present) <= ANNOTATE_UP_TO:
+        for (i, j), n in np.ndenumerate(counts):
+            if n:
+                ax.text(j, i, str(n), ha="center", va="center", fontsize=7,
+                        color="white" if recall[i, j] < 0.5 else "black")
+    ax.set_title("line-level confusion matrix\n(colour: share of the true writer's lines; "
+                 + ("numbers: lines)" if len(present) <= ANNOTATE_UP_TO else "per row)"),
+                 fontsize=9)
     fig.tight_layout()
     _save(fig, out, 90)
 

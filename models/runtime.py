@@ -1,9 +1,10 @@
 """TF-free inference over an `iam-writers export` folder: predict, verify, enroll, identify.
 
 Imports numpy, OpenCV and ai-edge-litert only (TensorFlow just for a SavedModel folder), so
-it runs on edge devices. Preprocessing is `pipelines.preprocess`, the code the training
-pipeline runs, and scores are aggregated as in evaluation: the mean log-probability (or
-the normalised mean embedding) of an image's inked windows.
+it runs on edge devices and in the base install (`pip install iam-writers`, no extras).
+Preprocessing is `pipelines.preprocess`, the code the training pipeline runs, and scores
+are aggregated as in evaluation: the mean log-probability (or the normalised mean
+embedding) of an image's inked windows.
 """
 
 from __future__ import annotations
@@ -96,7 +97,12 @@ class _SavedModel:
     """The `windows` signature of a SavedModel folder (needs TensorFlow)."""
 
     def __init__(self, path: Path):
-        import tensorflow as tf
+        try:
+            import tensorflow as tf
+        except ModuleNotFoundError:
+            raise ModelError(f"{path}: a SavedModel folder needs TensorFlow, which the base "
+                             "install leaves out. Pass one of the export's model_*.tflite "
+                             "files, or pip install 'iam-writers[train]'.") from None
 
         self.tf = tf
         self.fn = tf.saved_model.load(str(path)).signatures[SIGNATURE]

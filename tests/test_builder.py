@@ -137,26 +137,44 @@ def test_cli_build_reports_bad_input_without_traceback(tmp_path, monkeypatch):
     assert "Traceback" not in proc.stderr and "--manual-dir" in proc.stderr
 
 
+BUILDER_MODULE = "iam_writers_tfds.iam_writers_tfds_dataset_builder"
+
+
 @pytest.mark.slow
-def test_tfds_cli_builds_synthetic_and_tfds_load_reads_it(tmp_path):
-    """The exact commands of the README, from the repository root, offline."""
-    repo = Path(__file__).resolve().parents[1]
+def test_tfds_cli_and_tfds_load_work_outside_the_repository(tmp_path):
+    """The README's commands, offline, from a folder that is not the checkout: the TFDS CLI
+    finds the builder through `--imports`, a script through the same import, and the
+    builder folder's path still works as `tfds build DIR`."""
     tfds_bin = Path(sys.executable).parent / "tfds"
+    data, empty, cwd = tmp_path / "data", tmp_path / "empty", tmp_path / "elsewhere"
+    cwd.mkdir()
     proc = subprocess.run(
-        [str(tfds_bin), "build", "iam_writers_tfds", "--config", "synthetic",
-         "--data_dir", str(tmp_path)],
-        cwd=repo, capture_output=True, text=True, timeout=600,
-    )
+        [str(tfds_bin), "build", "--imports", BUILDER_MODULE, "iam_writers_tfds",
+         "--config", "synthetic", "--data_dir", str(data)],
+        cwd=cwd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     code = (
-        "import tensorflow_datasets as tfds, sys;"
-        f"ds = tfds.load('iam_writers_tfds/synthetic', split='test', data_dir={str(tmp_path)!r});"
-        "print(sum(1 for _ in ds))"
+        f"import tensorflow_datasets as tfds, {BUILDER_MODULE};"
+        f"ds = tfds.load('iam_writers_tfds/synthetic', split='test', data_dir={str(data)!r});"
+        f"b = tfds.builder('iam_writers_tfds/top10', data_dir={str(empty)!r});"
+        "print(b.builder_config.name, sum(1 for _ in ds))"
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+    out = subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert int(out.stdout.strip().splitlines()[-1]) == 80
+    assert out.stdout.split()[-2:] == ["top10", "80"]
+    folder = Path(builder_module_file()).parent
+    proc = subprocess.run([str(tfds_bin), "build", str(folder), "--config", "synthetic",
+                           "--data_dir", str(data)], cwd=cwd, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"from path: {folder}" in proc.stderr and "Reusing dataset" in proc.stderr
+
+
+def builder_module_file() -> str:
+    import importlib
+
+    return importlib.import_module(BUILDER_MODULE).__file__
 
 
 def test_synthetic_generator_writes_the_kaggle_layout(synth_layout):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -36,3 +37,13 @@ def test_reduced_demo_builds_trains_exports_predicts_and_reports(tmp_path):
 def test_demo_on_real_data_needs_a_manual_dir(tmp_path):
     proc = cli("demo", "--config", "top10", "--out", tmp_path / "d")
     assert proc.returncode == 2 and "--manual-dir" in proc.stderr
+
+
+def test_report_gives_the_default_recipe_for_the_real_data():
+    from iam_writers.report import real_data_commands
+    from models.config import TrainConfig
+
+    train = next(c for c in real_data_commands(Path("demo_out")) if "iam-writers train" in c)
+    default = TrainConfig()
+    assert f"--epochs {default.epochs} --lr-schedule {default.lr_schedule}" in train
+    assert f"--model {default.model}" in train

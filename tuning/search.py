@@ -190,6 +190,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tuning", description=__doc__.splitlines()[0])
     add_arguments(p)
     args = p.parse_args(argv)
+    import importlib.util
+
+    if importlib.util.find_spec("keras_tuner") is None:
+        print("python -m tuning: error: needs keras_tuner, which the base install leaves out: "
+              "pip install 'iam-writers[train]'", file=sys.stderr)
+        return 2
     from tuning.space import SpaceError
 
     try:

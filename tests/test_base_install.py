@@ -1,0 +1,59 @@
+"""The base install (`pip install iam-writers`, no extras) is the TF-free edge runtime."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from benchmarks.base_install import base_venv
+
+
+def _run(bin_dir: Path, *args, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(bin_dir / args[0]), *map(str, args[1:])], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_base_install_identifies_without_tensorflow(exported, heldout, tmp_path):
+    bin_dir = base_venv(tmp_path / "venv")
+    work = tmp_path / "work"  # outside the checkout: only the installed package is importable
+    work.mkdir()
+    proc = _run(bin_dir, "python", "-c", "import tensorflow", cwd=work)
+    assert proc.returncode != 0 and "No module named 'tensorflow'" in proc.stderr
+    proc = _run(bin_dir, "python", "-c", "import models.runtime; print(models.runtime.__file__)",
+                cwd=work)
+    assert proc.returncode == 0 and str(tmp_path / "venv") in proc.stdout, proc.stderr[-2000:]
+
+    model = exported / "model_int8.tflite"
+    by_writer: dict[str, list[Path]] = {}
+    for path, writer in heldout:
+        by_writer.setdefault(writer, []).append(path)
+    a, b = list(by_writer)[:2]
+    proc = _run(bin_dir, "iam-writers", "predict", model, by_writer[a][0], "--json", cwd=work)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout)[0]["top"][0]["writer"] in by_writer
+    gallery = work / "g"
+    for writer in (a, b):
+        proc = _run(bin_dir, "iam-writers", "enroll", gallery, "--model", model, "--writer",
+                    writer, *by_writer[writer][:3], cwd=work)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = _run(bin_dir, "iam-writers", "identify", gallery, by_writer[a][3], by_writer[b][3],
+                "--model", model, "--json", cwd=work)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert [r["top"][0]["writer"] for r in json.loads(proc.stdout)] == [a, b]
+
+    # what needs TensorFlow says so in one line, with the install command
+    proc = _run(bin_dir, "iam-writers", "train", "--out", work / "run", cwd=work)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == ("iam-writers train: error: needs tensorflow, which the base "
+                                   "install leaves out (it is the edge runtime only): pip "
+                                   "install 'iam-writers[train]'")
+    assert not (work / "run").exists()
+    proc = _run(bin_dir, "iam-writers", "predict", exported / "saved_model", by_writer[a][0],
+                cwd=work)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "SavedModel folder needs TensorFlow" in proc.stderr
+    assert "model_*.tflite" in proc.stderr and "iam-writers[train]" in proc.stderr
