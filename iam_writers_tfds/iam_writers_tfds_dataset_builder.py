@@ -56,7 +56,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     Download https://www.kaggle.com/datasets/{kaggle_layout.KAGGLE_HANDLE} (Kaggle account
     needed) and put the zip, or its extracted contents, in the manual folder, so that it holds
     `forms_for_parsing.txt` and `data_subset/data_subset/*.png`:
-        tfds build iam_writers_tfds --config top10 --manual_dir DIR
+        tfds build --imports iam_writers_tfds.iam_writers_tfds_dataset_builder \
+            iam_writers_tfds --config top10 --manual_dir DIR
     Without a manual folder the builder tries kagglehub (honours KAGGLEHUB_CACHE). The
     `synthetic` config needs neither. The IAM terms allow non-commercial research use only.
     """

@@ -35,27 +35,23 @@ class TrainConfig:
     batch_size: int = 64
     learning_rate: float = 2e-3
     patience: int = 6
-    # cosine: decay to 0 over `epochs`, so a run ends on its lowest learning rate; plateau:
-    # the notebooks' ReduceLROnPlateau, which reads the validation swings of the high-rate
-    # epochs as plateaus (dev lines: line top-1 0.884 cosine, 36 epochs, vs 0.866 plateau,
-    # 30; the 8-epoch demo ranged 0.85-0.99 from run to run with plateau, 0.988 with cosine)
+    # cosine ends every run on its lowest rate; plateau (the notebooks') mistakes the swings
+    # of high-rate epochs for plateaus. Figures: docs/results.md, closed set
     lr_schedule: str = "cosine"
     seed: int = 0
     # patch_cnn
     patch_size: int = 64
-    # scan rows around each line's ink that become the patch height (IAM: 300 dpi); 0 scales
-    # each line's ink bounding box instead. Handwriting size is a writer's trait: on the dev
-    # lines a writer's forms differ by 3 px in median x-height, writers span 20-40 px;
-    # line top-1 0.954 with the band, 0.884 with the bounding box (cosine, 36 epochs, 27 min)
+    # scan rows around each line's ink that become the patch height (IAM: 300 dpi), so every
+    # line keeps its writer's handwriting size; 0 scales each line's ink bounding box
+    # instead. Figures: docs/results.md, closed set
     line_band: int = 128
     patches_per_image: int = 12
-    # channels of the trunk's stem (blocks: x2, x4, x8); measured on the dev lines with
-    # line_band 0: line top-1 0.866 (30 epochs, 23 min); the earlier trunk (blocks at half
-    # resolution, width 16) reached 0.877 in 20 epochs and 2.2x the time per epoch
+    # channels of the trunk's stem (blocks: x2, x4, x8): as accurate as the earlier, wider
+    # trunk at less than half its time per epoch. Figures: docs/results.md, closed set
     width: int = 24
     embedding_dim: int = 0  # patch_cnn: >0 adds an L2-normalised embedding head; others: 128
     # patch_embed: the metric loss on P x K batches (P writers x batch_size // P patches);
-    # measured on the dev lines (open set, 25 epochs): line top-1 0.886 cosface, 0.841 supcon
+    # cosface names unseen writers best. Figures: docs/results.md, open set
     metric_loss: str = "cosface"
     temperature: float = 0.1  # supcon and cosface (softmax temperature = 1 / scale)
     writers_per_batch: int = 16
@@ -70,8 +66,8 @@ class TrainConfig:
     fine_tune_epochs: int = 5
     margin: float | None = None  # None: 1.0 (siamese contrastive), 0.2 (triplet, cosface)
     pairs_per_epoch: int = 2048
-    # measured on the dev lines (line_band 0, cosine, 36 epochs): line top-1 0.853 with,
-    # 0.884 without
+    # off: within the time budget it costs more than it gives, and its scale jitter blurs
+    # handwriting size. Figures: docs/results.md, closed set
     augment: bool = False
     # train on train + validation, with no validation set (tuning's --retrain-best)
     fit_on_validation: bool = False

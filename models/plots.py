@@ -57,6 +57,7 @@ def confusion(y_true, y_pred, labels: list[str], out: Path) -> None:
     skm.ConfusionMatrixDisplay(recall, display_labels=[labels[i] for i in present]).plot(
         ax=ax, colorbar=True, include_values=False, xticks_rotation="vertical",
         im_kw={"vmin": 0, "vmax": 1})
+    ax.set(xlabel="predicted writer", ylabel="true writer")
     if len(present) <= ANNOTATE_UP_TO:
         for (i, j), n in np.ndenumerate(counts):
             if n:

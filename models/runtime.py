@@ -56,7 +56,7 @@ class _LiteRT:
     """The `windows` signature of a .tflite file under the LiteRT interpreter, with one
     interpreter per input width (the `INTERPRETERS` most recently used): resizing an
     interpreter's input re-plans its memory and XNNPACK's operators, about 2 ms of a 10 ms
-    line (measured on the dev lines)."""
+    line (docs/results.md, export)."""
 
     def __init__(self, path: Path, threads: int):
         self.path, self.threads = path, threads

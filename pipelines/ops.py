@@ -136,9 +136,8 @@ def augment(x: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
         images=x, transforms=transform, output_shape=tf.shape(x)[1:3],
         fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT",
     )
-    # per patch, so that no batch is all thickened or all thinned: batch norm's statistics
-    # would swing from batch to batch and its moving averages fit no batch (measured on the
-    # dev lines: evaluation-mode accuracy 0.35 on the very batches training scored 0.6)
+    # per patch, so that no batch is all thickened or all thinned: batch norm's moving
+    # statistics would fit no batch (docs/results.md, closed set, on augmentation)
     stroke = tf.random.stateless_uniform([n, 1, 1, 1], seeds[3], 0, 3, dtype=tf.int32)
     x = tf.where(stroke == 1, tf.nn.max_pool2d(x, 3, 1, "SAME"),  # thicker strokes
                  tf.where(stroke == 2, -tf.nn.max_pool2d(-x, 3, 1, "SAME"), x))  # thinner

@@ -1,0 +1,86 @@
+"""Classical writer descriptors: training-free, TF-free (NumPy and OpenCV only).
+
+The contour-hinge of Bulacu & Schomaker ("Text-independent writer identification and
+verification using textural and allographic features", IEEE TPAMI 29(4), 2007): at every
+pixel of every ink contour, the directions of the two contour fragments of `leg` pixels
+leaving it, each quantised into `bins` directions, accumulated as an unordered pair into a
+joint histogram. It captures slant and curvature; it needs no training, so it names
+writers no model has seen. Descriptors are kept as raw counts, so that a document's
+descriptor is the sum over its lines; distances normalise them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import cv2
+import numpy as np
+
+DESCRIPTORS = ("hinge",)
+
+
+@dataclasses.dataclass(frozen=True)
+class Hinge:
+    """Contour-hinge histogram parameters; the defaults are those measured in
+    docs/results.md (open set)."""
+
+    leg: int = 10  # contour pixels from the hinge to each leg's end
+    bins: int = 16  # directions per leg, over the full circle
+
+    def __post_init__(self) -> None:
+        if self.leg < 1 or self.bins < 2:
+            raise ValueError(f"hinge needs leg >= 1 and bins >= 2, got {self.leg}, {self.bins}")
+
+    @property
+    def name(self) -> str:
+        return f"hinge-l{self.leg}-b{self.bins}"
+
+    @property
+    def size(self) -> int:
+        """Unordered bin pairs: bins * (bins + 1) / 2."""
+        return self.bins * (self.bins + 1) // 2
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        """The raw counts [size] of a grey line image (dark ink on light paper)."""
+        counts = np.zeros(self.size, np.float64)
+        for contour in ink_contours(image):
+            if len(contour) <= 2 * self.leg:
+                continue  # too short for two distinct legs: a speck
+            counts += np.bincount(self.pair_index(contour), minlength=self.size)
+        return counts
+
+    def pair_index(self, contour: np.ndarray) -> np.ndarray:
+        """The histogram cell of every pixel of one closed contour [N, 2] (x, y)."""
+        forward = np.roll(contour, -self.leg, axis=0) - contour
+        backward = np.roll(contour, self.leg, axis=0) - contour
+        a, b = self.direction_bin(forward), self.direction_bin(backward)
+        lo, hi = np.minimum(a, b), np.maximum(a, b)
+        # row-major index into the upper triangle (lo <= hi) of a bins x bins matrix
+        return lo * self.bins - lo * (lo - 1) // 2 + (hi - lo)
+
+    def direction_bin(self, v: np.ndarray) -> np.ndarray:
+        """Quantised direction of vectors [N, 2] in image coordinates (y down), counted
+        anticlockwise from the +x axis as on paper."""
+        angle = np.arctan2(-v[:, 1], v[:, 0]) % (2 * np.pi)
+        return np.minimum((angle / (2 * np.pi) * self.bins).astype(np.int64), self.bins - 1)
+
+
+def ink_contours(image: np.ndarray) -> list[np.ndarray]:
+    """Every outer and inner contour [N, 2] of the ink (Otsu's threshold), pixel by pixel."""
+    _, ink = cv2.threshold(image, 0, 255, cv2.THRESH_BINARY_INV | cv2.THRESH_OTSU)
+    contours, _ = cv2.findContours(ink, cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
+    return [c[:, 0, :].astype(np.int64) for c in contours]
+
+
+def distribution(counts: np.ndarray) -> np.ndarray:
+    """Counts [..., K] normalised to probability distributions along the last axis."""
+    total = counts.sum(axis=-1, keepdims=True)
+    return counts / np.maximum(total, 1e-12)
+
+
+def chi_square(queries: np.ndarray, references: np.ndarray) -> np.ndarray:
+    """[Q, R] chi-square distances between the distributions of count rows."""
+    p, q = distribution(queries)[:, None, :], distribution(references)[None, :, :]
+    total = p + q
+    return 0.5 * np.sum(np.divide((p - q) ** 2, total, out=np.zeros_like(total),
+                                  where=total > 0), axis=-1)
