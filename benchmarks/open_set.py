@@ -1,23 +1,30 @@
-"""Open-set writer identification: train on some writers, identify writers never seen.
+"""Open-set writer identification: hinge, embedding and fused, on the same enrolments.
 
-    python benchmarks/open_set.py DIR [--known 40] [--epochs 50] [--metric-loss cosface]
+    python benchmarks/open_set.py DIR [--extra EXTRA_DIR] [--distractors 64] [--epochs 40]
+    python benchmarks/open_set.py DIR --hinge-only
     python benchmarks/open_set.py --synthetic [--writers 24]
 
-DIR is a Kaggle-layout folder. Its writers are split (seeded) into a known group and an
-unseen group. The embedding model (`patch_embed` by default) trains on the known writers
-only (their own form-disjoint train/validation/test split, built with TFDS from a folder of
-links), is exported, and from then on everything runs through the TF-free runtime on the
-float32 TFLite file, as a user would: for each unseen writer one form (seeded) is enrolled
-into a gallery and every line of that writer's other forms is identified among all unseen
-writers. Prints line top-1/top-5, form top-1, the rejection rate of writers who are not
-enrolled (each writer identified against the gallery without them, at the threshold stored
-at export), and the same model's closed-set accuracy on the known writers' test split.
+DIR is a Kaggle-layout folder. Its writers are split (seeded) into a known group (40 of 56)
+and an unseen group. The embedding model (`patch_embed`) trains on the known writers, plus
+the one-form writers of EXTRA_DIR except `--distractors` of them (seeded), which no model
+sees. It is exported (which calibrates the fusion weight and the thresholds on the known
+writers' validation lines), and from then on everything runs through the TF-free runtime
+on the float32 TFLite file, as a user would. One form of each unseen writer is enrolled and
+the lines of their other forms are identified, against two galleries:
+
+  (a) the unseen writers only;
+  (b) the same plus the distractors, each enrolled from its one form and never probed.
+
+For each gallery and score (hinge, embedding, fused) it prints line top-1 and top-5, form
+top-1 (a form's lines as one query), the per-writer mean of line top-1, and at the stored
+threshold the rejection of writers not enrolled (each line against the gallery without its
+writer) and the false rejection of enrolled ones; then the training minutes. `--out D`
+keeps the work in D, and a second run with the same D reuses its trained model.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -36,6 +43,21 @@ def split_writers(writers: list[str], known: int, seed: int) -> tuple[list[str],
     return sorted(order[:known]), sorted(order[known:])
 
 
+def enrolment(records, seed: int) -> tuple[dict[str, list[int]], list[int]]:
+    """(enrolled line indices per writer, probe line indices): one form of each writer
+    (seeded) is enrolled, the lines of its other forms are probes; writers with a single
+    form are enrolled and never probed."""
+    rng = np.random.default_rng(seed)
+    enrolled, probe = {}, []
+    for w in sorted({r.writer_id for r in records}):
+        rows = [i for i, r in enumerate(records) if r.writer_id == w]
+        forms = sorted({records[i].form_id for i in rows})
+        chosen = forms[rng.integers(len(forms))]
+        enrolled[w] = [i for i in rows if records[i].form_id == chosen]
+        probe += [i for i in rows if records[i].form_id != chosen]
+    return enrolled, probe
+
+
 def linked_layout(records, writers: set[str], folder: Path) -> Path:
     """A Kaggle-layout folder of links to the images of `writers` only."""
     images = folder / "data_subset" / "data_subset"
@@ -48,47 +70,83 @@ def linked_layout(records, writers: set[str], folder: Path) -> Path:
     return folder
 
 
-def open_set_figures(model, records, seed: int) -> dict:
-    """Enrol one form per writer of `records`, identify the lines of their other forms."""
-    from models.evaluate import normalise, topk_accuracy
-    from models.runtime import Gallery, embed_inked
+def figures(identifier, emb, counts, records, probe, enrolled_writers) -> dict:
+    """Figures of one score over the probe lines (and their forms as one query each)."""
+    from models.evaluate import topk_accuracy
+    from models.runtime import unit
 
-    rows, emb = embed_inked(model, [r.path for r in records])
-    kept, blank = [records[i] for i in rows], len(records) - len(rows)
-    writers = sorted({r.writer_id for r in kept})
-    rng = np.random.default_rng(seed)
-    gallery = Gallery("in-memory", model.fingerprint, [], np.zeros(0, np.int64), [],
-                      np.zeros((0, 0)))
-    probe = []
-    for w in writers:
-        rows = [i for i, r in enumerate(kept) if r.writer_id == w]
-        forms = sorted({kept[i].form_id for i in rows})
-        if len(forms) < 2:
-            continue  # nothing left to identify after enrolling its only form
-        enrolled = forms[rng.integers(len(forms))]
-        mine = [i for i in rows if kept[i].form_id == enrolled]
-        gallery.add(w, [str(kept[i].path) for i in mine], emb[mine])
-        probe += [i for i in rows if kept[i].form_id != enrolled]
-    centroids = gallery.centroids()
-    label = np.array([gallery.writers.index(kept[i].writer_id) for i in probe])
-    sims = emb[probe] @ centroids.T
-    forms = np.array([kept[i].form_id for i in probe])
+    writers = identifier.gallery.writers
+    label = np.array([writers.index(records[i].writer_id) for i in probe])
+    pick = (lambda rows: emb[rows]) if emb is not None else (lambda rows: None)
+    sims = identifier.score_matrix(pick(probe), None if counts is None else counts[probe])
+    forms = np.array([records[i].form_id for i in probe])
     form_ids = sorted(set(forms))
-    form_sims = normalise(np.stack([emb[probe][forms == f].mean(0) for f in form_ids])) \
-        @ centroids.T
-    form_label = np.array([label[forms == f][0] for f in form_ids])
-    threshold = model.identification_threshold
+    by_form = [np.array(probe)[forms == f] for f in form_ids]
+    form_sims = identifier.score_matrix(
+        None if emb is None else np.stack([unit(emb[rows].mean(0)) for rows in by_form]),
+        None if counts is None else np.stack([counts[rows].sum(0) for rows in by_form]))
+    form_label = np.array([writers.index(records[rows[0]].writer_id) for rows in by_form])
+    hit = sims.argmax(1) == label
+    per_writer = [hit[label == w].mean() for w in np.unique(label)]
     others = sims.copy()
     others[np.arange(len(label)), label] = -np.inf  # the gallery without the line's writer
-    return {
-        "line_top1": topk_accuracy(sims, label, 1), "line_top5": topk_accuracy(sims, label, 5),
-        "form_top1": topk_accuracy(form_sims, form_label, 1),
-        "rejection_rate": float((others.max(1) < threshold).mean()),
-        "false_rejection_rate": float((sims.max(1) < threshold).mean()),
-        "threshold": threshold, "n_writers": len(gallery.writers), "n_lines": len(probe),
-        "n_forms": len(form_ids), "n_enrolled_lines": int(len(gallery.images)),
-        "n_blank_skipped": blank,
-    }
+    t = identifier.threshold
+    return {"line_top1": topk_accuracy(sims, label, 1), "line_top5": topk_accuracy(sims, label, 5),
+            "form_top1": topk_accuracy(form_sims, form_label, 1),
+            "macro_line_top1": float(np.mean(per_writer)),
+            "rejection": float((others.max(1) < t).mean()),
+            "false_rejection": float((sims.max(1) < t).mean()), "threshold": t,
+            "n_lines": len(probe), "n_forms": len(form_ids), "n_writers": len(writers),
+            "n_probed_writers": len(per_writer), "n_enrolled": int(len(enrolled_writers))}
+
+
+def gallery_of(records, enrolled: dict[str, list[int]], emb, counts, fingerprint, descriptor):
+    """An in-memory gallery of the enrolled lines' precomputed features."""
+    from models.runtime import Gallery
+
+    gallery = Gallery.new("in-memory", fingerprint, descriptor)
+    for writer, rows in enrolled.items():
+        gallery.add(writer, [str(records[i].path) for i in rows],
+                    None if emb is None else emb[rows], None if counts is None else counts[rows])
+    return gallery
+
+
+def print_table(title: str, rows: dict[str, dict]) -> None:
+    first = next(iter(rows.values()))
+    print(f"\n{title}: {first['n_writers']} writers enrolled ({first['n_probed_writers']} "
+          f"probed), {first['n_lines']} lines / {first['n_forms']} forms identified")
+    print(f"{'score':<10}{'line top-1':>11}{'top-5':>7}{'form top-1':>11}{'macro line':>11}"
+          f"{'rejected':>9}{'false rej.':>11}{'threshold':>10}")
+    for name, f in rows.items():
+        print(f"{name:<10}{f['line_top1']:>11.3f}{f['line_top5']:>7.3f}{f['form_top1']:>11.3f}"
+              f"{f['macro_line_top1']:>11.3f}{f['rejection']:>9.3f}{f['false_rejection']:>11.3f}"
+              f"{f['threshold']:>10.3f}")
+
+
+def train_and_export(args, records, known: list[str], out: Path):
+    """The exported float32 TFLite model of a patch_embed run on `known`'s records (the run
+    is reused when `out` holds a finished one); returns (model, training minutes)."""
+    import shutil
+
+    from iam_writers import data
+    from models.config import TrainConfig
+    from models.export import ExportConfig, export
+    from models.runtime import Model
+    from models.train import train
+
+    run = out / "run"
+    if not (run / "metrics.json").is_file():
+        shutil.rmtree(out / "known_layout", ignore_errors=True)
+        shutil.rmtree(run, ignore_errors=True)
+        layout = linked_layout(records, set(known), out / "known_layout")
+        data.build(data.BuildConfig("top50", layout, out / "tfds"))
+        start = time.perf_counter()
+        train(TrainConfig(model="patch_embed", config="top50", data_dir=out / "tfds", out=run,
+                          epochs=args.epochs, seed=args.seed, metric_loss=args.metric_loss))
+        (out / "minutes.txt").write_text(f"{(time.perf_counter() - start) / 60:.1f}")
+    shutil.rmtree(out / "export", ignore_errors=True)
+    export(ExportConfig(run, out / "export", quantize=("none",)))
+    return Model(out / "export" / "model_float32.tflite"), float((out / "minutes.txt").read_text())
 
 
 def main() -> int:
@@ -97,64 +155,82 @@ def main() -> int:
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("dir", type=Path, nargs="?", help="Kaggle-layout folder")
+    p.add_argument("--extra", type=Path, help="Kaggle-layout folder of one-form writers")
+    p.add_argument("--distractors", type=int, default=64,
+                   help="extra writers kept out of training, enrolled in gallery (b)")
     p.add_argument("--synthetic", action="store_true", help="generate the data instead")
     p.add_argument("--writers", type=int, default=24, help="generated writers (--synthetic)")
     p.add_argument("--known", type=int, help="writers to train on (default: 40 of 56)")
-    p.add_argument("--model", default="patch_embed", choices=("patch_embed", "patch_cnn"),
-                   help="patch_cnn compares the classifier's pooled features")
-    p.add_argument("--epochs", type=int, default=50,
-                   help="50 took 25 minutes on the dev lines on a 2-core CPU")
-    p.add_argument("--lr-schedule", default="cosine", choices=("cosine", "plateau"))
+    p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--metric-loss", default=TrainConfig.metric_loss, choices=METRIC_LOSSES)
+    p.add_argument("--hinge-only", action="store_true", help="no model: the hinge rows alone")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, help="keep the runs here (default: a temp folder)")
+    p.add_argument("--out", type=Path, help="keep the work here (default: a temp folder)")
     args = p.parse_args()
     if (args.dir is None) == (not args.synthetic):
         p.error("pass a Kaggle-layout DIR or --synthetic")
-    from iam_writers import data
     from iam_writers_tfds import kaggle_layout, synth
-    from models.export import ExportConfig, export
-    from models.runtime import Model
-    from models.train import train
+    from iam_writers_tfds.images import read_gray
+    from models.descriptors import Hinge
+    from models.runtime import SCORES, Identifier, embed_inked
+
+    def layout_records(folder: Path):
+        root = kaggle_layout.find_root(folder)
+        if root is None:
+            p.error(f"{folder}: no forms_for_parsing.txt there or one level below")
+        return kaggle_layout.scan(root)[0]
 
     with tempfile.TemporaryDirectory() as tmp:
         out = args.out or Path(tmp)
         out.mkdir(parents=True, exist_ok=True)
-        root = (synth.generate(out / "generated", synth.SynthConfig(writers=args.writers,
-                                                                     seed=args.seed))
-                if args.synthetic else kaggle_layout.find_root(args.dir))
-        if root is None:
-            p.error(f"{args.dir}: no forms_for_parsing.txt there or one level below")
-        records, _ = kaggle_layout.scan(root)
+        if args.synthetic:
+            root = synth.generate(out / "generated", synth.SynthConfig(writers=args.writers,
+                                                                        seed=args.seed))
+            records = kaggle_layout.scan(root)[0]
+        else:
+            records = layout_records(args.dir)
         all_writers = sorted({r.writer_id for r in records})
         n_known = args.known or round(len(all_writers) * 40 / 56)
         known, unseen = split_writers(all_writers, n_known, args.seed)
-        print(f"{len(all_writers)} writers: training on {len(known)}, identifying "
-              f"{len(unseen)} never seen", flush=True)
-        layout = linked_layout(records, set(known), out / "known_layout")
-        data.build(data.BuildConfig("top50", layout, out / "tfds"))
-        start = time.perf_counter()
-        run = train(TrainConfig(model=args.model, config="top50", data_dir=out / "tfds",
-                                out=out / "run", epochs=args.epochs, seed=args.seed,
-                                lr_schedule=args.lr_schedule, metric_loss=args.metric_loss))
-        minutes = (time.perf_counter() - start) / 60
-        closed = json.loads((run / "metrics.json").read_text())
-        export(ExportConfig(run, out / "export", quantize=("none",)))
-        model = Model(out / "export" / "model_float32.tflite")
-        figures = open_set_figures(model, [r for r in records if r.writer_id in unseen],
-                                   args.seed)
-    print(f"\n{args.model} ({args.metric_loss}), {args.epochs} epochs, trained in "
-          f"{minutes:.1f} min on {len(known)} writers (float32 TFLite, TF-free runtime)")
-    print(f"open set: {figures['n_writers']} unseen writers, one form enrolled each "
-          f"({figures['n_enrolled_lines']} lines); {figures['n_lines']} lines / "
-          f"{figures['n_forms']} forms identified")
-    print(f"  line top-1 {figures['line_top1']:.3f}  line top-5 {figures['line_top5']:.3f}  "
-          f"form top-1 {figures['form_top1']:.3f}")
-    print(f"  unknown-writer rejection {figures['rejection_rate']:.3f} (writer not enrolled), "
-          f"false rejection {figures['false_rejection_rate']:.3f} (writer enrolled), "
-          f"threshold {figures['threshold']:.3f}")
-    print(f"closed set (known writers' test split, nearest training centroid): line top-1 "
-          f"{closed['top1']:.3f}  form top-1 {closed['form_top1']:.3f}")
+        extra = layout_records(args.extra) if args.extra else []
+        extra_writers = sorted({r.writer_id for r in extra})
+        n_distract = min(args.distractors, len(extra_writers))
+        distractors, extra_known = split_writers(extra_writers, n_distract, args.seed)
+        print(f"{len(all_writers)} writers: {len(unseen)} never seen identified; training on "
+              f"{len(known)} + {len(extra_known)} extra writers; {len(distractors)} "
+              "distractors", flush=True)
+        minutes, model = None, None
+        if not args.hinge_only:
+            model, minutes = train_and_export(args, records + extra, known + extra_known, out)
+        # the unseen writers' lines, then the distractors' (enrolled in gallery (b) only)
+        subjects = [r for r in records if r.writer_id in set(unseen)] + \
+                   [r for r in extra if r.writer_id in set(distractors)]
+        hinge = Hinge.parse(model.card["fusion"]["descriptor"]) if model else Hinge()
+        if model:
+            kept, emb = embed_inked(model, [r.path for r in subjects])
+            subjects = [subjects[i] for i in kept]
+        else:
+            emb = None
+        counts = np.stack([hinge(read_gray(r.path)) for r in subjects])
+        n_unseen = sum(r.writer_id in set(unseen) for r in subjects)
+        enrolled, probe = enrolment(subjects[:n_unseen], args.seed)
+        everyone = {**enrolled, **{w: [n_unseen + i for i in rows] for w, rows in
+                                   enrolment(subjects[n_unseen:], args.seed)[0].items()}}
+        for title, members in (("(a) unseen writers only", enrolled),
+                               ("(b) with distractors", everyone)):
+            gallery = gallery_of(subjects, members, emb, counts,
+                                 model.fingerprint if model else None, hinge.name)
+            rows = {}
+            for score in SCORES if model else ("hinge",):
+                identifier = Identifier(gallery, model, score)
+                rows[score] = figures(identifier, emb, counts, subjects, probe, members)
+            if len(members) > len(enrolled) or title.startswith("(a)"):
+                print_table(title, rows)
+    if model:
+        fusion = model.card["fusion"]
+        print(f"\npatch_embed ({args.metric_loss}), {args.epochs} epochs, trained in "
+              f"{minutes:.1f} min; fusion weight {fusion['weight']:.2f} on {fusion['descriptor']}"
+              " (calibrated at export on the known writers' validation lines)")
     return 0
 
 

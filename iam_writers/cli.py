@@ -93,20 +93,23 @@ def _verify(args: argparse.Namespace) -> None:
 
 
 def _enroll(args: argparse.Namespace) -> None:
-    from models.runtime import Model, enroll
+    from models.runtime import Model, enroll, features_for
 
-    g = enroll(args.gallery, Model(args.model, args.threads), args.writer, args.images)
+    model = Model(args.model, args.threads) if args.model else None
+    g = enroll(args.gallery, features_for(model, args.descriptor), args.writer, args.images)
     print(f"enrolled {len(args.images)} image(s) of {args.writer}; {args.gallery} now holds "
-          f"{len(g.writers)} writer(s), {len(g.images)} image(s)")
+          f"{len(g.writers)} writer(s), {len(g.images)} image(s) ({g.built_by})")
 
 
 def _identify(args: argparse.Namespace) -> None:
-    from models.runtime import Model, identify
+    from models.runtime import Gallery, Identifier, Model
 
-    model = Model(args.model, args.threads)
-    results = [identify(args.gallery, model, image, args.top_k) for image in args.images]
+    model = Model(args.model, args.threads) if args.model else None
+    identifier = Identifier(Gallery.load(args.gallery), model, args.descriptor, args.threshold)
+    queries = [args.images] if args.document else [[image] for image in args.images]
+    results = [identifier.rank(query, args.top_k) for query in queries]
     text = "\n".join(
-        f"{r['image']}: {r['writer'] or 'unknown writer'} ("
+        f"{', '.join(r['images'])}: {r['writer'] or 'unknown writer'} ({r['score']}: "
         + ", ".join(f"{t['writer']} {t['similarity']:.3f}" for t in r["top"]) + ")"
         for r in results)
     _show(results, args.json, text)
@@ -188,7 +191,9 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("build", help="build the TFDS dataset and print its statistics")
     s.add_argument("--config", choices=CONFIGS, default="synthetic")
-    s.add_argument("--manual-dir", type=Path, help="Kaggle layout, extracted or as the zip")
+    s.add_argument("--manual-dir", type=Path, action="append",
+                   help="Kaggle layout, extracted or as the zip; repeat it to build several "
+                        "folders as one dataset")
     s.add_argument("--data-dir", type=Path, help="TFDS data dir (default ~/tensorflow_datasets)")
     s.set_defaults(func=_build, needs_train=True)
 
@@ -254,9 +259,13 @@ def parser() -> argparse.ArgumentParser:
     model_args(s)
     s.set_defaults(func=_verify)
 
-    s = sub.add_parser("enroll", help="add a writer's images to an embedding gallery")
+    scores = ("embedding", "hinge", "fused")
+    s = sub.add_parser("enroll", help="add a writer's images to a gallery")
     s.add_argument("gallery", type=Path, help="gallery path (GALLERY.npz + GALLERY.json)")
-    s.add_argument("--model", type=Path, required=True)
+    s.add_argument("--model", type=Path, help="an exported model (none: --descriptor hinge)")
+    s.add_argument("--descriptor", choices=scores,
+                   help="what to store: the model's embeddings, contour-hinge histograms "
+                        "(no model needed), or both (fused; the default with a model)")
     s.add_argument("--writer", required=True)
     s.add_argument("images", type=Path, nargs="+")
     model_args(s, json_flag=False)
@@ -265,7 +274,14 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("identify", help="rank enrolled writers for images, or say unknown")
     s.add_argument("gallery", type=Path)
     s.add_argument("images", type=Path, nargs="+")
-    s.add_argument("--model", type=Path, required=True)
+    s.add_argument("--model", type=Path, help="the model the gallery was enrolled with")
+    s.add_argument("--descriptor", choices=scores,
+                   help="the score: default fused when the model's card calibrated fusion, "
+                        "else embedding; hinge without a model")
+    s.add_argument("--document", action="store_true",
+                   help="the images are lines of one document: one ranking for all of them")
+    s.add_argument("--threshold", type=float,
+                   help="answer unknown below this score (default: the one calibrated for it)")
     s.add_argument("--top-k", type=int, default=5)
     model_args(s)
     s.set_defaults(func=_identify)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 CONFIGS = ("synthetic", "top10", "top50")
@@ -11,15 +13,19 @@ CONFIGS = ("synthetic", "top10", "top50")
 
 @dataclasses.dataclass
 class BuildConfig:
-    """What `iam-writers build` needs: config name, optional manual and data folders."""
+    """What `iam-writers build` needs: config name, manual folders (none, one, or several
+    whose layouts are built as one dataset) and the TFDS data folder."""
 
     config: str = "synthetic"
-    manual_dir: Path | None = None
+    manual_dir: Path | Sequence[Path] | None = None
     data_dir: Path | None = None
 
     def __post_init__(self) -> None:
         if self.config not in CONFIGS:
             raise ValueError(f"unknown config {self.config!r}; choose one of {', '.join(CONFIGS)}")
+        if self.manual_dir is None or isinstance(self.manual_dir, str | Path):
+            self.manual_dir = () if self.manual_dir is None else (self.manual_dir,)
+        self.manual_dir = tuple(Path(m) for m in self.manual_dir)
 
 
 def builder(cfg: BuildConfig):
@@ -31,14 +37,26 @@ def builder(cfg: BuildConfig):
 
 def build(cfg: BuildConfig):
     """Download (or generate) and prepare the dataset; returns the builder. Re-runnable:
-    TFDS writes into a temporary folder and renames it when the build is complete."""
+    TFDS writes into a temporary folder and renames it when the build is complete. Several
+    manual folders reach the builder as the subfolders of one (links to them)."""
     import tensorflow_datasets as tfds
 
+    for folder in cfg.manual_dir:
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder}: --manual-dir does not exist. Check the path.")
+        if not any(folder.iterdir()):
+            raise FileNotFoundError(f"{folder}: --manual-dir is empty. Put the Kaggle zip or "
+                                    "its extracted contents there.")
     b = builder(cfg)
-    manual = str(cfg.manual_dir) if cfg.manual_dir else None
-    if manual and not Path(manual).is_dir():
-        raise FileNotFoundError(f"{manual}: --manual-dir does not exist. Check the path.")
-    b.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual))
+    with tempfile.TemporaryDirectory(prefix="iam-writers-sources-") as links:
+        manual = None
+        if len(cfg.manual_dir) == 1:
+            manual = str(cfg.manual_dir[0])
+        elif cfg.manual_dir:
+            for i, folder in enumerate(cfg.manual_dir):
+                (Path(links) / f"{i}-{folder.resolve().name}").symlink_to(folder.resolve())
+            manual = links
+        b.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual))
     return b
 
 

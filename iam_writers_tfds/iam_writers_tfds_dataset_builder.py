@@ -82,8 +82,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         )
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-        root = self._source_root(dl_manager)
-        records, skipped = kaggle_layout.scan(root)
+        roots = self._source_roots(dl_manager)
+        records, skipped = kaggle_layout.scan_all(roots)
         if self.builder_config.top_k:
             keep = set(kaggle_layout.top_writers(records, self.builder_config.top_k))
             records = [r for r in records if r.writer_id in keep]
@@ -92,6 +92,11 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         assignment, train_only = kaggle_layout.split_forms(
             forms, config.split_seed, config.val_fraction, config.test_fraction
         )
+        if "train" in assignment.values() and set(assignment.values()) == {"train"}:
+            raise kaggle_layout.LayoutError(
+                f"{', '.join(map(str, roots))}: no writer has 3 or more forms, so the "
+                "validation and test splits would be empty. Add a folder of writers with at "
+                "least 3 forms each (another --manual-dir), or use --config synthetic.")
         if train_only:
             logger.warning(
                 "%d writer(s) have fewer than 3 forms and go to train only: %s",
@@ -99,7 +104,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             )
         if skipped:
             logger.warning(
-                "Skipped %d file(s) in %s: %s", len(skipped), root, "; ".join(skipped[:20])
+                "Skipped %d file(s) in %s: %s", len(skipped), ", ".join(map(str, roots)),
+                "; ".join(skipped[:20])
             )
         self.info.features["writer"].names = sorted({r.writer_id for r in records})
         return {
@@ -125,24 +131,34 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         if corrupt:
             logger.warning("Skipped %d unreadable image(s): %s", len(corrupt), " | ".join(corrupt))
 
-    def _source_root(self, dl_manager: tfds.download.DownloadManager) -> Path:
-        """manual_dir first, then (real configs) kagglehub, then (synthetic) the generator."""
+    def _source_roots(self, dl_manager: tfds.download.DownloadManager) -> list[Path]:
+        """manual_dir first (one layout, or one per subfolder), then (real configs)
+        kagglehub, then (synthetic) the generator."""
         extract_to = Path(dl_manager.download_dir) / "iam_writers_extracted"
         try:
             manual = Path(dl_manager.manual_dir)
         except AssertionError:  # tfds: no manual dir given, or it is missing or empty
             manual = None
-        root = kaggle_layout.root_in(manual, extract_to) if manual else None
-        if root is not None:
-            return root
+        if manual:
+            return kaggle_layout.roots_in(manual, extract_to) or _no_layout_in(manual)
         config = self.builder_config
         if config.synthetic:
             sc = config.synth_config
             out = Path(dl_manager.download_dir) / (
                 f"synthetic_w{sc.writers}_f{sc.forms_per_writer}_l{sc.lines_per_form}_s{sc.seed}"
             )
-            return out if out.is_dir() else synth.generate(out, sc)
-        return kaggle_layout.root_in(kaggle_layout.kaggle_download(), extract_to) or _no_layout()
+            return [out if out.is_dir() else synth.generate(out, sc)]
+        return [kaggle_layout.root_in(kaggle_layout.kaggle_download(), extract_to)
+                or _no_layout()]
+
+
+def _no_layout_in(manual: Path) -> list[Path]:
+    found = sorted(p.name + ("/" if p.is_dir() else "") for p in manual.iterdir())
+    raise kaggle_layout.LayoutError(
+        f"{manual}: no data in a known layout. Looked for {kaggle_layout.FORMS_FILE} with "
+        "data_subset/ (the Kaggle layout) there, one level below, in a .zip there, or in "
+        f"each subfolder; found: {', '.join(found[:10]) or 'nothing'}"
+        f"{' ...' if len(found) > 10 else ''}. Pass the folder that holds the data.")
 
 
 def _no_layout() -> Path:

@@ -228,6 +228,39 @@ def root_in(folder: Path, extract_to: Path) -> Path | None:
     return None
 
 
+def roots_in(folder: Path, extract_to: Path) -> list[Path]:
+    """Every layout in a manual folder: the one `root_in` finds there, or, for several
+    sources, one in each of its subfolders (a layout, a layout one level below, or a zip)."""
+    folder = Path(folder)
+    if (folder / FORMS_FILE).is_file():
+        return [folder]
+    subfolders = sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+    roots = [r for r in (root_in(p, extract_to) for p in subfolders) if r is not None]
+    single = root_in(folder, extract_to) if not roots else None
+    return roots or ([single] if single else [])
+
+
+def scan_all(roots: list[Path]) -> tuple[list[Record], list[str]]:
+    """`scan` of several layouts as one: writer ids are IAM's, shared across sources; an
+    image in two of them, or a form given two writers, stops with both files named."""
+    records, skipped, seen, writer_of = [], [], {}, {}
+    for root in roots:
+        recs, skip = scan(root)
+        for r in recs:
+            if r.image_id in seen:
+                raise LayoutError(f"{r.path}: the same image as {seen[r.image_id]}. Pass each "
+                                  "line once: remove one copy or one of the folders.")
+            form = writer_of.setdefault(r.form_id, (r.writer_id, root))
+            if form[0] != r.writer_id:
+                raise LayoutError(f"{root / FORMS_FILE}: form {r.form_id} is by writer "
+                                  f"{r.writer_id}, but by {form[0]} in {form[1] / FORMS_FILE}. "
+                                  "Fix one of the two files.")
+            seen[r.image_id] = r.path
+        records += recs
+        skipped += skip
+    return records, skipped
+
+
 def kaggle_download(handle: str = KAGGLE_HANDLE) -> Path:
     """Fetch the dataset with kagglehub, preferring the newest version already in its cache
     (kagglehub serves cached data offline only for a pinned version)."""

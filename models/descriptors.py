@@ -12,11 +12,14 @@ descriptor is the sum over its lines; distances normalise them.
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import cv2
 import numpy as np
 
-DESCRIPTORS = ("hinge",)
+# Unknown-writer threshold on 1 - chi-square for galleries built without a model: the
+# equal-error point of lines against one enrolled form per writer (docs/results.md, hinge)
+HINGE_THRESHOLD = 0.9647
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +37,14 @@ class Hinge:
     @property
     def name(self) -> str:
         return f"hinge-l{self.leg}-b{self.bins}"
+
+    @classmethod
+    def parse(cls, name: str) -> Hinge:
+        """The descriptor a gallery or model card names, e.g. `hinge-l10-b16`."""
+        match = re.fullmatch(r"hinge-l(\d+)-b(\d+)", name)
+        if not match:
+            raise ValueError(f"unknown descriptor {name!r}; expected hinge-lLEG-bBINS")
+        return cls(int(match[1]), int(match[2]))
 
     @property
     def size(self) -> int:

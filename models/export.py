@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from iam_writers_tfds import atomic
 from iam_writers_tfds.images import decode_gray
-from models import runtime, zoo
+from models import descriptors, runtime, zoo
 from models.config import TrainConfig
 from models.evaluate import load_run, normalise, roc_figures, verification
 from pipelines import PipelineConfig, load_split, ops
@@ -211,10 +211,13 @@ def _calibration(rt: runtime.Model, images: list, n: int, seed: int) -> list[np.
     return [rt.inputs(images[i][2])[0][:1] for i in chosen]
 
 
-def _embeddings(rt: runtime.Model, images: list) -> tuple[np.ndarray, np.ndarray]:
-    """(writers [N], unit embeddings [N, D]) of the inked images through the runtime."""
+def _features(rt: runtime.Model, images: list,
+              hinge: descriptors.Hinge) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(writers [N], unit embeddings [N, D], contour-hinge counts [N, K]) of the inked
+    images through the runtime."""
     kept, emb = runtime.embed_inked(rt, [image for _, _, image in images])
-    return np.array([images[i][1] for i in kept]), emb
+    counts = np.stack([hinge(images[i][2]) for i in kept])
+    return np.array([images[i][1] for i in kept]), emb, counts
 
 
 def _parity(models: dict[str, runtime.Model], test: list) -> list[dict]:
@@ -256,18 +259,44 @@ def parity_markdown(table: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _open_set_figures(emb: np.ndarray, writers: np.ndarray, centroids: np.ndarray,
-                      present: np.ndarray) -> dict:
-    """ROC figures of open-set identification: an image's similarity to its own writer's
-    centroid (should pass) against its best similarity to any other writer's centroid (as
-    if its writer were not enrolled; should be rejected)."""
-    sims = emb @ centroids.T
+def _open_set_figures(sims: np.ndarray, writers: np.ndarray, present: np.ndarray) -> dict:
+    """ROC figures of open-set identification from scores [N, W] of images against the
+    `present` writers: an image's score for its own writer (should pass) against its best
+    score for any other writer (as if its writer were not enrolled; should be rejected)."""
     own = writers[:, None] == present[None, :]
     keep = own.any(axis=1)
     genuine = sims[keep][own[keep]]
     impostor = np.where(own, -np.inf, sims)[keep].max(axis=1)
     same = np.concatenate([np.ones(len(genuine), int), np.zeros(len(impostor), int)])
     return roc_figures(same, np.concatenate([genuine, impostor]))
+
+
+FUSION_WEIGHTS = np.linspace(0, 1, 21)  # the hinge's share of the fused z-score
+
+
+def _fusion(emb_sims: np.ndarray, hinge_sims: np.ndarray, writers: np.ndarray,
+            present: np.ndarray, hinge: descriptors.Hinge) -> dict:
+    """The fusion of embedding and contour-hinge similarities of validation images against
+    the training writers: the weight that names most images right (the middle of the best
+    weights when several tie), and the unknown-writer thresholds of hinge and fused scores."""
+    keep = np.isin(writers, present)
+    label = np.searchsorted(present, writers[keep])
+    top1 = np.array([float((runtime.fuse(emb_sims, hinge_sims, w)[keep].argmax(1) == label)
+                           .mean()) for w in FUSION_WEIGHTS])
+    best = FUSION_WEIGHTS[np.flatnonzero(top1 == top1.max())]
+    weight = float(best[len(best) // 2])
+    fused = runtime.fuse(emb_sims, hinge_sims, weight)
+    against = "each image's own writer vs the best other training writer"
+    return {
+        "descriptor": hinge.name, "weight": weight, "split": "validation",
+        "scale": "z-scores over the gallery's writers; fused = (1 - weight) * embedding + "
+                 "weight * hinge",
+        "line_top1": {"embedding": float(top1[0]), "hinge": float(top1[-1]),
+                      "fused": float(top1.max())},
+        "thresholds": {
+            name: _threshold(_open_set_figures(sims, writers, present), against)["threshold"]
+            for name, sims in (("hinge", hinge_sims), ("fused", fused))},
+    }
 
 
 def _threshold(figures: dict, against: str) -> dict:
@@ -347,16 +376,20 @@ def export(ecfg: ExportConfig) -> dict:
         rt = runtime.Model(tmp / runtime.CARD, backend=keras_backend)
         print("calibrating the verification threshold on the validation split", flush=True)
         train_images = _images(cfg, "train")
-        val_writers, val_emb = _embeddings(rt, _images(cfg, "validation"))
-        writers, emb = _embeddings(rt, train_images)
+        hinge = descriptors.Hinge()
+        val_writers, val_emb, val_counts = _features(rt, _images(cfg, "validation"), hinge)
+        writers, emb, counts = _features(rt, train_images, hinge)
         present = np.unique(writers)
         centroids = normalise(np.stack([emb[writers == w].mean(0) for w in present]))
+        emb_sims = val_emb @ centroids.T
+        hinge_sims = runtime.hinge_similarity(
+            val_counts, np.stack([counts[writers == w].sum(0) for w in present]))
         thresholds = {
             "verification": _threshold(verification(val_emb, val_writers), "image pairs"),
-            "identification": _threshold(_open_set_figures(val_emb, val_writers, centroids,
-                                                           present),
+            "identification": _threshold(_open_set_figures(emb_sims, val_writers, present),
                                          "each image's own writer vs the best other "
                                          "training-writer centroid"),
+            "fusion": _fusion(emb_sims, hinge_sims, val_writers, present, hinge),
         }
         if not cfg.by_gallery:
             centroids = None

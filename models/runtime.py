@@ -19,6 +19,7 @@ import numpy as np
 
 from iam_writers_tfds import atomic
 from iam_writers_tfds.images import ImageError, read_gray
+from models import descriptors
 from pipelines import preprocess
 
 CARD = "model_card.json"
@@ -33,6 +34,23 @@ class ModelError(ValueError):
 
 class NoInkError(ImageError):
     """A blank image, or one too small to hold handwriting."""
+
+
+def handwriting(image: str | Path | np.ndarray, name: str = "<array>") -> tuple[np.ndarray, str]:
+    """(2-D uint8 image, its name) of a path or an array that can hold handwriting; a blank
+    or tiny image raises NoInkError naming it."""
+    if not isinstance(image, np.ndarray):
+        name, image = str(image), read_gray(image)
+    h, w = image.shape
+    if min(h, w) < MIN_SIDE:
+        raise NoInkError(f"{name}: {w}x{h} pixels is too small for a line of handwriting "
+                         f"(at least {MIN_SIDE} px each way). Pass a scan of a text line.")
+    # paper level: the median of every 4th pixel (of all of them: 0.5 ms a line)
+    if float(np.median(image[::2, ::2])) - float(image.min()) < MIN_CONTRAST:
+        raise NoInkError(f"{name}: the image is blank (nothing {MIN_CONTRAST} gray levels "
+                         "darker than the paper). Pass a scan of handwriting, dark ink on "
+                         "light paper.")
+    return image, name
 
 
 def _card_for(path: Path) -> tuple[Path, dict]:
@@ -159,17 +177,7 @@ class Model:
         """(model input, which of the first output rows to average) of one image (a path or
         a 2-D uint8 array): the whole normalised line padded for the line pass and its inked
         windows, or the whole resized image."""
-        if not isinstance(image, np.ndarray):
-            name, image = str(image), read_gray(image)
-        h, w = image.shape
-        if min(h, w) < MIN_SIDE:
-            raise NoInkError(f"{name}: {w}x{h} pixels is too small for a line of handwriting "
-                             f"(at least {MIN_SIDE} px each way). Pass a scan of a text line.")
-        # paper level: the median of every 4th pixel (of all of them: 0.5 ms a line)
-        if float(np.median(image[::2, ::2])) - float(image.min()) < MIN_CONTRAST:
-            raise NoInkError(f"{name}: the image is blank (nothing {MIN_CONTRAST} gray levels "
-                             "darker than the paper). Pass a scan of handwriting, dark ink on "
-                             "light paper.")
+        image, name = handwriting(image, name)
         spec = self.spec
         if spec["mode"] == "resize":
             x = preprocess.resize_rgb(image, spec["image_size"], spec["keep_aspect"])[None]
@@ -242,16 +250,52 @@ def unit(x: np.ndarray) -> np.ndarray:
     return x / max(float(np.linalg.norm(x)), 1e-12)
 
 
-class Gallery:
-    """Enrolled writers: per-image embeddings in `NAME.npz`, their writers, the model's
-    fingerprint and the npz's checksum in `NAME.json`. Identification ranks writers by the
-    cosine similarity of an image to each writer's normalised mean embedding."""
+SCORES = ("embedding", "hinge", "fused")
 
-    def __init__(self, path: str | Path, fingerprint: str, writers: list[str],
-                 owners: np.ndarray, images: list[str], embeddings: np.ndarray):
+
+def zscores(sims: np.ndarray) -> np.ndarray:
+    """Similarities [Q, W] to a gallery's writers on a common scale: each query's row
+    centred on its mean over the writers and divided by its standard deviation."""
+    std = sims.std(axis=-1, keepdims=True)
+    return (sims - sims.mean(axis=-1, keepdims=True)) / np.maximum(std, 1e-12)
+
+
+def fuse(embedding: np.ndarray, hinge: np.ndarray, weight: float) -> np.ndarray:
+    """The fused score [Q, W]: z-scores of both similarities, `weight` on the hinge's."""
+    return (1 - weight) * zscores(embedding) + weight * zscores(hinge)
+
+
+def hinge_similarity(queries: np.ndarray, references: np.ndarray) -> np.ndarray:
+    """[Q, R] 1 - chi-square distance between contour-hinge counts (1: the same)."""
+    return 1 - descriptors.chi_square(queries, references)
+
+
+class Gallery:
+    """Enrolled writers. `NAME.npz` holds per-image features: unit embeddings of one model
+    and/or contour-hinge counts; `NAME.json` their writers, what built them (the model's
+    fingerprint, the descriptor's name; None where absent) and the npz's checksum."""
+
+    def __init__(self, path: str | Path, fingerprint: str | None, writers: list[str],
+                 owners: np.ndarray, images: list[str], embeddings: np.ndarray | None,
+                 descriptor: str | None = None, hinge: np.ndarray | None = None):
         self.path = Path(path)
         self.fingerprint, self.writers, self.images = fingerprint, writers, images
         self.owners, self.embeddings = owners, embeddings
+        self.descriptor, self.hinge = descriptor, hinge
+
+    @classmethod
+    def new(cls, path: str | Path, fingerprint: str | None, descriptor: str | None) -> Gallery:
+        """An empty gallery for a model's embeddings and/or a descriptor's counts."""
+        return cls(path, fingerprint, [], np.zeros(0, np.int64), [],
+                   None if fingerprint is None else np.zeros((0, 0)),
+                   descriptor, None if descriptor is None else np.zeros((0, 0)))
+
+    @property
+    def built_by(self) -> str:
+        """What built the gallery, in words, for error messages."""
+        parts = ([f"model {self.fingerprint}"] if self.fingerprint else []) + \
+            ([f"descriptor {self.descriptor}"] if self.descriptor else [])
+        return " and ".join(parts)
 
     @staticmethod
     def files(path: str | Path) -> tuple[Path, Path]:
@@ -260,52 +304,77 @@ class Gallery:
         return base.with_name(base.name + ".npz"), base.with_name(base.name + ".json")
 
     @classmethod
-    def load(cls, path: str | Path, create_for: str | None = None) -> Gallery:
-        """Read a gallery; a missing one is empty when `create_for` (a fingerprint) is given."""
+    def exists(cls, path: str | Path) -> bool:
+        return cls.files(path)[1].exists()
+
+    @classmethod
+    def load(cls, path: str | Path) -> Gallery:
         npz, meta = cls.files(path)
-        if not meta.exists() and create_for is not None:
-            return cls(path, create_for, [], np.zeros(0, np.int64), [], np.zeros((0, 0)))
         if not meta.exists():
-            raise FileNotFoundError(f"{meta}: no such gallery. Enroll writers first: "
-                                    f"iam-writers enroll {path} --model MODEL --writer ID IMAGES")
+            raise FileNotFoundError(f"{meta}: no such gallery. Enroll writers first: iam-writers "
+                                    f"enroll {path} --model MODEL --writer ID IMAGES")
         try:
             info = json.loads(meta.read_text())
             data = npz.read_bytes()
             if hashlib.sha256(data).hexdigest() != info["npz_sha256"]:
                 raise ValueError("checksum mismatch")
             arrays = np.load(io.BytesIO(data), allow_pickle=False)
-            gallery = cls(path, info["fingerprint"], info["writers"], arrays["owners"],
-                          info["images"], arrays["embeddings"])
+            fingerprint, descriptor = info["fingerprint"], info.get("descriptor")  # older: none
+            if descriptor:
+                descriptors.Hinge.parse(descriptor)
+            gallery = cls(path, fingerprint, info["writers"], arrays["owners"], info["images"],
+                          arrays["embeddings"] if fingerprint else None, descriptor,
+                          arrays["hinge"] if descriptor else None)
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise ModelError(f"{meta}: corrupt gallery ({err}). Delete {meta.name} and "
                              f"{npz.name} and enroll the writers again.") from None
         return gallery
 
-    def check(self, model: Model) -> None:
-        if self.fingerprint != model.fingerprint:
-            raise ModelError(f"{self.path}: built by another model (fingerprint "
-                             f"{self.fingerprint}, this model {model.fingerprint}). Use the "
-                             "model it was enrolled with, or enroll into a new gallery.")
-
     def save(self) -> None:
         """Write the npz, then the JSON that vouches for it (each atomically)."""
         npz, meta = self.files(self.path)
+        arrays = {"owners": self.owners}
+        if self.embeddings is not None:
+            arrays["embeddings"] = self.embeddings
+        if self.hinge is not None:
+            arrays["hinge"] = self.hinge
         buf = io.BytesIO()
-        np.savez(buf, owners=self.owners, embeddings=self.embeddings)
+        np.savez(buf, **arrays)
         with atomic.replaced(npz) as tmp:
             tmp.write_bytes(buf.getvalue())
         atomic.write_text(meta, json.dumps({
-            "fingerprint": self.fingerprint, "writers": self.writers, "images": self.images,
+            "fingerprint": self.fingerprint, "descriptor": self.descriptor,
+            "writers": self.writers, "images": self.images,
             "npz_sha256": hashlib.sha256(buf.getvalue()).hexdigest(),
         }, indent=2))
 
-    def add(self, writer: str, images: list[str], embeddings: np.ndarray) -> None:
+    def require(self, fingerprint: str | None, descriptor: str | None,
+                exact: bool = False) -> None:
+        """Refuse another model or descriptor than those that built the gallery: None asks
+        for nothing, unless `exact` (enrolling adds exactly the features it holds)."""
+        wanted = []
+        if fingerprint and fingerprint != self.fingerprint:
+            wanted.append(f"model {fingerprint}")
+        if descriptor and descriptor != self.descriptor:
+            wanted.append(f"descriptor {descriptor}")
+        if exact and (fingerprint, descriptor) != (self.fingerprint, self.descriptor):
+            wanted = [Gallery.new(self.path, fingerprint, descriptor).built_by]
+        if wanted:
+            raise ModelError(f"{self.path}: built by {self.built_by}, not by "
+                             f"{' and '.join(wanted)}. Use what it was enrolled with, or "
+                             "enroll into a new gallery.")
+
+    def add(self, writer: str, images: list[str], embeddings: np.ndarray | None,
+            hinge: np.ndarray | None) -> None:
         if writer not in self.writers:
             self.writers.append(writer)
         owner = self.writers.index(writer)
         self.owners = np.concatenate([self.owners, np.full(len(images), owner, np.int64)])
-        self.embeddings = (embeddings if not len(self.embeddings)
-                           else np.concatenate([self.embeddings, embeddings]))
+        if embeddings is not None:
+            self.embeddings = (embeddings if not len(self.embeddings)
+                               else np.concatenate([self.embeddings, embeddings]))
+        if hinge is not None:
+            self.hinge = hinge if not len(self.hinge) else np.concatenate([self.hinge, hinge])
         self.images += [str(i) for i in images]
 
     def centroids(self) -> np.ndarray:
@@ -313,30 +382,137 @@ class Gallery:
         return np.stack([unit(self.embeddings[self.owners == i].mean(axis=0))
                          for i in range(len(self.writers))])
 
+    def hinge_sums(self) -> np.ndarray:
+        """[n_writers, K] each writer's contour-hinge counts summed over their images."""
+        return np.stack([self.hinge[self.owners == i].sum(axis=0)
+                         for i in range(len(self.writers))])
 
-def enroll(gallery_path: str | Path, model: Model, writer: str, images: list) -> Gallery:
+
+class Features:
+    """What a gallery needs of images: a model's embeddings and/or a descriptor's counts."""
+
+    def __init__(self, model: Model | None, hinge: descriptors.Hinge | None):
+        if model is None and hinge is None:
+            raise ModelError("no model and no descriptor: pass --model MODEL, or "
+                             "--descriptor hinge")
+        self.model, self.hinge = model, hinge
+
+    @property
+    def fingerprint(self) -> str | None:
+        return self.model.fingerprint if self.model else None
+
+    @property
+    def descriptor(self) -> str | None:
+        return self.hinge.name if self.hinge else None
+
+    def __call__(self, images: list) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """(unit embeddings [N, D] or None, hinge counts [N, K] or None) of the images;
+        a blank or unreadable image raises, naming it."""
+        emb, counts = [], []
+        for image in images:
+            array, name = handwriting(image)
+            if self.model:
+                emb.append(self.model.embed(array, name))
+            if self.hinge:
+                counts.append(self.hinge(array))
+        return (np.stack(emb) if self.model else None), (np.stack(counts) if self.hinge else None)
+
+
+def features_for(model: Model | None, score: str | None) -> Features:
+    """What `enroll` stores for a score: `embedding`, `hinge`, or `fused` (both; the default
+    with a model, so that one gallery serves all three). The hinge's parameters are those
+    the model's fusion was calibrated with, else the defaults."""
+    score = score or ("fused" if model else "hinge")
+    if score not in SCORES:
+        raise ModelError(f"unknown descriptor {score!r}; allowed: {', '.join(SCORES)}")
+    if model is None and score != "hinge":
+        raise ModelError(f"--descriptor {score} needs --model MODEL (or pass --descriptor "
+                         "hinge to enroll without a model)")
+    fusion = model.card.get("fusion") if model else None
+    hinge = descriptors.Hinge.parse(fusion["descriptor"]) if fusion else descriptors.Hinge()
+    return Features(model if score != "hinge" else None, hinge if score != "embedding" else None)
+
+
+def enroll(gallery_path: str | Path, features: Features, writer: str, images: list) -> Gallery:
     """Add `writer`'s images to the gallery (created when missing) and save it."""
     if not images:
         raise ValueError(f"enroll {writer}: no images given. Pass one or more scans of "
                          f"{writer}'s handwriting.")
-    gallery = Gallery.load(gallery_path, create_for=model.fingerprint)
-    gallery.check(model)
-    gallery.add(writer, [str(i) for i in images], np.stack([model.embed(i) for i in images]))
+    if Gallery.exists(gallery_path):
+        gallery = Gallery.load(gallery_path)
+        gallery.require(features.fingerprint, features.descriptor, exact=True)
+    else:
+        gallery = Gallery.new(gallery_path, features.fingerprint, features.descriptor)
+    gallery.add(writer, [str(i) for i in images], *features(images))
     gallery.save()
     return gallery
 
 
-def identify(gallery_path: str | Path, model: Model, image, top_k: int = 5) -> dict:
-    """Rank the enrolled writers for one image; `writer` is None (unknown) when the best
-    similarity is below the model's calibrated threshold."""
-    gallery = Gallery.load(gallery_path)
-    gallery.check(model)
-    if not gallery.writers:
-        raise ModelError(f"{gallery_path}: the gallery is empty. Enroll writers first.")
-    sims = gallery.centroids() @ model.embed(image)
-    order = np.argsort(-sims)[:top_k]
-    threshold = model.identification_threshold
-    best = gallery.writers[order[0]] if sims[order[0]] >= threshold else None
-    return {"image": str(image), "writer": best, "threshold": threshold,
-            "top": [{"writer": gallery.writers[i], "similarity": float(sims[i])}
-                    for i in order]}
+class Identifier:
+    """Ranks a gallery's writers for a query (one image, or several as one document) by one
+    score: `embedding` (cosine to each writer's mean embedding), `hinge` (1 - chi-square to
+    each writer's summed contour-hinge counts) or `fused` (z-scores of both, weighted as
+    calibrated at export). Below the score's threshold the answer is "unknown writer"."""
+
+    def __init__(self, gallery: Gallery, model: Model | None = None, score: str | None = None,
+                 threshold: float | None = None):
+        if not gallery.writers:
+            raise ModelError(f"{gallery.path}: the gallery is empty. Enroll writers first.")
+        fusion = model.card.get("fusion") if model else None
+        self.score = score or ("fused" if fusion else "embedding" if model else "hinge")
+        if self.score not in SCORES:
+            raise ModelError(f"unknown score {self.score!r}; allowed: {', '.join(SCORES)}")
+        if self.score != "hinge" and model is None:
+            raise ModelError(f"--descriptor {self.score} needs --model MODEL")
+        if self.score == "fused" and not fusion:
+            raise ModelError(f"{model.path}: its export calibrated no fusion with a descriptor. "
+                             "Pass --descriptor embedding or hinge.")
+        hinge = {"embedding": None, "hinge": gallery.descriptor,
+                 "fused": fusion and fusion["descriptor"]}[self.score]
+        if self.score == "hinge" and hinge is None:
+            raise ModelError(f"{gallery.path}: enrolled without a descriptor. Identify with "
+                             "--descriptor embedding, or enroll again with --descriptor hinge.")
+        embedder = model if self.score != "hinge" else None
+        gallery.require(embedder and embedder.fingerprint, hinge)
+        self.gallery, self.model = gallery, model
+        self.weight = fusion["weight"] if self.score == "fused" else None
+        self.features = Features(embedder, descriptors.Hinge.parse(hinge) if hinge else None)
+        self.centroids = gallery.centroids() if embedder else None
+        self.sums = gallery.hinge_sums() if hinge else None
+        self.threshold = threshold if threshold is not None else self._threshold(fusion)
+
+    def _threshold(self, fusion: dict | None) -> float:
+        if self.score == "embedding":
+            return self.model.identification_threshold
+        if fusion:
+            return fusion["thresholds"][self.score]
+        return descriptors.HINGE_THRESHOLD
+
+    def score_matrix(self, emb: np.ndarray | None, counts: np.ndarray | None) -> np.ndarray:
+        """[Q, n_writers] scores of queries given as unit embeddings [Q, D] and/or
+        contour-hinge counts [Q, K] (whichever the score uses)."""
+        sims = {}
+        if self.centroids is not None:
+            sims["embedding"] = emb @ self.centroids.T
+        if self.sums is not None:
+            sims["hinge"] = hinge_similarity(counts, self.sums)
+        if self.score == "fused":
+            return fuse(sims["embedding"], sims["hinge"], self.weight)
+        return sims[self.score]
+
+    def similarities(self, images: list) -> np.ndarray:
+        """[n_writers] scores of the images taken together as one query: their mean
+        embedding, their summed hinge counts."""
+        emb, counts = self.features(images)
+        return self.score_matrix(None if emb is None else unit(emb.mean(axis=0))[None],
+                                 None if counts is None else counts.sum(axis=0)[None])[0]
+
+    def rank(self, images: list, top_k: int = 5) -> dict:
+        """{"images", "writer" (None: unknown), "score", "threshold", "top"} for one query."""
+        sims = self.similarities(images)
+        order = np.argsort(-sims)[:top_k]
+        best = self.gallery.writers[order[0]] if sims[order[0]] >= self.threshold else None
+        return {"images": [str(i) for i in images], "writer": best, "score": self.score,
+                "threshold": self.threshold,
+                "top": [{"writer": self.gallery.writers[i], "similarity": float(sims[i])}
+                        for i in order]}

@@ -126,15 +126,67 @@ def test_no_manual_dir_and_no_kagglehub_gives_one_clear_error(tmp_path, monkeypa
     assert "--manual-dir" in message and "kagglehub" in message and "synthetic" in message
 
 
-def test_cli_build_reports_bad_input_without_traceback(tmp_path, monkeypatch):
+def test_cli_build_reports_bad_input_without_traceback(layout, tmp_path, monkeypatch):
     monkeypatch.setenv("KAGGLEHUB_CACHE", str(tmp_path / "empty-cache"))
-    proc = subprocess.run(
-        [sys.executable, "-m", "iam_writers", "build", "--config", "top10",
-         "--data-dir", str(tmp_path / "tfds")],
-        capture_output=True, text=True, timeout=300,
-    )
+
+    def build(*args):
+        return subprocess.run([sys.executable, "-m", "iam_writers", "build", *map(str, args),
+                               "--data-dir", str(tmp_path / "tfds")],
+                              capture_output=True, text=True, timeout=300)
+
+    proc = build("--config", "top10")
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "--manual-dir" in proc.stderr
+    # only writers of one form: no validation or test split can be drawn
+    proc = build("--config", "top50", "--manual-dir", _one_form_writers(layout, tmp_path / "x", 3))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "no writer has 3 or more forms" in proc.stderr and "another --manual-dir" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not list((tmp_path / "tfds").rglob("dataset_info.json"))
+
+
+def _one_form_writers(src: Path, dest: Path, n: int) -> Path:
+    """A layout of `n` new writers (x00, x01, ...) with one single-line form each."""
+    (dest / IMAGES).mkdir(parents=True)
+    rows = []
+    for i, png in enumerate(sorted((src / IMAGES).glob("*.png"))[:n]):
+        shutil.copy(png, dest / IMAGES / f"x{i:02d}-000-s00-00.png")
+        rows.append(f"x{i:02d}-000 x{i:02d} 0 syn 0 0 0 0\n")
+    (dest / kaggle_layout.FORMS_FILE).write_text("".join(rows))
+    return dest
+
+
+def test_several_manual_dirs_build_as_one_dataset(layout, tmp_path):
+    b = _build((layout, _one_form_writers(layout, tmp_path / "extra", 3)), tmp_path)
+    assert b.info.features["writer"].num_classes == 15
+    train = {e["writer_id"].decode() for e in _examples(b, "train")}
+    assert {"x00", "x01", "x02"} <= train and len(train) == 15
+    assert {s: b.info.splits[s].num_examples for s in ("train", "validation", "test")} == \
+        {"train": 15, "validation": 12, "test": 12}  # one-form writers go to train only
+
+
+def test_sources_that_disagree_stop_the_build(layout, tmp_path):
+    with pytest.raises(kaggle_layout.LayoutError, match="the same image as"):
+        _build((layout, layout), tmp_path)
+    other = tmp_path / "other"
+    (other / IMAGES).mkdir(parents=True)
+    line = next((layout / IMAGES).glob("s00-000-*.png"))
+    shutil.copy(line, other / IMAGES / "s00-000-s00-07.png")  # another line of the same form
+    (other / kaggle_layout.FORMS_FILE).write_text("s00-000 999 0 syn 0 0 0 0\n")
+    with pytest.raises(kaggle_layout.LayoutError, match="form s00-000 is by writer 999, but by"):
+        _build((layout, other), tmp_path)
+
+
+def test_a_manual_dir_without_a_layout_is_named_not_sent_to_kagglehub(tmp_path, monkeypatch):
+    monkeypatch.setenv("KAGGLEHUB_CACHE", str(tmp_path / "empty-cache"))
+    junk = tmp_path / "junk"
+    (junk / "photos").mkdir(parents=True)
+    (junk / "notes.txt").write_text("not the data")
+    with pytest.raises(kaggle_layout.LayoutError) as info:
+        _build(junk, tmp_path, "top10")
+    message = str(info.value)
+    assert message.startswith(f"{junk}: no data in a known layout")
+    assert "found: notes.txt, photos/" in message and "kagglehub" not in message
 
 
 BUILDER_MODULE = "iam_writers_tfds.iam_writers_tfds_dataset_builder"

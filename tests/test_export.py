@@ -127,6 +127,25 @@ def test_verify_enroll_identify_round_trip(exported, heldout, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = json.loads(proc.stdout)
     assert [r["top"][0]["writer"] for r in results] == [a, b]
+    # the export calibrated a fusion with the contour-hinge; identify uses it by default and
+    # each score's own threshold; --descriptor picks one score
+    fusion = json.loads((exported / "model_card.json").read_text())["fusion"]
+    assert fusion["descriptor"] == "hinge-l10-b16" and 0 <= fusion["weight"] <= 1
+    assert results[0]["score"] == "fused" and results[0]["threshold"] == fusion["thresholds"][
+        "fused"]
+    for score in ("embedding", "hinge"):
+        proc = cli("identify", gallery, *by_writer[a][3:5], "--model", model, "--descriptor",
+                   score, "--document", "--json")
+        [doc] = json.loads(proc.stdout)
+        assert doc["score"] == score and doc["top"][0]["writer"] == a, proc.stderr[-2000:]
+    # a gallery of the hinge alone serves no embedding
+    proc = cli("enroll", tmp_path / "h", "--descriptor", "hinge", "--writer", a, by_writer[a][0])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = cli("identify", tmp_path / "h", by_writer[a][3], "--model", model)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    card = json.loads((exported / "model_card.json").read_text())
+    assert (f"built by descriptor hinge-l10-b16, not by model {card['fingerprint']}"
+            in proc.stderr)
     # the int8 model of the same export shares the fingerprint, so the gallery serves it too
     proc = cli("identify", gallery, by_writer[a][4], "--model", exported / "model_int8.tflite")
     assert proc.returncode == 0 and a in proc.stdout
@@ -166,7 +185,7 @@ def test_bad_inputs_get_one_clear_line_and_exit_2(exported, bad_images, heldout,
     (other / "model_card.json").write_text(json.dumps(card))
     (other / "m.tflite").write_bytes(model.read_bytes())
     proc = cli("identify", gallery, heldout[1][0], "--model", other / "m.tflite")
-    assert proc.returncode == 2 and "built by another model" in proc.stderr
+    assert proc.returncode == 2 and f"not by model {'0' * 16}" in proc.stderr
     with open(tmp_path / "g.npz", "ab") as f:
         f.write(b"junk")
     proc = cli("identify", gallery, heldout[1][0], "--model", model)

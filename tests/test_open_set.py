@@ -78,36 +78,51 @@ def test_pk_batches_feed_the_metric_loss(synth_dir):
     assert history[-1] < 0.8 * history[0]  # the P x K batch is learnable through the loss
 
 
-class _Stub:
-    """A runtime.Model stand-in: fixed embeddings per image name."""
+class _StubFeatures:
+    """A runtime.Features stand-in: fixed embeddings per image name, no descriptor."""
 
-    fingerprint = "fp"
-    identification_threshold = 0.5
+    fingerprint, descriptor, model, hinge = "fp", None, "stub", None
 
     def __init__(self, vectors: dict[str, list[float]]):
         self.vectors = vectors
 
-    def embed(self, image) -> np.ndarray:
-        return runtime.unit(np.asarray(self.vectors[str(image)], np.float32))
+    def __call__(self, images: list) -> tuple[np.ndarray, None]:
+        return np.stack([runtime.unit(np.asarray(self.vectors[str(i)], np.float32))
+                         for i in images]), None
+
+
+class _StubModel:
+    fingerprint, identification_threshold, card = "fp", 0.5, {}
+
+
+def _identifier(gallery: Path, features: _StubFeatures) -> runtime.Identifier:
+    identifier = runtime.Identifier(runtime.Gallery.load(gallery), _StubModel())
+    identifier.features = features
+    return identifier
 
 
 def test_identify_says_unknown_below_the_threshold(tmp_path):
-    model = _Stub({"a1": [1, 0, 0], "b1": [0, 1, 0], "a?": [0.9, 0.1, 0], "c?": [0, 0.3, 1]})
-    runtime.enroll(tmp_path / "g", model, "ann", ["a1"])
-    runtime.enroll(tmp_path / "g", model, "bob", ["b1"])
-    hit = runtime.identify(tmp_path / "g", model, "a?")
+    features = _StubFeatures({"a1": [1, 0, 0], "b1": [0, 1, 0], "a?": [0.9, 0.1, 0],
+                              "c?": [0, 0.3, 1], "a2": [0.6, 0.2, 0.7]})
+    runtime.enroll(tmp_path / "g", features, "ann", ["a1"])
+    runtime.enroll(tmp_path / "g", features, "bob", ["b1"])
+    identifier = _identifier(tmp_path / "g", features)
+    hit = identifier.rank(["a?"])
     assert hit["writer"] == "ann" and hit["top"][0]["similarity"] > 0.5
-    miss = runtime.identify(tmp_path / "g", model, "c?")  # best similarity 0.29 < 0.5
+    assert hit["score"] == "embedding" and hit["images"] == ["a?"]
+    miss = identifier.rank(["c?"])  # best similarity 0.29 < 0.5
     assert miss["writer"] is None and miss["top"][0]["writer"] == "bob"
+    # a document: the mean embedding of its lines, one ranking
+    doc = identifier.rank(["c?", "a?", "a2"])
+    assert doc["writer"] == "ann" and doc["images"] == ["c?", "a?", "a2"]
     with pytest.raises(ValueError, match="no images given"):
-        runtime.enroll(tmp_path / "g", model, "dan", [])
+        runtime.enroll(tmp_path / "g", features, "dan", [])
 
 
 def test_identify_against_an_empty_gallery(tmp_path):
-    empty = runtime.Gallery(tmp_path / "g", "fp", [], np.zeros(0, np.int64), [], np.zeros((0, 3)))
-    empty.save()
+    runtime.Gallery.new(tmp_path / "g", "fp", None).save()
     with pytest.raises(runtime.ModelError, match="gallery is empty"):
-        runtime.identify(tmp_path / "g", _Stub({"x": [1, 0, 0]}), "x")
+        _identifier(tmp_path / "g", _StubFeatures({}))
 
 
 def test_p_x_k_batch_size_is_checked():
@@ -155,5 +170,5 @@ def test_enroll_and_identify_writers_never_seen_in_training(embed_export, tmp_pa
     proc = cli("identify", tmp_path / "g", *probes, "--model", model, "--json")
     assert proc.returncode == 0, proc.stderr[-2000:]
     answers = json.loads(proc.stdout)
-    top1 = np.mean([a["top"][0]["writer"] == probes[Path(a["image"])] for a in answers])
+    top1 = np.mean([a["top"][0]["writer"] == probes[Path(a["images"][0])] for a in answers])
     assert len(answers) == 40 and top1 >= 0.75, top1

@@ -1,0 +1,138 @@
+"""Classical descriptors (contour-hinge) and identification with a descriptor alone."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from models import runtime
+from models.descriptors import Hinge, chi_square
+from tests.conftest import cli
+
+
+def _square(side: int = 40) -> np.ndarray:
+    image = np.full((100, 100), 255, np.uint8)
+    image[30:30 + side, 20:20 + side] = 0
+    return image
+
+
+def _matrix(counts: np.ndarray, bins: int) -> np.ndarray:
+    """The (lo, hi) histogram as a symmetric bins x bins matrix."""
+    m = np.zeros((bins, bins))
+    m[np.triu_indices(bins)] = counts
+    return m + np.triu(m, 1).T
+
+
+def test_hinge_of_a_square_by_hand():
+    # legs of one pixel, four directions (0: right, 1: up, 2: left, 3: down). Along an edge
+    # the two neighbours lie on opposite sides; at a corner the legs are at right angles.
+    side = 40
+    m = _matrix(Hinge(leg=1, bins=4)(_square(side)), 4)
+    edge = 2 * (side - 2)  # the non-corner pixels of two parallel edges
+    expected = np.zeros((4, 4))
+    expected[0, 2] = expected[1, 3] = edge  # horizontal edges, vertical edges
+    for a, b in ((0, 3), (2, 3), (1, 2), (0, 1)):  # top-left, top-right, bottom-right, ...
+        expected[a, b] = 1
+    np.testing.assert_array_equal(np.triu(m), expected)
+    assert m.trace() == 0  # no contour pixel has both legs in one direction
+
+
+def test_hinge_turns_with_the_image(synth_layout):
+    """A quarter turn of the page adds a quarter of the bins to both legs' directions."""
+    line = cv2.imread(str(next((synth_layout / "data_subset" / "data_subset").glob("*.png"))),
+                      cv2.IMREAD_GRAYSCALE)
+    hinge = Hinge(leg=10, bins=16)
+    m, turned = _matrix(hinge(line), 16), _matrix(hinge(np.rot90(line).copy()), 16)
+    assert m.sum() > 1000
+    np.testing.assert_array_equal(turned, np.roll(np.roll(m, 4, axis=0), 4, axis=1))
+
+
+def test_specks_shorter_than_two_legs_do_not_count():
+    image = np.full((60, 60), 255, np.uint8)
+    image[10:13, 10:13] = 0  # a 3x3 speck: an 8-pixel contour
+    assert Hinge(leg=10).__call__(image).sum() == 0
+    assert Hinge(leg=2)(image).sum() == 8
+
+
+def test_chi_square_between_distributions():
+    a, b = np.array([[4.0, 0, 0]]), np.array([[0, 2.0, 2.0], [1.0, 0, 0], [2.0, 2.0, 0]])
+    np.testing.assert_allclose(chi_square(a, b), [[1.0, 0.0, 0.5 * (0.25 / 1.5 + 0.25 / 0.5)]])
+    assert chi_square(b, a).T.tolist() == chi_square(a, b).tolist()
+
+
+def test_descriptor_names_round_trip():
+    assert Hinge.parse(Hinge(7, 12).name) == Hinge(7, 12)
+    with pytest.raises(ValueError, match="hinge-lLEG-bBINS"):
+        Hinge.parse("lbp")
+
+
+def test_a_gallery_refuses_another_model_or_descriptor_naming_both(tmp_path):
+    gallery = runtime.Gallery.new(tmp_path / "g", None, Hinge(10, 16).name)
+    gallery.add("ann", ["a.png"], None, np.ones((1, Hinge().size)))
+    gallery.save()
+    loaded = runtime.Gallery.load(tmp_path / "g")
+    loaded.require(None, "hinge-l10-b16")
+    with pytest.raises(runtime.ModelError, match="built by descriptor hinge-l10-b16, not by "
+                                                 "descriptor hinge-l8-b16"):
+        loaded.require(None, "hinge-l8-b16")
+    with pytest.raises(runtime.ModelError, match="not by model abc"):
+        loaded.require("abc", None)
+    with pytest.raises(runtime.ModelError, match="not by model abc and descriptor hinge-l10"):
+        loaded.require("abc", "hinge-l10-b16", exact=True)  # enrolling adds both
+
+
+@pytest.fixture(scope="module")
+def lines(synth_layout) -> dict[str, dict[str, list[Path]]]:
+    """writer -> form -> line files of the session's generated layout."""
+    from iam_writers_tfds import kaggle_layout
+
+    out: dict[str, dict[str, list[Path]]] = {}
+    for r in kaggle_layout.scan(synth_layout)[0]:
+        out.setdefault(r.writer_id, {}).setdefault(r.form_id, []).append(r.path)
+    return out
+
+
+def test_enroll_and_identify_with_the_hinge_alone(lines, tmp_path):
+    gallery = tmp_path / "g"
+    writers = sorted(lines)[:4]
+    for w in writers:
+        first = sorted(lines[w])[0]
+        proc = cli("enroll", gallery, "--descriptor", "hinge", "--writer", w, *lines[w][first])
+        assert proc.returncode == 0 and "descriptor hinge-l10-b16" in proc.stdout, proc.stderr
+    meta = json.loads(gallery.with_name("g.json").read_text())
+    assert meta["descriptor"] == "hinge-l10-b16" and meta["fingerprint"] is None
+    # each writer's second form, its lines taken together as one document
+    for w in writers:
+        doc = lines[w][sorted(lines[w])[1]]
+        proc = cli("identify", gallery, *doc, "--document", "--json")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        [result] = json.loads(proc.stdout)
+        assert result["score"] == "hinge" and result["images"] == [str(p) for p in doc]
+        assert result["top"][0]["writer"] == w
+    # one image a query: one result each, in order
+    probes = [lines[w][sorted(lines[w])[1]][0] for w in writers]
+    proc = cli("identify", gallery, *probes, "--json", "--threshold", "2")
+    results = json.loads(proc.stdout)
+    assert [r["images"] for r in results] == [[str(p)] for p in probes]
+    assert all(r["writer"] is None for r in results)  # nothing reaches a score of 2
+
+
+def test_descriptor_only_bad_input_gets_one_line(lines, tmp_path):
+    blank = tmp_path / "blank.png"
+    cv2.imwrite(str(blank), np.full((80, 400), 240, np.uint8))
+    gallery = tmp_path / "g"
+    proc = cli("enroll", gallery, "--writer", "x", blank)  # no model: the hinge
+    assert proc.returncode == 2 and "blank" in proc.stderr and str(blank) in proc.stderr
+    assert "Traceback" not in proc.stderr and not list(tmp_path.glob("g.*"))
+    w = sorted(lines)[0]
+    assert cli("enroll", gallery, "--descriptor", "hinge", "--writer", w,
+               lines[w][sorted(lines[w])[0]][0]).returncode == 0
+    proc = cli("identify", gallery, blank)
+    assert proc.returncode == 2 and "blank" in proc.stderr and "Traceback" not in proc.stderr
+    proc = cli("identify", gallery, lines[w][sorted(lines[w])[1]][0], "--descriptor",
+               "embedding")
+    assert proc.returncode == 2 and "needs --model" in proc.stderr
