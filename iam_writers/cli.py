@@ -30,9 +30,9 @@ def _synth(args: argparse.Namespace) -> None:
     from iam_writers_tfds import synth
 
     cfg = synth.SynthConfig(args.writers, args.forms_per_writer, args.lines_per_form, args.seed)
-    out = synth.generate(args.out, cfg)
+    out = synth.generate(args.out, cfg, args.layout)
     print(f"wrote {cfg.writers * cfg.forms_per_writer * cfg.lines_per_form} images of "
-          f"{cfg.writers} writers to {out} (Kaggle layout)")
+          f"{cfg.writers} writers to {out} ({args.layout} layout)")
 
 
 def _build(args: argparse.Namespace) -> None:
@@ -181,8 +181,11 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="iam-writers", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("synth", help="write a synthetic dataset in the Kaggle layout")
+    s = sub.add_parser("synth", help="write a synthetic dataset in the Kaggle or IAM layout")
     s.add_argument("--out", type=Path, required=True, help="new folder to create")
+    s.add_argument("--layout", choices=("kaggle", "iam"), default="kaggle",
+                   help="kaggle: forms_for_parsing.txt + data_subset/ (configs top50, top10); "
+                        "iam: the official lines/ + ascii/ (configs iam, iam_ok)")
     s.add_argument("--writers", type=int, default=10)
     s.add_argument("--forms-per-writer", type=int, default=6)
     s.add_argument("--lines-per-form", type=int, default=8)
@@ -293,6 +296,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--epochs", type=int, default=0,
                    help="default: 8 on synthetic data (the 10-minute budget), 20 on real data")
     s.add_argument("--writers", type=int, default=10, help="synthetic writers")
+    s.add_argument("--layout", choices=("kaggle", "iam"), default="kaggle",
+                   help="write the synthetic writers in the Kaggle layout or the official IAM "
+                        "one (built with --config iam)")
     s.add_argument("--fresh", action="store_true", help="delete --out and start over")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=_demo, needs_train=True)

@@ -8,7 +8,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-CONFIGS = ("synthetic", "top10", "top50")
+CONFIGS = ("synthetic", "top10", "top50", "iam", "iam_ok")
 
 
 @dataclasses.dataclass

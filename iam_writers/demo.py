@@ -27,6 +27,7 @@ class DemoConfig:
     out: Path = Path("demo_out")
     epochs: int = 0  # 0: 8 on synthetic data (the 10-minute budget), 20 on real data
     writers: int = 10  # synthetic writers, as in the notebooks
+    layout: str = "kaggle"  # synthetic writers in the Kaggle or the official IAM layout
     fresh: bool = False
     seed: int = 0
 
@@ -37,7 +38,14 @@ class DemoConfig:
             raise ValueError(f"unknown config {self.config!r}; allowed: {', '.join(CONFIGS)}")
         if self.config != "synthetic" and self.manual_dir is None:
             raise ValueError(f"--config {self.config} needs --manual-dir DIR (the Kaggle layout)")
+        if self.layout not in ("kaggle", "iam"):
+            raise ValueError(f"unknown layout {self.layout!r}; allowed: kaggle, iam")
         self.epochs = self.epochs or (8 if self.config == "synthetic" else 20)
+
+    @property
+    def dataset(self) -> str:
+        """The builder config that reads the data: `iam` for generated IAM-layout data."""
+        return "iam" if self.config == "synthetic" and self.layout == "iam" else self.config
 
 
 def _step(n: int, text: str) -> float:
@@ -74,16 +82,18 @@ def run(cfg: DemoConfig) -> Path:
     if cfg.config == "synthetic":
         from iam_writers_tfds import synth
 
-        manual = cfg.out / "synthetic"
+        manual = cfg.out / ("synthetic" if cfg.layout == "kaggle" else "synthetic_iam")
         if not manual.is_dir():
-            print(f"generating {cfg.writers} synthetic writers into {manual}", flush=True)
-            synth.generate(manual, synth.SynthConfig(writers=cfg.writers, seed=cfg.seed))
+            print(f"generating {cfg.writers} synthetic writers into {manual} ({cfg.layout} "
+                  "layout)", flush=True)
+            synth.generate(manual, synth.SynthConfig(writers=cfg.writers, seed=cfg.seed),
+                           cfg.layout)
     timings["data"] = time.perf_counter() - start
 
-    start = _step(2, f"building iam_writers_tfds/{cfg.config} with TFDS into {data_dir}")
+    start = _step(2, f"building iam_writers_tfds/{cfg.dataset} with TFDS into {data_dir}")
     from iam_writers import data
 
-    print(data.statistics(build(BuildConfig(cfg.config, manual, data_dir))), flush=True)
+    print(data.statistics(build(BuildConfig(cfg.dataset, manual, data_dir))), flush=True)
     timings["build"] = time.perf_counter() - start
 
     start = _step(3, f"training the default patch_cnn for {cfg.epochs} epochs into {run_dir}")
@@ -94,7 +104,7 @@ def run(cfg: DemoConfig) -> Path:
         from models.train import train
 
         shutil.rmtree(run_dir, ignore_errors=True)  # an interrupted earlier attempt
-        train(TrainConfig(config=cfg.config, data_dir=data_dir, out=run_dir, epochs=cfg.epochs,
+        train(TrainConfig(config=cfg.dataset, data_dir=data_dir, out=run_dir, epochs=cfg.epochs,
                           seed=cfg.seed))
     timings["train"] = time.perf_counter() - start
 
@@ -124,7 +134,7 @@ def run(cfg: DemoConfig) -> Path:
 
     model = Model(export_dir / "model_int8.tflite")
     predictions = []
-    for path, writer in split_files(cfg.config, data_dir, cfg.out / "heldout"):
+    for path, writer in split_files(cfg.dataset, data_dir, cfg.out / "heldout"):
         top = model.predict(path, 3)["top"]
         predictions.append({"image": path.name, "writer": writer, "top": top})
     accuracy = sum(p["top"][0]["writer"] == p["writer"] for p in predictions) / len(predictions)

@@ -96,7 +96,7 @@ def _html(title, tables, plots: list[tuple[str, Path]], commands: list[str],
 def write(cfg, metrics: dict, card: dict, predictions: list[dict], accuracy: float,
           timings: dict) -> Path:
     """Write report.md and report.html into `cfg.out`; returns the HTML path."""
-    title = (f"iam-writers demo: {card['model']} on {cfg.config} "
+    title = (f"iam-writers demo: {card['model']} on {cfg.dataset} "
              f"({metrics['n_writers']} writers)")
     tables = _tables(cfg, metrics, card, predictions, accuracy, timings)
     plots = [(caption, Path("run") / "plots" / f"{name}.png") for name, caption in PLOTS

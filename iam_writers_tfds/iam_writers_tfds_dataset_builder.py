@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow_datasets as tfds
 
-from iam_writers_tfds import images, kaggle_layout, synth
+from iam_writers_tfds import iam_layout, images, kaggle_layout, synth
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +27,8 @@ class IamWritersConfig(tfds.core.BuilderConfig):
 
     top_k: int | None = None
     synthetic: bool = False
+    layout: str = "kaggle"  # kaggle: forms_for_parsing.txt + data_subset/; iam: lines + ascii
+    drop_err: bool = False  # iam: leave out lines whose word segmentation failed
     split_seed: int = 0
     val_fraction: float = 0.15
     test_fraction: float = 0.15
@@ -38,7 +40,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {
-        "1.0.0": "Initial release: top50, top10 and synthetic configs, form-disjoint splits.",
+        "1.0.0": "Initial release: top50, top10 and synthetic configs, form-disjoint splits; "
+                 "iam and iam_ok configs for the official distribution.",
     }
     BUILDER_CONFIGS = [
         IamWritersConfig(name="top50", description="Every writer of the Kaggle top-50 subset."),
@@ -50,6 +53,14 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             name="synthetic", description="Generated offline: 10 writers, 6 forms, 8 lines each.",
             synthetic=True,
         ),
+        IamWritersConfig(
+            name="iam", description="The official IAM distribution (lines.tgz + ascii.tgz): "
+            "every writer, grey-level lines, transcriptions.", layout="iam",
+        ),
+        IamWritersConfig(
+            name="iam_ok", description="`iam` without the lines whose word segmentation "
+            "failed (`err` in lines.txt).", layout="iam", drop_err=True,
+        ),
     ]
     DEFAULT_CONFIG_NAME = "synthetic"
     MANUAL_DOWNLOAD_INSTRUCTIONS = f"""
@@ -59,18 +70,23 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         tfds build --imports iam_writers_tfds.iam_writers_tfds_dataset_builder \
             iam_writers_tfds --config top10 --manual_dir DIR
     Without a manual folder the builder tries kagglehub (honours KAGGLEHUB_CACHE). The
-    `synthetic` config needs neither. The IAM terms allow non-commercial research use only.
+    `synthetic` config needs neither. For `iam` and `iam_ok`, {iam_layout.DOWNLOAD}.
+    The IAM terms allow non-commercial research use only.
     """
 
     def _info(self) -> tfds.core.DatasetInfo:
+        features = {
+            "image": tfds.features.Image(shape=(None, None, 1), encoding_format="png"),
+            "writer": tfds.features.ClassLabel(),
+            "writer_id": tfds.features.Text(),
+            "form_id": tfds.features.Text(),
+            "image_id": tfds.features.Text(),
+        }
+        if self.builder_config.layout == "iam":  # what lines.txt adds
+            features["text"] = tfds.features.Text()
+            features["segmentation_ok"] = tfds.features.Scalar(np.bool_)
         return self.dataset_info_from_configs(
-            features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=(None, None, 1), encoding_format="png"),
-                "writer": tfds.features.ClassLabel(),
-                "writer_id": tfds.features.Text(),
-                "form_id": tfds.features.Text(),
-                "image_id": tfds.features.Text(),
-            }),
+            features=tfds.features.FeaturesDict(features),
             supervised_keys=("image", "writer"),
             homepage="https://fki.tic.heia-fr.ch/databases/iam-handwriting-database",
             metadata=tfds.core.MetadataDict(
@@ -83,15 +99,22 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         roots = self._source_roots(dl_manager)
-        records, skipped = kaggle_layout.scan_all(roots)
-        if self.builder_config.top_k:
-            keep = set(kaggle_layout.top_writers(records, self.builder_config.top_k))
+        config = self.builder_config
+        extract_to = Path(dl_manager.download_dir) / "iam_writers_extracted"
+        records, skipped = kaggle_layout.scan_all(
+            roots, (lambda root: iam_layout.scan(root, extract_to))
+            if config.layout == "iam" else None)
+        if config.top_k:
+            keep = set(kaggle_layout.top_writers(records, config.top_k))
             records = [r for r in records if r.writer_id in keep]
         forms = {r.form_id: r.writer_id for r in records}
-        config = self.builder_config
         assignment, train_only = kaggle_layout.split_forms(
             forms, config.split_seed, config.val_fraction, config.test_fraction
         )
+        if config.drop_err:  # after the split, so that iam and iam_ok share it
+            logger.info("Left out %d line(s) marked err in lines.txt",
+                        sum(not r.segmentation_ok for r in records))
+            records = [r for r in records if r.segmentation_ok]
         if "train" in assignment.values() and set(assignment.values()) == {"train"}:
             raise kaggle_layout.LayoutError(
                 f"{', '.join(map(str, roots))}: no writer has 3 or more forms, so the "
@@ -107,7 +130,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                 "Skipped %d file(s) in %s: %s", len(skipped), ", ".join(map(str, roots)),
                 "; ".join(skipped[:20])
             )
-        self.info.features["writer"].names = sorted({r.writer_id for r in records})
+        self.info.features["writer"].names = sorted(set(forms.values()))
         return {
             split: self._generate_examples([r for r in records if assignment[r.form_id] == split])
             for split in ("train", "validation", "test")
@@ -121,13 +144,16 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             except images.CorruptImageError as err:
                 corrupt.append(str(err))
                 continue
-            yield record.image_id, {
+            example = {
                 "image": image[:, :, np.newaxis],
                 "writer": record.writer_id,
                 "writer_id": record.writer_id,
                 "form_id": record.form_id,
                 "image_id": record.image_id,
             }
+            if self.builder_config.layout == "iam":
+                example.update(text=record.text, segmentation_ok=record.segmentation_ok)
+            yield record.image_id, example
         if corrupt:
             logger.warning("Skipped %d unreadable image(s): %s", len(corrupt), " | ".join(corrupt))
 
@@ -139,9 +165,14 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             manual = Path(dl_manager.manual_dir)
         except AssertionError:  # tfds: no manual dir given, or it is missing or empty
             manual = None
-        if manual:
-            return kaggle_layout.roots_in(manual, extract_to) or _no_layout_in(manual)
         config = self.builder_config
+        if manual:
+            roots = (iam_layout.roots_in(manual) if config.layout == "iam"
+                     else kaggle_layout.roots_in(manual, extract_to))
+            return roots or _no_layout_in(manual)
+        if config.layout == "iam":
+            raise kaggle_layout.LayoutError(f"--config {config.name} needs --manual-dir DIR: "
+                                            f"{iam_layout.DOWNLOAD}.")
         if config.synthetic:
             sc = config.synth_config
             out = Path(dl_manager.download_dir) / (
@@ -155,10 +186,12 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 def _no_layout_in(manual: Path) -> list[Path]:
     found = sorted(p.name + ("/" if p.is_dir() else "") for p in manual.iterdir())
     raise kaggle_layout.LayoutError(
-        f"{manual}: no data in a known layout. Looked for {kaggle_layout.FORMS_FILE} with "
-        "data_subset/ (the Kaggle layout) there, one level below, in a .zip there, or in "
-        f"each subfolder; found: {', '.join(found[:10]) or 'nothing'}"
-        f"{' ...' if len(found) > 10 else ''}. Pass the folder that holds the data.")
+        f"{manual}: no data in a known layout. Looked there, one level below and in each "
+        f"subfolder for the Kaggle layout ({kaggle_layout.FORMS_FILE} with data_subset/, or "
+        "a .zip of it; configs top50, top10, synthetic) and the official IAM layout "
+        "(ascii/ or ascii.tgz with lines/ or lines.tgz; configs iam, iam_ok); found: "
+        f"{', '.join(found[:10]) or 'nothing'}{' ...' if len(found) > 10 else ''}. Pass the "
+        "folder that holds the data, with the --config of its layout.")
 
 
 def _no_layout() -> Path:

@@ -1,4 +1,6 @@
-"""iam_writers_tfds dataset builder tests over dummy_data/ (12 writers x 3 forms x 1 line)."""
+"""iam_writers_tfds dataset builder tests over dummy_data/ (12 writers x 3 forms x 1 line):
+the Kaggle layout at its top, the same lines in the official IAM layout in dummy_data/iam/
+(one of them, in validation, marked `err` in lines.txt)."""
 
 import tensorflow_datasets as tfds
 
@@ -25,6 +27,20 @@ class SyntheticTest(tfds.testing.DatasetBuilderTestCase):
     DATASET_CLASS = iam_writers_tfds_dataset_builder.Builder
     BUILDER_CONFIG_NAMES_TO_TEST = ["synthetic"]
     SPLITS = {"train": 12, "validation": 12, "test": 12}
+    SKIP_CHECKSUMS = True
+
+
+class IamTest(tfds.testing.DatasetBuilderTestCase):
+    DATASET_CLASS = iam_writers_tfds_dataset_builder.Builder
+    BUILDER_CONFIG_NAMES_TO_TEST = ["iam"]
+    SPLITS = {"train": 12, "validation": 12, "test": 12}
+    SKIP_CHECKSUMS = True
+
+
+class IamOkTest(tfds.testing.DatasetBuilderTestCase):
+    DATASET_CLASS = iam_writers_tfds_dataset_builder.Builder
+    BUILDER_CONFIG_NAMES_TO_TEST = ["iam_ok"]
+    SPLITS = {"train": 12, "validation": 11, "test": 12}
     SKIP_CHECKSUMS = True
 
 

@@ -47,6 +47,8 @@ class Record:
     image_id: str
     form_id: str
     writer_id: str
+    text: str = ""  # the transcription, where the layout has one (IAM's lines.txt)
+    segmentation_ok: bool = True
 
 
 def parse_forms(path: Path) -> dict[str, str]:
@@ -240,12 +242,13 @@ def roots_in(folder: Path, extract_to: Path) -> list[Path]:
     return roots or ([single] if single else [])
 
 
-def scan_all(roots: list[Path]) -> tuple[list[Record], list[str]]:
-    """`scan` of several layouts as one: writer ids are IAM's, shared across sources; an
-    image in two of them, or a form given two writers, stops with both files named."""
+def scan_all(roots: list[Path], scan_one=None) -> tuple[list[Record], list[str]]:
+    """`scan_one` (default: `scan`) of several layouts as one: writer ids are IAM's, shared
+    across sources; an image in two of them, or a form given two writers, stops with both
+    files named."""
     records, skipped, seen, writer_of = [], [], {}, {}
     for root in roots:
-        recs, skip = scan(root)
+        recs, skip = (scan_one or scan)(root)
         for r in recs:
             if r.image_id in seen:
                 raise LayoutError(f"{r.path}: the same image as {seen[r.image_id]}. Pass each "

@@ -53,17 +53,22 @@ class Hinge:
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         """The raw counts [size] of a grey line image (dark ink on light paper)."""
-        counts = np.zeros(self.size, np.float64)
-        for contour in ink_contours(image):
-            if len(contour) <= 2 * self.leg:
-                continue  # too short for two distinct legs: a speck
-            counts += np.bincount(self.pair_index(contour), minlength=self.size)
-        return counts
+        # contours too short for two distinct legs are specks
+        contours = [c for c in ink_contours(image) if len(c) > 2 * self.leg]
+        if not contours:
+            return np.zeros(self.size, np.float64)
+        return np.bincount(self.pair_index(contours), minlength=self.size).astype(np.float64)
 
-    def pair_index(self, contour: np.ndarray) -> np.ndarray:
-        """The histogram cell of every pixel of one closed contour [N, 2] (x, y)."""
-        forward = np.roll(contour, -self.leg, axis=0) - contour
-        backward = np.roll(contour, self.leg, axis=0) - contour
+    def pair_index(self, contours: list[np.ndarray]) -> np.ndarray:
+        """The histogram cell of every pixel of closed contours [N_i, 2] (x, y), all in one
+        pass: each pixel's legs end `leg` steps along its own contour, either way round."""
+        points = np.concatenate(contours)
+        lengths = np.array([len(c) for c in contours])
+        start = np.repeat(np.cumsum(lengths) - lengths, lengths)
+        n = np.repeat(lengths, lengths)
+        along = np.arange(len(points)) - start
+        forward = points[start + (along + self.leg) % n] - points
+        backward = points[start + (along - self.leg) % n] - points
         a, b = self.direction_bin(forward), self.direction_bin(backward)
         lo, hi = np.minimum(a, b), np.maximum(a, b)
         # row-major index into the upper triangle (lo <= hi) of a bins x bins matrix

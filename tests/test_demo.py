@@ -12,11 +12,13 @@ from tests.conftest import cli
 
 @pytest.mark.slow
 def test_reduced_demo_builds_trains_exports_predicts_and_reports(tmp_path):
+    """On generated writers in the official IAM layout (the Kaggle one is `make demo`'s)."""
     out = tmp_path / "demo_out"
-    proc = cli("demo", "--out", out, "--writers", "4", "--epochs", "1")
+    proc = cli("demo", "--out", out, "--writers", "4", "--epochs", "1", "--layout", "iam")
     assert proc.returncode == 0, proc.stderr[-3000:]
     for step in range(1, 7):
         assert f"[{step}/6]" in proc.stdout
+    assert "building iam_writers_tfds/iam" in proc.stdout and (out / "synthetic_iam").is_dir()
     for name in ("saved_model/saved_model.pb", "model_float32.tflite", "model_int8.tflite",
                  "model_card.json", "parity.md"):
         assert (out / "export" / name).exists(), name
@@ -30,7 +32,7 @@ def test_reduced_demo_builds_trains_exports_predicts_and_reports(tmp_path):
     assert html.count("data:image/png;base64,") >= 3  # curves, confusion, samples embedded
     assert len(list((out / "heldout").glob("*.png"))) == card["metrics"]["n_images"]
     # a re-run reuses every completed step
-    again = cli("demo", "--out", out, "--writers", "4", "--epochs", "1")
+    again = cli("demo", "--out", out, "--writers", "4", "--epochs", "1", "--layout", "iam")
     assert again.returncode == 0 and "reusing" in again.stdout
 
 
