@@ -2,7 +2,8 @@
 
     python benchmarks/accuracy.py DIR [--epochs N] [--squash-epochs 2] [--config top50]
 
-DIR is any Kaggle-layout folder (or zip). It is built form-disjoint, then:
+DIR is any Kaggle-layout folder (or zip), or with `--config iam` a folder in the official
+IAM layout. It is built form-disjoint, then:
   * default: patch_cnn on 64-px patches of lines at one scale (a 128-row band of the scan
     around each line's ink), per-line and per-form aggregation of patch log-probabilities;
   * squash: the notebooks' whole-image squash to 128x128 with ResNet50, weights none.
@@ -41,7 +42,7 @@ def run(name: str, cfg) -> dict:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("dir", type=Path)
-    p.add_argument("--config", default="top50", choices=("top50", "top10"))
+    p.add_argument("--config", default="top50", choices=("top50", "top10", "iam", "iam_ok"))
     p.add_argument("--epochs", type=int, help="default recipe (default: TrainConfig's)")
     p.add_argument("--learning-rate", type=float, help="default recipe (default: TrainConfig's)")
     p.add_argument("--squash-epochs", type=int, default=2, help="0 skips the squash recipe")

@@ -4,13 +4,14 @@
     python benchmarks/open_set.py DIR --hinge-only
     python benchmarks/open_set.py --synthetic [--writers 24]
 
-DIR is a Kaggle-layout folder. Its writers are split (seeded) into a known group (40 of 56)
-and an unseen group. The embedding model (`patch_embed`) trains on the known writers, plus
-the one-form writers of EXTRA_DIR except `--distractors` of them (seeded), which no model
-sees. It is exported (which calibrates the fusion weight and the thresholds on the known
-writers' validation lines), and from then on everything runs through the TF-free runtime
-on the float32 TFLite file, as a user would. One form of each unseen writer is enrolled and
-the lines of their other forms are identified, against two galleries:
+DIR is a Kaggle-layout folder, or one in the official IAM layout. Its writers are split
+(seeded) into a known group (40 of 56) and an unseen group. The embedding model
+(`patch_embed`) trains on the known writers, plus the one-form writers of EXTRA_DIR except
+`--distractors` of them (seeded), which no model sees. It is exported (which calibrates the
+fusion weight and the thresholds on the known writers' validation lines), and from then on
+everything runs through the TF-free runtime on the float32 TFLite file, as a user would.
+One form of each unseen writer is enrolled and the lines of their other forms are
+identified, against two galleries:
 
   (a) the unseen writers only;
   (b) the same plus the distractors, each enrolled from its one form and never probed.
@@ -169,16 +170,21 @@ def main() -> int:
     args = p.parse_args()
     if (args.dir is None) == (not args.synthetic):
         p.error("pass a Kaggle-layout DIR or --synthetic")
-    from iam_writers_tfds import kaggle_layout, synth
+    from iam_writers_tfds import iam_layout, kaggle_layout, synth
     from iam_writers_tfds.images import read_gray
     from models.descriptors import Hinge
     from models.runtime import SCORES, Identifier, embed_inked
 
     def layout_records(folder: Path):
+        """The lines of a Kaggle-layout folder or of one in the official IAM layout."""
         root = kaggle_layout.find_root(folder)
-        if root is None:
-            p.error(f"{folder}: no forms_for_parsing.txt there or one level below")
-        return kaggle_layout.scan(root)[0]
+        if root is not None:
+            return kaggle_layout.scan(root)[0]
+        roots = iam_layout.roots_in(folder)
+        if not roots:
+            p.error(f"{folder}: neither the Kaggle layout (forms_for_parsing.txt) nor the "
+                    "official IAM one (ascii/ and lines/) there or one level below")
+        return iam_layout.scan(roots[0], out / "extracted")[0]
 
     with tempfile.TemporaryDirectory() as tmp:
         out = args.out or Path(tmp)

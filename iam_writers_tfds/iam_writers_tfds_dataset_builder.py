@@ -14,10 +14,12 @@ from iam_writers_tfds import iam_layout, images, kaggle_layout, synth
 logger = logging.getLogger(__name__)
 
 _DESCRIPTION = """
-Handwritten text images from the IAM Handwriting Database, labelled by writer, in the layout
-of the Kaggle subset `tejasreddy/iam-handwriting-top50`. Images are grayscale PNGs at native
-resolution. Splits are form-disjoint and stratified by writer (see metadata `split_rule`).
-The `synthetic` config is generated offline by the project's own generator.
+Handwritten text lines from the IAM Handwriting Database, labelled by writer: the official
+distribution (`iam`, `iam_ok`: lines.tgz and ascii.tgz, with transcriptions) or the layout
+of the Kaggle subset `tejasreddy/iam-handwriting-top50` (`top50`, `top10`). Images are
+grayscale PNGs at native resolution. Splits are form-disjoint and stratified by writer (see
+metadata `split_rule`). The `synthetic` config is generated offline by the project's own
+generator.
 """
 
 

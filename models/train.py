@@ -12,11 +12,14 @@ import math
 import os
 import shutil
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
 import keras
 import tensorflow as tf
+from keras.src.backend.tensorflow import trainer as tf_trainer
+from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
 
 from iam_writers_tfds import atomic
 from models import zoo
@@ -36,10 +39,51 @@ warnings.filterwarnings("ignore", message="`shuffle=True` was passed")
 warnings.filterwarnings("ignore", message="Your input ran out of data")
 
 
+def worker_role() -> tuple[bool, int]:
+    """(whether this process is the chief, its task index) from TF_CONFIG: the `chief`
+    task, or worker 0 of a cluster without one; a single process is its own chief."""
+    config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    task, cluster = config.get("task", {}), config.get("cluster", {})
+    kind, index = task.get("type", "worker"), int(task.get("index", 0))
+    return kind == "chief" or (kind == "worker" and index == 0 and "chief" not in cluster), index
+
+
+_symbolic_build = TensorFlowTrainer._maybe_symbolic_build
+_reduce_per_replica = tf_trainer.reduce_per_replica
+
+
+def _build_from_local_batch(self, iterator=None, data_batch=None):
+    """Build from this worker's first batch: Keras averages the batch across workers first,
+    which fails under MultiWorkerMirroredStrategy (keras-team/keras#20585)."""
+    if iterator is not None:
+        for _, _, it in iterator:
+            batch = next(it)
+            break
+        local = self.distribute_strategy.experimental_local_results
+        data_batch = tf.nest.map_structure(lambda v: local(v)[0], batch)
+    return _symbolic_build(self, data_batch=data_batch)
+
+
+def _reduce_scalars_too(values, strategy, reduction):
+    """Keras reduces every per-replica log along axis 0 across workers, which fails for the
+    scalar loss and metrics (keras-team/keras#20585); scalars are averaged as they are."""
+    if reduction in ("auto", "mean") and tf_trainer._collective_all_reduce_multi_worker(strategy):
+        def reduce(v):
+            if not tf_trainer._is_per_replica_instance(v):
+                return v
+            rank = strategy.experimental_local_results(v)[0].shape.rank
+            return strategy.reduce("MEAN", v, axis=0 if rank else None)
+
+        return tf.nest.map_structure(reduce, values)
+    return _reduce_per_replica(values, strategy, reduction)
+
+
 def choose_strategy() -> tf.distribute.Strategy:
     """MultiWorkerMirrored when TF_CONFIG names a cluster, Mirrored on several GPUs,
     otherwise the default (single device) strategy."""
     if os.environ.get("TF_CONFIG"):
+        TensorFlowTrainer._maybe_symbolic_build = _build_from_local_batch
+        tf_trainer.reduce_per_replica = _reduce_scalars_too
         return tf.distribute.MultiWorkerMirroredStrategy()
     if len(tf.config.list_physical_devices("GPU")) > 1:
         return tf.distribute.MirroredStrategy()
@@ -151,20 +195,39 @@ def _callbacks(cfg: TrainConfig, monitor: str, lr: float, first: int, last: int,
     ]
 
 
-def _prepare_out(cfg: TrainConfig) -> TrainConfig:
+def _prepare_out(cfg: TrainConfig, chief: bool) -> TrainConfig:
     if cfg.resume:
         saved = TrainConfig.load(cfg.out)
         saved.resume, saved.out = True, cfg.out
         return saved
-    if cfg.out.exists() and any(cfg.out.iterdir()):
+    if chief and cfg.out.exists() and any(cfg.out.iterdir()):
         raise FileExistsError(f"{cfg.out}: run directory already exists. Pass --resume to "
                               "continue it, or choose a new --out.")
     return cfg
 
 
 def train(cfg: TrainConfig) -> Path:
-    """Train `cfg` into `cfg.out` and evaluate it on the test split; returns the run dir."""
-    cfg = _prepare_out(cfg)
+    """Train `cfg` into `cfg.out` and evaluate it on the test split; returns the run dir.
+
+    With several workers (TF_CONFIG), Keras's multi-worker saving rule applies: the chief
+    alone writes the run directory; the other workers write theirs to a temporary folder,
+    removed at the end, and resume from the chief's backup (so `--out` must be visible to
+    every worker, e.g. on a shared filesystem, for `--resume`)."""
+    chief, index = worker_role()
+    cfg = _prepare_out(cfg, chief)
+    if chief:
+        return _train(cfg, chief)
+    scratch = Path(tempfile.mkdtemp(prefix=f"iam-writers-worker{index}-"))
+    try:
+        if (cfg.out / "backup").is_dir():
+            shutil.copytree(cfg.out / "backup", scratch / "run" / "backup")
+        _train(dataclasses.replace(cfg, out=scratch / "run"), chief)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return cfg.out
+
+
+def _train(cfg: TrainConfig, chief: bool) -> Path:
     keras.utils.set_random_seed(cfg.seed)
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
@@ -190,9 +253,10 @@ def train(cfg: TrainConfig) -> Path:
                   initial_epoch=cfg.epochs, verbose=verbose,
                   callbacks=_callbacks(cfg, monitor, cfg.fine_tune_learning_rate, cfg.epochs,
                                        cfg.epochs + cfg.fine_tune_epochs, held_out))
-    atomic_save(model, cfg.out / "model.keras")
+    atomic_save(model, cfg.out / "model.keras")  # every worker saves: it may sync them
     shutil.rmtree(cfg.out / "backup", ignore_errors=True)
-    from models.evaluate import evaluate
+    if chief:
+        from models.evaluate import evaluate
 
-    evaluate(cfg.out, "test")
+        evaluate(cfg.out, "test")
     return cfg.out

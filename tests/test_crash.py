@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import csv
+import json
+import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -30,17 +33,62 @@ def _epochs(run: Path) -> list[str]:
     return [row["epoch"] for row in csv.DictReader(open(run / "history.csv"))]
 
 
+def _free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def _workers(args: list, tmp: Path) -> list[subprocess.Popen]:
+    """`iam-writers ARGS` as the two workers of a MultiWorkerMirroredStrategy cluster on
+    127.0.0.1, each with its own temporary folder (TMPDIR)."""
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
+    procs = []
+    for index in (0, 1):
+        env = {**os.environ, "TMPDIR": str(tmp / f"tmp{index}"),
+               "TF_CONFIG": json.dumps({"cluster": cluster,
+                                        "task": {"type": "worker", "index": index}})}
+        (tmp / f"tmp{index}").mkdir(exist_ok=True)
+        procs.append(subprocess.Popen([sys.executable, "-m", "iam_writers", *map(str, args)],
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      text=True, env=env))
+    return procs
+
+
 @pytest.mark.slow
-def test_killed_training_resumes_from_its_last_epoch(synth_dir, tmp_path):
+def test_two_workers_train_the_chief_writes_and_both_resume_after_a_kill(synth_dir, tmp_path):
+    """Two processes under MultiWorkerMirroredStrategy on CPU. Worker 1 is killed after the
+    first epoch (the chief then cannot go on and is stopped too); `--resume` on both
+    continues from the chief's backup. Only the chief writes the run directory."""
     run = tmp_path / "run"
     args = ["train", "--config", "top50", "--data-dir", synth_dir, "--out", run, "--epochs", "3",
-            "--patch-size", "32", "--patches-per-image", "8"]
-    _kill_when(args, lambda: (run / "history.csv").is_file() and len(_epochs(run)) >= 1)
+            "--patch-size", "32", "--patches-per-image", "4", "--width", "8"]
+    chief, worker = _workers(args, tmp_path)
+    deadline = time.time() + 600
+    while not ((run / "history.csv").is_file() and len(_epochs(run)) >= 1):
+        assert chief.poll() is None and time.time() < deadline, chief.communicate()[0][-3000:]
+        time.sleep(0.2)
+    worker.kill()
+    try:
+        chief.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        chief.kill()
+    chief.wait()
     assert not (run / "model.keras").exists() and (run / "backup").is_dir()
-    proc = cli(*args, "--resume")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    resumed = _workers([*args, "--resume"], tmp_path)
+    outputs = [p.communicate(timeout=600)[0] for p in resumed]
+    assert [p.returncode for p in resumed] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
     assert _epochs(run) == ["0", "1", "2"]  # continued, not restarted
-    assert (run / "model.keras").is_file() and not (run / "backup").exists()
+    for name in ("model.keras", "config.json", "labels.json", "metrics.json"):
+        assert (run / name).is_file(), name
+    assert not (run / "backup").exists()
+    # the worker wrote only below its own temporary folder, and cleaned it up
+    assert not list((tmp_path / "tmp1").glob("iam-writers-worker*"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "tmp0", "tmp1"]
 
 
 @pytest.mark.slow
