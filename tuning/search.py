@@ -170,7 +170,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from models.config import MODELS
 
     p.add_argument("--model", choices=MODELS, default="patch_cnn")
-    p.add_argument("--config", default="synthetic", help="synthetic | top10 | top50")
+    p.add_argument("--config", default="synthetic", help="synthetic | top10 | top50 | iam | iam_ok")
     p.add_argument("--tuner", choices=TUNERS, default="random")
     p.add_argument("--max-trials", type=int, default=10,
                    help="random/bayesian; hyperband's count follows from --epochs")
