@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from iam_writers_tfds import atomic
 from iam_writers_tfds.images import decode_gray
+from iam_writers_tfds.kaggle_layout import form_of
 from models import descriptors, runtime, zoo
 from models.config import TrainConfig
 from models.evaluate import load_run, normalise, roc_figures, verification
@@ -211,13 +212,14 @@ def _calibration(rt: runtime.Model, images: list, n: int, seed: int) -> list[np.
     return [rt.inputs(images[i][2])[0][:1] for i in chosen]
 
 
-def _features(rt: runtime.Model, images: list,
-              hinge: descriptors.Hinge) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(writers [N], unit embeddings [N, D], contour-hinge counts [N, K]) of the inked
-    images through the runtime."""
+def _features(rt: runtime.Model, images: list, hinge: descriptors.Hinge
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(writers [N], forms [N], unit embeddings [N, D], contour-hinge counts [N, K]) of the
+    inked images through the runtime."""
     kept, emb = runtime.embed_inked(rt, [image for _, _, image in images])
     counts = np.stack([hinge(images[i][2]) for i in kept])
-    return np.array([images[i][1] for i in kept]), emb, counts
+    forms = np.array([form_of(images[i][0]) for i in kept])
+    return np.array([images[i][1] for i in kept]), forms, emb, counts
 
 
 def _parity(models: dict[str, runtime.Model], test: list) -> list[dict]:
@@ -271,32 +273,50 @@ def _open_set_figures(sims: np.ndarray, writers: np.ndarray, present: np.ndarray
     return roc_figures(same, np.concatenate([genuine, impostor]))
 
 
-FUSION_WEIGHTS = np.linspace(0, 1, 21)  # the hinge's share of the fused z-score
+FUSION_WEIGHTS = np.linspace(0, 1, 21)  # the hinge's share of the fused score
+ENROLLED = ("each image's own writer vs the best other training writer, each writer enrolled "
+            "from one training form")
+
+
+def _enrolled_one_form(writers: np.ndarray, forms: np.ndarray, emb: np.ndarray,
+                       counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(writers [W], mean unit embedding [W, D], summed hinge counts [W, K]) of each
+    training writer enrolled from one form (its first), as `enroll` would from a page."""
+    present = np.unique(writers)
+    rows = [(writers == w) & (forms == np.sort(forms[writers == w])[0]) for w in present]
+    return (present, normalise(np.stack([emb[r].mean(0) for r in rows])),
+            np.stack([counts[r].sum(0) for r in rows]))
+
+
+def _standardisation(sims: np.ndarray, writers: np.ndarray, present: np.ndarray) -> dict:
+    """Mean and spread of different-writer similarities: fused scores keep their meaning
+    (and their threshold) whatever the size of the gallery they are computed against."""
+    other = writers[:, None] != present[None, :]
+    return {"mean": float(sims[other].mean()), "std": float(sims[other].std())}
 
 
 def _fusion(emb_sims: np.ndarray, hinge_sims: np.ndarray, writers: np.ndarray,
             present: np.ndarray, hinge: descriptors.Hinge) -> dict:
     """The fusion of embedding and contour-hinge similarities of validation images against
-    the training writers: the weight that names most images right (the middle of the best
-    weights when several tie), and the unknown-writer thresholds of hinge and fused scores."""
+    the training writers: each similarity standardised, and the weight that names most
+    images right (the middle of the best weights when several tie); with the unknown-writer
+    thresholds of the hinge and fused scores."""
     keep = np.isin(writers, present)
     label = np.searchsorted(present, writers[keep])
-    top1 = np.array([float((runtime.fuse(emb_sims, hinge_sims, w)[keep].argmax(1) == label)
-                           .mean()) for w in FUSION_WEIGHTS])
+    fusion = {"descriptor": hinge.name, "split": "validation", "compared": ENROLLED,
+              "embedding": _standardisation(emb_sims, writers, present),
+              "hinge": _standardisation(hinge_sims, writers, present)}
+    top1 = np.array([float((runtime.fuse(emb_sims, hinge_sims, {**fusion, "weight": w})[keep]
+                            .argmax(1) == label).mean()) for w in FUSION_WEIGHTS])
     best = FUSION_WEIGHTS[np.flatnonzero(top1 == top1.max())]
-    weight = float(best[len(best) // 2])
-    fused = runtime.fuse(emb_sims, hinge_sims, weight)
-    against = "each image's own writer vs the best other training writer"
-    return {
-        "descriptor": hinge.name, "weight": weight, "split": "validation",
-        "scale": "z-scores over the gallery's writers; fused = (1 - weight) * embedding + "
-                 "weight * hinge",
-        "line_top1": {"embedding": float(top1[0]), "hinge": float(top1[-1]),
-                      "fused": float(top1.max())},
-        "thresholds": {
-            name: _threshold(_open_set_figures(sims, writers, present), against)["threshold"]
-            for name, sims in (("hinge", hinge_sims), ("fused", fused))},
-    }
+    fusion["weight"] = float(best[len(best) // 2])
+    fused = runtime.fuse(emb_sims, hinge_sims, fusion)
+    fusion["line_top1"] = {"embedding": float(top1[0]), "hinge": float(top1[-1]),
+                           "fused": float(top1.max())}
+    fusion["thresholds"] = {
+        name: _threshold(_open_set_figures(sims, writers, present), ENROLLED)["threshold"]
+        for name, sims in (("hinge", hinge_sims), ("fused", fused))}
+    return fusion
 
 
 def _threshold(figures: dict, against: str) -> dict:
@@ -377,18 +397,18 @@ def export(ecfg: ExportConfig) -> dict:
         print("calibrating the verification threshold on the validation split", flush=True)
         train_images = _images(cfg, "train")
         hinge = descriptors.Hinge()
-        val_writers, val_emb, val_counts = _features(rt, _images(cfg, "validation"), hinge)
-        writers, emb, counts = _features(rt, train_images, hinge)
+        val_writers, _, val_emb, val_counts = _features(rt, _images(cfg, "validation"), hinge)
+        writers, forms, emb, counts = _features(rt, train_images, hinge)
         present = np.unique(writers)
         centroids = normalise(np.stack([emb[writers == w].mean(0) for w in present]))
-        emb_sims = val_emb @ centroids.T
-        hinge_sims = runtime.hinge_similarity(
-            val_counts, np.stack([counts[writers == w].sum(0) for w in present]))
+        # thresholds and fusion as they will be used: each writer enrolled from one form
+        _, enrolled_emb, enrolled_counts = _enrolled_one_form(writers, forms, emb, counts)
+        emb_sims = val_emb @ enrolled_emb.T
+        hinge_sims = runtime.hinge_similarity(val_counts, enrolled_counts)
         thresholds = {
             "verification": _threshold(verification(val_emb, val_writers), "image pairs"),
             "identification": _threshold(_open_set_figures(emb_sims, val_writers, present),
-                                         "each image's own writer vs the best other "
-                                         "training-writer centroid"),
+                                         ENROLLED),
             "fusion": _fusion(emb_sims, hinge_sims, val_writers, present, hinge),
         }
         if not cfg.by_gallery:

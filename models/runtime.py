@@ -253,16 +253,13 @@ def unit(x: np.ndarray) -> np.ndarray:
 SCORES = ("embedding", "hinge", "fused")
 
 
-def zscores(sims: np.ndarray) -> np.ndarray:
-    """Similarities [Q, W] to a gallery's writers on a common scale: each query's row
-    centred on its mean over the writers and divided by its standard deviation."""
-    std = sims.std(axis=-1, keepdims=True)
-    return (sims - sims.mean(axis=-1, keepdims=True)) / np.maximum(std, 1e-12)
-
-
-def fuse(embedding: np.ndarray, hinge: np.ndarray, weight: float) -> np.ndarray:
-    """The fused score [Q, W]: z-scores of both similarities, `weight` on the hinge's."""
-    return (1 - weight) * zscores(embedding) + weight * zscores(hinge)
+def fuse(embedding: np.ndarray, hinge: np.ndarray, fusion: dict) -> np.ndarray:
+    """The fused score [Q, W]: both similarities standardised by the mean and spread of
+    different-writer similarities measured at export (so that a score, and its threshold,
+    mean the same whatever the gallery's size), `weight` on the hinge's."""
+    e, h, w = fusion["embedding"], fusion["hinge"], fusion["weight"]
+    return ((1 - w) * (embedding - e["mean"]) / e["std"]
+            + w * (hinge - h["mean"]) / h["std"])
 
 
 def hinge_similarity(queries: np.ndarray, references: np.ndarray) -> np.ndarray:
@@ -451,7 +448,7 @@ def enroll(gallery_path: str | Path, features: Features, writer: str, images: li
 class Identifier:
     """Ranks a gallery's writers for a query (one image, or several as one document) by one
     score: `embedding` (cosine to each writer's mean embedding), `hinge` (1 - chi-square to
-    each writer's summed contour-hinge counts) or `fused` (z-scores of both, weighted as
+    each writer's summed contour-hinge counts) or `fused` (both standardised and weighted as
     calibrated at export). Below the score's threshold the answer is "unknown writer"."""
 
     def __init__(self, gallery: Gallery, model: Model | None = None, score: str | None = None,
@@ -475,7 +472,7 @@ class Identifier:
         embedder = model if self.score != "hinge" else None
         gallery.require(embedder and embedder.fingerprint, hinge)
         self.gallery, self.model = gallery, model
-        self.weight = fusion["weight"] if self.score == "fused" else None
+        self.fusion = fusion
         self.features = Features(embedder, descriptors.Hinge.parse(hinge) if hinge else None)
         self.centroids = gallery.centroids() if embedder else None
         self.sums = gallery.hinge_sums() if hinge else None
@@ -497,7 +494,7 @@ class Identifier:
         if self.sums is not None:
             sims["hinge"] = hinge_similarity(counts, self.sums)
         if self.score == "fused":
-            return fuse(sims["embedding"], sims["hinge"], self.weight)
+            return fuse(sims["embedding"], sims["hinge"], self.fusion)
         return sims[self.score]
 
     def similarities(self, images: list) -> np.ndarray:

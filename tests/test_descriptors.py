@@ -136,3 +136,13 @@ def test_descriptor_only_bad_input_gets_one_line(lines, tmp_path):
     proc = cli("identify", gallery, lines[w][sorted(lines[w])[1]][0], "--descriptor",
                "embedding")
     assert proc.returncode == 2 and "needs --model" in proc.stderr
+
+
+def test_fused_scores_are_standardised_by_the_statistics_of_the_export():
+    fusion = {"weight": 0.25, "embedding": {"mean": 0.2, "std": 0.1},
+              "hinge": {"mean": 0.9, "std": 0.02}}
+    emb, hinge = np.array([[0.4, 0.2, 0.0]]), np.array([[0.94, 0.9, 0.86]])
+    fused = runtime.fuse(emb, hinge, fusion)
+    np.testing.assert_allclose(fused, [[0.75 * 2 + 0.25 * 2, 0.0, -2.0]])
+    # a writer's score does not depend on who else is enrolled, so neither does the threshold
+    np.testing.assert_allclose(runtime.fuse(emb[:, :1], hinge[:, :1], fusion), fused[:, :1])
