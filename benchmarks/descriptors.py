@@ -7,8 +7,9 @@ benchmarks/open_set.py's seeded split (the writers a model would train on), so t
 writers that open_set.py reports stay untouched. For each contour-hinge setting: ms per
 line (against decoding the PNG alone, in the same process), line and form top-1 with one
 form of each known writer enrolled and the lines of their other forms identified, and the
-equal-error threshold on 1 - chi-square between a line's own writer and the best other
-writer (the runtime's default threshold for galleries built without a model).
+equal-error thresholds on 1 - chi-square between a query's own writer and the best other
+writer, for lines and for forms as documents (the runtime's default thresholds for
+galleries built without a model).
 """
 
 from __future__ import annotations
@@ -31,6 +32,15 @@ def per_line_ms(fn, images: list) -> float:
     return (time.perf_counter() - start) / len(images) * 1000
 
 
+def eer(sims: np.ndarray, label: np.ndarray, n_writers: int) -> dict:
+    """Equal-error figures of a query's own writer against its best other writer."""
+    from models.evaluate import roc_figures
+
+    own = sims[np.arange(len(label)), label]
+    other = np.where(np.eye(n_writers, dtype=bool)[label], -np.inf, sims).max(1)
+    return roc_figures(np.r_[np.ones(len(own)), np.zeros(len(other))], np.r_[own, other])
+
+
 def main() -> int:
     sys.path.insert(0, str(REPO))
     from open_set import enrolment, split_writers
@@ -39,7 +49,7 @@ def main() -> int:
     from iam_writers_tfds.images import read_gray
     from models import runtime
     from models.descriptors import Hinge
-    from models.evaluate import roc_figures, topk_accuracy
+    from models.evaluate import topk_accuracy
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("dir", type=Path)
@@ -65,7 +75,7 @@ def main() -> int:
     print(f"{len(writers)} known writers of {args.dir}: one form each enrolled, {len(probe)} "
           f"lines / {len(form_ids)} forms identified; decoding a line: {decode_ms:.2f} ms")
     print(f"{'descriptor':<15}{'ms/line':>8}{'vs decode':>10}{'line top-1':>11}{'form top-1':>11}"
-          f"{'EER':>7}{'threshold':>10}")
+          f"{'EER':>7}{'threshold':>10}{'form EER':>9}{'threshold':>10}")
     for leg, bins in GRID:
         hinge = Hinge(leg, bins)
         ms = per_line_ms(hinge, timed)
@@ -74,13 +84,11 @@ def main() -> int:
         sims = runtime.hinge_similarity(counts[probe], sums)
         form_sims = runtime.hinge_similarity(
             np.stack([counts[probe][forms == f].sum(0) for f in form_ids]), sums)
-        own = sims[np.arange(len(label)), label]
-        other = np.where(np.eye(len(writers), dtype=bool)[label], -np.inf, sims).max(1)
-        roc = roc_figures(np.r_[np.ones(len(own)), np.zeros(len(other))], np.r_[own, other])
+        line, form = eer(sims, label, len(writers)), eer(form_sims, form_label, len(writers))
         print(f"{hinge.name:<15}{ms:>8.2f}{ms / decode_ms:>9.1f}x"
               f"{topk_accuracy(sims, label, 1):>11.3f}"
-              f"{topk_accuracy(form_sims, form_label, 1):>11.3f}{roc['eer']:>7.3f}"
-              f"{roc['eer_threshold']:>10.4f}")
+              f"{topk_accuracy(form_sims, form_label, 1):>11.3f}{line['eer']:>7.3f}"
+              f"{line['eer_threshold']:>10.4f}{form['eer']:>9.3f}{form['eer_threshold']:>10.4f}")
     return 0
 
 

@@ -85,13 +85,14 @@ def figures(identifier, emb, counts, records, probe, enrolled_writers) -> dict:
     by_form = [np.array(probe)[forms == f] for f in form_ids]
     form_sims = identifier.score_matrix(
         None if emb is None else np.stack([unit(emb[rows].mean(0)) for rows in by_form]),
-        None if counts is None else np.stack([counts[rows].sum(0) for rows in by_form]))
+        None if counts is None else np.stack([counts[rows].sum(0) for rows in by_form]),
+        document=True)
     form_label = np.array([writers.index(records[rows[0]].writer_id) for rows in by_form])
     hit = sims.argmax(1) == label
     per_writer = [hit[label == w].mean() for w in np.unique(label)]
     others = sims.copy()
     others[np.arange(len(label)), label] = -np.inf  # the gallery without the line's writer
-    t = identifier.threshold
+    t = identifier.threshold()
     return {"line_top1": topk_accuracy(sims, label, 1), "line_top5": topk_accuracy(sims, label, 5),
             "form_top1": topk_accuracy(form_sims, form_label, 1),
             "macro_line_top1": float(np.mean(per_writer)),
@@ -235,8 +236,9 @@ def main() -> int:
     if model:
         fusion = model.card["fusion"]
         print(f"\npatch_embed ({args.metric_loss}), {args.epochs} epochs, trained in "
-              f"{minutes:.1f} min; fusion weight {fusion['weight']:.2f} on {fusion['descriptor']}"
-              " (calibrated at export on the known writers' validation lines)")
+              f"{minutes:.1f} min; fusion weight on {fusion['descriptor']}: lines "
+              f"{fusion['line']['weight']:.2f}, documents {fusion['document']['weight']:.2f} "
+              "(calibrated at export on the known writers' validation lines and forms)")
     return 0
 
 

@@ -44,10 +44,14 @@ def _build(args: argparse.Namespace) -> None:
 
 def _train(args: argparse.Namespace) -> None:
     from models.config import TrainConfig
-    from models.train import train
+    from models.train import train, worker_role
 
     cfg = _config(args, TrainConfig)
     run = train(cfg)
+    chief, index = worker_role()
+    if not chief:
+        print(f"worker {index}: training finished; the chief writes the run directory {run}")
+        return
     print(f"run directory: {run}")
     _print_metrics(run / "metrics.json")
 

@@ -17,9 +17,11 @@ import re
 import cv2
 import numpy as np
 
-# Unknown-writer threshold on 1 - chi-square for galleries built without a model: the
-# equal-error point of lines against one enrolled form per writer (docs/results.md, hinge)
+# Unknown-writer thresholds on 1 - chi-square for galleries built without a model: the
+# equal-error points of lines, and of forms as documents, against one enrolled form per
+# writer (docs/results.md, hinge)
 HINGE_THRESHOLD = 0.9647
+HINGE_DOCUMENT_THRESHOLD = 0.0
 
 
 @dataclasses.dataclass(frozen=True)

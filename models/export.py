@@ -295,28 +295,51 @@ def _standardisation(sims: np.ndarray, writers: np.ndarray, present: np.ndarray)
     return {"mean": float(sims[other].mean()), "std": float(sims[other].std())}
 
 
-def _fusion(emb_sims: np.ndarray, hinge_sims: np.ndarray, writers: np.ndarray,
-            present: np.ndarray, hinge: descriptors.Hinge) -> dict:
-    """The fusion of embedding and contour-hinge similarities of validation images against
-    the training writers: each similarity standardised, and the weight that names most
-    images right (the middle of the best weights when several tie); with the unknown-writer
-    thresholds of the hinge and fused scores."""
+def _as_documents(writers: np.ndarray, forms: np.ndarray, emb: np.ndarray,
+                  counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each form's lines as one query, as `identify --document` takes them: (writers, mean
+    unit embeddings, summed hinge counts)."""
+    rows = [forms == f for f in np.unique(forms)]
+    return (np.array([writers[r][0] for r in rows]),
+            normalise(np.stack([emb[r].mean(0) for r in rows])),
+            np.stack([counts[r].sum(0) for r in rows]))
+
+
+def _calibration(writers: np.ndarray, emb: np.ndarray, counts: np.ndarray,
+                 enrolled: tuple[np.ndarray, np.ndarray, np.ndarray]) -> dict:
+    """For one kind of query (lines, or documents) against the enrolled training writers:
+    each similarity's standardisation, the hinge's weight that names most queries right
+    (the middle of the best weights when several tie), top-1 of each score and the
+    unknown-writer threshold of each score."""
+    present, enrolled_emb, enrolled_counts = enrolled
+    sims = {"embedding": emb @ enrolled_emb.T,
+            "hinge": runtime.hinge_similarity(counts, enrolled_counts)}
     keep = np.isin(writers, present)
     label = np.searchsorted(present, writers[keep])
-    fusion = {"descriptor": hinge.name, "split": "validation", "compared": ENROLLED,
-              "embedding": _standardisation(emb_sims, writers, present),
-              "hinge": _standardisation(hinge_sims, writers, present)}
-    top1 = np.array([float((runtime.fuse(emb_sims, hinge_sims, {**fusion, "weight": w})[keep]
-                            .argmax(1) == label).mean()) for w in FUSION_WEIGHTS])
+    cal = {name: _standardisation(s, writers, present) for name, s in sims.items()}
+    top1 = np.array([float((runtime.fuse(sims["embedding"], sims["hinge"],
+                                         {**cal, "weight": w})[keep].argmax(1) == label).mean())
+                     for w in FUSION_WEIGHTS])
     best = FUSION_WEIGHTS[np.flatnonzero(top1 == top1.max())]
-    fusion["weight"] = float(best[len(best) // 2])
-    fused = runtime.fuse(emb_sims, hinge_sims, fusion)
-    fusion["line_top1"] = {"embedding": float(top1[0]), "hinge": float(top1[-1]),
-                           "fused": float(top1.max())}
-    fusion["thresholds"] = {
-        name: _threshold(_open_set_figures(sims, writers, present), ENROLLED)["threshold"]
-        for name, sims in (("hinge", hinge_sims), ("fused", fused))}
-    return fusion
+    cal["weight"] = float(best[len(best) // 2])
+    sims["fused"] = runtime.fuse(sims["embedding"], sims["hinge"], cal)
+    cal["top1"] = {"embedding": float(top1[0]), "hinge": float(top1[-1]),
+                   "fused": float(top1.max())}
+    cal["thresholds"] = {name: _threshold(_open_set_figures(s, writers, present),
+                                          ENROLLED)["threshold"] for name, s in sims.items()}
+    cal["n_queries"] = int(keep.sum())
+    return cal
+
+
+def _fusion(val: tuple, train: tuple, hinge: descriptors.Hinge) -> dict:
+    """The fusion of embedding and contour-hinge similarities, calibrated on the validation
+    lines, and on the validation forms as documents, against the training writers each
+    enrolled from one form: a line and a document score on different scales."""
+    enrolled = _enrolled_one_form(*train)
+    writers, forms, emb, counts = val
+    return {"descriptor": hinge.name, "split": "validation", "compared": ENROLLED,
+            "line": _calibration(writers, emb, counts, enrolled),
+            "document": _calibration(*_as_documents(writers, forms, emb, counts), enrolled)}
 
 
 def _threshold(figures: dict, against: str) -> dict:
@@ -397,19 +420,18 @@ def export(ecfg: ExportConfig) -> dict:
         print("calibrating the verification threshold on the validation split", flush=True)
         train_images = _images(cfg, "train")
         hinge = descriptors.Hinge()
-        val_writers, _, val_emb, val_counts = _features(rt, _images(cfg, "validation"), hinge)
-        writers, forms, emb, counts = _features(rt, train_images, hinge)
+        val = _features(rt, _images(cfg, "validation"), hinge)
+        train = _features(rt, train_images, hinge)
+        writers, _, emb, _ = train
         present = np.unique(writers)
         centroids = normalise(np.stack([emb[writers == w].mean(0) for w in present]))
         # thresholds and fusion as they will be used: each writer enrolled from one form
-        _, enrolled_emb, enrolled_counts = _enrolled_one_form(writers, forms, emb, counts)
-        emb_sims = val_emb @ enrolled_emb.T
-        hinge_sims = runtime.hinge_similarity(val_counts, enrolled_counts)
+        enrolled_emb = _enrolled_one_form(*train)[1]
         thresholds = {
-            "verification": _threshold(verification(val_emb, val_writers), "image pairs"),
-            "identification": _threshold(_open_set_figures(emb_sims, val_writers, present),
-                                         ENROLLED),
-            "fusion": _fusion(emb_sims, hinge_sims, val_writers, present, hinge),
+            "verification": _threshold(verification(val[2], val[0]), "image pairs"),
+            "identification": _threshold(_open_set_figures(val[2] @ enrolled_emb.T, val[0],
+                                                           present), ENROLLED),
+            "fusion": _fusion(val, train, hinge),
         }
         if not cfg.by_gallery:
             centroids = None

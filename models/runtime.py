@@ -253,11 +253,12 @@ def unit(x: np.ndarray) -> np.ndarray:
 SCORES = ("embedding", "hinge", "fused")
 
 
-def fuse(embedding: np.ndarray, hinge: np.ndarray, fusion: dict) -> np.ndarray:
+def fuse(embedding: np.ndarray, hinge: np.ndarray, calibration: dict) -> np.ndarray:
     """The fused score [Q, W]: both similarities standardised by the mean and spread of
-    different-writer similarities measured at export (so that a score, and its threshold,
-    mean the same whatever the gallery's size), `weight` on the hinge's."""
-    e, h, w = fusion["embedding"], fusion["hinge"], fusion["weight"]
+    different-writer similarities measured at export for this kind of query (so that a
+    score, and its threshold, mean the same whatever the gallery's size), `weight` on the
+    hinge's."""
+    e, h, w = calibration["embedding"], calibration["hinge"], calibration["weight"]
     return ((1 - w) * (embedding - e["mean"]) / e["std"]
             + w * (hinge - h["mean"]) / h["std"])
 
@@ -472,29 +473,34 @@ class Identifier:
         embedder = model if self.score != "hinge" else None
         gallery.require(embedder and embedder.fingerprint, hinge)
         self.gallery, self.model = gallery, model
-        self.fusion = fusion
+        self.fusion, self.given_threshold = fusion, threshold
         self.features = Features(embedder, descriptors.Hinge.parse(hinge) if hinge else None)
         self.centroids = gallery.centroids() if embedder else None
         self.sums = gallery.hinge_sums() if hinge else None
-        self.threshold = threshold if threshold is not None else self._threshold(fusion)
 
-    def _threshold(self, fusion: dict | None) -> float:
+    def threshold(self, document: bool = False) -> float:
+        """Below this score the answer is unknown: `--threshold`, else the one calibrated
+        for this score and kind of query (one line, or a document of several)."""
+        if self.given_threshold is not None:
+            return self.given_threshold
+        if self.fusion:
+            return self.fusion["document" if document else "line"]["thresholds"][self.score]
         if self.score == "embedding":
             return self.model.identification_threshold
-        if fusion:
-            return fusion["thresholds"][self.score]
-        return descriptors.HINGE_THRESHOLD
+        return descriptors.HINGE_DOCUMENT_THRESHOLD if document else descriptors.HINGE_THRESHOLD
 
-    def score_matrix(self, emb: np.ndarray | None, counts: np.ndarray | None) -> np.ndarray:
-        """[Q, n_writers] scores of queries given as unit embeddings [Q, D] and/or
-        contour-hinge counts [Q, K] (whichever the score uses)."""
+    def score_matrix(self, emb: np.ndarray | None, counts: np.ndarray | None,
+                     document: bool = False) -> np.ndarray:
+        """[Q, n_writers] scores of queries (lines, or documents) given as unit embeddings
+        [Q, D] and/or contour-hinge counts [Q, K] (whichever the score uses)."""
         sims = {}
         if self.centroids is not None:
             sims["embedding"] = emb @ self.centroids.T
         if self.sums is not None:
             sims["hinge"] = hinge_similarity(counts, self.sums)
         if self.score == "fused":
-            return fuse(sims["embedding"], sims["hinge"], self.fusion)
+            return fuse(sims["embedding"], sims["hinge"],
+                        self.fusion["document" if document else "line"])
         return sims[self.score]
 
     def similarities(self, images: list) -> np.ndarray:
@@ -502,14 +508,16 @@ class Identifier:
         embedding, their summed hinge counts."""
         emb, counts = self.features(images)
         return self.score_matrix(None if emb is None else unit(emb.mean(axis=0))[None],
-                                 None if counts is None else counts.sum(axis=0)[None])[0]
+                                 None if counts is None else counts.sum(axis=0)[None],
+                                 document=len(images) > 1)[0]
 
     def rank(self, images: list, top_k: int = 5) -> dict:
         """{"images", "writer" (None: unknown), "score", "threshold", "top"} for one query."""
         sims = self.similarities(images)
         order = np.argsort(-sims)[:top_k]
-        best = self.gallery.writers[order[0]] if sims[order[0]] >= self.threshold else None
+        threshold = self.threshold(document=len(images) > 1)
+        best = self.gallery.writers[order[0]] if sims[order[0]] >= threshold else None
         return {"images": [str(i) for i in images], "writer": best, "score": self.score,
-                "threshold": self.threshold,
+                "threshold": threshold,
                 "top": [{"writer": self.gallery.writers[i], "similarity": float(sims[i])}
                         for i in order]}

@@ -14,6 +14,7 @@ import shutil
 import sys
 import tempfile
 import warnings
+import zlib
 from pathlib import Path
 
 import keras
@@ -217,7 +218,10 @@ def train(cfg: TrainConfig) -> Path:
     cfg = _prepare_out(cfg, chief)
     if chief:
         return _train(cfg, chief)
-    scratch = Path(tempfile.mkdtemp(prefix=f"iam-writers-worker{index}-"))
+    # one scratch folder per run and worker: a resumed worker clears what a killed one left
+    tag = zlib.crc32(str(cfg.out.resolve()).encode())
+    scratch = Path(tempfile.gettempdir()) / f"iam-writers-worker{index}-{tag:08x}"
+    shutil.rmtree(scratch, ignore_errors=True)
     try:
         if (cfg.out / "backup").is_dir():
             shutil.copytree(cfg.out / "backup", scratch / "run" / "backup")
@@ -228,6 +232,7 @@ def train(cfg: TrainConfig) -> Path:
 
 
 def _train(cfg: TrainConfig, chief: bool) -> Path:
+    strategy = choose_strategy()  # first: collective ops must be set up before any other op
     keras.utils.set_random_seed(cfg.seed)
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
@@ -237,7 +242,7 @@ def _train(cfg: TrainConfig, chief: bool) -> Path:
     atomic.write_text(cfg.out / "config.json", json.dumps(cfg.to_json(), indent=2))
     atomic.write_text(cfg.out / "labels.json", json.dumps(labels, indent=2))
     train_ds, val_ds = datasets(cfg)
-    with choose_strategy().scope():
+    with strategy.scope():
         model, monitor = compiled_model(cfg, len(labels))
     verbose = 1 if sys.stdout.isatty() else 2
     held_out = val_ds is not None

@@ -82,6 +82,7 @@ def test_two_workers_train_the_chief_writes_and_both_resume_after_a_kill(synth_d
     resumed = _workers([*args, "--resume"], tmp_path)
     outputs = [p.communicate(timeout=600)[0] for p in resumed]
     assert [p.returncode for p in resumed] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    assert "test: image top-1" in outputs[0] and "worker 1: training finished" in outputs[1]
     assert _epochs(run) == ["0", "1", "2"]  # continued, not restarted
     for name in ("model.keras", "config.json", "labels.json", "metrics.json"):
         assert (run / name).is_file(), name

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from models import runtime
-from models.descriptors import Hinge, chi_square
+from models.descriptors import HINGE_DOCUMENT_THRESHOLD, HINGE_THRESHOLD, Hinge, chi_square
 from tests.conftest import cli
 
 
@@ -119,6 +119,10 @@ def test_enroll_and_identify_with_the_hinge_alone(lines, tmp_path):
     results = json.loads(proc.stdout)
     assert [r["images"] for r in results] == [[str(p)] for p in probes]
     assert all(r["writer"] is None for r in results)  # nothing reaches a score of 2
+    # without --threshold: the runtime's hinge thresholds, one for lines, one for documents
+    [line] = json.loads(cli("identify", gallery, probes[0], "--json").stdout)
+    assert line["threshold"] == HINGE_THRESHOLD != HINGE_DOCUMENT_THRESHOLD
+    assert result["threshold"] == HINGE_DOCUMENT_THRESHOLD  # the last document above
 
 
 def test_descriptor_only_bad_input_gets_one_line(lines, tmp_path):

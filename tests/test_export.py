@@ -130,14 +130,16 @@ def test_verify_enroll_identify_round_trip(exported, heldout, tmp_path):
     # the export calibrated a fusion with the contour-hinge; identify uses it by default and
     # each score's own threshold; --descriptor picks one score
     fusion = json.loads((exported / "model_card.json").read_text())["fusion"]
-    assert fusion["descriptor"] == "hinge-l10-b16" and 0 <= fusion["weight"] <= 1
-    assert results[0]["score"] == "fused" and results[0]["threshold"] == fusion["thresholds"][
-        "fused"]
+    assert fusion["descriptor"] == "hinge-l10-b16"
+    assert all(0 <= fusion[kind]["weight"] <= 1 for kind in ("line", "document"))
+    assert results[0]["score"] == "fused"
+    assert results[0]["threshold"] == fusion["line"]["thresholds"]["fused"]
     for score in ("embedding", "hinge"):
         proc = cli("identify", gallery, *by_writer[a][3:5], "--model", model, "--descriptor",
                    score, "--document", "--json")
         [doc] = json.loads(proc.stdout)
         assert doc["score"] == score and doc["top"][0]["writer"] == a, proc.stderr[-2000:]
+        assert doc["threshold"] == fusion["document"]["thresholds"][score]  # a document's own
     # a gallery of the hinge alone serves no embedding
     proc = cli("enroll", tmp_path / "h", "--descriptor", "hinge", "--writer", a, by_writer[a][0])
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -227,17 +229,23 @@ def test_failed_int8_gate_leaves_nothing_behind(trained_run, tmp_path):
 
 @pytest.mark.slow
 def test_a_stride_the_line_pass_cannot_take_is_refused(trained_run, tmp_path):
-    for stride in ("24", "48"):  # not a multiple of 16; wider than the 32-px patches
-        proc = cli("export", trained_run, "--out", tmp_path / "x", "--stride", stride)
-        assert proc.returncode == 2 and "multiple of 16" in proc.stderr, proc.stderr[-500:]
-        assert "Traceback" not in proc.stderr and not list(tmp_path.iterdir())
+    from models.export import ExportConfig, ExportError, export
+
+    proc = cli("export", trained_run, "--out", tmp_path / "x", "--stride", "24")  # not x16
+    assert proc.returncode == 2 and "multiple of 16" in proc.stderr, proc.stderr[-500:]
+    assert "Traceback" not in proc.stderr
+    with pytest.raises(ExportError, match="multiple of 16"):  # wider than the 32-px patches
+        export(ExportConfig(trained_run, tmp_path / "y", stride=48))
+    assert not list(tmp_path.iterdir())
 
 
 def test_export_refuses_unknown_quantization_and_an_existing_folder(tmp_path):
     proc = cli("export", tmp_path, "--out", tmp_path / "x", "--quantize", "int4")
     assert proc.returncode == 2 and "allowed: none, float16, dynamic, int8" in proc.stderr
-    proc = cli("export", tmp_path, "--out", tmp_path)
-    assert proc.returncode == 2 and "already exists" in proc.stderr
+    from models.export import ExportConfig, export
+
+    with pytest.raises(FileExistsError, match="already exists"):
+        export(ExportConfig(tmp_path, tmp_path))
 
 
 def test_a_model_with_a_lambda_layer_is_refused(tmp_path):

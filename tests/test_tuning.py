@@ -90,8 +90,7 @@ def test_search_writes_summary_and_retrains_the_best(tmp_path, synth_dir):
     assert (project / "objective.png").stat().st_size > 1000
     run = project / "best_run"
     assert json.loads((run / "config.json").read_text())["fit_on_validation"] is True
-    assert cli("evaluate", run).returncode == 0
-    proc = cli("export", run, "--out", tmp_path / "exp", "--quantize", "none")
+    proc = cli("export", run, "--out", tmp_path / "exp", "--quantize", "none")  # a run dir
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
