@@ -305,7 +305,7 @@ def _as_documents(writers: np.ndarray, forms: np.ndarray, emb: np.ndarray,
             np.stack([counts[r].sum(0) for r in rows]))
 
 
-def _calibration(writers: np.ndarray, emb: np.ndarray, counts: np.ndarray,
+def _query_calibration(writers: np.ndarray, emb: np.ndarray, counts: np.ndarray,
                  enrolled: tuple[np.ndarray, np.ndarray, np.ndarray]) -> dict:
     """For one kind of query (lines, or documents) against the enrolled training writers:
     each similarity's standardisation, the hinge's weight that names most queries right
@@ -338,8 +338,9 @@ def _fusion(val: tuple, train: tuple, hinge: descriptors.Hinge) -> dict:
     enrolled = _enrolled_one_form(*train)
     writers, forms, emb, counts = val
     return {"descriptor": hinge.name, "split": "validation", "compared": ENROLLED,
-            "line": _calibration(writers, emb, counts, enrolled),
-            "document": _calibration(*_as_documents(writers, forms, emb, counts), enrolled)}
+            "line": _query_calibration(writers, emb, counts, enrolled),
+            "document": _query_calibration(*_as_documents(writers, forms, emb, counts),
+                                           enrolled)}
 
 
 def _threshold(figures: dict, against: str) -> dict:
