@@ -23,6 +23,8 @@ def real_data_commands(out: Path) -> list[str]:
         "# login) or pass the Kaggle zip / its extracted folder with --manual-dir:",
         "iam-writers build --config top50",
         "iam-writers build --config top50 --manual-dir ~/Downloads/iam-handwriting-top50.zip",
+        "# or the official IAM distribution (lines.tgz + ascii.tgz), all 657 writers:",
+        "iam-writers build --config iam --manual-dir ~/data/iam",
         f"iam-writers train --model {recipe.model} --config top50 --out runs/top50 "
         f"--epochs {recipe.epochs} --lr-schedule {recipe.lr_schedule}",
         "iam-writers export runs/top50 --out exports/top50",
