@@ -32,15 +32,6 @@ def per_line_ms(fn, images: list) -> float:
     return (time.perf_counter() - start) / len(images) * 1000
 
 
-def eer(sims: np.ndarray, label: np.ndarray, n_writers: int) -> dict:
-    """Equal-error figures of a query's own writer against its best other writer."""
-    from models.evaluate import roc_figures
-
-    own = sims[np.arange(len(label)), label]
-    other = np.where(np.eye(n_writers, dtype=bool)[label], -np.inf, sims).max(1)
-    return roc_figures(np.r_[np.ones(len(own)), np.zeros(len(other))], np.r_[own, other])
-
-
 def main() -> int:
     sys.path.insert(0, str(REPO))
     from open_set import enrolment, split_writers
@@ -49,7 +40,7 @@ def main() -> int:
     from iam_writers_tfds.images import read_gray
     from models import runtime
     from models.descriptors import Hinge
-    from models.evaluate import topk_accuracy
+    from models.evaluate import open_set_figures, topk_accuracy
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("dir", type=Path)
@@ -84,7 +75,9 @@ def main() -> int:
         sims = runtime.hinge_similarity(counts[probe], sums)
         form_sims = runtime.hinge_similarity(
             np.stack([counts[probe][forms == f].sum(0) for f in form_ids]), sums)
-        line, form = eer(sims, label, len(writers)), eer(form_sims, form_label, len(writers))
+        present = np.arange(len(writers))
+        line = open_set_figures(sims, label, present)
+        form = open_set_figures(form_sims, form_label, present)
         print(f"{hinge.name:<15}{ms:>8.2f}{ms / decode_ms:>9.1f}x"
               f"{topk_accuracy(sims, label, 1):>11.3f}"
               f"{topk_accuracy(form_sims, form_label, 1):>11.3f}{line['eer']:>7.3f}"

@@ -184,10 +184,11 @@ def parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog="iam-writers", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
+    layouts = ("kaggle", "iam")  # synth.LAYOUTS, which would import OpenCV into every command
 
     s = sub.add_parser("synth", help="write a synthetic dataset in the Kaggle or IAM layout")
     s.add_argument("--out", type=Path, required=True, help="new folder to create")
-    s.add_argument("--layout", choices=("kaggle", "iam"), default="kaggle",
+    s.add_argument("--layout", choices=layouts, default="kaggle",
                    help="kaggle: forms_for_parsing.txt + data_subset/ (configs top50, top10); "
                         "iam: the official lines/ + ascii/ (configs iam, iam_ok)")
     s.add_argument("--writers", type=int, default=10)
@@ -204,7 +205,14 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--data-dir", type=Path, help="TFDS data dir (default ~/tensorflow_datasets)")
     s.set_defaults(func=_build, needs_train=True)
 
-    from models.config import BACKBONES, LR_SCHEDULES, METRIC_LOSSES, MODELS, TrainConfig
+    from models.config import (
+        BACKBONES,
+        LR_SCHEDULES,
+        METRIC_LOSSES,
+        MODELS,
+        SCORES,
+        TrainConfig,
+    )
 
     s = sub.add_parser("train", help="train a model into runs/NAME and evaluate it")
     s.add_argument("--model", choices=MODELS, default="patch_cnn")
@@ -266,11 +274,10 @@ def parser() -> argparse.ArgumentParser:
     model_args(s)
     s.set_defaults(func=_verify)
 
-    scores = ("embedding", "hinge", "fused")
     s = sub.add_parser("enroll", help="add a writer's images to a gallery")
     s.add_argument("gallery", type=Path, help="gallery path (GALLERY.npz + GALLERY.json)")
     s.add_argument("--model", type=Path, help="an exported model (none: --descriptor hinge)")
-    s.add_argument("--descriptor", choices=scores,
+    s.add_argument("--descriptor", choices=SCORES,
                    help="what to store: the model's embeddings, contour-hinge histograms "
                         "(no model needed), or both (fused; the default with a model)")
     s.add_argument("--writer", required=True)
@@ -282,7 +289,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("gallery", type=Path)
     s.add_argument("images", type=Path, nargs="+")
     s.add_argument("--model", type=Path, help="the model the gallery was enrolled with")
-    s.add_argument("--descriptor", choices=scores,
+    s.add_argument("--descriptor", choices=SCORES,
                    help="the score: default fused when the model's card calibrated fusion, "
                         "else embedding; hinge without a model")
     s.add_argument("--document", action="store_true",
@@ -300,7 +307,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--epochs", type=int, default=0,
                    help="default: 8 on synthetic data (the 10-minute budget), 20 on real data")
     s.add_argument("--writers", type=int, default=10, help="synthetic writers")
-    s.add_argument("--layout", choices=("kaggle", "iam"), default="kaggle",
+    s.add_argument("--layout", choices=layouts, default="kaggle",
                    help="write the synthetic writers in the Kaggle layout or the official IAM "
                         "one (built with --config iam)")
     s.add_argument("--fresh", action="store_true", help="delete --out and start over")

@@ -100,9 +100,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         )
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-        roots = self._source_roots(dl_manager)
         config = self.builder_config
         extract_to = Path(dl_manager.download_dir) / "iam_writers_extracted"
+        roots = self._source_roots(dl_manager, extract_to)
         records, skipped = kaggle_layout.scan_all(
             roots, (lambda root: iam_layout.scan(root, extract_to))
             if config.layout == "iam" else None)
@@ -117,7 +117,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             logger.info("Left out %d line(s) marked err in lines.txt",
                         sum(not r.segmentation_ok for r in records))
             records = [r for r in records if r.segmentation_ok]
-        if "train" in assignment.values() and set(assignment.values()) == {"train"}:
+        if set(assignment.values()) == {"train"}:
             raise kaggle_layout.LayoutError(
                 f"{', '.join(map(str, roots))}: no writer has 3 or more forms, so the "
                 "validation and test splits would be empty. Add a folder of writers with at "
@@ -159,10 +159,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         if corrupt:
             logger.warning("Skipped %d unreadable image(s): %s", len(corrupt), " | ".join(corrupt))
 
-    def _source_roots(self, dl_manager: tfds.download.DownloadManager) -> list[Path]:
+    def _source_roots(self, dl_manager: tfds.download.DownloadManager,
+                      extract_to: Path) -> list[Path]:
         """manual_dir first (one layout, or one per subfolder), then (real configs)
-        kagglehub, then (synthetic) the generator."""
-        extract_to = Path(dl_manager.download_dir) / "iam_writers_extracted"
+        kagglehub, then (synthetic) the generator; archives are extracted to `extract_to`."""
         try:
             manual = Path(dl_manager.manual_dir)
         except AssertionError:  # tfds: no manual dir given, or it is missing or empty

@@ -238,8 +238,10 @@ def roots_in(folder: Path, extract_to: Path) -> list[Path]:
         return [folder]
     subfolders = sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
     roots = [r for r in (root_in(p, extract_to) for p in subfolders) if r is not None]
-    single = root_in(folder, extract_to) if not roots else None
-    return roots or ([single] if single else [])
+    if roots:
+        return roots
+    single = root_in(folder, extract_to)
+    return [single] if single else []
 
 
 def scan_all(roots: list[Path], scan_one=None) -> tuple[list[Record], list[str]]:
@@ -255,9 +257,9 @@ def scan_all(roots: list[Path], scan_one=None) -> tuple[list[Record], list[str]]
                                   "line once: remove one copy or one of the folders.")
             form = writer_of.setdefault(r.form_id, (r.writer_id, root))
             if form[0] != r.writer_id:
-                raise LayoutError(f"{root / FORMS_FILE}: form {r.form_id} is by writer "
-                                  f"{r.writer_id}, but by {form[0]} in {form[1] / FORMS_FILE}. "
-                                  "Fix one of the two files.")
+                raise LayoutError(f"{root}: form {r.form_id} is by writer {r.writer_id}, but "
+                                  f"by {form[0]} in {form[1]}. Fix one of the two forms "
+                                  "files.")
             seen[r.image_id] = r.path
         records += recs
         skipped += skip

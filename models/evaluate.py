@@ -63,6 +63,18 @@ def roc_figures(same: np.ndarray, sims: np.ndarray) -> dict:
     }
 
 
+def open_set_figures(sims: np.ndarray, writers: np.ndarray, present: np.ndarray) -> dict:
+    """ROC figures of open-set identification from scores [N, W] of images against the
+    `present` writers: an image's score for its own writer (should pass) against its best
+    score for any other writer (as if its writer were not enrolled; should be rejected)."""
+    own = writers[:, None] == present[None, :]
+    keep = own.any(axis=1)
+    genuine = sims[keep][own[keep]]
+    impostor = np.where(own, -np.inf, sims)[keep].max(axis=1)
+    same = np.concatenate([np.ones(len(genuine), int), np.zeros(len(impostor), int)])
+    return roc_figures(same, np.concatenate([genuine, impostor]))
+
+
 def normalise(x: np.ndarray) -> np.ndarray:
     """Rows scaled to unit L2 norm."""
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)

@@ -26,7 +26,7 @@ from iam_writers_tfds.images import decode_gray
 from iam_writers_tfds.kaggle_layout import form_of
 from models import descriptors, runtime, zoo
 from models.config import TrainConfig
-from models.evaluate import load_run, normalise, roc_figures, verification
+from models.evaluate import load_run, normalise, open_set_figures, verification
 from pipelines import PipelineConfig, load_split, ops
 
 VARIANTS = {"none": "float32", "float16": "float16", "dynamic": "dynamic", "int8": "int8"}
@@ -261,18 +261,6 @@ def parity_markdown(table: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _open_set_figures(sims: np.ndarray, writers: np.ndarray, present: np.ndarray) -> dict:
-    """ROC figures of open-set identification from scores [N, W] of images against the
-    `present` writers: an image's score for its own writer (should pass) against its best
-    score for any other writer (as if its writer were not enrolled; should be rejected)."""
-    own = writers[:, None] == present[None, :]
-    keep = own.any(axis=1)
-    genuine = sims[keep][own[keep]]
-    impostor = np.where(own, -np.inf, sims)[keep].max(axis=1)
-    same = np.concatenate([np.ones(len(genuine), int), np.zeros(len(impostor), int)])
-    return roc_figures(same, np.concatenate([genuine, impostor]))
-
-
 FUSION_WEIGHTS = np.linspace(0, 1, 21)  # the hinge's share of the fused score
 ENROLLED = ("each image's own writer vs the best other training writer, each writer enrolled "
             "from one training form")
@@ -306,7 +294,7 @@ def _as_documents(writers: np.ndarray, forms: np.ndarray, emb: np.ndarray,
 
 
 def _query_calibration(writers: np.ndarray, emb: np.ndarray, counts: np.ndarray,
-                 enrolled: tuple[np.ndarray, np.ndarray, np.ndarray]) -> dict:
+                       enrolled: tuple[np.ndarray, np.ndarray, np.ndarray]) -> dict:
     """For one kind of query (lines, or documents) against the enrolled training writers:
     each similarity's standardisation, the hinge's weight that names most queries right
     (the middle of the best weights when several tie), top-1 of each score and the
@@ -325,17 +313,16 @@ def _query_calibration(writers: np.ndarray, emb: np.ndarray, counts: np.ndarray,
     sims["fused"] = runtime.fuse(sims["embedding"], sims["hinge"], cal)
     cal["top1"] = {"embedding": float(top1[0]), "hinge": float(top1[-1]),
                    "fused": float(top1.max())}
-    cal["thresholds"] = {name: _threshold(_open_set_figures(s, writers, present),
+    cal["thresholds"] = {name: _threshold(open_set_figures(s, writers, present),
                                           ENROLLED)["threshold"] for name, s in sims.items()}
     cal["n_queries"] = int(keep.sum())
     return cal
 
 
-def _fusion(val: tuple, train: tuple, hinge: descriptors.Hinge) -> dict:
+def _fusion(val: tuple, enrolled: tuple, hinge: descriptors.Hinge) -> dict:
     """The fusion of embedding and contour-hinge similarities, calibrated on the validation
-    lines, and on the validation forms as documents, against the training writers each
-    enrolled from one form: a line and a document score on different scales."""
-    enrolled = _enrolled_one_form(*train)
+    lines, and on the validation forms as documents, against the `enrolled` training
+    writers (each from one form): a line and a document score on different scales."""
     writers, forms, emb, counts = val
     return {"descriptor": hinge.name, "split": "validation", "compared": ENROLLED,
             "line": _query_calibration(writers, emb, counts, enrolled),
@@ -427,12 +414,12 @@ def export(ecfg: ExportConfig) -> dict:
         present = np.unique(writers)
         centroids = normalise(np.stack([emb[writers == w].mean(0) for w in present]))
         # thresholds and fusion as they will be used: each writer enrolled from one form
-        enrolled_emb = _enrolled_one_form(*train)[1]
+        enrolled = _enrolled_one_form(*train)
         thresholds = {
             "verification": _threshold(verification(val[2], val[0]), "image pairs"),
-            "identification": _threshold(_open_set_figures(val[2] @ enrolled_emb.T, val[0],
-                                                           present), ENROLLED),
-            "fusion": _fusion(val, train, hinge),
+            "identification": _threshold(open_set_figures(val[2] @ enrolled[1].T, val[0],
+                                                          present), ENROLLED),
+            "fusion": _fusion(val, enrolled, hinge),
         }
         if not cfg.by_gallery:
             centroids = None

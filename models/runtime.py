@@ -20,6 +20,7 @@ import numpy as np
 from iam_writers_tfds import atomic
 from iam_writers_tfds.images import ImageError, read_gray
 from models import descriptors
+from models.config import SCORES
 from pipelines import preprocess
 
 CARD = "model_card.json"
@@ -248,9 +249,6 @@ def embed_inked(model: Model, images: list) -> tuple[list[int], np.ndarray]:
 
 def unit(x: np.ndarray) -> np.ndarray:
     return x / max(float(np.linalg.norm(x)), 1e-12)
-
-
-SCORES = ("embedding", "hinge", "fused")
 
 
 def fuse(embedding: np.ndarray, hinge: np.ndarray, calibration: dict) -> np.ndarray:
