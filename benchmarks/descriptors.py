@@ -39,8 +39,8 @@ def main() -> int:
     from iam_writers_tfds import kaggle_layout
     from iam_writers_tfds.images import read_gray
     from models import runtime
-    from models.descriptors import Hinge
     from models.evaluate import open_set_figures, topk_accuracy
+    from models.runtime.descriptors import Hinge
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("dir", type=Path)

@@ -104,11 +104,12 @@ def figures(identifier, emb, counts, records, probe, enrolled_writers) -> dict:
 
 def gallery_of(records, enrolled: dict[str, list[int]], emb, counts, fingerprint, descriptor):
     """An in-memory gallery of the enrolled lines' precomputed features."""
-    from models.runtime import Gallery
+    from models.runtime.gallery import new_in_memory, sha256_of
 
-    gallery = Gallery.new("in-memory", fingerprint, descriptor)
+    gallery = new_in_memory(fingerprint, descriptor)
     for writer, rows in enrolled.items():
         gallery.add(writer, [str(records[i].path) for i in rows],
+                    [sha256_of(records[i].path) for i in rows],
                     None if emb is None else emb[rows], None if counts is None else counts[rows])
     return gallery
 
@@ -173,8 +174,9 @@ def main() -> int:
         p.error("pass a Kaggle-layout DIR or --synthetic")
     from iam_writers_tfds import iam_layout, kaggle_layout, synth
     from iam_writers_tfds.images import read_gray
-    from models.descriptors import Hinge
-    from models.runtime import SCORES, Identifier, embed_inked
+    from models.config import SCORES
+    from models.runtime import Identifier, embed_inked
+    from models.runtime.descriptors import Hinge
 
     def layout_records(folder: Path):
         """The lines of a Kaggle-layout folder or of one in the official IAM layout."""

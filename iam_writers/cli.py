@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from iam_writers_tfds import console
 
 # What `pip install 'iam-writers[train]'` adds that the training-side commands import.
 TRAIN_EXTRA = ("tensorflow", "tensorflow_datasets", "keras_tuner", "sklearn", "matplotlib")
@@ -38,8 +38,9 @@ def _synth(args: argparse.Namespace) -> None:
 def _build(args: argparse.Namespace) -> None:
     from iam_writers import data
 
-    b = data.build(data.BuildConfig(args.config, args.manual_dir, args.data_dir))
-    print(data.statistics(b))
+    cfg = data.BuildConfig(args.config, args.manual_dir, args.data_dir)
+    data.check_manual_dirs(cfg)
+    print(data.statistics(data.build(cfg)))
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -97,26 +98,78 @@ def _verify(args: argparse.Namespace) -> None:
 
 
 def _enroll(args: argparse.Namespace) -> None:
-    from models.runtime import Model, enroll, features_for
+    from models.runtime import Gallery, Model, features_for, identify
 
     model = Model(args.model, args.threads) if args.model else None
-    g = enroll(args.gallery, features_for(model, args.descriptor), args.writer, args.images)
-    print(f"enrolled {len(args.images)} image(s) of {args.writer}; {args.gallery} now holds "
-          f"{len(g.writers)} writer(s), {len(g.images)} image(s) ({g.built_by})")
+    features = features_for(model, args.descriptor)
+    if args.layout:
+        done = identify.enroll_layout(args.gallery, features, args.layout,
+                                      args.forms_per_writer)
+    else:
+        done = [identify.enroll(args.gallery, features, args.writer, args.images)]
+    gallery = Gallery.open(args.gallery)
+    for e in done if len(done) == 1 else []:
+        print(f"enrolled {e.added} image(s) of {e.writer}"
+              + (f"; {len(e.skipped)} already enrolled: {', '.join(e.skipped)}"
+                 if e.skipped else ""))
+    if len(done) > 1:
+        print(f"enrolled {sum(e.added for e in done)} image(s) of {len(done)} writer(s) from "
+              f"{args.layout}; {sum(len(e.skipped) for e in done)} already enrolled")
+    info = gallery.info()
+    print(f"{info['gallery']} now holds {info['writers']} writer(s), {info['images']} "
+          f"image(s) ({gallery.built_by})")
 
 
 def _identify(args: argparse.Namespace) -> None:
     from models.runtime import Gallery, Identifier, Model
 
     model = Model(args.model, args.threads) if args.model else None
-    identifier = Identifier(Gallery.load(args.gallery), model, args.descriptor, args.threshold)
+    gallery = Gallery.open(args.gallery)
+    identifier = Identifier(gallery, model, args.descriptor, args.threshold)
+    if not identifier.asked:
+        print(f"scoring by {identifier.score}" + (
+            f" (no --model given; {gallery.path} also holds model {gallery.fingerprint}'s "
+            "embeddings)" if identifier.score == "hinge" and gallery.fingerprint else ""),
+            file=sys.stderr)
     queries = [args.images] if args.document else [[image] for image in args.images]
     results = [identifier.rank(query, args.top_k) for query in queries]
     text = "\n".join(
-        f"{', '.join(r['images'])}: {r['writer'] or 'unknown writer'} ({r['score']}: "
+        (f"document of {len(r['images'])} images" if args.document else r["images"][0])
+        + f": {r['writer'] or 'unknown writer'} ({r['score']}: "
         + ", ".join(f"{t['writer']} {t['similarity']:.3f}" for t in r["top"]) + ")"
         for r in results)
     _show(results, args.json, text)
+
+
+def _gallery(args: argparse.Namespace) -> None:
+    from models.runtime import Gallery, GalleryError
+    from models.runtime.gallery import upgrade
+
+    if args.action == "upgrade":
+        print(f"converted {args.gallery} into {upgrade(args.gallery)}; the .npz and .json "
+              "files were removed")
+        return
+    gallery = Gallery.open(args.gallery)
+    if args.action == "list":
+        rows = gallery.writers()
+        _show(rows, args.json, "\n".join(
+            f"{r['writer']}\t{r['images']} image(s)\tenrolled {r['enrolled']}\tupdated "
+            f"{r['updated']}" for r in rows) or f"{gallery.path}: no writers enrolled")
+    elif args.action == "info":
+        info = gallery.info()
+        _show(info, args.json, "\n".join(f"{k}: {v}" for k, v in info.items()))
+    elif args.action == "check":
+        problems = gallery.check()
+        if problems:
+            raise GalleryError(f"{gallery.path}: " + "; ".join(problems) + ". Restore it from "
+                               "a backup, or remove and enroll again the writers named.")
+        print(f"{gallery.path}: sound ({len(gallery.writers())} writers)")
+    elif args.action == "remove":
+        n = gallery.remove(args.writer)
+        print(f"removed {args.writer} and the features of {n} image(s) from {gallery.path}")
+    else:
+        gallery.rename(args.writer, args.new)
+        print(f"renamed {args.writer} to {args.new} in {gallery.path}")
 
 
 def _evaluate(args: argparse.Namespace) -> None:
@@ -138,6 +191,14 @@ def _print_metrics(path: Path) -> None:
         print(f"verification: ROC-AUC {v['roc_auc']:.3f}  EER {v['eer']:.3f}  "
               f"TAR@FAR=1% {v['tar_at_far_1pct']:.3f}")
     print(f"metrics: {path}; plots: {path.parent / 'plots'}")
+
+
+def positive_int(value: str) -> int:
+    """An argparse type for counts that must be at least 1."""
+    n = int(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
 
 
 def _add_fields(p: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> None:
@@ -263,7 +324,7 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("predict", help="top-k writers of images (.tflite or SavedModel)")
     s.add_argument("model", type=Path, help="model_*.tflite or the saved_model folder")
     s.add_argument("images", type=Path, nargs="+")
-    s.add_argument("--top-k", type=int, default=5)
+    s.add_argument("--top-k", type=positive_int, default=5)
     model_args(s)
     s.set_defaults(func=_predict)
 
@@ -274,16 +335,43 @@ def parser() -> argparse.ArgumentParser:
     model_args(s)
     s.set_defaults(func=_verify)
 
-    s = sub.add_parser("enroll", help="add a writer's images to a gallery")
-    s.add_argument("gallery", type=Path, help="gallery path (GALLERY.npz + GALLERY.json)")
+    s = sub.add_parser("enroll", help="add a writer's images, or a folder of writers, to a "
+                       "gallery")
+    s.add_argument("gallery", type=Path, help="the gallery: one SQLite file (GALLERY.sqlite "
+                   "when the path has no .sqlite or .db ending), created when missing")
+    s.add_argument("images", type=Path, nargs="*", help="the writer's images (with --writer)")
+    s.add_argument("--writer", help="the writer the images belong to")
+    s.add_argument("--layout", type=Path, metavar="DIR",
+                   help="instead of --writer and images: enrol every writer of a Kaggle- or "
+                        "IAM-layout folder (extracted), each writer in one transaction")
+    s.add_argument("--forms-per-writer", type=int, default=0,
+                   help="with --layout: each writer's first N forms (0: all)")
     s.add_argument("--model", type=Path, help="an exported model (none: --descriptor hinge)")
     s.add_argument("--descriptor", choices=SCORES,
                    help="what to store: the model's embeddings, contour-hinge histograms "
                         "(no model needed), or both (fused; the default with a model)")
-    s.add_argument("--writer", required=True)
-    s.add_argument("images", type=Path, nargs="+")
     model_args(s, json_flag=False)
     s.set_defaults(func=_enroll)
+
+    s = sub.add_parser("gallery", help="list, inspect, remove or rename enrolled writers")
+    actions = s.add_subparsers(dest="action", required=True)
+    for name, text in (("list", "writers, image counts and enrolment dates"),
+                       ("info", "what built the gallery, its schema and size"),
+                       ("check", "SQLite's integrity check, and every writer's sums "
+                                 "against their images"),
+                       ("remove", "delete a writer and their features from the file"),
+                       ("rename", "give a writer another name"),
+                       ("upgrade", "convert a gallery from before the database (.npz + "
+                                   ".json) into one SQLite file")):
+        a = actions.add_parser(name, help=text)
+        a.add_argument("gallery", type=Path)
+        if name in ("remove", "rename"):
+            a.add_argument("writer")
+        if name == "rename":
+            a.add_argument("new")
+        if name in ("list", "info"):
+            a.add_argument("--json", action="store_true", help="machine-readable output")
+    s.set_defaults(func=_gallery)
 
     s = sub.add_parser("identify", help="rank enrolled writers for images, or say unknown")
     s.add_argument("gallery", type=Path)
@@ -296,7 +384,7 @@ def parser() -> argparse.ArgumentParser:
                    help="the images are lines of one document: one ranking for all of them")
     s.add_argument("--threshold", type=float,
                    help="answer unknown below this score (default: the one calibrated for it)")
-    s.add_argument("--top-k", type=int, default=5)
+    s.add_argument("--top-k", type=positive_int, default=5)
     model_args(s)
     s.set_defaults(func=_identify)
 
@@ -313,6 +401,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--fresh", action="store_true", help="delete --out and start over")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=_demo, needs_train=True)
+    for command in [*sub.choices.values(), *actions.choices.values()]:
+        command.add_argument("--verbose", action="store_true", default=False,
+                             help="show the native libraries' log lines (TensorFlow, LiteRT, "
+                                  "the converter), which are hidden by default; or set "
+                                  f"{console.VERBOSE_ENV}=1")
     return p
 
 
@@ -331,11 +424,25 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
 def main(argv: list[str] | None = None) -> int:
     p = parser()
-    args = p.parse_args(argv)
+    args, extra = p.parse_known_args(argv)
+    if args.verbose:
+        os.environ[console.VERBOSE_ENV] = "1"
+    console.quiet()
+    if args.command == "enroll" and not any(a.startswith("-") for a in extra):
+        # argparse ends an optional positional list at the first flag: `enroll G --writer W
+        # IMAGES` leaves the images here
+        args.images += map(Path, extra)
+    elif extra:
+        p.error(f"unrecognized arguments: {' '.join(extra)}")
     if getattr(args, "needs_train", False) and (module := missing_train_extra()):
         print(f"iam-writers {args.command}: error: needs {module}, which the base install "
               f"leaves out (it is the edge runtime only): {INSTALL_TRAIN}", file=sys.stderr)
         return 2
+    if args.command == "enroll":
+        if bool(args.layout) == bool(args.writer):
+            p.error("enroll takes GALLERY --writer ID IMAGES, or GALLERY --layout DIR")
+        if bool(args.writer) != bool(args.images):
+            p.error("enroll --writer ID takes the writer's images, --layout DIR none")
     try:
         args.func(args)
     except ConfigError as err:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-CONFIGS = ("synthetic", "top10", "top50", "iam", "iam_ok")
+from iam_writers_tfds.configs import NAMES as CONFIGS
 
 
 @dataclasses.dataclass
@@ -35,19 +36,50 @@ def builder(cfg: BuildConfig):
     return b.Builder(config=cfg.config, data_dir=str(cfg.data_dir) if cfg.data_dir else None)
 
 
-def build(cfg: BuildConfig):
-    """Download (or generate) and prepare the dataset; returns the builder. Re-runnable:
-    TFDS writes into a temporary folder and renames it when the build is complete. Several
-    manual folders reach the builder as the subfolders of one (links to them)."""
-    import tensorflow_datasets as tfds
-
+def check_manual_dirs(cfg: BuildConfig) -> None:
+    """Refuse a missing or empty --manual-dir (before TensorFlow is imported)."""
     for folder in cfg.manual_dir:
         if not folder.is_dir():
             raise FileNotFoundError(f"{folder}: --manual-dir does not exist. Check the path.")
         if not any(folder.iterdir()):
-            raise FileNotFoundError(f"{folder}: --manual-dir is empty. Put the Kaggle zip or "
-                                    "its extracted contents there.")
+            raise FileNotFoundError(f"{folder}: --manual-dir is empty. Put the Kaggle zip, the "
+                                    "IAM archives, or their extracted contents there.")
+
+
+def build(cfg: BuildConfig):
+    """Download (or generate) and prepare the dataset; returns the builder. Re-runnable:
+    TFDS writes into a temporary folder and renames it when the build is complete; a failed
+    build removes the folders it created. Several manual folders reach the builder as the
+    subfolders of one (links to them)."""
+    import sys
+
+    import tensorflow_datasets as tfds
+
+    check_manual_dirs(cfg)
+    if not sys.stderr.isatty():  # TFDS's nested bars leave escape codes in a log file
+        tfds.disable_progress_bar()
     b = builder(cfg)
+    new = _first_missing(Path(b.data_dir))
+    try:
+        _prepare(b, cfg)
+    except BaseException:
+        if new is not None:
+            shutil.rmtree(new, ignore_errors=True)
+        raise
+    return b
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The outermost folder of `path` that does not exist yet (None: it all exists)."""
+    missing = None
+    while not path.exists():
+        missing, path = path, path.parent
+    return missing
+
+
+def _prepare(b, cfg: BuildConfig) -> None:
+    import tensorflow_datasets as tfds
+
     with tempfile.TemporaryDirectory(prefix="iam-writers-sources-") as links:
         manual = None
         if len(cfg.manual_dir) == 1:
@@ -57,7 +89,6 @@ def build(cfg: BuildConfig):
                 (Path(links) / f"{i}-{folder.resolve().name}").symlink_to(folder.resolve())
             manual = links
         b.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual))
-    return b
 
 
 def statistics(b) -> str:

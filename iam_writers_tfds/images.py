@@ -85,9 +85,18 @@ def decode_gray(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXELS
     return np.ascontiguousarray(img)
 
 
-def read_gray(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Read an image file into a 2-D uint8 grayscale array; see `decode_gray`."""
+def image_file(path: str | Path) -> Path:
+    """The path of an existing file; a folder or a missing path raises, saying which."""
     path = Path(path)
+    if path.is_dir():
+        raise FileNotFoundError(f"{path}: a folder, not an image file. Pass its images (a "
+                                "shell glob such as DIR/*.png).")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such image file. Check the path.")
+    return path
+
+
+def read_gray(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Read an image file into a 2-D uint8 grayscale array; see `decode_gray`."""
+    path = image_file(path)
     return decode_gray(path.read_bytes(), str(path), max_pixels)

@@ -14,7 +14,7 @@ GALLERY_MODELS = ("patch_embed", "siamese_resnet50")  # identify by nearest writ
 METRIC_LOSSES = ("supcon", "triplet", "cosface")
 LR_SCHEDULES = ("plateau", "cosine")
 BACKBONES = ("resnet50", "mobilenetv2", "efficientnetb0")
-SCORES = ("embedding", "hinge", "fused")  # what identify ranks writers by (models/runtime.py)
+SCORES = ("embedding", "hinge", "fused")  # what identify ranks writers by (runtime/identify.py)
 
 
 @dataclasses.dataclass

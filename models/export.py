@@ -24,9 +24,10 @@ from tqdm import tqdm
 from iam_writers_tfds import atomic
 from iam_writers_tfds.images import decode_gray
 from iam_writers_tfds.kaggle_layout import form_of
-from models import descriptors, runtime, zoo
+from models import runtime, zoo
 from models.config import TrainConfig
 from models.evaluate import load_run, normalise, open_set_figures, verification
+from models.runtime import descriptors
 from pipelines import PipelineConfig, load_split, ops
 
 VARIANTS = {"none": "float32", "float16": "float16", "dynamic": "dynamic", "int8": "int8"}
@@ -428,8 +429,11 @@ def export(ecfg: ExportConfig) -> dict:
                               f"{sorted(set(labels) - {labels[i] for i in present})}. "
                               "Rebuild the dataset so every writer has a training form.")
         else:
-            runtime.Gallery(tmp / "train_gallery", fingerprint, list(labels),
-                            np.arange(len(labels)), list(labels), centroids).save()
+            gallery = runtime.Gallery.open(tmp / "train_gallery", create=True,
+                                           fingerprint=fingerprint, journal="DELETE")
+            for label, centroid in zip(labels, centroids):
+                gallery.add(label, [label], [f"training writer {label}"], centroid[None], None)
+            gallery.close()
         print(f"writing the SavedModel to {ecfg.out / 'saved_model'}", flush=True)
         archive = serving_archive(model, cfg, pcfg, labels, centroids, ecfg.top_k)
         archive.write_out(str(tmp / "saved_model"), verbose=False)

@@ -28,6 +28,13 @@ def _examples(builder, split):
     return list(tfds.as_numpy(builder.as_dataset(split=split)))
 
 
+def test_the_command_lines_config_names_are_the_builders():
+    from iam_writers_tfds.configs import NAMES
+    from iam_writers_tfds.iam_writers_tfds_dataset_builder import Builder
+
+    assert [c.name for c in Builder.BUILDER_CONFIGS] == list(NAMES)
+
+
 def test_build_from_folder_is_form_disjoint_and_complete(layout, tmp_path):
     b = _build(layout, tmp_path)
     forms = {}

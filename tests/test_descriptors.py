@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 
 from models import runtime
-from models.descriptors import HINGE_DOCUMENT_THRESHOLD, HINGE_THRESHOLD, Hinge, chi_square
+from models.runtime.descriptors import (
+    HINGE_DOCUMENT_THRESHOLD,
+    HINGE_THRESHOLD,
+    Hinge,
+    References,
+    chi_square,
+)
 from tests.conftest import cli
 
 
@@ -70,19 +76,29 @@ def test_descriptor_names_round_trip():
         Hinge.parse("lbp")
 
 
-def test_a_gallery_refuses_another_model_or_descriptor_naming_both(tmp_path):
-    gallery = runtime.Gallery.new(tmp_path / "g", None, Hinge(10, 16).name)
-    gallery.add("ann", ["a.png"], None, np.ones((1, Hinge().size)))
-    gallery.save()
-    loaded = runtime.Gallery.load(tmp_path / "g")
-    loaded.require(None, "hinge-l10-b16")
+def test_a_gallery_refuses_another_descriptor_naming_only_what_differs(tmp_path):
+    gallery = runtime.Gallery.open(tmp_path / "g", create=True, descriptor=Hinge(10, 16).name)
+    gallery.add("ann", ["a.png"], ["0" * 64], None, np.ones((1, Hinge().size)))
+    gallery.require(None, "hinge-l10-b16")
     with pytest.raises(runtime.ModelError, match="built by descriptor hinge-l10-b16, not by "
                                                  "descriptor hinge-l8-b16"):
-        loaded.require(None, "hinge-l8-b16")
-    with pytest.raises(runtime.ModelError, match="not by model abc"):
-        loaded.require("abc", None)
-    with pytest.raises(runtime.ModelError, match="not by model abc and descriptor hinge-l10"):
-        loaded.require("abc", "hinge-l10-b16", exact=True)  # enrolling adds both
+        gallery.require(None, "hinge-l8-b16")
+    with pytest.raises(runtime.ModelError, match="built by no model, not by model abc"):
+        gallery.require("abc", "hinge-l10-b16", exact=True)  # enrolling adds both
+
+
+def test_fast_hinge_similarity_equals_one_minus_chi_square():
+    rng = np.random.default_rng(0)
+    refs = rng.integers(0, 50, (300, 136)).astype(float)
+    refs[rng.random(refs.shape) < 0.3] = 0
+    refs[5] = 0  # an empty histogram
+    queries = rng.integers(0, 30, (4, 136)).astype(float)
+    queries[queries < 8] = 0
+    queries[3] = 0
+    fast = References(refs)
+    fast.CHUNK = 64  # several chunks
+    np.testing.assert_allclose(fast.similarity(queries), 1 - chi_square(queries, refs),
+                               atol=1e-6)
 
 
 @pytest.fixture(scope="module")
@@ -103,8 +119,10 @@ def test_enroll_and_identify_with_the_hinge_alone(lines, tmp_path):
         first = sorted(lines[w])[0]
         proc = cli("enroll", gallery, "--descriptor", "hinge", "--writer", w, *lines[w][first])
         assert proc.returncode == 0 and "descriptor hinge-l10-b16" in proc.stdout, proc.stderr
-    meta = json.loads(gallery.with_name("g.json").read_text())
-    assert meta["descriptor"] == "hinge-l10-b16" and meta["fingerprint"] is None
+    info = json.loads(cli("gallery", "info", gallery, "--json").stdout)
+    assert info["descriptor"] == "hinge-l10-b16" and info["model"] is None
+    assert info["writers"] == 4 and info["images"] == sum(len(lines[w][sorted(lines[w])[0]])
+                                                          for w in writers)
     # each writer's second form, its lines taken together as one document
     for w in writers:
         doc = lines[w][sorted(lines[w])[1]]

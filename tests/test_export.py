@@ -91,7 +91,7 @@ def test_predict_on_int8_names_the_writers_of_heldout_images(exported, heldout):
 
 @pytest.mark.slow
 def test_litert_reuses_one_interpreter_per_input_width(exported, heldout):
-    from models.runtime import INTERPRETERS, Model
+    from models.runtime.model import INTERPRETERS, Model
 
     model = Model(exported / "model_float32.tflite")
     paths, widths = [], set()
@@ -127,6 +127,10 @@ def test_verify_enroll_identify_round_trip(exported, heldout, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = json.loads(proc.stdout)
     assert [r["top"][0]["writer"] for r in results] == [a, b]
+    assert proc.stderr == "scoring by fused\n"  # the score it was not asked for
+    proc = cli("identify", gallery, by_writer[a][3], by_writer[a][4], "--document")
+    assert proc.returncode == 0 and proc.stdout.startswith(f"document of 2 images: {a} (hinge:")
+    assert "no --model given" in proc.stderr
     # the export calibrated a fusion with the contour-hinge; identify uses it by default and
     # each score's own threshold; --descriptor picks one score
     fusion = json.loads((exported / "model_card.json").read_text())["fusion"]
@@ -146,8 +150,7 @@ def test_verify_enroll_identify_round_trip(exported, heldout, tmp_path):
     proc = cli("identify", tmp_path / "h", by_writer[a][3], "--model", model)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     card = json.loads((exported / "model_card.json").read_text())
-    assert (f"built by descriptor hinge-l10-b16, not by model {card['fingerprint']}"
-            in proc.stderr)
+    assert f"built by no model, not by model {card['fingerprint']}. " in proc.stderr
     # the int8 model of the same export shares the fingerprint, so the gallery serves it too
     proc = cli("identify", gallery, by_writer[a][4], "--model", exported / "model_int8.tflite")
     assert proc.returncode == 0 and a in proc.stdout
@@ -176,7 +179,7 @@ def test_bad_inputs_get_one_clear_line_and_exit_2(exported, bad_images, heldout,
 
     gallery = tmp_path / "g"
     proc = cli("enroll", gallery, "--model", model, "--writer", "x", bad_images["blank"])
-    assert proc.returncode == 2 and "blank" in proc.stderr and not (tmp_path / "g.json").exists()
+    assert proc.returncode == 2 and "blank" in proc.stderr and not list(tmp_path.glob("g*"))
     proc = cli("identify", gallery, heldout[0][0], "--model", model)
     assert proc.returncode == 2 and "Enroll writers first" in proc.stderr
     assert cli("enroll", gallery, "--model", model, "--writer", "x", heldout[0][0]).returncode == 0
@@ -188,10 +191,9 @@ def test_bad_inputs_get_one_clear_line_and_exit_2(exported, bad_images, heldout,
     (other / "m.tflite").write_bytes(model.read_bytes())
     proc = cli("identify", gallery, heldout[1][0], "--model", other / "m.tflite")
     assert proc.returncode == 2 and f"not by model {'0' * 16}" in proc.stderr
-    with open(tmp_path / "g.npz", "ab") as f:
-        f.write(b"junk")
+    (tmp_path / "g.sqlite").write_bytes((tmp_path / "g.sqlite").read_bytes()[:2048])
     proc = cli("identify", gallery, heldout[1][0], "--model", model)
-    assert proc.returncode == 2 and "corrupt gallery" in proc.stderr
+    assert proc.returncode == 2 and "corrupt gallery (truncated" in proc.stderr
 
 
 @pytest.mark.slow

@@ -79,15 +79,20 @@ def test_pk_batches_feed_the_metric_loss(synth_dir):
 
 
 class _StubFeatures:
-    """A runtime.Features stand-in: fixed embeddings per image name, no descriptor."""
+    """A runtime.Features stand-in: fixed embeddings per image file name, no descriptor."""
 
     fingerprint, descriptor, model, hinge = "fp", None, "stub", None
 
-    def __init__(self, vectors: dict[str, list[float]]):
-        self.vectors = vectors
+    def __init__(self, folder: Path, vectors: dict[str, list[float]]):
+        self.folder, self.vectors = folder, vectors
+        for name in vectors:
+            (folder / name).write_text(name)  # enrolment hashes the files
+
+    def path(self, name: str) -> Path:
+        return self.folder / name
 
     def __call__(self, images: list) -> tuple[np.ndarray, None]:
-        return np.stack([runtime.unit(np.asarray(self.vectors[str(i)], np.float32))
+        return np.stack([runtime.unit(np.asarray(self.vectors[Path(i).name], np.float32))
                          for i in images]), None
 
 
@@ -96,33 +101,36 @@ class _StubModel:
 
 
 def _identifier(gallery: Path, features: _StubFeatures) -> runtime.Identifier:
-    identifier = runtime.Identifier(runtime.Gallery.load(gallery), _StubModel())
+    identifier = runtime.Identifier(runtime.Gallery.open(gallery), _StubModel())
     identifier.features = features
     return identifier
 
 
 def test_identify_says_unknown_below_the_threshold(tmp_path):
-    features = _StubFeatures({"a1": [1, 0, 0], "b1": [0, 1, 0], "a?": [0.9, 0.1, 0],
-                              "c?": [0, 0.3, 1], "a2": [0.6, 0.2, 0.7]})
-    runtime.enroll(tmp_path / "g", features, "ann", ["a1"])
-    runtime.enroll(tmp_path / "g", features, "bob", ["b1"])
+    features = _StubFeatures(tmp_path, {"a1": [1, 0, 0], "b1": [0, 1, 0], "a?": [0.9, 0.1, 0],
+                                        "c?": [0, 0.3, 1], "a2": [0.6, 0.2, 0.7]})
+    p = features.path
+    runtime.enroll(tmp_path / "g", features, "ann", [p("a1")])
+    runtime.enroll(tmp_path / "g", features, "bob", [p("b1")])
     identifier = _identifier(tmp_path / "g", features)
-    hit = identifier.rank(["a?"])
+    hit = identifier.rank([p("a?")])
     assert hit["writer"] == "ann" and hit["top"][0]["similarity"] > 0.5
-    assert hit["score"] == "embedding" and hit["images"] == ["a?"]
-    miss = identifier.rank(["c?"])  # best similarity 0.29 < 0.5
+    assert hit["score"] == "embedding" and hit["images"] == [str(p("a?"))]
+    miss = identifier.rank([p("c?")])  # best similarity 0.29 < 0.5
     assert miss["writer"] is None and miss["top"][0]["writer"] == "bob"
     # a document: the mean embedding of its lines, one ranking
-    doc = identifier.rank(["c?", "a?", "a2"])
-    assert doc["writer"] == "ann" and doc["images"] == ["c?", "a?", "a2"]
+    doc = identifier.rank([p("c?"), p("a?"), p("a2")])
+    assert doc["writer"] == "ann" and len(doc["images"]) == 3
+    with pytest.raises(ValueError, match="top_k must be at least 1"):
+        identifier.rank([p("a?")], top_k=0)
     with pytest.raises(ValueError, match="no images given"):
         runtime.enroll(tmp_path / "g", features, "dan", [])
 
 
 def test_identify_against_an_empty_gallery(tmp_path):
-    runtime.Gallery.new(tmp_path / "g", "fp", None).save()
+    runtime.Gallery.open(tmp_path / "g", create=True, fingerprint="fp").close()
     with pytest.raises(runtime.ModelError, match="gallery is empty"):
-        _identifier(tmp_path / "g", _StubFeatures({}))
+        _identifier(tmp_path / "g", _StubFeatures(tmp_path, {}))
 
 
 def test_p_x_k_batch_size_is_checked():

@@ -1,8 +1,6 @@
-"""The edge runtime's pieces: preprocessing twins and the gallery format."""
+"""The edge runtime's pieces: preprocessing twins and width buckets."""
 
 from __future__ import annotations
-
-import json
 
 import numpy as np
 import pytest
@@ -62,43 +60,6 @@ def test_numpy_scaling_matches_the_pipeline():
         cfg = PipelineConfig(mode="resize", normalization=norm)
         np.testing.assert_allclose(preprocess.scale_input(x, norm),
                                    ops.scale_input(tf.constant(x), cfg).numpy(), atol=1e-4)
-
-
-def test_gallery_round_trip_centroids_and_checks(tmp_path):
-    g = runtime.Gallery.new(tmp_path / "g", "abc", "hinge-l10-b16")
-    e, h = np.eye(3, dtype=np.float32), np.arange(6.0).reshape(3, 2)
-    g.add("ann", ["a1", "a2"], e[[0, 0]], h[[0, 1]])
-    g.add("bob", ["b1"], e[[1]], h[[2]])
-    g.save()
-    back = runtime.Gallery.load(tmp_path / "g.npz")
-    back.require("abc", "hinge-l10-b16", exact=True)
-    assert back.writers == ["ann", "bob"] and back.images == ["a1", "a2", "b1"]
-    np.testing.assert_allclose(back.centroids(), e[:2])
-    np.testing.assert_allclose(back.hinge_sums(), [[2, 4], [4, 5]])
-    with pytest.raises(runtime.ModelError, match="built by model abc and descriptor "
-                                                 "hinge-l10-b16, not by model xyz"):
-        back.require("xyz", None)
-    meta = json.loads((tmp_path / "g.json").read_text())
-    (tmp_path / "g.json").write_text(json.dumps({**meta, "descriptor": "lbp"}))
-    with pytest.raises(runtime.ModelError, match="corrupt gallery .*unknown descriptor 'lbp'"):
-        runtime.Gallery.load(tmp_path / "g")
-    (tmp_path / "g.json").write_text("{")
-    with pytest.raises(runtime.ModelError, match="corrupt gallery"):
-        runtime.Gallery.load(tmp_path / "g")
-    with pytest.raises(FileNotFoundError, match="Enroll writers first"):
-        runtime.Gallery.load(tmp_path / "none")
-
-
-def test_a_gallery_from_before_descriptors_still_loads(tmp_path):
-    """Galleries written before descriptors had no `descriptor` and no hinge array."""
-    g = runtime.Gallery.new(tmp_path / "g", "abc", None)
-    g.add("ann", ["a1"], np.eye(2, dtype=np.float32)[[0]], None)
-    g.save()
-    meta = json.loads((tmp_path / "g.json").read_text())
-    del meta["descriptor"]
-    (tmp_path / "g.json").write_text(json.dumps(meta))
-    old = runtime.Gallery.load(tmp_path / "g")
-    assert old.descriptor is None and old.hinge is None and old.fingerprint == "abc"
 
 
 def test_lines_reach_the_backend_in_width_buckets_and_only_their_own_windows_count(tmp_path):

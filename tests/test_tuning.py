@@ -75,6 +75,12 @@ def test_bad_space_fails_before_any_training(tmp_path, synth_dir):
     assert "Traceback" not in proc.stderr and not project.exists()
 
 
+def test_unknown_config_is_refused_by_the_parser(tmp_path):
+    proc = cli(*_tune(tmp_path / "p", tmp_path, "--config", "foo"))
+    assert proc.returncode == 2 and "invalid choice: 'foo'" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "p").exists()
+
+
 @pytest.mark.slow
 def test_search_writes_summary_and_retrains_the_best(tmp_path, synth_dir):
     (tmp_path / "s.yaml").write_text(TINY)
@@ -92,6 +98,13 @@ def test_search_writes_summary_and_retrains_the_best(tmp_path, synth_dir):
     assert json.loads((run / "config.json").read_text())["fit_on_validation"] is True
     proc = cli("export", run, "--out", tmp_path / "exp", "--quantize", "none")  # a run dir
     assert proc.returncode == 0, proc.stderr[-2000:]
+    # the same command again: the search is done and the finished best_run is kept
+    trained = (run / "model.keras").stat().st_mtime_ns
+    proc = cli(*_tune(project, synth_dir, "--space", tmp_path / "s.yaml", "--retrain-best"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "the search is complete (2 trials of --max-trials 2)" in proc.stdout
+    assert "is already retrained; kept" in proc.stdout
+    assert (run / "model.keras").stat().st_mtime_ns == trained
 
 
 @pytest.mark.slow

@@ -144,6 +144,10 @@ def search(cfg: TuneConfig) -> dict | None:
 
     num_classes = len(writer_names(cfg.config, cfg.data_dir))  # fails before any training
     tuner = make_tuner(cfg, num_classes)
+    done = [t for t in tuner.oracle.trials.values() if t.status == "COMPLETED"]
+    if done and cfg.tuner != "hyperband" and len(done) >= cfg.max_trials:
+        print(f"{cfg.project}: the search is complete ({len(done)} trials of --max-trials "
+              f"{cfg.max_trials}); raise --max-trials to continue it")
     metric, direction = cfg.objective
     stop = keras.callbacks.EarlyStopping(metric, patience=cfg.patience, mode=direction)
     tuner.search(epochs=cfg.epochs, callbacks=[stop], verbose=2)
@@ -156,21 +160,40 @@ def search(cfg: TuneConfig) -> dict | None:
 
 
 def retrain_best(cfg: TuneConfig, tuner, best: dict) -> Path:
-    """Train the best configuration on train + validation into project/best_run."""
+    """Train the best configuration on train + validation into project/best_run. A re-run
+    keeps a finished best_run of the same configuration, resumes an interrupted one, and
+    moves one of an earlier best aside (best_run.previous) before training the new best."""
+    import shutil
+
+    from models.config import TrainConfig
     from models.train import train
 
     hp = tuner.oracle.get_best_trials(1)[0].hyperparameters
     run_cfg = dataclasses.replace(tuner.hypermodel.config(hp), fit_on_validation=True,
                                   out=cfg.project / "best_run")
+    if (run_cfg.out / "config.json").is_file():
+        saved = TrainConfig.load(run_cfg.out)
+        if dataclasses.replace(saved, resume=False, out=run_cfg.out) == run_cfg:
+            if (run_cfg.out / "metrics.json").is_file():
+                print(f"{run_cfg.out}: trial {best['trial']} is already retrained; kept")
+                return run_cfg.out
+            print(f"resuming the retraining of trial {best['trial']} in {run_cfg.out}")
+            return train(dataclasses.replace(run_cfg, resume=True))
+        previous = cfg.project / "best_run.previous"
+        shutil.rmtree(previous, ignore_errors=True)
+        run_cfg.out.rename(previous)
+        print(f"{run_cfg.out} held an earlier best; moved to {previous}")
     print(f"retraining trial {best['trial']} on train + validation into {run_cfg.out}")
     return train(run_cfg)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from iam_writers_tfds.configs import NAMES as CONFIGS
     from models.config import MODELS
 
     p.add_argument("--model", choices=MODELS, default="patch_cnn")
-    p.add_argument("--config", default="synthetic", help="synthetic | top10 | top50 | iam | iam_ok")
+    p.add_argument("--config", choices=CONFIGS, default="synthetic",
+                   help="the dataset config, built first by `iam-writers build`")
     p.add_argument("--tuner", choices=TUNERS, default="random")
     p.add_argument("--max-trials", type=int, default=10,
                    help="random/bayesian; hyperband's count follows from --epochs")

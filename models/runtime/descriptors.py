@@ -102,3 +102,36 @@ def chi_square(queries: np.ndarray, references: np.ndarray) -> np.ndarray:
     total = p + q
     return 0.5 * np.sum(np.divide((p - q) ** 2, total, out=np.zeros_like(total),
                                   where=total > 0), axis=-1)
+
+
+class References:
+    """Count rows [R, K] (writers' summed hinge counts) prepared for fast chi-square
+    similarity against many queries: distributions stored bin-major in float32, so that a
+    query reads only the bins where it has ink (docs/results.md, gallery)."""
+
+    CHUNK = 8192  # references per step: keeps the temporaries in the CPU's cache
+
+    def __init__(self, counts: np.ndarray):
+        dist = distribution(np.asarray(counts, np.float64))
+        self.by_bin = np.ascontiguousarray(dist.T, dtype=np.float32)  # [K, R]
+        self.empty = dist.sum(axis=1) == 0
+
+    def __len__(self) -> int:
+        return self.by_bin.shape[1]
+
+    def similarity(self, queries: np.ndarray) -> np.ndarray:
+        """[Q, R] 1 - chi-square distance, equal to `1 - chi_square(queries, counts)`.
+        With p, q distributions, (p - q)^2 / (p + q) = p + q - 4pq / (p + q), so
+        1 - chi = 1 - (|p| + |q|) / 2 + 2 sum pq / (p + q), where |.| is 1 or 0 (empty) and
+        only bins with p > 0 add to the sum."""
+        p = distribution(np.atleast_2d(np.asarray(queries, np.float64)))
+        out = np.empty((len(p), len(self)), np.float64)
+        for i, row in enumerate(p):
+            bins = np.flatnonzero(row)
+            mass = row[bins].astype(np.float32)[:, None]
+            base = 1 - 0.5 * (float(bins.size > 0) + (~self.empty))
+            for lo in range(0, len(self), self.CHUNK):
+                q = self.by_bin[bins, lo:lo + self.CHUNK]
+                out[i, lo:lo + self.CHUNK] = base[lo:lo + self.CHUNK] + 2 * (
+                    q * mass / (q + mass)).sum(axis=0)
+        return out

@@ -1,0 +1,101 @@
+"""A quiet console: the native libraries' log lines kept off stderr, everything else kept.
+
+TensorFlow, XLA, absl, oneDNN, the TFLite converter and LiteRT write their own log lines
+straight to file descriptor 2 from C++ ("I0000 00:00:... port.cc:153] oneDNN custom
+operations are on", "failed call to cuInit", "INFO: Created TensorFlow Lite XNNPACK
+delegate for CPU."), whatever Python's logging says. `quiet()` routes descriptor 2 through a
+pipe and a thread that drops those lines and passes every other byte on as it comes, so
+Python's own errors, warnings and progress bars still reach the terminal. `--verbose`, or
+the environment variable in `VERBOSE_ENV`, leaves stderr untouched.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import re
+import sys
+import threading
+
+VERBOSE_ENV = "IAM_WRITERS_VERBOSE"
+
+# Whole lines the native libraries print; each is matched from the start of a line.
+NOISE = re.compile(
+    rb"[IWEF]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [\w./-]+:\d+\] "  # absl's C++ log format
+    rb"|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWEF] "  # TensorFlow's older format
+    rb"|WARNING: All log messages before absl::InitializeLog\(\) is called"
+    rb"|INFO: (Created TensorFlow Lite|Replacing \d+ node|Initialized TensorFlow Lite)"
+    rb"|To enable the following instructions: "  # the second line of TF's CPU notice
+    rb"|fully_quantize: \d"  # the TFLite converter's quantisation summary
+)
+# Every NOISE line begins with one of these bytes; a line that does not is passed on at once.
+FIRST = frozenset(b"IWEF0123456789Tf")
+LONGEST_PREFIX = 64  # bytes of a line after which it is known whether it is noise
+
+
+def verbose() -> bool:
+    return os.environ.get(VERBOSE_ENV, "") not in ("", "0")
+
+
+class _Filter(threading.Thread):
+    """Reads what is written to descriptor 2 and writes all but NOISE lines to `out_fd`:
+    a line that may be noise is held back until it is whole (or long enough to tell)."""
+
+    def __init__(self, read_fd: int, out_fd: int):
+        super().__init__(daemon=True, name="stderr-filter")
+        self.read_fd, self.out_fd = read_fd, out_fd
+        self.held = b""  # the start of a line that may still be noise
+        self.passing = False  # the current line is known not to be noise
+
+    def run(self) -> None:
+        while chunk := os.read(self.read_fd, 65536):
+            os.write(self.out_fd, self.feed(chunk))
+        if self.held and not NOISE.match(self.held):
+            os.write(self.out_fd, self.held)
+
+    def feed(self, chunk: bytes) -> bytes:
+        """The part of `chunk` (and of what was held) to write now."""
+        out = []
+        for piece in re.split(rb"(?<=\n)", chunk):
+            if self.passing:
+                out.append(piece)
+            elif piece:
+                self.held += piece
+                whole = self.held.endswith(b"\n") or len(self.held) >= LONGEST_PREFIX
+                if whole or self.held[0] not in FIRST:
+                    if not NOISE.match(self.held):
+                        out.append(self.held)
+                        self.passing = not self.held.endswith(b"\n")
+                    self.held = b""
+            if piece.endswith(b"\n"):
+                self.passing = False
+        return b"".join(out)
+
+
+_installed: list = []
+
+
+def quiet() -> None:
+    """Filter descriptor 2 for the rest of the process (once), and quiet the Python-level
+    loggers of TensorFlow, absl and TFDS to warnings, unless verbose."""
+    if verbose() or _installed:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    for name in ("tensorflow", "absl", "tensorflow_datasets"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    sys.stderr.flush()
+    read_fd, write_fd = os.pipe()
+    original = os.dup(2)
+    os.dup2(write_fd, 2)
+    os.close(write_fd)
+    thread = _Filter(read_fd, original)
+    thread.start()
+    _installed.append(thread)
+
+    def drain() -> None:  # let the thread pass on the last lines before the process ends
+        sys.stderr.flush()
+        os.dup2(original, 2)  # closes the pipe's last write end
+        thread.join(timeout=2)
+
+    atexit.register(drain)

@@ -1,0 +1,36 @@
+"""The TF-free edge runtime: what `pip install iam-writers` ships, with no extras.
+
+It imports NumPy, OpenCV, SQLite and ai-edge-litert only (TensorFlow just for a SavedModel
+folder), so it runs on edge devices. One module per idea:
+
+- `model`: loading an export (.tflite or SavedModel) and running it on an image;
+- `descriptors`: the training-free contour-hinge descriptor;
+- `gallery`: enrolled writers in one SQLite file;
+- `identify`: enrolment and identification by embedding, hinge or both fused.
+"""
+
+from models.runtime.gallery import Enrolled, Gallery, GalleryError, Snapshot, gallery_file
+from models.runtime.identify import (
+    Features,
+    Identifier,
+    enroll,
+    features_for,
+    fuse,
+    hinge_similarity,
+)
+from models.runtime.model import (
+    BUCKET_PX,
+    CARD,
+    SIGNATURE,
+    Model,
+    ModelError,
+    NoInkError,
+    embed_inked,
+    handwriting,
+    unit,
+)
+
+__all__ = ["BUCKET_PX", "CARD", "SIGNATURE", "Enrolled", "Features", "Gallery", "GalleryError",
+           "Identifier", "Model", "ModelError", "NoInkError", "Snapshot", "embed_inked",
+           "enroll", "features_for", "fuse", "gallery_file", "handwriting", "hinge_similarity",
+           "unit"]

@@ -1,0 +1,559 @@
+"""The gallery: enrolled writers in one SQLite file, kept for months and shared by processes.
+
+SQLite (the standard library's `sqlite3`) gives what a gallery built up over months needs:
+an enrolment is one transaction (all of its images or none, whatever kills the process),
+many processes enrol into one file at once (WAL mode, a busy timeout), and readers see a
+complete state while others write. Each writer's aggregates (the sum and unit mean of its
+image embeddings, the sum of its contour-hinge counts) are updated in the same transaction
+as its images, so `identify` reads one row per writer and recomputes nothing.
+
+Tables: `meta` (schema version, the model fingerprint and descriptor that built the
+gallery, feature sizes), `writers` (name, dates, image count, aggregates) and `images`
+(path, sha256 of the file's bytes, enrolment time, features). Features are BLOBs of the
+dtype named in `FEATURE_DTYPE`/`SUM_DTYPE`. Removed writers are overwritten on disk
+(`secure_delete`, then a checkpoint that empties the write-ahead log).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import io
+import json
+import os
+import sqlite3
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from iam_writers_tfds.images import image_file
+from models.runtime.model import ModelError, unit
+
+SCHEMA_VERSION = 1
+SUFFIX = ".sqlite"
+BUSY_TIMEOUT_S = 60.0  # how long a writer waits for another's transaction before giving up
+FEATURE_DTYPE = np.dtype("<f4")  # per-image embeddings and hinge counts (exact below 2**24)
+SUM_DTYPE = np.dtype("<f8")  # per-writer sums, which grow with every image
+HEADER = b"SQLite format 3\x00"
+
+SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE writers (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    enrolled TEXT NOT NULL,
+    updated TEXT NOT NULL,
+    n_images INTEGER NOT NULL,
+    embedding_sum BLOB,
+    centroid BLOB,
+    hinge_sum BLOB
+);
+CREATE TABLE images (
+    id INTEGER PRIMARY KEY,
+    writer_id INTEGER NOT NULL REFERENCES writers(id) ON DELETE CASCADE,
+    path TEXT NOT NULL,
+    sha256 TEXT UNIQUE,
+    enrolled TEXT NOT NULL,
+    embedding BLOB,
+    hinge BLOB
+);
+CREATE INDEX images_by_writer ON images(writer_id);
+"""
+
+
+class GalleryError(ModelError):
+    """Not a usable gallery, or a change it refuses; the message names the file and the fix."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    """What identification reads, all from one read transaction: the writers in enrolment
+    order, their unit mean embeddings [W, D] and summed hinge counts [W, K] (None where
+    the gallery holds no such feature)."""
+
+    writers: list[str]
+    centroids: np.ndarray | None
+    hinge_sums: np.ndarray | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Enrolled:
+    """What one enrolment did: images added, and images skipped as already enrolled."""
+
+    writer: str
+    added: int
+    skipped: list[str]
+
+
+def gallery_file(path: str | Path) -> Path:
+    """The SQLite file of a gallery path: as given when it ends in .sqlite or .db, else with
+    .sqlite added (`galleries/staff` -> `galleries/staff.sqlite`); the .npz/.json of a
+    gallery from before the database map to the same file."""
+    path = Path(path)
+    if path.suffix in (SUFFIX, ".db"):
+        return path
+    if path.suffix in (".npz", ".json"):
+        path = path.with_suffix("")
+    return path.with_name(path.name + SUFFIX)
+
+
+def legacy_files(path: str | Path) -> tuple[Path, Path]:
+    """The (NAME.npz, NAME.json) of a gallery written before the database."""
+    base = gallery_file(path).with_suffix("")
+    return base.with_name(base.name + ".npz"), base.with_name(base.name + ".json")
+
+
+def sha256_of(image: str | Path | np.ndarray) -> str:
+    """The content hash an image is enrolled under: of the file's bytes, or of an array's
+    shape and bytes."""
+    if isinstance(image, np.ndarray):
+        return hashlib.sha256(repr(image.shape).encode() + image.tobytes()).hexdigest()
+    return hashlib.sha256(image_file(image).read_bytes()).hexdigest()
+
+
+def refuse_other_writer(path: str, writer: str, owner: tuple[str, str] | None) -> None:
+    """An image enrolled as one writer's is not enrolled as another's."""
+    if owner and owner[0] != writer:
+        raise GalleryError(f"{path}: already enrolled as {owner[0]}'s ({owner[1]}); not "
+                           f"enrolling it as {writer}'s. Remove it from one of the two "
+                           "writers' images.")
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
+def _blob(x: np.ndarray, dtype: np.dtype) -> bytes:
+    return np.ascontiguousarray(x, dtype=dtype).tobytes()
+
+
+def _array(blob: bytes | None, dtype: np.dtype) -> np.ndarray | None:
+    return None if blob is None else np.frombuffer(blob, dtype)
+
+
+def _matrix(blobs: list[bytes], dtype: np.dtype) -> np.ndarray:
+    """Rows of equal-length BLOBs as one [N, K] array, in one copy."""
+    return np.frombuffer(b"".join(blobs), dtype).reshape(len(blobs), -1)
+
+
+def _check_header(file: Path) -> None:
+    """Refuse a file that is not a whole SQLite database before SQLite touches it."""
+    with open(file, "rb") as f:
+        head = f.read(100)
+    size = file.stat().st_size
+    fix = (f"Pass a gallery written by `iam-writers enroll`, or enroll into a new path "
+           f"(move {file.name} away first).")
+    if not head:
+        raise GalleryError(f"{file}: not a gallery (an empty file). {fix}")
+    if len(head) < 100 or not head.startswith(HEADER):
+        raise GalleryError(f"{file}: not a gallery (not an SQLite database). {fix}")
+    page = int.from_bytes(head[16:18], "big")
+    page = 65536 if page == 1 else page
+    pages = int.from_bytes(head[28:32], "big")
+    # the page count is valid when the change counter matches "version valid for"; while a
+    # write-ahead log exists, a checkpoint may be growing the file
+    settled = not file.with_name(file.name + "-wal").exists()
+    if settled and head[24:28] == head[92:96] and size < page * pages:
+        raise GalleryError(f"{file}: corrupt gallery (truncated: {size} bytes of "
+                           f"{page * pages}). Restore it from a backup. {fix}")
+
+
+class Gallery:
+    """One gallery file. Open it with `Gallery.open`; every change is one transaction."""
+
+    def __init__(self, file: Path, db: sqlite3.Connection):
+        self.path, self.db = file, db
+        if not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone():
+            raise GalleryError(f"{file}: not a gallery (an SQLite database without a gallery's "
+                               "tables). Pass a gallery written by `iam-writers enroll`.")
+        meta = dict(self.db.execute("SELECT key, value FROM meta"))
+        if int(meta.get("schema", 0)) != SCHEMA_VERSION:
+            raise GalleryError(f"{file}: gallery schema {meta.get('schema')} is not the "
+                               f"{SCHEMA_VERSION} this version reads. Use the iam-writers "
+                               "version that wrote it.")
+        self.meta = meta
+
+    @classmethod
+    def open(cls, path: str | Path, create: bool = False, fingerprint: str | None = None,
+             descriptor: str | None = None, journal: str = "WAL") -> Gallery:
+        """Open a gallery; with `create`, a missing one is made for that model fingerprint
+        and/or descriptor (`journal` DELETE for a file that is only read afterwards, such as
+        an export's). A gallery from before the database (NAME.npz + NAME.json) is
+        converted on first use, in memory where its folder is read-only."""
+        file = gallery_file(path)
+        if not file.exists() and legacy_files(path)[1].exists():
+            try:
+                upgrade(path)
+            except PermissionError:
+                fingerprint, descriptor, *old = _read_legacy(path)
+                gallery = new_in_memory(fingerprint, descriptor)
+                _fill(gallery, *old, legacy_files(path)[1])
+                return gallery
+        if not file.exists():
+            if not create:
+                raise FileNotFoundError(f"{file}: no such gallery. Enroll writers first: "
+                                        f"iam-writers enroll {path} --writer ID IMAGES")
+            _new_file(file, fingerprint, descriptor, journal)
+        _check_header(file)
+        try:
+            return cls(file, _connect(file))
+        except sqlite3.DatabaseError as err:
+            raise GalleryError(f"{file}: corrupt gallery ({err}). Restore it from a backup, "
+                               "or enroll the writers into a new gallery.") from None
+
+    @staticmethod
+    def exists(path: str | Path) -> bool:
+        """Whether a gallery is at `path`, in a database or from before one."""
+        return gallery_file(path).exists() or legacy_files(path)[1].exists()
+
+    @property
+    def fingerprint(self) -> str | None:
+        return self.meta.get("fingerprint")
+
+    @property
+    def descriptor(self) -> str | None:
+        return self.meta.get("descriptor")
+
+    @property
+    def built_by(self) -> str:
+        """What built the gallery, in words, for messages."""
+        return _built_by(self.fingerprint, self.descriptor)
+
+    def require(self, fingerprint: str | None, descriptor: str | None,
+                exact: bool = False) -> None:
+        """Refuse another model or descriptor than those that built the gallery, naming only
+        what differs: None asks for nothing, unless `exact` (enrolling adds exactly the
+        features the gallery holds)."""
+        mine, wanted = [], []
+        for kind, have, want in (("model", self.fingerprint, fingerprint),
+                                 ("descriptor", self.descriptor, descriptor)):
+            if (want or exact) and want != have:
+                mine.append(f"{kind} {have}" if have else f"no {kind}")
+                wanted.append(f"{kind} {want}" if want else f"no {kind}")
+        if wanted:
+            raise GalleryError(f"{self.path}: built by {' and '.join(mine)}, not by "
+                               f"{' and '.join(wanted)}. Use what it was enrolled with, or "
+                               "enroll into a new gallery.")
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, taken at once (BEGIN IMMEDIATE) so that two enrolments
+        queue for the lock rather than fail on upgrading a read."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.rollback()
+            raise
+        self.db.commit()
+
+    def add(self, writer: str, paths: list[str], hashes: list[str],
+            embeddings: np.ndarray | None, hinge: np.ndarray | None) -> Enrolled:
+        """Enrol images of `writer` in one transaction: all of them or none. An image whose
+        hash is already this writer's is skipped; one enrolled under another writer stops
+        the enrolment, naming both."""
+        if not writer.strip():
+            raise GalleryError(f"{self.path}: empty writer name. Pass --writer ID.")
+        self._check_sizes(embeddings, hinge)
+        now = _now()
+        with self._transaction() as db:
+            owners = self._owners(db, hashes)
+            skipped, rows = [], []
+            for i, (path, digest) in enumerate(zip(paths, hashes)):
+                refuse_other_writer(path, writer, owners.get(digest))
+                (skipped if digest in owners else rows).append(i)
+            if rows:
+                self._insert(db, writer, now, [paths[i] for i in rows],
+                             [hashes[i] for i in rows],
+                             None if embeddings is None else embeddings[rows],
+                             None if hinge is None else hinge[rows])
+        return Enrolled(writer, len(rows), [paths[i] for i in skipped])
+
+    @staticmethod
+    def _owners(db: sqlite3.Connection, hashes: list[str]) -> dict[str, tuple[str, str]]:
+        """{sha256: (writer, enrolled path)} of those hashes already enrolled."""
+        owners = {}
+        for lo in range(0, len(hashes), 500):  # SQLite's bound on query parameters
+            part = hashes[lo:lo + 500]
+            owners.update((h, (w, p)) for h, w, p in db.execute(
+                "SELECT i.sha256, w.name, i.path FROM images i JOIN writers w ON w.id = "
+                f"i.writer_id WHERE i.sha256 IN ({','.join('?' * len(part))})", part))
+        return owners
+
+    def owners(self, hashes: list[str]) -> dict[str, tuple[str, str]]:
+        """{sha256: (writer, enrolled path)} of those of `hashes` already enrolled."""
+        with self._reading():
+            return self._owners(self.db, hashes)
+
+    def _check_sizes(self, embeddings: np.ndarray | None, hinge: np.ndarray | None) -> None:
+        for key, x, built in (("embedding_dim", embeddings, self.fingerprint),
+                              ("hinge_dim", hinge, self.descriptor)):
+            if (x is None) != (built is None):
+                raise GalleryError(f"{self.path}: built by {self.built_by}; these features "
+                                   f"{'lack' if x is None else 'add'} {key[:-4]}s")
+            if x is not None and key in self.meta and int(self.meta[key]) != x.shape[1]:
+                raise GalleryError(f"{self.path}: {key[:-4]}s of size {x.shape[1]}, but the "
+                                   f"gallery holds size {self.meta[key]}. Enroll with what "
+                                   "built it.")
+
+    def _insert(self, db: sqlite3.Connection, writer: str, now: str, paths: list[str],
+                hashes: list[str], embeddings: np.ndarray | None, hinge: np.ndarray | None):
+        """Insert images and fold them into the writer's aggregates (inside a transaction)."""
+        for key, x in (("embedding_dim", embeddings), ("hinge_dim", hinge)):
+            if x is not None:
+                db.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)", (key, str(x.shape[1])))
+                self.meta.setdefault(key, str(x.shape[1]))
+        row = db.execute("SELECT id, n_images, embedding_sum, hinge_sum FROM writers "
+                         "WHERE name = ?", (writer,)).fetchone()
+        if row is None:
+            writer_id = db.execute("INSERT INTO writers (name, enrolled, updated, n_images) "
+                                   "VALUES (?, ?, ?, 0)", (writer, now, now)).lastrowid
+            count, emb_sum, hinge_sum = 0, None, None
+        else:
+            writer_id, count, emb_sum, hinge_sum = row
+        db.executemany(
+            "INSERT INTO images (writer_id, path, sha256, enrolled, embedding, hinge) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [(writer_id, p, h, now,
+              None if embeddings is None else _blob(embeddings[i], FEATURE_DTYPE),
+              None if hinge is None else _blob(hinge[i], FEATURE_DTYPE))
+             for i, (p, h) in enumerate(zip(paths, hashes))])
+        emb_total = _summed(_array(emb_sum, SUM_DTYPE), embeddings)
+        hinge_total = _summed(_array(hinge_sum, SUM_DTYPE), hinge)
+        db.execute("UPDATE writers SET updated = ?, n_images = ?, embedding_sum = ?, "
+                   "centroid = ?, hinge_sum = ? WHERE id = ?",
+                   (now, count + len(paths),
+                    None if emb_total is None else _blob(emb_total, SUM_DTYPE),
+                    None if emb_total is None else _blob(unit(emb_total), FEATURE_DTYPE),
+                    None if hinge_total is None else _blob(hinge_total, SUM_DTYPE),
+                    writer_id))
+
+    def snapshot(self) -> Snapshot:
+        """The writers and their aggregates, read in one transaction."""
+        with self._reading():
+            rows = self.db.execute("SELECT name, centroid, hinge_sum FROM writers "
+                                   "ORDER BY id").fetchall()
+        names = [r[0] for r in rows]
+        return Snapshot(
+            names,
+            _matrix([r[1] for r in rows], FEATURE_DTYPE) if self.fingerprint and rows else None,
+            _matrix([r[2] for r in rows], SUM_DTYPE) if self.descriptor and rows else None)
+
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        try:
+            with self.db:  # one read transaction: every row from the same commit
+                self.db.execute("BEGIN")
+                yield
+        except sqlite3.DatabaseError as err:
+            raise GalleryError(f"{self.path}: corrupt gallery ({err}). Restore it from a "
+                               "backup, or enroll the writers into a new gallery.") from None
+
+    def writers(self) -> list[dict]:
+        """[{"writer", "images", "enrolled", "updated"}] in enrolment order."""
+        with self._reading():
+            rows = self.db.execute("SELECT name, n_images, enrolled, updated FROM writers "
+                                   "ORDER BY id").fetchall()
+        return [{"writer": n, "images": k, "enrolled": e, "updated": u} for n, k, e, u in rows]
+
+    def images(self, writer: str) -> list[str]:
+        """The paths of a writer's enrolled images, in enrolment order."""
+        with self._reading():
+            rows = self.db.execute("SELECT i.path FROM images i JOIN writers w ON w.id = "
+                                   "i.writer_id WHERE w.name = ? ORDER BY i.id",
+                                   (writer,)).fetchall()
+        return [r[0] for r in rows]
+
+    def info(self) -> dict:
+        """What built the gallery, its schema and its size."""
+        with self._reading():
+            n_writers, = self.db.execute("SELECT count(*) FROM writers").fetchone()
+            n_images, = self.db.execute("SELECT count(*) FROM images").fetchone()
+        return {"gallery": str(self.path), "schema": SCHEMA_VERSION,
+                "model": self.fingerprint, "descriptor": self.descriptor,
+                "embedding_dim": _int(self.meta.get("embedding_dim")),
+                "hinge_dim": _int(self.meta.get("hinge_dim")),
+                "created": self.meta.get("created"), "writers": n_writers,
+                "images": n_images, "bytes": self.path.stat().st_size}
+
+    def check(self) -> list[str]:
+        """Problems found: SQLite's integrity check, then every writer's image count and
+        sums against their images (all read in one transaction). Empty when sound."""
+        with self._reading():
+            problems = [r[0] for r in self.db.execute("PRAGMA quick_check") if r[0] != "ok"]
+            rows = self.db.execute("SELECT id, name, n_images, embedding_sum, hinge_sum "
+                                   "FROM writers").fetchall()
+            for writer_id, name, count, emb_sum, hinge_sum in rows:
+                images = self.db.execute("SELECT embedding, hinge FROM images WHERE "
+                                         "writer_id = ?", (writer_id,)).fetchall()
+                for k, (column, total) in enumerate((("embedding", emb_sum),
+                                                     ("hinge", hinge_sum))):
+                    blobs = [r[k] for r in images if r[k] is not None]
+                    if (total is None) != (not blobs) or (blobs and not np.allclose(
+                            _matrix(blobs, FEATURE_DTYPE).astype(SUM_DTYPE).sum(axis=0),
+                            _array(total, SUM_DTYPE), rtol=1e-6, atol=1e-6)):
+                        problems.append(f"{name}: the {column} sum disagrees with the images")
+                if count != len(images):
+                    problems.append(f"{name}: {count} images counted, {len(images)} stored")
+        return problems
+
+    def _writer_id(self, db: sqlite3.Connection, writer: str) -> int:
+        row = db.execute("SELECT id FROM writers WHERE name = ?", (writer,)).fetchone()
+        if row is None:
+            raise GalleryError(f"{self.path}: no writer {writer!r}. `iam-writers gallery list "
+                               f"{self.path}` lists the enrolled writers.")
+        return row[0]
+
+    def remove(self, writer: str) -> int:
+        """Delete a writer and every feature of theirs from the file: deleted content is
+        overwritten (secure_delete) and the write-ahead log emptied into the file. Returns
+        the number of images removed."""
+        with self._transaction() as db:
+            writer_id = self._writer_id(db, writer)
+            n = db.execute("DELETE FROM images WHERE writer_id = ?", (writer_id,)).rowcount
+            db.execute("DELETE FROM writers WHERE id = ?", (writer_id,))
+        busy, _, _ = self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if busy:
+            raise GalleryError(f"{self.path}: {writer} is removed, but another process is "
+                               "reading the gallery, so old copies of the features stay in "
+                               f"{self.path.name}-wal until it ends. Run the remove again "
+                               "when no one uses the gallery.")
+        return n
+
+    def rename(self, old: str, new: str) -> None:
+        with self._transaction() as db:
+            writer_id = self._writer_id(db, old)
+            if db.execute("SELECT 1 FROM writers WHERE name = ?", (new,)).fetchone():
+                raise GalleryError(f"{self.path}: a writer {new!r} is already enrolled. "
+                                   "Choose another name, or remove one of the two.")
+            db.execute("UPDATE writers SET name = ?, updated = ? WHERE id = ?",
+                       (new, _now(), writer_id))
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def _int(value: str | None) -> int | None:
+    return None if value is None else int(value)
+
+
+def _summed(total: np.ndarray | None, rows: np.ndarray | None) -> np.ndarray | None:
+    if rows is None:
+        return None
+    added = rows.astype(SUM_DTYPE).sum(axis=0)
+    return added if total is None else total + added
+
+
+def _built_by(fingerprint: str | None, descriptor: str | None) -> str:
+    parts = ([f"model {fingerprint}"] if fingerprint else []) + \
+        ([f"descriptor {descriptor}"] if descriptor else [])
+    return " and ".join(parts)
+
+
+def _connect(file: Path) -> sqlite3.Connection:
+    """A connection that waits for other writers, overwrites what it deletes and leaves
+    transactions to the gallery (autocommit off: `isolation_level=None`)."""
+    db = sqlite3.connect(file, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+    db.execute("PRAGMA secure_delete = ON")
+    db.execute("PRAGMA foreign_keys = ON")
+    return db
+
+
+def _create(db: sqlite3.Connection, fingerprint: str | None, descriptor: str | None,
+            journal: str = "WAL") -> None:
+    """The schema and metadata of a new gallery; the journal mode is stored in the file."""
+    db.execute(f"PRAGMA journal_mode = {journal}")
+    db.execute("BEGIN")
+    for statement in filter(str.strip, SCHEMA.split(";")):  # executescript would commit
+        db.execute(statement)
+    meta = {"schema": str(SCHEMA_VERSION), "created": _now()}
+    meta |= {k: v for k, v in (("fingerprint", fingerprint), ("descriptor", descriptor)) if v}
+    db.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
+    db.commit()
+
+
+def new_in_memory(fingerprint: str | None, descriptor: str | None) -> Gallery:
+    """A gallery that lives in memory (benchmarks, and exports on read-only disks)."""
+    db = sqlite3.connect(":memory:", isolation_level=None)
+    _create(db, fingerprint, descriptor)
+    return Gallery(Path(":memory:"), db)
+
+
+def _read_legacy(path: str | Path):
+    """(fingerprint, descriptor, writers, owners, images, embeddings, hinge) of a gallery
+    from before the database, its checksum verified."""
+    npz, meta = legacy_files(path)
+    try:
+        info = json.loads(meta.read_text())
+        data = npz.read_bytes()
+        if hashlib.sha256(data).hexdigest() != info["npz_sha256"]:
+            raise ValueError("checksum mismatch")
+        arrays = np.load(io.BytesIO(data), allow_pickle=False)
+        fingerprint, descriptor = info["fingerprint"], info.get("descriptor")  # older: none
+        return (fingerprint, descriptor, info["writers"], arrays["owners"], info["images"],
+                arrays["embeddings"] if fingerprint else None,
+                arrays["hinge"] if descriptor else None)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise GalleryError(f"{meta}: corrupt gallery from before the database ({err}); "
+                           "it cannot be upgraded. Enroll the writers again.") from None
+
+
+def _fill(gallery: Gallery, writers: list[str], owners: np.ndarray, images: list[str],
+          emb: np.ndarray | None, hinge: np.ndarray | None, meta: Path) -> None:
+    """Enrol an old gallery's writers into a new one, in their order."""
+    for i, writer in enumerate(writers):
+        rows = np.flatnonzero(owners == i)
+        paths = [images[j] for j in rows]
+        gallery.add(writer, paths, [_legacy_hash(Path(p), meta) for p in paths],
+                    None if emb is None else emb[rows], None if hinge is None else hinge[rows])
+
+
+def _new_file(file: Path, fingerprint: str | None, descriptor: str | None,
+              journal: str = "WAL", fill=None) -> None:
+    """Make a gallery file, filled by `fill(gallery)`, in a temporary file linked into place
+    when whole: no process ever sees it half made, and of several processes making the
+    same gallery at once, the first to finish wins and the others use its file."""
+    file.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{file.name}.", suffix=SUFFIX, dir=file.parent)
+    os.close(fd)
+    os.unlink(tmp)  # SQLite makes the file
+    try:
+        db = _connect(Path(tmp))
+        _create(db, fingerprint, descriptor, journal)
+        if fill:
+            fill(Gallery(Path(tmp), db))
+        db.close()  # the last connection folds the write-ahead log into the file
+        try:
+            os.link(tmp, file)
+        except FileExistsError:
+            pass
+    finally:
+        for leftover in file.parent.glob(Path(tmp).name + "*"):
+            leftover.unlink()
+
+
+def upgrade(path: str | Path) -> Path:
+    """Convert a gallery from before the database (NAME.npz + NAME.json, checksummed) into
+    NAME.sqlite, then remove the old files."""
+    npz, meta = legacy_files(path)
+    file = gallery_file(path)
+    if file.exists():
+        raise FileExistsError(f"{file}: already a database; nothing to upgrade.")
+    fingerprint, descriptor, *old = _read_legacy(path)
+    _new_file(file, fingerprint, descriptor, fill=lambda g: _fill(g, *old, meta))
+    npz.unlink(missing_ok=True)
+    meta.unlink(missing_ok=True)
+    return file
+
+
+def _legacy_hash(path: Path, meta: Path) -> str:
+    """An upgraded image's hash: of its file where it still exists (relative paths against
+    the gallery's folder as well), else of the gallery and path, unique but not content."""
+    for candidate in (path, meta.parent / path):
+        if candidate.is_file():
+            return sha256_of(candidate)
+    return hashlib.sha256(f"legacy:{meta.name}:{path}".encode()).hexdigest()

@@ -1,0 +1,233 @@
+"""Enrolment and identification: features of images, into a gallery and against it.
+
+Three scores rank a gallery's writers (`models.config.SCORES`): `embedding` (cosine to each
+writer's mean embedding), `hinge` (1 - chi-square to each writer's summed contour-hinge
+counts) and `fused` (both standardised and weighted as calibrated at export).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from models.config import SCORES
+from models.runtime import descriptors
+from models.runtime.gallery import Enrolled, Gallery, refuse_other_writer, sha256_of
+from models.runtime.model import Model, ModelError, handwriting, unit
+
+
+def fuse(embedding: np.ndarray, hinge: np.ndarray, calibration: dict) -> np.ndarray:
+    """The fused score [Q, W]: both similarities standardised by the mean and spread of
+    different-writer similarities measured at export for this kind of query (so that a
+    score, and its threshold, mean the same whatever the gallery's size), `weight` on the
+    hinge's."""
+    e, h, w = calibration["embedding"], calibration["hinge"], calibration["weight"]
+    return ((1 - w) * (embedding - e["mean"]) / e["std"]
+            + w * (hinge - h["mean"]) / h["std"])
+
+
+def hinge_similarity(queries: np.ndarray, references: np.ndarray) -> np.ndarray:
+    """[Q, R] 1 - chi-square distance between contour-hinge counts (1: the same)."""
+    return 1 - descriptors.chi_square(queries, references)
+
+
+class Features:
+    """What a gallery needs of images: a model's embeddings and/or a descriptor's counts."""
+
+    def __init__(self, model: Model | None, hinge: descriptors.Hinge | None):
+        if model is None and hinge is None:
+            raise ModelError("no model and no descriptor: pass --model MODEL, or "
+                             "--descriptor hinge")
+        self.model, self.hinge = model, hinge
+
+    @property
+    def fingerprint(self) -> str | None:
+        return self.model.fingerprint if self.model else None
+
+    @property
+    def descriptor(self) -> str | None:
+        return self.hinge.name if self.hinge else None
+
+    def __call__(self, images: list) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """(unit embeddings [N, D] or None, hinge counts [N, K] or None) of the images;
+        a blank or unreadable image raises, naming it."""
+        emb, counts = [], []
+        for image in images:
+            array, name = handwriting(image)
+            if self.model:
+                emb.append(self.model.embed(array, name))
+            if self.hinge:
+                counts.append(self.hinge(array))
+        return (np.stack(emb) if self.model else None), (np.stack(counts) if self.hinge else None)
+
+
+def features_for(model: Model | None, score: str | None) -> Features:
+    """What `enroll` stores for a score: `embedding`, `hinge`, or `fused` (both; the default
+    with a model, so that one gallery serves all three). The hinge's parameters are those
+    the model's fusion was calibrated with, else the defaults."""
+    score = score or ("fused" if model else "hinge")
+    if score not in SCORES:
+        raise ModelError(f"unknown descriptor {score!r}; allowed: {', '.join(SCORES)}")
+    if model is None and score != "hinge":
+        raise ModelError(f"--descriptor {score} needs --model MODEL (or pass --descriptor "
+                         "hinge to enroll without a model)")
+    fusion = model.card.get("fusion") if model else None
+    hinge = descriptors.Hinge.parse(fusion["descriptor"]) if fusion else descriptors.Hinge()
+    return Features(model if score != "hinge" else None, hinge if score != "embedding" else None)
+
+
+def open_for(gallery: str | Path | Gallery, features: Features) -> Gallery:
+    """The gallery to enrol `features` into, created for them when missing."""
+    if not isinstance(gallery, Gallery):
+        gallery = Gallery.open(gallery, create=True, fingerprint=features.fingerprint,
+                               descriptor=features.descriptor)
+    gallery.require(features.fingerprint, features.descriptor, exact=True)
+    return gallery
+
+
+def enroll(gallery: str | Path | Gallery, features: Features, writer: str,
+           images: list) -> Enrolled:
+    """Add `writer`'s images to the gallery in one transaction. Images already enrolled (the
+    same file content) are skipped without computing their features; an image already
+    enrolled as another writer's refuses the whole enrolment. A missing gallery is created
+    once the features are computed, so a failed first enrolment leaves no file behind."""
+    if not images:
+        raise ValueError(f"enroll {writer}: no images given. Pass one or more scans of "
+                         f"{writer}'s handwriting.")
+    hashes, names = [], []
+    for image in images:  # the same content twice in one call is one image
+        digest = sha256_of(image)
+        if digest not in hashes:
+            hashes.append(digest)
+            names.append(f"<array {digest[:12]}>" if isinstance(image, np.ndarray)
+                         else str(image))
+    if not isinstance(gallery, Gallery) and Gallery.exists(gallery):
+        gallery = open_for(gallery, features)
+    owners = gallery.owners(hashes) if isinstance(gallery, Gallery) else {}
+    for name, digest in zip(names, hashes):
+        refuse_other_writer(name, writer, owners.get(digest))
+    skipped = [n for n, h in zip(names, hashes) if h in owners]
+    new = [i for i, h in enumerate(hashes) if h not in owners]
+    if not new:
+        return Enrolled(writer, 0, skipped)
+    computed = features([images[i] for i in new])
+    result = open_for(gallery, features).add(writer, [names[i] for i in new],
+                                             [hashes[i] for i in new], *computed)
+    return Enrolled(writer, result.added, skipped + result.skipped)
+
+
+class Identifier:
+    """Ranks a gallery's writers for a query (one image, or several as one document) by one
+    score (`SCORES`). Below the score's threshold the answer is "unknown writer". The
+    gallery's aggregates are read once, from one transaction."""
+
+    def __init__(self, gallery: Gallery, model: Model | None = None, score: str | None = None,
+                 threshold: float | None = None):
+        fusion = model.card.get("fusion") if model else None
+        self.asked = score is not None
+        self.score = score or ("fused" if fusion else "embedding" if model else "hinge")
+        if self.score not in SCORES:
+            raise ModelError(f"unknown score {self.score!r}; allowed: {', '.join(SCORES)}")
+        if self.score != "hinge" and model is None:
+            raise ModelError(f"--descriptor {self.score} needs --model MODEL")
+        if self.score == "fused" and not fusion:
+            raise ModelError(f"{model.path}: its export calibrated no fusion with a descriptor. "
+                             "Pass --descriptor embedding or hinge.")
+        hinge = {"embedding": None, "hinge": gallery.descriptor,
+                 "fused": fusion and fusion["descriptor"]}[self.score]
+        if self.score == "hinge" and hinge is None:
+            raise ModelError(f"{gallery.path}: enrolled without a descriptor. Identify with "
+                             f"--model (it was enrolled with model {gallery.fingerprint}), or "
+                             "enroll again with --descriptor hinge.")
+        embedder = model if self.score != "hinge" else None
+        gallery.require(embedder and embedder.fingerprint, hinge)
+        snapshot = gallery.snapshot()
+        if not snapshot.writers:
+            raise ModelError(f"{gallery.path}: the gallery is empty. Enroll writers first.")
+        self.gallery, self.model, self.writers = gallery, model, snapshot.writers
+        self.fusion, self.given_threshold = fusion, threshold
+        self.features = Features(embedder, descriptors.Hinge.parse(hinge) if hinge else None)
+        self.centroids = snapshot.centroids if embedder else None
+        self.references = descriptors.References(snapshot.hinge_sums) if hinge else None
+
+    def threshold(self, document: bool = False) -> float:
+        """Below this score the answer is unknown: `--threshold`, else the one calibrated
+        for this score and kind of query (one line, or a document of several)."""
+        if self.given_threshold is not None:
+            return self.given_threshold
+        if self.fusion:
+            return self.fusion["document" if document else "line"]["thresholds"][self.score]
+        if self.score == "embedding":
+            return self.model.identification_threshold
+        return descriptors.HINGE_DOCUMENT_THRESHOLD if document else descriptors.HINGE_THRESHOLD
+
+    def score_matrix(self, emb: np.ndarray | None, counts: np.ndarray | None,
+                     document: bool = False) -> np.ndarray:
+        """[Q, n_writers] scores of queries (lines, or documents) given as unit embeddings
+        [Q, D] and/or contour-hinge counts [Q, K] (whichever the score uses)."""
+        sims = {}
+        if self.centroids is not None:
+            sims["embedding"] = emb @ self.centroids.T
+        if self.references is not None:
+            sims["hinge"] = self.references.similarity(counts)
+        if self.score == "fused":
+            return fuse(sims["embedding"], sims["hinge"],
+                        self.fusion["document" if document else "line"])
+        return sims[self.score]
+
+    def similarities(self, images: list) -> np.ndarray:
+        """[n_writers] scores of the images taken together as one query: their mean
+        embedding, their summed hinge counts."""
+        emb, counts = self.features(images)
+        return self.score_matrix(None if emb is None else unit(emb.mean(axis=0))[None],
+                                 None if counts is None else counts.sum(axis=0)[None],
+                                 document=len(images) > 1)[0]
+
+    def rank(self, images: list, top_k: int = 5) -> dict:
+        """{"images", "writer" (None: unknown), "score", "threshold", "top"} for one query."""
+        if top_k < 1:
+            raise ValueError(f"top_k must be at least 1, got {top_k}")
+        sims = self.similarities(images)
+        order = np.argsort(-sims)[:top_k]
+        threshold = self.threshold(document=len(images) > 1)
+        best = self.writers[order[0]] if sims[order[0]] >= threshold else None
+        return {"images": [str(i) for i in images], "writer": best, "score": self.score,
+                "threshold": threshold,
+                "top": [{"writer": self.writers[i], "similarity": float(sims[i])}
+                        for i in order]}
+
+
+def layout_writers(folder: str | Path, forms_per_writer: int = 0) -> dict[str, list[Path]]:
+    """{writer: images} of an extracted Kaggle- or IAM-layout folder, each writer's first
+    `forms_per_writer` forms (0: all) in form order."""
+    from iam_writers_tfds import iam_layout, kaggle_layout
+
+    folder = Path(folder)
+    if root := kaggle_layout.find_root(folder):
+        records, _ = kaggle_layout.scan(root)
+    elif iam_layout.is_root(folder) and (folder / "lines").is_dir() and (folder / "ascii").is_dir():
+        records, _ = iam_layout.scan(folder, folder)
+    else:
+        raise kaggle_layout.LayoutError(
+            f"{folder}: neither the Kaggle layout ({kaggle_layout.FORMS_FILE} + data_subset/) "
+            "nor the official IAM one (lines/ + ascii/), extracted. Pass such a folder.")
+    forms: dict[str, dict[str, list[Path]]] = {}
+    for r in sorted(records, key=lambda r: (r.writer_id, r.form_id, r.path.name)):
+        forms.setdefault(r.writer_id, {}).setdefault(r.form_id, []).append(r.path)
+    return {writer: [p for form in list(by_form)[:forms_per_writer or None]
+                     for p in by_form[form]]
+            for writer, by_form in forms.items()}
+
+
+def enroll_layout(gallery: str | Path | Gallery, features: Features, folder: str | Path,
+                  forms_per_writer: int = 0) -> list[Enrolled]:
+    """Enrol every writer of a layout folder in this one process, one transaction per
+    writer, with a progress bar where stderr is a terminal."""
+    from tqdm import tqdm
+
+    writers = layout_writers(folder, forms_per_writer)
+    gallery = gallery if isinstance(gallery, Gallery) else open_for(gallery, features)
+    return [enroll(gallery, features, writer, images)
+            for writer, images in tqdm(writers.items(), desc="enrolling", unit="writer",
+                                       disable=None)]

@@ -1,0 +1,249 @@
+"""Loading an `iam-writers export` and running it on one image: predict, verify, embed.
+
+Preprocessing is `pipelines.preprocess`, the code the training pipeline runs, and scores
+are aggregated as in evaluation: the mean log-probability (or the normalised mean
+embedding) of an image's inked windows.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import numpy as np
+
+from iam_writers_tfds.images import ImageError, read_gray
+from pipelines import preprocess
+
+CARD = "model_card.json"
+SIGNATURE = "windows"
+MIN_SIDE = 16  # pixels: below this an image cannot hold a line of handwriting
+MIN_CONTRAST = 40  # gray levels between paper and the darkest ink; below it, a blank page
+
+
+class ModelError(ValueError):
+    """Not a usable model or gallery; the message names the file and what to pass instead."""
+
+
+class NoInkError(ImageError):
+    """A blank image, or one too small to hold handwriting."""
+
+
+def handwriting(image: str | Path | np.ndarray, name: str = "<array>") -> tuple[np.ndarray, str]:
+    """(2-D uint8 image, its name) of a path or an array that can hold handwriting; a blank
+    or tiny image raises NoInkError naming it."""
+    if not isinstance(image, np.ndarray):
+        name, image = str(image), read_gray(image)
+    h, w = image.shape
+    if min(h, w) < MIN_SIDE:
+        raise NoInkError(f"{name}: {w}x{h} pixels is too small for a line of handwriting "
+                         f"(at least {MIN_SIDE} px each way). Pass a scan of a text line.")
+    # paper level: the median of every 4th pixel (of all of them: 0.5 ms a line)
+    if float(np.median(image[::2, ::2])) - float(image.min()) < MIN_CONTRAST:
+        raise NoInkError(f"{name}: the image is blank (nothing {MIN_CONTRAST} gray levels "
+                         "darker than the paper). Pass a scan of handwriting, dark ink on "
+                         "light paper.")
+    return image, name
+
+
+def _card_for(path: Path) -> tuple[Path, dict]:
+    """(export folder, model card) of a .tflite file or saved_model folder."""
+    for folder in (path.parent, path):
+        if (folder / CARD).is_file():
+            try:
+                return folder, json.loads((folder / CARD).read_text())
+            except ValueError as err:
+                raise ModelError(f"{folder / CARD}: unreadable model card ({err}). "
+                                 "Export the run again.") from None
+    raise ModelError(f"{path}: not an iam-writers export (no {CARD} beside it). Pass a .tflite "
+                     "file or the saved_model folder written by `iam-writers export`.")
+
+
+BUCKET_PX = 128  # a line's width is padded up to a multiple of this (see Model.inputs)
+INTERPRETERS = 16  # LiteRT interpreters kept ready, one per width (about 5 MB each)
+
+
+class _LiteRT:
+    """The `windows` signature of a .tflite file under the LiteRT interpreter, with one
+    interpreter per input width (the `INTERPRETERS` most recently used): resizing an
+    interpreter's input re-plans its memory and XNNPACK's operators, about 2 ms of a 10 ms
+    line (docs/results.md, export)."""
+
+    def __init__(self, path: Path, threads: int):
+        self.path, self.threads = path, threads
+        self.content = path.read_bytes()
+        self.runner = functools.lru_cache(maxsize=INTERPRETERS)(self._runner)
+        signature = self._runner()  # read once, not kept: no input shape is known yet
+        self.inputs = signature.get_input_details()
+        self.outputs = signature.get_output_details()
+
+    def _runner(self, shape: tuple[int, ...] | None = None):
+        """A fresh interpreter's signature runner; the cache keys it by input `shape`."""
+        from ai_edge_litert.interpreter import Interpreter
+
+        try:
+            interpreter = Interpreter(model_content=self.content, num_threads=self.threads)
+            return interpreter.get_signature_runner(SIGNATURE)
+        except (ValueError, RuntimeError) as err:
+            raise ModelError(f"{self.path}: not a TFLite model from `iam-writers export` "
+                             f"({err}). Pass one of the model_*.tflite files of an export "
+                             "folder.") from None
+
+    def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        name, spec = next(iter(self.inputs.items()))
+        if spec["dtype"] != np.float32:  # full-integer model: quantise the input
+            scale, zero = spec["quantization"]
+            info = np.iinfo(spec["dtype"])
+            x = np.clip(np.rint(x / scale + zero), info.min, info.max).astype(spec["dtype"])
+        out = self.runner(x.shape)(**{name: x})
+        result = {}
+        for key, value in out.items():
+            scale, zero = self.outputs[key]["quantization"]
+            result[key] = ((value.astype(np.float32) - zero) * scale if scale
+                           else value.astype(np.float32))
+        return result
+
+
+class _SavedModel:
+    """The `windows` signature of a SavedModel folder (needs TensorFlow)."""
+
+    def __init__(self, path: Path):
+        try:
+            import tensorflow as tf
+        except ModuleNotFoundError:
+            raise ModelError(f"{path}: a SavedModel folder needs TensorFlow, which the base "
+                             "install leaves out. Pass one of the export's model_*.tflite "
+                             "files, or pip install 'iam-writers[train]'.") from None
+
+        self.tf = tf
+        self.fn = tf.saved_model.load(str(path)).signatures[SIGNATURE]
+
+    def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        return {k: v.numpy() for k, v in self.fn(x=self.tf.constant(x)).items()}
+
+
+class Model:
+    """An exported model and its card. `path` is a .tflite file or a SavedModel folder."""
+
+    def __init__(self, path: str | Path, threads: int = 2, backend=None):
+        """`backend` (a callable from inputs to outputs) replaces the file's interpreter:
+        export uses it to run the in-memory Keras model through the same code."""
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such model. Pass a .tflite file or the "
+                                    "saved_model folder written by `iam-writers export`.")
+        self.path = path
+        self.folder, self.card = _card_for(path)
+        self.labels: list[str] = self.card["labels"]
+        self.spec: dict = self.card["input"]
+        if backend is not None:
+            self.backend = backend
+        elif path.is_file() and path.suffix == ".tflite":
+            self.backend = _LiteRT(path, threads)
+        elif (path / "saved_model.pb").is_file():
+            self.backend = _SavedModel(path)
+        else:
+            raise ModelError(f"{path}: neither a .tflite file nor a SavedModel folder. Pass a "
+                             "model_*.tflite file or the saved_model folder of an export.")
+
+    @functools.cached_property
+    def gallery(self):
+        """The training writers and their centroids (a gallery `Snapshot`), for models that
+        identify by gallery."""
+        from models.runtime.gallery import Gallery  # the gallery module imports this one
+
+        if self.card.get("identify_by") != "gallery":
+            return None
+        return Gallery.open(self.folder / "train_gallery").snapshot()
+
+    @property
+    def fingerprint(self) -> str:
+        return self.card["fingerprint"]
+
+    @property
+    def identification_threshold(self) -> float:
+        """Below this best cosine similarity of an image to an enrolled writer's centroid,
+        `identify` answers unknown: the EER point between validation images' similarity to
+        their own writer's training centroid and their best similarity to another writer's
+        (older cards: of validation image pairs)."""
+        return self.card.get("identification", self.card["verification"])["threshold"]
+
+    def inputs(self, image: str | Path | np.ndarray,
+               name: str = "<array>") -> tuple[np.ndarray, np.ndarray]:
+        """(model input, which of the first output rows to average) of one image (a path or
+        a 2-D uint8 array): the whole normalised line padded for the line pass and its inked
+        windows, or the whole resized image."""
+        image, name = handwriting(image, name)
+        spec = self.spec
+        if spec["mode"] == "resize":
+            x = preprocess.resize_rgb(image, spec["image_size"], spec["keep_aspect"])[None]
+            return preprocess.scale_input(x, spec["normalization"]), np.ones(1, bool)
+        size, stride = spec["patch_size"], spec["stride"]
+        line = preprocess.normalize_line(image, size, spec.get("line_band", 0))  # 0: older cards
+        line = preprocess.pad_line(line, size, stride)
+        keep = preprocess.window_ink(line, size, stride) >= spec["min_ink"]
+        if not keep.any():
+            raise NoInkError(f"{name}: no handwriting found (no window has {spec['min_ink']:.0%} "
+                             "ink). Pass a scan of handwritten text, dark ink on light paper.")
+        # Background up to the next width bucket, so that few distinct input shapes reach
+        # the backend; the windows this adds are not kept.
+        step = stride * max(1, BUCKET_PX // stride)
+        line = np.pad(line, [(0, 0), (0, -(line.shape[1] - size) % step)])
+        return preprocess.scale_input(line[None, :, :, None], spec["normalization"]), keep
+
+    def outputs(self, image, name: str = "<array>") -> dict[str, np.ndarray]:
+        """Outputs of one image's kept windows: `log_probs` (classifiers) and `embedding`."""
+        x, keep = self.inputs(image, name)
+        return {k: v[: len(keep)][keep] for k, v in self.backend(x).items()}
+
+    def scores(self, image, name: str = "<array>") -> tuple[np.ndarray, np.ndarray]:
+        """(per-writer scores, unit embedding) of one image. Scores are probabilities from
+        the mean window log-probability, or cosine similarities to the training writers'
+        centroids for embedding-only models."""
+        out = self.outputs(image, name)
+        emb = unit(out["embedding"].mean(axis=0))
+        if "log_probs" in out:
+            mean = out["log_probs"].mean(axis=0)
+            p = np.exp(mean - mean.max())
+            return p / p.sum(), emb
+        return self.gallery.centroids @ emb, emb
+
+    def predict(self, image, top_k: int = 5) -> dict:
+        """{"image", "top": [{"writer", "score"}...]} for one image file."""
+        if top_k < 1:
+            raise ValueError(f"top_k must be at least 1, got {top_k}")
+        scores, _ = self.scores(image, str(image))
+        writers = self.gallery.writers if self.gallery else self.labels
+        order = np.argsort(-scores)[:top_k]
+        return {"image": str(image),
+                "top": [{"writer": writers[i], "score": float(scores[i])} for i in order]}
+
+    def embed(self, image, name: str = "<array>") -> np.ndarray:
+        """The unit mean embedding of one image's inked windows (a path or a 2-D array)."""
+        return unit(self.outputs(image, name)["embedding"].mean(axis=0))
+
+    def verify(self, a, b) -> dict:
+        """Same-writer score (cosine of the two embeddings) and the decision at the
+        threshold stored at export (the validation set's EER point)."""
+        score = float(self.embed(a) @ self.embed(b))
+        threshold = self.card["verification"]["threshold"]
+        return {"a": str(a), "b": str(b), "score": score, "threshold": threshold,
+                "same_writer": score >= threshold}
+
+
+def embed_inked(model: Model, images: list) -> tuple[list[int], np.ndarray]:
+    """(indices of the images that hold handwriting, their unit embeddings [N, D]): blank
+    images are skipped rather than failing a whole batch of them."""
+    kept, rows = [], []
+    for i, image in enumerate(images):
+        try:
+            rows.append(model.embed(image))
+        except NoInkError:
+            continue
+        kept.append(i)
+    return kept, np.stack(rows)
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return x / max(float(np.linalg.norm(x)), 1e-12)

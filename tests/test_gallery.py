@@ -1,0 +1,270 @@
+"""The gallery database: transactions, concurrent enrolment, kills, erasure, old galleries."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from iam_writers_tfds import synth
+from models import runtime
+from models.runtime.gallery import Gallery, GalleryError, gallery_file, upgrade
+from tests.conftest import REPO, cli
+
+LEGACY = REPO / "tests" / "data" / "legacy_gallery"  # written by the npz + json code (59a0349)
+
+
+def _features(n: int, seed: int, dim: int = 8, bins: int = 136):
+    rng = np.random.default_rng(seed)
+    emb = rng.normal(size=(n, dim)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    return emb, rng.integers(0, 50, (n, bins)).astype(np.float64)
+
+
+def _hashes(prefix: str, n: int) -> list[str]:
+    return [hashlib.sha256(f"{prefix}{i}".encode()).hexdigest() for i in range(n)]
+
+
+def _new(tmp_path: Path, fingerprint: str | None = "fp", descriptor: str | None = "hinge-l10-b16"):
+    return Gallery.open(tmp_path / "g", create=True, fingerprint=fingerprint,
+                        descriptor=descriptor)
+
+
+def test_round_trip_aggregates_and_mismatch_names_only_what_differs(tmp_path):
+    g = _new(tmp_path)
+    emb, hinge = _features(3, 0)
+    g.add("ann", ["a1", "a2"], _hashes("a", 2), emb[:2], hinge[:2])
+    g.add("bob", ["b1"], _hashes("b", 1), emb[2:], hinge[2:])
+    g.close()
+    back = Gallery.open(tmp_path / "g.sqlite")
+    assert back.path == gallery_file(tmp_path / "g") == tmp_path / "g.sqlite"
+    snap = back.snapshot()
+    assert snap.writers == ["ann", "bob"]
+    np.testing.assert_allclose(snap.centroids, [runtime.unit(emb[:2].sum(0)), emb[2]],
+                               rtol=1e-6)
+    np.testing.assert_allclose(snap.hinge_sums, [hinge[:2].sum(0), hinge[2]])
+    assert [w["images"] for w in back.writers()] == [2, 1]
+    assert back.images("ann") == ["a1", "a2"] and back.check() == []
+    back.require("fp", "hinge-l10-b16", exact=True)
+    with pytest.raises(GalleryError, match=r"built by model fp, not by model xyz\. "):
+        back.require("xyz", "hinge-l10-b16")
+    with pytest.raises(GalleryError, match=r"built by model fp, not by no model\. "):
+        back.require(None, "hinge-l10-b16", exact=True)  # enrolling must add both
+    with pytest.raises(GalleryError, match="embeddings of size 4, but the gallery holds size 8"):
+        back.add("cat", ["c"], _hashes("c", 1), emb[:1, :4], hinge[:1])
+    info = back.info()
+    assert (info["writers"], info["images"], info["schema"], info["hinge_dim"]) == (2, 3, 1, 136)
+
+
+def test_an_enrolment_is_all_or_nothing_and_an_image_has_one_writer(tmp_path):
+    g = _new(tmp_path)
+    emb, hinge = _features(4, 1)
+    g.add("ann", ["a1", "a2"], _hashes("a", 2), emb[:2], hinge[:2])
+    # the second image is ann's: bob's whole enrolment is refused, naming both writers
+    with pytest.raises(GalleryError, match="a2: already enrolled as ann's .*not enrolling it "
+                                           "as bob's"):
+        g.add("bob", ["b1", "a2"], [_hashes("b", 1)[0], _hashes("a", 2)[1]], emb[2:], hinge[2:])
+    assert [w["writer"] for w in g.writers()] == ["ann"] and g.check() == []
+    again = g.add("ann", ["a2 again", "a3"], [_hashes("a", 2)[1], _hashes("a", 3)[2]],
+                  emb[2:], hinge[2:])
+    assert (again.added, again.skipped) == (1, ["a2 again"])
+    assert g.writers()[0]["images"] == 3 and g.check() == []
+
+
+def test_enroll_skips_known_images_without_computing_their_features(tmp_path):
+    class Counting:
+        fingerprint, descriptor, calls = None, "hinge-l10-b16", 0
+
+        def __call__(self, images):
+            self.calls += len(images)
+            return None, np.ones((len(images), 136))
+
+    files = []
+    for i in range(3):
+        files.append(tmp_path / f"{i}.png")
+        files[-1].write_bytes(f"image {i}".encode())
+    features = Counting()
+    first = runtime.enroll(tmp_path / "g", features, "ann", files[:2] + files[:1])
+    assert (first.added, first.skipped, features.calls) == (2, [], 2)  # one copy of a twice
+    second = runtime.enroll(tmp_path / "g", features, "ann", files)
+    assert (second.added, second.skipped, features.calls) == (1, [str(f) for f in files[:2]], 3)
+
+
+def test_removed_features_are_gone_from_the_file(tmp_path):
+    g = _new(tmp_path)
+    emb, hinge = _features(6, 2)
+    g.add("ann", ["a"], _hashes("a", 1), emb[:1], hinge[:1])
+    g.add("secret-writer-zelda", ["z1", "z2"], _hashes("z", 2), emb[1:3], hinge[1:3])
+    g.add("bob", ["b"], _hashes("b", 1), emb[3:4], hinge[3:4])
+    marks = [emb[1].astype("<f4").tobytes(), hinge[2].astype("<f4").tobytes(),
+             b"secret-writer-zelda", _hashes("z", 2)[0].encode()]
+
+    def on_disk() -> bytes:
+        return b"".join(p.read_bytes() for p in tmp_path.glob("g.sqlite*"))
+
+    assert all(m in on_disk() for m in marks)  # the search can find them
+    assert g.remove("secret-writer-zelda") == 2
+    assert not any(m in on_disk() for m in marks)
+    assert [w["writer"] for w in g.writers()] == ["ann", "bob"] and g.check() == []
+    with pytest.raises(GalleryError, match="no writer 'zelda'"):
+        g.remove("zelda")
+
+
+def test_rename_refuses_a_name_in_use(tmp_path):
+    g = _new(tmp_path, fingerprint=None)
+    _, hinge = _features(2, 3)
+    g.add("ann", ["a"], _hashes("a", 1), None, hinge[:1])
+    g.add("bob", ["b"], _hashes("b", 1), None, hinge[1:])
+    with pytest.raises(GalleryError, match="a writer 'bob' is already enrolled"):
+        g.rename("ann", "bob")
+    g.rename("ann", "anne")
+    assert [w["writer"] for w in g.writers()] == ["anne", "bob"]
+
+
+def test_a_gallery_from_before_the_database_is_converted_on_first_use(tmp_path):
+    for suffix in (".npz", ".json"):
+        shutil.copy(LEGACY.with_suffix(suffix), tmp_path / f"old{suffix}")
+    arrays = np.load(LEGACY.with_suffix(".npz"))
+    g = Gallery.open(tmp_path / "old")
+    assert (g.fingerprint, g.descriptor) == ("a1b2c3d4", "hinge-l10-b16")
+    snap = g.snapshot()
+    assert snap.writers == ["ann", "bob"] and g.images("ann") == ["ann-1.png", "ann-2.png"]
+    np.testing.assert_allclose(snap.hinge_sums, [arrays["hinge"][:2].sum(0), arrays["hinge"][2]])
+    np.testing.assert_allclose(snap.centroids[1], arrays["embeddings"][2], rtol=1e-6)
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(("-wal", "-shm"))) \
+        == ["old.sqlite"]
+    with pytest.raises(FileExistsError, match="nothing to upgrade"):
+        upgrade(tmp_path / "old")
+
+
+def test_an_old_gallery_in_a_read_only_folder_is_read_in_memory(tmp_path, monkeypatch):
+    from models.runtime import gallery
+
+    for suffix in (".npz", ".json"):
+        shutil.copy(LEGACY.with_suffix(suffix), tmp_path / f"old{suffix}")
+
+    def read_only(path):  # what upgrade meets in a read-only folder (tests run as root)
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(gallery, "upgrade", read_only)
+    g = Gallery.open(tmp_path / "old")
+    assert g.snapshot().writers == ["ann", "bob"] and g.check() == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.json", "old.npz"]
+
+
+@pytest.mark.parametrize("content", [b"", b"not a database at all\n" * 10, "truncated"])
+def test_a_broken_gallery_file_gets_one_line_and_is_not_changed(tmp_path, content):
+    path = tmp_path / "g.sqlite"
+    if content == "truncated":
+        g = _new(tmp_path)
+        for i in range(40):
+            emb, hinge = _features(5, i)
+            g.add(f"w{i}", [f"{i}-{k}" for k in range(5)], _hashes(f"{i}-", 5), emb, hinge)
+        g.close()
+        content = path.read_bytes()[: len(path.read_bytes()) // 2]
+    path.write_bytes(content)
+    line = tmp_path / "line.png"
+    cv2.imwrite(str(line), synth.render_line(synth.WriterStyle.sample(np.random.default_rng(0)),
+                                             np.random.default_rng(0)))
+    for args in (("identify", path, line), ("gallery", "list", path),
+                 ("enroll", path, "--writer", "x", line)):
+        proc = cli(*args)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.count("\n") == 1 and "gallery" in proc.stderr, proc.stderr
+        assert str(path) in proc.stderr and "Traceback" not in proc.stderr
+        assert path.read_bytes() == content
+
+
+def _line_files(folder: Path, n: int, seed: int) -> list[Path]:
+    rng = np.random.default_rng(seed)
+    style = synth.WriterStyle.sample(rng)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i in range(n):
+        out.append(folder / f"{seed}-{i}.png")
+        cv2.imwrite(str(out[-1]), synth.render_line(style, rng))
+    return out
+
+
+def test_sixteen_concurrent_enrolments_lose_nothing(tmp_path):
+    lines = {f"w{k:02d}": _line_files(tmp_path / "lines", 2, k) for k in range(16)}
+    procs = [subprocess.Popen([sys.executable, "-m", "iam_writers", "enroll", tmp_path / "g",
+                               "--writer", w, *files], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for w, files in lines.items()]
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+    g = Gallery.open(tmp_path / "g")
+    assert sorted(w["writer"] for w in g.writers()) == sorted(lines)
+    assert all(w["images"] == 2 for w in g.writers()) and g.check() == []
+
+
+# Enrols writer sys.argv[2] with N synthetic images into sys.argv[1], then says "done".
+ENROLLER = textwrap.dedent("""
+    import hashlib, sys
+    import numpy as np
+    from models.runtime.gallery import Gallery
+    path, writer, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    g = Gallery.open(path, create=True, fingerprint="fp", descriptor="hinge-l10-b16")
+    rng = np.random.default_rng(len(writer))
+    emb = rng.normal(size=(n, 64)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    hinge = rng.integers(0, 50, (n, 136)).astype(np.float64)
+    hashes = [hashlib.sha256(f"{writer}/{i}".encode()).hexdigest() for i in range(n)]
+    print("ready", flush=True)
+    g.add(writer, [f"{writer}/{i}" for i in range(n)], hashes, emb, hinge)
+    print("done", flush=True)
+""")
+
+
+def _enroller(path: Path, writer: str, n: int) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", ENROLLER, str(path), writer, str(n)],
+                            stdout=subprocess.PIPE, text=True, cwd=REPO)
+
+
+def test_enrolments_killed_at_random_moments_are_all_or_nothing(tmp_path):
+    rng = np.random.default_rng(0)
+    n, outcomes = 3000, []
+    for trial in range(20):
+        proc = _enroller(tmp_path / "g", f"w{trial}", n)
+        assert proc.stdout.readline() == "ready\n"
+        time.sleep(rng.uniform(0, 0.04))  # an enrolment of 3000 images takes about 0.03 s
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        g = Gallery.open(tmp_path / "g")
+        counts = {w["writer"]: w["images"] for w in g.writers()}
+        assert counts.get(f"w{trial}", n) == n and g.check() == []
+        outcomes.append(f"w{trial}" in counts)
+        g.close()
+    assert set(counts.values()) == {n}
+    print(f"kill trials: {sum(outcomes)} enrolments committed, {20 - sum(outcomes)} rolled back")
+
+
+def test_identify_sees_only_complete_enrolments_while_others_write(tmp_path):
+    writers = [_enroller(tmp_path / "g", f"w{k}", 400) for k in range(6)]
+    seen, deadline = set(), time.monotonic() + 120
+    while any(p.poll() is None for p in writers) and time.monotonic() < deadline:
+        if not gallery_file(tmp_path / "g").exists():
+            continue
+        try:
+            g = Gallery.open(tmp_path / "g")
+        except GalleryError:  # the first enrolment is still creating the file's schema
+            continue
+        snap = g.snapshot()
+        assert g.check() == []
+        assert all(w["images"] == 400 for w in g.writers())
+        seen.add(len(snap.writers))
+        g.close()
+    for p in writers:
+        assert p.wait(timeout=60) == 0
+    assert len(Gallery.open(tmp_path / "g").writers()) == 6
+    assert len(seen) > 1  # the reader saw the gallery grow between complete states
