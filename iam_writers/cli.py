@@ -38,14 +38,13 @@ def _synth(args: argparse.Namespace) -> None:
 def _build(args: argparse.Namespace) -> None:
     from iam_writers import data
 
-    cfg = data.BuildConfig(args.config, args.manual_dir, args.data_dir)
-    data.check_manual_dirs(cfg)
-    print(data.statistics(data.build(cfg)))
+    print(data.statistics(data.build(data.BuildConfig(args.config, args.manual_dir,
+                                                      args.data_dir))))
 
 
 def _train(args: argparse.Namespace) -> None:
-    from models.config import TrainConfig
-    from models.train import train, worker_role
+    from models.config import TrainConfig, worker_role
+    from models.train import train
 
     cfg = _config(args, TrainConfig)
     run = train(cfg)
@@ -72,6 +71,23 @@ def _export(args: argparse.Namespace) -> None:
           f"parity report: {cfg.out / 'parity.md'}")
 
 
+def _preflight(args: argparse.Namespace) -> None:
+    """The checks of paths that need no TensorFlow, made before it loads (seconds)."""
+    from models import config
+
+    if args.command == "train":
+        _config(args, config.TrainConfig).check_out()
+    elif args.command in ("evaluate", "export"):
+        config.trained_run(args.run)
+    if args.command == "export":
+        config.new_folder(args.out)
+
+
+def _page(lines: int | None, which: str = "") -> str:
+    """How a page reads in a result line: ` (page: 9 lines)`; nothing for a line."""
+    return "" if lines is None else f" ({'page' + (' ' + which if which else '')}: {lines} lines)"
+
+
 def _show(result: dict | list, as_json: bool, text: str) -> None:
     import json
 
@@ -82,26 +98,27 @@ def _predict(args: argparse.Namespace) -> None:
     from models.runtime import Model
 
     model = Model(args.model, args.threads)
-    results = [model.predict(image, args.top_k) for image in args.images]
+    results = [model.predict(image, args.top_k, args.input) for image in args.images]
     text = "\n".join(
-        f"{r['image']}: " + ", ".join(f"{t['writer']} {t['score']:.3f}" for t in r["top"])
-        for r in results)
+        f"{r['image']}{_page(r.get('lines'))}: "
+        + ", ".join(f"{t['writer']} {t['score']:.3f}" for t in r["top"]) for r in results)
     _show(results, args.json, text)
 
 
 def _verify(args: argparse.Namespace) -> None:
     from models.runtime import Model
 
-    r = Model(args.model, args.threads).verify(args.a, args.b)
+    r = Model(args.model, args.threads).verify(args.a, args.b, args.input)
     verdict = "same writer" if r["same_writer"] else "different writers"
-    _show(r, args.json, f"{verdict}: score {r['score']:.3f} (threshold {r['threshold']:.3f})")
+    _show(r, args.json, f"{verdict}: score {r['score']:.3f} (threshold {r['threshold']:.3f})"
+          f"{_page(r.get('lines_a'), 'a')}{_page(r.get('lines_b'), 'b')}")
 
 
 def _enroll(args: argparse.Namespace) -> None:
     from models.runtime import Gallery, Model, features_for, identify
 
     model = Model(args.model, args.threads) if args.model else None
-    features = features_for(model, args.descriptor)
+    features = features_for(model, args.descriptor, args.input)
     if args.layout:
         done = identify.enroll_layout(args.gallery, features, args.layout,
                                       args.forms_per_writer)
@@ -125,7 +142,7 @@ def _identify(args: argparse.Namespace) -> None:
 
     model = Model(args.model, args.threads) if args.model else None
     gallery = Gallery.open(args.gallery)
-    identifier = Identifier(gallery, model, args.descriptor, args.threshold)
+    identifier = Identifier(gallery, model, args.descriptor, args.threshold, args.input)
     if not identifier.asked:
         print(f"scoring by {identifier.score}" + (
             f" (no --model given; {gallery.path} also holds model {gallery.fingerprint}'s "
@@ -134,7 +151,8 @@ def _identify(args: argparse.Namespace) -> None:
     queries = [args.images] if args.document else [[image] for image in args.images]
     results = [identifier.rank(query, args.top_k) for query in queries]
     text = "\n".join(
-        (f"document of {len(r['images'])} images" if args.document else r["images"][0])
+        (f"document of {len(r['images'])} images" if args.document
+         else r["images"][0] + _page(r.get("lines", {}).get(r["images"][0])))
         + f": {r['writer'] or 'unknown writer'} ({r['score']}: "
         + ", ".join(f"{t['writer']} {t['similarity']:.3f}" for t in r["top"]) + ")"
         for r in results)
@@ -219,6 +237,27 @@ def _add_fields(p: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> 
             p.add_argument(flag, type=type(f.default), default=f.default)
 
 
+def quantizations(value: str) -> tuple[str, ...]:
+    """An argparse type: export's comma-separated --quantize values."""
+    from models.config import VARIANTS
+
+    chosen = tuple(v for v in value.split(",") if v)
+    unknown = [v for v in chosen if v not in VARIANTS]
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(f"unknown quantization {', '.join(unknown) or '(none)'}"
+                                         f"; allowed: {', '.join(VARIANTS)}")
+    return chosen
+
+
+def _show_defaults(p: argparse.ArgumentParser) -> None:
+    """--help states every option's default (argparse's formatter skips options without a
+    help text)."""
+    for action in p._actions:
+        if action.option_strings and action.default not in (None, False, argparse.SUPPRESS) \
+                and "%(default)" not in (action.help or ""):
+            action.help = f"{action.help or ''} (default: %(default)s)".strip()
+
+
 class ConfigError(ValueError):
     """A flag value a configuration dataclass rejected."""
 
@@ -261,16 +300,20 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("build", help="build the TFDS dataset and print its statistics")
     s.add_argument("--config", choices=CONFIGS, default="synthetic")
     s.add_argument("--manual-dir", type=Path, action="append",
-                   help="Kaggle layout, extracted or as the zip; repeat it to build several "
-                        "folders as one dataset")
+                   help="a folder in the Kaggle layout (forms_for_parsing.txt + data_subset/, "
+                        "or the zip) for top50/top10, or the official IAM one (lines/ + "
+                        "ascii/, or lines.tgz + ascii.tgz) for iam/iam_ok; repeat it to build "
+                        "several folders as one dataset")
     s.add_argument("--data-dir", type=Path, help="TFDS data dir (default ~/tensorflow_datasets)")
     s.set_defaults(func=_build, needs_train=True)
 
     from models.config import (
         BACKBONES,
+        INPUTS,
         LR_SCHEDULES,
         METRIC_LOSSES,
         MODELS,
+        PAGE_MIN_HEIGHT,
         SCORES,
         TrainConfig,
     )
@@ -305,8 +348,11 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("export", help="SavedModel + TFLite variants, model card, parity report")
     s.add_argument("run", type=Path, help="a run directory written by `iam-writers train`")
     s.add_argument("--out", type=Path, required=True, help="new export folder")
-    s.add_argument("--quantize", type=lambda v: tuple(v.split(",")), default=("none", "float16",
-                   "dynamic", "int8"), help="comma-separated: none,float16,dynamic,int8")
+    s.add_argument("--quantize", type=quantizations,
+                   default="none,float16,dynamic,int8",
+                   help="the TFLite variants, comma-separated: none (float32, not quantised), "
+                        "float16 (half-size weights), dynamic (int8 weights, float "
+                        "activations), int8 (full integer, calibrated on training lines)")
     s.add_argument("--allow-degraded", action="store_true",
                    help="keep an int8 model below the 97%% top-1 agreement gate")
     s.add_argument("--calibration-samples", type=int, default=200,
@@ -318,6 +364,11 @@ def parser() -> argparse.ArgumentParser:
 
     def model_args(s: argparse.ArgumentParser, json_flag: bool = True) -> None:
         s.add_argument("--threads", type=int, default=2)
+        s.add_argument("--input", choices=INPUTS, default="auto",
+                       help="line: each image is one text line; page: a page scan whose text "
+                            "lines are found and read as one document; auto: a page when the "
+                            f"image is at least {PAGE_MIN_HEIGHT} px tall and two or more text "
+                            "lines are found on it, else a line")
         if json_flag:
             s.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -406,6 +457,7 @@ def parser() -> argparse.ArgumentParser:
                              help="show the native libraries' log lines (TensorFlow, LiteRT, "
                                   "the converter), which are hidden by default; or set "
                                   f"{console.VERBOSE_ENV}=1")
+        _show_defaults(command)
     return p
 
 
@@ -444,10 +496,14 @@ def main(argv: list[str] | None = None) -> int:
         if bool(args.writer) != bool(args.images):
             p.error("enroll --writer ID takes the writer's images, --layout DIR none")
     try:
+        if getattr(args, "needs_train", False):
+            _preflight(args)
         args.func(args)
     except ConfigError as err:
         p.error(str(err))  # exit status 2 with the usage line
     except user_errors() as err:
         print(f"iam-writers {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the output was piped into a reader that stopped (`| head`)
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - Python flushes it at exit
     return 0

@@ -53,9 +53,9 @@ def build(cfg: BuildConfig):
     subfolders of one (links to them)."""
     import sys
 
+    check_manual_dirs(cfg)  # before TensorFlow loads
     import tensorflow_datasets as tfds
 
-    check_manual_dirs(cfg)
     if not sys.stderr.isatty():  # TFDS's nested bars leave escape codes in a log file
         tfds.disable_progress_bar()
     b = builder(cfg)

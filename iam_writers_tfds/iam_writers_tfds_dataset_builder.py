@@ -76,6 +76,16 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     The IAM terms allow non-commercial research use only.
     """
 
+    def _log_download_bytes(self) -> None:
+        """TFDS prints the download size here, unknown for local and generated sources
+        ("Unknown size"): say what is being built instead."""
+        print(f"preparing {self.name}/{self.builder_config.name} in {self.data_dir}",
+              flush=True)
+
+    def _log_download_done(self) -> None:
+        """TFDS says "downloaded", which local and generated sources are not."""
+        print(f"prepared {self.name}/{self.builder_config.name}", flush=True)
+
     def _info(self) -> tfds.core.DatasetInfo:
         features = {
             "image": tfds.features.Image(shape=(None, None, 1), encoding_format="png"),

@@ -139,6 +139,30 @@ def render_words(style: WriterStyle, rng: np.random.Generator) -> tuple[np.ndarr
     return np.clip(img, 0, 255).astype(np.uint8), words
 
 
+def render_page(style: WriterStyle, rng: np.random.Generator, lines: int = 6,
+                skew_deg: float = 0.0, line_step: int = 120
+                ) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
+    """A page of `lines` of the writer's lines, one every `line_step` px (so that tall
+    letters of neighbouring lines can touch), turned by `skew_deg`, on white paper; and
+    each line's ink box (x0, y0, x1, y1) in the page."""
+    drawn = [render_line(style, rng) for _ in range(lines)]
+    height = line_step * (lines - 1) + max(d.shape[0] for d in drawn) + 200
+    width = max(d.shape[1] for d in drawn) + 200
+    turn = cv2.getRotationMatrix2D((width / 2, height / 2), skew_deg, 1.0)
+    page, boxes = np.zeros((height, width), np.float32), []
+    for i, line in enumerate(drawn):
+        paper, ink = np.median(line), np.percentile(line, 1)
+        canvas = np.zeros((height, width), np.float32)
+        y = 100 + i * line_step
+        canvas[y:y + line.shape[0], 100:100 + line.shape[1]] = np.clip(
+            (paper - line.astype(np.float32)) / max(paper - ink, 1), 0, 1)
+        canvas = cv2.warpAffine(canvas, turn, (width, height))
+        ys, xs = np.nonzero(canvas > 0.5)
+        boxes.append((int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1))
+        np.maximum(page, canvas, out=page)
+    return (245 - 200 * page).astype(np.uint8), boxes
+
+
 LAYOUTS = ("kaggle", "iam")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 from pipelines.config import PipelineConfig
@@ -14,6 +15,13 @@ GALLERY_MODELS = ("patch_embed", "siamese_resnet50")  # identify by nearest writ
 METRIC_LOSSES = ("supcon", "triplet", "cosface")
 LR_SCHEDULES = ("plateau", "cosine")
 BACKBONES = ("resnet50", "mobilenetv2", "efficientnetb0")
+# export's --quantize values and the TFLite variant each writes (model_<variant>.tflite)
+VARIANTS = {"none": "float32", "float16": "float16", "dynamic": "dynamic", "int8": "int8"}
+# how an image is read (runtime/pages.py): `auto` takes it for a page when it is at least
+# PAGE_MIN_HEIGHT px tall and holds two or more text lines (an IAM line at 300 dpi is under
+# 300 px high)
+INPUTS = ("auto", "line", "page")
+PAGE_MIN_HEIGHT = 400
 SCORES = ("embedding", "hinge", "fused")  # what identify ranks writers by (runtime/identify.py)
 
 
@@ -126,6 +134,15 @@ class TrainConfig:
         d["out"], d["data_dir"] = str(self.out), str(self.data_dir) if self.data_dir else None
         return d
 
+    def check_out(self) -> None:
+        """Refuse to train over a finished run (unless resuming) before anything starts; only
+        the chief of several workers writes the run directory, so only it checks."""
+        if self.resume:
+            TrainConfig.load(self.out)
+        elif worker_role()[0] and self.out.exists() and any(self.out.iterdir()):
+            raise FileExistsError(f"{self.out}: run directory already exists. Pass --resume "
+                                  "to continue it, or choose a new --out.")
+
     @classmethod
     def load(cls, run_dir: Path) -> TrainConfig:
         path = Path(run_dir) / "config.json"
@@ -135,3 +152,29 @@ class TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         saved = {"line_band": 0, **json.loads(path.read_text())}  # runs before line_band
         return cls(**{k: v for k, v in saved.items() if k in known})
+
+
+def worker_role() -> tuple[bool, int]:
+    """(whether this process is the chief, its task index) from TF_CONFIG: the `chief`
+    task, or worker 0 of a cluster without one; a single process is its own chief."""
+    config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    task, cluster = config.get("task", {}), config.get("cluster", {})
+    kind, index = task.get("type", "worker"), int(task.get("index", 0))
+    return kind == "chief" or (kind == "worker" and index == 0 and "chief" not in cluster), index
+
+
+def trained_run(run_dir: Path) -> TrainConfig:
+    """The configuration of a run directory holding a trained model; a folder that is not
+    one raises, saying what to pass."""
+    cfg = TrainConfig.load(run_dir)
+    path = Path(run_dir) / "model.keras"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no trained model. Finish `iam-writers train` "
+                                "(or pass --resume) first.")
+    return cfg
+
+
+def new_folder(out: Path) -> None:
+    """Refuse an --out that exists: exports and runs are written whole, never over others."""
+    if Path(out).exists():
+        raise FileExistsError(f"{out}: already exists. Choose a new --out or delete it.")

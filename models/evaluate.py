@@ -2,7 +2,8 @@
 
 Patch models are scored by averaging the log-probabilities of an image's inked windows
 (per image) or of all its form's windows (per form). Embedding models identify by the
-nearest writer centroid of training embeddings and are also scored on verification pairs.
+nearest writer centroid (the mean unit embedding of each writer's training lines, as the
+export's gallery holds it) and are also scored on verification pairs.
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ import numpy as np
 from sklearn import metrics as skm
 
 from iam_writers_tfds import atomic
-from models.config import TrainConfig
-from pipelines import eval_dataset, load_split
+from models.config import trained_run
 
 
 def aggregate(values: np.ndarray, groups: np.ndarray, keep: np.ndarray | None = None):
@@ -80,16 +80,6 @@ def normalise(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
-def run_windows(predict, ds):
-    """`predict(x)` for every window of an eval dataset, plus the metadata carried along."""
-    outs, meta = [], {"writer": [], "image_id": [], "form_id": [], "ink": []}
-    for batch in ds:
-        outs.append(np.asarray(predict(batch["x"])))
-        for key in meta:
-            meta[key].append(batch[key].numpy())
-    return np.concatenate(outs), {k: np.concatenate(v) for k, v in meta.items()}
-
-
 class UnsafeModelError(ValueError):
     """A model file that safe-mode loading refuses (a Lambda layer with code)."""
 
@@ -101,12 +91,9 @@ def load_run(run_dir: Path):
     import models.losses  # noqa: F401 - registers the custom objects
     import models.zoo  # noqa: F401
 
-    cfg = TrainConfig.load(run_dir)
+    cfg = trained_run(run_dir)
     labels = json.loads((Path(run_dir) / "labels.json").read_text())
     path = Path(run_dir) / "model.keras"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no trained model. Finish `iam-writers train` "
-                                "(or pass --resume) first.")
     try:
         return cfg, labels, keras.models.load_model(path, safe_mode=True)
     except ValueError as err:
@@ -118,64 +105,82 @@ def load_run(run_dir: Path):
             "`iam-writers train`, or rebuild this one without Lambda layers.") from None
 
 
+def window_outputs(rt, images: list) -> tuple[list[int], list[dict[str, np.ndarray]]]:
+    """(indices of the images with an inked window, their kept windows' outputs) through
+    the runtime's preprocessing and the exported computation; an image with no inked
+    window is one the deployed model refuses, so it is left out and counted."""
+    from models.runtime import NoInkError
+
+    kept, outs = [], []
+    for i, (*_, image) in enumerate(images):
+        try:
+            outs.append(rt.outputs(image))
+        except NoInkError:
+            continue
+        kept.append(i)
+    return kept, outs
+
+
+def mean_embeddings(outs: list[dict[str, np.ndarray]]) -> np.ndarray:
+    """[N, D] unit mean embedding of each image's windows, as the runtime embeds a line."""
+    return normalise(np.stack([o["embedding"].mean(axis=0) for o in outs]))
+
+
 def evaluate(run_dir: Path, split: str = "test") -> dict:
     """Write `metrics_<split>.json` and `plots/` into the run dir; the test split's figures
-    are also `metrics.json`, the run's headline metrics that export copies into its card."""
-    from models import zoo
+    are also `metrics.json`, the run's headline metrics that export copies into its card.
+
+    Lines are scored through the computation the exported model runs (`models.inference`:
+    the runtime's preprocessing, one pass over each whole line), so these figures are the
+    deployed model's: export's parity table shows the same accuracy for Keras."""
+    from models import inference, zoo
 
     run_dir = Path(run_dir)
     cfg, labels, model = load_run(run_dir)
-    pcfg = cfg.pipeline_config()
-    embedder = zoo.embedding_model(model)
-    ds = eval_dataset(load_split(cfg.config, split, cfg.data_dir), pcfg)
-    keep_min = pcfg.min_ink if pcfg.mode == "patches" else 0.0
-    result: dict = {"split": split, "model": cfg.model, "config": cfg.config}
-
+    rt = inference.line_model(model, cfg, labels)
+    images = inference.split_images(cfg, split)
+    kept, outs = window_outputs(rt, images)
+    image_ids = np.array([images[i][0] for i in kept])
+    forms = np.array([images[i][1] for i in kept])
+    image_label = np.array([images[i][2] for i in kept])
+    form_ids, form_of_image = np.unique(forms, return_inverse=True)
+    form_label = np.array([image_label[form_of_image == f][0] for f in range(len(form_ids))])
+    emb = mean_embeddings(outs)
     if cfg.by_gallery:
-        emb, meta = run_windows(embedder.predict_on_batch, ds)
-        gal, gmeta = run_windows(embedder.predict_on_batch, eval_dataset(
-            load_split(cfg.config, "train", cfg.data_dir), pcfg))
-        gids, gmean = aggregate(gal, gmeta["writer"], gmeta["ink"] >= keep_min)
-        centroids = normalise(gmean)
-        scores_fn = lambda e: normalise(e) @ centroids.T  # noqa: E731
-        class_of = gids
+        train = inference.split_images(cfg, "train")
+        train_kept, train_outs = window_outputs(rt, train)
+        writers = np.array([train[i][2] for i in train_kept])
+        class_of, centroids = aggregate(mean_embeddings(train_outs), writers)
+        centroids = normalise(centroids)
+        img_scores = emb @ centroids.T
+        form_scores = normalise(aggregate(emb, forms)[1]) @ centroids.T
     else:
-        probs, meta = run_windows(model.predict_on_batch, ds)
-        emb = run_windows(embedder.predict_on_batch, ds)[0] if embedder is not None else None
-        scores_fn, class_of = None, np.arange(len(labels))
-
-    keep = meta["ink"] >= keep_min
-    image_ids, image_rows = np.unique(meta["image_id"], return_index=True)
-    image_label = meta["writer"][image_rows]
-    form_ids, form_rows = np.unique(meta["form_id"], return_index=True)
-    form_label = meta["writer"][form_rows]
-    if scores_fn is None:
-        logp = np.log(np.clip(probs, 1e-8, 1.0))
-        img_scores = aggregate(logp, meta["image_id"], keep)[1]
-        form_scores = aggregate(logp, meta["form_id"], keep)[1]
-    else:
-        img_scores = scores_fn(aggregate(emb, meta["image_id"], keep)[1])
-        form_scores = scores_fn(aggregate(emb, meta["form_id"], keep)[1])
+        class_of = np.arange(len(labels))
+        img_scores = np.stack([o["log_probs"].mean(axis=0) for o in outs])
+        windows = np.concatenate([o["log_probs"] for o in outs])
+        form_scores = aggregate(windows, np.repeat(forms, [len(o["log_probs"]) for o in outs]))[1]
     to_class = lambda y: np.searchsorted(class_of, y)  # noqa: E731
     img_y, form_y = to_class(image_label), to_class(form_label)
     img_pred = class_of[img_scores.argmax(1)]
-    result.update({
+    result: dict = {
+        "split": split, "model": cfg.model, "config": cfg.config,
         "top1": topk_accuracy(img_scores, img_y, 1),
         "top5": topk_accuracy(img_scores, img_y, 5),
         "form_top1": topk_accuracy(form_scores, form_y, 1),
         "n_images": int(len(image_ids)),
         "n_forms": int(len(form_ids)),
         "n_writers": int(len(np.unique(image_label))),
-        "n_patches": int(len(meta["ink"])),
-    })
+        "n_no_ink": len(images) - len(kept),
+        "scored_by": "the exported model's whole-line computation (models/inference.py)",
+    }
     present = np.unique(np.concatenate([image_label, img_pred]))
     result["per_writer"] = skm.classification_report(
         image_label, img_pred, labels=present, target_names=[labels[i] for i in present],
         output_dict=True, zero_division=0,
     )
     roc = None
-    if emb is not None:
-        ver = verification(normalise(aggregate(emb, meta["image_id"], keep)[1]), image_label)
+    if cfg.by_gallery or zoo.embedding_model(model) is not None:
+        ver = verification(emb, image_label)
         roc = ver.pop("_roc", None)
         result["verification"] = ver
     from models import plots

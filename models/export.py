@@ -18,19 +18,15 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
-from keras import layers
 from tqdm import tqdm
 
 from iam_writers_tfds import atomic
-from iam_writers_tfds.images import decode_gray
-from iam_writers_tfds.kaggle_layout import form_of
-from models import runtime, zoo
-from models.config import TrainConfig
+from models import inference, runtime
+from models.config import VARIANTS, TrainConfig, new_folder
 from models.evaluate import load_run, normalise, open_set_figures, verification
+from models.inference import inference_pipeline, input_spec, split_images, windows_fn
 from models.runtime import descriptors
-from pipelines import PipelineConfig, load_split, ops
-
-VARIANTS = {"none": "float32", "float16": "float16", "dynamic": "dynamic", "int8": "int8"}
+from pipelines import PipelineConfig, ops
 
 
 class ExportError(RuntimeError):
@@ -64,71 +60,6 @@ class ExportConfig:
             raise ValueError(f"stride must be >= 0 (0: the run's), got {self.stride}")
         if not 100 <= self.calibration_samples <= 500:
             raise ValueError("calibration_samples must be in 100..500")
-
-
-def _line_towers(model: keras.Model, pcfg: PipelineConfig):
-    """A patch model applied once to a whole padded line [1, P, W, 1] instead of to each of
-    its windows: the convolutional trunk runs over the line, average pooling of its feature
-    map over every window (P wide, every `stride` px) stands in for the patch's global
-    average pooling, and the layers after it run per window. Overlapping windows share
-    their convolutions, so a line costs about W / P patches instead of 2 W / P.
-    Returns (features model -> [1, n_windows, F] head input and [1, n_windows, D]
-    embedding, the softmax head or None)."""
-    names = [layer.name for layer in model.layers]
-    gap = names.index("gap")
-    cells = model.get_layer("gap").input.shape[1]  # feature rows of one patch
-    x = inputs = keras.Input((pcfg.patch_size, None, 1), name="line")
-    for layer in model.layers[1:gap]:
-        x = layer(x)
-    x = layers.AveragePooling2D(cells, strides=(1, pcfg.stride // zoo.PATCH_DOWNSAMPLING),
-                                name="windows")(x)
-    x = emb = layers.Reshape((-1, x.shape[-1]), name="per_window")(x)
-    tail = model.layers[gap + 1:]
-    head = tail.pop() if tail and tail[-1].name == "writer" else None
-    for layer in tail:
-        x = layer(x)
-        if layer.name == "embedding":
-            emb = x
-    return keras.Model(inputs, [x, emb]), head
-
-
-def _towers(model: keras.Model, cfg: TrainConfig, pcfg: PipelineConfig):
-    """(features model, classifier head or None): features give the head's input and the
-    embedding (the embedding layer if any, else the pooled features), per window of a line
-    (patch models) or per image (resize models)."""
-    if pcfg.mode == "patches":
-        return _line_towers(model, pcfg)
-    if cfg.by_gallery:
-        tower = model.get_layer("tower")
-        return keras.Model(tower.inputs, [tower.output, tower.output]), None
-    head = model.get_layer("writer")
-    return keras.Model(model.inputs, [head.input, model.get_layer("gap").output]), head
-
-
-def input_spec(pcfg: PipelineConfig) -> tf.TensorSpec:
-    """The `windows` signature's input: one padded line, or a batch of whole images."""
-    shape = (1, pcfg.patch_size, None, 1) if pcfg.mode == "patches" else (None,
-                                                                          *pcfg.input_shape)
-    return tf.TensorSpec(shape, tf.float32, name="x")
-
-
-def windows_fn(model: keras.Model, cfg: TrainConfig, pcfg: PipelineConfig):
-    """The `windows` computation: float32 model input -> per window (or image)
-    {embedding [N, D] (unit), log_probs [N, C] (classifiers only)}. Log-probabilities rather
-    than probabilities, so int8 keeps resolution where averaging needs it."""
-    features, head = _towers(model, cfg, pcfg)
-
-    def windows(x):
-        feat, emb = features(x, training=False)
-        if pcfg.mode == "patches":
-            feat, emb = feat[0], emb[0]
-        out = {"embedding": tf.math.l2_normalize(tf.cast(emb, tf.float32), axis=-1)}
-        if head is not None:
-            logits = tf.matmul(tf.cast(feat, tf.float32), head.kernel) + head.bias
-            out["log_probs"] = tf.nn.log_softmax(logits)
-        return out
-
-    return features, head, windows
 
 
 def serving_archive(model: keras.Model, cfg: TrainConfig, pcfg: PipelineConfig,
@@ -199,35 +130,28 @@ def _convert(saved_model: Path, variant: str, calibration: list[np.ndarray]) -> 
     return conv.convert()
 
 
-def _images(cfg: TrainConfig, split: str) -> list[tuple[str, int, np.ndarray]]:
-    """(image id, writer, decoded grayscale image) of every image of a split."""
-    raw = load_split(cfg.config, split, cfg.data_dir).as_numpy_iterator()
-    return [(ex["image_id"].decode(), int(ex["writer"]),
-             decode_gray(ex["image"], ex["image_id"].decode())) for ex in raw]
-
-
 def _calibration(rt: runtime.Model, images: list, n: int, seed: int) -> list[np.ndarray]:
     """`n` model inputs from the training images (lines, or single images) for int8 ranges."""
     chosen = np.random.default_rng(seed).choice(len(images), min(n, len(images)),
                                                 replace=False)
-    return [rt.inputs(images[i][2])[0][:1] for i in chosen]
+    return [rt.inputs(images[i][3])[0][:1] for i in chosen]
 
 
 def _features(rt: runtime.Model, images: list, hinge: descriptors.Hinge
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(writers [N], forms [N], unit embeddings [N, D], contour-hinge counts [N, K]) of the
     inked images through the runtime."""
-    kept, emb = runtime.embed_inked(rt, [image for _, _, image in images])
-    counts = np.stack([hinge(images[i][2]) for i in kept])
-    forms = np.array([form_of(images[i][0]) for i in kept])
-    return np.array([images[i][1] for i in kept]), forms, emb, counts
+    kept, emb = runtime.embed_inked(rt, [image for *_, image in images])
+    counts = np.stack([hinge(images[i][3]) for i in kept])
+    forms = np.array([images[i][1] for i in kept])
+    return np.array([images[i][2] for i in kept]), forms, emb, counts
 
 
 def _parity(models: dict[str, runtime.Model], test: list) -> list[dict]:
     """Per variant on the test images: top-1 agreement with Keras, accuracy, largest
     probability difference, file size and median latency per image."""
-    images = [image for _, _, image in test]
-    truth = np.array([writer for _, writer, _ in test])
+    images = [image for *_, image in test]
+    truth = np.array([writer for *_, writer, _ in test])
     scores, latency = {}, {}
     for name, model in models.items():
         rows, times = [], []
@@ -365,51 +289,32 @@ def _card(cfg: TrainConfig, pcfg: PipelineConfig, run: Path, labels: list[str],
     return {
         "model": cfg.model, "labels": labels, "fingerprint": fingerprint,
         "source_run": str(run.resolve()), "train_config": cfg.to_json(),
-        "input": {"mode": pcfg.mode, "patch_size": pcfg.patch_size,
-                  "line_band": pcfg.line_band, "stride": pcfg.stride,
-                  "min_ink": pcfg.min_ink, "image_size": pcfg.image_size,
-                  "keep_aspect": pcfg.keep_aspect, "normalization": pcfg.normalization,
-                  "shape": input_spec(pcfg).shape.as_list(), "dtype": "float32"},
+        "input": inference.input_card(pcfg),
         "preprocessing": steps,
         "identify_by": "gallery" if cfg.by_gallery else "softmax",
         "metrics": metrics, **thresholds, "files": files,
     }
 
 
-def _pipeline(ecfg: ExportConfig, cfg: TrainConfig) -> PipelineConfig:
-    """The run's input recipe with the inference stride: `--stride`, or the evaluation
-    stride rounded to the model's 16-px downsampling (the line pass needs a multiple)."""
-    pcfg = cfg.pipeline_config()
-    step = zoo.PATCH_DOWNSAMPLING
-    stride = ecfg.stride or max(step, round(pcfg.stride / step) * step)
-    if pcfg.mode == "patches" and (stride > pcfg.patch_size or stride % step):
-        raise ExportError(f"--stride {stride}: the line pass needs a multiple of {step} px "
-                          f"(the model's downsampling) up to the patch size, "
-                          f"{pcfg.patch_size}")
-    return dataclasses.replace(pcfg, deterministic=True,
-                               patch_stride=stride if pcfg.mode == "patches" else None)
-
-
 def export(ecfg: ExportConfig) -> dict:
     """Write the export folder; returns its model card (with the parity table)."""
-    if ecfg.out.exists():
-        raise FileExistsError(f"{ecfg.out}: already exists. Choose a new --out or delete it.")
+    new_folder(ecfg.out)
     cfg, labels, model = load_run(ecfg.run)
-    pcfg = _pipeline(ecfg, cfg)
+    try:
+        pcfg = inference_pipeline(cfg, ecfg.stride)
+    except ValueError as err:
+        raise ExportError(str(err)) from None
     fingerprint = hashlib.sha256((ecfg.run / "model.keras").read_bytes()).hexdigest()[:16]
-    fn = tf.function(windows_fn(model, cfg, pcfg)[2], reduce_retracing=True)
-
-    def keras_backend(x):
-        return {k: v.numpy() for k, v in fn(tf.constant(x)).items()}
+    keras_backend = inference.keras_backend(model, cfg, pcfg)
 
     with atomic.replaced(ecfg.out, directory=True) as tmp:
         card = _card(cfg, pcfg, ecfg.run, labels, fingerprint, {"verification": {}}, {})
         (tmp / runtime.CARD).write_text(json.dumps(card, indent=2))
         rt = runtime.Model(tmp / runtime.CARD, backend=keras_backend)
         print("calibrating the verification threshold on the validation split", flush=True)
-        train_images = _images(cfg, "train")
+        train_images = split_images(cfg, "train")
         hinge = descriptors.Hinge()
-        val = _features(rt, _images(cfg, "validation"), hinge)
+        val = _features(rt, split_images(cfg, "validation"), hinge)
         train = _features(rt, train_images, hinge)
         writers, _, emb, _ = train
         present = np.unique(writers)
@@ -452,7 +357,7 @@ def export(ecfg: ExportConfig) -> dict:
         for variant, name in files.items():
             models[variant] = runtime.Model(tmp / name, ecfg.threads)
         print("parity on the test split", flush=True)
-        card["parity"] = _parity(models, _images(cfg, "test"))
+        card["parity"] = _parity(models, split_images(cfg, "test"))
         report = parity_markdown(card["parity"])
         (tmp / runtime.CARD).write_text(json.dumps(card, indent=2))
         (tmp / "parity.json").write_text(json.dumps(card["parity"], indent=2))

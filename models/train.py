@@ -24,7 +24,7 @@ from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
 
 from iam_writers_tfds import atomic
 from models import zoo
-from models.config import TrainConfig
+from models.config import TrainConfig, worker_role
 from models.losses import BatchHardTripletLoss, ContrastiveLoss, CosFaceLoss, SupConLoss
 from pipelines import (
     eval_dataset,
@@ -38,15 +38,6 @@ from pipelines import (
 # Keras warns about these for every tf.data pipeline; ours are shuffled and end by design.
 warnings.filterwarnings("ignore", message="`shuffle=True` was passed")
 warnings.filterwarnings("ignore", message="Your input ran out of data")
-
-
-def worker_role() -> tuple[bool, int]:
-    """(whether this process is the chief, its task index) from TF_CONFIG: the `chief`
-    task, or worker 0 of a cluster without one; a single process is its own chief."""
-    config = json.loads(os.environ.get("TF_CONFIG") or "{}")
-    task, cluster = config.get("task", {}), config.get("cluster", {})
-    kind, index = task.get("type", "worker"), int(task.get("index", 0))
-    return kind == "chief" or (kind == "worker" and index == 0 and "chief" not in cluster), index
 
 
 _symbolic_build = TensorFlowTrainer._maybe_symbolic_build
@@ -196,14 +187,12 @@ def _callbacks(cfg: TrainConfig, monitor: str, lr: float, first: int, last: int,
     ]
 
 
-def _prepare_out(cfg: TrainConfig, chief: bool) -> TrainConfig:
+def _prepare_out(cfg: TrainConfig) -> TrainConfig:
+    cfg.check_out()
     if cfg.resume:
         saved = TrainConfig.load(cfg.out)
         saved.resume, saved.out = True, cfg.out
         return saved
-    if chief and cfg.out.exists() and any(cfg.out.iterdir()):
-        raise FileExistsError(f"{cfg.out}: run directory already exists. Pass --resume to "
-                              "continue it, or choose a new --out.")
     return cfg
 
 
@@ -215,7 +204,7 @@ def train(cfg: TrainConfig) -> Path:
     removed at the end, and resume from the chief's backup (so `--out` must be visible to
     every worker, e.g. on a shared filesystem, for `--resume`)."""
     chief, index = worker_role()
-    cfg = _prepare_out(cfg, chief)
+    cfg = _prepare_out(cfg)
     if chief:
         return _train(cfg, chief)
     # one scratch folder per run and worker: a resumed worker clears what a killed one left

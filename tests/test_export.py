@@ -110,6 +110,18 @@ def test_litert_reuses_one_interpreter_per_input_width(exported, heldout):
 
 
 @pytest.mark.slow
+def test_evaluate_scores_lines_as_the_exported_model_does(exported, trained_run):
+    """One inference path: train's closing evaluation (metrics.json) and the export's
+    parity row for the Keras model score the same test lines the same way."""
+    card = json.loads((exported / "model_card.json").read_text())
+    keras_row = next(r for r in card["parity"] if r["variant"] == "keras")
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    assert metrics["n_images"] == keras_row["n_images"]
+    assert metrics["top1"] == pytest.approx(keras_row["accuracy"], abs=1e-12)
+    assert card["metrics"]["top1"] == metrics["top1"]
+
+
+@pytest.mark.slow
 def test_verify_enroll_identify_round_trip(exported, heldout, tmp_path):
     model = exported / "model_float32.tflite"
     by_writer: dict[str, list[Path]] = {}
@@ -276,7 +288,7 @@ def test_line_pass_equals_the_patch_model_on_one_window(family):
     import keras
 
     from models.config import TrainConfig
-    from models.export import windows_fn
+    from models.inference import windows_fn
     from models.train import build_model
 
     cfg = TrainConfig(model=family, patch_size=32, width=4, embedding_dim=8)

@@ -268,3 +268,19 @@ def test_identify_sees_only_complete_enrolments_while_others_write(tmp_path):
         assert p.wait(timeout=60) == 0
     assert len(Gallery.open(tmp_path / "g").writers()) == 6
     assert len(seen) > 1  # the reader saw the gallery grow between complete states
+
+
+def test_bulk_enrolment_of_a_layout_folder_in_one_process(layout, tmp_path):
+    """dummy_data: 12 writers x 3 forms x 1 line, each writer's first form enrolled."""
+    proc = cli("enroll", tmp_path / "g", "--layout", layout, "--forms-per-writer", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert "enrolled 12 image(s) of 12 writer(s)" in proc.stdout
+    g = Gallery.open(tmp_path / "g")
+    assert len(g.writers()) == 12 and all(w["images"] == 1 for w in g.writers())
+    again = cli("enroll", tmp_path / "g", "--layout", layout, "--forms-per-writer", "1")
+    assert "enrolled 0 image(s) of 12 writer(s) from" in again.stdout
+    assert "12 already enrolled" in again.stdout
+    (tmp_path / "empty").mkdir()
+    proc = cli("enroll", tmp_path / "h", "--layout", tmp_path / "empty")  # not a layout
+    assert proc.returncode == 2 and "neither the Kaggle layout" in proc.stderr
+    assert not gallery_file(tmp_path / "h").exists()

@@ -92,6 +92,7 @@ class _StubFeatures:
         return self.folder / name
 
     def __call__(self, images: list) -> tuple[np.ndarray, None]:
+        self.lines = [None] * len(images)  # every image a line
         return np.stack([runtime.unit(np.asarray(self.vectors[Path(i).name], np.float32))
                          for i in images]), None
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
 from iam_writers import data
-from tests.conftest import DUMMY, cli
+from tests.conftest import DUMMY, REPO, cli
 
 SCHEMA = {"top1": float, "top5": float, "form_top1": float, "n_images": int, "n_forms": int,
           "n_writers": int, "per_writer": dict}
@@ -46,6 +48,28 @@ def test_existing_run_dir_without_resume_is_refused(data_dir, tmp_path):
     proc = cli("train", "--config", "top50", "--data-dir", data_dir, "--out", tmp_path / "run")
     assert proc.returncode == 2 and "Pass --resume" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ("export", "{tmp}/none", "--out", "{tmp}/x"),
+    ("export", "{tmp}/run", "--out", "{tmp}/run"),
+    ("evaluate", "{tmp}/none"),
+    ("train", "--out", "{tmp}/run"),
+    ("train", "--out", "{tmp}/none", "--resume"),
+    ("build", "--manual-dir", "{tmp}/none"),
+])
+def test_path_errors_come_before_tensorflow_loads(tmp_path, args):
+    """Checks of paths run before TensorFlow is imported (it takes seconds to load)."""
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text("{}")
+    (tmp_path / "run" / "model.keras").write_text("")
+    argv = [a.format(tmp=tmp_path) for a in args]
+    code = ("import sys; from iam_writers.cli import main; rc = main(sys.argv[1:]); "
+            "print(rc, 'tensorflow' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True,
+                          cwd=REPO, timeout=120)
+    assert proc.stdout.split() == ["2", "False"], proc.stderr
+    assert proc.stderr.count("\n") == 1 and str(tmp_path) in proc.stderr
 
 
 def test_unbuilt_config_is_a_clear_error(tmp_path):

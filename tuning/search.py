@@ -144,7 +144,9 @@ def search(cfg: TuneConfig) -> dict | None:
 
     num_classes = len(writer_names(cfg.config, cfg.data_dir))  # fails before any training
     tuner = make_tuner(cfg, num_classes)
-    done = [t for t in tuner.oracle.trials.values() if t.status == "COMPLETED"]
+    # a worker's oracle is the chief's, over the network: only the chief reports
+    done = [] if is_worker() else [t for t in tuner.oracle.trials.values()
+                                   if t.status == "COMPLETED"]
     if done and cfg.tuner != "hyperband" and len(done) >= cfg.max_trials:
         print(f"{cfg.project}: the search is complete ({len(done)} trials of --max-trials "
               f"{cfg.max_trials}); raise --max-trials to continue it")

@@ -14,7 +14,7 @@ import numpy as np
 from models.config import SCORES
 from models.runtime import descriptors
 from models.runtime.gallery import Enrolled, Gallery, refuse_other_writer, sha256_of
-from models.runtime.model import Model, ModelError, handwriting, unit
+from models.runtime.model import Model, ModelError, unit
 
 
 def fuse(embedding: np.ndarray, hinge: np.ndarray, calibration: dict) -> np.ndarray:
@@ -33,13 +33,16 @@ def hinge_similarity(queries: np.ndarray, references: np.ndarray) -> np.ndarray:
 
 
 class Features:
-    """What a gallery needs of images: a model's embeddings and/or a descriptor's counts."""
+    """What a gallery needs of images: a model's embeddings and/or a descriptor's counts.
+    Each image is read as `input` (`pages.INPUTS`): a page's lines make one document, the
+    unit mean of their embeddings and the sum of their counts."""
 
-    def __init__(self, model: Model | None, hinge: descriptors.Hinge | None):
+    def __init__(self, model: Model | None, hinge: descriptors.Hinge | None,
+                 input: str = "auto"):
         if model is None and hinge is None:
             raise ModelError("no model and no descriptor: pass --model MODEL, or "
                              "--descriptor hinge")
-        self.model, self.hinge = model, hinge
+        self.model, self.hinge, self.input = model, hinge, input
 
     @property
     def fingerprint(self) -> str | None:
@@ -51,18 +54,23 @@ class Features:
 
     def __call__(self, images: list) -> tuple[np.ndarray | None, np.ndarray | None]:
         """(unit embeddings [N, D] or None, hinge counts [N, K] or None) of the images;
-        a blank or unreadable image raises, naming it."""
-        emb, counts = [], []
+        a blank or unreadable image raises, naming it. `self.lines` then holds the number
+        of lines found on each image read as a page (None for a line)."""
+        emb, counts, self.lines = [], [], []
         for image in images:
-            array, name = handwriting(image)
+            name = "<array>" if isinstance(image, np.ndarray) else str(image)
+            parts, found = Model.parts(image, name, self.input)
+            self.lines.append(found)
             if self.model:
-                emb.append(self.model.embed(array, name))
+                outs = self.model.outputs_of(parts, name, found)
+                emb.append(unit(np.mean([unit(o["embedding"].mean(axis=0)) for o in outs],
+                                        axis=0)))
             if self.hinge:
-                counts.append(self.hinge(array))
+                counts.append(np.sum([self.hinge(part) for part in parts], axis=0))
         return (np.stack(emb) if self.model else None), (np.stack(counts) if self.hinge else None)
 
 
-def features_for(model: Model | None, score: str | None) -> Features:
+def features_for(model: Model | None, score: str | None, input: str = "auto") -> Features:
     """What `enroll` stores for a score: `embedding`, `hinge`, or `fused` (both; the default
     with a model, so that one gallery serves all three). The hinge's parameters are those
     the model's fusion was calibrated with, else the defaults."""
@@ -74,7 +82,8 @@ def features_for(model: Model | None, score: str | None) -> Features:
                          "hinge to enroll without a model)")
     fusion = model.card.get("fusion") if model else None
     hinge = descriptors.Hinge.parse(fusion["descriptor"]) if fusion else descriptors.Hinge()
-    return Features(model if score != "hinge" else None, hinge if score != "embedding" else None)
+    return Features(model if score != "hinge" else None, hinge if score != "embedding" else None,
+                    input)
 
 
 def open_for(gallery: str | Path | Gallery, features: Features) -> Gallery:
@@ -123,7 +132,7 @@ class Identifier:
     gallery's aggregates are read once, from one transaction."""
 
     def __init__(self, gallery: Gallery, model: Model | None = None, score: str | None = None,
-                 threshold: float | None = None):
+                 threshold: float | None = None, input: str = "auto"):
         fusion = model.card.get("fusion") if model else None
         self.asked = score is not None
         self.score = score or ("fused" if fusion else "embedding" if model else "hinge")
@@ -147,7 +156,8 @@ class Identifier:
             raise ModelError(f"{gallery.path}: the gallery is empty. Enroll writers first.")
         self.gallery, self.model, self.writers = gallery, model, snapshot.writers
         self.fusion, self.given_threshold = fusion, threshold
-        self.features = Features(embedder, descriptors.Hinge.parse(hinge) if hinge else None)
+        self.features = Features(embedder, descriptors.Hinge.parse(hinge) if hinge else None,
+                                 input)
         self.centroids = snapshot.centroids if embedder else None
         self.references = descriptors.References(snapshot.hinge_sums) if hinge else None
 
@@ -176,26 +186,33 @@ class Identifier:
                         self.fusion["document" if document else "line"])
         return sims[self.score]
 
-    def similarities(self, images: list) -> np.ndarray:
-        """[n_writers] scores of the images taken together as one query: their mean
-        embedding, their summed hinge counts."""
+    def similarities(self, images: list) -> tuple[np.ndarray, list[int | None]]:
+        """([n_writers] scores of the images taken together as one query: their mean
+        embedding, their summed hinge counts; the lines found on each image read as a
+        page). Several images, or one page, are a document."""
         emb, counts = self.features(images)
-        return self.score_matrix(None if emb is None else unit(emb.mean(axis=0))[None],
+        lines = self.features.lines
+        document = len(images) > 1 or lines[0] is not None
+        sims = self.score_matrix(None if emb is None else unit(emb.mean(axis=0))[None],
                                  None if counts is None else counts.sum(axis=0)[None],
-                                 document=len(images) > 1)[0]
+                                 document=document)[0]
+        return sims, lines
 
     def rank(self, images: list, top_k: int = 5) -> dict:
-        """{"images", "writer" (None: unknown), "score", "threshold", "top"} for one query."""
+        """{"images", "writer" (None: unknown), "score", "threshold", "top", and "lines"
+        (lines found on each image read as a page)} for one query."""
         if top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
-        sims = self.similarities(images)
+        sims, lines = self.similarities(images)
         order = np.argsort(-sims)[:top_k]
-        threshold = self.threshold(document=len(images) > 1)
+        threshold = self.threshold(document=len(images) > 1 or lines[0] is not None)
         best = self.writers[order[0]] if sims[order[0]] >= threshold else None
-        return {"images": [str(i) for i in images], "writer": best, "score": self.score,
-                "threshold": threshold,
-                "top": [{"writer": self.writers[i], "similarity": float(sims[i])}
-                        for i in order]}
+        result = {"images": [str(i) for i in images], "writer": best, "score": self.score,
+                  "threshold": threshold,
+                  "top": [{"writer": self.writers[i], "similarity": float(sims[i])}
+                          for i in order]}
+        found = {str(i): n for i, n in zip(images, lines) if n is not None}
+        return result | ({"lines": found} if found else {})
 
 
 def layout_writers(folder: str | Path, forms_per_writer: int = 0) -> dict[str, list[Path]]:
@@ -223,11 +240,11 @@ def layout_writers(folder: str | Path, forms_per_writer: int = 0) -> dict[str, l
 def enroll_layout(gallery: str | Path | Gallery, features: Features, folder: str | Path,
                   forms_per_writer: int = 0) -> list[Enrolled]:
     """Enrol every writer of a layout folder in this one process, one transaction per
-    writer, with a progress bar where stderr is a terminal."""
+    writer (the gallery is made with the first), with a progress bar where stderr is a
+    terminal."""
     from tqdm import tqdm
 
     writers = layout_writers(folder, forms_per_writer)
-    gallery = gallery if isinstance(gallery, Gallery) else open_for(gallery, features)
     return [enroll(gallery, features, writer, images)
             for writer, images in tqdm(writers.items(), desc="enrolling", unit="writer",
                                        disable=None)]

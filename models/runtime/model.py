@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from iam_writers_tfds.images import ImageError, read_gray
+from models.runtime import pages
 from pipelines import preprocess
 
 CARD = "model_card.json"
@@ -147,13 +148,23 @@ class Model:
             raise ModelError(f"{path}: neither a .tflite file nor a SavedModel folder. Pass a "
                              "model_*.tflite file or the saved_model folder of an export.")
 
+    @classmethod
+    def in_memory(cls, card: dict, backend) -> Model:
+        """A model with no files: its card (`labels` and `input` at least) and a backend,
+        a callable from inputs to outputs (evaluation runs the Keras model this way)."""
+        model = cls.__new__(cls)
+        model.path = model.folder = None
+        model.card, model.labels, model.spec = card, card["labels"], card["input"]
+        model.backend = backend
+        return model
+
     @functools.cached_property
     def gallery(self):
         """The training writers and their centroids (a gallery `Snapshot`), for models that
         identify by gallery."""
         from models.runtime.gallery import Gallery  # the gallery module imports this one
 
-        if self.card.get("identify_by") != "gallery":
+        if self.card.get("identify_by") != "gallery" or self.folder is None:
             return None
         return Gallery.open(self.folder / "train_gallery").snapshot()
 
@@ -197,39 +208,68 @@ class Model:
         x, keep = self.inputs(image, name)
         return {k: v[: len(keep)][keep] for k, v in self.backend(x).items()}
 
-    def scores(self, image, name: str = "<array>") -> tuple[np.ndarray, np.ndarray]:
-        """(per-writer scores, unit embedding) of one image. Scores are probabilities from
-        the mean window log-probability, or cosine similarities to the training writers'
-        centroids for embedding-only models."""
-        out = self.outputs(image, name)
-        emb = unit(out["embedding"].mean(axis=0))
-        if "log_probs" in out:
-            mean = out["log_probs"].mean(axis=0)
+    def scores(self, image, name: str = "<array>", input: str = "line"
+               ) -> tuple[np.ndarray, np.ndarray, int | None]:
+        """(per-writer scores, unit embedding, lines found or None) of one image, read as
+        `input` (`pages.INPUTS`); a page's lines are one document. Scores are probabilities
+        from the mean log-probability of the inked windows, or cosine similarities to the
+        training writers' centroids for embedding-only models."""
+        parts, found = self.parts(image, name, input)
+        outs = self.outputs_of(parts, name, found)
+        emb = unit(np.mean([unit(o["embedding"].mean(axis=0)) for o in outs], axis=0))
+        if "log_probs" in outs[0]:
+            mean = np.concatenate([o["log_probs"] for o in outs]).mean(axis=0)
             p = np.exp(mean - mean.max())
-            return p / p.sum(), emb
-        return self.gallery.centroids @ emb, emb
+            return p / p.sum(), emb, found
+        return self.gallery.centroids @ emb, emb, found
 
-    def predict(self, image, top_k: int = 5) -> dict:
-        """{"image", "top": [{"writer", "score"}...]} for one image file."""
+    def outputs_of(self, parts: list[np.ndarray], name: str, found: int | None) -> list[dict]:
+        """`outputs` of each line of an image; a page's lines without an inked window (a
+        speck taken for a line) are left out, unless none is left."""
+        outs = []
+        for part in parts:
+            try:
+                outs.append(self.outputs(part, name))
+            except NoInkError:
+                if found is None:
+                    raise
+        if not outs:
+            raise NoInkError(f"{name}: no handwriting found in any of the {found} lines found "
+                             "on the page. Pass a scan of handwritten text.")
+        return outs
+
+    @staticmethod
+    def parts(image, name: str = "<array>", input: str = "line"
+              ) -> tuple[list[np.ndarray], int | None]:
+        """(the line images of an image read as `input`, lines found or None for a line)."""
+        array, name = handwriting(image, name)
+        return pages.parts(array, input, name)
+
+    def predict(self, image, top_k: int = 5, input: str = "auto") -> dict:
+        """{"image", "top": [{"writer", "score"}...], "lines" (pages)} for one image file."""
         if top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
-        scores, _ = self.scores(image, str(image))
+        scores, _, found = self.scores(image, str(image), input)
         writers = self.gallery.writers if self.gallery else self.labels
         order = np.argsort(-scores)[:top_k]
-        return {"image": str(image),
-                "top": [{"writer": writers[i], "score": float(scores[i])} for i in order]}
+        result = {"image": str(image),
+                  "top": [{"writer": writers[i], "score": float(scores[i])} for i in order]}
+        return result if found is None else {**result, "lines": found}
 
     def embed(self, image, name: str = "<array>") -> np.ndarray:
-        """The unit mean embedding of one image's inked windows (a path or a 2-D array)."""
+        """The unit mean embedding of one line's inked windows (a path or a 2-D array)."""
         return unit(self.outputs(image, name)["embedding"].mean(axis=0))
 
-    def verify(self, a, b) -> dict:
-        """Same-writer score (cosine of the two embeddings) and the decision at the
-        threshold stored at export (the validation set's EER point)."""
-        score = float(self.embed(a) @ self.embed(b))
+    def verify(self, a, b, input: str = "auto") -> dict:
+        """Same-writer score (cosine of the two embeddings; a page's is the mean of its
+        lines') and the decision at the threshold stored at export (the validation set's
+        EER point)."""
+        (_, ea, la), (_, eb, lb) = self.scores(a, str(a), input), self.scores(b, str(b), input)
+        score = float(ea @ eb)
         threshold = self.card["verification"]["threshold"]
-        return {"a": str(a), "b": str(b), "score": score, "threshold": threshold,
-                "same_writer": score >= threshold}
+        result = {"a": str(a), "b": str(b), "score": score, "threshold": threshold,
+                  "same_writer": score >= threshold}
+        return result | {k: n for k, n in (("lines_a", la), ("lines_b", lb)) if n is not None}
 
 
 def embed_inked(model: Model, images: list) -> tuple[list[int], np.ndarray]:

@@ -1,0 +1,96 @@
+"""Line finding on real page scans, against the lines cut from the same pages.
+
+    python benchmarks/pages.py FORMS_DIR LINES_DIR [LINES_DIR ...] [--every 1]
+
+FORMS_DIR holds page scans `<form-id>.png` (e.g. ../shared/data/iam_dev_forms); each
+LINES_DIR is a Kaggle-layout folder of lines cut from those pages (iam_dev_lines,
+iam_extra_writers). The cut lines give no coordinates, so each is located in its page by
+template matching (at a quarter of the resolution, then refined); a cut line counts as found
+when a line of `models.runtime.pages.find_lines` overlaps its box with IoU >= 0.5. The cut
+folders hold only some lines of some pages, so this measures recall and box quality, and
+the number of lines found beside the number cut; plus milliseconds per page, against
+decoding the page's PNG in the same process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SCALE = 4  # template matching at a quarter of the resolution, then refined at full size
+
+
+def locate(page_ink: np.ndarray, line_ink: np.ndarray) -> tuple[int, int, int, int]:
+    """The box (x0, y0, x1, y1) of a cut line in its page, both as ink masks (float32)."""
+    import cv2
+
+    def match(page, tmpl):
+        score = cv2.matchTemplate(page, tmpl, cv2.TM_CCORR_NORMED)
+        return np.unravel_index(int(np.argmax(score)), score.shape)
+
+    small = lambda a: cv2.resize(a, None, fx=1 / SCALE, fy=1 / SCALE,  # noqa: E731
+                                 interpolation=cv2.INTER_AREA)
+    y, x = match(small(page_ink), small(line_ink))
+    h, w = line_ink.shape
+    y0, x0 = max(0, y * SCALE - 2 * SCALE), max(0, x * SCALE - 2 * SCALE)
+    window = page_ink[y0:y0 + h + 4 * SCALE, x0:x0 + w + 4 * SCALE]
+    dy, dx = match(window, line_ink) if window.shape[0] >= h and window.shape[1] >= w else (0, 0)
+    return x0 + dx, y0 + dy, x0 + dx + w, y0 + dy + h
+
+
+def iou(a, b) -> float:
+    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    area = lambda r: (r[2] - r[0]) * (r[3] - r[1])  # noqa: E731
+    return inter / max(area(a) + area(b) - inter, 1)
+
+
+def main() -> int:
+    sys.path.insert(0, str(REPO))
+    from iam_writers_tfds import kaggle_layout
+    from iam_writers_tfds.images import read_gray
+    from models.runtime import pages
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("forms", type=Path)
+    p.add_argument("lines", type=Path, nargs="+")
+    p.add_argument("--every", type=int, default=1, help="every n-th page only (faster)")
+    args = p.parse_args()
+    cut: dict[str, list[Path]] = defaultdict(list)
+    for folder in args.lines:
+        for r in kaggle_layout.scan(kaggle_layout.find_root(folder) or folder)[0]:
+            cut[r.form_id].append(r.path)
+    forms = [f for f in sorted(cut) if (args.forms / f"{f}.png").is_file()][:: args.every]
+    found, ious, n_found, n_cut, seg_s, read_s = 0, [], 0, 0, 0.0, 0.0
+    for form in forms:
+        start = time.perf_counter()
+        page = read_gray(args.forms / f"{form}.png")
+        read_s += time.perf_counter() - start
+        start = time.perf_counter()
+        lines = pages.find_lines(page)
+        seg_s += time.perf_counter() - start
+        page_ink = pages.ink_mask(page).astype(np.float32)
+        n_found += len(lines)
+        for path in cut[form]:
+            truth = locate(page_ink, pages.ink_mask(read_gray(path)).astype(np.float32))
+            best = max((iou(truth, line.box) for line in lines), default=0.0)
+            ious.append(best)
+            found += best >= 0.5
+        n_cut += len(cut[form])
+    print(f"{len(forms)} pages of {args.forms}, {n_cut} cut lines: {found / n_cut:.3f} found "
+          f"(IoU >= 0.5), median IoU {np.median(ious):.3f}; {n_found} lines found in all "
+          f"({n_found / len(forms):.1f} a page)")
+    print(f"line finding {seg_s / len(forms) * 1000:.0f} ms a page, "
+          f"{seg_s / read_s:.1f}x decoding the page's PNG")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,80 @@
+"""Pages in: line finding on generated pages, `auto`, and pages through the command line."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from iam_writers_tfds import synth
+from models.runtime import pages
+from tests.conftest import cli
+
+
+def _iou(a, b) -> float:
+    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    area = lambda r: (r[2] - r[0]) * (r[3] - r[1])  # noqa: E731
+    return ix * iy / (area(a) + area(b) - ix * iy)
+
+
+def _page(seed: int, lines: int = 6, skew: float = 0.0):
+    rng = np.random.default_rng(seed)
+    return synth.render_page(synth.WriterStyle.sample(rng), rng, lines=lines, skew_deg=skew)
+
+
+@pytest.mark.parametrize("seed, skew", [(0, 0.0), (1, 2.5), (2, -3.0), (3, 1.0)])
+def test_the_lines_of_a_generated_page_are_found(seed, skew):
+    """Lines one every 120 px, so tall letters of neighbouring lines nearly touch, and a
+    little skew."""
+    page, boxes = _page(seed, skew=skew)
+    found = pages.find_lines(page)
+    assert len(found) == len(boxes)
+    for truth, line in zip(boxes, found):  # top to bottom, each on its own line
+        assert _iou(truth, line.box) > 0.9, (truth, line.box)
+        assert line.image.shape == (line.box[3] - line.box[1], line.box[2] - line.box[0])
+
+
+def test_a_binarised_page_reads_like_a_grey_one():
+    page, boxes = _page(4)
+    binary = np.where(page < 128, 0, 255).astype(np.uint8)
+    found = pages.find_lines(binary)
+    assert len(found) == len(boxes)
+    assert all(_iou(truth, line.box) > 0.9 for truth, line in zip(boxes, found))
+
+
+def test_auto_tells_a_page_from_a_line():
+    page, boxes = _page(5)
+    rng = np.random.default_rng(5)
+    line = synth.render_line(synth.WriterStyle.sample(rng), rng)
+    parts, found = pages.parts(page, "auto")
+    assert found == len(boxes) == len(parts)
+    assert pages.parts(line, "auto") == ([line], None)
+    assert pages.parts(page, "line")[1] is None  # asked for a line, read as one
+    with pytest.raises(pages.NoTextLineError, match="blank.png: no text line found"):
+        pages.parts(np.full((800, 600), 250, np.uint8), "page", "blank.png")
+
+
+def test_a_page_is_enrolled_and_identified_as_one_document(tmp_path):
+    for seed, name in ((10, "ann"), (11, "bob")):
+        rng = np.random.default_rng(seed)
+        style = synth.WriterStyle.sample(rng)
+        for k in range(2):
+            page, _ = synth.render_page(style, rng, lines=5)
+            cv2.imwrite(str(tmp_path / f"{name}{k}.png"), page)
+    for name in ("ann", "bob"):
+        proc = cli("enroll", tmp_path / "g", "--writer", name, tmp_path / f"{name}0.png")
+        assert proc.returncode == 0, proc.stderr
+    proc = cli("identify", tmp_path / "g", tmp_path / "ann1.png", tmp_path / "bob1.png", "--json")
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(proc.stdout)
+    assert [r["top"][0]["writer"] for r in results] == ["ann", "bob"]
+    assert [r["lines"] for r in results] == [{str(tmp_path / "ann1.png"): 5},
+                                             {str(tmp_path / "bob1.png"): 5}]
+    blank = tmp_path / "blank.png"
+    cv2.imwrite(str(blank), np.full((900, 700), 250, np.uint8))
+    proc = cli("identify", tmp_path / "g", blank, "--input", "page", "--descriptor", "hinge")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert proc.stderr.startswith(f"iam-writers identify: error: {blank}: the image is blank")
