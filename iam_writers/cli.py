@@ -109,6 +109,10 @@ def _verify(args: argparse.Namespace) -> None:
     from models.runtime import Model
 
     r = Model(args.model, args.threads).verify(args.a, args.b, args.input)
+    if args.report:
+        from models.runtime import evidence
+
+        print(f"report: {evidence.verify_report(args.report, r, args.input)}", file=sys.stderr)
     verdict = "same writer" if r["same_writer"] else "different writers"
     _show(r, args.json, f"{verdict}: score {r['score']:.3f} (threshold {r['threshold']:.3f})"
           f"{_page(r.get('lines_a'), 'a')}{_page(r.get('lines_b'), 'b')}")
@@ -150,6 +154,11 @@ def _identify(args: argparse.Namespace) -> None:
             file=sys.stderr)
     queries = [args.images] if args.document else [[image] for image in args.images]
     results = [identifier.rank(query, args.top_k) for query in queries]
+    if args.report:
+        from models.runtime import evidence
+
+        written = evidence.identify_report(args.report, results, identifier, args.input)
+        print(f"report: {written}", file=sys.stderr)
     text = "\n".join(
         (f"document of {len(r['images'])} images" if args.document
          else r["images"][0] + _page(r.get("lines", {}).get(r["images"][0])))
@@ -383,6 +392,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("model", type=Path)
     s.add_argument("a", type=Path)
     s.add_argument("b", type=Path)
+    s.add_argument("--report", type=Path, metavar="FILE.html",
+                   help="also write a self-contained HTML report: both images side by side "
+                        "with the score and the decision")
     model_args(s)
     s.set_defaults(func=_verify)
 
@@ -436,6 +448,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--threshold", type=float,
                    help="answer unknown below this score (default: the one calibrated for it)")
     s.add_argument("--top-k", type=positive_int, default=5)
+    s.add_argument("--report", type=Path, metavar="FILE.html",
+                   help="also write a self-contained HTML report: each query's handwriting "
+                        "(a page with its lines outlined) beside the top writers' enrolled "
+                        "handwriting, with every score")
     model_args(s)
     s.set_defaults(func=_identify)
 

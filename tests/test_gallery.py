@@ -88,10 +88,7 @@ def test_enroll_skips_known_images_without_computing_their_features(tmp_path):
             self.calls += len(images)
             return None, np.ones((len(images), 136))
 
-    files = []
-    for i in range(3):
-        files.append(tmp_path / f"{i}.png")
-        files[-1].write_bytes(f"image {i}".encode())
+    files = _line_files(tmp_path / "lines", 3, seed=5)
     features = Counting()
     first = runtime.enroll(tmp_path / "g", features, "ann", files[:2] + files[:1])
     assert (first.added, first.skipped, features.calls) == (2, [], 2)  # one copy of a twice
@@ -144,6 +141,11 @@ def test_a_gallery_from_before_the_database_is_converted_on_first_use(tmp_path):
         == ["old.sqlite"]
     with pytest.raises(FileExistsError, match="nothing to upgrade"):
         upgrade(tmp_path / "old")
+    for suffix in (".npz", ".json"):  # and through the command line
+        shutil.copy(LEGACY.with_suffix(suffix), tmp_path / f"cli{suffix}")
+    proc = cli("gallery", "upgrade", tmp_path / "cli")
+    assert proc.returncode == 0 and "cli.sqlite" in proc.stdout, proc.stderr
+    assert Gallery.open(tmp_path / "cli").snapshot().writers == ["ann", "bob"]
 
 
 def test_an_old_gallery_in_a_read_only_folder_is_read_in_memory(tmp_path, monkeypatch):

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
 import keras
 import numpy as np
 import pytest
 
+from iam_writers_tfds import synth
 from models import runtime, zoo
 from models.losses import BatchHardTripletLoss, CosFaceLoss, SupConLoss
 from pipelines import PipelineConfig, load_split, pk_dataset
@@ -85,8 +87,10 @@ class _StubFeatures:
 
     def __init__(self, folder: Path, vectors: dict[str, list[float]]):
         self.folder, self.vectors = folder, vectors
-        for name in vectors:
-            (folder / name).write_text(name)  # enrolment hashes the files
+        for seed, name in enumerate(vectors):  # enrolment hashes and thumbnails the files
+            rng = np.random.default_rng(seed)
+            line = synth.render_line(synth.WriterStyle.sample(rng), rng)
+            (folder / name).write_bytes(cv2.imencode(".png", line)[1].tobytes())
 
     def path(self, name: str) -> Path:
         return self.folder / name

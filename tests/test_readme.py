@@ -31,6 +31,17 @@ def test_the_walkthrough_uses_every_task():
                         "identify", "tune"}
 
 
+def test_help_states_the_defaults_and_both_layouts():
+    from iam_writers.cli import parser
+
+    commands = parser()._subparsers._group_actions[0].choices
+    train = commands["train"].format_help()
+    assert "(default: 36)" in train and "(default: synthetic)" in train
+    assert "(default: auto)" in commands["identify"].format_help()
+    build = " ".join(commands["build"].format_help().split())
+    assert "Kaggle layout" in build and "official IAM one" in build
+
+
 @pytest.mark.slow
 def test_the_offline_walkthrough_runs_as_written_with_a_quiet_console(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in (VERBOSE_ENV, "TF_CPP_MIN_LOG_LEVEL")}

@@ -10,8 +10,8 @@ as its images, so `identify` reads one row per writer and recomputes nothing.
 Tables: `meta` (schema version, the model fingerprint and descriptor that built the
 gallery, feature sizes), `writers` (name, dates, image count, aggregates) and `images`
 (path, sha256 of the file's bytes, enrolment time, features). Features are BLOBs of the
-dtype named in `FEATURE_DTYPE`/`SUM_DTYPE`. Removed writers are overwritten on disk
-(`secure_delete`, then a checkpoint that empties the write-ahead log).
+dtype named in `FEATURE_DTYPE`/`SUM_DTYPE` (recorded in `meta`). Removed writers are
+overwritten on disk (`secure_delete`, then a checkpoint that empties the write-ahead log).
 """
 
 from __future__ import annotations
@@ -59,7 +59,8 @@ CREATE TABLE images (
     sha256 TEXT UNIQUE,
     enrolled TEXT NOT NULL,
     embedding BLOB,
-    hinge BLOB
+    hinge BLOB,
+    thumbnail BLOB
 );
 CREATE INDEX images_by_writer ON images(writer_id);
 """
@@ -252,10 +253,12 @@ class Gallery:
         self.db.commit()
 
     def add(self, writer: str, paths: list[str], hashes: list[str],
-            embeddings: np.ndarray | None, hinge: np.ndarray | None) -> Enrolled:
+            embeddings: np.ndarray | None, hinge: np.ndarray | None,
+            thumbnails: list[bytes] | None = None) -> Enrolled:
         """Enrol images of `writer` in one transaction: all of them or none. An image whose
         hash is already this writer's is skipped; one enrolled under another writer stops
-        the enrolment, naming both."""
+        the enrolment, naming both. `thumbnails` (small PNGs) are what reports show of the
+        enrolled handwriting, months after its files may have moved."""
         if not writer.strip():
             raise GalleryError(f"{self.path}: empty writer name. Pass --writer ID.")
         self._check_sizes(embeddings, hinge)
@@ -270,7 +273,8 @@ class Gallery:
                 self._insert(db, writer, now, [paths[i] for i in rows],
                              [hashes[i] for i in rows],
                              None if embeddings is None else embeddings[rows],
-                             None if hinge is None else hinge[rows])
+                             None if hinge is None else hinge[rows],
+                             None if thumbnails is None else [thumbnails[i] for i in rows])
         return Enrolled(writer, len(rows), [paths[i] for i in skipped])
 
     @staticmethod
@@ -301,7 +305,8 @@ class Gallery:
                                    "built it.")
 
     def _insert(self, db: sqlite3.Connection, writer: str, now: str, paths: list[str],
-                hashes: list[str], embeddings: np.ndarray | None, hinge: np.ndarray | None):
+                hashes: list[str], embeddings: np.ndarray | None, hinge: np.ndarray | None,
+                thumbnails: list[bytes] | None):
         """Insert images and fold them into the writer's aggregates (inside a transaction)."""
         for key, x in (("embedding_dim", embeddings), ("hinge_dim", hinge)):
             if x is not None:
@@ -316,11 +321,12 @@ class Gallery:
         else:
             writer_id, count, emb_sum, hinge_sum = row
         db.executemany(
-            "INSERT INTO images (writer_id, path, sha256, enrolled, embedding, hinge) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO images (writer_id, path, sha256, enrolled, embedding, hinge, "
+            "thumbnail) VALUES (?, ?, ?, ?, ?, ?, ?)",
             [(writer_id, p, h, now,
               None if embeddings is None else _blob(embeddings[i], FEATURE_DTYPE),
-              None if hinge is None else _blob(hinge[i], FEATURE_DTYPE))
+              None if hinge is None else _blob(hinge[i], FEATURE_DTYPE),
+              None if thumbnails is None else thumbnails[i])
              for i, (p, h) in enumerate(zip(paths, hashes))])
         emb_total = _summed(_array(emb_sum, SUM_DTYPE), embeddings)
         hinge_total = _summed(_array(hinge_sum, SUM_DTYPE), hinge)
@@ -368,6 +374,14 @@ class Gallery:
                                    (writer,)).fetchall()
         return [r[0] for r in rows]
 
+    def thumbnails(self, writer: str, limit: int = 3) -> list[tuple[str, bytes]]:
+        """(path, PNG) of up to `limit` of a writer's enrolled images that have a thumbnail."""
+        with self._reading():
+            return self.db.execute(
+                "SELECT i.path, i.thumbnail FROM images i JOIN writers w ON w.id = "
+                "i.writer_id WHERE w.name = ? AND i.thumbnail IS NOT NULL ORDER BY i.id "
+                "LIMIT ?", (writer, limit)).fetchall()
+
     def info(self) -> dict:
         """What built the gallery, its schema and its size."""
         with self._reading():
@@ -376,6 +390,7 @@ class Gallery:
         return {"gallery": str(self.path), "schema": SCHEMA_VERSION,
                 "model": self.fingerprint, "descriptor": self.descriptor,
                 "embedding_dim": _int(self.meta.get("embedding_dim")),
+                "feature_dtype": self.meta.get("feature_dtype", FEATURE_DTYPE.str),
                 "hinge_dim": _int(self.meta.get("hinge_dim")),
                 "created": self.meta.get("created"), "writers": n_writers,
                 "images": n_images, "bytes": self.path.stat().st_size}
@@ -470,7 +485,8 @@ def _create(db: sqlite3.Connection, fingerprint: str | None, descriptor: str | N
     db.execute("BEGIN")
     for statement in filter(str.strip, SCHEMA.split(";")):  # executescript would commit
         db.execute(statement)
-    meta = {"schema": str(SCHEMA_VERSION), "created": _now()}
+    meta = {"schema": str(SCHEMA_VERSION), "created": _now(),
+            "feature_dtype": FEATURE_DTYPE.str, "sum_dtype": SUM_DTYPE.str}
     meta |= {k: v for k, v in (("fingerprint", fingerprint), ("descriptor", descriptor)) if v}
     db.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
     db.commit()

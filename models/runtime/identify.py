@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from models.config import SCORES
-from models.runtime import descriptors
+from models.runtime import descriptors, evidence
 from models.runtime.gallery import Enrolled, Gallery, refuse_other_writer, sha256_of
-from models.runtime.model import Model, ModelError, unit
+from models.runtime.model import Model, ModelError, document_embedding, handwriting, unit
 
 
 def fuse(embedding: np.ndarray, hinge: np.ndarray, calibration: dict) -> np.ndarray:
@@ -62,9 +62,7 @@ class Features:
             parts, found = Model.parts(image, name, self.input)
             self.lines.append(found)
             if self.model:
-                outs = self.model.outputs_of(parts, name, found)
-                emb.append(unit(np.mean([unit(o["embedding"].mean(axis=0)) for o in outs],
-                                        axis=0)))
+                emb.append(document_embedding(self.model.outputs_of(parts, name, found)))
             if self.hinge:
                 counts.append(np.sum([self.hinge(part) for part in parts], axis=0))
         return (np.stack(emb) if self.model else None), (np.stack(counts) if self.hinge else None)
@@ -104,13 +102,12 @@ def enroll(gallery: str | Path | Gallery, features: Features, writer: str,
     if not images:
         raise ValueError(f"enroll {writer}: no images given. Pass one or more scans of "
                          f"{writer}'s handwriting.")
-    hashes, names = [], []
-    for image in images:  # the same content twice in one call is one image
-        digest = sha256_of(image)
-        if digest not in hashes:
-            hashes.append(digest)
-            names.append(f"<array {digest[:12]}>" if isinstance(image, np.ndarray)
-                         else str(image))
+    first: dict[str, int] = {}  # the same content twice in one call is one image
+    for i, image in enumerate(images):
+        first.setdefault(sha256_of(image), i)
+    hashes = list(first)
+    names = [f"<array {h[:12]}>" if isinstance(images[i], np.ndarray) else str(images[i])
+             for h, i in first.items()]
     if not isinstance(gallery, Gallery) and Gallery.exists(gallery):
         gallery = open_for(gallery, features)
     owners = gallery.owners(hashes) if isinstance(gallery, Gallery) else {}
@@ -120,9 +117,11 @@ def enroll(gallery: str | Path | Gallery, features: Features, writer: str,
     new = [i for i, h in enumerate(hashes) if h not in owners]
     if not new:
         return Enrolled(writer, 0, skipped)
-    computed = features([images[i] for i in new])
+    chosen = [images[first[hashes[i]]] for i in new]
+    computed = features(chosen)
+    thumbnails = [evidence.thumbnail(handwriting(image)[0]) for image in chosen]
     result = open_for(gallery, features).add(writer, [names[i] for i in new],
-                                             [hashes[i] for i in new], *computed)
+                                             [hashes[i] for i in new], *computed, thumbnails)
     return Enrolled(writer, result.added, skipped + result.skipped)
 
 
@@ -176,40 +175,42 @@ class Identifier:
                      document: bool = False) -> np.ndarray:
         """[Q, n_writers] scores of queries (lines, or documents) given as unit embeddings
         [Q, D] and/or contour-hinge counts [Q, K] (whichever the score uses)."""
+        return self.all_scores(emb, counts, document)[self.score]
+
+    def all_scores(self, emb: np.ndarray | None, counts: np.ndarray | None,
+                   document: bool = False) -> dict[str, np.ndarray]:
+        """{score: [Q, n_writers]} of every score the features allow: the embedding's and
+        the hinge's that the chosen score uses, and fused when it is the one chosen."""
         sims = {}
         if self.centroids is not None:
             sims["embedding"] = emb @ self.centroids.T
         if self.references is not None:
             sims["hinge"] = self.references.similarity(counts)
         if self.score == "fused":
-            return fuse(sims["embedding"], sims["hinge"],
-                        self.fusion["document" if document else "line"])
-        return sims[self.score]
+            sims["fused"] = fuse(sims["embedding"], sims["hinge"],
+                                 self.fusion["document" if document else "line"])
+        return sims
 
-    def similarities(self, images: list) -> tuple[np.ndarray, list[int | None]]:
-        """([n_writers] scores of the images taken together as one query: their mean
-        embedding, their summed hinge counts; the lines found on each image read as a
-        page). Several images, or one page, are a document."""
+    def rank(self, images: list, top_k: int = 5) -> dict:
+        """{"images", "writer" (None: unknown), "score", "threshold", "top" (each writer's
+        `similarity` by the chosen score and `scores` by every score computed), and "lines"
+        (lines found on each image read as a page)} for one query: several images, or one
+        page, are a document (their mean embedding, their summed hinge counts)."""
+        if top_k < 1:
+            raise ValueError(f"top_k must be at least 1, got {top_k}")
         emb, counts = self.features(images)
         lines = self.features.lines
         document = len(images) > 1 or lines[0] is not None
-        sims = self.score_matrix(None if emb is None else unit(emb.mean(axis=0))[None],
-                                 None if counts is None else counts.sum(axis=0)[None],
-                                 document=document)[0]
-        return sims, lines
-
-    def rank(self, images: list, top_k: int = 5) -> dict:
-        """{"images", "writer" (None: unknown), "score", "threshold", "top", and "lines"
-        (lines found on each image read as a page)} for one query."""
-        if top_k < 1:
-            raise ValueError(f"top_k must be at least 1, got {top_k}")
-        sims, lines = self.similarities(images)
-        order = np.argsort(-sims)[:top_k]
-        threshold = self.threshold(document=len(images) > 1 or lines[0] is not None)
-        best = self.writers[order[0]] if sims[order[0]] >= threshold else None
+        sims = {k: v[0] for k, v in self.all_scores(
+            None if emb is None else unit(emb.mean(axis=0))[None],
+            None if counts is None else counts.sum(axis=0)[None], document).items()}
+        order = np.argsort(-sims[self.score])[:top_k]
+        threshold = self.threshold(document)
+        best = self.writers[order[0]] if sims[self.score][order[0]] >= threshold else None
         result = {"images": [str(i) for i in images], "writer": best, "score": self.score,
                   "threshold": threshold,
-                  "top": [{"writer": self.writers[i], "similarity": float(sims[i])}
+                  "top": [{"writer": self.writers[i], "similarity": float(sims[self.score][i]),
+                           "scores": {k: float(v[i]) for k, v in sims.items()}}
                           for i in order]}
         found = {str(i): n for i, n in zip(images, lines) if n is not None}
         return result | ({"lines": found} if found else {})

@@ -216,7 +216,7 @@ class Model:
         training writers' centroids for embedding-only models."""
         parts, found = self.parts(image, name, input)
         outs = self.outputs_of(parts, name, found)
-        emb = unit(np.mean([unit(o["embedding"].mean(axis=0)) for o in outs], axis=0))
+        emb = document_embedding(outs)
         if "log_probs" in outs[0]:
             mean = np.concatenate([o["log_probs"] for o in outs]).mean(axis=0)
             p = np.exp(mean - mean.max())
@@ -270,6 +270,12 @@ class Model:
         result = {"a": str(a), "b": str(b), "score": score, "threshold": threshold,
                   "same_writer": score >= threshold}
         return result | {k: n for k, n in (("lines_a", la), ("lines_b", lb)) if n is not None}
+
+
+def document_embedding(outs: list[dict[str, np.ndarray]]) -> np.ndarray:
+    """The unit mean of the unit embeddings of a document's lines (each the mean of its
+    windows'), from their `outputs`: every line weighs the same, however long."""
+    return unit(np.mean([unit(o["embedding"].mean(axis=0)) for o in outs], axis=0))
 
 
 def embed_inked(model: Model, images: list) -> tuple[list[int], np.ndarray]:

@@ -122,20 +122,28 @@ class NoTextLineError(ImageError):
     """A page on which no text line was found."""
 
 
-def parts(image: np.ndarray, input: str = "auto", name: str = "<array>"
-          ) -> tuple[list[np.ndarray], int | None]:
-    """(the line images to score, the number of lines found or None) of an image read as
-    `input`: `line` uses it whole; `page` finds its text lines; `auto` reads it as a page
-    when it is at least PAGE_MIN_HEIGHT px tall and two or more text lines are found on it,
-    else as one line."""
+def page_lines(image: np.ndarray, input: str = "auto", name: str = "<array>"
+               ) -> list[Line] | None:
+    """The text lines of an image read as `input` (`INPUTS`), or None when it is read as
+    one line: `line` uses it whole; `page` finds its text lines; `auto` reads it as a page
+    when it is at least PAGE_MIN_HEIGHT px tall and two or more text lines are found on it.
+    A page without a text line raises, naming it."""
     if input not in INPUTS:
         raise ValueError(f"unknown input {input!r}; allowed: {', '.join(INPUTS)}")
     if input == "line" or (input == "auto" and image.shape[0] < PAGE_MIN_HEIGHT):
-        return [image], None
+        return None
     lines = find_lines(image)
     if input == "auto" and len(lines) < 2:
-        return [image], None
+        return None
     if not lines:
         raise NoTextLineError(f"{name}: no text line found on the page. Pass a scan of "
                               "handwritten text, dark ink on light paper.")
-    return [line.image for line in lines], len(lines)
+    return lines
+
+
+def parts(image: np.ndarray, input: str = "auto", name: str = "<array>"
+          ) -> tuple[list[np.ndarray], int | None]:
+    """(the line images to score, the number of lines found or None) of an image read as
+    `input`: the image itself for a line, a page's lines for a page (`page_lines`)."""
+    lines = page_lines(image, input, name)
+    return ([image], None) if lines is None else ([line.image for line in lines], len(lines))

@@ -1,0 +1,142 @@
+"""The HTML reports of identify and verify: self-contained, complete, drawn by a browser."""
+
+from __future__ import annotations
+
+import base64
+import html.parser
+import json
+import re
+import shutil
+import subprocess
+
+import cv2
+import numpy as np
+import pytest
+
+from iam_writers_tfds import synth
+from models.runtime import evidence
+from tests.conftest import cli
+
+
+class _Parsed(html.parser.HTMLParser):
+    """Images (alt, src) and text of a report, and whether its tags nest."""
+
+    def __init__(self):
+        super().__init__()
+        self.images, self.text, self.open = [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.images.append(dict(attrs))
+        elif tag not in ("meta", "br"):
+            self.open.append(tag)
+
+    def handle_endtag(self, tag):
+        assert self.open and self.open.pop() == tag, f"</{tag}> closes nothing open"
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+@pytest.fixture(scope="module")
+def reported(tmp_path_factory):
+    """A hinge gallery of three generated writers (a page each, and a line), and the
+    identify report of one page and one line against it."""
+    tmp = tmp_path_factory.mktemp("report")
+    queries = []
+    for seed, name in ((20, "ann"), (21, "bob"), (22, "cy")):
+        rng = np.random.default_rng(seed)
+        style = synth.WriterStyle.sample(rng)
+        page, _ = synth.render_page(style, rng, lines=4)
+        cv2.imwrite(str(tmp / f"{name}-page.png"), page)
+        cv2.imwrite(str(tmp / f"{name}-line.png"), synth.render_line(style, rng))
+        cv2.imwrite(str(tmp / f"{name}-query.png"), synth.render_page(style, rng, lines=3)[0])
+        proc = cli("enroll", tmp / "g", "--writer", name, tmp / f"{name}-page.png",
+                   tmp / f"{name}-line.png")
+        assert proc.returncode == 0, proc.stderr
+        queries.append(tmp / f"{name}-query.png")
+    proc = cli("identify", tmp / "g", queries[0], tmp / "bob-line.png", "--top-k", "3",
+               "--json", "--report", tmp / "report.html")
+    assert proc.returncode == 0, proc.stderr
+    return tmp / "report.html", json.loads(proc.stdout)
+
+
+def test_the_report_parses_and_embeds_every_query_and_candidate(reported):
+    path, results = reported
+    page = _Parsed()
+    page.feed(path.read_text())
+    page.close()
+    assert not page.open  # every tag closed
+    alts = [img["alt"] for img in page.images]
+    for n, r in enumerate(results, 1):
+        for image in r["images"]:
+            assert f"query {n}: {image}" in alts
+        for t in r["top"]:
+            assert any(a.startswith(f"{t['writer']}: ") for a in alts), t["writer"]
+            assert f"{t['scores']['hinge']:.3f}" in "".join(page.text)
+    assert "page: 3 lines found, outlined" in "".join(page.text)
+    for img in page.images:  # each image is a PNG inside the file
+        assert img["src"].startswith("data:image/png;base64,")
+        png = base64.b64decode(img["src"].split(",", 1)[1])
+        assert cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED) is not None
+
+
+def test_the_report_opens_offline(reported):
+    text = reported[0].read_text()
+    assert not re.search(r"(src|href)=\"(?!data:image/png;base64,)", text)  # nothing linked
+    assert "://" not in re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]*", "", text)
+    assert "@import" not in text and "url(" not in text
+
+
+def test_a_page_thumbnail_outlines_its_lines():
+    rng = np.random.default_rng(3)
+    page, boxes = synth.render_page(synth.WriterStyle.sample(rng), rng, lines=4)
+    outlined = cv2.imdecode(np.frombuffer(evidence.query_image(page, "auto"), np.uint8),
+                            cv2.IMREAD_COLOR)
+    assert outlined.shape[1] == evidence.THUMB_WIDTH
+    b, g, r = (outlined[..., i].astype(int) for i in range(3))
+    assert ((r - b) > 100).sum() > 4 * 2 * 100  # the red-orange outlines of 4 lines
+    plain = cv2.imdecode(np.frombuffer(evidence.query_image(page, "line"), np.uint8),
+                         cv2.IMREAD_UNCHANGED)
+    assert plain.ndim == 2  # read as one line: nothing outlined
+
+
+def test_verify_writes_a_report_of_both_images(tmp_path, exported, heldout):
+    a, b = heldout[0][0], heldout[1][0]
+    proc = cli("verify", exported / "model_float32.tflite", a, b, "--report",
+               tmp_path / "v.html")
+    assert proc.returncode == 0, proc.stderr
+    text = (tmp_path / "v.html").read_text()
+    assert f'alt="a: {a}"' in text and f'alt="b: {b}"' in text
+    assert ("the same writer" in text) == proc.stdout.startswith("same writer")
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed")
+def test_a_browser_draws_the_thumbnails(reported, tmp_path):
+    """Screenshots of the report, and of a copy whose images are broken: each query's
+    thumbnail must be found, pixel for pixel, where the browser drew the report."""
+    path = reported[0]
+    broken = tmp_path / "broken.html"
+    broken.write_text(re.sub(r"base64,[A-Za-z0-9+/=]{40}", "base64,AAAA", path.read_text()))
+    page = _Parsed()
+    page.feed(path.read_text())
+    queries = [cv2.imdecode(np.frombuffer(base64.b64decode(img["src"].split(",", 1)[1]),
+                                          np.uint8), cv2.IMREAD_GRAYSCALE)
+               for img in page.images if img["class"] == "query"]
+
+    def found(html_file) -> list[float]:
+        shot = tmp_path / f"{html_file.stem}.png"
+        subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
+                        "--disable-background-networking", "--no-first-run",
+                        f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}",
+                        "--window-size=1200,2400", "--force-device-scale-factor=1",
+                        html_file.as_uri()], capture_output=True, timeout=120, check=True)
+        grey = cv2.imread(str(shot), cv2.IMREAD_GRAYSCALE)
+        return [float(cv2.matchTemplate(grey, q, cv2.TM_CCOEFF_NORMED).max()) for q in queries]
+
+    drawn, missing = found(path), found(broken)
+    assert len(queries) == 2 and min(drawn) > 0.95, drawn
+    assert max(missing) < 0.6, missing
