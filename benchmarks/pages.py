@@ -1,6 +1,6 @@
 """Line finding on real page scans, against the lines cut from the same pages.
 
-    python benchmarks/pages.py FORMS_DIR LINES_DIR [LINES_DIR ...] [--every 1]
+    python benchmarks/pages.py FORMS_DIR LINES_DIR [LINES_DIR ...] [--every 1] [--identify]
 
 FORMS_DIR holds page scans `<form-id>.png` (e.g. ../shared/data/iam_dev_forms); each
 LINES_DIR is a Kaggle-layout folder of lines cut from those pages (iam_dev_lines,
@@ -10,6 +10,11 @@ when a line of `models.runtime.pages.find_lines` overlaps its box with IoU >= 0.
 folders hold only some lines of some pages, so this measures recall and box quality, and
 the number of lines found beside the number cut; plus milliseconds per page, against
 decoding the page's PNG in the same process.
+
+With `--identify`, pages are also identified by the contour-hinge alone (no model, no
+training): one page of every writer with two or more is enrolled (seeded), every writer with
+one page is enrolled as a distractor, and each other page is identified twice, as a page
+scan (its lines found by the runtime) and as the lines cut from it taken as one document.
 """
 
 from __future__ import annotations
@@ -62,6 +67,8 @@ def main() -> int:
     p.add_argument("forms", type=Path)
     p.add_argument("lines", type=Path, nargs="+")
     p.add_argument("--every", type=int, default=1, help="every n-th page only (faster)")
+    p.add_argument("--identify", action="store_true",
+                   help="also identify pages by the hinge: page scans against cut lines")
     args = p.parse_args()
     cut: dict[str, list[Path]] = defaultdict(list)
     for folder in args.lines:
@@ -89,7 +96,45 @@ def main() -> int:
           f"({n_found / len(forms):.1f} a page)")
     print(f"line finding {seg_s / len(forms) * 1000:.0f} ms a page, "
           f"{seg_s / read_s:.1f}x decoding the page's PNG")
+    if args.identify:
+        identify_pages(args.forms, cut)
     return 0
+
+
+def identify_pages(forms_dir: Path, cut: dict[str, list[Path]], seed: int = 0) -> None:
+    """Hinge identification of page scans against cut lines as documents (module doc)."""
+    from iam_writers_tfds.images import read_gray
+    from iam_writers_tfds.kaggle_layout import parse_forms
+    from models.evaluate import topk_accuracy
+    from models.runtime import descriptors, pages
+
+    writer_of = {f: w for f, w in parse_forms(forms_dir / "forms.txt").items()
+                 if f in cut and (forms_dir / f"{f}.png").is_file()}
+    by_writer: dict[str, list[str]] = defaultdict(list)
+    for form, writer in sorted(writer_of.items()):
+        by_writer[writer].append(form)
+    rng = np.random.default_rng(seed)
+    enrolled = {w: f[rng.integers(len(f))] for w, f in sorted(by_writer.items())}
+    probes = [f for w, fs in sorted(by_writer.items()) for f in fs if f != enrolled[w]]
+    hinge, writers = descriptors.Hinge(), sorted(by_writer)
+
+    def page_counts(form):
+        parts, _ = pages.parts(read_gray(forms_dir / f"{form}.png"), "page")
+        return np.sum([hinge(p) for p in parts], axis=0)
+
+    def cut_counts(form):
+        return np.sum([hinge(read_gray(p)) for p in cut[form]], axis=0)
+
+    labels = np.array([writers.index(writer_of[f]) for f in probes])
+    print(f"\n{len(probes)} pages of {len(set(labels))} writers identified against "
+          f"{len(writers)} enrolled from one page each ({len(writers) - len(set(labels))} "
+          "with one page only: distractors); contour-hinge, no model")
+    for name, counts in (("page scan", page_counts), ("cut lines", cut_counts)):
+        refs = descriptors.References(np.stack([counts(enrolled[w]) for w in writers]))
+        sims = refs.similarity(np.stack([counts(f) for f in probes]))
+        rejected = (sims.max(1) < descriptors.HINGE_DOCUMENT_THRESHOLD).mean()
+        print(f"{name:<10} top-1 {topk_accuracy(sims, labels, 1):.3f}  top-5 "
+              f"{topk_accuracy(sims, labels, 5):.3f}  genuine answered unknown {rejected:.3f}")
 
 
 if __name__ == "__main__":

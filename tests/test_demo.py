@@ -14,7 +14,7 @@ from tests.conftest import cli
 def test_reduced_demo_builds_trains_exports_predicts_and_reports(tmp_path):
     """On generated writers in the official IAM layout (the Kaggle one is `make demo`'s)."""
     out = tmp_path / "demo_out"
-    proc = cli("demo", "--out", out, "--writers", "4", "--epochs", "1", "--layout", "iam")
+    proc = cli("demo", "--out", out, "--writers", "4", "--epochs", "3", "--layout", "iam")
     assert proc.returncode == 0, proc.stderr[-3000:]
     for step in range(1, 7):
         assert f"[{step}/6]" in proc.stdout
@@ -32,7 +32,7 @@ def test_reduced_demo_builds_trains_exports_predicts_and_reports(tmp_path):
     assert html.count("data:image/png;base64,") >= 3  # curves, confusion, samples embedded
     assert len(list((out / "heldout").glob("*.png"))) == card["metrics"]["n_images"]
     # a re-run reuses every completed step
-    again = cli("demo", "--out", out, "--writers", "4", "--epochs", "1", "--layout", "iam")
+    again = cli("demo", "--out", out, "--writers", "4", "--epochs", "3", "--layout", "iam")
     assert again.returncode == 0 and "reusing" in again.stdout
 
 

@@ -252,21 +252,23 @@ def test_enrolments_killed_at_random_moments_are_all_or_nothing(tmp_path):
 
 
 def test_identify_sees_only_complete_enrolments_while_others_write(tmp_path):
-    writers = [_enroller(tmp_path / "g", f"w{k}", 400) for k in range(6)]
-    seen, deadline = set(), time.monotonic() + 120
-    while any(p.poll() is None for p in writers) and time.monotonic() < deadline:
+    """Six enrolments of 400 images each, started a little apart while a reader keeps
+    opening the gallery: every state it reads is whole, and it sees the gallery grow."""
+    waiting, running = [f"w{k}" for k in range(6)], []
+    seen, deadline, started = set(), time.monotonic() + 120, 0.0
+    while (waiting or any(p.poll() is None for p in running)) and time.monotonic() < deadline:
+        if waiting and time.monotonic() - started > 0.3:
+            running.append(_enroller(tmp_path / "g", waiting.pop(0), 400))
+            started = time.monotonic()
         if not gallery_file(tmp_path / "g").exists():
             continue
-        try:
-            g = Gallery.open(tmp_path / "g")
-        except GalleryError:  # the first enrolment is still creating the file's schema
-            continue
+        g = Gallery.open(tmp_path / "g")
         snap = g.snapshot()
         assert g.check() == []
         assert all(w["images"] == 400 for w in g.writers())
         seen.add(len(snap.writers))
         g.close()
-    for p in writers:
+    for p in running:
         assert p.wait(timeout=60) == 0
     assert len(Gallery.open(tmp_path / "g").writers()) == 6
     assert len(seen) > 1  # the reader saw the gallery grow between complete states
