@@ -126,16 +126,14 @@ def _enroll(args: argparse.Namespace) -> None:
     if args.layout:
         done = identify.enroll_layout(args.gallery, features, args.layout,
                                       args.forms_per_writer)
+        print(f"enrolled {sum(e.added for e in done)} image(s) of {len(done)} writer(s) from "
+              f"{args.layout}; {sum(len(e.skipped) for e in done)} already enrolled")
     else:
-        done = [identify.enroll(args.gallery, features, args.writer, args.images)]
-    gallery = Gallery.open(args.gallery)
-    for e in done if len(done) == 1 else []:
+        e = identify.enroll(args.gallery, features, args.writer, args.images)
         print(f"enrolled {e.added} image(s) of {e.writer}"
               + (f"; {len(e.skipped)} already enrolled: {', '.join(e.skipped)}"
                  if e.skipped else ""))
-    if len(done) > 1:
-        print(f"enrolled {sum(e.added for e in done)} image(s) of {len(done)} writer(s) from "
-              f"{args.layout}; {sum(len(e.skipped) for e in done)} already enrolled")
+    gallery = Gallery.open(args.gallery)
     info = gallery.info()
     print(f"{info['gallery']} now holds {info['writers']} writer(s), {info['images']} "
           f"image(s) ({gallery.built_by})")
@@ -521,5 +519,5 @@ def main(argv: list[str] | None = None) -> int:
         print(f"iam-writers {args.command}: error: {err}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # the output was piped into a reader that stopped (`| head`)
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - Python flushes it at exit
+        sys.stdout = open(os.devnull, "w")  # Python flushes stdout at exit: not into the pipe
     return 0
