@@ -364,6 +364,10 @@ def parser() -> argparse.ArgumentParser:
                    help="keep an int8 model below the 97%% top-1 agreement gate")
     s.add_argument("--calibration-samples", type=int, default=200,
                    help="training inputs that calibrate int8 ranges (100..500)")
+    s.add_argument("--far", type=float, default=0.01,
+                   help="the unknown-writer thresholds accept this share of the queries of "
+                        "writers not enrolled (measured on the writers the run held out of "
+                        "training, else on the validation lines)")
     s.add_argument("--stride", type=int, default=0,
                    help="window stride at inference in px (default: the run's evaluation "
                         "stride, half a patch); a full patch halves the latency")

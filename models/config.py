@@ -15,6 +15,8 @@ GALLERY_MODELS = ("patch_embed", "siamese_resnet50")  # identify by nearest writ
 METRIC_LOSSES = ("supcon", "triplet", "cosface")
 LR_SCHEDULES = ("plateau", "cosine")
 BACKBONES = ("resnet50", "mobilenetv2", "efficientnetb0")
+# the writers a run held out of training for export's calibration (models/train.py)
+CALIBRATION_FILE = "calibration_writers.json"
 # export's --quantize values and the TFLite variant each writes (model_<variant>.tflite)
 VARIANTS = {"none": "float32", "float16": "float16", "dynamic": "dynamic", "int8": "int8"}
 # how an image is read (runtime/pages.py): `auto` takes it for a page when it is at least
@@ -78,6 +80,10 @@ class TrainConfig:
     # off: within the time budget it costs more than it gives, and its scale jitter blurs
     # handwriting size. Figures: docs/results.md, closed set
     augment: bool = False
+    # models that identify by gallery: the seeded share of the writers with two or more forms
+    # held out of training, on whom export calibrates fusion and thresholds (writers no
+    # model saw, as in use); 0 calibrates on the training writers' validation lines
+    calibration_share: float = 0.2
     # train on train + validation, with no validation set (tuning's --retrain-best)
     fit_on_validation: bool = False
     resume: bool = False
@@ -103,6 +109,9 @@ class TrainConfig:
             raise ValueError(f"batch_size {self.batch_size} gives fewer than 2 patches per "
                              f"writer with writers_per_batch {self.writers_per_batch}; pass "
                              f"--batch-size {2 * self.writers_per_batch} or more")
+        if not 0 <= self.calibration_share < 1:
+            raise ValueError(f"calibration_share must be in [0, 1), got "
+                             f"{self.calibration_share}")
         if self.margin is None:
             self.margin = 1.0 if self.model == "siamese_resnet50" else 0.2
         if self.dropout is None:

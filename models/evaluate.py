@@ -15,7 +15,7 @@ import numpy as np
 from sklearn import metrics as skm
 
 from iam_writers_tfds import atomic
-from models.config import trained_run
+from models.config import CALIBRATION_FILE, trained_run
 
 
 def aggregate(values: np.ndarray, groups: np.ndarray, keep: np.ndarray | None = None):
@@ -63,16 +63,33 @@ def roc_figures(same: np.ndarray, sims: np.ndarray) -> dict:
     }
 
 
-def open_set_figures(sims: np.ndarray, writers: np.ndarray, present: np.ndarray) -> dict:
-    """ROC figures of open-set identification from scores [N, W] of images against the
-    `present` writers: an image's score for its own writer (should pass) against its best
+def open_set_scores(sims: np.ndarray, writers: np.ndarray,
+                    present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(genuine, impostor) of open-set identification from scores [N, W] of images against
+    the `present` writers: an image's score for its own writer (should pass) and its best
     score for any other writer (as if its writer were not enrolled; should be rejected)."""
     own = writers[:, None] == present[None, :]
     keep = own.any(axis=1)
-    genuine = sims[keep][own[keep]]
-    impostor = np.where(own, -np.inf, sims)[keep].max(axis=1)
+    return sims[keep][own[keep]], np.where(own, -np.inf, sims)[keep].max(axis=1)
+
+
+def open_set_figures(sims: np.ndarray, writers: np.ndarray, present: np.ndarray) -> dict:
+    """ROC figures of open-set identification (`open_set_scores`)."""
+    genuine, impostor = open_set_scores(sims, writers, present)
     same = np.concatenate([np.ones(len(genuine), int), np.zeros(len(impostor), int)])
     return roc_figures(same, np.concatenate([genuine, impostor]))
+
+
+def far_threshold(sims: np.ndarray, writers: np.ndarray, present: np.ndarray,
+                  far: float) -> dict:
+    """The lowest score threshold that accepts at most `far` of the queries whose writer is
+    not enrolled (their best score against the others, `open_set_scores`), and the rates
+    it gives: `far` measured, and `frr`, the share of genuine queries answered unknown."""
+    genuine, impostor = open_set_scores(sims, writers, present)
+    t = float(np.nextafter(np.quantile(impostor, 1 - far, method="higher"), np.inf))
+    return {"threshold": t, "far_target": far, "far": float((impostor >= t).mean()),
+            "frr": float((genuine < t).mean()), "n_genuine": int(len(genuine)),
+            "n_impostor": int(len(impostor))}
 
 
 def normalise(x: np.ndarray) -> np.ndarray:
@@ -103,6 +120,12 @@ def load_run(run_dir: Path):
             f"{path}: contains a Lambda layer with Python code, which could run arbitrary "
             "code when loaded; refusing it (Keras safe mode). Use a model trained by "
             "`iam-writers train`, or rebuild this one without Lambda layers.") from None
+
+
+def calibration_writers(run_dir: Path) -> list[str]:
+    """The writers a run held out of training for calibration (none for older runs)."""
+    path = Path(run_dir) / CALIBRATION_FILE
+    return json.loads(path.read_text())["writers"] if path.is_file() else []
 
 
 def window_outputs(rt, images: list) -> tuple[list[int], list[dict[str, np.ndarray]]]:
@@ -138,7 +161,9 @@ def evaluate(run_dir: Path, split: str = "test") -> dict:
     run_dir = Path(run_dir)
     cfg, labels, model = load_run(run_dir)
     rt = inference.line_model(model, cfg, labels)
-    images = inference.split_images(cfg, split)
+    # writers held out for calibration are not known to the model: an open-set matter
+    held = set(calibration_writers(run_dir))
+    images = [i for i in inference.split_images(cfg, split) if labels[i[2]] not in held]
     kept, outs = window_outputs(rt, images)
     image_ids = np.array([images[i][0] for i in kept])
     forms = np.array([images[i][1] for i in kept])
@@ -147,7 +172,7 @@ def evaluate(run_dir: Path, split: str = "test") -> dict:
     form_label = np.array([image_label[form_of_image == f][0] for f in range(len(form_ids))])
     emb = mean_embeddings(outs)
     if cfg.by_gallery:
-        train = inference.split_images(cfg, "train")
+        train = [i for i in inference.split_images(cfg, "train") if labels[i[2]] not in held]
         train_kept, train_outs = window_outputs(rt, train)
         writers = np.array([train[i][2] for i in train_kept])
         class_of, centroids = aggregate(mean_embeddings(train_outs), writers)
@@ -171,6 +196,7 @@ def evaluate(run_dir: Path, split: str = "test") -> dict:
         "n_forms": int(len(form_ids)),
         "n_writers": int(len(np.unique(image_label))),
         "n_no_ink": len(images) - len(kept),
+        "held_out_writers": len(held),
         "scored_by": "the exported model's whole-line computation (models/inference.py)",
     }
     present = np.unique(np.concatenate([image_label, img_pred]))

@@ -23,7 +23,13 @@ from tqdm import tqdm
 from iam_writers_tfds import atomic
 from models import inference, runtime
 from models.config import VARIANTS, TrainConfig, new_folder
-from models.evaluate import load_run, normalise, open_set_figures, verification
+from models.evaluate import (
+    calibration_writers,
+    far_threshold,
+    load_run,
+    normalise,
+    verification,
+)
 from models.inference import inference_pipeline, input_spec, split_images, windows_fn
 from models.runtime import descriptors
 from pipelines import PipelineConfig, ops
@@ -48,6 +54,7 @@ class ExportConfig:
     threads: int = 2
     top_k: int = 5
     stride: int = 0  # window stride at inference; 0: the run's evaluation stride
+    far: float = 0.01  # unknown-writer thresholds accept this share of writers not enrolled
 
 
     def __post_init__(self) -> None:
@@ -56,6 +63,8 @@ class ExportConfig:
         if unknown or not self.quantize:
             raise ValueError(f"unknown quantization {', '.join(unknown) or '(none given)'}; "
                              f"allowed: {', '.join(VARIANTS)}")
+        if not 0 < self.far < 1:
+            raise ValueError(f"far must be in (0, 1), got {self.far}")
         if self.stride < 0:
             raise ValueError(f"stride must be >= 0 (0: the run's), got {self.stride}")
         if not 100 <= self.calibration_samples <= 500:
@@ -147,11 +156,12 @@ def _features(rt: runtime.Model, images: list, hinge: descriptors.Hinge
     return np.array([images[i][2] for i in kept]), forms, emb, counts
 
 
-def _parity(models: dict[str, runtime.Model], test: list) -> list[dict]:
+def _parity(models: dict[str, runtime.Model], test: list, classes: np.ndarray) -> list[dict]:
     """Per variant on the test images: top-1 agreement with Keras, accuracy, largest
-    probability difference, file size and median latency per image."""
+    probability difference, file size and median latency per image. `classes` are the
+    writers (label indices) the scores are over, in order."""
     images = [image for *_, image in test]
-    truth = np.array([writer for *_, writer, _ in test])
+    truth = np.searchsorted(classes, np.array([writer for *_, writer, _ in test]))
     scores, latency = {}, {}
     for name, model in models.items():
         rows, times = [], []
@@ -187,8 +197,8 @@ def parity_markdown(table: list[dict]) -> str:
 
 
 FUSION_WEIGHTS = np.linspace(0, 1, 21)  # the hinge's share of the fused score
-ENROLLED = ("each image's own writer vs the best other training writer, each writer enrolled "
-            "from one training form")
+ENROLLED = ("each image's own writer vs the best other writer, each writer enrolled from one "
+            "form")
 
 
 def _enrolled_one_form(writers: np.ndarray, forms: np.ndarray, emb: np.ndarray,
@@ -219,11 +229,12 @@ def _as_documents(writers: np.ndarray, forms: np.ndarray, emb: np.ndarray,
 
 
 def _query_calibration(writers: np.ndarray, emb: np.ndarray, counts: np.ndarray,
-                       enrolled: tuple[np.ndarray, np.ndarray, np.ndarray]) -> dict:
-    """For one kind of query (lines, or documents) against the enrolled training writers:
-    each similarity's standardisation, the hinge's weight that names most queries right
-    (the middle of the best weights when several tie), top-1 of each score and the
-    unknown-writer threshold of each score."""
+                       enrolled: tuple[np.ndarray, np.ndarray, np.ndarray],
+                       far: float) -> dict:
+    """For one kind of query (lines, or documents) against the enrolled writers: each
+    similarity's standardisation, the hinge's weight that names most queries right (the
+    middle of the best weights when several tie), top-1 of each score, and the
+    unknown-writer threshold of each score at `far` with the rates measured."""
     present, enrolled_emb, enrolled_counts = enrolled
     sims = {"embedding": emb @ enrolled_emb.T,
             "hinge": runtime.hinge_similarity(counts, enrolled_counts)}
@@ -238,21 +249,42 @@ def _query_calibration(writers: np.ndarray, emb: np.ndarray, counts: np.ndarray,
     sims["fused"] = runtime.fuse(sims["embedding"], sims["hinge"], cal)
     cal["top1"] = {"embedding": float(top1[0]), "hinge": float(top1[-1]),
                    "fused": float(top1.max())}
-    cal["thresholds"] = {name: _threshold(open_set_figures(s, writers, present),
-                                          ENROLLED)["threshold"] for name, s in sims.items()}
+    rates = {name: far_threshold(s, writers, present, far) for name, s in sims.items()}
+    cal["thresholds"] = {name: r.pop("threshold") for name, r in rates.items()}
+    cal["rates"] = rates
     cal["n_queries"] = int(keep.sum())
     return cal
 
 
-def _fusion(val: tuple, enrolled: tuple, hinge: descriptors.Hinge) -> dict:
-    """The fusion of embedding and contour-hinge similarities, calibrated on the validation
-    lines, and on the validation forms as documents, against the `enrolled` training
-    writers (each from one form): a line and a document score on different scales."""
-    writers, forms, emb, counts = val
-    return {"descriptor": hinge.name, "split": "validation", "compared": ENROLLED,
-            "line": _query_calibration(writers, emb, counts, enrolled),
+def _fusion(queries: tuple, enrolled: tuple, hinge: descriptors.Hinge, far: float,
+            source: str) -> dict:
+    """The fusion of embedding and contour-hinge similarities, calibrated on the query lines,
+    and on their forms as documents, against the `enrolled` writers (each from one form):
+    a line and a document score on different scales."""
+    writers, forms, emb, counts = queries
+    return {"descriptor": hinge.name, "split": source, "compared": ENROLLED,
+            "line": _query_calibration(writers, emb, counts, enrolled, far),
             "document": _query_calibration(*_as_documents(writers, forms, emb, counts),
-                                           enrolled)}
+                                           enrolled, far)}
+
+
+def _calibration_set(rt: runtime.Model, cfg: TrainConfig, labels: list[str], held: list[str],
+                     train: tuple, hinge: descriptors.Hinge) -> tuple[tuple, tuple, str]:
+    """(queries, enrolled writers, what they are) that calibrate fusion and thresholds: the
+    writers held out of training, each enrolled from one form and identified from its
+    others, or, for runs that held none out, the validation lines against the training
+    writers each enrolled from one training form."""
+    if not held:
+        return (_features(rt, split_images(cfg, "validation"), hinge),
+                _enrolled_one_form(*train), "validation lines of the training writers")
+    images = [i for split in ("train", "validation", "test") for i in split_images(cfg, split)
+              if labels[i[2]] in held]
+    writers, forms, emb, counts = _features(rt, images, hinge)
+    enrolled = _enrolled_one_form(writers, forms, emb, counts)
+    first = {w: np.sort(forms[writers == w])[0] for w in enrolled[0]}
+    probe = np.array([forms[i] != first[w] for i, w in enumerate(writers)])
+    return (tuple(a[probe] for a in (writers, forms, emb, counts)), enrolled,
+            f"the {len(held)} writers held out of training (calibration_writers.json)")
 
 
 def _threshold(figures: dict, against: str) -> dict:
@@ -311,36 +343,40 @@ def export(ecfg: ExportConfig) -> dict:
         card = _card(cfg, pcfg, ecfg.run, labels, fingerprint, {"verification": {}}, {})
         (tmp / runtime.CARD).write_text(json.dumps(card, indent=2))
         rt = runtime.Model(tmp / runtime.CARD, backend=keras_backend)
-        print("calibrating the verification threshold on the validation split", flush=True)
-        train_images = split_images(cfg, "train")
+        held = calibration_writers(ecfg.run)
+        print(f"calibrating fusion and thresholds on {len(held) or 'the validation lines of'} "
+              f"{'held-out writers' if held else 'the training writers'}", flush=True)
+        train_images = [i for i in split_images(cfg, "train") if labels[i[2]] not in held]
         hinge = descriptors.Hinge()
-        val = _features(rt, split_images(cfg, "validation"), hinge)
         train = _features(rt, train_images, hinge)
         writers, _, emb, _ = train
         present = np.unique(writers)
         centroids = normalise(np.stack([emb[writers == w].mean(0) for w in present]))
         # thresholds and fusion as they will be used: each writer enrolled from one form
-        enrolled = _enrolled_one_form(*train)
+        queries, enrolled, source = _calibration_set(rt, cfg, labels, held, train, hinge)
+        identification = far_threshold(queries[2] @ enrolled[1].T, queries[0], enrolled[0],
+                                       ecfg.far)
         thresholds = {
-            "verification": _threshold(verification(val[2], val[0]), "image pairs"),
-            "identification": _threshold(open_set_figures(val[2] @ enrolled[1].T, val[0],
-                                                          present), ENROLLED),
-            "fusion": _fusion(val, enrolled, hinge),
+            "verification": _threshold(verification(queries[2], queries[0]), "image pairs"),
+            "identification": {**identification, "split": source, "compared": ENROLLED},
+            "fusion": _fusion(queries, enrolled, hinge, ecfg.far, source),
+            "calibration": {"writers": held, "source": source, "far": ecfg.far},
         }
+        gallery_labels = [labels[i] for i in present] if cfg.by_gallery else labels
         if not cfg.by_gallery:
             centroids = None
-        elif len(present) < len(labels):
+        elif len(present) < len(labels) - len(held):
             raise ExportError(f"{ecfg.run}: writers without training images: "
-                              f"{sorted(set(labels) - {labels[i] for i in present})}. "
+                              f"{sorted(set(labels) - set(held) - set(gallery_labels))}. "
                               "Rebuild the dataset so every writer has a training form.")
         else:
             gallery = runtime.Gallery.open(tmp / "train_gallery", create=True,
                                            fingerprint=fingerprint, journal="DELETE")
-            for label, centroid in zip(labels, centroids):
+            for label, centroid in zip(gallery_labels, centroids):
                 gallery.add(label, [label], [f"training writer {label}"], centroid[None], None)
             gallery.close()
         print(f"writing the SavedModel to {ecfg.out / 'saved_model'}", flush=True)
-        archive = serving_archive(model, cfg, pcfg, labels, centroids, ecfg.top_k)
+        archive = serving_archive(model, cfg, pcfg, gallery_labels, centroids, ecfg.top_k)
         archive.write_out(str(tmp / "saved_model"), verbose=False)
         calibration = (_calibration(rt, train_images, ecfg.calibration_samples, cfg.seed)
                        if "int8" in ecfg.quantize else [])
@@ -357,7 +393,9 @@ def export(ecfg: ExportConfig) -> dict:
         for variant, name in files.items():
             models[variant] = runtime.Model(tmp / name, ecfg.threads)
         print("parity on the test split", flush=True)
-        card["parity"] = _parity(models, split_images(cfg, "test"))
+        test = [i for i in split_images(cfg, "test") if labels[i[2]] not in held]
+        classes = present if cfg.by_gallery else np.arange(len(labels))
+        card["parity"] = _parity(models, test, classes)
         report = parity_markdown(card["parity"])
         (tmp / runtime.CARD).write_text(json.dumps(card, indent=2))
         (tmp / "parity.json").write_text(json.dumps(card["parity"], indent=2))

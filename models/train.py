@@ -18,13 +18,14 @@ import zlib
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras.src.backend.tensorflow import trainer as tf_trainer
 from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
 
 from iam_writers_tfds import atomic
 from models import zoo
-from models.config import TrainConfig, worker_role
+from models.config import CALIBRATION_FILE, TrainConfig, worker_role
 from models.losses import BatchHardTripletLoss, ContrastiveLoss, CosFaceLoss, SupConLoss
 from pipelines import (
     eval_dataset,
@@ -112,13 +113,42 @@ def build_model(cfg: TrainConfig, num_classes: int) -> tuple[keras.Model, keras.
     return zoo.siamese_pair_model(tower), ContrastiveLoss(cfg.margin), "val_loss"
 
 
-def datasets(cfg: TrainConfig):
-    """(training, validation) datasets for `cfg`. With `fit_on_validation` the training set
-    is train + validation and the validation set is None: figures on examples the model
-    trains on would choose epochs, checkpoints and learning rates by memorisation."""
+def calibration_writers(cfg: TrainConfig) -> list[int]:
+    """The writers held out of training for export's calibration: a seeded
+    `calibration_share` of the writers with two or more forms (one to enrol, others to
+    identify), at least two (impostors need another writer); none for classifiers, whose
+    softmax cannot name a writer it did not train on."""
+    if not cfg.by_gallery or not cfg.calibration_share:
+        return []
+    forms: dict[int, set] = {}
+    for split in ("train", "validation", "test"):
+        meta = load_split(cfg.config, split, cfg.data_dir).map(
+            lambda ex: (ex["writer"], ex["form_id"]))
+        for writer, form in meta.as_numpy_iterator():
+            forms.setdefault(int(writer), set()).add(form)
+    eligible = sorted(w for w, f in forms.items() if len(f) >= 2)
+    n = max(2, round(cfg.calibration_share * len(eligible)))
+    if len(eligible) - n < 2:  # training needs writers too
+        return []
+    return sorted(int(w) for w in np.random.default_rng(cfg.seed).choice(eligible, n,
+                                                                         replace=False))
+
+
+def _without(raw: tf.data.Dataset, held: list[int]) -> tf.data.Dataset:
+    if not held:
+        return raw
+    held_t = tf.constant(held, tf.int64)
+    return raw.filter(lambda ex: tf.reduce_all(tf.cast(ex["writer"], tf.int64) != held_t))
+
+
+def datasets(cfg: TrainConfig, held: list[int] = ()):
+    """(training, validation) datasets for `cfg`, without the `held` writers. With
+    `fit_on_validation` the training set is train + validation and the validation set is
+    None: figures on examples the model trains on would choose epochs, checkpoints and
+    learning rates by memorisation."""
     pcfg = cfg.pipeline_config()
-    train_raw = load_split(cfg.config, "train", cfg.data_dir)
-    val_raw = load_split(cfg.config, "validation", cfg.data_dir)
+    train_raw = _without(load_split(cfg.config, "train", cfg.data_dir), list(held))
+    val_raw = _without(load_split(cfg.config, "validation", cfg.data_dir), list(held))
     if cfg.fit_on_validation:
         return _training_set(train_raw.concatenate(val_raw), pcfg, cfg), None
     val_pcfg = dataclasses.replace(pcfg, seed=pcfg.seed + 1)
@@ -230,7 +260,12 @@ def _train(cfg: TrainConfig, chief: bool) -> Path:
     (cfg.out / "checkpoints").mkdir(parents=True, exist_ok=True)
     atomic.write_text(cfg.out / "config.json", json.dumps(cfg.to_json(), indent=2))
     atomic.write_text(cfg.out / "labels.json", json.dumps(labels, indent=2))
-    train_ds, val_ds = datasets(cfg)
+    held = calibration_writers(cfg)
+    atomic.write_text(cfg.out / CALIBRATION_FILE, json.dumps(
+        {"writers": [labels[w] for w in held], "share": cfg.calibration_share,
+         "seed": cfg.seed, "rule": "writers with two or more forms, seeded; not trained on"},
+        indent=2))
+    train_ds, val_ds = datasets(cfg, held)
     with strategy.scope():
         model, monitor = compiled_model(cfg, len(labels))
     verbose = 1 if sys.stdout.isatty() else 2

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from models import zoo
-from models.evaluate import aggregate, topk_accuracy, verification
+from models.evaluate import aggregate, far_threshold, topk_accuracy, verification
 from models.losses import ContrastiveLoss
 
 RESNET50_NOTOP_PARAMS = 23_587_712
@@ -139,3 +139,17 @@ def test_offline_imagenet_error_says_what_to_do(tmp_path):
     msg = out.stdout
     assert "Pass --weights none, or --weights PATH to a local weights file" in msg
     assert "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5 in ~/.keras/models" in msg
+
+
+def test_unknown_writer_thresholds_hold_the_false_accept_rate():
+    """Three enrolled writers; each query's best other-writer score is an impostor's."""
+    rng = np.random.default_rng(0)
+    writers = np.repeat(np.arange(3), 200)
+    sims = rng.normal(0, 1, (600, 3))
+    sims[np.arange(600), writers] += 3  # genuine scores sit higher
+    for far in (0.01, 0.05, 0.2):
+        r = far_threshold(sims, writers, np.arange(3), far)
+        impostor = np.where(np.eye(3, dtype=bool)[writers], -np.inf, sims).max(1)
+        assert r["far"] == (impostor >= r["threshold"]).mean() <= far
+        assert r["far"] > far - 0.01  # the lowest such threshold, not a needlessly high one
+        assert r["frr"] == (sims[np.arange(600), writers] < r["threshold"]).mean()

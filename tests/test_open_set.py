@@ -161,6 +161,26 @@ def embed_export(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 
 
 @pytest.mark.slow
+def test_export_calibrates_on_writers_held_out_of_training(embed_export):
+    """A seeded fifth of the writers is held out of training; fusion and every
+    unknown-writer threshold come from them, at the stated false-accept rate."""
+    from models.runtime import Model
+
+    run = embed_export.parent / "run"
+    held = json.loads((run / "calibration_writers.json").read_text())["writers"]
+    card = json.loads((embed_export / "model_card.json").read_text())
+    assert len(held) == 2 and card["calibration"]["writers"] == held
+    assert card["calibration"]["far"] == 0.01 and "held out" in card["fusion"]["split"]
+    model = Model(embed_export / "model_float32.tflite")
+    assert set(model.gallery.writers) == set(card["labels"]) - set(held)  # not trained on
+    for kind in ("line", "document"):
+        for score, rate in card["fusion"][kind]["rates"].items():
+            assert rate["far"] <= 0.01 and 0 <= rate["frr"] <= 1, (kind, score)
+    assert card["identification"]["far"] <= 0.01
+    assert json.loads((run / "metrics.json").read_text())["held_out_writers"] == 2
+
+
+@pytest.mark.slow
 def test_enroll_and_identify_writers_never_seen_in_training(embed_export, tmp_path):
     from iam_writers_tfds import kaggle_layout, synth
 

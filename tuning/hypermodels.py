@@ -13,7 +13,7 @@ import dataclasses
 import keras_tuner as kt
 
 from models.config import TrainConfig
-from models.train import compiled_model, datasets
+from models.train import calibration_writers, compiled_model, datasets
 from tuning.space import Spec
 
 
@@ -36,7 +36,8 @@ class WriterHyperModel(kt.HyperModel):
         return compiled_model(self.config(hp), self.num_classes)[0]
 
     def fit(self, hp: kt.HyperParameters, model, *args, **kwargs):
-        train, val = datasets(self.config(hp))
+        cfg = self.config(hp)  # trials leave out the writers the retrained best will hold out
+        train, val = datasets(cfg, calibration_writers(cfg))
         return model.fit(train, *args, validation_data=val, **kwargs)
 
 
