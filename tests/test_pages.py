@@ -73,6 +73,11 @@ def test_a_page_is_enrolled_and_identified_as_one_document(tmp_path):
     assert [r["top"][0]["writer"] for r in results] == ["ann", "bob"]
     assert [r["lines"] for r in results] == [{str(tmp_path / "ann1.png"): 5},
                                              {str(tmp_path / "bob1.png"): 5}]
+    proc = cli("identify", tmp_path / "g", tmp_path, "--descriptor", "hinge")  # a folder
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert f"{tmp_path}: a folder, not an image file" in proc.stderr and "glob" in proc.stderr
+    proc = cli("identify", tmp_path / "g", tmp_path / "ann1.png", "--top-k", "0")
+    assert proc.returncode == 2 and "must be at least 1" in proc.stderr
     blank = tmp_path / "blank.png"
     cv2.imwrite(str(blank), np.full((900, 700), 250, np.uint8))
     proc = cli("identify", tmp_path / "g", blank, "--input", "page", "--descriptor", "hinge")
