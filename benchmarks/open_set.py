@@ -156,7 +156,10 @@ def train_and_export(args, records, known: list[str], out: Path):
 
 def main() -> int:
     sys.path.insert(0, str(REPO))
+    from iam_writers_tfds import console
     from models.config import METRIC_LOSSES, TrainConfig
+
+    console.quiet()
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("dir", type=Path, nargs="?", help="Kaggle-layout folder")

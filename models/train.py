@@ -174,7 +174,10 @@ def _pk(raw, pcfg, cfg: TrainConfig):
     """P x K batches covering a split's lines `patches_per_image` times per epoch, as the
     classifier's epochs do."""
     k = cfg.batch_size // cfg.writers_per_batch
-    steps = max(2, int(raw.cardinality()) * cfg.patches_per_image // (k * cfg.writers_per_batch))
+    lines = int(raw.cardinality())
+    if lines < 0:  # a split without its held-out writers: count what is left
+        lines = int(raw.reduce(0, lambda n, _: n + 1))
+    steps = max(2, lines * cfg.patches_per_image // (k * cfg.writers_per_batch))
     return pk_dataset(raw, pcfg, cfg.writers_per_batch, k, steps)
 
 

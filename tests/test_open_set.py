@@ -205,3 +205,24 @@ def test_enroll_and_identify_writers_never_seen_in_training(embed_export, tmp_pa
     answers = json.loads(proc.stdout)
     top1 = np.mean([a["top"][0]["writer"] == probes[Path(a["images"][0])] for a in answers])
     assert len(answers) == 40 and top1 >= 0.75, top1
+
+
+def test_training_without_held_out_writers_keeps_its_epoch_length(synth_dir, monkeypatch):
+    """Filtering the held-out writers leaves a split of unknown length: the P x K epoch is
+    sized from the lines left (it once fell to the 2-step floor)."""
+    from models import train
+    from models.config import TrainConfig
+    from pipelines import load_split
+
+    cfg = TrainConfig(model="patch_embed", config="top50", data_dir=synth_dir, batch_size=32,
+                      writers_per_batch=8, patches_per_image=16)
+    held = train.calibration_writers(cfg)
+    every = [int(ex["writer"]) for ex in load_split("top50", "train", synth_dir)]
+    raw = train._without(load_split("top50", "train", synth_dir), held)
+    left = [int(ex["writer"]) for ex in raw]
+    assert len(held) == 2 and not set(held) & set(left)
+    assert len(left) == sum(w not in held for w in every) < len(every)
+    steps = []
+    monkeypatch.setattr(train, "pk_dataset", lambda raw, pcfg, p, k, n: steps.append(n))
+    train._pk(raw, cfg.pipeline_config(), cfg)
+    assert steps == [len(left) * 16 // 32]
