@@ -78,7 +78,7 @@ def figures(identifier, emb, counts, records, probe, enrolled_writers) -> dict:
     from models.evaluate import topk_accuracy
     from models.runtime import unit
 
-    writers = identifier.gallery.writers
+    writers = identifier.writers
     label = np.array([writers.index(records[i].writer_id) for i in probe])
     pick = (lambda rows: emb[rows]) if emb is not None else (lambda rows: None)
     sims = identifier.score_matrix(pick(probe), None if counts is None else counts[probe])
