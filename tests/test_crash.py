@@ -49,7 +49,11 @@ def _workers(args: list, tmp: Path) -> list[subprocess.Popen]:
     cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
     procs = []
     for index in (0, 1):
+        # one thread pool each: two TensorFlow processes on two cores otherwise starve the
+        # coordination service's heartbeats on a cold start (seen once: "task 1 stopped
+        # sending heartbeats" in the first epoch)
         env = {**os.environ, "TMPDIR": str(tmp / f"tmp{index}"),
+               "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1",
                "TF_CONFIG": json.dumps({"cluster": cluster,
                                         "task": {"type": "worker", "index": index}})}
         (tmp / f"tmp{index}").mkdir(exist_ok=True)
@@ -70,7 +74,10 @@ def test_two_workers_train_the_chief_writes_and_both_resume_after_a_kill(synth_d
     chief, worker = _workers(args, tmp_path)
     deadline = time.time() + 600
     while not ((run / "history.csv").is_file() and len(_epochs(run)) >= 1):
-        assert chief.poll() is None and time.time() < deadline, chief.communicate()[0][-3000:]
+        if chief.poll() is not None or time.time() > deadline:
+            worker.kill()
+            pytest.fail("chief:\n" + chief.communicate()[0][-3000:] + "\nworker 1:\n"
+                        + worker.communicate()[0][-3000:])
         time.sleep(0.2)
     worker.kill()
     try:
