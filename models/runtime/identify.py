@@ -34,7 +34,7 @@ def hinge_similarity(queries: np.ndarray, references: np.ndarray) -> np.ndarray:
 
 class Features:
     """What a gallery needs of images: a model's embeddings and/or a descriptor's counts.
-    Each image is read as `input` (`pages.INPUTS`): a page's lines make one document, the
+    Each image is read as `input` (`models.config.INPUTS`): a page's lines make one document, the
     unit mean of their embeddings and the sum of their counts."""
 
     def __init__(self, model: Model | None, hinge: descriptors.Hinge | None,

@@ -211,9 +211,9 @@ class Model:
     def scores(self, image, name: str = "<array>", input: str = "line"
                ) -> tuple[np.ndarray, np.ndarray, int | None]:
         """(per-writer scores, unit embedding, lines found or None) of one image, read as
-        `input` (`pages.INPUTS`); a page's lines are one document. Scores are probabilities
-        from the mean log-probability of the inked windows, or cosine similarities to the
-        training writers' centroids for embedding-only models."""
+        `input` (`models.config.INPUTS`); a page's lines are one document. Scores are
+        probabilities from the mean log-probability of the inked windows, or cosine
+        similarities to the training writers' centroids for embedding-only models."""
         parts, found = self.parts(image, name, input)
         outs = self.outputs_of(parts, name, found)
         emb = document_embedding(outs)
