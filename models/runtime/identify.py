@@ -28,8 +28,9 @@ def fuse(embedding: np.ndarray, hinge: np.ndarray, calibration: dict) -> np.ndar
 
 
 def hinge_similarity(queries: np.ndarray, references: np.ndarray) -> np.ndarray:
-    """[Q, R] 1 - chi-square distance between contour-hinge counts (1: the same)."""
-    return 1 - descriptors.chi_square(queries, references)
+    """[Q, R] 1 - chi-square distance between contour-hinge counts (1: the same), by the
+    computation `Identifier` runs against a gallery."""
+    return descriptors.References(references).similarity(queries)
 
 
 class Features:
