@@ -1,6 +1,7 @@
 """Open-set writer identification: hinge, embedding and fused, on the same enrolments.
 
-    python benchmarks/open_set.py DIR [--extra EXTRA_DIR] [--distractors 64] [--epochs 40]
+    python benchmarks/open_set.py DIR [--extra EXTRA_DIR] [--forms FORMS_DIR]
+                                  [--distractors 64] [--epochs 40] [--out D]
     python benchmarks/open_set.py DIR --hinge-only
     python benchmarks/open_set.py --synthetic [--writers 24]
 
@@ -8,21 +9,26 @@ DIR is a Kaggle-layout folder, or one in the official IAM layout. Its writers ar
 (seeded) into a known group (40 of 56) and an unseen group. The embedding model
 (`patch_embed`) trains on the known writers, plus the one-form writers of EXTRA_DIR except
 `--distractors` of them (seeded), which no model sees; training holds a seeded fifth of the
-known writers out (`calibration_share`), and export calibrates the fusion weight and the
-thresholds (at 1% false accepts) on them. The unseen writers are touched by no decision.
-From then on everything runs through the TF-free runtime on the float32 TFLite file, as a
-user would.
+known writers out (`calibration_share`), and export calibrates the fusion weight, the
+thresholds (at 1% false accepts) and the likelihood ratios on them. The unseen writers are
+touched by no decision. From then on everything runs through the TF-free runtime on the
+float32 TFLite file, as a user would.
 One form of each unseen writer is enrolled and the lines of their other forms are
 identified, against two galleries:
 
   (a) the unseen writers only;
   (b) the same plus the distractors, each enrolled from its one form and never probed.
 
-For each gallery and score (hinge, embedding, fused) it prints line top-1 and top-5, form
-top-1 (a form's lines as one query), the per-writer mean of line top-1, and at the stored
-threshold the rejection of writers not enrolled (each line against the gallery without its
-writer) and the false rejection of enrolled ones; then the training minutes. `--out D`
-keeps the work in D, and a second run with the same D reuses its trained model.
+For each gallery and score (hinge, embedding, fused) it prints top-1 and top-5 of lines, of
+documents (a form's cut lines as one query) and, with `--forms`, of page scans (their lines
+found by the runtime), the per-writer mean of line top-1, and at the stored thresholds the
+rejection of writers not enrolled (each query against the gallery without its writer) and
+the false rejection of enrolled ones. Then the quality of the card's log10 likelihood
+ratios at each level, over every comparison of a query with an enrolled writer: Cllr,
+Cllr-min, ECE at prior odds 1 to 100, misleading evidence (LR < 1 for the same writer, > 1
+for a different one) and strong misleading evidence (beyond 100 to 1), with Tippett and ECE
+plots of the fused score in D; then the cost of a page scan and the training minutes.
+`--out D` keeps the work in D, and a second run with the same D reuses its trained model.
 """
 
 from __future__ import annotations
@@ -73,35 +79,89 @@ def linked_layout(records, writers: set[str], folder: Path) -> Path:
     return folder
 
 
-def figures(identifier, emb, counts, records, probe, enrolled_writers) -> dict:
-    """Figures of one score over the probe lines (and their forms as one query each)."""
-    from models.evaluate import topk_accuracy
+def level_scores(identifier, emb, counts, records, probe, pages=None) -> dict:
+    """{level: (scores [Q, W], each query's writer index)} of one score: the probe lines,
+    their forms as documents (their cut lines as one query), and, given `pages` (forms,
+    embeddings, hinge counts of the forms' page scans), the page scans."""
     from models.runtime import unit
 
     writers = identifier.writers
     label = np.array([writers.index(records[i].writer_id) for i in probe])
     pick = (lambda rows: emb[rows]) if emb is not None else (lambda rows: None)
-    sims = identifier.score_matrix(pick(probe), None if counts is None else counts[probe])
+    out = {"line": (identifier.score_matrix(pick(probe), None if counts is None
+                                            else counts[probe]), label)}
     forms = np.array([records[i].form_id for i in probe])
     form_ids = sorted(set(forms))
     by_form = [np.array(probe)[forms == f] for f in form_ids]
-    form_sims = identifier.score_matrix(
+    out["document"] = (identifier.score_matrix(
         None if emb is None else np.stack([unit(emb[rows].mean(0)) for rows in by_form]),
         None if counts is None else np.stack([counts[rows].sum(0) for rows in by_form]),
-        document=True)
-    form_label = np.array([writers.index(records[rows[0]].writer_id) for rows in by_form])
+        document=True), np.array([writers.index(records[rows[0]].writer_id) for rows in by_form]))
+    if pages is not None:
+        page_forms, page_emb, page_counts = pages
+        owner = {records[i].form_id: records[i].writer_id for i in probe}
+        out["page"] = (identifier.score_matrix(page_emb, page_counts, document=True),
+                       np.array([writers.index(owner[f]) for f in page_forms]))
+    return out
+
+
+def figures(identifier, levels: dict, enrolled_writers) -> dict:
+    """Figures of one score: top-1 and top-5 at each level, the per-writer mean of line
+    top-1, and at the stored thresholds the rejection of writers not enrolled (each query
+    against the gallery without its writer) and the false rejection of enrolled ones, of
+    lines and of documents."""
+    from models.evaluate import topk_accuracy
+
+    sims, label = levels["line"]
     hit = sims.argmax(1) == label
-    per_writer = [hit[label == w].mean() for w in np.unique(label)]
-    others = sims.copy()
-    others[np.arange(len(label)), label] = -np.inf  # the gallery without the line's writer
-    t = identifier.threshold()
-    return {"line_top1": topk_accuracy(sims, label, 1), "line_top5": topk_accuracy(sims, label, 5),
-            "form_top1": topk_accuracy(form_sims, form_label, 1),
-            "macro_line_top1": float(np.mean(per_writer)),
-            "rejection": float((others.max(1) < t).mean()),
-            "false_rejection": float((sims.max(1) < t).mean()), "threshold": t,
-            "n_lines": len(probe), "n_forms": len(form_ids), "n_writers": len(writers),
-            "n_probed_writers": len(per_writer), "n_enrolled": int(len(enrolled_writers))}
+    result = {"macro_line_top1": float(np.mean([hit[label == w].mean()
+                                                for w in np.unique(label)])),
+              "n_lines": len(label), "n_forms": len(levels["document"][1]),
+              "n_writers": len(identifier.writers), "n_probed_writers": len(np.unique(label)),
+              "n_enrolled": int(len(enrolled_writers))}
+    for level, (sims, label) in levels.items():
+        result[f"{level}_top1"] = topk_accuracy(sims, label, 1)
+        result[f"{level}_top5"] = topk_accuracy(sims, label, 5)
+        if level == "page":
+            continue
+        t = identifier.threshold(document=level != "line")
+        others = sims.copy()
+        others[np.arange(len(label)), label] = -np.inf  # the gallery without its writer
+        result[f"{level}_rejection"] = float((others.max(1) < t).mean())
+        result[f"{level}_false_rejection"] = float((sims.max(1) < t).mean())
+    return result
+
+
+def lr_quality(card: dict, score: str, levels: dict) -> dict:
+    """{level: quality of the card's log10 LRs} over every comparison of a query with an
+    enrolled writer (`models.calibration.quality`), with the LRs and labels for plots."""
+    from models.calibration import quality
+    from models.runtime.evidence import LikelihoodRatio
+
+    out = {}
+    for level, (sims, label) in levels.items():
+        lr = LikelihoodRatio.of(card, "identification", level, score)
+        if lr is None:
+            continue
+        same = (label[:, None] == np.arange(sims.shape[1])[None, :]).ravel()
+        llrs = lr(sims.ravel())
+        out[level] = {**quality(llrs, same), "_llrs": llrs, "_same": same}
+    return out
+
+
+def print_lr_table(title: str, rows: dict[str, dict]) -> None:
+    print(f"\n{title}: log10 likelihood ratios (calibrated at export), every query against "
+          "every enrolled writer")
+    print(f"{'score':<10}{'level':<10}{'Cllr':>7}{'min':>7}{'gap':>7}{'ECE 1:100':>10}"
+          f"{'mislead s':>10}{'mislead d':>10}{'strong s':>9}{'strong d':>9}{'same':>6}"
+          f"{'diff':>7}")
+    for score, levels in rows.items():
+        for level, q in levels.items():
+            print(f"{score:<10}{level:<10}{q['cllr']:>7.3f}{q['cllr_min']:>7.3f}"
+                  f"{q['cllr'] - q['cllr_min']:>7.3f}{q['ece_1_to_100']:>10.4f}"
+                  f"{q['misleading_same']:>10.3f}{q['misleading_different']:>10.4f}"
+                  f"{q['strong_misleading_same']:>9.3f}{q['strong_misleading_different']:>9.4f}"
+                  f"{q['n_same']:>6}{q['n_different']:>7}")
 
 
 def gallery_of(records, enrolled: dict[str, list[int]], emb, counts, fingerprint, descriptor):
@@ -118,14 +178,40 @@ def gallery_of(records, enrolled: dict[str, list[int]], emb, counts, fingerprint
 
 def print_table(title: str, rows: dict[str, dict]) -> None:
     first = next(iter(rows.values()))
+    page = "page_top1" in first
     print(f"\n{title}: {first['n_writers']} writers enrolled ({first['n_probed_writers']} "
           f"probed), {first['n_lines']} lines / {first['n_forms']} forms identified")
-    print(f"{'score':<10}{'line top-1':>11}{'top-5':>7}{'form top-1':>11}{'macro line':>11}"
-          f"{'rejected':>9}{'false rej.':>11}{'threshold':>10}")
+    print(f"{'score':<10}{'line top-1':>11}{'top-5':>7}{'doc top-1':>10}{'top-5':>7}"
+          + (f"{'page top-1':>11}{'top-5':>7}" if page else "")
+          + f"{'macro line':>11}{'rej. line':>10}{'doc':>7}{'false rej. line':>16}{'doc':>7}")
     for name, f in rows.items():
-        print(f"{name:<10}{f['line_top1']:>11.3f}{f['line_top5']:>7.3f}{f['form_top1']:>11.3f}"
-              f"{f['macro_line_top1']:>11.3f}{f['rejection']:>9.3f}{f['false_rejection']:>11.3f}"
-              f"{f['threshold']:>10.3f}")
+        print(f"{name:<10}{f['line_top1']:>11.3f}{f['line_top5']:>7.3f}"
+              f"{f['document_top1']:>10.3f}{f['document_top5']:>7.3f}"
+              + (f"{f['page_top1']:>11.3f}{f['page_top5']:>7.3f}" if page else "")
+              + f"{f['macro_line_top1']:>11.3f}{f['line_rejection']:>10.3f}"
+              f"{f['document_rejection']:>7.3f}{f['line_false_rejection']:>16.3f}"
+              f"{f['document_false_rejection']:>7.3f}")
+
+
+def tippett(quality: dict[str, dict], out: Path) -> None:
+    """Tippett plots (lir) of the fused score's LRs at each level, with ECE curves."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from lir.data.models import LLRData
+    from lir.plotting import tippett as lir_tippett
+    from lir.plotting.expected_calibration_error import plot_ece
+
+    fig, axes = plt.subplots(2, len(quality), figsize=(4.5 * len(quality), 7), squeeze=False)
+    for (level, q), top, bottom in zip(quality.items(), axes[0], axes[1]):
+        data = LLRData(features=q["_llrs"], labels=q["_same"].astype(int))
+        lir_tippett(data, ax=top)
+        top.set_title(f"{level}: Cllr {q['cllr']:.3f} (min {q['cllr_min']:.3f})")
+        plot_ece(data, ax=bottom)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
 
 
 def train_and_export(args, records, known: list[str], out: Path):
@@ -171,16 +257,21 @@ def main() -> int:
     p.add_argument("--known", type=int, help="writers to train on (default: 40 of 56)")
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--metric-loss", default=TrainConfig.metric_loss, choices=METRIC_LOSSES)
+    p.add_argument("--forms", type=Path, help="folder of page scans <form-id>.png: the probe "
+                   "forms are also identified from their scans (e.g. ../shared/data/"
+                   "iam_dev_forms)")
     p.add_argument("--hinge-only", action="store_true", help="no model: the hinge rows alone")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, help="keep the work here (default: a temp folder)")
     args = p.parse_args()
     if (args.dir is None) == (not args.synthetic):
         p.error("pass a Kaggle-layout DIR or --synthetic")
+    from tqdm import tqdm
+
     from iam_writers_tfds import iam_layout, kaggle_layout, synth
     from iam_writers_tfds.images import read_gray
     from models.config import SCORES
-    from models.runtime import Identifier, embed_inked
+    from models.runtime import Features, Identifier, embed_inked
     from models.runtime.descriptors import Hinge
 
     def layout_records(folder: Path):
@@ -230,16 +321,36 @@ def main() -> int:
         enrolled, probe = enrolment(subjects[:n_unseen], args.seed)
         everyone = {**enrolled, **{w: [n_unseen + i for i in rows] for w, rows in
                                    enrolment(subjects[n_unseen:], args.seed)[0].items()}}
+        pages, page_seconds = None, None
+        if args.forms:
+            page_forms = sorted({subjects[i].form_id for i in probe})
+            start = time.perf_counter()
+            page_emb, page_counts = Features(model, hinge, "page")(
+                [args.forms / f"{f}.png" for f in tqdm(page_forms, desc="page scans",
+                                                       disable=None)])
+            page_seconds = (time.perf_counter() - start) / len(page_forms)
+            pages = (page_forms, page_emb, page_counts)
         for title, members in (("(a) unseen writers only", enrolled),
                                ("(b) with distractors", everyone)):
             gallery = gallery_of(subjects, members, emb, counts,
                                  model.fingerprint if model else None, hinge.name)
-            rows = {}
+            rows, lrs = {}, {}
             for score in SCORES if model else ("hinge",):
                 identifier = Identifier(gallery, model, score)
-                rows[score] = figures(identifier, emb, counts, subjects, probe, members)
+                levels = level_scores(identifier, emb, counts, subjects, probe, pages)
+                rows[score] = figures(identifier, levels, members)
+                if model:
+                    lrs[score] = lr_quality(model.card, score, levels)
             if len(members) > len(enrolled) or title.startswith("(a)"):
                 print_table(title, rows)
+                if any(lrs.values()):
+                    print_lr_table(title, lrs)
+                    if args.out and lrs.get("fused"):
+                        tippett(lrs["fused"], args.out / f"tippett_{title[1]}.png")
+                        print(f"Tippett and ECE plots: {args.out / f'tippett_{title[1]}.png'}")
+        if page_seconds is not None:
+            print(f"\na page scan costs {page_seconds:.2f} s (line finding and "
+                  f"{'the model and ' if model else ''}the hinge, {len(pages[0])} pages)")
     if model:
         fusion = model.card["fusion"]
         print(f"\npatch_embed ({args.metric_loss}), {args.epochs} epochs, trained in "

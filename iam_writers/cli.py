@@ -108,14 +108,19 @@ def _predict(args: argparse.Namespace) -> None:
 def _verify(args: argparse.Namespace) -> None:
     from models.runtime import Model
 
-    r = Model(args.model, args.threads).verify(args.a, args.b, args.input)
+    model = Model(args.model, args.threads)
+    r = model.verify(args.a, args.b, args.input)
     if args.report:
         from models.runtime import evidence
 
-        print(f"report: {evidence.verify_report(args.report, r, args.input)}", file=sys.stderr)
+        written = evidence.verify_report(args.report, r, args.input, model.card)
+        print(f"report: {written}", file=sys.stderr)
+    if "note" in r:
+        print(f"note: {r['note']}", file=sys.stderr)
     verdict = "same writer" if r["same_writer"] else "different writers"
     _show(r, args.json, f"{verdict}: score {r['score']:.3f} (threshold {r['threshold']:.3f})"
-          f"{_page(r.get('lines_a'), 'a')}{_page(r.get('lines_b'), 'b')}")
+          + (f"; log10 LR {r['log10_lr']:+.2f}, {r['support']}" if "log10_lr" in r else "")
+          + f"{_page(r.get('lines_a'), 'a')}{_page(r.get('lines_b'), 'b')}")
 
 
 def _enroll(args: argparse.Namespace) -> None:
@@ -157,11 +162,17 @@ def _identify(args: argparse.Namespace) -> None:
 
         written = evidence.identify_report(args.report, results, identifier, args.input)
         print(f"report: {written}", file=sys.stderr)
+    if "note" in results[0]:
+        print(f"note: {results[0]['note']}", file=sys.stderr)
     text = "\n".join(
         (f"document of {len(r['images'])} images" if args.document
          else r["images"][0] + _page(r.get("lines", {}).get(r["images"][0])))
         + f": {r['writer'] or 'unknown writer'} ({r['score']}: "
-        + ", ".join(f"{t['writer']} {t['similarity']:.3f}" for t in r["top"]) + ")"
+        + ", ".join(f"{t['writer']} {t['similarity']:.3f}"
+                    + (f" [log10 LR {t['log10_lr'][r['score']]:+.2f}]" if "log10_lr" in t
+                       else "") for t in r["top"]) + ")"
+        + (f"; {r['top'][0]['writer']}: {r['top'][0]['support']}" if "support" in r["top"][0]
+           else "")
         for r in results)
     _show(results, args.json, text)
 

@@ -21,8 +21,8 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from iam_writers_tfds import atomic
-from models import inference, runtime
-from models.config import VARIANTS, TrainConfig, new_folder
+from models import calibration, inference, runtime
+from models.config import PAGE_MIN_HEIGHT, VARIANTS, TrainConfig, new_folder
 from models.evaluate import (
     calibration_writers,
     far_threshold,
@@ -202,13 +202,16 @@ ENROLLED = ("each image's own writer vs the best other writer, each writer enrol
 
 
 def _enrolled_one_form(writers: np.ndarray, forms: np.ndarray, emb: np.ndarray,
-                       counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(writers [W], mean unit embedding [W, D], summed hinge counts [W, K]) of each
-    training writer enrolled from one form (its first), as `enroll` would from a page."""
+                       counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple]:
+    """(writers [W], mean unit embedding [W, D], summed hinge counts [W, K], and the lines
+    they were enrolled from) of each writer enrolled from one form (its first), as `enroll`
+    would from a page."""
     present = np.unique(writers)
     rows = [(writers == w) & (forms == np.sort(forms[writers == w])[0]) for w in present]
+    chosen = np.any(rows, axis=0)
     return (present, normalise(np.stack([emb[r].mean(0) for r in rows])),
-            np.stack([counts[r].sum(0) for r in rows]))
+            np.stack([counts[r].sum(0) for r in rows]),
+            tuple(a[chosen] for a in (writers, forms, emb, counts)))
 
 
 def _standardisation(sims: np.ndarray, writers: np.ndarray, present: np.ndarray) -> dict:
@@ -218,14 +221,22 @@ def _standardisation(sims: np.ndarray, writers: np.ndarray, present: np.ndarray)
     return {"mean": float(sims[other].mean()), "std": float(sims[other].std())}
 
 
-def _as_documents(writers: np.ndarray, forms: np.ndarray, emb: np.ndarray,
-                  counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Each form's lines as one query, as `identify --document` takes them: (writers, mean
-    unit embeddings, summed hinge counts)."""
-    rows = [forms == f for f in np.unique(forms)]
-    return (np.array([writers[r][0] for r in rows]),
+def _by_form(writers: np.ndarray, forms: np.ndarray, emb: np.ndarray, counts: np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Each form's lines as one document, as `identify --document` takes them and `enroll`
+    stores them: (writers, forms, mean unit embeddings, summed hinge counts)."""
+    ids = np.unique(forms)
+    rows = [forms == f for f in ids]
+    return (np.array([writers[r][0] for r in rows]), ids,
             normalise(np.stack([emb[r].mean(0) for r in rows])),
             np.stack([counts[r].sum(0) for r in rows]))
+
+
+def _as_documents(writers: np.ndarray, forms: np.ndarray, emb: np.ndarray,
+                  counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each form's lines as one query: (writers, mean unit embeddings, summed counts)."""
+    w, _, e, c = _by_form(writers, forms, emb, counts)
+    return w, e, c
 
 
 def _query_calibration(writers: np.ndarray, emb: np.ndarray, counts: np.ndarray,
@@ -235,7 +246,7 @@ def _query_calibration(writers: np.ndarray, emb: np.ndarray, counts: np.ndarray,
     similarity's standardisation, the hinge's weight that names most queries right (the
     middle of the best weights when several tie), top-1 of each score, and the
     unknown-writer threshold of each score at `far` with the rates measured."""
-    present, enrolled_emb, enrolled_counts = enrolled
+    present, enrolled_emb, enrolled_counts = enrolled[:3]
     sims = {"embedding": emb @ enrolled_emb.T,
             "hinge": runtime.hinge_similarity(counts, enrolled_counts)}
     keep = np.isin(writers, present)
@@ -269,22 +280,114 @@ def _fusion(queries: tuple, enrolled: tuple, hinge: descriptors.Hinge, far: floa
 
 
 def _calibration_set(rt: runtime.Model, cfg: TrainConfig, labels: list[str], held: list[str],
-                     train: tuple, hinge: descriptors.Hinge) -> tuple[tuple, tuple, str]:
-    """(queries, enrolled writers, what they are) that calibrate fusion and thresholds: the
-    writers held out of training, each enrolled from one form and identified from its
-    others, or, for runs that held none out, the validation lines against the training
-    writers each enrolled from one training form."""
+                     train: tuple, hinge: descriptors.Hinge
+                     ) -> tuple[tuple, tuple, str, tuple, list]:
+    """(queries, enrolled writers, what they are, every calibration line, their images)
+    that calibrate fusion, thresholds and likelihood ratios: the writers held out of
+    training, each enrolled from one form and identified from its others, or, for runs that
+    held none out, the validation lines against the training writers each enrolled from one
+    training form."""
     if not held:
-        return (_features(rt, split_images(cfg, "validation"), hinge),
-                _enrolled_one_form(*train), "validation lines of the training writers")
+        images = split_images(cfg, "validation")
+        lines = _features(rt, images, hinge)
+        return (lines, _enrolled_one_form(*train), "validation lines of the training writers",
+                lines, images)
     images = [i for split in ("train", "validation", "test") for i in split_images(cfg, split)
               if labels[i[2]] in held]
-    writers, forms, emb, counts = _features(rt, images, hinge)
-    enrolled = _enrolled_one_form(writers, forms, emb, counts)
+    lines = _features(rt, images, hinge)
+    writers, forms = lines[:2]
+    enrolled = _enrolled_one_form(*lines)
     first = {w: np.sort(forms[writers == w])[0] for w in enrolled[0]}
     probe = np.array([forms[i] != first[w] for i, w in enumerate(writers)])
-    return (tuple(a[probe] for a in (writers, forms, emb, counts)), enrolled,
-            f"the {len(held)} writers held out of training (calibration_writers.json)")
+    return (tuple(a[probe] for a in lines), enrolled,
+            f"the {len(held)} writers held out of training (calibration_writers.json)",
+            lines, images)
+
+
+def composed_page(lines: list[np.ndarray]) -> np.ndarray:
+    """A page of a form's cut lines stacked on white paper, a fifth of a line's height apart:
+    the dataset holds no page scans, so pages are calibrated on these, read back through
+    line finding as a scan is."""
+    gap = max(8, int(np.median([line.shape[0] for line in lines]) / 5))
+    height = sum(line.shape[0] + gap for line in lines) + 2 * gap
+    page = np.full((max(height, PAGE_MIN_HEIGHT), max(line.shape[1] for line in lines)
+                    + 4 * gap), 255, np.uint8)
+    y = gap
+    for line in lines:
+        page[y:y + line.shape[0], 2 * gap:2 * gap + line.shape[1]] = line
+        y += line.shape[0] + gap
+    return page
+
+
+def _page_queries(rt: runtime.Model, images: list, hinge: descriptors.Hinge
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(writers, forms, unit embeddings, summed hinge counts) of each form as a page scan."""
+    forms = np.array(sorted({i[1] for i in images}))
+    pages = [composed_page([i[3] for i in images if i[1] == f]) for f in forms]
+    writers = np.array([next(i[2] for i in images if i[1] == f) for f in forms])
+    emb, counts = runtime.Features(rt, hinge, "page")(pages)
+    return writers, forms, emb, counts
+
+
+def _likelihood_ratios(lines: tuple, pages: tuple, enrolled: tuple | None, fusion: dict,
+                       source: str, held: list[str]) -> dict:
+    """log10 LR calibrators of every score of identification, for lines, documents (a form's
+    cut lines) and pages (a form's lines composed into a page), and of verification (the
+    embeddings' cosine of two lines, of two documents). Identification compares each query
+    with every calibration form enrolled alone but its own (with `enrolled`, the training
+    writers each enrolled from one form, for runs that held no writers out); verification,
+    every pair of lines, and of forms, from two different forms."""
+    notes: list[str] = []
+    documents = _by_form(*lines)
+    if enrolled is None:
+        references = documents
+    else:
+        references = (enrolled[0], np.full(len(enrolled[0]), ""), *enrolled[1:3])
+    ref_writers, ref_forms, ref_emb, ref_counts = references
+    identification = {}
+    for level, (w, f, e, c) in {"line": lines, "document": documents, "page": pages}.items():
+        sims = {"embedding": e @ ref_emb.T, "hinge": runtime.hinge_similarity(c, ref_counts)}
+        sims["fused"] = runtime.fuse(sims["embedding"], sims["hinge"],
+                                     fusion["line" if level == "line" else "document"])
+        keep = f[:, None] != ref_forms[None, :]
+        identification[level] = _fitted(
+            {name: calibration.comparisons(s, w, ref_writers, keep) for name, s in sims.items()},
+            level, notes)
+    if enrolled is not None:  # pairs need two forms of a writer: add the enrolled forms
+        lines = tuple(np.concatenate(a) for a in zip(lines, enrolled[3]))
+        documents = _by_form(*lines)
+    verification = {level: _fitted({"embedding": _pairs(w, f, e)}, f"verification {level}",
+                                   notes)
+                    for level, (w, f, e, _) in (("line", lines), ("document", documents))}
+    for note in notes:
+        print(f"no likelihood ratio for {note}", flush=True)
+    return {"method": calibration.METHOD, "source": source, "writers": held,
+            "compared": ("each query against every calibration form enrolled alone but its own"
+                         if enrolled is None else ENROLLED),
+            "pages": "each form's cut lines stacked into a page (composed_page)",
+            "identification": identification, "verification": verification,
+            "not_fitted": notes}
+
+
+def _fitted(comparisons: dict[str, tuple], what: str, notes: list[str]) -> dict:
+    """{score: fitted calibrator} of the scores whose comparisons can calibrate one; each
+    that cannot is named in `notes`, with the reason."""
+    fitted = {}
+    for name, (scores, same) in comparisons.items():
+        try:
+            fitted[name] = calibration.fit(scores, same, calibration.TRANSFORMS.get(name))
+        except calibration.CalibrationError as err:
+            notes.append(f"{what} {name}: {err}")
+    return fitted
+
+
+def _pairs(writers: np.ndarray, forms: np.ndarray, emb: np.ndarray
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """(cosines, same writer?) of every pair of images from two different forms."""
+    i, j = np.triu_indices(len(writers), k=1)
+    keep = forms[i] != forms[j]
+    i, j = i[keep], j[keep]
+    return np.einsum("nd,nd->n", emb[i], emb[j]).astype(np.float64), writers[i] == writers[j]
 
 
 def _threshold(figures: dict, against: str) -> dict:
@@ -353,7 +456,8 @@ def export(ecfg: ExportConfig) -> dict:
         present = np.unique(writers)
         centroids = normalise(np.stack([emb[writers == w].mean(0) for w in present]))
         # thresholds and fusion as they will be used: each writer enrolled from one form
-        queries, enrolled, source = _calibration_set(rt, cfg, labels, held, train, hinge)
+        queries, enrolled, source, lines, images = _calibration_set(rt, cfg, labels, held,
+                                                                    train, hinge)
         identification = far_threshold(queries[2] @ enrolled[1].T, queries[0], enrolled[0],
                                        ecfg.far)
         thresholds = {
@@ -362,6 +466,10 @@ def export(ecfg: ExportConfig) -> dict:
             "fusion": _fusion(queries, enrolled, hinge, ecfg.far, source),
             "calibration": {"writers": held, "source": source, "far": ecfg.far},
         }
+        print("fitting likelihood ratios", flush=True)
+        thresholds["likelihood_ratio"] = _likelihood_ratios(
+            lines, _page_queries(rt, images, hinge), None if held else enrolled,
+            thresholds["fusion"], source, held)
         gallery_labels = [labels[i] for i in present] if cfg.by_gallery else labels
         if not cfg.by_gallery:
             centroids = None
@@ -378,13 +486,13 @@ def export(ecfg: ExportConfig) -> dict:
         print(f"writing the SavedModel to {ecfg.out / 'saved_model'}", flush=True)
         archive = serving_archive(model, cfg, pcfg, gallery_labels, centroids, ecfg.top_k)
         archive.write_out(str(tmp / "saved_model"), verbose=False)
-        calibration = (_calibration(rt, train_images, ecfg.calibration_samples, cfg.seed)
-                       if "int8" in ecfg.quantize else [])
+        representative = (_calibration(rt, train_images, ecfg.calibration_samples, cfg.seed)
+                          if "int8" in ecfg.quantize else [])
         files = {}
         for q in ecfg.quantize:
             name = f"model_{VARIANTS[q]}.tflite"
             print(f"converting {name}", flush=True)
-            (tmp / name).write_bytes(_convert(tmp / "saved_model", q, calibration))
+            (tmp / name).write_bytes(_convert(tmp / "saved_model", q, representative))
             files[VARIANTS[q]] = name
         card = _card(cfg, pcfg, ecfg.run, labels, fingerprint, thresholds, files)
         (tmp / "labels.json").write_text(json.dumps(labels, indent=2))

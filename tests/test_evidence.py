@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import html
 import html.parser
 import json
 import re
@@ -109,6 +110,10 @@ def test_verify_writes_a_report_of_both_images(tmp_path, exported, heldout):
     text = (tmp_path / "v.html").read_text()
     assert f'alt="a: {a}"' in text and f'alt="b: {b}"' in text
     assert ("the same writer" in text) == proc.stdout.startswith("same writer")
+    # the calibrated log10 LR of two lines, in words, with where the score falls
+    result = json.loads(cli("verify", exported / "model_float32.tflite", a, b, "--json").stdout)
+    assert result["level"] == "line" and f"log10 LR {result['log10_lr']:+.2f}" in proc.stdout
+    assert html.escape(result["support"]) in text and text.count("<svg") == 1
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -140,3 +145,87 @@ def test_a_browser_draws_the_thumbnails(reported, tmp_path):
     drawn, missing = found(path), found(broken)
     assert len(queries) == 2 and min(drawn) > 0.95, drawn
     assert max(missing) < 0.6, missing
+
+
+@pytest.fixture(scope="module")
+def modelled(exported, heldout, tmp_path_factory):
+    """A gallery of two held-out writers enrolled with the fixture model, the card, and
+    the JSON and report of identify for one line of each."""
+    tmp = tmp_path_factory.mktemp("modelled")
+    model = exported / "model_float32.tflite"
+    by_writer: dict[str, list] = {}
+    for path, writer in heldout:
+        by_writer.setdefault(writer, []).append(path)
+    a, b = list(by_writer)[:2]
+    for writer in (a, b):
+        proc = cli("enroll", tmp / "g", "--model", model, "--writer", writer,
+                   *by_writer[writer][:3])
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = cli("identify", tmp / "g", by_writer[a][3], by_writer[b][3], "--model", model,
+               "--json", "--report", tmp / "report.html")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    card = json.loads((exported / "model_card.json").read_text())
+    return tmp, card, json.loads(proc.stdout), by_writer
+
+
+def test_identify_gives_a_log10_lr_monotone_in_each_score(modelled):
+    tmp, card, results, _ = modelled
+    tables = card["likelihood_ratio"]["identification"]
+    assert set(tables) == set(evidence.LEVELS)
+    for level, scores in tables.items():
+        assert set(scores) == {"embedding", "hinge", "fused"}, (level, scores)
+        for name, table in scores.items():
+            lr = evidence.LikelihoodRatio(table)
+            grid = np.linspace(min(table["histogram"]["edges"]) - 1,
+                               min(max(table["histogram"]["edges"]) + 1, 0.999999), 500)
+            llrs = lr(grid)
+            assert np.all(np.diff(llrs) >= 0) and llrs[-1] > llrs[0], (level, name)
+            assert table["n_same"] > 0 and table["n_different"] > 0
+    for r in results:
+        assert r["level"] == "line" and "note" not in r
+        tops = r["top"]
+        for t in tops:
+            assert set(t["log10_lr"]) == {"embedding", "hinge", "fused"}
+            assert t["support"] == evidence.verbal(t["log10_lr"]["fused"])
+        # candidates ranked by the fused score have falling LRs
+        assert all(x["log10_lr"]["fused"] >= y["log10_lr"]["fused"]
+                   for x, y in zip(tops, tops[1:]))
+
+
+def test_the_report_shows_each_candidates_lr_in_words_and_a_score_plot(modelled):
+    tmp, _, results, _ = modelled
+    text = (tmp / "report.html").read_text()
+    page = _Parsed()
+    page.feed(text)
+    page.close()
+    assert not page.open
+    words = "".join(page.text)
+    for r in results:
+        for t in r["top"]:
+            assert f"{t['log10_lr']['fused']:+.2f}" in words and t["support"] in words
+    assert text.count("<svg") == len(results)  # one score plot per query
+    assert "moderately strong support" in words  # the verbal scale is stated
+    assert evidence.NO_LR not in words
+    assert "://" not in re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]*", "", text)
+
+
+def test_a_card_without_a_calibrator_says_so_in_one_line(modelled, exported, tmp_path):
+    tmp, card, _, by_writer = modelled
+    old = tmp_path / "old_export"
+    old.mkdir()
+    shutil.copy(exported / "model_float32.tflite", old)
+    (old / "model_card.json").write_text(json.dumps(
+        {k: v for k, v in card.items() if k != "likelihood_ratio"}))
+    a = next(iter(by_writer))
+    proc = cli("identify", tmp / "g", by_writer[a][4], "--model", old / "model_float32.tflite",
+               "--json", "--report", tmp_path / "r.html")
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert f"note: {evidence.NO_LR}" in proc.stderr.splitlines()
+    [r] = json.loads(proc.stdout)
+    assert r["note"] == evidence.NO_LR and "log10_lr" not in r["top"][0]
+    assert "<svg" not in (tmp_path / "r.html").read_text()
+    proc = cli("verify", old / "model_float32.tflite", *by_writer[a][:2], "--report",
+               tmp_path / "v.html")
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert f"note: {evidence.NO_LR}" in proc.stderr.splitlines()
+    assert "log10 LR" not in proc.stdout

@@ -1,4 +1,8 @@
-"""Evidence a person can check: the handwriting behind an answer, side by side.
+"""Evidence a person can check: how strong it is, and the handwriting behind an answer.
+
+`LikelihoodRatio` turns a score into a calibrated log10 likelihood ratio (the same writer
+against a different one) by the table export fitted on writers no model was trained on
+(`models.calibration`), and `verbal` says it in words on the scale of `VERBAL_SCALE`.
 
 `identify --report` and `verify --report` write one self-contained HTML file: every image
 is embedded as a downscaled PNG (`thumbnail`), nothing is fetched from a network, and a
@@ -18,6 +22,67 @@ import numpy as np
 
 from iam_writers_tfds import atomic
 from models.runtime import pages
+
+LEVELS = ("line", "document", "page")  # each kind of query has its own calibration
+VERBAL_SCALE = ((1, "weak"), (2, "moderate"), (3, "moderately strong"), (4, "strong"),
+                (6, "very strong"), (np.inf, "extremely strong"))  # upper |log10 LR|: support
+NO_LR = ("no likelihood ratio: this model card holds no calibrator for one (exported before "
+         "they were fitted, or without a model). A score says which writer is closest, not "
+         "how strong the evidence is; export the run again to get them.")
+
+
+def verbal(log10_lr: float) -> str:
+    """A log10 LR in words: the support it gives to one writer hypothesis over the other,
+    on the scale of ENFSI's guideline for evaluative reporting (LR 1-10 weak, 10-100
+    moderate, 100-1,000 moderately strong, 1,000-10,000 strong, up to a million very strong,
+    beyond it extremely strong)."""
+    if log10_lr == 0:
+        return "no support for either hypothesis (LR 1)"
+    words = next(w for upper, w in VERBAL_SCALE if abs(log10_lr) < upper)
+    side = "the same writer" if log10_lr > 0 else "different writers"
+    return f"{words} support for {side}"
+
+
+def transformed(score, transform: str | None):
+    """A score as its likelihood-ratio calibration reads it: as given, or for
+    `log_distance`, 1 - score (a distance d) as -log d."""
+    if transform is None:
+        return score
+    if transform == "log_distance":
+        return -np.log(np.maximum(1 - np.asarray(score, np.float64), 1e-9))
+    raise ValueError(f"unknown score transform {transform!r}: this runtime is older than the "
+                     "export. Upgrade iam-writers.")
+
+
+class LikelihoodRatio:
+    """The calibrated log10 LR of one score for one kind of query: a monotone table of
+    (score, log10 LR) knots, read by linear interpolation and held at its bounds, which
+    are no more extreme than the calibration comparisons support."""
+
+    def __init__(self, table: dict):
+        self.table = table
+        self.score = np.asarray(table["score"], np.float64)
+        self.log10_lr = np.asarray(table["log10_lr"], np.float64)
+        if len(self.score) < 2 or np.any(np.diff(self.score) <= 0) or \
+                np.any(np.diff(self.log10_lr) < 0):
+            raise ValueError("a likelihood-ratio table needs rising scores and log10 LRs")
+
+    def __call__(self, score):
+        return np.interp(transformed(score, self.table.get("transform")), self.score,
+                         self.log10_lr)
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        return float(self.log10_lr[0]), float(self.log10_lr[-1])
+
+    @classmethod
+    def of(cls, card: dict | None, task: str, level: str, score: str) -> LikelihoodRatio | None:
+        """The calibrator of a card for `task` (identification or verification), a kind of
+        query and a score; None when the card holds none."""
+        table = ((card or {}).get("likelihood_ratio", {}).get(task, {}).get(level, {})
+                 .get(score))
+        return cls(table) if table else None
+
 
 THUMB_WIDTH = 640  # px: a page stays legible, a line stays small (about 10 KB)
 LINE_COLOUR = (0, 90, 230)  # BGR: the outline of a line found on a page
@@ -77,23 +142,83 @@ SCORE_WORDS = {
     "fused": "the two standardised and weighted as calibrated at export (0: typical of "
              "different writers)",
 }
-NO_LR = ("No likelihood ratio is given: this model card holds no calibrator for one, so a "
-         "score says which writer is closest, not how strong the evidence is.")
+PLOT_W, PLOT_H = 420, 110  # px of a score plot
+SAME_COLOUR, OTHER_COLOUR, MARK_COLOUR = "#2563c9", "#c2410c", "#111"
+
+
+def scale_words() -> str:
+    """The verbal scale, as the report states it."""
+    lower = 0
+    rows = []
+    for upper, words in VERBAL_SCALE:
+        span = f"beyond 10^{lower}" if upper == np.inf else f"10^{lower} to 10^{upper}"
+        rows.append(f"{span}: {words} support")
+        lower = upper
+    return ("log10 LR is the calibrated log10 likelihood ratio: how much more probable the "
+            "score is if the candidate wrote the query than if someone else did (negative: "
+            "the other way round). In words, by the size of the LR (or of 1/LR): "
+            + "; ".join(rows) + ".")
+
+
+def score_plot(histogram: dict, marks: list[tuple[str, float]], score: str) -> str:
+    """An inline SVG: the calibration's same-writer and different-writer scores as two
+    histograms (each scaled to its own peak), and where `marks` (label, score) fall."""
+    edges = np.asarray(histogram["edges"], float)
+    lo, hi = edges[0], edges[-1]
+    x = lambda v: 10 + (min(max(v, lo), hi) - lo) / (hi - lo) * (PLOT_W - 20)  # noqa: E731
+    parts = []
+    for kind, colour in (("different", OTHER_COLOUR), ("same", SAME_COLOUR)):
+        counts = np.asarray(histogram[kind], float)
+        height = counts / max(counts.max(), 1) * (PLOT_H - 40)
+        parts += [f'<rect x="{x(a):.1f}" y="{PLOT_H - 25 - h:.1f}" width="{x(b) - x(a):.1f}" '
+                  f'height="{h:.1f}" fill="{colour}" fill-opacity="0.45"/>'
+                  for a, b, h in zip(edges[:-1], edges[1:], height) if h > 0]
+    for label, value in marks:
+        parts.append(f'<line x1="{x(value):.1f}" x2="{x(value):.1f}" y1="12" '
+                     f'y2="{PLOT_H - 25}" stroke="{MARK_COLOUR}" stroke-width="2"/>'
+                     f'<text x="{x(value):.1f}" y="10" font-size="10" text-anchor="middle">'
+                     f'{html.escape(label)}</text>')
+    parts.append(f'<line x1="10" x2="{PLOT_W - 10}" y1="{PLOT_H - 25}" y2="{PLOT_H - 25}" '
+                 'stroke="#888"/>'
+                 f'<text x="10" y="{PLOT_H - 12}" font-size="10">{lo:.2f}</text>'
+                 f'<text x="{PLOT_W - 10}" y="{PLOT_H - 12}" font-size="10" '
+                 f'text-anchor="end">{hi:.2f}</text>'
+                 f'<text x="{PLOT_W / 2}" y="{PLOT_H - 2}" font-size="10" text-anchor="middle">'
+                 f'{html.escape(score)} score: <tspan fill="{SAME_COLOUR}">same writer</tspan>'
+                 f' and <tspan fill="{OTHER_COLOUR}">different writers</tspan> at calibration'
+                 '</text>')
+    return (f'<svg class="plot" role="img" width="{PLOT_W}" height="{PLOT_H}" '
+            f'viewBox="0 0 {PLOT_W} {PLOT_H}"><title>where the query\'s score falls among the '
+            f'calibration scores</title>{"".join(parts)}</svg>')
+
+
+def _calibrated_on(card: dict | None) -> str:
+    lr = (card or {}).get("likelihood_ratio")
+    if not lr:
+        return ""
+    return (f"Likelihood ratios were fitted at export on {html.escape(lr['source'])}"
+            f"{': ' + ', '.join(map(html.escape, lr['writers'])) if lr['writers'] else ''}; "
+            f"{html.escape(lr['method'])}. ")
 
 
 def identify_report(path: str | Path, results: list[dict], identifier, input: str) -> Path:
     """Write the HTML report of `identify` results: for each query, its image (a page with
-    its lines outlined), the answer, and the top writers with each score and thumbnails of
-    their enrolled handwriting."""
+    its lines outlined), the answer, and the top writers with each score, the log10 LR and
+    its words, and thumbnails of their enrolled handwriting; and a plot of where the top
+    writers' scores fall among those measured at calibration."""
     from iam_writers_tfds.images import read_gray
 
     gallery = identifier.gallery
+    card = identifier.model.card if identifier.model else None
+    calibrated = "log10_lr" in results[0]["top"][0]
     body = [f"<p>Gallery <code>{html.escape(str(gallery.path))}</code>: "
             f"{len(identifier.writers)} writers, built by {html.escape(gallery.built_by)}. "
             f"Answers by the <b>{identifier.score}</b> score.</p><ul>"
             + "".join(f"<li><b>{k}</b>: {html.escape(v)}</li>" for k, v in SCORE_WORDS.items()
                       if k in results[0]["top"][0]["scores"])
-            + f"</ul><p class=\"note\">{NO_LR}</p>"]
+            + "</ul>"
+            + (f"<p class=\"note\">{_calibrated_on(card)}{html.escape(scale_words())}</p>"
+               if calibrated else f"<p class=\"note\">{html.escape(NO_LR)}</p>")]
     thumbs: dict[str, list[tuple[str, bytes]]] = {}
     for n, r in enumerate(results, 1):
         images = "".join(
@@ -102,11 +227,16 @@ def identify_report(path: str | Path, results: list[dict], identifier, input: st
             + (f" (page: {r['lines'][p]} lines found, outlined)" if p in r.get("lines", {})
                else "") + "</p>"
             for p in r["images"])
+        best = r["top"][0]
         answer = (f"<span class=\"answer\">Closest writer: <b>{html.escape(r['writer'])}</b>"
                   if r["writer"] else "<span class=\"answer unknown\">Unknown writer")
-        answer += (f" ({r['score']} {r['top'][0]['similarity']:.3f}; the threshold is "
+        answer += (f" ({r['score']} {best['similarity']:.3f}; the threshold is "
                    f"{r['threshold']:.3f})</span>")
-        kinds = list(r["top"][0]["scores"])
+        if calibrated:
+            answer += (f"<br>For {html.escape(best['writer'])}: log10 LR "
+                       f"{best['log10_lr'][r['score']]:+.2f}, {html.escape(best['support'])} "
+                       f"(a {r['level']}).")
+        kinds = list(best["scores"])
         rows = []
         for rank, t in enumerate(r["top"], 1):
             if t["writer"] not in thumbs:
@@ -114,20 +244,30 @@ def identify_report(path: str | Path, results: list[dict], identifier, input: st
             shown = "".join(_img(png, f"{t['writer']}: {p}", "enrolled")
                             for p, png in thumbs[t["writer"]]) or \
                 "<span class=\"note\">no thumbnail stored</span>"
+            lr = (f"<td class=\"num\">{t['log10_lr'][r['score']]:+.2f}</td>"
+                  f"<td>{html.escape(t['support'])}</td>" if calibrated else "")
             rows.append(f"<tr><td class=\"num\">{rank}</td><td>{html.escape(t['writer'])}</td>"
                         + "".join(f"<td class=\"num\">{t['scores'][k]:.3f}</td>" for k in kinds)
-                        + f"<td>{shown}</td></tr>")
+                        + f"{lr}<td>{shown}</td></tr>")
+        lr_table = identifier.likelihood.get((r["level"], r["score"])) if calibrated else None
+        plot = (score_plot(lr_table.table["histogram"],
+                           [(f"#{i}", t["similarity"]) for i, t in enumerate(r["top"][:3], 1)],
+                           r["score"]) if lr_table else "")
         body.append(f"<section class=\"query\" id=\"query-{n}\"><h2>Query {n}</h2>{images}"
-                    f"<p>{answer}</p><table><tr><th>rank</th><th>writer</th>"
+                    f"<p>{answer}</p>{plot}<table><tr><th>rank</th><th>writer</th>"
                     + "".join(f"<th>{k}</th>" for k in kinds)
+                    + (f"<th>log10 LR ({r['score']})</th><th>in words</th>" if calibrated
+                       else "")
                     + "<th>enrolled handwriting</th></tr>" + "".join(rows)
                     + "</table></section>")
     return _write(path, _page("Whose handwriting is it? identify report", body))
 
 
-def verify_report(path: str | Path, result: dict, input: str) -> Path:
+def verify_report(path: str | Path, result: dict, input: str, card: dict | None = None
+                  ) -> Path:
     """Write the HTML report of `verify`: both images side by side, the score, the
-    threshold and the decision."""
+    threshold, the decision, and the log10 LR in words with a plot of where the score falls
+    among those measured at calibration."""
     from iam_writers_tfds.images import read_gray
 
     cells = "".join(
@@ -137,7 +277,17 @@ def verify_report(path: str | Path, result: dict, input: str) -> Path:
     body = [f"<table><tr><th>a</th><th>b</th></tr><tr>{cells}</tr></table>",
             f"<p class=\"answer\">Decision: <b>{verdict}</b>: score {result['score']:.3f} "
             f"(threshold {result['threshold']:.3f}; {html.escape(SCORE_WORDS['embedding'])})"
-            f"</p><p class=\"note\">{NO_LR}</p>"]
+            "</p>"]
+    lr = LikelihoodRatio.of(card, "verification", result["level"], "embedding")
+    if "log10_lr" in result and lr is not None:
+        body.append(f"<p class=\"answer\">log10 LR {result['log10_lr']:+.2f}: "
+                    f"{html.escape(result['support'])} (two {result['level']}s).</p>"
+                    + score_plot(lr.table["histogram"], [("this pair", result["score"])],
+                                 "embedding")
+                    + f"<p class=\"note\">{_calibrated_on(card)}{html.escape(scale_words())}"
+                    "</p>")
+    else:
+        body.append(f"<p class=\"note\">{html.escape(NO_LR)}</p>")
     return _write(path, _page("Same writer? verify report", body))
 
 

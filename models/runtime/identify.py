@@ -160,6 +160,15 @@ class Identifier:
                                  input)
         self.centroids = snapshot.centroids if embedder else None
         self.references = descriptors.References(snapshot.hinge_sums) if hinge else None
+        card = model.card if model else None
+        self.likelihood = {(level, name): evidence.LikelihoodRatio.of(
+            card, "identification", level, name) for level in evidence.LEVELS for name in SCORES}
+
+    def log10_lrs(self, level: str, scores: dict[str, float]) -> dict[str, float]:
+        """{score: calibrated log10 LR} of one candidate's scores for a kind of query
+        (`evidence.LEVELS`), for the scores the card holds a calibrator of."""
+        return {name: float(lr(value)) for name, value in scores.items()
+                if (lr := self.likelihood[level, name]) is not None}
 
     def threshold(self, document: bool = False) -> float:
         """Below this score the answer is unknown: `--threshold`, else the one calibrated
@@ -193,10 +202,12 @@ class Identifier:
         return sims
 
     def rank(self, images: list, top_k: int = 5) -> dict:
-        """{"images", "writer" (None: unknown), "score", "threshold", "top" (each writer's
-        `similarity` by the chosen score and `scores` by every score computed), and "lines"
-        (lines found on each image read as a page)} for one query: several images, or one
-        page, are a document (their mean embedding, their summed hinge counts)."""
+        """{"images", "writer" (None: unknown), "score", "threshold", "level" (line,
+        document or page), "top" (each writer's `similarity` by the chosen score, `scores`
+        by every score computed, and where the card calibrated them `log10_lr` of each and
+        `support`, the chosen one's in words; else the result's "note" says why not), and
+        "lines" (lines found on each image read as a page)} for one query: several images,
+        or one page, are a document (their mean embedding, their summed hinge counts)."""
         if top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
         emb, counts = self.features(images)
@@ -208,11 +219,19 @@ class Identifier:
         order = np.argsort(-sims[self.score])[:top_k]
         threshold = self.threshold(document)
         best = self.writers[order[0]] if sims[self.score][order[0]] >= threshold else None
+        level = "document" if len(images) > 1 else "page" if document else "line"
+        top = []
+        for i in order:
+            scores = {k: float(v[i]) for k, v in sims.items()}
+            lrs = self.log10_lrs(level, scores)
+            top.append({"writer": self.writers[i], "similarity": scores[self.score],
+                        "scores": scores}
+                       | ({"log10_lr": lrs, "support": evidence.verbal(lrs[self.score])}
+                          if self.score in lrs else {}))
         result = {"images": [str(i) for i in images], "writer": best, "score": self.score,
-                  "threshold": threshold,
-                  "top": [{"writer": self.writers[i], "similarity": float(sims[self.score][i]),
-                           "scores": {k: float(v[i]) for k, v in sims.items()}}
-                          for i in order]}
+                  "threshold": threshold, "level": level, "top": top}
+        if "log10_lr" not in top[0]:
+            result["note"] = evidence.NO_LR
         found = {str(i): n for i, n in zip(images, lines) if n is not None}
         return result | ({"lines": found} if found else {})
 
