@@ -1,11 +1,12 @@
 """The HTML report's cost: one page against a gallery of generated writers.
 
-    python benchmarks/report.py [--writers 100] [--top-k 5]
+    python benchmarks/report.py [--writers 100] [--top-k 5] [--model MODEL]
 
-Each generated writer is enrolled by the hinge from one page of 6 lines; a page of another
-writer's is then identified, and the seconds of writing its report (`identify --report`)
-are printed beside those of identifying it (the baseline, in the same process), with the
-report's size.
+Each generated writer is enrolled from one page of 6 lines, by the hinge, or with `--model`
+(an export's .tflite) by the fused score, whose report also holds likelihood ratios in words
+and a score plot; a page of another writer's is then identified, and the seconds of writing
+its report (`identify --report`) are printed beside those of identifying it (the baseline,
+in the same process), with the report's size.
 """
 
 from __future__ import annotations
@@ -25,16 +26,19 @@ def main() -> int:
     sys.path.insert(0, str(REPO))
     import cv2
 
-    from iam_writers_tfds import synth
-    from models.runtime import Gallery, Identifier, evidence, features_for
+    from iam_writers_tfds import console, synth
+    from models.runtime import Gallery, Identifier, Model, evidence, features_for
     from models.runtime.identify import enroll
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--writers", type=int, default=100)
     p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--model", type=Path, help="an export's .tflite (default: the hinge alone)")
     args = p.parse_args()
+    console.quiet()
+    model = Model(args.model) if args.model else None
     with tempfile.TemporaryDirectory() as tmp:
-        folder, features = Path(tmp), features_for(None, "hinge")
+        folder, features = Path(tmp), features_for(model, None)
         for w in range(args.writers):
             rng = np.random.default_rng(w)
             style = synth.WriterStyle.sample(rng)
@@ -42,7 +46,7 @@ def main() -> int:
             enroll(folder / "g", features, f"w{w:03d}", [folder / f"w{w}.png"])
             if w == 0:
                 cv2.imwrite(str(folder / "query.png"), synth.render_page(style, rng)[0])
-        identifier = Identifier(Gallery.open(folder / "g"))
+        identifier = Identifier(Gallery.open(folder / "g"), model)
         start = time.perf_counter()
         results = [identifier.rank([folder / "query.png"], args.top_k)]
         ranked = time.perf_counter() - start
@@ -50,7 +54,9 @@ def main() -> int:
         report = evidence.identify_report(folder / "report.html", results, identifier, "auto")
         written = time.perf_counter() - start
         print(f"one page ({results[0]['lines'][str(folder / 'query.png')]} lines) against "
-              f"{args.writers} writers, top {args.top_k}: identify {ranked:.2f} s; report "
+              f"{args.writers} writers, top {args.top_k}, by {identifier.score}"
+              f"{' with likelihood ratios' if 'log10_lr' in results[0]['top'][0] else ''}: "
+              f"identify {ranked:.2f} s; report "
               f"{written:.2f} s ({written / ranked:.1f}x), {report.stat().st_size / 1e6:.2f} MB")
     return 0
 

@@ -70,7 +70,10 @@ def fit(scores: np.ndarray, same: np.ndarray, transform: str | None = None) -> d
                                f"{len(same)} comparisons")
     low, high = elub(llrs.copy(), labels)
     knots = [float((low - intercept) / slope), float((high - intercept) / slope)]
-    edges = np.linspace(*np.quantile(scores, [0.005, 0.995]), HISTOGRAM_BINS + 1)
+    # the middle 99% of each kind's scores, so that the few same-writer ones show
+    edges = np.linspace(min(np.quantile(scores[same], 0.005), np.quantile(scores[~same], 0.005)),
+                        max(np.quantile(scores[same], 0.995), np.quantile(scores[~same], 0.995)),
+                        HISTOGRAM_BINS + 1)
     return {"method": METHOD, "transform": transform, "score": knots,
             "log10_lr": [float(low), float(high)],
             "n_same": int(same.sum()), "n_different": int((~same).sum()),

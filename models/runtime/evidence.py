@@ -160,9 +160,11 @@ def scale_words() -> str:
             + "; ".join(rows) + ".")
 
 
-def score_plot(histogram: dict, marks: list[tuple[str, float]], score: str) -> str:
+def score_plot(histogram: dict, marks: list[tuple[str, float]], score: str,
+               threshold: float) -> str:
     """An inline SVG: the calibration's same-writer and different-writer scores as two
-    histograms (each scaled to its own peak), and where `marks` (label, score) fall."""
+    histograms (each scaled to its own peak), where `marks` (label, score) fall, and the
+    threshold (dashed)."""
     edges = np.asarray(histogram["edges"], float)
     lo, hi = edges[0], edges[-1]
     x = lambda v: 10 + (min(max(v, lo), hi) - lo) / (hi - lo) * (PLOT_W - 20)  # noqa: E731
@@ -173,6 +175,8 @@ def score_plot(histogram: dict, marks: list[tuple[str, float]], score: str) -> s
         parts += [f'<rect x="{x(a):.1f}" y="{PLOT_H - 25 - h:.1f}" width="{x(b) - x(a):.1f}" '
                   f'height="{h:.1f}" fill="{colour}" fill-opacity="0.45"/>'
                   for a, b, h in zip(edges[:-1], edges[1:], height) if h > 0]
+    parts.append(f'<line x1="{x(threshold):.1f}" x2="{x(threshold):.1f}" y1="20" '
+                 f'y2="{PLOT_H - 25}" stroke="#666" stroke-dasharray="4 3"/>')
     for label, value in marks:
         parts.append(f'<line x1="{x(value):.1f}" x2="{x(value):.1f}" y1="12" '
                      f'y2="{PLOT_H - 25}" stroke="{MARK_COLOUR}" stroke-width="2"/>'
@@ -185,8 +189,8 @@ def score_plot(histogram: dict, marks: list[tuple[str, float]], score: str) -> s
                  f'text-anchor="end">{hi:.2f}</text>'
                  f'<text x="{PLOT_W / 2}" y="{PLOT_H - 2}" font-size="10" text-anchor="middle">'
                  f'{html.escape(score)} score: <tspan fill="{SAME_COLOUR}">same writer</tspan>'
-                 f' and <tspan fill="{OTHER_COLOUR}">different writers</tspan> at calibration'
-                 '</text>')
+                 f' and <tspan fill="{OTHER_COLOUR}">different writers</tspan> at calibration;'
+                 ' dashed: the threshold</text>')
     return (f'<svg class="plot" role="img" width="{PLOT_W}" height="{PLOT_H}" '
             f'viewBox="0 0 {PLOT_W} {PLOT_H}"><title>where the query\'s score falls among the '
             f'calibration scores</title>{"".join(parts)}</svg>')
@@ -252,7 +256,7 @@ def identify_report(path: str | Path, results: list[dict], identifier, input: st
         lr_table = identifier.likelihood.get((r["level"], r["score"])) if calibrated else None
         plot = (score_plot(lr_table.table["histogram"],
                            [(f"#{i}", t["similarity"]) for i, t in enumerate(r["top"][:3], 1)],
-                           r["score"]) if lr_table else "")
+                           r["score"], r["threshold"]) if lr_table else "")
         body.append(f"<section class=\"query\" id=\"query-{n}\"><h2>Query {n}</h2>{images}"
                     f"<p>{answer}</p>{plot}<table><tr><th>rank</th><th>writer</th>"
                     + "".join(f"<th>{k}</th>" for k in kinds)
@@ -283,7 +287,7 @@ def verify_report(path: str | Path, result: dict, input: str, card: dict | None 
         body.append(f"<p class=\"answer\">log10 LR {result['log10_lr']:+.2f}: "
                     f"{html.escape(result['support'])} (two {result['level']}s).</p>"
                     + score_plot(lr.table["histogram"], [("this pair", result["score"])],
-                                 "embedding")
+                                 "embedding", result["threshold"])
                     + f"<p class=\"note\">{_calibrated_on(card)}{html.escape(scale_words())}"
                     "</p>")
     else:
