@@ -135,3 +135,71 @@ class References:
                 out[i, lo:lo + self.CHUNK] = base[lo:lo + self.CHUNK] + 2 * (
                     q * mass / (q + mass)).sum(axis=0)
         return out
+
+
+@dataclasses.dataclass
+class Vlad:
+    """RootSIFT at SIFT keypoints, PCA-whitened, VLAD-encoded: the local-feature anchor of
+    Christlein et al. ("Writer identification using GMM supervectors and exemplar-SVMs",
+    Pattern Recognition 63, 2017), without exemplar SVMs. Keypoints keep angle 0, since a
+    hand's slant is one of its traits. An image's descriptor is the sum of its residuals
+    to the nearest centre [K * D], so that a document's is the sum over its lines;
+    `encode` normalises (power, then per centre, then all) for cosine similarity."""
+
+    mean: np.ndarray  # [128] of the RootSIFT descriptors it was fitted on
+    projection: np.ndarray  # [128, D]: PCA, whitened
+    centres: np.ndarray  # [K, D]: k-means of the projected descriptors
+
+    @staticmethod
+    def local(image: np.ndarray) -> np.ndarray:
+        """RootSIFT descriptors [N, 128] at the SIFT keypoints of a grey image."""
+        sift = cv2.SIFT_create()
+        keypoints = sift.detect(image, None)
+        for k in keypoints:
+            k.angle = 0.0
+        _, desc = sift.compute(image, keypoints)
+        if desc is None:
+            return np.zeros((0, 128), np.float32)
+        desc = desc / np.maximum(desc.sum(axis=1, keepdims=True), 1e-12)
+        return np.sqrt(desc).astype(np.float32)
+
+    @classmethod
+    def fit(cls, images: list[np.ndarray], centres: int = 64, dims: int = 64,
+            samples: int = 100_000, seed: int = 0) -> Vlad:
+        """PCA-whitening and k-means centres fitted on the RootSIFT descriptors of
+        `images` (at most `samples` of them, a seeded choice)."""
+        desc = np.concatenate([cls.local(image) for image in images])
+        rng = np.random.default_rng(seed)
+        if len(desc) > samples:
+            desc = desc[rng.choice(len(desc), samples, replace=False)]
+        mean = desc.mean(axis=0)
+        _, s, vt = np.linalg.svd(desc - mean, full_matrices=False)
+        projection = (vt[:dims].T / np.maximum(s[:dims] / np.sqrt(len(desc)), 1e-6))
+        projected = ((desc - mean) @ projection).astype(np.float32)
+        cv2.setRNGSeed(seed)
+        criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 50, 1e-4)
+        _, _, found = cv2.kmeans(projected, centres, None, criteria, 3, cv2.KMEANS_PP_CENTERS)
+        return cls(mean.astype(np.float32), projection.astype(np.float32), found)
+
+    @property
+    def size(self) -> int:
+        return self.centres.size
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        """The summed residuals [K * D] of a grey image's descriptors to their nearest
+        centres."""
+        x = (self.local(image) - self.mean) @ self.projection
+        sums = np.zeros_like(self.centres, dtype=np.float64)
+        if len(x):
+            nearest = ((x[:, None, :] - self.centres[None]) ** 2).sum(-1).argmin(1)
+            np.add.at(sums, nearest, x - self.centres[nearest])
+        return sums.ravel()
+
+    def encode(self, sums: np.ndarray) -> np.ndarray:
+        """VLAD vectors [N, K * D] of summed residuals [N, K * D]: signed square root,
+        L2 per centre, then L2 overall."""
+        v = np.atleast_2d(sums).reshape(len(np.atleast_2d(sums)), *self.centres.shape)
+        v = np.sign(v) * np.sqrt(np.abs(v))
+        v = v / np.maximum(np.linalg.norm(v, axis=2, keepdims=True), 1e-12)
+        v = v.reshape(len(v), -1)
+        return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
