@@ -19,17 +19,16 @@ identified, against two galleries:
   (a) the unseen writers only;
   (b) the same plus the distractors, each enrolled from its one form and never probed.
 
-For each gallery and score (hinge, embedding, fused, and `vlad`: the RootSIFT + VLAD anchor
-of Christlein et al., fitted on 400 lines of the training writers, with no threshold) it
-prints top-1 and top-5 of lines, of documents (a form's cut lines as one query) and, with
-`--forms`, of page scans (their lines found by the runtime), the per-writer mean of line
-top-1, and at the stored thresholds the rejection of writers not enrolled (each query
-against the gallery without its writer) and the false rejection of enrolled ones. Then the
-quality of the card's log10 likelihood ratios at each level, over every comparison of a
-query with an enrolled writer: Cllr, Cllr-min, ECE at prior odds 1 to 100, misleading
-evidence (LR < 1 for the same writer, > 1 for a different one) and strong misleading
-evidence (beyond 100 to 1), with Tippett and ECE plots of the fused score in D; then the
-cost of a page scan and the training minutes.
+For each gallery and score (hinge; embedding; vlad, the RootSIFT + VLAD of Christlein et al.
+that export fits on 400 lines of the training writers; fused) it prints top-1 and top-5 of
+lines, of documents (a form's cut lines as one query) and, with `--forms`, of page scans
+(their lines found by the runtime), the per-writer mean of line top-1, and at the stored
+thresholds the rejection of writers not enrolled (each query against the gallery without its
+writer) and the false rejection of enrolled ones. Then the quality of the card's log10
+likelihood ratios at each level, over every comparison of a query with an enrolled writer:
+Cllr, Cllr-min, ECE at prior odds 1 to 100, misleading evidence (LR < 1 for the same writer,
+> 1 for a different one) and strong misleading evidence (beyond 100 to 1), with Tippett and
+ECE plots of the fused score in D; then the cost of a page scan and the training minutes.
 `--out D` keeps the work in D, and a second run with the same D reuses its trained model.
 """
 
@@ -46,7 +45,6 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parents[1]
-VLAD_FIT_LINES = 400  # training writers' lines the RootSIFT + VLAD anchor is fitted on
 
 
 def split_writers(writers: list[str], known: int, seed: int) -> tuple[list[str], list[str]]:
@@ -108,22 +106,6 @@ def level_scores(identifier, emb, counts, records, probe, pages=None) -> dict:
     return out
 
 
-class Pooled:
-    """Scores of the RootSIFT + VLAD anchor against a gallery's writers, in the order of
-    `writers`: cosine of VLAD vectors of summed residuals (each writer's over the lines it
-    was enrolled from). It has no calibrated threshold."""
-
-    def __init__(self, vlad, writers: list[str], members: dict[str, list[int]], sums):
-        self.vlad, self.writers = vlad, writers
-        self.references = vlad.encode(np.stack([sums[members[w]].sum(0) for w in writers]))
-
-    def score_matrix(self, emb, sums, document: bool = False) -> np.ndarray:
-        return self.vlad.encode(sums) @ self.references.T
-
-    def threshold(self, document: bool = False) -> None:
-        return None
-
-
 def figures(identifier, levels: dict, enrolled_writers) -> dict:
     """Figures of one score: top-1 and top-5 at each level, the per-writer mean of line
     top-1, and at the stored thresholds the rejection of writers not enrolled (each query
@@ -144,9 +126,6 @@ def figures(identifier, levels: dict, enrolled_writers) -> dict:
         if level == "page":
             continue
         t = identifier.threshold(document=level != "line")
-        if t is None:
-            result[f"{level}_rejection"] = result[f"{level}_false_rejection"] = np.nan
-            continue
         others = sims.copy()
         others[np.arange(len(label)), label] = -np.inf  # the gallery without its writer
         result[f"{level}_rejection"] = float((others.max(1) < t).mean())
@@ -212,7 +191,7 @@ def print_table(title: str, rows: dict[str, dict]) -> None:
               + (f"{f['page_top1']:>11.3f}{f['page_top5']:>7.3f}" if page else "")
               + f"{f['macro_line_top1']:>11.3f}{f['line_rejection']:>10.3f}"
               f"{f['document_rejection']:>7.3f}{f['line_false_rejection']:>16.3f}"
-              f"{f['document_false_rejection']:>7.3f}".replace("nan", "  -"))
+              f"{f['document_false_rejection']:>7.3f}")
 
 
 def tippett(quality: dict[str, dict], out: Path) -> None:
@@ -293,8 +272,9 @@ def main() -> int:
     from iam_writers_tfds import iam_layout, kaggle_layout, synth
     from iam_writers_tfds.images import read_gray
     from models.config import SCORES
-    from models.runtime import Features, Identifier, Model, embed_inked
-    from models.runtime.descriptors import Hinge, Vlad
+    from models.runtime import Features, Identifier, embed_inked
+    from models.runtime.descriptors import Descriptor, Hinge
+    from models.runtime.identify import model_descriptor
 
     def layout_records(folder: Path):
         """The lines of a Kaggle-layout folder or of one in the official IAM layout."""
@@ -332,53 +312,39 @@ def main() -> int:
         # the unseen writers' lines, then the distractors' (enrolled in gallery (b) only)
         subjects = [r for r in records if r.writer_id in set(unseen)] + \
                    [r for r in extra if r.writer_id in set(distractors)]
-        hinge = Hinge.parse(model.card["fusion"]["descriptor"]) if model else Hinge()
+        descriptor = model_descriptor(model) if model else Descriptor(Hinge())
         if model:
             kept, emb = embed_inked(model, [r.path for r in subjects])
             subjects = [subjects[i] for i in kept]
         else:
             emb = None
-        counts = np.stack([hinge(read_gray(r.path)) for r in subjects])
-        trained_on = [r for r in records + extra if r.writer_id in set(known + extra_known)]
-        start = time.perf_counter()
-        fit_on = np.random.default_rng(args.seed).choice(len(trained_on), min(
-            VLAD_FIT_LINES, len(trained_on)), replace=False)
-        vlad = Vlad.fit([read_gray(trained_on[i].path) for i in fit_on], seed=args.seed)
-        vlad_fit = time.perf_counter() - start
-        vlad_sums = np.stack([vlad(read_gray(r.path)) for r in tqdm(
-            subjects, desc="RootSIFT + VLAD", disable=None)])
+        counts = np.stack([descriptor(read_gray(r.path)) for r in tqdm(
+            subjects, desc=descriptor.name, disable=None)])
         n_unseen = sum(r.writer_id in set(unseen) for r in subjects)
         enrolled, probe = enrolment(subjects[:n_unseen], args.seed)
         everyone = {**enrolled, **{w: [n_unseen + i for i in rows] for w, rows in
                                    enrolment(subjects[n_unseen:], args.seed)[0].items()}}
-        pages, vlad_pages, page_seconds = None, None, None
+        pages, page_seconds = None, None
         if args.forms:
             page_forms = sorted({subjects[i].form_id for i in probe})
             scans = [args.forms / f"{f}.png" for f in page_forms]
             start = time.perf_counter()
-            page_emb, page_counts = Features(model, hinge, "page")(
+            page_emb, page_counts = Features(model, descriptor, "page")(
                 tqdm(scans, desc="page scans", disable=None))
             page_seconds = (time.perf_counter() - start) / len(page_forms)
             pages = (page_forms, page_emb, page_counts)
-            start = time.perf_counter()
-            vlad_pages = (page_forms, None, np.stack([
-                np.sum([vlad(line) for line in Model.parts(scan, str(scan), "page")[0]], axis=0)
-                for scan in scans]))
-            vlad_page_seconds = (time.perf_counter() - start) / len(page_forms)
         for title, members in (("(a) unseen writers only", enrolled),
                                ("(b) with distractors", everyone)):
             gallery = gallery_of(subjects, members, emb, counts,
-                                 model.fingerprint if model else None, hinge.name)
+                                 model.fingerprint if model else None, descriptor.name)
             rows, lrs = {}, {}
-            for score in SCORES if model else ("hinge",):
+            scores = [s for s in SCORES if s != "vlad" or descriptor.vlad] if model else ["hinge"]
+            for score in scores:
                 identifier = Identifier(gallery, model, score)
                 levels = level_scores(identifier, emb, counts, subjects, probe, pages)
                 rows[score] = figures(identifier, levels, members)
                 if model:
                     lrs[score] = lr_quality(model.card, score, levels)
-            pooled = Pooled(vlad, identifier.writers, members, vlad_sums)
-            rows["vlad"] = figures(pooled, level_scores(pooled, None, vlad_sums, subjects,
-                                                        probe, vlad_pages), members)
             if len(members) > len(enrolled) or title.startswith("(a)"):
                 print_table(title, rows)
                 if any(lrs.values()):
@@ -386,18 +352,17 @@ def main() -> int:
                     if args.out and lrs.get("fused"):
                         tippett(lrs["fused"], args.out / f"tippett_{title[1]}.png")
                         print(f"Tippett and ECE plots: {args.out / f'tippett_{title[1]}.png'}")
-        print(f"\nvlad: RootSIFT + VLAD (Christlein et al.; {vlad.centres.shape[0]} centres, "
-              f"{vlad.centres.shape[1]} PCA-whitened dimensions) fitted in {vlad_fit:.0f} s on "
-              f"{len(fit_on)} lines of the training writers; no threshold calibrated (-)")
         if page_seconds is not None:
-            print(f"a page scan costs {page_seconds:.2f} s (line finding and "
-                  f"{'the model and ' if model else ''}the hinge, {len(pages[0])} pages); "
-                  f"{vlad_page_seconds:.2f} s by RootSIFT + VLAD")
+            print(f"\na page scan costs {page_seconds:.2f} s (line finding, "
+                  f"{'the model, ' if model else ''}{descriptor.name}; {len(pages[0])} pages)")
     if model:
         fusion = model.card["fusion"]
+        weights = {kind: ", ".join(f"{k} {w:.2f}" for k, w in fusion[kind].get(
+            "weights", {"hinge": fusion[kind].get("weight", 0)}).items())
+            for kind in ("line", "document")}
         print(f"\npatch_embed ({args.metric_loss}), {args.epochs} epochs, trained in "
-              f"{minutes:.1f} min; fusion weight on {fusion['descriptor']}: lines "
-              f"{fusion['line']['weight']:.2f}, documents {fusion['document']['weight']:.2f}; "
+              f"{minutes:.1f} min; fusion weights, lines: {weights['line']}; documents: "
+              f"{weights['document']}; "
               f"fusion and thresholds calibrated at export on {fusion['split']} "
               f"({', '.join(model.card['calibration']['writers']) or 'none held out'}), "
               f"thresholds at FAR {model.card['calibration']['far']:.0%}")

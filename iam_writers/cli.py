@@ -425,7 +425,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--model", type=Path, help="an exported model (none: --descriptor hinge)")
     s.add_argument("--descriptor", choices=SCORES,
                    help="what to store: the model's embeddings, contour-hinge histograms "
-                        "(no model needed), or both (fused; the default with a model)")
+                        "(no model needed), or everything the model's scores need (fused or "
+                        "vlad: embeddings, histograms and RootSIFT + VLAD; the default with a "
+                        "model)")
     model_args(s, json_flag=False)
     s.set_defaults(func=_enroll)
 
@@ -464,7 +466,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--report", type=Path, metavar="FILE.html",
                    help="also write a self-contained HTML report: each query's handwriting "
                         "(a page with its lines outlined) beside the top writers' enrolled "
-                        "handwriting, with every score")
+                        "handwriting, with every score and its likelihood ratio in words")
     model_args(s)
     s.set_defaults(func=_identify)
 

@@ -24,7 +24,8 @@ VARIANTS = {"none": "float32", "float16": "float16", "dynamic": "dynamic", "int8
 # 300 px high)
 INPUTS = ("auto", "line", "page")
 PAGE_MIN_HEIGHT = 400
-SCORES = ("embedding", "hinge", "fused")  # what identify ranks writers by (runtime/identify.py)
+# what identify ranks writers by (runtime/identify.py)
+SCORES = ("embedding", "hinge", "vlad", "fused")
 
 
 @dataclasses.dataclass

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import time
 from pathlib import Path
@@ -28,6 +29,8 @@ from models.evaluate import (
     far_threshold,
     load_run,
     normalise,
+    open_set_scores,
+    roc_figures,
     verification,
 )
 from models.inference import inference_pipeline, input_spec, split_images, windows_fn
@@ -139,6 +142,16 @@ def _convert(saved_model: Path, variant: str, calibration: list[np.ndarray]) -> 
     return conv.convert()
 
 
+def _fit_vlad(images: list, seed: int) -> descriptors.Vlad:
+    """The RootSIFT + VLAD codebook, fitted on a seeded sample of the training lines: no
+    calibration or test writer's handwriting shapes it."""
+    print(f"fitting the RootSIFT + VLAD codebook on {min(VLAD_FIT_LINES, len(images))} "
+          "training lines", flush=True)
+    chosen = np.random.default_rng(seed).choice(len(images), min(VLAD_FIT_LINES, len(images)),
+                                                replace=False)
+    return descriptors.Vlad.fit([images[i][3] for i in chosen], seed=seed)
+
+
 def _calibration(rt: runtime.Model, images: list, n: int, seed: int) -> list[np.ndarray]:
     """`n` model inputs from the training images (lines, or single images) for int8 ranges."""
     chosen = np.random.default_rng(seed).choice(len(images), min(n, len(images)),
@@ -146,12 +159,13 @@ def _calibration(rt: runtime.Model, images: list, n: int, seed: int) -> list[np.
     return [rt.inputs(images[i][3])[0][:1] for i in chosen]
 
 
-def _features(rt: runtime.Model, images: list, hinge: descriptors.Hinge
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(writers [N], forms [N], unit embeddings [N, D], contour-hinge counts [N, K]) of the
-    inked images through the runtime."""
+def _features(rt: runtime.Model, images: list, descriptor: descriptors.Descriptor | None,
+              what: str = "") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """(writers [N], forms [N], unit embeddings [N, D], descriptor rows [N, K], or None
+    without a descriptor) of the inked images through the runtime."""
     kept, emb = runtime.embed_inked(rt, [image for *_, image in images])
-    counts = np.stack([hinge(images[i][3]) for i in kept])
+    counts = None if descriptor is None else np.stack([descriptor(images[i][3]) for i in tqdm(
+        kept, desc=f"descriptors of {what or 'the images'}", unit="image", disable=None)])
     forms = np.array([images[i][1] for i in kept])
     return np.array([images[i][2] for i in kept]), forms, emb, counts
 
@@ -196,7 +210,9 @@ def parity_markdown(table: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-FUSION_WEIGHTS = np.linspace(0, 1, 21)  # the hinge's share of the fused score
+FUSION_STEP = 0.05  # the grid of fusion weights searched (each score's share)
+VLAD_FIT_LINES = 400  # training lines the RootSIFT + VLAD codebook is fitted on
+VLAD_FILE = "vlad.npz"
 ENROLLED = ("each image's own writer vs the best other writer, each writer enrolled from one "
             "form")
 
@@ -239,27 +255,46 @@ def _as_documents(writers: np.ndarray, forms: np.ndarray, emb: np.ndarray,
     return w, e, c
 
 
+def weight_grid(names: list[str], step: float = FUSION_STEP) -> np.ndarray:
+    """Every weighting [G, len(names)] of the scores on a grid of `step`, summing to 1."""
+    n = round(1 / step)
+    grid = [w for w in itertools.product(range(n + 1), repeat=len(names)) if sum(w) == n]
+    return np.array(grid, np.float64) / n
+
+
+def _open_set_eer(sims: np.ndarray, writers: np.ndarray, present: np.ndarray) -> float:
+    """The equal-error rate of genuine scores against best other-writer scores."""
+    genuine, impostor = open_set_scores(sims, writers, present)
+    same = np.r_[np.ones(len(genuine)), np.zeros(len(impostor))]
+    return roc_figures(same, np.r_[genuine, impostor]).get("eer", 0.5)
+
+
 def _query_calibration(writers: np.ndarray, emb: np.ndarray, counts: np.ndarray,
-                       enrolled: tuple[np.ndarray, np.ndarray, np.ndarray],
+                       enrolled: tuple, descriptor: descriptors.Descriptor,
                        far: float) -> dict:
     """For one kind of query (lines, or documents) against the enrolled writers: each
-    similarity's standardisation, the hinge's weight that names most queries right (the
-    middle of the best weights when several tie), top-1 of each score, and the
-    unknown-writer threshold of each score at `far` with the rates measured."""
+    similarity's standardisation, the weights that name most queries right (of those, the
+    one whose best other-writer scores overlap least with the genuine ones), top-1 of each
+    score, and the unknown-writer threshold of each score at `far` with the rates
+    measured."""
     present, enrolled_emb, enrolled_counts = enrolled[:3]
-    sims = {"embedding": emb @ enrolled_emb.T,
-            "hinge": runtime.hinge_similarity(counts, enrolled_counts)}
+    sims = runtime.Prepared(enrolled_emb, enrolled_counts, descriptor).scores(emb, counts)
     keep = np.isin(writers, present)
     label = np.searchsorted(present, writers[keep])
     cal = {name: _standardisation(s, writers, present) for name, s in sims.items()}
-    top1 = np.array([float((runtime.fuse(sims["embedding"], sims["hinge"],
-                                         {**cal, "weight": w})[keep].argmax(1) == label).mean())
-                     for w in FUSION_WEIGHTS])
-    best = FUSION_WEIGHTS[np.flatnonzero(top1 == top1.max())]
-    cal["weight"] = float(best[len(best) // 2])
-    sims["fused"] = runtime.fuse(sims["embedding"], sims["hinge"], cal)
-    cal["top1"] = {"embedding": float(top1[0]), "hinge": float(top1[-1]),
-                   "fused": float(top1.max())}
+    names = list(sims)
+    grid = weight_grid(names)
+
+    def fused(w: np.ndarray) -> np.ndarray:
+        return runtime.fuse(sims, {**cal, "weights": dict(zip(names, w))})
+
+    top1 = np.array([float((fused(w)[keep].argmax(1) == label).mean()) for w in grid])
+    tied = grid[top1 == top1.max()]
+    best = tied[int(np.argmin([_open_set_eer(fused(w), writers, present) for w in tied]))]
+    cal["weights"] = {name: float(w) for name, w in zip(names, best)}
+    cal["top1"] = {name: float((sims[name][keep].argmax(1) == label).mean()) for name in names}
+    sims["fused"] = fused(best)
+    cal["top1"]["fused"] = float(top1.max())
     rates = {name: far_threshold(s, writers, present, far) for name, s in sims.items()}
     cal["thresholds"] = {name: r.pop("threshold") for name, r in rates.items()}
     cal["rates"] = rates
@@ -267,20 +302,20 @@ def _query_calibration(writers: np.ndarray, emb: np.ndarray, counts: np.ndarray,
     return cal
 
 
-def _fusion(queries: tuple, enrolled: tuple, hinge: descriptors.Hinge, far: float,
+def _fusion(queries: tuple, enrolled: tuple, descriptor: descriptors.Descriptor, far: float,
             source: str) -> dict:
-    """The fusion of embedding and contour-hinge similarities, calibrated on the query lines,
-    and on their forms as documents, against the `enrolled` writers (each from one form):
-    a line and a document score on different scales."""
+    """The fusion of the embedding's and the descriptor's similarities, calibrated on the
+    query lines, and on their forms as documents, against the `enrolled` writers (each from
+    one form): a line and a document score on different scales."""
     writers, forms, emb, counts = queries
-    return {"descriptor": hinge.name, "split": source, "compared": ENROLLED,
-            "line": _query_calibration(writers, emb, counts, enrolled, far),
+    return {"descriptor": descriptor.name, "split": source, "compared": ENROLLED,
+            "line": _query_calibration(writers, emb, counts, enrolled, descriptor, far),
             "document": _query_calibration(*_as_documents(writers, forms, emb, counts),
-                                           enrolled, far)}
+                                           enrolled, descriptor, far)}
 
 
 def _calibration_set(rt: runtime.Model, cfg: TrainConfig, labels: list[str], held: list[str],
-                     train: tuple, hinge: descriptors.Hinge
+                     train: tuple, descriptor: descriptors.Descriptor
                      ) -> tuple[tuple, tuple, str, tuple, list]:
     """(queries, enrolled writers, what they are, every calibration line, their images)
     that calibrate fusion, thresholds and likelihood ratios: the writers held out of
@@ -289,12 +324,12 @@ def _calibration_set(rt: runtime.Model, cfg: TrainConfig, labels: list[str], hel
     training form."""
     if not held:
         images = split_images(cfg, "validation")
-        lines = _features(rt, images, hinge)
+        lines = _features(rt, images, descriptor, "the validation lines")
         return (lines, _enrolled_one_form(*train), "validation lines of the training writers",
                 lines, images)
     images = [i for split in ("train", "validation", "test") for i in split_images(cfg, split)
               if labels[i[2]] in held]
-    lines = _features(rt, images, hinge)
+    lines = _features(rt, images, descriptor, "the calibration writers")
     writers, forms = lines[:2]
     enrolled = _enrolled_one_form(*lines)
     first = {w: np.sort(forms[writers == w])[0] for w in enrolled[0]}
@@ -319,18 +354,20 @@ def composed_page(lines: list[np.ndarray]) -> np.ndarray:
     return page
 
 
-def _page_queries(rt: runtime.Model, images: list, hinge: descriptors.Hinge
+def _page_queries(rt: runtime.Model, images: list, descriptor: descriptors.Descriptor
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(writers, forms, unit embeddings, summed hinge counts) of each form as a page scan."""
+    """(writers, forms, unit embeddings, summed descriptor rows) of each form as a page
+    scan."""
     forms = np.array(sorted({i[1] for i in images}))
     pages = [composed_page([i[3] for i in images if i[1] == f]) for f in forms]
     writers = np.array([next(i[2] for i in images if i[1] == f) for f in forms])
-    emb, counts = runtime.Features(rt, hinge, "page")(pages)
+    emb, counts = runtime.Features(rt, descriptor, "page")(pages)
     return writers, forms, emb, counts
 
 
 def _likelihood_ratios(lines: tuple, pages: tuple, enrolled: tuple | None, fusion: dict,
-                       source: str, held: list[str]) -> dict:
+                       descriptor: descriptors.Descriptor, source: str, held: list[str]
+                       ) -> dict:
     """log10 LR calibrators of every score of identification, for lines, documents (a form's
     cut lines) and pages (a form's lines composed into a page), and of verification (the
     embeddings' cosine of two lines, of two documents). Identification compares each query
@@ -346,9 +383,8 @@ def _likelihood_ratios(lines: tuple, pages: tuple, enrolled: tuple | None, fusio
     ref_writers, ref_forms, ref_emb, ref_counts = references
     identification = {}
     for level, (w, f, e, c) in {"line": lines, "document": documents, "page": pages}.items():
-        sims = {"embedding": e @ ref_emb.T, "hinge": runtime.hinge_similarity(c, ref_counts)}
-        sims["fused"] = runtime.fuse(sims["embedding"], sims["hinge"],
-                                     fusion["line" if level == "line" else "document"])
+        sims = runtime.Prepared(ref_emb, ref_counts, descriptor).scores(e, c)
+        sims["fused"] = runtime.fuse(sims, fusion["line" if level == "line" else "document"])
         keep = f[:, None] != ref_forms[None, :]
         identification[level] = _fitted(
             {name: calibration.comparisons(s, w, ref_writers, keep) for name, s in sims.items()},
@@ -450,26 +486,33 @@ def export(ecfg: ExportConfig) -> dict:
         print(f"calibrating fusion and thresholds on {len(held) or 'the validation lines of'} "
               f"{'held-out writers' if held else 'the training writers'}", flush=True)
         train_images = [i for i in split_images(cfg, "train") if labels[i[2]] not in held]
-        hinge = descriptors.Hinge()
-        train = _features(rt, train_images, hinge)
+        descriptor = descriptors.Descriptor(descriptors.Hinge(),
+                                            _fit_vlad(train_images, cfg.seed))
+        rt.vlad = descriptor.vlad
+        descriptor.vlad.save(tmp / VLAD_FILE)
+        # the training writers' descriptors serve only runs that held no writer out
+        train = _features(rt, train_images, None if held else descriptor, "the training lines")
         writers, _, emb, _ = train
         present = np.unique(writers)
         centroids = normalise(np.stack([emb[writers == w].mean(0) for w in present]))
         # thresholds and fusion as they will be used: each writer enrolled from one form
         queries, enrolled, source, lines, images = _calibration_set(rt, cfg, labels, held,
-                                                                    train, hinge)
+                                                                    train, descriptor)
         identification = far_threshold(queries[2] @ enrolled[1].T, queries[0], enrolled[0],
                                        ecfg.far)
         thresholds = {
             "verification": _threshold(verification(queries[2], queries[0]), "image pairs"),
             "identification": {**identification, "split": source, "compared": ENROLLED},
-            "fusion": _fusion(queries, enrolled, hinge, ecfg.far, source),
+            "fusion": _fusion(queries, enrolled, descriptor, ecfg.far, source),
             "calibration": {"writers": held, "source": source, "far": ecfg.far},
+            "vlad": {"name": descriptor.vlad.name, "file": VLAD_FILE,
+                     "fitted_on": f"up to {VLAD_FIT_LINES} lines of the training writers "
+                                  f"(seed {cfg.seed})"},
         }
         print("fitting likelihood ratios", flush=True)
         thresholds["likelihood_ratio"] = _likelihood_ratios(
-            lines, _page_queries(rt, images, hinge), None if held else enrolled,
-            thresholds["fusion"], source, held)
+            lines, _page_queries(rt, images, descriptor), None if held else enrolled,
+            thresholds["fusion"], descriptor, source, held)
         gallery_labels = [labels[i] for i in present] if cfg.by_gallery else labels
         if not cfg.by_gallery:
             centroids = None

@@ -1,4 +1,5 @@
-"""Classical descriptors (contour-hinge) and identification with a descriptor alone."""
+"""Classical descriptors (contour-hinge, RootSIFT + VLAD) and identification with a
+descriptor alone."""
 
 from __future__ import annotations
 
@@ -9,12 +10,15 @@ import cv2
 import numpy as np
 import pytest
 
+from iam_writers_tfds import synth
 from models import runtime
 from models.runtime.descriptors import (
     HINGE_DOCUMENT_THRESHOLD,
     HINGE_THRESHOLD,
+    Descriptor,
     Hinge,
     References,
+    Vlad,
     chi_square,
 )
 from tests.conftest import cli
@@ -163,8 +167,71 @@ def test_descriptor_only_bad_input_gets_one_line(lines, tmp_path):
 def test_fused_scores_are_standardised_by_the_statistics_of_the_export():
     fusion = {"weight": 0.25, "embedding": {"mean": 0.2, "std": 0.1},
               "hinge": {"mean": 0.9, "std": 0.02}}
-    emb, hinge = np.array([[0.4, 0.2, 0.0]]), np.array([[0.94, 0.9, 0.86]])
-    fused = runtime.fuse(emb, hinge, fusion)
+    sims = {"embedding": np.array([[0.4, 0.2, 0.0]]), "hinge": np.array([[0.94, 0.9, 0.86]])}
+    fused = runtime.fuse(sims, fusion)  # a card from before VLAD: the hinge's `weight`
     np.testing.assert_allclose(fused, [[0.75 * 2 + 0.25 * 2, 0.0, -2.0]])
     # a writer's score does not depend on who else is enrolled, so neither does the threshold
-    np.testing.assert_allclose(runtime.fuse(emb[:, :1], hinge[:, :1], fusion), fused[:, :1])
+    np.testing.assert_allclose(runtime.fuse({k: v[:, :1] for k, v in sims.items()}, fusion),
+                               fused[:, :1])
+    # a card with VLAD weighs each score by name
+    three = {**fusion, "vlad": {"mean": 0.1, "std": 0.05},
+             "weights": {"embedding": 0.5, "hinge": 0.25, "vlad": 0.25}}
+    sims["vlad"] = np.array([[0.2, 0.1, 0.15]])
+    np.testing.assert_allclose(runtime.fuse(sims, three), [[1 + 0.5 + 0.5, 0, -1 - 0.5 + 0.25]])
+
+
+@pytest.fixture(scope="module")
+def generated_lines() -> dict[int, list[np.ndarray]]:
+    """Four generated lines of each of four writers."""
+    lines = {}
+    for w in range(4):
+        rng = np.random.default_rng(100 + w)
+        style = synth.WriterStyle.sample(rng)
+        lines[w] = [synth.render_line(style, rng) for _ in range(4)]
+    return lines
+
+
+def test_vlad_is_seeded_saved_and_sums_over_a_document(generated_lines, tmp_path):
+    fit_on = [line for w in (0, 1) for line in generated_lines[w]]
+    vlad = Vlad.fit(fit_on, centres=8, dims=16, seed=3)
+    assert vlad.name == Vlad.fit(fit_on, centres=8, dims=16, seed=3).name  # seeded
+    assert vlad.name != Vlad.fit(fit_on, centres=8, dims=16, seed=4).name
+    vlad.save(tmp_path / "v.npz")
+    back = Vlad.load(tmp_path / "v.npz")
+    line = generated_lines[2][0]
+    assert back.name == vlad.name and np.array_equal(back(line), vlad(line))
+    # a document's residuals are the sum of its lines', so galleries sum them like counts
+    doc = generated_lines[2][:2]
+    wide = np.full((doc[0].shape[0] + doc[1].shape[0] + 40,
+                    max(d.shape[1] for d in doc) + 40), 245, np.uint8)
+    assert vlad(doc[0]).shape == (8 * 16,)
+    encoded = vlad.encode(np.stack([vlad(doc[0]) + vlad(doc[1]), vlad(wide)]))
+    np.testing.assert_allclose(np.linalg.norm(encoded[0]), 1, rtol=1e-6)
+    assert not encoded[1].any()  # blank paper: no keypoints, no residuals
+
+
+def test_vlad_tells_generated_writers_apart(generated_lines):
+    vlad = Vlad.fit([line for w in (0, 1) for line in generated_lines[w]], centres=16,
+                    dims=32, seed=0)
+    writers = np.repeat(np.arange(4), 4)
+    v = vlad.encode(np.stack([vlad(line) for w in range(4) for line in generated_lines[w]]))
+    sims = v @ v.T
+    same = (writers[:, None] == writers[None, :]) & ~np.eye(len(writers), dtype=bool)
+    other = writers[:, None] != writers[None, :]
+    assert sims[same].mean() > sims[other].mean() + 0.05, (sims[same].mean(), sims[other].mean())
+
+
+def test_a_descriptor_holds_the_hinge_then_vlad_and_names_both(generated_lines):
+    vlad = Vlad.fit(generated_lines[0], centres=4, dims=8, seed=0)
+    both, hinge = Descriptor(Hinge(), vlad), Descriptor(Hinge())
+    line = generated_lines[1][0]
+    row = both(line)
+    assert row.shape == (Hinge().size + 32,) and both.size == row.size
+    counts, sums = both.split(row[None])
+    np.testing.assert_array_equal(counts[0], Hinge()(line))
+    np.testing.assert_array_equal(sums[0], vlad(line))
+    assert hinge.split(row[None])[1] is None  # the hinge alone reads a gallery of both
+    np.testing.assert_array_equal(hinge.split(row[None])[0], counts)
+    assert both.name == f"hinge-l10-b16+{vlad.name}" and hinge.name == "hinge-l10-b16"
+    assert Descriptor.hinge_of(both.name) == Hinge() and Descriptor.vlad_of(both.name) == \
+        vlad.name and Descriptor.vlad_of(hinge.name) is None

@@ -173,7 +173,7 @@ def test_identify_gives_a_log10_lr_monotone_in_each_score(modelled):
     tables = card["likelihood_ratio"]["identification"]
     assert set(tables) == set(evidence.LEVELS)
     for level, scores in tables.items():
-        assert set(scores) == {"embedding", "hinge", "fused"}, (level, scores)
+        assert set(scores) == {"embedding", "hinge", "vlad", "fused"}, (level, scores)
         for name, table in scores.items():
             lr = evidence.LikelihoodRatio(table)
             edges = table["histogram"]["edges"]
@@ -187,7 +187,7 @@ def test_identify_gives_a_log10_lr_monotone_in_each_score(modelled):
         assert r["level"] == "line" and "note" not in r
         tops = r["top"]
         for t in tops:
-            assert set(t["log10_lr"]) == {"embedding", "hinge", "fused"}
+            assert set(t["log10_lr"]) == {"embedding", "hinge", "vlad", "fused"}
             assert t["support"] == evidence.verbal(t["log10_lr"]["fused"])
         # candidates ranked by the fused score have falling LRs
         assert all(x["log10_lr"]["fused"] >= y["log10_lr"]["fused"]

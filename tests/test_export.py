@@ -145,12 +145,18 @@ def test_verify_enroll_identify_round_trip(exported, heldout, tmp_path):
     assert "no --model given" in proc.stderr
     # the export calibrated a fusion with the contour-hinge; identify uses it by default and
     # each score's own threshold; --descriptor picks one score
-    fusion = json.loads((exported / "model_card.json").read_text())["fusion"]
-    assert fusion["descriptor"] == "hinge-l10-b16"
-    assert all(0 <= fusion[kind]["weight"] <= 1 for kind in ("line", "document"))
+    card = json.loads((exported / "model_card.json").read_text())
+    fusion = card["fusion"]
+    assert fusion["descriptor"] == f"hinge-l10-b16+{card['vlad']['name']}"
+    assert (exported / card["vlad"]["file"]).is_file()
+    for kind in ("line", "document"):
+        weights = fusion[kind]["weights"]
+        assert set(weights) == {"embedding", "hinge", "vlad"}
+        assert all(0 <= w <= 1 for w in weights.values())
+        assert sum(weights.values()) == pytest.approx(1)
     assert results[0]["score"] == "fused"
     assert results[0]["threshold"] == fusion["line"]["thresholds"]["fused"]
-    for score in ("embedding", "hinge"):
+    for score in ("embedding", "hinge", "vlad"):
         proc = cli("identify", gallery, *by_writer[a][3:5], "--model", model, "--descriptor",
                    score, "--document", "--json")
         [doc] = json.loads(proc.stdout)

@@ -4,7 +4,7 @@ It imports NumPy, OpenCV, SQLite and ai-edge-litert only (TensorFlow just for a 
 folder), so it runs on edge devices. One module per idea:
 
 - `model`: loading an export (.tflite or SavedModel) and running it on an image;
-- `descriptors`: the training-free contour-hinge descriptor;
+- `descriptors`: the contour-hinge descriptor (training-free) and RootSIFT + VLAD;
 - `gallery`: enrolled writers in one SQLite file;
 - `identify`: enrolment and identification by embedding, hinge or both fused.
 """
@@ -13,6 +13,7 @@ from models.runtime.gallery import Enrolled, Gallery, GalleryError, Snapshot, ga
 from models.runtime.identify import (
     Features,
     Identifier,
+    Prepared,
     enroll,
     features_for,
     fuse,
@@ -31,6 +32,6 @@ from models.runtime.model import (
 )
 
 __all__ = ["BUCKET_PX", "CARD", "SIGNATURE", "Enrolled", "Features", "Gallery", "GalleryError",
-           "Identifier", "Model", "ModelError", "NoInkError", "Snapshot", "embed_inked",
+           "Identifier", "Model", "Prepared", "ModelError", "NoInkError", "Snapshot", "embed_inked",
            "enroll", "features_for", "fuse", "gallery_file", "handwriting", "hinge_similarity",
            "unit"]

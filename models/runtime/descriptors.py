@@ -12,7 +12,9 @@ descriptor is the sum over its lines; distances normalise them.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import re
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -137,7 +139,7 @@ class References:
         return out
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)
 class Vlad:
     """RootSIFT at SIFT keypoints, PCA-whitened, VLAD-encoded: the local-feature anchor of
     Christlein et al. ("Writer identification using GMM supervectors and exemplar-SVMs",
@@ -185,6 +187,21 @@ class Vlad:
     def size(self) -> int:
         return self.centres.size
 
+    @property
+    def name(self) -> str:
+        """`vlad-kK-dD-` and a digest of its arrays: galleries name the codebook they hold."""
+        digest = hashlib.sha256(b"".join(np.ascontiguousarray(a, "<f4").tobytes() for a in (
+            self.mean, self.projection, self.centres))).hexdigest()[:12]
+        return f"vlad-k{self.centres.shape[0]}-d{self.centres.shape[1]}-{digest}"
+
+    def save(self, path: Path) -> None:
+        np.savez(path, mean=self.mean, projection=self.projection, centres=self.centres)
+
+    @classmethod
+    def load(cls, path: Path) -> Vlad:
+        with np.load(path) as arrays:
+            return cls(arrays["mean"], arrays["projection"], arrays["centres"])
+
     def __call__(self, image: np.ndarray) -> np.ndarray:
         """The summed residuals [K * D] of a grey image's descriptors to their nearest
         centres."""
@@ -203,3 +220,41 @@ class Vlad:
         v = v / np.maximum(np.linalg.norm(v, axis=2, keepdims=True), 1e-12)
         v = v.reshape(len(v), -1)
         return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+
+
+class Descriptor:
+    """The training-free features a gallery stores beside embeddings, as one row that sums
+    over a document's lines: the hinge's counts, then, for a model whose export fitted a
+    codebook, the VLAD residual sums. Its name (`hinge-l10-b16` or
+    `hinge-l10-b16+vlad-k64-d64-...`) is what the gallery records."""
+
+    def __init__(self, hinge: Hinge, vlad: Vlad | None = None):
+        self.hinge, self.vlad = hinge, vlad
+
+    @property
+    def name(self) -> str:
+        return self.hinge.name + (f"+{self.vlad.name}" if self.vlad else "")
+
+    @property
+    def size(self) -> int:
+        return self.hinge.size + (self.vlad.size if self.vlad else 0)
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        counts = self.hinge(image)
+        return np.concatenate([counts, self.vlad(image)]) if self.vlad else counts
+
+    def split(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(hinge counts, VLAD sums or None) of rows [N, size] (or of a wider gallery's)."""
+        rows = np.atleast_2d(rows)
+        return rows[:, :self.hinge.size], (rows[:, self.hinge.size:self.size] if self.vlad
+                                           else None)
+
+    @staticmethod
+    def hinge_of(name: str) -> Hinge:
+        """The hinge a descriptor name holds."""
+        return Hinge.parse(name.split("+")[0])
+
+    @staticmethod
+    def vlad_of(name: str) -> str | None:
+        """The VLAD codebook a descriptor name holds, or None."""
+        return next((part for part in name.split("+")[1:] if part.startswith("vlad-")), None)

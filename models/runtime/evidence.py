@@ -139,7 +139,9 @@ def _page(title: str, body: list[str]) -> str:
 SCORE_WORDS = {
     "embedding": "cosine similarity of the model's embeddings (1: the same)",
     "hinge": "1 - chi-square distance of contour-hinge histograms (1: the same)",
-    "fused": "the two standardised and weighted as calibrated at export (0: typical of "
+    "vlad": "cosine similarity of RootSIFT + VLAD vectors of local handwriting features (1: "
+            "the same)",
+    "fused": "the others standardised and weighted as calibrated at export (0: typical of "
              "different writers)",
 }
 PLOT_W, PLOT_H = 420, 110  # px of a score plot

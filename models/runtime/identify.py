@@ -1,8 +1,10 @@
 """Enrolment and identification: features of images, into a gallery and against it.
 
-Three scores rank a gallery's writers (`models.config.SCORES`): `embedding` (cosine to each
+Scores rank a gallery's writers (`models.config.SCORES`): `embedding` (cosine to each
 writer's mean embedding), `hinge` (1 - chi-square to each writer's summed contour-hinge
-counts) and `fused` (both standardised and weighted as calibrated at export).
+counts), `vlad` (cosine of RootSIFT + VLAD vectors of each writer's summed residuals, for
+models whose export fitted a codebook) and `fused` (all of them standardised and weighted
+as calibrated at export).
 """
 
 from __future__ import annotations
@@ -13,18 +15,46 @@ import numpy as np
 
 from models.config import SCORES
 from models.runtime import descriptors, evidence
+from models.runtime.descriptors import Descriptor
 from models.runtime.gallery import Enrolled, Gallery, refuse_other_writer, sha256_of
 from models.runtime.model import Model, ModelError, document_embedding, handwriting, unit
 
 
-def fuse(embedding: np.ndarray, hinge: np.ndarray, calibration: dict) -> np.ndarray:
-    """The fused score [Q, W]: both similarities standardised by the mean and spread of
+def fuse(sims: dict[str, np.ndarray], calibration: dict) -> np.ndarray:
+    """The fused score [Q, W]: each similarity standardised by the mean and spread of
     different-writer similarities measured at export for this kind of query (so that a
-    score, and its threshold, mean the same whatever the gallery's size), `weight` on the
-    hinge's."""
-    e, h, w = calibration["embedding"], calibration["hinge"], calibration["weight"]
-    return ((1 - w) * (embedding - e["mean"]) / e["std"]
-            + w * (hinge - h["mean"]) / h["std"])
+    score, and its threshold, mean the same whatever the gallery's size), weighted by
+    `weights` (older cards: `weight`, the hinge's share beside the embedding)."""
+    weights = calibration.get("weights") or {"embedding": 1 - calibration["weight"],
+                                             "hinge": calibration["weight"]}
+    return sum(w * (sims[name] - calibration[name]["mean"]) / calibration[name]["std"]
+               for name, w in weights.items())
+
+
+class Prepared:
+    """A gallery side (writers' unit mean embeddings and summed descriptor rows) made ready
+    to score many queries: the hinge's distributions bin-major (`descriptors.References`),
+    the VLAD vectors encoded once."""
+
+    def __init__(self, centroids: np.ndarray | None, sums: np.ndarray | None,
+                 descriptor: Descriptor | None):
+        self.centroids, self.descriptor = centroids, descriptor
+        hinge, vlad = descriptor.split(sums) if descriptor else (None, None)
+        self.hinge = descriptors.References(hinge) if hinge is not None else None
+        self.vlad = descriptor.vlad.encode(vlad) if vlad is not None else None
+
+    def scores(self, emb: np.ndarray | None, counts: np.ndarray | None
+               ) -> dict[str, np.ndarray]:
+        """{score: [Q, W]} of queries' unit embeddings [Q, D] and descriptor rows [Q, K]."""
+        sims = {}
+        if self.centroids is not None:
+            sims["embedding"] = emb @ self.centroids.T
+        if self.descriptor is not None:
+            hinge, vlad = self.descriptor.split(counts)
+            sims["hinge"] = self.hinge.similarity(hinge)
+            if self.vlad is not None:
+                sims["vlad"] = self.descriptor.vlad.encode(vlad) @ self.vlad.T
+        return sims
 
 
 def hinge_similarity(queries: np.ndarray, references: np.ndarray) -> np.ndarray:
@@ -34,16 +64,16 @@ def hinge_similarity(queries: np.ndarray, references: np.ndarray) -> np.ndarray:
 
 
 class Features:
-    """What a gallery needs of images: a model's embeddings and/or a descriptor's counts.
+    """What a gallery needs of images: a model's embeddings and/or a descriptor's rows.
     Each image is read as `input` (`models.config.INPUTS`): a page's lines make one document, the
-    unit mean of their embeddings and the sum of their counts."""
+    unit mean of their embeddings and the sum of their descriptor rows."""
 
-    def __init__(self, model: Model | None, hinge: descriptors.Hinge | None,
+    def __init__(self, model: Model | None, descriptor: Descriptor | None,
                  input: str = "auto"):
-        if model is None and hinge is None:
+        if model is None and descriptor is None:
             raise ModelError("no model and no descriptor: pass --model MODEL, or "
                              "--descriptor hinge")
-        self.model, self.hinge, self.input = model, hinge, input
+        self.model, self.local, self.input = model, descriptor, input
 
     @property
     def fingerprint(self) -> str | None:
@@ -51,10 +81,10 @@ class Features:
 
     @property
     def descriptor(self) -> str | None:
-        return self.hinge.name if self.hinge else None
+        return self.local.name if self.local else None
 
     def __call__(self, images: list) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """(unit embeddings [N, D] or None, hinge counts [N, K] or None) of the images;
+        """(unit embeddings [N, D] or None, descriptor rows [N, K] or None) of the images;
         a blank or unreadable image raises, naming it. `self.lines` then holds the number
         of lines found on each image read as a page (None for a line)."""
         emb, counts, self.lines = [], [], []
@@ -64,25 +94,35 @@ class Features:
             self.lines.append(found)
             if self.model:
                 emb.append(document_embedding(self.model.outputs_of(parts, name, found)))
-            if self.hinge:
-                counts.append(np.sum([self.hinge(part) for part in parts], axis=0))
-        return (np.stack(emb) if self.model else None), (np.stack(counts) if self.hinge else None)
+            if self.local:
+                counts.append(np.sum([self.local(part) for part in parts], axis=0))
+        return (np.stack(emb) if self.model else None), (np.stack(counts) if self.local else None)
+
+
+def model_descriptor(model: Model) -> Descriptor:
+    """The descriptor a model's fusion was calibrated with (the hinge's parameters, and its
+    VLAD codebook when the export fitted one); the default hinge for older cards."""
+    fusion = model.card.get("fusion")
+    if not fusion:
+        return Descriptor(descriptors.Hinge())
+    return Descriptor(Descriptor.hinge_of(fusion["descriptor"]),
+                      model.vlad if Descriptor.vlad_of(fusion["descriptor"]) else None)
 
 
 def features_for(model: Model | None, score: str | None, input: str = "auto") -> Features:
-    """What `enroll` stores for a score: `embedding`, `hinge`, or `fused` (both; the default
-    with a model, so that one gallery serves all three). The hinge's parameters are those
-    the model's fusion was calibrated with, else the defaults."""
+    """What `enroll` stores for a score: `embedding`, `hinge`, or the rest (`fused`, the
+    default with a model: the embedding and the model's descriptor, so that one gallery
+    serves every score)."""
     score = score or ("fused" if model else "hinge")
     if score not in SCORES:
         raise ModelError(f"unknown descriptor {score!r}; allowed: {', '.join(SCORES)}")
     if model is None and score != "hinge":
         raise ModelError(f"--descriptor {score} needs --model MODEL (or pass --descriptor "
                          "hinge to enroll without a model)")
-    fusion = model.card.get("fusion") if model else None
-    hinge = descriptors.Hinge.parse(fusion["descriptor"]) if fusion else descriptors.Hinge()
-    return Features(model if score != "hinge" else None, hinge if score != "embedding" else None,
-                    input)
+    if score == "hinge":
+        hinge = model_descriptor(model).hinge if model else descriptors.Hinge()
+        return Features(None, Descriptor(hinge), input)
+    return Features(model, model_descriptor(model) if score != "embedding" else None, input)
 
 
 def open_for(gallery: str | Path | Gallery, features: Features) -> Gallery:
@@ -140,26 +180,32 @@ class Identifier:
             raise ModelError(f"unknown score {self.score!r}; allowed: {', '.join(SCORES)}")
         if self.score != "hinge" and model is None:
             raise ModelError(f"--descriptor {self.score} needs --model MODEL")
-        if self.score == "fused" and not fusion:
+        if self.score in ("fused", "vlad") and not fusion:
             raise ModelError(f"{model.path}: its export calibrated no fusion with a descriptor. "
                              "Pass --descriptor embedding or hinge.")
-        hinge = {"embedding": None, "hinge": gallery.descriptor,
-                 "fused": fusion and fusion["descriptor"]}[self.score]
-        if self.score == "hinge" and hinge is None:
-            raise ModelError(f"{gallery.path}: enrolled without a descriptor. Identify with "
-                             f"--model (it was enrolled with model {gallery.fingerprint}), or "
-                             "enroll again with --descriptor hinge.")
-        embedder = model if self.score != "hinge" else None
-        gallery.require(embedder and embedder.fingerprint, hinge)
+        if self.score == "vlad" and not Descriptor.vlad_of(fusion["descriptor"]):
+            raise ModelError(f"{model.path}: its export fitted no VLAD codebook (exported "
+                             "before it was added). Export the run again, or pass "
+                             "--descriptor fused, embedding or hinge.")
+        if self.score == "hinge":
+            if gallery.descriptor is None:
+                raise ModelError(f"{gallery.path}: enrolled without a descriptor. Identify with "
+                                 f"--model (it was enrolled with model {gallery.fingerprint}), "
+                                 "or enroll again with --descriptor hinge.")
+            local = Descriptor(Descriptor.hinge_of(gallery.descriptor))
+        else:
+            local = model_descriptor(model) if self.score != "embedding" else None
+        embedder = model if self.score in ("embedding", "fused") else None
+        gallery.require(embedder and embedder.fingerprint,
+                        gallery.descriptor if self.score == "hinge" else local and local.name)
         snapshot = gallery.snapshot()
         if not snapshot.writers:
             raise ModelError(f"{gallery.path}: the gallery is empty. Enroll writers first.")
         self.gallery, self.model, self.writers = gallery, model, snapshot.writers
         self.fusion, self.given_threshold = fusion, threshold
-        self.features = Features(embedder, descriptors.Hinge.parse(hinge) if hinge else None,
-                                 input)
-        self.centroids = snapshot.centroids if embedder else None
-        self.references = descriptors.References(snapshot.hinge_sums) if hinge else None
+        self.features = Features(embedder, local, input)
+        self.prepared = Prepared(snapshot.centroids if embedder else None,
+                                 snapshot.hinge_sums if local else None, local)
         card = model.card if model else None
         self.likelihood = {(level, name): evidence.LikelihoodRatio.of(
             card, "identification", level, name) for level in evidence.LEVELS for name in SCORES}
@@ -184,21 +230,16 @@ class Identifier:
     def score_matrix(self, emb: np.ndarray | None, counts: np.ndarray | None,
                      document: bool = False) -> np.ndarray:
         """[Q, n_writers] scores of queries (lines, or documents) given as unit embeddings
-        [Q, D] and/or contour-hinge counts [Q, K] (whichever the score uses)."""
+        [Q, D] and/or descriptor rows [Q, K] (whichever the score uses)."""
         return self.all_scores(emb, counts, document)[self.score]
 
     def all_scores(self, emb: np.ndarray | None, counts: np.ndarray | None,
                    document: bool = False) -> dict[str, np.ndarray]:
-        """{score: [Q, n_writers]} of every score the features allow: the embedding's and
-        the hinge's that the chosen score uses, and fused when it is the one chosen."""
-        sims = {}
-        if self.centroids is not None:
-            sims["embedding"] = emb @ self.centroids.T
-        if self.references is not None:
-            sims["hinge"] = self.references.similarity(counts)
+        """{score: [Q, n_writers]} of every score the features allow (those the chosen score
+        uses), and fused when it is the one chosen."""
+        sims = self.prepared.scores(emb, counts)
         if self.score == "fused":
-            sims["fused"] = fuse(sims["embedding"], sims["hinge"],
-                                 self.fusion["document" if document else "line"])
+            sims["fused"] = fuse(sims, self.fusion["document" if document else "line"])
         return sims
 
     def rank(self, images: list, top_k: int = 5) -> dict:

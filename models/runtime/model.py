@@ -15,6 +15,7 @@ import numpy as np
 
 from iam_writers_tfds.images import ImageError, read_gray
 from models.runtime import evidence, pages
+from models.runtime.descriptors import Vlad
 from pipelines import preprocess
 
 CARD = "model_card.json"
@@ -167,6 +168,18 @@ class Model:
         if self.card.get("identify_by") != "gallery" or self.folder is None:
             return None
         return Gallery.open(self.folder / "train_gallery").snapshot()
+
+    @functools.cached_property
+    def vlad(self) -> Vlad | None:
+        """The RootSIFT + VLAD codebook export fitted on the training writers, or None."""
+        info = self.card.get("vlad")
+        if not info or self.folder is None:
+            return None
+        path = self.folder / info["file"]
+        if not path.is_file():
+            raise ModelError(f"{path}: missing from the export (its card names it). Export "
+                             "the run again.")
+        return Vlad.load(path)
 
     @property
     def fingerprint(self) -> str:
