@@ -213,6 +213,10 @@ def parity_markdown(table: list[dict]) -> str:
 FUSION_STEP = 0.05  # the grid of fusion weights searched (each score's share)
 VLAD_FIT_LINES = 400  # training lines the RootSIFT + VLAD codebook is fitted on
 VLAD_FILE = "vlad.npz"
+UNKNOWN_RULE = ("threshold for a gallery of N writers: a + b ln N, fitted to the score that the "
+                "best of n different-writer scores passes with probability far, for n up to "
+                "what the calibration comparisons hold (runtime.gallery_threshold)")
+UNKNOWN_DRAWS = 20  # random galleries drawn per query and size
 ENROLLED = ("each image's own writer vs the best other writer, each writer enrolled from one "
             "form")
 
@@ -366,11 +370,13 @@ def _page_queries(rt: runtime.Model, images: list, descriptor: descriptors.Descr
 
 
 def _likelihood_ratios(lines: tuple, pages: tuple, enrolled: tuple | None, fusion: dict,
-                       descriptor: descriptors.Descriptor, source: str, held: list[str]
-                       ) -> dict:
+                       descriptor: descriptors.Descriptor, source: str, held: list[str],
+                       far: float, seed: int) -> dict:
     """log10 LR calibrators of every score of identification, for lines, documents (a form's
     cut lines) and pages (a form's lines composed into a page), and of verification (the
-    embeddings' cosine of two lines, of two documents). Identification compares each query
+    embeddings' cosine of two lines, of two documents); and, from the same comparisons,
+    each score's unknown-writer threshold as it grows with the gallery (`_unknown_growth`,
+    into `fusion`). Identification compares each query
     with every calibration form enrolled alone but its own (with `enrolled`, the training
     writers each enrolled from one form, for runs that held no writers out); verification,
     every pair of lines, and of forms, from two different forms."""
@@ -386,6 +392,11 @@ def _likelihood_ratios(lines: tuple, pages: tuple, enrolled: tuple | None, fusio
         sims = runtime.Prepared(ref_emb, ref_counts, descriptor).scores(e, c)
         sims["fused"] = runtime.fuse(sims, fusion["line" if level == "line" else "document"])
         keep = f[:, None] != ref_forms[None, :]
+        if level != "page":
+            fusion[level]["unknown_writer"] = {
+                "rule": UNKNOWN_RULE, **{name: _unknown_growth(s, w, ref_writers, keep, far,
+                                                               seed)
+                                         for name, s in sims.items()}}
         identification[level] = _fitted(
             {name: calibration.comparisons(s, w, ref_writers, keep) for name, s in sims.items()},
             level, notes)
@@ -403,6 +414,26 @@ def _likelihood_ratios(lines: tuple, pages: tuple, enrolled: tuple | None, fusio
             "pages": "each form's cut lines stacked into a page (composed_page)",
             "identification": identification, "verification": verification,
             "not_fitted": notes}
+
+
+def _unknown_growth(sims: np.ndarray, writers: np.ndarray, references: np.ndarray,
+                    keep: np.ndarray, far: float, seed: int) -> dict:
+    """How the unknown-writer threshold grows with the gallery: for galleries of n writers
+    not the query's (n = 1, 2, 4, ... as many as the comparisons hold; seeded draws), the
+    score that the best of a query's n scores passes with probability `far`, fitted as
+    a + b ln(n) by least squares."""
+    rng = np.random.default_rng(seed)
+    other = (writers[:, None] != references[None, :]) & keep
+    most = int(other.sum(1).min())
+    sizes = sorted({2 ** k for k in range(int(np.log2(max(most, 1))) + 1)} | {most})
+    points = []
+    for n in sizes:
+        best = [sims[q, rng.choice(np.flatnonzero(other[q]), n, replace=False)].max()
+                for _ in range(UNKNOWN_DRAWS) for q in range(len(sims))]
+        points.append(float(np.quantile(best, 1 - far)))
+    b, a = np.polyfit(np.log(sizes), points, 1) if len(sizes) > 1 else (0.0, points[0])
+    return {"a": float(a), "b": float(max(b, 0.0)), "sizes": sizes,
+            "thresholds": [round(t, 5) for t in points]}
 
 
 def _fitted(comparisons: dict[str, tuple], what: str, notes: list[str]) -> dict:
@@ -512,7 +543,7 @@ def export(ecfg: ExportConfig) -> dict:
         print("fitting likelihood ratios", flush=True)
         thresholds["likelihood_ratio"] = _likelihood_ratios(
             lines, _page_queries(rt, images, descriptor), None if held else enrolled,
-            thresholds["fusion"], descriptor, source, held)
+            thresholds["fusion"], descriptor, source, held, ecfg.far, cfg.seed)
         gallery_labels = [labels[i] for i in present] if cfg.by_gallery else labels
         if not cfg.by_gallery:
             centroids = None

@@ -31,6 +31,15 @@ def fuse(sims: dict[str, np.ndarray], calibration: dict) -> np.ndarray:
                for name, w in weights.items())
 
 
+def gallery_threshold(growth: dict, writers: int) -> float:
+    """The score that a query of a writer who is not enrolled passes against some writer of
+    a gallery of `writers` with the probability `far` set at export: a + b ln(writers), as
+    measured on the calibration writers. A threshold set for one gallery size accepts more
+    unknown writers in a larger gallery, as the best of more different-writer scores rises
+    (docs/results.md, open set)."""
+    return growth["a"] + growth["b"] * float(np.log(max(writers, 1)))
+
+
 class Prepared:
     """A gallery side (writers' unit mean embeddings and summed descriptor rows) made ready
     to score many queries: the hinge's distributions bin-major (`descriptors.References`),
@@ -218,11 +227,15 @@ class Identifier:
 
     def threshold(self, document: bool = False) -> float:
         """Below this score the answer is unknown: `--threshold`, else the one calibrated
-        for this score and kind of query (one line, or a document of several)."""
+        for this score and kind of query (one line, or a document of several): for the
+        gallery's size (`gallery_threshold`), or on older cards the one set at export."""
         if self.given_threshold is not None:
             return self.given_threshold
         if self.fusion:
-            return self.fusion["document" if document else "line"]["thresholds"][self.score]
+            cal = self.fusion["document" if document else "line"]
+            if "unknown_writer" in cal:
+                return gallery_threshold(cal["unknown_writer"][self.score], len(self.writers))
+            return cal["thresholds"][self.score]
         if self.score == "embedding":
             return self.model.identification_threshold
         return descriptors.HINGE_DOCUMENT_THRESHOLD if document else descriptors.HINGE_THRESHOLD
