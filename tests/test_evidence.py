@@ -216,6 +216,7 @@ def test_a_card_without_a_calibrator_says_so_in_one_line(modelled, exported, tmp
     old = tmp_path / "old_export"
     old.mkdir()
     shutil.copy(exported / "model_float32.tflite", old)
+    shutil.copy(exported / card["vlad"]["file"], old)
     (old / "model_card.json").write_text(json.dumps(
         {k: v for k, v in card.items() if k != "likelihood_ratio"}))
     a = next(iter(by_writer))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -155,20 +156,25 @@ def test_verify_enroll_identify_round_trip(exported, heldout, tmp_path):
         assert all(0 <= w <= 1 for w in weights.values())
         assert sum(weights.values()) == pytest.approx(1)
     assert results[0]["score"] == "fused"
-    assert results[0]["threshold"] == fusion["line"]["thresholds"]["fused"]
+    # unknown-writer thresholds are set for the gallery's size (2 writers here)
+    growth = fusion["line"]["unknown_writer"]["fused"]
+    assert results[0]["threshold"] == pytest.approx(growth["a"] + growth["b"] * np.log(2))
+    assert growth["b"] >= 0 and growth["sizes"][0] == 1
     for score in ("embedding", "hinge", "vlad"):
         proc = cli("identify", gallery, *by_writer[a][3:5], "--model", model, "--descriptor",
                    score, "--document", "--json")
         [doc] = json.loads(proc.stdout)
         assert doc["score"] == score and doc["top"][0]["writer"] == a, proc.stderr[-2000:]
-        assert doc["threshold"] == fusion["document"]["thresholds"][score]  # a document's own
+        growth = fusion["document"]["unknown_writer"][score]  # a document's own
+        assert doc["threshold"] == pytest.approx(growth["a"] + growth["b"] * np.log(2))
     # a gallery of the hinge alone serves no embedding
     proc = cli("enroll", tmp_path / "h", "--descriptor", "hinge", "--writer", a, by_writer[a][0])
     assert proc.returncode == 0, proc.stderr[-2000:]
     proc = cli("identify", tmp_path / "h", by_writer[a][3], "--model", model)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     card = json.loads((exported / "model_card.json").read_text())
-    assert f"built by no model, not by model {card['fingerprint']}. " in proc.stderr
+    assert (f"built by no model and descriptor hinge-l10-b16, not by model "
+            f"{card['fingerprint']} and descriptor {fusion['descriptor']}. ") in proc.stderr
     # the int8 model of the same export shares the fingerprint, so the gallery serves it too
     proc = cli("identify", gallery, by_writer[a][4], "--model", exported / "model_int8.tflite")
     assert proc.returncode == 0 and a in proc.stdout
@@ -207,6 +213,9 @@ def test_bad_inputs_get_one_clear_line_and_exit_2(exported, bad_images, heldout,
     card["fingerprint"] = "0" * 16
     (other / "model_card.json").write_text(json.dumps(card))
     (other / "m.tflite").write_bytes(model.read_bytes())
+    proc = cli("identify", gallery, heldout[1][0], "--model", other / "m.tflite")
+    assert proc.returncode == 2 and "vlad.npz: missing from the export" in proc.stderr
+    shutil.copy(exported / card["vlad"]["file"], other)
     proc = cli("identify", gallery, heldout[1][0], "--model", other / "m.tflite")
     assert proc.returncode == 2 and f"not by model {'0' * 16}" in proc.stderr
     (tmp_path / "g.sqlite").write_bytes((tmp_path / "g.sqlite").read_bytes()[:2048])
