@@ -319,7 +319,7 @@ def _fusion(queries: tuple, enrolled: tuple, descriptor: descriptors.Descriptor,
 
 
 def _calibration_set(rt: runtime.Model, cfg: TrainConfig, labels: list[str], held: list[str],
-                     train: tuple, descriptor: descriptors.Descriptor
+                     train_images: list, descriptor: descriptors.Descriptor
                      ) -> tuple[tuple, tuple, str, tuple, list]:
     """(queries, enrolled writers, what they are, every calibration line, their images)
     that calibrate fusion, thresholds and likelihood ratios: the writers held out of
@@ -329,7 +329,12 @@ def _calibration_set(rt: runtime.Model, cfg: TrainConfig, labels: list[str], hel
     if not held:
         images = split_images(cfg, "validation")
         lines = _features(rt, images, descriptor, "the validation lines")
-        return (lines, _enrolled_one_form(*train), "validation lines of the training writers",
+        first = {}
+        for _, form, writer, _ in sorted(train_images, key=lambda i: i[1]):
+            first.setdefault(writer, form)
+        enrolled = _features(rt, [i for i in train_images if i[1] == first[i[2]]], descriptor,
+                             "the enrolled training forms")
+        return (lines, _enrolled_one_form(*enrolled), "validation lines of the training writers",
                 lines, images)
     images = [i for split in ("train", "validation", "test") for i in split_images(cfg, split)
               if labels[i[2]] in held]
@@ -521,14 +526,12 @@ def export(ecfg: ExportConfig) -> dict:
                                             _fit_vlad(train_images, cfg.seed))
         rt.vlad = descriptor.vlad
         descriptor.vlad.save(tmp / VLAD_FILE)
-        # the training writers' descriptors serve only runs that held no writer out
-        train = _features(rt, train_images, None if held else descriptor, "the training lines")
-        writers, _, emb, _ = train
+        writers, _, emb, _ = _features(rt, train_images, None)
         present = np.unique(writers)
         centroids = normalise(np.stack([emb[writers == w].mean(0) for w in present]))
         # thresholds and fusion as they will be used: each writer enrolled from one form
         queries, enrolled, source, lines, images = _calibration_set(rt, cfg, labels, held,
-                                                                    train, descriptor)
+                                                                    train_images, descriptor)
         identification = far_threshold(queries[2] @ enrolled[1].T, queries[0], enrolled[0],
                                        ecfg.far)
         thresholds = {
