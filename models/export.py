@@ -215,7 +215,8 @@ VLAD_FIT_LINES = 400  # training lines the RootSIFT + VLAD codebook is fitted on
 VLAD_FILE = "vlad.npz"
 UNKNOWN_RULE = ("threshold for a gallery of N writers: a + b ln N, fitted to the score that the "
                 "best of n different-writer scores passes with probability far, for n up to "
-                "what the calibration comparisons hold (runtime.gallery_threshold)")
+                "what the calibration comparisons hold, the training writers (each enrolled "
+                "from one form) among the different writers (runtime.gallery_threshold)")
 UNKNOWN_DRAWS = 20  # random galleries drawn per query and size
 ENROLLED = ("each image's own writer vs the best other writer, each writer enrolled from one "
             "form")
@@ -318,6 +319,16 @@ def _fusion(queries: tuple, enrolled: tuple, descriptor: descriptors.Descriptor,
                                            enrolled, descriptor, far)}
 
 
+def _training_writers(rt: runtime.Model, train_images: list,
+                      descriptor: descriptors.Descriptor) -> tuple:
+    """`_enrolled_one_form` of the training writers, from their first forms' lines only."""
+    first: dict[int, str] = {}
+    for _, form, writer, _ in sorted(train_images, key=lambda i: i[1]):
+        first.setdefault(writer, form)
+    return _enrolled_one_form(*_features(rt, [i for i in train_images if i[1] == first[i[2]]],
+                                         descriptor, "the training writers' first forms"))
+
+
 def _calibration_set(rt: runtime.Model, cfg: TrainConfig, labels: list[str], held: list[str],
                      train_images: list, descriptor: descriptors.Descriptor
                      ) -> tuple[tuple, tuple, str, tuple, list]:
@@ -329,13 +340,8 @@ def _calibration_set(rt: runtime.Model, cfg: TrainConfig, labels: list[str], hel
     if not held:
         images = split_images(cfg, "validation")
         lines = _features(rt, images, descriptor, "the validation lines")
-        first = {}
-        for _, form, writer, _ in sorted(train_images, key=lambda i: i[1]):
-            first.setdefault(writer, form)
-        enrolled = _features(rt, [i for i in train_images if i[1] == first[i[2]]], descriptor,
-                             "the enrolled training forms")
-        return (lines, _enrolled_one_form(*enrolled), "validation lines of the training writers",
-                lines, images)
+        return (lines, _training_writers(rt, train_images, descriptor),
+                "validation lines of the training writers", lines, images)
     images = [i for split in ("train", "validation", "test") for i in split_images(cfg, split)
               if labels[i[2]] in held]
     lines = _features(rt, images, descriptor, "the calibration writers")
@@ -376,12 +382,13 @@ def _page_queries(rt: runtime.Model, images: list, descriptor: descriptors.Descr
 
 def _likelihood_ratios(lines: tuple, pages: tuple, enrolled: tuple | None, fusion: dict,
                        descriptor: descriptors.Descriptor, source: str, held: list[str],
-                       far: float, seed: int) -> dict:
+                       far: float, seed: int, impostors: tuple | None = None) -> dict:
     """log10 LR calibrators of every score of identification, for lines, documents (a form's
     cut lines) and pages (a form's lines composed into a page), and of verification (the
     embeddings' cosine of two lines, of two documents); and, from the same comparisons,
     each score's unknown-writer threshold as it grows with the gallery (`_unknown_growth`,
-    into `fusion`). Identification compares each query
+    into `fusion`; `impostors`, the training writers each enrolled from one form, add
+    different writers to those comparisons). Identification compares each query
     with every calibration form enrolled alone but its own (with `enrolled`, the training
     writers each enrolled from one form, for runs that held no writers out); verification,
     every pair of lines, and of forms, from two different forms."""
@@ -398,10 +405,19 @@ def _likelihood_ratios(lines: tuple, pages: tuple, enrolled: tuple | None, fusio
         sims["fused"] = runtime.fuse(sims, fusion["line" if level == "line" else "document"])
         keep = f[:, None] != ref_forms[None, :]
         if level != "page":
+            grow, grow_writers, grow_keep = sims, ref_writers, keep
+            if impostors is not None:
+                extra = runtime.Prepared(impostors[1], impostors[2], descriptor).scores(e, c)
+                extra["fused"] = runtime.fuse(extra, fusion[level])
+                grow = {name: np.concatenate([s, extra[name]], axis=1)
+                        for name, s in sims.items()}
+                grow_writers = np.concatenate([ref_writers, impostors[0]])
+                grow_keep = np.concatenate([keep, np.ones((len(w), len(impostors[0])), bool)],
+                                           axis=1)
             fusion[level]["unknown_writer"] = {
-                "rule": UNKNOWN_RULE, **{name: _unknown_growth(s, w, ref_writers, keep, far,
-                                                               seed)
-                                         for name, s in sims.items()}}
+                "rule": UNKNOWN_RULE, **{name: _unknown_growth(s, w, grow_writers, grow_keep,
+                                                               far, seed)
+                                         for name, s in grow.items()}}
         identification[level] = _fitted(
             {name: calibration.comparisons(s, w, ref_writers, keep) for name, s in sims.items()},
             level, notes)
@@ -546,7 +562,8 @@ def export(ecfg: ExportConfig) -> dict:
         print("fitting likelihood ratios", flush=True)
         thresholds["likelihood_ratio"] = _likelihood_ratios(
             lines, _page_queries(rt, images, descriptor), None if held else enrolled,
-            thresholds["fusion"], descriptor, source, held, ecfg.far, cfg.seed)
+            thresholds["fusion"], descriptor, source, held, ecfg.far, cfg.seed,
+            _training_writers(rt, train_images, descriptor)[:3] if held else None)
         gallery_labels = [labels[i] for i in present] if cfg.by_gallery else labels
         if not cfg.by_gallery:
             centroids = None
