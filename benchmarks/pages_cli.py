@@ -1,0 +1,84 @@
+"""The page protocol through the command line, as a user runs it: one page scan enrolled per
+writer, every other page scan of the test writers identified from its scan.
+
+    python benchmarks/pages_cli.py MODEL FORMS_DIR LINES_DIR EXTRA_DIR --seed S [--out D]
+
+MODEL is the float32 .tflite of `benchmarks/open_set.py --seed S --out D` (D/export/), so
+that the writers split the same way: its 16 test writers (of LINES_DIR) and 64
+distractors (of EXTRA_DIR) are each enrolled from one page scan of FORMS_DIR
+(`iam-writers enroll`, one process a writer), then the test writers' other page scans are
+identified in one `iam-writers identify --json` process. It prints top-1, the share named
+at the threshold and answered "unknown", seconds a page, and the top candidates' LRs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CLI = [sys.executable, "-m", "iam_writers"]
+
+
+def main() -> int:
+    sys.path.insert(0, str(REPO))
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from open_set import enrolment, split_writers
+
+    from iam_writers_tfds import kaggle_layout
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    for name in ("model", "forms", "lines", "extra"):
+        p.add_argument(name, type=Path)
+    p.add_argument("--seed", type=int, required=True, help="the open_set.py run's seed")
+    p.add_argument("--distractors", type=int, default=64)
+    p.add_argument("--out", type=Path, help="keep the gallery here (default: a temp folder)")
+    args = p.parse_args()
+
+    def records(folder: Path):
+        return kaggle_layout.scan(kaggle_layout.find_root(folder))[0]
+
+    lines, extra = records(args.lines), records(args.extra)
+    writers = sorted({r.writer_id for r in lines})
+    _, unseen = split_writers(writers, round(len(writers) * 40 / 56), args.seed)
+    distractors, _ = split_writers(sorted({r.writer_id for r in extra}), args.distractors,
+                                   args.seed)
+    subjects = [r for r in lines if r.writer_id in set(unseen)]
+    enrolled, probe = enrolment(subjects, args.seed)
+    pages = {w: subjects[rows[0]].form_id for w, rows in enrolled.items()}
+    pages |= {w: min(r.form_id for r in extra if r.writer_id == w) for w in distractors}
+    queries = sorted({(subjects[i].form_id, subjects[i].writer_id) for i in probe})
+    with tempfile.TemporaryDirectory() as tmp:
+        gallery = (args.out or Path(tmp)) / "pages"
+        for writer, form in sorted(pages.items()):
+            subprocess.run([*CLI, "enroll", gallery, "--model", args.model, "--writer", writer,
+                            args.forms / f"{form}.png"], check=True, capture_output=True)
+        start = time.perf_counter()
+        proc = subprocess.run([*CLI, "identify", gallery, *[args.forms / f"{f}.png"
+                                                             for f, _ in queries],
+                               "--model", args.model, "--json"],
+                              check=True, capture_output=True, text=True)
+        seconds = (time.perf_counter() - start) / len(queries)
+    results = json.loads(proc.stdout)
+    truth = dict(queries)
+    named = [truth[Path(r["images"][0]).stem] for r in results]
+    top1 = sum(r["top"][0]["writer"] == w for r, w in zip(results, named)) / len(results)
+    right = sum(r["writer"] == w for r, w in zip(results, named)) / len(results)
+    unknown = sum(r["writer"] is None for r in results) / len(results)
+    lrs = sorted(r["top"][0]["log10_lr"]["fused"] for r in results if "log10_lr" in r["top"][0])
+    print(f"{len(results)} page scans against {len(pages)} writers, each enrolled from one page "
+          f"scan: top-1 {top1:.3f}, named at the threshold {right:.3f}, answered unknown "
+          f"{unknown:.3f}; {seconds:.2f} s a page in one identify process (with its start)")
+    if lrs:
+        print(f"top candidate's fused log10 LR: lowest {lrs[0]:+.2f}, median "
+              f"{lrs[len(lrs) // 2]:+.2f}, highest {lrs[-1]:+.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
