@@ -136,7 +136,7 @@ def figures(identifier, levels: dict, enrolled_writers) -> dict:
 def lr_quality(card: dict, score: str, levels: dict) -> dict:
     """{level: quality of the card's log10 LRs} over every comparison of a query with an
     enrolled writer (`models.calibration.quality`), with the LRs and labels for plots."""
-    from models.calibration import quality
+    from models.calibration import comparisons, quality
     from models.runtime.evidence import LikelihoodRatio
 
     out = {}
@@ -144,8 +144,8 @@ def lr_quality(card: dict, score: str, levels: dict) -> dict:
         lr = LikelihoodRatio.of(card, "identification", level, score)
         if lr is None:
             continue
-        same = (label[:, None] == np.arange(sims.shape[1])[None, :]).ravel()
-        llrs = lr(sims.ravel())
+        scores, same = comparisons(sims, label, np.arange(sims.shape[1]))
+        llrs = lr(scores)
         out[level] = {**quality(llrs, same), "_llrs": llrs, "_same": same}
     return out
 
@@ -357,9 +357,8 @@ def main() -> int:
                   f"{'the model, ' if model else ''}{descriptor.name}; {len(pages[0])} pages)")
     if model:
         fusion = model.card["fusion"]
-        weights = {kind: ", ".join(f"{k} {w:.2f}" for k, w in fusion[kind].get(
-            "weights", {"hinge": fusion[kind].get("weight", 0)}).items())
-            for kind in ("line", "document")}
+        weights = {kind: ", ".join(f"{k} {w:.2f}" for k, w in fusion[kind]["weights"].items())
+                   for kind in ("line", "document")}
         print(f"\npatch_embed ({args.metric_loss}), {args.epochs} epochs, trained in "
               f"{minutes:.1f} min; fusion weights, lines: {weights['line']}; documents: "
               f"{weights['document']}; "

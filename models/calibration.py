@@ -83,12 +83,6 @@ def fit(scores: np.ndarray, same: np.ndarray, transform: str | None = None) -> d
             "measured": quality(np.clip(llrs, low, high), same)}
 
 
-def apply(table: dict, scores: np.ndarray) -> np.ndarray:
-    """The log10 LRs of scores under a fitted table (what the runtime computes)."""
-    return np.interp(transformed(scores, table.get("transform")), table["score"],
-                     table["log10_lr"])
-
-
 def quality(llrs: np.ndarray, same: np.ndarray) -> dict:
     """How good log10 LRs are: Cllr (bits; 0 is perfect, 1 is an LR of 1 everywhere),
     Cllr-min (what calibration could reach: discrimination alone), ECE at prior odds 1 to

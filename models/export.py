@@ -253,13 +253,6 @@ def _by_form(writers: np.ndarray, forms: np.ndarray, emb: np.ndarray, counts: np
             np.stack([counts[r].sum(0) for r in rows]))
 
 
-def _as_documents(writers: np.ndarray, forms: np.ndarray, emb: np.ndarray,
-                  counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Each form's lines as one query: (writers, mean unit embeddings, summed counts)."""
-    w, _, e, c = _by_form(writers, forms, emb, counts)
-    return w, e, c
-
-
 def weight_grid(names: list[str], step: float = FUSION_STEP) -> np.ndarray:
     """Every weighting [G, len(names)] of the scores on a grid of `step`, summing to 1."""
     n = round(1 / step)
@@ -313,10 +306,11 @@ def _fusion(queries: tuple, enrolled: tuple, descriptor: descriptors.Descriptor,
     query lines, and on their forms as documents, against the `enrolled` writers (each from
     one form): a line and a document score on different scales."""
     writers, forms, emb, counts = queries
+    doc_writers, _, doc_emb, doc_counts = _by_form(*queries)
     return {"descriptor": descriptor.name, "split": source, "compared": ENROLLED,
             "line": _query_calibration(writers, emb, counts, enrolled, descriptor, far),
-            "document": _query_calibration(*_as_documents(writers, forms, emb, counts),
-                                           enrolled, descriptor, far)}
+            "document": _query_calibration(doc_writers, doc_emb, doc_counts, enrolled,
+                                           descriptor, far)}
 
 
 def _training_writers(rt: runtime.Model, train_images: list,
@@ -399,15 +393,18 @@ def _likelihood_ratios(lines: tuple, pages: tuple, enrolled: tuple | None, fusio
     else:
         references = (enrolled[0], np.full(len(enrolled[0]), ""), *enrolled[1:3])
     ref_writers, ref_forms, ref_emb, ref_counts = references
+    # each side prepared once (hinge distributions, VLAD encodings) for all three levels
+    prepared = runtime.Prepared(ref_emb, ref_counts, descriptor)
+    others = None if impostors is None else runtime.Prepared(*impostors[1:3], descriptor)
     identification = {}
     for level, (w, f, e, c) in {"line": lines, "document": documents, "page": pages}.items():
-        sims = runtime.Prepared(ref_emb, ref_counts, descriptor).scores(e, c)
+        sims = prepared.scores(e, c)
         sims["fused"] = runtime.fuse(sims, fusion["line" if level == "line" else "document"])
         keep = f[:, None] != ref_forms[None, :]
         if level != "page":
             grow, grow_writers, grow_keep = sims, ref_writers, keep
-            if impostors is not None:
-                extra = runtime.Prepared(impostors[1], impostors[2], descriptor).scores(e, c)
+            if others is not None:
+                extra = others.scores(e, c)
                 extra["fused"] = runtime.fuse(extra, fusion[level])
                 grow = {name: np.concatenate([s, extra[name]], axis=1)
                         for name, s in sims.items()}
