@@ -26,6 +26,10 @@ INPUTS = ("auto", "line", "page")
 PAGE_MIN_HEIGHT = 400
 # what identify ranks writers by (runtime/identify.py)
 SCORES = ("embedding", "hinge", "vlad", "fused")
+# the fused score of a query is taken relative to the mean of its best COHORT_TOP scores
+# against the training writers (runtime.fuse; docs/results.md, open set)
+COHORT_TOP = 5
+COHORT_FILE = "cohort.npz"
 
 
 @dataclasses.dataclass
@@ -81,9 +85,10 @@ class TrainConfig:
     # off: within the time budget it costs more than it gives, and its scale jitter blurs
     # handwriting size. Figures: docs/results.md, closed set
     augment: bool = False
-    # models that identify by gallery: the seeded share of the writers with two or more forms
-    # held out of training, on whom export calibrates fusion and thresholds (writers no
-    # model saw, as in use); 0 calibrates on the training writers' validation lines
+    # models that identify by gallery: the seeded share of the writers (of those with two or
+    # more forms, and of those with one) held out of training, on whom export calibrates
+    # fusion, thresholds and likelihood ratios (writers no model saw, as in use); 0
+    # calibrates on the training writers' validation lines
     calibration_share: float = 0.2
     # train on train + validation, with no validation set (tuning's --retrain-best)
     fit_on_validation: bool = False

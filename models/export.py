@@ -23,7 +23,14 @@ from tqdm import tqdm
 
 from iam_writers_tfds import atomic
 from models import calibration, inference, runtime
-from models.config import PAGE_MIN_HEIGHT, VARIANTS, TrainConfig, new_folder
+from models.config import (
+    COHORT_FILE,
+    COHORT_TOP,
+    PAGE_MIN_HEIGHT,
+    VARIANTS,
+    TrainConfig,
+    new_folder,
+)
 from models.evaluate import (
     calibration_writers,
     far_threshold,
@@ -215,8 +222,7 @@ VLAD_FIT_LINES = 400  # training lines the RootSIFT + VLAD codebook is fitted on
 VLAD_FILE = "vlad.npz"
 UNKNOWN_RULE = ("threshold for a gallery of N writers: a + b ln N, fitted to the score that the "
                 "best of n different-writer scores passes with probability far, for n up to "
-                "what the calibration comparisons hold, the training writers (each enrolled "
-                "from one form) among the different writers (runtime.gallery_threshold)")
+                "what the calibration comparisons hold (runtime.gallery_threshold)")
 UNKNOWN_DRAWS = 20  # random galleries drawn per query and size
 ENROLLED = ("each image's own writer vs the best other writer, each writer enrolled from one "
             "form")
@@ -269,14 +275,15 @@ def _open_set_eer(sims: np.ndarray, writers: np.ndarray, present: np.ndarray) ->
 
 def _query_calibration(writers: np.ndarray, emb: np.ndarray, counts: np.ndarray,
                        enrolled: tuple, descriptor: descriptors.Descriptor,
-                       far: float) -> dict:
+                       far: float, cohort: runtime.Prepared | None) -> dict:
     """For one kind of query (lines, or documents) against the enrolled writers: each
     similarity's standardisation, the weights that name most queries right (of those, the
     one whose best other-writer scores overlap least with the genuine ones), top-1 of each
     score, and the unknown-writer threshold of each score at `far` with the rates
-    measured."""
+    measured; the fused score against the `cohort` (`runtime.fuse`)."""
     present, enrolled_emb, enrolled_counts = enrolled[:3]
     sims = runtime.Prepared(enrolled_emb, enrolled_counts, descriptor).scores(emb, counts)
+    against = None if cohort is None else cohort.scores(emb, counts)
     keep = np.isin(writers, present)
     label = np.searchsorted(present, writers[keep])
     cal = {name: _standardisation(s, writers, present) for name, s in sims.items()}
@@ -284,7 +291,7 @@ def _query_calibration(writers: np.ndarray, emb: np.ndarray, counts: np.ndarray,
     grid = weight_grid(names)
 
     def fused(w: np.ndarray) -> np.ndarray:
-        return runtime.fuse(sims, {**cal, "weights": dict(zip(names, w))})
+        return runtime.fuse(sims, {**cal, "weights": dict(zip(names, w))}, against)
 
     top1 = np.array([float((fused(w)[keep].argmax(1) == label).mean()) for w in grid])
     tied = grid[top1 == top1.max()]
@@ -301,16 +308,16 @@ def _query_calibration(writers: np.ndarray, emb: np.ndarray, counts: np.ndarray,
 
 
 def _fusion(queries: tuple, enrolled: tuple, descriptor: descriptors.Descriptor, far: float,
-            source: str) -> dict:
+            source: str, cohort: runtime.Prepared | None) -> dict:
     """The fusion of the embedding's and the descriptor's similarities, calibrated on the
     query lines, and on their forms as documents, against the `enrolled` writers (each from
     one form): a line and a document score on different scales."""
     writers, forms, emb, counts = queries
     doc_writers, _, doc_emb, doc_counts = _by_form(*queries)
     return {"descriptor": descriptor.name, "split": source, "compared": ENROLLED,
-            "line": _query_calibration(writers, emb, counts, enrolled, descriptor, far),
+            "line": _query_calibration(writers, emb, counts, enrolled, descriptor, far, cohort),
             "document": _query_calibration(doc_writers, doc_emb, doc_counts, enrolled,
-                                           descriptor, far)}
+                                           descriptor, far, cohort)}
 
 
 def _training_writers(rt: runtime.Model, train_images: list,
@@ -321,6 +328,21 @@ def _training_writers(rt: runtime.Model, train_images: list,
         first.setdefault(writer, form)
     return _enrolled_one_form(*_features(rt, [i for i in train_images if i[1] == first[i[2]]],
                                          descriptor, "the training writers' first forms"))
+
+
+def _cohort(rt: runtime.Model, train_images: list, descriptor: descriptors.Descriptor,
+            labels: list[str], folder: Path) -> tuple[runtime.Prepared, dict]:
+    """The training writers, each enrolled from its first form, saved in `folder` as the
+    cohort that fused scores are normalised against (`runtime.fuse`), and its card entry.
+    None of the calibration writers is among them: thresholds measured on those hold."""
+    writers, centroids, sums = _training_writers(rt, train_images, descriptor)[:3]
+    np.savez(folder / COHORT_FILE, writers=np.array([labels[w] for w in writers]),
+             centroids=centroids.astype(np.float32),
+             sums=sums.astype(np.float32))
+    return runtime.Prepared(centroids, sums, descriptor), {
+        "file": COHORT_FILE, "writers": len(writers), "top": COHORT_TOP,
+        "rule": "each query's fused scores less the mean of its best `top` fused scores "
+                "against these writers, over the spread of all its fused scores"}
 
 
 def _calibration_set(rt: runtime.Model, cfg: TrainConfig, labels: list[str], held: list[str],
@@ -343,9 +365,10 @@ def _calibration_set(rt: runtime.Model, cfg: TrainConfig, labels: list[str], hel
     enrolled = _enrolled_one_form(*lines)
     first = {w: np.sort(forms[writers == w])[0] for w in enrolled[0]}
     probe = np.array([forms[i] != first[w] for i, w in enumerate(writers)])
+    single = sum(len(set(forms[writers == w])) == 1 for w in enrolled[0])
     return (tuple(a[probe] for a in lines), enrolled,
-            f"the {len(held)} writers held out of training (calibration_writers.json)",
-            lines, images)
+            f"the {len(held)} writers held out of training (calibration_writers.json; "
+            f"{single} with one form, compared as different writers only)", lines, images)
 
 
 def composed_page(lines: list[np.ndarray]) -> np.ndarray:
@@ -376,13 +399,12 @@ def _page_queries(rt: runtime.Model, images: list, descriptor: descriptors.Descr
 
 def _likelihood_ratios(lines: tuple, pages: tuple, enrolled: tuple | None, fusion: dict,
                        descriptor: descriptors.Descriptor, source: str, held: list[str],
-                       far: float, seed: int, impostors: tuple | None = None) -> dict:
+                       far: float, seed: int, cohort: runtime.Prepared | None) -> dict:
     """log10 LR calibrators of every score of identification, for lines, documents (a form's
     cut lines) and pages (a form's lines composed into a page), and of verification (the
     embeddings' cosine of two lines, of two documents); and, from the same comparisons,
     each score's unknown-writer threshold as it grows with the gallery (`_unknown_growth`,
-    into `fusion`; `impostors`, the training writers each enrolled from one form, add
-    different writers to those comparisons). Identification compares each query
+    into `fusion`); the fused score against the `cohort`. Identification compares each query
     with every calibration form enrolled alone but its own (with `enrolled`, the training
     writers each enrolled from one form, for runs that held no writers out); verification,
     every pair of lines, and of forms, from two different forms."""
@@ -395,26 +417,17 @@ def _likelihood_ratios(lines: tuple, pages: tuple, enrolled: tuple | None, fusio
     ref_writers, ref_forms, ref_emb, ref_counts = references
     # each side prepared once (hinge distributions, VLAD encodings) for all three levels
     prepared = runtime.Prepared(ref_emb, ref_counts, descriptor)
-    others = None if impostors is None else runtime.Prepared(*impostors[1:3], descriptor)
     identification = {}
     for level, (w, f, e, c) in {"line": lines, "document": documents, "page": pages}.items():
         sims = prepared.scores(e, c)
-        sims["fused"] = runtime.fuse(sims, fusion["line" if level == "line" else "document"])
+        sims["fused"] = runtime.fuse(sims, fusion["line" if level == "line" else "document"],
+                                     None if cohort is None else cohort.scores(e, c))
         keep = f[:, None] != ref_forms[None, :]
         if level != "page":
-            grow, grow_writers, grow_keep = sims, ref_writers, keep
-            if others is not None:
-                extra = others.scores(e, c)
-                extra["fused"] = runtime.fuse(extra, fusion[level])
-                grow = {name: np.concatenate([s, extra[name]], axis=1)
-                        for name, s in sims.items()}
-                grow_writers = np.concatenate([ref_writers, impostors[0]])
-                grow_keep = np.concatenate([keep, np.ones((len(w), len(impostors[0])), bool)],
-                                           axis=1)
             fusion[level]["unknown_writer"] = {
-                "rule": UNKNOWN_RULE, **{name: _unknown_growth(s, w, grow_writers, grow_keep,
-                                                               far, seed)
-                                         for name, s in grow.items()}}
+                "rule": UNKNOWN_RULE, **{name: _unknown_growth(s, w, ref_writers, keep, far,
+                                                               seed)
+                                         for name, s in sims.items()}}
         identification[level] = _fitted(
             {name: calibration.comparisons(s, w, ref_writers, keep) for name, s in sims.items()},
             level, notes)
@@ -545,12 +558,14 @@ def export(ecfg: ExportConfig) -> dict:
         # thresholds and fusion as they will be used: each writer enrolled from one form
         queries, enrolled, source, lines, images = _calibration_set(rt, cfg, labels, held,
                                                                     train_images, descriptor)
+        cohort, cohort_card = (_cohort(rt, train_images, descriptor, labels, tmp) if held
+                               else (None, None))
         identification = far_threshold(queries[2] @ enrolled[1].T, queries[0], enrolled[0],
                                        ecfg.far)
         thresholds = {
             "verification": _threshold(verification(queries[2], queries[0]), "image pairs"),
             "identification": {**identification, "split": source, "compared": ENROLLED},
-            "fusion": _fusion(queries, enrolled, descriptor, ecfg.far, source),
+            "fusion": _fusion(queries, enrolled, descriptor, ecfg.far, source, cohort),
             "calibration": {"writers": held, "source": source, "far": ecfg.far},
             "vlad": {"name": descriptor.vlad.name, "file": VLAD_FILE,
                      "fitted_on": f"up to {VLAD_FIT_LINES} lines of the training writers "
@@ -559,8 +574,9 @@ def export(ecfg: ExportConfig) -> dict:
         print("fitting likelihood ratios", flush=True)
         thresholds["likelihood_ratio"] = _likelihood_ratios(
             lines, _page_queries(rt, images, descriptor), None if held else enrolled,
-            thresholds["fusion"], descriptor, source, held, ecfg.far, cfg.seed,
-            _training_writers(rt, train_images, descriptor)[:3] if held else None)
+            thresholds["fusion"], descriptor, source, held, ecfg.far, cfg.seed, cohort)
+        if cohort_card:
+            thresholds["cohort"] = cohort_card
         gallery_labels = [labels[i] for i in present] if cfg.by_gallery else labels
         if not cfg.by_gallery:
             centroids = None

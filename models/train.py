@@ -116,8 +116,11 @@ def build_model(cfg: TrainConfig, num_classes: int) -> tuple[keras.Model, keras.
 def calibration_writers(cfg: TrainConfig) -> list[int]:
     """The writers held out of training for export's calibration: a seeded
     `calibration_share` of the writers with two or more forms (one to enrol, others to
-    identify), at least two (impostors need another writer); none for classifiers, whose
-    softmax cannot name a writer it did not train on."""
+    identify), at least two (impostors need another writer), and the same share of the
+    writers with one form, who are enrolled and compared only as different writers: the
+    unknown-writer thresholds rest on how high different writers score, and eight writers
+    did not pin that down (docs/results.md, open set). None for classifiers, whose softmax
+    cannot name a writer it did not train on."""
     if not cfg.by_gallery or not cfg.calibration_share:
         return []
     forms: dict[int, set] = {}
@@ -127,11 +130,15 @@ def calibration_writers(cfg: TrainConfig) -> list[int]:
         for writer, form in meta.as_numpy_iterator():
             forms.setdefault(int(writer), set()).add(form)
     eligible = sorted(w for w, f in forms.items() if len(f) >= 2)
+    single = sorted(w for w, f in forms.items() if len(f) == 1)
     n = max(2, round(cfg.calibration_share * len(eligible)))
     if len(eligible) - n < 2:  # training needs writers too
         return []
-    return sorted(int(w) for w in np.random.default_rng(cfg.seed).choice(eligible, n,
-                                                                         replace=False))
+    rng = np.random.default_rng(cfg.seed)
+    held = list(rng.choice(eligible, n, replace=False))
+    if n_single := round(cfg.calibration_share * len(single)):
+        held += list(rng.choice(single, n_single, replace=False))
+    return sorted(int(w) for w in held)
 
 
 def _without(raw: tf.data.Dataset, held: list[int]) -> tf.data.Dataset:
@@ -266,7 +273,9 @@ def _train(cfg: TrainConfig, chief: bool) -> Path:
     held = calibration_writers(cfg)
     atomic.write_text(cfg.out / CALIBRATION_FILE, json.dumps(
         {"writers": [labels[w] for w in held], "share": cfg.calibration_share,
-         "seed": cfg.seed, "rule": "writers with two or more forms, seeded; not trained on"},
+         "seed": cfg.seed, "rule": "a seeded share of the writers with two or more forms, "
+                                   "and of those with one (compared as different writers "
+                                   "only); not trained on"},
         indent=2))
     train_ds, val_ds = datasets(cfg, held)
     with strategy.scope():

@@ -180,6 +180,25 @@ def test_fused_scores_are_standardised_by_the_statistics_of_the_export():
     np.testing.assert_allclose(runtime.fuse(sims, three), [[1 + 0.5 + 0.5, 0, -1 - 0.5 + 0.25]])
 
 
+def test_fused_scores_against_a_cohort_keep_the_order_and_discount_a_common_hand():
+    """Against a cohort, a query's fused scores are taken relative to its best cohort scores:
+    the candidates keep their order, and a query that scores high against everyone (the
+    cohort too) scores lower than one that stands out only against its writer."""
+    from models.config import COHORT_TOP
+
+    fusion = {"weights": {"vlad": 1.0}, "vlad": {"mean": 0.0, "std": 1.0}}
+    rng = np.random.default_rng(0)
+    gallery = np.array([[3.0, 2.0, 1.0], [3.0, 2.0, 1.0]])
+    cohort = np.stack([rng.normal(0, 0.3, 40), rng.normal(2.5, 0.3, 40)])  # 2nd: a common hand
+    plain = runtime.fuse({"vlad": gallery}, fusion)
+    normalised = runtime.fuse({"vlad": gallery}, fusion, {"vlad": cohort})
+    assert (np.argsort(normalised, 1) == np.argsort(plain, 1)).all()
+    assert normalised[0, 0] > normalised[1, 0] + 1
+    best = np.sort(cohort[1])[-COHORT_TOP:].mean()
+    spread = np.concatenate([gallery[1], cohort[1]]).std()
+    np.testing.assert_allclose(normalised[1], (gallery[1] - best) / spread)
+
+
 @pytest.fixture(scope="module")
 def generated_lines() -> dict[int, list[np.ndarray]]:
     """Four generated lines of each of four writers."""

@@ -178,6 +178,11 @@ def test_export_calibrates_on_writers_held_out_of_training(embed_export):
             assert rate["far"] <= 0.01 and 0 <= rate["frr"] <= 1, (kind, score)
     assert card["identification"]["far"] <= 0.01
     assert json.loads((run / "metrics.json").read_text())["held_out_writers"] == 2
+    # the training writers are the cohort that fused scores are normalised against
+    cohort = np.load(embed_export / card["cohort"]["file"])
+    assert sorted(cohort["writers"]) == sorted(set(card["labels"]) - set(held))
+    assert not set(cohort["writers"]) & set(held)
+    assert cohort["centroids"].shape[0] == cohort["sums"].shape[0] == card["cohort"]["writers"]
 
 
 @pytest.mark.slow
@@ -205,6 +210,15 @@ def test_enroll_and_identify_writers_never_seen_in_training(embed_export, tmp_pa
     answers = json.loads(proc.stdout)
     top1 = np.mean([a["top"][0]["writer"] == probes[Path(a["images"][0])] for a in answers])
     assert len(answers) == 40 and top1 >= 0.75, top1
+    # an export whose cohort file went missing says so, naming it
+    other = tmp_path / "other"
+    other.mkdir()
+    for name in ("model_card.json", "model_float32.tflite", card["vlad"]["file"]):
+        (other / name).write_bytes((embed_export / name).read_bytes())
+    proc = cli("identify", tmp_path / "g", next(iter(probes)), "--model",
+               other / "model_float32.tflite")
+    assert proc.returncode == 2 and "cohort.npz: missing from the export" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_training_without_held_out_writers_keeps_its_epoch_length(synth_dir, monkeypatch):
@@ -226,3 +240,29 @@ def test_training_without_held_out_writers_keeps_its_epoch_length(synth_dir, mon
     monkeypatch.setattr(train, "pk_dataset", lambda raw, pcfg, p, k, n: steps.append(n))
     train._pk(raw, cfg.pipeline_config(), cfg)
     assert steps == [len(left) * 16 // 32]
+
+
+def test_calibration_holds_out_writers_with_one_form_too(monkeypatch):
+    """The same seeded share of the one-form writers is held out beside the multi-form
+    ones (they can only be different writers, which is what the unknown-writer thresholds
+    rest on); the multi-form choice is the one a seed always made."""
+    import tensorflow as tf
+
+    from models import train
+    from models.config import TrainConfig
+
+    forms = {w: [f"f{w}-{k}" for k in range(1 if w >= 10 else 3)] for w in range(30)}
+    rows = [(w, f) for w, fs in forms.items() for f in fs]
+    monkeypatch.setattr(train, "load_split", lambda config, split, data_dir: (
+        tf.data.Dataset.from_tensor_slices({"writer": [w for w, _ in rows],
+                                            "form_id": [f for _, f in rows]})
+        if split == "train" else tf.data.Dataset.from_tensor_slices(
+            {"writer": tf.zeros([0], tf.int64), "form_id": tf.zeros([0], tf.string)})))
+    cfg = TrainConfig(model="patch_embed", config="top50", seed=3)
+    held = train.calibration_writers(cfg)
+    multi, single = [w for w in held if w < 10], [w for w in held if w >= 10]
+    assert len(multi) == 2 and len(single) == 4  # a fifth of 10, and of 20
+    assert held == train.calibration_writers(cfg) and held == sorted(held)
+    first = sorted(np.random.default_rng(3).choice(range(10), 2, replace=False).tolist())
+    assert multi == first
+    assert train.calibration_writers(TrainConfig(model="patch_cnn", config="top50")) == []

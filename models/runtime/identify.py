@@ -13,22 +13,41 @@ from pathlib import Path
 
 import numpy as np
 
-from models.config import SCORES
+from models.config import COHORT_TOP, SCORES
 from models.runtime import descriptors, evidence
 from models.runtime.descriptors import Descriptor
 from models.runtime.gallery import Enrolled, Gallery, refuse_other_writer, sha256_of
 from models.runtime.model import Model, ModelError, document_embedding, handwriting, unit
 
 
-def fuse(sims: dict[str, np.ndarray], calibration: dict) -> np.ndarray:
+def fuse(sims: dict[str, np.ndarray], calibration: dict,
+         cohort: dict[str, np.ndarray] | None = None) -> np.ndarray:
     """The fused score [Q, W]: each similarity standardised by the mean and spread of
     different-writer similarities measured at export for this kind of query (so that a
     score, and its threshold, mean the same whatever the gallery's size), weighted by
-    `weights` (older cards: `weight`, the hinge's share beside the embedding)."""
+    `weights` (older cards: `weight`, the hinge's share beside the embedding).
+
+    Given the same queries' similarities to a `cohort` of writers they do not belong to
+    ({score: [Q, C]}, the training writers), each query's fused scores are then taken
+    relative to the mean of its `COHORT_TOP` best cohort scores, over the spread of all its
+    fused scores (gallery and cohort). Some handwriting (a short line, a neat common hand)
+    scores high against everyone: against an unknown-writer threshold it is compared with
+    the writers it most resembles, not with a fixed number. The order of a query's
+    candidates does not change (docs/results.md, open set)."""
     weights = calibration.get("weights") or {"embedding": 1 - calibration["weight"],
                                              "hinge": calibration["weight"]}
-    return sum(w * (sims[name] - calibration[name]["mean"]) / calibration[name]["std"]
-               for name, w in weights.items())
+
+    def fused(s: dict[str, np.ndarray]) -> np.ndarray:
+        return sum(w * (s[name] - calibration[name]["mean"]) / calibration[name]["std"]
+                   for name, w in weights.items())
+
+    scores = fused(sims)
+    if cohort is None:
+        return scores
+    against = fused(cohort)
+    best = np.sort(against, axis=1)[:, -COHORT_TOP:].mean(axis=1, keepdims=True)
+    spread = np.concatenate([scores, against], axis=1).std(axis=1, keepdims=True)
+    return (scores - best) / np.maximum(spread, 1e-12)
 
 
 def gallery_threshold(growth: dict, writers: int) -> float:
@@ -215,6 +234,8 @@ class Identifier:
         self.features = Features(embedder, local, input)
         self.prepared = Prepared(snapshot.centroids if embedder else None,
                                  snapshot.hinge_sums if local else None, local)
+        cohort = model.cohort if self.score == "fused" else None
+        self.cohort = Prepared(*cohort, local) if cohort is not None else None
         card = model.card if model else None
         self.likelihood = {(level, name): evidence.LikelihoodRatio.of(
             card, "identification", level, name) for level in evidence.LEVELS for name in SCORES}
@@ -249,10 +270,12 @@ class Identifier:
     def all_scores(self, emb: np.ndarray | None, counts: np.ndarray | None,
                    document: bool = False) -> dict[str, np.ndarray]:
         """{score: [Q, n_writers]} of every score the features allow (those the chosen score
-        uses), and fused when it is the one chosen."""
+        uses), and fused when it is the one chosen (against the model's cohort when its
+        export kept one)."""
         sims = self.prepared.scores(emb, counts)
         if self.score == "fused":
-            sims["fused"] = fuse(sims, self.fusion["document" if document else "line"])
+            sims["fused"] = fuse(sims, self.fusion["document" if document else "line"],
+                                 self.cohort and self.cohort.scores(emb, counts))
         return sims
 
     def rank(self, images: list, top_k: int = 5) -> dict:

@@ -181,6 +181,21 @@ class Model:
                              "the run again.")
         return Vlad.load(path)
 
+    @functools.cached_property
+    def cohort(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(unit mean embeddings [C, D], summed descriptor rows [C, K]) of the training
+        writers, each enrolled from one form, that export kept to normalise fused scores
+        against (`identify.fuse`), or None for exports without one."""
+        info = self.card.get("cohort")
+        if not info or self.folder is None:
+            return None
+        path = self.folder / info["file"]
+        if not path.is_file():
+            raise ModelError(f"{path}: missing from the export (its card names it). Export "
+                             "the run again.")
+        with np.load(path) as arrays:
+            return arrays["centroids"], arrays["sums"]
+
     @property
     def fingerprint(self) -> str:
         return self.card["fingerprint"]
