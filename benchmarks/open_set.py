@@ -9,9 +9,10 @@ DIR is a Kaggle-layout folder, or one in the official IAM layout. Its writers ar
 (seeded) into a known group (40 of 56) and an unseen group. The embedding model
 (`patch_embed`) trains on the known writers, plus the one-form writers of EXTRA_DIR except
 `--distractors` of them (seeded), which no model sees; training holds a seeded fifth of the
-known writers out (`calibration_share`), and export calibrates the fusion weight, the
-thresholds (at 1% false accepts) and the likelihood ratios on them. The unseen writers are
-touched by no decision. From then on everything runs through the TF-free runtime on the
+known writers out, and a fifth of the other extra writers (`calibration_share`), and export
+calibrates the fusion weights, the thresholds (at 1% false accepts) and the likelihood
+ratios on them; the fused score is normalised against the training writers (the export's
+cohort). The unseen writers are touched by no decision. From then on everything runs through the TF-free runtime on the
 float32 TFLite file, as a user would.
 One form of each unseen writer is enrolled and the lines of their other forms are
 identified, against two galleries:
@@ -24,7 +25,8 @@ that export fits on 400 lines of the training writers; fused) it prints top-1 an
 lines, of documents (a form's cut lines as one query) and, with `--forms`, of page scans
 (their lines found by the runtime), the per-writer mean of line top-1, and at the stored
 thresholds the rejection of writers not enrolled (each query against the gallery without its
-writer) and the false rejection of enrolled ones. Then the quality of the card's log10
+writer; in (b) also with the distractors' own lines and forms as more such queries, "rej.
+all") and the false rejection of enrolled ones. Then the quality of the card's log10
 likelihood ratios at each level, over every comparison of a query with an enrolled writer:
 Cllr, Cllr-min, ECE at prior odds 1 to 100, misleading evidence (LR < 1 for the same writer,
 > 1 for a different one) and strong misleading evidence (beyond 100 to 1), with Tippett and
@@ -106,11 +108,12 @@ def level_scores(identifier, emb, counts, records, probe, pages=None) -> dict:
     return out
 
 
-def figures(identifier, levels: dict, enrolled_writers) -> dict:
+def figures(identifier, levels: dict, enrolled_writers, others: dict | None = None) -> dict:
     """Figures of one score: top-1 and top-5 at each level, the per-writer mean of line
     top-1, and at the stored thresholds the rejection of writers not enrolled (each query
     against the gallery without its writer) and the false rejection of enrolled ones, of
-    lines and of documents."""
+    lines and of documents; with `others` (`level_scores` of more queries: the distractors'
+    own lines and forms), the rejection of those unknown queries and the probes' together."""
     from models.evaluate import topk_accuracy
 
     sims, label = levels["line"]
@@ -126,11 +129,21 @@ def figures(identifier, levels: dict, enrolled_writers) -> dict:
         if level == "page":
             continue
         t = identifier.threshold(document=level != "line")
-        others = sims.copy()
-        others[np.arange(len(label)), label] = -np.inf  # the gallery without its writer
-        result[f"{level}_rejection"] = float((others.max(1) < t).mean())
+        unknown = without_own(sims, label)
+        result[f"{level}_rejection"] = float((unknown < t).mean())
         result[f"{level}_false_rejection"] = float((sims.max(1) < t).mean())
+        if others:
+            unknown = np.r_[unknown, without_own(*others[level])]
+            result[f"{level}_rejection_all"] = float((unknown < t).mean())
+            result[f"n_unknown_{level}"] = len(unknown)
     return result
+
+
+def without_own(sims: np.ndarray, label: np.ndarray) -> np.ndarray:
+    """Each query's best score against the gallery without its own writer."""
+    others = sims.copy()
+    others[np.arange(len(label)), label] = -np.inf
+    return others.max(1)
 
 
 def lr_quality(card: dict, score: str, levels: dict) -> dict:
@@ -184,14 +197,21 @@ def print_table(title: str, rows: dict[str, dict]) -> None:
           f"probed), {first['n_lines']} lines / {first['n_forms']} forms identified")
     print(f"{'score':<10}{'line top-1':>11}{'top-5':>7}{'doc top-1':>10}{'top-5':>7}"
           + (f"{'page top-1':>11}{'top-5':>7}" if page else "")
-          + f"{'macro line':>11}{'rej. line':>10}{'doc':>7}{'false rej. line':>16}{'doc':>7}")
+          + f"{'macro line':>11}{'rej. line':>10}{'doc':>7}{'false rej. line':>16}{'doc':>7}"
+          + (f"{'rej. all line':>14}{'doc':>7}" if "line_rejection_all" in first else ""))
     for name, f in rows.items():
         print(f"{name:<10}{f['line_top1']:>11.3f}{f['line_top5']:>7.3f}"
               f"{f['document_top1']:>10.3f}{f['document_top5']:>7.3f}"
               + (f"{f['page_top1']:>11.3f}{f['page_top5']:>7.3f}" if page else "")
               + f"{f['macro_line_top1']:>11.3f}{f['line_rejection']:>10.3f}"
               f"{f['document_rejection']:>7.3f}{f['line_false_rejection']:>16.3f}"
-              f"{f['document_false_rejection']:>7.3f}")
+              f"{f['document_false_rejection']:>7.3f}"
+              + (f"{f['line_rejection_all']:>14.3f}{f['document_rejection_all']:>7.3f}"
+                 if "line_rejection_all" in f else ""))
+    if "line_rejection_all" in first:
+        print(f"rej. all: of the probes and the distractors' own lines and forms together "
+              f"({first['n_unknown_line']} lines, {first['n_unknown_document']} documents), "
+              "each against the gallery without its writer")
 
 
 def tippett(quality: dict[str, dict], out: Path) -> None:
@@ -324,6 +344,7 @@ def main() -> int:
         enrolled, probe = enrolment(subjects[:n_unseen], args.seed)
         everyone = {**enrolled, **{w: [n_unseen + i for i in rows] for w, rows in
                                    enrolment(subjects[n_unseen:], args.seed)[0].items()}}
+        distracting = list(range(n_unseen, len(subjects)))  # unknown queries of gallery (b)
         pages, page_seconds = None, None
         if args.forms:
             page_forms = sorted({subjects[i].form_id for i in probe})
@@ -342,7 +363,9 @@ def main() -> int:
             for score in scores:
                 identifier = Identifier(gallery, model, score)
                 levels = level_scores(identifier, emb, counts, subjects, probe, pages)
-                rows[score] = figures(identifier, levels, members)
+                others = (level_scores(identifier, emb, counts, subjects, distracting)
+                          if len(members) > len(enrolled) else None)
+                rows[score] = figures(identifier, levels, members, others)
                 if model:
                     lrs[score] = lr_quality(model.card, score, levels)
             if len(members) > len(enrolled) or title.startswith("(a)"):
