@@ -11,9 +11,10 @@ DIR is a Kaggle-layout folder, or one in the official IAM layout. Its writers ar
 `--distractors` of them (seeded), which no model sees; training holds a seeded fifth of the
 known writers out, and a fifth of the other extra writers (`calibration_share`), and export
 calibrates the fusion weights, the thresholds (at 1% false accepts) and the likelihood
-ratios on them; the fused score is normalised against the training writers (the export's
-cohort). The unseen writers are touched by no decision. From then on everything runs through the TF-free runtime on the
-float32 TFLite file, as a user would.
+ratios on them; the fused score is normalised against half the training writers (the
+export's cohort), and the other half join the calibration writers as different writers for
+the thresholds. The unseen writers are touched by no decision. From then on everything runs
+through the TF-free runtime on the float32 TFLite file, as a user would.
 One form of each unseen writer is enrolled and the lines of their other forms are
 identified, against two galleries:
 
@@ -323,9 +324,9 @@ def main() -> int:
         extra_writers = sorted({r.writer_id for r in extra})
         n_distract = min(args.distractors, len(extra_writers))
         distractors, extra_known = split_writers(extra_writers, n_distract, args.seed)
-        print(f"{len(all_writers)} writers: {len(unseen)} never seen identified; training on "
-              f"{len(known)} + {len(extra_known)} extra writers; {len(distractors)} "
-              "distractors", flush=True)
+        print(f"{len(all_writers)} writers: {len(unseen)} never seen identified; "
+              f"{len(known)} + {len(extra_known)} extra writers for training and calibration "
+              f"(train holds a share out); {len(distractors)} distractors", flush=True)
         minutes, model = None, None
         if not args.hinge_only:
             model, minutes = train_and_export(args, records + extra, known + extra_known, out)

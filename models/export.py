@@ -220,9 +220,14 @@ def parity_markdown(table: list[dict]) -> str:
 FUSION_STEP = 0.05  # the grid of fusion weights searched (each score's share)
 VLAD_FIT_LINES = 400  # training lines the RootSIFT + VLAD codebook is fitted on
 VLAD_FILE = "vlad.npz"
+# the training writers' share in the cohort; the rest are different writers for the
+# unknown-writer thresholds (docs/results.md, open set)
+COHORT_SHARE = 0.5
 UNKNOWN_RULE = ("threshold for a gallery of N writers: a + b ln N, fitted to the score that the "
                 "best of n different-writer scores passes with probability far, for n up to "
-                "what the calibration comparisons hold (runtime.gallery_threshold)")
+                "what the comparisons hold: every calibration form, and the first form of "
+                "each training writer outside the cohort, enrolled alone and compared with the "
+                "others' lines and forms (runtime.gallery_threshold)")
 UNKNOWN_DRAWS = 20  # random galleries drawn per query and size
 ENROLLED = ("each image's own writer vs the best other writer, each writer enrolled from one "
             "form")
@@ -331,18 +336,28 @@ def _training_writers(rt: runtime.Model, train_images: list,
 
 
 def _cohort(rt: runtime.Model, train_images: list, descriptor: descriptors.Descriptor,
-            labels: list[str], folder: Path) -> tuple[runtime.Prepared, dict]:
-    """The training writers, each enrolled from its first form, saved in `folder` as the
-    cohort that fused scores are normalised against (`runtime.fuse`), and its card entry.
-    None of the calibration writers is among them: thresholds measured on those hold."""
-    writers, centroids, sums = _training_writers(rt, train_images, descriptor)[:3]
-    np.savez(folder / COHORT_FILE, writers=np.array([labels[w] for w in writers]),
-             centroids=centroids.astype(np.float32),
-             sums=sums.astype(np.float32))
-    return runtime.Prepared(centroids, sums, descriptor), {
-        "file": COHORT_FILE, "writers": len(writers), "top": COHORT_TOP,
+            labels: list[str], seed: int, folder: Path) -> tuple[runtime.Prepared, dict, tuple]:
+    """A seeded half of the training writers, each enrolled from its first form, saved in
+    `folder` as the cohort that fused scores are normalised against (`runtime.fuse`); its
+    card entry; and the other half's first-form lines (writers, forms, embeddings,
+    descriptor rows), more different writers for the unknown-writer thresholds. A query is
+    never compared with the writers it was normalised against: scores against them are
+    low by construction."""
+    writers, centroids, sums, lines = _training_writers(rt, train_images, descriptor)
+    order = np.random.default_rng(seed).permutation(len(writers))
+    chosen = np.sort(order[:round(COHORT_SHARE * len(writers))])
+    others = np.isin(lines[0], np.delete(writers, chosen))
+    np.savez(folder / COHORT_FILE, writers=np.array([labels[w] for w in writers[chosen]]),
+             centroids=centroids[chosen].astype(np.float32),
+             sums=sums[chosen].astype(np.float32))
+    return runtime.Prepared(centroids[chosen], sums[chosen], descriptor), {
+        "file": COHORT_FILE, "writers": len(chosen), "top": COHORT_TOP,
         "rule": "each query's fused scores less the mean of its best `top` fused scores "
-                "against these writers, over the spread of all its fused scores"}
+                "against these writers, over the spread of all its fused scores",
+        "impostors": int(len(writers) - len(chosen)),
+        "impostors_rule": "the other training writers, each from its first form: different "
+                          "writers for the unknown-writer thresholds, beside the calibration "
+                          "writers"}, tuple(a[others] for a in lines)
 
 
 def _calibration_set(rt: runtime.Model, cfg: TrainConfig, labels: list[str], held: list[str],
@@ -399,15 +414,14 @@ def _page_queries(rt: runtime.Model, images: list, descriptor: descriptors.Descr
 
 def _likelihood_ratios(lines: tuple, pages: tuple, enrolled: tuple | None, fusion: dict,
                        descriptor: descriptors.Descriptor, source: str, held: list[str],
-                       far: float, seed: int, cohort: runtime.Prepared | None) -> dict:
+                       cohort: runtime.Prepared | None) -> dict:
     """log10 LR calibrators of every score of identification, for lines, documents (a form's
     cut lines) and pages (a form's lines composed into a page), and of verification (the
-    embeddings' cosine of two lines, of two documents); and, from the same comparisons,
-    each score's unknown-writer threshold as it grows with the gallery (`_unknown_growth`,
-    into `fusion`); the fused score against the `cohort`. Identification compares each query
-    with every calibration form enrolled alone but its own (with `enrolled`, the training
-    writers each enrolled from one form, for runs that held no writers out); verification,
-    every pair of lines, and of forms, from two different forms."""
+    embeddings' cosine of two lines, of two documents); the fused score against the
+    `cohort`. Identification compares each query with every calibration form enrolled alone
+    but its own (with `enrolled`, the training writers each enrolled from one form, for runs
+    that held no writers out); verification, every pair of lines, and of forms, from two
+    different forms."""
     notes: list[str] = []
     documents = _by_form(*lines)
     if enrolled is None:
@@ -423,11 +437,6 @@ def _likelihood_ratios(lines: tuple, pages: tuple, enrolled: tuple | None, fusio
         sims["fused"] = runtime.fuse(sims, fusion["line" if level == "line" else "document"],
                                      None if cohort is None else cohort.scores(e, c))
         keep = f[:, None] != ref_forms[None, :]
-        if level != "page":
-            fusion[level]["unknown_writer"] = {
-                "rule": UNKNOWN_RULE, **{name: _unknown_growth(s, w, ref_writers, keep, far,
-                                                               seed)
-                                         for name, s in sims.items()}}
         identification[level] = _fitted(
             {name: calibration.comparisons(s, w, ref_writers, keep) for name, s in sims.items()},
             level, notes)
@@ -445,6 +454,25 @@ def _likelihood_ratios(lines: tuple, pages: tuple, enrolled: tuple | None, fusio
             "pages": "each form's cut lines stacked into a page (composed_page)",
             "identification": identification, "verification": verification,
             "not_fitted": notes}
+
+
+def _unknown_writers(lines: tuple, references: tuple, fusion: dict,
+                     descriptor: descriptors.Descriptor, cohort: runtime.Prepared | None,
+                     far: float, seed: int) -> None:
+    """Into `fusion`: each score's unknown-writer threshold as it grows with the gallery
+    (`_unknown_growth`), for the lines and the documents (a form's lines) of `lines` against
+    `references` (each: writers, forms, embeddings, descriptor rows); a form is never
+    compared with itself, a writer only as a different one."""
+    ref_writers, ref_forms = references[:2]
+    prepared = runtime.Prepared(*references[2:], descriptor)
+    for level, (w, f, e, c) in {"line": lines, "document": _by_form(*lines)}.items():
+        sims = prepared.scores(e, c)
+        sims["fused"] = runtime.fuse(sims, fusion[level],
+                                     None if cohort is None else cohort.scores(e, c))
+        keep = f[:, None] != ref_forms[None, :]
+        fusion[level]["unknown_writer"] = {
+            "rule": UNKNOWN_RULE, **{name: _unknown_growth(s, w, ref_writers, keep, far, seed)
+                                     for name, s in sims.items()}}
 
 
 def _unknown_growth(sims: np.ndarray, writers: np.ndarray, references: np.ndarray,
@@ -558,8 +586,9 @@ def export(ecfg: ExportConfig) -> dict:
         # thresholds and fusion as they will be used: each writer enrolled from one form
         queries, enrolled, source, lines, images = _calibration_set(rt, cfg, labels, held,
                                                                     train_images, descriptor)
-        cohort, cohort_card = (_cohort(rt, train_images, descriptor, labels, tmp) if held
-                               else (None, None))
+        cohort, cohort_card, impostors = (
+            _cohort(rt, train_images, descriptor, labels, cfg.seed, tmp) if held
+            else (None, None, None))
         identification = far_threshold(queries[2] @ enrolled[1].T, queries[0], enrolled[0],
                                        ecfg.far)
         thresholds = {
@@ -571,12 +600,19 @@ def export(ecfg: ExportConfig) -> dict:
                      "fitted_on": f"up to {VLAD_FIT_LINES} lines of the training writers "
                                   f"(seed {cfg.seed})"},
         }
+        if held:  # every calibration form enrolled alone, and the impostors' first forms
+            growth = tuple(np.concatenate(a) for a in zip(lines, impostors))
+            _unknown_writers(growth, _by_form(*growth), thresholds["fusion"], descriptor,
+                             cohort, ecfg.far, cfg.seed)
+            thresholds["cohort"] = cohort_card
+        else:
+            _unknown_writers(lines, (enrolled[0], np.full(len(enrolled[0]), ""),
+                                     *enrolled[1:3]), thresholds["fusion"], descriptor, None,
+                             ecfg.far, cfg.seed)
         print("fitting likelihood ratios", flush=True)
         thresholds["likelihood_ratio"] = _likelihood_ratios(
             lines, _page_queries(rt, images, descriptor), None if held else enrolled,
-            thresholds["fusion"], descriptor, source, held, ecfg.far, cfg.seed, cohort)
-        if cohort_card:
-            thresholds["cohort"] = cohort_card
+            thresholds["fusion"], descriptor, source, held, cohort)
         gallery_labels = [labels[i] for i in present] if cfg.by_gallery else labels
         if not cfg.by_gallery:
             centroids = None

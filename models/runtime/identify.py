@@ -33,7 +33,9 @@ def fuse(sims: dict[str, np.ndarray], calibration: dict,
     fused scores (gallery and cohort). Some handwriting (a short line, a neat common hand)
     scores high against everyone: against an unknown-writer threshold it is compared with
     the writers it most resembles, not with a fixed number. The order of a query's
-    candidates does not change (docs/results.md, open set)."""
+    candidates does not change; a score moves a little as writers are enrolled (the spread
+    includes the gallery's scores: dividing by the cohort's alone did worse; docs/results.md,
+    open set)."""
     weights = calibration.get("weights") or {"embedding": 1 - calibration["weight"],
                                              "hinge": calibration["weight"]}
 
