@@ -221,6 +221,10 @@ def test_enroll_and_identify_writers_never_seen_in_training(embed_export, tmp_pa
                other / "model_float32.tflite")
     assert proc.returncode == 2 and "cohort.npz: missing from the export" in proc.stderr
     assert "Traceback" not in proc.stderr
+    # the hinge alone needs neither the VLAD codebook nor the cohort
+    (other / card["vlad"]["file"]).unlink()
+    hinge = runtime.features_for(runtime.Model(other / "model_float32.tflite"), "hinge")
+    assert hinge.local.vlad is None and hinge.descriptor == "hinge-l10-b16"
 
 
 def test_training_without_held_out_writers_keeps_its_epoch_length(synth_dir, monkeypatch):

@@ -149,8 +149,9 @@ def features_for(model: Model | None, score: str | None, input: str = "auto") ->
     if model is None and score != "hinge":
         raise ModelError(f"--descriptor {score} needs --model MODEL (or pass --descriptor "
                          "hinge to enroll without a model)")
-    if score == "hinge":
-        hinge = model_descriptor(model).hinge if model else descriptors.Hinge()
+    if score == "hinge":  # the model's hinge parameters, without loading its VLAD codebook
+        fusion = model.card.get("fusion") if model else None
+        hinge = Descriptor.hinge_of(fusion["descriptor"]) if fusion else descriptors.Hinge()
         return Features(None, Descriptor(hinge), input)
     return Features(model, model_descriptor(model) if score != "embedding" else None, input)
 
