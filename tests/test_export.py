@@ -317,3 +317,21 @@ def test_line_pass_equals_the_patch_model_on_one_window(family):
         np.testing.assert_allclose(np.exp(out["log_probs"]), model(x).numpy(), atol=1e-5)
     wide = np.zeros((1, 32, 32 + 4 * 16, 1), np.float32)
     assert fn(wide)["embedding"].shape == (5, 8)
+
+
+def test_fusion_weights_are_chosen_by_margin_not_by_a_near_tie():
+    """Two scores name every query right; the one that puts the own writer far above the
+    others has the larger margin, whatever the scale of each row."""
+    from models.export import _margin
+
+    rng = np.random.default_rng(0)
+    label = np.arange(6)
+    others = rng.normal(0, 0.1, (6, 12))
+    close, far = others.copy(), others.copy()
+    close[label, label] = others.max(1) + 0.01  # first by a hair
+    far[label, label] = others.max(1) + 0.5
+    assert _margin(close, label, False) == pytest.approx(0.01)
+    assert _margin(far, label, True) > 10 * _margin(close, label, True)
+    # per-query spread: a query's scale does not weigh it more than another's
+    scaled = far * np.arange(1, 7)[:, None]
+    assert _margin(scaled, label, True) == pytest.approx(_margin(far, label, True))
