@@ -179,3 +179,20 @@ def test_the_embedding_hypermodel_builds_the_sampled_loss():
         hp.Fixed("embedding_dim", 32)
         model = hypermodel.build(hp)
         assert isinstance(model.loss, cls) and model.output_shape == (None, 32)
+
+
+def test_the_best_of_tied_trials_is_the_first_started():
+    """Trials at chance tie; KerasTuner's order among ties changes when a search is
+    reloaded, and a re-run then retrained another "best" (seen on a fresh clone)."""
+    from types import SimpleNamespace
+
+    from tuning.search import best_trial
+
+    trials = {t: SimpleNamespace(trial_id=t, score=s) for t, s in
+              (("0", 0.1), ("1", 0.3), ("2", 0.3), ("3", None))}
+    for reported in ("1", "2"):
+        oracle = SimpleNamespace(trials=trials, start_order=["0", "1", "2", "3"],
+                                 get_best_trials=lambda n, r=reported: [trials[r]])
+        assert best_trial(SimpleNamespace(oracle=oracle)).trial_id == "1"
+    empty = SimpleNamespace(trials={}, start_order=[], get_best_trials=lambda n: [])
+    assert best_trial(SimpleNamespace(oracle=empty)) is None

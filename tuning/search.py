@@ -96,6 +96,17 @@ def trials_table(tuner) -> list[dict]:
     return rows
 
 
+def best_trial(tuner):
+    """The best finished trial, or None; among equal scores the first started, so that a
+    reloaded search names the same one (KerasTuner's order among ties changes on reload, and
+    a re-run would retrain another best)."""
+    best = tuner.oracle.get_best_trials(1)
+    if not best:
+        return None
+    trials = tuner.oracle.trials
+    return next(trials[t] for t in tuner.oracle.start_order if trials[t].score == best[0].score)
+
+
 def write_summary(cfg: TuneConfig, tuner) -> dict:
     """trials.csv, objective.png and best_hyperparameters.json; returns the best values."""
     import matplotlib
@@ -125,11 +136,11 @@ def write_summary(cfg: TuneConfig, tuner) -> dict:
     with atomic.replaced(cfg.project / "objective.png") as tmp:
         fig.savefig(tmp, dpi=90)
     plt.close(fig)
-    best = tuner.oracle.get_best_trials(1)
-    if not best:
+    best = best_trial(tuner)
+    if best is None:
         raise RuntimeError(f"{cfg.project}: no trial finished; nothing to report.")
-    result = {"trial": best[0].trial_id, "score": best[0].score, "objective": metric,
-              "hyperparameters": best[0].hyperparameters.values}
+    result = {"trial": best.trial_id, "score": best.score, "objective": metric,
+              "hyperparameters": best.hyperparameters.values}
     atomic.write_text(cfg.project / "best_hyperparameters.json", json.dumps(result, indent=2))
     print(f"best trial {result['trial']}: {metric} {result['score']:.4f} with "
           f"{result['hyperparameters']}")
@@ -170,7 +181,7 @@ def retrain_best(cfg: TuneConfig, tuner, best: dict) -> Path:
     from models.config import TrainConfig
     from models.train import train
 
-    hp = tuner.oracle.get_best_trials(1)[0].hyperparameters
+    hp = best_trial(tuner).hyperparameters
     run_cfg = dataclasses.replace(tuner.hypermodel.config(hp), fit_on_validation=True,
                                   out=cfg.project / "best_run")
     if (run_cfg.out / "config.json").is_file():
