@@ -141,10 +141,11 @@ def figures(identifier, levels: dict, enrolled_writers, others: dict | None = No
 
 
 def without_own(sims: np.ndarray, label: np.ndarray) -> np.ndarray:
-    """Each query's best score against the gallery without its own writer."""
-    others = sims.copy()
-    others[np.arange(len(label)), label] = -np.inf
-    return others.max(1)
+    """Each query's best score against the gallery without its own writer (`label`, its
+    column)."""
+    from models.evaluate import open_set_scores
+
+    return open_set_scores(sims, label, np.arange(sims.shape[1]))[1]
 
 
 def lr_quality(card: dict, score: str, levels: dict) -> dict:

@@ -36,6 +36,7 @@ from models.evaluate import (
     far_threshold,
     load_run,
     normalise,
+    open_set_scores,
     verification,
 )
 from models.inference import inference_pipeline, input_spec, split_images, windows_fn
@@ -262,6 +263,12 @@ def _by_form(writers: np.ndarray, forms: np.ndarray, emb: np.ndarray, counts: np
             np.stack([counts[r].sum(0) for r in rows]))
 
 
+def _as_references(enrolled: tuple) -> tuple:
+    """Enrolled writers (`_enrolled_one_form`) as references of comparisons: (writers, no
+    form, mean unit embeddings, summed descriptor rows); no query's form is theirs."""
+    return enrolled[0], np.full(len(enrolled[0]), ""), *enrolled[1:3]
+
+
 def weight_grid(names: list[str], step: float = FUSION_STEP) -> np.ndarray:
     """Every weighting [G, len(names)] of the scores on a grid of `step`, summing to 1."""
     n = round(1 / step)
@@ -269,16 +276,17 @@ def weight_grid(names: list[str], step: float = FUSION_STEP) -> np.ndarray:
     return np.array(grid, np.float64) / n
 
 
-def _margin(scores: np.ndarray, label: np.ndarray, spread: bool) -> float:
-    """The mean over queries of the own writer's score less the best other writer's
-    [Q, W]; with `spread`, each over the spread of the query's scores (cohort-normalised
-    scores are already on that scale)."""
-    rows = np.arange(len(label))
-    own = scores[rows, label]
-    others = scores.copy()
-    others[rows, label] = -np.inf
-    margin = own - others.max(1)
-    return float(np.mean(margin / scores.std(1) if spread else margin))
+def _margin(scores: np.ndarray, writers: np.ndarray, present: np.ndarray,
+            spread: bool) -> float:
+    """The mean over the queries of enrolled writers (scores [Q, W] against `present`) of
+    the own writer's score less the best other writer's (`open_set_scores`); with `spread`,
+    each over the spread of the query's scores (cohort-normalised scores are already on
+    that scale)."""
+    genuine, impostor = open_set_scores(scores, writers, present)
+    margin = genuine - impostor
+    if spread:
+        margin = margin / scores[np.isin(writers, present)].std(1)
+    return float(np.mean(margin))
 
 
 def _query_calibration(writers: np.ndarray, emb: np.ndarray, counts: np.ndarray,
@@ -303,7 +311,7 @@ def _query_calibration(writers: np.ndarray, emb: np.ndarray, counts: np.ndarray,
     def fused(w: np.ndarray) -> np.ndarray:
         return runtime.fuse(sims, {**cal, "weights": dict(zip(names, w))}, against)
 
-    best = grid[int(np.argmax([_margin(fused(w)[keep], label, against is None)
+    best = grid[int(np.argmax([_margin(fused(w), writers, present, against is None)
                                for w in grid]))]
     cal["weights"] = {name: float(w) for name, w in zip(names, best)}
     sims["fused"] = fused(best)
@@ -427,10 +435,7 @@ def _likelihood_ratios(lines: tuple, pages: tuple, enrolled: tuple | None, fusio
     different forms."""
     notes: list[str] = []
     documents = _by_form(*lines)
-    if enrolled is None:
-        references = documents
-    else:
-        references = (enrolled[0], np.full(len(enrolled[0]), ""), *enrolled[1:3])
+    references = documents if enrolled is None else _as_references(enrolled)
     ref_writers, ref_forms, ref_emb, ref_counts = references
     # each side prepared once (hinge distributions, VLAD encodings) for all three levels
     prepared = runtime.Prepared(ref_emb, ref_counts, descriptor)
@@ -609,9 +614,8 @@ def export(ecfg: ExportConfig) -> dict:
                              cohort, ecfg.far, cfg.seed)
             thresholds["cohort"] = cohort_card
         else:
-            _unknown_writers(lines, (enrolled[0], np.full(len(enrolled[0]), ""),
-                                     *enrolled[1:3]), thresholds["fusion"], descriptor, None,
-                             ecfg.far, cfg.seed)
+            _unknown_writers(lines, _as_references(enrolled), thresholds["fusion"],
+                             descriptor, None, ecfg.far, cfg.seed)
         print("fitting likelihood ratios", flush=True)
         thresholds["likelihood_ratio"] = _likelihood_ratios(
             lines, _page_queries(rt, images, descriptor), None if held else enrolled,

@@ -330,8 +330,10 @@ def test_fusion_weights_are_chosen_by_margin_not_by_a_near_tie():
     close, far = others.copy(), others.copy()
     close[label, label] = others.max(1) + 0.01  # first by a hair
     far[label, label] = others.max(1) + 0.5
-    assert _margin(close, label, False) == pytest.approx(0.01)
-    assert _margin(far, label, True) > 10 * _margin(close, label, True)
+    present = np.arange(12)
+    assert _margin(close, label, present, False) == pytest.approx(0.01)
+    assert _margin(far, label, present, True) > 10 * _margin(close, label, present, True)
     # per-query spread: a query's scale does not weigh it more than another's
     scaled = far * np.arange(1, 7)[:, None]
-    assert _margin(scaled, label, True) == pytest.approx(_margin(far, label, True))
+    assert _margin(scaled, label, present, True) == pytest.approx(
+        _margin(far, label, present, True))

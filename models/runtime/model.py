@@ -169,30 +169,32 @@ class Model:
             return None
         return Gallery.open(self.folder / "train_gallery").snapshot()
 
-    @functools.cached_property
-    def vlad(self) -> Vlad | None:
-        """The RootSIFT + VLAD codebook export fitted on the training writers, or None."""
-        info = self.card.get("vlad")
+    def _card_file(self, key: str) -> Path | None:
+        """The file of the export that the card's `key` entry names, or None when the card
+        has no such entry (older exports) or the model has no folder."""
+        info = self.card.get(key)
         if not info or self.folder is None:
             return None
         path = self.folder / info["file"]
         if not path.is_file():
             raise ModelError(f"{path}: missing from the export (its card names it). Export "
                              "the run again.")
-        return Vlad.load(path)
+        return path
+
+    @functools.cached_property
+    def vlad(self) -> Vlad | None:
+        """The RootSIFT + VLAD codebook export fitted on the training writers, or None."""
+        path = self._card_file("vlad")
+        return None if path is None else Vlad.load(path)
 
     @functools.cached_property
     def cohort(self) -> tuple[np.ndarray, np.ndarray] | None:
         """(unit mean embeddings [C, D], summed descriptor rows [C, K]) of the training
         writers, each enrolled from one form, that export kept to normalise fused scores
         against (`identify.fuse`), or None for exports without one."""
-        info = self.card.get("cohort")
-        if not info or self.folder is None:
+        path = self._card_file("cohort")
+        if path is None:
             return None
-        path = self.folder / info["file"]
-        if not path.is_file():
-            raise ModelError(f"{path}: missing from the export (its card names it). Export "
-                             "the run again.")
         with np.load(path) as arrays:
             return arrays["centroids"], arrays["sums"]
 
