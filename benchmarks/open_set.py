@@ -31,7 +31,9 @@ all") and the false rejection of enrolled ones. Then the quality of the card's l
 likelihood ratios at each level, over every comparison of a query with an enrolled writer:
 Cllr, Cllr-min, ECE at prior odds 1 to 100, misleading evidence (LR < 1 for the same writer,
 > 1 for a different one) and strong misleading evidence (beyond 100 to 1), with Tippett and
-ECE plots of the fused score in D; then the cost of a page scan and the training minutes.
+ECE plots of the fused score in D; then `verify`: every query against each writer of (b)
+enrolled alone, as `verify` weighs a pair (EER, pairs decided right at the threshold of a
+one-writer gallery, Cllr); then the cost of a page scan and the training minutes.
 `--out D` keeps the work in D, and a second run with the same D reuses its trained model.
 """
 
@@ -178,6 +180,65 @@ def print_lr_table(title: str, rows: dict[str, dict]) -> None:
                   f"{q['misleading_same']:>10.3f}{q['misleading_different']:>10.4f}"
                   f"{q['strong_misleading_same']:>9.3f}{q['strong_misleading_different']:>9.4f}"
                   f"{q['n_same']:>6}{q['n_different']:>7}")
+
+
+class Alone:
+    """An identifier's writers each enrolled alone, as `verify` weighs a pair (a query
+    against one reference): `score_matrix` gives each query's score against each writer in a
+    gallery of one, `threshold` the unknown-writer threshold of such a gallery."""
+
+    def __init__(self, identifier):
+        self.identifier, self.writers = identifier, identifier.writers
+
+    def score_matrix(self, emb, counts, document: bool = False) -> np.ndarray:
+        from models.runtime import fuse
+
+        i = self.identifier
+        sims = i.prepared.scores(emb, counts)
+        if i.score != "fused":
+            return sims[i.score]
+        calibrated = i.fusion["document" if document else "line"]
+        cohort = i.cohort.scores(emb, counts) if i.cohort else None
+        return np.concatenate([fuse({k: v[:, [w]] for k, v in sims.items()}, calibrated, cohort)
+                               for w in range(len(self.writers))], axis=1)
+
+    def threshold(self, document: bool = False) -> float:
+        from models.runtime.identify import gallery_threshold
+
+        i = self.identifier
+        return gallery_threshold(i.fusion["document" if document else "line"]["unknown_writer"]
+                                 [i.score], 1)
+
+
+def pair_figures(pairs, levels: dict) -> dict:
+    """{level: figures} of `verify` over every query and enrolled writer: EER, and at the
+    threshold the same-writer pairs accepted and the different-writer pairs rejected."""
+    from models.calibration import comparisons
+    from models.evaluate import roc_figures
+
+    out = {}
+    for level, (sims, label) in levels.items():
+        scores, same = comparisons(sims, label, np.arange(sims.shape[1]))
+        t = pairs.threshold(document=level != "line")
+        out[level] = {"eer": roc_figures(same.astype(int), scores)["eer"],
+                      "same_accepted": float((scores[same] >= t).mean()),
+                      "different_rejected": float((scores[~same] < t).mean()),
+                      "n_same": int(same.sum()), "n_different": int((~same).sum())}
+    return out
+
+
+def print_pair_table(rows: dict[str, dict], lrs: dict[str, dict]) -> None:
+    print("\nverify: every query against each enrolled writer of (b) alone (as `verify` "
+          "weighs a pair), at the unknown-writer threshold of a one-writer gallery")
+    print(f"{'score':<10}{'level':<10}{'EER':>7}{'same acc.':>10}{'diff. rej.':>11}"
+          f"{'Cllr':>7}{'min':>7}{'same':>6}{'diff':>7}")
+    for score, levels in rows.items():
+        for level, f in levels.items():
+            q = lrs.get(score, {}).get(level)
+            print(f"{score:<10}{level:<10}{f['eer']:>7.3f}{f['same_accepted']:>10.3f}"
+                  f"{f['different_rejected']:>11.4f}"
+                  + (f"{q['cllr']:>7.3f}{q['cllr_min']:>7.3f}" if q else f"{'-':>7}{'-':>7}")
+                  + f"{f['n_same']:>6}{f['n_different']:>7}")
 
 
 def gallery_of(records, enrolled: dict[str, list[int]], emb, counts, fingerprint, descriptor):
@@ -377,6 +438,14 @@ def main() -> int:
                     if args.out and lrs.get("fused"):
                         tippett(lrs["fused"], args.out / f"tippett_{title[1]}.png")
                         print(f"Tippett and ECE plots: {args.out / f'tippett_{title[1]}.png'}")
+            if model and len(members) > len(enrolled):
+                pair_rows, pair_lrs = {}, {}
+                for score in scores:
+                    pairs = Alone(Identifier(gallery, model, score))
+                    levels = level_scores(pairs, emb, counts, subjects, probe, pages)
+                    pair_rows[score] = pair_figures(pairs, levels)
+                    pair_lrs[score] = lr_quality(model.card, score, levels)
+                print_pair_table(pair_rows, pair_lrs)
         if page_seconds is not None:
             print(f"\na page scan costs {page_seconds:.2f} s (line finding, "
                   f"{'the model, ' if model else ''}{descriptor.name}; {len(pages[0])} pages)")

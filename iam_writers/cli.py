@@ -106,10 +106,10 @@ def _predict(args: argparse.Namespace) -> None:
 
 
 def _verify(args: argparse.Namespace) -> None:
-    from models.runtime import Model
+    from models.runtime import Model, verify
 
     model = Model(args.model, args.threads)
-    r = model.verify(args.a, args.b, args.input)
+    r = verify(model, args.a, args.b, args.descriptor, args.input)
     if args.report:
         from models.runtime import evidence
 
@@ -118,7 +118,8 @@ def _verify(args: argparse.Namespace) -> None:
     if "note" in r:
         print(f"note: {r['note']}", file=sys.stderr)
     verdict = "same writer" if r["same_writer"] else "different writers"
-    _show(r, args.json, f"{verdict}: score {r['score']:.3f} (threshold {r['threshold']:.3f})"
+    _show(r, args.json, f"{verdict}: {r['scored_by']} {r['score']:.3f} (threshold "
+          f"{r['threshold']:.3f})"
           + (f"; log10 LR {r['log10_lr']:+.2f}, {r['support']}" if "log10_lr" in r else "")
           + f"{_page(r.get('lines_a'), 'a')}{_page(r.get('lines_b'), 'b')}")
 
@@ -401,10 +402,14 @@ def parser() -> argparse.ArgumentParser:
     model_args(s)
     s.set_defaults(func=_predict)
 
-    s = sub.add_parser("verify", help="same-writer score and decision for two images")
+    s = sub.add_parser("verify", help="did the writer of b write a? A score, a decision and "
+                       "a likelihood ratio")
     s.add_argument("model", type=Path)
-    s.add_argument("a", type=Path)
-    s.add_argument("b", type=Path)
+    s.add_argument("a", type=Path, help="the questioned handwriting (a line or a page)")
+    s.add_argument("b", type=Path, help="the known writer's handwriting (best a page)")
+    s.add_argument("--descriptor", choices=SCORES,
+                   help="the score: default fused when the model's card calibrated fusion, "
+                        "else embedding; hinge for the contour-hinge alone")
     s.add_argument("--report", type=Path, metavar="FILE.html",
                    help="also write a self-contained HTML report: both images side by side "
                         "with the score and the decision")

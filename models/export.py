@@ -426,13 +426,11 @@ def _page_queries(rt: runtime.Model, images: list, descriptor: descriptors.Descr
 def _likelihood_ratios(lines: tuple, pages: tuple, enrolled: tuple | None, fusion: dict,
                        descriptor: descriptors.Descriptor, source: str, held: list[str],
                        cohort: runtime.Prepared | None) -> dict:
-    """log10 LR calibrators of every score of identification, for lines, documents (a form's
-    cut lines) and pages (a form's lines composed into a page), and of verification (the
-    embeddings' cosine of two lines, of two documents); the fused score against the
-    `cohort`. Identification compares each query with every calibration form enrolled alone
-    but its own (with `enrolled`, the training writers each enrolled from one form, for runs
-    that held no writers out); verification, every pair of lines, and of forms, from two
-    different forms."""
+    """log10 LR calibrators of every score of identification (which `verify` uses too), for
+    lines, documents (a form's cut lines) and pages (a form's lines composed into a page);
+    the fused score against the `cohort`. Each query is compared with every calibration
+    form enrolled alone but its own (with `enrolled`, the training writers each enrolled
+    from one form, for runs that held no writers out)."""
     notes: list[str] = []
     documents = _by_form(*lines)
     references = documents if enrolled is None else _as_references(enrolled)
@@ -448,20 +446,13 @@ def _likelihood_ratios(lines: tuple, pages: tuple, enrolled: tuple | None, fusio
         identification[level] = _fitted(
             {name: calibration.comparisons(s, w, ref_writers, keep) for name, s in sims.items()},
             level, notes)
-    if enrolled is not None:  # pairs need two forms of a writer: add the enrolled forms
-        lines = tuple(np.concatenate(a) for a in zip(lines, enrolled[3]))
-        documents = _by_form(*lines)
-    verification = {level: _fitted({"embedding": _pairs(w, f, e)}, f"verification {level}",
-                                   notes)
-                    for level, (w, f, e, _) in (("line", lines), ("document", documents))}
     for note in notes:
         print(f"no likelihood ratio for {note}", flush=True)
     return {"method": calibration.METHOD, "source": source, "writers": held,
             "compared": ("each query against every calibration form enrolled alone but its own"
                          if enrolled is None else ENROLLED),
             "pages": "each form's cut lines stacked into a page (composed_page)",
-            "identification": identification, "verification": verification,
-            "not_fitted": notes}
+            "identification": identification, "not_fitted": notes}
 
 
 def _unknown_writers(lines: tuple, references: tuple, fusion: dict,
@@ -513,15 +504,6 @@ def _fitted(comparisons: dict[str, tuple], what: str, notes: list[str]) -> dict:
         except calibration.CalibrationError as err:
             notes.append(f"{what} {name}: {err}")
     return fitted
-
-
-def _pairs(writers: np.ndarray, forms: np.ndarray, emb: np.ndarray
-           ) -> tuple[np.ndarray, np.ndarray]:
-    """(cosines, same writer?) of every pair of images from two different forms."""
-    i, j = np.triu_indices(len(writers), k=1)
-    keep = forms[i] != forms[j]
-    i, j = i[keep], j[keep]
-    return np.einsum("nd,nd->n", emb[i], emb[j]).astype(np.float64), writers[i] == writers[j]
 
 
 def _threshold(figures: dict, against: str) -> dict:

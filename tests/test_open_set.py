@@ -212,6 +212,36 @@ def test_enroll_and_identify_writers_never_seen_in_training(embed_export, tmp_pa
     answers = json.loads(proc.stdout)
     top1 = np.mean([a["top"][0]["writer"] == probes[Path(a["images"][0])] for a in answers])
     assert len(answers) == 40 and top1 >= 0.75, top1
+    # verify weighs a pair as identify does: the questioned line against the reference
+    # enrolled alone, by the fused score, at the unknown-writer threshold of one writer
+    rt = runtime.Model(model)
+    writers = sorted({r.writer_id for r in records})
+    first = {w: next(r.path for r in records if r.writer_id == w) for w in writers}
+    questioned = {w: next(p for p, owner in probes.items() if owner == f"new-{w}")
+                  for w in writers}
+    growth = card["fusion"]["line"]["unknown_writer"]["fused"]
+    lr = runtime.evidence.LikelihoodRatio.of(card, "identification", "line", "fused")
+    wins = 0
+    for w, other in zip(writers, writers[1:] + writers[:1]):
+        same = runtime.verify(rt, questioned[w], first[w])
+        assert same["scored_by"] == "fused" and same["level"] == "line"
+        assert same["threshold"] == pytest.approx(runtime.identify.gallery_threshold(growth, 1))
+        assert same["same_writer"] == (same["score"] >= same["threshold"])
+        assert same["log10_lr"] == pytest.approx(float(lr(same["score"])))
+        assert same["scores"]["embedding"] == pytest.approx(
+            float(rt.embed(questioned[w]) @ rt.embed(first[w])), abs=1e-5)
+        wins += same["score"] > runtime.verify(rt, questioned[w], first[other])["score"]
+    assert wins >= 3, wins
+    alone = runtime.verify(rt, questioned[writers[0]], first[writers[0]], "embedding")
+    assert alone["scored_by"] == "embedding" and set(alone["scores"]) == {"embedding"}
+    rng = np.random.default_rng(3)
+    style = synth.WriterStyle.sample(rng)
+    for k in range(2):
+        cv2.imwrite(str(tmp_path / f"page{k}.png"), synth.render_page(style, rng, lines=5)[0])
+    paged = runtime.verify(rt, tmp_path / "page0.png", tmp_path / "page1.png")
+    assert paged["level"] == "page" and paged["lines_a"] == paged["lines_b"] == 5
+    assert paged["threshold"] == pytest.approx(runtime.identify.gallery_threshold(
+        card["fusion"]["document"]["unknown_writer"]["fused"], 1))
     # an export whose cohort file went missing says so, naming it
     other = tmp_path / "other"
     other.mkdir()

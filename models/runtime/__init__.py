@@ -6,7 +6,8 @@ folder), so it runs on edge devices. One module per idea:
 - `model`: loading an export (.tflite or SavedModel) and running it on an image;
 - `descriptors`: the contour-hinge descriptor (training-free) and RootSIFT + VLAD;
 - `gallery`: enrolled writers in one SQLite file;
-- `identify`: enrolment and identification by embedding, hinge or both fused.
+- `identify`: enrolment, identification and verification by embedding, hinge, VLAD or
+  all of them fused.
 """
 
 from models.runtime.gallery import Enrolled, Gallery, GalleryError, Snapshot, gallery_file
@@ -18,6 +19,7 @@ from models.runtime.identify import (
     features_for,
     fuse,
     hinge_similarity,
+    verify,
 )
 from models.runtime.model import (
     BUCKET_PX,
@@ -34,4 +36,4 @@ from models.runtime.model import (
 __all__ = ["BUCKET_PX", "CARD", "SIGNATURE", "Enrolled", "Features", "Gallery", "GalleryError",
            "Identifier", "Model", "Prepared", "ModelError", "NoInkError", "Snapshot", "embed_inked",
            "enroll", "features_for", "fuse", "gallery_file", "handwriting", "hinge_similarity",
-           "unit"]
+           "unit", "verify"]

@@ -77,8 +77,9 @@ class LikelihoodRatio:
 
     @classmethod
     def of(cls, card: dict | None, task: str, level: str, score: str) -> LikelihoodRatio | None:
-        """The calibrator of a card for `task` (identification or verification), a kind of
-        query and a score; None when the card holds none."""
+        """The calibrator of a card for `task` (identification: `verify` too weighs a pair
+        as the identification of a against b enrolled alone), a kind of query and a score;
+        None when the card holds none."""
         table = ((card or {}).get("likelihood_ratio", {}).get(task, {}).get(level, {})
                  .get(score))
         return cls(table) if table else None
@@ -280,16 +281,17 @@ def verify_report(path: str | Path, result: dict, input: str, card: dict | None 
         f"<td>{_img(query_image(read_gray(result[k]), input), f'{k}: {result[k]}', 'query')}"
         f"<p class=\"note\">{html.escape(result[k])}</p></td>" for k in ("a", "b"))
     verdict = "the same writer" if result["same_writer"] else "different writers"
-    body = [f"<table><tr><th>a</th><th>b</th></tr><tr>{cells}</tr></table>",
-            f"<p class=\"answer\">Decision: <b>{verdict}</b>: score {result['score']:.3f} "
-            f"(threshold {result['threshold']:.3f}; {html.escape(SCORE_WORDS['embedding'])})"
+    scored_by = result["scored_by"]
+    body = [f"<table><tr><th>a (questioned)</th><th>b (known)</th></tr><tr>{cells}</tr></table>",
+            f"<p class=\"answer\">Decision: <b>{verdict}</b>: {scored_by} {result['score']:.3f} "
+            f"(threshold {result['threshold']:.3f}; {html.escape(SCORE_WORDS[scored_by])})"
             "</p>"]
-    lr = LikelihoodRatio.of(card, "verification", result["level"], "embedding")
+    lr = LikelihoodRatio.of(card, "identification", result["level"], scored_by)
     if "log10_lr" in result and lr is not None:
         body.append(f"<p class=\"answer\">log10 LR {result['log10_lr']:+.2f}: "
-                    f"{html.escape(result['support'])} (two {result['level']}s).</p>"
+                    f"{html.escape(result['support'])} (a {result['level']} against b).</p>"
                     + score_plot(lr.table["histogram"], [("this pair", result["score"])],
-                                 "embedding", result["threshold"])
+                                 scored_by, result["threshold"])
                     + f"<p class=\"note\">{_calibrated_on(card)}{html.escape(scale_words())}"
                     "</p>")
     else:

@@ -16,7 +16,13 @@ import numpy as np
 from models.config import COHORT_TOP, SCORES
 from models.runtime import descriptors, evidence
 from models.runtime.descriptors import Descriptor
-from models.runtime.gallery import Enrolled, Gallery, refuse_other_writer, sha256_of
+from models.runtime.gallery import (
+    Enrolled,
+    Gallery,
+    new_in_memory,
+    refuse_other_writer,
+    sha256_of,
+)
 from models.runtime.model import Model, ModelError, document_embedding, handwriting, unit
 
 
@@ -314,6 +320,38 @@ class Identifier:
             result["note"] = evidence.NO_LR
         found = {str(i): n for i, n in zip(images, lines) if n is not None}
         return result | ({"lines": found} if found else {})
+
+
+def verify(model: Model, questioned, reference, score: str | None = None,
+           input: str = "auto") -> dict:
+    """Did the writer of `reference` write `questioned`? The reference is enrolled alone in a
+    gallery in memory and the questioned image identified against it, so that `verify`
+    weighs a pair by the same score as `identify` (fused by default: the embedding's cosine
+    alone named fewer pairs right, docs/results.md, verify), at the unknown-writer threshold
+    for a gallery of one writer, with the same likelihood ratios.
+
+    Returns {"a", "b", "score" (the value), "scored_by", "scores" (every score computed),
+    "threshold", "same_writer", "level" (of the questioned image: line or page),
+    `log10_lr` and `support` where the card calibrated them (else "note"), and "lines_a",
+    "lines_b" for images read as pages}."""
+    features = features_for(model, score, input)
+    gallery = new_in_memory(features.fingerprint, features.descriptor)
+    try:
+        enroll(gallery, features, "reference", [reference])
+        reference_lines = features.lines[0] if features.lines else None
+        r = Identifier(gallery, model, score, input=input).rank([questioned], top_k=1)
+    finally:
+        gallery.close()
+    top = r["top"][0]
+    result = {"a": str(questioned), "b": str(reference), "score": top["similarity"],
+              "scored_by": r["score"], "scores": top["scores"], "threshold": r["threshold"],
+              "same_writer": r["writer"] is not None, "level": r["level"]}
+    if "log10_lr" in top:
+        result |= {"log10_lr": top["log10_lr"][r["score"]], "support": top["support"]}
+    else:
+        result["note"] = r["note"]
+    lines = {"lines_a": r.get("lines", {}).get(str(questioned)), "lines_b": reference_lines}
+    return result | {k: n for k, n in lines.items() if n is not None}
 
 
 def layout_writers(folder: str | Path, forms_per_writer: int = 0) -> dict[str, list[Path]]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from iam_writers_tfds.images import ImageError, read_gray
-from models.runtime import evidence, pages
+from models.runtime import pages
 from models.runtime.descriptors import Vlad
 from pipelines import preprocess
 
@@ -289,25 +289,6 @@ class Model:
     def embed(self, image, name: str = "<array>") -> np.ndarray:
         """The unit mean embedding of one line's inked windows (a path or a 2-D array)."""
         return unit(self.outputs(image, name)["embedding"].mean(axis=0))
-
-    def verify(self, a, b, input: str = "auto") -> dict:
-        """Same-writer score (cosine of the two embeddings; a page's is the mean of its
-        lines'), the decision at the threshold stored at export (the validation set's EER
-        point), and the calibrated log10 LR (`log10_lr`, `support` in words) of two lines,
-        or of two documents when either is a page; without a calibrator, a `note`."""
-        (_, ea, la), (_, eb, lb) = self.scores(a, str(a), input), self.scores(b, str(b), input)
-        score = float(ea @ eb)
-        threshold = self.card["verification"]["threshold"]
-        level = "line" if la is None and lb is None else "document"
-        result = {"a": str(a), "b": str(b), "score": score, "threshold": threshold,
-                  "same_writer": score >= threshold, "level": level}
-        lr = evidence.LikelihoodRatio.of(self.card, "verification", level, "embedding")
-        if lr is None:
-            result["note"] = evidence.NO_LR
-        else:
-            result["log10_lr"] = float(lr(score))
-            result["support"] = evidence.verbal(result["log10_lr"])
-        return result | {k: n for k, n in (("lines_a", la), ("lines_b", lb)) if n is not None}
 
 
 def document_embedding(outs: list[dict[str, np.ndarray]]) -> np.ndarray:
