@@ -439,9 +439,7 @@ def _likelihood_ratios(lines: tuple, pages: tuple, enrolled: tuple | None, fusio
     prepared = runtime.Prepared(ref_emb, ref_counts, descriptor)
     identification = {}
     for level, (w, f, e, c) in {"line": lines, "document": documents, "page": pages}.items():
-        sims = prepared.scores(e, c)
-        sims["fused"] = runtime.fuse(sims, fusion["line" if level == "line" else "document"],
-                                     None if cohort is None else cohort.scores(e, c))
+        sims = prepared.scores(e, c, fusion["line" if level == "line" else "document"], cohort)
         keep = f[:, None] != ref_forms[None, :]
         identification[level] = _fitted(
             {name: calibration.comparisons(s, w, ref_writers, keep) for name, s in sims.items()},
@@ -465,9 +463,7 @@ def _unknown_writers(lines: tuple, references: tuple, fusion: dict,
     ref_writers, ref_forms = references[:2]
     prepared = runtime.Prepared(*references[2:], descriptor)
     for level, (w, f, e, c) in {"line": lines, "document": _by_form(*lines)}.items():
-        sims = prepared.scores(e, c)
-        sims["fused"] = runtime.fuse(sims, fusion[level],
-                                     None if cohort is None else cohort.scores(e, c))
+        sims = prepared.scores(e, c, fusion[level], cohort)
         keep = f[:, None] != ref_forms[None, :]
         fusion[level]["unknown_writer"] = {
             "rule": UNKNOWN_RULE, **{name: _unknown_growth(s, w, ref_writers, keep, far, seed)

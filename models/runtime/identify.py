@@ -79,9 +79,12 @@ class Prepared:
         self.hinge = descriptors.References(hinge) if hinge is not None else None
         self.vlad = descriptor.vlad.encode(vlad) if vlad is not None else None
 
-    def scores(self, emb: np.ndarray | None, counts: np.ndarray | None
+    def scores(self, emb: np.ndarray | None, counts: np.ndarray | None,
+               calibration: dict | None = None, cohort: Prepared | None = None
                ) -> dict[str, np.ndarray]:
-        """{score: [Q, W]} of queries' unit embeddings [Q, D] and descriptor rows [Q, K]."""
+        """{score: [Q, W]} of queries' unit embeddings [Q, D] and descriptor rows [Q, K];
+        given one kind of query's fusion `calibration`, also `fused` (`fuse`), against the
+        same queries' scores on the `cohort` side when there is one."""
         sims = {}
         if self.centroids is not None:
             sims["embedding"] = emb @ self.centroids.T
@@ -90,6 +93,9 @@ class Prepared:
             sims["hinge"] = self.hinge.similarity(hinge)
             if self.vlad is not None:
                 sims["vlad"] = self.descriptor.vlad.encode(vlad) @ self.vlad.T
+        if calibration is not None:
+            sims["fused"] = fuse(sims, calibration,
+                                 None if cohort is None else cohort.scores(emb, counts))
         return sims
 
 
@@ -281,11 +287,10 @@ class Identifier:
         """{score: [Q, n_writers]} of every score the features allow (those the chosen score
         uses), and fused when it is the one chosen (against the model's cohort when its
         export kept one)."""
-        sims = self.prepared.scores(emb, counts)
-        if self.score == "fused":
-            sims["fused"] = fuse(sims, self.fusion["document" if document else "line"],
-                                 self.cohort and self.cohort.scores(emb, counts))
-        return sims
+        return self.prepared.scores(
+            emb, counts,
+            self.fusion["document" if document else "line"] if self.score == "fused" else None,
+            self.cohort)
 
     def rank(self, images: list, top_k: int = 5) -> dict:
         """{"images", "writer" (None: unknown), "score", "threshold", "level" (line,
@@ -336,9 +341,10 @@ def verify(model: Model, questioned, reference, score: str | None = None,
     "lines_b" for images read as pages}."""
     features = features_for(model, score, input)
     gallery = new_in_memory(features.fingerprint, features.descriptor)
-    try:
-        enroll(gallery, features, "reference", [reference])
-        reference_lines = features.lines[0] if features.lines else None
+    try:  # the reference's features only: no thumbnail, as nothing shows the gallery
+        gallery.add("reference", [str(reference)], [sha256_of(reference)],
+                    *features([reference]))
+        reference_lines = features.lines[0]
         r = Identifier(gallery, model, score, input=input).rank([questioned], top_k=1)
     finally:
         gallery.close()
