@@ -33,7 +33,10 @@ Cllr, Cllr-min, ECE at prior odds 1 to 100, misleading evidence (LR < 1 for the 
 > 1 for a different one) and strong misleading evidence (beyond 100 to 1), with Tippett and
 ECE plots of the fused score in D; then `verify`: every query against each writer of (b)
 enrolled alone, as `verify` weighs a pair (EER, pairs decided right at the threshold of a
-one-writer gallery, Cllr); then the cost of a page scan and the training minutes.
+one-writer gallery, Cllr); then the cost of a page scan and the training minutes. Each
+table of top-1 is followed by 95% intervals, drawing the probed writers again (a fold's
+sample is its writers, not its lines), and by the probed writers that the fused score (or
+the hinge, without a model) misnames most.
 `--out D` keeps the work in D, and a second run with the same D reuses its trained model.
 """
 
@@ -126,9 +129,16 @@ def figures(identifier, levels: dict, enrolled_writers, others: dict | None = No
               "n_lines": len(label), "n_forms": len(levels["document"][1]),
               "n_writers": len(identifier.writers), "n_probed_writers": len(np.unique(label)),
               "n_enrolled": int(len(enrolled_writers))}
+    writers = identifier.writers
+    result["misses"] = {}  # {writer: {level: (misnamed, asked)}}
     for level, (sims, label) in levels.items():
         result[f"{level}_top1"] = topk_accuracy(sims, label, 1)
         result[f"{level}_top5"] = topk_accuracy(sims, label, 5)
+        hit = sims.argmax(1) == label
+        result[f"{level}_interval"] = writer_interval(hit, label)
+        for w in np.unique(label):
+            result["misses"].setdefault(writers[w], {})[level] = (
+                int((~hit[label == w]).sum()), int((label == w).sum()))
         if level == "page":
             continue
         t = identifier.threshold(document=level != "line")
@@ -140,6 +150,22 @@ def figures(identifier, levels: dict, enrolled_writers, others: dict | None = No
             result[f"{level}_rejection_all"] = float((unknown < t).mean())
             result[f"n_unknown_{level}"] = len(unknown)
     return result
+
+
+INTERVAL_DRAWS = 2000  # bootstrap draws of the probed writers
+MISSES_SHOWN = 6  # writers named under each table, most misnamed lines first
+
+
+def writer_interval(hit: np.ndarray, label: np.ndarray, seed: int = 0) -> tuple[float, float]:
+    """95% interval of top-1 when the probed writers are drawn again with replacement: the
+    lines of one writer fail together, so a fold of 16 writers measures less than its
+    hundreds of lines suggest."""
+    writers = np.unique(label)
+    right = np.array([hit[label == w].sum() for w in writers])
+    asked = np.array([(label == w).sum() for w in writers])
+    draws = np.random.default_rng(seed).integers(0, len(writers), (INTERVAL_DRAWS, len(writers)))
+    low, high = np.quantile(right[draws].sum(1) / asked[draws].sum(1), [0.025, 0.975])
+    return float(low), float(high)
 
 
 def without_own(sims: np.ndarray, label: np.ndarray) -> np.ndarray:
@@ -275,6 +301,20 @@ def print_table(title: str, rows: dict[str, dict]) -> None:
         print(f"rej. all: of the probes and the distractors' own lines and forms together "
               f"({first['n_unknown_line']} lines, {first['n_unknown_document']} documents), "
               "each against the gallery without its writer")
+    levels = [level for level in ("line", "document", "page") if f"{level}_top1" in first]
+    print(f"top-1, 95% interval drawing the {first['n_probed_writers']} probed writers again:")
+    print(f"{'score':<10}" + "".join(f"{level:>14}" for level in levels))
+    for name, f in rows.items():
+        print(f"{name:<10}" + "".join("{:>14}".format("{:.3f}-{:.3f}".format(
+            *f[f"{level}_interval"])) for level in levels))
+    name = "fused" if "fused" in rows else next(iter(rows))
+    misses = sorted(((w, m) for w, m in rows[name]["misses"].items()
+                     if any(m.get(level, (0,))[0] for level in levels)),
+                    key=lambda item: [-item[1].get(level, (0,))[0] for level in levels])
+    print(f"misnamed by {name}, by writer (misnamed/asked): " + ("; ".join(
+        f"{w} " + ", ".join(f"{level} {m[level][0]}/{m[level][1]}" for level in levels
+                            if level in m) for w, m in misses[:MISSES_SHOWN]) or "none")
+          + (f"; {len(misses) - MISSES_SHOWN} more writers" if len(misses) > MISSES_SHOWN else ""))
 
 
 def tippett(quality: dict[str, dict], out: Path) -> None:
