@@ -13,7 +13,9 @@ known writers out, and a fifth of the other extra writers (`calibration_share`),
 calibrates the fusion weights, the thresholds (at 1% false accepts) and the likelihood
 ratios on them; the fused score is normalised against half the training writers (the
 export's cohort), and the other half join the calibration writers as different writers for
-the thresholds. The unseen writers are touched by no decision. From then on everything runs
+the thresholds. No model or calibration sees the unseen writers; whether earlier runs
+probed them, and so whether the figures are development, the run prints first
+(`--ledger`, benchmarks/ledger.py), and it records them. From then on everything runs
 through the TF-free runtime on the float32 TFLite file, as a user would.
 One form of each unseen writer is enrolled and the lines of their other forms are
 identified, against two galleries:
@@ -49,6 +51,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import ledger
 import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -387,6 +390,9 @@ def main() -> int:
     p.add_argument("--hinge-only", action="store_true", help="no model: the hinge rows alone")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, help="keep the work here (default: a temp folder)")
+    p.add_argument("--ledger", type=Path, default=ledger.LEDGER,
+                   help="the record of the real writers earlier runs probed (benchmarks/"
+                   "ledger.py); this run's are added once its figures are printed")
     args = p.parse_args()
     if (args.dir is None) == (not args.synthetic):
         p.error("pass a Kaggle-layout DIR or --synthetic")
@@ -429,6 +435,8 @@ def main() -> int:
         print(f"{len(all_writers)} writers: {len(unseen)} never seen identified; "
               f"{len(known)} + {len(extra_known)} extra writers for training and calibration "
               f"(train holds a share out); {len(distractors)} distractors", flush=True)
+        if not args.synthetic:
+            print(ledger.probed_before(args.ledger, unseen), flush=True)
         minutes, model = None, None
         if not args.hinge_only:
             model, minutes = train_and_export(args, records + extra, known + extra_known, out)
@@ -499,6 +507,9 @@ def main() -> int:
               f"fusion and thresholds calibrated at export on {fusion['split']} "
               f"({', '.join(model.card['calibration']['writers']) or 'none held out'}), "
               f"thresholds at FAR {model.card['calibration']['far']:.0%}")
+    if not args.synthetic:
+        ledger.record(args.ledger, "open_set", args.dir.name, args.seed, unseen)
+        print(f"the {len(unseen)} probed writers are recorded in {args.ledger}")
     return 0
 
 

@@ -28,6 +28,7 @@ CLI = [sys.executable, "-m", "iam_writers"]
 def main() -> int:
     sys.path.insert(0, str(REPO))
     sys.path.insert(0, str(REPO / "benchmarks"))
+    import ledger
     from open_set import enrolment, split_writers
 
     from iam_writers_tfds import kaggle_layout
@@ -38,6 +39,8 @@ def main() -> int:
     p.add_argument("--seed", type=int, required=True, help="the open_set.py run's seed")
     p.add_argument("--distractors", type=int, default=64)
     p.add_argument("--out", type=Path, help="keep the gallery here (default: a temp folder)")
+    p.add_argument("--ledger", type=Path, default=ledger.LEDGER,
+                   help="the record of the real writers earlier runs probed (benchmarks/ledger.py)")
     args = p.parse_args()
 
     def records(folder: Path):
@@ -48,6 +51,7 @@ def main() -> int:
     _, unseen = split_writers(writers, round(len(writers) * 40 / 56), args.seed)
     distractors, _ = split_writers(sorted({r.writer_id for r in extra}), args.distractors,
                                    args.seed)
+    print(ledger.probed_before(args.ledger, unseen), flush=True)
     subjects = [r for r in lines if r.writer_id in set(unseen)]
     enrolled, probe = enrolment(subjects, args.seed)
     pages = {w: subjects[rows[0]].form_id for w, rows in enrolled.items()}
@@ -77,6 +81,7 @@ def main() -> int:
     if lrs:
         print(f"top candidate's fused log10 LR: lowest {lrs[0]:+.2f}, median "
               f"{lrs[len(lrs) // 2]:+.2f}, highest {lrs[-1]:+.2f}")
+    ledger.record(args.ledger, "pages_cli", args.lines.name, args.seed, unseen)
     return 0
 
 
