@@ -61,14 +61,16 @@ def _commit() -> str:
         return "unknown"
 
 
-def record(path: Path, benchmark: str, data: str, seed: int, writers: list[str]) -> None:
-    """Append this run's probed writers to the ledger at `path` (written atomically)."""
+def record(path: Path, benchmark: str, data: str, seed: int, writers: list[str],
+           fold: str | None = None) -> None:
+    """Append this run's probed writers to the ledger at `path` (written atomically);
+    `fold` is "i/K" for a k-fold run."""
     from iam_writers_tfds import atomic
 
     runs = _runs(path) + [{
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "commit": _commit(), "benchmark": benchmark, "data": data, "seed": seed,
-        "writers": sorted(writers)}]
+        **({"fold": fold} if fold else {}), "writers": sorted(writers)}]
     # a run a line, so that each run is one line of the file's history
     atomic.write_text(path, '{"about": ' + json.dumps(__doc__.split("\n\n")[0]) + ',\n"runs": [\n'
                       + ",\n".join(json.dumps(run) for run in runs) + "\n]}\n")

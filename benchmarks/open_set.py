@@ -4,6 +4,8 @@
                                   [--distractors 64] [--epochs 40] [--out D]
     python benchmarks/open_set.py DIR --hinge-only
     python benchmarks/open_set.py --synthetic [--writers 24]
+    python benchmarks/open_set.py DIR ... --folds K --fold I --out D_I   (I = 0 .. K-1)
+    python benchmarks/open_set.py --pool D_0 D_1 ...
 
 DIR is a Kaggle-layout folder, or one in the official IAM layout. Its writers are split
 (seeded) into a known group (40 of 56) and an unseen group. The embedding model
@@ -40,11 +42,18 @@ table of top-1 is followed by 95% intervals, drawing the probed writers again (a
 sample is its writers, not its lines), and by the probed writers that the fused score (or
 the hinge, without a model) misnames most.
 `--out D` keeps the work in D, and a second run with the same D reuses its trained model.
+
+A fold of 16 writers measures little (the intervals say how little), and seeded draws
+probe the same writers again. `--folds K --fold I` instead probes fold I of a seeded
+partition of DIR's writers into K, training on the rest, so that K runs probe every
+writer once; each run keeps its queries' outcomes in D/queries.json, and `--pool` adds
+the K runs up, query by query, with intervals drawing all their writers again.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -62,6 +71,21 @@ def split_writers(writers: list[str], known: int, seed: int) -> tuple[list[str],
     """(known, unseen) writer ids, a seeded partition of `writers`."""
     order = np.random.default_rng(seed).permutation(sorted(writers))
     return sorted(order[:known]), sorted(order[known:])
+
+
+def test_writers(writers: list[str], seed: int, known: int | None = None,
+                 folds: int | None = None, fold: int = 0) -> tuple[list[str], list[str]]:
+    """(known, unseen) writer ids: `known` of them (default 40 of 56, scaled) drawn by
+    `seed`, or with `folds`, the unseen are fold `fold` of a seeded k-fold partition, so
+    that K runs probe every writer once."""
+    if not folds:
+        return split_writers(writers, known or round(len(writers) * 40 / 56), seed)
+    if not 0 <= fold < folds <= len(writers):
+        raise SystemExit(f"--fold {fold} of --folds {folds}: need 0 <= fold < folds <= "
+                         f"{len(writers)} writers")
+    unseen = sorted(np.array_split(np.random.default_rng(seed).permutation(sorted(writers)),
+                                   folds)[fold])
+    return sorted(set(writers) - set(unseen)), unseen
 
 
 def enrolment(records, seed: int) -> tuple[dict[str, list[int]], list[int]]:
@@ -134,11 +158,14 @@ def figures(identifier, levels: dict, enrolled_writers, others: dict | None = No
               "n_enrolled": int(len(enrolled_writers))}
     writers = identifier.writers
     result["misses"] = {}  # {writer: {level: (misnamed, asked)}}
+    result["queries"] = {}  # {level: each query's writer, hit, ...}: what --pool adds up
     for level, (sims, label) in levels.items():
         result[f"{level}_top1"] = topk_accuracy(sims, label, 1)
         result[f"{level}_top5"] = topk_accuracy(sims, label, 5)
         hit = sims.argmax(1) == label
         result[f"{level}_interval"] = writer_interval(hit, label)
+        result["queries"][level] = {"writer": [writers[w] for w in label],
+                                    "hit": hit.tolist()}
         for w in np.unique(label):
             result["misses"].setdefault(writers[w], {})[level] = (
                 int((~hit[label == w]).sum()), int((label == w).sum()))
@@ -148,6 +175,8 @@ def figures(identifier, levels: dict, enrolled_writers, others: dict | None = No
         unknown = without_own(sims, label)
         result[f"{level}_rejection"] = float((unknown < t).mean())
         result[f"{level}_false_rejection"] = float((sims.max(1) < t).mean())
+        result["queries"][level] |= {"rejected": (sims.max(1) < t).tolist(),
+                                     "unknown_accepted": (unknown >= t).tolist()}
         if others:
             unknown = np.r_[unknown, without_own(*others[level])]
             result[f"{level}_rejection_all"] = float((unknown < t).mean())
@@ -311,13 +340,68 @@ def print_table(title: str, rows: dict[str, dict]) -> None:
         print(f"{name:<10}" + "".join("{:>14}".format("{:.3f}-{:.3f}".format(
             *f[f"{level}_interval"])) for level in levels))
     name = "fused" if "fused" in rows else next(iter(rows))
-    misses = sorted(((w, m) for w, m in rows[name]["misses"].items()
-                     if any(m.get(level, (0,))[0] for level in levels)),
-                    key=lambda item: [-item[1].get(level, (0,))[0] for level in levels])
+    print_misses(name, rows[name]["misses"], levels)
+
+
+def print_misses(name: str, misses: dict[str, dict], levels: list[str]) -> None:
+    """The writers `name` misnames most: {writer: {level: (misnamed, asked)}}."""
+    worst = sorted(((w, m) for w, m in misses.items()
+                    if any(m.get(level, (0,))[0] for level in levels)),
+                   key=lambda item: [-item[1].get(level, (0,))[0] for level in levels])
     print(f"misnamed by {name}, by writer (misnamed/asked): " + ("; ".join(
         f"{w} " + ", ".join(f"{level} {m[level][0]}/{m[level][1]}" for level in levels
-                            if level in m) for w, m in misses[:MISSES_SHOWN]) or "none")
-          + (f"; {len(misses) - MISSES_SHOWN} more writers" if len(misses) > MISSES_SHOWN else ""))
+                            if level in m) for w, m in worst[:MISSES_SHOWN]) or "none")
+          + (f"; {len(worst) - MISSES_SHOWN} more writers" if len(worst) > MISSES_SHOWN else ""))
+
+
+def print_pooled(folders: list[Path]) -> int:
+    """The figures of several runs' `queries.json` (the folds of a k-fold) added up query
+    by query, with 95% intervals drawing all their probed writers again."""
+    runs = []
+    for folder in folders:
+        if not (folder / "queries.json").exists():
+            raise SystemExit(f"{folder / 'queries.json'}: missing; run open_set.py with "
+                             f"--out {folder} first")
+        runs.append(json.loads((folder / "queries.json").read_text()))
+    probed = [w for run in runs for w in run["writers"]]
+    if len(set(probed)) < len(probed):
+        print(f"warning: {len(probed) - len(set(probed))} writers are probed by more than one "
+              "run (not the folds of one k-fold); each query counts once per run")
+    for gallery, title in (("a", "unseen writers only"), ("b", "with distractors")):
+        scores = [s for s in runs[0]["galleries"][gallery]
+                  if all(s in run["galleries"][gallery] for run in runs)]
+        first = runs[0]["galleries"][gallery][scores[0]]
+        levels = [level for level in ("line", "document", "page") if level in first]
+        asked = {level: sum(len(run["galleries"][gallery][scores[0]][level]["hit"])
+                            for run in runs) for level in levels}
+        print(f"\npooled over {len(runs)} runs, ({gallery}) {title}: {len(set(probed))} writers "
+              "probed, " + ", ".join(f"{n} {level} queries" for level, n in asked.items()))
+        print(f"{'score':<10}" + "".join(f"{level + ' top-1':>16}{'95% interval':>14}"
+                                         for level in levels)
+              + f"{'unknown acc. line':>18}{'doc':>7}{'genuine rej. line':>18}{'doc':>7}")
+        for score in scores:
+            queries = {level: {key: sum((run["galleries"][gallery][score][level][key]
+                                         for run in runs), [])
+                               for key in first[level]} for level in levels}
+            cells = ""
+            for level in levels:
+                hit = np.array(queries[level]["hit"])
+                label = np.unique(queries[level]["writer"], return_inverse=True)[1]
+                cells += "{:>16.3f}{:>14}".format(hit.mean(), "{:.3f}-{:.3f}".format(
+                    *writer_interval(hit, label)))
+            rates = [np.mean(queries[level][key]) for key in ("unknown_accepted", "rejected")
+                     for level in ("line", "document")]
+            print(f"{score:<10}{cells}{rates[0]:>18.3f}{rates[1]:>7.3f}{rates[2]:>18.3f}"
+                  f"{rates[3]:>7.3f}")
+            if score == ("fused" if "fused" in scores else scores[0]):
+                misses = {}
+                for level in levels:
+                    for w, hit in zip(queries[level]["writer"], queries[level]["hit"]):
+                        wrong, n = misses.setdefault(w, {}).get(level, (0, 0))
+                        misses[w][level] = (wrong + (not hit), n + 1)
+                named = (score, misses)
+        print_misses(*named, levels)
+    return 0
 
 
 def tippett(quality: dict[str, dict], out: Path) -> None:
@@ -388,17 +472,25 @@ def main() -> int:
                    "forms are also identified from their scans (e.g. ../shared/data/"
                    "iam_dev_forms)")
     p.add_argument("--hinge-only", action="store_true", help="no model: the hinge rows alone")
+    p.add_argument("--folds", type=int, help="k-fold over DIR's writers: probe fold --fold "
+                   "of K (seeded) instead of drawing the unseen writers")
+    p.add_argument("--fold", type=int, default=0, help="which fold (0 to K-1) with --folds")
+    p.add_argument("--pool", type=Path, nargs="+", metavar="D",
+                   help="print the figures of earlier runs' --out folders together (the K "
+                   "folds of a k-fold), and nothing else")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, help="keep the work here (default: a temp folder)")
     p.add_argument("--ledger", type=Path, default=ledger.LEDGER,
                    help="the record of the real writers earlier runs probed (benchmarks/"
                    "ledger.py); this run's are added once its figures are printed")
     args = p.parse_args()
+    if args.pool:
+        return print_pooled(args.pool)
     if (args.dir is None) == (not args.synthetic):
         p.error("pass a Kaggle-layout DIR or --synthetic")
     from tqdm import tqdm
 
-    from iam_writers_tfds import iam_layout, kaggle_layout, synth
+    from iam_writers_tfds import atomic, iam_layout, kaggle_layout, synth
     from iam_writers_tfds.images import read_gray
     from models.config import SCORES
     from models.runtime import Features, Identifier, embed_inked
@@ -426,8 +518,7 @@ def main() -> int:
         else:
             records = layout_records(args.dir)
         all_writers = sorted({r.writer_id for r in records})
-        n_known = args.known or round(len(all_writers) * 40 / 56)
-        known, unseen = split_writers(all_writers, n_known, args.seed)
+        known, unseen = test_writers(all_writers, args.seed, args.known, args.folds, args.fold)
         extra = layout_records(args.extra) if args.extra else []
         extra_writers = sorted({r.writer_id for r in extra})
         n_distract = min(args.distractors, len(extra_writers))
@@ -465,6 +556,7 @@ def main() -> int:
                 tqdm(scans, desc="page scans", disable=None))
             page_seconds = (time.perf_counter() - start) / len(page_forms)
             pages = (page_forms, page_emb, page_counts)
+        queries = {}  # per gallery and score, each query's outcome (for --pool)
         for title, members in (("(a) unseen writers only", enrolled),
                                ("(b) with distractors", everyone)):
             gallery = gallery_of(subjects, members, emb, counts,
@@ -494,6 +586,11 @@ def main() -> int:
                     pair_rows[score] = pair_figures(pairs, levels)
                     pair_lrs[score] = lr_quality(model.card, score, levels)
                 print_pair_table(pair_rows, pair_lrs)
+            queries[title[1]] = {score: row["queries"] for score, row in rows.items()}
+        if args.out:
+            atomic.write_text(out / "queries.json", json.dumps({
+                "seed": args.seed, "folds": args.folds, "fold": args.fold, "writers": unseen,
+                "galleries": queries}))
         if page_seconds is not None:
             print(f"\na page scan costs {page_seconds:.2f} s (line finding, "
                   f"{'the model, ' if model else ''}{descriptor.name}; {len(pages[0])} pages)")
@@ -508,7 +605,8 @@ def main() -> int:
               f"({', '.join(model.card['calibration']['writers']) or 'none held out'}), "
               f"thresholds at FAR {model.card['calibration']['far']:.0%}")
     if not args.synthetic:
-        ledger.record(args.ledger, "open_set", args.dir.name, args.seed, unseen)
+        ledger.record(args.ledger, "open_set", args.dir.name, args.seed, unseen,
+                      f"{args.fold}/{args.folds}" if args.folds else None)
         print(f"the {len(unseen)} probed writers are recorded in {args.ledger}")
     return 0
 

@@ -1,11 +1,12 @@
 """The page protocol through the command line, as a user runs it: one page scan enrolled per
 writer, every other page scan of the test writers identified from its scan.
 
-    python benchmarks/pages_cli.py MODEL FORMS_DIR LINES_DIR EXTRA_DIR --seed S [--out D]
+    python benchmarks/pages_cli.py MODEL FORMS_DIR LINES_DIR EXTRA_DIR --seed S
+                                   [--folds K --fold I] [--out D]
 
-MODEL is the float32 .tflite of `benchmarks/open_set.py --seed S --out D` (D/export/), so
-that the writers split the same way: its 16 test writers (of LINES_DIR) and 64
-distractors (of EXTRA_DIR) are each enrolled from one page scan of FORMS_DIR
+MODEL is the float32 .tflite of `benchmarks/open_set.py --seed S [--folds K --fold I]
+--out D` (D/export/), so that the writers split the same way: its test writers (of
+LINES_DIR) and 64 distractors (of EXTRA_DIR) are each enrolled from one page scan of FORMS_DIR
 (`iam-writers enroll`, one process a writer), then the test writers' other page scans are
 identified in one `iam-writers identify --json` process. It prints top-1, the share named
 at the threshold and answered "unknown", seconds a page, and the top candidates' LRs.
@@ -29,7 +30,7 @@ def main() -> int:
     sys.path.insert(0, str(REPO))
     sys.path.insert(0, str(REPO / "benchmarks"))
     import ledger
-    from open_set import enrolment, split_writers
+    from open_set import enrolment, split_writers, test_writers
 
     from iam_writers_tfds import kaggle_layout
 
@@ -37,6 +38,8 @@ def main() -> int:
     for name in ("model", "forms", "lines", "extra"):
         p.add_argument(name, type=Path)
     p.add_argument("--seed", type=int, required=True, help="the open_set.py run's seed")
+    p.add_argument("--folds", type=int, help="the open_set.py run's --folds")
+    p.add_argument("--fold", type=int, default=0, help="the open_set.py run's --fold")
     p.add_argument("--distractors", type=int, default=64)
     p.add_argument("--out", type=Path, help="keep the gallery here (default: a temp folder)")
     p.add_argument("--ledger", type=Path, default=ledger.LEDGER,
@@ -48,7 +51,7 @@ def main() -> int:
 
     lines, extra = records(args.lines), records(args.extra)
     writers = sorted({r.writer_id for r in lines})
-    _, unseen = split_writers(writers, round(len(writers) * 40 / 56), args.seed)
+    _, unseen = test_writers(writers, args.seed, folds=args.folds, fold=args.fold)
     distractors, _ = split_writers(sorted({r.writer_id for r in extra}), args.distractors,
                                    args.seed)
     print(ledger.probed_before(args.ledger, unseen), flush=True)
@@ -81,7 +84,8 @@ def main() -> int:
     if lrs:
         print(f"top candidate's fused log10 LR: lowest {lrs[0]:+.2f}, median "
               f"{lrs[len(lrs) // 2]:+.2f}, highest {lrs[-1]:+.2f}")
-    ledger.record(args.ledger, "pages_cli", args.lines.name, args.seed, unseen)
+    ledger.record(args.ledger, "pages_cli", args.lines.name, args.seed, unseen,
+                  f"{args.fold}/{args.folds}" if args.folds else None)
     return 0
 
 
