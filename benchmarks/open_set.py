@@ -157,7 +157,6 @@ def figures(identifier, levels: dict, enrolled_writers, others: dict | None = No
               "n_writers": len(identifier.writers), "n_probed_writers": len(np.unique(label)),
               "n_enrolled": int(len(enrolled_writers))}
     writers = identifier.writers
-    result["misses"] = {}  # {writer: {level: (misnamed, asked)}}
     result["queries"] = {}  # {level: each query's writer, hit, ...}: what --pool adds up
     for level, (sims, label) in levels.items():
         result[f"{level}_top1"] = topk_accuracy(sims, label, 1)
@@ -166,9 +165,6 @@ def figures(identifier, levels: dict, enrolled_writers, others: dict | None = No
         result[f"{level}_interval"] = writer_interval(hit, label)
         result["queries"][level] = {"writer": [writers[w] for w in label],
                                     "hit": hit.tolist()}
-        for w in np.unique(label):
-            result["misses"].setdefault(writers[w], {})[level] = (
-                int((~hit[label == w]).sum()), int((label == w).sum()))
         if level == "page":
             continue
         t = identifier.threshold(document=level != "line")
@@ -340,11 +336,17 @@ def print_table(title: str, rows: dict[str, dict]) -> None:
         print(f"{name:<10}" + "".join("{:>14}".format("{:.3f}-{:.3f}".format(
             *f[f"{level}_interval"])) for level in levels))
     name = "fused" if "fused" in rows else next(iter(rows))
-    print_misses(name, rows[name]["misses"], levels)
+    print_misses(name, rows[name]["queries"], levels)
 
 
-def print_misses(name: str, misses: dict[str, dict], levels: list[str]) -> None:
-    """The writers `name` misnames most: {writer: {level: (misnamed, asked)}}."""
+def print_misses(name: str, queries: dict[str, dict], levels: list[str]) -> None:
+    """The writers that score `name` misnames most, of its `queries` ({level: each query's
+    writer and hit})."""
+    misses = {}  # {writer: {level: (misnamed, asked)}}
+    for level in levels:
+        for w, hit in zip(queries[level]["writer"], queries[level]["hit"]):
+            wrong, asked = misses.setdefault(w, {}).get(level, (0, 0))
+            misses[w][level] = (wrong + (not hit), asked + 1)
     worst = sorted(((w, m) for w, m in misses.items()
                     if any(m.get(level, (0,))[0] for level in levels)),
                    key=lambda item: [-item[1].get(level, (0,))[0] for level in levels])
@@ -394,12 +396,7 @@ def print_pooled(folders: list[Path]) -> int:
             print(f"{score:<10}{cells}{rates[0]:>18.3f}{rates[1]:>7.3f}{rates[2]:>18.3f}"
                   f"{rates[3]:>7.3f}")
             if score == ("fused" if "fused" in scores else scores[0]):
-                misses = {}
-                for level in levels:
-                    for w, hit in zip(queries[level]["writer"], queries[level]["hit"]):
-                        wrong, n = misses.setdefault(w, {}).get(level, (0, 0))
-                        misses[w][level] = (wrong + (not hit), n + 1)
-                named = (score, misses)
+                named = (score, queries)
         print_misses(*named, levels)
     return 0
 
