@@ -13,6 +13,7 @@ from process start to answer, in both, with ratios. Goals: base venv <= 400 MB, 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import subprocess
@@ -24,10 +25,23 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def base_venv(dest: Path) -> Path:
-    """A new venv at `dest` holding the project's tracked files installed without extras;
-    returns its bin folder. The source is copied first so that the build leaves nothing in
-    the checkout."""
+def oldest_python() -> str:
+    """The oldest Python that setup.cfg accepts (3.10) if this machine has one that runs (on
+    PATH, or among pyenv's versions), else this one: the edge runtime must run on the
+    Python a device has, not only on the one the project is developed with."""
+    found = [shutil.which("python3.10")]
+    pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
+    found += sorted(map(str, pyenv.glob("versions/3.10.*/bin/python3.10")))
+    for python in filter(None, found):
+        if subprocess.run([python, "-c", "import venv"], capture_output=True).returncode == 0:
+            return python
+    return sys.executable
+
+
+def base_venv(dest: Path, python: str = sys.executable) -> Path:
+    """A new venv at `dest` of `python`, holding the project's tracked files installed
+    without extras; returns its bin folder. The source is copied first so that the build
+    leaves nothing in the checkout."""
     src = dest.parent / f"{dest.name}-src"
     files = subprocess.run(["git", "-C", str(REPO), "ls-files", "-z", "--cached",
                             "--others", "--exclude-standard"], capture_output=True,
@@ -36,7 +50,7 @@ def base_venv(dest: Path) -> Path:
         if (REPO / name).is_file():
             (src / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / name, src / name)
-    subprocess.run([sys.executable, "-m", "venv", str(dest)], check=True)
+    subprocess.run([python, "-m", "venv", str(dest)], check=True)
     subprocess.run([str(dest / "bin" / "python"), "-m", "pip", "install", "--quiet", str(src)],
                    check=True)
     shutil.rmtree(src)

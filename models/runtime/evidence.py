@@ -129,7 +129,7 @@ img.enrolled { max-width: 320px; }
 
 
 def _page(title: str, body: list[str]) -> str:
-    when = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    when = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>"
             f"<h1>{html.escape(title)}</h1><p class=\"note\">Written {when} by iam-writers. "

@@ -125,7 +125,7 @@ def refuse_other_writer(path: str, writer: str, owner: tuple[str, str] | None) -
 
 
 def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
 def _blob(x: np.ndarray, dtype: np.dtype) -> bytes:
