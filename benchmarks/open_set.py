@@ -212,7 +212,7 @@ def lr_quality(card: dict, score: str, levels: dict) -> dict:
 
     out = {}
     for level, (sims, label) in levels.items():
-        lr = LikelihoodRatio.of(card, "identification", level, score)
+        lr = LikelihoodRatio.of(card, level, score)
         if lr is None:
             continue
         scores, same = comparisons(sims, label, np.arange(sims.shape[1]))
@@ -381,10 +381,11 @@ def print_pooled(folders: list[Path]) -> int:
         print(f"{'score':<10}" + "".join(f"{level + ' top-1':>16}{'95% interval':>14}"
                                          for level in levels)
               + f"{'unknown acc. line':>18}{'doc':>7}{'genuine rej. line':>18}{'doc':>7}")
-        for score in scores:
-            queries = {level: {key: sum((run["galleries"][gallery][score][level][key]
-                                         for run in runs), [])
-                               for key in first[level]} for level in levels}
+        pooled = {score: {level: {key: sum((run["galleries"][gallery][score][level][key]
+                                            for run in runs), [])
+                                  for key in first[level]} for level in levels}
+                  for score in scores}
+        for score, queries in pooled.items():
             cells = ""
             for level in levels:
                 hit = np.array(queries[level]["hit"])
@@ -395,9 +396,8 @@ def print_pooled(folders: list[Path]) -> int:
                      for level in ("line", "document")]
             print(f"{score:<10}{cells}{rates[0]:>18.3f}{rates[1]:>7.3f}{rates[2]:>18.3f}"
                   f"{rates[3]:>7.3f}")
-            if score == ("fused" if "fused" in scores else scores[0]):
-                named = (score, queries)
-        print_misses(*named, levels)
+        name = "fused" if "fused" in pooled else scores[0]
+        print_misses(name, pooled[name], levels)
     return 0
 
 

@@ -220,7 +220,7 @@ def test_enroll_and_identify_writers_never_seen_in_training(embed_export, tmp_pa
     questioned = {w: next(p for p, owner in probes.items() if owner == f"new-{w}")
                   for w in writers}
     growth = card["fusion"]["line"]["unknown_writer"]["fused"]
-    lr = runtime.evidence.LikelihoodRatio.of(card, "identification", "line", "fused")
+    lr = runtime.evidence.LikelihoodRatio.of(card, "line", "fused")
     wins = 0
     for w, other in zip(writers, writers[1:] + writers[:1]):
         same = runtime.verify(rt, questioned[w], first[w])

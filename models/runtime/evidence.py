@@ -76,12 +76,12 @@ class LikelihoodRatio:
         return float(self.log10_lr[0]), float(self.log10_lr[-1])
 
     @classmethod
-    def of(cls, card: dict | None, task: str, level: str, score: str) -> LikelihoodRatio | None:
-        """The calibrator of a card for `task` (identification: `verify` too weighs a pair
-        as the identification of a against b enrolled alone), a kind of query and a score;
-        None when the card holds none."""
-        table = ((card or {}).get("likelihood_ratio", {}).get(task, {}).get(level, {})
-                 .get(score))
+    def of(cls, card: dict | None, level: str, score: str) -> LikelihoodRatio | None:
+        """The card's identification calibrator (`verify` too weighs a pair as the
+        identification of a against b enrolled alone) of a kind of query and a score; None
+        when the card holds none."""
+        table = ((card or {}).get("likelihood_ratio", {}).get("identification", {})
+                 .get(level, {}).get(score))
         return cls(table) if table else None
 
 
@@ -286,7 +286,7 @@ def verify_report(path: str | Path, result: dict, input: str, card: dict | None 
             f"<p class=\"answer\">Decision: <b>{verdict}</b>: {scored_by} {result['score']:.3f} "
             f"(threshold {result['threshold']:.3f}; {html.escape(SCORE_WORDS[scored_by])})"
             "</p>"]
-    lr = LikelihoodRatio.of(card, "identification", result["level"], scored_by)
+    lr = LikelihoodRatio.of(card, result["level"], scored_by)
     if "log10_lr" in result and lr is not None:
         body.append(f"<p class=\"answer\">log10 LR {result['log10_lr']:+.2f}: "
                     f"{html.escape(result['support'])} (a {result['level']} against b).</p>"

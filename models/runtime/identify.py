@@ -253,7 +253,7 @@ class Identifier:
         self.cohort = Prepared(*cohort, local) if cohort is not None else None
         card = model.card if model else None
         self.likelihood = {(level, name): evidence.LikelihoodRatio.of(
-            card, "identification", level, name) for level in evidence.LEVELS for name in SCORES}
+            card, level, name) for level in evidence.LEVELS for name in SCORES}
 
     def log10_lrs(self, level: str, scores: dict[str, float]) -> dict[str, float]:
         """{score: calibrated log10 LR} of one candidate's scores for a kind of query
