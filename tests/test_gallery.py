@@ -233,13 +233,27 @@ def _enroller(path: Path, writer: str, n: int) -> subprocess.Popen:
                             stdout=subprocess.PIPE, text=True, cwd=REPO)
 
 
+def _enrolment_seconds(path: Path, n: int) -> float:
+    """How long one enrolment of `n` images takes on this machine, from "ready" to "done"."""
+    proc = _enroller(path, "timed", n)
+    assert proc.stdout.readline() == "ready\n"
+    start = time.monotonic()
+    assert proc.stdout.readline() == "done\n"
+    took = time.monotonic() - start
+    assert proc.wait() == 0
+    return took
+
+
 def test_enrolments_killed_at_random_moments_are_all_or_nothing(tmp_path):
     rng = np.random.default_rng(0)
     n, outcomes = 3000, []
+    # kill moments span twice an enrolment as timed here (0.03 s on a fast machine, several
+    # times that on a slow one), so that about half of them land before the commit
+    took = _enrolment_seconds(tmp_path / "timing", n)
     for trial in range(20):
         proc = _enroller(tmp_path / "g", f"w{trial}", n)
         assert proc.stdout.readline() == "ready\n"
-        time.sleep(rng.uniform(0, 0.04))  # an enrolment of 3000 images takes about 0.03 s
+        time.sleep(rng.uniform(0, 2 * took))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         g = Gallery.open(tmp_path / "g")
@@ -247,8 +261,10 @@ def test_enrolments_killed_at_random_moments_are_all_or_nothing(tmp_path):
         assert counts.get(f"w{trial}", n) == n and g.check() == []
         outcomes.append(f"w{trial}" in counts)
         g.close()
+    print(f"kill trials: {sum(outcomes)} enrolments committed, {20 - sum(outcomes)} rolled back "
+          f"(an enrolment took {took:.3f} s)")
+    assert 0 < sum(outcomes) < 20, "every kill landed on the same side of the commit"
     assert set(counts.values()) == {n}
-    print(f"kill trials: {sum(outcomes)} enrolments committed, {20 - sum(outcomes)} rolled back")
 
 
 def test_identify_sees_only_complete_enrolments_while_others_write(tmp_path):
