@@ -7,7 +7,9 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint bench clean
 
+# the training stack (lir 1.3, Keras 3.13+) needs Python 3.11; the edge runtime alone 3.10
 $(STAMP): setup.cfg pyproject.toml
+	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(None if v >= (3, 11) else f"$(PYTHON) is Python {v[0]}.{v[1]}: training and the tests need 3.11 or newer; run make PYTHON=python3.11 (the edge runtime alone, pip install ., runs on 3.10)")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[train,test]'

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.base_install import base_venv, oldest_python
+from tests.conftest import REPO
 
 
 def _run(bin_dir: Path, *args, cwd: Path) -> subprocess.CompletedProcess:
@@ -59,3 +60,18 @@ def test_base_install_identifies_without_tensorflow(exported, heldout, tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "SavedModel folder needs TensorFlow" in proc.stderr
     assert "model_*.tflite" in proc.stderr and "iam-writers[train]" in proc.stderr
+
+
+def test_make_names_the_python_that_training_needs(tmp_path):
+    # training's stack (lir 1.3, Keras 3.13+) has no wheels for 3.10, where setup.cfg still
+    # accepts the edge runtime: make says so in one line instead of a pip resolver error
+    python = oldest_python()
+    old = subprocess.run([python, "-c", "import sys; print(sys.version_info < (3, 11))"],
+                         capture_output=True, text=True).stdout.strip() == "True"
+    if not old:
+        pytest.skip("this machine has no Python older than 3.11")
+    venv = tmp_path / "venv"
+    proc = subprocess.run(["make", "-C", str(REPO), "demo", f"PYTHON={python}", f"VENV={venv}"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and not venv.exists()
+    assert "training and the tests need 3.11 or newer; run make PYTHON=" in proc.stderr
