@@ -13,7 +13,6 @@ enrolled image, so a report can show the enrolled handwriting after its files ha
 from __future__ import annotations
 
 import base64
-import datetime
 import html
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import numpy as np
 
 from iam_writers_tfds import atomic
 from models.runtime import pages
+from models.runtime.gallery import utc_now
 
 LEVELS = ("line", "document", "page")  # each kind of query has its own calibration
 VERBAL_SCALE = ((1, "weak"), (2, "moderate"), (3, "moderately strong"), (4, "strong"),
@@ -129,7 +129,7 @@ img.enrolled { max-width: 320px; }
 
 
 def _page(title: str, body: list[str]) -> str:
-    when = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    when = utc_now()
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>"
             f"<h1>{html.escape(title)}</h1><p class=\"note\">Written {when} by iam-writers. "

@@ -124,7 +124,9 @@ def refuse_other_writer(path: str, writer: str, owner: tuple[str, str] | None) -
                            "writers' images.")
 
 
-def _now() -> str:
+def utc_now() -> str:
+    """The time now in UTC to the second, ISO 8601: the stamp of gallery records and
+    reports."""
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
@@ -262,7 +264,7 @@ class Gallery:
         if not writer.strip():
             raise GalleryError(f"{self.path}: empty writer name. Pass --writer ID.")
         self._check_sizes(embeddings, hinge)
-        now = _now()
+        now = utc_now()
         with self._transaction() as db:
             owners = self._owners(db, hashes)
             skipped, rows = [], []
@@ -446,7 +448,7 @@ class Gallery:
                 raise GalleryError(f"{self.path}: a writer {new!r} is already enrolled. "
                                    "Choose another name, or remove one of the two.")
             db.execute("UPDATE writers SET name = ?, updated = ? WHERE id = ?",
-                       (new, _now(), writer_id))
+                       (new, utc_now(), writer_id))
 
     def close(self) -> None:
         self.db.close()
@@ -485,7 +487,7 @@ def _create(db: sqlite3.Connection, fingerprint: str | None, descriptor: str | N
     db.execute("BEGIN")
     for statement in filter(str.strip, SCHEMA.split(";")):  # executescript would commit
         db.execute(statement)
-    meta = {"schema": str(SCHEMA_VERSION), "created": _now(),
+    meta = {"schema": str(SCHEMA_VERSION), "created": utc_now(),
             "feature_dtype": FEATURE_DTYPE.str, "sum_dtype": SUM_DTYPE.str}
     meta |= {k: v for k, v in (("fingerprint", fingerprint), ("descriptor", descriptor)) if v}
     db.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
