@@ -491,7 +491,7 @@ def main() -> int:
     from iam_writers_tfds.images import read_gray
     from models.config import SCORES
     from models.runtime import Features, Identifier, embed_inked
-    from models.runtime.descriptors import Descriptor, Hinge
+    from models.runtime.descriptors import Descriptor, Hinge, each
     from models.runtime.identify import model_descriptor
 
     def layout_records(folder: Path):
@@ -537,8 +537,8 @@ def main() -> int:
             subjects = [subjects[i] for i in kept]
         else:
             emb = None
-        counts = np.stack([descriptor(read_gray(r.path)) for r in tqdm(
-            subjects, desc=descriptor.name, disable=None)])
+        counts = np.stack(list(tqdm(each(lambda r: descriptor(read_gray(r.path)), subjects),
+                                    total=len(subjects), desc=descriptor.name, disable=None)))
         n_unseen = sum(r.writer_id in set(unseen) for r in subjects)
         enrolled, probe = enrolment(subjects[:n_unseen], args.seed)
         everyone = {**enrolled, **{w: [n_unseen + i for i in rows] for w, rows in

@@ -170,8 +170,9 @@ def _features(rt: runtime.Model, images: list, descriptor: descriptors.Descripto
     """(writers [N], forms [N], unit embeddings [N, D], descriptor rows [N, K], or None
     without a descriptor) of the inked images through the runtime."""
     kept, emb = runtime.embed_inked(rt, [image for *_, image in images])
-    counts = None if descriptor is None else np.stack([descriptor(images[i][3]) for i in tqdm(
-        kept, desc=f"descriptors of {what or 'the images'}", unit="image", disable=None)])
+    counts = None if descriptor is None else np.stack(list(tqdm(
+        descriptors.each(descriptor, [images[i][3] for i in kept]), total=len(kept),
+        desc=f"descriptors of {what or 'the images'}", unit="image", disable=None)))
     forms = np.array([images[i][1] for i in kept])
     return np.array([images[i][2] for i in kept]), forms, emb, counts
 

@@ -20,6 +20,7 @@ from models.runtime.descriptors import (
     References,
     Vlad,
     chi_square,
+    each,
 )
 from tests.conftest import cli
 
@@ -227,6 +228,27 @@ def test_vlad_is_seeded_saved_and_sums_over_a_document(generated_lines, tmp_path
     encoded = vlad.encode(np.stack([vlad(doc[0]) + vlad(doc[1]), vlad(wide)]))
     np.testing.assert_allclose(np.linalg.norm(encoded[0]), 1, rtol=1e-6)
     assert not encoded[1].any()  # blank paper: no keypoints, no residuals
+
+
+def test_vlad_sums_each_descriptors_residual_to_its_nearest_centre(generated_lines):
+    vlad = Vlad.fit(generated_lines[0], centres=8, dims=16, seed=0)
+    line = generated_lines[1][0]
+    expected = np.zeros((8, 16))
+    for x in (Vlad.local(line) - vlad.mean) @ vlad.projection:  # the definition, one by one
+        k = np.argmin(np.linalg.norm(vlad.centres - x, axis=1))
+        expected[k] += x - vlad.centres[k]
+    np.testing.assert_allclose(vlad(line), expected.ravel(), rtol=1e-5, atol=1e-5)
+
+
+def test_descriptors_of_many_images_come_in_order_alike_on_threads(generated_lines):
+    lines = [line for w in range(4) for line in generated_lines[w]]
+    describe = Descriptor(Hinge(), Vlad.fit(generated_lines[0], centres=4, dims=8, seed=0))
+    serial = [describe(line) for line in lines]
+    for threads in (1, 3):
+        # alike to float32 rounding: NumPy's BLAS sums on one thread inside the pool
+        np.testing.assert_allclose(np.stack(list(each(describe, lines, threads))), serial,
+                                   rtol=1e-5, atol=1e-5)
+    assert list(each(describe, [])) == []
 
 
 def test_vlad_tells_generated_writers_apart(generated_lines):

@@ -137,7 +137,7 @@ class Features:
             if self.model:
                 emb.append(document_embedding(self.model.outputs_of(parts, name, found)))
             if self.local:
-                counts.append(np.sum([self.local(part) for part in parts], axis=0))
+                counts.append(np.sum(list(descriptors.each(self.local, parts)), axis=0))
         return (np.stack(emb) if self.model else None), (np.stack(counts) if self.local else None)
 
 
