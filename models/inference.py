@@ -96,8 +96,7 @@ def inference_pipeline(cfg: TrainConfig, stride: int = 0) -> PipelineConfig:
         raise ValueError(f"--stride {stride}: the line pass needs a multiple of {step} px "
                          f"(the model's downsampling) up to the patch size, "
                          f"{pcfg.patch_size}")
-    return dataclasses.replace(pcfg, deterministic=True,
-                               patch_stride=stride if pcfg.mode == "patches" else None)
+    return dataclasses.replace(pcfg, patch_stride=stride if pcfg.mode == "patches" else None)
 
 
 def input_card(pcfg: PipelineConfig) -> dict:

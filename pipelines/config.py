@@ -20,6 +20,9 @@ class PipelineConfig:
     crops containing ink, evaluation a sliding window with stride `patch_stride`. `resize`
     (the notebooks' recipe): the whole image to RGB `image_size` x `image_size`, squashed or
     (`keep_aspect`) padded.
+
+    Every stream keeps its order (tf.data's default): with parallel maps out of order, two
+    runs under one seed trained different models (docs/results.md, "Seeded training").
     """
 
     mode: str = "patches"
@@ -35,7 +38,6 @@ class PipelineConfig:
     shuffle_buffer: int = 2048
     augment: bool = True
     seed: int = 0
-    deterministic: bool = False
     cache: bool = True
     on_corrupt: str = "skip"
     device_prefetch: bool = False  # prefetch_to_device("/gpu:0"): custom loops only

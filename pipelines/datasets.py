@@ -83,7 +83,7 @@ def _decoded(raw: tf.data.Dataset, cfg: PipelineConfig, corrupt: CorruptImages |
                 "form_id": ex["form_id"]}
 
     ds = raw.filter(check)
-    ds = ds.map(prepare, num_parallel_calls=AUTOTUNE, deterministic=cfg.deterministic)
+    ds = ds.map(prepare, num_parallel_calls=AUTOTUNE)
     if cfg.on_corrupt == "skip":
         # bit-level damage past the cheap check: dropped rather than ending the epoch
         ds = ds.ignore_errors(log_warning=True)
@@ -138,13 +138,13 @@ def train_dataset(raw: tf.data.Dataset, cfg: PipelineConfig,
     ds = _decoded(raw, cfg, corrupt).shuffle(cfg.shuffle_buffer, seed=cfg.seed)
     if cfg.mode == "resize":
         ds = ds.map(lambda ex: (ops.scale_input(ex["x"], cfg), ex["writer"]),
-                    num_parallel_calls=AUTOTUNE, deterministic=cfg.deterministic)
+                    num_parallel_calls=AUTOTUNE)
         return _finish(ds.batch(cfg.batch_size), cfg)
     ds = ds.map(lambda ex: (ex["x"], tf.shape(ex["x"])[1], ex["writer"]))
     ds = ds.padded_batch(cfg.batch_size, padded_shapes=([cfg.patch_size, None, 1], [], []))
     ds = _seeded(ds, cfg.seed).map(
         lambda group, s: _patch_batches(*group, s, cfg),
-        num_parallel_calls=AUTOTUNE, deterministic=cfg.deterministic,
+        num_parallel_calls=AUTOTUNE,
     )
     return _finish(ds.unbatch(), cfg)
 
@@ -164,8 +164,8 @@ def eval_dataset(raw: tf.data.Dataset, cfg: PipelineConfig,
         return {"x": x, "ink": ink, "writer": tf.fill([n], ex["writer"]),
                 "image_id": tf.fill([n], ex["image_id"]), "form_id": tf.fill([n], ex["form_id"])}
 
-    ds = _decoded(raw, dataclasses.replace(cfg, deterministic=True), corrupt)
-    ds = ds.map(windows, num_parallel_calls=AUTOTUNE, deterministic=True).unbatch()
+    ds = _decoded(raw, cfg, corrupt)
+    ds = ds.map(windows, num_parallel_calls=AUTOTUNE).unbatch()
     return _finish(ds.batch(cfg.batch_size), cfg)
 
 
@@ -196,7 +196,7 @@ def _views_in_order(raw, cfg: PipelineConfig, corrupt, classes: list[int], order
     """(view, writer) elements drawn from the writers' streams in the given class order."""
     return _seeded(_in_order(raw, cfg, corrupt, classes, order), cfg.seed).map(
         lambda ex, s: (_view(ex, s, cfg, cfg.augment), ex["writer"]),
-        num_parallel_calls=AUTOTUNE, deterministic=cfg.deterministic,
+        num_parallel_calls=AUTOTUNE,
     )
 
 
@@ -229,7 +229,7 @@ def pk_dataset(raw: tf.data.Dataset, cfg: PipelineConfig, p: int, k: int, steps:
     ds = ds.padded_batch(p * k, padded_shapes=([cfg.patch_size, None, 1], [], []),
                          drop_remainder=True)
     ds = _seeded(ds, cfg.seed).map(lambda group, s: _one_crop_each(*group, s, cfg),
-                                   num_parallel_calls=AUTOTUNE, deterministic=cfg.deterministic)
+                                   num_parallel_calls=AUTOTUNE)
     return _finish(ds, cfg)
 
 
