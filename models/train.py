@@ -188,11 +188,19 @@ def _pk(raw, pcfg, cfg: TrainConfig):
     return pk_dataset(raw, pcfg, cfg.writers_per_batch, k, steps)
 
 
+def _compile(model: keras.Model, learning_rate: float, loss, accuracy: bool) -> None:
+    """Compile with Adam, its slots and the accuracy's state made here: state first made
+    inside the traced training step makes TensorFlow trace the step twice (a MobileNetV2
+    step: 30 s more; docs/results.md, "One trace of the training step")."""
+    metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")] if accuracy else []
+    model.compile(keras.optimizers.Adam(learning_rate), loss, metrics=metrics)
+    model.optimizer.build(model.trainable_variables)
+
+
 def compiled_model(cfg: TrainConfig, num_classes: int) -> tuple[keras.Model, str]:
     """The model of `cfg`, compiled with Adam; returns it and the metric to monitor."""
     model, loss, monitor = build_model(cfg, num_classes)
-    metrics = [] if cfg.by_gallery else ["accuracy"]
-    model.compile(keras.optimizers.Adam(cfg.learning_rate), loss, metrics=metrics)
+    _compile(model, cfg.learning_rate, loss, accuracy=not cfg.by_gallery)
     return model, monitor
 
 
@@ -288,8 +296,8 @@ def _train(cfg: TrainConfig, chief: bool) -> Path:
               verbose=verbose)
     if cfg.model == "resnet50_classifier" and cfg.fine_tune_blocks:
         zoo.unfreeze_last_blocks(model, cfg.fine_tune_blocks)
-        model.compile(keras.optimizers.Adam(cfg.fine_tune_learning_rate), model.loss,
-                      metrics=["accuracy"])
+        with strategy.scope():
+            _compile(model, cfg.fine_tune_learning_rate, model.loss, accuracy=True)
         model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs + cfg.fine_tune_epochs,
                   initial_epoch=cfg.epochs, verbose=verbose,
                   callbacks=_callbacks(cfg, monitor, cfg.fine_tune_learning_rate, cfg.epochs,

@@ -42,6 +42,29 @@ def test_one_training_step_lowers_the_loss():
     assert train_mode_loss() < before
 
 
+@pytest.mark.parametrize("name", ["patch_cnn", "patch_embed"])
+def test_a_compiled_model_makes_no_state_in_its_first_step(name):
+    """State made inside the first traced step makes TensorFlow trace the step twice."""
+    from models.config import TrainConfig
+    from models.train import compiled_model
+
+    cfg = TrainConfig(model=name, patch_size=32, width=8, embedding_dim=8, batch_size=8,
+                      writers_per_batch=2)
+    import tensorflow as tf
+
+    model, _ = compiled_model(cfg, 3)
+    made = []
+
+    def spy(next_creator, **kwargs):
+        made.append(kwargs.get("name"))
+        return next_creator(**kwargs)
+
+    rng = np.random.default_rng(0)
+    with tf.variable_creator_scope(spy):
+        model.fit(rng.random((8, 32, 32, 1), dtype=np.float32), np.arange(8) % 2, verbose=0)
+    assert made == []
+
+
 def test_resnet50_classifier_matches_the_notebook(tmp_path):
     base = zoo.backbone("resnet50", (224, 224, 3), "none")
     model = zoo.resnet50_classifier(10, head_units=1024, dropout=0.5, weights="none")
