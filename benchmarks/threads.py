@@ -6,6 +6,9 @@ DIR is a Kaggle-layout folder of lines (e.g. ../shared/data/iam_dev_lines); with
 lines are generated. A RootSIFT + VLAD codebook (64 centres, 64 dimensions) is fitted on
 the first half of the lines, then the contour-hinge + VLAD row of every line is computed
 one line at a time and on one thread per core, in the same process.
+`runtime.Features` (what `enroll` and `identify` read images with) is timed on the same
+lines given one call each, as it described each image's lines apart before, against one
+call for all of them, which streams every image's lines through one pool.
 With `--pages`, the first five page scans of FORMS_DIR are also described as documents
 (`iam-writers identify`'s path for a page: lines found, then described), both ways.
 Prints seconds, ms a line or a page, and the ratio to the serial run.
@@ -49,7 +52,7 @@ def timed(fn) -> tuple[float, object]:
 
 def main() -> int:
     sys.path.insert(0, str(REPO))
-    from models.runtime import Model
+    from models.runtime import Features, Model
     from models.runtime.descriptors import Descriptor, Hinge, Vlad, each
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -74,6 +77,10 @@ def main() -> int:
     compare("hinge + VLAD rows", "line", len(lines),
             lambda: list(each(describe, lines, threads=1)),
             lambda: list(each(describe, lines)))
+    features = Features(None, describe, "line")
+    compare("lines read by `runtime.Features`", "line", len(lines),
+            lambda: [features([line])[1][0] for line in lines],
+            lambda: list(features(lines)[1]))
     if args.pages:
         pages = sorted(args.pages.glob("*.png"))[:5]
         parts = [Model.parts(page, str(page), "page")[0] for page in pages]

@@ -156,8 +156,8 @@ def _identify(args: argparse.Namespace) -> None:
             f" (no --model given; {gallery.path} also holds model {gallery.fingerprint}'s "
             "embeddings)" if identifier.score == "hinge" and gallery.fingerprint else ""),
             file=sys.stderr)
-    queries = [args.images] if args.document else [[image] for image in args.images]
-    results = [identifier.rank(query, args.top_k) for query in queries]
+    results = ([identifier.rank(args.images, args.top_k)] if args.document
+               else identifier.rank_each(args.images, args.top_k))
     if args.report:
         from models.runtime import evidence
 

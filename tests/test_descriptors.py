@@ -251,6 +251,33 @@ def test_descriptors_of_many_images_come_in_order_alike_on_threads(generated_lin
     assert list(each(describe, [])) == []
 
 
+def test_a_stream_of_images_is_read_a_few_ahead_of_its_descriptors():
+    read = []
+
+    def stream():
+        for i in range(50):
+            read.append(i)
+            yield np.full((4, 4), i, np.float64)
+
+    rows = each(lambda image: image.sum(axis=1), stream(), threads=2)
+    assert next(rows).tolist() == [0.0] * 4 and len(read) <= 5  # two per thread, and one
+    assert [row[0] for row in rows] == [4.0 * i for i in range(1, 50)]
+
+
+def test_features_of_many_images_are_those_of_each_alone(generated_lines):
+    """Lines and a page's lines in one call, on one pool: each image's rows sum its own."""
+    page, _ = synth.render_page(synth.WriterStyle.sample(np.random.default_rng(3)),
+                                np.random.default_rng(4), lines=4)
+    images = [generated_lines[0][0], page, generated_lines[1][0], generated_lines[2][1]]
+    describe = Descriptor(Hinge(), Vlad.fit(generated_lines[0], centres=4, dims=8, seed=0))
+    features = runtime.Features(None, describe, "auto")
+    _, together = features(images)
+    assert features.lines == [None, 4, None, None]
+    alone = np.concatenate([features([image])[1] for image in images])
+    np.testing.assert_allclose(together, alone, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(together[1], together[0], rtol=0.1)
+
+
 def test_vlad_tells_generated_writers_apart(generated_lines):
     vlad = Vlad.fit([line for w in (0, 1) for line in generated_lines[w]], centres=16,
                     dims=32, seed=0)

@@ -123,6 +123,7 @@ def test_identify_says_unknown_below_the_threshold(tmp_path):
     assert hit["score"] == "embedding" and hit["images"] == [str(p("a?"))]
     miss = identifier.rank([p("c?")])  # best similarity 0.29 < 0.5
     assert miss["writer"] is None and miss["top"][0]["writer"] == "bob"
+    assert identifier.rank_each([p("a?"), p("c?")]) == [hit, miss]  # one features call
     # a document: the mean embedding of its lines, one ranking
     doc = identifier.rank([p("c?"), p("a?"), p("a2")])
     assert doc["writer"] == "ann" and len(doc["images"]) == 3

@@ -15,8 +15,9 @@ import dataclasses
 import hashlib
 import os
 import re
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sized
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
@@ -100,19 +101,29 @@ def ink_contours(image: np.ndarray) -> list[np.ndarray]:
 T = TypeVar("T")
 
 
-def each(describe: Callable[[T], np.ndarray], images: Sequence[T],
+def each(describe: Callable[[T], np.ndarray], images: Iterable[T],
          threads: int | None = None) -> Iterator[np.ndarray]:
     """`describe` of every image, in order, on a pool of threads (one per CPU core):
     OpenCV's SIFT and NumPy release the GIL, so a page's lines or an export's training lines
     are described up to twice as fast on two cores (docs/results.md, descriptor threads).
-    NumPy's BLAS keeps one thread of its own meanwhile: its threads and the pool's would
-    contend for the same cores, and VLAD's products ran three times slower."""
-    threads = min(threads or os.cpu_count() or 1, len(images))
+    `images` may be a generator: it is read at most two images per thread ahead of the
+    results, so a long stream is never held in memory at once. NumPy's BLAS keeps one
+    thread of its own meanwhile: its threads and the pool's would contend for the same
+    cores, and VLAD's products ran three times slower."""
+    threads = threads or os.cpu_count() or 1
+    if isinstance(images, Sized):
+        threads = min(threads, len(images))
     if threads <= 1:
         yield from map(describe, images)
         return
     with ThreadPoolExecutor(threads) as pool, threadpool_limits(1, user_api="blas"):
-        yield from pool.map(describe, images)
+        pending: deque[Future] = deque()
+        for image in images:
+            pending.append(pool.submit(describe, image))
+            if len(pending) >= 2 * threads:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def distribution(counts: np.ndarray) -> np.ndarray:
