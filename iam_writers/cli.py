@@ -72,11 +72,23 @@ def _export(args: argparse.Namespace) -> None:
 
 
 def _preflight(args: argparse.Namespace) -> None:
-    """The checks of paths that need no TensorFlow, made before it loads (seconds)."""
+    """The checks of paths, data and search spaces that need no TensorFlow, made before it
+    loads (seconds)."""
     from models import config
+    from pipelines import writer_names
 
     if args.command == "train":
-        _config(args, config.TrainConfig).check_out()
+        cfg = _config(args, config.TrainConfig)
+        cfg.check_out()
+        if not cfg.resume:  # a resumed run reads its data from its own config.json
+            writer_names(cfg.config, cfg.data_dir)
+    elif args.command == "tune":
+        from tuning import space
+        from tuning.search import TuneConfig
+
+        cfg = _config(args, TuneConfig)
+        space.load(cfg.model, cfg.space)
+        writer_names(cfg.config, cfg.data_dir)
     elif args.command in ("evaluate", "export"):
         config.trained_run(args.run)
     if args.command == "export":

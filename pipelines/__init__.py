@@ -6,10 +6,11 @@ first use of a dataset function, so reading a config stays fast.
 """
 
 from pipelines.config import PipelineConfig
+from pipelines.prepared import writer_names
 
 _DATASET_API = ("CorruptImages", "eval_dataset", "load_split", "pair_dataset", "pk_dataset",
-                "train_dataset", "writer_names")
-__all__ = ["PipelineConfig", *_DATASET_API]
+                "train_dataset")
+__all__ = ["PipelineConfig", "writer_names", *_DATASET_API]
 
 
 def __getattr__(name: str):

@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from pipelines import ops
 from pipelines.config import PipelineConfig
+from pipelines.prepared import prepared_builder
 
 AUTOTUNE = tf.data.AUTOTUNE
 SPLITS = ("train", "validation", "test")
@@ -40,23 +41,9 @@ def load_split(config: str, split: str, data_dir: str | Path | None = None) -> t
 
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; allowed: {', '.join(SPLITS)}")
-    return _prepared_builder(config, data_dir).as_dataset(
+    return prepared_builder(config, data_dir).as_dataset(
         split=split, decoders={"image": tfds.decode.SkipDecoding()}, shuffle_files=False
     )
-
-
-def _prepared_builder(config: str, data_dir: str | Path | None):
-    """The builder of an already built config, or a FileNotFoundError saying how to build it."""
-    from iam_writers_tfds import iam_writers_tfds_dataset_builder as b
-
-    builder = b.Builder(config=config, data_dir=str(data_dir) if data_dir else None)
-    if not builder.is_prepared():
-        raise FileNotFoundError(
-            f"iam_writers_tfds/{config} is not built in {builder.data_dir_root}. "
-            f"Run: iam-writers build --config {config}"
-            + (f" --data-dir {data_dir}" if data_dir else "")
-        )
-    return builder
 
 
 def _decoded(raw: tf.data.Dataset, cfg: PipelineConfig, corrupt: CorruptImages | None):
@@ -255,8 +242,3 @@ def pair_dataset(raw: tf.data.Dataset, cfg: PipelineConfig, pairs: int,
 
     ds = ds.map(label)
     return _finish(ds.batch(cfg.batch_size), cfg)
-
-
-def writer_names(config: str, data_dir: str | Path | None = None) -> list[str]:
-    """The writer ids of a built config, in class-index order."""
-    return list(_prepared_builder(config, data_dir).info.features["writer"].names)

@@ -50,16 +50,23 @@ def test_existing_run_dir_without_resume_is_refused(data_dir, tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-@pytest.mark.parametrize("args", [
-    ("export", "{tmp}/none", "--out", "{tmp}/x"),
-    ("export", "{tmp}/run", "--out", "{tmp}/run"),
-    ("evaluate", "{tmp}/none"),
-    ("train", "--out", "{tmp}/run"),
-    ("train", "--out", "{tmp}/none", "--resume"),
-    ("build", "--manual-dir", "{tmp}/none"),
+@pytest.mark.parametrize("args,says", [
+    (("export", "{tmp}/none", "--out", "{tmp}/x"), "not a run directory"),
+    (("export", "{tmp}/run", "--out", "{tmp}/run"), "already exists"),
+    (("evaluate", "{tmp}/none"), "not a run directory"),
+    (("train", "--out", "{tmp}/run"), "Pass --resume"),
+    (("train", "--out", "{tmp}/none", "--resume"), "not a run directory"),
+    (("build", "--manual-dir", "{tmp}/none"), "none"),
+    (("train", "--config", "top10", "--data-dir", "{tmp}", "--out", "{tmp}/r"),
+     "Run: iam-writers build --config top10 --data-dir"),
+    (("tune", "--config", "top10", "--data-dir", "{tmp}", "--project", "{tmp}/p"),
+     "Run: iam-writers build --config top10 --data-dir"),
+    (("tune", "--space", "{tmp}/inverted.yaml", "--project", "{tmp}/p"), "inverted range"),
 ])
-def test_path_errors_come_before_tensorflow_loads(tmp_path, args):
-    """Checks of paths run before TensorFlow is imported (it takes seconds to load)."""
+def test_path_errors_come_before_tensorflow_loads(tmp_path, args, says):
+    """Checks of paths, data and search spaces run before TensorFlow is imported (it takes
+    seconds to load)."""
+    (tmp_path / "inverted.yaml").write_text("dropout: {min: 0.5, max: 0.1}\n")
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "config.json").write_text("{}")
     (tmp_path / "run" / "model.keras").write_text("")
@@ -69,12 +76,8 @@ def test_path_errors_come_before_tensorflow_loads(tmp_path, args):
     proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True,
                           cwd=REPO, timeout=120)
     assert proc.stdout.split() == ["2", "False"], proc.stderr
-    assert proc.stderr.count("\n") == 1 and str(tmp_path) in proc.stderr
-
-
-def test_unbuilt_config_is_a_clear_error(tmp_path):
-    proc = cli("train", "--config", "top10", "--data-dir", tmp_path, "--out", tmp_path / "r")
-    assert proc.returncode == 2 and "iam-writers build --config top10" in proc.stderr
+    assert proc.stderr.count("\n") == 1 and str(tmp_path) in proc.stderr and says in proc.stderr
+    assert not (tmp_path / "p").exists() and not (tmp_path / "r").exists()
 
 
 def test_fitting_on_validation_holds_nothing_out_and_watches_training_figures(data_dir,

@@ -129,8 +129,12 @@ def load(model: str, path: str | Path | None = None) -> dict[str, Spec]:
         if unknown:
             raise SpaceError(f"{path}: unknown hyperparameter(s) {', '.join(sorted(unknown))} "
                              f"for {model}; tunable: {', '.join(space)}")
-        for name, spec in overrides.items():
-            space[name] = _override(name, space[name], spec)
+        try:
+            for name, spec in overrides.items():
+                space[name] = _override(name, space[name], spec)
+                space[name].check(name)
+        except SpaceError as err:
+            raise SpaceError(f"{path}: {err}") from None
     for name, spec in space.items():
         spec.check(name)
     return space
