@@ -90,9 +90,13 @@ def _preflight(args: argparse.Namespace) -> None:
         space.load(cfg.model, cfg.space)
         writer_names(cfg.config, cfg.data_dir)
     elif args.command in ("evaluate", "export"):
-        config.trained_run(args.run)
+        run = config.trained_run(args.run)
     if args.command == "export":
         config.new_folder(args.out)
+        try:
+            run.inference_pipeline(args.stride)
+        except ValueError as err:
+            raise RunError(f"{args.run}: {err}") from None
 
 
 def _page(lines: int | None, which: str = "") -> str:
@@ -291,6 +295,10 @@ def _show_defaults(p: argparse.ArgumentParser) -> None:
 
 class ConfigError(ValueError):
     """A flag value a configuration dataclass rejected."""
+
+
+class RunError(ValueError):
+    """A flag value the given run cannot take (one line, like other bad input)."""
 
 
 def _config(args: argparse.Namespace, cls):
@@ -513,7 +521,8 @@ def user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean bad input: reported as one line, no traceback, exit status 2."""
     from iam_writers_tfds import images, kaggle_layout
 
-    errors = (kaggle_layout.LayoutError, images.ImageError, FileNotFoundError, FileExistsError)
+    errors = (kaggle_layout.LayoutError, images.ImageError, FileNotFoundError, FileExistsError,
+              RunError)
     for module, name in (("models.zoo", "WeightsError"), ("models.runtime", "ModelError"),
                          ("models.export", "ExportError"), ("tuning.space", "SpaceError"),
                          ("models.evaluate", "UnsafeModelError")):

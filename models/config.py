@@ -9,6 +9,8 @@ from pathlib import Path
 
 from pipelines.config import PipelineConfig
 
+PATCH_DOWNSAMPLING = 16  # px per feature-map cell of the patch trunk: stem /4, pools /4
+
 MODELS = ("patch_cnn", "patch_embed", "resnet50_classifier", "siamese_resnet50")
 PATCH_MODELS = ("patch_cnn", "patch_embed")
 GALLERY_MODELS = ("patch_embed", "siamese_resnet50")  # identify by nearest writer centroid
@@ -138,6 +140,19 @@ class TrainConfig:
             else "unit"
         return PipelineConfig(mode="resize", image_size=size, normalization=norm,
                               batch_size=self.batch_size, augment=False, seed=self.seed)
+
+    def inference_pipeline(self, stride: int = 0) -> PipelineConfig:
+        """The input recipe with the inference stride: `stride`, or the evaluation stride
+        rounded to the model's 16-px downsampling (the line pass needs a multiple)."""
+        pcfg = self.pipeline_config()
+        step = PATCH_DOWNSAMPLING
+        stride = stride or max(step, round(pcfg.stride / step) * step)
+        if pcfg.mode == "patches" and (stride > pcfg.patch_size or stride % step):
+            raise ValueError(f"--stride {stride}: the line pass needs a multiple of {step} px "
+                             f"(the model's downsampling) up to the patch size, "
+                             f"{pcfg.patch_size}")
+        return dataclasses.replace(pcfg,
+                                   patch_stride=stride if pcfg.mode == "patches" else None)
 
     @property
     def by_gallery(self) -> bool:

@@ -39,7 +39,7 @@ from models.evaluate import (
     open_set_scores,
     verification,
 )
-from models.inference import inference_pipeline, input_spec, split_images, windows_fn
+from models.inference import input_spec, split_images, windows_fn
 from models.runtime import descriptors
 from pipelines import PipelineConfig, ops
 
@@ -549,7 +549,7 @@ def export(ecfg: ExportConfig) -> dict:
     new_folder(ecfg.out)
     cfg, labels, model = load_run(ecfg.run)
     try:
-        pcfg = inference_pipeline(cfg, ecfg.stride)
+        pcfg = cfg.inference_pipeline(ecfg.stride)
     except ValueError as err:
         raise ExportError(str(err)) from None
     fingerprint = hashlib.sha256((ecfg.run / "model.keras").read_bytes()).hexdigest()[:16]

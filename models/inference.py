@@ -8,16 +8,14 @@ behind it, in the export with the TFLite interpreter.
 
 from __future__ import annotations
 
-import dataclasses
-
 import keras
 import numpy as np
 import tensorflow as tf
 from keras import layers
 
 from iam_writers_tfds.images import decode_gray
-from models import runtime, zoo
-from models.config import TrainConfig
+from models import runtime
+from models.config import PATCH_DOWNSAMPLING, TrainConfig
 from pipelines import PipelineConfig, load_split
 
 
@@ -35,7 +33,7 @@ def _line_towers(model: keras.Model, pcfg: PipelineConfig):
     x = inputs = keras.Input((pcfg.patch_size, None, 1), name="line")
     for layer in model.layers[1:gap]:
         x = layer(x)
-    x = layers.AveragePooling2D(cells, strides=(1, pcfg.stride // zoo.PATCH_DOWNSAMPLING),
+    x = layers.AveragePooling2D(cells, strides=(1, pcfg.stride // PATCH_DOWNSAMPLING),
                                 name="windows")(x)
     x = emb = layers.Reshape((-1, x.shape[-1]), name="per_window")(x)
     tail = model.layers[gap + 1:]
@@ -86,19 +84,6 @@ def windows_fn(model: keras.Model, cfg: TrainConfig, pcfg: PipelineConfig):
     return features, head, windows
 
 
-def inference_pipeline(cfg: TrainConfig, stride: int = 0) -> PipelineConfig:
-    """The run's input recipe with the inference stride: `stride`, or the evaluation
-    stride rounded to the model's 16-px downsampling (the line pass needs a multiple)."""
-    pcfg = cfg.pipeline_config()
-    step = zoo.PATCH_DOWNSAMPLING
-    stride = stride or max(step, round(pcfg.stride / step) * step)
-    if pcfg.mode == "patches" and (stride > pcfg.patch_size or stride % step):
-        raise ValueError(f"--stride {stride}: the line pass needs a multiple of {step} px "
-                         f"(the model's downsampling) up to the patch size, "
-                         f"{pcfg.patch_size}")
-    return dataclasses.replace(pcfg, patch_stride=stride if pcfg.mode == "patches" else None)
-
-
 def input_card(pcfg: PipelineConfig) -> dict:
     """The model card's `input`: what the runtime's preprocessing needs."""
     return {"mode": pcfg.mode, "patch_size": pcfg.patch_size, "line_band": pcfg.line_band,
@@ -116,7 +101,7 @@ def keras_backend(model: keras.Model, cfg: TrainConfig, pcfg: PipelineConfig):
 def line_model(model: keras.Model, cfg: TrainConfig, labels: list[str],
                pcfg: PipelineConfig | None = None) -> runtime.Model:
     """The runtime's model over the Keras model: the exported model's own computation."""
-    pcfg = pcfg or inference_pipeline(cfg)
+    pcfg = pcfg or cfg.inference_pipeline()
     card = {"labels": labels, "input": input_card(pcfg)}
     return runtime.Model.in_memory(card, keras_backend(model, cfg, pcfg))
 

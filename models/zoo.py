@@ -66,9 +66,6 @@ def _conv_bn(x, filters: int, kernel: int, strides: int, name: str):
     return layers.ReLU(name=f"{name}_relu")(x)
 
 
-PATCH_DOWNSAMPLING = 16  # px per feature-map cell of the patch trunk: stem /4, pools /4
-
-
 def _patch_features(inputs, width: int):
     """The patch trunk: a strided 5x5 stem and max-pooling (a quarter of the resolution, as
     in ResNet's stem), three blocks of two 3x3 convolutions (width x 2, 4, 8), the first two

@@ -62,6 +62,7 @@ def test_existing_run_dir_without_resume_is_refused(data_dir, tmp_path):
     (("tune", "--config", "top10", "--data-dir", "{tmp}", "--project", "{tmp}/p"),
      "Run: iam-writers build --config top10 --data-dir"),
     (("tune", "--space", "{tmp}/inverted.yaml", "--project", "{tmp}/p"), "inverted range"),
+    (("export", "{tmp}/run", "--out", "{tmp}/x", "--stride", "24"), "multiple of 16 px"),
 ])
 def test_path_errors_come_before_tensorflow_loads(tmp_path, args, says):
     """Checks of paths, data and search spaces run before TensorFlow is imported (it takes
@@ -77,7 +78,7 @@ def test_path_errors_come_before_tensorflow_loads(tmp_path, args, says):
                           cwd=REPO, timeout=120)
     assert proc.stdout.split() == ["2", "False"], proc.stderr
     assert proc.stderr.count("\n") == 1 and str(tmp_path) in proc.stderr and says in proc.stderr
-    assert not (tmp_path / "p").exists() and not (tmp_path / "r").exists()
+    assert not any((tmp_path / name).exists() for name in ("p", "r", "x"))
 
 
 def test_fitting_on_validation_holds_nothing_out_and_watches_training_figures(data_dir,
