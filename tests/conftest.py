@@ -6,15 +6,34 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = Path(__file__).resolve().parents[1]
 DUMMY = REPO / "iam_writers_tfds" / "dummy_data"
 DEV_LINES = REPO.parent / "shared" / "data" / "iam_dev_lines"
+
+
+def once(factory: pytest.TempPathFactory, name: str, make: Callable[[Path], object]) -> Path:
+    """`make(folder)` run once per test session, however many pytest-xdist workers ask: the
+    first makes it under a file lock, the others wait for it and reuse the folder. The
+    expensive fixtures (a build, a training run) would otherwise run once per worker."""
+    root = factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the session's folder, above each worker's own
+    folder, done = root / name, root / f"{name}.done"
+    with FileLock(root / f"{name}.lock"):
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # a worker that failed making it
+            folder.mkdir()
+            make(folder)
+            done.touch()
+    return folder
 
 
 @pytest.fixture
@@ -30,8 +49,9 @@ def synth_layout(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A generated layout of 10 writers x 4 forms x 5 lines (generated once per session)."""
     from iam_writers_tfds import synth
 
-    out = tmp_path_factory.mktemp("synth") / "layout"
-    return synth.generate(out, synth.SynthConfig(writers=10, forms_per_writer=4, lines_per_form=5))
+    config = synth.SynthConfig(writers=10, forms_per_writer=4, lines_per_form=5)
+    return once(tmp_path_factory, "synth", lambda d: synth.generate(d / "layout", config)) \
+        / "layout"
 
 
 @pytest.fixture(scope="session")
@@ -40,9 +60,17 @@ def synth_dir(synth_layout: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     verification pairs exist."""
     from iam_writers import data
 
-    out = tmp_path_factory.mktemp("tfds_synth")
-    data.build(data.BuildConfig("top50", synth_layout, out))
-    return out
+    return once(tmp_path_factory, "tfds_synth",
+                lambda d: data.build(data.BuildConfig("top50", synth_layout, d)))
+
+
+@pytest.fixture(scope="session")
+def dummy_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """dummy_data built once as `top50`: 12 writers, one form per writer and split."""
+    from iam_writers import data
+
+    return once(tmp_path_factory, "tfds_dummy",
+                lambda d: data.build(data.BuildConfig("top50", DUMMY, d)))
 
 
 def cli(*args, timeout: int = 900, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -52,17 +80,19 @@ def cli(*args, timeout: int = 900, env: dict | None = None) -> subprocess.Comple
                           env={**os.environ, **(env or {})})
 
 
+def _trained(run: Path, synth_dir: Path) -> None:
+    proc = cli("train", "--config", "top50", "--data-dir", synth_dir, "--out", run,
+               "--epochs", "12", "--patch-size", "32", "--patches-per-image", "16",
+               "--embedding-dim", "16", "--lr-schedule", "cosine")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
 @pytest.fixture(scope="session")
 def trained_run(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small patch_cnn (32-px patches, 16-d embedding head) trained by the CLI, shared by
     the training, evaluation and export tests. On this little data, 12 epochs reach about 0.8
     image top-1 with the cosine schedule, about 0.5 with the plateau one."""
-    run = tmp_path_factory.mktemp("runs") / "run"
-    proc = cli("train", "--config", "top50", "--data-dir", synth_dir, "--out", run,
-               "--epochs", "12", "--patch-size", "32", "--patches-per-image", "16",
-               "--embedding-dim", "16", "--lr-schedule", "cosine")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return run
+    return once(tmp_path_factory, "runs", lambda d: _trained(d / "run", synth_dir)) / "run"
 
 
 @pytest.fixture(scope="session")
@@ -70,7 +100,9 @@ def heldout(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> list[t
     """The synthetic test split as PNG files: (path, writer id) pairs never seen in training."""
     from iam_writers.demo import split_files
 
-    return split_files("top50", synth_dir, tmp_path_factory.mktemp("heldout") / "test")
+    folder = once(tmp_path_factory, "heldout",
+                  lambda d: split_files("top50", synth_dir, d / "test"))
+    return split_files("top50", synth_dir, folder / "test")
 
 
 @pytest.fixture
@@ -80,12 +112,19 @@ def dev_lines() -> Path:
     return DEV_LINES
 
 
-@pytest.fixture(scope="session")
-def exported(trained_run, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("exports") / "syn"
+def _exported(out: Path, run: Path) -> None:
     # the tiny fixture model is not what the 97% int8 gate is for (int8 agreement measured
     # 0.92 to 1.00 between runs); the gate has its own test in test_export.py
-    proc = cli("export", trained_run, "--out", out, "--calibration-samples", "100",
-               "--allow-degraded")
+    proc = cli("export", run, "--out", out, "--calibration-samples", "100", "--allow-degraded")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return out
+
+
+@pytest.fixture(scope="session")
+def exported(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return once(tmp_path_factory, "exports", lambda d: _exported(d / "syn", trained_run)) / "syn"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow end-to-end tests first, so that pytest-xdist's workers (`-n`) share the
+    long ones out early instead of one worker finishing a long test alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

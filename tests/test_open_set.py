@@ -14,7 +14,7 @@ from iam_writers_tfds import synth
 from models import runtime, zoo
 from models.losses import BatchHardTripletLoss, CosFaceLoss, SupConLoss
 from pipelines import PipelineConfig, load_split, pk_dataset
-from tests.conftest import cli
+from tests.conftest import cli, once
 
 
 def _supcon_reference(z: np.ndarray, y: np.ndarray, t: float) -> np.ndarray:
@@ -145,10 +145,7 @@ def test_p_x_k_batch_size_is_checked():
     assert not Path("unused").exists()
 
 
-@pytest.fixture(scope="session")
-def embed_export(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """patch_embed trained by the CLI on the 10 synthetic writers, exported to float32."""
-    base = tmp_path_factory.mktemp("embed")
+def _embed_export(base: Path, synth_dir: Path) -> None:
     proc = cli("train", "--model", "patch_embed", "--config", "top50", "--data-dir", synth_dir,
                "--out", base / "run", "--epochs", "8", "--patch-size", "32",
                "--patches-per-image", "16", "--writers-per-batch", "8", "--embedding-dim", "32",
@@ -158,7 +155,12 @@ def embed_export(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     assert metrics["model"] == "patch_embed" and "roc_auc" in metrics["verification"]
     proc = cli("export", base / "run", "--out", base / "export", "--quantize", "none")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return base / "export"
+
+
+@pytest.fixture(scope="session")
+def embed_export(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """patch_embed trained by the CLI on the 10 synthetic writers, exported to float32."""
+    return once(tmp_path_factory, "embed", lambda d: _embed_export(d, synth_dir)) / "export"
 
 
 @pytest.mark.slow

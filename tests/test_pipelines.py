@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from iam_writers import data
 from pipelines import (
     CorruptImages,
     PipelineConfig,
@@ -23,18 +22,8 @@ from pipelines import (
 CFG = PipelineConfig(patch_size=32, patches_per_image=4, batch_size=16)
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    """dummy_data built once as `top50`: 12 writers, one form per writer and split."""
-    from tests.conftest import DUMMY
-
-    out = tmp_path_factory.mktemp("tfds")
-    data.build(data.BuildConfig("top50", DUMMY, out))
-    return out
-
-
-def _raw(data_dir, split="train"):
-    return load_split("top50", split, data_dir)
+def _raw(dummy_dir, split="train"):
+    return load_split("top50", split, dummy_dir)
 
 
 def test_unknown_mode_normalisation_and_size_list_allowed_values():
@@ -53,16 +42,16 @@ def test_unknown_split_and_unbuilt_config_are_clear(tmp_path):
         load_split("top10", "train", tmp_path)
 
 
-def test_patch_training_batches(data_dir):
-    xs, ys = zip(*train_dataset(_raw(data_dir), CFG).as_numpy_iterator())
+def test_patch_training_batches(dummy_dir):
+    xs, ys = zip(*train_dataset(_raw(dummy_dir), CFG).as_numpy_iterator())
     x, y = np.concatenate(xs), np.concatenate(ys)
     assert x.shape == (12 * 4, 32, 32, 1) and x.dtype == np.float32 and y.dtype == np.int64
     assert 0.0 <= x.min() and x.max() <= 1.0 and set(y) <= set(range(12))
 
 
-def test_random_crops_contain_ink(data_dir):
+def test_random_crops_contain_ink(dummy_dir):
     cfg = dataclasses.replace(CFG, augment=False)
-    for x, _ in train_dataset(_raw(data_dir), cfg).as_numpy_iterator():
+    for x, _ in train_dataset(_raw(dummy_dir), cfg).as_numpy_iterator():
         ink = (x[..., 0] > 0.5).mean(axis=(1, 2))
         assert (ink >= cfg.min_ink).all(), ink
 
@@ -71,10 +60,10 @@ def test_random_crops_contain_ink(data_dir):
     "norm, size, lo, hi", [("unit", 128, 0.0, 1.0), ("resnet50", 224, -124, 152)]
 )
 @pytest.mark.parametrize("keep_aspect", [False, True])
-def test_resize_mode(data_dir, norm, size, lo, hi, keep_aspect):
+def test_resize_mode(dummy_dir, norm, size, lo, hi, keep_aspect):
     cfg = PipelineConfig(mode="resize", image_size=size, normalization=norm,
                          keep_aspect=keep_aspect, batch_size=4)
-    x, y = next(train_dataset(_raw(data_dir), cfg).as_numpy_iterator())
+    x, y = next(train_dataset(_raw(dummy_dir), cfg).as_numpy_iterator())
     assert x.shape == (4, size, size, 3) and y.shape == (4,)
     assert lo <= x.min() < x.max() <= hi
 
@@ -86,12 +75,12 @@ def test_sliding_windows_cover_the_full_width():
         assert (np.diff(starts) <= 16).all() and (np.diff(starts) > 0).all()
 
 
-def test_eval_windows_are_every_window_of_every_image(data_dir):
-    batches = list(eval_dataset(_raw(data_dir, "test"), CFG).as_numpy_iterator())
+def test_eval_windows_are_every_window_of_every_image(dummy_dir):
+    batches = list(eval_dataset(_raw(dummy_dir, "test"), CFG).as_numpy_iterator())
     ids = np.concatenate([b["image_id"] for b in batches])
     assert len(set(ids)) == 12
     lines = {ex["image_id"]: ex["x"].shape[1] for ex in
-             load_split("top50", "test", data_dir).map(
+             load_split("top50", "test", dummy_dir).map(
                  lambda e: {"image_id": e["image_id"],
                             "x": ops.normalize_line(e["image"], 32, CFG.line_band)}
              ).as_numpy_iterator()}
@@ -100,36 +89,36 @@ def test_eval_windows_are_every_window_of_every_image(data_dir):
         assert (ids == image_id).sum() == expected
 
 
-def test_no_form_in_two_splits(data_dir):
+def test_no_form_in_two_splits(dummy_dir):
     seen = {}
     for split in ("train", "validation", "test"):
-        for b in eval_dataset(_raw(data_dir, split), CFG).as_numpy_iterator():
+        for b in eval_dataset(_raw(dummy_dir, split), CFG).as_numpy_iterator():
             for form in set(b["form_id"]):
                 assert seen.setdefault(form, split) == split
 
 
-def test_pair_labels_agree_with_writers(data_dir):
+def test_pair_labels_agree_with_writers(dummy_dir):
     cfg = dataclasses.replace(CFG, batch_size=8)
     labels = []
-    for (a, b), label, (wa, wb) in pair_dataset(_raw(data_dir), cfg, 24, with_writers=True):
+    for (a, b), label, (wa, wb) in pair_dataset(_raw(dummy_dir), cfg, 24, with_writers=True):
         assert a.shape == b.shape == (8, 32, 32, 1)
         np.testing.assert_array_equal(label.numpy(), (wa.numpy() == wb.numpy()).astype(float))
         labels += list(label.numpy())
     assert len(labels) == 24 and sum(labels) == 12  # balanced
 
 
-def test_pk_batches_have_p_writers_times_k(data_dir):
-    batches = list(pk_dataset(_raw(data_dir), CFG, p=4, k=3, steps=5).as_numpy_iterator())
+def test_pk_batches_have_p_writers_times_k(dummy_dir):
+    batches = list(pk_dataset(_raw(dummy_dir), CFG, p=4, k=3, steps=5).as_numpy_iterator())
     assert len(batches) == 5
     for x, y in batches:
         assert x.shape == (12, 32, 32, 1)
         values, counts = np.unique(y, return_counts=True)
         assert len(values) == 4 and (counts == 3).all()
-    n_writers = len(np.unique([ex["writer"] for ex in _raw(data_dir).as_numpy_iterator()]))
-    x, y = next(iter(pk_dataset(_raw(data_dir), CFG, p=n_writers + 5, k=2, steps=1)))
+    n_writers = len(np.unique([ex["writer"] for ex in _raw(dummy_dir).as_numpy_iterator()]))
+    x, y = next(iter(pk_dataset(_raw(dummy_dir), CFG, p=n_writers + 5, k=2, steps=1)))
     assert len(np.unique(y)) == n_writers and len(y) == 2 * n_writers  # P capped
     with pytest.raises(ValueError, match="P x K"):
-        pk_dataset(_raw(data_dir), CFG, p=4, k=1, steps=1)
+        pk_dataset(_raw(dummy_dir), CFG, p=4, k=1, steps=1)
 
 
 def _first(ds):
@@ -140,24 +129,24 @@ def _epoch(ds):
     return np.concatenate([x.numpy() for x, _ in ds])
 
 
-def test_training_stream_is_deterministic_under_a_seed(data_dir):
+def test_training_stream_is_deterministic_under_a_seed(dummy_dir):
     """Whole epochs, through the parallel maps: the order of their outputs is the seed's."""
-    a = _epoch(train_dataset(_raw(data_dir), CFG))
-    b = _epoch(train_dataset(_raw(data_dir), CFG))
-    c = _epoch(train_dataset(_raw(data_dir), dataclasses.replace(CFG, seed=1)))
+    a = _epoch(train_dataset(_raw(dummy_dir), CFG))
+    b = _epoch(train_dataset(_raw(dummy_dir), CFG))
+    c = _epoch(train_dataset(_raw(dummy_dir), dataclasses.replace(CFG, seed=1)))
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
-    pk = [_epoch(pk_dataset(_raw(data_dir), CFG, p=4, k=2, steps=6)) for _ in range(2)]
+    pk = [_epoch(pk_dataset(_raw(dummy_dir), CFG, p=4, k=2, steps=6)) for _ in range(2)]
     np.testing.assert_array_equal(*pk)
 
 
-def test_epochs_draw_new_crops(data_dir):
-    ds = train_dataset(_raw(data_dir), dataclasses.replace(CFG, shuffle_buffer=1))
+def test_epochs_draw_new_crops(dummy_dir):
+    ds = train_dataset(_raw(dummy_dir), dataclasses.replace(CFG, shuffle_buffer=1))
     assert not np.array_equal(_first(ds), _first(ds))
 
 
-def _raw_with_corrupt(data_dir):
-    examples = list(_raw(data_dir).as_numpy_iterator())
+def _raw_with_corrupt(dummy_dir):
+    examples = list(_raw(dummy_dir).as_numpy_iterator())
     images = [e["image"] for e in examples]
     images[2] = images[2][: len(images[2]) // 2]  # truncated PNG
     return tf.data.Dataset.from_tensor_slices({
@@ -168,15 +157,15 @@ def _raw_with_corrupt(data_dir):
     }), examples[2]["image_id"].decode()
 
 
-def test_corrupt_image_is_skipped_counted_and_named(data_dir):
-    raw, bad = _raw_with_corrupt(data_dir)
+def test_corrupt_image_is_skipped_counted_and_named(dummy_dir):
+    raw, bad = _raw_with_corrupt(dummy_dir)
     corrupt = CorruptImages()
     n = sum(len(y) for _, y in train_dataset(raw, CFG, corrupt))
     assert n == 11 * 4 and corrupt.names == [bad]
 
 
-def test_corrupt_image_fails_clearly_when_asked(data_dir):
-    raw, bad = _raw_with_corrupt(data_dir)
+def test_corrupt_image_fails_clearly_when_asked(dummy_dir):
+    raw, bad = _raw_with_corrupt(dummy_dir)
     cfg = dataclasses.replace(CFG, on_corrupt="fail")
     with pytest.raises(tf.errors.InvalidArgumentError, match=bad):
         for _ in train_dataset(raw, cfg):

@@ -8,18 +8,10 @@ import sys
 
 import pytest
 
-from iam_writers import data
-from tests.conftest import DUMMY, REPO, cli
+from tests.conftest import REPO, cli
 
 SCHEMA = {"top1": float, "top5": float, "form_top1": float, "n_images": int, "n_forms": int,
           "n_writers": int, "per_writer": dict}
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tfds")
-    data.build(data.BuildConfig("top50", DUMMY, out))
-    return out
 
 
 @pytest.mark.slow
@@ -42,10 +34,10 @@ def test_train_then_evaluate_writes_metrics_and_plots(trained_run):
         assert (run / "plots" / f"{plot}.png").stat().st_size > 1000, plot
 
 
-def test_existing_run_dir_without_resume_is_refused(data_dir, tmp_path):
+def test_existing_run_dir_without_resume_is_refused(dummy_dir, tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "config.json").write_text("{}")
-    proc = cli("train", "--config", "top50", "--data-dir", data_dir, "--out", tmp_path / "run")
+    proc = cli("train", "--config", "top50", "--data-dir", dummy_dir, "--out", tmp_path / "run")
     assert proc.returncode == 2 and "Pass --resume" in proc.stderr
     assert "Traceback" not in proc.stderr
 
@@ -81,7 +73,7 @@ def test_path_errors_come_before_tensorflow_loads(tmp_path, args, says):
     assert not any((tmp_path / name).exists() for name in ("p", "r", "x"))
 
 
-def test_fitting_on_validation_holds_nothing_out_and_watches_training_figures(data_dir,
+def test_fitting_on_validation_holds_nothing_out_and_watches_training_figures(dummy_dir,
                                                                              tmp_path):
     """Train + validation means no validation set: figures on examples the model trains on
     must not pick checkpoints, stop training or cut the learning rate."""
@@ -91,13 +83,13 @@ def test_fitting_on_validation_holds_nothing_out_and_watches_training_figures(da
     from models.train import _callbacks, datasets
     from pipelines import load_split
 
-    cfg = TrainConfig(config="top50", data_dir=data_dir, out=tmp_path, patch_size=32,
+    cfg = TrainConfig(config="top50", data_dir=dummy_dir, out=tmp_path, patch_size=32,
                       patches_per_image=2, lr_schedule="plateau", fit_on_validation=True)
     both, none = datasets(cfg)
     train_only, val = datasets(dataclasses.replace(cfg, fit_on_validation=False))
     assert none is None and val is not None
     count = lambda ds: sum(int(y.shape[0]) for _, y in ds)  # noqa: E731
-    n_val = int(load_split("top50", "validation", data_dir).cardinality())
+    n_val = int(load_split("top50", "validation", dummy_dir).cardinality())
     assert n_val > 0 and count(both) == count(train_only) + 2 * n_val  # 2 crops a line
     watched = {type(c).__name__: c.monitor for c in
                _callbacks(cfg, "val_accuracy", 1e-3, 0, 3, held_out=False)
