@@ -97,7 +97,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         if self.builder_config.layout == "iam":  # what lines.txt adds
             features["text"] = tfds.features.Text()
             features["segmentation_ok"] = tfds.features.Scalar(np.bool_)
-        return self.dataset_info_from_configs(
+        info = self.dataset_info_from_configs(
             features=tfds.features.FeaturesDict(features),
             supervised_keys=("image", "writer"),
             homepage="https://fki.tic.heia-fr.ch/databases/iam-handwriting-database",
@@ -108,6 +108,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                 test_fraction=self.builder_config.test_fraction,
             ),
         )
+        # Never on TFDS's GCS bucket, whose lookup (run for every builder of an unbuilt
+        # dataset) leaves an empty /tmp/tmp*tfds folder behind each time (tfds 4.9.10).
+        info.initialize_from_bucket = lambda: None
+        return info
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         config = self.builder_config

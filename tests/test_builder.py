@@ -6,6 +6,7 @@ import logging
 import shutil
 import subprocess
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -291,3 +292,16 @@ def test_top10_from_real_development_lines_is_form_disjoint(dev_lines, tmp_path)
     assert b.info.features["writer"].num_classes == 10
     records, _ = kaggle_layout.scan(dev_lines)
     assert sorted(b.info.features["writer"].names) == sorted(kaggle_layout.top_writers(records, 10))
+
+
+def test_looking_up_an_unbuilt_dataset_leaves_no_temporary_folder(tmp_path, monkeypatch):
+    """TFDS looks for an unbuilt dataset's metadata on its GCS bucket through an empty
+    temporary folder it never removes: every command on an unbuilt config, and every build,
+    left one in /tmp."""
+    from pipelines.prepared import prepared_builder
+
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    with pytest.raises(FileNotFoundError, match="iam-writers build --config synthetic"):
+        prepared_builder("synthetic", tmp_path / "data")
+    assert not list((tmp_path / "tmp").iterdir())
