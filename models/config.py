@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import zipfile
 from pathlib import Path
 
 from pipelines.config import PipelineConfig
@@ -193,14 +194,42 @@ def worker_role() -> tuple[bool, int]:
     return kind == "chief" or (kind == "worker" and index == 0 and "chief" not in cluster), index
 
 
+class ModelFileError(ValueError):
+    """A run's model file that cannot be loaded safely: not a Keras archive, or one that
+    holds Python code."""
+
+
+def _check_model_file(path: Path) -> None:
+    """Refuse, before TensorFlow loads, a model.keras that is not a Keras archive or whose
+    configuration holds a function's code (`__lambda__`), which Keras's safe mode refuses."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+    except (zipfile.BadZipFile, KeyError, ValueError):
+        raise ModelFileError(f"{path}: not a Keras model archive (damaged or cut short). "
+                             "Train the run again, or restore the file.") from None
+
+    def code(node: object) -> bool:
+        if isinstance(node, dict):
+            return node.get("class_name") == "__lambda__" or any(map(code, node.values()))
+        return isinstance(node, list) and any(map(code, node))
+
+    if code(config):
+        raise ModelFileError(
+            f"{path}: contains a Lambda layer with Python code, which could run arbitrary "
+            "code when loaded; refusing it (Keras safe mode). Use a model trained by "
+            "`iam-writers train`, or rebuild this one without Lambda layers.")
+
+
 def trained_run(run_dir: Path) -> TrainConfig:
-    """The configuration of a run directory holding a trained model; a folder that is not
-    one raises, saying what to pass."""
+    """The configuration of a run directory holding a trained model that loads safely; a
+    folder that is not one raises, saying what to pass."""
     cfg = TrainConfig.load(run_dir)
     path = Path(run_dir) / "model.keras"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no trained model. Finish `iam-writers train` "
                                 "(or pass --resume) first.")
+    _check_model_file(path)
     return cfg
 
 

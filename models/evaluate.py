@@ -97,12 +97,9 @@ def normalise(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
-class UnsafeModelError(ValueError):
-    """A model file that safe-mode loading refuses (a Lambda layer with code)."""
-
-
 def load_run(run_dir: Path):
-    """(config, labels, model) of a run directory; the model is loaded in safe mode."""
+    """(config, labels, model) of a run directory; the model is loaded in safe mode, which
+    `trained_run` has already checked that it passes."""
     import keras
 
     import models.losses  # noqa: F401 - registers the custom objects
@@ -110,16 +107,7 @@ def load_run(run_dir: Path):
 
     cfg = trained_run(run_dir)
     labels = json.loads((Path(run_dir) / "labels.json").read_text())
-    path = Path(run_dir) / "model.keras"
-    try:
-        return cfg, labels, keras.models.load_model(path, safe_mode=True)
-    except ValueError as err:
-        if "safe_mode" not in str(err):
-            raise
-        raise UnsafeModelError(
-            f"{path}: contains a Lambda layer with Python code, which could run arbitrary "
-            "code when loaded; refusing it (Keras safe mode). Use a model trained by "
-            "`iam-writers train`, or rebuild this one without Lambda layers.") from None
+    return cfg, labels, keras.models.load_model(Path(run_dir) / "model.keras", safe_mode=True)
 
 
 def calibration_writers(run_dir: Path) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import zipfile
 
 import pytest
 
@@ -55,14 +56,23 @@ def test_existing_run_dir_without_resume_is_refused(dummy_dir, tmp_path):
      "Run: iam-writers build --config top10 --data-dir"),
     (("tune", "--space", "{tmp}/inverted.yaml", "--project", "{tmp}/p"), "inverted range"),
     (("export", "{tmp}/run", "--out", "{tmp}/x", "--stride", "24"), "multiple of 16 px"),
+    (("export", "{tmp}/code", "--out", "{tmp}/x"), "Lambda layer with Python code"),
+    (("evaluate", "{tmp}/cut"), "not a Keras model archive"),
 ])
 def test_path_errors_come_before_tensorflow_loads(tmp_path, args, says):
     """Checks of paths, data and search spaces run before TensorFlow is imported (it takes
     seconds to load)."""
     (tmp_path / "inverted.yaml").write_text("dropout: {min: 0.5, max: 0.1}\n")
-    (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "config.json").write_text("{}")
-    (tmp_path / "run" / "model.keras").write_text("")
+    lambda_layer = {"class_name": "Lambda", "config": {"function": {
+        "class_name": "__lambda__", "config": {"code": "4wEAAAAA"}}}}
+    for run, config in (("run", {}), ("code", {"config": {"layers": [lambda_layer]}})):
+        (tmp_path / run).mkdir()
+        (tmp_path / run / "config.json").write_text("{}")
+        with zipfile.ZipFile(tmp_path / run / "model.keras", "w") as archive:
+            archive.writestr("config.json", json.dumps(config))
+    (tmp_path / "cut").mkdir()
+    (tmp_path / "cut" / "config.json").write_text("{}")
+    (tmp_path / "cut" / "model.keras").write_bytes(b"PK\x03\x04 cut short")
     argv = [a.format(tmp=tmp_path) for a in args]
     code = ("import sys; from iam_writers.cli import main; rc = main(sys.argv[1:]); "
             "print(rc, 'tensorflow' in sys.modules)")
