@@ -525,7 +525,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
               RunError)
     for module, name in (("models.zoo", "WeightsError"), ("models.runtime", "ModelError"),
                          ("models.export", "ExportError"), ("tuning.space", "SpaceError"),
-                         ("models.config", "ModelFileError")):
+                         ("models.config", "RunFileError")):
         if module in sys.modules:
             errors += (getattr(sys.modules[module], name),)
     return errors

@@ -181,7 +181,7 @@ class TrainConfig:
             raise FileNotFoundError(f"{path}: not a run directory (no config.json). "
                                     "Pass a folder written by `iam-writers train`.")
         known = {f.name for f in dataclasses.fields(cls)}
-        saved = {"line_band": 0, **json.loads(path.read_text())}  # runs before line_band
+        saved = {"line_band": 0, **_json(path, dict)}  # runs before line_band
         return cls(**{k: v for k, v in saved.items() if k in known})
 
 
@@ -194,9 +194,26 @@ def worker_role() -> tuple[bool, int]:
     return kind == "chief" or (kind == "worker" and index == 0 and "chief" not in cluster), index
 
 
-class ModelFileError(ValueError):
-    """A run's model file that cannot be loaded safely: not a Keras archive, or one that
-    holds Python code."""
+class RunFileError(ValueError):
+    """A run's file that cannot be read: damaged JSON, a model file that is not a Keras
+    archive, or one that holds Python code."""
+
+
+def _json(path: Path, kind: type) -> dict | list:
+    """A run's JSON file, which must hold a `kind`; damage raises RunFileError naming it."""
+    try:
+        value = json.loads(Path(path).read_text())
+    except (ValueError, UnicodeDecodeError):
+        value = None
+    if not isinstance(value, kind):
+        raise RunFileError(f"{path}: damaged (not the JSON `iam-writers train` writes). "
+                           "Train the run again, or restore the file.")
+    return value
+
+
+def run_labels(run_dir: Path) -> list[str]:
+    """The writer ids of a run's classes, in label order."""
+    return _json(Path(run_dir) / "labels.json", list)
 
 
 def _check_model_file(path: Path) -> None:
@@ -206,7 +223,7 @@ def _check_model_file(path: Path) -> None:
         with zipfile.ZipFile(path) as archive:
             config = json.loads(archive.read("config.json"))
     except (zipfile.BadZipFile, KeyError, ValueError):
-        raise ModelFileError(f"{path}: not a Keras model archive (damaged or cut short). "
+        raise RunFileError(f"{path}: not a Keras model archive (damaged or cut short). "
                              "Train the run again, or restore the file.") from None
 
     def code(node: object) -> bool:
@@ -215,7 +232,7 @@ def _check_model_file(path: Path) -> None:
         return isinstance(node, list) and any(map(code, node))
 
     if code(config):
-        raise ModelFileError(
+        raise RunFileError(
             f"{path}: contains a Lambda layer with Python code, which could run arbitrary "
             "code when loaded; refusing it (Keras safe mode). Use a model trained by "
             "`iam-writers train`, or rebuild this one without Lambda layers.")
@@ -230,6 +247,7 @@ def trained_run(run_dir: Path) -> TrainConfig:
         raise FileNotFoundError(f"{path}: no trained model. Finish `iam-writers train` "
                                 "(or pass --resume) first.")
     _check_model_file(path)
+    run_labels(run_dir)
     return cfg
 
 

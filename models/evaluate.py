@@ -15,7 +15,7 @@ import numpy as np
 from sklearn import metrics as skm
 
 from iam_writers_tfds import atomic
-from models.config import CALIBRATION_FILE, trained_run
+from models.config import CALIBRATION_FILE, run_labels, trained_run
 
 
 def aggregate(values: np.ndarray, groups: np.ndarray, keep: np.ndarray | None = None):
@@ -106,7 +106,7 @@ def load_run(run_dir: Path):
     import models.zoo  # noqa: F401
 
     cfg = trained_run(run_dir)
-    labels = json.loads((Path(run_dir) / "labels.json").read_text())
+    labels = run_labels(run_dir)
     return cfg, labels, keras.models.load_model(Path(run_dir) / "model.keras", safe_mode=True)
 
 

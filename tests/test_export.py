@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
+from models import runtime
 from tests.conftest import REPO, cli
 
 VARIANTS = ("float32", "float16", "dynamic", "int8")
@@ -215,6 +216,10 @@ def test_bad_inputs_get_one_clear_line_and_exit_2(exported, bad_images, heldout,
     (other / "m.tflite").write_bytes(model.read_bytes())
     proc = cli("identify", gallery, heldout[1][0], "--model", other / "m.tflite")
     assert proc.returncode == 2 and "vlad.npz: missing from the export" in proc.stderr
+    vlad = (exported / card["vlad"]["file"]).read_bytes()
+    (other / card["vlad"]["file"]).write_bytes(vlad[:300])  # cut short
+    with pytest.raises(runtime.ModelError, match="vlad.npz: damaged"):
+        _ = runtime.Model(other / "m.tflite").vlad
     shutil.copy(exported / card["vlad"]["file"], other)
     proc = cli("identify", gallery, heldout[1][0], "--model", other / "m.tflite")
     assert proc.returncode == 2 and f"not by model {'0' * 16}" in proc.stderr

@@ -254,6 +254,10 @@ def test_enroll_and_identify_writers_never_seen_in_training(embed_export, tmp_pa
                other / "model_float32.tflite")
     assert proc.returncode == 2 and "cohort.npz: missing from the export" in proc.stderr
     assert "Traceback" not in proc.stderr
+    (other / card["cohort"]["file"]).write_text("not arrays")
+    with pytest.raises(runtime.ModelError, match="cohort.npz: damaged"):
+        _ = runtime.Model(other / "model_float32.tflite").cohort
+    (other / card["cohort"]["file"]).unlink()
     # the hinge alone needs neither the VLAD codebook nor the cohort
     (other / card["vlad"]["file"]).unlink()
     hinge = runtime.features_for(runtime.Model(other / "model_float32.tflite"), "hinge")

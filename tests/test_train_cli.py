@@ -58,6 +58,8 @@ def test_existing_run_dir_without_resume_is_refused(dummy_dir, tmp_path):
     (("export", "{tmp}/run", "--out", "{tmp}/x", "--stride", "24"), "multiple of 16 px"),
     (("export", "{tmp}/code", "--out", "{tmp}/x"), "Lambda layer with Python code"),
     (("evaluate", "{tmp}/cut"), "not a Keras model archive"),
+    (("export", "{tmp}/labels", "--out", "{tmp}/x"), "labels.json: damaged"),
+    (("evaluate", "{tmp}/settings"), "config.json: damaged"),
 ])
 def test_path_errors_come_before_tensorflow_loads(tmp_path, args, says):
     """Checks of paths, data and search spaces run before TensorFlow is imported (it takes
@@ -65,9 +67,11 @@ def test_path_errors_come_before_tensorflow_loads(tmp_path, args, says):
     (tmp_path / "inverted.yaml").write_text("dropout: {min: 0.5, max: 0.1}\n")
     lambda_layer = {"class_name": "Lambda", "config": {"function": {
         "class_name": "__lambda__", "config": {"code": "4wEAAAAA"}}}}
-    for run, config in (("run", {}), ("code", {"config": {"layers": [lambda_layer]}})):
+    for run, config in (("run", {}), ("code", {"config": {"layers": [lambda_layer]}}),
+                        ("labels", {}), ("settings", {})):
         (tmp_path / run).mkdir()
-        (tmp_path / run / "config.json").write_text("{}")
+        (tmp_path / run / "config.json").write_text("{}" if run != "settings" else "{cut")
+        (tmp_path / run / "labels.json").write_text('["a", "b"]' if run != "labels" else "{}")
         with zipfile.ZipFile(tmp_path / run / "model.keras", "w") as archive:
             archive.writestr("config.json", json.dumps(config))
     (tmp_path / "cut").mkdir()

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 import json
+import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +28,11 @@ MIN_CONTRAST = 40  # gray levels between paper and the darkest ink; below it, a 
 
 class ModelError(ValueError):
     """Not a usable model or gallery; the message names the file and what to pass instead."""
+
+
+def _cohort_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    with np.load(path) as arrays:
+        return arrays["centroids"], arrays["sums"]
 
 
 class NoInkError(ImageError):
@@ -181,22 +188,29 @@ class Model:
                              "the run again.")
         return path
 
+    def _read(self, key: str, read: Callable[[Path], object]) -> object:
+        """`read` of the export's file that the card's `key` entry names, or None without
+        one; a damaged file raises ModelError naming it."""
+        path = self._card_file(key)
+        if path is None:
+            return None
+        try:
+            return read(path)
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            raise ModelError(f"{path}: damaged (not the arrays export wrote). Export the run "
+                             "again.") from None
+
     @functools.cached_property
     def vlad(self) -> Vlad | None:
         """The RootSIFT + VLAD codebook export fitted on the training writers, or None."""
-        path = self._card_file("vlad")
-        return None if path is None else Vlad.load(path)
+        return self._read("vlad", Vlad.load)
 
     @functools.cached_property
     def cohort(self) -> tuple[np.ndarray, np.ndarray] | None:
         """(unit mean embeddings [C, D], summed descriptor rows [C, K]) of the training
         writers, each enrolled from one form, that export kept to normalise fused scores
         against (`identify.fuse`), or None for exports without one."""
-        path = self._card_file("cohort")
-        if path is None:
-            return None
-        with np.load(path) as arrays:
-            return arrays["centroids"], arrays["sums"]
+        return self._read("cohort", _cohort_arrays)
 
     @property
     def fingerprint(self) -> str:
