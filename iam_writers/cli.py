@@ -84,10 +84,11 @@ def _preflight(args: argparse.Namespace) -> None:
             writer_names(cfg.config, cfg.data_dir)
     elif args.command == "tune":
         from tuning import space
-        from tuning.search import TuneConfig
+        from tuning.search import TuneConfig, check_project
 
         cfg = _config(args, TuneConfig)
         space.load(cfg.model, cfg.space)
+        check_project(cfg.project)
         writer_names(cfg.config, cfg.data_dir)
     elif args.command in ("evaluate", "export"):
         run = config.trained_run(args.run)
@@ -525,7 +526,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
               RunError)
     for module, name in (("models.zoo", "WeightsError"), ("models.runtime", "ModelError"),
                          ("models.export", "ExportError"), ("tuning.space", "SpaceError"),
-                         ("models.config", "RunFileError")):
+                         ("tuning.search", "ProjectError"), ("models.config", "RunFileError")):
         if module in sys.modules:
             errors += (getattr(sys.modules[module], name),)
     return errors

@@ -60,6 +60,7 @@ def test_existing_run_dir_without_resume_is_refused(dummy_dir, tmp_path):
     (("evaluate", "{tmp}/cut"), "not a Keras model archive"),
     (("export", "{tmp}/labels", "--out", "{tmp}/x"), "labels.json: damaged"),
     (("evaluate", "{tmp}/settings"), "config.json: damaged"),
+    (("tune", "--project", "{tmp}/search"), "oracle.json: damaged"),
 ])
 def test_path_errors_come_before_tensorflow_loads(tmp_path, args, says):
     """Checks of paths, data and search spaces run before TensorFlow is imported (it takes
@@ -74,6 +75,8 @@ def test_path_errors_come_before_tensorflow_loads(tmp_path, args, says):
         (tmp_path / run / "labels.json").write_text('["a", "b"]' if run != "labels" else "{}")
         with zipfile.ZipFile(tmp_path / run / "model.keras", "w") as archive:
             archive.writestr("config.json", json.dumps(config))
+    (tmp_path / "search").mkdir()
+    (tmp_path / "search" / "oracle.json").write_text('{"ongoing_trials": {')  # cut short
     (tmp_path / "cut").mkdir()
     (tmp_path / "cut" / "config.json").write_text("{}")
     (tmp_path / "cut" / "model.keras").write_bytes(b"PK\x03\x04 cut short")

@@ -63,6 +63,28 @@ def is_worker() -> bool:
     return bool(os.environ.get("KERASTUNER_ORACLE_IP")) and "chief" not in tuner_id
 
 
+class ProjectError(ValueError):
+    """A search project whose saved state KerasTuner cannot read."""
+
+
+def check_project(project: Path) -> None:
+    """Refuse a project whose KerasTuner state (oracle.json, tuner*.json, trial_*/trial.json)
+    a crash or an edit has damaged: KerasTuner ends in a traceback on reading it. A worker
+    reads none of them (its oracle is the chief's), and may start while the chief writes."""
+    if is_worker():
+        return
+    project = Path(project)
+    for path in [project / "oracle.json", *project.glob("tuner*.json"),
+                 *project.glob("trial_*/trial.json")]:
+        try:
+            json.loads(path.read_text())
+        except FileNotFoundError:
+            continue
+        except (ValueError, UnicodeDecodeError):
+            raise ProjectError(f"{path}: damaged (not the JSON KerasTuner writes). Restore it, "
+                               "or pass a new --project to start the search again.") from None
+
+
 def make_tuner(cfg: TuneConfig, num_classes: int):
     import keras_tuner as kt
 
@@ -153,6 +175,7 @@ def search(cfg: TuneConfig) -> dict | None:
 
     from pipelines import writer_names
 
+    check_project(cfg.project)
     num_classes = len(writer_names(cfg.config, cfg.data_dir))  # fails before any training
     tuner = make_tuner(cfg, num_classes)
     # a worker's oracle is the chief's, over the network: only the chief reports
@@ -240,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(str(err))
     try:
         search(cfg)
-    except (SpaceError, FileNotFoundError) as err:
+    except (SpaceError, ProjectError, FileNotFoundError) as err:
         print(f"python -m tuning: error: {err}", file=sys.stderr)
         return 2
     return 0
