@@ -77,6 +77,10 @@ def _preflight(args: argparse.Namespace) -> None:
     from models import config
     from pipelines import writer_names
 
+    data_dir = getattr(args, "data_dir", None)
+    if data_dir and Path(data_dir).exists() and not Path(data_dir).is_dir():
+        raise RunError(f"--data-dir {data_dir}: a file, not a folder. Pass the folder that "
+                       "holds (or will hold) the built datasets.")
     if args.command == "train":
         cfg = _config(args, config.TrainConfig)
         cfg.check_out()
@@ -331,9 +335,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--layout", choices=layouts, default="kaggle",
                    help="kaggle: forms_for_parsing.txt + data_subset/ (configs top50, top10); "
                         "iam: the official lines/ + ascii/ (configs iam, iam_ok)")
-    s.add_argument("--writers", type=int, default=10)
-    s.add_argument("--forms-per-writer", type=int, default=6)
-    s.add_argument("--lines-per-form", type=int, default=8)
+    s.add_argument("--writers", type=positive_int, default=10)
+    s.add_argument("--forms-per-writer", type=positive_int, default=6)
+    s.add_argument("--lines-per-form", type=positive_int, default=8)
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=_synth)
 
@@ -502,7 +506,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, default=Path("demo_out"))
     s.add_argument("--epochs", type=int, default=0,
                    help="default: 8 on synthetic data (the 10-minute budget), 20 on real data")
-    s.add_argument("--writers", type=int, default=10, help="synthetic writers")
+    s.add_argument("--writers", type=positive_int, default=10, help="synthetic writers")
     s.add_argument("--layout", choices=layouts, default="kaggle",
                    help="write the synthetic writers in the Kaggle layout or the official IAM "
                         "one (built with --config iam)")

@@ -61,6 +61,8 @@ def test_existing_run_dir_without_resume_is_refused(dummy_dir, tmp_path):
     (("export", "{tmp}/labels", "--out", "{tmp}/x"), "labels.json: damaged"),
     (("evaluate", "{tmp}/settings"), "config.json: damaged"),
     (("tune", "--project", "{tmp}/search"), "oracle.json: damaged"),
+    (("build", "--data-dir", "{tmp}/inverted.yaml"), "a file, not a folder"),
+    (("train", "--data-dir", "{tmp}/inverted.yaml", "--out", "{tmp}/r"), "a file, not a folder"),
 ])
 def test_path_errors_come_before_tensorflow_loads(tmp_path, args, says):
     """Checks of paths, data and search spaces run before TensorFlow is imported (it takes
@@ -88,6 +90,20 @@ def test_path_errors_come_before_tensorflow_loads(tmp_path, args, says):
     assert proc.stdout.split() == ["2", "False"], proc.stderr
     assert proc.stderr.count("\n") == 1 and str(tmp_path) in proc.stderr and says in proc.stderr
     assert not any((tmp_path / name).exists() for name in ("p", "r", "x"))
+
+
+@pytest.mark.parametrize("argv", [("synth", "--out", "x", "--writers", "0"),
+                                  ("synth", "--out", "x", "--lines-per-form", "0"),
+                                  ("demo", "--writers", "0")])
+def test_generated_writers_forms_and_lines_must_be_counted_from_one(argv, capsys, tmp_path,
+                                                                   monkeypatch):
+    from iam_writers.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        main(list(argv))
+    assert exit_.value.code == 2 and "must be at least 1, got 0" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
 
 
 def test_fitting_on_validation_holds_nothing_out_and_watches_training_figures(dummy_dir,
