@@ -127,6 +127,11 @@ class TrainConfig:
             self.dropout = 0.2 if self.model in PATCH_MODELS else 0.5
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if min(self.width, self.head_units, self.pairs_per_epoch) < 1 or min(
+                self.embedding_dim, self.image_size, self.fine_tune_blocks) < 0:
+            raise ValueError("width, head_units and pairs_per_epoch must be >= 1; "
+                             "embedding_dim, image_size and fine_tune_blocks >= 0")
+        self.pipeline_config()  # its checks (patch size, line band, ...) before any training
 
     def pipeline_config(self) -> PipelineConfig:
         """The input recipe that goes with this model."""

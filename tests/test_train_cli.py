@@ -173,3 +173,21 @@ def test_a_run_saved_before_line_band_keeps_the_bounding_box_recipe(tmp_path):
     del saved["line_band"]  # what runs trained before the band was introduced wrote
     (tmp_path / "config.json").write_text(json.dumps(saved))
     assert TrainConfig.load(tmp_path).pipeline_config().line_band == 0
+
+
+@pytest.mark.parametrize("flags,says", [
+    (("--patch-size", "0"), "16..1024"),
+    (("--line-band", "5"), "line_band must be 0 or 16..4096"),
+    (("--patches-per-image", "0"), "patches_per_image"),
+    (("--width", "0"), "width, head_units and pairs_per_epoch must be >= 1"),
+    (("--embedding-dim", "-1"), "embedding_dim, image_size and fine_tune_blocks >= 0"),
+])
+def test_train_settings_out_of_range_are_refused_before_anything_runs(flags, says, capsys,
+                                                                    tmp_path):
+    """Checked with the settings, not by Keras or tf.data after TensorFlow has loaded."""
+    from iam_writers.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--out", str(tmp_path / "r"), *flags])
+    assert exit_.value.code == 2 and says in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
