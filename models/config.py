@@ -229,7 +229,7 @@ def _check_model_file(path: Path) -> None:
             config = json.loads(archive.read("config.json"))
     except (zipfile.BadZipFile, KeyError, ValueError):
         raise RunFileError(f"{path}: not a Keras model archive (damaged or cut short). "
-                             "Train the run again, or restore the file.") from None
+                           "Train the run again, or restore the file.") from None
 
     def code(node: object) -> bool:
         if isinstance(node, dict):
