@@ -31,6 +31,8 @@ def test_default_spaces_cover_the_required_hyperparameters():
     for model in space.SPACES:
         s = space.load(model)
         assert s["learning_rate"] == space.Range(1e-5, 1e-2, "log")
+        for name, spec in s.items():  # the defaults are checked here, a file's at load
+            spec.check(name)
     assert {"dropout", "patch_size", "width"} <= set(space.load("patch_cnn"))
     head = space.load("resnet50_classifier")["head_units"]
     assert (head.min, head.max, head.integer) == (128, 2048, True)

@@ -135,6 +135,4 @@ def load(model: str, path: str | Path | None = None) -> dict[str, Spec]:
                 space[name].check(name)
         except SpaceError as err:
             raise SpaceError(f"{path}: {err}") from None
-    for name, spec in space.items():
-        spec.check(name)
     return space
