@@ -80,15 +80,16 @@ def _first_missing(path: Path) -> Path | None:
 def _prepare(b, cfg: BuildConfig) -> None:
     import tensorflow_datasets as tfds
 
-    with tempfile.TemporaryDirectory(prefix="iam-writers-sources-") as links:
-        manual = None
-        if len(cfg.manual_dir) == 1:
-            manual = str(cfg.manual_dir[0])
-        elif cfg.manual_dir:
-            for i, folder in enumerate(cfg.manual_dir):
-                (Path(links) / f"{i}-{folder.resolve().name}").symlink_to(folder.resolve())
-            manual = links
+    def prepare(manual: str | None) -> None:
         b.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual))
+
+    if len(cfg.manual_dir) <= 1:  # no folder of links: a killed build leaves none in /tmp
+        prepare(str(cfg.manual_dir[0]) if cfg.manual_dir else None)
+        return
+    with tempfile.TemporaryDirectory(prefix="iam-writers-sources-") as links:
+        for i, folder in enumerate(cfg.manual_dir):
+            (Path(links) / f"{i}-{folder.resolve().name}").symlink_to(folder.resolve())
+        prepare(links)
 
 
 def statistics(b) -> str:

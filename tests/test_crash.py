@@ -17,10 +17,14 @@ import pytest
 from tests.conftest import cli
 
 
-def _kill_when(args: list, ready, timeout: float = 600) -> None:
-    """Start `iam-writers ARGS`, SIGKILL it as soon as `ready()` holds."""
+def _kill_when(args: list, ready, tmp: Path, timeout: float = 600) -> None:
+    """Start `iam-writers ARGS`, SIGKILL it as soon as `ready()` holds. Its TMPDIR is
+    `tmp`: a killed process cannot remove its temporary files (TensorFlow's autograph
+    sources among them), and they should not pile up in the machine's /tmp."""
+    tmp.mkdir()
     proc = subprocess.Popen([sys.executable, "-m", "iam_writers", *map(str, args)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "TMPDIR": str(tmp)})
     deadline = time.time() + timeout
     while not ready() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.2)
@@ -107,7 +111,8 @@ def test_killed_export_leaves_no_partial_file_and_can_be_run_again(trained_run, 
     out = tmp_path / "exports" / "e"
     args = ["export", trained_run, "--out", out, "--quantize", "none,int8",
             "--calibration-samples", "100", "--allow-degraded"]
-    _kill_when(args, lambda: any((tmp_path / "exports").glob(".e.*/saved_model")))
+    _kill_when(args, lambda: any((tmp_path / "exports").glob(".e.*/saved_model")),
+               tmp_path / "tmp")
     assert not out.exists()
     proc = cli(*args)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -118,7 +123,7 @@ def test_killed_export_leaves_no_partial_file_and_can_be_run_again(trained_run, 
 def test_killed_build_can_simply_be_run_again(synth_layout, tmp_path):
     data_dir = tmp_path / "tfds"
     args = ["build", "--config", "top50", "--manual-dir", synth_layout, "--data-dir", data_dir]
-    _kill_when(args, lambda: any(data_dir.glob("iam_writers_tfds/top50/*")))
+    _kill_when(args, lambda: any(data_dir.glob("iam_writers_tfds/top50/*")), tmp_path / "tmp")
     proc = cli(*args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "train" in proc.stdout and "test" in proc.stdout

@@ -108,7 +108,9 @@ def test_killed_search_continues_without_overwriting(tmp_path, synth_dir):
     args = [sys.executable, "-m", "tuning", *map(str, _tune(project, synth_dir, "--space",
                                                             tmp_path / "s.yaml", trials=3,
                                                             epochs=2)[1:])]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    (tmp_path / "tmp").mkdir()  # a killed search cannot remove its temporary files
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "TMPDIR": str(tmp_path / "tmp")})
     started = project / "trial_1" / "trial.json"  # trial 1 starts once trial 0 has finished
     deadline = time.time() + 600
     while not started.exists() and time.time() < deadline and proc.poll() is None:
