@@ -12,6 +12,7 @@ import pytest
 
 from iam_writers_tfds import synth
 from models import runtime
+from models.runtime import evidence
 from models.runtime.descriptors import (
     HINGE_DOCUMENT_THRESHOLD,
     HINGE_THRESHOLD,
@@ -146,6 +147,8 @@ def test_enroll_and_identify_with_the_hinge_alone(lines, tmp_path):
     [line] = json.loads(cli("identify", gallery, probes[0], "--json").stdout)
     assert line["threshold"] == HINGE_THRESHOLD != HINGE_DOCUMENT_THRESHOLD
     assert result["threshold"] == HINGE_DOCUMENT_THRESHOLD  # the last document above
+    # no model, so no calibration: the note says how to get likelihood ratios
+    assert line["note"] == evidence.NO_LR_WITHOUT_MODEL and "log10_lr" not in line["top"][0]
 
 
 def test_descriptor_only_bad_input_gets_one_line(lines, tmp_path):

@@ -27,8 +27,12 @@ LEVELS = ("line", "document", "page")  # each kind of query has its own calibrat
 VERBAL_SCALE = ((1, "weak"), (2, "moderate"), (3, "moderately strong"), (4, "strong"),
                 (6, "very strong"), (np.inf, "extremely strong"))  # upper |log10 LR|: support
 NO_LR = ("no likelihood ratio: this model card holds no calibrator for one (exported before "
-         "they were fitted, or without a model). A score says which writer is closest, not "
-         "how strong the evidence is; export the run again to get them.")
+         "they were fitted). A score says which writer is closest, not how strong the "
+         "evidence is; export the run again to get them.")
+NO_LR_WITHOUT_MODEL = ("no likelihood ratio: they are calibrated when a model is exported, and "
+                       "this gallery answers without one. A score says which writer is "
+                       "closest, not how strong the evidence is; enrol and identify with "
+                       "--model EXPORT to get them.")
 
 
 def verbal(log10_lr: float) -> str:
@@ -225,7 +229,7 @@ def identify_report(path: str | Path, results: list[dict], identifier, input: st
                       if k in results[0]["top"][0]["scores"])
             + "</ul>"
             + (f"<p class=\"note\">{_calibrated_on(card)}{html.escape(scale_words())}</p>"
-               if calibrated else f"<p class=\"note\">{html.escape(NO_LR)}</p>")]
+               if calibrated else f"<p class=\"note\">{html.escape(results[0]['note'])}</p>")]
     thumbs: dict[str, list[tuple[str, bytes]]] = {}
     for n, r in enumerate(results, 1):
         images = "".join(

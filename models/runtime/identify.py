@@ -353,7 +353,7 @@ class Identifier:
         result = {"images": [str(i) for i in images], "writer": best, "score": self.score,
                   "threshold": threshold, "level": level, "top": top}
         if "log10_lr" not in top[0]:
-            result["note"] = evidence.NO_LR
+            result["note"] = evidence.NO_LR if self.model else evidence.NO_LR_WITHOUT_MODEL
         found = {str(i): n for i, n in zip(images, lines) if n is not None}
         return result | ({"lines": found} if found else {})
 
