@@ -109,6 +109,28 @@ def _page(lines: int | None, which: str = "") -> str:
     return "" if lines is None else f" ({'page' + (' ' + which if which else '')}: {lines} lines)"
 
 
+def _declared_resolutions(images: list, dpi: float | None) -> None:
+    """Name the files read at a resolution they declare other than 300 dpi (resampled from
+    it), so that a wrong declaration is seen; `--dpi` overrides them all."""
+    from iam_writers_tfds.images import SCAN_DPI, scan_dpi
+
+    if dpi:
+        return
+    declared = {}
+    for image in images:
+        try:
+            source = scan_dpi(Path(image).read_bytes())
+        except OSError:  # a missing file gets its own error when it is read
+            continue
+        if source != SCAN_DPI:
+            declared[image] = source
+    if declared:
+        print(f"note: resampled to {SCAN_DPI} dpi from the resolution the file declares "
+              "(--dpi overrides it): "
+              + ", ".join(f"{image} {source:.0f} dpi" for image, source in declared.items()),
+              file=sys.stderr)
+
+
 def _show(result: dict | list, as_json: bool, text: str) -> None:
     import json
 
@@ -119,7 +141,8 @@ def _predict(args: argparse.Namespace) -> None:
     from models.runtime import Model
 
     model = Model(args.model, args.threads)
-    results = [model.predict(image, args.top_k, args.input) for image in args.images]
+    _declared_resolutions(args.images, args.dpi)
+    results = [model.predict(image, args.top_k, args.input, args.dpi) for image in args.images]
     text = "\n".join(
         f"{r['image']}{_page(r.get('lines'))}: "
         + ", ".join(f"{t['writer']} {t['score']:.3f}" for t in r["top"]) for r in results)
@@ -130,11 +153,12 @@ def _verify(args: argparse.Namespace) -> None:
     from models.runtime import Model, verify
 
     model = Model(args.model, args.threads)
-    r = verify(model, args.a, args.b, args.descriptor, args.input)
+    _declared_resolutions([args.a, args.b], args.dpi)
+    r = verify(model, args.a, args.b, args.descriptor, args.input, args.dpi)
     if args.report:
         from models.runtime import evidence
 
-        written = evidence.verify_report(args.report, r, args.input, model.card)
+        written = evidence.verify_report(args.report, r, args.input, model.card, args.dpi)
         print(f"report: {written}", file=sys.stderr)
     if "note" in r:
         print(f"note: {r['note']}", file=sys.stderr)
@@ -149,13 +173,14 @@ def _enroll(args: argparse.Namespace) -> None:
     from models.runtime import Gallery, Model, features_for, identify
 
     model = Model(args.model, args.threads) if args.model else None
-    features = features_for(model, args.descriptor, args.input)
+    features = features_for(model, args.descriptor, args.input, args.dpi)
     if args.layout:
         done = identify.enroll_layout(args.gallery, features, args.layout,
                                       args.forms_per_writer)
         print(f"enrolled {sum(e.added for e in done)} image(s) of {len(done)} writer(s) from "
               f"{args.layout}; {sum(len(e.skipped) for e in done)} already enrolled")
     else:
+        _declared_resolutions(args.images, args.dpi)
         e = identify.enroll(args.gallery, features, args.writer, args.images)
         print(f"enrolled {e.added} image(s) of {e.writer}"
               + (f"; {len(e.skipped)} already enrolled: {', '.join(e.skipped)}"
@@ -171,12 +196,14 @@ def _identify(args: argparse.Namespace) -> None:
 
     model = Model(args.model, args.threads) if args.model else None
     gallery = Gallery.open(args.gallery)
-    identifier = Identifier(gallery, model, args.descriptor, args.threshold, args.input)
+    identifier = Identifier(gallery, model, args.descriptor, args.threshold, args.input,
+                            args.dpi)
     if not identifier.asked:
         print(f"scoring by {identifier.score}" + (
             f" (no --model given; {gallery.path} also holds model {gallery.fingerprint}'s "
             "embeddings)" if identifier.score == "hinge" and gallery.fingerprint else ""),
             file=sys.stderr)
+    _declared_resolutions(args.images, args.dpi)
     results = ([identifier.rank(args.images, args.top_k)] if args.document
                else identifier.rank_each(args.images, args.top_k))
     if args.report:
@@ -249,6 +276,17 @@ def _print_metrics(path: Path) -> None:
         print(f"verification: ROC-AUC {v['roc_auc']:.3f}  EER {v['eer']:.3f}  "
               f"TAR@FAR=1% {v['tar_at_far_1pct']:.3f}")
     print(f"metrics: {path}; plots: {path.parent / 'plots'}")
+
+
+def dpi_value(value: str) -> float:
+    """An argparse type for a scan resolution in dots per inch."""
+    try:
+        dpi = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a number of dots per inch, got {value!r}") from None
+    if not 50 <= dpi <= 2400:
+        raise argparse.ArgumentTypeError(f"a scan resolution from 50 to 2400 dpi, got {value}")
+    return dpi
 
 
 def positive_int(value: str) -> int:
@@ -351,6 +389,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--data-dir", type=Path, help="TFDS data dir (default ~/tensorflow_datasets)")
     s.set_defaults(func=_build, needs_train=True)
 
+    from iam_writers_tfds.images import BELIEVED_DPI, SCAN_DPI
     from models.config import (
         BACKBONES,
         INPUTS,
@@ -417,6 +456,12 @@ def parser() -> argparse.ArgumentParser:
                             "lines are found and read as one document; auto: a page when the "
                             f"image is at least {PAGE_MIN_HEIGHT} px tall and two or more text "
                             "lines are found on it, else a line")
+        s.add_argument("--dpi", type=dpi_value, default=None,
+                       help="the images' scan resolution: they are resampled to the "
+                            f"{SCAN_DPI} dpi of IAM's scans, which every model and "
+                            "descriptor here measures handwriting at (default: the "
+                            f"resolution a PNG or JPEG file declares, if {BELIEVED_DPI[0]}-"
+                            f"{BELIEVED_DPI[1]} dpi, else {SCAN_DPI})")
         if json_flag:
             s.add_argument("--json", action="store_true", help="machine-readable output")
 

@@ -17,6 +17,10 @@ cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
 # A full IAM form scan is 2479x3542 (8.8 MP); anything far above is a bomb or a mistake.
 MAX_PIXELS = 40_000_000
+SCAN_DPI = 300  # IAM's scans: the resolution every model and descriptor here is made for
+# a file's declared resolution is believed in this range; 72 and 96 are the defaults of
+# screen tools and say nothing about a scan
+BELIEVED_DPI = (150, 1200)
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -38,6 +42,46 @@ def png_size(data: bytes) -> tuple[int, int] | None:
         return None
     width, height = struct.unpack(">II", data[16:24])
     return height, width
+
+
+def declared_dpi(data: bytes) -> float | None:
+    """The horizontal resolution in dots per inch that a PNG (pHYs chunk) or a JPEG (JFIF
+    header) declares, or None when it declares none."""
+    if data.startswith(_PNG_SIGNATURE):
+        at = len(_PNG_SIGNATURE)
+        while at + 8 <= len(data):
+            length, kind = struct.unpack(">I4s", data[at:at + 8])
+            if kind == b"pHYs" and length == 9 and at + 17 <= len(data):
+                x, _, unit = struct.unpack(">IIB", data[at + 8:at + 17])
+                return x * 0.0254 if unit == 1 and x else None  # unit 1: per metre
+            if kind in (b"IDAT", b"IEND"):  # pHYs must come before the image data
+                return None
+            at += 12 + length
+        return None
+    if data[:2] == b"\xff\xd8" and data[6:11] == b"JFIF\x00" and len(data) >= 16:
+        unit, x = data[13], struct.unpack(">H", data[14:16])[0]
+        return {1: float(x), 2: x * 2.54}.get(unit) if x else None  # per inch, per cm
+    return None
+
+
+def at_scan_dpi(image: np.ndarray, dpi: float) -> np.ndarray:
+    """`image`, scanned at `dpi`, resampled to SCAN_DPI: handwriting size is a trait of the
+    writer, so every image must be measured on the same scale."""
+    scale = SCAN_DPI / dpi
+    if abs(scale - 1) < 0.01:
+        return image
+    return cv2.resize(image, None, fx=scale, fy=scale,
+                      interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+
+
+def scan_dpi(data: bytes, dpi: float | None = None) -> float:
+    """The resolution an image file is read at: `dpi` when given, else the one the file
+    declares if it lies in BELIEVED_DPI, else SCAN_DPI."""
+    if dpi:
+        return dpi
+    declared = declared_dpi(data)
+    low, high = BELIEVED_DPI
+    return declared if declared and low <= declared <= high else SCAN_DPI
 
 
 def decode_gray(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXELS) -> np.ndarray:
@@ -100,3 +144,12 @@ def read_gray(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Read an image file into a 2-D uint8 grayscale array; see `decode_gray`."""
     path = image_file(path)
     return decode_gray(path.read_bytes(), str(path), max_pixels)
+
+
+def read_scan(path: str | Path, dpi: float | None = None) -> tuple[np.ndarray, float]:
+    """(`read_gray` of a scan, resampled to SCAN_DPI; the resolution it was read at, from
+    `scan_dpi`)."""
+    path = image_file(path)
+    data = path.read_bytes()
+    source = scan_dpi(data, dpi)
+    return at_scan_dpi(decode_gray(data, str(path)), source), source

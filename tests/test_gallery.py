@@ -82,7 +82,7 @@ def test_an_enrolment_is_all_or_nothing_and_an_image_has_one_writer(tmp_path):
 
 def test_enroll_skips_known_images_without_computing_their_features(tmp_path):
     class Counting:
-        fingerprint, descriptor, calls = None, "hinge-l10-b16", 0
+        fingerprint, descriptor, dpi, calls = None, "hinge-l10-b16", None, 0
 
         def __call__(self, images):
             self.calls += len(images)

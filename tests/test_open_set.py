@@ -83,7 +83,7 @@ def test_pk_batches_feed_the_metric_loss(synth_dir):
 class _StubFeatures:
     """A runtime.Features stand-in: fixed embeddings per image file name, no descriptor."""
 
-    fingerprint, descriptor, model, hinge = "fp", None, "stub", None
+    fingerprint, descriptor, model, hinge, dpi = "fp", None, "stub", None, None
 
     def __init__(self, folder: Path, vectors: dict[str, list[float]]):
         self.folder, self.vectors = folder, vectors

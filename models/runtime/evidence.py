@@ -217,7 +217,7 @@ def identify_report(path: str | Path, results: list[dict], identifier, input: st
     its lines outlined), the answer, and the top writers with each score, the log10 LR and
     its words, and thumbnails of their enrolled handwriting; and a plot of where the top
     writers' scores fall among those measured at calibration."""
-    from iam_writers_tfds.images import read_gray
+    from iam_writers_tfds.images import read_scan
 
     gallery = identifier.gallery
     card = identifier.model.card if identifier.model else None
@@ -233,7 +233,8 @@ def identify_report(path: str | Path, results: list[dict], identifier, input: st
     thumbs: dict[str, list[tuple[str, bytes]]] = {}
     for n, r in enumerate(results, 1):
         images = "".join(
-            _img(query_image(read_gray(p), input), f"query {n}: {p}", "query")
+            _img(query_image(read_scan(p, identifier.features.dpi)[0], input),
+                 f"query {n}: {p}", "query")
             + f"<p class=\"note\">{html.escape(p)}"
             + (f" (page: {r['lines'][p]} lines found, outlined)" if p in r.get("lines", {})
                else "") + "</p>"
@@ -274,16 +275,17 @@ def identify_report(path: str | Path, results: list[dict], identifier, input: st
     return _write(path, _page("Whose handwriting is it? identify report", body))
 
 
-def verify_report(path: str | Path, result: dict, input: str, card: dict | None = None
-                  ) -> Path:
+def verify_report(path: str | Path, result: dict, input: str, card: dict | None = None,
+                  dpi: float | None = None) -> Path:
     """Write the HTML report of `verify`: both images side by side, the score, the
     threshold, the decision, and the log10 LR in words with a plot of where the score falls
     among those measured at calibration."""
-    from iam_writers_tfds.images import read_gray
+    from iam_writers_tfds.images import read_scan
 
-    cells = "".join(
-        f"<td>{_img(query_image(read_gray(result[k]), input), f'{k}: {result[k]}', 'query')}"
-        f"<p class=\"note\">{html.escape(result[k])}</p></td>" for k in ("a", "b"))
+    shown = {k: _img(query_image(read_scan(result[k], dpi)[0], input), f"{k}: {result[k]}",
+                     "query") for k in ("a", "b")}
+    cells = "".join(f"<td>{shown[k]}<p class=\"note\">{html.escape(result[k])}</p></td>"
+                    for k in ("a", "b"))
     verdict = "the same writer" if result["same_writer"] else "different writers"
     scored_by = result["scored_by"]
     body = [f"<table><tr><th>a (questioned)</th><th>b (known)</th></tr><tr>{cells}</tr></table>",

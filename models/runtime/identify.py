@@ -109,14 +109,15 @@ def hinge_similarity(queries: np.ndarray, references: np.ndarray) -> np.ndarray:
 class Features:
     """What a gallery needs of images: a model's embeddings and/or a descriptor's rows.
     Each image is read as `input` (`models.config.INPUTS`): a page's lines make one document, the
-    unit mean of their embeddings and the sum of their descriptor rows."""
+    unit mean of their embeddings and the sum of their descriptor rows. `dpi` is the images'
+    scan resolution (None: each file's declared one, else 300; `handwriting`)."""
 
     def __init__(self, model: Model | None, descriptor: Descriptor | None,
-                 input: str = "auto"):
+                 input: str = "auto", dpi: float | None = None):
         if model is None and descriptor is None:
             raise ModelError("no model and no descriptor: pass --model MODEL, or "
                              "--descriptor hinge")
-        self.model, self.local, self.input = model, descriptor, input
+        self.model, self.local, self.input, self.dpi = model, descriptor, input, dpi
 
     @property
     def fingerprint(self) -> str | None:
@@ -137,7 +138,7 @@ class Features:
         def lines_of_each_image() -> Iterator[np.ndarray]:
             for image in images:
                 name = "<array>" if isinstance(image, np.ndarray) else str(image)
-                parts, found = Model.parts(image, name, self.input)
+                parts, found = Model.parts(image, name, self.input, self.dpi)
                 self.lines.append(found)
                 sizes.append(len(parts))
                 if self.model:
@@ -169,7 +170,8 @@ def model_descriptor(model: Model) -> Descriptor:
                       model.vlad if Descriptor.vlad_of(fusion["descriptor"]) else None)
 
 
-def features_for(model: Model | None, score: str | None, input: str = "auto") -> Features:
+def features_for(model: Model | None, score: str | None, input: str = "auto",
+                 dpi: float | None = None) -> Features:
     """What `enroll` stores for a score: `embedding`, `hinge`, or the rest (`fused`, the
     default with a model: the embedding and the model's descriptor, so that one gallery
     serves every score)."""
@@ -182,8 +184,9 @@ def features_for(model: Model | None, score: str | None, input: str = "auto") ->
     if score == "hinge":  # the model's hinge parameters, without loading its VLAD codebook
         fusion = model.card.get("fusion") if model else None
         hinge = Descriptor.hinge_of(fusion["descriptor"]) if fusion else descriptors.Hinge()
-        return Features(None, Descriptor(hinge), input)
-    return Features(model, model_descriptor(model) if score != "embedding" else None, input)
+        return Features(None, Descriptor(hinge), input, dpi)
+    return Features(model, model_descriptor(model) if score != "embedding" else None, input,
+                    dpi)
 
 
 def open_for(gallery: str | Path | Gallery, features: Features) -> Gallery:
@@ -221,7 +224,8 @@ def enroll(gallery: str | Path | Gallery, features: Features, writer: str,
         return Enrolled(writer, 0, skipped)
     chosen = [images[first[hashes[i]]] for i in new]
     computed = features(chosen)
-    thumbnails = [evidence.thumbnail(handwriting(image)[0]) for image in chosen]
+    thumbnails = [evidence.thumbnail(handwriting(image, dpi=features.dpi)[0])
+                  for image in chosen]
     result = open_for(gallery, features).add(writer, [names[i] for i in new],
                                              [hashes[i] for i in new], *computed, thumbnails)
     return Enrolled(writer, result.added, skipped + result.skipped)
@@ -233,7 +237,8 @@ class Identifier:
     gallery's aggregates are read once, from one transaction."""
 
     def __init__(self, gallery: Gallery, model: Model | None = None, score: str | None = None,
-                 threshold: float | None = None, input: str = "auto"):
+                 threshold: float | None = None, input: str = "auto",
+                 dpi: float | None = None):
         fusion = model.card.get("fusion") if model else None
         self.asked = score is not None
         self.score = score or ("fused" if fusion else "embedding" if model else "hinge")
@@ -264,7 +269,7 @@ class Identifier:
             raise ModelError(f"{gallery.path}: the gallery is empty. Enroll writers first.")
         self.gallery, self.model, self.writers = gallery, model, snapshot.writers
         self.fusion, self.given_threshold = fusion, threshold
-        self.features = Features(embedder, local, input)
+        self.features = Features(embedder, local, input, dpi)
         self.prepared = Prepared(snapshot.centroids if embedder else None,
                                  snapshot.hinge_sums if local else None, local)
         cohort = model.cohort if self.score == "fused" else None
@@ -359,7 +364,7 @@ class Identifier:
 
 
 def verify(model: Model, questioned, reference, score: str | None = None,
-           input: str = "auto") -> dict:
+           input: str = "auto", dpi: float | None = None) -> dict:
     """Did the writer of `reference` write `questioned`? The reference is enrolled alone in a
     gallery in memory and the questioned image identified against it, so that `verify`
     weighs a pair by the same score as `identify` (fused by default: the embedding's cosine
@@ -370,13 +375,14 @@ def verify(model: Model, questioned, reference, score: str | None = None,
     "threshold", "same_writer", "level" (of the questioned image: line or page),
     `log10_lr` and `support` where the card calibrated them (else "note"), and "lines_a",
     "lines_b" for images read as pages}."""
-    features = features_for(model, score, input)
+    features = features_for(model, score, input, dpi)
     gallery = new_in_memory(features.fingerprint, features.descriptor)
     try:  # the reference's features only: no thumbnail, as nothing shows the gallery
         gallery.add("reference", [str(reference)], [sha256_of(reference)],
                     *features([reference]))
         reference_lines = features.lines[0]
-        r = Identifier(gallery, model, score, input=input).rank([questioned], top_k=1)
+        r = Identifier(gallery, model, score, input=input, dpi=dpi).rank([questioned],
+                                                                          top_k=1)
     finally:
         gallery.close()
     top = r["top"][0]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from iam_writers_tfds.images import ImageError, read_gray
+from iam_writers_tfds.images import ImageError, at_scan_dpi, read_scan
 from models.runtime import pages
 from models.runtime.descriptors import Vlad
 from pipelines import preprocess
@@ -39,11 +39,15 @@ class NoInkError(ImageError):
     """A blank image, or one too small to hold handwriting."""
 
 
-def handwriting(image: str | Path | np.ndarray, name: str = "<array>") -> tuple[np.ndarray, str]:
-    """(2-D uint8 image, its name) of a path or an array that can hold handwriting; a blank
-    or tiny image raises NoInkError naming it."""
-    if not isinstance(image, np.ndarray):
-        name, image = str(image), read_gray(image)
+def handwriting(image: str | Path | np.ndarray, name: str = "<array>",
+                dpi: float | None = None) -> tuple[np.ndarray, str]:
+    """(2-D uint8 image at 300 dpi, its name) of a path or an array that can hold
+    handwriting, scanned at `dpi` (a file: else the resolution it declares, else 300; see
+    `images.scan_dpi`); a blank or tiny image raises NoInkError naming it."""
+    if isinstance(image, np.ndarray):
+        image = at_scan_dpi(image, dpi) if dpi else image
+    else:
+        name, image = str(image), read_scan(image, dpi)[0]
     h, w = image.shape
     if min(h, w) < MIN_SIDE:
         raise NoInkError(f"{name}: {w}x{h} pixels is too small for a line of handwriting "
@@ -252,13 +256,14 @@ class Model:
         x, keep = self.inputs(image, name)
         return {k: v[: len(keep)][keep] for k, v in self.backend(x).items()}
 
-    def scores(self, image, name: str = "<array>", input: str = "line"
-               ) -> tuple[np.ndarray, np.ndarray, int | None]:
+    def scores(self, image, name: str = "<array>", input: str = "line",
+               dpi: float | None = None) -> tuple[np.ndarray, np.ndarray, int | None]:
         """(per-writer scores, unit embedding, lines found or None) of one image, read as
-        `input` (`models.config.INPUTS`); a page's lines are one document. Scores are
+        `input` (`models.config.INPUTS`) at `dpi` (`handwriting`); a page's lines are one
+        document. Scores are
         probabilities from the mean log-probability of the inked windows, or cosine
         similarities to the training writers' centroids for embedding-only models."""
-        parts, found = self.parts(image, name, input)
+        parts, found = self.parts(image, name, input, dpi)
         outs = self.outputs_of(parts, name, found)
         emb = document_embedding(outs)
         if "log_probs" in outs[0]:
@@ -283,17 +288,19 @@ class Model:
         return outs
 
     @staticmethod
-    def parts(image, name: str = "<array>", input: str = "line"
+    def parts(image, name: str = "<array>", input: str = "line", dpi: float | None = None
               ) -> tuple[list[np.ndarray], int | None]:
-        """(the line images of an image read as `input`, lines found or None for a line)."""
-        array, name = handwriting(image, name)
+        """(the line images of an image read as `input` at `dpi` (`handwriting`), lines
+        found or None for a line)."""
+        array, name = handwriting(image, name, dpi)
         return pages.parts(array, input, name)
 
-    def predict(self, image, top_k: int = 5, input: str = "auto") -> dict:
+    def predict(self, image, top_k: int = 5, input: str = "auto",
+                dpi: float | None = None) -> dict:
         """{"image", "top": [{"writer", "score"}...], "lines" (pages)} for one image file."""
         if top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
-        scores, _, found = self.scores(image, str(image), input)
+        scores, _, found = self.scores(image, str(image), input, dpi)
         writers = self.gallery.writers if self.gallery else self.labels
         order = np.argsort(-scores)[:top_k]
         result = {"image": str(image),

@@ -1,0 +1,98 @@
+"""Scan resolution: every image is measured at IAM's 300 dpi, whatever it was scanned at."""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+
+import cv2
+import numpy as np
+import pytest
+
+from iam_writers_tfds import synth
+from iam_writers_tfds.images import SCAN_DPI, declared_dpi, scan_dpi
+from models.runtime.descriptors import Descriptor, Hinge
+from models.runtime.identify import Features, hinge_similarity
+from tests.conftest import cli
+
+
+def _with_phys(png: bytes, dpi: float) -> bytes:
+    """`png` with a pHYs chunk declaring `dpi` (in pixels per metre) after its header."""
+    per_metre = round(dpi / 0.0254)
+    body = b"pHYs" + struct.pack(">IIB", per_metre, per_metre, 1)
+    chunk = struct.pack(">I", 9) + body + struct.pack(">I", zlib.crc32(body))
+    end_of_header = 8 + 8 + 13 + 4  # signature, IHDR's length and type, its data, its CRC
+    return png[:end_of_header] + chunk + png[end_of_header:]
+
+
+def _with_jfif(jpeg: bytes, unit: int, density: int) -> bytes:
+    """`jpeg` whose JFIF header declares `density` per inch (unit 1) or per cm (2)."""
+    data = bytearray(jpeg)
+    assert data[6:11] == b"JFIF\x00"
+    data[13] = unit
+    data[14:18] = struct.pack(">HH", density, density)
+    return bytes(data)
+
+
+def _pages(seed: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Two pages of one generated writer and one page of another."""
+    rng = np.random.default_rng(seed)
+    style = synth.WriterStyle.sample(rng)
+    first, second = (synth.render_page(style, rng, lines=5)[0] for _ in range(2))
+    other = synth.render_page(synth.WriterStyle.sample(np.random.default_rng(seed + 100)), rng,
+                              lines=5)[0]
+    return first, second, other
+
+
+def test_the_resolution_a_png_or_jpeg_declares_is_read():
+    page = _pages()[0]
+    png = cv2.imencode(".png", page)[1].tobytes()
+    assert declared_dpi(png) is None and scan_dpi(png) == SCAN_DPI
+    assert declared_dpi(_with_phys(png, 600)) == pytest.approx(600, abs=0.01)
+    assert scan_dpi(_with_phys(png, 600)) == pytest.approx(600, abs=0.01)
+    assert scan_dpi(_with_phys(png, 72)) == SCAN_DPI  # a screen tool's default says nothing
+    assert scan_dpi(_with_phys(png, 600), 200) == 200  # --dpi wins over the file
+    jpeg = cv2.imencode(".jpg", page)[1].tobytes()
+    assert declared_dpi(jpeg) is None  # OpenCV's JFIF header gives an aspect ratio only
+    assert declared_dpi(_with_jfif(jpeg, 1, 600)) == 600
+    assert declared_dpi(_with_jfif(jpeg, 2, 236)) == pytest.approx(599.44)
+
+
+def test_a_page_scanned_at_another_resolution_is_measured_as_at_300_dpi(tmp_path):
+    """Handwriting size is a trait of the writer, so a page scanned at twice the
+    resolution, read as it is, looks like another writer's; resampled, like its own."""
+    first, second, other = _pages()
+    big = cv2.resize(second, None, fx=2, fy=2, interpolation=cv2.INTER_LINEAR)
+    (tmp_path / "big.png").write_bytes(_with_phys(cv2.imencode(".png", big)[1].tobytes(), 600))
+    hinge = Descriptor(Hinge())
+    references = Features(None, hinge, "page")([first, other])[1]
+
+    def scores(features: Features, image) -> np.ndarray:
+        return hinge_similarity(features([image])[1], references)[0]
+
+    at_300 = scores(Features(None, hinge, "page"), second)
+    as_is = scores(Features(None, hinge, "page"), big)
+    assert as_is.argmax() == 1 and at_300.argmax() == 0  # read as is: the other writer
+    for resampled in (scores(Features(None, hinge, "page", 600.0), big),  # --dpi 600
+                      scores(Features(None, hinge, "page"), tmp_path / "big.png")):  # declared
+        assert resampled.argmax() == 0 and resampled[0] == pytest.approx(at_300[0], abs=0.01)
+
+
+def test_identify_says_which_files_it_resampled(tmp_path):
+    first, second, _ = _pages()
+    cv2.imwrite(str(tmp_path / "known.png"), first)
+    big = cv2.resize(second, None, fx=2, fy=2, interpolation=cv2.INTER_LINEAR)
+    (tmp_path / "big.png").write_bytes(_with_phys(cv2.imencode(".png", big)[1].tobytes(), 600))
+    assert cli("enroll", tmp_path / "g", "--writer", "ann", tmp_path / "known.png").returncode == 0
+    proc = cli("identify", tmp_path / "g", tmp_path / "big.png", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert (f"note: resampled to 300 dpi from the resolution the file declares (--dpi "
+            f"overrides it): {tmp_path / 'big.png'} 600 dpi") in proc.stderr.splitlines()
+    [declared] = json.loads(proc.stdout)
+    proc = cli("identify", tmp_path / "g", tmp_path / "big.png", "--json", "--dpi", "300")
+    [as_is] = json.loads(proc.stdout)
+    assert "resampled" not in proc.stderr
+    assert declared["top"][0]["similarity"] > as_is["top"][0]["similarity"] + 0.05
+    proc = cli("identify", tmp_path / "g", tmp_path / "big.png", "--dpi", "0")
+    assert proc.returncode == 2 and "a scan resolution from 50 to 2400 dpi, got 0" in proc.stderr
