@@ -57,6 +57,22 @@ def test_auto_tells_a_page_from_a_line():
         pages.parts(np.full((800, 600), 250, np.uint8), "page", "blank.png")
 
 
+@pytest.mark.parametrize("seed, skew", [(6, 0.0), (7, 4.0), (8, -4.0)])
+def test_a_page_turned_a_quarter_turn_is_refused_not_read_as_lines(seed, skew):
+    """Read sideways, a page's columns of text were cut into "lines" and identified as a
+    stranger's handwriting, without a word."""
+    page, boxes = _page(seed, skew=skew)
+    assert not pages.turned(page) and pages.parts(page, "auto")[1] == len(boxes)
+    for sideways in (cv2.rotate(page, cv2.ROTATE_90_CLOCKWISE),
+                     cv2.rotate(page, cv2.ROTATE_90_COUNTERCLOCKWISE)):
+        assert pages.turned(sideways)
+        for input in ("auto", "page"):
+            with pytest.raises(pages.TurnedPageError, match="side.png: its text lines do not "
+                               "run across the image .* or pass --input line"):
+                pages.parts(sideways, input, "side.png")
+        assert pages.parts(sideways, "line") == ([sideways], None)  # as asked
+
+
 def test_a_page_is_enrolled_and_identified_as_one_document(tmp_path):
     for seed, name in ((10, "ann"), (11, "bob")):
         rng = np.random.default_rng(seed)
