@@ -20,9 +20,9 @@ from models.config import INPUTS, PAGE_MIN_HEIGHT
 MAX_SKEW_DEG = 5.0
 MIN_LINE_INK = 0.15  # a band with less ink than this share of the median line's is noise
 # a page's row profile is sharper than its column profile: on IAM's pages at least 1.7
-# times upright or skewed 6 degrees, at most 0.6 times turned a quarter turn; skewed 8-12
-# degrees, beyond what find_lines straightens, 0.3-3 (docs/results.md, pages)
-TURNED_BELOW = 1.0
+# times upright or skewed 6 degrees, at most 0.6 times turned a quarter turn; an upright
+# image of one or two lines down to 0.97 (docs/results.md, pages turned)
+TURNED_BELOW = 0.7
 
 
 @dataclasses.dataclass(frozen=True)
