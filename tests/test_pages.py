@@ -73,6 +73,19 @@ def test_a_page_turned_a_quarter_turn_is_refused_not_read_as_lines(seed, skew):
         assert pages.parts(sideways, "line") == ([sideways], None)  # as asked
 
 
+@pytest.mark.parametrize("seed", [0, 2, 9])
+def test_auto_refuses_a_page_upside_down_and_page_reads_it_as_it_is(seed):
+    page, boxes = _page(seed)
+    assert pages.ink_lean(pages.find_lines(page)) > 0.2  # ascenders outweigh descenders
+    assert pages.parts(page, "auto")[1] == len(boxes)
+    upside_down = cv2.rotate(page, cv2.ROTATE_180)
+    assert pages.ink_lean(pages.find_lines(upside_down)) < pages.UPSIDE_DOWN_BELOW
+    with pytest.raises(pages.TurnedPageError, match="down.png: the page seems upside down .* "
+                       "or pass --input page to read it as it is"):
+        pages.parts(upside_down, "auto", "down.png")
+    assert pages.parts(upside_down, "page")[1] == len(boxes)
+
+
 def test_a_page_is_enrolled_and_identified_as_one_document(tmp_path):
     for seed, name in ((10, "ann"), (11, "bob")):
         rng = np.random.default_rng(seed)
