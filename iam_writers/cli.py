@@ -234,6 +234,9 @@ def _gallery(args: argparse.Namespace) -> None:
         print(f"converted {args.gallery} into {upgrade(args.gallery)}; the .npz and .json "
               "files were removed")
         return
+    if args.action == "rebuild":
+        _rebuild(args)
+        return
     gallery = Gallery.open(args.gallery)
     if args.action == "list":
         rows = gallery.writers()
@@ -255,6 +258,18 @@ def _gallery(args: argparse.Namespace) -> None:
     else:
         gallery.rename(args.writer, args.new)
         print(f"renamed {args.writer} to {args.new} in {gallery.path}")
+
+
+def _rebuild(args: argparse.Namespace) -> None:
+    from models.runtime import Gallery, Model, features_for, identify
+
+    model = Model(args.model, args.threads) if args.model else None
+    done = identify.rebuild(args.gallery, args.new, features_for(model, args.descriptor,
+                                                                 args.input, args.dpi))
+    gallery = Gallery.open(args.new)
+    print(f"rebuilt {len(done)} writer(s), {sum(e.added for e in done)} image(s) of "
+          f"{args.gallery} into {gallery.path} ({gallery.built_by}); {args.gallery} is "
+          "unchanged")
 
 
 def _evaluate(args: argparse.Namespace) -> None:
@@ -506,7 +521,8 @@ def parser() -> argparse.ArgumentParser:
     model_args(s, json_flag=False)
     s.set_defaults(func=_enroll)
 
-    s = sub.add_parser("gallery", help="list, inspect, remove or rename enrolled writers")
+    s = sub.add_parser("gallery", help="list, inspect, remove, rename or rebuild enrolled "
+                                       "writers")
     actions = s.add_subparsers(dest="action", required=True)
     for name, text in (("list", "writers, image counts and enrolment dates"),
                        ("info", "what built the gallery, its schema and size"),
@@ -515,7 +531,10 @@ def parser() -> argparse.ArgumentParser:
                        ("remove", "delete a writer and their features from the file"),
                        ("rename", "give a writer another name"),
                        ("upgrade", "convert a gallery from before the database (.npz + "
-                                   ".json) into one SQLite file")):
+                                   ".json) into one SQLite file"),
+                       ("rebuild", "enrol every writer again into a new gallery, for another "
+                                   "model export or descriptor, from the image files they were "
+                                   "enrolled from")):
         a = actions.add_parser(name, help=text)
         a.add_argument("gallery", type=Path)
         if name in ("remove", "rename"):
@@ -524,6 +543,14 @@ def parser() -> argparse.ArgumentParser:
             a.add_argument("new")
         if name in ("list", "info"):
             a.add_argument("--json", action="store_true", help="machine-readable output")
+        if name == "rebuild":
+            a.add_argument("new", type=Path, help="the new gallery (must not exist)")
+            a.add_argument("--model", type=Path,
+                           help="the export to enrol for (none: --descriptor hinge)")
+            a.add_argument("--descriptor", choices=SCORES,
+                           help="what to store, as `enroll --descriptor` (default: fused "
+                                "with a model, hinge without)")
+            model_args(a, json_flag=False)
     s.set_defaults(func=_gallery)
 
     s = sub.add_parser("identify", help="rank enrolled writers for images, or say unknown")

@@ -176,6 +176,11 @@ def test_verify_enroll_identify_round_trip(exported, heldout, tmp_path):
     card = json.loads((exported / "model_card.json").read_text())
     assert (f"built by no model and descriptor hinge-l10-b16, not by model "
             f"{card['fingerprint']} and descriptor {fusion['descriptor']}. ") in proc.stderr
+    # ... until it is rebuilt for the model, from the files it was enrolled from
+    proc = cli("gallery", "rebuild", tmp_path / "h", tmp_path / "h2", "--model", model)
+    assert proc.returncode == 0 and f"descriptor {fusion['descriptor']})" in proc.stdout
+    proc = cli("identify", tmp_path / "h2", by_writer[a][3], "--model", model, "--json")
+    assert proc.returncode == 0 and json.loads(proc.stdout)[0]["top"][0]["writer"] == a
     # the int8 model of the same export shares the fingerprint, so the gallery serves it too
     proc = cli("identify", gallery, by_writer[a][4], "--model", exported / "model_int8.tflite")
     assert proc.returncode == 0 and a in proc.stdout

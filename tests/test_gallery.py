@@ -304,3 +304,51 @@ def test_bulk_enrolment_of_a_layout_folder_in_one_process(layout, tmp_path):
     proc = cli("enroll", tmp_path / "h", "--layout", tmp_path / "empty")  # not a layout
     assert proc.returncode == 2 and "neither the Kaggle layout" in proc.stderr
     assert not gallery_file(tmp_path / "h").exists()
+
+
+def test_rebuild_enrols_every_writer_again_from_the_files_or_writes_nothing(tmp_path,
+                                                                            monkeypatch):
+    """A gallery outlives its model: `gallery rebuild` reads the enrolled files again."""
+    from models.runtime import identify
+
+    files = {w: _line_files(tmp_path / "lines", 2, seed) for seed, w in enumerate(["ann", "bob"])}
+    features = runtime.features_for(None, "hinge")
+    for writer, images in files.items():
+        runtime.enroll(tmp_path / "old", features, writer, images)
+    proc = cli("gallery", "rebuild", tmp_path / "old", tmp_path / "new", "--descriptor", "hinge")
+    assert proc.returncode == 0, proc.stderr
+    assert "rebuilt 2 writer(s), 4 image(s)" in proc.stdout and "unchanged" in proc.stdout
+    old, new = Gallery.open(tmp_path / "old"), Gallery.open(tmp_path / "new")
+    assert new.sources() == old.sources() and new.descriptor == old.descriptor
+    np.testing.assert_allclose(new.snapshot().hinge_sums, old.snapshot().hinge_sums)
+    assert not list(tmp_path.glob("*rebuilding*"))  # built under that name, then renamed
+    proc = cli("gallery", "rebuild", tmp_path / "old", tmp_path / "new")
+    assert proc.returncode == 2 and "new.sqlite: already exists" in proc.stderr
+    # a file changed or gone since its enrolment: nothing is written, the files are named
+    cv2.imwrite(str(files["ann"][1]), synth.render_line(synth.WriterStyle.sample(
+        np.random.default_rng(9)), np.random.default_rng(9)))
+    files["bob"][0].unlink()
+    proc = cli("gallery", "rebuild", tmp_path / "old", tmp_path / "other")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert (f"2 enrolled image(s) cannot be read as they were enrolled: {files['ann'][1]} "
+            f"(changed since it was enrolled), {files['bob'][0]} (missing)") in proc.stderr
+    assert not list(tmp_path.glob("*other*"))
+    # stopped half-way (here: the second writer's features fail): no gallery, no part of one
+    shutil.rmtree(tmp_path / "lines")
+    files = {w: _line_files(tmp_path / "lines", 2, seed) for seed, w in enumerate(["ann", "bob"])}
+    for writer, images in files.items():
+        runtime.enroll(tmp_path / "again", features, writer, images)
+    calls, describe = [], identify.Features.__call__
+
+    def failing(self, images):
+        calls.append(images)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return describe(self, images)
+
+    monkeypatch.setattr(identify.Features, "__call__", failing)
+    with pytest.raises(KeyboardInterrupt):
+        identify.rebuild(tmp_path / "again", tmp_path / "half", features)
+    assert calls == [list(map(str, files[w])) for w in ("ann", "bob")]
+    assert not list(tmp_path.glob("*half*"))
+    assert not list(tmp_path.glob("*rebuilding*"))

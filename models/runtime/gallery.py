@@ -376,6 +376,17 @@ class Gallery:
                                    (writer,)).fetchall()
         return [r[0] for r in rows]
 
+    def sources(self) -> list[tuple[str, list[tuple[str, str]]]]:
+        """[(writer, [(enrolled path, sha256)])] of every writer, in enrolment order."""
+        with self._reading():
+            rows = self.db.execute("SELECT w.name, i.path, i.sha256 FROM images i JOIN "
+                                   "writers w ON w.id = i.writer_id ORDER BY w.id, i.id"
+                                   ).fetchall()
+        writers: dict[str, list[tuple[str, str]]] = {}
+        for name, path, digest in rows:
+            writers.setdefault(name, []).append((path, digest))
+        return list(writers.items())
+
     def thumbnails(self, writer: str, limit: int = 3) -> list[tuple[str, bytes]]:
         """(path, PNG) of up to `limit` of a writer's enrolled images that have a thumbnail."""
         with self._reading():

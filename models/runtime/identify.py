@@ -20,6 +20,8 @@ from models.runtime.descriptors import Descriptor
 from models.runtime.gallery import (
     Enrolled,
     Gallery,
+    GalleryError,
+    gallery_file,
     new_in_memory,
     refuse_other_writer,
     sha256_of,
@@ -417,6 +419,55 @@ def layout_writers(folder: str | Path, forms_per_writer: int = 0) -> dict[str, l
     return {writer: [p for form in list(by_form)[:forms_per_writer or None]
                      for p in by_form[form]]
             for writer, by_form in forms.items()}
+
+
+REBUILD_NAMED = 5  # files named when a rebuild cannot read its images again
+
+
+def rebuild(old: str | Path, new: str | Path, features: Features) -> list[Enrolled]:
+    """Enrol every writer of gallery `old` again, into a new gallery `new` made for
+    `features` (another export of the model, or another descriptor), from the files their
+    images were enrolled from, with a progress bar where stderr is a terminal: a gallery
+    kept for months outlives its model. Every file must still hold what was enrolled (its
+    SHA-256), or nothing is written and the files are named. `new` appears whole or not at
+    all: it is built under a temporary name beside it."""
+    from tqdm import tqdm
+
+    target = gallery_file(new)
+    if Gallery.exists(new):
+        raise GalleryError(f"{target}: already exists. Rebuild into a new gallery path.")
+    source = Gallery.open(old)
+    try:
+        writers = source.sources()
+    finally:
+        source.close()
+    lost = [f"{path} ({'changed since it was enrolled' if Path(path).is_file() else 'missing'})"
+            for _, images in writers for path, digest in images
+            if not Path(path).is_file() or sha256_of(path) != digest]
+    if lost:
+        more = f" and {len(lost) - REBUILD_NAMED} more" if len(lost) > REBUILD_NAMED else ""
+        raise GalleryError(f"{source.path}: {len(lost)} enrolled image(s) cannot be read as "
+                           f"they were enrolled: {', '.join(lost[:REBUILD_NAMED])}{more}. Run "
+                           "from the folder they were enrolled from, or restore them; nothing "
+                           "was written.")
+    building = target.with_name(f".{target.stem}.rebuilding{target.suffix}")
+    parts = [building.with_name(building.name + end) for end in ("", "-wal", "-shm")]
+    for part in parts:
+        part.unlink(missing_ok=True)
+    try:
+        gallery = Gallery.open(building, create=True, fingerprint=features.fingerprint,
+                               descriptor=features.descriptor)
+        try:
+            done = [enroll(gallery, features, writer, [path for path, _ in images])
+                    for writer, images in tqdm(writers, desc="rebuilding", unit="writer",
+                                               disable=None)]
+        finally:
+            gallery.close()
+        building.replace(target)
+    finally:
+        for part in parts:
+            part.unlink(missing_ok=True)
+    return done
 
 
 def enroll_layout(gallery: str | Path | Gallery, features: Features, folder: str | Path,
