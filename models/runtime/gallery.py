@@ -240,7 +240,8 @@ class Gallery:
         if wanted:
             raise GalleryError(f"{self.path}: built by {' and '.join(mine)}, not by "
                                f"{' and '.join(wanted)}. Use what it was enrolled with, or "
-                               "enroll into a new gallery.")
+                               "rebuild it for the other: iam-writers gallery rebuild "
+                               f"{self.path} NEW_GALLERY with that --model (or --descriptor).")
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
