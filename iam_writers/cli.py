@@ -475,7 +475,7 @@ def parser() -> argparse.ArgumentParser:
                        help="the images' scan resolution: they are resampled to the "
                             f"{SCAN_DPI} dpi of IAM's scans, which every model and "
                             "descriptor here measures handwriting at (default: the "
-                            f"resolution a PNG or JPEG file declares, if {BELIEVED_DPI[0]}-"
+                            f"resolution a PNG, JPEG or TIFF declares, if {BELIEVED_DPI[0]}-"
                             f"{BELIEVED_DPI[1]} dpi, else {SCAN_DPI})")
         if json_flag:
             s.add_argument("--json", action="store_true", help="machine-readable output")

@@ -45,8 +45,11 @@ def png_size(data: bytes) -> tuple[int, int] | None:
 
 
 def declared_dpi(data: bytes) -> float | None:
-    """The horizontal resolution in dots per inch that a PNG (pHYs chunk) or a JPEG (JFIF
-    header) declares, or None when it declares none."""
+    """The horizontal resolution in dots per inch that a PNG (pHYs chunk), a JPEG (JFIF
+    header) or a TIFF (its first image's XResolution) declares, or None when it declares
+    none."""
+    if data[:4] in (b"II*\x00", b"MM\x00*"):
+        return _tiff_dpi(data)
     if data.startswith(_PNG_SIGNATURE):
         at = len(_PNG_SIGNATURE)
         while at + 8 <= len(data):
@@ -62,6 +65,29 @@ def declared_dpi(data: bytes) -> float | None:
         unit, x = data[13], struct.unpack(">H", data[14:16])[0]
         return {1: float(x), 2: x * 2.54}.get(unit) if x else None  # per inch, per cm
     return None
+
+
+def _tiff_dpi(data: bytes) -> float | None:
+    """XResolution (tag 282) in ResolutionUnit (tag 296: 2 inch, the default; 3 cm) of a
+    TIFF's first image file directory."""
+    order = "<" if data[:2] == b"II" else ">"
+    try:
+        (at,) = struct.unpack_from(order + "I", data, 4)
+        (entries,) = struct.unpack_from(order + "H", data, at)
+        tags = {}
+        for k in range(entries):
+            tag, kind, _, value = struct.unpack_from(order + "HHI4s", data, at + 2 + 12 * k)
+            tags[tag] = (kind, value)
+        if 282 not in tags or tags[282][0] != 5:  # RATIONAL: the offset of two uint32
+            return None
+        (offset,) = struct.unpack(order + "I", tags[282][1])
+        numerator, denominator = struct.unpack_from(order + "II", data, offset)
+        unit = struct.unpack(order + "H", tags[296][1][:2])[0] if 296 in tags else 2
+    except struct.error:  # cut short: says nothing
+        return None
+    if not denominator or not numerator:
+        return None
+    return {2: numerator / denominator, 3: numerator / denominator * 2.54}.get(unit)
 
 
 def at_scan_dpi(image: np.ndarray, dpi: float) -> np.ndarray:

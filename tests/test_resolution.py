@@ -45,7 +45,7 @@ def _pages(seed: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return first, second, other
 
 
-def test_the_resolution_a_png_or_jpeg_declares_is_read():
+def test_the_resolution_a_png_jpeg_or_tiff_declares_is_read():
     page = _pages()[0]
     png = cv2.imencode(".png", page)[1].tobytes()
     assert declared_dpi(png) is None and scan_dpi(png) == SCAN_DPI
@@ -57,6 +57,17 @@ def test_the_resolution_a_png_or_jpeg_declares_is_read():
     assert declared_dpi(jpeg) is None  # OpenCV's JFIF header gives an aspect ratio only
     assert declared_dpi(_with_jfif(jpeg, 1, 600)) == 600
     assert declared_dpi(_with_jfif(jpeg, 2, 236)) == pytest.approx(599.44)
+
+    def tiff(*params: int) -> bytes:
+        return cv2.imencode(".tif", page, list(params))[1].tobytes()
+
+    assert declared_dpi(tiff()) is None
+    dpi = (cv2.IMWRITE_TIFF_XDPI, 600, cv2.IMWRITE_TIFF_YDPI, 600)
+    assert declared_dpi(tiff(cv2.IMWRITE_TIFF_RESUNIT, 2, *dpi)) == 600  # per inch
+    assert declared_dpi(tiff(cv2.IMWRITE_TIFF_RESUNIT, 3, *dpi[:1], 236, *dpi[2:3], 236)
+                        ) == pytest.approx(599.44)  # per cm
+    assert declared_dpi(tiff(cv2.IMWRITE_TIFF_RESUNIT, 1, *dpi)) is None  # no unit
+    assert declared_dpi(tiff(cv2.IMWRITE_TIFF_RESUNIT, 2, *dpi)[:40]) is None  # cut short
 
 
 def test_a_page_scanned_at_another_resolution_is_measured_as_at_300_dpi(tmp_path):
