@@ -101,6 +101,11 @@ def test_identify_says_which_files_it_resampled(tmp_path):
     assert (f"note: resampled to 300 dpi from the resolution the file declares (--dpi "
             f"overrides it): {tmp_path / 'big.png'} 600 dpi") in proc.stderr.splitlines()
     [declared] = json.loads(proc.stdout)
+    # the report, the record of the answer, says how each image was read
+    assert cli("identify", tmp_path / "g", tmp_path / "big.png", "--report",
+               tmp_path / "r.html").returncode == 0
+    assert "big.png (page: 5 lines found, outlined) (scanned at 600 dpi, resampled to 300)" \
+        in (tmp_path / "r.html").read_text()
     proc = cli("identify", tmp_path / "g", tmp_path / "big.png", "--json", "--dpi", "300")
     [as_is] = json.loads(proc.stdout)
     assert "resampled" not in proc.stderr

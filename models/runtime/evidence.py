@@ -212,6 +212,13 @@ def _calibrated_on(card: dict | None) -> str:
             f"{html.escape(lr['method'])}. ")
 
 
+def _resampled(dpi: float) -> str:
+    """How an image's scan resolution was met, for the record: nothing at 300 dpi."""
+    from iam_writers_tfds.images import SCAN_DPI
+
+    return "" if dpi == SCAN_DPI else f" (scanned at {dpi:.0f} dpi, resampled to {SCAN_DPI})"
+
+
 def identify_report(path: str | Path, results: list[dict], identifier, input: str) -> Path:
     """Write the HTML report of `identify` results: for each query, its image (a page with
     its lines outlined), the answer, and the top writers with each score, the log10 LR and
@@ -232,12 +239,12 @@ def identify_report(path: str | Path, results: list[dict], identifier, input: st
                if calibrated else f"<p class=\"note\">{html.escape(results[0]['note'])}</p>")]
     thumbs: dict[str, list[tuple[str, bytes]]] = {}
     for n, r in enumerate(results, 1):
+        scans = {p: read_scan(p, identifier.features.dpi) for p in r["images"]}
         images = "".join(
-            _img(query_image(read_scan(p, identifier.features.dpi)[0], input),
-                 f"query {n}: {p}", "query")
+            _img(query_image(scans[p][0], input), f"query {n}: {p}", "query")
             + f"<p class=\"note\">{html.escape(p)}"
             + (f" (page: {r['lines'][p]} lines found, outlined)" if p in r.get("lines", {})
-               else "") + "</p>"
+               else "") + _resampled(scans[p][1]) + "</p>"
             for p in r["images"])
         best = r["top"][0]
         answer = (f"<span class=\"answer\">Closest writer: <b>{html.escape(r['writer'])}</b>"
@@ -282,10 +289,11 @@ def verify_report(path: str | Path, result: dict, input: str, card: dict | None 
     among those measured at calibration."""
     from iam_writers_tfds.images import read_scan
 
-    shown = {k: _img(query_image(read_scan(result[k], dpi)[0], input), f"{k}: {result[k]}",
-                     "query") for k in ("a", "b")}
-    cells = "".join(f"<td>{shown[k]}<p class=\"note\">{html.escape(result[k])}</p></td>"
-                    for k in ("a", "b"))
+    scans = {k: read_scan(result[k], dpi) for k in ("a", "b")}
+    cells = "".join(
+        f"<td>{_img(query_image(scans[k][0], input), f'{k}: {result[k]}', 'query')}"
+        f"<p class=\"note\">{html.escape(result[k])}{_resampled(scans[k][1])}</p></td>"
+        for k in ("a", "b"))
     verdict = "the same writer" if result["same_writer"] else "different writers"
     scored_by = result["scored_by"]
     body = [f"<table><tr><th>a (questioned)</th><th>b (known)</th></tr><tr>{cells}</tr></table>",
