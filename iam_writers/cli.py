@@ -109,25 +109,31 @@ def _page(lines: int | None, which: str = "") -> str:
     return "" if lines is None else f" ({'page' + (' ' + which if which else '')}: {lines} lines)"
 
 
+NOTE_NAMES = 3  # files a note names before it counts the rest
+
+
 def _declared_resolutions(images: list, dpi: float | None) -> None:
     """Name the files read at a resolution they declare other than 300 dpi (resampled from
-    it), so that a wrong declaration is seen; `--dpi` overrides them all."""
+    it), so that a wrong declaration is seen: a few by name, then how many more at each
+    resolution. `--dpi` overrides them all."""
     from iam_writers_tfds.images import SCAN_DPI, scan_dpi
 
     if dpi:
         return
-    declared = {}
+    by_dpi: dict[int, list] = {}
     for image in images:
         try:
             source = scan_dpi(Path(image).read_bytes())
         except OSError:  # a missing file gets its own error when it is read
             continue
         if source != SCAN_DPI:
-            declared[image] = source
-    if declared:
+            by_dpi.setdefault(round(source), []).append(image)
+    if by_dpi:
         print(f"note: resampled to {SCAN_DPI} dpi from the resolution the file declares "
-              "(--dpi overrides it): "
-              + ", ".join(f"{image} {source:.0f} dpi" for image, source in declared.items()),
+              "(--dpi overrides it): " + "; ".join(
+                  ", ".join(map(str, files[:NOTE_NAMES]))
+                  + (f" and {len(files) - NOTE_NAMES} more" if len(files) > NOTE_NAMES else "")
+                  + f" at {source} dpi" for source, files in by_dpi.items()),
               file=sys.stderr)
 
 

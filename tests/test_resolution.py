@@ -99,7 +99,7 @@ def test_identify_says_which_files_it_resampled(tmp_path):
     proc = cli("identify", tmp_path / "g", tmp_path / "big.png", "--json")
     assert proc.returncode == 0, proc.stderr
     assert (f"note: resampled to 300 dpi from the resolution the file declares (--dpi "
-            f"overrides it): {tmp_path / 'big.png'} 600 dpi") in proc.stderr.splitlines()
+            f"overrides it): {tmp_path / 'big.png'} at 600 dpi") in proc.stderr.splitlines()
     [declared] = json.loads(proc.stdout)
     # the report, the record of the answer, says how each image was read
     assert cli("identify", tmp_path / "g", tmp_path / "big.png", "--report",
@@ -112,3 +112,20 @@ def test_identify_says_which_files_it_resampled(tmp_path):
     assert declared["top"][0]["similarity"] > as_is["top"][0]["similarity"] + 0.05
     proc = cli("identify", tmp_path / "g", tmp_path / "big.png", "--dpi", "0")
     assert proc.returncode == 2 and "a scan resolution from 50 to 2400 dpi, got 0" in proc.stderr
+
+
+def test_the_note_names_a_few_files_and_counts_the_rest(tmp_path, capsys):
+    from iam_writers.cli import _declared_resolutions
+
+    png = cv2.imencode(".png", _pages()[0])[1].tobytes()
+    files = []
+    for name, dpi in (("a", 600), ("b", 600), ("c", 600), ("d", 600), ("e", 200), ("f", None)):
+        files.append(tmp_path / f"{name}.png")
+        files[-1].write_bytes(_with_phys(png, dpi) if dpi else png)
+    _declared_resolutions(files, None)
+    assert capsys.readouterr().err == (
+        "note: resampled to 300 dpi from the resolution the file declares (--dpi overrides "
+        f"it): {files[0]}, {files[1]}, {files[2]} and 1 more at 600 dpi; {files[4]} at 200 "
+        "dpi\n")
+    _declared_resolutions(files, 300.0)  # --dpi given: nothing to say
+    assert capsys.readouterr().err == ""
