@@ -10,6 +10,7 @@ Made for IAM's 300-dpi forms, grey or binarised (docs/results.md, pages).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 
 import cv2
 import numpy as np
@@ -56,13 +57,17 @@ def turned(page: np.ndarray) -> bool:
 def _sharpness(ink: np.ndarray) -> float:
     """The squared coefficient of variation of the ink's row profile, at the angle within
     MAX_SKEW_DEG that makes it largest."""
+    return max(float(np.var(profile) / max(profile.mean(), 1e-12) ** 2)
+               for _, profile in _row_profiles(ink, 1.0))
+
+
+def _row_profiles(ink: np.ndarray, step: float) -> Iterator[tuple[float, np.ndarray]]:
+    """(angle, row profile of the ink rotated by it) for the angles within MAX_SKEW_DEG,
+    `step` degrees apart."""
     h, w = ink.shape
-    best = 0.0
-    for angle in np.arange(-MAX_SKEW_DEG, MAX_SKEW_DEG + 1e-9, 1.0):
+    for angle in np.arange(-MAX_SKEW_DEG, MAX_SKEW_DEG + 1e-9, step):
         m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
-        profile = cv2.warpAffine(ink, m, (w, h)).sum(axis=1)
-        best = max(best, float(np.var(profile) / max(profile.mean(), 1e-12) ** 2))
-    return best
+        yield float(angle), cv2.warpAffine(ink, m, (w, h)).sum(axis=1)
 
 
 def ink_lean(lines: list[Line]) -> float:
@@ -84,15 +89,7 @@ def skew_angle(ink: np.ndarray) -> float:
     profile the most variance: text lines then lie horizontal."""
     small = cv2.resize(ink.astype(np.float32), None, fx=0.25, fy=0.25,
                        interpolation=cv2.INTER_AREA)
-    h, w = small.shape
-    best, best_angle = -1.0, 0.0
-    for angle in np.arange(-MAX_SKEW_DEG, MAX_SKEW_DEG + 1e-9, 0.5):
-        m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
-        profile = cv2.warpAffine(small, m, (w, h)).sum(axis=1)
-        score = float(np.var(profile))
-        if score > best:
-            best, best_angle = score, float(angle)
-    return best_angle
+    return max(_row_profiles(small, 0.5), key=lambda ap: float(np.var(ap[1])))[0]
 
 
 def line_spacing(profile: np.ndarray) -> float:
