@@ -39,10 +39,10 @@ CODEBOOK_LINES = 400  # as export fits its codebook (models/export.py, VLAD_FIT_
 PROTOCOLS = ("same document", "another document", "another document, whole forms")
 
 
-def protocols(records, seed: int) -> dict[str, tuple[dict, dict]]:
+def protocols(records, seed: int, probe: set[str]) -> dict[str, tuple[dict, dict]]:
     """{protocol: ({writer: enrolled line indices}, {writer: queried documents, each a list
     of line indices})}. Each writer's enrolled form is one seeded choice, the same in every
-    protocol; only writers with several forms are queried."""
+    protocol; only the writers of `probe` with several forms are queried."""
     rng = np.random.default_rng(seed)
     forms: dict[str, dict[str, list[int]]] = {}
     for i in sorted(range(len(records)), key=lambda i: records[i].image_id):  # reading order
@@ -58,7 +58,7 @@ def protocols(records, seed: int) -> dict[str, tuple[dict, dict]]:
                 ("another document", first, [form[:len(second)] for form in others]),
                 ("another document, whole forms", chosen, others)):
             out[name][0][writer] = enrolled
-            if others:
+            if others and writer in probe:
                 out[name][1][writer] = queried
     return out
 
@@ -88,9 +88,9 @@ def main() -> int:
             p.error(f"{folder}: no forms_for_parsing.txt there or one level below")
         records.append(kaggle_layout.scan(root)[0])
     probed, extra = records
-    multi = sorted(w for w in {r.writer_id for r in probed}
-                   if len({r.form_id for r in probed if r.writer_id == w}) > 1)
-    print(ledger.probed_before(args.ledger, multi), flush=True)
+    split = protocols(probed + extra, args.seed, {r.writer_id for r in probed})
+    queried = sorted(split[PROTOCOLS[0]][1])
+    print(ledger.probed_before(args.ledger, queried), flush=True)
 
     start = time.perf_counter()
     images = [read_gray(r.path) for r in probed + extra]
@@ -107,11 +107,11 @@ def main() -> int:
 
     print("\n| protocol | query | queries | score | top-1 | 95% interval (writers) | top-5 |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
-    for protocol, (enrolled, queried) in protocols(probed + extra, args.seed).items():
+    for protocol, (enrolled, asked_docs) in split.items():
         writers = sorted(enrolled)
         gallery = {"hinge": sums("hinge", [enrolled[w] for w in writers]),
                    "vlad": vlad.encode(sums("vlad", [enrolled[w] for w in writers]))}
-        documents = [(doc, writers.index(w)) for w, docs in queried.items() for doc in docs]
+        documents = [(doc, writers.index(w)) for w, docs in asked_docs.items() for doc in docs]
         for level, asked in (("line", [([i], w) for doc, w in documents for i in doc]),
                              ("document", documents)):
             label = np.array([w for _, w in asked])
@@ -124,7 +124,7 @@ def main() -> int:
                 print(f"| {protocol} | {level} | {len(asked)} | {name} | {hit.mean():.3f} "
                       f"| {low:.3f}-{high:.3f} | {topk_accuracy(s, label, 5):.3f} |")
     print(f"\ngallery: {len(writers)} writers; queried: {len(queried)} writers of {args.dir}")
-    ledger.record(args.ledger, "protocols", args.dir.name, args.seed, sorted(queried))
+    ledger.record(args.ledger, "protocols", args.dir.name, args.seed, queried)
     return 0
 
 

@@ -25,8 +25,9 @@ def test_each_protocol_enrols_the_same_form_and_queries_as_it_says() -> None:
         return [lines[f"{form}-s00-{k:02d}"] for k in ks]
 
     for seed in range(6):
-        split = protocols(records, seed)
-        assert list(split) == list(PROTOCOLS) and split == protocols(records, seed)
+        split = protocols(records, seed, {"001", "002"})
+        assert list(split) == list(PROTOCOLS) and split == protocols(records, seed,
+                                                                     {"001", "002"})
         enrolled, queried = split["another document, whole forms"]
         assert sorted(queried) == ["001"]  # one-form writers: in the gallery, never queried
         assert enrolled["002"] == ids("c", range(4))
@@ -40,5 +41,6 @@ def test_each_protocol_enrols_the_same_form_and_queries_as_it_says() -> None:
         assert split["another document"] == ({"001": ids(form, range(half)),
                                               "002": ids("c", range(2))},
                                              {"001": [ids(other, range(len(second)))]})
-    assert {protocols(records, s)["same document"][0]["001"][0] for s in range(6)} == {
+    assert not protocols(records, 0, {"002"})["same document"][1]  # 001 is not probed
+    assert {protocols(records, s, {"001"})["same document"][0]["001"][0] for s in range(6)} == {
         lines["a-s00-00"], lines["b-s00-00"]}  # the seed chooses the enrolled form
