@@ -470,19 +470,24 @@ def parser() -> argparse.ArgumentParser:
                         "stride, half a patch); a full patch halves the latency")
     s.set_defaults(func=_export, needs_train=True)
 
-    def model_args(s: argparse.ArgumentParser, json_flag: bool = True) -> None:
+    def model_args(s: argparse.ArgumentParser, json_flag: bool = True,
+                   as_enrolled: bool = False) -> None:
+        """--threads, --input, --dpi (with `as_enrolled`, their defaults read each image as
+        it was enrolled) and --json."""
+        again = " (default: each image as it was enrolled)" if as_enrolled else ""
         s.add_argument("--threads", type=int, default=2)
         s.add_argument("--input", choices=INPUTS, default="auto",
                        help="line: each image is one text line; page: a page scan whose text "
                             "lines are found and read as one document; auto: a page when the "
                             f"image is at least {PAGE_MIN_HEIGHT} px tall and two or more text "
-                            "lines are found on it, else a line")
+                            f"lines are found on it, else a line{again}")
         s.add_argument("--dpi", type=dpi_value, default=None,
                        help="the images' scan resolution: they are resampled to the "
                             f"{SCAN_DPI} dpi of IAM's scans, which every model and "
-                            "descriptor here measures handwriting at (default: the "
-                            f"resolution a PNG, JPEG or TIFF declares, if {BELIEVED_DPI[0]}-"
-                            f"{BELIEVED_DPI[1]} dpi, else {SCAN_DPI})")
+                            "descriptor here measures handwriting at "
+                            + (again or "(default: the resolution a PNG, JPEG or TIFF "
+                               f"declares, if {BELIEVED_DPI[0]}-{BELIEVED_DPI[1]} dpi, else "
+                               f"{SCAN_DPI})"))
         if json_flag:
             s.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -556,7 +561,7 @@ def parser() -> argparse.ArgumentParser:
             a.add_argument("--descriptor", choices=SCORES,
                            help="what to store, as `enroll --descriptor` (default: fused "
                                 "with a model, hinge without)")
-            model_args(a, json_flag=False)
+            model_args(a, json_flag=False, as_enrolled=True)
     s.set_defaults(func=_gallery)
 
     s = sub.add_parser("identify", help="rank enrolled writers for images, or say unknown")

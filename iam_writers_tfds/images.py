@@ -172,10 +172,24 @@ def read_gray(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     return decode_gray(path.read_bytes(), str(path), max_pixels)
 
 
+def scan_pixels(dpi: float) -> int:
+    """The most pixels a scan read at `dpi` may hold: MAX_PIXELS at SCAN_DPI, the same
+    paper area at a higher resolution (up to BELIEVED_DPI's top), so that an A4 page at
+    1,200 dpi (139 MP) is read while a bomb at 300 dpi is not."""
+    return int(MAX_PIXELS * (min(max(dpi, SCAN_DPI), BELIEVED_DPI[1]) / SCAN_DPI) ** 2)
+
+
 def read_scan(path: str | Path, dpi: float | None = None) -> tuple[np.ndarray, float]:
     """(`read_gray` of a scan, resampled to SCAN_DPI; the resolution it was read at, from
     `scan_dpi`)."""
     path = image_file(path)
     data = path.read_bytes()
     source = scan_dpi(data, dpi)
-    return at_scan_dpi(decode_gray(data, str(path)), source), source
+    try:
+        image = decode_gray(data, str(path), scan_pixels(source))
+    except ImageTooLargeError as err:
+        if source > SCAN_DPI:
+            raise
+        raise ImageTooLargeError(f"{err} If it is a scan at more than {SCAN_DPI} dpi, pass "
+                                 "--dpi with its resolution.") from None
+    return at_scan_dpi(image, source), source

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -86,6 +87,7 @@ def test_enroll_skips_known_images_without_computing_their_features(tmp_path):
 
         def __call__(self, images):
             self.calls += len(images)
+            self.lines, self.read_at = [None] * len(images), [300.0] * len(images)
             return None, np.ones((len(images), 136))
 
     files = _line_files(tmp_path / "lines", 3, seed=5)
@@ -288,6 +290,69 @@ def test_identify_sees_only_complete_enrolments_while_others_write(tmp_path):
         assert p.wait(timeout=60) == 0
     assert len(Gallery.open(tmp_path / "g").writers()) == 6
     assert len(seen) > 1  # the reader saw the gallery grow between complete states
+
+
+def test_rebuild_reads_each_file_as_it_was_enrolled_from_any_folder(tmp_path, monkeypatch):
+    """Paths are stored absolute, with the resolution and the reading (line or page) each
+    file was enrolled by: a rebuild months later needs neither the folder nor the flags."""
+    from models.runtime import identify
+
+    ann = _line_files(tmp_path / "lines", 1, seed=1)
+    big = tmp_path / "lines" / "big.png"  # another of ann's lines, scanned at 600 dpi
+    cv2.imwrite(str(big), cv2.resize(synth.render_line(synth.WriterStyle.sample(
+        np.random.default_rng(1)), np.random.default_rng(7)), None, fx=2, fy=2))
+    bob = _line_files(tmp_path / "lines", 2, seed=2)
+    hinge = runtime.features_for(None, "hinge")
+    monkeypatch.chdir(tmp_path / "lines")  # enrolled by relative paths
+    runtime.enroll(tmp_path / "old", hinge, "ann", [Path(ann[0].name)])
+    runtime.enroll(tmp_path / "old", runtime.features_for(None, "hinge", "auto", 600.0), "ann",
+                   [Path(big.name)])
+    runtime.enroll(tmp_path / "old", runtime.features_for(None, "hinge", "line"), "bob",
+                   [Path(p.name) for p in bob])
+    old = Gallery.open(tmp_path / "old")
+    assert [(Path(s.path).resolve(), s.dpi, s.read_as) for _, images in old.sources()
+            for s in images] == [(ann[0].resolve(), 300, "line"), (big.resolve(), 600, "line")] \
+        + [(p.resolve(), 300, "line") for p in bob]
+    monkeypatch.chdir(tmp_path)
+    identify.rebuild(tmp_path / "old", tmp_path / "new", hinge)
+    new = Gallery.open(tmp_path / "new")
+    assert new.sources() == old.sources()
+    np.testing.assert_allclose(new.snapshot().hinge_sums, old.snapshot().hinge_sums)
+    # a --dpi given to the rebuild wins over the recorded one: the 600-dpi line reads apart
+    identify.rebuild(tmp_path / "old", tmp_path / "at300",
+                     runtime.features_for(None, "hinge", "auto", 300.0))
+    at300 = Gallery.open(tmp_path / "at300")
+    assert [s.dpi for s in at300.sources()[0][1]] == [300, 300]
+    assert not np.allclose(at300.snapshot().hinge_sums[0], old.snapshot().hinge_sums[0])
+    np.testing.assert_allclose(at300.snapshot().hinge_sums[1], old.snapshot().hinge_sums[1])
+    Gallery.open(tmp_path / "empty", create=True, descriptor=hinge.descriptor).close()
+    with pytest.raises(GalleryError, match="empty.sqlite: no writers enrolled, nothing to "
+                                           "rebuild"):
+        identify.rebuild(tmp_path / "empty", tmp_path / "none", hinge)
+    assert not gallery_file(tmp_path / "none").exists()
+
+
+def test_a_gallery_from_before_the_reading_was_recorded_gains_it(tmp_path):
+    """Galleries of schema 1 written before the `dpi` and `read_as` columns still open,
+    rebuild (by the command's settings) and record them for what is enrolled next."""
+    from models.runtime import identify
+
+    files = _line_files(tmp_path / "lines", 3, seed=3)
+    hinge = runtime.features_for(None, "hinge")
+    runtime.enroll(tmp_path / "g", hinge, "ann", files[:2])
+    db = sqlite3.connect(gallery_file(tmp_path / "g"))
+    for column in ("dpi", "read_as"):
+        db.execute(f"ALTER TABLE images DROP COLUMN {column}")
+    db.commit()
+    db.close()
+    runtime.enroll(tmp_path / "g", hinge, "bob", files[2:])
+    g = Gallery.open(tmp_path / "g")
+    assert [(s.dpi, s.read_as) for _, images in g.sources() for s in images] == \
+        [(None, None), (None, None), (300, "line")]
+    assert g.check() == []
+    identify.rebuild(tmp_path / "g", tmp_path / "new", hinge)
+    np.testing.assert_allclose(Gallery.open(tmp_path / "new").snapshot().hinge_sums,
+                               g.snapshot().hinge_sums)
 
 
 def test_bulk_enrolment_of_a_layout_folder_in_one_process(layout, tmp_path):

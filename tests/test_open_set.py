@@ -96,7 +96,8 @@ class _StubFeatures:
         return self.folder / name
 
     def __call__(self, images: list) -> tuple[np.ndarray, None]:
-        self.lines = [None] * len(images)  # every image a line
+        self.lines = [None] * len(images)  # every image a line, at 300 dpi
+        self.read_at = [300.0] * len(images)
         return np.stack([runtime.unit(np.asarray(self.vectors[Path(i).name], np.float32))
                          for i in images]), None
 

@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from iam_writers_tfds import synth
-from iam_writers_tfds.images import SCAN_DPI, declared_dpi, scan_dpi
+from iam_writers_tfds import images, synth
+from iam_writers_tfds.images import SCAN_DPI, ImageTooLargeError, declared_dpi, read_scan, scan_dpi
 from models.runtime.descriptors import Descriptor, Hinge
 from models.runtime.identify import Features, hinge_similarity
 from tests.conftest import cli
@@ -88,6 +88,25 @@ def test_a_page_scanned_at_another_resolution_is_measured_as_at_300_dpi(tmp_path
     for resampled in (scores(Features(None, hinge, "page", 600.0), big),  # --dpi 600
                       scores(Features(None, hinge, "page"), tmp_path / "big.png")):  # declared
         assert resampled.argmax() == 0 and resampled[0] == pytest.approx(at_300[0], abs=0.01)
+
+
+def test_the_size_limit_is_of_paper_not_of_pixels(tmp_path, monkeypatch):
+    """A page scanned at 1,200 dpi holds 16 times the pixels of the same page at 300 dpi:
+    the limit against decompression bombs is on the area it covers at 300 dpi."""
+    page = _pages()[0]
+    monkeypatch.setattr(images, "MAX_PIXELS", page.size // 2)  # the page at 300 dpi: too large
+    png = cv2.imencode(".png", page)[1].tobytes()
+    (tmp_path / "plain.png").write_bytes(png)
+    (tmp_path / "600.png").write_bytes(_with_phys(png, 600))
+    read, source = read_scan(tmp_path / "600.png")  # a quarter of the limit's paper at 600
+    assert source == pytest.approx(600, abs=0.01)
+    assert read.shape == (round(page.shape[0] / 2), round(page.shape[1] / 2))
+    assert read_scan(tmp_path / "plain.png", 600)[0].shape == read.shape  # --dpi 600 alike
+    with pytest.raises(ImageTooLargeError, match=r"plain\.png: .*pass --dpi with its resolution"):
+        read_scan(tmp_path / "plain.png")
+    monkeypatch.setattr(images, "MAX_PIXELS", page.size // 20)  # too large even at 1,200 dpi
+    with pytest.raises(ImageTooLargeError, match=r"600\.png: .*above the limit of"):
+        read_scan(tmp_path / "600.png", 2400)
 
 
 def test_identify_says_which_files_it_resampled(tmp_path):

@@ -9,9 +9,12 @@ as its images, so `identify` reads one row per writer and recomputes nothing.
 
 Tables: `meta` (schema version, the model fingerprint and descriptor that built the
 gallery, feature sizes), `writers` (name, dates, image count, aggregates) and `images`
-(path, sha256 of the file's bytes, enrolment time, features). Features are BLOBs of the
-dtype named in `FEATURE_DTYPE`/`SUM_DTYPE` (recorded in `meta`). Removed writers are
-overwritten on disk (`secure_delete`, then a checkpoint that empties the write-ahead log).
+(absolute path, sha256 of the file's bytes, enrolment time, features, and how the file was
+read: its resolution and whether as a line or a page, which `gallery rebuild` reads it by
+again; galleries from before these two columns get them with their next enrolment).
+Features are BLOBs of the dtype named in `FEATURE_DTYPE`/`SUM_DTYPE` (recorded in `meta`).
+Removed writers are overwritten on disk (`secure_delete`, then a checkpoint that empties the
+write-ahead log).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -60,10 +64,32 @@ CREATE TABLE images (
     enrolled TEXT NOT NULL,
     embedding BLOB,
     hinge BLOB,
-    thumbnail BLOB
+    thumbnail BLOB,
+    dpi REAL,
+    read_as TEXT
 );
 CREATE INDEX images_by_writer ON images(writer_id);
 """
+
+
+READ_COLUMNS = {"dpi": "REAL", "read_as": "TEXT"}  # added to schema 1 without a new version
+
+
+class ReadAs(NamedTuple):
+    """How an image file was read when enrolled: at what resolution, as a line or a page."""
+
+    dpi: float
+    read_as: str
+
+
+class Source(NamedTuple):
+    """An enrolled image's file, as `gallery rebuild` reads it again; `dpi` and `read_as`
+    are None for images enrolled before the gallery recorded them."""
+
+    path: str
+    sha256: str
+    dpi: float | None
+    read_as: str | None
 
 
 class GalleryError(ModelError):
@@ -257,11 +283,13 @@ class Gallery:
 
     def add(self, writer: str, paths: list[str], hashes: list[str],
             embeddings: np.ndarray | None, hinge: np.ndarray | None,
-            thumbnails: list[bytes] | None = None) -> Enrolled:
+            thumbnails: list[bytes] | None = None, read: list[ReadAs] | None = None
+            ) -> Enrolled:
         """Enrol images of `writer` in one transaction: all of them or none. An image whose
         hash is already this writer's is skipped; one enrolled under another writer stops
         the enrolment, naming both. `thumbnails` (small PNGs) are what reports show of the
-        enrolled handwriting, months after its files may have moved."""
+        enrolled handwriting, months after its files may have moved; `read`, how each file
+        was read, is what `gallery rebuild` reads it by again."""
         if not writer.strip():
             raise GalleryError(f"{self.path}: empty writer name. Pass --writer ID.")
         self._check_sizes(embeddings, hinge)
@@ -277,7 +305,8 @@ class Gallery:
                              [hashes[i] for i in rows],
                              None if embeddings is None else embeddings[rows],
                              None if hinge is None else hinge[rows],
-                             None if thumbnails is None else [thumbnails[i] for i in rows])
+                             None if thumbnails is None else [thumbnails[i] for i in rows],
+                             None if read is None else [read[i] for i in rows])
         return Enrolled(writer, len(rows), [paths[i] for i in skipped])
 
     @staticmethod
@@ -309,8 +338,10 @@ class Gallery:
 
     def _insert(self, db: sqlite3.Connection, writer: str, now: str, paths: list[str],
                 hashes: list[str], embeddings: np.ndarray | None, hinge: np.ndarray | None,
-                thumbnails: list[bytes] | None):
+                thumbnails: list[bytes] | None, read: list[ReadAs] | None):
         """Insert images and fold them into the writer's aggregates (inside a transaction)."""
+        for column in READ_COLUMNS.keys() - _columns(db):  # a gallery from before them
+            db.execute(f"ALTER TABLE images ADD COLUMN {column} {READ_COLUMNS[column]}")
         for key, x in (("embedding_dim", embeddings), ("hinge_dim", hinge)):
             if x is not None:
                 db.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)", (key, str(x.shape[1])))
@@ -325,11 +356,12 @@ class Gallery:
             writer_id, count, emb_sum, hinge_sum = row
         db.executemany(
             "INSERT INTO images (writer_id, path, sha256, enrolled, embedding, hinge, "
-            "thumbnail) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "thumbnail, dpi, read_as) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [(writer_id, p, h, now,
               None if embeddings is None else _blob(embeddings[i], FEATURE_DTYPE),
               None if hinge is None else _blob(hinge[i], FEATURE_DTYPE),
-              None if thumbnails is None else thumbnails[i])
+              None if thumbnails is None else thumbnails[i],
+              *((None, None) if read is None else read[i]))
              for i, (p, h) in enumerate(zip(paths, hashes))])
         emb_total = _summed(_array(emb_sum, SUM_DTYPE), embeddings)
         hinge_total = _summed(_array(hinge_sum, SUM_DTYPE), hinge)
@@ -377,15 +409,17 @@ class Gallery:
                                    (writer,)).fetchall()
         return [r[0] for r in rows]
 
-    def sources(self) -> list[tuple[str, list[tuple[str, str]]]]:
-        """[(writer, [(enrolled path, sha256)])] of every writer, in enrolment order."""
+    def sources(self) -> list[tuple[str, list[Source]]]:
+        """[(writer, [Source])] of every writer's images, in enrolment order."""
         with self._reading():
-            rows = self.db.execute("SELECT w.name, i.path, i.sha256 FROM images i JOIN "
-                                   "writers w ON w.id = i.writer_id ORDER BY w.id, i.id"
+            read = ", ".join(f"i.{c}" if c in _columns(self.db) else "NULL"
+                             for c in READ_COLUMNS)
+            rows = self.db.execute(f"SELECT w.name, i.path, i.sha256, {read} FROM images i "
+                                   "JOIN writers w ON w.id = i.writer_id ORDER BY w.id, i.id"
                                    ).fetchall()
-        writers: dict[str, list[tuple[str, str]]] = {}
-        for name, path, digest in rows:
-            writers.setdefault(name, []).append((path, digest))
+        writers: dict[str, list[Source]] = {}
+        for name, *source in rows:
+            writers.setdefault(name, []).append(Source(*source))
         return list(writers.items())
 
     def thumbnails(self, writer: str, limit: int = 3) -> list[tuple[str, bytes]]:
@@ -464,6 +498,10 @@ class Gallery:
 
     def close(self) -> None:
         self.db.close()
+
+
+def _columns(db: sqlite3.Connection) -> set[str]:
+    return {row[1] for row in db.execute("PRAGMA table_info(images)")}
 
 
 def _int(value: str | None) -> int | None:

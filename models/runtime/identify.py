@@ -9,6 +9,7 @@ as calibrated at export).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from models.runtime.gallery import (
     Enrolled,
     Gallery,
     GalleryError,
+    ReadAs,
+    Source,
     gallery_file,
     new_in_memory,
     refuse_other_writer,
@@ -132,16 +135,18 @@ class Features:
     def __call__(self, images: list) -> tuple[np.ndarray | None, np.ndarray | None]:
         """(unit embeddings [N, D] or None, descriptor rows [N, K] or None) of the images;
         a blank or unreadable image raises, naming it. `self.lines` then holds the number
-        of lines found on each image read as a page (None for a line). The descriptor
+        of lines found on each image read as a page (None for a line), and `self.read_at`
+        the resolution each was read at. The descriptor
         describes every image's lines on one pool of threads while the next image is read
         and embedded, so many single lines gain as a page's lines do."""
-        emb, sizes, self.lines = [], [], []
+        emb, sizes, self.lines, self.read_at = [], [], [], []
 
         def lines_of_each_image() -> Iterator[np.ndarray]:
             for image in images:
                 name = "<array>" if isinstance(image, np.ndarray) else str(image)
-                parts, found = Model.parts(image, name, self.input, self.dpi)
+                parts, found, read_at = Model.parts(image, name, self.input, self.dpi)
                 self.lines.append(found)
+                self.read_at.append(read_at)
                 sizes.append(len(parts))
                 if self.model:
                     emb.append(document_embedding(self.model.outputs_of(parts, name, found)))
@@ -215,6 +220,9 @@ def enroll(gallery: str | Path | Gallery, features: Features, writer: str,
     hashes = list(first)
     names = [f"<array {h[:12]}>" if isinstance(images[i], np.ndarray) else str(images[i])
              for h, i in first.items()]
+    # stored as absolute paths, so that `gallery rebuild` finds them from any folder
+    stored = [n if isinstance(images[i], np.ndarray) else os.path.abspath(n)
+              for n, i in zip(names, first.values())]
     if not isinstance(gallery, Gallery) and Gallery.exists(gallery):
         gallery = open_for(gallery, features)
     owners = gallery.owners(hashes) if isinstance(gallery, Gallery) else {}
@@ -228,8 +236,11 @@ def enroll(gallery: str | Path | Gallery, features: Features, writer: str,
     computed = features(chosen)
     thumbnails = [evidence.thumbnail(handwriting(image, dpi=features.dpi)[0])
                   for image in chosen]
-    result = open_for(gallery, features).add(writer, [names[i] for i in new],
-                                             [hashes[i] for i in new], *computed, thumbnails)
+    read = [ReadAs(dpi, "line" if found is None else "page")
+            for dpi, found in zip(features.read_at, features.lines)]
+    result = open_for(gallery, features).add(writer, [stored[i] for i in new],
+                                             [hashes[i] for i in new], *computed, thumbnails,
+                                             read)
     return Enrolled(writer, result.added, skipped + result.skipped)
 
 
@@ -428,9 +439,10 @@ def rebuild(old: str | Path, new: str | Path, features: Features) -> list[Enroll
     """Enrol every writer of gallery `old` again, into a new gallery `new` made for
     `features` (another export of the model, or another descriptor), from the files their
     images were enrolled from, with a progress bar where stderr is a terminal: a gallery
-    kept for months outlives its model. Every file must still hold what was enrolled (its
-    SHA-256), or nothing is written and the files are named. `new` appears whole or not at
-    all: it is built under a temporary name beside it."""
+    kept for months outlives its model. Each file is read as it was enrolled (the resolution,
+    as a line or a page) unless `features` say otherwise (`_enroll_as_before`). Every file
+    must still hold what was enrolled (its SHA-256), or nothing is written and the files are
+    named. `new` appears whole or not at all: it is built under a temporary name beside it."""
     from tqdm import tqdm
 
     target = gallery_file(new)
@@ -441,9 +453,11 @@ def rebuild(old: str | Path, new: str | Path, features: Features) -> list[Enroll
         writers = source.sources()
     finally:
         source.close()
-    lost = [f"{path} ({'changed since it was enrolled' if Path(path).is_file() else 'missing'})"
-            for _, images in writers for path, digest in images
-            if not Path(path).is_file() or sha256_of(path) != digest]
+    if not writers:
+        raise GalleryError(f"{source.path}: no writers enrolled, nothing to rebuild.")
+    lost = [f"{s.path} ({'changed since it was enrolled' if Path(s.path).is_file() else 'missing'})"
+            for _, images in writers for s in images
+            if not Path(s.path).is_file() or sha256_of(s.path) != s.sha256]
     if lost:
         more = f" and {len(lost) - REBUILD_NAMED} more" if len(lost) > REBUILD_NAMED else ""
         raise GalleryError(f"{source.path}: {len(lost)} enrolled image(s) cannot be read as "
@@ -458,7 +472,7 @@ def rebuild(old: str | Path, new: str | Path, features: Features) -> list[Enroll
         gallery = Gallery.open(building, create=True, fingerprint=features.fingerprint,
                                descriptor=features.descriptor)
         try:
-            done = [enroll(gallery, features, writer, [path for path, _ in images])
+            done = [_enroll_as_before(gallery, features, writer, images)
                     for writer, images in tqdm(writers, desc="rebuilding", unit="writer",
                                                disable=None)]
         finally:
@@ -468,6 +482,22 @@ def rebuild(old: str | Path, new: str | Path, features: Features) -> list[Enroll
         for part in parts:
             part.unlink(missing_ok=True)
     return done
+
+
+def _enroll_as_before(gallery: Gallery, features: Features, writer: str,
+                      images: list[Source]) -> Enrolled:
+    """Enrol a writer's images again, each read as it was enrolled (its resolution, as a
+    line or a page) unless `features` set them (a `--dpi`, an `--input` other than auto)."""
+    groups: dict[tuple[float | None, str | None], list[str]] = {}
+    for s in images:
+        groups.setdefault((s.dpi, s.read_as), []).append(s.path)
+    added = 0
+    for (dpi, read_as), paths in groups.items():
+        added += enroll(gallery, Features(features.model, features.local,
+                                          read_as if features.input == "auto" and read_as
+                                          else features.input, features.dpi or dpi),
+                        writer, paths).added
+    return Enrolled(writer, added, [])
 
 
 def enroll_layout(gallery: str | Path | Gallery, features: Features, folder: str | Path,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from iam_writers_tfds.images import ImageError, at_scan_dpi, read_scan
+from iam_writers_tfds.images import SCAN_DPI, ImageError, at_scan_dpi, read_scan
 from models.runtime import pages
 from models.runtime.descriptors import Vlad
 from pipelines import preprocess
@@ -40,14 +40,16 @@ class NoInkError(ImageError):
 
 
 def handwriting(image: str | Path | np.ndarray, name: str = "<array>",
-                dpi: float | None = None) -> tuple[np.ndarray, str]:
-    """(2-D uint8 image at 300 dpi, its name) of a path or an array that can hold
-    handwriting, scanned at `dpi` (a file: else the resolution it declares, else 300; see
-    `images.scan_dpi`); a blank or tiny image raises NoInkError naming it."""
+                dpi: float | None = None) -> tuple[np.ndarray, str, float]:
+    """(2-D uint8 image at 300 dpi, its name, the resolution it was read at) of a path or an
+    array that can hold handwriting, scanned at `dpi` (a file: else the resolution it
+    declares, else 300; see `images.scan_dpi`); a blank or tiny image raises NoInkError
+    naming it."""
     if isinstance(image, np.ndarray):
-        image = at_scan_dpi(image, dpi) if dpi else image
+        source = dpi or SCAN_DPI
+        image = at_scan_dpi(image, source)
     else:
-        name, image = str(image), read_scan(image, dpi)[0]
+        name, (image, source) = str(image), read_scan(image, dpi)
     h, w = image.shape
     if min(h, w) < MIN_SIDE:
         raise NoInkError(f"{name}: {w}x{h} pixels is too small for a line of handwriting "
@@ -57,7 +59,7 @@ def handwriting(image: str | Path | np.ndarray, name: str = "<array>",
         raise NoInkError(f"{name}: the image is blank (nothing {MIN_CONTRAST} gray levels "
                          "darker than the paper). Pass a scan of handwriting, dark ink on "
                          "light paper.")
-    return image, name
+    return image, name, source
 
 
 def _card_for(path: Path) -> tuple[Path, dict]:
@@ -233,7 +235,7 @@ class Model:
         """(model input, which of the first output rows to average) of one image (a path or
         a 2-D uint8 array): the whole normalised line padded for the line pass and its inked
         windows, or the whole resized image."""
-        image, name = handwriting(image, name)
+        image, name, _ = handwriting(image, name)
         spec = self.spec
         if spec["mode"] == "resize":
             x = preprocess.resize_rgb(image, spec["image_size"], spec["keep_aspect"])[None]
@@ -263,7 +265,7 @@ class Model:
         document. Scores are
         probabilities from the mean log-probability of the inked windows, or cosine
         similarities to the training writers' centroids for embedding-only models."""
-        parts, found = self.parts(image, name, input, dpi)
+        parts, found, _ = self.parts(image, name, input, dpi)
         outs = self.outputs_of(parts, name, found)
         emb = document_embedding(outs)
         if "log_probs" in outs[0]:
@@ -289,11 +291,11 @@ class Model:
 
     @staticmethod
     def parts(image, name: str = "<array>", input: str = "line", dpi: float | None = None
-              ) -> tuple[list[np.ndarray], int | None]:
+              ) -> tuple[list[np.ndarray], int | None, float]:
         """(the line images of an image read as `input` at `dpi` (`handwriting`), lines
-        found or None for a line)."""
-        array, name = handwriting(image, name, dpi)
-        return pages.parts(array, input, name)
+        found or None for a line, the resolution it was read at)."""
+        array, name, source = handwriting(image, name, dpi)
+        return (*pages.parts(array, input, name), source)
 
     def predict(self, image, top_k: int = 5, input: str = "auto",
                 dpi: float | None = None) -> dict:
