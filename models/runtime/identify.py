@@ -461,9 +461,9 @@ def rebuild(old: str | Path, new: str | Path, features: Features) -> list[Enroll
     if lost:
         more = f" and {len(lost) - REBUILD_NAMED} more" if len(lost) > REBUILD_NAMED else ""
         raise GalleryError(f"{source.path}: {len(lost)} enrolled image(s) cannot be read as "
-                           f"they were enrolled: {', '.join(lost[:REBUILD_NAMED])}{more}. Run "
-                           "from the folder they were enrolled from, or restore them; nothing "
-                           "was written.")
+                           f"they were enrolled: {', '.join(lost[:REBUILD_NAMED])}{more}. "
+                           "Restore them (a relative path: run from the folder it was "
+                           "enrolled from); nothing was written.")
     building = target.with_name(f".{target.stem}.rebuilding{target.suffix}")
     parts = [building.with_name(building.name + end) for end in ("", "-wal", "-shm")]
     for part in parts:
