@@ -114,6 +114,10 @@ def test_verify_writes_a_report_of_both_images(tmp_path, exported, heldout):
     result = json.loads(cli("verify", exported / "model_float32.tflite", a, b, "--json").stdout)
     assert result["level"] == "line" and f"log10 LR {result['log10_lr']:+.2f}" in proc.stdout
     assert html.escape(result["support"]) in text and text.count("<svg") == 1
+    assert "dpi_a" not in result and "dpi_b" not in result  # both read as at 300 dpi
+    at600 = json.loads(cli("verify", exported / "model_float32.tflite", a, b, "--json",
+                           "--dpi", "600").stdout)
+    assert (at600["dpi_a"], at600["dpi_b"]) == (600, 600)
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -120,6 +120,7 @@ def test_identify_says_which_files_it_resampled(tmp_path):
     assert (f"note: resampled to 300 dpi from the resolution the file declares (--dpi "
             f"overrides it): {tmp_path / 'big.png'} at 600 dpi") in proc.stderr.splitlines()
     [declared] = json.loads(proc.stdout)
+    assert declared["dpi"] == {str(tmp_path / "big.png"): pytest.approx(600, abs=0.01)}
     # the report, the record of the answer, says how each image was read
     assert cli("identify", tmp_path / "g", tmp_path / "big.png", "--report",
                tmp_path / "r.html").returncode == 0
@@ -127,7 +128,7 @@ def test_identify_says_which_files_it_resampled(tmp_path):
         in (tmp_path / "r.html").read_text()
     proc = cli("identify", tmp_path / "g", tmp_path / "big.png", "--json", "--dpi", "300")
     [as_is] = json.loads(proc.stdout)
-    assert "resampled" not in proc.stderr
+    assert "resampled" not in proc.stderr and "dpi" not in as_is  # read as at 300 dpi
     assert declared["top"][0]["similarity"] > as_is["top"][0]["similarity"] + 0.05
     proc = cli("identify", tmp_path / "g", tmp_path / "big.png", "--dpi", "0")
     assert proc.returncode == 2 and "a scan resolution from 50 to 2400 dpi, got 0" in proc.stderr

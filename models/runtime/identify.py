@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from iam_writers_tfds.images import SCAN_DPI
 from models.config import COHORT_TOP, SCORES
 from models.runtime import descriptors, evidence
 from models.runtime.descriptors import Descriptor
@@ -332,13 +333,16 @@ class Identifier:
         """{"images", "writer" (None: unknown), "score", "threshold", "level" (line,
         document or page), "top" (each writer's `similarity` by the chosen score, `scores`
         by every score computed, and where the card calibrated them `log10_lr` of each and
-        `support`, the chosen one's in words; else the result's "note" says why not), and
-        "lines" (lines found on each image read as a page)} for one query: several images,
-        or one page, are a document (their mean embedding, their summed hinge counts)."""
+        `support`, the chosen one's in words; else the result's "note" says why not),
+        "lines" (lines found on each image read as a page) and "dpi" (the resolution of
+        each image read at another than 300 dpi, resampled from it)} for one query: several
+        images, or one page, are a document (their mean embedding, their summed hinge
+        counts)."""
         if top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
         emb, counts = self.features(images)
-        return self._ranked(images, emb, counts, self.features.lines, top_k)
+        return self._ranked(images, emb, counts, self.features.lines, self.features.read_at,
+                            top_k)
 
     def rank_each(self, images: list, top_k: int = 5) -> list[dict]:
         """`rank` of every image as a query of its own, their lines described on one pool
@@ -347,11 +351,12 @@ class Identifier:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
         emb, counts = self.features(images)
         return [self._ranked([image], None if emb is None else emb[i:i + 1],
-                             None if counts is None else counts[i:i + 1], [lines], top_k)
-                for i, (image, lines) in enumerate(zip(images, self.features.lines))]
+                             None if counts is None else counts[i:i + 1], [lines], [dpi], top_k)
+                for i, (image, lines, dpi) in enumerate(zip(images, self.features.lines,
+                                                            self.features.read_at))]
 
     def _ranked(self, images: list, emb: np.ndarray | None, counts: np.ndarray | None,
-                lines: list, top_k: int) -> dict:
+                lines: list, read_at: list, top_k: int) -> dict:
         document = len(images) > 1 or lines[0] is not None
         sims = {k: v[0] for k, v in self.all_scores(
             None if emb is None else unit(emb.mean(axis=0))[None],
@@ -373,7 +378,9 @@ class Identifier:
         if "log10_lr" not in top[0]:
             result["note"] = evidence.NO_LR if self.model else evidence.NO_LR_WITHOUT_MODEL
         found = {str(i): n for i, n in zip(images, lines) if n is not None}
-        return result | ({"lines": found} if found else {})
+        resampled = {str(i): dpi for i, dpi in zip(images, read_at) if dpi != SCAN_DPI}
+        return result | ({"lines": found} if found else {}) | (
+            {"dpi": resampled} if resampled else {})
 
 
 def verify(model: Model, questioned, reference, score: str | None = None,
@@ -386,14 +393,15 @@ def verify(model: Model, questioned, reference, score: str | None = None,
 
     Returns {"a", "b", "score" (the value), "scored_by", "scores" (every score computed),
     "threshold", "same_writer", "level" (of the questioned image: line or page),
-    `log10_lr` and `support` where the card calibrated them (else "note"), and "lines_a",
-    "lines_b" for images read as pages}."""
+    `log10_lr` and `support` where the card calibrated them (else "note"), "lines_a",
+    "lines_b" for images read as pages, and "dpi_a", "dpi_b" for images read at another
+    resolution than 300 dpi}."""
     features = features_for(model, score, input, dpi)
     gallery = new_in_memory(features.fingerprint, features.descriptor)
     try:  # the reference's features only: no thumbnail, as nothing shows the gallery
         gallery.add("reference", [str(reference)], [sha256_of(reference)],
                     *features([reference]))
-        reference_lines = features.lines[0]
+        reference_lines, reference_dpi = features.lines[0], features.read_at[0]
         r = Identifier(gallery, model, score, input=input, dpi=dpi).rank([questioned],
                                                                           top_k=1)
     finally:
@@ -406,8 +414,10 @@ def verify(model: Model, questioned, reference, score: str | None = None,
         result |= {"log10_lr": top["log10_lr"][r["score"]], "support": top["support"]}
     else:
         result["note"] = r["note"]
-    lines = {"lines_a": r.get("lines", {}).get(str(questioned)), "lines_b": reference_lines}
-    return result | {k: n for k, n in lines.items() if n is not None}
+    read = {"lines_a": r.get("lines", {}).get(str(questioned)), "lines_b": reference_lines,
+            "dpi_a": r.get("dpi", {}).get(str(questioned)),
+            "dpi_b": None if reference_dpi == SCAN_DPI else reference_dpi}
+    return result | {k: n for k, n in read.items() if n is not None}
 
 
 def layout_writers(folder: str | Path, forms_per_writer: int = 0) -> dict[str, list[Path]]:
