@@ -412,8 +412,8 @@ class Gallery:
     def sources(self) -> list[tuple[str, list[Source]]]:
         """[(writer, [Source])] of every writer's images, in enrolment order."""
         with self._reading():
-            read = ", ".join(f"i.{c}" if c in _columns(self.db) else "NULL"
-                             for c in READ_COLUMNS)
+            have = _columns(self.db)
+            read = ", ".join(f"i.{c}" if c in have else "NULL" for c in READ_COLUMNS)
             rows = self.db.execute(f"SELECT w.name, i.path, i.sha256, {read} FROM images i "
                                    "JOIN writers w ON w.id = i.writer_id ORDER BY w.id, i.id"
                                    ).fetchall()
