@@ -249,6 +249,11 @@ def _gallery(args: argparse.Namespace) -> None:
         _show(rows, args.json, "\n".join(
             f"{r['writer']}\t{r['images']} image(s)\tenrolled {r['enrolled']}\tupdated "
             f"{r['updated']}" for r in rows) or f"{gallery.path}: no writers enrolled")
+    elif args.action == "show":
+        rows = gallery.images(args.writer)
+        _show(rows, args.json, "\n".join(
+            f"{r['path']}\t{_read_as(r)}\tenrolled {r['enrolled']}\tsha256 {r['sha256'][:12]}"
+            for r in rows))
     elif args.action == "info":
         info = gallery.info()
         _show(info, args.json, "\n".join(f"{k}: {v}" for k, v in info.items()))
@@ -264,6 +269,13 @@ def _gallery(args: argparse.Namespace) -> None:
     else:
         gallery.rename(args.writer, args.new)
         print(f"renamed {args.writer} to {args.new} in {gallery.path}")
+
+
+def _read_as(image: dict) -> str:
+    """How an enrolled image was read, in words: `page at 300 dpi`."""
+    if image["read_as"] is None:
+        return "reading not recorded"
+    return f"{image['read_as']} at {image['dpi']:g} dpi"
 
 
 def _rebuild(args: argparse.Namespace) -> None:
@@ -536,6 +548,8 @@ def parser() -> argparse.ArgumentParser:
                                        "writers")
     actions = s.add_subparsers(dest="action", required=True)
     for name, text in (("list", "writers, image counts and enrolment dates"),
+                       ("show", "one writer's enrolled images: path, how each was read "
+                                "(line or page, resolution), date, SHA-256"),
                        ("info", "what built the gallery, its schema and size"),
                        ("check", "SQLite's integrity check, and every writer's sums "
                                  "against their images"),
@@ -548,11 +562,11 @@ def parser() -> argparse.ArgumentParser:
                                    "enrolled from")):
         a = actions.add_parser(name, help=text)
         a.add_argument("gallery", type=Path)
-        if name in ("remove", "rename"):
+        if name in ("remove", "rename", "show"):
             a.add_argument("writer")
         if name == "rename":
             a.add_argument("new")
-        if name in ("list", "info"):
+        if name in ("list", "info", "show"):
             a.add_argument("--json", action="store_true", help="machine-readable output")
         if name == "rebuild":
             a.add_argument("new", type=Path, help="the new gallery (must not exist)")

@@ -54,7 +54,7 @@ def test_round_trip_aggregates_and_mismatch_names_only_what_differs(tmp_path):
                                rtol=1e-6)
     np.testing.assert_allclose(snap.hinge_sums, [hinge[:2].sum(0), hinge[2]])
     assert [w["images"] for w in back.writers()] == [2, 1]
-    assert back.images("ann") == ["a1", "a2"] and back.check() == []
+    assert [i["path"] for i in back.images("ann")] == ["a1", "a2"] and back.check() == []
     back.require("fp", "hinge-l10-b16", exact=True)
     with pytest.raises(GalleryError, match=r"built by model fp, not by model xyz\. "):
         back.require("xyz", "hinge-l10-b16")
@@ -136,7 +136,8 @@ def test_a_gallery_from_before_the_database_is_converted_on_first_use(tmp_path):
     g = Gallery.open(tmp_path / "old")
     assert (g.fingerprint, g.descriptor) == ("a1b2c3d4", "hinge-l10-b16")
     snap = g.snapshot()
-    assert snap.writers == ["ann", "bob"] and g.images("ann") == ["ann-1.png", "ann-2.png"]
+    assert snap.writers == ["ann", "bob"] and [i["path"] for i in g.images("ann")] == [
+        "ann-1.png", "ann-2.png"]
     np.testing.assert_allclose(snap.hinge_sums, [arrays["hinge"][:2].sum(0), arrays["hinge"][2]])
     np.testing.assert_allclose(snap.centroids[1], arrays["embeddings"][2], rtol=1e-6)
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(("-wal", "-shm"))) \
@@ -314,6 +315,13 @@ def test_rebuild_reads_each_file_as_it_was_enrolled_from_any_folder(tmp_path, mo
             for s in images] == [(ann[0].resolve(), 300, "line"), (big.resolve(), 600, "line")] \
         + [(p.resolve(), 300, "line") for p in bob]
     monkeypatch.chdir(tmp_path)
+    proc = cli("gallery", "show", tmp_path / "old", "ann")  # what ann is known by
+    assert proc.returncode == 0, proc.stderr
+    assert [(Path(line.split("\t")[0]).resolve(), line.split("\t")[1])
+            for line in proc.stdout.splitlines()] == [
+        (ann[0].resolve(), "line at 300 dpi"), (big.resolve(), "line at 600 dpi")]
+    proc = cli("gallery", "show", tmp_path / "old", "zed")
+    assert proc.returncode == 2 and "old.sqlite: no writer 'zed'" in proc.stderr
     identify.rebuild(tmp_path / "old", tmp_path / "new", hinge)
     new = Gallery.open(tmp_path / "new")
     assert new.sources() == old.sources()
@@ -350,6 +358,8 @@ def test_a_gallery_from_before_the_reading_was_recorded_gains_it(tmp_path):
     assert [(s.dpi, s.read_as) for _, images in g.sources() for s in images] == \
         [(None, None), (None, None), (300, "line")]
     assert g.check() == []
+    assert [i["read_as"] for i in g.images("ann")] == [None, None]
+    assert "reading not recorded" in cli("gallery", "show", tmp_path / "g", "ann").stdout
     identify.rebuild(tmp_path / "g", tmp_path / "new", hinge)
     np.testing.assert_allclose(Gallery.open(tmp_path / "new").snapshot().hinge_sums,
                                g.snapshot().hinge_sums)

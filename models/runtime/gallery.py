@@ -401,22 +401,23 @@ class Gallery:
                                    "ORDER BY id").fetchall()
         return [{"writer": n, "images": k, "enrolled": e, "updated": u} for n, k, e, u in rows]
 
-    def images(self, writer: str) -> list[str]:
-        """The paths of a writer's enrolled images, in enrolment order."""
+    def images(self, writer: str) -> list[dict]:
+        """[{"path", "sha256", "enrolled", "dpi", "read_as"}] of a writer's enrolled images,
+        in enrolment order: what the writer is known by (dpi and read_as None where the
+        gallery did not yet record them). An unknown writer raises, naming the file."""
         with self._reading():
-            rows = self.db.execute("SELECT i.path FROM images i JOIN writers w ON w.id = "
-                                   "i.writer_id WHERE w.name = ? ORDER BY i.id",
-                                   (writer,)).fetchall()
-        return [r[0] for r in rows]
+            writer_id = self._writer_id(self.db, writer)
+            rows = self.db.execute(f"SELECT i.path, i.sha256, i.enrolled, {_read(self.db)} "
+                                   "FROM images i WHERE i.writer_id = ? ORDER BY i.id",
+                                   (writer_id,)).fetchall()
+        return [dict(zip(("path", "sha256", "enrolled", *READ_COLUMNS), r)) for r in rows]
 
     def sources(self) -> list[tuple[str, list[Source]]]:
         """[(writer, [Source])] of every writer's images, in enrolment order."""
         with self._reading():
-            have = _columns(self.db)
-            read = ", ".join(f"i.{c}" if c in have else "NULL" for c in READ_COLUMNS)
-            rows = self.db.execute(f"SELECT w.name, i.path, i.sha256, {read} FROM images i "
-                                   "JOIN writers w ON w.id = i.writer_id ORDER BY w.id, i.id"
-                                   ).fetchall()
+            rows = self.db.execute(f"SELECT w.name, i.path, i.sha256, {_read(self.db)} FROM "
+                                   "images i JOIN writers w ON w.id = i.writer_id ORDER BY "
+                                   "w.id, i.id").fetchall()
         writers: dict[str, list[Source]] = {}
         for name, *source in rows:
             writers.setdefault(name, []).append(Source(*source))
@@ -502,6 +503,12 @@ class Gallery:
 
 def _columns(db: sqlite3.Connection) -> set[str]:
     return {row[1] for row in db.execute("PRAGMA table_info(images)")}
+
+
+def _read(db: sqlite3.Connection) -> str:
+    """The READ_COLUMNS of `images i` to select: NULL for those a gallery lacks."""
+    have = _columns(db)
+    return ", ".join(f"i.{c}" if c in have else "NULL" for c in READ_COLUMNS)
 
 
 def _int(value: str | None) -> int | None:
