@@ -146,8 +146,11 @@ def figures(identifier, levels: dict, enrolled_writers, others: dict | None = No
     top-1, and at the stored thresholds the rejection of writers not enrolled (each query
     against the gallery without its writer) and the false rejection of enrolled ones, of
     lines and of documents; with `others` (`level_scores` of more queries: the distractors'
-    own lines and forms), the rejection of those unknown queries and the probes' together."""
+    own lines and forms), the rejection of those unknown queries and the probes' together.
+    Where the card's rule weighs the best writer's lead over the second, the same rates
+    under the best score alone (keys ending "_top")."""
     from models.evaluate import topk_accuracy
+    from models.runtime.identify import gallery_threshold
 
     sims, label = levels["line"]
     hit = sims.argmax(1) == label
@@ -167,16 +170,25 @@ def figures(identifier, levels: dict, enrolled_writers, others: dict | None = No
                                     "hit": hit.tolist()}
         if level == "page":
             continue
-        t = identifier.threshold(document=level != "line")
+        document = level != "line"
         unknown = without_own(sims, label)
-        result[f"{level}_rejection"] = float((unknown < t).mean())
-        result[f"{level}_false_rejection"] = float((sims.max(1) < t).mean())
-        result["queries"][level] |= {"rejected": (sims.max(1) < t).tolist(),
-                                     "unknown_accepted": (unknown >= t).tolist()}
-        if others:
-            unknown = np.r_[unknown, without_own(*others[level])]
-            result[f"{level}_rejection_all"] = float((unknown < t).mean())
-            result[f"n_unknown_{level}"] = len(unknown)
+        rules = {"": identifier.thresholds}
+        rule = identifier.unknown_rule(document)
+        if rule and "lead" in rule:  # the best score alone, the rule before the lead, beside it
+            rules["_top"] = lambda s, document, rule=rule: np.full(
+                len(s), gallery_threshold(rule, s.shape[1]))
+        for suffix, thresholds in rules.items():
+            rejected = sims.max(1) < thresholds(sims, document)
+            accepted = unknown.max(1) >= thresholds(unknown, document)
+            result[f"{level}_rejection{suffix}"] = float(1 - accepted.mean())
+            result[f"{level}_false_rejection{suffix}"] = float(rejected.mean())
+            result["queries"][level] |= {f"rejected{suffix}": rejected.tolist(),
+                                         f"unknown_accepted{suffix}": accepted.tolist()}
+            if others:
+                more = without_own(*others[level])
+                accepted = np.r_[accepted, more.max(1) >= thresholds(more, document)]
+                result[f"{level}_rejection_all{suffix}"] = float(1 - accepted.mean())
+                result[f"n_unknown_{level}"] = len(accepted)
     return result
 
 
@@ -197,11 +209,9 @@ def writer_interval(hit: np.ndarray, label: np.ndarray, seed: int = 0) -> tuple[
 
 
 def without_own(sims: np.ndarray, label: np.ndarray) -> np.ndarray:
-    """Each query's best score against the gallery without its own writer (`label`, its
-    column)."""
-    from models.evaluate import open_set_scores
-
-    return open_set_scores(sims, label, np.arange(sims.shape[1]))[1]
+    """Each query's scores against the gallery without its own writer (`label`, its
+    column, set to minus infinity): the query of a writer who is not enrolled."""
+    return np.where(np.arange(sims.shape[1])[None, :] == label[:, None], -np.inf, sims)
 
 
 def lr_quality(card: dict, score: str, levels: dict) -> dict:
@@ -329,6 +339,22 @@ def print_table(title: str, rows: dict[str, dict]) -> None:
         print(f"rej. all: of the probes and the distractors' own lines and forms together "
               f"({first['n_unknown_line']} lines, {first['n_unknown_document']} documents), "
               "each against the gallery without its writer")
+    led = [name for name, f in rows.items() if "line_false_rejection_top" in f]
+    if led:
+        print("the unknown-writer rule: best score + lead over the second (as identify "
+              "decides) against the best score alone (the rule before)")
+        print(f"{'score':<10}{'rule':<8}{'rej. line':>10}{'doc':>7}{'false rej. line':>16}"
+              f"{'doc':>7}" + (f"{'rej. all line':>14}{'doc':>7}" if "line_rejection_all" in
+                               first else ""))
+        for name in led:
+            for suffix, rule in (("", "lead"), ("_top", "best")):
+                f = {k.removesuffix(suffix): v for k, v in rows[name].items()
+                     if k.endswith(suffix)}
+                print(f"{name:<10}{rule:<8}{f['line_rejection']:>10.3f}"
+                      f"{f['document_rejection']:>7.3f}{f['line_false_rejection']:>16.3f}"
+                      f"{f['document_false_rejection']:>7.3f}"
+                      + (f"{f['line_rejection_all']:>14.3f}{f['document_rejection_all']:>7.3f}"
+                         if "line_rejection_all" in f else ""))
     levels = [level for level in ("line", "document", "page") if f"{level}_top1" in first]
     print(f"top-1, 95% interval drawing the {first['n_probed_writers']} probed writers again:")
     print(f"{'score':<10}" + "".join(f"{level:>14}" for level in levels))
@@ -383,7 +409,9 @@ def print_pooled(folders: list[Path]) -> int:
               + f"{'unknown acc. line':>18}{'doc':>7}{'genuine rej. line':>18}{'doc':>7}")
         pooled = {score: {level: {key: sum((run["galleries"][gallery][score][level][key]
                                             for run in runs), [])
-                                  for key in first[level]} for level in levels}
+                                  for key in first[level]
+                                  if all(key in run["galleries"][gallery][score][level]
+                                         for run in runs)} for level in levels}
                   for score in scores}
         for score, queries in pooled.items():
             cells = ""
@@ -392,10 +420,14 @@ def print_pooled(folders: list[Path]) -> int:
                 label = np.unique(queries[level]["writer"], return_inverse=True)[1]
                 cells += "{:>16.3f}{:>14}".format(hit.mean(), "{:.3f}-{:.3f}".format(
                     *writer_interval(hit, label)))
-            rates = [np.mean(queries[level][key]) for key in ("unknown_accepted", "rejected")
-                     for level in ("line", "document")]
-            print(f"{score:<10}{cells}{rates[0]:>18.3f}{rates[1]:>7.3f}{rates[2]:>18.3f}"
-                  f"{rates[3]:>7.3f}")
+            rules = [""] + (["_top"] if "rejected_top" in queries["line"] else [])
+            for suffix in rules:  # "_top": the best score alone, beside the lead rule
+                rates = [np.mean(queries[level][key + suffix])
+                         for key in ("unknown_accepted", "rejected")
+                         for level in ("line", "document")]
+                print(f"{score if not suffix else '  best alone':<10}"
+                      f"{cells if not suffix else ' ' * len(cells)}{rates[0]:>18.3f}"
+                      f"{rates[1]:>7.3f}{rates[2]:>18.3f}{rates[3]:>7.3f}")
         name = "fused" if "fused" in pooled else scores[0]
         print_misses(name, pooled[name], levels)
     return 0

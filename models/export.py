@@ -227,8 +227,14 @@ UNKNOWN_RULE = ("threshold for a gallery of N writers: a + b ln N, fitted to the
                 "best of n different-writer scores passes with probability far, for n up to "
                 "what the comparisons hold: every calibration form, and the first form of "
                 "each training writer outside the cohort, enrolled alone and compared with the "
-                "others' lines and forms (runtime.gallery_threshold)")
+                "others' lines and forms (runtime.gallery_threshold); in a gallery of two "
+                "or more, the best score plus lead.weight times its lead over the second "
+                "is held to lead's threshold, fitted the same way for n from 2 "
+                "(runtime.query_thresholds)")
 UNKNOWN_DRAWS = 20  # random galleries drawn per query and size
+# the unknown-writer rule adds this share of the best writer's lead over the second to the
+# best score: it takes a fifth of genuine lines' rejections away (docs/results.md, lead)
+UNKNOWN_LEAD = 0.5
 ENROLLED = ("each image's own writer vs the best other writer, each writer enrolled from one "
             "form")
 
@@ -476,19 +482,35 @@ def _unknown_growth(sims: np.ndarray, writers: np.ndarray, references: np.ndarra
     """How the unknown-writer threshold grows with the gallery: for galleries of n writers
     not the query's (n = 1, 2, 4, ... as many as the comparisons hold; seeded draws), the
     score that the best of a query's n scores passes with probability `far`, fitted as
-    a + b ln(n) by least squares."""
+    a + b ln(n) by least squares. Under "lead", the same for the best score plus
+    `UNKNOWN_LEAD` times its lead over the second (n from 2), the statistic that
+    `runtime.query_thresholds` decides on in a gallery of two writers or more."""
     rng = np.random.default_rng(seed)
     other = (writers[:, None] != references[None, :]) & keep
     most = int(other.sum(1).min())
     sizes = sorted({2 ** k for k in range(int(np.log2(max(most, 1))) + 1)} | {most})
-    points = []
+    best, led = {}, {}
     for n in sizes:
-        best = [sims[q, rng.choice(np.flatnonzero(other[q]), n, replace=False)].max()
-                for _ in range(UNKNOWN_DRAWS) for q in range(len(sims))]
-        points.append(float(np.quantile(best, 1 - far)))
-    b, a = np.polyfit(np.log(sizes), points, 1) if len(sizes) > 1 else (0.0, points[0])
+        drawn = np.stack([np.sort(sims[q, rng.choice(np.flatnonzero(other[q]), n,
+                                                     replace=False)])[-2:]
+                          for _ in range(UNKNOWN_DRAWS) for q in range(len(sims))])
+        best[n] = float(np.quantile(drawn[:, -1], 1 - far))
+        if n > 1:
+            led[n] = float(np.quantile(drawn[:, 1] + UNKNOWN_LEAD * (drawn[:, 1] - drawn[:, 0]),
+                                       1 - far))
+    growth = _growth_fit(best)
+    if len(led) > 1:
+        growth["lead"] = {"weight": UNKNOWN_LEAD, **_growth_fit(led)}
+    return growth
+
+
+def _growth_fit(points: dict[int, float]) -> dict:
+    """{a, b, sizes, thresholds} of thresholds measured at gallery sizes, fitted as
+    a + b ln(size) (b no less than 0: more writers never lower it)."""
+    sizes, values = list(points), list(points.values())
+    b, a = np.polyfit(np.log(sizes), values, 1) if len(sizes) > 1 else (0.0, values[0])
     return {"a": float(a), "b": float(max(b, 0.0)), "sizes": sizes,
-            "thresholds": [round(t, 5) for t in points]}
+            "thresholds": [round(t, 5) for t in values]}
 
 
 def _fitted(comparisons: dict[str, tuple], what: str, notes: list[str]) -> dict:

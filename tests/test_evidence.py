@@ -209,6 +209,10 @@ def test_the_report_shows_each_candidates_lr_in_words_and_a_score_plot(modelled)
     for r in results:
         for t in r["top"]:
             assert f"{t['log10_lr']['fused']:+.2f}" in words and t["support"] in words
+        best, rule = r["top"][0]["similarity"], r["lead_rule"]  # how the decision was taken
+        lead = best - rule["second"]
+        assert (f"{lead:.3f} ahead of the next writer: {best:.3f} + 0.5 \u00d7 {lead:.3f} = "
+                f"{best + 0.5 * lead:.3f} against the threshold {rule['threshold']:.3f}") in words
     assert text.count("<svg") == len(results)  # one score plot per query
     assert "moderately strong support" in words  # the verbal scale is stated
     assert evidence.NO_LR not in words

@@ -157,17 +157,31 @@ def test_verify_enroll_identify_round_trip(exported, heldout, tmp_path):
         assert all(0 <= w <= 1 for w in weights.values())
         assert sum(weights.values()) == pytest.approx(1)
     assert results[0]["score"] == "fused"
-    # unknown-writer thresholds are set for the gallery's size (2 writers here)
+    # unknown-writer thresholds are set for the gallery's size (2 writers here), and lowered
+    # by the best writer's lead over the second
     growth = fusion["line"]["unknown_writer"]["fused"]
-    assert results[0]["threshold"] == pytest.approx(growth["a"] + growth["b"] * np.log(2))
     assert growth["b"] >= 0 and growth["sizes"][0] == 1
+    lead = growth["lead"]
+    assert lead["sizes"][0] == 2 and lead["weight"] == 0.5
+    for r in results:
+        second = r["top"][1]["similarity"]
+        rule = lead["a"] + lead["b"] * np.log(2)
+        assert r["lead_rule"] == pytest.approx({"weight": 0.5, "threshold": rule,
+                                                "second": second})
+        assert r["threshold"] == pytest.approx((rule + 0.5 * second) / 1.5)
+        assert (r["writer"] is None) == (r["top"][0]["similarity"] < r["threshold"])
+    proc = cli("identify", gallery, by_writer[a][3], "--model", model, "--threshold", "-50",
+               "--json")  # a threshold given is on the best score alone
+    [given] = json.loads(proc.stdout)
+    assert given["threshold"] == -50 and "lead_rule" not in given and given["writer"] == a
     for score in ("embedding", "hinge", "vlad"):
         proc = cli("identify", gallery, *by_writer[a][3:5], "--model", model, "--descriptor",
                    score, "--document", "--json")
         [doc] = json.loads(proc.stdout)
         assert doc["score"] == score and doc["top"][0]["writer"] == a, proc.stderr[-2000:]
-        growth = fusion["document"]["unknown_writer"][score]  # a document's own
-        assert doc["threshold"] == pytest.approx(growth["a"] + growth["b"] * np.log(2))
+        growth = fusion["document"]["unknown_writer"][score]["lead"]  # a document's own
+        assert doc["threshold"] == pytest.approx(
+            (growth["a"] + growth["b"] * np.log(2) + 0.5 * doc["top"][1]["similarity"]) / 1.5)
     # a gallery of the hinge alone serves no embedding
     proc = cli("enroll", tmp_path / "h", "--descriptor", "hinge", "--writer", a, by_writer[a][0])
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -176,3 +176,33 @@ def test_unknown_writer_thresholds_hold_the_false_accept_rate():
         assert r["far"] == (impostor >= r["threshold"]).mean() <= far
         assert r["far"] > far - 0.01  # the lowest such threshold, not a needlessly high one
         assert r["frr"] == (sims[np.arange(600), writers] < r["threshold"]).mean()
+
+
+def test_the_lead_rule_holds_the_false_accept_rate_between_fitted_gallery_sizes():
+    """Export fits the unknown-writer rule (the best score plus a share of its lead over the
+    second) on different-writer scores; on fresh ones, at a gallery size it did not draw,
+    it accepts about `far` of them, and a query's threshold on its best score decides
+    exactly as the rule does."""
+    from models.export import UNKNOWN_LEAD, _unknown_growth
+    from models.runtime.identify import gallery_threshold, query_thresholds
+
+    rng = np.random.default_rng(0)
+    sims = rng.normal(0, 1, (1000, 64))  # no query's writer among the 64 references
+    growth = _unknown_growth(sims, np.full(1000, -1), np.arange(64),
+                             np.ones((1000, 64), bool), far=0.05, seed=0)
+    lead = growth["lead"]
+    assert lead["weight"] == UNKNOWN_LEAD and lead["sizes"] == [2, 4, 8, 16, 32, 64]
+    assert growth["sizes"][0] == 1 and lead["b"] > 0
+    fresh = rng.normal(0, 1, (20000, 48))
+    t = query_thresholds(growth, fresh)
+    assert 0.04 <= (fresh.max(1) >= t).mean() <= 0.065
+    second, best = np.sort(fresh, axis=1)[:, -2:].T
+    rule = best + lead["weight"] * (best - second) - gallery_threshold(lead, 48)
+    assert np.array_equal(best >= t, rule >= 0)
+    # a stranger's query far ahead of its second is rare: its threshold is lower
+    assert t[np.argmax(best - second)] < t[np.argmin(best - second)]
+    # one writer has no second: the best score alone, at the threshold of one writer
+    assert np.all(query_thresholds(growth, fresh[:, :1]) == gallery_threshold(growth, 1))
+    # older cards, without the rule: the gallery's threshold for every query
+    plain = {k: v for k, v in growth.items() if k != "lead"}
+    assert np.all(query_thresholds(plain, fresh) == gallery_threshold(plain, 48))

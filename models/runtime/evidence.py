@@ -219,6 +219,18 @@ def _resampled(dpi: float) -> str:
     return "" if dpi == SCAN_DPI else f" (scanned at {dpi:.0f} dpi, resampled to {SCAN_DPI})"
 
 
+def _threshold_words(result: dict) -> str:
+    """How an identification's best score met its threshold, the lead over the second
+    writer counted where it was (`Identifier.thresholds`)."""
+    if (rule := result.get("lead_rule")) is None:
+        return f"the threshold is {result['threshold']:.3f}"
+    best = result["top"][0]["similarity"]
+    lead = best - rule["second"]
+    return (f"{lead:.3f} ahead of the next writer: {best:.3f} + {rule['weight']:g} &times; "
+            f"{lead:.3f} = {best + rule['weight'] * lead:.3f} against the threshold "
+            f"{rule['threshold']:.3f}")
+
+
 def identify_report(path: str | Path, results: list[dict], identifier, input: str) -> Path:
     """Write the HTML report of `identify` results: for each query, its image (a page with
     its lines outlined), the answer, and the top writers with each score, the log10 LR and
@@ -249,8 +261,7 @@ def identify_report(path: str | Path, results: list[dict], identifier, input: st
         best = r["top"][0]
         answer = (f"<span class=\"answer\">Closest writer: <b>{html.escape(r['writer'])}</b>"
                   if r["writer"] else "<span class=\"answer unknown\">Unknown writer")
-        answer += (f" ({r['score']} {best['similarity']:.3f}; the threshold is "
-                   f"{r['threshold']:.3f})</span>")
+        answer += f" ({r['score']} {best['similarity']:.3f}, {_threshold_words(r)})</span>"
         if calibrated:
             answer += (f"<br>For {html.escape(best['writer'])}: log10 LR "
                        f"{best['log10_lr'][r['score']]:+.2f}, {html.escape(best['support'])} "

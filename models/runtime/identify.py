@@ -74,6 +74,22 @@ def gallery_threshold(growth: dict, writers: int) -> float:
     return growth["a"] + growth["b"] * float(np.log(max(writers, 1)))
 
 
+def query_thresholds(growth: dict, scores: np.ndarray) -> np.ndarray:
+    """Each query's unknown-writer threshold on its best score, from its scores [Q, W]
+    against a gallery. Where the export fitted a "lead" rule and the gallery has two writers
+    or more, the best score s1 passes when s1 + w (s1 - s2) reaches the rule's threshold T
+    for the gallery's size, s2 the second best: a threshold on s1 of (T + w s2) / (1 + w),
+    lower the further the best writer leads the next. A writer far ahead of the rest is
+    rarely a stranger's best match; one among several close ones often is (docs/results.md,
+    lead). Else `gallery_threshold` for every query."""
+    queries, writers = scores.shape
+    lead = growth.get("lead")
+    if lead is None or writers < 2:
+        return np.full(queries, gallery_threshold(growth, writers))
+    second = np.partition(scores, -2, axis=1)[:, -2]
+    return (gallery_threshold(lead, writers) + lead["weight"] * second) / (1 + lead["weight"])
+
+
 class Prepared:
     """A gallery side (writers' unit mean embeddings and summed descriptor rows) made ready
     to score many queries: the hinge's distributions bin-major (`descriptors.References`),
@@ -298,20 +314,31 @@ class Identifier:
         return {name: float(lr(value)) for name, value in scores.items()
                 if (lr := self.likelihood[level, name]) is not None}
 
-    def threshold(self, document: bool = False) -> float:
-        """Below this score the answer is unknown: `--threshold`, else the one calibrated
-        for this score and kind of query (one line, or a document of several): for the
-        gallery's size (`gallery_threshold`), or on older cards the one set at export."""
+    def thresholds(self, scores: np.ndarray, document: bool = False) -> np.ndarray:
+        """Each query's unknown-writer threshold [Q] on its best score, from its scores
+        [Q, n_writers] (lines, or documents of several): `--threshold`, else the one
+        calibrated for this score and kind of query, for the gallery's size and each
+        query's lead (`query_thresholds`), or on older cards the one set at export."""
+        if (growth := self.unknown_rule(document)) is not None:
+            return query_thresholds(growth, scores)
         if self.given_threshold is not None:
-            return self.given_threshold
-        if self.fusion:
-            cal = self.fusion["document" if document else "line"]
-            if "unknown_writer" in cal:
-                return gallery_threshold(cal["unknown_writer"][self.score], len(self.writers))
-            return cal["thresholds"][self.score]
-        if self.score == "embedding":
-            return self.model.identification_threshold
-        return descriptors.HINGE_DOCUMENT_THRESHOLD if document else descriptors.HINGE_THRESHOLD
+            threshold = self.given_threshold
+        elif self.fusion:
+            threshold = self.fusion["document" if document else "line"]["thresholds"][self.score]
+        elif self.score == "embedding":
+            threshold = self.model.identification_threshold
+        else:
+            threshold = (descriptors.HINGE_DOCUMENT_THRESHOLD if document
+                         else descriptors.HINGE_THRESHOLD)
+        return np.full(len(scores), threshold)
+
+    def unknown_rule(self, document: bool) -> dict | None:
+        """The card's unknown-writer rule for this score and kind of query (`_unknown_growth`
+        in export), unless `--threshold` was given or the card is older than the rule."""
+        if self.given_threshold is not None or not self.fusion:
+            return None
+        return self.fusion["document" if document else "line"].get(
+            "unknown_writer", {}).get(self.score)
 
     def score_matrix(self, emb: np.ndarray | None, counts: np.ndarray | None,
                      document: bool = False) -> np.ndarray:
@@ -330,8 +357,10 @@ class Identifier:
             self.cohort)
 
     def rank(self, images: list, top_k: int = 5) -> dict:
-        """{"images", "writer" (None: unknown), "score", "threshold", "level" (line,
-        document or page), "top" (each writer's `similarity` by the chosen score, `scores`
+        """{"images", "writer" (None: unknown), "score", "threshold" (this query's, on the
+        best writer's score: `thresholds`), "lead_rule" (where the lead lowered it: its
+        weight w, the rule's threshold T for the gallery, the second best score s2), "level"
+        (line, document or page), "top" (each writer's `similarity` by the chosen score, `scores`
         by every score computed, and where the card calibrated them `log10_lr` of each and
         `support`, the chosen one's in words; else the result's "note" says why not),
         "lines" (lines found on each image read as a page) and "dpi" (the resolution of
@@ -362,7 +391,7 @@ class Identifier:
             None if emb is None else unit(emb.mean(axis=0))[None],
             None if counts is None else counts.sum(axis=0)[None], document).items()}
         order = np.argsort(-sims[self.score])[:top_k]
-        threshold = self.threshold(document)
+        threshold = float(self.thresholds(sims[self.score][None], document)[0])
         best = self.writers[order[0]] if sims[self.score][order[0]] >= threshold else None
         level = "document" if len(images) > 1 else "page" if document else "line"
         top = []
@@ -375,6 +404,11 @@ class Identifier:
                           if self.score in lrs else {}))
         result = {"images": [str(i) for i in images], "writer": best, "score": self.score,
                   "threshold": threshold, "level": level, "top": top}
+        lead = (self.unknown_rule(document) or {}).get("lead")
+        if lead and len(self.writers) > 1:
+            result["lead_rule"] = {"weight": lead["weight"],
+                                   "threshold": gallery_threshold(lead, len(self.writers)),
+                                   "second": float(np.partition(sims[self.score], -2)[-2])}
         if "log10_lr" not in top[0]:
             result["note"] = evidence.NO_LR if self.model else evidence.NO_LR_WITHOUT_MODEL
         found = {str(i): n for i, n in zip(images, lines) if n is not None}
