@@ -229,8 +229,8 @@ UNKNOWN_RULE = ("threshold for a gallery of N writers: a + b ln N, fitted to the
                 "each training writer outside the cohort, enrolled alone and compared with the "
                 "others' lines and forms (runtime.gallery_threshold); in a gallery of two "
                 "or more, the best score plus lead.weight times its lead over the second "
-                "is held to lead's threshold, fitted the same way for n from 2 "
-                "(runtime.query_thresholds)")
+                "is held to lead's threshold, measured the same way for n from 2 and "
+                "interpolated in ln N (runtime.query_thresholds)")
 UNKNOWN_DRAWS = 20  # random galleries drawn per query and size
 # the unknown-writer rule adds this share of the best writer's lead over the second to the
 # best score: it takes a fifth of genuine lines' rejections away (docs/results.md, lead)
@@ -484,7 +484,9 @@ def _unknown_growth(sims: np.ndarray, writers: np.ndarray, references: np.ndarra
     score that the best of a query's n scores passes with probability `far`, fitted as
     a + b ln(n) by least squares. Under "lead", the same for the best score plus
     `UNKNOWN_LEAD` times its lead over the second (n from 2), the statistic that
-    `runtime.query_thresholds` decides on in a gallery of two writers or more."""
+    `runtime.query_thresholds` decides on in a gallery of two writers or more: it rises or
+    falls with n by score, and flattens (docs/results.md, lead), so its points are kept
+    and interpolated."""
     rng = np.random.default_rng(seed)
     other = (writers[:, None] != references[None, :]) & keep
     most = int(other.sum(1).min())
@@ -498,19 +500,14 @@ def _unknown_growth(sims: np.ndarray, writers: np.ndarray, references: np.ndarra
         if n > 1:
             led[n] = float(np.quantile(drawn[:, 1] + UNKNOWN_LEAD * (drawn[:, 1] - drawn[:, 0]),
                                        1 - far))
-    growth = _growth_fit(best)
-    if len(led) > 1:
-        growth["lead"] = {"weight": UNKNOWN_LEAD, **_growth_fit(led)}
+    b, a = (np.polyfit(np.log(sizes), list(best.values()), 1) if len(sizes) > 1
+            else (0.0, best[1]))
+    growth = {"a": float(a), "b": float(max(b, 0.0)), "sizes": sizes,
+              "thresholds": [round(t, 5) for t in best.values()]}
+    if len(led) > 1:  # not a line in ln(n): interpolated between the sizes measured
+        growth["lead"] = {"weight": UNKNOWN_LEAD, "sizes": list(led),
+                          "thresholds": [round(t, 5) for t in led.values()]}
     return growth
-
-
-def _growth_fit(points: dict[int, float]) -> dict:
-    """{a, b, sizes, thresholds} of thresholds measured at gallery sizes, fitted as
-    a + b ln(size) (b no less than 0: more writers never lower it)."""
-    sizes, values = list(points), list(points.values())
-    b, a = np.polyfit(np.log(sizes), values, 1) if len(sizes) > 1 else (0.0, values[0])
-    return {"a": float(a), "b": float(max(b, 0.0)), "sizes": sizes,
-            "thresholds": [round(t, 5) for t in values]}
 
 
 def _fitted(comparisons: dict[str, tuple], what: str, notes: list[str]) -> dict:

@@ -184,7 +184,7 @@ def test_the_lead_rule_holds_the_false_accept_rate_between_fitted_gallery_sizes(
     it accepts about `far` of them, and a query's threshold on its best score decides
     exactly as the rule does."""
     from models.export import UNKNOWN_LEAD, _unknown_growth
-    from models.runtime.identify import gallery_threshold, query_thresholds
+    from models.runtime.identify import gallery_threshold, lead_threshold, query_thresholds
 
     rng = np.random.default_rng(0)
     sims = rng.normal(0, 1, (1000, 64))  # no query's writer among the 64 references
@@ -192,12 +192,16 @@ def test_the_lead_rule_holds_the_false_accept_rate_between_fitted_gallery_sizes(
                              np.ones((1000, 64), bool), far=0.05, seed=0)
     lead = growth["lead"]
     assert lead["weight"] == UNKNOWN_LEAD and lead["sizes"] == [2, 4, 8, 16, 32, 64]
-    assert growth["sizes"][0] == 1 and lead["b"] > 0
+    assert growth["sizes"][0] == 1 and lead["thresholds"][-1] > lead["thresholds"][0]
+    # measured at 2, 4, ...: interpolated in ln(n) between them, held beyond
+    assert lead_threshold(lead, 4) == lead["thresholds"][1]
+    assert lead_threshold(lead, 1000) == lead_threshold(lead, 64) == lead["thresholds"][-1]
+    assert lead_threshold(lead, 8) < lead_threshold(lead, 11) < lead_threshold(lead, 16)
     fresh = rng.normal(0, 1, (20000, 48))
     t = query_thresholds(growth, fresh)
     assert 0.04 <= (fresh.max(1) >= t).mean() <= 0.065
     second, best = np.sort(fresh, axis=1)[:, -2:].T
-    rule = best + lead["weight"] * (best - second) - gallery_threshold(lead, 48)
+    rule = best + lead["weight"] * (best - second) - lead_threshold(lead, 48)
     assert np.array_equal(best >= t, rule >= 0)
     # a stranger's query far ahead of its second is rare: its threshold is lower
     assert t[np.argmax(best - second)] < t[np.argmin(best - second)]

@@ -218,7 +218,7 @@ def test_enroll_and_identify_writers_never_seen_in_training(embed_export, tmp_pa
     assert len(answers) == 40 and top1 >= 0.75, top1
     lead = card["fusion"]["line"]["unknown_writer"]["fused"]["lead"]
     for a in answers:  # each line's threshold, lowered by its best writer's lead
-        assert a["threshold"] == pytest.approx((lead["a"] + lead["b"] * np.log(4) + lead[
+        assert a["threshold"] == pytest.approx((runtime.identify.lead_threshold(lead, 4) + lead[
             "weight"] * a["top"][1]["similarity"]) / (1 + lead["weight"]))
     # verify weighs a pair as identify does: the questioned line against the reference
     # enrolled alone, by the fused score, at the unknown-writer threshold of one writer

@@ -74,20 +74,26 @@ def gallery_threshold(growth: dict, writers: int) -> float:
     return growth["a"] + growth["b"] * float(np.log(max(writers, 1)))
 
 
+def lead_threshold(lead: dict, writers: int) -> float:
+    """The lead rule's threshold for a gallery of `writers`: measured at export for galleries
+    of 2, 4, ... writers, interpolated in ln(writers) between them and held beyond."""
+    return float(np.interp(np.log(writers), np.log(lead["sizes"]), lead["thresholds"]))
+
+
 def query_thresholds(growth: dict, scores: np.ndarray) -> np.ndarray:
     """Each query's unknown-writer threshold on its best score, from its scores [Q, W]
-    against a gallery. Where the export fitted a "lead" rule and the gallery has two writers
-    or more, the best score s1 passes when s1 + w (s1 - s2) reaches the rule's threshold T
-    for the gallery's size, s2 the second best: a threshold on s1 of (T + w s2) / (1 + w),
-    lower the further the best writer leads the next. A writer far ahead of the rest is
-    rarely a stranger's best match; one among several close ones often is (docs/results.md,
-    lead). Else `gallery_threshold` for every query."""
+    against a gallery. Where the export measured a "lead" rule and the gallery has two
+    writers or more, the best score s1 passes when s1 + w (s1 - s2) reaches the rule's
+    threshold T for the gallery's size (`lead_threshold`), s2 the second best: a threshold
+    on s1 of (T + w s2) / (1 + w), lower the further the best writer leads the next. A
+    writer far ahead of the rest is rarely a stranger's best match; one among several
+    close ones often is (docs/results.md, lead). Else `gallery_threshold` for every query."""
     queries, writers = scores.shape
     lead = growth.get("lead")
     if lead is None or writers < 2:
         return np.full(queries, gallery_threshold(growth, writers))
     second = np.partition(scores, -2, axis=1)[:, -2]
-    return (gallery_threshold(lead, writers) + lead["weight"] * second) / (1 + lead["weight"])
+    return (lead_threshold(lead, writers) + lead["weight"] * second) / (1 + lead["weight"])
 
 
 class Prepared:
@@ -407,7 +413,7 @@ class Identifier:
         lead = (self.unknown_rule(document) or {}).get("lead")
         if lead and len(self.writers) > 1:
             result["lead_rule"] = {"weight": lead["weight"],
-                                   "threshold": gallery_threshold(lead, len(self.writers)),
+                                   "threshold": lead_threshold(lead, len(self.writers)),
                                    "second": float(np.partition(sims[self.score], -2)[-2])}
         if "log10_lr" not in top[0]:
             result["note"] = evidence.NO_LR if self.model else evidence.NO_LR_WITHOUT_MODEL
