@@ -233,7 +233,8 @@ UNKNOWN_RULE = ("threshold for a gallery of N writers: a + b ln N, fitted to the
                 "interpolated in ln N (runtime.query_thresholds)")
 UNKNOWN_DRAWS = 20  # random galleries drawn per query and size
 # the unknown-writer rule adds this share of the best writer's lead over the second to the
-# best score: it takes a fifth of genuine lines' rejections away (docs/results.md, lead)
+# best score: fewer genuine lines answered unknown, at fewer false accepts (docs/results.md,
+# the lead rule)
 UNKNOWN_LEAD = 0.5
 ENROLLED = ("each image's own writer vs the best other writer, each writer enrolled from one "
             "form")
@@ -485,7 +486,7 @@ def _unknown_growth(sims: np.ndarray, writers: np.ndarray, references: np.ndarra
     a + b ln(n) by least squares. Under "lead", the same for the best score plus
     `UNKNOWN_LEAD` times its lead over the second (n from 2), the statistic that
     `runtime.query_thresholds` decides on in a gallery of two writers or more: it rises or
-    falls with n by score, and flattens (docs/results.md, lead), so its points are kept
+    falls with n by score, and flattens (docs/results.md, the lead rule), so its points are kept
     and interpolated."""
     rng = np.random.default_rng(seed)
     other = (writers[:, None] != references[None, :]) & keep

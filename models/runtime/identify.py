@@ -87,7 +87,8 @@ def query_thresholds(growth: dict, scores: np.ndarray) -> np.ndarray:
     threshold T for the gallery's size (`lead_threshold`), s2 the second best: a threshold
     on s1 of (T + w s2) / (1 + w), lower the further the best writer leads the next. A
     writer far ahead of the rest is rarely a stranger's best match; one among several
-    close ones often is (docs/results.md, lead). Else `gallery_threshold` for every query."""
+    close ones often is (docs/results.md, the lead rule). Else `gallery_threshold` for
+    every query."""
     queries, writers = scores.shape
     lead = growth.get("lead")
     if lead is None or writers < 2:
