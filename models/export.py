@@ -230,7 +230,8 @@ UNKNOWN_RULE = ("threshold for a gallery of N writers: a + b ln N, fitted to the
                 "others' lines and forms (runtime.gallery_threshold); in a gallery of two "
                 "or more, the best score plus lead.weight times its lead over the second "
                 "is held to lead's threshold, measured the same way for n from 2 and "
-                "interpolated in ln N (runtime.query_thresholds)")
+                "interpolated in ln N, rising by b beyond the largest n "
+                "(runtime.query_thresholds)")
 UNKNOWN_DRAWS = 20  # random galleries drawn per query and size
 # the unknown-writer rule adds this share of the best writer's lead over the second to the
 # best score: fewer genuine lines answered unknown, at fewer false accepts (docs/results.md,

@@ -193,15 +193,20 @@ def test_the_lead_rule_holds_the_false_accept_rate_between_fitted_gallery_sizes(
     lead = growth["lead"]
     assert lead["weight"] == UNKNOWN_LEAD and lead["sizes"] == [2, 4, 8, 16, 32, 64]
     assert growth["sizes"][0] == 1 and lead["thresholds"][-1] > lead["thresholds"][0]
-    # measured at 2, 4, ...: interpolated in ln(n) between them, held beyond
-    assert lead_threshold(lead, 4) == lead["thresholds"][1]
-    assert lead_threshold(lead, 1000) == lead_threshold(lead, 64) == lead["thresholds"][-1]
-    assert lead_threshold(lead, 8) < lead_threshold(lead, 11) < lead_threshold(lead, 16)
+    # measured at 2, 4, ...: interpolated in ln(n) between them; beyond, rising as the best
+    # score's threshold does
+    assert lead_threshold(growth, 4) == lead["thresholds"][1]
+    assert lead_threshold(growth, 64) == lead["thresholds"][-1]
+    assert lead_threshold(growth, 8) < lead_threshold(growth, 11) < lead_threshold(growth, 16)
+    assert lead_threshold(growth, 640) == pytest.approx(lead["thresholds"][-1]
+                                                        + growth["b"] * np.log(10))
     fresh = rng.normal(0, 1, (20000, 48))
     t = query_thresholds(growth, fresh)
     assert 0.04 <= (fresh.max(1) >= t).mean() <= 0.065
+    larger = rng.normal(0, 1, (5000, 256))  # beyond the largest gallery drawn: no more
+    assert (larger.max(1) >= query_thresholds(growth, larger)).mean() <= 0.06
     second, best = np.sort(fresh, axis=1)[:, -2:].T
-    rule = best + lead["weight"] * (best - second) - lead_threshold(lead, 48)
+    rule = best + lead["weight"] * (best - second) - lead_threshold(growth, 48)
     assert np.array_equal(best >= t, rule >= 0)
     # a stranger's query far ahead of its second is rare: its threshold is lower
     assert t[np.argmax(best - second)] < t[np.argmin(best - second)]

@@ -216,10 +216,11 @@ def test_enroll_and_identify_writers_never_seen_in_training(embed_export, tmp_pa
     answers = json.loads(proc.stdout)
     top1 = np.mean([a["top"][0]["writer"] == probes[Path(a["images"][0])] for a in answers])
     assert len(answers) == 40 and top1 >= 0.75, top1
-    lead = card["fusion"]["line"]["unknown_writer"]["fused"]["lead"]
+    growth = card["fusion"]["line"]["unknown_writer"]["fused"]
+    w = growth["lead"]["weight"]
     for a in answers:  # each line's threshold, lowered by its best writer's lead
-        assert a["threshold"] == pytest.approx((runtime.identify.lead_threshold(lead, 4) + lead[
-            "weight"] * a["top"][1]["similarity"]) / (1 + lead["weight"]))
+        assert a["threshold"] == pytest.approx((runtime.identify.lead_threshold(growth, 4)
+                                                + w * a["top"][1]["similarity"]) / (1 + w))
     # verify weighs a pair as identify does: the questioned line against the reference
     # enrolled alone, by the fused score, at the unknown-writer threshold of one writer
     rt = runtime.Model(model)

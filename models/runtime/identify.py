@@ -74,10 +74,15 @@ def gallery_threshold(growth: dict, writers: int) -> float:
     return growth["a"] + growth["b"] * float(np.log(max(writers, 1)))
 
 
-def lead_threshold(lead: dict, writers: int) -> float:
-    """The lead rule's threshold for a gallery of `writers`: measured at export for galleries
-    of 2, 4, ... writers, interpolated in ln(writers) between them and held beyond."""
-    return float(np.interp(np.log(writers), np.log(lead["sizes"]), lead["thresholds"]))
+def lead_threshold(growth: dict, writers: int) -> float:
+    """The lead rule's threshold (`growth["lead"]`) for a gallery of `writers`: measured at
+    export for galleries of 2, 4, ... writers and interpolated in ln(writers) between them;
+    beyond the largest measured it rises as the best score's threshold does (`b`), which
+    the lead can only slow (docs/results.md, the lead rule)."""
+    lead = growth["lead"]
+    largest = lead["sizes"][-1]
+    beyond = growth["b"] * float(np.log(writers / largest)) if writers > largest else 0.0
+    return float(np.interp(np.log(writers), np.log(lead["sizes"]), lead["thresholds"])) + beyond
 
 
 def query_thresholds(growth: dict, scores: np.ndarray) -> np.ndarray:
@@ -94,7 +99,7 @@ def query_thresholds(growth: dict, scores: np.ndarray) -> np.ndarray:
     if lead is None or writers < 2:
         return np.full(queries, gallery_threshold(growth, writers))
     second = np.partition(scores, -2, axis=1)[:, -2]
-    return (lead_threshold(lead, writers) + lead["weight"] * second) / (1 + lead["weight"])
+    return (lead_threshold(growth, writers) + lead["weight"] * second) / (1 + lead["weight"])
 
 
 class Prepared:
@@ -411,10 +416,10 @@ class Identifier:
                           if self.score in lrs else {}))
         result = {"images": [str(i) for i in images], "writer": best, "score": self.score,
                   "threshold": threshold, "level": level, "top": top}
-        lead = (self.unknown_rule(document) or {}).get("lead")
-        if lead and len(self.writers) > 1:
-            result["lead_rule"] = {"weight": lead["weight"],
-                                   "threshold": lead_threshold(lead, len(self.writers)),
+        growth = self.unknown_rule(document) or {}
+        if "lead" in growth and len(self.writers) > 1:
+            result["lead_rule"] = {"weight": growth["lead"]["weight"],
+                                   "threshold": lead_threshold(growth, len(self.writers)),
                                    "second": float(np.partition(sims[self.score], -2)[-2])}
         if "log10_lr" not in top[0]:
             result["note"] = evidence.NO_LR if self.model else evidence.NO_LR_WITHOUT_MODEL
