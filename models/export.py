@@ -479,6 +479,33 @@ def _unknown_writers(lines: tuple, references: tuple, fusion: dict,
                                      for name, s in sims.items()}}
 
 
+def _rule_rates(queries: tuple, enrolled: tuple, fusion: dict,
+                descriptor: descriptors.Descriptor, cohort: runtime.Prepared | None) -> None:
+    """Into each kind of query's `unknown_writer`: the rates of the rule `identify` applies
+    (`runtime.identify.query_thresholds`: the gallery's size, the lead), measured on the calibration
+    queries against the calibration writers each enrolled from one form: `far`, the share
+    of queries accepted with their own writer taken out of the gallery, and `frr`, the
+    share of genuine queries whose best score is answered unknown."""
+    present = enrolled[0]
+    if len(present) < 2:  # no gallery without the query's own writer to measure
+        return
+    prepared = runtime.Prepared(enrolled[1], enrolled[2], descriptor)
+    for level, (w, _, e, c) in {"line": queries, "document": _by_form(*queries)}.items():
+        keep = np.isin(w, present)
+        own = w[keep, None] == present[None, :]
+        rule = fusion[level]["unknown_writer"]
+        rates = {}
+        for name, s in prepared.scores(e[keep], c[keep], fusion[level], cohort).items():
+            stranger = s[~own].reshape(len(s), -1)  # the gallery without the query's writer
+            rates[name] = {
+                "far": float((stranger.max(1) >= runtime.identify.query_thresholds(
+                    rule[name], stranger)).mean()),
+                "frr": float((s.max(1) < runtime.identify.query_thresholds(rule[name],
+                                                                           s)).mean()),
+                "gallery": len(present), "n_queries": int(keep.sum())}
+        rule["rates"] = rates
+
+
 def _unknown_growth(sims: np.ndarray, writers: np.ndarray, references: np.ndarray,
                     keep: np.ndarray, far: float, seed: int) -> dict:
     """How the unknown-writer threshold grows with the gallery: for galleries of n writers
@@ -616,6 +643,7 @@ def export(ecfg: ExportConfig) -> dict:
         else:
             _unknown_writers(lines, _as_references(enrolled), thresholds["fusion"],
                              descriptor, None, ecfg.far, cfg.seed)
+        _rule_rates(queries, enrolled, thresholds["fusion"], descriptor, cohort)
         print("fitting likelihood ratios", flush=True)
         thresholds["likelihood_ratio"] = _likelihood_ratios(
             lines, _page_queries(rt, images, descriptor), None if held else enrolled,

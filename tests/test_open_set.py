@@ -180,6 +180,12 @@ def test_export_calibrates_on_writers_held_out_of_training(embed_export):
     for kind in ("line", "document"):
         for score, rate in card["fusion"][kind]["rates"].items():
             assert rate["far"] <= 0.01 and 0 <= rate["frr"] <= 1, (kind, score)
+        # and the rates of the rule identify applies, on the same queries
+        rule = card["fusion"][kind]["unknown_writer"]
+        assert set(rule["rates"]) == set(card["fusion"][kind]["rates"])
+        for score, rate in rule["rates"].items():
+            assert 0 <= rate["far"] <= 1 and 0 <= rate["frr"] <= 1, (kind, score)
+            assert rate["n_queries"] == card["fusion"][kind]["n_queries"] and rate["gallery"] >= 2
     assert card["identification"]["far"] <= 0.01
     assert json.loads((run / "metrics.json").read_text())["held_out_writers"] == 2
     # half the training writers are the cohort that fused scores are normalised against;
