@@ -150,7 +150,7 @@ def figures(identifier, levels: dict, enrolled_writers, others: dict | None = No
     Where the card's rule weighs the best writer's lead over the second, the same rates
     under the best score alone (keys ending "_top")."""
     from models.evaluate import topk_accuracy
-    from models.runtime.identify import gallery_threshold
+    from models.runtime.identify import query_thresholds
 
     sims, label = levels["line"]
     hit = sims.argmax(1) == label
@@ -172,11 +172,12 @@ def figures(identifier, levels: dict, enrolled_writers, others: dict | None = No
             continue
         document = level != "line"
         unknown = without_own(sims, label)
+        more = without_own(*others[level]) if others else None
         rules = {"": identifier.thresholds}
         rule = identifier.unknown_rule(document)
         if rule and "lead" in rule:  # the best score alone, the rule before the lead, beside it
-            rules["_top"] = lambda s, document, rule=rule: np.full(
-                len(s), gallery_threshold(rule, s.shape[1]))
+            plain = {k: v for k, v in rule.items() if k != "lead"}
+            rules["_top"] = lambda s, document, plain=plain: query_thresholds(plain, s)
         for suffix, thresholds in rules.items():
             rejected = sims.max(1) < thresholds(sims, document)
             accepted = unknown.max(1) >= thresholds(unknown, document)
@@ -184,8 +185,7 @@ def figures(identifier, levels: dict, enrolled_writers, others: dict | None = No
             result[f"{level}_false_rejection{suffix}"] = float(rejected.mean())
             result["queries"][level] |= {f"rejected{suffix}": rejected.tolist(),
                                          f"unknown_accepted{suffix}": accepted.tolist()}
-            if others:
-                more = without_own(*others[level])
+            if more is not None:
                 accepted = np.r_[accepted, more.max(1) >= thresholds(more, document)]
                 result[f"{level}_rejection_all{suffix}"] = float(1 - accepted.mean())
                 result[f"n_unknown_{level}"] = len(accepted)

@@ -95,11 +95,17 @@ def query_thresholds(growth: dict, scores: np.ndarray) -> np.ndarray:
     close ones often is (docs/results.md, the lead rule). Else `gallery_threshold` for
     every query."""
     queries, writers = scores.shape
-    lead = growth.get("lead")
-    if lead is None or writers < 2:
+    lead = applied_lead(growth, writers)
+    if lead is None:
         return np.full(queries, gallery_threshold(growth, writers))
     second = np.partition(scores, -2, axis=1)[:, -2]
     return (lead_threshold(growth, writers) + lead["weight"] * second) / (1 + lead["weight"])
+
+
+def applied_lead(growth: dict, writers: int) -> dict | None:
+    """The lead rule of `growth` where it applies to a gallery of `writers`: exported with
+    it, and a second writer to lead."""
+    return growth.get("lead") if writers > 1 else None
 
 
 class Prepared:
@@ -416,9 +422,9 @@ class Identifier:
                           if self.score in lrs else {}))
         result = {"images": [str(i) for i in images], "writer": best, "score": self.score,
                   "threshold": threshold, "level": level, "top": top}
-        growth = self.unknown_rule(document) or {}
-        if "lead" in growth and len(self.writers) > 1:
-            result["lead_rule"] = {"weight": growth["lead"]["weight"],
+        growth = self.unknown_rule(document)
+        if growth and (lead := applied_lead(growth, len(self.writers))):
+            result["lead_rule"] = {"weight": lead["weight"],
                                    "threshold": lead_threshold(growth, len(self.writers)),
                                    "second": float(np.partition(sims[self.score], -2)[-2])}
         if "log10_lr" not in top[0]:
