@@ -1,6 +1,7 @@
 """Line finding on real page scans, against the lines cut from the same pages.
 
     python benchmarks/pages.py FORMS_DIR LINES_DIR [LINES_DIR ...] [--every 1] [--identify]
+        [--orientation]
 
 FORMS_DIR holds page scans `<form-id>.png` (e.g. ../shared/data/iam_dev_forms); each
 LINES_DIR is a Kaggle-layout folder of lines cut from those pages (iam_dev_lines,
@@ -15,6 +16,10 @@ With `--identify`, pages are also identified by the contour-hinge alone (no mode
 training): one page of every writer with two or more is enrolled (seeded), every writer with
 one page is enrolled as a distractor, and each other page is identified twice, as a page
 scan (its lines found by the runtime) and as the lines cut from it taken as one document.
+
+With `--orientation`, each page is also turned a quarter turn both ways and half round, and
+`auto` reads all four: how many upright pages it refuses, how many turned ones it catches,
+and the upside-down rule by the ink alone (`ink_lean`) beside the rule (`lean`).
 """
 
 from __future__ import annotations
@@ -69,6 +74,8 @@ def main() -> int:
     p.add_argument("--every", type=int, default=1, help="every n-th page only (faster)")
     p.add_argument("--identify", action="store_true",
                    help="also identify pages by the hinge: page scans against cut lines")
+    p.add_argument("--orientation", action="store_true",
+                   help="also read every page turned a quarter and half a turn")
     args = p.parse_args()
     cut: dict[str, list[Path]] = defaultdict(list)
     for folder in args.lines:
@@ -98,7 +105,47 @@ def main() -> int:
           f"{seg_s / read_s:.1f}x decoding the page's PNG")
     if args.identify:
         identify_pages(args.forms, cut)
+    if args.orientation:
+        orientation([args.forms / f"{form}.png" for form in forms])
     return 0
+
+
+def orientation(paths: list[Path]) -> None:
+    """How `auto` reads pages upright and turned (module doc)."""
+    import cv2
+
+    from iam_writers_tfds.images import read_gray
+    from models.runtime import pages
+
+    def refused(image: np.ndarray) -> bool:
+        try:
+            pages.page_lines(image, "auto")
+        except pages.TurnedPageError:
+            return True
+        return False
+
+    turns = {"upright": None, "quarter turn clockwise": cv2.ROTATE_90_CLOCKWISE,
+             "quarter turn anticlockwise": cv2.ROTATE_90_COUNTERCLOCKWISE,
+             "half round": cv2.ROTATE_180}
+    counts = dict.fromkeys(turns, 0)
+    leans: dict[str, list[tuple[float, float]]] = {"upright": [], "half round": []}
+    for path in paths:
+        page = read_gray(path)
+        for name, turn in turns.items():
+            image = page if turn is None else cv2.rotate(page, turn)
+            counts[name] += refused(image)
+            if name in leans:
+                lines = pages.find_lines(image)
+                leans[name].append((pages.ink_lean(lines), pages.lean(lines, image.shape[1])))
+    print(f"\norientation, {len(paths)} pages read by `auto`: refused")
+    for name in turns:
+        print(f"  {name:<27} {counts[name]:>4} ({counts[name] / len(paths):.3f})")
+    for k, rule in enumerate(("ink alone (ink_lean)", "ink and line ends (lean)")):
+        up, down = (np.array([v[k] for v in leans[n]]) < pages.UPSIDE_DOWN_BELOW
+                    for n in ("upright", "half round"))
+        least = min(v[k] for v in leans["upright"])
+        print(f"  upside down by {rule:<25} upright refused {up.mean():.3f}, "
+              f"half round refused {down.mean():.3f}; least upright lean {least:.2f}")
 
 
 def identify_pages(forms_dir: Path, cut: dict[str, list[Path]], seed: int = 0) -> None:

@@ -86,6 +86,22 @@ def test_auto_refuses_a_page_upside_down_and_page_reads_it_as_it_is(seed):
     assert pages.parts(upside_down, "page")[1] == len(boxes)
 
 
+def test_the_ragged_ends_of_lines_tell_an_upright_page_from_one_turned_half_round():
+    """Lines start at the left margin and end where their words run out; turned half round,
+    the ragged ends come to the left, and the lean goes exactly the other way."""
+    page, _ = _page(3, lines=8)
+    width = page.shape[1]
+    upright = pages.find_lines(page)
+    ends = [line.box[2] for line in upright]
+    assert max(ends) - min(ends) > 4 * max(line.box[0] for line in upright) - 4 * min(
+        line.box[0] for line in upright)  # the generated lines do end raggedly
+    turned = pages.find_lines(cv2.rotate(page, cv2.ROTATE_180))
+    assert pages.edge_lean(upright, width) > 1.0
+    assert pages.edge_lean(turned, width) == pytest.approx(-pages.edge_lean(upright, width),
+                                                           abs=0.1)
+    assert pages.lean(turned, width) < pages.UPSIDE_DOWN_BELOW < pages.lean(upright, width)
+
+
 def test_a_page_is_enrolled_and_identified_as_one_document(tmp_path):
     for seed, name in ((10, "ann"), (11, "bob")):
         rng = np.random.default_rng(seed)

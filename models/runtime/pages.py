@@ -24,9 +24,11 @@ MIN_LINE_INK = 0.15  # a band with less ink than this share of the median line's
 # times upright or skewed 6 degrees, at most 0.6 times turned a quarter turn; an upright
 # image of one or two lines down to 0.97 (docs/results.md, pages turned)
 TURNED_BELOW = 0.7
-# log of the ink above the lines' core bands over the ink below: IAM's 349 upright pages
-# lean -0.19 or more (median 0.6), and 88% of them turned half round below this
+# a page leans (`lean`) below this when upside down: none of IAM's 349 upright pages, 98% of
+# them turned half round (by the ink alone, 88%; docs/results.md, pages turned)
 UPSIDE_DOWN_BELOW = -0.3
+EDGE_WEIGHT = 0.25  # the edges' share of the lean; more refuses a few short upright pages
+EDGE_SLACK = 0.005  # of the page's width, added to both edges' spreads (a few pixels' jitter)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +84,23 @@ def ink_lean(lines: list[Line]) -> float:
             above += profile[:core[0]].sum()
             below += profile[core[-1] + 1:].sum()
     return float(np.log((above + 1) / (below + 1)))
+
+
+def edge_lean(lines: list[Line], width: int) -> float:
+    """The log of the spread of the lines' right ends over that of their left ends (median
+    absolute deviations): handwriting starts each line at the left margin and ends it where
+    the words run out, so an upright page leans right-ragged and one turned half round
+    left-ragged."""
+    def spread(x: list[int]) -> float:
+        return float(np.median(np.abs(np.array(x) - np.median(x)))) + EDGE_SLACK * width
+    return float(np.log(spread([line.box[2] for line in lines])
+                        / spread([line.box[0] for line in lines])))
+
+
+def lean(lines: list[Line], width: int) -> float:
+    """How upright a page's lines look: `ink_lean` plus EDGE_WEIGHT times `edge_lean`;
+    negative for a page turned half round, which leans exactly the other way."""
+    return ink_lean(lines) + EDGE_WEIGHT * edge_lean(lines, width)
 
 
 def skew_angle(ink: np.ndarray) -> float:
@@ -172,7 +191,7 @@ def page_lines(image: np.ndarray, input: str = "auto", name: str = "<array>"
     one line: `line` uses it whole; `page` finds its text lines; `auto` reads it as a page
     when it is at least PAGE_MIN_HEIGHT px tall and two or more text lines are found on it.
     A page without a text line, or turned a quarter turn, raises, naming it; so does one
-    that `auto` finds upside down (`ink_lean`; `page` reads it as it is)."""
+    that `auto` finds upside down (`lean`; `page` reads it as it is)."""
     if input not in INPUTS:
         raise ValueError(f"unknown input {input!r}; allowed: {', '.join(INPUTS)}")
     if input == "line" or (input == "auto" and image.shape[0] < PAGE_MIN_HEIGHT):
@@ -185,10 +204,11 @@ def page_lines(image: np.ndarray, input: str = "auto", name: str = "<array>"
     lines = find_lines(image)
     if input == "auto" and len(lines) < 2:
         return None
-    if input == "auto" and ink_lean(lines) < UPSIDE_DOWN_BELOW:
+    if input == "auto" and lean(lines, image.shape[1]) < UPSIDE_DOWN_BELOW:
         raise TurnedPageError(f"{name}: the page seems upside down (more ink hangs below its "
-                              "lines than rises above them). Rotate the scan half a turn, or "
-                              "pass --input page to read it as it is.")
+                              "lines than rises above them, or their left ends are ragged). "
+                              "Rotate the scan half a turn, or pass --input page to read it "
+                              "as it is.")
     if not lines:
         raise NoTextLineError(f"{name}: no text line found on the page. Pass a scan of "
                               "handwritten text, dark ink on light paper.")
