@@ -37,10 +37,10 @@ Cllr, Cllr-min, ECE at prior odds 1 to 100, misleading evidence (LR < 1 for the 
 > 1 for a different one) and strong misleading evidence (beyond 100 to 1), with Tippett and
 ECE plots of the fused score in D; then `verify`: every query against each writer of (b)
 enrolled alone, as `verify` weighs a pair (EER, pairs decided right at the threshold of a
-one-writer gallery, Cllr); then the cost of a page scan and the training minutes. Each
-table of top-1 is followed by 95% intervals, drawing the probed writers again (a fold's
-sample is its writers, not its lines), and by the probed writers that the fused score (or
-the hinge, without a model) misnames most.
+one-writer gallery, Cllr); then the cost of a page scan, and the minutes of training and
+of export (the calibration). Each table of top-1 is followed by 95% intervals, drawing the
+probed writers again (a fold's sample is its writers, not its lines), and by the probed
+writers that the fused score (or the hinge, without a model) misnames most.
 `--out D` keeps the work in D, and a second run with the same D reuses its trained model.
 
 A fold of 16 writers measures little (the intervals say how little), and seeded draws
@@ -456,7 +456,8 @@ def tippett(quality: dict[str, dict], out: Path) -> None:
 
 def train_and_export(args, records, known: list[str], out: Path):
     """The exported float32 TFLite model of a patch_embed run on `known`'s records (the run
-    is reused when `out` holds a finished one); returns (model, training minutes)."""
+    is reused when `out` holds a finished one); returns (model, training minutes, export
+    minutes: the calibration on the held-out writers, the SavedModel and the conversion)."""
     import shutil
 
     from iam_writers import data
@@ -476,8 +477,10 @@ def train_and_export(args, records, known: list[str], out: Path):
                           epochs=args.epochs, seed=args.seed, metric_loss=args.metric_loss))
         (out / "minutes.txt").write_text(f"{(time.perf_counter() - start) / 60:.1f}")
     shutil.rmtree(out / "export", ignore_errors=True)
+    start = time.perf_counter()
     export(ExportConfig(run, out / "export", quantize=("none",)))
-    return Model(out / "export" / "model_float32.tflite"), float((out / "minutes.txt").read_text())
+    return (Model(out / "export" / "model_float32.tflite"),
+            float((out / "minutes.txt").read_text()), (time.perf_counter() - start) / 60)
 
 
 def main() -> int:
@@ -559,7 +562,7 @@ def main() -> int:
             print(ledger.probed_before(args.ledger, unseen), flush=True)
         minutes, model = None, None
         if not args.hinge_only:
-            model, minutes = train_and_export(args, records + extra, known + extra_known, out)
+            model, *minutes = train_and_export(args, records + extra, known + extra_known, out)
         # the unseen writers' lines, then the distractors' (enrolled in gallery (b) only)
         subjects = [r for r in records if r.writer_id in set(unseen)] + \
                    [r for r in extra if r.writer_id in set(distractors)]
@@ -628,7 +631,9 @@ def main() -> int:
         weights = {kind: ", ".join(f"{k} {w:.2f}" for k, w in fusion[kind]["weights"].items())
                    for kind in ("line", "document")}
         print(f"\npatch_embed ({args.metric_loss}), {args.epochs} epochs, trained in "
-              f"{minutes:.1f} min; fusion weights, lines: {weights['line']}; documents: "
+              f"{minutes[0]:.1f} min, exported and calibrated in {minutes[1]:.1f} min "
+              f"({sum(minutes):.1f} min in all); fusion weights, lines: {weights['line']}; "
+              f"documents: "
               f"{weights['document']}; "
               f"fusion and thresholds calibrated at export on {fusion['split']} "
               f"({', '.join(model.card['calibration']['writers']) or 'none held out'}), "

@@ -109,6 +109,8 @@ def _page(lines: int | None, which: str = "") -> str:
     return "" if lines is None else f" ({'page' + (' ' + which if which else '')}: {lines} lines)"
 
 
+MODEL_HELP = ("an export folder (its float32 model, if exported), one of its model_*.tflite files, "
+              "or its saved_model folder")
 NOTE_NAMES = 3  # files a note names before it counts the rest
 
 
@@ -504,7 +506,7 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument("--json", action="store_true", help="machine-readable output")
 
     s = sub.add_parser("predict", help="top-k writers of images (.tflite or SavedModel)")
-    s.add_argument("model", type=Path, help="model_*.tflite or the saved_model folder")
+    s.add_argument("model", type=Path, help=MODEL_HELP)
     s.add_argument("images", type=Path, nargs="+")
     s.add_argument("--top-k", type=positive_int, default=5)
     model_args(s)
@@ -512,7 +514,7 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("verify", help="did the writer of b write a? A score, a decision and "
                        "a likelihood ratio")
-    s.add_argument("model", type=Path)
+    s.add_argument("model", type=Path, help=MODEL_HELP)
     s.add_argument("a", type=Path, help="the questioned handwriting (a line or a page)")
     s.add_argument("b", type=Path, help="the known writer's handwriting (best a page)")
     s.add_argument("--descriptor", choices=SCORES,

@@ -191,13 +191,29 @@ def test_verify_enroll_identify_round_trip(exported, heldout, tmp_path):
     assert (f"built by no model and descriptor hinge-l10-b16, not by model "
             f"{card['fingerprint']} and descriptor {fusion['descriptor']}. ") in proc.stderr
     # ... until it is rebuilt for the model, from the files it was enrolled from
-    proc = cli("gallery", "rebuild", tmp_path / "h", tmp_path / "h2", "--model", model)
+    # (the export folder itself reads as its float32 model)
+    proc = cli("gallery", "rebuild", tmp_path / "h", tmp_path / "h2", "--model", exported)
     assert proc.returncode == 0 and f"descriptor {fusion['descriptor']})" in proc.stdout
     proc = cli("identify", tmp_path / "h2", by_writer[a][3], "--model", model, "--json")
     assert proc.returncode == 0 and json.loads(proc.stdout)[0]["top"][0]["writer"] == a
     # the int8 model of the same export shares the fingerprint, so the gallery serves it too
     proc = cli("identify", gallery, by_writer[a][4], "--model", exported / "model_int8.tflite")
     assert proc.returncode == 0 and a in proc.stdout
+
+
+def test_an_export_folder_reads_as_its_float32_model_or_the_variant_it_holds(exported,
+                                                                            tmp_path):
+    assert runtime.Model(exported).path == exported / "model_float32.tflite"
+    card = json.loads((exported / "model_card.json").read_text())
+    only = tmp_path / "only_int8"
+    only.mkdir()
+    (only / "model_card.json").write_text(json.dumps(card))
+    shutil.copy(exported / card["files"]["int8"], only)
+    assert runtime.Model(only).path == only / card["files"]["int8"]
+    (only / card["files"]["int8"]).unlink()
+    with pytest.raises(runtime.ModelError, match="only_int8: an export folder without its "
+                       "model files"):
+        runtime.Model(only)
 
 
 @pytest.mark.slow

@@ -71,8 +71,8 @@ def _card_for(path: Path) -> tuple[Path, dict]:
             except ValueError as err:
                 raise ModelError(f"{folder / CARD}: unreadable model card ({err}). "
                                  "Export the run again.") from None
-    raise ModelError(f"{path}: not an iam-writers export (no {CARD} beside it). Pass a .tflite "
-                     "file or the saved_model folder written by `iam-writers export`.")
+    raise ModelError(f"{path}: not an iam-writers export (no {CARD} beside it). Pass the "
+                     "folder written by `iam-writers export`, or one of its model files.")
 
 
 BUCKET_PX = 128  # a line's width is padded up to a multiple of this (see Model.inputs)
@@ -138,16 +138,37 @@ class _SavedModel:
         return {k: v.numpy() for k, v in self.fn(x=self.tf.constant(x)).items()}
 
 
+# the variant an export folder is read by: float32 is exact, and int8 is no faster on a CPU
+# without VNNI (docs/results.md, export)
+PREFERRED = ("float32", "dynamic", "float16", "int8")
+
+
+def _in_export(folder: Path) -> Path:
+    """The model an export folder (holding its card) is read by: its first .tflite variant
+    in PREFERRED order, else its saved_model folder."""
+    files = _card_for(folder)[1].get("files", {})
+    for variant in PREFERRED:
+        if variant in files and (folder / files[variant]).is_file():
+            return folder / files[variant]
+    if (folder / "saved_model" / "saved_model.pb").is_file():
+        return folder / "saved_model"
+    raise ModelError(f"{folder}: an export folder without its model files (no "
+                     "model_*.tflite, no saved_model). Export the run again.")
+
+
 class Model:
-    """An exported model and its card. `path` is a .tflite file or a SavedModel folder."""
+    """An exported model and its card. `path` is an export folder, one of its .tflite files,
+    or its SavedModel folder."""
 
     def __init__(self, path: str | Path, threads: int = 2, backend=None):
         """`backend` (a callable from inputs to outputs) replaces the file's interpreter:
         export uses it to run the in-memory Keras model through the same code."""
         path = Path(path)
         if not path.exists():
-            raise FileNotFoundError(f"{path}: no such model. Pass a .tflite file or the "
-                                    "saved_model folder written by `iam-writers export`.")
+            raise FileNotFoundError(f"{path}: no such model. Pass an export folder, one of its "
+                                    "model_*.tflite files or its saved_model folder.")
+        if backend is None and path.is_dir() and (path / CARD).is_file():
+            path = _in_export(path)
         self.path = path
         self.folder, self.card = _card_for(path)
         self.labels: list[str] = self.card["labels"]
@@ -159,8 +180,9 @@ class Model:
         elif (path / "saved_model.pb").is_file():
             self.backend = _SavedModel(path)
         else:
-            raise ModelError(f"{path}: neither a .tflite file nor a SavedModel folder. Pass a "
-                             "model_*.tflite file or the saved_model folder of an export.")
+            raise ModelError(f"{path}: neither a .tflite file nor a SavedModel folder. Pass an "
+                             "export folder, one of its model_*.tflite files or its "
+                             "saved_model folder.")
 
     @classmethod
     def in_memory(cls, card: dict, backend) -> Model:
