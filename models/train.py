@@ -274,20 +274,20 @@ def _train(cfg: TrainConfig, chief: bool) -> Path:
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
         keras.mixed_precision.set_global_policy("mixed_float16")
-    labels = writer_names(cfg.config, cfg.data_dir)  # fails before anything is written
+    labels = writer_names(cfg.config, cfg.data_dir)
+    held = calibration_writers(cfg)
+    train_ds, val_ds = datasets(cfg, held)
+    with strategy.scope():  # fetches ImageNet weights, so it may fail: nothing written yet
+        model, monitor = compiled_model(cfg, len(labels))
     (cfg.out / "checkpoints").mkdir(parents=True, exist_ok=True)
     atomic.write_text(cfg.out / "config.json", json.dumps(cfg.to_json(), indent=2))
     atomic.write_text(cfg.out / "labels.json", json.dumps(labels, indent=2))
-    held = calibration_writers(cfg)
     atomic.write_text(cfg.out / CALIBRATION_FILE, json.dumps(
         {"writers": [labels[w] for w in held], "share": cfg.calibration_share,
          "seed": cfg.seed, "rule": "a seeded share of the writers with two or more forms, "
                                    "and of those with one (compared as different writers "
                                    "only); not trained on"},
         indent=2))
-    train_ds, val_ds = datasets(cfg, held)
-    with strategy.scope():
-        model, monitor = compiled_model(cfg, len(labels))
     verbose = 1 if sys.stdout.isatty() else 2
     held_out = val_ds is not None
     model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs,

@@ -43,6 +43,21 @@ def test_existing_run_dir_without_resume_is_refused(dummy_dir, tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+def test_a_backbone_that_cannot_load_its_weights_leaves_no_run_folder(dummy_dir, tmp_path):
+    """Offline, the ImageNet download fails as this file does: after the data is read,
+    before any epoch; the retry (say with --weights none) must not find a run to resume."""
+    from models import zoo
+    from models.config import TrainConfig
+    from models.train import train
+
+    weights = tmp_path / "resnet50.weights.h5"
+    weights.write_bytes(b"not HDF5")
+    with pytest.raises(zoo.WeightsError, match="resnet50.weights.h5: cannot load"):
+        train(TrainConfig(model="resnet50_classifier", config="top50", data_dir=dummy_dir,
+                          out=tmp_path / "run", weights=str(weights), epochs=1))
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("args,says", [
     (("export", "{tmp}/none", "--out", "{tmp}/x"), "not a run directory"),
     (("export", "{tmp}/run", "--out", "{tmp}/run"), "already exists"),

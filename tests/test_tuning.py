@@ -102,6 +102,21 @@ def test_search_writes_summary_and_retrains_the_best(tmp_path, synth_dir):
 
 
 @pytest.mark.slow
+def test_a_search_whose_first_model_cannot_load_its_weights_leaves_no_project(dummy_dir,
+                                                                            tmp_path):
+    """As offline with --weights imagenet: the retry with other weights starts afresh."""
+    from models import zoo
+    from tuning.search import TuneConfig, search
+
+    weights = tmp_path / "resnet50.weights.h5"
+    weights.write_bytes(b"not HDF5")
+    with pytest.raises(zoo.WeightsError, match="resnet50.weights.h5: cannot load"):
+        search(TuneConfig(model="resnet50_classifier", config="top50", data_dir=dummy_dir,
+                          project=tmp_path / "p", weights=str(weights), max_trials=1,
+                          epochs=1))
+    assert not (tmp_path / "p").exists()
+
+
 def test_killed_search_continues_without_overwriting(tmp_path, synth_dir):
     (tmp_path / "s.yaml").write_text(TINY)
     project = tmp_path / "p"

@@ -177,7 +177,13 @@ def search(cfg: TuneConfig) -> dict | None:
 
     check_project(cfg.project)
     num_classes = len(writer_names(cfg.config, cfg.data_dir))  # fails before any training
-    tuner = make_tuner(cfg, num_classes)
+    fresh = not cfg.project.exists()
+    try:  # KerasTuner makes the folder, then builds a model: ImageNet weights may fail
+        tuner = make_tuner(cfg, num_classes)
+    except BaseException:
+        if fresh and cfg.project.is_dir() and not any(cfg.project.iterdir()):
+            cfg.project.rmdir()
+        raise
     # a worker's oracle is the chief's, over the network: only the chief reports
     done = [] if is_worker() else [t for t in tuner.oracle.trials.values()
                                    if t.status == "COMPLETED"]
