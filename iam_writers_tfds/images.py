@@ -6,6 +6,7 @@ Only numpy and OpenCV are imported here, so the TF-free edge runtime can share i
 from __future__ import annotations
 
 import struct
+import zlib
 from pathlib import Path
 
 import cv2
@@ -34,6 +35,16 @@ class CorruptImageError(ImageError):
 
 class ImageTooLargeError(ImageError):
     """Declared size above MAX_PIXELS: builds stop, since it is likely a decompression bomb."""
+
+
+def png_with_dpi(png: bytes, dpi: float) -> bytes:
+    """A PNG file's bytes with a pHYs chunk declaring `dpi` (pixels per metre), so that
+    whoever opens it, `declared_dpi` included, knows its scale."""
+    per_metre = round(dpi / 0.0254)
+    body = b"pHYs" + struct.pack(">IIB", per_metre, per_metre, 1)
+    chunk = struct.pack(">I", 9) + body + struct.pack(">I", zlib.crc32(body))
+    end_of_header = 8 + 8 + 13 + 4  # signature, IHDR's length and type, its data, its CRC
+    return png[:end_of_header] + chunk + png[end_of_header:]
 
 
 def png_size(data: bytes) -> tuple[int, int] | None:

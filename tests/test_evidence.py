@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from iam_writers_tfds import synth
+from iam_writers_tfds.images import declared_dpi
 from models.runtime import evidence
 from tests.conftest import cli
 
@@ -76,6 +77,10 @@ def test_the_report_parses_and_embeds_every_query_and_candidate(reported):
             assert any(a.startswith(f"{t['writer']}: ") for a in alts), t["writer"]
             assert f"{t['scores']['hinge']:.3f}" in "".join(page.text)
     assert "page: 3 lines found, outlined" in "".join(page.text)
+    # each query beside its closest writer's enrolled handwriting, at one scale
+    closest = [img["alt"] for img in page.images if img["class"] == "closest"]
+    assert [a.split(": ")[0] for a in closest] == [r["top"][0]["writer"] for r in results]
+    assert "".join(page.text).count("Drawn at one scale (100 dpi)") == len(results)
     for img in page.images:  # each image is a PNG inside the file
         assert img["src"].startswith("data:image/png;base64,")
         png = base64.b64decode(img["src"].split(",", 1)[1])
@@ -92,14 +97,32 @@ def test_the_report_opens_offline(reported):
 def test_a_page_thumbnail_outlines_its_lines():
     rng = np.random.default_rng(3)
     page, boxes = synth.render_page(synth.WriterStyle.sample(rng), rng, lines=4)
-    outlined = cv2.imdecode(np.frombuffer(evidence.query_image(page, "auto"), np.uint8),
-                            cv2.IMREAD_COLOR)
-    assert outlined.shape[1] == evidence.THUMB_WIDTH
+    png = evidence.query_image(page, "auto")
+    outlined = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+    # drawn at a third of the 300 dpi, and saying so: sizes compare across thumbnails
+    assert outlined.shape[1] == round(page.shape[1] / 3)
+    assert declared_dpi(png) == pytest.approx(evidence.THUMB_DPI, abs=0.01)
     b, g, r = (outlined[..., i].astype(int) for i in range(3))
-    assert ((r - b) > 100).sum() > 4 * 2 * 100  # the red-orange outlines of 4 lines
+    outline = (r - b) > 100
+    assert outline.sum() > 4 * 2 * 100  # the red-orange outlines of 4 lines
+    for x0, y0, x1, y1 in (np.array(box) / 3 for box in boxes):  # ... outside the ink
+        assert not outline[int(y0) + 3:int(y1) - 3, int(x0):int(x1)].any()
     plain = cv2.imdecode(np.frombuffer(evidence.query_image(page, "line"), np.uint8),
                          cv2.IMREAD_UNCHANGED)
     assert plain.ndim == 2  # read as one line: nothing outlined
+
+
+def test_thumbnails_side_by_side_say_whether_their_sizes_compare():
+    rng = np.random.default_rng(4)
+    line = synth.render_line(synth.WriterStyle.sample(rng), rng)
+    drawn = evidence.thumbnail(line)
+    older = cv2.imencode(".png", line[::2, ::2])[1].tobytes()  # stored at another scale
+    same = evidence.side_by_side([("q", "query", [(drawn, "q", "q.png")]),
+                                  ("w", "closest", [(drawn, "w", "w.png")])])
+    assert "Drawn at one scale (100 dpi)" in same and same.count("<img") == 2
+    mixed = evidence.side_by_side([("q", "query", [(drawn, "q", "q.png")]),
+                                   ("w", "closest", [(older, "w", "w.png")])])
+    assert "the handwriting's size does not compare" in mixed
 
 
 def test_verify_writes_a_report_of_both_images(tmp_path, exported, heldout):

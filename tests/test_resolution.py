@@ -4,26 +4,23 @@ from __future__ import annotations
 
 import json
 import struct
-import zlib
 
 import cv2
 import numpy as np
 import pytest
 
 from iam_writers_tfds import images, synth
-from iam_writers_tfds.images import SCAN_DPI, ImageTooLargeError, declared_dpi, read_scan, scan_dpi
+from iam_writers_tfds.images import (
+    SCAN_DPI,
+    ImageTooLargeError,
+    declared_dpi,
+    png_with_dpi,
+    read_scan,
+    scan_dpi,
+)
 from models.runtime.descriptors import Descriptor, Hinge
 from models.runtime.identify import Features, hinge_similarity
 from tests.conftest import cli
-
-
-def _with_phys(png: bytes, dpi: float) -> bytes:
-    """`png` with a pHYs chunk declaring `dpi` (in pixels per metre) after its header."""
-    per_metre = round(dpi / 0.0254)
-    body = b"pHYs" + struct.pack(">IIB", per_metre, per_metre, 1)
-    chunk = struct.pack(">I", 9) + body + struct.pack(">I", zlib.crc32(body))
-    end_of_header = 8 + 8 + 13 + 4  # signature, IHDR's length and type, its data, its CRC
-    return png[:end_of_header] + chunk + png[end_of_header:]
 
 
 def _with_jfif(jpeg: bytes, unit: int, density: int) -> bytes:
@@ -49,10 +46,10 @@ def test_the_resolution_a_png_jpeg_or_tiff_declares_is_read():
     page = _pages()[0]
     png = cv2.imencode(".png", page)[1].tobytes()
     assert declared_dpi(png) is None and scan_dpi(png) == SCAN_DPI
-    assert declared_dpi(_with_phys(png, 600)) == pytest.approx(600, abs=0.01)
-    assert scan_dpi(_with_phys(png, 600)) == pytest.approx(600, abs=0.01)
-    assert scan_dpi(_with_phys(png, 72)) == SCAN_DPI  # a screen tool's default says nothing
-    assert scan_dpi(_with_phys(png, 600), 200) == 200  # --dpi wins over the file
+    assert declared_dpi(png_with_dpi(png, 600)) == pytest.approx(600, abs=0.01)
+    assert scan_dpi(png_with_dpi(png, 600)) == pytest.approx(600, abs=0.01)
+    assert scan_dpi(png_with_dpi(png, 72)) == SCAN_DPI  # a screen tool's default says nothing
+    assert scan_dpi(png_with_dpi(png, 600), 200) == 200  # --dpi wins over the file
     jpeg = cv2.imencode(".jpg", page)[1].tobytes()
     assert declared_dpi(jpeg) is None  # OpenCV's JFIF header gives an aspect ratio only
     assert declared_dpi(_with_jfif(jpeg, 1, 600)) == 600
@@ -75,7 +72,7 @@ def test_a_page_scanned_at_another_resolution_is_measured_as_at_300_dpi(tmp_path
     resolution, read as it is, looks like another writer's; resampled, like its own."""
     first, second, other = _pages()
     big = cv2.resize(second, None, fx=2, fy=2, interpolation=cv2.INTER_LINEAR)
-    (tmp_path / "big.png").write_bytes(_with_phys(cv2.imencode(".png", big)[1].tobytes(), 600))
+    (tmp_path / "big.png").write_bytes(png_with_dpi(cv2.imencode(".png", big)[1].tobytes(), 600))
     hinge = Descriptor(Hinge())
     references = Features(None, hinge, "page")([first, other])[1]
 
@@ -97,7 +94,7 @@ def test_the_size_limit_is_of_paper_not_of_pixels(tmp_path, monkeypatch):
     monkeypatch.setattr(images, "MAX_PIXELS", page.size // 2)  # the page at 300 dpi: too large
     png = cv2.imencode(".png", page)[1].tobytes()
     (tmp_path / "plain.png").write_bytes(png)
-    (tmp_path / "600.png").write_bytes(_with_phys(png, 600))
+    (tmp_path / "600.png").write_bytes(png_with_dpi(png, 600))
     read, source = read_scan(tmp_path / "600.png")  # a quarter of the limit's paper at 600
     assert source == pytest.approx(600, abs=0.01)
     assert read.shape == (round(page.shape[0] / 2), round(page.shape[1] / 2))
@@ -113,7 +110,7 @@ def test_identify_says_which_files_it_resampled(tmp_path):
     first, second, _ = _pages()
     cv2.imwrite(str(tmp_path / "known.png"), first)
     big = cv2.resize(second, None, fx=2, fy=2, interpolation=cv2.INTER_LINEAR)
-    (tmp_path / "big.png").write_bytes(_with_phys(cv2.imencode(".png", big)[1].tobytes(), 600))
+    (tmp_path / "big.png").write_bytes(png_with_dpi(cv2.imencode(".png", big)[1].tobytes(), 600))
     assert cli("enroll", tmp_path / "g", "--writer", "ann", tmp_path / "known.png").returncode == 0
     proc = cli("identify", tmp_path / "g", tmp_path / "big.png", "--json")
     assert proc.returncode == 0, proc.stderr
@@ -141,7 +138,7 @@ def test_the_note_names_a_few_files_and_counts_the_rest(tmp_path, capsys):
     files = []
     for name, dpi in (("a", 600), ("b", 600), ("c", 600), ("d", 600), ("e", 200), ("f", None)):
         files.append(tmp_path / f"{name}.png")
-        files[-1].write_bytes(_with_phys(png, dpi) if dpi else png)
+        files[-1].write_bytes(png_with_dpi(png, dpi) if dpi else png)
     _declared_resolutions(files, None)
     assert capsys.readouterr().err == (
         "note: resampled to 300 dpi from the resolution the file declares (--dpi overrides "

@@ -5,7 +5,8 @@ against a different one) by the table export fitted on writers no model was trai
 (`models.calibration`), and `verbal` says it in words on the scale of `VERBAL_SCALE`.
 
 `identify --report` and `verify --report` write one self-contained HTML file: every image
-is embedded as a downscaled PNG (`thumbnail`), nothing is fetched from a network, and a
+is embedded as a PNG drawn at one scale (`thumbnail`), each query beside the closest
+writer's enrolled handwriting (`side_by_side`), nothing is fetched from a network, and a
 page's text lines are outlined where they were found. Galleries keep a thumbnail of every
 enrolled image, so a report can show the enrolled handwriting after its files have moved.
 """
@@ -20,6 +21,7 @@ import cv2
 import numpy as np
 
 from iam_writers_tfds import atomic
+from iam_writers_tfds.images import SCAN_DPI, declared_dpi, png_with_dpi
 from models.runtime import pages
 from models.runtime.gallery import utc_now
 
@@ -89,24 +91,29 @@ class LikelihoodRatio:
         return cls(table) if table else None
 
 
-THUMB_WIDTH = 640  # px: a page stays legible, a line stays small (about 10 KB)
+# Thumbnails are drawn at one scale, a third of the 300 dpi every image is read at, so that
+# a query and the enrolled handwriting show their sizes side by side (size is a trait of
+# the writer); the PNG declares it. An x-height of 10-15 px stays legible.
+THUMB_DPI = 100
+THUMB_MAX_WIDTH = 1200  # px: an image wider than 12 inches is drawn smaller (and says so)
 LINE_COLOUR = (0, 90, 230)  # BGR: the outline of a line found on a page
+OUTLINE_GAP = 3  # px between a line's ink and its outline, which would hide its first letter
 
 
-def thumbnail(image: np.ndarray, boxes: list[tuple[int, int, int, int]] | None = None,
-              width: int = THUMB_WIDTH) -> bytes:
-    """A PNG of a grey image scaled down to at most `width` px wide, with `boxes`
-    (x0, y0, x1, y1 in the image's pixels) outlined."""
-    scale = min(1.0, width / image.shape[1])
-    small = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) \
-        if scale < 1 else image
+def thumbnail(image: np.ndarray, boxes: list[tuple[int, int, int, int]] | None = None
+              ) -> bytes:
+    """A PNG of a grey image at 300 dpi drawn at THUMB_DPI (declared in the file), with
+    `boxes` (x0, y0, x1, y1 in the image's pixels) outlined just outside their ink."""
+    scale = min(THUMB_DPI / SCAN_DPI, THUMB_MAX_WIDTH / image.shape[1])
+    small = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
     if boxes:
         small = cv2.cvtColor(small, cv2.COLOR_GRAY2BGR)
         for x0, y0, x1, y1 in boxes:
-            cv2.rectangle(small, (int(x0 * scale), int(y0 * scale)),
-                          (int(x1 * scale), int(y1 * scale)), LINE_COLOUR, 2)
+            cv2.rectangle(small, (int(x0 * scale) - OUTLINE_GAP, int(y0 * scale) - OUTLINE_GAP),
+                          (int(x1 * scale) + OUTLINE_GAP, int(y1 * scale) + OUTLINE_GAP),
+                          LINE_COLOUR, 2)
     ok, png = cv2.imencode(".png", small, [cv2.IMWRITE_PNG_COMPRESSION, 9])
-    return png.tobytes()
+    return png_with_dpi(png.tobytes(), SCAN_DPI * scale)
 
 
 def _img(png: bytes, alt: str, css: str) -> str:
@@ -128,6 +135,8 @@ td, th { border: 1px solid #bbb; padding: 0.3em 0.6em; vertical-align: top; text
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 img { border: 1px solid #ccc; display: block; margin: 0.2em 0; max-width: 100%; }
 img.enrolled { max-width: 320px; }
+.side { display: flex; gap: 1.5em; align-items: flex-start; width: max-content; }
+.side > div { display: flex; flex-direction: column; } .side img { max-width: none; }
 .answer { font-size: 1.1em; } .unknown { color: #a40; } .note { color: #555; font-size: 0.9em; }
 """
 
@@ -214,8 +223,6 @@ def _calibrated_on(card: dict | None) -> str:
 
 def _resampled(dpi: float) -> str:
     """How an image's scan resolution was met, for the record: nothing at 300 dpi."""
-    from iam_writers_tfds.images import SCAN_DPI
-
     return "" if dpi == SCAN_DPI else f" (scanned at {dpi:.0f} dpi, resampled to {SCAN_DPI})"
 
 
@@ -231,11 +238,32 @@ def _threshold_words(result: dict) -> str:
             f"{rule['threshold']:.3f}")
 
 
+SideImage = tuple[bytes, str, str]  # (PNG thumbnail, alt text, caption HTML)
+
+
+def side_by_side(columns: list[tuple[str, str, list[SideImage]]]) -> str:
+    """Columns of thumbnails (each: heading, CSS class, images) next to each other at their
+    own size, and whether their sizes compare: they do when every thumbnail declares the
+    same resolution (galleries enrolled before thumbnails were drawn to scale do not)."""
+    scales = {declared_dpi(png) for *_, images in columns for png, _, _ in images}
+    scale = next(iter(scales)) if len(scales) == 1 else None
+    note = (f"Drawn at one scale ({scale:.0f} dpi): the handwriting's size compares."
+            if scale else "Not drawn at one scale (thumbnails enrolled by an older version; "
+            "`gallery rebuild` draws them again): the handwriting's size does not compare.")
+    cells = "".join(
+        f"<div><b>{html.escape(heading)}</b>"
+        + "".join(_img(png, alt, css) + f"<p class=\"note\">{caption}</p>"
+                  for png, alt, caption in images) + "</div>"
+        for heading, css, images in columns)
+    return f"<div class=\"side\">{cells}</div><p class=\"note\">{note}</p>"
+
+
 def identify_report(path: str | Path, results: list[dict], identifier, input: str) -> Path:
     """Write the HTML report of `identify` results: for each query, its image (a page with
-    its lines outlined), the answer, and the top writers with each score, the log10 LR and
-    its words, and thumbnails of their enrolled handwriting; and a plot of where the top
-    writers' scores fall among those measured at calibration."""
+    its lines outlined) beside the closest writer's first enrolled image, the answer, and
+    the top writers with each score, the log10 LR and its words, and thumbnails of their
+    enrolled handwriting; and a plot of where the top writers' scores fall among those
+    measured at calibration."""
     from iam_writers_tfds.images import read_scan
 
     gallery = identifier.gallery
@@ -252,13 +280,21 @@ def identify_report(path: str | Path, results: list[dict], identifier, input: st
     thumbs: dict[str, list[tuple[str, bytes]]] = {}
     for n, r in enumerate(results, 1):
         scans = {p: read_scan(p, identifier.features.dpi) for p in r["images"]}
-        images = "".join(
-            _img(query_image(scans[p][0], input), f"query {n}: {p}", "query")
-            + f"<p class=\"note\">{html.escape(p)}"
-            + (f" (page: {r['lines'][p]} lines found, outlined)" if p in r.get("lines", {})
-               else "") + _resampled(scans[p][1]) + "</p>"
-            for p in r["images"])
         best = r["top"][0]
+        for t in r["top"]:
+            if t["writer"] not in thumbs:
+                thumbs[t["writer"]] = gallery.thumbnails(t["writer"])
+        query = [(query_image(scans[p][0], input), f"query {n}: {p}",
+                  html.escape(p) + (f" (page: {r['lines'][p]} lines found, outlined)"
+                                    if p in r.get("lines", {}) else "")
+                  + _resampled(scans[p][1])) for p in r["images"]]
+        enrolled = [(png, f"{best['writer']}: {p}", html.escape(p))
+                    for p, png in thumbs[best["writer"]][:1]]
+        images = side_by_side(
+            [("The query", "query", query)]
+            + ([(f"{best['writer']}'s enrolled handwriting"
+                 + ("" if r["writer"] else " (the closest writer, not accepted)"),
+                 "closest", enrolled)] if enrolled else []))
         answer = (f"<span class=\"answer\">Closest writer: <b>{html.escape(r['writer'])}</b>"
                   if r["writer"] else "<span class=\"answer unknown\">Unknown writer")
         answer += f" ({r['score']} {best['similarity']:.3f}, {_threshold_words(r)})</span>"
@@ -269,8 +305,6 @@ def identify_report(path: str | Path, results: list[dict], identifier, input: st
         kinds = list(best["scores"])
         rows = []
         for rank, t in enumerate(r["top"], 1):
-            if t["writer"] not in thumbs:
-                thumbs[t["writer"]] = gallery.thumbnails(t["writer"])
             shown = "".join(_img(png, f"{t['writer']}: {p}", "enrolled")
                             for p, png in thumbs[t["writer"]]) or \
                 "<span class=\"note\">no thumbnail stored</span>"
@@ -301,13 +335,12 @@ def verify_report(path: str | Path, result: dict, input: str, card: dict | None 
     from iam_writers_tfds.images import read_scan
 
     scans = {k: read_scan(result[k], dpi) for k in ("a", "b")}
-    cells = "".join(
-        f"<td>{_img(query_image(scans[k][0], input), f'{k}: {result[k]}', 'query')}"
-        f"<p class=\"note\">{html.escape(result[k])}{_resampled(scans[k][1])}</p></td>"
-        for k in ("a", "b"))
     verdict = "the same writer" if result["same_writer"] else "different writers"
     scored_by = result["scored_by"]
-    body = [f"<table><tr><th>a (questioned)</th><th>b (known)</th></tr><tr>{cells}</tr></table>",
+    body = [side_by_side([(heading, "query", [(query_image(scans[k][0], input),
+                                               f"{k}: {result[k]}", html.escape(result[k])
+                                               + _resampled(scans[k][1]))])
+                          for k, heading in (("a", "a (questioned)"), ("b", "b (known)"))]),
             f"<p class=\"answer\">Decision: <b>{verdict}</b>: {scored_by} {result['score']:.3f} "
             f"(threshold {result['threshold']:.3f}; {html.escape(SCORE_WORDS[scored_by])})"
             "</p>"]
