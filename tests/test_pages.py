@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from iam_writers_tfds import synth
-from models.runtime import pages
+from iam_writers_tfds.images import declared_dpi
+from models.runtime import Gallery, pages
 from tests.conftest import cli
 
 
@@ -118,6 +119,14 @@ def test_a_page_is_enrolled_and_identified_as_one_document(tmp_path):
     assert [r["top"][0]["writer"] for r in results] == ["ann", "bob"]
     assert [r["lines"] for r in results] == [{str(tmp_path / "ann1.png"): 5},
                                              {str(tmp_path / "bob1.png"): 5}]
+    # the enrolled page is kept as reports show it: at 100 dpi, its 5 lines outlined
+    gallery = Gallery.open(tmp_path / "g")
+    [(path, png)] = gallery.thumbnails("ann")
+    gallery.close()
+    drawn = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+    assert path == str(tmp_path / "ann0.png") and declared_dpi(png) == pytest.approx(100, abs=0.01)
+    outline = drawn[..., 2].astype(int) - drawn[..., 0] > 100
+    assert len(np.flatnonzero(np.diff(outline.any(axis=1).astype(int)) == 1)) == 5
     proc = cli("identify", tmp_path / "g", tmp_path, "--descriptor", "hinge")  # a folder
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
     assert f"{tmp_path}: a folder, not an image file" in proc.stderr and "glob" in proc.stderr
