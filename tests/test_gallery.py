@@ -85,9 +85,10 @@ def test_enroll_skips_known_images_without_computing_their_features(tmp_path):
     class Counting:
         fingerprint, descriptor, dpi, calls = None, "hinge-l10-b16", None, 0
 
-        def __call__(self, images):
+        def __call__(self, images, thumbnails=False):
             self.calls += len(images)
             self.lines, self.read_at = [None] * len(images), [300.0] * len(images)
+            self.thumbnails = [b"png"] * len(images)
             return None, np.ones((len(images), 136))
 
     files = _line_files(tmp_path / "lines", 3, seed=5)
@@ -415,11 +416,11 @@ def test_rebuild_enrols_every_writer_again_from_the_files_or_writes_nothing(tmp_
         runtime.enroll(tmp_path / "again", features, writer, images)
     calls, describe = [], identify.Features.__call__
 
-    def failing(self, images):
+    def failing(self, images, thumbnails=False):
         calls.append(images)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return describe(self, images)
+        return describe(self, images, thumbnails)
 
     monkeypatch.setattr(identify.Features, "__call__", failing)
     with pytest.raises(KeyboardInterrupt):

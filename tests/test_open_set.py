@@ -87,7 +87,7 @@ class _StubFeatures:
 
     def __init__(self, folder: Path, vectors: dict[str, list[float]]):
         self.folder, self.vectors = folder, vectors
-        for seed, name in enumerate(vectors):  # enrolment hashes and thumbnails the files
+        for seed, name in enumerate(vectors):  # enrolment hashes the files
             rng = np.random.default_rng(seed)
             line = synth.render_line(synth.WriterStyle.sample(rng), rng)
             (folder / name).write_bytes(cv2.imencode(".png", line)[1].tobytes())
@@ -95,9 +95,10 @@ class _StubFeatures:
     def path(self, name: str) -> Path:
         return self.folder / name
 
-    def __call__(self, images: list) -> tuple[np.ndarray, None]:
+    def __call__(self, images: list, thumbnails: bool = False) -> tuple[np.ndarray, None]:
         self.lines = [None] * len(images)  # every image a line, at 300 dpi
         self.read_at = [300.0] * len(images)
+        self.thumbnails = [None] * len(images)
         return np.stack([runtime.unit(np.asarray(self.vectors[Path(i).name], np.float32))
                          for i in images]), None
 

@@ -150,17 +150,14 @@ class Features:
     """What a gallery needs of images: a model's embeddings and/or a descriptor's rows.
     Each image is read as `input` (`models.config.INPUTS`): a page's lines make one document, the
     unit mean of their embeddings and the sum of their descriptor rows. `dpi` is the images'
-    scan resolution (None: each file's declared one, else 300; `handwriting`). With
-    `thumbnails`, each image is also drawn as reports show it (`evidence.thumbnail`, a
-    page's lines outlined), from the pixels already read."""
+    scan resolution (None: each file's declared one, else 300; `handwriting`)."""
 
     def __init__(self, model: Model | None, descriptor: Descriptor | None,
-                 input: str = "auto", dpi: float | None = None, thumbnails: bool = False):
+                 input: str = "auto", dpi: float | None = None):
         if model is None and descriptor is None:
             raise ModelError("no model and no descriptor: pass --model MODEL, or "
                              "--descriptor hinge")
         self.model, self.local, self.input, self.dpi = model, descriptor, input, dpi
-        self.draw = thumbnails
 
     @property
     def fingerprint(self) -> str | None:
@@ -170,14 +167,16 @@ class Features:
     def descriptor(self) -> str | None:
         return self.local.name if self.local else None
 
-    def __call__(self, images: list) -> tuple[np.ndarray | None, np.ndarray | None]:
+    def __call__(self, images: list, thumbnails: bool = False
+                 ) -> tuple[np.ndarray | None, np.ndarray | None]:
         """(unit embeddings [N, D] or None, descriptor rows [N, K] or None) of the images;
         a blank or unreadable image raises, naming it. `self.lines` then holds the number
         of lines found on each image read as a page (None for a line), `self.read_at`
-        the resolution each was read at, and `self.thumbnails` their PNGs if drawn. The
-        descriptor
-        describes every image's lines on one pool of threads while the next image is read
-        and embedded, so many single lines gain as a page's lines do."""
+        the resolution each was read at, and with `thumbnails` `self.thumbnails` each
+        image drawn as reports show it (`evidence.thumbnail`, a page's lines outlined),
+        from the pixels already read. The descriptor describes every image's lines on one
+        pool of threads while the next image is read and embedded, so many single lines
+        gain as a page's lines do."""
         emb, sizes, self.lines, self.read_at, self.thumbnails = [], [], [], [], []
 
         def lines_of_each_image() -> Iterator[np.ndarray]:
@@ -185,9 +184,8 @@ class Features:
                 name = "<array>" if isinstance(image, np.ndarray) else str(image)
                 array, name, read_at = handwriting(image, name, self.dpi)
                 lines = pages.page_lines(array, self.input, name)
-                parts = [array] if lines is None else [line.image for line in lines]
-                found = None if lines is None else len(lines)
-                if self.draw:
+                parts, found = pages.split(array, lines)
+                if thumbnails:
                     self.thumbnails.append(evidence.thumbnail(
                         array, None if lines is None else [line.box for line in lines]))
                 self.lines.append(found)
@@ -278,14 +276,12 @@ def enroll(gallery: str | Path | Gallery, features: Features, writer: str,
     if not new:
         return Enrolled(writer, 0, skipped)
     chosen = [images[first[hashes[i]]] for i in new]
-    drawing = Features(features.model, features.local, features.input, features.dpi,
-                       thumbnails=True)
-    computed = drawing(chosen)
+    computed = features(chosen, thumbnails=True)
     read = [ReadAs(dpi, "line" if found is None else "page")
-            for dpi, found in zip(drawing.read_at, drawing.lines)]
+            for dpi, found in zip(features.read_at, features.lines)]
     result = open_for(gallery, features).add(writer, [stored[i] for i in new],
                                              [hashes[i] for i in new], *computed,
-                                             drawing.thumbnails, read)
+                                             features.thumbnails, read)
     return Enrolled(writer, result.added, skipped + result.skipped)
 
 

@@ -219,5 +219,10 @@ def parts(image: np.ndarray, input: str = "auto", name: str = "<array>"
           ) -> tuple[list[np.ndarray], int | None]:
     """(the line images to score, the number of lines found or None) of an image read as
     `input`: the image itself for a line, a page's lines for a page (`page_lines`)."""
-    lines = page_lines(image, input, name)
+    return split(image, page_lines(image, input, name))
+
+
+def split(image: np.ndarray, lines: list[Line] | None) -> tuple[list[np.ndarray], int | None]:
+    """(the line images to score, the number of lines or None) of an image and the lines
+    `page_lines` found on it (None: read as one line)."""
     return ([image], None) if lines is None else ([line.image for line in lines], len(lines))
