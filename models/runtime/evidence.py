@@ -100,15 +100,14 @@ LINE_COLOUR = (0, 90, 230)  # BGR: the outline of a line found on a page
 OUTLINE_GAP = 3  # px between a line's ink and its outline, which would hide its first letter
 
 
-def thumbnail(image: np.ndarray, boxes: list[tuple[int, int, int, int]] | None = None
-              ) -> bytes:
+def thumbnail(image: np.ndarray, lines: list[pages.Line] | None = None) -> bytes:
     """A PNG of a grey image at 300 dpi drawn at THUMB_DPI (declared in the file), with
-    `boxes` (x0, y0, x1, y1 in the image's pixels) outlined just outside their ink."""
+    the text `lines` found on it outlined just outside their ink."""
     scale = min(THUMB_DPI / SCAN_DPI, THUMB_MAX_WIDTH / image.shape[1])
     small = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    if boxes:
+    if lines:
         small = cv2.cvtColor(small, cv2.COLOR_GRAY2BGR)
-        for x0, y0, x1, y1 in boxes:
+        for x0, y0, x1, y1 in (line.box for line in lines):
             cv2.rectangle(small, (int(x0 * scale) - OUTLINE_GAP, int(y0 * scale) - OUTLINE_GAP),
                           (int(x1 * scale) + OUTLINE_GAP, int(y1 * scale) + OUTLINE_GAP),
                           LINE_COLOUR, 2)
@@ -123,8 +122,7 @@ def _img(png: bytes, alt: str, css: str) -> str:
 
 def query_image(image: np.ndarray, input: str) -> bytes:
     """The thumbnail of a query: a page with its text lines outlined."""
-    lines = pages.page_lines(image, input)
-    return thumbnail(image, None if lines is None else [line.box for line in lines])
+    return thumbnail(image, pages.page_lines(image, input))
 
 
 STYLE = """

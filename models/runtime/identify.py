@@ -30,7 +30,7 @@ from models.runtime.gallery import (
     refuse_other_writer,
     sha256_of,
 )
-from models.runtime.model import Model, ModelError, document_embedding, handwriting, unit
+from models.runtime.model import Model, ModelError, document_embedding, unit
 
 
 def fuse(sims: dict[str, np.ndarray], calibration: dict,
@@ -182,12 +182,10 @@ class Features:
         def lines_of_each_image() -> Iterator[np.ndarray]:
             for image in images:
                 name = "<array>" if isinstance(image, np.ndarray) else str(image)
-                array, name, read_at = handwriting(image, name, self.dpi)
-                lines = pages.page_lines(array, self.input, name)
+                array, lines, read_at = Model.read(image, name, self.input, self.dpi)
                 parts, found = pages.split(array, lines)
                 if thumbnails:
-                    self.thumbnails.append(evidence.thumbnail(
-                        array, None if lines is None else [line.box for line in lines]))
+                    self.thumbnails.append(evidence.thumbnail(array, lines))
                 self.lines.append(found)
                 self.read_at.append(read_at)
                 sizes.append(len(parts))

@@ -312,12 +312,20 @@ class Model:
         return outs
 
     @staticmethod
+    def read(image, name: str = "<array>", input: str = "line", dpi: float | None = None
+             ) -> tuple[np.ndarray, list[pages.Line] | None, float]:
+        """(an image at 300 dpi (`handwriting`, read at `dpi`), its text lines when read as
+        `input` is a page (`pages.page_lines`) else None, the resolution it was read at)."""
+        array, name, source = handwriting(image, name, dpi)
+        return array, pages.page_lines(array, input, name), source
+
+    @staticmethod
     def parts(image, name: str = "<array>", input: str = "line", dpi: float | None = None
               ) -> tuple[list[np.ndarray], int | None, float]:
-        """(the line images of an image read as `input` at `dpi` (`handwriting`), lines
+        """(the line images of an image read as `input` at `dpi` (`Model.read`), lines
         found or None for a line, the resolution it was read at)."""
-        array, name, source = handwriting(image, name, dpi)
-        return (*pages.parts(array, input, name), source)
+        array, lines, source = Model.read(image, name, input, dpi)
+        return (*pages.split(array, lines), source)
 
     def predict(self, image, top_k: int = 5, input: str = "auto",
                 dpi: float | None = None) -> dict:
