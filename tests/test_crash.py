@@ -111,7 +111,9 @@ def test_killed_export_leaves_no_partial_file_and_can_be_run_again(trained_run, 
     out = tmp_path / "exports" / "e"
     args = ["export", trained_run, "--out", out, "--quantize", "none,int8",
             "--calibration-samples", "100", "--allow-degraded"]
-    _kill_when(args, lambda: any((tmp_path / "exports").glob(".e.*/saved_model")),
+    # killed once its folder holds a first file (the card): any moment before the rename
+    # leaves the same thing, a hidden folder that `out` never becomes
+    _kill_when(args, lambda: any((tmp_path / "exports").glob(".e.*/model_card.json")),
                tmp_path / "tmp")
     assert not out.exists()
     proc = cli(*args)
