@@ -38,6 +38,22 @@ def test_the_lines_of_a_generated_page_are_found(seed, skew):
         assert line.image.shape == (line.box[3] - line.box[1], line.box[2] - line.box[0])
 
 
+@pytest.mark.parametrize("seed, skew", [(6, 0.0), (7, 2.0)])
+def test_ruled_lines_are_not_read_as_text_lines(seed, skew):
+    """Handwriting on ruled paper: a dark rule under every line, and one above the first as
+    on a form. The rules are left out and the lines found as on plain paper."""
+    page, boxes = _page(seed, skew=skew)
+    ruled, slope = page.copy(), -np.tan(np.radians(skew))
+    heights = [y1 - 0.25 * (y1 - y0) for _, y0, _, y1 in boxes] + [boxes[0][1] - 40]
+    for (x0, _, x1, _), y in zip(boxes + boxes[:1], heights):
+        ends = [(x, int(y + (x - (x0 + x1) / 2) * slope)) for x in (20, page.shape[1] - 20)]
+        cv2.line(ruled, *ends, 60, 3)
+    plain, found = pages.find_lines(page), pages.find_lines(ruled)
+    assert len(found) == len(plain) == len(boxes)
+    for a, b in zip(plain, found):
+        assert _iou(a.box, b.box) > 0.9, (a.box, b.box)
+
+
 def test_a_binarised_page_reads_like_a_grey_one():
     page, boxes = _page(4)
     binary = np.where(page < 128, 0, 255).astype(np.uint8)

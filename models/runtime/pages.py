@@ -29,6 +29,9 @@ TURNED_BELOW = 0.7
 UPSIDE_DOWN_BELOW = -0.3
 EDGE_WEIGHT = 0.25  # the edges' share of the lean; more refuses a few short upright pages
 EDGE_SLACK = 0.005  # of the page's width, added to both edges' spreads (a few pixels' jitter)
+# ink running straight across this share of the page's width is a ruled line, not writing
+RULE_LENGTH = 1 / 8
+RULE_THICKNESS = 8  # px: the thickest rule a stroke crossing it is kept whole through
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,10 +139,17 @@ def find_lines(page: np.ndarray) -> list[Line]:
     h, w = ink.shape
     rotate = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
     straight = cv2.warpAffine(ink, rotate, (w, h), flags=cv2.INTER_NEAREST)
+    rules = _rules(straight)
+    if rules.any():
+        straight &= 1 - rules
+        # turned back, dilated a pixel: a turned rule's ragged edges and the pixels a
+        # nearest-neighbour turn misses would stay as specks across the page otherwise
+        back = cv2.warpAffine(rules, rotate, (w, h), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP)
+        ink &= 1 - cv2.dilate(back, np.ones((3, 3), np.uint8))
     profile = straight.sum(axis=1).astype(np.float64)
     spacing = line_spacing(profile)
     smooth = cv2.GaussianBlur(profile[:, None], (1, 0), sigmaX=0, sigmaY=spacing / 6)[:, 0]
-    cuts = _valleys(smooth, spacing)
+    cuts = np.union1d(_valleys(smooth, spacing), _gaps(profile, spacing))
     # each component goes to the band holding its centre (in the deskewed frame)
     n, labels, stats, centres = cv2.connectedComponentsWithStats(ink, connectivity=8)
     stats, xy = stats[1:], np.c_[centres[1:], np.ones(n - 1)] @ rotate.T
@@ -158,6 +168,37 @@ def find_lines(page: np.ndarray) -> list[Line]:
         crop[owner[y0:y1, x0:x1] != b] = paper
         lines.append(Line(crop, (int(x0), int(y0), int(x1), int(y1))))
     return lines
+
+
+def _gaps(profile: np.ndarray, spacing: float) -> np.ndarray:
+    """The middle rows of the runs of blank rows at least half a line spacing long: what
+    lies above and below one is never the same text line, even where the smoothed profile
+    shows no valley between them (a short last line, a field under a ruled line)."""
+    blank = np.r_[False, profile == 0, False]
+    edges = np.flatnonzero(np.diff(blank.astype(np.int8)))
+    starts, ends = edges[::2], edges[1::2]
+    long = ends - starts >= spacing / 2
+    return ((starts[long] + ends[long]) / 2).astype(np.float64)
+
+
+def _rules(straight: np.ndarray) -> np.ndarray:
+    """The ink (0/1, in the deskewed frame) of ruled lines: runs along one row across
+    RULE_LENGTH of the page, less where a stroke touches or crosses them (ink just above or
+    below), so that letters written on a rule keep their strokes whole."""
+    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (int(straight.shape[1] * RULE_LENGTH), 1))
+    rules = cv2.morphologyEx(straight, cv2.MORPH_OPEN, kernel)
+    if not rules.any():
+        return rules
+    # with the ragged edges a turned or scanned rule has, two pixels above and below
+    rules = cv2.dilate(rules, np.ones((5, 1), np.uint8)) & straight
+    rest = straight & (1 - rules)
+    touched = np.zeros_like(rules)
+    touched[1:] |= rest[:-1]  # ink right above
+    touched[:-1] |= rest[1:]  # ink right below
+    touched &= rules
+    for _ in range(RULE_THICKNESS):  # through the rule's thickness, column by column
+        touched = cv2.dilate(touched, np.ones((3, 1), np.uint8)) & rules
+    return rules & (1 - touched)
 
 
 def _valleys(smooth: np.ndarray, spacing: float) -> np.ndarray:
@@ -190,8 +231,9 @@ def page_lines(image: np.ndarray, input: str = "auto", name: str = "<array>"
     """The text lines of an image read as `input` (`INPUTS`), or None when it is read as
     one line: `line` uses it whole; `page` finds its text lines; `auto` reads it as a page
     when it is at least PAGE_MIN_HEIGHT px tall and two or more text lines are found on it.
-    A page without a text line, or turned a quarter turn, raises, naming it; so does one
-    that `auto` finds upside down (`lean`; `page` reads it as it is)."""
+    Ruled lines are left out (`find_lines`). A page without a text line, or turned a quarter
+    turn, raises, naming it; so does one that `auto` finds upside down (`lean`; `page` reads
+    it as it is)."""
     if input not in INPUTS:
         raise ValueError(f"unknown input {input!r}; allowed: {', '.join(INPUTS)}")
     if input == "line" or (input == "auto" and image.shape[0] < PAGE_MIN_HEIGHT):
