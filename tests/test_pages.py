@@ -38,10 +38,12 @@ def test_the_lines_of_a_generated_page_are_found(seed, skew):
         assert line.image.shape == (line.box[3] - line.box[1], line.box[2] - line.box[0])
 
 
-@pytest.mark.parametrize("seed, skew", [(6, 0.0), (7, 2.0)])
+@pytest.mark.parametrize("seed, skew", [(6, 0.0), (10, 0.7), (8, -1.5)])
 def test_ruled_lines_are_not_read_as_text_lines(seed, skew):
     """Handwriting on ruled paper: a dark rule under every line, and one above the first as
-    on a form. The rules are left out and the lines found as on plain paper."""
+    on a form; the page turned a little, so that the rules' ragged edges and the angle left
+    after deskewing (at 0.7 degrees) are met. The rules are left out and the lines found as
+    on plain paper."""
     page, boxes = _page(seed, skew=skew)
     ruled, slope = page.copy(), -np.tan(np.radians(skew))
     heights = [y1 - 0.25 * (y1 - y0) for _, y0, _, y1 in boxes] + [boxes[0][1] - 40]
