@@ -31,7 +31,7 @@ EDGE_WEIGHT = 0.25  # the edges' share of the lean; more refuses a few short upr
 EDGE_SLACK = 0.005  # of the page's width, added to both edges' spreads (a few pixels' jitter)
 # ink running straight across this share of the page's width is a ruled line, not writing
 RULE_LENGTH = 1 / 8
-RULE_THICKNESS = 8  # px: the thickest rule a stroke crossing it is kept whole through
+RULE_THICKNESS = 8  # px: how far a stroke touching a rule is followed through it and its band
 
 
 @dataclasses.dataclass(frozen=True)
