@@ -82,16 +82,18 @@ def main() -> int:
         for r in kaggle_layout.scan(kaggle_layout.find_root(folder) or folder)[0]:
             cut[r.form_id].append(r.path)
     forms = [f for f in sorted(cut) if (args.forms / f"{f}.png").is_file()][:: args.every]
-    found, ious, n_found, n_cut, seg_s, read_s = 0, [], 0, 0, 0.0, 0.0
+    found, ious, n_found, n_printed, n_cut, seg_s, read_s = 0, [], 0, 0, 0, 0.0, 0.0
     for form in forms:
         start = time.perf_counter()
         page = read_gray(args.forms / f"{form}.png")
         read_s += time.perf_counter() - start
         start = time.perf_counter()
-        lines = pages.find_lines(page)
+        found_lines = pages.find_lines(page)
         seg_s += time.perf_counter() - start
+        lines = pages.handwritten(found_lines)
         page_ink = pages.ink_mask(page).astype(np.float32)
         n_found += len(lines)
+        n_printed += pages.printed(found_lines)
         for path in cut[form]:
             truth = locate(page_ink, pages.ink_mask(read_gray(path)).astype(np.float32))
             best = max((iou(truth, line.box) for line in lines), default=0.0)
@@ -99,8 +101,8 @@ def main() -> int:
             found += best >= 0.5
         n_cut += len(cut[form])
     print(f"{len(forms)} pages of {args.forms}, {n_cut} cut lines: {found / n_cut:.3f} found "
-          f"(IoU >= 0.5), median IoU {np.median(ious):.3f}; {n_found} lines found in all "
-          f"({n_found / len(forms):.1f} a page)")
+          f"(IoU >= 0.5), median IoU {np.median(ious):.3f}; {n_found} handwritten lines found "
+          f"in all ({n_found / len(forms):.1f} a page), {n_printed} of machine print left out")
     print(f"line finding {seg_s / len(forms) * 1000:.0f} ms a page, "
           f"{seg_s / read_s:.1f}x decoding the page's PNG")
     if args.identify:
@@ -135,7 +137,7 @@ def orientation(paths: list[Path]) -> None:
             image = page if turn is None else cv2.rotate(page, turn)
             counts[name] += refused(image)
             if name in leans:
-                lines = pages.find_lines(image)
+                lines = pages.handwritten(pages.find_lines(image))
                 leans[name].append((pages.ink_lean(lines), pages.lean(lines, image.shape[1])))
     print(f"\norientation, {len(paths)} pages read by `auto`: refused")
     for name in turns:

@@ -104,9 +104,13 @@ def _preflight(args: argparse.Namespace) -> None:
             raise RunError(f"{args.run}: {err}") from None
 
 
-def _page(lines: int | None, which: str = "") -> str:
-    """How a page reads in a result line: ` (page: 9 lines)`; nothing for a line."""
-    return "" if lines is None else f" ({'page' + (' ' + which if which else '')}: {lines} lines)"
+def _page(lines: int | None, which: str = "", printed: int | None = None) -> str:
+    """How a page reads in a result line: ` (page: 9 lines)`, or ` (page: 9 lines, 8 printed
+    left out)`; nothing for a line."""
+    if lines is None:
+        return ""
+    typed = f", {printed} printed left out" if printed else ""
+    return f" ({'page' + (' ' + which if which else '')}: {lines} lines{typed})"
 
 
 MODEL_HELP = ("an export folder (its float32 model, if exported), one of its model_*.tflite files, "
@@ -152,7 +156,7 @@ def _predict(args: argparse.Namespace) -> None:
     _declared_resolutions(args.images, args.dpi)
     results = [model.predict(image, args.top_k, args.input, args.dpi) for image in args.images]
     text = "\n".join(
-        f"{r['image']}{_page(r.get('lines'))}: "
+        f"{r['image']}{_page(r.get('lines'), printed=r.get('printed'))}: "
         + ", ".join(f"{t['writer']} {t['score']:.3f}" for t in r["top"]) for r in results)
     _show(results, args.json, text)
 
@@ -174,7 +178,8 @@ def _verify(args: argparse.Namespace) -> None:
     _show(r, args.json, f"{verdict}: {r['scored_by']} {r['score']:.3f} (threshold "
           f"{r['threshold']:.3f})"
           + (f"; log10 LR {r['log10_lr']:+.2f}, {r['support']}" if "log10_lr" in r else "")
-          + f"{_page(r.get('lines_a'), 'a')}{_page(r.get('lines_b'), 'b')}")
+          + _page(r.get("lines_a"), "a", r.get("printed_a"))
+          + _page(r.get("lines_b"), "b", r.get("printed_b")))
 
 
 def _enroll(args: argparse.Namespace) -> None:
@@ -223,7 +228,8 @@ def _identify(args: argparse.Namespace) -> None:
         print(f"note: {results[0]['note']}", file=sys.stderr)
     text = "\n".join(
         (f"document of {len(r['images'])} images" if args.document
-         else r["images"][0] + _page(r.get("lines", {}).get(r["images"][0])))
+         else r["images"][0] + _page(r.get("lines", {}).get(r["images"][0]), printed=r.get(
+             "printed", {}).get(r["images"][0])))
         + f": {r['writer'] or 'unknown writer'} ({r['score']}: "
         + ", ".join(f"{t['writer']} {t['similarity']:.3f}"
                     + (f" [log10 LR {t['log10_lr'][r['score']]:+.2f}]" if "log10_lr" in t

@@ -40,8 +40,10 @@ class IamWritersConfig(tfds.core.BuilderConfig):
 class Builder(tfds.core.GeneratorBasedBuilder):
     """DatasetBuilder for iam_writers_tfds."""
 
-    VERSION = tfds.core.Version("1.0.0")
+    VERSION = tfds.core.Version("1.1.0")
     RELEASE_NOTES = {
+        "1.1.0": "synthetic: each letter is drawn a little differently every time (a hand "
+                 "never repeats a glyph; machine print does).",
         "1.0.0": "Initial release: top50, top10 and synthetic configs, form-disjoint splits; "
                  "iam and iam_ok configs for the official distribution.",
     }

@@ -38,6 +38,13 @@ _WORDS = (
 ).split()
 
 
+# each letter drawn is bent by up to about this much, on a grid of 7 x 7 points over its
+# canvas (a few across the letter itself): less leaves letters that type-like twins
+# (`models.runtime.pages.PRINT_SHARE`; docs/results.md, printed text)
+WOBBLE_PX = 2.0
+WOBBLE_GRID = 7
+
+
 @dataclasses.dataclass(frozen=True)
 class SynthConfig:
     """Size of a generated dataset; `iam-writers synth` and the `synthetic` config fill it."""
@@ -99,7 +106,17 @@ def _glyph(char: str, style: WriterStyle, rng: np.random.Generator) -> tuple[np.
     centre = np.array([pad + w / 2, pad + h])
     affine = np.hstack([m, (centre - m @ centre)[:, None]])
     warped = cv2.warpAffine(canvas, affine, (canvas.shape[1], canvas.shape[0]))
-    return warped.astype(np.float32) / 255.0, pad + h
+    return _wobble(warped.astype(np.float32) / 255.0, rng), pad + h
+
+
+def _wobble(glyph: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A glyph bent by a smooth random displacement (WOBBLE_PX at WOBBLE_GRID squared
+    points): a pen never traces a letter twice along the same path; type does."""
+    h, w = glyph.shape
+    knots = rng.normal(0, WOBBLE_PX, size=(WOBBLE_GRID, WOBBLE_GRID, 2)).astype(np.float32)
+    shift = cv2.resize(knots, (w, h), interpolation=cv2.INTER_CUBIC)
+    cols, rows = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    return cv2.remap(glyph, cols + shift[..., 0], rows + shift[..., 1], cv2.INTER_LINEAR)
 
 
 def render_line(style: WriterStyle, rng: np.random.Generator) -> np.ndarray:

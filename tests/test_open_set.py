@@ -96,7 +96,8 @@ class _StubFeatures:
         return self.folder / name
 
     def __call__(self, images: list, thumbnails: bool = False) -> tuple[np.ndarray, None]:
-        self.lines = [None] * len(images)  # every image a line, at 300 dpi
+        self.lines = [None] * len(images)  # every image a line, at 300 dpi, without print
+        self.printed = [0] * len(images)
         self.read_at = [300.0] * len(images)
         self.thumbnails = [None] * len(images)
         return np.stack([runtime.unit(np.asarray(self.vectors[Path(i).name], np.float32))

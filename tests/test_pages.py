@@ -32,7 +32,7 @@ def test_the_lines_of_a_generated_page_are_found(seed, skew):
     little skew."""
     page, boxes = _page(seed, skew=skew)
     found = pages.find_lines(page)
-    assert len(found) == len(boxes)
+    assert len(found) == len(boxes) and pages.printed(found) == 0  # a hand never repeats
     for truth, line in zip(boxes, found):  # top to bottom, each on its own line
         assert _iou(truth, line.box) > 0.9, (truth, line.box)
         assert line.image.shape == (line.box[3] - line.box[1], line.box[2] - line.box[0])
@@ -54,6 +54,50 @@ def test_ruled_lines_are_not_read_as_text_lines(seed, skew):
     assert len(found) == len(plain) == len(boxes)
     for a, b in zip(plain, found):
         assert _iou(a.box, b.box) > 0.9, (a.box, b.box)
+
+
+TYPED = ("the writer copied this text from the printed form above",
+         "and every letter of the typeface is drawn the same way",
+         "so that the lines of print are told from the writing")
+
+
+def _printed_header(width: int) -> np.ndarray:
+    """A form's printed header: a title line and TYPED, machine print on paper 245."""
+    header = np.full((400, width), 245, np.uint8)
+    cv2.putText(header, "Sentence Database  S00-000", (100, 60), cv2.FONT_HERSHEY_DUPLEX, 1.6,
+                20, 3, cv2.LINE_AA)
+    for i, text in enumerate(TYPED):
+        cv2.putText(header, text, (100, 140 + 80 * i), cv2.FONT_HERSHEY_COMPLEX, 1.4, 20, 2,
+                    cv2.LINE_AA)
+    return header
+
+
+@pytest.mark.parametrize("seed, skew", [(11, 0.0), (12, 1.2)])
+def test_printed_text_is_not_read_as_handwriting(seed, skew):
+    """A form as IAM's: a typed paragraph and a printed header above the handwriting, a
+    printed field below it. Type repeats its glyphs to the pixel, so its lines are left out
+    and the handwritten ones found as on a page of handwriting alone."""
+    page, boxes = _page(seed)
+    h, w = page.shape
+    header, footer = _printed_header(w), np.full((150, w), 245, np.uint8)
+    cv2.putText(footer, "Name of the writer:", (100, 80), cv2.FONT_HERSHEY_SIMPLEX, 1.4, 20, 2,
+                cv2.LINE_AA)
+    form = np.vstack([header, page, footer])
+    turn = cv2.getRotationMatrix2D((w / 2, form.shape[0] / 2), skew, 1.0)
+    form = cv2.warpAffine(form, turn, (w, form.shape[0]), borderValue=245)
+    page = cv2.warpAffine(np.vstack([np.full_like(header, 245), page, np.full_like(footer, 245)]),
+                          turn, (w, form.shape[0]), borderValue=245)
+    plain, found = pages.find_lines(page), pages.find_lines(form)
+    assert pages.printed(plain) == 0 and pages.printed(found) == len(TYPED) + 2
+    hand = pages.handwritten(found)
+    assert len(hand) == len(plain) == len(boxes)
+    for a, b in zip(plain, hand):
+        assert _iou(a.box, b.box) > 0.9, (a.box, b.box)
+    assert pages.parts(form, "auto")[1] == len(boxes)
+    for input in ("page", "auto"):  # print alone: four lines, so a page, but no handwriting
+        with pytest.raises(pages.NoTextLineError,
+                           match=r"typed.png: only machine print \(4 lines\) found"):
+            pages.parts(header, input, "typed.png")
 
 
 def test_a_binarised_page_reads_like_a_grey_one():
@@ -127,6 +171,8 @@ def test_a_page_is_enrolled_and_identified_as_one_document(tmp_path):
         style = synth.WriterStyle.sample(rng)
         for k in range(2):
             page, _ = synth.render_page(style, rng, lines=5)
+            if (name, k) == ("bob", 1):  # asked about on a form that also holds print
+                page = np.vstack([_printed_header(page.shape[1]), page])
             cv2.imwrite(str(tmp_path / f"{name}{k}.png"), page)
     for name in ("ann", "bob"):
         proc = cli("enroll", tmp_path / "g", "--writer", name, tmp_path / f"{name}0.png")
@@ -137,6 +183,8 @@ def test_a_page_is_enrolled_and_identified_as_one_document(tmp_path):
     assert [r["top"][0]["writer"] for r in results] == ["ann", "bob"]
     assert [r["lines"] for r in results] == [{str(tmp_path / "ann1.png"): 5},
                                              {str(tmp_path / "bob1.png"): 5}]
+    assert "printed" not in results[0] and results[1]["printed"] == {
+        str(tmp_path / "bob1.png"): len(TYPED) + 1}
     # the enrolled page is kept as reports show it: at 100 dpi, its 5 lines outlined
     gallery = Gallery.open(tmp_path / "g")
     [(path, png)] = gallery.thumbnails("ann")

@@ -102,12 +102,13 @@ OUTLINE_GAP = 3  # px between a line's ink and its outline, which would hide its
 
 def thumbnail(image: np.ndarray, lines: list[pages.Line] | None = None) -> bytes:
     """A PNG of a grey image at 300 dpi drawn at THUMB_DPI (declared in the file), with
-    the text `lines` found on it outlined just outside their ink."""
+    the handwritten text `lines` found on it outlined just outside their ink (printed ones,
+    left out, are not)."""
     scale = min(THUMB_DPI / SCAN_DPI, THUMB_MAX_WIDTH / image.shape[1])
     small = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
     if lines:
         small = cv2.cvtColor(small, cv2.COLOR_GRAY2BGR)
-        for x0, y0, x1, y1 in (line.box for line in lines):
+        for x0, y0, x1, y1 in (line.box for line in pages.handwritten(lines)):
             cv2.rectangle(small, (int(x0 * scale) - OUTLINE_GAP, int(y0 * scale) - OUTLINE_GAP),
                           (int(x1 * scale) + OUTLINE_GAP, int(y1 * scale) + OUTLINE_GAP),
                           LINE_COLOUR, 2)

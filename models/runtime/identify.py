@@ -171,13 +171,15 @@ class Features:
                  ) -> tuple[np.ndarray | None, np.ndarray | None]:
         """(unit embeddings [N, D] or None, descriptor rows [N, K] or None) of the images;
         a blank or unreadable image raises, naming it. `self.lines` then holds the number
-        of lines found on each image read as a page (None for a line), `self.read_at`
+        of handwritten lines found on each image read as a page (None for a line),
+        `self.printed` its lines of machine print (left out; 0 for a line), `self.read_at`
         the resolution each was read at, and with `thumbnails` `self.thumbnails` each
         image drawn as reports show it (`evidence.thumbnail`, a page's lines outlined),
         from the pixels already read. The descriptor describes every image's lines on one
         pool of threads while the next image is read and embedded, so many single lines
         gain as a page's lines do."""
         emb, sizes, self.lines, self.read_at, self.thumbnails = [], [], [], [], []
+        self.printed: list[int] = []
 
         def lines_of_each_image() -> Iterator[np.ndarray]:
             for image in images:
@@ -187,6 +189,7 @@ class Features:
                 if thumbnails:
                     self.thumbnails.append(evidence.thumbnail(array, lines))
                 self.lines.append(found)
+                self.printed.append(pages.printed(lines))
                 self.read_at.append(read_at)
                 sizes.append(len(parts))
                 if self.model:
@@ -385,15 +388,16 @@ class Identifier:
         (line, document or page), "top" (each writer's `similarity` by the chosen score, `scores`
         by every score computed, and where the card calibrated them `log10_lr` of each and
         `support`, the chosen one's in words; else the result's "note" says why not),
-        "lines" (lines found on each image read as a page) and "dpi" (the resolution of
+        "lines" (handwritten lines found on each image read as a page), "printed" (lines of
+        machine print found and left out, on pages with any) and "dpi" (the resolution of
         each image read at another than 300 dpi, resampled from it)} for one query: several
         images, or one page, are a document (their mean embedding, their summed hinge
         counts)."""
         if top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
         emb, counts = self.features(images)
-        return self._ranked(images, emb, counts, self.features.lines, self.features.read_at,
-                            top_k)
+        return self._ranked(images, emb, counts, self.features.lines, self.features.printed,
+                            self.features.read_at, top_k)
 
     def rank_each(self, images: list, top_k: int = 5) -> list[dict]:
         """`rank` of every image as a query of its own, their lines described on one pool
@@ -402,12 +406,13 @@ class Identifier:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
         emb, counts = self.features(images)
         return [self._ranked([image], None if emb is None else emb[i:i + 1],
-                             None if counts is None else counts[i:i + 1], [lines], [dpi], top_k)
-                for i, (image, lines, dpi) in enumerate(zip(images, self.features.lines,
-                                                            self.features.read_at))]
+                             None if counts is None else counts[i:i + 1], [lines], [printed],
+                             [dpi], top_k)
+                for i, (image, lines, printed, dpi) in enumerate(zip(
+                    images, self.features.lines, self.features.printed, self.features.read_at))]
 
     def _ranked(self, images: list, emb: np.ndarray | None, counts: np.ndarray | None,
-                lines: list, read_at: list, top_k: int) -> dict:
+                lines: list, printed: list, read_at: list, top_k: int) -> dict:
         document = len(images) > 1 or lines[0] is not None
         sims = {k: v[0] for k, v in self.all_scores(
             None if emb is None else unit(emb.mean(axis=0))[None],
@@ -434,9 +439,10 @@ class Identifier:
         if "log10_lr" not in top[0]:
             result["note"] = evidence.NO_LR if self.model else evidence.NO_LR_WITHOUT_MODEL
         found = {str(i): n for i, n in zip(images, lines) if n is not None}
+        typed = {str(i): n for i, n in zip(images, printed) if n}
         resampled = {str(i): dpi for i, dpi in zip(images, read_at) if dpi != SCAN_DPI}
         return result | ({"lines": found} if found else {}) | (
-            {"dpi": resampled} if resampled else {})
+            {"printed": typed} if typed else {}) | ({"dpi": resampled} if resampled else {})
 
 
 def verify(model: Model, questioned, reference, score: str | None = None,
@@ -450,7 +456,8 @@ def verify(model: Model, questioned, reference, score: str | None = None,
     Returns {"a", "b", "score" (the value), "scored_by", "scores" (every score computed),
     "threshold", "same_writer", "level" (of the questioned image: line or page),
     `log10_lr` and `support` where the card calibrated them (else "note"), "lines_a",
-    "lines_b" for images read as pages, and "dpi_a", "dpi_b" for images read at another
+    "lines_b" for images read as pages, "printed_a", "printed_b" for pages with machine
+    print (its lines, left out), and "dpi_a", "dpi_b" for images read at another
     resolution than 300 dpi}."""
     features = features_for(model, score, input, dpi)
     gallery = new_in_memory(features.fingerprint, features.descriptor)
@@ -458,6 +465,7 @@ def verify(model: Model, questioned, reference, score: str | None = None,
         gallery.add("reference", [str(reference)], [sha256_of(reference)],
                     *features([reference]))
         reference_lines, reference_dpi = features.lines[0], features.read_at[0]
+        reference_printed = features.printed[0]
         r = Identifier(gallery, model, score, input=input, dpi=dpi).rank([questioned],
                                                                           top_k=1)
     finally:
@@ -471,6 +479,8 @@ def verify(model: Model, questioned, reference, score: str | None = None,
     else:
         result["note"] = r["note"]
     read = {"lines_a": r.get("lines", {}).get(str(questioned)), "lines_b": reference_lines,
+            "printed_a": r.get("printed", {}).get(str(questioned)),
+            "printed_b": reference_printed or None,
             "dpi_a": r.get("dpi", {}).get(str(questioned)),
             "dpi_b": None if reference_dpi == SCAN_DPI else reference_dpi}
     return result | {k: n for k, n in read.items() if n is not None}

@@ -281,20 +281,21 @@ class Model:
         return {k: v[: len(keep)][keep] for k, v in self.backend(x).items()}
 
     def scores(self, image, name: str = "<array>", input: str = "line",
-               dpi: float | None = None) -> tuple[np.ndarray, np.ndarray, int | None]:
-        """(per-writer scores, unit embedding, lines found or None) of one image, read as
-        `input` (`models.config.INPUTS`) at `dpi` (`handwriting`); a page's lines are one
-        document. Scores are
+               dpi: float | None = None) -> tuple[np.ndarray, np.ndarray, list | None]:
+        """(per-writer scores, unit embedding, the `pages.Line`s found or None) of one image,
+        read as `input` (`models.config.INPUTS`) at `dpi` (`handwriting`); a page's
+        handwritten lines are one document. Scores are
         probabilities from the mean log-probability of the inked windows, or cosine
         similarities to the training writers' centroids for embedding-only models."""
-        parts, found, _ = self.parts(image, name, input, dpi)
+        array, lines, _ = self.read(image, name, input, dpi)
+        parts, found = pages.split(array, lines)
         outs = self.outputs_of(parts, name, found)
         emb = document_embedding(outs)
         if "log_probs" in outs[0]:
             mean = np.concatenate([o["log_probs"] for o in outs]).mean(axis=0)
             p = np.exp(mean - mean.max())
-            return p / p.sum(), emb, found
-        return self.gallery.centroids @ emb, emb, found
+            return p / p.sum(), emb, lines
+        return self.gallery.centroids @ emb, emb, lines
 
     def outputs_of(self, parts: list[np.ndarray], name: str, found: int | None) -> list[dict]:
         """`outputs` of each line of an image; a page's lines without an inked window (a
@@ -329,15 +330,19 @@ class Model:
 
     def predict(self, image, top_k: int = 5, input: str = "auto",
                 dpi: float | None = None) -> dict:
-        """{"image", "top": [{"writer", "score"}...], "lines" (pages)} for one image file."""
+        """{"image", "top": [{"writer", "score"}...], "lines" (pages: handwritten lines read),
+        "printed" (pages with machine print: its lines, left out)} for one image file."""
         if top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
-        scores, _, found = self.scores(image, str(image), input, dpi)
+        scores, _, lines = self.scores(image, str(image), input, dpi)
         writers = self.gallery.writers if self.gallery else self.labels
         order = np.argsort(-scores)[:top_k]
         result = {"image": str(image),
                   "top": [{"writer": writers[i], "score": float(scores[i])} for i in order]}
-        return result if found is None else {**result, "lines": found}
+        if lines is None:
+            return result
+        return result | {"lines": len(pages.handwritten(lines))} | (
+            {"printed": n} if (n := pages.printed(lines)) else {})
 
     def embed(self, image, name: str = "<array>") -> np.ndarray:
         """The unit mean embedding of one line's inked windows (a path or a 2-D array)."""

@@ -32,15 +32,24 @@ EDGE_SLACK = 0.005  # of the page's width, added to both edges' spreads (a few p
 # ink running straight across this share of the page's width is a ruled line, not writing
 RULE_LENGTH = 1 / 8
 RULE_THICKNESS = 8  # px: how far a stroke touching a rule is followed through it and its band
+# type repeats its glyphs, a hand never quite does: a line is machine print when this share
+# of its letter-sized shapes have a twin (IAM's 3,089 real lines at most 0.32, 0.35 scanned
+# again; typed lines of ten letters or more at least 0.4; docs/results.md, printed text)
+PRINT_SHARE = 0.4
+PRINT_MIN_SHAPES = 10  # fewer letters than this are never judged print
+LETTER_MIN_PX = 8  # shorter components (specks, dots, commas at 300 dpi) are not letters
+TWIN_IOU = 0.8  # two shapes of the same size to a pixel are twins when their ink overlaps so
 
 
 @dataclasses.dataclass(frozen=True)
 class Line:
-    """A text line of a page: its image (the page's pixels, other lines' ink whitened) and
-    its box (x0, y0, x1, y1) in the page's pixels, before deskewing."""
+    """A text line of a page: its image (the page's pixels, other lines' ink whitened), its
+    box (x0, y0, x1, y1) in the page's pixels, before deskewing, and whether it is machine
+    print (a form's header, the typed text a writer copied) rather than handwriting."""
 
     image: np.ndarray
     box: tuple[int, int, int, int]
+    printed: bool = False
 
 
 def ink_mask(page: np.ndarray) -> np.ndarray:
@@ -131,7 +140,8 @@ def line_spacing(profile: np.ndarray) -> float:
 
 
 def find_lines(page: np.ndarray) -> list[Line]:
-    """The text lines of a grey page, top to bottom."""
+    """The text lines of a grey page, top to bottom, lines of machine print flagged
+    (`print_share`); ruled lines are left out."""
     ink = ink_mask(page)
     if not ink.any():
         return []
@@ -161,13 +171,25 @@ def find_lines(page: np.ndarray) -> list[Line]:
     lines = []
     for b in kept:
         s = stats[band == b]
+        printed = print_share(labels, np.flatnonzero(band == b) + 1, s) >= PRINT_SHARE
         x0, y0 = s[:, cv2.CC_STAT_LEFT].min(), s[:, cv2.CC_STAT_TOP].min()
         x1 = (s[:, cv2.CC_STAT_LEFT] + s[:, cv2.CC_STAT_WIDTH]).max()
         y1 = (s[:, cv2.CC_STAT_TOP] + s[:, cv2.CC_STAT_HEIGHT]).max()
         crop = page[y0:y1, x0:x1].copy()
         crop[owner[y0:y1, x0:x1] != b] = paper
-        lines.append(Line(crop, (int(x0), int(y0), int(x1), int(y1))))
+        lines.append(Line(crop, (int(x0), int(y0), int(x1), int(y1)), bool(printed)))
     return lines
+
+
+def handwritten(lines: list[Line]) -> list[Line]:
+    """The lines that are not machine print."""
+    return [line for line in lines if not line.printed]
+
+
+def printed(lines: list[Line] | None) -> int:
+    """How many of a page's lines are machine print, left out (0 for an image read as a
+    line)."""
+    return sum(line.printed for line in lines or [])
 
 
 def _gaps(profile: np.ndarray, spacing: float) -> np.ndarray:
@@ -201,6 +223,46 @@ def _rules(straight: np.ndarray) -> np.ndarray:
     return rules & (1 - touched)
 
 
+def print_share(labels: np.ndarray, ids: np.ndarray, stats: np.ndarray) -> float:
+    """The share of a line's letter-sized components (`ids` in `labels`, their `stats`; at
+    least LETTER_MIN_PX tall and half the median of those) that have a twin:
+    another of the same size to a pixel whose ink overlaps theirs by TWIN_IOU after a shift
+    of up to a pixel. 0 for fewer than PRINT_MIN_SHAPES letters."""
+    x, y, w, h = (stats[:, k] for k in (cv2.CC_STAT_LEFT, cv2.CC_STAT_TOP,
+                                        cv2.CC_STAT_WIDTH, cv2.CC_STAT_HEIGHT))
+    sized = h >= LETTER_MIN_PX
+    if not sized.any():
+        return 0.0
+    letters = np.flatnonzero(sized & (h >= 0.5 * np.median(h[sized])))
+    if len(letters) < PRINT_MIN_SHAPES:
+        return 0.0
+    twinned = np.zeros(len(stats), bool)
+    for n, i in enumerate(letters):
+        for j in letters[n + 1:]:
+            if abs(int(w[i]) - int(w[j])) > 1 or abs(int(h[i]) - int(h[j])) > 1:
+                continue
+            if twinned[i] and twinned[j]:
+                continue
+            if _twins(*(labels[y[k]:y[k] + h[k], x[k]:x[k] + w[k]] == ids[k] for k in (i, j))):
+                twinned[[i, j]] = True
+    return float(twinned[letters].mean())
+
+
+def _twins(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two shapes' ink overlaps by TWIN_IOU with `b` shifted by up to a pixel."""
+    height, width = max(a.shape[0], b.shape[0]) + 2, max(a.shape[1], b.shape[1]) + 2
+    canvas = np.zeros((height, width), bool)
+    canvas[1:1 + a.shape[0], 1:1 + a.shape[1]] = a
+    for dy in range(3):
+        for dx in range(3):
+            moved = np.zeros_like(canvas)
+            moved[dy:dy + b.shape[0], dx:dx + b.shape[1]] = b
+            union = np.count_nonzero(canvas | moved)
+            if np.count_nonzero(canvas & moved) >= TWIN_IOU * union:
+                return True
+    return False
+
+
 def _valleys(smooth: np.ndarray, spacing: float) -> np.ndarray:
     """Rows between text lines: the lowest row between each two neighbouring peaks of the
     smoothed profile, peaks at least half a line spacing apart."""
@@ -231,9 +293,9 @@ def page_lines(image: np.ndarray, input: str = "auto", name: str = "<array>"
     """The text lines of an image read as `input` (`INPUTS`), or None when it is read as
     one line: `line` uses it whole; `page` finds its text lines; `auto` reads it as a page
     when it is at least PAGE_MIN_HEIGHT px tall and two or more text lines are found on it.
-    Ruled lines are left out (`find_lines`). A page without a text line, or turned a quarter
-    turn, raises, naming it; so does one that `auto` finds upside down (`lean`; `page` reads
-    it as it is)."""
+    Ruled lines are left out and printed ones flagged (`find_lines`). A page without a
+    handwritten line, or turned a quarter turn, raises, naming it; so does one that `auto`
+    finds upside down by its handwritten lines (`lean`; `page` reads it as it is)."""
     if input not in INPUTS:
         raise ValueError(f"unknown input {input!r}; allowed: {', '.join(INPUTS)}")
     if input == "line" or (input == "auto" and image.shape[0] < PAGE_MIN_HEIGHT):
@@ -244,16 +306,18 @@ def page_lines(image: np.ndarray, input: str = "auto", name: str = "<array>"
                               f"{MAX_SKEW_DEG:g} degrees). Rotate the scan so that the lines "
                               "run across, or pass --input line to read it as one line.")
     lines = find_lines(image)
+    hand = handwritten(lines)
     if input == "auto" and len(lines) < 2:
         return None
-    if input == "auto" and lean(lines, image.shape[1]) < UPSIDE_DOWN_BELOW:
+    if not hand:
+        what = f"only machine print ({len(lines)} lines)" if lines else "no text line"
+        raise NoTextLineError(f"{name}: {what} found on the page. Pass a scan of "
+                              "handwritten text, dark ink on light paper.")
+    if input == "auto" and lean(hand, image.shape[1]) < UPSIDE_DOWN_BELOW:
         raise TurnedPageError(f"{name}: the page seems upside down (more ink hangs below its "
                               "lines than rises above them, or their left ends are ragged). "
                               "Rotate the scan half a turn, or pass --input page to read it "
                               "as it is.")
-    if not lines:
-        raise NoTextLineError(f"{name}: no text line found on the page. Pass a scan of "
-                              "handwritten text, dark ink on light paper.")
     return lines
 
 
@@ -265,6 +329,10 @@ def parts(image: np.ndarray, input: str = "auto", name: str = "<array>"
 
 
 def split(image: np.ndarray, lines: list[Line] | None) -> tuple[list[np.ndarray], int | None]:
-    """(the line images to score, the number of lines or None) of an image and the lines
-    `page_lines` found on it (None: read as one line)."""
-    return ([image], None) if lines is None else ([line.image for line in lines], len(lines))
+    """(the line images to score, the number of handwritten lines or None) of an image and
+    the lines `page_lines` found on it (None: read as one line); printed lines are not
+    scored."""
+    if lines is None:
+        return [image], None
+    hand = handwritten(lines)
+    return [line.image for line in hand], len(hand)
