@@ -4,7 +4,9 @@ A page is deskewed by the angle that makes its horizontal ink profile sharpest, 
 is smoothed at the scale of the page's own line spacing, and each valley between two text
 lines becomes a cut. Ink is assigned whole connected component by component to the line
 holding its centre, so an ascender that touches the line above stays with its own word.
-Made for IAM's 300-dpi forms, grey or binarised (docs/results.md, pages).
+Ruled lines are taken out first, and lines of machine print are told by their letters'
+twins (type repeats its glyphs). Made for IAM's 300-dpi forms, grey or binarised
+(docs/results.md, pages).
 """
 
 from __future__ import annotations
