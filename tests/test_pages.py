@@ -177,9 +177,12 @@ def test_a_page_is_enrolled_and_identified_as_one_document(tmp_path):
     for name in ("ann", "bob"):
         proc = cli("enroll", tmp_path / "g", "--writer", name, tmp_path / f"{name}0.png")
         assert proc.returncode == 0, proc.stderr
-    proc = cli("identify", tmp_path / "g", tmp_path / "ann1.png", tmp_path / "bob1.png", "--json")
+    proc = cli("identify", tmp_path / "g", tmp_path / "ann1.png", tmp_path / "bob1.png", "--json",
+               "--report", tmp_path / "report.html")
     assert proc.returncode == 0, proc.stderr
     results = json.loads(proc.stdout)
+    assert "(page: 5 lines found, outlined; 4 of machine print left out, not outlined)" in (
+        tmp_path / "report.html").read_text()
     assert [r["top"][0]["writer"] for r in results] == ["ann", "bob"]
     assert [r["lines"] for r in results] == [{str(tmp_path / "ann1.png"): 5},
                                              {str(tmp_path / "bob1.png"): 5}]

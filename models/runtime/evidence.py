@@ -121,6 +121,11 @@ def _img(png: bytes, alt: str, css: str) -> str:
     return f'<img class="{css}" alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
+def _printed_words(printed: int | None) -> str:
+    """What a report says of a page's lines of machine print (`pages.printed`)."""
+    return f"; {printed} of machine print left out, not outlined" if printed else ""
+
+
 def query_image(image: np.ndarray, input: str) -> bytes:
     """The thumbnail of a query: a page with its text lines outlined."""
     return thumbnail(image, pages.page_lines(image, input))
@@ -284,7 +289,8 @@ def identify_report(path: str | Path, results: list[dict], identifier, input: st
             if t["writer"] not in thumbs:
                 thumbs[t["writer"]] = gallery.thumbnails(t["writer"])
         query = [(query_image(scans[p][0], input), f"query {n}: {p}",
-                  html.escape(p) + (f" (page: {r['lines'][p]} lines found, outlined)"
+                  html.escape(p) + (f" (page: {r['lines'][p]} lines found, outlined"
+                                    + _printed_words(r.get("printed", {}).get(p)) + ")"
                                     if p in r.get("lines", {}) else "")
                   + _resampled(scans[p][1])) for p in r["images"]]
         enrolled = [(png, f"{best['writer']}: {p}", html.escape(p))
