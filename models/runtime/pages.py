@@ -35,12 +35,13 @@ EDGE_SLACK = 0.005  # of the page's width, added to both edges' spreads (a few p
 RULE_LENGTH = 1 / 8
 RULE_THICKNESS = 8  # px: how far a stroke touching a rule is followed through it and its band
 # type repeats its glyphs, a hand never quite does: a line is machine print when this share
-# of its letter-sized shapes have a twin (IAM's 3,089 real lines at most 0.32, 0.35 scanned
-# again; typed lines of ten letters or more at least 0.4; docs/results.md, printed text)
-PRINT_SHARE = 0.4
+# of its letter-sized shapes have a twin (IAM's 3,089 real lines at most 0.40; typed lines
+# of ten letters or more, 8.6 to 14 pt, 99% above 0.5; docs/results.md, printed text)
+PRINT_SHARE = 0.45
 PRINT_MIN_SHAPES = 10  # fewer letters than this are never judged print
 LETTER_MIN_PX = 8  # shorter components (specks, dots, commas at 300 dpi) are not letters
-TWIN_IOU = 0.8  # two shapes of the same size to a pixel are twins when their ink overlaps so
+TWIN_NEAR = 0.99  # of each of two shapes' ink within a pixel of the other's: twins
+NEIGHBOURS = np.ones((3, 3), np.uint8)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -227,9 +228,8 @@ def _rules(straight: np.ndarray) -> np.ndarray:
 
 def print_share(labels: np.ndarray, ids: np.ndarray, stats: np.ndarray) -> float:
     """The share of a line's letter-sized components (`ids` in `labels`, their `stats`; at
-    least LETTER_MIN_PX tall and half the median of those) that have a twin:
-    another of the same size to a pixel whose ink overlaps theirs by TWIN_IOU after a shift
-    of up to a pixel. 0 for fewer than PRINT_MIN_SHAPES letters."""
+    least LETTER_MIN_PX tall and half the median of those) that have a twin (`_twins`)
+    of the same size to a pixel. 0 for fewer than PRINT_MIN_SHAPES letters."""
     x, y, w, h = (stats[:, k] for k in (cv2.CC_STAT_LEFT, cv2.CC_STAT_TOP,
                                         cv2.CC_STAT_WIDTH, cv2.CC_STAT_HEIGHT))
     sized = h >= LETTER_MIN_PX
@@ -245,22 +245,26 @@ def print_share(labels: np.ndarray, ids: np.ndarray, stats: np.ndarray) -> float
                 continue
             if twinned[i] and twinned[j]:
                 continue
-            if _twins(*(labels[y[k]:y[k] + h[k], x[k]:x[k] + w[k]] == ids[k] for k in (i, j))):
+            if _twins(*((labels[y[k]:y[k] + h[k], x[k]:x[k] + w[k]] == ids[k]).view(np.uint8)
+                        for k in (i, j))):
                 twinned[[i, j]] = True
     return float(twinned[letters].mean())
 
 
 def _twins(a: np.ndarray, b: np.ndarray) -> bool:
-    """Whether two shapes' ink overlaps by TWIN_IOU with `b` shifted by up to a pixel."""
+    """Whether TWIN_NEAR of each shape's ink lies within a pixel of the other's, with `b`
+    shifted by up to a pixel: a scan's ragged edges move a stroke's edge by a pixel,
+    however small the type, where an overlap ratio would ask more of small letters."""
     height, width = max(a.shape[0], b.shape[0]) + 2, max(a.shape[1], b.shape[1]) + 2
-    canvas = np.zeros((height, width), bool)
+    canvas = np.zeros((height, width), np.uint8)
     canvas[1:1 + a.shape[0], 1:1 + a.shape[1]] = a
+    near, na, nb = cv2.dilate(canvas, NEIGHBOURS), np.count_nonzero(a), np.count_nonzero(b)
     for dy in range(3):
         for dx in range(3):
             moved = np.zeros_like(canvas)
             moved[dy:dy + b.shape[0], dx:dx + b.shape[1]] = b
-            union = np.count_nonzero(canvas | moved)
-            if np.count_nonzero(canvas & moved) >= TWIN_IOU * union:
+            if (np.count_nonzero(moved & near) >= TWIN_NEAR * nb
+                    and np.count_nonzero(canvas & cv2.dilate(moved, NEIGHBOURS)) >= TWIN_NEAR * na):
                 return True
     return False
 
