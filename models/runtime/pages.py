@@ -173,14 +173,15 @@ def find_lines(page: np.ndarray) -> list[Line]:
     paper = int(np.median(page[::4, ::4]))
     lines = []
     for b in kept:
-        s = stats[band == b]
-        printed = print_share(labels, np.flatnonzero(band == b) + 1, s) >= PRINT_SHARE
+        members = np.flatnonzero(band == b)
+        s = stats[members]
+        is_print = print_share(labels, members + 1, s) >= PRINT_SHARE
         x0, y0 = s[:, cv2.CC_STAT_LEFT].min(), s[:, cv2.CC_STAT_TOP].min()
         x1 = (s[:, cv2.CC_STAT_LEFT] + s[:, cv2.CC_STAT_WIDTH]).max()
         y1 = (s[:, cv2.CC_STAT_TOP] + s[:, cv2.CC_STAT_HEIGHT]).max()
         crop = page[y0:y1, x0:x1].copy()
         crop[owner[y0:y1, x0:x1] != b] = paper
-        lines.append(Line(crop, (int(x0), int(y0), int(x1), int(y1)), bool(printed)))
+        lines.append(Line(crop, (int(x0), int(y0), int(x1), int(y1)), bool(is_print)))
     return lines
 
 
@@ -238,6 +239,8 @@ def print_share(labels: np.ndarray, ids: np.ndarray, stats: np.ndarray) -> float
     letters = np.flatnonzero(sized & (h >= 0.5 * np.median(h[sized])))
     if len(letters) < PRINT_MIN_SHAPES:
         return 0.0
+    shape = {k: (labels[y[k]:y[k] + h[k], x[k]:x[k] + w[k]] == ids[k]).view(np.uint8)
+             for k in letters}
     twinned = np.zeros(len(stats), bool)
     for n, i in enumerate(letters):
         for j in letters[n + 1:]:
@@ -245,8 +248,7 @@ def print_share(labels: np.ndarray, ids: np.ndarray, stats: np.ndarray) -> float
                 continue
             if twinned[i] and twinned[j]:
                 continue
-            if _twins(*((labels[y[k]:y[k] + h[k], x[k]:x[k] + w[k]] == ids[k]).view(np.uint8)
-                        for k in (i, j))):
+            if _twins(shape[i], shape[j]):
                 twinned[[i, j]] = True
     return float(twinned[letters].mean())
 
