@@ -275,7 +275,7 @@ def test_features_of_many_images_are_those_of_each_alone(generated_lines):
     describe = Descriptor(Hinge(), Vlad.fit(generated_lines[0], centres=4, dims=8, seed=0))
     features = runtime.Features(None, describe, "auto")
     _, together = features(images)
-    assert features.lines == [None, 4, None, None]
+    assert [r.lines for r in features.read] == [None, 4, None, None]
     alone = np.concatenate([features([image])[1] for image in images])
     np.testing.assert_allclose(together, alone, rtol=1e-5, atol=1e-5)
     assert not np.allclose(together[1], together[0], rtol=0.1)

@@ -87,7 +87,7 @@ def test_enroll_skips_known_images_without_computing_their_features(tmp_path):
 
         def __call__(self, images, thumbnails=False):
             self.calls += len(images)
-            self.lines, self.read_at = [None] * len(images), [300.0] * len(images)
+            self.read = [runtime.Read(None, 0, 300.0)] * len(images)
             self.thumbnails = [b"png"] * len(images)
             return None, np.ones((len(images), 136))
 

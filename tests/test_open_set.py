@@ -96,9 +96,7 @@ class _StubFeatures:
         return self.folder / name
 
     def __call__(self, images: list, thumbnails: bool = False) -> tuple[np.ndarray, None]:
-        self.lines = [None] * len(images)  # every image a line, at 300 dpi, without print
-        self.printed = [0] * len(images)
-        self.read_at = [300.0] * len(images)
+        self.read = [runtime.Read(None, 0, 300.0)] * len(images)  # lines, at 300 dpi
         self.thumbnails = [None] * len(images)
         return np.stack([runtime.unit(np.asarray(self.vectors[Path(i).name], np.float32))
                          for i in images]), None

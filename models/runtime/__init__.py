@@ -15,6 +15,7 @@ from models.runtime.identify import (
     Features,
     Identifier,
     Prepared,
+    Read,
     enroll,
     features_for,
     fuse,
@@ -34,6 +35,6 @@ from models.runtime.model import (
 )
 
 __all__ = ["BUCKET_PX", "CARD", "SIGNATURE", "Enrolled", "Features", "Gallery", "GalleryError",
-           "Identifier", "Model", "Prepared", "ModelError", "NoInkError", "Snapshot", "embed_inked",
-           "enroll", "features_for", "fuse", "gallery_file", "handwriting", "hinge_similarity",
-           "unit", "verify"]
+           "Identifier", "Model", "Prepared", "ModelError", "NoInkError", "Read", "Snapshot",
+           "embed_inked", "enroll", "features_for", "fuse", "gallery_file", "handwriting",
+           "hinge_similarity", "unit", "verify"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -146,6 +147,20 @@ def hinge_similarity(queries: np.ndarray, references: np.ndarray) -> np.ndarray:
     return descriptors.References(references).similarity(queries)
 
 
+class Read(NamedTuple):
+    """How `Features` read one image: the handwritten lines found on it (None: read as a
+    line), its lines of machine print left out, and the resolution it was read at."""
+
+    lines: int | None
+    printed: int
+    dpi: float
+
+    @property
+    def read_as(self) -> ReadAs:
+        """As a gallery records it."""
+        return ReadAs(self.dpi, "line" if self.lines is None else "page")
+
+
 class Features:
     """What a gallery needs of images: a model's embeddings and/or a descriptor's rows.
     Each image is read as `input` (`models.config.INPUTS`): a page's lines make one document, the
@@ -170,16 +185,14 @@ class Features:
     def __call__(self, images: list, thumbnails: bool = False
                  ) -> tuple[np.ndarray | None, np.ndarray | None]:
         """(unit embeddings [N, D] or None, descriptor rows [N, K] or None) of the images;
-        a blank or unreadable image raises, naming it. `self.lines` then holds the number
-        of handwritten lines found on each image read as a page (None for a line),
-        `self.printed` its lines of machine print (left out; 0 for a line), `self.read_at`
-        the resolution each was read at, and with `thumbnails` `self.thumbnails` each
+        a blank or unreadable image raises, naming it. `self.read` then holds how each
+        image was read (`Read`), and with `thumbnails` `self.thumbnails` each
         image drawn as reports show it (`evidence.thumbnail`, a page's lines outlined),
         from the pixels already read. The descriptor describes every image's lines on one
         pool of threads while the next image is read and embedded, so many single lines
         gain as a page's lines do."""
-        emb, sizes, self.lines, self.read_at, self.thumbnails = [], [], [], [], []
-        self.printed: list[int] = []
+        emb, sizes, self.thumbnails = [], [], []
+        self.read: list[Read] = []
 
         def lines_of_each_image() -> Iterator[np.ndarray]:
             for image in images:
@@ -188,9 +201,7 @@ class Features:
                 parts, found = pages.split(array, lines)
                 if thumbnails:
                     self.thumbnails.append(evidence.thumbnail(array, lines))
-                self.lines.append(found)
-                self.printed.append(pages.printed(lines))
-                self.read_at.append(read_at)
+                self.read.append(Read(found, pages.printed(lines), read_at))
                 sizes.append(len(parts))
                 if self.model:
                     emb.append(document_embedding(self.model.outputs_of(parts, name, found)))
@@ -278,8 +289,7 @@ def enroll(gallery: str | Path | Gallery, features: Features, writer: str,
         return Enrolled(writer, 0, skipped)
     chosen = [images[first[hashes[i]]] for i in new]
     computed = features(chosen, thumbnails=True)
-    read = [ReadAs(dpi, "line" if found is None else "page")
-            for dpi, found in zip(features.read_at, features.lines)]
+    read = [r.read_as for r in features.read]
     result = open_for(gallery, features).add(writer, [stored[i] for i in new],
                                              [hashes[i] for i in new], *computed,
                                              features.thumbnails, read)
@@ -396,8 +406,7 @@ class Identifier:
         if top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
         emb, counts = self.features(images)
-        return self._ranked(images, emb, counts, self.features.lines, self.features.printed,
-                            self.features.read_at, top_k)
+        return self._ranked(images, emb, counts, self.features.read, top_k)
 
     def rank_each(self, images: list, top_k: int = 5) -> list[dict]:
         """`rank` of every image as a query of its own, their lines described on one pool
@@ -406,14 +415,12 @@ class Identifier:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
         emb, counts = self.features(images)
         return [self._ranked([image], None if emb is None else emb[i:i + 1],
-                             None if counts is None else counts[i:i + 1], [lines], [printed],
-                             [dpi], top_k)
-                for i, (image, lines, printed, dpi) in enumerate(zip(
-                    images, self.features.lines, self.features.printed, self.features.read_at))]
+                             None if counts is None else counts[i:i + 1], [read], top_k)
+                for i, (image, read) in enumerate(zip(images, self.features.read))]
 
     def _ranked(self, images: list, emb: np.ndarray | None, counts: np.ndarray | None,
-                lines: list, printed: list, read_at: list, top_k: int) -> dict:
-        document = len(images) > 1 or lines[0] is not None
+                read: list[Read], top_k: int) -> dict:
+        document = len(images) > 1 or read[0].lines is not None
         sims = {k: v[0] for k, v in self.all_scores(
             None if emb is None else unit(emb.mean(axis=0))[None],
             None if counts is None else counts.sum(axis=0)[None], document).items()}
@@ -438,9 +445,9 @@ class Identifier:
                                    "second": float(np.partition(sims[self.score], -2)[-2])}
         if "log10_lr" not in top[0]:
             result["note"] = evidence.NO_LR if self.model else evidence.NO_LR_WITHOUT_MODEL
-        found = {str(i): n for i, n in zip(images, lines) if n is not None}
-        typed = {str(i): n for i, n in zip(images, printed) if n}
-        resampled = {str(i): dpi for i, dpi in zip(images, read_at) if dpi != SCAN_DPI}
+        found = {str(i): r.lines for i, r in zip(images, read) if r.lines is not None}
+        typed = {str(i): r.printed for i, r in zip(images, read) if r.printed}
+        resampled = {str(i): r.dpi for i, r in zip(images, read) if r.dpi != SCAN_DPI}
         return result | ({"lines": found} if found else {}) | (
             {"printed": typed} if typed else {}) | ({"dpi": resampled} if resampled else {})
 
@@ -464,8 +471,7 @@ def verify(model: Model, questioned, reference, score: str | None = None,
     try:  # the reference's features only: no thumbnail, as nothing shows the gallery
         gallery.add("reference", [str(reference)], [sha256_of(reference)],
                     *features([reference]))
-        reference_lines, reference_dpi = features.lines[0], features.read_at[0]
-        reference_printed = features.printed[0]
+        known = features.read[0]
         r = Identifier(gallery, model, score, input=input, dpi=dpi).rank([questioned],
                                                                           top_k=1)
     finally:
@@ -478,11 +484,11 @@ def verify(model: Model, questioned, reference, score: str | None = None,
         result |= {"log10_lr": top["log10_lr"][r["score"]], "support": top["support"]}
     else:
         result["note"] = r["note"]
-    read = {"lines_a": r.get("lines", {}).get(str(questioned)), "lines_b": reference_lines,
+    read = {"lines_a": r.get("lines", {}).get(str(questioned)), "lines_b": known.lines,
             "printed_a": r.get("printed", {}).get(str(questioned)),
-            "printed_b": reference_printed or None,
+            "printed_b": known.printed or None,
             "dpi_a": r.get("dpi", {}).get(str(questioned)),
-            "dpi_b": None if reference_dpi == SCAN_DPI else reference_dpi}
+            "dpi_b": None if known.dpi == SCAN_DPI else known.dpi}
     return result | {k: n for k, n in read.items() if n is not None}
 
 
