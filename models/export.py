@@ -155,7 +155,10 @@ def _fit_vlad(images: list, seed: int) -> descriptors.Vlad:
           "training lines", flush=True)
     chosen = np.random.default_rng(seed).choice(len(images), min(VLAD_FIT_LINES, len(images)),
                                                 replace=False)
-    return descriptors.Vlad.fit([images[i][3] for i in chosen], seed=seed)
+    try:
+        return descriptors.Vlad.fit([images[i][3] for i in chosen], seed=seed)
+    except ValueError as err:
+        raise ExportError(f"the training lines' RootSIFT + VLAD codebook: {err}") from None
 
 
 def _calibration(rt: runtime.Model, images: list, n: int, seed: int) -> list[np.ndarray]:

@@ -231,6 +231,10 @@ def test_vlad_is_seeded_saved_and_sums_over_a_document(generated_lines, tmp_path
     encoded = vlad.encode(np.stack([vlad(doc[0]) + vlad(doc[1]), vlad(wide)]))
     np.testing.assert_allclose(np.linalg.norm(encoded[0]), 1, rtol=1e-6)
     assert not encoded[1].any()  # blank paper: no keypoints, no residuals
+    n = len(Vlad.local(line))  # fewer descriptors than centres: one clear line, not k-means'
+    with pytest.raises(ValueError, match=f"1 images give {n} RootSIFT descriptors: too few "
+                                         f"to fit {n + 1} centres"):
+        Vlad.fit([line], centres=n + 1, dims=16)
 
 
 def test_vlad_sums_each_descriptors_residual_to_its_nearest_centre(generated_lines):

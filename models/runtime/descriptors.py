@@ -25,6 +25,9 @@ import cv2
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+# RootSIFT + VLAD centres: more separate writers better, but at 512 the calibrated
+# unknown-writer thresholds let 5-18% of strangers through (docs/results.md, codebook size)
+VLAD_CENTRES = 64
 # Unknown-writer thresholds on 1 - chi-square for galleries built without a model: the
 # equal-error points of lines, and of forms as documents, against one enrolled form per
 # writer (docs/results.md, hinge)
@@ -200,11 +203,15 @@ class Vlad:
         return np.sqrt(desc).astype(np.float32)
 
     @classmethod
-    def fit(cls, images: list[np.ndarray], centres: int = 64, dims: int = 64,
+    def fit(cls, images: list[np.ndarray], centres: int = VLAD_CENTRES, dims: int = 64,
             samples: int = 100_000, seed: int = 0) -> Vlad:
         """PCA-whitening and k-means centres fitted on the RootSIFT descriptors of
         `images` (at most `samples` of them, a seeded choice)."""
         desc = np.concatenate(list(each(cls.local, images)))
+        if len(desc) < max(centres, dims):
+            raise ValueError(f"{len(images)} images give {len(desc)} RootSIFT descriptors: "
+                             f"too few to fit {centres} centres in {dims} dimensions; fit on "
+                             "more handwriting")
         rng = np.random.default_rng(seed)
         if len(desc) > samples:
             desc = desc[rng.choice(len(desc), samples, replace=False)]
