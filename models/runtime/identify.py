@@ -156,6 +156,11 @@ class Read(NamedTuple):
     dpi: float
 
     @property
+    def resampled(self) -> float | None:
+        """The resolution it was read at, where not SCAN_DPI (it was resampled from it)."""
+        return None if self.dpi == SCAN_DPI else self.dpi
+
+    @property
     def read_as(self) -> ReadAs:
         """As a gallery records it."""
         return ReadAs(self.dpi, "line" if self.lines is None else "page")
@@ -447,7 +452,7 @@ class Identifier:
             result["note"] = evidence.NO_LR if self.model else evidence.NO_LR_WITHOUT_MODEL
         found = {str(i): r.lines for i, r in zip(images, read) if r.lines is not None}
         typed = {str(i): r.printed for i, r in zip(images, read) if r.printed}
-        resampled = {str(i): r.dpi for i, r in zip(images, read) if r.dpi != SCAN_DPI}
+        resampled = {str(i): r.resampled for i, r in zip(images, read) if r.resampled}
         return result | ({"lines": found} if found else {}) | (
             {"printed": typed} if typed else {}) | ({"dpi": resampled} if resampled else {})
 
@@ -488,7 +493,7 @@ def verify(model: Model, questioned, reference, score: str | None = None,
             "printed_a": r.get("printed", {}).get(str(questioned)),
             "printed_b": known.printed or None,
             "dpi_a": r.get("dpi", {}).get(str(questioned)),
-            "dpi_b": None if known.dpi == SCAN_DPI else known.dpi}
+            "dpi_b": known.resampled}
     return result | {k: n for k, n in read.items() if n is not None}
 
 
