@@ -115,38 +115,47 @@ def linked_layout(records, writers: set[str], folder: Path) -> Path:
     return folder
 
 
-def level_scores(identifier, emb, counts, records, probe, pages=None) -> dict:
+def level_scores(identifier, emb, counts, records, probe, pages=None,
+                 strangers: bool = False) -> dict:
     """{level: (scores [Q, W], each query's writer index)} of one score: the probe lines,
     their forms as documents (their cut lines as one query), and, given `pages` (forms,
-    embeddings, hinge counts of the forms' page scans), the page scans."""
+    embeddings, hinge counts of the forms' page scans), the page scans. With `strangers`,
+    each query is scored against the gallery without its writer (`absent`): as a writer
+    who is not enrolled would be, where a cohort-normalised score depends on the gallery."""
     from models.runtime import unit
 
     writers = identifier.writers
+
+    def scored(emb, counts, label, document=False):
+        absent = (label[:, None] == np.arange(len(writers))[None, :]) if strangers else None
+        return identifier.score_matrix(emb, counts, document, absent), label
+
     label = np.array([writers.index(records[i].writer_id) for i in probe])
     pick = (lambda rows: emb[rows]) if emb is not None else (lambda rows: None)
-    out = {"line": (identifier.score_matrix(pick(probe), None if counts is None
-                                            else counts[probe]), label)}
+    out = {"line": scored(pick(probe), None if counts is None else counts[probe], label)}
     forms = np.array([records[i].form_id for i in probe])
     form_ids = sorted(set(forms))
     by_form = [np.array(probe)[forms == f] for f in form_ids]
-    out["document"] = (identifier.score_matrix(
+    out["document"] = scored(
         None if emb is None else np.stack([unit(emb[rows].mean(0)) for rows in by_form]),
         None if counts is None else np.stack([counts[rows].sum(0) for rows in by_form]),
-        document=True), np.array([writers.index(records[rows[0]].writer_id) for rows in by_form]))
+        np.array([writers.index(records[rows[0]].writer_id) for rows in by_form]), True)
     if pages is not None:
         page_forms, page_emb, page_counts = pages
         owner = {records[i].form_id: records[i].writer_id for i in probe}
-        out["page"] = (identifier.score_matrix(page_emb, page_counts, document=True),
-                       np.array([writers.index(owner[f]) for f in page_forms]))
+        out["page"] = scored(page_emb, page_counts,
+                             np.array([writers.index(owner[f]) for f in page_forms]), True)
     return out
 
 
-def figures(identifier, levels: dict, enrolled_writers, others: dict | None = None) -> dict:
+def figures(identifier, levels: dict, enrolled_writers, unknown: dict,
+            others: dict | None = None) -> dict:
     """Figures of one score: top-1 and top-5 at each level, the per-writer mean of line
-    top-1, and at the stored thresholds the rejection of writers not enrolled (each query
-    against the gallery without its writer) and the false rejection of enrolled ones, of
-    lines and of documents; with `others` (`level_scores` of more queries: the distractors'
-    own lines and forms), the rejection of those unknown queries and the probes' together.
+    top-1, and at the stored thresholds the rejection of writers not enrolled (`unknown`:
+    `level_scores` of the same queries as strangers) and the false rejection of enrolled
+    ones, of lines and of documents; with `others` (`level_scores` of more queries as
+    strangers: the distractors' own lines and forms), the rejection of those unknown
+    queries and the probes' together.
     Where the card's rule weighs the best writer's lead over the second, the same rates
     under the best score alone (keys ending "_top")."""
     from models.evaluate import topk_accuracy
@@ -171,8 +180,8 @@ def figures(identifier, levels: dict, enrolled_writers, others: dict | None = No
         if level == "page":
             continue
         document = level != "line"
-        unknown = without_own(sims, label)
-        more = without_own(*others[level]) if others else None
+        strangers = unknown[level][0]
+        more = others[level][0] if others else None
         rules = {"": identifier.thresholds}
         rule = identifier.unknown_rule(document)
         if rule and "lead" in rule:  # the best score alone, the rule before the lead, beside it
@@ -180,7 +189,7 @@ def figures(identifier, levels: dict, enrolled_writers, others: dict | None = No
             rules["_top"] = lambda s, document, plain=plain: query_thresholds(plain, s)
         for suffix, thresholds in rules.items():
             rejected = sims.max(1) < thresholds(sims, document)
-            accepted = unknown.max(1) >= thresholds(unknown, document)
+            accepted = strangers.max(1) >= thresholds(strangers, document)
             result[f"{level}_rejection{suffix}"] = float(1 - accepted.mean())
             result[f"{level}_false_rejection{suffix}"] = float(rejected.mean())
             result["queries"][level] |= {f"rejected{suffix}": rejected.tolist(),
@@ -206,12 +215,6 @@ def writer_interval(hit: np.ndarray, label: np.ndarray, seed: int = 0) -> tuple[
     draws = np.random.default_rng(seed).integers(0, len(writers), (INTERVAL_DRAWS, len(writers)))
     low, high = np.quantile(right[draws].sum(1) / asked[draws].sum(1), [0.025, 0.975])
     return float(low), float(high)
-
-
-def without_own(sims: np.ndarray, label: np.ndarray) -> np.ndarray:
-    """Each query's scores against the gallery without its own writer (`label`, its
-    column, set to minus infinity): the query of a writer who is not enrolled."""
-    return np.where(np.arange(sims.shape[1])[None, :] == label[:, None], -np.inf, sims)
 
 
 def lr_quality(card: dict, score: str, levels: dict) -> dict:
@@ -598,9 +601,12 @@ def main() -> int:
             for score in scores:
                 identifier = Identifier(gallery, model, score)
                 levels = level_scores(identifier, emb, counts, subjects, probe, pages)
-                others = (level_scores(identifier, emb, counts, subjects, distracting)
+                unknown = level_scores(identifier, emb, counts, subjects, probe,
+                                       strangers=True)
+                others = (level_scores(identifier, emb, counts, subjects, distracting,
+                                       strangers=True)
                           if len(members) > len(enrolled) else None)
-                rows[score] = figures(identifier, levels, members, others)
+                rows[score] = figures(identifier, levels, members, unknown, others)
                 if model:
                     lrs[score] = lr_quality(model.card, score, levels)
             if len(members) > len(enrolled) or title.startswith("(a)"):

@@ -63,14 +63,17 @@ def roc_figures(same: np.ndarray, sims: np.ndarray) -> dict:
     }
 
 
-def open_set_scores(sims: np.ndarray, writers: np.ndarray,
-                    present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def open_set_scores(sims: np.ndarray, writers: np.ndarray, present: np.ndarray,
+                    unknown: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(genuine, impostor) of open-set identification from scores [N, W] of images against
     the `present` writers: an image's score for its own writer (should pass) and its best
-    score for any other writer (as if its writer were not enrolled; should be rejected)."""
+    score for any other writer (as if its writer were not enrolled; should be rejected),
+    read from `unknown`, the same scores with the own writer absent, where a score depends
+    on the gallery (`runtime.fuse`'s `absent`)."""
     own = writers[:, None] == present[None, :]
     keep = own.any(axis=1)
-    return sims[keep][own[keep]], np.where(own, -np.inf, sims)[keep].max(axis=1)
+    strangers = np.where(own, -np.inf, sims if unknown is None else unknown)
+    return sims[keep][own[keep]], strangers[keep].max(axis=1)
 
 
 def open_set_figures(sims: np.ndarray, writers: np.ndarray, present: np.ndarray) -> dict:
@@ -81,11 +84,12 @@ def open_set_figures(sims: np.ndarray, writers: np.ndarray, present: np.ndarray)
 
 
 def far_threshold(sims: np.ndarray, writers: np.ndarray, present: np.ndarray,
-                  far: float) -> dict:
+                  far: float, unknown: np.ndarray | None = None) -> dict:
     """The lowest score threshold that accepts at most `far` of the queries whose writer is
-    not enrolled (their best score against the others, `open_set_scores`), and the rates
-    it gives: `far` measured, and `frr`, the share of genuine queries answered unknown."""
-    genuine, impostor = open_set_scores(sims, writers, present)
+    not enrolled (their best score against the others, `open_set_scores`, with `unknown`),
+    and the rates it gives: `far` measured, and `frr`, the share of genuine queries answered
+    unknown."""
+    genuine, impostor = open_set_scores(sims, writers, present, unknown)
     t = float(np.nextafter(np.quantile(impostor, 1 - far, method="higher"), np.inf))
     return {"threshold": t, "far_target": far, "far": float((impostor >= t).mean()),
             "frr": float((genuine < t).mean()), "n_genuine": int(len(genuine)),

@@ -320,15 +320,18 @@ def _query_calibration(writers: np.ndarray, emb: np.ndarray, counts: np.ndarray,
     names = list(sims)
     grid = weight_grid(names)
 
-    def fused(w: np.ndarray) -> np.ndarray:
-        return runtime.fuse(sims, {**cal, "weights": dict(zip(names, w))}, against)
+    def fused(w: np.ndarray, absent: np.ndarray | None = None) -> np.ndarray:
+        return runtime.fuse(sims, {**cal, "weights": dict(zip(names, w))}, against, absent)
 
     best = grid[int(np.argmax([_margin(fused(w), writers, present, against is None)
                                for w in grid]))]
     cal["weights"] = {name: float(w) for name, w in zip(names, best)}
     sims["fused"] = fused(best)
     cal["top1"] = {name: float((s[keep].argmax(1) == label).mean()) for name, s in sims.items()}
-    rates = {name: far_threshold(s, writers, present, far) for name, s in sims.items()}
+    own = writers[:, None] == present[None, :]
+    rates = {name: far_threshold(s, writers, present, far,
+                                 fused(best, own) if name == "fused" else None)
+             for name, s in sims.items()}
     cal["thresholds"] = {name: r.pop("threshold") for name, r in rates.items()}
     cal["rates"] = rates
     cal["n_queries"] = int(keep.sum())
@@ -475,7 +478,8 @@ def _unknown_writers(lines: tuple, references: tuple, fusion: dict,
     ref_writers, ref_forms = references[:2]
     prepared = runtime.Prepared(*references[2:], descriptor)
     for level, (w, f, e, c) in {"line": lines, "document": _by_form(*lines)}.items():
-        sims = prepared.scores(e, c, fusion[level], cohort)
+        # each query as a stranger's: its own writer's forms are in no gallery it is asked of
+        sims = prepared.scores(e, c, fusion[level], cohort, w[:, None] == ref_writers[None, :])
         keep = f[:, None] != ref_forms[None, :]
         fusion[level]["unknown_writer"] = {
             "rule": UNKNOWN_RULE, **{name: _unknown_growth(s, w, ref_writers, keep, far, seed)
@@ -498,8 +502,10 @@ def _rule_rates(queries: tuple, enrolled: tuple, fusion: dict,
         own = w[keep, None] == present[None, :]
         rule = fusion[level]["unknown_writer"]
         rates = {}
+        unknown = prepared.scores(e[keep], c[keep], fusion[level], cohort, own)
         for name, s in prepared.scores(e[keep], c[keep], fusion[level], cohort).items():
-            stranger = s[~own].reshape(len(s), -1)  # the gallery without the query's writer
+            # the gallery without the query's writer
+            stranger = unknown[name][~own].reshape(len(s), -1)
             rates[name] = {
                 "far": float((stranger.max(1) >= runtime.identify.query_thresholds(
                     rule[name], stranger)).mean()),

@@ -203,6 +203,27 @@ def test_fused_scores_against_a_cohort_keep_the_order_and_discount_a_common_hand
     np.testing.assert_allclose(normalised[1], (gallery[1] - best) / spread)
 
 
+def test_a_writer_absent_from_the_gallery_leaves_the_spread_as_if_never_enrolled():
+    """A query scored with a writer `absent` scores the others as against a gallery without
+    that writer (the stranger a benchmark or a calibration measures), and the absent one
+    minus infinity; masking after scoring would keep the writer's high score in the spread
+    and squeeze the others towards the cohort's best, a stranger's best score below it."""
+    fusion = {"weights": {"hinge": 0.0, "vlad": 1.0}, "hinge": {"mean": 0.0, "std": 1.0},
+              "vlad": {"mean": 0.0, "std": 1.0}}
+    rng = np.random.default_rng(1)
+    sims = {"hinge": rng.normal(0, 1, (2, 4)), "vlad": np.array([[9.0, 1.0, 0.5, 0.0],
+                                                                 [0.2, 1.0, 0.5, 0.0]])}
+    cohort = {name: rng.normal(0, 1, (2, 30)) for name in sims}
+    absent = np.array([[True, False, False, False], [False, False, False, False]])
+    fused = runtime.fuse(sims, fusion, cohort, absent)
+    without = runtime.fuse({k: v[:, 1:] for k, v in sims.items()}, fusion, cohort)
+    assert fused[0, 0] == -np.inf and np.isfinite(fused[1]).all()  # a zero weight: no NaN
+    np.testing.assert_allclose(fused[0, 1:], without[0])
+    masked_after = runtime.fuse(sims, fusion, cohort)[0, 1:]
+    assert (np.abs(fused[0, 1:]) > np.abs(masked_after)).all()
+    np.testing.assert_allclose(fused[1], runtime.fuse(sims, fusion, cohort)[1])
+
+
 @pytest.fixture(scope="module")
 def generated_lines() -> dict[int, list[np.ndarray]]:
     """Four generated lines of each of four writers."""

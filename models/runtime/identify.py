@@ -35,7 +35,8 @@ from models.runtime.model import Model, ModelError, document_embedding, unit
 
 
 def fuse(sims: dict[str, np.ndarray], calibration: dict,
-         cohort: dict[str, np.ndarray] | None = None) -> np.ndarray:
+         cohort: dict[str, np.ndarray] | None = None,
+         absent: np.ndarray | None = None) -> np.ndarray:
     """The fused score [Q, W]: each similarity standardised by the mean and spread of
     different-writer similarities measured at export for this kind of query (so that a
     score, and its threshold, mean the same whatever the gallery's size), weighted by
@@ -49,7 +50,12 @@ def fuse(sims: dict[str, np.ndarray], calibration: dict,
     the writers it most resembles, not with a fixed number. The order of a query's
     candidates does not change; a score moves a little as writers are enrolled (the spread
     includes the gallery's scores: dividing by the cohort's alone did worse; docs/results.md,
-    open set)."""
+    open set).
+
+    `absent` [Q, W] marks writers outside each query's gallery: scored minus infinity and
+    left out of its spread. A writer who is not enrolled is measured so (export, the
+    benchmark): masking its own writer after the fact keeps that writer's high score in the
+    spread and reads strangers' scores low (docs/results.md, the spread)."""
     weights = calibration.get("weights") or {"embedding": 1 - calibration["weight"],
                                              "hinge": calibration["weight"]}
 
@@ -58,12 +64,15 @@ def fuse(sims: dict[str, np.ndarray], calibration: dict,
                    for name, w in weights.items())
 
     scores = fused(sims)
-    if cohort is None:
-        return scores
-    against = fused(cohort)
-    best = np.sort(against, axis=1)[:, -COHORT_TOP:].mean(axis=1, keepdims=True)
-    spread = np.concatenate([scores, against], axis=1).std(axis=1, keepdims=True)
-    return (scores - best) / np.maximum(spread, 1e-12)
+    gone = np.zeros(scores.shape, bool) if absent is None else np.asarray(absent, bool)
+    if cohort is not None:
+        against = fused(cohort)
+        best = np.sort(against, axis=1)[:, -COHORT_TOP:].mean(axis=1, keepdims=True)
+        spread = np.ma.masked_array(np.concatenate([scores, against], axis=1),
+                                    np.concatenate([gone, np.zeros(against.shape, bool)],
+                                                   axis=1)).std(axis=1).filled(0)[:, None]
+        scores = (scores - best) / np.maximum(spread, 1e-12)
+    return np.where(gone, -np.inf, scores)
 
 
 def gallery_threshold(growth: dict, writers: int) -> float:
@@ -122,11 +131,12 @@ class Prepared:
         self.vlad = descriptor.vlad.encode(vlad) if vlad is not None else None
 
     def scores(self, emb: np.ndarray | None, counts: np.ndarray | None,
-               calibration: dict | None = None, cohort: Prepared | None = None
-               ) -> dict[str, np.ndarray]:
+               calibration: dict | None = None, cohort: Prepared | None = None,
+               absent: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """{score: [Q, W]} of queries' unit embeddings [Q, D] and descriptor rows [Q, K];
         given one kind of query's fusion `calibration`, also `fused` (`fuse`), against the
-        same queries' scores on the `cohort` side when there is one."""
+        same queries' scores on the `cohort` side when there is one. `absent` [Q, W]: the
+        writers outside each query's gallery, every score minus infinity there (`fuse`)."""
         sims = {}
         if self.centroids is not None:
             sims["embedding"] = emb @ self.centroids.T
@@ -137,7 +147,9 @@ class Prepared:
                 sims["vlad"] = self.descriptor.vlad.encode(vlad) @ self.vlad.T
         if calibration is not None:
             sims["fused"] = fuse(sims, calibration,
-                                 None if cohort is None else cohort.scores(emb, counts))
+                                 None if cohort is None else cohort.scores(emb, counts), absent)
+        if absent is not None:
+            sims = {name: np.where(absent, -np.inf, s) for name, s in sims.items()}
         return sims
 
 
@@ -381,20 +393,22 @@ class Identifier:
             "unknown_writer", {}).get(self.score)
 
     def score_matrix(self, emb: np.ndarray | None, counts: np.ndarray | None,
-                     document: bool = False) -> np.ndarray:
+                     document: bool = False, absent: np.ndarray | None = None) -> np.ndarray:
         """[Q, n_writers] scores of queries (lines, or documents) given as unit embeddings
-        [Q, D] and/or descriptor rows [Q, K] (whichever the score uses)."""
-        return self.all_scores(emb, counts, document)[self.score]
+        [Q, D] and/or descriptor rows [Q, K] (whichever the score uses); `absent` as in
+        `Prepared.scores`."""
+        return self.all_scores(emb, counts, document, absent)[self.score]
 
     def all_scores(self, emb: np.ndarray | None, counts: np.ndarray | None,
-                   document: bool = False) -> dict[str, np.ndarray]:
+                   document: bool = False, absent: np.ndarray | None = None
+                   ) -> dict[str, np.ndarray]:
         """{score: [Q, n_writers]} of every score the features allow (those the chosen score
         uses), and fused when it is the one chosen (against the model's cohort when its
-        export kept one)."""
+        export kept one); `absent` as in `Prepared.scores`."""
         return self.prepared.scores(
             emb, counts,
             self.fusion["document" if document else "line"] if self.score == "fused" else None,
-            self.cohort)
+            self.cohort, absent)
 
     def rank(self, images: list, top_k: int = 5) -> dict:
         """{"images", "writer" (None: unknown), "score", "threshold" (this query's, on the
