@@ -127,7 +127,9 @@ def level_scores(identifier, emb, counts, records, probe, pages=None,
     writers = identifier.writers
 
     def scored(emb, counts, label, document=False):
-        absent = (label[:, None] == np.arange(len(writers))[None, :]) if strangers else None
+        if not strangers:
+            return identifier.score_matrix(emb, counts, document), label
+        absent = label[:, None] == np.arange(len(writers))[None, :]
         return identifier.score_matrix(emb, counts, document, absent), label
 
     label = np.array([writers.index(records[i].writer_id) for i in probe])

@@ -1,0 +1,74 @@
+"""The open-set benchmark's scoring: a stranger is a query scored against the gallery
+without its writer, not a query whose writer's column is masked after scoring."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+class Spread:
+    """An identifier stand-in whose scores depend on the gallery, as the cohort-normalised
+    fused score does: each query's cosines over their spread across the writers present."""
+
+    score, fusion = "cosine", None
+
+    def __init__(self, centroids: np.ndarray):
+        self.writers = [f"w{i}" for i in range(len(centroids))]
+        self.prepared = SimpleNamespace(scores=lambda emb, counts: {"cosine": emb @ centroids.T})
+
+    def score_matrix(self, emb, counts, document=False, absent=None):
+        sims = self.prepared.scores(emb, counts)["cosine"]
+        gone = np.zeros(sims.shape, bool) if absent is None else absent
+        spread = np.ma.masked_array(sims, gone).std(axis=1).filled(1)[:, None]
+        return np.where(gone, -np.inf, sims / spread)
+
+    def thresholds(self, scores, document=False):
+        return np.full(len(scores), 2.0)
+
+    def unknown_rule(self, document):
+        return None
+
+
+@pytest.fixture()
+def open_set(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    return importlib.import_module("open_set")
+
+
+def test_strangers_are_scored_against_the_gallery_without_their_writer(open_set):
+    rng = np.random.default_rng(0)
+    centroids = rng.normal(size=(4, 8))
+    centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
+    records = [SimpleNamespace(writer_id=f"w{i % 4}", form_id=f"f{i % 4}-{i // 8}")
+               for i in range(16)]
+    emb = centroids[[i % 4 for i in range(16)]] + rng.normal(0, 0.3, (16, 8))
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    identifier, probe = Spread(centroids), list(range(16))
+
+    levels = open_set.level_scores(identifier, emb, None, records, probe)
+    strangers = open_set.level_scores(identifier, emb, None, records, probe, strangers=True)
+    for level in ("line", "document"):
+        sims, label = levels[level]
+        unknown, same = strangers[level]
+        assert (same == label).all() and (unknown[np.arange(len(label)), label] == -np.inf).all()
+        others = label[:, None] != np.arange(4)[None, :]
+        assert not np.allclose(unknown[others], sims[others])  # not masked after scoring
+    unknown, label = strangers["line"]
+    for q, w in enumerate(label):  # each line against the gallery without its writer
+        kept = centroids[np.arange(4) != w] @ emb[q]
+        np.testing.assert_allclose(unknown[q, np.arange(4) != w], kept / kept.std())
+
+    figures = open_set.figures(identifier, levels, {w: [] for w in identifier.writers},
+                               strangers)
+    accepted = strangers["line"][0].max(1) >= 2.0
+    assert figures["line_rejection"] == pytest.approx(1 - accepted.mean())
+    # a writer enrolled alone (verify's pairs) scores as before
+    pairs = open_set.level_scores(open_set.Alone(identifier), emb, None, records, probe)
+    assert pairs["line"][0].shape == (16, 4)
