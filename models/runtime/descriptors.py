@@ -25,8 +25,8 @@ import cv2
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-# RootSIFT + VLAD centres: more separate writers better, but at 512 the calibrated
-# unknown-writer thresholds let 5-21% of strangers through (docs/results.md, codebook size)
+# RootSIFT + VLAD centres: 512 looked better only while strangers were measured with their
+# own writer's score in the spread; end to end they are not (docs/results.md, the spread)
 VLAD_CENTRES = 64
 # Unknown-writer thresholds on 1 - chi-square for galleries built without a model: the
 # equal-error points of lines, and of forms as documents, against one enrolled form per
