@@ -240,6 +240,12 @@ UNKNOWN_DRAWS = 20  # random galleries drawn per query and size
 # best score: fewer genuine lines answered unknown, at fewer false accepts (docs/results.md,
 # the lead rule)
 UNKNOWN_LEAD = 0.5
+# each enrolled writer's VLAD score an exemplar SVM against the cohort: fewer genuine
+# queries answered unknown at the same rate of strangers accepted (docs/results.md,
+# exemplar SVMs)
+EXEMPLAR = {"method": "exemplar SVM per writer: its VLAD vector against the cohort's "
+                      "(runtime.descriptors.exemplar_svms)",
+            "c": descriptors.EXEMPLAR_C}
 ENROLLED = ("each image's own writer vs the best other writer, each writer enrolled from one "
             "form")
 
@@ -312,7 +318,7 @@ def _query_calibration(writers: np.ndarray, emb: np.ndarray, counts: np.ndarray,
     eight calibration writers it chose by chance among many ties and once gave the hinge
     0.9 of a line's score (docs/results.md, open set)."""
     present, enrolled_emb, enrolled_counts = enrolled[:3]
-    sims = runtime.Prepared(enrolled_emb, enrolled_counts, descriptor).scores(emb, counts)
+    sims = _prepared(enrolled_emb, enrolled_counts, descriptor, cohort).scores(emb, counts)
     against = None if cohort is None else cohort.scores(emb, counts)
     keep = np.isin(writers, present)
     label = np.searchsorted(present, writers[keep])
@@ -345,10 +351,19 @@ def _fusion(queries: tuple, enrolled: tuple, descriptor: descriptors.Descriptor,
     one form): a line and a document score on different scales."""
     writers, forms, emb, counts = queries
     doc_writers, _, doc_emb, doc_counts = _by_form(*queries)
-    return {"descriptor": descriptor.name, "split": source, "compared": ENROLLED,
+    exemplar = {"exemplar": EXEMPLAR} if cohort is not None and descriptor.vlad else {}
+    return {"descriptor": descriptor.name, "split": source, "compared": ENROLLED, **exemplar,
             "line": _query_calibration(writers, emb, counts, enrolled, descriptor, far, cohort),
             "document": _query_calibration(doc_writers, doc_emb, doc_counts, enrolled,
                                            descriptor, far, cohort)}
+
+
+def _prepared(emb: np.ndarray, counts: np.ndarray, descriptor: descriptors.Descriptor,
+              cohort: runtime.Prepared | None) -> runtime.Prepared:
+    """Writers as `identify` prepares a gallery of them: with a cohort, the VLAD score each
+    writer's exemplar SVM against it."""
+    prepared = runtime.Prepared(emb, counts, descriptor)
+    return prepared.exemplars(cohort) if cohort is not None else prepared
 
 
 def _training_writers(rt: runtime.Model, train_images: list,
@@ -376,7 +391,8 @@ def _cohort(rt: runtime.Model, train_images: list, descriptor: descriptors.Descr
     np.savez(folder / COHORT_FILE, writers=np.array([labels[w] for w in writers[chosen]]),
              centroids=centroids[chosen].astype(np.float32),
              sums=sums[chosen].astype(np.float32))
-    return runtime.Prepared(centroids[chosen], sums[chosen], descriptor), {
+    cohort = runtime.Prepared(centroids[chosen], sums[chosen], descriptor)
+    return cohort.exemplars(cohort), {
         "file": COHORT_FILE, "writers": len(chosen), "top": COHORT_TOP,
         "rule": "each query's fused scores less the mean of its best `top` fused scores "
                 "against these writers, over the spread of all its fused scores",
@@ -451,7 +467,7 @@ def _likelihood_ratios(lines: tuple, pages: tuple, enrolled: tuple | None, fusio
     references = documents if enrolled is None else _as_references(enrolled)
     ref_writers, ref_forms, ref_emb, ref_counts = references
     # each side prepared once (hinge distributions, VLAD encodings) for all three levels
-    prepared = runtime.Prepared(ref_emb, ref_counts, descriptor)
+    prepared = _prepared(ref_emb, ref_counts, descriptor, cohort)
     identification = {}
     for level, (w, f, e, c) in {"line": lines, "document": documents, "page": pages}.items():
         sims = prepared.scores(e, c, fusion["line" if level == "line" else "document"], cohort)
@@ -476,7 +492,7 @@ def _unknown_writers(lines: tuple, references: tuple, fusion: dict,
     `references` (each: writers, forms, embeddings, descriptor rows); a form is never
     compared with itself, a writer only as a different one."""
     ref_writers, ref_forms = references[:2]
-    prepared = runtime.Prepared(*references[2:], descriptor)
+    prepared = _prepared(*references[2:], descriptor, cohort)
     for level, (w, f, e, c) in {"line": lines, "document": _by_form(*lines)}.items():
         # each query as a stranger's: its own writer's forms are in no gallery it is asked of
         sims = prepared.scores(e, c, fusion[level], cohort, w[:, None] == ref_writers[None, :])
@@ -496,7 +512,7 @@ def _rule_rates(queries: tuple, enrolled: tuple, fusion: dict,
     present = enrolled[0]
     if len(present) < 2:  # no gallery without the query's own writer to measure
         return
-    prepared = runtime.Prepared(enrolled[1], enrolled[2], descriptor)
+    prepared = _prepared(enrolled[1], enrolled[2], descriptor, cohort)
     for level, (w, _, e, c) in {"line": queries, "document": _by_form(*queries)}.items():
         keep = np.isin(w, present)
         own = w[keep, None] == present[None, :]

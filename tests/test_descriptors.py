@@ -22,6 +22,7 @@ from models.runtime.descriptors import (
     Vlad,
     chi_square,
     each,
+    exemplar_svms,
 )
 from tests.conftest import cli
 
@@ -222,6 +223,67 @@ def test_a_writer_absent_from_the_gallery_leaves_the_spread_as_if_never_enrolled
     masked_after = runtime.fuse(sims, fusion, cohort)[0, 1:]
     assert (np.abs(fused[0, 1:]) > np.abs(masked_after)).all()
     np.testing.assert_allclose(fused[1], runtime.fuse(sims, fusion, cohort)[1])
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def test_exemplar_svms_are_linearsvcs_solved_in_the_samples_span():
+    """Each writer's exemplar SVM is the one scikit-learn's LinearSVC finds (the same loss,
+    balanced classes), unit weights and the bias on their scale; left out, each negative is
+    separated from the others alone. Vectors that share a common direction, as VLAD
+    vectors of handwriting do, are what makes plain coordinate descent crawl."""
+    from sklearn.svm import LinearSVC
+
+    rng = np.random.default_rng(0)
+    common = rng.normal(size=512)
+    negatives = _unit(rng.normal(size=(12, 512)) + common)
+    positives = _unit(np.concatenate([negatives[:2] + rng.normal(size=(2, 512)),
+                                      rng.normal(size=(2, 512)) + common]))
+    for vectors, leave_out in ((positives, False), (negatives, True)):
+        weights, bias = exemplar_svms(vectors, negatives, leave_out=leave_out)
+        np.testing.assert_allclose(np.linalg.norm(weights, axis=1), 1, rtol=1e-5)
+        for i, x in enumerate(vectors):
+            others = np.delete(negatives, i, axis=0) if leave_out else negatives
+            svm = LinearSVC(C=1.0, class_weight="balanced", tol=1e-8, max_iter=100_000).fit(
+                np.concatenate([x[None], others]), np.r_[1, np.zeros(len(others))])
+            norm = np.linalg.norm(svm.coef_[0])
+            np.testing.assert_allclose(weights[i], svm.coef_[0] / norm, atol=1e-4)
+            assert bias[i] == pytest.approx(svm.intercept_[0] / norm, abs=1e-4)
+            assert x @ weights[i] + bias[i] > 0 > (others @ weights[i] + bias[i]).max()
+
+
+def test_a_gallery_against_a_cohort_scores_vlad_by_exemplar_svms():
+    """Prepared against a cohort, a gallery's VLAD score is each writer's exemplar SVM
+    against the cohort's VLAD vectors, and the cohort's own each of its writers' against
+    the others; the hinge is untouched, and before `exemplars` VLAD is the cosine."""
+    rng = np.random.default_rng(2)
+    hinge = Hinge()
+    vlad = Vlad(np.zeros(128, np.float32), np.eye(128, 8, dtype=np.float32),
+                rng.normal(size=(4, 8)).astype(np.float32))
+    descriptor = Descriptor(hinge, vlad)
+    common = rng.normal(size=(1, 32))
+
+    def rows(n: int) -> np.ndarray:  # hinge counts, then VLAD residual sums of a common hand
+        return np.concatenate([rng.integers(1, 9, (n, hinge.size)),
+                               common + rng.normal(0, 0.5, (n, 32))], axis=1)
+
+    cohort = runtime.Prepared(None, rows(20), descriptor)
+    gallery = runtime.Prepared(None, rows(3), descriptor)
+    queries = rows(5)
+    encoded = vlad.encode(queries[:, hinge.size:])
+    before = gallery.scores(None, queries)
+    np.testing.assert_allclose(before["vlad"], encoded @ gallery.encoded.T, rtol=1e-5)
+    gallery.exemplars(cohort.exemplars(cohort))
+    after = gallery.scores(None, queries)
+    weights, bias = exemplar_svms(gallery.encoded, cohort.encoded)
+    np.testing.assert_allclose(after["vlad"], encoded @ weights.T + bias, rtol=1e-4)
+    np.testing.assert_allclose(after["hinge"], before["hinge"])
+    weights, bias = exemplar_svms(cohort.encoded, cohort.encoded, leave_out=True)
+    np.testing.assert_allclose(cohort.scores(None, queries)["vlad"], encoded @ weights.T + bias,
+                               rtol=1e-4)
+    assert not np.allclose(after["vlad"], before["vlad"])
 
 
 @pytest.fixture(scope="module")

@@ -121,14 +121,25 @@ def applied_lead(growth: dict, writers: int) -> dict | None:
 class Prepared:
     """A gallery side (writers' unit mean embeddings and summed descriptor rows) made ready
     to score many queries: the hinge's distributions bin-major (`descriptors.References`),
-    the VLAD vectors encoded once."""
+    the VLAD vectors encoded once (`encoded`); the VLAD score is their cosine, or after
+    `exemplars` each writer's exemplar SVM."""
 
     def __init__(self, centroids: np.ndarray | None, sums: np.ndarray | None,
                  descriptor: Descriptor | None):
         self.centroids, self.descriptor = centroids, descriptor
         hinge, vlad = descriptor.split(sums) if descriptor else (None, None)
         self.hinge = descriptors.References(hinge) if hinge is not None else None
-        self.vlad = descriptor.vlad.encode(vlad) if vlad is not None else None
+        self.encoded = descriptor.vlad.encode(vlad) if vlad is not None else None
+        self.vlad, self.bias = self.encoded, 0.0
+
+    def exemplars(self, cohort: Prepared) -> Prepared:
+        """This side, its VLAD score each writer's exemplar SVM against the `cohort`'s VLAD
+        vectors (`descriptors.exemplar_svms`; the cohort itself: each of its writers
+        against the others), as export calibrated it where the card says `exemplar`."""
+        if self.encoded is not None and cohort.encoded is not None:
+            self.vlad, self.bias = descriptors.exemplar_svms(self.encoded, cohort.encoded,
+                                                             leave_out=cohort is self)
+        return self
 
     def scores(self, emb: np.ndarray | None, counts: np.ndarray | None,
                calibration: dict | None = None, cohort: Prepared | None = None,
@@ -144,7 +155,7 @@ class Prepared:
             hinge, vlad = self.descriptor.split(counts)
             sims["hinge"] = self.hinge.similarity(hinge)
             if self.vlad is not None:
-                sims["vlad"] = self.descriptor.vlad.encode(vlad) @ self.vlad.T
+                sims["vlad"] = self.descriptor.vlad.encode(vlad) @ self.vlad.T + self.bias
         if calibration is not None:
             sims["fused"] = fuse(sims, calibration,
                                  None if cohort is None else cohort.scores(emb, counts), absent)
@@ -354,8 +365,12 @@ class Identifier:
         self.features = Features(embedder, local, input, dpi)
         self.prepared = Prepared(snapshot.centroids if embedder else None,
                                  snapshot.hinge_sums if local else None, local)
-        cohort = model.cohort if self.score == "fused" else None
+        # the cohort normalises fused scores; with exemplar SVMs it is their negatives too
+        exemplar = self.score in ("fused", "vlad") and fusion and fusion.get("exemplar")
+        cohort = model.cohort if self.score == "fused" or exemplar else None
         self.cohort = Prepared(*cohort, local) if cohort is not None else None
+        if exemplar and self.cohort is not None:
+            self.prepared.exemplars(self.cohort.exemplars(self.cohort))
         card = model.card if model else None
         self.likelihood = {(level, name): evidence.LikelihoodRatio.of(
             card, level, name) for level in evidence.LEVELS for name in SCORES}
