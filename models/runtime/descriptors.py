@@ -180,10 +180,11 @@ class References:
 class Vlad:
     """RootSIFT at SIFT keypoints, PCA-whitened, VLAD-encoded: the local-feature anchor of
     Christlein et al. ("Writer identification using GMM supervectors and exemplar-SVMs",
-    Pattern Recognition 63, 2017), without exemplar SVMs. Keypoints keep angle 0, since a
-    hand's slant is one of its traits. An image's descriptor is the sum of its residuals
-    to the nearest centre [K * D], so that a document's is the sum over its lines;
-    `encode` normalises (power, then per centre, then all) for cosine similarity."""
+    Pattern Recognition 63, 2017); its exemplar SVMs are `exemplar_svms`, which a gallery
+    applies against an export's cohort. Keypoints keep angle 0, since a hand's slant is one
+    of its traits. An image's descriptor is the sum of its residuals to the nearest centre
+    [K * D], so that a document's is the sum over its lines; `encode` normalises (power,
+    then per centre, then all) for cosine similarity."""
 
     mean: np.ndarray  # [128] of the RootSIFT descriptors it was fitted on
     projection: np.ndarray  # [128, D]: PCA, whitened
