@@ -310,10 +310,18 @@ def exemplar_svms(positives: np.ndarray, negatives: np.ndarray, leave_out: bool 
                     ((count + 1) / (2.0 * count))[:, None])
     q[:, np.arange(n), np.arange(n)] += 1 / (2 * c * cost)
     q *= used[:, :, None] & used[:, None, :]
-    # started from the unconstrained optimum, clipped: coordinate descent alone needs
-    # hundreds of sweeps on such correlated samples, from there a few
-    unused = ~used[:, :, None] * np.eye(n)  # 1 on the diagonal of a left-out sample
-    alpha = np.maximum(np.linalg.solve(q + unused, used[:, :, None] * 1.0)[..., 0], 0)
+    # started from the optimum over the samples left free, those whose multiplier comes
+    # out negative dropped until none does: coordinate descent alone needs hundreds of
+    # sweeps on such correlated samples, from there a few
+    free = used.copy()
+    for _ in range(n):
+        held = free[:, :, None] & free[:, None, :]
+        alpha = np.linalg.solve(q * held + ~free[:, :, None] * np.eye(n),
+                                free[:, :, None] * 1.0)[..., 0]
+        if not (alpha < 0).any():
+            break
+        free &= alpha > 0
+    alpha = np.maximum(alpha, 0)
     rows = np.arange(w)
     for _ in range(EXEMPLAR_SWEEPS):
         largest = 0.0
