@@ -222,6 +222,17 @@ def test_enroll_and_identify_writers_never_seen_in_training(embed_export, tmp_pa
     answers = json.loads(proc.stdout)
     top1 = np.mean([a["top"][0]["writer"] == probes[Path(a["images"][0])] for a in answers])
     assert len(answers) == 40 and top1 >= 0.75, top1
+    # VLAD scores each enrolled writer by its exemplar SVM against the cohort, as export
+    # calibrated it (the card says so), the cohort's own each writer against the others
+    assert card["fusion"]["exemplar"]["c"] == runtime.descriptors.EXEMPLAR_C
+    identifier = runtime.Identifier(runtime.Gallery.open(tmp_path / "g"), runtime.Model(model))
+    weights, _ = runtime.descriptors.exemplar_svms(identifier.prepared.encoded,
+                                                   identifier.cohort.encoded)
+    np.testing.assert_allclose(identifier.prepared.vlad, weights, atol=1e-6)
+    weights, _ = runtime.descriptors.exemplar_svms(identifier.cohort.encoded,
+                                                   identifier.cohort.encoded, leave_out=True)
+    np.testing.assert_allclose(identifier.cohort.vlad, weights, atol=1e-6)
+    identifier.gallery.close()
     growth = card["fusion"]["line"]["unknown_writer"]["fused"]
     w = growth["lead"]["weight"]
     for a in answers:  # each line's threshold, lowered by its best writer's lead
