@@ -273,6 +273,8 @@ class Vlad:
 EXEMPLAR_C = 1.0
 EXEMPLAR_SWEEPS = 1000
 EXEMPLAR_TOL = 1e-4
+# writers solved at once: a batch holds three [batch, C + 1, C + 1] float64 arrays
+EXEMPLAR_BATCH = 2048
 
 
 def exemplar_svms(positives: np.ndarray, negatives: np.ndarray, leave_out: bool = False,
@@ -290,6 +292,10 @@ def exemplar_svms(positives: np.ndarray, negatives: np.ndarray, leave_out: bool 
     ICML 2008) in the samples' span. The runtime ships without scikit-learn (it would take
     the base install past its size goal); `tests/test_descriptors.py` checks the result
     against LinearSVC's. All positives are solved at once: they share the negatives."""
+    if not leave_out and len(positives) > EXEMPLAR_BATCH:
+        parts = [exemplar_svms(positives[i:i + EXEMPLAR_BATCH], negatives, c=c)
+                 for i in range(0, len(positives), EXEMPLAR_BATCH)]
+        return np.concatenate([w for w, _ in parts]), np.concatenate([b for _, b in parts])
     positives = np.asarray(positives, np.float64)
     negatives = np.asarray(negatives, np.float64)
     w, n = len(positives), len(negatives) + 1
