@@ -254,6 +254,21 @@ def test_exemplar_svms_are_linearsvcs_solved_in_the_samples_span():
             assert x @ weights[i] + bias[i] > 0 > (others @ weights[i] + bias[i]).max()
 
 
+def test_exemplar_svms_in_batches_are_those_of_all_at_once(monkeypatch):
+    """Large galleries are solved a batch of writers at a time, to bound memory: each
+    writer's SVM depends on the cohort alone, so batches change nothing."""
+    from models.runtime import descriptors
+
+    rng = np.random.default_rng(4)
+    negatives, positives = _unit(rng.normal(size=(6, 64))), _unit(rng.normal(size=(5, 64)))
+    whole = exemplar_svms(positives, negatives)
+    monkeypatch.setattr(descriptors, "EXEMPLAR_BATCH", 2)
+    batched = exemplar_svms(positives, negatives)
+    for a, b in zip(whole, batched):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    assert len(batched[0]) == 5
+
+
 def test_a_gallery_against_a_cohort_scores_vlad_by_exemplar_svms():
     """Prepared against a cohort, a gallery's VLAD score is each writer's exemplar SVM
     against the cohort's VLAD vectors, and the cohort's own each of its writers' against
