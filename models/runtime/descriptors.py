@@ -291,7 +291,8 @@ def exemplar_svms(positives: np.ndarray, negatives: np.ndarray, leave_out: bool 
     1, classes weighted to balance), solved by its dual coordinate descent (Hsieh et al.,
     ICML 2008) in the samples' span. The runtime ships without scikit-learn (it would take
     the base install past its size goal); `tests/test_descriptors.py` checks the result
-    against LinearSVC's. All positives are solved at once: they share the negatives."""
+    against LinearSVC's. Positives are solved `EXEMPLAR_BATCH` at a time: they share the
+    negatives."""
     if not leave_out and len(positives) > EXEMPLAR_BATCH:
         parts = [exemplar_svms(positives[i:i + EXEMPLAR_BATCH], negatives, c=c)
                  for i in range(0, len(positives), EXEMPLAR_BATCH)]

@@ -370,7 +370,9 @@ class Identifier:
         cohort = model.cohort if self.score == "fused" or exemplar else None
         self.cohort = Prepared(*cohort, local) if cohort is not None else None
         if exemplar and self.cohort is not None:
-            self.prepared.exemplars(self.cohort.exemplars(self.cohort))
+            if self.score == "fused":  # the cohort's own scores count only in the fusion
+                self.cohort.exemplars(self.cohort)
+            self.prepared.exemplars(self.cohort)
         card = model.card if model else None
         self.likelihood = {(level, name): evidence.LikelihoodRatio.of(
             card, level, name) for level in evidence.LEVELS for name in SCORES}
