@@ -26,12 +26,18 @@ identified, against two galleries:
   (b) the same plus the distractors, each enrolled from its one form and never probed.
 
 For each gallery and score (hinge; embedding; vlad, the RootSIFT + VLAD of Christlein et al.
-that export fits on 400 lines of the training writers; fused) it prints top-1 and top-5 of
-lines, of documents (a form's cut lines as one query) and, with `--forms`, of page scans
-(their lines found by the runtime), the per-writer mean of line top-1, and at the stored
-thresholds the rejection of writers not enrolled (each query against the gallery without its
+that export fits on 400 lines of the training writers, scored by exemplar SVMs against the
+export's cohort where the card says so; anchor, the same VLAD vectors by plain cosine, the
+recipe that #22 measured; fused) it prints top-1 and top-5 of lines, of documents (a form's
+cut lines as one query) and, with `--forms`, of page scans (their lines found by the
+runtime), the per-writer mean of line top-1, and at the stored thresholds (none for the
+anchor) the rejection of writers not enrolled (each query against the gallery without its
 writer; in (b) also with the distractors' own lines and forms as more such queries, "rej.
-all") and the false rejection of enrolled ones. Then the quality of the card's log10
+all") and the false rejection of enrolled ones; and the oracle's false rejection: the
+rule's statistic (the best score plus its lead) held to the threshold that accepts 1% of
+those unknown queries, read off them (a bound that no calibration decides, so that every
+score, the anchor too, is compared at the same rate).
+Then the quality of the card's log10
 likelihood ratios at each level, over every comparison of a query with an enrolled writer:
 Cllr, Cllr-min, ECE at prior odds 1 to 100, misleading evidence (LR < 1 for the same writer,
 > 1 for a different one) and strong misleading evidence (beyond 100 to 1), with Tippett and
@@ -183,6 +189,17 @@ def figures(identifier, levels: dict, enrolled_writers, unknown: dict,
             continue
         document = level != "line"
         strangers = unknown[level][0]
+        # the oracle: identify's statistic (the best score and its lead), its threshold
+        # read off these unknown queries' own, a bound on any calibration of that rule
+        weight = ((identifier.unknown_rule(document) or {}).get("lead") or {}).get("weight", 0)
+        unknown_stat = np.r_[lead_statistic(strangers, weight),
+                             lead_statistic(others[level][0], weight) if others else []]
+        oracle = (lead_statistic(sims, weight)
+                  < np.quantile(unknown_stat, 1 - ORACLE_FAR))
+        result[f"{level}_false_rejection_oracle"] = float(oracle.mean())
+        result["queries"][level]["rejected_oracle"] = oracle.tolist()
+        if identifier.thresholds is None:
+            continue
         more = others[level][0] if others else None
         rules = {"": identifier.thresholds}
         rule = identifier.unknown_rule(document)
@@ -203,7 +220,17 @@ def figures(identifier, levels: dict, enrolled_writers, unknown: dict,
     return result
 
 
-INTERVAL_DRAWS = 2000  # bootstrap draws of the probed writers
+ORACLE_FAR = 0.01  # the oracle's share of unknown queries accepted (#22's 1%)
+INTERVAL_DRAWS = 2000
+
+
+def lead_statistic(scores: np.ndarray, weight: float) -> np.ndarray:
+    """Each query's best score plus `weight` times its lead over the second, which the
+    unknown-writer rule holds to one threshold in a gallery of a given size
+    (`runtime.identify.query_thresholds`)."""
+    second, best = np.sort(scores, axis=1)[:, -2:].T
+    return best + weight * (best - second)
+  # bootstrap draws of the probed writers
 MISSES_SHOWN = 6  # writers named under each table, most misnamed lines first
 
 
@@ -249,6 +276,30 @@ def print_lr_table(title: str, rows: dict[str, dict]) -> None:
                   f"{q['misleading_same']:>10.3f}{q['misleading_different']:>10.4f}"
                   f"{q['strong_misleading_same']:>9.3f}{q['strong_misleading_different']:>9.4f}"
                   f"{q['n_same']:>6}{q['n_different']:>7}")
+
+
+class Anchor:
+    """The anchor that #22 names beside the product's scores: RootSIFT + VLAD compared by
+    plain cosine (Christlein et al.'s recipe without exemplar SVMs), on the export's own
+    codebook. No threshold is calibrated for it; `figures` gives it top-k and the oracle's
+    rejection only."""
+
+    thresholds = None
+
+    def __init__(self, identifier):
+        from models.runtime.identify import Prepared
+
+        self.identifier, self.writers = identifier, identifier.writers
+        self.prepared = Prepared(None, identifier.gallery.snapshot().hinge_sums,
+                                 identifier.prepared.descriptor)
+
+    def unknown_rule(self, document: bool) -> dict | None:
+        """The VLAD score's rule, whose lead the oracle decides by as for the other rows."""
+        return self.identifier.unknown_rule(document)
+
+    def score_matrix(self, emb, counts, document: bool = False, absent=None) -> np.ndarray:
+        sims = self.prepared.scores(None, counts)["vlad"]
+        return sims if absent is None else np.where(absent, -np.inf, sims)
 
 
 class Alone:
@@ -330,20 +381,31 @@ def print_table(title: str, rows: dict[str, dict]) -> None:
     print(f"{'score':<10}{'line top-1':>11}{'top-5':>7}{'doc top-1':>10}{'top-5':>7}"
           + (f"{'page top-1':>11}{'top-5':>7}" if page else "")
           + f"{'macro line':>11}{'rej. line':>10}{'doc':>7}{'false rej. line':>16}{'doc':>7}"
-          + (f"{'rej. all line':>14}{'doc':>7}" if "line_rejection_all" in first else ""))
+          + (f"{'rej. all line':>14}{'doc':>7}" if "line_rejection_all" in first else "")
+          + f"{'oracle line':>12}{'doc':>7}")
+
+    def cell(f: dict, key: str, width: int) -> str:
+        return f"{f[key]:>{width}.3f}" if key in f else f"{'-':>{width}}"
+
     for name, f in rows.items():
         print(f"{name:<10}{f['line_top1']:>11.3f}{f['line_top5']:>7.3f}"
               f"{f['document_top1']:>10.3f}{f['document_top5']:>7.3f}"
               + (f"{f['page_top1']:>11.3f}{f['page_top5']:>7.3f}" if page else "")
-              + f"{f['macro_line_top1']:>11.3f}{f['line_rejection']:>10.3f}"
-              f"{f['document_rejection']:>7.3f}{f['line_false_rejection']:>16.3f}"
-              f"{f['document_false_rejection']:>7.3f}"
-              + (f"{f['line_rejection_all']:>14.3f}{f['document_rejection_all']:>7.3f}"
-                 if "line_rejection_all" in f else ""))
+              + f"{f['macro_line_top1']:>11.3f}" + cell(f, "line_rejection", 10)
+              + cell(f, "document_rejection", 7) + cell(f, "line_false_rejection", 16)
+              + cell(f, "document_false_rejection", 7)
+              + (cell(f, "line_rejection_all", 14) + cell(f, "document_rejection_all", 7)
+                 if "line_rejection_all" in first else "")
+              + cell(f, "line_false_rejection_oracle", 12)
+              + cell(f, "document_false_rejection_oracle", 7))
     if "line_rejection_all" in first:
         print(f"rej. all: of the probes and the distractors' own lines and forms together "
               f"({first['n_unknown_line']} lines, {first['n_unknown_document']} documents), "
               "each against the gallery without its writer")
+    print(f"oracle: genuine queries rejected by the rule's statistic at the threshold that "
+          f"accepts {ORACLE_FAR:.0%} of these unknown queries, read off them (a bound on any "
+          "calibration, not a result); anchor: RootSIFT + VLAD by plain cosine, decided by "
+          "vlad's rule, no threshold calibrated")
     led = [name for name, f in rows.items() if "line_false_rejection_top" in f]
     if led:
         print("the unknown-writer rule: best score + lead over the second (as identify "
@@ -411,7 +473,8 @@ def print_pooled(folders: list[Path]) -> int:
               "probed, " + ", ".join(f"{n} {level} queries" for level, n in asked.items()))
         print(f"{'score':<10}" + "".join(f"{level + ' top-1':>16}{'95% interval':>14}"
                                          for level in levels)
-              + f"{'unknown acc. line':>18}{'doc':>7}{'genuine rej. line':>18}{'doc':>7}")
+              + f"{'unknown acc. line':>18}{'doc':>7}{'genuine rej. line':>18}{'doc':>7}"
+              + f"{'oracle line':>12}{'doc':>7}")
         pooled = {score: {level: {key: sum((run["galleries"][gallery][score][level][key]
                                             for run in runs), [])
                                   for key in first[level]
@@ -427,12 +490,14 @@ def print_pooled(folders: list[Path]) -> int:
                     *writer_interval(hit, label)))
             rules = [""] + (["_top"] if "rejected_top" in queries["line"] else [])
             for suffix in rules:  # "_top": the best score alone, beside the lead rule
-                rates = [np.mean(queries[level][key + suffix])
-                         for key in ("unknown_accepted", "rejected")
+                rates = [f"{np.mean(queries[level][key + suffix]):.3f}"
+                         if key + suffix in queries[level] else "-"
+                         for key in ("unknown_accepted", "rejected", "rejected_oracle")
                          for level in ("line", "document")]
                 print(f"{score if not suffix else '  best alone':<10}"
-                      f"{cells if not suffix else ' ' * len(cells)}{rates[0]:>18.3f}"
-                      f"{rates[1]:>7.3f}{rates[2]:>18.3f}{rates[3]:>7.3f}")
+                      f"{cells if not suffix else ' ' * len(cells)}{rates[0]:>18}"
+                      f"{rates[1]:>7}{rates[2]:>18}{rates[3]:>7}"
+                      + (f"{rates[4]:>12}{rates[5]:>7}" if not suffix else ""))
         name = "fused" if "fused" in pooled else scores[0]
         print_misses(name, pooled[name], levels)
     return 0
@@ -600,8 +665,11 @@ def main() -> int:
                                  model.fingerprint if model else None, descriptor.name)
             rows, lrs = {}, {}
             scores = [s for s in SCORES if s != "vlad" or descriptor.vlad] if model else ["hinge"]
-            for score in scores:
-                identifier = Identifier(gallery, model, score)
+            # the anchor beside the VLAD score it plainly compares
+            for score in [row for name in scores
+                          for row in ((name, "anchor") if name == "vlad" else (name,))]:
+                identifier = (Identifier(gallery, model, score) if score != "anchor"
+                              else Anchor(Identifier(gallery, model, "vlad")))
                 levels = level_scores(identifier, emb, counts, subjects, probe, pages)
                 unknown = level_scores(identifier, emb, counts, subjects, probe,
                                        strangers=True)
@@ -609,7 +677,7 @@ def main() -> int:
                                        strangers=True)
                           if len(members) > len(enrolled) else None)
                 rows[score] = figures(identifier, levels, members, unknown, others)
-                if model:
+                if model and score != "anchor":
                     lrs[score] = lr_quality(model.card, score, levels)
             if len(members) > len(enrolled) or title.startswith("(a)"):
                 print_table(title, rows)

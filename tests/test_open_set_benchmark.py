@@ -72,3 +72,50 @@ def test_strangers_are_scored_against_the_gallery_without_their_writer(open_set)
     # a writer enrolled alone (verify's pairs) scores as before
     pairs = open_set.level_scores(open_set.Alone(identifier), emb, None, records, probe)
     assert pairs["line"][0].shape == (16, 4)
+
+
+def test_the_anchor_is_the_plain_cosine_and_every_row_gets_the_oracle(open_set):
+    """The anchor row compares the VLAD vectors by cosine however the identifier it wraps
+    scores VLAD (exemplar SVMs); without a calibrated threshold it gets top-k and the
+    oracle's rejection: identify's statistic, its threshold read off the unknown queries'."""
+    from models import runtime
+    from models.runtime.descriptors import Descriptor, Hinge, Vlad
+
+    rng = np.random.default_rng(4)
+    hinge = Hinge()
+    vlad = Vlad(np.zeros(128, np.float32), np.eye(128, 8, dtype=np.float32),
+                rng.normal(size=(4, 8)).astype(np.float32))
+    descriptor = Descriptor(hinge, vlad)
+    hands = rng.normal(size=(4, 32))
+
+    def rows(writers, noise=0.6) -> np.ndarray:  # hinge counts, VLAD sums near a hand
+        return np.concatenate([rng.integers(1, 9, (len(writers), hinge.size)),
+                               hands[writers] + rng.normal(0, noise, (len(writers), 32))], axis=1)
+
+    sums = rows([0, 1, 2, 3])
+    prepared = runtime.Prepared(None, sums, descriptor)
+    prepared.exemplars(runtime.Prepared(None, rows(list(range(4)) * 5), descriptor))
+    wrapped = SimpleNamespace(writers=["w0", "w1", "w2", "w3"], prepared=prepared,
+                              gallery=SimpleNamespace(snapshot=lambda: SimpleNamespace(
+                                  hinge_sums=sums)),
+                              unknown_rule=lambda document: {"lead": {"weight": 0.5}})
+    anchor = open_set.Anchor(wrapped)
+    records = [SimpleNamespace(writer_id=f"w{i % 4}", form_id=f"f{i % 4}") for i in range(24)]
+    counts = rows([i % 4 for i in range(24)], noise=1.5)
+    levels = open_set.level_scores(anchor, None, counts, records, list(range(24)))
+    encoded = vlad.encode(counts[:, hinge.size:])
+    cosine = encoded @ vlad.encode(sums[:, hinge.size:]).T
+    np.testing.assert_allclose(levels["line"][0], cosine, rtol=1e-5)
+    assert not np.allclose(levels["line"][0], prepared.scores(None, counts)["vlad"])
+    strangers = open_set.level_scores(anchor, None, counts, records, list(range(24)),
+                                      strangers=True)
+    figures = open_set.figures(anchor, levels, {w: [] for w in anchor.writers}, strangers)
+    # decided as identify's rule decides: the best score plus half its lead over the second
+    second, best = np.sort(strangers["line"][0], axis=1)[:, -2:].T
+    bar = np.quantile(best + 0.5 * (best - second), 1 - open_set.ORACLE_FAR)
+    second, best = np.sort(cosine, axis=1)[:, -2:].T
+    oracle = figures["line_false_rejection_oracle"]
+    assert oracle == pytest.approx((best + 0.5 * (best - second) < bar).mean())
+    assert 0 < oracle < 1
+    assert "line_rejection" not in figures and "document_false_rejection" not in figures
+    assert len(figures["queries"]["document"]["rejected_oracle"]) == 4
