@@ -227,7 +227,9 @@ VLAD_FILE = "vlad.npz"
 # unknown-writer thresholds (docs/results.md, open set)
 COHORT_SHARE = 0.5
 UNKNOWN_RULE = ("threshold for a gallery of N writers: a + b ln N, fitted to the score that the "
-                "best of n different-writer scores passes with probability far, for n up to "
+                "best of n different-writer scores passes with probability far (tail: "
+                "their empirical quantile, or a Gumbel's fitted by moments where too few "
+                "queries lie beyond it), for n up to "
                 "what the comparisons hold: every calibration form, and the first form of "
                 "each training writer outside the cohort, enrolled alone and compared with the "
                 "others' lines and forms (runtime.gallery_threshold); in a gallery of two "
@@ -236,6 +238,10 @@ UNKNOWN_RULE = ("threshold for a gallery of N writers: a + b ln N, fitted to the
                 "interpolated in ln N, rising by b beyond the largest n "
                 "(runtime.query_thresholds)")
 UNKNOWN_DRAWS = 20  # random galleries drawn per query and size
+# fewer calibration queries than this beyond the far point (lines: about 7 at 1%,
+# documents: under 1) and the point is a fitted Gumbel tail's, not the empirical
+# quantile, which one or two lookalike pairs set (docs/results.md, the document tail)
+UNKNOWN_TAIL_QUERIES = 5
 # the unknown-writer rule adds this share of the best writer's lead over the second to the
 # best score: fewer genuine lines answered unknown, at fewer false accepts (docs/results.md,
 # the lead rule)
@@ -540,28 +546,40 @@ def _unknown_growth(sims: np.ndarray, writers: np.ndarray, references: np.ndarra
     `UNKNOWN_LEAD` times its lead over the second (n from 2), the statistic that
     `runtime.query_thresholds` decides on in a gallery of two writers or more: it rises or
     falls with n by score, and flattens (docs/results.md, the lead rule), so its points are kept
-    and interpolated."""
+    and interpolated. Each point is read off the draws by `_tail`."""
     rng = np.random.default_rng(seed)
     other = (writers[:, None] != references[None, :]) & keep
     most = int(other.sum(1).min())
     sizes = sorted({2 ** k for k in range(int(np.log2(max(most, 1))) + 1)} | {most})
+    tail = "gumbel" if len(sims) * far < UNKNOWN_TAIL_QUERIES else "quantile"
     best, led = {}, {}
     for n in sizes:
         drawn = np.stack([np.sort(sims[q, rng.choice(np.flatnonzero(other[q]), n,
                                                      replace=False)])[-2:]
                           for _ in range(UNKNOWN_DRAWS) for q in range(len(sims))])
-        best[n] = float(np.quantile(drawn[:, -1], 1 - far))
+        best[n] = _tail(drawn[:, -1], far, tail)
         if n > 1:
-            led[n] = float(np.quantile(drawn[:, 1] + UNKNOWN_LEAD * (drawn[:, 1] - drawn[:, 0]),
-                                       1 - far))
+            led[n] = _tail(drawn[:, 1] + UNKNOWN_LEAD * (drawn[:, 1] - drawn[:, 0]), far, tail)
     b, a = (np.polyfit(np.log(sizes), list(best.values()), 1) if len(sizes) > 1
             else (0.0, best[1]))
-    growth = {"a": float(a), "b": float(max(b, 0.0)), "sizes": sizes,
+    growth = {"a": float(a), "b": float(max(b, 0.0)), "sizes": sizes, "tail": tail,
               "thresholds": [round(t, 5) for t in best.values()]}
     if len(led) > 1:  # not a line in ln(n): interpolated between the sizes measured
         growth["lead"] = {"weight": UNKNOWN_LEAD, "sizes": list(led),
                           "thresholds": [round(t, 5) for t in led.values()]}
     return growth
+
+
+def _tail(values: np.ndarray, far: float, method: str) -> float:
+    """The value that `values` (a statistic of the best of a stranger's scores, over seeded
+    draws) exceeds with probability `far`: their empirical quantile, or by "gumbel" the
+    quantile of a Gumbel fitted by its moments. The best of many scores is a maximum, whose
+    tail is an extreme value's; fitted to all the draws, the point no longer rests on the
+    few queries beyond it (docs/results.md, the document tail)."""
+    if method == "quantile":
+        return float(np.quantile(values, 1 - far))
+    scale = float(values.std()) * np.sqrt(6) / np.pi
+    return float(values.mean() - scale * (np.euler_gamma + np.log(-np.log(1 - far))))
 
 
 def _fitted(comparisons: dict[str, tuple], what: str, notes: list[str]) -> dict:

@@ -215,3 +215,30 @@ def test_the_lead_rule_holds_the_false_accept_rate_between_fitted_gallery_sizes(
     # older cards, without the rule: the gallery's threshold for every query
     plain = {k: v for k, v in growth.items() if k != "lead"}
     assert np.all(query_thresholds(plain, fresh) == gallery_threshold(plain, 48))
+    assert growth["tail"] == "quantile"  # 50 of the 1,000 queries beyond the 5% point
+
+
+def test_few_calibration_queries_set_the_unknown_writer_point_by_a_fitted_tail(monkeypatch):
+    """With under `UNKNOWN_TAIL_QUERIES` queries beyond the far point (77 documents at 1%),
+    export reads it off a Gumbel fitted to all the draws: seeded calibrations of fresh
+    strangers place it closer together than the empirical quantile does, and it still
+    accepts about `far` of new strangers."""
+    import models.export as export
+    from models.runtime.identify import query_thresholds
+
+    fresh = np.random.default_rng(99).normal(0, 1, (20000, 48))
+
+    def calibrated(seed: int) -> tuple[str, float, float]:
+        sims = np.random.default_rng(seed).normal(0, 1, (77, 64))
+        growth = export._unknown_growth(sims, np.full(77, -1), np.arange(64),
+                                        np.ones((77, 64), bool), far=0.01, seed=seed)
+        t = query_thresholds(growth, fresh)
+        return growth["tail"], float(np.median(t)), float((fresh.max(1) >= t).mean())
+
+    fitted = [calibrated(seed) for seed in range(10)]
+    assert {tail for tail, _, _ in fitted} == {"gumbel"}
+    assert 0.005 <= np.mean([far for _, _, far in fitted]) <= 0.015
+    monkeypatch.setattr(export, "UNKNOWN_TAIL_QUERIES", 0)
+    read = [calibrated(seed) for seed in range(10)]
+    assert {tail for tail, _, _ in read} == {"quantile"}
+    assert np.std([t for _, t, _ in fitted]) < 0.8 * np.std([t for _, t, _ in read])
