@@ -228,8 +228,8 @@ VLAD_FILE = "vlad.npz"
 COHORT_SHARE = 0.5
 UNKNOWN_RULE = ("threshold for a gallery of N writers: a + b ln N, fitted to the score that the "
                 "best of n different-writer scores passes with probability far (tail: "
-                "their empirical quantile, or a Gumbel's fitted by moments where too few "
-                "queries lie beyond it), for n up to "
+                "their empirical quantile, or for the cohort-normalised fused score a "
+                "Gumbel's fitted by moments where too few queries lie beyond it), for n up to "
                 "what the comparisons hold: every calibration form, and the first form of "
                 "each training writer outside the cohort, enrolled alone and compared with the "
                 "others' lines and forms (runtime.gallery_threshold); in a gallery of two "
@@ -239,8 +239,9 @@ UNKNOWN_RULE = ("threshold for a gallery of N writers: a + b ln N, fitted to the
                 "(runtime.query_thresholds)")
 UNKNOWN_DRAWS = 20  # random galleries drawn per query and size
 # fewer calibration queries than this beyond the far point (lines: about 7 at 1%,
-# documents: under 1) and the point is a fitted Gumbel tail's, not the empirical
-# quantile, which one or two lookalike pairs set (docs/results.md, the document tail)
+# documents: under 1) and the fused score's point is a fitted Gumbel tail's, not the
+# empirical quantile, which one or two lookalike pairs set (docs/results.md, the document
+# tail)
 UNKNOWN_TAIL_QUERIES = 5
 # the unknown-writer rule adds this share of the best writer's lead over the second to the
 # best score: fewer genuine lines answered unknown, at fewer false accepts (docs/results.md,
@@ -504,8 +505,10 @@ def _unknown_writers(lines: tuple, references: tuple, fusion: dict,
         sims = prepared.scores(e, c, fusion[level], cohort, w[:, None] == ref_writers[None, :])
         keep = f[:, None] != ref_forms[None, :]
         fusion[level]["unknown_writer"] = {
-            "rule": UNKNOWN_RULE, **{name: _unknown_growth(s, w, ref_writers, keep, far, seed)
-                                     for name, s in sims.items()}}
+            "rule": UNKNOWN_RULE, **{name: _unknown_growth(
+                s, w, ref_writers, keep, far, seed,
+                standardised=name == "fused" and cohort is not None)
+                for name, s in sims.items()}}
 
 
 def _rule_rates(queries: tuple, enrolled: tuple, fusion: dict,
@@ -538,7 +541,7 @@ def _rule_rates(queries: tuple, enrolled: tuple, fusion: dict,
 
 
 def _unknown_growth(sims: np.ndarray, writers: np.ndarray, references: np.ndarray,
-                    keep: np.ndarray, far: float, seed: int) -> dict:
+                    keep: np.ndarray, far: float, seed: int, *, standardised: bool) -> dict:
     """How the unknown-writer threshold grows with the gallery: for galleries of n writers
     not the query's (n = 1, 2, 4, ... as many as the comparisons hold; seeded draws), the
     score that the best of a query's n scores passes with probability `far`, fitted as
@@ -546,12 +549,17 @@ def _unknown_growth(sims: np.ndarray, writers: np.ndarray, references: np.ndarra
     `UNKNOWN_LEAD` times its lead over the second (n from 2), the statistic that
     `runtime.query_thresholds` decides on in a gallery of two writers or more: it rises or
     falls with n by score, and flattens (docs/results.md, the lead rule), so its points are kept
-    and interpolated. Each point is read off the draws by `_tail`."""
+    and interpolated. Each point is read off the draws by `_tail`: a fitted Gumbel's where
+    fewer than `UNKNOWN_TAIL_QUERIES` queries lie beyond it and the scores are
+    `standardised` (each query's taken against the cohort, on one unbounded scale); raw
+    cosines and hinge similarities are bounded at 1, their levels vary by query, and a
+    Gumbel fitted to them put thresholds past 1 (docs/results.md, the document tail)."""
     rng = np.random.default_rng(seed)
     other = (writers[:, None] != references[None, :]) & keep
     most = int(other.sum(1).min())
     sizes = sorted({2 ** k for k in range(int(np.log2(max(most, 1))) + 1)} | {most})
-    tail = "gumbel" if len(sims) * far < UNKNOWN_TAIL_QUERIES else "quantile"
+    tail = ("gumbel" if standardised and len(sims) * far < UNKNOWN_TAIL_QUERIES
+            else "quantile")
     best, led = {}, {}
     for n in sizes:
         drawn = np.stack([np.sort(sims[q, rng.choice(np.flatnonzero(other[q]), n,

@@ -189,7 +189,7 @@ def test_the_lead_rule_holds_the_false_accept_rate_between_fitted_gallery_sizes(
     rng = np.random.default_rng(0)
     sims = rng.normal(0, 1, (1000, 64))  # no query's writer among the 64 references
     growth = _unknown_growth(sims, np.full(1000, -1), np.arange(64),
-                             np.ones((1000, 64), bool), far=0.05, seed=0)
+                             np.ones((1000, 64), bool), far=0.05, seed=0, standardised=True)
     lead = growth["lead"]
     assert lead["weight"] == UNKNOWN_LEAD and lead["sizes"] == [2, 4, 8, 16, 32, 64]
     assert growth["sizes"][0] == 1 and lead["thresholds"][-1] > lead["thresholds"][0]
@@ -220,7 +220,8 @@ def test_the_lead_rule_holds_the_false_accept_rate_between_fitted_gallery_sizes(
 
 def test_few_calibration_queries_set_the_unknown_writer_point_by_a_fitted_tail(monkeypatch):
     """With under `UNKNOWN_TAIL_QUERIES` queries beyond the far point (77 documents at 1%),
-    export reads it off a Gumbel fitted to all the draws: seeded calibrations of fresh
+    export reads a standardised score's (the cohort-normalised fused) off a Gumbel fitted
+    to all the draws: seeded calibrations of fresh
     strangers place it closer together than the empirical quantile does, and it still
     accepts about `far` of new strangers."""
     import models.export as export
@@ -228,16 +229,19 @@ def test_few_calibration_queries_set_the_unknown_writer_point_by_a_fitted_tail(m
 
     fresh = np.random.default_rng(99).normal(0, 1, (20000, 48))
 
-    def calibrated(seed: int) -> tuple[str, float, float]:
+    def calibrated(seed: int, standardised: bool = True) -> tuple[str, float, float]:
         sims = np.random.default_rng(seed).normal(0, 1, (77, 64))
         growth = export._unknown_growth(sims, np.full(77, -1), np.arange(64),
-                                        np.ones((77, 64), bool), far=0.01, seed=seed)
+                                        np.ones((77, 64), bool), far=0.01, seed=seed,
+                                        standardised=standardised)
         t = query_thresholds(growth, fresh)
         return growth["tail"], float(np.median(t)), float((fresh.max(1) >= t).mean())
 
     fitted = [calibrated(seed) for seed in range(10)]
     assert {tail for tail, _, _ in fitted} == {"gumbel"}
     assert 0.005 <= np.mean([far for _, _, far in fitted]) <= 0.015
+    # raw cosines and hinge similarities, bounded and unstandardised, keep the quantile
+    assert calibrated(0, standardised=False)[0] == "quantile"
     monkeypatch.setattr(export, "UNKNOWN_TAIL_QUERIES", 0)
     read = [calibrated(seed) for seed in range(10)]
     assert {tail for tail, _, _ in read} == {"quantile"}

@@ -186,6 +186,8 @@ def test_export_calibrates_on_writers_held_out_of_training(embed_export):
         for score, rate in rule["rates"].items():
             assert 0 <= rate["far"] <= 1 and 0 <= rate["frr"] <= 1, (kind, score)
             assert rate["n_queries"] == card["fusion"][kind]["n_queries"] and rate["gallery"] >= 2
+        # few calibration queries: the fused score's tail is fitted, the raw scores' read
+        assert rule["fused"]["tail"] == "gumbel" and rule["hinge"]["tail"] == "quantile"
     assert card["identification"]["far"] <= 0.01
     assert json.loads((run / "metrics.json").read_text())["held_out_writers"] == 2
     # half the training writers are the cohort that fused scores are normalised against;
