@@ -36,8 +36,7 @@ writer; in (b) also with the distractors' own lines and forms as more such queri
 all") and the false rejection of enrolled ones; and the oracle's false rejection: the
 rule's statistic (the best score plus its lead) held to the threshold that accepts 1% of
 those unknown queries, read off them (a bound that no calibration decides, so that every
-score, the anchor too, is compared at the same rate).
-Then the quality of the card's log10
+score, the anchor too, is compared at the same rate). Then the quality of the card's log10
 likelihood ratios at each level, over every comparison of a query with an enrolled writer:
 Cllr, Cllr-min, ECE at prior odds 1 to 100, misleading evidence (LR < 1 for the same writer,
 > 1 for a different one) and strong misleading evidence (beyond 100 to 1), with Tippett and
@@ -221,7 +220,7 @@ def figures(identifier, levels: dict, enrolled_writers, unknown: dict,
 
 
 ORACLE_FAR = 0.01  # the oracle's share of unknown queries accepted (#22's 1%)
-INTERVAL_DRAWS = 2000
+INTERVAL_DRAWS = 2000  # bootstrap draws of the probed writers
 
 
 def lead_statistic(scores: np.ndarray, weight: float) -> np.ndarray:
@@ -230,7 +229,8 @@ def lead_statistic(scores: np.ndarray, weight: float) -> np.ndarray:
     (`runtime.identify.query_thresholds`)."""
     second, best = np.sort(scores, axis=1)[:, -2:].T
     return best + weight * (best - second)
-  # bootstrap draws of the probed writers
+
+
 MISSES_SHOWN = 6  # writers named under each table, most misnamed lines first
 
 
