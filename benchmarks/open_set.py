@@ -188,20 +188,20 @@ def figures(identifier, levels: dict, enrolled_writers, unknown: dict,
             continue
         document = level != "line"
         strangers = unknown[level][0]
+        more = others[level][0] if others else None
+        rule = identifier.unknown_rule(document)
         # the oracle: identify's statistic (the best score and its lead), its threshold
         # read off these unknown queries' own, a bound on any calibration of that rule
-        weight = ((identifier.unknown_rule(document) or {}).get("lead") or {}).get("weight", 0)
+        weight = ((rule or {}).get("lead") or {}).get("weight", 0)
         unknown_stat = np.r_[lead_statistic(strangers, weight),
-                             lead_statistic(others[level][0], weight) if others else []]
+                             lead_statistic(more, weight) if more is not None else []]
         oracle = (lead_statistic(sims, weight)
                   < np.quantile(unknown_stat, 1 - ORACLE_FAR))
         result[f"{level}_false_rejection_oracle"] = float(oracle.mean())
         result["queries"][level]["rejected_oracle"] = oracle.tolist()
         if identifier.thresholds is None:
             continue
-        more = others[level][0] if others else None
         rules = {"": identifier.thresholds}
-        rule = identifier.unknown_rule(document)
         if rule and "lead" in rule:  # the best score alone, the rule before the lead, beside it
             plain = {k: v for k, v in rule.items() if k != "lead"}
             rules["_top"] = lambda s, document, plain=plain: query_thresholds(plain, s)
