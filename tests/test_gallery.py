@@ -84,6 +84,7 @@ def test_an_enrolment_is_all_or_nothing_and_an_image_has_one_writer(tmp_path):
 def test_enroll_skips_known_images_without_computing_their_features(tmp_path):
     class Counting:
         fingerprint, descriptor, dpi, calls = None, "hinge-l10-b16", None, 0
+        model = local = None  # no model: no exemplar SVMs to solve
 
         def __call__(self, images, thumbnails=False):
             self.calls += len(images)
@@ -103,10 +104,12 @@ def test_removed_features_are_gone_from_the_file(tmp_path):
     g = _new(tmp_path)
     emb, hinge = _features(6, 2)
     g.add("ann", ["a"], _hashes("a", 1), emb[:1], hinge[:1])
-    g.add("secret-writer-zelda", ["z1", "z2"], _hashes("z", 2), emb[1:3], hinge[1:3])
+    duals = np.array([0.123, -0.456, 0.789])  # her exemplar SVM, derived from her features
+    g.add("secret-writer-zelda", ["z1", "z2"], _hashes("z", 2), emb[1:3], hinge[1:3],
+          exemplar=lambda sums: ("cohort", duals))
     g.add("bob", ["b"], _hashes("b", 1), emb[3:4], hinge[3:4])
     marks = [emb[1].astype("<f4").tobytes(), hinge[2].astype("<f4").tobytes(),
-             b"secret-writer-zelda", _hashes("z", 2)[0].encode()]
+             b"secret-writer-zelda", _hashes("z", 2)[0].encode(), duals.astype("<f8").tobytes()]
 
     def on_disk() -> bytes:
         return b"".join(p.read_bytes() for p in tmp_path.glob("g.sqlite*"))
@@ -117,6 +120,29 @@ def test_removed_features_are_gone_from_the_file(tmp_path):
     assert [w["writer"] for w in g.writers()] == ["ann", "bob"] and g.check() == []
     with pytest.raises(GalleryError, match="no writer 'zelda'"):
         g.remove("zelda")
+
+
+def test_a_stored_exemplar_svm_is_read_for_its_cohort_and_the_writers_images_as_they_are(
+        tmp_path):
+    g = _new(tmp_path)
+    emb, hinge = _features(4, 2)
+
+    def solve(sums: np.ndarray) -> tuple[str, np.ndarray]:  # duals that show their sums
+        return "cohort-a", np.r_[sums[:3], 7.0]
+
+    g.add("ann", ["a1"], _hashes("a1", 1), emb[:1], hinge[:1], exemplar=solve)
+    g.add("bob", ["b1"], _hashes("b1", 1), emb[1:2], hinge[1:2])  # enrolled without one
+    stored = g.snapshot("cohort-a").duals
+    np.testing.assert_array_equal(stored[0], np.r_[hinge[0, :3], 7.0])
+    assert stored[1] is None
+    assert g.snapshot("cohort-b").duals == [None, None]  # another model's cohort
+    assert g.snapshot().duals == [None, None]
+    g.add("ann", ["a2"], _hashes("a2", 1), emb[2:3], hinge[2:3])  # her images changed
+    assert g.snapshot("cohort-a").duals == [None, None]
+    g.add("ann", ["a3"], _hashes("a3", 1), emb[3:4], hinge[3:4], exemplar=solve)
+    np.testing.assert_array_equal(g.snapshot("cohort-a").duals[0],
+                                  np.r_[(hinge[0] + hinge[2] + hinge[3])[:3], 7.0])
+    assert g.check() == []
 
 
 def test_rename_refuses_a_name_in_use(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import cv2
@@ -83,7 +84,7 @@ def test_pk_batches_feed_the_metric_loss(synth_dir):
 class _StubFeatures:
     """A runtime.Features stand-in: fixed embeddings per image file name, no descriptor."""
 
-    fingerprint, descriptor, model, hinge, dpi = "fp", None, "stub", None, None
+    fingerprint, descriptor, model, local, dpi = "fp", None, "stub", None, None
 
     def __init__(self, folder: Path, vectors: dict[str, list[float]]):
         self.folder, self.vectors = folder, vectors
@@ -200,7 +201,8 @@ def test_export_calibrates_on_writers_held_out_of_training(embed_export):
 
 
 @pytest.mark.slow
-def test_enroll_and_identify_writers_never_seen_in_training(embed_export, tmp_path):
+def test_enroll_and_identify_writers_never_seen_in_training(embed_export, tmp_path,
+                                                            monkeypatch):
     from iam_writers_tfds import kaggle_layout, synth
 
     card = json.loads((embed_export / "model_card.json").read_text())
@@ -235,6 +237,27 @@ def test_enroll_and_identify_writers_never_seen_in_training(embed_export, tmp_pa
                                                    identifier.cohort.encoded, leave_out=True)
     np.testing.assert_allclose(identifier.cohort.vlad, weights, atol=1e-6)
     identifier.gallery.close()
+    # enrolment stored each writer's SVM, so identify solves only the writers without a
+    # current one: none; one whose images changed since (solved for fewer); every writer
+    # of a gallery from before the table
+    solved, solve = [], runtime.descriptors.exemplar_duals
+    monkeypatch.setattr(runtime.descriptors, "exemplar_duals",
+                        lambda p, *a, **k: solved.append(len(p)) or solve(p, *a, **k))
+    cohort = len(identifier.cohort.encoded)
+    for change, solves in ((None, [cohort]),
+                           ("UPDATE exemplars SET n_images = 1 WHERE writer_id = 2", [cohort, 1]),
+                           ("DROP TABLE exemplars", [cohort, 4])):
+        solved.clear()
+        if change:
+            db = sqlite3.connect(tmp_path / "g.sqlite")
+            db.execute(change)
+            db.commit()
+            db.close()
+        again = runtime.Identifier(runtime.Gallery.open(tmp_path / "g"), runtime.Model(model))
+        assert solved == solves
+        np.testing.assert_allclose(again.prepared.vlad, identifier.prepared.vlad, atol=1e-6)
+        np.testing.assert_allclose(again.prepared.bias, identifier.prepared.bias, atol=1e-9)
+        again.gallery.close()
     growth = card["fusion"]["line"]["unknown_writer"]["fused"]
     w = growth["lead"]["weight"]
     for a in answers:  # each line's threshold, lowered by its best writer's lead

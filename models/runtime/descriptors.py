@@ -291,12 +291,21 @@ def exemplar_svms(positives: np.ndarray, negatives: np.ndarray, leave_out: bool 
     1, classes weighted to balance), solved by its dual coordinate descent (Hsieh et al.,
     ICML 2008) in the samples' span. The runtime ships without scikit-learn (it would take
     the base install past its size goal); `tests/test_descriptors.py` checks the result
-    against LinearSVC's. Positives are solved `EXEMPLAR_BATCH` at a time: they share the
-    negatives."""
+    against LinearSVC's. It is `exemplar_weights` of `exemplar_duals`."""
+    return exemplar_weights(positives, negatives,
+                            exemplar_duals(positives, negatives, leave_out, c))
+
+
+def exemplar_duals(positives: np.ndarray, negatives: np.ndarray, leave_out: bool = False,
+                   c: float = EXEMPLAR_C) -> np.ndarray:
+    """The exemplar SVMs of `exemplar_svms` as their signed dual multipliers [W, C + 1]
+    (the positive's first, then each negative's): each SVM's weights are that combination
+    of its samples, so C + 1 numbers keep one where its weights take a number per
+    dimension, and a gallery stores them from enrolment (`Gallery.add`). Positives are
+    solved `EXEMPLAR_BATCH` at a time: they share the negatives."""
     if not leave_out and len(positives) > EXEMPLAR_BATCH:
-        parts = [exemplar_svms(positives[i:i + EXEMPLAR_BATCH], negatives, c=c)
-                 for i in range(0, len(positives), EXEMPLAR_BATCH)]
-        return np.concatenate([w for w, _ in parts]), np.concatenate([b for _, b in parts])
+        return np.concatenate([exemplar_duals(positives[i:i + EXEMPLAR_BATCH], negatives, c=c)
+                               for i in range(0, len(positives), EXEMPLAR_BATCH)])
     positives = np.asarray(positives, np.float64)
     negatives = np.asarray(negatives, np.float64)
     w, n = len(positives), len(negatives) + 1
@@ -341,11 +350,19 @@ def exemplar_svms(positives: np.ndarray, negatives: np.ndarray, leave_out: bool 
                 alpha[:, i] - gradient / np.where(used[:, i], q[:, i, i], 1), 0), 0)
         if largest < EXEMPLAR_TOL:
             break
-    signed = alpha * sign
-    weights = signed[:, :1] * positives + signed[:, 1:] @ negatives
-    bias = signed.sum(axis=1)
+    return alpha * sign
+
+
+def exemplar_weights(positives: np.ndarray, negatives: np.ndarray,
+                     duals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(unit weights [W, D], bias [W]) of exemplar SVMs given by their `exemplar_duals`
+    over the same positives [W, D] and negatives [C, D], in float32 as they are encoded (a
+    gallery's weights in float64 took twice the time, for nothing the scores show)."""
+    weights = duals[:, 1:].astype(np.float32) @ np.asarray(negatives, np.float32)
+    weights += duals[:, :1].astype(np.float32) * np.asarray(positives, np.float32)
     norm = np.maximum(np.linalg.norm(weights, axis=1), 1e-12)
-    return (weights / norm[:, None]).astype(np.float32), bias / norm
+    weights /= norm[:, None]
+    return weights, np.asarray(duals, np.float64).sum(axis=1) / norm
 
 
 class Descriptor:

@@ -8,10 +8,14 @@ image embeddings, the sum of its contour-hinge counts) are updated in the same t
 as its images, so `identify` reads one row per writer and recomputes nothing.
 
 Tables: `meta` (schema version, the model fingerprint and descriptor that built the
-gallery, feature sizes), `writers` (name, dates, image count, aggregates) and `images`
+gallery, feature sizes), `writers` (name, dates, image count, aggregates), `images`
 (absolute path, sha256 of the file's bytes, enrolment time, features, and how the file was
 read: its resolution and whether as a line or a page, which `gallery rebuild` reads it by
-again; galleries from before these two columns get them with their next enrolment).
+again; galleries from before these two columns get them with their next enrolment) and
+`exemplars` (each writer's exemplar SVM against a model's cohort, solved at enrolment, as
+its dual multipliers, under the cohort's key and the writer's image count it was solved
+for: `identify` solves only the writers it lacks; galleries from before it get the table
+with their next enrolment).
 Features are BLOBs of the dtype named in `FEATURE_DTYPE`/`SUM_DTYPE` (recorded in `meta`).
 Removed writers are overwritten on disk (`secure_delete`, then a checkpoint that empties the
 write-ahead log).
@@ -27,7 +31,7 @@ import json
 import os
 import sqlite3
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
@@ -43,6 +47,17 @@ BUSY_TIMEOUT_S = 60.0  # how long a writer waits for another's transaction befor
 FEATURE_DTYPE = np.dtype("<f4")  # per-image embeddings and hinge counts (exact below 2**24)
 SUM_DTYPE = np.dtype("<f8")  # per-writer sums, which grow with every image
 HEADER = b"SQLite format 3\x00"
+
+# each writer's exemplar SVM (`runtime.descriptors.exemplar_duals`), added to schema 1
+# without a new version
+EXEMPLARS = """
+CREATE TABLE IF NOT EXISTS exemplars (
+    writer_id INTEGER PRIMARY KEY REFERENCES writers(id) ON DELETE CASCADE,
+    cohort TEXT NOT NULL,
+    n_images INTEGER NOT NULL,
+    duals BLOB NOT NULL
+)
+"""
 
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
@@ -69,7 +84,7 @@ CREATE TABLE images (
     read_as TEXT
 );
 CREATE INDEX images_by_writer ON images(writer_id);
-"""
+""" + EXEMPLARS
 
 
 READ_COLUMNS = {"dpi": "REAL", "read_as": "TEXT"}  # added to schema 1 without a new version
@@ -92,6 +107,10 @@ class Source(NamedTuple):
     read_as: str | None
 
 
+# solves a writer's exemplar SVM from its summed descriptor row: (the cohort's key, duals)
+Exemplar = Callable[[np.ndarray], tuple[str, np.ndarray]]
+
+
 class GalleryError(ModelError):
     """Not a usable gallery, or a change it refuses; the message names the file and the fix."""
 
@@ -100,11 +119,14 @@ class GalleryError(ModelError):
 class Snapshot:
     """What identification reads, all from one read transaction: the writers in enrolment
     order, their unit mean embeddings [W, D] and summed hinge counts [W, K] (None where
-    the gallery holds no such feature)."""
+    the gallery holds no such feature), and each writer's exemplar SVM stored for the
+    cohort asked for (`Gallery.snapshot`), None where none is stored for the writer's
+    images as they are now."""
 
     writers: list[str]
     centroids: np.ndarray | None
     hinge_sums: np.ndarray | None
+    duals: list[np.ndarray | None] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -283,13 +305,14 @@ class Gallery:
 
     def add(self, writer: str, paths: list[str], hashes: list[str],
             embeddings: np.ndarray | None, hinge: np.ndarray | None,
-            thumbnails: list[bytes] | None = None, read: list[ReadAs] | None = None
-            ) -> Enrolled:
+            thumbnails: list[bytes] | None = None, read: list[ReadAs] | None = None,
+            exemplar: Exemplar | None = None) -> Enrolled:
         """Enrol images of `writer` in one transaction: all of them or none. An image whose
         hash is already this writer's is skipped; one enrolled under another writer stops
         the enrolment, naming both. `thumbnails` (small PNGs) are what reports show of the
         enrolled handwriting, months after its files may have moved; `read`, how each file
-        was read, is what `gallery rebuild` reads it by again."""
+        was read, is what `gallery rebuild` reads it by again. `exemplar` solves the
+        writer's exemplar SVM from its new summed hinge row, stored with it."""
         if not writer.strip():
             raise GalleryError(f"{self.path}: empty writer name. Pass --writer ID.")
         self._check_sizes(embeddings, hinge)
@@ -306,7 +329,7 @@ class Gallery:
                              None if embeddings is None else embeddings[rows],
                              None if hinge is None else hinge[rows],
                              None if thumbnails is None else [thumbnails[i] for i in rows],
-                             None if read is None else [read[i] for i in rows])
+                             None if read is None else [read[i] for i in rows], exemplar)
         return Enrolled(writer, len(rows), [paths[i] for i in skipped])
 
     @staticmethod
@@ -338,8 +361,10 @@ class Gallery:
 
     def _insert(self, db: sqlite3.Connection, writer: str, now: str, paths: list[str],
                 hashes: list[str], embeddings: np.ndarray | None, hinge: np.ndarray | None,
-                thumbnails: list[bytes] | None, read: list[ReadAs] | None):
-        """Insert images and fold them into the writer's aggregates (inside a transaction)."""
+                thumbnails: list[bytes] | None, read: list[ReadAs] | None,
+                exemplar: Exemplar | None = None):
+        """Insert images and fold them into the writer's aggregates, and solve its exemplar
+        SVM from them with `exemplar` (inside a transaction)."""
         for column in READ_COLUMNS.keys() - _columns(db):  # a gallery from before them
             db.execute(f"ALTER TABLE images ADD COLUMN {column} {READ_COLUMNS[column]}")
         for key, x in (("embedding_dim", embeddings), ("hinge_dim", hinge)):
@@ -372,17 +397,30 @@ class Gallery:
                     None if emb_total is None else _blob(unit(emb_total), FEATURE_DTYPE),
                     None if hinge_total is None else _blob(hinge_total, SUM_DTYPE),
                     writer_id))
+        if exemplar is not None and hinge_total is not None:
+            db.execute(EXEMPLARS)  # a gallery from before the table
+            cohort, duals = exemplar(hinge_total)
+            db.execute("INSERT OR REPLACE INTO exemplars VALUES (?, ?, ?, ?)",
+                       (writer_id, cohort, count + len(paths), _blob(duals, SUM_DTYPE)))
 
-    def snapshot(self) -> Snapshot:
-        """The writers and their aggregates, read in one transaction."""
+    def snapshot(self, cohort: str | None = None) -> Snapshot:
+        """The writers and their aggregates, read in one transaction; with a `cohort`'s key,
+        the exemplar SVMs stored against it for each writer's images as they are now."""
         with self._reading():
-            rows = self.db.execute("SELECT name, centroid, hinge_sum FROM writers "
-                                   "ORDER BY id").fetchall()
+            stored = cohort is not None and self.db.execute(
+                "SELECT 1 FROM sqlite_master WHERE name = 'exemplars'").fetchone()
+            rows = self.db.execute(
+                "SELECT w.name, w.centroid, w.hinge_sum, "
+                f"{'e.duals' if stored else 'NULL'} FROM writers w "
+                + ("LEFT JOIN exemplars e ON e.writer_id = w.id AND e.cohort = ? AND "
+                   "e.n_images = w.n_images " if stored else "")
+                + "ORDER BY w.id", (cohort,) if stored else ()).fetchall()
         names = [r[0] for r in rows]
         return Snapshot(
             names,
             _matrix([r[1] for r in rows], FEATURE_DTYPE) if self.fingerprint and rows else None,
-            _matrix([r[2] for r in rows], SUM_DTYPE) if self.descriptor and rows else None)
+            _matrix([r[2] for r in rows], SUM_DTYPE) if self.descriptor and rows else None,
+            [_array(r[3], SUM_DTYPE) for r in rows])
 
     @contextmanager
     def _reading(self) -> Iterator[None]:

@@ -9,6 +9,7 @@ as calibrated at export).
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from models.runtime import descriptors, evidence, pages
 from models.runtime.descriptors import Descriptor
 from models.runtime.gallery import (
     Enrolled,
+    Exemplar,
     Gallery,
     GalleryError,
     ReadAs,
@@ -130,16 +132,34 @@ class Prepared:
         hinge, vlad = descriptor.split(sums) if descriptor else (None, None)
         self.hinge = descriptors.References(hinge) if hinge is not None else None
         self.encoded = descriptor.vlad.encode(vlad) if vlad is not None else None
-        self.vlad, self.bias = self.encoded, 0.0
+        self.vlad, self.bias, self.duals = self.encoded, 0.0, None
 
-    def exemplars(self, cohort: Prepared) -> Prepared:
+    def exemplars(self, cohort: Prepared, stored: list[np.ndarray | None] = ()) -> Prepared:
         """This side, its VLAD score each writer's exemplar SVM against the `cohort`'s VLAD
         vectors (`descriptors.exemplar_svms`; the cohort itself: each of its writers
-        against the others), as export calibrated it where the card says `exemplar`."""
+        against the others), as export calibrated it where the card says `exemplar`.
+        `stored`: the writers' SVMs as a gallery keeps them for this cohort
+        (`Snapshot.duals`); only the writers without one are solved. `duals` then holds
+        every writer's."""
         if self.encoded is not None and cohort.encoded is not None:
-            self.vlad, self.bias = descriptors.exemplar_svms(self.encoded, cohort.encoded,
-                                                             leave_out=cohort is self)
+            self.duals = np.zeros((len(self.encoded), len(cohort.encoded) + 1))
+            todo = np.ones(len(self.encoded), bool)
+            for i, duals in enumerate(stored):
+                if duals is not None and len(duals) == self.duals.shape[1]:
+                    self.duals[i], todo[i] = duals, False
+            if todo.any():
+                self.duals[todo] = descriptors.exemplar_duals(
+                    self.encoded[todo], cohort.encoded, leave_out=cohort is self)
+            self.vlad, self.bias = descriptors.exemplar_weights(self.encoded, cohort.encoded,
+                                                                self.duals)
         return self
+
+    @property
+    def key(self) -> str:
+        """What a gallery stores exemplar SVMs against this side as a cohort under: a hash
+        of its VLAD vectors and of the SVMs' cost."""
+        return hashlib.sha256(self.encoded.tobytes()
+                              + repr(descriptors.EXEMPLAR_C).encode()).hexdigest()[:16]
 
     def scores(self, emb: np.ndarray | None, counts: np.ndarray | None,
                calibration: dict | None = None, cohort: Prepared | None = None,
@@ -320,8 +340,24 @@ def enroll(gallery: str | Path | Gallery, features: Features, writer: str,
     read = [r.read_as for r in features.read]
     result = open_for(gallery, features).add(writer, [stored[i] for i in new],
                                              [hashes[i] for i in new], *computed,
-                                             features.thumbnails, read)
+                                             features.thumbnails, read, exemplar_of(features))
     return Enrolled(writer, result.added, skipped + result.skipped)
+
+
+def exemplar_of(features: Features) -> Exemplar | None:
+    """How an enrolment solves the writer's exemplar SVM, stored with its images so that
+    `identify` need not (0.13 ms a writer, 1.4 s for 10,000; docs/results.md, exemplar
+    SVMs): against the model's cohort where its export calibrated them (the card's
+    `fusion.exemplar`) and the features hold its VLAD codebook; else None."""
+    model, local = features.model, features.local
+    if not (local and local.vlad and model and model.card.get("fusion", {}).get("exemplar")
+            and model.cohort is not None):
+        return None
+    cohort = Prepared(*model.cohort, local)
+
+    def solve(sums: np.ndarray) -> tuple[str, np.ndarray]:
+        return cohort.key, Prepared(None, sums, local).exemplars(cohort).duals[0]
+    return solve
 
 
 class Identifier:
@@ -357,7 +393,12 @@ class Identifier:
         embedder = model if self.score in ("embedding", "fused") else None
         gallery.require(embedder and embedder.fingerprint,
                         gallery.descriptor if self.score == "hinge" else local and local.name)
-        snapshot = gallery.snapshot()
+        # the cohort normalises fused scores; with exemplar SVMs it is their negatives too
+        exemplar = self.score in ("fused", "vlad") and fusion and fusion.get("exemplar")
+        cohort = model.cohort if self.score == "fused" or exemplar else None
+        self.cohort = Prepared(*cohort, local) if cohort is not None else None
+        exemplar = exemplar and self.cohort is not None
+        snapshot = gallery.snapshot(self.cohort.key if exemplar else None)
         if not snapshot.writers:
             raise ModelError(f"{gallery.path}: the gallery is empty. Enroll writers first.")
         self.gallery, self.model, self.writers = gallery, model, snapshot.writers
@@ -365,14 +406,10 @@ class Identifier:
         self.features = Features(embedder, local, input, dpi)
         self.prepared = Prepared(snapshot.centroids if embedder else None,
                                  snapshot.hinge_sums if local else None, local)
-        # the cohort normalises fused scores; with exemplar SVMs it is their negatives too
-        exemplar = self.score in ("fused", "vlad") and fusion and fusion.get("exemplar")
-        cohort = model.cohort if self.score == "fused" or exemplar else None
-        self.cohort = Prepared(*cohort, local) if cohort is not None else None
-        if exemplar and self.cohort is not None:
+        if exemplar:
             if self.score == "fused":  # the cohort's own scores count only in the fusion
                 self.cohort.exemplars(self.cohort)
-            self.prepared.exemplars(self.cohort)
+            self.prepared.exemplars(self.cohort, snapshot.duals)
         card = model.card if model else None
         self.likelihood = {(level, name): evidence.LikelihoodRatio.of(
             card, level, name) for level in evidence.LEVELS for name in SCORES}
