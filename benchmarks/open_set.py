@@ -287,18 +287,18 @@ class Anchor:
     thresholds = None
 
     def __init__(self, identifier):
-        from models.runtime.identify import Prepared
-
+        """`identifier`: the `vlad` score's, whose gallery vectors (before its exemplar
+        SVMs) and rule this reads."""
         self.identifier, self.writers = identifier, identifier.writers
-        self.prepared = Prepared(None, identifier.gallery.snapshot().hinge_sums,
-                                 identifier.prepared.descriptor)
 
     def unknown_rule(self, document: bool) -> dict | None:
         """The VLAD score's rule, whose lead the oracle decides by as for the other rows."""
         return self.identifier.unknown_rule(document)
 
     def score_matrix(self, emb, counts, document: bool = False, absent=None) -> np.ndarray:
-        sims = self.prepared.scores(None, counts)["vlad"]
+        prepared = self.identifier.prepared
+        sims = prepared.descriptor.vlad.encode(prepared.descriptor.split(counts)[1]) \
+            @ prepared.encoded.T
         return sims if absent is None else np.where(absent, -np.inf, sims)
 
 

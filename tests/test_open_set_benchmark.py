@@ -96,8 +96,6 @@ def test_the_anchor_is_the_plain_cosine_and_every_row_gets_the_oracle(open_set):
     prepared = runtime.Prepared(None, sums, descriptor)
     prepared.exemplars(runtime.Prepared(None, rows(list(range(4)) * 5), descriptor))
     wrapped = SimpleNamespace(writers=["w0", "w1", "w2", "w3"], prepared=prepared,
-                              gallery=SimpleNamespace(snapshot=lambda: SimpleNamespace(
-                                  hinge_sums=sums)),
                               unknown_rule=lambda document: {"lead": {"weight": 0.5}})
     anchor = open_set.Anchor(wrapped)
     records = [SimpleNamespace(writer_id=f"w{i % 4}", form_id=f"f{i % 4}") for i in range(24)]
