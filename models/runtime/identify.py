@@ -154,13 +154,6 @@ class Prepared:
                                                                 self.duals)
         return self
 
-    @property
-    def key(self) -> str:
-        """What a gallery stores exemplar SVMs against this side as a cohort under: a hash
-        of its VLAD vectors and of the SVMs' cost."""
-        return hashlib.sha256(self.encoded.tobytes()
-                              + repr(descriptors.EXEMPLAR_C).encode()).hexdigest()[:16]
-
     def scores(self, emb: np.ndarray | None, counts: np.ndarray | None,
                calibration: dict | None = None, cohort: Prepared | None = None,
                absent: np.ndarray | None = None) -> dict[str, np.ndarray]:
@@ -182,6 +175,15 @@ class Prepared:
         if absent is not None:
             sims = {name: np.where(absent, -np.inf, s) for name, s in sims.items()}
         return sims
+
+
+def exemplar_key(cohort: np.ndarray, descriptor: Descriptor) -> str:
+    """What a gallery keeps exemplar SVMs against a cohort under: a hash of the cohort's
+    summed descriptor rows as the export saved them, the descriptor's name and the SVMs'
+    cost. Not of the encoded vectors, whose last bits may differ from machine to machine."""
+    digest = hashlib.sha256(np.ascontiguousarray(cohort, np.float32).tobytes())
+    digest.update(f"{descriptor.name} C={descriptors.EXEMPLAR_C}".encode())
+    return digest.hexdigest()[:16]
 
 
 def hinge_similarity(queries: np.ndarray, references: np.ndarray) -> np.ndarray:
@@ -353,10 +355,10 @@ def exemplar_of(features: Features) -> Exemplar | None:
     if not (local and local.vlad and model and model.card.get("fusion", {}).get("exemplar")
             and model.cohort is not None):
         return None
-    cohort = Prepared(*model.cohort, local)
+    cohort, key = Prepared(*model.cohort, local), exemplar_key(model.cohort[1], local)
 
     def solve(sums: np.ndarray) -> tuple[str, np.ndarray]:
-        return cohort.key, Prepared(None, sums, local).exemplars(cohort).duals[0]
+        return key, Prepared(None, sums, local).exemplars(cohort).duals[0]
     return solve
 
 
@@ -398,7 +400,7 @@ class Identifier:
         cohort = model.cohort if self.score == "fused" or exemplar else None
         self.cohort = Prepared(*cohort, local) if cohort is not None else None
         exemplar = exemplar and self.cohort is not None
-        snapshot = gallery.snapshot(self.cohort.key if exemplar else None)
+        snapshot = gallery.snapshot(exemplar_key(cohort[1], local) if exemplar else None)
         if not snapshot.writers:
             raise ModelError(f"{gallery.path}: the gallery is empty. Enroll writers first.")
         self.gallery, self.model, self.writers = gallery, model, snapshot.writers
