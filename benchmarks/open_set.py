@@ -263,6 +263,40 @@ def lr_quality(card: dict, score: str, levels: dict) -> dict:
     return out
 
 
+def stranger_lrs(card: dict, score: str, unknown: dict, others: dict | None) -> dict:
+    """{level: counts of misleading evidence for writers who are not enrolled}: the
+    queries of `unknown` and `others` (`level_scores` as strangers), each against the
+    gallery without its writer, as `identify` shows them: how many queries' top candidate
+    gets a log10 LR above 0 and above 2 (100 to 1), and how many of all their
+    comparisons do."""
+    from models.runtime.evidence import LikelihoodRatio
+
+    out = {}
+    for level in unknown:
+        lr = LikelihoodRatio.of(card, level, score)
+        if lr is None:
+            continue
+        sims = np.concatenate([unknown[level][0]] + ([others[level][0]] if others else []))
+        top, every = lr(sims.max(axis=1)), lr(sims[np.isfinite(sims)])
+        out[level] = {"queries": len(sims), "top_over_1": int((top > 0).sum()),
+                      "top_over_100": int((top > 2).sum()), "comparisons": len(every),
+                      "over_1": int((every > 0).sum()), "over_100": int((every > 2).sum())}
+    return out
+
+
+def print_stranger_lrs(rows: dict[str, dict]) -> None:
+    print("\nwriters not enrolled (each query against the gallery without its writer, the "
+          "distractors' own too): log10 LR of the top candidate and of every comparison "
+          "above 0 and above 2 (100 to 1)")
+    print(f"{'score':<10}{'level':<10}{'queries':>8}{'top > 0':>9}{'top > 2':>9}"
+          f"{'comparisons':>12}{'> 0':>8}{'> 2':>7}")
+    for score, levels in rows.items():
+        for level, q in levels.items():
+            print(f"{score:<10}{level:<10}{q['queries']:>8}{q['top_over_1']:>9}"
+                  f"{q['top_over_100']:>9}{q['comparisons']:>12}{q['over_1']:>8}"
+                  f"{q['over_100']:>7}")
+
+
 def print_lr_table(title: str, rows: dict[str, dict]) -> None:
     print(f"\n{title}: log10 likelihood ratios (calibrated at export), every query against "
           "every enrolled writer")
@@ -663,7 +697,7 @@ def main() -> int:
                                ("(b) with distractors", everyone)):
             gallery = gallery_of(subjects, members, emb, counts,
                                  model.fingerprint if model else None, descriptor.name)
-            rows, lrs = {}, {}
+            rows, lrs, misled = {}, {}, {}
             scores = [s for s in SCORES if s != "vlad" or descriptor.vlad] if model else ["hinge"]
             # the anchor beside the VLAD score it plainly compares
             for score in [row for name in scores
@@ -679,6 +713,7 @@ def main() -> int:
                 rows[score] = figures(identifier, levels, members, unknown, others)
                 if model and score != "anchor":
                     lrs[score] = lr_quality(model.card, score, levels)
+                    misled[score] = stranger_lrs(model.card, score, unknown, others)
             if len(members) > len(enrolled) or title.startswith("(a)"):
                 print_table(title, rows)
                 if any(lrs.values()):
@@ -686,6 +721,8 @@ def main() -> int:
                     if args.out and lrs.get("fused"):
                         tippett(lrs["fused"], args.out / f"tippett_{title[1]}.png")
                         print(f"Tippett and ECE plots: {args.out / f'tippett_{title[1]}.png'}")
+                    if others is not None:
+                        print_stranger_lrs(misled)
             if model and len(members) > len(enrolled):
                 pair_rows, pair_lrs = {}, {}
                 for score in scores:
