@@ -468,7 +468,12 @@ def _likelihood_ratios(lines: tuple, pages: tuple, enrolled: tuple | None, fusio
     lines, documents (a form's cut lines) and pages (a form's lines composed into a page);
     the fused score against the `cohort`. Each query is compared with every calibration
     form enrolled alone but its own (with `enrolled`, the training writers each enrolled
-    from one form, for runs that held no writers out)."""
+    from one form, for runs that held no writers out): the same writer's forms as scored
+    with them enrolled, every other writer's as scored with the query's own writer left
+    out of the gallery, as a writer who is not enrolled meets them. The fused score's
+    spread otherwise holds the query's own high scores, which reads different writers
+    low, and an unknown writer's best match would get an LR too high (docs/results.md,
+    the likelihood ratios of unknown writers)."""
     notes: list[str] = []
     documents = _by_form(*lines)
     references = documents if enrolled is None else _as_references(enrolled)
@@ -477,16 +482,21 @@ def _likelihood_ratios(lines: tuple, pages: tuple, enrolled: tuple | None, fusio
     prepared = _prepared(ref_emb, ref_counts, descriptor, cohort)
     identification = {}
     for level, (w, f, e, c) in {"line": lines, "document": documents, "page": pages}.items():
-        sims = prepared.scores(e, c, fusion["line" if level == "line" else "document"], cohort)
+        calibrated = fusion["line" if level == "line" else "document"]
+        own = w[:, None] == ref_writers[None, :]
+        sims = prepared.scores(e, c, calibrated, cohort)
+        strangers = prepared.scores(e, c, calibrated, cohort, own)
         keep = f[:, None] != ref_forms[None, :]
         identification[level] = _fitted(
-            {name: calibration.comparisons(s, w, ref_writers, keep) for name, s in sims.items()},
+            {name: calibration.comparisons(np.where(own, s, strangers[name]), w, ref_writers,
+                                           keep) for name, s in sims.items()},
             level, notes)
     for note in notes:
         print(f"no likelihood ratio for {note}", flush=True)
     return {"method": calibration.METHOD, "source": source, "writers": held,
             "compared": ("each query against every calibration form enrolled alone but its own"
                          if enrolled is None else ENROLLED),
+            "different_writers": "scored with the query's own writer left out of the gallery",
             "pages": "each form's cut lines stacked into a page (composed_page)",
             "identification": identification, "not_fitted": notes}
 

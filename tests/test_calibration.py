@@ -71,3 +71,42 @@ def test_the_verbal_scale(llr, words):
 def test_a_table_that_falls_is_refused():
     with pytest.raises(ValueError, match="rising"):
         evidence.LikelihoodRatio({"score": [0.0, 1.0], "log10_lr": [1.0, -1.0]})
+
+
+def test_different_writers_calibrate_as_scored_with_the_query_writer_out(monkeypatch):
+    """The fused score's spread holds every gallery score of a query: fitted with the
+    query's own writer enrolled, different writers read low, and an unknown writer's best
+    match would get too high an LR. So export scores them with that writer left out."""
+    from models import export, runtime
+    from models.runtime.descriptors import Descriptor, Hinge
+
+    rng = np.random.default_rng(0)
+    descriptor = Descriptor(Hinge())
+    writers, forms = np.repeat(np.arange(6), 6), np.repeat(np.arange(12), 3)
+    emb = rng.normal(size=(6, 16))[writers] + rng.normal(0, 0.6, (36, 16))
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    counts = rng.integers(0, 20, (36, descriptor.size)).astype(float)
+    cohort_emb = rng.normal(size=(5, 16))
+    cohort = runtime.Prepared(cohort_emb / np.linalg.norm(cohort_emb, axis=1, keepdims=True),
+                              rng.integers(0, 20, (5, descriptor.size)).astype(float),
+                              descriptor)
+    calibrated = {"weights": {"embedding": 1.0, "hinge": 0.5},
+                  "embedding": {"mean": 0.0, "std": 0.3}, "hinge": {"mean": 0.5, "std": 0.1}}
+    fitted = {}
+    monkeypatch.setattr(export, "_fitted",
+                        lambda comparisons, level, notes: fitted.setdefault(level, comparisons))
+    lines = (writers, forms, emb, counts)
+    export._likelihood_ratios(lines, export._by_form(*lines), None,
+                              {"line": calibrated, "document": calibrated}, descriptor, "test",
+                              [], cohort)
+    ref_writers, ref_forms, ref_emb, ref_counts = export._by_form(*lines)
+    gallery = runtime.Prepared(ref_emb, ref_counts, descriptor)
+    own = writers[:, None] == ref_writers[None, :]
+    keep = forms[:, None] != ref_forms[None, :]
+    enrolled = gallery.scores(emb, counts, calibrated, cohort)["fused"]
+    left_out = gallery.scores(emb, counts, calibrated, cohort, own)["fused"]
+    scores, same = fitted["line"]["fused"]
+    np.testing.assert_allclose(scores[same], enrolled[keep & own])
+    np.testing.assert_allclose(scores[~same], left_out[keep & ~own])
+    # the query's own writer in the spread reads the other writers lower
+    assert left_out[keep & ~own].mean() > enrolled[keep & ~own].mean()
