@@ -205,7 +205,7 @@ def _enroll(args: argparse.Namespace) -> None:
 
 
 def _identify(args: argparse.Namespace) -> None:
-    from models.runtime import Gallery, Identifier, Model
+    from models.runtime import Gallery, Identifier, Model, evidence
 
     model = Model(args.model, args.threads) if args.model else None
     gallery = Gallery.open(args.gallery)
@@ -220,8 +220,6 @@ def _identify(args: argparse.Namespace) -> None:
     results = ([identifier.rank(args.images, args.top_k)] if args.document
                else identifier.rank_each(args.images, args.top_k))
     if args.report:
-        from models.runtime import evidence
-
         written = evidence.identify_report(args.report, results, identifier, args.input)
         print(f"report: {written}", file=sys.stderr)
     if "note" in results[0]:
@@ -234,8 +232,8 @@ def _identify(args: argparse.Namespace) -> None:
         + ", ".join(f"{t['writer']} {t['similarity']:.3f}"
                     + (f" [log10 LR {t['log10_lr'][r['score']]:+.2f}]" if "log10_lr" in t
                        else "") for t in r["top"]) + ")"
-        + (f"; {r['top'][0]['writer']}: {r['top'][0]['support']}" if "support" in r["top"][0]
-           else "")
+        + (f"; {r['top'][0]['writer']}: {r['top'][0]['support']}"
+           + evidence.searched(r, len(identifier.writers)) if "support" in r["top"][0] else "")
         for r in results)
     _show(results, args.json, text)
 

@@ -263,3 +263,16 @@ def test_a_card_without_a_calibrator_says_so_in_one_line(modelled, exported, tmp
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert f"note: {evidence.NO_LR}" in proc.stderr.splitlines()
     assert "log10 LR" not in proc.stdout
+
+
+def test_an_unknown_writers_closest_match_with_a_positive_lr_is_read_as_one_comparison():
+    def result(writer, llr):
+        return {"writer": writer, "score": "fused",
+                "top": [{"writer": "ann", "log10_lr": {"fused": llr}}]}
+
+    said = evidence.searched(result(None, 2.3), 78)
+    assert "one comparison" in said and "closest of 78 writers" in said
+    # named, no support for the same writer, one writer searched, or no LR: nothing to add
+    for r, writers in ((result("ann", 2.3), 78), (result(None, -0.4), 78),
+                       (result(None, 2.3), 1), ({**result(None, 2.3), "top": [{}]}, 78)):
+        assert evidence.searched(r, writers) == ""

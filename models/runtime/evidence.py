@@ -37,6 +37,21 @@ NO_LR_WITHOUT_MODEL = ("no likelihood ratio: they are calibrated when a model is
                        "--model EXPORT to get them.")
 
 
+def searched(result: dict, writers: int) -> str:
+    """What to read beside the closest writer's LR where `identify` answered "unknown
+    writer" yet that LR supports the same writer: it weighs one comparison, and the
+    closest of many writers is the highest of many scores, which the unknown-writer
+    threshold allows for (it rises with the gallery's size) and the LR does not
+    (docs/results.md, the likelihood ratios of unknown writers). Empty otherwise."""
+    best = result["top"][0] if result["top"] else {}
+    if result["writer"] is not None or writers < 2 or "log10_lr" not in best \
+            or best["log10_lr"][result["score"]] <= 0:
+        return ""
+    return (f"; the LR weighs one comparison, and the closest of {writers} writers searched "
+            "scores high by chance: the unknown-writer threshold allows for that, the LR "
+            "does not")
+
+
 def verbal(log10_lr: float) -> str:
     """A log10 LR in words: the support it gives to one writer hypothesis over the other,
     on the scale of ENFSI's guideline for evaluative reporting (LR 1-10 weak, 10-100
@@ -306,7 +321,7 @@ def identify_report(path: str | Path, results: list[dict], identifier, input: st
         if calibrated:
             answer += (f"<br>For {html.escape(best['writer'])}: log10 LR "
                        f"{best['log10_lr'][r['score']]:+.2f}, {html.escape(best['support'])} "
-                       f"(a {r['level']}).")
+                       f"(a {r['level']}){html.escape(searched(r, len(identifier.writers)))}.")
         kinds = list(best["scores"])
         rows = []
         for rank, t in enumerate(r["top"], 1):
