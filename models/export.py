@@ -463,7 +463,7 @@ def _page_queries(rt: runtime.Model, images: list, descriptor: descriptors.Descr
 
 def _likelihood_ratios(lines: tuple, pages: tuple, enrolled: tuple | None, fusion: dict,
                        descriptor: descriptors.Descriptor, source: str, held: list[str],
-                       cohort: runtime.Prepared | None) -> dict:
+                       cohort: runtime.Prepared | None, impostors: tuple | None = None) -> dict:
     """log10 LR calibrators of every score of identification (which `verify` uses too), for
     lines, documents (a form's cut lines) and pages (a form's lines composed into a page);
     the fused score against the `cohort`. Each query is compared with every calibration
@@ -472,20 +472,29 @@ def _likelihood_ratios(lines: tuple, pages: tuple, enrolled: tuple | None, fusio
     with them enrolled, every other writer's as scored with the query's own writer left
     out of the gallery, as a writer who is not enrolled meets them. The fused score's
     spread otherwise holds the query's own high scores, which reads different writers
-    low, and an unknown writer's best match would get an LR too high (docs/results.md,
-    the likelihood ratios of unknown writers)."""
+    low, and an unknown writer's best match would get an LR too high. Lines also count the
+    `impostors` (the other training writers' first forms) among the queries and the forms:
+    more different writers for the tail that unknown writers' best matches reach; with
+    documents, those single forms flattened the LRs (docs/results.md, the likelihood
+    ratios of unknown writers)."""
     notes: list[str] = []
     documents = _by_form(*lines)
-    references = documents if enrolled is None else _as_references(enrolled)
-    ref_writers, ref_forms, ref_emb, ref_counts = references
-    # each side prepared once (hinge distributions, VLAD encodings) for all three levels
-    prepared = _prepared(ref_emb, ref_counts, descriptor, cohort)
+    if impostors is not None:
+        lines = tuple(np.concatenate(a) for a in zip(lines, impostors))
+    fixed = None if enrolled is None else _as_references(enrolled)
+    prepared: dict[int, runtime.Prepared] = {}  # each side once (hinge, VLAD encodings)
     identification = {}
-    for level, (w, f, e, c) in {"line": lines, "document": documents, "page": pages}.items():
+    for level, (queries, references) in {"line": (lines, _by_form(*lines)),
+                                         "document": (documents, documents),
+                                         "page": (pages, documents)}.items():
+        ref_writers, ref_forms, ref_emb, ref_counts = references = fixed or references
+        if id(references) not in prepared:
+            prepared[id(references)] = _prepared(ref_emb, ref_counts, descriptor, cohort)
+        w, f, e, c = queries
         calibrated = fusion["line" if level == "line" else "document"]
         own = w[:, None] == ref_writers[None, :]
-        sims = prepared.scores(e, c, calibrated, cohort)
-        strangers = prepared.scores(e, c, calibrated, cohort, own)
+        sims = prepared[id(references)].scores(e, c, calibrated, cohort)
+        strangers = prepared[id(references)].scores(e, c, calibrated, cohort, own)
         keep = f[:, None] != ref_forms[None, :]
         identification[level] = _fitted(
             {name: calibration.comparisons(np.where(own, s, strangers[name]), w, ref_writers,
@@ -497,6 +506,8 @@ def _likelihood_ratios(lines: tuple, pages: tuple, enrolled: tuple | None, fusio
             "compared": ("each query against every calibration form enrolled alone but its own"
                          if enrolled is None else ENROLLED),
             "different_writers": "scored with the query's own writer left out of the gallery",
+            **({"line_impostors": "lines also compared as and with the other training "
+                                  "writers' first forms"} if impostors is not None else {}),
             "pages": "each form's cut lines stacked into a page (composed_page)",
             "identification": identification, "not_fitted": notes}
 
@@ -708,7 +719,7 @@ def export(ecfg: ExportConfig) -> dict:
         print("fitting likelihood ratios", flush=True)
         thresholds["likelihood_ratio"] = _likelihood_ratios(
             lines, _page_queries(rt, images, descriptor), None if held else enrolled,
-            thresholds["fusion"], descriptor, source, held, cohort)
+            thresholds["fusion"], descriptor, source, held, cohort, impostors)
         gallery_labels = [labels[i] for i in present] if cfg.by_gallery else labels
         if not cfg.by_gallery:
             centroids = None

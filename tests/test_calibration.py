@@ -110,3 +110,18 @@ def test_different_writers_calibrate_as_scored_with_the_query_writer_out(monkeyp
     np.testing.assert_allclose(scores[~same], left_out[keep & ~own])
     # the query's own writer in the spread reads the other writers lower
     assert left_out[keep & ~own].mean() > enrolled[keep & ~own].mean()
+    # impostors (one form each) add different writers to the lines' comparisons only
+    impostors = (np.array([6, 6, 7, 7]), np.array([12, 12, 13, 13]), emb[:4], counts[:4])
+    alone = dict(fitted)
+    fitted.clear()
+    export._likelihood_ratios(lines, export._by_form(*lines), None,
+                              {"line": calibrated, "document": calibrated}, descriptor, "test",
+                              [], cohort, impostors)
+    scores, same = fitted["line"]["fused"]
+    # 40 lines, each against the 13 forms not its own; the impostors have no second form
+    assert same.sum() == alone["line"]["fused"][1].sum() == 36
+    assert len(same) == 40 * 13 and len(alone["line"]["fused"][1]) == 36 * 11
+    for level in ("document", "page"):
+        for name, (scores, labels) in fitted[level].items():
+            np.testing.assert_array_equal(scores, alone[level][name][0])
+            np.testing.assert_array_equal(labels, alone[level][name][1])
