@@ -134,11 +134,11 @@ def test_a_stored_exemplar_svm_is_read_for_its_cohort_and_the_writers_images_as_
     g.add("bob", ["b1"], _hashes("b1", 1), emb[1:2], hinge[1:2])  # enrolled without one
     stored = g.snapshot("cohort-a").duals
     np.testing.assert_array_equal(stored[0], np.r_[hinge[0, :3], 7.0])
-    assert stored[1] is None
+    assert stored[1] is None and g.info()["exemplar_svms"] == 1
     assert g.snapshot("cohort-b").duals == [None, None]  # another model's cohort
     assert g.snapshot().duals == [None, None]
     g.add("ann", ["a2"], _hashes("a2", 1), emb[2:3], hinge[2:3])  # her images changed
-    assert g.snapshot("cohort-a").duals == [None, None]
+    assert g.snapshot("cohort-a").duals == [None, None] and g.info()["exemplar_svms"] == 0
     g.add("ann", ["a3"], _hashes("a3", 1), emb[3:4], hinge[3:4], exemplar=solve)
     np.testing.assert_array_equal(g.snapshot("cohort-a").duals[0],
                                   np.r_[(hinge[0] + hinge[2] + hinge[3])[:3], 7.0])

@@ -407,8 +407,7 @@ class Gallery:
         """The writers and their aggregates, read in one transaction; with a `cohort`'s key,
         the exemplar SVMs stored against it for each writer's images as they are now."""
         with self._reading():
-            stored = cohort is not None and self.db.execute(
-                "SELECT 1 FROM sqlite_master WHERE name = 'exemplars'").fetchone()
+            stored = cohort is not None and _has_exemplars(self.db)
             rows = self.db.execute(
                 "SELECT w.name, w.centroid, w.hinge_sum, "
                 f"{'e.duals' if stored else 'NULL'} FROM writers w "
@@ -470,17 +469,21 @@ class Gallery:
                 "LIMIT ?", (writer, limit)).fetchall()
 
     def info(self) -> dict:
-        """What built the gallery, its schema and its size."""
+        """What built the gallery, its schema and its size, and how many writers have an
+        exemplar SVM stored for their images as they are (against any model's cohort)."""
         with self._reading():
             n_writers, = self.db.execute("SELECT count(*) FROM writers").fetchone()
             n_images, = self.db.execute("SELECT count(*) FROM images").fetchone()
+            n_svms, = self.db.execute(
+                "SELECT count(*) FROM exemplars e JOIN writers w ON w.id = e.writer_id AND "
+                "e.n_images = w.n_images").fetchone() if _has_exemplars(self.db) else (0,)
         return {"gallery": str(self.path), "schema": SCHEMA_VERSION,
                 "model": self.fingerprint, "descriptor": self.descriptor,
                 "embedding_dim": _int(self.meta.get("embedding_dim")),
                 "feature_dtype": self.meta.get("feature_dtype", FEATURE_DTYPE.str),
                 "hinge_dim": _int(self.meta.get("hinge_dim")),
                 "created": self.meta.get("created"), "writers": n_writers,
-                "images": n_images, "bytes": self.path.stat().st_size}
+                "images": n_images, "exemplar_svms": n_svms, "bytes": self.path.stat().st_size}
 
     def check(self) -> list[str]:
         """Problems found: SQLite's integrity check, then every writer's image count and
@@ -537,6 +540,12 @@ class Gallery:
 
     def close(self) -> None:
         self.db.close()
+
+
+def _has_exemplars(db: sqlite3.Connection) -> bool:
+    """Whether the gallery has the `exemplars` table (galleries from before it do not)."""
+    return db.execute("SELECT 1 FROM sqlite_master WHERE name = 'exemplars'").fetchone() \
+        is not None
 
 
 def _columns(db: sqlite3.Connection) -> set[str]:
