@@ -479,22 +479,24 @@ def _likelihood_ratios(lines: tuple, pages: tuple, enrolled: tuple | None, fusio
     ratios of unknown writers)."""
     notes: list[str] = []
     documents = _by_form(*lines)
+    references = documents if enrolled is None else _as_references(enrolled)
+    # each side prepared once (hinge distributions, VLAD encodings, exemplar SVMs)
+    side = (references, _prepared(references[2], references[3], descriptor, cohort))
+    line_side = side
     if impostors is not None:
         lines = tuple(np.concatenate(a) for a in zip(lines, impostors))
-    fixed = None if enrolled is None else _as_references(enrolled)
-    prepared: dict[int, runtime.Prepared] = {}  # each side once (hinge, VLAD encodings)
+        if enrolled is None:
+            widened = _by_form(*lines)
+            line_side = (widened, _prepared(widened[2], widened[3], descriptor, cohort))
     identification = {}
-    for level, (queries, references) in {"line": (lines, _by_form(*lines)),
-                                         "document": (documents, documents),
-                                         "page": (pages, documents)}.items():
-        ref_writers, ref_forms, ref_emb, ref_counts = references = fixed or references
-        if id(references) not in prepared:
-            prepared[id(references)] = _prepared(ref_emb, ref_counts, descriptor, cohort)
+    for level, (queries, ((ref_writers, ref_forms, *_), prepared)) in {
+            "line": (lines, line_side), "document": (documents, side),
+            "page": (pages, side)}.items():
         w, f, e, c = queries
         calibrated = fusion["line" if level == "line" else "document"]
         own = w[:, None] == ref_writers[None, :]
-        sims = prepared[id(references)].scores(e, c, calibrated, cohort)
-        strangers = prepared[id(references)].scores(e, c, calibrated, cohort, own)
+        sims = prepared.scores(e, c, calibrated, cohort)
+        strangers = prepared.scores(e, c, calibrated, cohort, own)
         keep = f[:, None] != ref_forms[None, :]
         identification[level] = _fitted(
             {name: calibration.comparisons(np.where(own, s, strangers[name]), w, ref_writers,
