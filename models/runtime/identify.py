@@ -356,10 +356,13 @@ def exemplar_of(features: Features) -> Exemplar | None:
     if not (local and local.vlad and model and model.card.get("fusion", {}).get("exemplar")
             and model.cohort is not None):
         return None
-    cohort, key = Prepared(*model.cohort, local), exemplar_key(model.cohort[1], local)
+    # only the VLAD vectors and the duals: no hinge references, no weights
+    negatives = local.vlad.encode(local.split(model.cohort[1])[1])
+    key = exemplar_key(model.cohort[1], local)
 
     def solve(sums: np.ndarray) -> tuple[str, np.ndarray]:
-        return key, Prepared(None, sums, local).exemplars(cohort).duals[0]
+        return key, descriptors.exemplar_duals(local.vlad.encode(local.split(sums)[1]),
+                                               negatives)[0]
     return solve
 
 
