@@ -73,6 +73,18 @@ def dummy_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 lambda d: data.build(data.BuildConfig("top50", DUMMY, d)))
 
 
+def small_vlad_descriptor(rng):
+    """The runtime's descriptor at a size that unit tests draw rows for: the hinge, then a
+    VLAD of 4 centres of 8 dimensions (32 residual sums) over 128-d local descriptors."""
+    import numpy as np
+
+    from models.runtime.descriptors import Descriptor, Hinge, Vlad
+
+    return Descriptor(Hinge(), Vlad(np.zeros(128, np.float32),
+                                    np.eye(128, 8, dtype=np.float32),
+                                    rng.normal(size=(4, 8)).astype(np.float32)))
+
+
 def cli(*args, timeout: int = 900, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run `iam-writers ARGS...` in a subprocess, as a user would."""
     return subprocess.run([sys.executable, "-m", "iam_writers", *map(str, args)],

@@ -24,7 +24,7 @@ from models.runtime.descriptors import (
     each,
     exemplar_svms,
 )
-from tests.conftest import cli
+from tests.conftest import cli, small_vlad_descriptor
 
 
 def _square(side: int = 40) -> np.ndarray:
@@ -274,10 +274,8 @@ def test_a_gallery_against_a_cohort_scores_vlad_by_exemplar_svms():
     against the cohort's VLAD vectors, and the cohort's own each of its writers' against
     the others; the hinge is untouched, and before `exemplars` VLAD is the cosine."""
     rng = np.random.default_rng(2)
-    hinge = Hinge()
-    vlad = Vlad(np.zeros(128, np.float32), np.eye(128, 8, dtype=np.float32),
-                rng.normal(size=(4, 8)).astype(np.float32))
-    descriptor = Descriptor(hinge, vlad)
+    descriptor = small_vlad_descriptor(rng)
+    hinge, vlad = descriptor.hinge, descriptor.vlad
     common = rng.normal(size=(1, 32))
 
     def rows(n: int) -> np.ndarray:  # hinge counts, then VLAD residual sums of a common hand

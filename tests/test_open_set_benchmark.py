@@ -10,6 +10,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from tests.conftest import small_vlad_descriptor
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
@@ -79,13 +81,10 @@ def test_the_anchor_is_the_plain_cosine_and_every_row_gets_the_oracle(open_set):
     scores VLAD (exemplar SVMs); without a calibrated threshold it gets top-k and the
     oracle's rejection: identify's statistic, its threshold read off the unknown queries'."""
     from models import runtime
-    from models.runtime.descriptors import Descriptor, Hinge, Vlad
 
     rng = np.random.default_rng(4)
-    hinge = Hinge()
-    vlad = Vlad(np.zeros(128, np.float32), np.eye(128, 8, dtype=np.float32),
-                rng.normal(size=(4, 8)).astype(np.float32))
-    descriptor = Descriptor(hinge, vlad)
+    descriptor = small_vlad_descriptor(rng)
+    hinge, vlad = descriptor.hinge, descriptor.vlad
     hands = rng.normal(size=(4, 32))
 
     def rows(writers, noise=0.6) -> np.ndarray:  # hinge counts, VLAD sums near a hand
