@@ -713,7 +713,8 @@ def main() -> int:
                 rows[score] = figures(identifier, levels, members, unknown, others)
                 if model and score != "anchor":
                     lrs[score] = lr_quality(model.card, score, levels)
-                    misled[score] = stranger_lrs(model.card, score, unknown, others)
+                    if others is not None:  # printed for gallery (b), with the distractors
+                        misled[score] = stranger_lrs(model.card, score, unknown, others)
             if len(members) > len(enrolled) or title.startswith("(a)"):
                 print_table(title, rows)
                 if any(lrs.values()):
@@ -721,7 +722,7 @@ def main() -> int:
                     if args.out and lrs.get("fused"):
                         tippett(lrs["fused"], args.out / f"tippett_{title[1]}.png")
                         print(f"Tippett and ECE plots: {args.out / f'tippett_{title[1]}.png'}")
-                    if others is not None:
+                    if misled:
                         print_stranger_lrs(misled)
             if model and len(members) > len(enrolled):
                 pair_rows, pair_lrs = {}, {}
