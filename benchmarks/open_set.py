@@ -27,8 +27,9 @@ identified, against two galleries:
 
 For each gallery and score (hinge; embedding; vlad, the RootSIFT + VLAD of Christlein et al.
 that export fits on 400 lines of the training writers, scored by exemplar SVMs against the
-export's cohort where the card says so; anchor, the same VLAD vectors by plain cosine, the
-recipe that #22 measured; fused) it prints top-1 and top-5 of lines, of documents (a form's
+export's cohort where the card says so; anchor, #22's recipe: RootSIFT at SIFT's own
+keypoints rather than along the contours, its own codebook fitted alike, VLAD by plain
+cosine; fused) it prints top-1 and top-5 of lines, of documents (a form's
 cut lines as one query) and, with `--forms`, of page scans (their lines found by the
 runtime), the per-writer mean of line top-1, and at the stored thresholds (none for the
 anchor) the rejection of writers not enrolled (each query against the gallery without its
@@ -313,27 +314,48 @@ def print_lr_table(title: str, rows: dict[str, dict]) -> None:
 
 
 class Anchor:
-    """The anchor that #22 names beside the product's scores: RootSIFT + VLAD compared by
-    plain cosine (Christlein et al.'s recipe without exemplar SVMs), on the export's own
-    codebook. No threshold is calibrated for it; `figures` gives it top-k and the oracle's
-    rejection only."""
+    """The anchor that #22 names beside the product's scores: RootSIFT at SIFT's own
+    keypoints, VLAD-encoded and compared by plain cosine (Christlein et al.'s recipe without
+    exemplar SVMs), on a codebook of its own (`anchor_descriptor`): the product's reads
+    RootSIFT along the ink's contours. No threshold is calibrated for it; `figures` gives it
+    top-k and the oracle's rejection only."""
 
     thresholds = None
 
-    def __init__(self, identifier):
-        """`identifier`: the `vlad` score's, whose gallery vectors (before its exemplar
-        SVMs) and rule this reads."""
-        self.identifier, self.writers = identifier, identifier.writers
+    def __init__(self, identifier, descriptor, rows: np.ndarray,
+                 enrolled: dict[str, list[int]]):
+        """`identifier`: the `vlad` score's, whose rule this reads; `descriptor` and its
+        `rows` [N, K] of the records that `enrolled` indexes, each writer's summed."""
+        self.identifier, self.writers, self.descriptor = identifier, identifier.writers, \
+            descriptor
+        self.gallery = self.encode(np.stack([rows[enrolled[w]].sum(0) for w in self.writers]))
+
+    def encode(self, rows: np.ndarray) -> np.ndarray:
+        return self.descriptor.vlad.encode(self.descriptor.split(rows)[1])
 
     def unknown_rule(self, document: bool) -> dict | None:
         """The VLAD score's rule, whose lead the oracle decides by as for the other rows."""
         return self.identifier.unknown_rule(document)
 
-    def score_matrix(self, emb, counts, document: bool = False, absent=None) -> np.ndarray:
-        prepared = self.identifier.prepared
-        sims = prepared.descriptor.vlad.encode(prepared.descriptor.split(counts)[1]) \
-            @ prepared.encoded.T
+    def score_matrix(self, emb, rows, document: bool = False, absent=None) -> np.ndarray:
+        """Cosines of queries' `rows` (of `descriptor`) with each writer's."""
+        sims = self.encode(rows) @ self.gallery.T
         return sims if absent is None else np.where(absent, -np.inf, sims)
+
+
+def anchor_descriptor(records, writers: set[str], seed: int):
+    """The anchor's hinge + RootSIFT + VLAD descriptor, its codebook read at SIFT's keypoints
+    and fitted as export fits the product's: on a seeded sample of `VLAD_FIT_LINES` lines of
+    the training `writers`."""
+    from iam_writers_tfds.images import read_gray
+    from models.export import VLAD_FIT_LINES
+    from models.runtime.descriptors import Descriptor, Hinge, Vlad
+
+    lines = [r for r in records if r.writer_id in writers]
+    chosen = np.random.default_rng(seed).choice(len(lines), min(VLAD_FIT_LINES, len(lines)),
+                                                replace=False)
+    return Descriptor(Hinge(), Vlad.fit([read_gray(lines[i].path) for i in chosen], seed=seed,
+                                        step=0))
 
 
 class Alone:
@@ -692,6 +714,14 @@ def main() -> int:
                 tqdm(scans, desc="page scans", disable=None))
             page_seconds = (time.perf_counter() - start) / len(page_forms)
             pages = (page_forms, page_emb, page_counts)
+        anchor = None  # (descriptor, rows of the subjects, pages) of the anchor row
+        if model and descriptor.vlad:
+            trained = set(known + extra_known) - set(model.card["calibration"]["writers"])
+            described = anchor_descriptor(records + extra, trained, args.seed)
+            rows = np.stack(list(tqdm(each(lambda r: described(read_gray(r.path)), subjects),
+                                      total=len(subjects), desc="anchor", disable=None)))
+            anchor = (described, rows, pages and (
+                pages[0], None, Features(None, described, "page")(scans)[1]))
         queries = {}  # per gallery and score, each query's outcome (for --pool)
         for title, members in (("(a) unseen writers only", enrolled),
                                ("(b) with distractors", everyone)):
@@ -702,12 +732,17 @@ def main() -> int:
             # the anchor beside the VLAD score it plainly compares
             for score in [row for name in scores
                           for row in ((name, "anchor") if name == "vlad" else (name,))]:
-                identifier = (Identifier(gallery, model, score) if score != "anchor"
-                              else Anchor(Identifier(gallery, model, "vlad")))
-                levels = level_scores(identifier, emb, counts, subjects, probe, pages)
-                unknown = level_scores(identifier, emb, counts, subjects, probe,
+                if score == "anchor":
+                    described, rows_of, pages_of = anchor
+                    identifier = Anchor(Identifier(gallery, model, "vlad"), described,
+                                        rows_of, members)
+                else:
+                    identifier = Identifier(gallery, model, score)
+                    rows_of, pages_of = counts, pages
+                levels = level_scores(identifier, emb, rows_of, subjects, probe, pages_of)
+                unknown = level_scores(identifier, emb, rows_of, subjects, probe,
                                        strangers=True)
-                others = (level_scores(identifier, emb, counts, subjects, distracting,
+                others = (level_scores(identifier, emb, rows_of, subjects, distracting,
                                        strangers=True)
                           if len(members) > len(enrolled) else None)
                 rows[score] = figures(identifier, levels, members, unknown, others)

@@ -14,6 +14,8 @@ from iam_writers_tfds import synth
 from models import runtime
 from models.runtime import evidence
 from models.runtime.descriptors import (
+    CONTOUR_MIN,
+    CONTOUR_STEP,
     HINGE_DOCUMENT_THRESHOLD,
     HINGE_THRESHOLD,
     Descriptor,
@@ -23,6 +25,8 @@ from models.runtime.descriptors import (
     chi_square,
     each,
     exemplar_svms,
+    ink_contours,
+    rootsift,
 )
 from tests.conftest import cli, small_vlad_descriptor
 
@@ -327,17 +331,52 @@ def test_vlad_is_seeded_saved_and_sums_over_a_document(generated_lines, tmp_path
     encoded = vlad.encode(np.stack([vlad(doc[0]) + vlad(doc[1]), vlad(wide)]))
     np.testing.assert_allclose(np.linalg.norm(encoded[0]), 1, rtol=1e-6)
     assert not encoded[1].any()  # blank paper: no keypoints, no residuals
-    n = len(Vlad.local(line))  # fewer descriptors than centres: one clear line, not k-means'
+    n = len(rootsift(line))  # fewer descriptors than centres: one clear line, not k-means'
     with pytest.raises(ValueError, match=f"1 images give {n} RootSIFT descriptors: too few "
                                          f"to fit {n + 1} centres"):
         Vlad.fit([line], centres=n + 1, dims=16)
+
+
+def test_rootsift_is_read_along_the_ink_contours_or_at_sifts_keypoints(generated_lines):
+    line = generated_lines[0][0]
+    contours = [c for c in ink_contours(line) if len(c) > CONTOUR_MIN]
+    along = rootsift(line)
+    # one descriptor at every CONTOUR_STEP-th pixel of each contour longer than a speck
+    assert len(along) == sum(-(-len(c) // CONTOUR_STEP) for c in contours) > 0
+    np.testing.assert_allclose((along ** 2).sum(axis=1), 1, rtol=1e-5)  # RootSIFT: unit L2
+    assert len(rootsift(line, step=2)) > len(along)
+    sift = cv2.SIFT_create()
+    keypoints = sift.detect(line, None)
+    assert len(rootsift(line, step=0)) == len(keypoints) != len(along)
+    blank = np.full((60, 300), 245, np.uint8)
+    assert rootsift(blank).shape == rootsift(blank, step=0).shape == (0, 128)
+
+
+def test_a_codebook_saved_before_contour_sampling_reads_sifts_keypoints(generated_lines,
+                                                                         tmp_path):
+    """Exports from before contour sampling saved no sampling: their galleries' rows were
+    summed at SIFT's keypoints, and must stay comparable with new queries."""
+    vlad = Vlad.fit(generated_lines[0], centres=4, dims=8, seed=0, step=0)
+    np.savez(tmp_path / "old.npz", mean=vlad.mean, projection=vlad.projection,
+             centres=vlad.centres)  # as `save` wrote it then
+    old = Vlad.load(tmp_path / "old.npz")
+    line = generated_lines[1][0]
+    assert old.step == 0 and old.name == vlad.name and "-c" not in old.name.split("-d8")[1]
+    np.testing.assert_array_equal(old(line), vlad(line))
+    contour = Vlad(vlad.mean, vlad.projection, vlad.centres)  # the same arrays, sampled anew
+    assert contour.name != old.name and contour.name.startswith("vlad-k4-d8-c5s8-")
+    assert not np.allclose(contour(line), old(line))
+    contour.save(tmp_path / "new.npz")
+    back = Vlad.load(tmp_path / "new.npz")
+    assert (back.step, back.keypoint, back.name) == (contour.step, contour.keypoint,
+                                                     contour.name)
 
 
 def test_vlad_sums_each_descriptors_residual_to_its_nearest_centre(generated_lines):
     vlad = Vlad.fit(generated_lines[0], centres=8, dims=16, seed=0)
     line = generated_lines[1][0]
     expected = np.zeros((8, 16))
-    for x in (Vlad.local(line) - vlad.mean) @ vlad.projection:  # the definition, one by one
+    for x in (vlad.local(line) - vlad.mean) @ vlad.projection:  # the definition, one by one
         k = np.argmin(np.linalg.norm(vlad.centres - x, axis=1))
         expected[k] += x - vlad.centres[k]
     np.testing.assert_allclose(vlad(line), expected.ravel(), rtol=1e-5, atol=1e-5)

@@ -77,8 +77,8 @@ def test_strangers_are_scored_against_the_gallery_without_their_writer(open_set)
 
 
 def test_the_anchor_is_the_plain_cosine_and_every_row_gets_the_oracle(open_set):
-    """The anchor row compares the VLAD vectors by cosine however the identifier it wraps
-    scores VLAD (exemplar SVMs); without a calibrated threshold it gets top-k and the
+    """The anchor row compares its own VLAD vectors by cosine however the identifier it
+    wraps scores VLAD (exemplar SVMs); without a calibrated threshold it gets top-k and the
     oracle's rejection: identify's statistic, its threshold read off the unknown queries'."""
     from models import runtime
 
@@ -96,12 +96,16 @@ def test_the_anchor_is_the_plain_cosine_and_every_row_gets_the_oracle(open_set):
     prepared.exemplars(runtime.Prepared(None, rows(list(range(4)) * 5), descriptor))
     wrapped = SimpleNamespace(writers=["w0", "w1", "w2", "w3"], prepared=prepared,
                               unknown_rule=lambda document: {"lead": {"weight": 0.5}})
-    anchor = open_set.Anchor(wrapped)
+    # the anchor's own rows: each writer enrolled from two of them, summed
+    enrolled_rows = rows([0, 0, 1, 1, 2, 2, 3, 3])
+    anchor = open_set.Anchor(wrapped, descriptor, enrolled_rows,
+                             {f"w{w}": [2 * w, 2 * w + 1] for w in range(4)})
     records = [SimpleNamespace(writer_id=f"w{i % 4}", form_id=f"f{i % 4}") for i in range(24)]
     counts = rows([i % 4 for i in range(24)], noise=1.5)
     levels = open_set.level_scores(anchor, None, counts, records, list(range(24)))
     encoded = vlad.encode(counts[:, hinge.size:])
-    cosine = encoded @ vlad.encode(sums[:, hinge.size:]).T
+    writers = enrolled_rows[0::2] + enrolled_rows[1::2]
+    cosine = encoded @ vlad.encode(writers[:, hinge.size:]).T
     np.testing.assert_allclose(levels["line"][0], cosine, rtol=1e-5)
     assert not np.allclose(levels["line"][0], prepared.scores(None, counts)["vlad"])
     strangers = open_set.level_scores(anchor, None, counts, records, list(range(24)),

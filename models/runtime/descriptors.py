@@ -28,6 +28,12 @@ from threadpoolctl import threadpool_limits
 # RootSIFT + VLAD centres: 512 looked better only while strangers were measured with their
 # own writer's score in the spread; end to end they are not (docs/results.md, the spread)
 VLAD_CENTRES = 64
+# RootSIFT read along the ink's contours, every CONTOUR_STEP pixels of contour, at keypoints
+# KEYPOINT_SIZE pixels across (at 300 dpi): on lines of unseen writers it names more and
+# rejects fewer genuine lines than SIFT's own keypoints (docs/results.md, contour sampling)
+CONTOUR_STEP = 5
+KEYPOINT_SIZE = 8.0
+CONTOUR_MIN = 20  # contours of fewer pixels are specks of dust or noise
 # Unknown-writer thresholds on 1 - chi-square for galleries built without a model: the
 # equal-error points of lines, and of forms as documents, against one enrolled form per
 # writer (docs/results.md, hinge)
@@ -176,39 +182,55 @@ class References:
         return out
 
 
+def rootsift(image: np.ndarray, step: int = CONTOUR_STEP,
+             keypoint: float = KEYPOINT_SIZE) -> np.ndarray:
+    """RootSIFT descriptors [N, 128] (float32) of a grey image: at every `step`-th pixel of
+    each ink contour, at keypoints `keypoint` pixels across; with `step` 0, at SIFT's own
+    keypoints instead (#22's anchor, and exports from before contour sampling). Keypoints
+    keep angle 0, since a hand's slant is one of its traits."""
+    sift = cv2.SIFT_create()
+    if step:
+        points = [c[::step] for c in ink_contours(image) if len(c) > CONTOUR_MIN]
+        keypoints = [cv2.KeyPoint(float(x), float(y), keypoint, 0.0)
+                     for x, y in (np.concatenate(points) if points else ())]
+    else:
+        keypoints = sift.detect(image, None)
+        for k in keypoints:
+            k.angle = 0.0
+    desc = sift.compute(image, keypoints)[1] if keypoints else None
+    if desc is None:
+        return np.zeros((0, 128), np.float32)
+    desc = desc / np.maximum(desc.sum(axis=1, keepdims=True), 1e-12)
+    return np.sqrt(desc).astype(np.float32)
+
+
 @dataclasses.dataclass(eq=False)
 class Vlad:
-    """RootSIFT at SIFT keypoints, PCA-whitened, VLAD-encoded: the local-feature anchor of
-    Christlein et al. ("Writer identification using GMM supervectors and exemplar-SVMs",
-    Pattern Recognition 63, 2017); its exemplar SVMs are `exemplar_svms`, which a gallery
-    applies against an export's cohort. Keypoints keep angle 0, since a hand's slant is one
-    of its traits. An image's descriptor is the sum of its residuals to the nearest centre
-    [K * D], so that a document's is the sum over its lines; `encode` normalises (power,
-    then per centre, then all) for cosine similarity."""
+    """RootSIFT, PCA-whitened, VLAD-encoded: the local-feature anchor of Christlein et al.
+    ("Writer identification using GMM supervectors and exemplar-SVMs", Pattern Recognition
+    63, 2017), read along the ink's contours (`rootsift`); its exemplar SVMs are
+    `exemplar_svms`, which a gallery applies against an export's cohort. An image's
+    descriptor is the sum of its residuals to the nearest centre [K * D], so that a
+    document's is the sum over its lines; `encode` normalises (power, then per centre, then
+    all) for cosine similarity."""
 
     mean: np.ndarray  # [128] of the RootSIFT descriptors it was fitted on
     projection: np.ndarray  # [128, D]: PCA, whitened
     centres: np.ndarray  # [K, D]: k-means of the projected descriptors
+    step: int = CONTOUR_STEP  # `rootsift`'s sampling: 0 is SIFT's own keypoints
+    keypoint: float = KEYPOINT_SIZE
 
-    @staticmethod
-    def local(image: np.ndarray) -> np.ndarray:
-        """RootSIFT descriptors [N, 128] at the SIFT keypoints of a grey image."""
-        sift = cv2.SIFT_create()
-        keypoints = sift.detect(image, None)
-        for k in keypoints:
-            k.angle = 0.0
-        _, desc = sift.compute(image, keypoints)
-        if desc is None:
-            return np.zeros((0, 128), np.float32)
-        desc = desc / np.maximum(desc.sum(axis=1, keepdims=True), 1e-12)
-        return np.sqrt(desc).astype(np.float32)
+    def local(self, image: np.ndarray) -> np.ndarray:
+        """The RootSIFT descriptors [N, 128] of a grey image, sampled as this codebook's."""
+        return rootsift(image, self.step, self.keypoint)
 
     @classmethod
     def fit(cls, images: list[np.ndarray], centres: int = VLAD_CENTRES, dims: int = 64,
-            samples: int = 100_000, seed: int = 0) -> Vlad:
+            samples: int = 100_000, seed: int = 0, step: int = CONTOUR_STEP,
+            keypoint: float = KEYPOINT_SIZE) -> Vlad:
         """PCA-whitening and k-means centres fitted on the RootSIFT descriptors of
-        `images` (at most `samples` of them, a seeded choice)."""
-        desc = np.concatenate(list(each(cls.local, images)))
+        `images` (at most `samples` of them, a seeded choice), read by `rootsift`."""
+        desc = np.concatenate(list(each(lambda image: rootsift(image, step, keypoint), images)))
         if len(desc) < max(centres, dims):
             raise ValueError(f"{len(images)} images give {len(desc)} RootSIFT descriptors: "
                              f"too few to fit {centres} centres in {dims} dimensions; fit on "
@@ -223,7 +245,8 @@ class Vlad:
         cv2.setRNGSeed(seed)
         criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 50, 1e-4)
         _, _, found = cv2.kmeans(projected, centres, None, criteria, 3, cv2.KMEANS_PP_CENTERS)
-        return cls(mean.astype(np.float32), projection.astype(np.float32), found)
+        return cls(mean.astype(np.float32), projection.astype(np.float32), found, step,
+                   keypoint)
 
     @property
     def size(self) -> int:
@@ -231,18 +254,25 @@ class Vlad:
 
     @property
     def name(self) -> str:
-        """`vlad-kK-dD-` and a digest of its arrays: galleries name the codebook they hold."""
+        """`vlad-kK-dD-`, the sampling (`cSTEPsSIZE-` along contours; nothing at SIFT's
+        keypoints, as exports before contour sampling named theirs) and a digest of its
+        arrays: galleries name the codebook they hold."""
         digest = hashlib.sha256(b"".join(np.ascontiguousarray(a, "<f4").tobytes() for a in (
             self.mean, self.projection, self.centres))).hexdigest()[:12]
-        return f"vlad-k{self.centres.shape[0]}-d{self.centres.shape[1]}-{digest}"
+        sampling = f"c{self.step}s{self.keypoint:g}-" if self.step else ""
+        return f"vlad-k{self.centres.shape[0]}-d{self.centres.shape[1]}-{sampling}{digest}"
 
     def save(self, path: Path) -> None:
-        np.savez(path, mean=self.mean, projection=self.projection, centres=self.centres)
+        np.savez(path, mean=self.mean, projection=self.projection, centres=self.centres,
+                 step=self.step, keypoint=self.keypoint)
 
     @classmethod
     def load(cls, path: Path) -> Vlad:
+        """A saved codebook; one saved before contour sampling reads SIFT's keypoints."""
         with np.load(path) as arrays:
-            return cls(arrays["mean"], arrays["projection"], arrays["centres"])
+            sampling = (int(arrays["step"]), float(arrays["keypoint"])) if "step" in arrays \
+                else (0, 0.0)
+            return cls(arrays["mean"], arrays["projection"], arrays["centres"], *sampling)
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         """The summed residuals [K * D] of a grey image's descriptors to their nearest
