@@ -30,7 +30,8 @@ from threadpoolctl import threadpool_limits
 VLAD_CENTRES = 64
 # RootSIFT read along the ink's contours, every CONTOUR_STEP pixels of contour, at keypoints
 # KEYPOINT_SIZE pixels across (at 300 dpi): on lines of unseen writers it names more and
-# rejects fewer genuine lines than SIFT's own keypoints (docs/results.md, contour sampling)
+# rejects fewer genuine lines than SIFT's own keypoints (docs/results.md, RootSIFT read
+# along the contours)
 CONTOUR_STEP = 5
 KEYPOINT_SIZE = 8.0
 CONTOUR_MIN = 20  # contours of fewer pixels are specks of dust or noise
