@@ -25,9 +25,10 @@ import cv2
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-# RootSIFT + VLAD centres: 512 looked better only while strangers were measured with their
-# own writer's score in the spread; end to end they are not (docs/results.md, the spread)
-VLAD_CENTRES = 64
+# RootSIFT + VLAD centres: with RootSIFT read along the contours, 128 reject a third fewer
+# genuine lines than 64 end to end; at SIFT's keypoints 512 did not pay (docs/results.md,
+# RootSIFT read along the contours; the spread)
+VLAD_CENTRES = 128
 # RootSIFT read along the ink's contours, every CONTOUR_STEP pixels of contour, at keypoints
 # KEYPOINT_SIZE pixels across (at 300 dpi): on lines of unseen writers it names more and
 # rejects fewer genuine lines than SIFT's own keypoints (docs/results.md, RootSIFT read
@@ -402,7 +403,7 @@ class Descriptor:
     """The training-free features a gallery stores beside embeddings, as one row that sums
     over a document's lines: the hinge's counts, then, for a model whose export fitted a
     codebook, the VLAD residual sums. Its name (`hinge-l10-b16` or
-    `hinge-l10-b16+vlad-k64-d64-...`) is what the gallery records."""
+    `hinge-l10-b16+vlad-k128-d64-c5s8-...`) is what the gallery records."""
 
     def __init__(self, hinge: Hinge, vlad: Vlad | None = None):
         self.hinge, self.vlad = hinge, vlad
