@@ -9,10 +9,10 @@ its dual multipliers in the gallery, so opening a gallery only turns them into w
 sums of the runtime's size (`VLAD_CENTRES` centres of 64 dimensions), each writer a shared
 hand plus its own, the cohort the export's size. For each size it prints the time to
 encode the writers' VLAD vectors (what opening a gallery cost before the SVMs: the
-baseline, in this process),
-to solve their SVMs (in batches of `EXEMPLAR_BATCH` writers) and to weigh the stored ones,
-each as a ratio to encoding, and checks that the stored ones give the solved weights and
-that each SVM puts its writer on the positive side and the cohort on the negative.
+baseline, in this process), to solve their SVMs (in batches of `EXEMPLAR_BATCH` writers)
+and to weigh the stored ones, each as a ratio to encoding, and checks that the stored ones
+give the solved weights and that each SVM puts its writer on the positive side and the
+cohort on the negative.
 """
 
 from __future__ import annotations
