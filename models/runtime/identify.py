@@ -348,10 +348,10 @@ def enroll(gallery: str | Path | Gallery, features: Features, writer: str,
 
 def exemplar_of(features: Features) -> Exemplar | None:
     """How an enrolment solves the writer's exemplar SVM, stored with its images so that
-    `identify` need not solve it at every open (2.1 s for 10,000 writers; docs/results.md,
-    exemplar SVMs kept in the gallery): against the model's cohort where its export
-    calibrated them (the card's `fusion.exemplar`) and the features hold its VLAD
-    codebook; else None."""
+    `identify` need not solve it at every open (2.7 s for 10,000 writers at 128 centres;
+    docs/results.md, RootSIFT read along the contours): against the model's cohort where
+    its export calibrated them (the card's `fusion.exemplar`) and the features hold its
+    VLAD codebook; else None."""
     model, local = features.model, features.local
     if not (local and local.vlad and model and model.card.get("fusion", {}).get("exemplar")
             and model.cohort is not None):
