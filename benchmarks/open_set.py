@@ -1,7 +1,7 @@
 """Open-set writer identification: hinge, embedding and fused, on the same enrolments.
 
     python benchmarks/open_set.py DIR [--extra EXTRA_DIR] [--forms FORMS_DIR]
-                                  [--distractors 64] [--epochs 40] [--out D]
+                                  [--gallery 80] [--epochs 40] [--out D]
     python benchmarks/open_set.py DIR --hinge-only
     python benchmarks/open_set.py --synthetic [--writers 24]
     python benchmarks/open_set.py DIR ... --folds K --fold I --out D_I   (I = 0 .. K-1)
@@ -10,7 +10,8 @@
 DIR is a Kaggle-layout folder, or one in the official IAM layout. Its writers are split
 (seeded) into a known group (40 of 56) and an unseen group. The embedding model
 (`patch_embed`) trains on the known writers, plus the one-form writers of EXTRA_DIR except
-`--distractors` of them (seeded), which no model sees; training holds a seeded fifth of the
+the distractors (seeded; as many as fill gallery (b) below to `--gallery` writers, #22's
+80 at least), which no model sees; training holds a seeded fifth of the
 known writers out, and a fifth of the other extra writers (`calibration_share`), and export
 calibrates the fusion weights, the thresholds (at 1% false accepts) and the likelihood
 ratios on them; the fused score is normalised against half the training writers (the
@@ -71,12 +72,22 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parents[1]
+GALLERY = 80  # writers in gallery (b): #22 asks for at least 80, with distractors
 
 
 def split_writers(writers: list[str], known: int, seed: int) -> tuple[list[str], list[str]]:
     """(known, unseen) writer ids, a seeded partition of `writers`."""
     order = np.random.default_rng(seed).permutation(sorted(writers))
     return sorted(order[:known]), sorted(order[known:])
+
+
+def distractor_writers(extra_writers: list[str], unseen: list[str], gallery: int,
+                       seed: int) -> tuple[list[str], list[str]]:
+    """(distractors, the other extra writers): a seeded choice of as many extra writers as
+    make gallery (b), the unseen writers and the distractors, `gallery` writers (or all of
+    them, where there are fewer)."""
+    wanted = min(max(gallery - len(unseen), 0), len(extra_writers))
+    return split_writers(extra_writers, wanted, seed)
 
 
 def test_writers(writers: list[str], seed: int, known: int | None = None,
@@ -582,8 +593,9 @@ def tippett(quality: dict[str, dict], out: Path) -> None:
 
 def train_and_export(args, records, known: list[str], out: Path):
     """The exported float32 TFLite model of a patch_embed run on `known`'s records (the run
-    is reused when `out` holds a finished one); returns (model, training minutes, export
-    minutes: the calibration on the held-out writers, the SavedModel and the conversion)."""
+    is reused when `out` holds a finished one trained on the same writers, so that no
+    other split's model is measured); returns (model, training minutes, export minutes: the
+    calibration on the held-out writers, the SavedModel and the conversion)."""
     import shutil
 
     from iam_writers import data
@@ -592,16 +604,24 @@ def train_and_export(args, records, known: list[str], out: Path):
     from models.runtime import Model
     from models.train import train
 
-    run = out / "run"
-    if not (run / "metrics.json").is_file():
-        shutil.rmtree(out / "known_layout", ignore_errors=True)
-        shutil.rmtree(run, ignore_errors=True)
+    run, trained_on = out / "run", out / "training_writers.txt"
+    writers = "".join(f"{w}\n" for w in sorted(known))
+    finished = (run / "metrics.json").is_file()
+    reusable = finished and trained_on.is_file() and trained_on.read_text() == writers
+    if finished and not reusable:
+        print(f"{run}: trained on other writers than this split's (or not recorded); "
+              "training again", flush=True)
+    if not reusable:
+        trained_on.unlink(missing_ok=True)
+        for stale in ("known_layout", "tfds", "run"):
+            shutil.rmtree(out / stale, ignore_errors=True)
         layout = linked_layout(records, set(known), out / "known_layout")
         data.build(data.BuildConfig("top50", layout, out / "tfds"))
         start = time.perf_counter()
         train(TrainConfig(model="patch_embed", config="top50", data_dir=out / "tfds", out=run,
                           epochs=args.epochs, seed=args.seed, metric_loss=args.metric_loss))
         (out / "minutes.txt").write_text(f"{(time.perf_counter() - start) / 60:.1f}")
+        trained_on.write_text(writers)
     shutil.rmtree(out / "export", ignore_errors=True)
     start = time.perf_counter()
     export(ExportConfig(run, out / "export", quantize=("none",)))
@@ -619,8 +639,9 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("dir", type=Path, nargs="?", help="Kaggle-layout folder")
     p.add_argument("--extra", type=Path, help="Kaggle-layout folder of one-form writers")
-    p.add_argument("--distractors", type=int, default=64,
-                   help="extra writers kept out of training, enrolled in gallery (b)")
+    p.add_argument("--gallery", type=int, default=GALLERY,
+                   help="writers in gallery (b): the unseen writers and as many extra "
+                   "writers as distractors (kept out of training) as make it up")
     p.add_argument("--synthetic", action="store_true", help="generate the data instead")
     p.add_argument("--writers", type=int, default=24, help="generated writers (--synthetic)")
     p.add_argument("--known", type=int, help="writers to train on (default: 40 of 56)")
@@ -679,8 +700,8 @@ def main() -> int:
         known, unseen = test_writers(all_writers, args.seed, args.known, args.folds, args.fold)
         extra = layout_records(args.extra) if args.extra else []
         extra_writers = sorted({r.writer_id for r in extra})
-        n_distract = min(args.distractors, len(extra_writers))
-        distractors, extra_known = split_writers(extra_writers, n_distract, args.seed)
+        distractors, extra_known = distractor_writers(extra_writers, unseen, args.gallery,
+                                                      args.seed)
         print(f"{len(all_writers)} writers: {len(unseen)} never seen identified; "
               f"{len(known)} + {len(extra_known)} extra writers for training and calibration "
               f"(train holds a share out); {len(distractors)} distractors", flush=True)

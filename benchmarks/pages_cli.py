@@ -6,7 +6,7 @@ writer, every other page scan of the test writers identified from its scan.
 
 MODEL is the float32 .tflite of `benchmarks/open_set.py --seed S [--folds K --fold I]
 --out D` (D/export/), so that the writers split the same way: its test writers (of
-LINES_DIR) and 64 distractors (of EXTRA_DIR) are each enrolled from one page scan of FORMS_DIR
+LINES_DIR) and its distractors (of EXTRA_DIR) are each enrolled from one page scan of FORMS_DIR
 (`iam-writers enroll`, one process a writer), then the test writers' other page scans are
 identified in one `iam-writers identify --json` process. It prints top-1, the share named
 at the threshold and answered "unknown", seconds a page, and the top candidates' LRs.
@@ -30,7 +30,7 @@ def main() -> int:
     sys.path.insert(0, str(REPO))
     sys.path.insert(0, str(REPO / "benchmarks"))
     import ledger
-    from open_set import enrolment, split_writers, test_writers
+    from open_set import GALLERY, distractor_writers, enrolment, test_writers
 
     from iam_writers_tfds import kaggle_layout
 
@@ -40,7 +40,7 @@ def main() -> int:
     p.add_argument("--seed", type=int, required=True, help="the open_set.py run's seed")
     p.add_argument("--folds", type=int, help="the open_set.py run's --folds")
     p.add_argument("--fold", type=int, default=0, help="the open_set.py run's --fold")
-    p.add_argument("--distractors", type=int, default=64)
+    p.add_argument("--gallery", type=int, default=GALLERY, help="the open_set.py run's --gallery")
     p.add_argument("--out", type=Path, help="keep the gallery here (default: a temp folder)")
     p.add_argument("--ledger", type=Path, default=ledger.LEDGER,
                    help="the record of the real writers earlier runs probed (benchmarks/ledger.py)")
@@ -52,8 +52,8 @@ def main() -> int:
     lines, extra = records(args.lines), records(args.extra)
     writers = sorted({r.writer_id for r in lines})
     _, unseen = test_writers(writers, args.seed, folds=args.folds, fold=args.fold)
-    distractors, _ = split_writers(sorted({r.writer_id for r in extra}), args.distractors,
-                                   args.seed)
+    distractors, _ = distractor_writers(sorted({r.writer_id for r in extra}), unseen,
+                                        args.gallery, args.seed)
     print(ledger.probed_before(args.ledger, unseen), flush=True)
     subjects = [r for r in lines if r.writer_id in set(unseen)]
     enrolled, probe = enrolment(subjects, args.seed)

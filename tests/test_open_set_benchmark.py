@@ -144,3 +144,44 @@ def test_misleading_evidence_for_writers_who_are_not_enrolled_is_counted_as_show
                               "top_over_100": (top > 2).sum(), "comparisons": 6,
                               "over_1": (every > 0).sum(), "over_100": (every > 2).sum()}
     assert counts["line"]["top_over_100"] == 1 and 1 < counts["line"]["over_1"] < 6
+
+
+def test_gallery_b_is_filled_to_its_size_with_seeded_distractors(open_set):
+    extra = [f"e{i:03d}" for i in range(137)]
+    for unseen in (14, 16):
+        writers = [f"u{i}" for i in range(unseen)]
+        distractors, rest = open_set.distractor_writers(extra, writers, 80, seed=0)
+        assert len(writers) + len(distractors) == 80
+        assert sorted(distractors + rest) == extra
+        assert distractors == open_set.distractor_writers(extra, writers, 80, seed=0)[0]
+    assert open_set.distractor_writers(extra[:10], ["u0"], 80, seed=0)[0] == extra[:10]
+
+
+def test_a_kept_run_is_reused_only_for_the_writers_it_was_trained_on(open_set, monkeypatch,
+                                                                      tmp_path):
+    """A run trained on another split's writers may have trained on this split's test
+    writers: it is trained again, never measured."""
+    import models.export
+    import models.runtime
+    import models.train
+    from iam_writers import data
+
+    trained = []
+    monkeypatch.setattr(open_set, "linked_layout", lambda records, writers, folder: folder)
+    monkeypatch.setattr(data, "build", lambda cfg: None)
+
+    def train(cfg):
+        trained.append(cfg.out)
+        cfg.out.mkdir(parents=True)
+        (cfg.out / "metrics.json").write_text("{}")
+
+    monkeypatch.setattr(models.train, "train", train)
+    monkeypatch.setattr(models.export, "export", lambda cfg: None)
+    monkeypatch.setattr(models.runtime, "Model", lambda path: path)
+    args = SimpleNamespace(epochs=1, seed=0, metric_loss="cosface")
+    for known in (["a", "b"], ["b", "a"], ["a", "c"]):
+        open_set.train_and_export(args, [], known, tmp_path)
+    assert len(trained) == 2  # the same writers in another order reuse the run
+    (tmp_path / "training_writers.txt").unlink()  # a run from before the record: unknown
+    open_set.train_and_export(args, [], ["a", "c"], tmp_path)
+    assert len(trained) == 3
