@@ -10,8 +10,8 @@
 DIR is a Kaggle-layout folder, or one in the official IAM layout. Its writers are split
 (seeded) into a known group (40 of 56) and an unseen group. The embedding model
 (`patch_embed`) trains on the known writers, plus the one-form writers of EXTRA_DIR except
-the distractors (seeded; as many as fill gallery (b) below to `--gallery` writers, #22's
-80 at least), which no model sees; training holds a seeded fifth of the
+the distractors (seeded; as many as fill gallery (b) below to `--gallery` writers, by
+default #22's minimum of 80), which no model sees; training holds a seeded fifth of the
 known writers out, and a fifth of the other extra writers (`calibration_share`), and export
 calibrates the fusion weights, the thresholds (at 1% false accepts) and the likelihood
 ratios on them; the fused score is normalised against half the training writers (the

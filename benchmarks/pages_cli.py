@@ -2,7 +2,7 @@
 writer, every other page scan of the test writers identified from its scan.
 
     python benchmarks/pages_cli.py MODEL FORMS_DIR LINES_DIR EXTRA_DIR --seed S
-                                   [--folds K --fold I] [--out D]
+                                   [--folds K --fold I] [--gallery 80] [--out D]
 
 MODEL is the float32 .tflite of `benchmarks/open_set.py --seed S [--folds K --fold I]
 --out D` (D/export/), so that the writers split the same way: its test writers (of
