@@ -593,9 +593,10 @@ def tippett(quality: dict[str, dict], out: Path) -> None:
 
 def train_and_export(args, records, known: list[str], out: Path):
     """The exported float32 TFLite model of a patch_embed run on `known`'s records (the run
-    is reused when `out` holds a finished one trained on the same writers, so that no
-    other split's model is measured); returns (model, training minutes, export minutes: the
-    calibration on the held-out writers, the SavedModel and the conversion)."""
+    is reused when `out` holds a finished one trained on the same writers with the same
+    epochs, seed and loss, so that no other split's or recipe's model is measured); returns
+    (model, training minutes, export minutes: the calibration on the held-out writers, the
+    SavedModel and the conversion)."""
     import shutil
 
     from iam_writers import data
@@ -604,13 +605,14 @@ def train_and_export(args, records, known: list[str], out: Path):
     from models.runtime import Model
     from models.train import train
 
-    run, trained_on = out / "run", out / "training_writers.txt"
-    writers = "".join(f"{w}\n" for w in sorted(known))
+    run, trained_on = out / "run", out / "training.txt"
+    recipe = (f"epochs {args.epochs}\nseed {args.seed}\nmetric_loss {args.metric_loss}\n"
+              + "".join(f"writer {w}\n" for w in sorted(known)))
     finished = (run / "metrics.json").is_file()
-    reusable = finished and trained_on.is_file() and trained_on.read_text() == writers
+    reusable = finished and trained_on.is_file() and trained_on.read_text() == recipe
     if finished and not reusable:
-        print(f"{run}: trained on other writers than this split's (or not recorded); "
-              "training again", flush=True)
+        print(f"{run}: trained on other writers or by another recipe than this run's (or "
+              "not recorded); training again", flush=True)
     if not reusable:
         trained_on.unlink(missing_ok=True)
         for stale in ("known_layout", "tfds", "run"):
@@ -621,7 +623,7 @@ def train_and_export(args, records, known: list[str], out: Path):
         train(TrainConfig(model="patch_embed", config="top50", data_dir=out / "tfds", out=run,
                           epochs=args.epochs, seed=args.seed, metric_loss=args.metric_loss))
         (out / "minutes.txt").write_text(f"{(time.perf_counter() - start) / 60:.1f}")
-        trained_on.write_text(writers)
+        trained_on.write_text(recipe)
     shutil.rmtree(out / "export", ignore_errors=True)
     start = time.perf_counter()
     export(ExportConfig(run, out / "export", quantize=("none",)))

@@ -160,7 +160,8 @@ def test_gallery_b_is_filled_to_its_size_with_seeded_distractors(open_set):
 def test_a_kept_run_is_reused_only_for_the_writers_it_was_trained_on(open_set, monkeypatch,
                                                                       tmp_path):
     """A run trained on another split's writers may have trained on this split's test
-    writers: it is trained again, never measured."""
+    writers, and one trained by another recipe is another model: it is trained again,
+    never measured."""
     import models.export
     import models.runtime
     import models.train
@@ -182,6 +183,9 @@ def test_a_kept_run_is_reused_only_for_the_writers_it_was_trained_on(open_set, m
     for known in (["a", "b"], ["b", "a"], ["a", "c"]):
         open_set.train_and_export(args, [], known, tmp_path)
     assert len(trained) == 2  # the same writers in another order reuse the run
-    (tmp_path / "training_writers.txt").unlink()  # a run from before the record: unknown
+    (tmp_path / "training.txt").unlink()  # a run from before the record: unknown
     open_set.train_and_export(args, [], ["a", "c"], tmp_path)
     assert len(trained) == 3
+    open_set.train_and_export(SimpleNamespace(epochs=2, seed=0, metric_loss="cosface"), [],
+                              ["a", "c"], tmp_path)
+    assert len(trained) == 4
