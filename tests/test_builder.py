@@ -248,36 +248,32 @@ def test_synthetic_generator_writes_the_kaggle_layout(synth_layout):
         assert 100 <= img.shape[0] <= 150 and 800 <= img.shape[1] <= 2000
 
 
-def test_synthetic_generator_is_deterministic(tmp_path):
-    from iam_writers_tfds import synth
-
-    cfg = synth.SynthConfig(writers=2, forms_per_writer=1, lines_per_form=2, seed=5)
-    a, b = synth.generate(tmp_path / "a", cfg), synth.generate(tmp_path / "b", cfg)
-    for pa in sorted((a / IMAGES).glob("*.png")):
-        np.testing.assert_array_equal(cv2.imread(str(pa)), cv2.imread(str(b / IMAGES / pa.name)))
-    with pytest.raises(FileExistsError, match="already exists"):
-        synth.generate(a, cfg)
-
-
-# the pixels of SynthConfig(writers=2, forms_per_writer=1, lines_per_form=2, seed=5) under
-# OpenCV 5.0, which [train] installs; 4.x and 5.1 draw the Hershey faces otherwise (under
-# 5.1 the tests' small model named 0.54 of its held-out lines, not 0.80)
+# the pixels of the dataset below under OpenCV 5.0, which [train] installs; 4.x and 5.1 draw
+# the Hershey faces otherwise (under 5.1 the tests' small model named 0.54 of its held-out
+# lines, not 0.80)
 SYNTH_DIGEST = "206f2fd7afc7624a412fe85179fc5b83f02fab4e86da3b4f5f2e85fa98a80561"
 
 
-def test_synthetic_generator_draws_the_recorded_pixels(tmp_path):
+def test_synthetic_generator_is_deterministic(tmp_path):
+    """The same seed writes the same pixels twice, and the ones every synthetic figure was
+    measured on."""
     import hashlib
 
     from iam_writers_tfds import synth
 
     cfg = synth.SynthConfig(writers=2, forms_per_writer=1, lines_per_form=2, seed=5)
-    root = synth.generate(tmp_path / "a", cfg)
+    a, b = synth.generate(tmp_path / "a", cfg), synth.generate(tmp_path / "b", cfg)
     digest = hashlib.sha256()
-    for path in sorted((root / IMAGES).glob("*.png")):
-        digest.update(cv2.imread(str(path), cv2.IMREAD_GRAYSCALE).tobytes())
+    for pa in sorted((a / IMAGES).glob("*.png")):
+        pixels = cv2.imread(str(pa), cv2.IMREAD_GRAYSCALE)
+        np.testing.assert_array_equal(pixels, cv2.imread(str(b / IMAGES / pa.name),
+                                                         cv2.IMREAD_GRAYSCALE))
+        digest.update(pixels.tobytes())
     assert digest.hexdigest() == SYNTH_DIGEST, (
         f"OpenCV {cv2.__version__} draws other synthetic handwriting than the dataset the "
         "project's figures were measured on: install .[train] (it asks for OpenCV 5.0)")
+    with pytest.raises(FileExistsError, match="already exists"):
+        synth.generate(a, cfg)
 
 
 def test_trivial_features_cannot_name_the_synthetic_writer(synth_layout):
