@@ -457,7 +457,9 @@ def _page_queries(rt: runtime.Model, images: list, descriptor: descriptors.Descr
     forms = np.array(sorted({i[1] for i in images}))
     pages = [composed_page([i[3] for i in images if i[1] == f]) for f in forms]
     writers = np.array([next(i[2] for i in images if i[1] == f) for f in forms])
-    emb, counts = runtime.Features(rt, descriptor, "page")(pages)
+    emb, counts = runtime.Features(rt, descriptor, "page")(
+        pages, names=[f"form {f}, its lines composed as a page (export's calibration)"
+                      for f in forms])
     return writers, forms, emb, counts
 
 

@@ -420,6 +420,17 @@ def test_features_of_many_images_are_those_of_each_alone(generated_lines):
     assert not np.allclose(together[1], together[0], rtol=0.1)
 
 
+def test_an_image_in_memory_is_named_as_its_caller_knows_it(generated_lines):
+    """Export composes pages from a form's lines: a refused one names the form, not
+    "<array>"."""
+    features = runtime.Features(None, Descriptor(Hinge()), "page")
+    blank = np.full((400, 600), 255, np.uint8)
+    with pytest.raises(runtime.NoInkError, match="form x01-001, composed: the image is blank"):
+        features([generated_lines[0][0], blank], names=["line", "form x01-001, composed"])
+    with pytest.raises(runtime.NoInkError, match="<array>: the image is blank"):
+        features([blank])
+
+
 def test_vlad_tells_generated_writers_apart(generated_lines):
     vlad = Vlad.fit([line for w in (0, 1) for line in generated_lines[w]], centres=16,
                     dims=32, seed=0)

@@ -232,10 +232,11 @@ class Features:
     def descriptor(self) -> str | None:
         return self.local.name if self.local else None
 
-    def __call__(self, images: list, thumbnails: bool = False
+    def __call__(self, images: list, thumbnails: bool = False, names: list[str] | None = None
                  ) -> tuple[np.ndarray | None, np.ndarray | None]:
         """(unit embeddings [N, D] or None, descriptor rows [N, K] or None) of the images;
-        a blank or unreadable image raises, naming it. `self.read` then holds how each
+        a blank or unreadable image raises, naming it: by its path, or for an array by its
+        entry in `names` (what the caller knows it as). `self.read` then holds how each
         image was read (`Read`), and with `thumbnails` `self.thumbnails` each
         image drawn as reports show it (`evidence.thumbnail`, a page's lines outlined),
         from the pixels already read. The descriptor describes every image's lines on one
@@ -245,8 +246,9 @@ class Features:
         self.read: list[Read] = []
 
         def lines_of_each_image() -> Iterator[np.ndarray]:
-            for image in images:
-                name = "<array>" if isinstance(image, np.ndarray) else str(image)
+            for i, image in enumerate(images):
+                name = (str(image) if not isinstance(image, np.ndarray)
+                        else names[i] if names else "<array>")
                 array, lines, read_at = Model.read(image, name, self.input, self.dpi)
                 parts, found = pages.split(array, lines)
                 if thumbnails:
