@@ -202,6 +202,32 @@ def _enroll(args: argparse.Namespace) -> None:
     info = gallery.info()
     print(f"{info['gallery']} now holds {info['writers']} writer(s), {info['images']} "
           f"image(s) ({gallery.built_by})")
+    if info["writers"] > 1:
+        _warn_alike(identify.Identifier(gallery, model, args.descriptor), args)
+
+
+def _warn_alike(identifier, args: argparse.Namespace) -> None:
+    """A warning on stderr where the writer just enrolled (with --layout, any writer) reads
+    as another enrolled one: a query matching either may be the other's."""
+    advice = ("check they are not one writer, or enrol more of each (`iam-writers gallery "
+              f"alike {args.gallery}` lists every such writer)")
+    if args.layout:
+        pairs = identifier.alike()
+        if pairs:
+            print(f"warning: {len(pairs)} writer(s)' enrolled handwriting reads as another "
+                  f"writer's ({', '.join(p['writer'] + ' as ' + p['reads_as'] for p in pairs[:5])}"
+                  f"{', ...' if len(pairs) > 5 else ''}): {advice}", file=sys.stderr)
+        return
+    for pair in identifier.alike([args.writer]):
+        print(f"warning: {_alike(pair, identifier.score)}. A query matching either may be "
+              f"the other's: {advice}", file=sys.stderr)
+
+
+def _alike(pair: dict, score: str) -> str:
+    """One pair of `Identifier.alike` in words."""
+    return (f"{pair['writer']}'s enrolled handwriting reads as {pair['reads_as']}'s ({score} "
+            f"{pair['score']:.3f}, a document's threshold {pair['threshold']:.3f}"
+            + (f"; log10 LR {pair['log10_lr']:+.2f}" if "log10_lr" in pair else "") + ")")
 
 
 def _identify(args: argparse.Namespace) -> None:
@@ -249,6 +275,9 @@ def _gallery(args: argparse.Namespace) -> None:
     if args.action == "rebuild":
         _rebuild(args)
         return
+    if args.action == "alike":
+        _gallery_alike(args)
+        return
     gallery = Gallery.open(args.gallery)
     if args.action == "list":
         rows = gallery.writers()
@@ -275,6 +304,17 @@ def _gallery(args: argparse.Namespace) -> None:
     else:
         gallery.rename(args.writer, args.new)
         print(f"renamed {args.writer} to {args.new} in {gallery.path}")
+
+
+def _gallery_alike(args: argparse.Namespace) -> None:
+    from models.runtime import Gallery, Identifier, Model
+
+    model = Model(args.model, args.threads) if args.model else None
+    identifier = Identifier(Gallery.open(args.gallery), model, args.descriptor)
+    pairs = identifier.alike()
+    _show(pairs, args.json, "\n".join(_alike(p, identifier.score) for p in pairs)
+          or f"{args.gallery}: no writer's enrolled handwriting reads as another's "
+             f"({identifier.score}, {len(identifier.writers)} writers)")
 
 
 def _read_as(image: dict) -> str:
@@ -565,15 +605,24 @@ def parser() -> argparse.ArgumentParser:
                                    ".json) into one SQLite file"),
                        ("rebuild", "enrol every writer again into a new gallery, for another "
                                    "model export or descriptor, from the image files they were "
-                                   "enrolled from")):
+                                   "enrolled from"),
+                       ("alike", "writers whose enrolled handwriting, asked about as a "
+                                 "document against the others, is named as another's: "
+                                 "lookalike hands, or one hand under two names")):
         a = actions.add_parser(name, help=text)
         a.add_argument("gallery", type=Path)
         if name in ("remove", "rename", "show"):
             a.add_argument("writer")
         if name == "rename":
             a.add_argument("new")
-        if name in ("list", "info", "show"):
+        if name in ("list", "info", "show", "alike"):
             a.add_argument("--json", action="store_true", help="machine-readable output")
+        if name == "alike":
+            a.add_argument("--model", type=Path,
+                           help="the model the gallery was enrolled with (none: the hinge)")
+            a.add_argument("--descriptor", choices=SCORES,
+                           help="the score, as `identify --descriptor`")
+            a.add_argument("--threads", type=int, default=2)
         if name == "rebuild":
             a.add_argument("new", type=Path, help="the new gallery (must not exist)")
             a.add_argument("--model", type=Path,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import signal
 import sqlite3
@@ -454,3 +455,55 @@ def test_rebuild_enrols_every_writer_again_from_the_files_or_writes_nothing(tmp_
     assert calls == [list(map(str, files[w])) for w in ("ann", "bob")]
     assert not list(tmp_path.glob("*half*"))
     assert not list(tmp_path.glob("*rebuilding*"))
+
+
+def _hands(tmp_path: Path) -> Gallery:
+    """A hinge gallery of four writers' random hands, and ann's hand again, as from another
+    page of hers, under a second name."""
+    g = _new(tmp_path, fingerprint=None)
+    rng = np.random.default_rng(0)
+    hands = rng.integers(0, 50, (4, 136)).astype(np.float64)
+    for name, row in zip(("ann", "bob", "cat", "dan"), hands):
+        g.add(name, [name], _hashes(name, 1), None, row[None])
+    again = hands[0] + rng.integers(0, 3, 136)
+    g.add("ann-2", ["ann-2"], _hashes("ann-2", 1), None, again[None])
+    return g
+
+
+def test_alike_names_one_hand_under_two_names_and_no_other_writer(tmp_path):
+    identifier = runtime.Identifier(_hands(tmp_path), None)
+    pairs = identifier.alike()
+    assert {(p["writer"], p["reads_as"]) for p in pairs} == {("ann", "ann-2"), ("ann-2", "ann")}
+    assert all(p["score"] >= p["threshold"] for p in pairs)
+    # the others' best matches score well below the threshold: they are not near it
+    assert identifier.alike(["bob", "cat", "dan"]) == []
+    with pytest.raises(GalleryError, match="no writer eve enrolled"):
+        identifier.alike(["eve"])
+    alone = Gallery.open(tmp_path / "alone", create=True, descriptor="hinge-l10-b16")
+    alone.add("ann", ["a"], _hashes("a", 1), None, np.ones((1, 136)))
+    assert runtime.Identifier(alone, None).alike() == []
+
+
+def test_gallery_alike_and_enroll_warn_of_a_hand_under_two_names(tmp_path, layout):
+    _hands(tmp_path).close()
+    proc = cli("gallery", "alike", tmp_path / "g", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert [(p["writer"], p["reads_as"]) for p in json.loads(proc.stdout)] == [
+        ("ann", "ann-2"), ("ann-2", "ann")]
+    writer_of = dict(line.split()[:2] for line in (layout / "forms_for_parsing.txt").open())
+    lines = sorted(layout.rglob("*.png"))
+    first = lines[0]
+    other = next(p for p in lines if writer_of[p.name[:7]] != writer_of[first.name[:7]])
+    image = cv2.imread(str(first), cv2.IMREAD_GRAYSCALE)
+    copy = tmp_path / "again.png"  # the same line, a white column wider: another file
+    cv2.imwrite(str(copy), cv2.copyMakeBorder(image, 0, 0, 0, 3, cv2.BORDER_CONSTANT,
+                                              value=255))
+    for writer, image in (("ann", first), ("bob", other)):
+        proc = cli("enroll", tmp_path / "h", image, "--writer", writer)
+        assert proc.returncode == 0 and "warning" not in proc.stderr, proc.stderr
+    proc = cli("enroll", tmp_path / "h", copy, "--writer", "ann-again")
+    assert proc.returncode == 0, proc.stderr
+    assert "warning: ann-again's enrolled handwriting reads as ann's (hinge" in proc.stderr
+    assert "enrolled 1 image(s) of ann-again" in proc.stdout  # a warning, not a refusal
+    proc = cli("gallery", "alike", tmp_path / "h")
+    assert proc.stdout.count("reads as") == 2 and "bob" not in proc.stdout

@@ -128,7 +128,7 @@ class Prepared:
 
     def __init__(self, centroids: np.ndarray | None, sums: np.ndarray | None,
                  descriptor: Descriptor | None):
-        self.centroids, self.descriptor = centroids, descriptor
+        self.centroids, self.sums, self.descriptor = centroids, sums, descriptor
         hinge, vlad = descriptor.split(sums) if descriptor else (None, None)
         self.hinge = descriptors.References(hinge) if hinge is not None else None
         self.encoded = descriptor.vlad.encode(vlad) if vlad is not None else None
@@ -471,6 +471,42 @@ class Identifier:
             emb, counts,
             self.fusion["document" if document else "line"] if self.score == "fused" else None,
             self.cohort, absent)
+
+    def alike(self, writers: list[str] | None = None, chunk: int = 256) -> list[dict]:
+        """Enrolled writers whose own enrolled handwriting, asked about as one document
+        against the rest of the gallery, is named as another's: [{"writer", "reads_as",
+        "score", "threshold" (the document threshold of a gallery without the writer), and
+        "log10_lr" where the card calibrated it}], for `writers` (default: all, a score
+        against every other writer each). A query matching either may be the other's: the
+        two may be lookalike hands, or one hand under two names, which is what set the tail
+        of unknown lines on IAM (docs/results.md, the writer pairs that set the tail)."""
+        names = self.writers if writers is None else writers
+        unknown = sorted(set(names) - set(self.writers))
+        if unknown:
+            raise GalleryError(f"{self.gallery.path}: no writer {', '.join(unknown)} enrolled; "
+                               "`iam-writers gallery list` names the writers it holds")
+        if len(self.writers) < 2:
+            return []
+        rows = np.array([self.writers.index(w) for w in names], np.int64)
+        found = []
+        for lo in range(0, len(rows), chunk):
+            part = rows[lo:lo + chunk]
+            own = np.arange(len(self.writers))[None, :] == part[:, None]
+            emb = None if self.prepared.centroids is None else self.prepared.centroids[part]
+            counts = None if self.prepared.sums is None else self.prepared.sums[part]
+            # each writer's own column dropped: the gallery it is asked against lacks it
+            scores = self.score_matrix(emb, counts, True, own)[~own].reshape(len(part), -1)
+            thresholds = self.thresholds(scores, document=True)
+            for i, best in enumerate(scores.argmax(axis=1)):
+                if scores[i, best] < thresholds[i]:
+                    continue
+                other = [w for j, w in enumerate(self.writers) if j != part[i]][best]
+                lrs = self.log10_lrs("document", {self.score: float(scores[i, best])})
+                found.append({"writer": self.writers[part[i]], "reads_as": other,
+                              "score": float(scores[i, best]),
+                              "threshold": float(thresholds[i])}
+                             | ({"log10_lr": lrs[self.score]} if lrs else {}))
+        return found
 
     def rank(self, images: list, top_k: int = 5) -> dict:
         """{"images", "writer" (None: unknown), "score", "threshold" (this query's, on the
