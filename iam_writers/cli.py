@@ -312,6 +312,11 @@ def _gallery_alike(args: argparse.Namespace) -> None:
     model = Model(args.model, args.threads) if args.model else None
     identifier = Identifier(Gallery.open(args.gallery), model, args.descriptor)
     pairs = identifier.alike()
+    if args.report:
+        from models.runtime import evidence
+
+        print(f"report: {evidence.alike_report(args.report, pairs, identifier)}",
+              file=sys.stderr)
     _show(pairs, args.json, "\n".join(_alike(p, identifier.score) for p in pairs)
           or f"{args.gallery}: no writer's enrolled handwriting reads as another's "
              f"({identifier.score}, {len(identifier.writers)} writers)")
@@ -549,6 +554,13 @@ def parser() -> argparse.ArgumentParser:
         if json_flag:
             s.add_argument("--json", action="store_true", help="machine-readable output")
 
+    def scoring_args(s: argparse.ArgumentParser) -> None:
+        """--model and --descriptor of a command that scores a gallery's writers."""
+        s.add_argument("--model", type=Path, help="the model the gallery was enrolled with")
+        s.add_argument("--descriptor", choices=SCORES,
+                       help="the score: default fused when the model's card calibrated "
+                            "fusion, else embedding; hinge without a model")
+
     s = sub.add_parser("predict", help="top-k writers of images (.tflite or SavedModel)")
     s.add_argument("model", type=Path, help=MODEL_HELP)
     s.add_argument("images", type=Path, nargs="+")
@@ -618,11 +630,11 @@ def parser() -> argparse.ArgumentParser:
         if name in ("list", "info", "show", "alike"):
             a.add_argument("--json", action="store_true", help="machine-readable output")
         if name == "alike":
-            a.add_argument("--model", type=Path,
-                           help="the model the gallery was enrolled with (none: the hinge)")
-            a.add_argument("--descriptor", choices=SCORES,
-                           help="the score, as `identify --descriptor`")
+            scoring_args(a)
             a.add_argument("--threads", type=int, default=2)
+            a.add_argument("--report", type=Path, metavar="FILE.html",
+                           help="also write a self-contained HTML report: each such writer's "
+                                "enrolled handwriting beside the other's, at one scale")
         if name == "rebuild":
             a.add_argument("new", type=Path, help="the new gallery (must not exist)")
             a.add_argument("--model", type=Path,
@@ -636,10 +648,7 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("identify", help="rank enrolled writers for images, or say unknown")
     s.add_argument("gallery", type=Path)
     s.add_argument("images", type=Path, nargs="+")
-    s.add_argument("--model", type=Path, help="the model the gallery was enrolled with")
-    s.add_argument("--descriptor", choices=SCORES,
-                   help="the score: default fused when the model's card calibrated fusion, "
-                        "else embedding; hinge without a model")
+    scoring_args(s)
     s.add_argument("--document", action="store_true",
                    help="the images are lines of one document: one ranking for all of them")
     s.add_argument("--threshold", type=float,

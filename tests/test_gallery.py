@@ -505,5 +505,17 @@ def test_gallery_alike_and_enroll_warn_of_a_hand_under_two_names(tmp_path, layou
     assert proc.returncode == 0, proc.stderr
     assert "warning: ann-again's enrolled handwriting reads as ann's (hinge" in proc.stderr
     assert "enrolled 1 image(s) of ann-again" in proc.stdout  # a warning, not a refusal
-    proc = cli("gallery", "alike", tmp_path / "h")
+    proc = cli("gallery", "alike", tmp_path / "h", "--report", tmp_path / "alike.html")
     assert proc.stdout.count("reads as") == 2 and "bob" not in proc.stdout
+    # a layout holding writer 000's line again as writer 099's: one warning for the layout
+    shutil.copy(copy, first.with_name("s00-099-s00-00.png"))
+    with (layout / "forms_for_parsing.txt").open("a") as forms:
+        forms.write("s00-099 099 0 syn 0 0 0 0\n")
+    proc = cli("enroll", tmp_path / "k", "--layout", layout, "--forms-per-writer", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("warning:") == 1 and "000 as 099" in proc.stderr
+    assert "099 as 000" in proc.stderr
+    report = (tmp_path / "alike.html").read_text()
+    # each pair shows both writers' enrolled lines: four thumbnails, none of bob's
+    assert report.count("<h2>") == 2 and report.count("data:image/png;base64,") == 4
+    assert "ann-again reads as ann" in report and "bob" not in report

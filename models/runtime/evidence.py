@@ -347,6 +347,37 @@ def identify_report(path: str | Path, results: list[dict], identifier, input: st
     return _write(path, _page("Whose handwriting is it? identify report", body))
 
 
+def alike_report(path: str | Path, pairs: list[dict], identifier) -> Path:
+    """Write the HTML report of `gallery alike`: for each writer whose enrolled handwriting
+    reads as another's (`Identifier.alike`), both writers' enrolled handwriting side by
+    side at one scale, with the score, the threshold and the log10 LR in words, so that a
+    person can judge whether they are two hands or one."""
+    gallery = identifier.gallery
+    body = [f"<p>Gallery <code>{html.escape(str(gallery.path))}</code>: "
+            f"{len(identifier.writers)} writers, built by {html.escape(gallery.built_by)}. "
+            "Each writer's enrolled handwriting was asked about as one document against the "
+            f"others by the <b>{identifier.score}</b> score "
+            f"({html.escape(SCORE_WORDS[identifier.score])}), "
+            "at the document threshold of the gallery without it. Those named as another "
+            "writer follow: a query that matches either may be the other's, and the two may "
+            "be one person.</p>"]
+    if not pairs:
+        body.append("<p class=\"answer\">No writer's enrolled handwriting reads as another's."
+                    "</p>")
+    for n, pair in enumerate(pairs, 1):
+        columns = [(f"{w}'s enrolled handwriting", "query" if w == pair["writer"] else "closest",
+                    [(png, f"{w}: {p}", html.escape(p)) for p, png in gallery.thumbnails(w)])
+                   for w in (pair["writer"], pair["reads_as"])]
+        lr = (f"; log10 LR {pair['log10_lr']:+.2f}, {verbal(pair['log10_lr'])}"
+              if "log10_lr" in pair else "")
+        body.append(f"<section class=\"query\" id=\"pair-{n}\"><h2>{html.escape(pair['writer'])} "
+                    f"reads as {html.escape(pair['reads_as'])}</h2>{side_by_side(columns)}"
+                    f"<p class=\"answer\">{identifier.score} {pair['score']:.3f} against the "
+                    f"threshold {pair['threshold']:.3f}{html.escape(lr)}.</p></section>")
+    return _write(path, _page("Writers whose handwriting reads alike: gallery alike report",
+                              body))
+
+
 def verify_report(path: str | Path, result: dict, input: str, card: dict | None = None,
                   dpi: float | None = None) -> Path:
     """Write the HTML report of `verify`: both images side by side, the score, the
