@@ -260,6 +260,7 @@ def _identify(args: argparse.Namespace) -> None:
                        else "") for t in r["top"]) + ")"
         + (f"; {r['top'][0]['writer']}: {r['top'][0]['support']}"
            + evidence.searched(r, len(identifier.writers)) if "support" in r["top"][0] else "")
+        + (f"; but {_alike(r['alike'], r['score'])}" if "alike" in r else "")
         for r in results)
     _show(results, args.json, text)
 

@@ -505,6 +505,17 @@ def test_gallery_alike_and_enroll_warn_of_a_hand_under_two_names(tmp_path, layou
     assert proc.returncode == 0, proc.stderr
     assert "warning: ann-again's enrolled handwriting reads as ann's (hinge" in proc.stderr
     assert "enrolled 1 image(s) of ann-again" in proc.stdout  # a warning, not a refusal
+    # identify says so where it names one of the two, and only there
+    proc = cli("identify", tmp_path / "h", first, other, "--json")
+    assert proc.returncode == 0, proc.stderr
+    named, bob = json.loads(proc.stdout)
+    assert named["writer"] in ("ann", "ann-again") and bob["writer"] == "bob"
+    assert named["alike"]["writer"] == named["writer"] and "alike" not in bob
+    assert named["alike"]["reads_as"] == ({"ann", "ann-again"} - {named["writer"]}).pop()
+    proc = cli("identify", tmp_path / "h", first, "--report", tmp_path / "identify.html")
+    assert f"; but {named['writer']}'s enrolled handwriting reads as" in proc.stdout
+    report = (tmp_path / "identify.html").read_text()
+    assert f"But {named['writer']}'s enrolled handwriting reads as" in report
     proc = cli("gallery", "alike", tmp_path / "h", "--report", tmp_path / "alike.html")
     assert proc.stdout.count("reads as") == 2 and "bob" not in proc.stdout
     # a layout holding writer 000's line again as writer 099's: one warning for the layout

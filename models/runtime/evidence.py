@@ -322,6 +322,12 @@ def identify_report(path: str | Path, results: list[dict], identifier, input: st
             answer += (f"<br>For {html.escape(best['writer'])}: log10 LR "
                        f"{best['log10_lr'][r['score']]:+.2f}, {html.escape(best['support'])} "
                        f"(a {r['level']}){html.escape(searched(r, len(identifier.writers)))}.")
+        if "alike" in r:
+            alike = r["alike"]
+            answer += (f"<br>But {html.escape(alike['writer'])}'s enrolled handwriting reads "
+                       f"as {html.escape(alike['reads_as'])}'s ({r['score']} "
+                       f"{alike['score']:.3f} against {alike['threshold']:.3f}): the query may "
+                       f"be {html.escape(alike['reads_as'])}'s, or the two one writer.")
         kinds = list(best["scores"])
         rows = []
         for rank, t in enumerate(r["top"], 1):

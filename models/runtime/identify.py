@@ -418,6 +418,7 @@ class Identifier:
             if self.score == "fused":  # the cohort's own scores count only in the fusion
                 self.cohort.exemplars(self.cohort)
             self.prepared.exemplars(self.cohort, snapshot.duals)
+        self._alike: dict[str, dict | None] = {}
         card = model.card if model else None
         self.likelihood = {(level, name): evidence.LikelihoodRatio.of(
             card, level, name) for level in evidence.LEVELS for name in SCORES}
@@ -508,6 +509,13 @@ class Identifier:
                              | ({"log10_lr": lrs[self.score]} if lrs else {}))
         return found
 
+    def alike_of(self, writer: str) -> dict | None:
+        """`alike` of one writer, once per identifier: what `rank` adds to an answer that
+        names a writer whose own enrolled handwriting reads as another's."""
+        if writer not in self._alike:
+            self._alike[writer] = next(iter(self.alike([writer])), None)
+        return self._alike[writer]
+
     def rank(self, images: list, top_k: int = 5) -> dict:
         """{"images", "writer" (None: unknown), "score", "threshold" (this query's, on the
         best writer's score: `thresholds`), "lead_rule" (where the lead lowered it: its
@@ -515,7 +523,8 @@ class Identifier:
         (line, document or page), "top" (each writer's `similarity` by the chosen score, `scores`
         by every score computed, and where the card calibrated them `log10_lr` of each and
         `support`, the chosen one's in words; else the result's "note" says why not),
-        "lines" (handwritten lines found on each image read as a page), "printed" (lines of
+        "alike" (where the writer named reads as another: `alike_of`), "lines" (handwritten
+        lines found on each image read as a page), "printed" (lines of
         machine print found and left out, on pages with any) and "dpi" (the resolution of
         each image read at another than 300 dpi, resampled from it)} for one query: several
         images, or one page, are a document (their mean embedding, their summed hinge
@@ -555,6 +564,8 @@ class Identifier:
                           if self.score in lrs else {}))
         result = {"images": [str(i) for i in images], "writer": best, "score": self.score,
                   "threshold": threshold, "level": level, "top": top}
+        if best is not None and (alike := self.alike_of(best)):
+            result["alike"] = alike
         growth = self.unknown_rule(document)
         if growth and (lead := applied_lead(growth, len(self.writers))):
             result["lead_rule"] = {"weight": lead["weight"],
