@@ -488,7 +488,8 @@ class Identifier:
                                "`iam-writers gallery list` names the writers it holds")
         if len(self.writers) < 2:
             return []
-        rows = np.array([self.writers.index(w) for w in names], np.int64)
+        index = {w: i for i, w in enumerate(self.writers)}
+        rows = np.array([index[w] for w in names], np.int64)
         found = []
         for lo in range(0, len(rows), chunk):
             part = rows[lo:lo + chunk]
@@ -501,7 +502,7 @@ class Identifier:
             for i, best in enumerate(scores.argmax(axis=1)):
                 if scores[i, best] < thresholds[i]:
                     continue
-                other = [w for j, w in enumerate(self.writers) if j != part[i]][best]
+                other = self.writers[best + (best >= part[i])]  # past its own column
                 lrs = self.log10_lrs("document", {self.score: float(scores[i, best])})
                 found.append({"writer": self.writers[part[i]], "reads_as": other,
                               "score": float(scores[i, best]),
