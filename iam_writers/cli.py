@@ -209,6 +209,8 @@ def _enroll(args: argparse.Namespace) -> None:
 def _warn_alike(identifier, args: argparse.Namespace) -> None:
     """A warning on stderr where the writer just enrolled (with --layout, any writer) reads
     as another enrolled one: a query matching either may be the other's."""
+    from models.runtime import evidence
+
     advice = ("check they are not one writer, or enrol more of each (`iam-writers gallery "
               f"alike {args.gallery}` lists every such writer)")
     if args.layout:
@@ -219,15 +221,8 @@ def _warn_alike(identifier, args: argparse.Namespace) -> None:
                   f"{', ...' if len(pairs) > 5 else ''}): {advice}", file=sys.stderr)
         return
     for pair in identifier.alike([args.writer]):
-        print(f"warning: {_alike(pair, identifier.score)}. A query matching either may be "
-              f"the other's: {advice}", file=sys.stderr)
-
-
-def _alike(pair: dict, score: str) -> str:
-    """One pair of `Identifier.alike` in words."""
-    return (f"{pair['writer']}'s enrolled handwriting reads as {pair['reads_as']}'s ({score} "
-            f"{pair['score']:.3f}, a document's threshold {pair['threshold']:.3f}"
-            + (f"; log10 LR {pair['log10_lr']:+.2f}" if "log10_lr" in pair else "") + ")")
+        print(f"warning: {evidence.alike_words(pair, identifier.score)}. A query matching "
+              f"either may be the other's: {advice}", file=sys.stderr)
 
 
 def _identify(args: argparse.Namespace) -> None:
@@ -260,7 +255,7 @@ def _identify(args: argparse.Namespace) -> None:
                        else "") for t in r["top"]) + ")"
         + (f"; {r['top'][0]['writer']}: {r['top'][0]['support']}"
            + evidence.searched(r, len(identifier.writers)) if "support" in r["top"][0] else "")
-        + (f"; but {_alike(r['alike'], r['score'])}" if "alike" in r else "")
+        + (f"; but {evidence.alike_words(r['alike'], r['score'])}" if "alike" in r else "")
         for r in results)
     _show(results, args.json, text)
 
@@ -308,17 +303,16 @@ def _gallery(args: argparse.Namespace) -> None:
 
 
 def _gallery_alike(args: argparse.Namespace) -> None:
-    from models.runtime import Gallery, Identifier, Model
+    from models.runtime import Gallery, Identifier, Model, evidence
 
     model = Model(args.model, args.threads) if args.model else None
     identifier = Identifier(Gallery.open(args.gallery), model, args.descriptor)
     pairs = identifier.alike()
     if args.report:
-        from models.runtime import evidence
-
         print(f"report: {evidence.alike_report(args.report, pairs, identifier)}",
               file=sys.stderr)
-    _show(pairs, args.json, "\n".join(_alike(p, identifier.score) for p in pairs)
+    _show(pairs, args.json, "\n".join(evidence.alike_words(p, identifier.score)
+                                      for p in pairs)
           or f"{args.gallery}: no writer's enrolled handwriting reads as another's "
              f"({identifier.score}, {len(identifier.writers)} writers)")
 

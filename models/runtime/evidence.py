@@ -52,6 +52,14 @@ def searched(result: dict, writers: int) -> str:
             "does not")
 
 
+def alike_words(pair: dict, score: str) -> str:
+    """One writer of `Identifier.alike` in words, as the command line and the reports say
+    it."""
+    return (f"{pair['writer']}'s enrolled handwriting reads as {pair['reads_as']}'s ({score} "
+            f"{pair['score']:.3f}, a document's threshold {pair['threshold']:.3f}"
+            + (f"; log10 LR {pair['log10_lr']:+.2f}" if "log10_lr" in pair else "") + ")")
+
+
 def verbal(log10_lr: float) -> str:
     """A log10 LR in words: the support it gives to one writer hypothesis over the other,
     on the scale of ENFSI's guideline for evaluative reporting (LR 1-10 weak, 10-100
@@ -323,11 +331,10 @@ def identify_report(path: str | Path, results: list[dict], identifier, input: st
                        f"{best['log10_lr'][r['score']]:+.2f}, {html.escape(best['support'])} "
                        f"(a {r['level']}){html.escape(searched(r, len(identifier.writers)))}.")
         if "alike" in r:
-            alike = r["alike"]
-            answer += (f"<br>But {html.escape(alike['writer'])}'s enrolled handwriting reads "
-                       f"as {html.escape(alike['reads_as'])}'s ({r['score']} "
-                       f"{alike['score']:.3f} against {alike['threshold']:.3f}): the query may "
-                       f"be {html.escape(alike['reads_as'])}'s, or the two one writer.")
+            # element text, not an attribute: quotes need no escaping
+            answer += (f"<br>But {html.escape(alike_words(r['alike'], r['score']), quote=False)}"
+                       f": the query may be {html.escape(r['alike']['reads_as'])}'s, or the two "
+                       "one writer.")
         kinds = list(best["scores"])
         rows = []
         for rank, t in enumerate(r["top"], 1):
