@@ -386,7 +386,9 @@ class Alone:
             return sims[i.score]
         calibrated = i.fusion["document" if document else "line"]
         cohort = i.cohort.scores(emb, counts) if i.cohort else None
-        return np.concatenate([fuse({k: v[:, [w]] for k, v in sims.items()}, calibrated, cohort)
+        hands = i.prepared.same_hand
+        return np.concatenate([fuse({k: v[:, [w]] for k, v in sims.items()}, calibrated, cohort,
+                                    same_hand=None if hands is None else hands[[w]])
                                for w in range(len(self.writers))], axis=1)
 
     def threshold(self, document: bool = False) -> float:

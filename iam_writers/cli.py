@@ -202,14 +202,27 @@ def _enroll(args: argparse.Namespace) -> None:
     info = gallery.info()
     print(f"{info['gallery']} now holds {info['writers']} writer(s), {info['images']} "
           f"image(s) ({gallery.built_by})")
-    if info["writers"] > 1:
-        _warn_alike(identify.Identifier(gallery, model, args.descriptor), args)
+    _warn_alike(identify.Identifier(gallery, model, args.descriptor), args)
 
 
 def _warn_alike(identifier, args: argparse.Namespace) -> None:
     """A warning on stderr where the writer just enrolled (with --layout, any writer) reads
-    as another enrolled one: a query matching either may be the other's."""
+    as another enrolled one: a query matching either may be the other's; a note where it
+    reads as a training writer of the model's cohort."""
     from models.runtime import evidence
+
+    hands = identifier.in_cohort(None if args.layout else [args.writer])
+    if args.layout and hands:
+        named = ", ".join(f"{h['writer']} as {h['reads_as']}" for h in hands[:5])
+        taken = sum(h["taken_without"] for h in hands)
+        print(f"note: {len(hands)} writer(s)' enrolled handwriting reads as a training "
+              f"writer's of the model's cohort ({named}{', ...' if len(hands) > 5 else ''}); "
+              f"{taken} of them enrolled under that writer's label, so taken without it. The "
+              "model was trained on such handwriting: its calibrated rates are for writers it "
+              "was not", file=sys.stderr)
+    elif hands:
+        print(f"note: {evidence.cohort_words(hands[0], identifier.score, args.gallery)}",
+              file=sys.stderr)
 
     advice = ("check they are not one writer, or enrol more of each (`iam-writers gallery "
               f"alike {args.gallery}` lists every such writer)")
@@ -307,12 +320,17 @@ def _gallery_alike(args: argparse.Namespace) -> None:
 
     model = Model(args.model, args.threads) if args.model else None
     identifier = Identifier(Gallery.open(args.gallery), model, args.descriptor)
-    pairs = identifier.alike()
+    pairs = identifier.alike() + identifier.in_cohort()
     if args.report:
         print(f"report: {evidence.alike_report(args.report, pairs, identifier)}",
               file=sys.stderr)
-    _show(pairs, args.json, "\n".join(evidence.alike_words(p, identifier.score)
-                                      for p in pairs)
+    cohort = ([f"note: a writer taken as a training writer of the model's cohort is scored "
+               f"without that writer's handwriting; `iam-writers gallery rename {args.gallery} "
+               "WRITER LABEL` takes one enrolled under another name so. "
+               f"{evidence.COHORT_TRAINED.replace('this', 'such')}"]
+              if any(p.get("in_cohort") for p in pairs) else [])
+    _show(pairs, args.json, "\n".join([evidence.alike_words(p, identifier.score)
+                                       for p in pairs] + cohort)
           or f"{args.gallery}: no writer's enrolled handwriting reads as another's "
              f"({identifier.score}, {len(identifier.writers)} writers)")
 
@@ -615,7 +633,8 @@ def parser() -> argparse.ArgumentParser:
                                    "enrolled from"),
                        ("alike", "writers whose enrolled handwriting, asked about as a "
                                  "document against the others, is named as another's: "
-                                 "lookalike hands, or one hand under two names")):
+                                 "lookalike hands, or one hand under two names; and "
+                                 "those named as a training writer of the model's cohort")):
         a = actions.add_parser(name, help=text)
         a.add_argument("gallery", type=Path)
         if name in ("remove", "rename", "show"):

@@ -229,6 +229,42 @@ def test_a_writer_absent_from_the_gallery_leaves_the_spread_as_if_never_enrolled
     np.testing.assert_allclose(fused[1], runtime.fuse(sims, fusion, cohort)[1])
 
 
+def test_a_cohort_writer_enrolled_under_its_label_is_taken_without_its_own_hand():
+    """A writer whose enrolled handwriting reads as a cohort writer's is found at the
+    document threshold; only one enrolled under that writer's label is taken as it: its
+    column leaves that writer out of the cohort it is normalised against. A lookalike
+    under another name is named, and scored as before."""
+    from models.config import COHORT_TOP
+    from models.runtime.identify import cohort_hands
+
+    rng = np.random.default_rng(0)
+    cohort = _unit(rng.normal(size=(30, 32)))
+    labels = [f"c{i:02d}" for i in range(30)]
+    writers = ["c07", "someone", "r0", "r1", "r2", "r3"]
+    enrolled = _unit(np.concatenate([cohort[[7, 3]] + 0.4 * _unit(rng.normal(size=(2, 32))),
+                                     rng.normal(size=(4, 32))]))
+    document = {"weights": {"embedding": 1.0}, "embedding": {"mean": 0.0, "std": 1.0},
+                "unknown_writer": {"fused": {"a": 2.2, "b": 0.0}}}
+    side = runtime.Prepared(cohort, None, None)
+    hands = cohort_hands(side, labels, writers, enrolled, None, document)
+    assert [(writers[w], labels[c]) for w, c in zip(*np.nonzero(hands.reads))] == [
+        ("c07", "c07"), ("someone", "c03")]
+    assert [(writers[w], labels[c]) for w, c in zip(*np.nonzero(hands.same))] == [
+        ("c07", "c07")]
+    assert (hands.scores.max(axis=1)[2:] < 2.2).all()
+    assert cohort_hands(side, None, writers, enrolled, None, document) is None
+    # a query like c07: its column is taken against the other 29, every other as before
+    query = _unit(cohort[[7]] + 0.3 * _unit(rng.normal(size=(1, 32))))
+    sims, against = {"embedding": query @ enrolled.T}, {"embedding": query @ cohort.T}
+    plain = runtime.fuse(sims, document, against)
+    taken = runtime.fuse(sims, document, against, same_hand=hands.same)
+    np.testing.assert_allclose(taken[:, 1:], plain[:, 1:])
+    others = np.sort(np.delete(against["embedding"], 7, axis=1))[:, -COHORT_TOP:].mean()
+    spread = np.concatenate([sims["embedding"], against["embedding"]], axis=1).std()
+    assert taken[0, 0] == pytest.approx((sims["embedding"][0, 0] - others) / spread)
+    assert taken[0, 0] > plain[0, 0] + 0.5
+
+
 def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
@@ -245,11 +281,14 @@ def test_exemplar_svms_are_linearsvcs_solved_in_the_samples_span():
     negatives = _unit(rng.normal(size=(12, 512)) + common)
     positives = _unit(np.concatenate([negatives[:2] + rng.normal(size=(2, 512)),
                                       rng.normal(size=(2, 512)) + common]))
-    for vectors, leave_out in ((positives, False), (negatives, True)):
+    # an enrolled writer leaves out the cohort writers it reads as; the cohort, itself
+    apart = np.zeros((4, 12), bool)
+    apart[0, 0] = apart[2, [3, 5]] = True
+    for vectors, leave_out in ((positives, apart), (negatives, np.eye(12, dtype=bool))):
         weights, bias = exemplar_svms(vectors, negatives, leave_out=leave_out)
         np.testing.assert_allclose(np.linalg.norm(weights, axis=1), 1, rtol=1e-5)
         for i, x in enumerate(vectors):
-            others = np.delete(negatives, i, axis=0) if leave_out else negatives
+            others = negatives[~leave_out[i]]
             svm = LinearSVC(C=1.0, class_weight="balanced", tol=1e-8, max_iter=100_000).fit(
                 np.concatenate([x[None], others]), np.r_[1, np.zeros(len(others))])
             norm = np.linalg.norm(svm.coef_[0])
@@ -297,7 +336,8 @@ def test_a_gallery_against_a_cohort_scores_vlad_by_exemplar_svms():
     weights, bias = exemplar_svms(gallery.encoded, cohort.encoded)
     np.testing.assert_allclose(after["vlad"], encoded @ weights.T + bias, rtol=1e-4)
     np.testing.assert_allclose(after["hinge"], before["hinge"])
-    weights, bias = exemplar_svms(cohort.encoded, cohort.encoded, leave_out=True)
+    weights, bias = exemplar_svms(cohort.encoded, cohort.encoded,
+                                  leave_out=np.eye(len(cohort.encoded), dtype=bool))
     np.testing.assert_allclose(cohort.scores(None, queries)["vlad"], encoded @ weights.T + bias,
                                rtol=1e-4)
     assert not np.allclose(after["vlad"], before["vlad"])

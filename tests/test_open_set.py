@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sqlite3
 from pathlib import Path
@@ -233,8 +234,9 @@ def test_enroll_and_identify_writers_never_seen_in_training(embed_export, tmp_pa
     weights, _ = runtime.descriptors.exemplar_svms(identifier.prepared.encoded,
                                                    identifier.cohort.encoded)
     np.testing.assert_allclose(identifier.prepared.vlad, weights, atol=1e-6)
+    own = np.eye(len(identifier.cohort.encoded), dtype=bool)
     weights, _ = runtime.descriptors.exemplar_svms(identifier.cohort.encoded,
-                                                   identifier.cohort.encoded, leave_out=True)
+                                                   identifier.cohort.encoded, leave_out=own)
     np.testing.assert_allclose(identifier.cohort.vlad, weights, atol=1e-6)
     identifier.gallery.close()
     # enrolment stored each writer's SVM, so identify solves only the writers without a
@@ -310,6 +312,72 @@ def test_enroll_and_identify_writers_never_seen_in_training(embed_export, tmp_pa
     (other / card["vlad"]["file"]).unlink()
     hinge = runtime.features_for(runtime.Model(other / "model_float32.tflite"), "hinge")
     assert hinge.local.vlad is None and hinge.descriptor == "hinge-l10-b16"
+
+
+@pytest.mark.slow
+def test_a_training_writer_enrolled_is_not_measured_against_its_own_hand(
+        embed_export, synth_layout, tmp_path, monkeypatch, capsys):
+    """Someone may enrol a writer the export's cohort holds (IAM's writers, with a model
+    trained on IAM), under its label. Its queries would be normalised against its own hand
+    and its SVM trained to reject it; so its column is taken without that training writer,
+    and enrolment says so. The rule that finds such a writer by score is tested on chosen
+    vectors (test_descriptors.py): a cohort of four synthetic writers cannot set it, so
+    here every enrolled writer is made to read as its closest cohort writer."""
+    from iam_writers import cli as commands
+    from iam_writers_tfds import kaggle_layout, synth
+
+    real = runtime.identify.cohort_hands
+
+    def every_closest(cohort, labels, writers, centroids, sums, document):
+        lowered = {**document, "unknown_writer": {"fused": {"a": -1e9, "b": 0.0}}}
+        return real(cohort, labels, writers, centroids, sums, lowered)
+
+    monkeypatch.setattr(runtime.identify, "cohort_hands", every_closest)
+    model = runtime.Model(embed_export / "model_float32.tflite")
+    trained = model.cohort_writers[0]
+    records, _ = kaggle_layout.scan(synth_layout)
+    forms = sorted({r.form_id for r in records if r.writer_id == trained})
+    new = synth.generate(tmp_path / "new", synth.SynthConfig(writers=1, forms_per_writer=1,
+                                                             lines_per_form=5, seed=7))
+    features = runtime.features_for(model, None)
+    runtime.enroll(tmp_path / "g", features, trained,
+                   [r.path for r in records if r.form_id == forms[0]])
+    runtime.enroll(tmp_path / "g", features, "stranger", sorted(new.rglob("*.png")))
+    identifier = runtime.Identifier(runtime.Gallery.open(tmp_path / "g"), model)
+    hands = {h["writer"]: h for h in identifier.in_cohort()}
+    assert hands[trained]["reads_as"] == trained and hands[trained]["taken_without"]
+    assert not hands["stranger"]["taken_without"]
+    # its SVM leaves that training writer out of its negatives; the stranger's keeps them all
+    row = identifier.writers.index(trained)
+    apart = np.array([w == trained for w in model.cohort_writers])
+    gallery, against = identifier.prepared, identifier.cohort
+    for r, negatives in ((row, against.encoded[~apart]), (1 - row, against.encoded)):
+        weights, bias = runtime.descriptors.exemplar_svms(gallery.encoded[[r]], negatives)
+        np.testing.assert_allclose(gallery.vlad[r], weights[0], atol=1e-6)
+        assert gallery.bias[r] == pytest.approx(bias[0], abs=1e-6)
+    # its other forms' lines score higher than when measured against its own hand
+    queries = [r.path for r in records if r.writer_id == trained and r.form_id != forms[0]]
+    emb, counts = identifier.features(queries)
+    naive = runtime.Prepared(gallery.centroids, gallery.sums, gallery.descriptor).exemplars(
+        against)
+    fixed = identifier.score_matrix(emb, counts)[:, row]
+    measured = naive.scores(emb, counts, identifier.fusion["line"], against)["fused"][:, row]
+    assert (fixed > measured).mean() > 0.9, (fixed, measured)
+    # enrolment's notes: one taken as the training writer, one told how to say so
+    for writer, said in ((trained, "so taken as that writer. Its scores leave that writer"),
+                         ("stranger", f"rename {tmp_path / 'g'} stranger ")):
+        commands._warn_alike(identifier, argparse.Namespace(layout=None, writer=writer,
+                                                            gallery=tmp_path / "g"))
+        note = capsys.readouterr().err
+        assert note.startswith(f"note: {writer}'s enrolled handwriting reads as training "
+                               "writer ") and said in note, note
+    identifier.gallery.close()
+    commands._gallery_alike(argparse.Namespace(
+        gallery=tmp_path / "g", model=embed_export / "model_float32.tflite", threads=None,
+        descriptor=None, report=None, json=True))
+    listed = json.loads(capsys.readouterr().out)
+    assert {p["writer"]: p["taken_without"] for p in listed if p.get("in_cohort")} == {
+        trained: True, "stranger": False}
 
 
 def test_training_without_held_out_writers_keeps_its_epoch_length(synth_dir, monkeypatch):

@@ -311,15 +311,18 @@ EXEMPLAR_TOL = 1e-4
 EXEMPLAR_BATCH = 2048
 
 
-def exemplar_svms(positives: np.ndarray, negatives: np.ndarray, leave_out: bool = False,
+def exemplar_svms(positives: np.ndarray, negatives: np.ndarray,
+                  leave_out: np.ndarray | None = None,
                   c: float = EXEMPLAR_C) -> tuple[np.ndarray, np.ndarray]:
     """An exemplar SVM per positive (Malisiewicz et al. 2011; for writers, Christlein et
     al. 2017): a linear SVM separating each vector [W, D] from every `negatives` [C, D], as
     (unit weights [W, D], bias [W]) on the weights' scale, so that `x @ w + b` stays on
     cosine's. It scores a query by how it stands out from other writers' handwriting in
     the direction that sets this writer apart, not by raw likeness, which a common hand
-    shares with everyone (docs/results.md, exemplar SVMs). With `leave_out` the positives
-    are the negatives, each separated from the others.
+    shares with everyone (docs/results.md, exemplar SVMs). `leave_out` [W, C] marks the
+    negatives each SVM is not to be separated from: where the positives are the negatives
+    (the cohort against itself), each one's own row; for an enrolled writer, the cohort
+    writers whose handwriting it reads as (`identify.cohort_hands`).
 
     The problem is LinearSVC's (squared hinge, the bias regularised as a feature of value
     1, classes weighted to balance), solved by its dual coordinate descent (Hsieh et al.,
@@ -330,22 +333,25 @@ def exemplar_svms(positives: np.ndarray, negatives: np.ndarray, leave_out: bool 
                             exemplar_duals(positives, negatives, leave_out, c))
 
 
-def exemplar_duals(positives: np.ndarray, negatives: np.ndarray, leave_out: bool = False,
-                   c: float = EXEMPLAR_C) -> np.ndarray:
+def exemplar_duals(positives: np.ndarray, negatives: np.ndarray,
+                   leave_out: np.ndarray | None = None, c: float = EXEMPLAR_C) -> np.ndarray:
     """The exemplar SVMs of `exemplar_svms` as their signed dual multipliers [W, C + 1]
     (the positive's first, then each negative's): each SVM's weights are that combination
     of its samples, so C + 1 numbers keep one where its weights take a number per
     dimension, and a gallery stores them from enrolment (`Gallery.add`). Positives are
-    solved `EXEMPLAR_BATCH` at a time: they share the negatives."""
-    if not leave_out and len(positives) > EXEMPLAR_BATCH:
-        return np.concatenate([exemplar_duals(positives[i:i + EXEMPLAR_BATCH], negatives, c=c)
-                               for i in range(0, len(positives), EXEMPLAR_BATCH)])
+    solved `EXEMPLAR_BATCH` at a time: they share the negatives. A negative left out
+    (`leave_out`, as in `exemplar_svms`) gets a multiplier of zero."""
+    if len(positives) > EXEMPLAR_BATCH:
+        return np.concatenate([exemplar_duals(
+            positives[i:i + EXEMPLAR_BATCH], negatives,
+            None if leave_out is None else leave_out[i:i + EXEMPLAR_BATCH], c)
+            for i in range(0, len(positives), EXEMPLAR_BATCH)])
     positives = np.asarray(positives, np.float64)
     negatives = np.asarray(negatives, np.float64)
     w, n = len(positives), len(negatives) + 1
     used = np.ones((w, n), bool)  # sample 0 is the positive, then the negatives
-    if leave_out:
-        used[:, 1:] = ~np.eye(w, n - 1, dtype=bool)
+    if leave_out is not None:
+        used[:, 1:] = ~np.asarray(leave_out, bool)
     # kernel of [x, 1] with the labels' signs, and the squared hinge's diagonal 1 / (2 C_i)
     sign = np.r_[1.0, -np.ones(n - 1)]
     cross = positives @ negatives.T

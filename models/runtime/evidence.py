@@ -53,11 +53,38 @@ def searched(result: dict, writers: int) -> str:
 
 
 def alike_words(pair: dict, score: str) -> str:
-    """One writer of `Identifier.alike` in words, as the command line and the reports say
-    it."""
-    return (f"{pair['writer']}'s enrolled handwriting reads as {pair['reads_as']}'s ({score} "
+    """One writer of `Identifier.alike` or `Identifier.in_cohort` in words, as the command
+    line and the reports say it."""
+    other = (f"training writer {pair['reads_as']}'s, of the model's cohort"
+             if pair.get("in_cohort") else f"{pair['reads_as']}'s")
+    taken = ("" if not pair.get("in_cohort") else
+             "; enrolled under that label, so taken as that writer" if pair["taken_without"]
+             else "; enrolled under another name")
+    return (f"{pair['writer']}'s enrolled handwriting reads as {other} ({score} "
             f"{pair['score']:.3f}, a document's threshold {pair['threshold']:.3f}"
-            + (f"; log10 LR {pair['log10_lr']:+.2f}" if "log10_lr" in pair else "") + ")")
+            + (f"; log10 LR {pair['log10_lr']:+.2f}" if "log10_lr" in pair else "") + ")"
+            + taken)
+
+
+def cohort_words(hand: dict, score: str, gallery: str | Path) -> str:
+    """One writer of `Identifier.in_cohort` in words (`alike_words`), and what follows."""
+    return f"{alike_words(hand, score)}. {cohort_consequence(hand, gallery)}"
+
+
+def cohort_consequence(hand: dict, gallery: str | Path) -> str:
+    """What follows from an enrolled writer's handwriting reading as a cohort writer's."""
+    if hand["taken_without"]:
+        return ("Its scores leave that writer out of the cohort they are measured against. "
+                f"{COHORT_TRAINED}")
+    return ("If they are one person, the model was trained on this handwriting, and its "
+            "scores are measured against its own hand (a quarter of such writers' lines "
+            "answered \"unknown\" on IAM): `iam-writers gallery rename "
+            f"{gallery} {hand['writer']} {hand['reads_as']}` takes it as that writer")
+
+
+# what holds for every writer taken as a training writer of the model's cohort
+COHORT_TRAINED = ("The model was trained on this handwriting: its calibrated rates are for "
+                  "writers it was not")
 
 
 def verbal(log10_lr: float) -> str:
@@ -364,7 +391,9 @@ def alike_report(path: str | Path, pairs: list[dict], identifier) -> Path:
     """Write the HTML report of `gallery alike`: for each writer whose enrolled handwriting
     reads as another's (`Identifier.alike`), both writers' enrolled handwriting side by
     side at one scale, with the score, the threshold and the log10 LR in words, so that a
-    person can judge whether they are two hands or one."""
+    person can judge whether they are two hands or one; for each that reads as a training
+    writer of the model's cohort (`Identifier.in_cohort`, no images of which ship), its
+    own."""
     gallery = identifier.gallery
     body = [f"<p>Gallery <code>{html.escape(str(gallery.path))}</code>: "
             f"{len(identifier.writers)} writers, built by {html.escape(gallery.built_by)}. "
@@ -378,13 +407,18 @@ def alike_report(path: str | Path, pairs: list[dict], identifier) -> Path:
         body.append("<p class=\"answer\">No writer's enrolled handwriting reads as another's."
                     "</p>")
     for n, pair in enumerate(pairs, 1):
+        cohort = pair.get("in_cohort", False)
         columns = [(f"{w}'s enrolled handwriting", "query" if w == pair["writer"] else "closest",
                     [(png, f"{w}: {p}", html.escape(p)) for p, png in gallery.thumbnails(w)])
-                   for w in (pair["writer"], pair["reads_as"])]
+                   for w in (pair["writer"],) + (() if cohort else (pair["reads_as"],))]
         lr = (f"; log10 LR {pair['log10_lr']:+.2f}, {verbal(pair['log10_lr'])}"
               if "log10_lr" in pair else "")
+        other = (f"training writer {pair['reads_as']} of the model's cohort" if cohort
+                 else pair["reads_as"])
+        if cohort:
+            lr += f". {cohort_consequence(pair, gallery.path)}"
         body.append(f"<section class=\"query\" id=\"pair-{n}\"><h2>{html.escape(pair['writer'])} "
-                    f"reads as {html.escape(pair['reads_as'])}</h2>{side_by_side(columns)}"
+                    f"reads as {html.escape(other)}</h2>{side_by_side(columns)}"
                     f"<p class=\"answer\">{identifier.score} {pair['score']:.3f} against the "
                     f"threshold {pair['threshold']:.3f}{html.escape(lr)}.</p></section>")
     return _write(path, _page("Writers whose handwriting reads alike: gallery alike report",

@@ -38,7 +38,7 @@ from models.runtime.model import Model, ModelError, document_embedding, unit
 
 def fuse(sims: dict[str, np.ndarray], calibration: dict,
          cohort: dict[str, np.ndarray] | None = None,
-         absent: np.ndarray | None = None) -> np.ndarray:
+         absent: np.ndarray | None = None, same_hand: np.ndarray | None = None) -> np.ndarray:
     """The fused score [Q, W]: each similarity standardised by the mean and spread of
     different-writer similarities measured at export for this kind of query (so that a
     score, and its threshold, mean the same whatever the gallery's size), weighted by
@@ -57,7 +57,11 @@ def fuse(sims: dict[str, np.ndarray], calibration: dict,
     `absent` [Q, W] marks writers outside each query's gallery: scored minus infinity and
     left out of its spread. A writer who is not enrolled is measured so (export, the
     benchmark): masking its own writer after the fact keeps that writer's high score in the
-    spread and reads strangers' scores low (docs/results.md, the spread)."""
+    spread and reads strangers' scores low (docs/results.md, the spread).
+
+    `same_hand` [W, C] marks, for each writer, the cohort writer it is (`cohort_hands`):
+    its column is taken against the cohort without that writer, as a writer is never
+    measured against its own hand."""
     weights = calibration.get("weights") or {"embedding": 1 - calibration["weight"],
                                              "hinge": calibration["weight"]}
 
@@ -69,12 +73,20 @@ def fuse(sims: dict[str, np.ndarray], calibration: dict,
     gone = np.zeros(scores.shape, bool) if absent is None else np.asarray(absent, bool)
     if cohort is not None:
         against = fused(cohort)
-        best = np.sort(against, axis=1)[:, -COHORT_TOP:].mean(axis=1, keepdims=True)
+        best = np.repeat(_best_mean(against), scores.shape[1], axis=1)
+        if same_hand is not None:
+            for w in np.flatnonzero(same_hand.any(axis=1)):
+                best[:, w] = _best_mean(against[:, ~same_hand[w]])[:, 0]
         spread = np.ma.masked_array(np.concatenate([scores, against], axis=1),
                                     np.concatenate([gone, np.zeros(against.shape, bool)],
                                                    axis=1)).std(axis=1).filled(0)[:, None]
         scores = (scores - best) / np.maximum(spread, 1e-12)
     return np.where(gone, -np.inf, scores)
+
+
+def _best_mean(against: np.ndarray) -> np.ndarray:
+    """[Q, 1]: the mean of each query's `COHORT_TOP` best scores against the cohort."""
+    return np.sort(against, axis=1)[:, -COHORT_TOP:].mean(axis=1, keepdims=True)
 
 
 def gallery_threshold(growth: dict, writers: int) -> float:
@@ -124,11 +136,14 @@ class Prepared:
     """A gallery side (writers' unit mean embeddings and summed descriptor rows) made ready
     to score many queries: the hinge's distributions bin-major (`descriptors.References`),
     the VLAD vectors encoded once (`encoded`); the VLAD score is their cosine, or after
-    `exemplars` each writer's exemplar SVM."""
+    `exemplars` each writer's exemplar SVM. `same_hand` [W, C]: the cohort writer each
+    writer is (`cohort_hands`), left out of its SVM and of its column's normalisation
+    (`fuse`)."""
 
     def __init__(self, centroids: np.ndarray | None, sums: np.ndarray | None,
-                 descriptor: Descriptor | None):
+                 descriptor: Descriptor | None, same_hand: np.ndarray | None = None):
         self.centroids, self.sums, self.descriptor = centroids, sums, descriptor
+        self.same_hand = same_hand
         hinge, vlad = descriptor.split(sums) if descriptor else (None, None)
         self.hinge = descriptors.References(hinge) if hinge is not None else None
         self.encoded = descriptor.vlad.encode(vlad) if vlad is not None else None
@@ -139,17 +154,23 @@ class Prepared:
         vectors (`descriptors.exemplar_svms`; the cohort itself: each of its writers
         against the others), as export calibrated it where the card says `exemplar`.
         `stored`: the writers' SVMs as a gallery keeps them for this cohort
-        (`Snapshot.duals`); only the writers without one are solved. `duals` then holds
+        (`Snapshot.duals`, solved against the whole cohort); only the writers without one,
+        or with a cohort writer to leave out (`same_hand`), are solved. `duals` then holds
         every writer's."""
         if self.encoded is not None and cohort.encoded is not None:
             self.duals = np.zeros((len(self.encoded), len(cohort.encoded) + 1))
+            apart = (np.eye(len(self.encoded), dtype=bool) if cohort is self
+                     else self.same_hand)
             todo = np.ones(len(self.encoded), bool)
             for i, duals in enumerate(stored):
                 if duals is not None and len(duals) == self.duals.shape[1]:
                     self.duals[i], todo[i] = duals, False
+            if apart is not None:
+                todo |= apart.any(axis=1)
             if todo.any():
                 self.duals[todo] = descriptors.exemplar_duals(
-                    self.encoded[todo], cohort.encoded, leave_out=cohort is self)
+                    self.encoded[todo], cohort.encoded,
+                    None if apart is None else apart[todo])
             self.vlad, self.bias = descriptors.exemplar_weights(self.encoded, cohort.encoded,
                                                                 self.duals)
         return self
@@ -171,10 +192,51 @@ class Prepared:
                 sims["vlad"] = self.descriptor.vlad.encode(vlad) @ self.vlad.T + self.bias
         if calibration is not None:
             sims["fused"] = fuse(sims, calibration,
-                                 None if cohort is None else cohort.scores(emb, counts), absent)
+                                 None if cohort is None else cohort.scores(emb, counts), absent,
+                                 self.same_hand)
         if absent is not None:
             sims = {name: np.where(absent, -np.inf, s) for name, s in sims.items()}
         return sims
+
+
+class CohortHands(NamedTuple):
+    """`cohort_hands`: `reads` [W, C] marks the cohort writer each enrolled writer's
+    handwriting reads as, `same` those of them it is also named as; `scores` [W, C] and
+    `thresholds` [W] are what decided it."""
+    reads: np.ndarray
+    same: np.ndarray
+    scores: np.ndarray
+    thresholds: np.ndarray
+
+
+def cohort_hands(cohort: Prepared, cohort_writers: list[str], writers: list[str],
+                 centroids: np.ndarray, sums: np.ndarray, document: dict) -> CohortHands | None:
+    """The training writer of the `cohort`, if any, whose handwriting each enrolled writer's
+    reads as: its enrolled images (`centroids`, `sums`), asked about as one document
+    against the cohort's writers as a gallery (each scored by its SVM against the others,
+    and normalised against the others), named as one of them at the `document` threshold
+    for a gallery of the cohort's size.
+
+    Someone who enrols a cohort writer (IAM's writers, with a model trained on IAM) would
+    have its queries measured against its own hand, and its SVM trained to reject it: a
+    quarter of its genuine lines answered "unknown". Such a writer is taken without that
+    cohort writer (`same`) where it is also enrolled under that writer's label, as IAM's
+    layouts name writers. The score alone does not tell one hand from a lookalike: 5 of
+    147 IAM writers outside the cohort read as a cohort writer, and taking them without it
+    let strangers through (docs/results.md, training writers enrolled). None where the card
+    has no document rule for the fused score."""
+    rule = document.get("unknown_writer", {}).get("fused")
+    if rule is None or cohort_writers is None:
+        return None
+    sims = cohort.scores(centroids, sums)
+    scores = fuse(sims, document, sims, same_hand=np.eye(len(cohort.centroids), dtype=bool))
+    rows = np.arange(len(scores))
+    best = scores.argmax(axis=1)
+    thresholds = query_thresholds(rule, scores)
+    reads = np.zeros(scores.shape, bool)
+    reads[rows, best] = scores[rows, best] >= thresholds
+    named = np.array(writers, object)[:, None] == np.array(cohort_writers, object)[None, :]
+    return CohortHands(reads, reads & named, scores, thresholds)
 
 
 def exemplar_key(cohort: np.ndarray, descriptor: Descriptor) -> str:
@@ -412,11 +474,18 @@ class Identifier:
         self.gallery, self.model, self.writers = gallery, model, snapshot.writers
         self.fusion, self.given_threshold = fusion, threshold
         self.features = Features(embedder, local, input, dpi)
-        self.prepared = Prepared(snapshot.centroids if embedder else None,
-                                 snapshot.hinge_sums if local else None, local)
-        if exemplar:
-            if self.score == "fused":  # the cohort's own scores count only in the fusion
+        # the cohort scored as a gallery: in the fusion, and to find its writers enrolled
+        self.hands = None
+        if self.cohort is not None:
+            if exemplar:
                 self.cohort.exemplars(self.cohort)
+            self.hands = cohort_hands(self.cohort, model.cohort_writers, snapshot.writers,
+                                      snapshot.centroids, snapshot.hinge_sums,
+                                      fusion["document"])
+        self.prepared = Prepared(snapshot.centroids if embedder else None,
+                                 snapshot.hinge_sums if local else None, local,
+                                 None if self.hands is None else self.hands.same)
+        if exemplar:
             self.prepared.exemplars(self.cohort, snapshot.duals)
         self._alike: dict[str, dict | None] = {}
         card = model.card if model else None
@@ -509,6 +578,22 @@ class Identifier:
                               "threshold": float(thresholds[i])}
                              | ({"log10_lr": lrs[self.score]} if lrs else {}))
         return found
+
+    def in_cohort(self, writers: list[str] | None = None) -> list[dict]:
+        """Enrolled writers whose enrolled handwriting reads as a training writer's of the
+        model's cohort (`cohort_hands`): [{"writer", "reads_as" (the training writer),
+        "in_cohort": True, "taken_without" (enrolled under its label too, so its scores are
+        taken without it), "score", "threshold"}], for `writers` (default: all). If they
+        are one person, the model was trained on the writer's handwriting."""
+        if self.hands is None:
+            return []
+        names = self.model.cohort_writers
+        return [{"writer": w, "reads_as": names[c], "in_cohort": True,
+                 "taken_without": bool(self.hands.same[i, c]),
+                 "score": float(self.hands.scores[i, c]),
+                 "threshold": float(self.hands.thresholds[i])}
+                for i, w in enumerate(self.writers) if writers is None or w in writers
+                for c in np.flatnonzero(self.hands.reads[i])]
 
     def alike_of(self, writer: str) -> dict | None:
         """`alike` of one writer, once per identifier: what `rank` adds to an answer that

@@ -35,6 +35,11 @@ def _cohort_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
         return arrays["centroids"], arrays["sums"]
 
 
+def _cohort_writers(path: Path) -> list[str]:
+    with np.load(path) as arrays:
+        return [str(w) for w in arrays["writers"]]
+
+
 class NoInkError(ImageError):
     """A blank image, or one too small to hold handwriting."""
 
@@ -239,6 +244,11 @@ class Model:
         writers, each enrolled from one form, that export kept to normalise fused scores
         against (`identify.fuse`), or None for exports without one."""
         return self._read("cohort", _cohort_arrays)
+
+    @functools.cached_property
+    def cohort_writers(self) -> list[str] | None:
+        """The labels of the `cohort`'s training writers, in its order."""
+        return self._read("cohort", _cohort_writers)
 
     @property
     def fingerprint(self) -> str:
