@@ -475,6 +475,8 @@ def test_alike_names_one_hand_under_two_names_and_no_other_writer(tmp_path):
     pairs = identifier.alike()
     assert {(p["writer"], p["reads_as"]) for p in pairs} == {("ann", "ann-2"), ("ann-2", "ann")}
     assert all(p["score"] >= p["threshold"] for p in pairs)
+    # `identify --threshold` is for its queries; the enrolled writers keep the calibrated one
+    assert runtime.Identifier(identifier.gallery, None, threshold=1e9).alike() == pairs
     # the others' best matches score well below the threshold: they are not near it
     assert identifier.alike(["bob", "cat", "dan"]) == []
     with pytest.raises(GalleryError, match="no writer eve enrolled"):

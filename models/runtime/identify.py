@@ -141,9 +141,9 @@ class Prepared:
     (`fuse`)."""
 
     def __init__(self, centroids: np.ndarray | None, sums: np.ndarray | None,
-                 descriptor: Descriptor | None, same_hand: np.ndarray | None = None):
+                 descriptor: Descriptor | None):
         self.centroids, self.sums, self.descriptor = centroids, sums, descriptor
-        self.same_hand = same_hand
+        self.same_hand: np.ndarray | None = None
         hinge, vlad = descriptor.split(sums) if descriptor else (None, None)
         self.hinge = descriptors.References(hinge) if hinge is not None else None
         self.encoded = descriptor.vlad.encode(vlad) if vlad is not None else None
@@ -177,11 +177,13 @@ class Prepared:
 
     def scores(self, emb: np.ndarray | None, counts: np.ndarray | None,
                calibration: dict | None = None, cohort: Prepared | None = None,
-               absent: np.ndarray | None = None) -> dict[str, np.ndarray]:
+               absent: np.ndarray | None = None,
+               encoded: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """{score: [Q, W]} of queries' unit embeddings [Q, D] and descriptor rows [Q, K];
         given one kind of query's fusion `calibration`, also `fused` (`fuse`), against the
         same queries' scores on the `cohort` side when there is one. `absent` [Q, W]: the
-        writers outside each query's gallery, every score minus infinity there (`fuse`)."""
+        writers outside each query's gallery, every score minus infinity there (`fuse`).
+        `encoded`: the queries' VLAD vectors, where another side has encoded them."""
         sims = {}
         if self.centroids is not None:
             sims["embedding"] = emb @ self.centroids.T
@@ -189,7 +191,9 @@ class Prepared:
             hinge, vlad = self.descriptor.split(counts)
             sims["hinge"] = self.hinge.similarity(hinge)
             if self.vlad is not None:
-                sims["vlad"] = self.descriptor.vlad.encode(vlad) @ self.vlad.T + self.bias
+                if encoded is None:
+                    encoded = self.descriptor.vlad.encode(vlad)
+                sims["vlad"] = encoded @ self.vlad.T + self.bias
         if calibration is not None:
             sims["fused"] = fuse(sims, calibration,
                                  None if cohort is None else cohort.scores(emb, counts), absent,
@@ -210,7 +214,8 @@ class CohortHands(NamedTuple):
 
 
 def cohort_hands(cohort: Prepared, cohort_writers: list[str], writers: list[str],
-                 centroids: np.ndarray, sums: np.ndarray, document: dict) -> CohortHands | None:
+                 centroids: np.ndarray, sums: np.ndarray, document: dict,
+                 encoded: np.ndarray | None = None) -> CohortHands | None:
     """The training writer of the `cohort`, if any, whose handwriting each enrolled writer's
     reads as: its enrolled images (`centroids`, `sums`), asked about as one document
     against the cohort's writers as a gallery (each scored by its SVM against the others,
@@ -224,11 +229,12 @@ def cohort_hands(cohort: Prepared, cohort_writers: list[str], writers: list[str]
     layouts name writers. The score alone does not tell one hand from a lookalike: 5 of
     147 IAM writers outside the cohort read as a cohort writer, and taking them without it
     let strangers through (docs/results.md, training writers enrolled). None where the card
-    has no document rule for the fused score."""
+    has no document rule for the fused score. `encoded`: the writers' VLAD vectors, where
+    the gallery's side has encoded them (`Prepared.encoded`)."""
     rule = document.get("unknown_writer", {}).get("fused")
     if rule is None or cohort_writers is None:
         return None
-    sims = cohort.scores(centroids, sums)
+    sims = cohort.scores(centroids, sums, encoded=encoded)
     scores = fuse(sims, document, sims, same_hand=np.eye(len(cohort.centroids), dtype=bool))
     rows = np.arange(len(scores))
     best = scores.argmax(axis=1)
@@ -474,6 +480,8 @@ class Identifier:
         self.gallery, self.model, self.writers = gallery, model, snapshot.writers
         self.fusion, self.given_threshold = fusion, threshold
         self.features = Features(embedder, local, input, dpi)
+        self.prepared = Prepared(snapshot.centroids if embedder else None,
+                                 snapshot.hinge_sums if local else None, local)
         # the cohort scored as a gallery: in the fusion, and to find its writers enrolled
         self.hands = None
         if self.cohort is not None:
@@ -481,10 +489,8 @@ class Identifier:
                 self.cohort.exemplars(self.cohort)
             self.hands = cohort_hands(self.cohort, model.cohort_writers, snapshot.writers,
                                       snapshot.centroids, snapshot.hinge_sums,
-                                      fusion["document"])
-        self.prepared = Prepared(snapshot.centroids if embedder else None,
-                                 snapshot.hinge_sums if local else None, local,
-                                 None if self.hands is None else self.hands.same)
+                                      fusion["document"], self.prepared.encoded)
+            self.prepared.same_hand = None if self.hands is None else self.hands.same
         if exemplar:
             self.prepared.exemplars(self.cohort, snapshot.duals)
         self._alike: dict[str, dict | None] = {}
@@ -498,14 +504,16 @@ class Identifier:
         return {name: float(lr(value)) for name, value in scores.items()
                 if (lr := self.likelihood[level, name]) is not None}
 
-    def thresholds(self, scores: np.ndarray, document: bool = False) -> np.ndarray:
+    def thresholds(self, scores: np.ndarray, document: bool = False,
+                   given: bool = True) -> np.ndarray:
         """Each query's unknown-writer threshold [Q] on its best score, from its scores
-        [Q, n_writers] (lines, or documents of several): `--threshold`, else the one
-        calibrated for this score and kind of query, for the gallery's size and each
+        [Q, n_writers] (lines, or documents of several): `--threshold` (unless not `given`:
+        `alike` asks about enrolled writers, not the queries it was given for), else the
+        one calibrated for this score and kind of query, for the gallery's size and each
         query's lead (`query_thresholds`), or on older cards the one set at export."""
-        if (growth := self.unknown_rule(document)) is not None:
+        if (growth := self.unknown_rule(document, given)) is not None:
             return query_thresholds(growth, scores)
-        if self.given_threshold is not None:
+        if given and self.given_threshold is not None:
             threshold = self.given_threshold
         elif self.fusion:
             threshold = self.fusion["document" if document else "line"]["thresholds"][self.score]
@@ -516,10 +524,10 @@ class Identifier:
                          else descriptors.HINGE_THRESHOLD)
         return np.full(len(scores), threshold)
 
-    def unknown_rule(self, document: bool) -> dict | None:
+    def unknown_rule(self, document: bool, given: bool = True) -> dict | None:
         """The card's unknown-writer rule for this score and kind of query (`_unknown_growth`
-        in export), unless `--threshold` was given or the card is older than the rule."""
-        if self.given_threshold is not None or not self.fusion:
+        in export), unless `--threshold` was `given` or the card is older than the rule."""
+        if (given and self.given_threshold is not None) or not self.fusion:
             return None
         return self.fusion["document" if document else "line"].get(
             "unknown_writer", {}).get(self.score)
@@ -557,17 +565,21 @@ class Identifier:
                                "`iam-writers gallery list` names the writers it holds")
         if len(self.writers) < 2:
             return []
+        from tqdm import tqdm
+
         index = {w: i for i, w in enumerate(self.writers)}
         rows = np.array([index[w] for w in names], np.int64)
         found = []
-        for lo in range(0, len(rows), chunk):
+        # a bar where it takes more than one chunk: a score against every writer each
+        for lo in tqdm(range(0, len(rows), chunk), desc="alike", unit="chunk",
+                       disable=None if len(rows) > chunk else True):
             part = rows[lo:lo + chunk]
             own = np.arange(len(self.writers))[None, :] == part[:, None]
             emb = None if self.prepared.centroids is None else self.prepared.centroids[part]
             counts = None if self.prepared.sums is None else self.prepared.sums[part]
             # each writer's own column dropped: the gallery it is asked against lacks it
             scores = self.score_matrix(emb, counts, True, own)[~own].reshape(len(part), -1)
-            thresholds = self.thresholds(scores, document=True)
+            thresholds = self.thresholds(scores, document=True, given=False)
             for i, best in enumerate(scores.argmax(axis=1)):
                 if scores[i, best] < thresholds[i]:
                     continue
