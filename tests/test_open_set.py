@@ -372,6 +372,10 @@ def test_a_training_writer_enrolled_is_not_measured_against_its_own_hand(
         assert note.startswith(f"note: {writer}'s enrolled handwriting reads as training "
                                "writer ") and said in note, note
     identifier.gallery.close()
+    # verify says when its reference reads as a training writer of the cohort
+    reference = next(r.path for r in records if r.form_id == forms[0])
+    hand = runtime.verify(model, queries[0], reference)["b_in_cohort"]
+    assert hand["reads_as"] in model.cohort_writers and hand["score"] >= hand["threshold"]
     commands._gallery_alike(argparse.Namespace(
         gallery=tmp_path / "g", model=embed_export / "model_float32.tflite", threads=None,
         descriptor=None, report=None, json=True))

@@ -690,16 +690,19 @@ def verify(model: Model, questioned, reference, score: str | None = None,
     "threshold", "same_writer", "level" (of the questioned image: line or page),
     `log10_lr` and `support` where the card calibrated them (else "note"), "lines_a",
     "lines_b" for images read as pages, "printed_a", "printed_b" for pages with machine
-    print (its lines, left out), and "dpi_a", "dpi_b" for images read at another
-    resolution than 300 dpi}."""
+    print (its lines, left out), "dpi_a", "dpi_b" for images read at another resolution
+    than 300 dpi, and "b_in_cohort" where the reference reads as a training writer of the
+    model's cohort (`Identifier.in_cohort`): if it is that writer, it is measured against
+    its own hand, which lowers the score}."""
     features = features_for(model, score, input, dpi)
     gallery = new_in_memory(features.fingerprint, features.descriptor)
     try:  # the reference's features only: no thumbnail, as nothing shows the gallery
         gallery.add("reference", [str(reference)], [sha256_of(reference)],
                     *features([reference]))
         known = features.read[0]
-        r = Identifier(gallery, model, score, input=input, dpi=dpi).rank([questioned],
-                                                                          top_k=1)
+        identifier = Identifier(gallery, model, score, input=input, dpi=dpi)
+        r = identifier.rank([questioned], top_k=1)
+        hands = identifier.in_cohort()
     finally:
         gallery.close()
     top = r["top"][0]
@@ -710,12 +713,14 @@ def verify(model: Model, questioned, reference, score: str | None = None,
         result |= {"log10_lr": top["log10_lr"][r["score"]], "support": top["support"]}
     else:
         result["note"] = r["note"]
-    read = {"lines_a": r.get("lines", {}).get(str(questioned)), "lines_b": known.lines,
+    extra = {"lines_a": r.get("lines", {}).get(str(questioned)), "lines_b": known.lines,
             "printed_a": r.get("printed", {}).get(str(questioned)),
             "printed_b": known.printed or None,
             "dpi_a": r.get("dpi", {}).get(str(questioned)),
-            "dpi_b": known.resampled}
-    return result | {k: n for k, n in read.items() if n is not None}
+            "dpi_b": known.resampled,
+            "b_in_cohort": {k: hands[0][k] for k in ("reads_as", "score", "threshold")}
+            if hands else None}
+    return result | {k: n for k, n in extra.items() if n is not None}
 
 
 def layout_writers(folder: str | Path, forms_per_writer: int = 0) -> dict[str, list[Path]]:
