@@ -211,6 +211,10 @@ def _enroll(args: argparse.Namespace) -> None:
     _warn_alike(identify.Identifier(gallery, model, args.descriptor), args)
 
 
+def _first_five(names: list[str]) -> str:
+    return ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+
+
 def _warn_alike(identifier, args: argparse.Namespace) -> None:
     """A warning on stderr where the writer just enrolled (with --layout, any writer) reads
     as another enrolled one: a query matching either may be the other's; a note where it
@@ -219,13 +223,15 @@ def _warn_alike(identifier, args: argparse.Namespace) -> None:
 
     hands = identifier.in_cohort(None if args.layout else [args.writer])
     if args.layout and hands:
-        named = ", ".join(f"{h['writer']} as {h['reads_as']}" for h in hands[:5])
-        taken = sum(h["taken_without"] for h in hands)
-        print(f"note: {len(hands)} writer(s)' enrolled handwriting reads as a training "
-              f"writer's of the model's cohort ({named}{', ...' if len(hands) > 5 else ''}); "
-              f"{taken} of them enrolled under that writer's label, so taken without it. The "
-              "model was trained on such handwriting: its calibrated rates are for writers it "
-              "was not", file=sys.stderr)
+        taken = [h["writer"] for h in hands if h["taken_without"]]
+        other = [f"{h['writer']} as {h['reads_as']}" for h in hands if not h["taken_without"]]
+        said = ([f"{len(taken)} writer(s) are training writers of the model's cohort, enrolled "
+                 f"under their labels ({_first_five(taken)}): each is taken without its own "
+                 f"hand. {evidence.COHORT_TRAINED.replace('this', 'their')}"] if taken else [])
+        said += [f"{len(other)} writer(s) read as a training writer of the cohort under another "
+                 f"name ({_first_five(other)}): `iam-writers gallery alike {args.gallery}` "
+                 "lists them, with the rename that takes one as that writer"] if other else []
+        print(f"note: {'. '.join(said)}", file=sys.stderr)
     elif hands:
         print(f"note: {evidence.cohort_words(hands[0], identifier.score, args.gallery)}",
               file=sys.stderr)
@@ -236,8 +242,8 @@ def _warn_alike(identifier, args: argparse.Namespace) -> None:
         pairs = identifier.alike()
         if pairs:
             print(f"warning: {len(pairs)} writer(s)' enrolled handwriting reads as another "
-                  f"writer's ({', '.join(p['writer'] + ' as ' + p['reads_as'] for p in pairs[:5])}"
-                  f"{', ...' if len(pairs) > 5 else ''}): {advice}", file=sys.stderr)
+                  f"writer's ({_first_five([p['writer'] + ' as ' + p['reads_as'] for p in pairs])}"
+                  f"): {advice}", file=sys.stderr)
         return
     for pair in identifier.alike([args.writer]):
         print(f"warning: {evidence.alike_words(pair, identifier.score)}. A query matching "

@@ -371,6 +371,14 @@ def test_a_training_writer_enrolled_is_not_measured_against_its_own_hand(
         note = capsys.readouterr().err
         assert note.startswith(f"note: {writer}'s enrolled handwriting reads as training "
                                "writer ") and said in note, note
+    # `enroll --layout`: one note, naming those taken and those that need a rename
+    commands._warn_alike(identifier, argparse.Namespace(layout=tmp_path, writer=None,
+                                                        gallery=tmp_path / "g"))
+    note = capsys.readouterr().err
+    assert note.startswith("note: 1 writer(s) are training writers of the model's cohort, "
+                           f"enrolled under their labels ({trained}): each is taken") and (
+        ". 1 writer(s) read as a training writer of the cohort under another name (stranger "
+        "as ") in note and note.count("note:") == 1, note
     identifier.gallery.close()
     # verify says when its reference reads as a training writer of the cohort
     reference = next(r.path for r in records if r.form_id == forms[0])
