@@ -281,6 +281,8 @@ def _identify(args: argparse.Namespace) -> None:
         + (f"; {r['top'][0]['writer']}: {r['top'][0]['support']}"
            + evidence.searched(r, len(identifier.writers)) if "support" in r["top"][0] else "")
         + (f"; but {evidence.alike_words(r['alike'], r['score'])}" if "alike" in r else "")
+        + (f"; note: {evidence.cohort_words(r['in_cohort'], r['score'], args.gallery)}"
+           if "in_cohort" in r else "")
         for r in results)
     _show(results, args.json, text)
 

@@ -379,9 +379,17 @@ def test_a_training_writer_enrolled_is_not_measured_against_its_own_hand(
                            f"enrolled under their labels ({trained}): each is taken") and (
         ". 1 writer(s) read as a training writer of the cohort under another name (stranger "
         "as ") in note and note.count("note:") == 1, note
+    # identify says so beside an answer that names it (any answer: `--threshold` as low as
+    # can be), in its JSON and its report
+    reference = next(r.path for r in records if r.form_id == forms[0])
+    naming = runtime.Identifier(identifier.gallery, model, threshold=-1e9)
+    named = naming.rank([reference])
+    assert named["writer"] == trained and named["in_cohort"]["taken_without"], named
+    report = runtime.evidence.identify_report(tmp_path / "r.html", [named], naming, "auto")
+    assert (f"Note: {trained}'s enrolled handwriting reads as training writer {trained}'s"
+            in report.read_text())
     identifier.gallery.close()
     # verify says when its reference reads as a training writer of the cohort
-    reference = next(r.path for r in records if r.form_id == forms[0])
     hand = runtime.verify(model, queries[0], reference)["b_in_cohort"]
     assert hand["reads_as"] in model.cohort_writers and hand["score"] >= hand["threshold"]
     commands._gallery_alike(argparse.Namespace(

@@ -362,6 +362,9 @@ def identify_report(path: str | Path, results: list[dict], identifier, input: st
             answer += (f"<br>But {html.escape(alike_words(r['alike'], r['score']), quote=False)}"
                        f": the query may be {html.escape(r['alike']['reads_as'])}'s, or the two "
                        "one writer.")
+        if "in_cohort" in r:
+            words = cohort_words(r["in_cohort"], r["score"], identifier.gallery.path)
+            answer += f"<br>Note: {html.escape(words, quote=False)}."
         kinds = list(best["scores"])
         rows = []
         for rank, t in enumerate(r["top"], 1):

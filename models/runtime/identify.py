@@ -9,6 +9,7 @@ as calibrated at export).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from collections.abc import Iterator
@@ -607,6 +608,12 @@ class Identifier:
                 for i, w in enumerate(self.writers) if writers is None or w in writers
                 for c in np.flatnonzero(self.hands.reads[i])]
 
+    @functools.cached_property
+    def cohort_of(self) -> dict[str, dict]:
+        """{writer: its `in_cohort` entry}: what `rank` adds to an answer that names such a
+        writer (its LR is calibrated for writers the model was not trained on)."""
+        return {hand["writer"]: hand for hand in self.in_cohort()}
+
     def alike_of(self, writer: str) -> dict | None:
         """`alike` of one writer, once per identifier: what `rank` adds to an answer that
         names a writer whose own enrolled handwriting reads as another's."""
@@ -621,7 +628,8 @@ class Identifier:
         (line, document or page), "top" (each writer's `similarity` by the chosen score, `scores`
         by every score computed, and where the card calibrated them `log10_lr` of each and
         `support`, the chosen one's in words; else the result's "note" says why not),
-        "alike" (where the writer named reads as another: `alike_of`), "lines" (handwritten
+        "alike" (where the writer named reads as another: `alike_of`), "in_cohort" (where
+        it reads as a training writer of the model's cohort: `cohort_of`), "lines" (handwritten
         lines found on each image read as a page), "printed" (lines of
         machine print found and left out, on pages with any) and "dpi" (the resolution of
         each image read at another than 300 dpi, resampled from it)} for one query: several
@@ -664,6 +672,8 @@ class Identifier:
                   "threshold": threshold, "level": level, "top": top}
         if best is not None and (alike := self.alike_of(best)):
             result["alike"] = alike
+        if best is not None and (hand := self.cohort_of.get(best)):
+            result["in_cohort"] = hand
         growth = self.unknown_rule(document)
         if growth and (lead := applied_lead(growth, len(self.writers))):
             result["lead_rule"] = {"weight": lead["weight"],
