@@ -227,7 +227,7 @@ def _warn_alike(identifier, args: argparse.Namespace) -> None:
         other = [f"{h['writer']} as {h['reads_as']}" for h in hands if not h["taken_without"]]
         said = ([f"{len(taken)} writer(s) are training writers of the model's cohort, enrolled "
                  f"under their labels ({_first_five(taken)}): each is taken without its own "
-                 f"hand. {evidence.COHORT_TRAINED.replace('this', 'their')}"] if taken else [])
+                 f"hand. {evidence.COHORT_TRAINED}"] if taken else [])
         said += [f"{len(other)} writer(s) read as a training writer of the cohort under another "
                  f"name ({_first_five(other)}): `iam-writers gallery alike {args.gallery}` "
                  "lists them, with the rename that takes one as that writer"] if other else []
@@ -341,7 +341,7 @@ def _gallery_alike(args: argparse.Namespace) -> None:
     cohort = ([f"note: a writer taken as a training writer of the model's cohort is scored "
                f"without that writer's handwriting; `iam-writers gallery rename {args.gallery} "
                "WRITER LABEL` takes one enrolled under another name so. "
-               f"{evidence.COHORT_TRAINED.replace('this', 'such')}"]
+               f"{evidence.COHORT_TRAINED}"]
               if any(p.get("in_cohort") for p in pairs) else [])
     _show(pairs, args.json, "\n".join([evidence.alike_words(p, identifier.score)
                                        for p in pairs] + cohort)

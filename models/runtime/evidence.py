@@ -83,7 +83,7 @@ def cohort_consequence(hand: dict, gallery: str | Path) -> str:
 
 
 # what holds for every writer taken as a training writer of the model's cohort
-COHORT_TRAINED = ("The model was trained on this handwriting: its calibrated rates are for "
+COHORT_TRAINED = ("The model was trained on that handwriting: its calibrated rates are for "
                   "writers it was not")
 
 
