@@ -74,8 +74,9 @@ def fuse(sims: dict[str, np.ndarray], calibration: dict,
     gone = np.zeros(scores.shape, bool) if absent is None else np.asarray(absent, bool)
     if cohort is not None:
         against = fused(cohort)
-        best = np.repeat(_best_mean(against), scores.shape[1], axis=1)
-        if same_hand is not None:
+        best = _best_mean(against)
+        if same_hand is not None and same_hand.any():  # those writers' columns apart
+            best = np.repeat(best, scores.shape[1], axis=1)
             for w in np.flatnonzero(same_hand.any(axis=1)):
                 best[:, w] = _best_mean(against[:, ~same_hand[w]])[:, 0]
         spread = np.ma.masked_array(np.concatenate([scores, against], axis=1),
