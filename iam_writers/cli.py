@@ -221,8 +221,8 @@ def _warn_alike(identifier, args: argparse.Namespace) -> None:
     reads as a training writer of the model's cohort."""
     from models.runtime import evidence
 
-    hands = identifier.in_cohort(None if args.layout else [args.writer])
-    if args.layout and hands:
+    hands = identifier.in_cohort() if args.layout else []
+    if hands:
         taken = [h["writer"] for h in hands if h["taken_without"]]
         other = [f"{h['writer']} as {h['reads_as']}" for h in hands if not h["taken_without"]]
         said = ([f"{len(taken)} writer(s) are training writers of the model's cohort, enrolled "
@@ -232,8 +232,8 @@ def _warn_alike(identifier, args: argparse.Namespace) -> None:
                  f"name ({_first_five(other)}): `iam-writers gallery alike {args.gallery}` "
                  "lists them, with the rename that takes one as that writer"] if other else []
         print(f"note: {'. '.join(said)}", file=sys.stderr)
-    elif hands:
-        print(f"note: {evidence.cohort_words(hands[0], identifier.score, args.gallery)}",
+    elif not args.layout and (hand := identifier.cohort_of.get(args.writer)):
+        print(f"note: {evidence.cohort_words(hand, identifier.score, args.gallery)}",
               file=sys.stderr)
 
     advice = ("check they are not one writer, or enrol more of each (`iam-writers gallery "

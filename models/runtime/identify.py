@@ -593,12 +593,12 @@ class Identifier:
                              | ({"log10_lr": lrs[self.score]} if lrs else {}))
         return found
 
-    def in_cohort(self, writers: list[str] | None = None) -> list[dict]:
+    def in_cohort(self) -> list[dict]:
         """Enrolled writers whose enrolled handwriting reads as a training writer's of the
         model's cohort (`cohort_hands`): [{"writer", "reads_as" (the training writer),
         "in_cohort": True, "taken_without" (enrolled under its label too, so its scores are
-        taken without it), "score", "threshold"}], for `writers` (default: all). If they
-        are one person, the model was trained on the writer's handwriting."""
+        taken without it), "score", "threshold"}]; one writer's: `cohort_of`. If they are
+        one person, the model was trained on the writer's handwriting."""
         if self.hands is None:
             return []
         names = self.model.cohort_writers
@@ -606,13 +606,13 @@ class Identifier:
                  "taken_without": bool(self.hands.same[i, c]),
                  "score": float(self.hands.scores[i, c]),
                  "threshold": float(self.hands.thresholds[i])}
-                for i, w in enumerate(self.writers) if writers is None or w in writers
-                for c in np.flatnonzero(self.hands.reads[i])]
+                for i, w in enumerate(self.writers) for c in np.flatnonzero(self.hands.reads[i])]
 
     @functools.cached_property
     def cohort_of(self) -> dict[str, dict]:
         """{writer: its `in_cohort` entry}: what `rank` adds to an answer that names such a
-        writer (its LR is calibrated for writers the model was not trained on)."""
+        writer (its LR is calibrated for writers the model was not trained on), what
+        `enroll` and `verify` note of one writer."""
         return {hand["writer"]: hand for hand in self.in_cohort()}
 
     def alike_of(self, writer: str) -> dict | None:
@@ -713,7 +713,7 @@ def verify(model: Model, questioned, reference, score: str | None = None,
         known = features.read[0]
         identifier = Identifier(gallery, model, score, input=input, dpi=dpi)
         r = identifier.rank([questioned], top_k=1)
-        hands = identifier.in_cohort()
+        hand = identifier.cohort_of.get("reference")
     finally:
         gallery.close()
     top = r["top"][0]
@@ -725,12 +725,12 @@ def verify(model: Model, questioned, reference, score: str | None = None,
     else:
         result["note"] = r["note"]
     extra = {"lines_a": r.get("lines", {}).get(str(questioned)), "lines_b": known.lines,
-            "printed_a": r.get("printed", {}).get(str(questioned)),
-            "printed_b": known.printed or None,
-            "dpi_a": r.get("dpi", {}).get(str(questioned)),
-            "dpi_b": known.resampled,
-            "b_in_cohort": {k: hands[0][k] for k in ("reads_as", "score", "threshold")}
-            if hands else None}
+             "printed_a": r.get("printed", {}).get(str(questioned)),
+             "printed_b": known.printed or None,
+             "dpi_a": r.get("dpi", {}).get(str(questioned)),
+             "dpi_b": known.resampled,
+             "b_in_cohort": {k: hand[k] for k in ("reads_as", "score", "threshold")}
+             if hand else None}
     return result | {k: n for k, n in extra.items() if n is not None}
 
 
