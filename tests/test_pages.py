@@ -136,6 +136,25 @@ def test_a_page_turned_a_quarter_turn_is_refused_not_read_as_lines(seed, skew):
         assert pages.parts(sideways, "line") == ([sideways], None)  # as asked
 
 
+def test_two_lines_of_a_large_upright_hand_are_not_taken_for_a_turned_page():
+    """A crop of two lines of tall, evenly spaced upright strokes (as IAM's c06-103-s00-02)
+    has a column profile sharper than its rows; turned, such an image would be tall and
+    narrow, so one twice as wide as tall is read, not refused."""
+    rng = np.random.default_rng(0)
+    image = np.full((440, 1900), 245, np.uint8)
+    for base in (205, 420):  # on a baseline, their tops ragged as ascenders are
+        for x in range(40, 1850, 30):
+            if (x - 40) // 30 % 6 < 5:  # words of five strokes, hardly two alike (not print)
+                lean, height = rng.integers(-12, 13), rng.integers(140, 186)
+                cv2.line(image, (x + lean, base - height), (x, base), 40, rng.integers(5, 11))
+    narrower = image[:, :800]  # the same strokes, less than twice as wide as tall
+    assert pages.turned(narrower) and not pages.turned(image)
+    for input in ("auto", "page"):
+        assert pages.parts(image, input)[1] == 2
+        with pytest.raises(pages.TurnedPageError):
+            pages.parts(narrower, input)
+
+
 @pytest.mark.parametrize("seed", [0, 2, 9])
 def test_auto_refuses_a_page_upside_down_and_page_reads_it_as_it_is(seed):
     page, boxes = _page(seed)

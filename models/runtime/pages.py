@@ -26,6 +26,11 @@ MIN_LINE_INK = 0.15  # a band with less ink than this share of the median line's
 # times upright or skewed 6 degrees, at most 0.6 times turned a quarter turn; an upright
 # image of one or two lines down to 0.97 (docs/results.md, pages turned)
 TURNED_BELOW = 0.7
+# turned a quarter turn, an image this many times wider than tall would hold some 30 lines
+# across its width; an image of two or three lines of a large upright hand can have a column
+# profile as sharp as its rows (1 of IAM's 50 crops 400 px tall or more, at 0.62), so it
+# is never taken for turned (docs/results.md, pages turned)
+WIDE = 2.0
 # a page leans (`lean`) below this when upside down: none of IAM's 349 upright pages, 98% of
 # them turned half round (by the ink alone, 88%; docs/results.md, pages turned)
 UPSIDE_DOWN_BELOW = -0.3
@@ -65,7 +70,10 @@ def turned(page: np.ndarray) -> bool:
     """Whether a page's text lines do not run across the image (scanned a quarter turn
     round, or far askew): text lines make the ink's row profile sharper (its squared
     coefficient of variation, at the best angle within MAX_SKEW_DEG) than its column
-    profile. Measured at a quarter of the size, in about 15 ms."""
+    profile. Never for an image WIDE times wider than tall. Measured at a quarter of the
+    size, in about 15 ms."""
+    if page.shape[1] >= WIDE * page.shape[0]:
+        return False
     small = cv2.resize(page, None, fx=0.25, fy=0.25, interpolation=cv2.INTER_AREA)
     ink = ink_mask(small).astype(np.float32)
     return _sharpness(ink) < TURNED_BELOW * _sharpness(np.ascontiguousarray(ink.T))
