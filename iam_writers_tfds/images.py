@@ -23,6 +23,7 @@ SCAN_DPI = 300  # IAM's scans: the resolution every model and descriptor here is
 # screen tools and say nothing about a scan
 BELIEVED_DPI = (150, 1200)
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*")
 
 
 class ImageError(ValueError):
@@ -31,6 +32,10 @@ class ImageError(ValueError):
 
 class CorruptImageError(ImageError):
     """Empty, truncated or not an image at all: builds skip these with a counted warning."""
+
+
+class MultiPageImageError(CorruptImageError):
+    """A TIFF of several pages: one file is read as one image, so the others would be lost."""
 
 
 class ImageTooLargeError(ImageError):
@@ -129,6 +134,10 @@ def decode_gray(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXELS
     """
     if not data:
         raise CorruptImageError(f"{name}: the file is empty. Re-download it or delete it.")
+    if data.startswith(b"%PDF"):
+        raise CorruptImageError(f"{name}: a PDF, not an image. Export its pages as PNG or TIFF "
+                                f"at 300 dpi (for example `pdftoppm -r 300 -png {name} page`) "
+                                "and pass those.")
     size = png_size(data)
     if size is not None and size[0] * size[1] > max_pixels:
         raise ImageTooLargeError(
@@ -144,6 +153,11 @@ def decode_gray(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXELS
             f"{name}: not a readable image (truncated, corrupt or another file type). "
             "Re-download it or delete it."
         )
+    if data[:4] in _TIFF_SIGNATURES and _second_page(data):
+        raise MultiPageImageError(
+            f"{name}: a TIFF of several pages, and a file is read as one image. Split it into "
+            f"a file a page (for example `tiffsplit {name}`) and pass those; `identify "
+            "--document` asks about them as one document.")
     if img.shape[0] * img.shape[1] > max_pixels:
         raise ImageTooLargeError(
             f"{name}: {img.shape[1]}x{img.shape[0]} pixels is above the limit of "
@@ -164,6 +178,15 @@ def decode_gray(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXELS
         else:
             img = img[:, :, 0]
     return np.ascontiguousarray(img)
+
+
+def _second_page(data: bytes) -> bool:
+    """Whether TIFF bytes hold a second page (decoding that page alone)."""
+    try:
+        return cv2.imdecodemulti(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED,
+                                 range=(1, 2))[0]
+    except (cv2.error, TypeError):  # TypeError: an OpenCV before 4.8 takes no range
+        return False
 
 
 def image_file(path: str | Path) -> Path:

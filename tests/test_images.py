@@ -44,6 +44,20 @@ def test_unusable_bytes_are_corrupt(data, match):
         images.decode_gray(data, "x.png")
 
 
+def test_a_pdf_or_a_tiff_of_several_pages_is_refused_saying_how_to_split_it(tmp_path):
+    """A scanner's PDF, or a multi-page TIFF whose first page alone would have been read
+    without a word."""
+    with pytest.raises(images.CorruptImageError, match="x.pdf: a PDF, not an image.*pdftoppm"):
+        images.decode_gray(b"%PDF-1.7\n" + bytes(200), "x.pdf")
+    page = np.full((40, 60), 250, np.uint8)
+    assert cv2.imwritemulti(str(tmp_path / "two.tif"), [page, page // 2])
+    with pytest.raises(images.MultiPageImageError, match="two.tif: a TIFF of several pages.*"
+                       "tiffsplit .*two.tif.*--document"):
+        images.read_gray(tmp_path / "two.tif")
+    assert cv2.imwrite(str(tmp_path / "one.tif"), page)
+    np.testing.assert_array_equal(images.read_gray(tmp_path / "one.tif"), page)
+
+
 def test_declared_size_over_limit_stops_before_decoding():
     data = bytearray(_png(np.zeros((8, 8), np.uint8)))
     data[16:24] = (100_000).to_bytes(4, "big") + (100_000).to_bytes(4, "big")
