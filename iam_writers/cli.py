@@ -529,7 +529,7 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_train, needs_train=True)
 
     s = sub.add_parser("evaluate", help="metrics.json and plots for a run directory")
-    s.add_argument("run", type=Path)
+    s.add_argument("run", type=Path, help="a run directory that `iam-writers train` wrote")
     s.add_argument("--split", choices=("train", "validation", "test"), default="test")
     s.set_defaults(func=_evaluate, needs_train=True)
 
@@ -590,7 +590,7 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("predict", help="top-k writers of images (.tflite or SavedModel)")
     s.add_argument("model", type=Path, help=MODEL_HELP)
-    s.add_argument("images", type=Path, nargs="+")
+    s.add_argument("images", type=Path, nargs="+", help="line images or page scans")
     s.add_argument("--top-k", type=positive_int, default=5)
     model_args(s)
     s.set_defaults(func=_predict)
@@ -650,11 +650,12 @@ def parser() -> argparse.ArgumentParser:
                                  "lookalike hands, or one hand under two names; and "
                                  "those named as a training writer of the model's cohort")):
         a = actions.add_parser(name, help=text)
-        a.add_argument("gallery", type=Path)
+        a.add_argument("gallery", type=Path, help="the old gallery (NAME, NAME.npz or NAME.json)"
+                       if name == "upgrade" else "the gallery's SQLite file")
         if name in ("remove", "rename", "show"):
-            a.add_argument("writer")
+            a.add_argument("writer", help="an enrolled writer's name")
         if name == "rename":
-            a.add_argument("new")
+            a.add_argument("new", help="the writer's new name")
         if name in ("list", "info", "show", "alike"):
             a.add_argument("--json", action="store_true", help="machine-readable output")
         if name == "alike":
@@ -674,8 +675,9 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_gallery)
 
     s = sub.add_parser("identify", help="rank enrolled writers for images, or say unknown")
-    s.add_argument("gallery", type=Path)
-    s.add_argument("images", type=Path, nargs="+")
+    s.add_argument("gallery", type=Path, help="the gallery's SQLite file (`enroll` writes it)")
+    s.add_argument("images", type=Path, nargs="+",
+                   help="line images or page scans: each a query, or one with --document")
     scoring_args(s)
     s.add_argument("--document", action="store_true",
                    help="the images are lines of one document: one ranking for all of them")
