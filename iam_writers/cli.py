@@ -245,7 +245,7 @@ def _warn_alike(identifier, args: argparse.Namespace) -> None:
                   f"writer's ({_first_five([p['writer'] + ' as ' + p['reads_as'] for p in pairs])}"
                   f"): {advice}", file=sys.stderr)
         return
-    for pair in identifier.alike([args.writer]):
+    for pair in identifier.alike_either(args.writer):
         print(f"warning: {evidence.alike_words(pair, identifier.score)}. A query matching "
               f"either may be the other's: {advice}", file=sys.stderr)
 

@@ -486,6 +486,32 @@ def test_alike_names_one_hand_under_two_names_and_no_other_writer(tmp_path):
     assert runtime.Identifier(alone, None).alike() == []
 
 
+def test_alike_either_finds_the_writers_whose_hand_reads_as_the_one_asked_about(tmp_path):
+    """A pair reads one way only when one writer's best match is a third: on IAM all five
+    did, and a check of the writer just enrolled, its own way, missed those reading as it."""
+    g = Gallery.open(tmp_path / "g", create=True, descriptor="hinge-l10-b16")
+    rng = np.random.default_rng(0)
+    hands = rng.integers(0, 50, (4, 136)).astype(np.float64)
+    for name, row in zip(("ann", "bob", "cat", "dan"), hands):
+        g.add(name, [name], _hashes(name, 1), None, row[None])
+    for name, noise in (("fay", 3), ("eve", 2)):  # eve nearer ann than fay is
+        g.add(name, [name], _hashes(name, 1), None,
+              (hands[0] + rng.integers(0, noise, 136))[None])
+    identifier = runtime.Identifier(g, None)
+    pairs = {(p["writer"], p["reads_as"]) for p in identifier.alike()}
+    assert ("fay", "eve") in pairs and ("eve", "fay") not in pairs  # one way
+    assert [(p["writer"], p["reads_as"]) for p in identifier.alike(["eve"])] == [("eve", "ann")]
+    either = [(p["writer"], p["reads_as"]) for p in identifier.alike_either("eve")]
+    assert either[0] == ("eve", "ann") and set(either) == {
+        pair for pair in pairs if "eve" in pair}
+    # looked for among the writers eve's own hand scores highest against: ann, then fay
+    assert ("fay", "eve") not in [(p["writer"], p["reads_as"])
+                                  for p in identifier.alike_either("eve", candidates=1)]
+    assert identifier.alike_of("fay")["reads_as"] == "eve"
+    with pytest.raises(GalleryError, match="no writer zoe enrolled"):
+        identifier.alike_either("zoe")
+
+
 def test_gallery_alike_and_enroll_warn_of_a_hand_under_two_names(tmp_path, layout):
     _hands(tmp_path).close()
     proc = cli("gallery", "alike", tmp_path / "g", "--json")
@@ -518,6 +544,15 @@ def test_gallery_alike_and_enroll_warn_of_a_hand_under_two_names(tmp_path, layou
     assert f"; but {named['writer']}'s enrolled handwriting reads as" in proc.stdout
     report = (tmp_path / "identify.html").read_text()
     assert f"But {named['writer']}'s enrolled handwriting reads as" in report
+    # a writer whose handwriting reads as the one named: the query may be that writer's
+    identifier = runtime.Identifier(Gallery.open(tmp_path / "h"), None)
+    result = identifier.rank([first])
+    result["alike"] = {"writer": "bob", "reads_as": result["writer"], "score": 1.0,
+                       "threshold": 0.98}
+    runtime.evidence.identify_report(tmp_path / "back.html", [result], identifier, "auto")
+    assert (f"bob's enrolled handwriting reads as {result['writer']}'s (hinge 1.000, a "
+            "document's threshold 0.980): the query may be bob's" in
+            (tmp_path / "back.html").read_text())
     proc = cli("gallery", "alike", tmp_path / "h", "--report", tmp_path / "alike.html")
     assert proc.stdout.count("reads as") == 2 and "bob" not in proc.stdout
     # a layout holding writer 000's line again as writer 099's: one warning for the layout

@@ -359,9 +359,10 @@ def identify_report(path: str | Path, results: list[dict], identifier, input: st
                        f"(a {r['level']}){html.escape(searched(r, len(identifier.writers)))}.")
         if "alike" in r:
             # element text, not an attribute: quotes need no escaping
-            answer += (f"<br>But {html.escape(alike_words(r['alike'], r['score']), quote=False)}"
-                       f": the query may be {html.escape(r['alike']['reads_as'])}'s, or the two "
-                       "one writer.")
+            pair = r["alike"]
+            other = pair["reads_as"] if pair["writer"] == r["writer"] else pair["writer"]
+            answer += (f"<br>But {html.escape(alike_words(pair, r['score']), quote=False)}"
+                       f": the query may be {html.escape(other)}'s, or the two one writer.")
         if "in_cohort" in r:
             words = cohort_words(r["in_cohort"], r["score"], identifier.gallery.path)
             answer += f"<br>Note: {html.escape(words, quote=False)}."

@@ -36,6 +36,9 @@ from models.runtime.gallery import (
 )
 from models.runtime.model import Model, ModelError, document_embedding, unit
 
+# the writers among which `Identifier.alike_either` looks for those whose handwriting reads
+# as one writer's: the whole gallery up to this size, one chunk of `alike` past it
+ALIKE_CANDIDATES = 256
 
 def fuse(sims: dict[str, np.ndarray], calibration: dict,
          cohort: dict[str, np.ndarray] | None = None,
@@ -560,37 +563,67 @@ class Identifier:
         against every other writer each). A query matching either may be the other's: the
         two may be lookalike hands, or one hand under two names, which is what set the tail
         of unknown lines on IAM (docs/results.md, the writer pairs that set the tail)."""
-        names = self.writers if writers is None else writers
-        unknown = sorted(set(names) - set(self.writers))
-        if unknown:
-            raise GalleryError(f"{self.gallery.path}: no writer {', '.join(unknown)} enrolled; "
-                               "`iam-writers gallery list` names the writers it holds")
+        rows = self._rows_of(self.writers if writers is None else writers)
         if len(self.writers) < 2:
             return []
         from tqdm import tqdm
 
-        index = {w: i for i, w in enumerate(self.writers)}
-        rows = np.array([index[w] for w in names], np.int64)
         found = []
         # a bar where it takes more than one chunk: a score against every writer each
         for lo in tqdm(range(0, len(rows), chunk), desc="alike", unit="chunk",
                        disable=None if len(rows) > chunk else True):
             part = rows[lo:lo + chunk]
-            own = np.arange(len(self.writers))[None, :] == part[:, None]
-            emb = None if self.prepared.centroids is None else self.prepared.centroids[part]
-            counts = None if self.prepared.sums is None else self.prepared.sums[part]
-            # each writer's own column dropped: the gallery it is asked against lacks it
-            scores = self.score_matrix(emb, counts, True, own)[~own].reshape(len(part), -1)
-            thresholds = self.thresholds(scores, document=True, given=False)
-            for i, best in enumerate(scores.argmax(axis=1)):
-                if scores[i, best] < thresholds[i]:
-                    continue
-                other = self.writers[best + (best >= part[i])]  # past its own column
-                lrs = self.log10_lrs("document", {self.score: float(scores[i, best])})
-                found.append({"writer": self.writers[part[i]], "reads_as": other,
-                              "score": float(scores[i, best]),
-                              "threshold": float(thresholds[i])}
-                             | ({"log10_lr": lrs[self.score]} if lrs else {}))
+            found += self._read_as(part, *self._asked(part))
+        return found
+
+    def alike_either(self, writer: str, candidates: int = ALIKE_CANDIDATES) -> list[dict]:
+        """`alike` of one writer both ways: its own handwriting read as another's, then the
+        writers whose handwriting reads as its. Those are looked for among the `candidates`
+        writers that its own handwriting scores highest against (every writer of a gallery of
+        up to that many more), as asking every writer costs a score against every writer
+        each. All five such pairs among IAM's 193 writers read one way only, so a check of
+        the writer's own way alone missed half of them (docs/results.md, alike both ways)."""
+        row = self._rows_of([writer])
+        if len(self.writers) < 2:
+            return []
+        scores, thresholds = self._asked(row)
+        others = np.delete(np.arange(len(self.writers)), row[0])
+        near = others[np.argsort(-scores[0], kind="stable")[:candidates]]
+        return self._read_as(row, scores, thresholds) + [
+            pair for pair in self.alike([self.writers[i] for i in near])
+            if pair["reads_as"] == writer]
+
+    def _rows_of(self, writers: list[str]) -> np.ndarray:
+        """The gallery rows of enrolled writers; one not enrolled raises, naming it."""
+        unknown = sorted(set(writers) - set(self.writers))
+        if unknown:
+            raise GalleryError(f"{self.gallery.path}: no writer {', '.join(unknown)} enrolled; "
+                               "`iam-writers gallery list` names the writers it holds")
+        index = {w: i for i, w in enumerate(self.writers)}
+        return np.array([index[w] for w in writers], np.int64)
+
+    def _asked(self, part: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(scores [P, W - 1], document thresholds [P]) of the writers of rows `part`, each
+        one's enrolled handwriting asked about as one document against the gallery without
+        it (its own column dropped)."""
+        own = np.arange(len(self.writers))[None, :] == part[:, None]
+        emb = None if self.prepared.centroids is None else self.prepared.centroids[part]
+        counts = None if self.prepared.sums is None else self.prepared.sums[part]
+        scores = self.score_matrix(emb, counts, True, own)[~own].reshape(len(part), -1)
+        return scores, self.thresholds(scores, document=True, given=False)
+
+    def _read_as(self, part: np.ndarray, scores: np.ndarray, thresholds: np.ndarray
+                 ) -> list[dict]:
+        """`alike`'s entries of the writers of rows `part` whose best score passes."""
+        found = []
+        for i, best in enumerate(scores.argmax(axis=1)):
+            if scores[i, best] < thresholds[i]:
+                continue
+            other = self.writers[best + (best >= part[i])]  # past its own column
+            lrs = self.log10_lrs("document", {self.score: float(scores[i, best])})
+            found.append({"writer": self.writers[part[i]], "reads_as": other,
+                          "score": float(scores[i, best]), "threshold": float(thresholds[i])}
+                         | ({"log10_lr": lrs[self.score]} if lrs else {}))
         return found
 
     def in_cohort(self) -> list[dict]:
@@ -616,10 +649,11 @@ class Identifier:
         return {hand["writer"]: hand for hand in self.in_cohort()}
 
     def alike_of(self, writer: str) -> dict | None:
-        """`alike` of one writer, once per identifier: what `rank` adds to an answer that
-        names a writer whose own enrolled handwriting reads as another's."""
+        """The first of `alike_either` of one writer (its own way first), once per
+        identifier: what `rank` adds to an answer that names a writer whose enrolled
+        handwriting reads as another's, or another's as its."""
         if writer not in self._alike:
-            self._alike[writer] = next(iter(self.alike([writer])), None)
+            self._alike[writer] = next(iter(self.alike_either(writer)), None)
         return self._alike[writer]
 
     def rank(self, images: list, top_k: int = 5) -> dict:
