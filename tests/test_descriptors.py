@@ -233,7 +233,8 @@ def test_a_cohort_writer_enrolled_under_its_label_is_taken_without_its_own_hand(
     """A writer whose enrolled handwriting reads as a cohort writer's is found at the
     document threshold; only one enrolled under that writer's label is taken as it: its
     column leaves that writer out of the cohort it is normalised against. A lookalike
-    under another name is named, and scored as before."""
+    under another name is named, and scored as before. Under the threshold, the label is
+    taken where its writer is the closest and the LR supports it."""
     from models.config import COHORT_TOP
     from models.runtime.identify import cohort_hands
 
@@ -253,6 +254,16 @@ def test_a_cohort_writer_enrolled_under_its_label_is_taken_without_its_own_hand(
         ("c07", "c07")]
     assert (hands.scores.max(axis=1)[2:] < 2.2).all()
     assert cohort_hands(side, None, writers, enrolled, None, document) is None
+    # under the threshold, a label is taken where its writer is the closest and the
+    # calibrated LR supports it: c12 (IAM's 286 from its second page); not c20, closest to c05
+    farther = _unit(cohort[[12, 5]] + 1.2 * _unit(np.random.default_rng(1).normal(size=(2, 32))))
+    more = writers + ["c12", "c20"], np.concatenate([enrolled, farther])
+    for lr, taken in ((None, []), (lambda s: s - 2.0, []), (lambda s: s - 1.0, ["c12"])):
+        label = cohort_hands(side, labels, *more, None, document, lr=lr)
+        assert labels[label.scores[6].argmax()] == "c12" and label.scores[6].max() < 2.2
+        assert labels[label.scores[7].argmax()] == "c05" and not label.reads[6:].any()
+        assert [(more[0][w], labels[c]) for w, c in zip(*np.nonzero(label.same))] == [
+            ("c07", "c07")] + [(w, w) for w in taken]
     # a query like c07: its column is taken against the other 29, every other as before
     query = _unit(cohort[[7]] + 0.3 * _unit(rng.normal(size=(1, 32))))
     sims, against = {"embedding": query @ enrolled.T}, {"embedding": query @ cohort.T}

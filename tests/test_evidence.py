@@ -276,3 +276,18 @@ def test_an_unknown_writers_closest_match_with_a_positive_lr_is_read_as_one_comp
     for r, writers in ((result("ann", 2.3), 78), (result(None, -0.4), 78),
                        (result(None, 2.3), 1), ({**result(None, 2.3), "top": [{}]}, 78)):
         assert evidence.searched(r, writers) == ""
+
+
+def test_a_pair_is_said_as_it_was_decided():
+    """A lookalike reads as another at the threshold, by the score identify uses; a
+    training writer's label is taken under it where its writer is the closest and the LR
+    supports it, and the cohort is always asked by the fused score."""
+    pair = {"writer": "ann", "reads_as": "bob", "score": 3.0, "threshold": 2.5}
+    assert evidence.alike_words(pair, "hinge") == (
+        "ann's enrolled handwriting reads as bob's (hinge 3.000, a document's threshold 2.500)")
+    hand = {"writer": "286", "reads_as": "286", "score": 2.549, "threshold": 2.87,
+            "log10_lr": 2.94, "in_cohort": True, "taken_without": True}
+    assert evidence.alike_words(hand, "vlad") == (
+        "286's enrolled handwriting comes closest to training writer 286's, of the model's "
+        "cohort (fused 2.549, under a document's threshold 2.870; log10 LR +2.94); enrolled "
+        "under that label, so taken as that writer")

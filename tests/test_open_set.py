@@ -328,9 +328,9 @@ def test_a_training_writer_enrolled_is_not_measured_against_its_own_hand(
 
     real = runtime.identify.cohort_hands
 
-    def every_closest(cohort, labels, writers, centroids, sums, document, encoded):
+    def every_closest(cohort, labels, writers, centroids, sums, document, encoded, lr):
         lowered = {**document, "unknown_writer": {"fused": {"a": -1e9, "b": 0.0}}}
-        return real(cohort, labels, writers, centroids, sums, lowered, encoded)
+        return real(cohort, labels, writers, centroids, sums, lowered, encoded, lr)
 
     monkeypatch.setattr(runtime.identify, "cohort_hands", every_closest)
     model = runtime.Model(embed_export / "model_float32.tflite")

@@ -55,13 +55,19 @@ def searched(result: dict, writers: int) -> str:
 def alike_words(pair: dict, score: str) -> str:
     """One writer of `Identifier.alike` or `Identifier.in_cohort` in words, as the command
     line and the reports say it."""
-    other = (f"training writer {pair['reads_as']}'s, of the model's cohort"
-             if pair.get("in_cohort") else f"{pair['reads_as']}'s")
-    taken = ("" if not pair.get("in_cohort") else
+    cohort = pair.get("in_cohort")
+    other = (f"training writer {pair['reads_as']}'s, of the model's cohort" if cohort
+             else f"{pair['reads_as']}'s")
+    taken = ("" if not cohort else
              "; enrolled under that label, so taken as that writer" if pair["taken_without"]
              else "; enrolled under another name")
-    return (f"{pair['writer']}'s enrolled handwriting reads as {other} ({score} "
-            f"{pair['score']:.3f}, a document's threshold {pair['threshold']:.3f}"
+    # the cohort is always asked by the fused score; a label is taken under the threshold
+    # where its writer is the closest and the LR supports it (`cohort_hands`)
+    under = pair["score"] < pair["threshold"]
+    return (f"{pair['writer']}'s enrolled handwriting "
+            f"{'comes closest to' if under else 'reads as'} {other} "
+            f"({'fused' if cohort else score} {pair['score']:.3f}, "
+            f"{'under ' if under else ''}a document's threshold {pair['threshold']:.3f}"
             + (f"; log10 LR {pair['log10_lr']:+.2f}" if "log10_lr" in pair else "") + ")"
             + taken)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -220,7 +220,8 @@ class CohortHands(NamedTuple):
 
 def cohort_hands(cohort: Prepared, cohort_writers: list[str], writers: list[str],
                  centroids: np.ndarray, sums: np.ndarray, document: dict,
-                 encoded: np.ndarray | None = None) -> CohortHands | None:
+                 encoded: np.ndarray | None = None,
+                 lr: Callable[[np.ndarray], np.ndarray] | None = None) -> CohortHands | None:
     """The training writer of the `cohort`, if any, whose handwriting each enrolled writer's
     reads as: its enrolled images (`centroids`, `sums`), asked about as one document
     against the cohort's writers as a gallery (each scored by its SVM against the others,
@@ -233,9 +234,12 @@ def cohort_hands(cohort: Prepared, cohort_writers: list[str], writers: list[str]
     cohort writer (`same`) where it is also enrolled under that writer's label, as IAM's
     layouts name writers. The score alone does not tell one hand from a lookalike: 5 of
     147 IAM writers outside the cohort read as a cohort writer, and taking them without it
-    let strangers through (docs/results.md, training writers enrolled). None where the card
-    has no document rule for the fused score. `encoded`: the writers' VLAD vectors, where
-    the gallery's side has encoded them (`Prepared.encoded`)."""
+    let strangers through (docs/results.md, training writers enrolled). The label is
+    evidence of its own: a writer enrolled under it is also taken where that writer is its
+    closest in the cohort and the document's calibrated `lr` (log10) supports the same
+    writer, though under the threshold (IAM's 286 from its second page). None where the
+    card has no document rule for the fused score. `encoded`: the writers' VLAD vectors,
+    where the gallery's side has encoded them (`Prepared.encoded`)."""
     rule = document.get("unknown_writer", {}).get("fused")
     if rule is None or cohort_writers is None:
         return None
@@ -246,8 +250,11 @@ def cohort_hands(cohort: Prepared, cohort_writers: list[str], writers: list[str]
     thresholds = query_thresholds(rule, scores)
     reads = np.zeros(scores.shape, bool)
     reads[rows, best] = scores[rows, best] >= thresholds
+    supported = np.zeros(scores.shape, bool)  # closest, and the score supports it
+    if lr is not None:
+        supported[rows, best] = lr(scores[rows, best]) > 0
     named = np.array(writers, object)[:, None] == np.array(cohort_writers, object)[None, :]
-    return CohortHands(reads, reads & named, scores, thresholds)
+    return CohortHands(reads, named & (reads | supported), scores, thresholds)
 
 
 def exemplar_key(cohort: np.ndarray, descriptor: Descriptor) -> str:
@@ -487,6 +494,9 @@ class Identifier:
         self.features = Features(embedder, local, input, dpi)
         self.prepared = Prepared(snapshot.centroids if embedder else None,
                                  snapshot.hinge_sums if local else None, local)
+        card = model.card if model else None
+        self.likelihood = {(level, name): evidence.LikelihoodRatio.of(
+            card, level, name) for level in evidence.LEVELS for name in SCORES}
         # the cohort scored as a gallery: in the fusion, and to find its writers enrolled
         self.hands = None
         if self.cohort is not None:
@@ -494,14 +504,12 @@ class Identifier:
                 self.cohort.exemplars(self.cohort)
             self.hands = cohort_hands(self.cohort, model.cohort_writers, snapshot.writers,
                                       snapshot.centroids, snapshot.hinge_sums,
-                                      fusion["document"], self.prepared.encoded)
+                                      fusion["document"], self.prepared.encoded,
+                                      self.likelihood["document", "fused"])
             self.prepared.same_hand = None if self.hands is None else self.hands.same
         if exemplar:
             self.prepared.exemplars(self.cohort, snapshot.duals)
         self._alike: dict[str, dict | None] = {}
-        card = model.card if model else None
-        self.likelihood = {(level, name): evidence.LikelihoodRatio.of(
-            card, level, name) for level in evidence.LEVELS for name in SCORES}
 
     def log10_lrs(self, level: str, scores: dict[str, float]) -> dict[str, float]:
         """{score: calibrated log10 LR} of one candidate's scores for a kind of query
@@ -628,18 +636,21 @@ class Identifier:
 
     def in_cohort(self) -> list[dict]:
         """Enrolled writers whose enrolled handwriting reads as a training writer's of the
-        model's cohort (`cohort_hands`): [{"writer", "reads_as" (the training writer),
-        "in_cohort": True, "taken_without" (enrolled under its label too, so its scores are
-        taken without it), "score", "threshold"}]; one writer's: `cohort_of`. If they are
+        model's cohort, or that are taken as one, enrolled under its label
+        (`cohort_hands`): [{"writer", "reads_as" (the training writer), "in_cohort": True,
+        "taken_without" (its scores are taken without it), "score" (fused), "threshold",
+        and "log10_lr" where the card calibrated it}]; one writer's: `cohort_of`. If they are
         one person, the model was trained on the writer's handwriting."""
         if self.hands is None:
             return []
-        names = self.model.cohort_writers
+        names, lr = self.model.cohort_writers, self.likelihood["document", "fused"]
         return [{"writer": w, "reads_as": names[c], "in_cohort": True,
                  "taken_without": bool(self.hands.same[i, c]),
                  "score": float(self.hands.scores[i, c]),
                  "threshold": float(self.hands.thresholds[i])}
-                for i, w in enumerate(self.writers) for c in np.flatnonzero(self.hands.reads[i])]
+                | ({"log10_lr": float(lr(self.hands.scores[i, c]))} if lr else {})
+                for i, w in enumerate(self.writers)
+                for c in np.flatnonzero(self.hands.reads[i] | self.hands.same[i])]
 
     @functools.cached_property
     def cohort_of(self) -> dict[str, dict]:
