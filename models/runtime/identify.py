@@ -40,6 +40,7 @@ from models.runtime.model import Model, ModelError, document_embedding, unit
 # as one writer's: the whole gallery up to this size, one chunk of `alike` past it
 ALIKE_CANDIDATES = 256
 
+
 def fuse(sims: dict[str, np.ndarray], calibration: dict,
          cohort: dict[str, np.ndarray] | None = None,
          absent: np.ndarray | None = None, same_hand: np.ndarray | None = None) -> np.ndarray:
