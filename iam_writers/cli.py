@@ -176,7 +176,7 @@ def _verify(args: argparse.Namespace) -> None:
         print(f"note: {r['note']}", file=sys.stderr)
     if hand := r.get("b_in_cohort"):
         print(f"note: {args.b} reads as training writer {hand['reads_as']}'s, of the model's "
-              f"cohort ({r['scored_by']} {hand['score']:.3f}, a document's threshold "
+              f"cohort (fused {hand['score']:.3f}, a document's threshold "
               f"{hand['threshold']:.3f}). If it is that writer, the model was trained on its "
               "handwriting and measures it against its own hand, which lowers the score: "
               "weigh \"different writers\" with care", file=sys.stderr)

@@ -61,15 +61,21 @@ def alike_words(pair: dict, score: str) -> str:
     taken = ("" if not cohort else
              "; enrolled under that label, so taken as that writer" if pair["taken_without"]
              else "; enrolled under another name")
-    # the cohort is always asked by the fused score; a label is taken under the threshold
-    # where its writer is the closest and the LR supports it (`cohort_hands`)
-    under = pair["score"] < pair["threshold"]
-    return (f"{pair['writer']}'s enrolled handwriting "
-            f"{'comes closest to' if under else 'reads as'} {other} "
-            f"({'fused' if cohort else score} {pair['score']:.3f}, "
-            f"{'under ' if under else ''}a document's threshold {pair['threshold']:.3f}"
+    verb, scored_by = _reading(pair, score)
+    return (f"{pair['writer']}'s enrolled handwriting {verb} {other} ({scored_by} "
+            f"{pair['score']:.3f}, {'under ' if verb != 'reads as' else ''}a document's "
+            f"threshold {pair['threshold']:.3f}"
             + (f"; log10 LR {pair['log10_lr']:+.2f}" if "log10_lr" in pair else "") + ")"
             + taken)
+
+
+def _reading(pair: dict, score: str) -> tuple[str, str]:
+    """(how an `alike` or `in_cohort` entry relates its writer to the other, the score it
+    was decided by): the cohort is always asked by the fused score, and a label is taken
+    under the threshold where its writer is the closest and the LR supports it
+    (`cohort_hands`)."""
+    verb = "comes closest to" if pair["score"] < pair["threshold"] else "reads as"
+    return verb, "fused" if pair.get("in_cohort") else score
 
 
 def cohort_words(hand: dict, score: str, gallery: str | Path) -> str:
@@ -427,9 +433,10 @@ def alike_report(path: str | Path, pairs: list[dict], identifier) -> Path:
                  else pair["reads_as"])
         if cohort:
             lr += f". {cohort_consequence(pair, gallery.path)}"
+        verb, scored_by = _reading(pair, identifier.score)
         body.append(f"<section class=\"query\" id=\"pair-{n}\"><h2>{html.escape(pair['writer'])} "
-                    f"reads as {html.escape(other)}</h2>{side_by_side(columns)}"
-                    f"<p class=\"answer\">{identifier.score} {pair['score']:.3f} against the "
+                    f"{verb} {html.escape(other)}</h2>{side_by_side(columns)}"
+                    f"<p class=\"answer\">{scored_by} {pair['score']:.3f} against the "
                     f"threshold {pair['threshold']:.3f}{html.escape(lr)}.</p></section>")
     return _write(path, _page("Writers whose handwriting reads alike: gallery alike report",
                               body))

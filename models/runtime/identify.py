@@ -599,7 +599,7 @@ class Identifier:
         others = np.delete(np.arange(len(self.writers)), row[0])
         near = others[np.argsort(-scores[0], kind="stable")[:candidates]]
         return self._read_as(row, scores, thresholds) + [
-            pair for pair in self.alike([self.writers[i] for i in near])
+            pair for pair in self._read_as(near, *self._asked(near))
             if pair["reads_as"] == writer]
 
     def _rows_of(self, writers: list[str]) -> np.ndarray:
