@@ -280,7 +280,8 @@ def _identify(args: argparse.Namespace) -> None:
                        else "") for t in r["top"]) + ")"
         + (f"; {r['top'][0]['writer']}: {r['top'][0]['support']}"
            + evidence.searched(r, len(identifier.writers)) if "support" in r["top"][0] else "")
-        + (f"; but {evidence.alike_words(r['alike'], r['score'])}" if "alike" in r else "")
+        + "".join(f"; but {evidence.alike_words(pair, r['score'])}"
+                  for pair in r.get("alike", []))
         + (f"; note: {evidence.cohort_words(r['in_cohort'], r['score'], args.gallery)}"
            if "in_cohort" in r else "")
         for r in results)

@@ -501,13 +501,21 @@ def test_alike_either_finds_the_writers_whose_hand_reads_as_the_one_asked_about(
     pairs = {(p["writer"], p["reads_as"]) for p in identifier.alike()}
     assert ("fay", "eve") in pairs and ("eve", "fay") not in pairs  # one way
     assert [(p["writer"], p["reads_as"]) for p in identifier.alike(["eve"])] == [("eve", "ann")]
-    either = [(p["writer"], p["reads_as"]) for p in identifier.alike_either("eve")]
-    assert either[0] == ("eve", "ann") and set(either) == {
-        pair for pair in pairs if "eve" in pair}
+    either = identifier.alike_either("eve")
+    # eve and ann read as each other: one entry, said both ways, where it gave two warnings
+    assert ("ann", "eve") in pairs
+    assert [(p["writer"], p["reads_as"], p.get("both_ways", False)) for p in either] == [
+        ("eve", "ann", True), ("fay", "eve", False)]
+    assert "eve's enrolled handwriting reads as ann's (hinge " in runtime.evidence.alike_words(
+        either[0], "hinge")
+    assert runtime.evidence.alike_words(either[0], "hinge").endswith(", and ann's as its")
+    assert "as its" not in runtime.evidence.alike_words(either[1], "hinge")
     # looked for among the writers eve's own hand scores highest against: ann, then fay
     assert ("fay", "eve") not in [(p["writer"], p["reads_as"])
                                   for p in identifier.alike_either("eve", candidates=1)]
-    assert identifier.alike_of("fay")["reads_as"] == "eve"
+    assert [p["reads_as"] for p in identifier.alike_of("fay")] == ["eve"]
+    # a writer in two pairs: an answer naming eve says both (the query may be ann's or fay's)
+    assert identifier.alike_of("eve") == either
     with pytest.raises(GalleryError, match="no writer zoe enrolled"):
         identifier.alike_either("zoe")
 
@@ -532,14 +540,17 @@ def test_gallery_alike_and_enroll_warn_of_a_hand_under_two_names(tmp_path, layou
     proc = cli("enroll", tmp_path / "h", copy, "--writer", "ann-again")
     assert proc.returncode == 0, proc.stderr
     assert "warning: ann-again's enrolled handwriting reads as ann's (hinge" in proc.stderr
+    # the copy and the line read as each other: one warning, said both ways
+    assert proc.stderr.count("warning:") == 1 and ", and ann's as its." in proc.stderr
     assert "enrolled 1 image(s) of ann-again" in proc.stdout  # a warning, not a refusal
     # identify says so where it names one of the two, and only there
     proc = cli("identify", tmp_path / "h", first, other, "--json")
     assert proc.returncode == 0, proc.stderr
     named, bob = json.loads(proc.stdout)
     assert named["writer"] in ("ann", "ann-again") and bob["writer"] == "bob"
-    assert named["alike"]["writer"] == named["writer"] and "alike" not in bob
-    assert named["alike"]["reads_as"] == ({"ann", "ann-again"} - {named["writer"]}).pop()
+    assert "alike" not in bob
+    assert [(p["writer"], p["reads_as"], p["both_ways"]) for p in named["alike"]] == [
+        (named["writer"], ({"ann", "ann-again"} - {named["writer"]}).pop(), True)]
     proc = cli("identify", tmp_path / "h", first, "--report", tmp_path / "identify.html")
     assert f"; but {named['writer']}'s enrolled handwriting reads as" in proc.stdout
     report = (tmp_path / "identify.html").read_text()
@@ -547,8 +558,8 @@ def test_gallery_alike_and_enroll_warn_of_a_hand_under_two_names(tmp_path, layou
     # a writer whose handwriting reads as the one named: the query may be that writer's
     identifier = runtime.Identifier(Gallery.open(tmp_path / "h"), None)
     result = identifier.rank([first])
-    result["alike"] = {"writer": "bob", "reads_as": result["writer"], "score": 1.0,
-                       "threshold": 0.98}
+    result["alike"] = [{"writer": "bob", "reads_as": result["writer"], "score": 1.0,
+                        "threshold": 0.98}]
     runtime.evidence.identify_report(tmp_path / "back.html", [result], identifier, "auto")
     assert (f"bob's enrolled handwriting reads as {result['writer']}'s (hinge 1.000, a "
             "document's threshold 0.980): the query may be bob's" in

@@ -66,6 +66,7 @@ def alike_words(pair: dict, score: str) -> str:
             f"{pair['score']:.3f}, {'under ' if verb != 'reads as' else ''}a document's "
             f"threshold {pair['threshold']:.3f}"
             + (f"; log10 LR {pair['log10_lr']:+.2f}" if "log10_lr" in pair else "") + ")"
+            + (f", and {pair['reads_as']}'s as its" if pair.get("both_ways") else "")
             + taken)
 
 
@@ -369,9 +370,8 @@ def identify_report(path: str | Path, results: list[dict], identifier, input: st
             answer += (f"<br>For {html.escape(best['writer'])}: log10 LR "
                        f"{best['log10_lr'][r['score']]:+.2f}, {html.escape(best['support'])} "
                        f"(a {r['level']}){html.escape(searched(r, len(identifier.writers)))}.")
-        if "alike" in r:
+        for pair in r.get("alike", []):
             # element text, not an attribute: quotes need no escaping
-            pair = r["alike"]
             other = pair["reads_as"] if pair["writer"] == r["writer"] else pair["writer"]
             answer += (f"<br>But {html.escape(alike_words(pair, r['score']), quote=False)}"
                        f": the query may be {html.escape(other)}'s, or the two one writer.")

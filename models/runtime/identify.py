@@ -510,7 +510,7 @@ class Identifier:
             self.prepared.same_hand = None if self.hands is None else self.hands.same
         if exemplar:
             self.prepared.exemplars(self.cohort, snapshot.duals)
-        self._alike: dict[str, dict | None] = {}
+        self._alike: dict[str, list[dict]] = {}
 
     def log10_lrs(self, level: str, scores: dict[str, float]) -> dict[str, float]:
         """{score: calibrated log10 LR} of one candidate's scores for a kind of query
@@ -598,9 +598,15 @@ class Identifier:
         scores, thresholds = self._asked(row)
         others = np.delete(np.arange(len(self.writers)), row[0])
         near = others[np.argsort(-scores[0], kind="stable")[:candidates]]
-        return self._read_as(row, scores, thresholds) + [
-            pair for pair in self._read_as(near, *self._asked(near))
-            if pair["reads_as"] == writer]
+        own = self._read_as(row, scores, thresholds)
+        back = [pair for pair in self._read_as(near, *self._asked(near))
+                if pair["reads_as"] == writer]
+        # a pair that reads both ways is one entry, said both ways (`evidence.alike_words`)
+        for pair in own:
+            if any(other["writer"] == pair["reads_as"] for other in back):
+                pair["both_ways"] = True
+                back = [other for other in back if other["writer"] != pair["reads_as"]]
+        return own + back
 
     def _rows_of(self, writers: list[str]) -> np.ndarray:
         """The gallery rows of enrolled writers; one not enrolled raises, naming it."""
@@ -660,12 +666,12 @@ class Identifier:
         `enroll` and `verify` note of one writer."""
         return {hand["writer"]: hand for hand in self.in_cohort()}
 
-    def alike_of(self, writer: str) -> dict | None:
-        """The first of `alike_either` of one writer (its own way first), once per
-        identifier: what `rank` adds to an answer that names a writer whose enrolled
-        handwriting reads as another's, or another's as its."""
+    def alike_of(self, writer: str) -> list[dict]:
+        """`alike_either` of one writer, once per identifier: what `rank` adds to an answer
+        that names a writer whose enrolled handwriting reads as another's, or others' as
+        its (a writer may be in two pairs: the query may be either other writer's)."""
         if writer not in self._alike:
-            self._alike[writer] = next(iter(self.alike_either(writer)), None)
+            self._alike[writer] = self.alike_either(writer)
         return self._alike[writer]
 
     def rank(self, images: list, top_k: int = 5) -> dict:
@@ -675,7 +681,8 @@ class Identifier:
         (line, document or page), "top" (each writer's `similarity` by the chosen score, `scores`
         by every score computed, and where the card calibrated them `log10_lr` of each and
         `support`, the chosen one's in words; else the result's "note" says why not),
-        "alike" (where the writer named reads as another: `alike_of`), "in_cohort" (where
+        "alike" (where the writer named reads as another, or others as it: each pair,
+        `alike_of`), "in_cohort" (where
         it reads as a training writer of the model's cohort: `cohort_of`), "lines" (handwritten
         lines found on each image read as a page), "printed" (lines of
         machine print found and left out, on pages with any) and "dpi" (the resolution of
