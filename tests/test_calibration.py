@@ -35,6 +35,19 @@ def test_a_fitted_lr_is_monotone_bounded_and_read_alike_without_lir():
     np.testing.assert_allclose(llrs[inside], (2 * grid[inside] - 2) / np.log(10), atol=0.15)
 
 
+def test_support_says_where_the_lr_is_held_at_its_bound():
+    """Two writers past the upper knot share one LR; the words say why, so a reader does
+    not take them as equally likely by their scores."""
+    lr = evidence.LikelihoodRatio({"score": [-1.0, 2.0], "log10_lr": [-2.5, 2.9]})
+    assert lr.support(0.5) == evidence.verbal(float(lr(0.5)))  # inside: the scale alone
+    for score in (2.0, 5.0):
+        assert lr.support(score) == ("moderately strong support for the same writer, at the "
+                                     "bound of its calibration (a higher score is weighed "
+                                     "no higher)")
+    assert lr.support(-3.0).startswith("moderately strong support for different writers, at "
+                                       "the bound of its calibration (a lower score")
+
+
 def test_quality_tells_a_calibrated_lr_from_an_overconfident_one():
     scores, same = _scores(1)
     lr = evidence.LikelihoodRatio(calibration.fit(scores, same))

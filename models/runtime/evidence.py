@@ -144,6 +144,20 @@ class LikelihoodRatio:
     def bounds(self) -> tuple[float, float]:
         return float(self.log10_lr[0]), float(self.log10_lr[-1])
 
+    def support(self, score: float) -> str:
+        """`verbal` of a score's log10 LR, saying so where it is held at a bound: beyond it
+        a higher score is weighed no higher, so two writers there share one LR and only
+        their scores tell them apart (docs/results.md, the LR's bound)."""
+        value = float(self(score))
+        low, high = self.bounds
+        if value > 0 and value >= high:
+            return f"{verbal(value)}, at the bound of its calibration (a higher score is " \
+                   "weighed no higher)"
+        if value < 0 and value <= low:
+            return f"{verbal(value)}, at the bound of its calibration (a lower score is " \
+                   "weighed no lower)"
+        return verbal(value)
+
     @classmethod
     def of(cls, card: dict | None, level: str, score: str) -> LikelihoodRatio | None:
         """The card's identification calibrator (`verify` too weighs a pair as the

@@ -720,7 +720,8 @@ class Identifier:
             lrs = self.log10_lrs(level, scores)
             top.append({"writer": self.writers[i], "similarity": scores[self.score],
                         "scores": scores}
-                       | ({"log10_lr": lrs, "support": evidence.verbal(lrs[self.score])}
+                       | ({"log10_lr": lrs, "support": self.likelihood[level, self.score]
+                           .support(scores[self.score])}
                           if self.score in lrs else {}))
         result = {"images": [str(i) for i in images], "writer": best, "score": self.score,
                   "threshold": threshold, "level": level, "top": top}
