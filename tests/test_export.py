@@ -351,7 +351,7 @@ def test_line_pass_equals_the_patch_model_on_one_window(family):
     fn = windows_fn(model, cfg, dataclasses.replace(cfg.pipeline_config(), patch_stride=16))[2]
     x = np.random.default_rng(0).uniform(size=(1, 32, 32, 1)).astype(np.float32)
     out = {k: v.numpy() for k, v in fn(x).items()}
-    emb = keras.Model(model.inputs, model.get_layer("embedding").output)(x).numpy()
+    emb = keras.Model(model.inputs, model.get_layer("embedding").output)([x]).numpy()
     np.testing.assert_allclose(out["embedding"], emb, atol=1e-5)
     if family == "patch_cnn":
         np.testing.assert_allclose(np.exp(out["log_probs"]), model(x).numpy(), atol=1e-5)
