@@ -366,7 +366,7 @@ def anchor_descriptor(records, writers: set[str], seed: int):
     chosen = np.random.default_rng(seed).choice(len(lines), min(VLAD_FIT_LINES, len(lines)),
                                                 replace=False)
     return Descriptor(Hinge(), Vlad.fit([read_gray(lines[i].path) for i in chosen], seed=seed,
-                                        step=0))
+                                        step=0, views=(0.0,)))
 
 
 class Alone:

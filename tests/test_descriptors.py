@@ -12,12 +12,14 @@ import pytest
 
 from iam_writers_tfds import synth
 from models import runtime
-from models.runtime import evidence
+from models.runtime import descriptors, evidence
 from models.runtime.descriptors import (
     CONTOUR_MIN,
     CONTOUR_STEP,
     HINGE_DOCUMENT_THRESHOLD,
     HINGE_THRESHOLD,
+    STROKE_WIDTH,
+    VLAD_VIEWS,
     Descriptor,
     Hinge,
     References,
@@ -27,6 +29,7 @@ from models.runtime.descriptors import (
     exemplar_svms,
     ink_contours,
     rootsift,
+    strokes_drawn,
 )
 from tests.conftest import cli, small_vlad_descriptor
 
@@ -378,7 +381,12 @@ def test_vlad_is_seeded_saved_and_sums_over_a_document(generated_lines, tmp_path
     doc = generated_lines[2][:2]
     wide = np.full((doc[0].shape[0] + doc[1].shape[0] + 40,
                     max(d.shape[1] for d in doc) + 40), 245, np.uint8)
-    assert vlad(doc[0]).shape == (8 * 16,)
+    # two views (as read, and its strokes redrawn one width), laid end to end
+    assert vlad.views == VLAD_VIEWS and vlad(doc[0]).shape == (2 * 8 * 16,)
+    assert vlad.name.startswith(f"vlad-k8-d16-c5s8-w{STROKE_WIDTH:g}-")
+    one = Vlad.fit(fit_on, centres=8, dims=16, seed=3, views=(0.0,))
+    np.testing.assert_array_equal(one(line), vlad(line)[:8 * 16])  # the first view alone
+    assert "-w" not in one.name and one.name != vlad.name
     encoded = vlad.encode(np.stack([vlad(doc[0]) + vlad(doc[1]), vlad(wide)]))
     np.testing.assert_allclose(np.linalg.norm(encoded[0]), 1, rtol=1e-6)
     assert not encoded[1].any()  # blank paper: no keypoints, no residuals
@@ -407,9 +415,9 @@ def test_a_codebook_saved_before_contour_sampling_reads_sifts_keypoints(generate
                                                                          tmp_path):
     """Exports from before contour sampling saved no sampling: their galleries' rows were
     summed at SIFT's keypoints, and must stay comparable with new queries."""
-    vlad = Vlad.fit(generated_lines[0], centres=4, dims=8, seed=0, step=0)
-    np.savez(tmp_path / "old.npz", mean=vlad.mean, projection=vlad.projection,
-             centres=vlad.centres)  # as `save` wrote it then
+    vlad = Vlad.fit(generated_lines[0], centres=4, dims=8, seed=0, step=0, views=(0.0,))
+    np.savez(tmp_path / "old.npz", mean=vlad.mean[0], projection=vlad.projection[0],
+             centres=vlad.centres[0])  # as `save` wrote it then: one view, unstacked
     old = Vlad.load(tmp_path / "old.npz")
     line = generated_lines[1][0]
     assert old.step == 0 and old.name == vlad.name and "-c" not in old.name.split("-d8")[1]
@@ -426,11 +434,39 @@ def test_a_codebook_saved_before_contour_sampling_reads_sifts_keypoints(generate
 def test_vlad_sums_each_descriptors_residual_to_its_nearest_centre(generated_lines):
     vlad = Vlad.fit(generated_lines[0], centres=8, dims=16, seed=0)
     line = generated_lines[1][0]
-    expected = np.zeros((8, 16))
-    for x in (vlad.local(line) - vlad.mean) @ vlad.projection:  # the definition, one by one
-        k = np.argmin(np.linalg.norm(vlad.centres - x, axis=1))
-        expected[k] += x - vlad.centres[k]
+    expected = np.zeros((len(vlad.views), 8, 16))
+    for v in range(len(vlad.views)):  # the definition, one descriptor at a time
+        # in float64, as VLAD sums them: a view's descriptors can near-tie two centres
+        centres = vlad.centres[v].astype(np.float64)
+        for x in ((vlad.local(line, v) - vlad.mean[v]) @ vlad.projection[v]).astype(float):
+            k = np.argmin(np.linalg.norm(centres - x, axis=1))
+            expected[v, k] += x - centres[k]
     np.testing.assert_allclose(vlad(line), expected.ravel(), rtol=1e-5, atol=1e-5)
+
+
+def test_strokes_drawn_one_width_whatever_the_pen():
+    """The second view redraws the ink with its strokes about STROKE_WIDTH px wide: loops
+    and strokes drawn with a fine and a broad pen read alike there, and not as scanned."""
+    def written(pen: int) -> np.ndarray:
+        image = np.full((120, 400), 250, np.uint8)
+        for k in range(5):
+            cv2.ellipse(image, (40 + 70 * k, 60), (22, 30), 20, 0, 360, 20, pen, cv2.LINE_AA)
+            cv2.line(image, (62 + 70 * k, 30), (70 + 70 * k, 100), 20, pen, cv2.LINE_AA)
+        return image
+
+    fine, broad = written(2), written(8)
+    scanned = [descriptors._ink(image) for image in (fine, broad)]
+    drawn = [descriptors._ink(strokes_drawn(image, STROKE_WIDTH)) for image in (fine, broad)]
+    width = [descriptors.stroke_width(ink) for ink in scanned + drawn]
+    assert width[1] > 2.5 * width[0]
+    assert abs(width[2] - width[3]) < 0.5 and abs(width[2] - STROKE_WIDTH) < 1.5
+
+    def iou(a, b):
+        return (a & b).sum() / (a | b).sum()
+
+    assert iou(*drawn) > 0.75 > 0.45 > iou(*scanned)
+    blank = np.full((60, 300), 245, np.uint8)
+    assert strokes_drawn(blank, STROKE_WIDTH).min() == 255  # no ink, none drawn
 
 
 def test_descriptors_of_many_images_come_in_order_alike_on_threads(generated_lines):
@@ -498,7 +534,7 @@ def test_a_descriptor_holds_the_hinge_then_vlad_and_names_both(generated_lines):
     both, hinge = Descriptor(Hinge(), vlad), Descriptor(Hinge())
     line = generated_lines[1][0]
     row = both(line)
-    assert row.shape == (Hinge().size + 32,) and both.size == row.size
+    assert row.shape == (Hinge().size + 2 * 32,) and both.size == row.size  # two views
     counts, sums = both.split(row[None])
     np.testing.assert_array_equal(counts[0], Hinge()(line))
     np.testing.assert_array_equal(sums[0], vlad(line))

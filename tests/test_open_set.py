@@ -258,7 +258,9 @@ def test_enroll_and_identify_writers_never_seen_in_training(embed_export, tmp_pa
         again = runtime.Identifier(runtime.Gallery.open(tmp_path / "g"), runtime.Model(model))
         assert solved == solves
         np.testing.assert_allclose(again.prepared.vlad, identifier.prepared.vlad, atol=1e-6)
-        np.testing.assert_allclose(again.prepared.bias, identifier.prepared.bias, atol=1e-9)
+        # solved in another batch, the descent stops at another sweep (EXEMPLAR_TOL): the
+        # bias agrees to about 1e-7, as the weights to 1e-6
+        np.testing.assert_allclose(again.prepared.bias, identifier.prepared.bias, atol=1e-6)
         again.gallery.close()
     growth = card["fusion"]["line"]["unknown_writer"]["fused"]
     w = growth["lead"]["weight"]

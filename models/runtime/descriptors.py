@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import os
 import re
 from collections import deque
@@ -36,6 +37,14 @@ VLAD_CENTRES = 128
 CONTOUR_STEP = 5
 KEYPOINT_SIZE = 8.0
 CONTOUR_MIN = 20  # contours of fewer pixels are specks of dust or noise
+# VLAD's views of a line: its ink as read (0), and redrawn with its strokes about
+# STROKE_WIDTH px wide, the median of IAM's lines at 300 dpi (`strokes_drawn`). Beside the
+# first, the second rejects fewer genuine lines of unseen writers at the same rate of
+# strangers accepted: a pen's width changes from page to page, the hand's shapes do not
+# (docs/results.md, a second view with the pen's width taken out)
+STROKE_WIDTH = 4.3
+VLAD_VIEWS = (0.0, STROKE_WIDTH)
+STROKE_BLUR = 3.0  # px: the ink mask's blur, re-thresholded to set the strokes' width
 # Unknown-writer thresholds on 1 - chi-square for galleries built without a model: the
 # equal-error points of lines, and of forms as documents, against one enrolled form per
 # writer (docs/results.md, hinge)
@@ -104,9 +113,38 @@ class Hinge:
 
 def ink_contours(image: np.ndarray) -> list[np.ndarray]:
     """Every outer and inner contour [N, 2] of the ink (Otsu's threshold), pixel by pixel."""
-    _, ink = cv2.threshold(image, 0, 255, cv2.THRESH_BINARY_INV | cv2.THRESH_OTSU)
-    contours, _ = cv2.findContours(ink, cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
+    contours, _ = cv2.findContours(_ink(image), cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
     return [c[:, 0, :].astype(np.int64) for c in contours]
+
+
+def _ink(image: np.ndarray) -> np.ndarray:
+    """The ink of a grey image by Otsu's threshold: 255 on ink, 0 elsewhere."""
+    return cv2.threshold(image, 0, 255, cv2.THRESH_BINARY_INV | cv2.THRESH_OTSU)[1]
+
+
+def stroke_width(ink: np.ndarray) -> float:
+    """The mean width in px of an ink mask's strokes: twice its area over its contours'
+    length (a long stroke of width w and length l has area w l and outline 2 l)."""
+    contours, _ = cv2.findContours(ink, cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
+    outline = sum(cv2.arcLength(c, True) for c in contours)
+    return 2 * np.count_nonzero(ink) / max(outline, 1.0)
+
+
+def strokes_drawn(image: np.ndarray, width: float) -> np.ndarray:
+    """A grey image's ink (Otsu's threshold) redrawn dark on white with its strokes about
+    `width` px wide: the mask blurred by a Gaussian of STROKE_BLUR px and cut at the level
+    where a straight stroke of the ink's own width (`stroke_width`) blurs to `width` across,
+    then softened as a scan's edges are. Loops and joins fill a little (IAM's lines measure
+    5.3-6.5 px after, 3.2-6.8 before), but what a pen's width adds is largely taken out."""
+    ink = _ink(image)
+    own = stroke_width(ink)
+    half = width / 2 / STROKE_BLUR
+    level = (math.erf((half + own / 2 / STROKE_BLUR) / math.sqrt(2))
+             - math.erf((half - own / 2 / STROKE_BLUR) / math.sqrt(2))) / 2
+    blurred = cv2.GaussianBlur(ink.astype(np.float32) / 255, (0, 0), STROKE_BLUR)
+    # a level near 0 (a stroke far thinner than `width`) would fill the blur's whole reach
+    drawn = np.where(blurred >= max(level, 0.02), 0, 255).astype(np.uint8)
+    return cv2.GaussianBlur(drawn, (0, 0), 0.7)
 
 
 T = TypeVar("T")
@@ -214,27 +252,56 @@ class Vlad:
     `exemplar_svms`, which a gallery applies against an export's cohort. An image's
     descriptor is the sum of its residuals to the nearest centre [K * D], so that a
     document's is the sum over its lines; `encode` normalises (power, then per centre, then
-    all) for cosine similarity."""
+    all) for cosine similarity.
 
-    mean: np.ndarray  # [128] of the RootSIFT descriptors it was fitted on
-    projection: np.ndarray  # [128, D]: PCA, whitened
-    centres: np.ndarray  # [K, D]: k-means of the projected descriptors
+    Each of `views` reads the image its own way, with its own PCA and centres (arrays
+    stacked view by view: [V, 128], [V, 128, D], [V, K, D]): 0 as it is, a width w with
+    its strokes redrawn w px wide (`strokes_drawn`). Their residual sums are laid end to
+    end and encoded as one VLAD of V K centres."""
+
+    mean: np.ndarray  # [V, 128] of the RootSIFT descriptors each view was fitted on
+    projection: np.ndarray  # [V, 128, D]: PCA, whitened
+    centres: np.ndarray  # [V, K, D]: k-means of the projected descriptors
     step: int = CONTOUR_STEP  # `rootsift`'s sampling: 0 is SIFT's own keypoints
     keypoint: float = KEYPOINT_SIZE
+    views: tuple[float, ...] = (0.0,)
 
-    def local(self, image: np.ndarray) -> np.ndarray:
-        """The RootSIFT descriptors [N, 128] of a grey image, sampled as this codebook's."""
-        return rootsift(image, self.step, self.keypoint)
+    def __post_init__(self):
+        # one view's arrays as exports before views saved them
+        self.mean = np.asarray(self.mean).reshape(len(self.views), -1)
+        self.projection = np.asarray(self.projection).reshape(
+            len(self.views), self.mean.shape[1], -1)
+        self.centres = np.asarray(self.centres).reshape(
+            len(self.views), -1, self.projection.shape[2])
+        self.views = tuple(float(v) for v in self.views)
+
+    def local(self, image: np.ndarray, view: int = 0) -> np.ndarray:
+        """The RootSIFT descriptors [N, 128] of a grey image as `view` reads it, sampled as
+        this codebook's."""
+        width = self.views[view]
+        return rootsift(strokes_drawn(image, width) if width else image, self.step,
+                        self.keypoint)
 
     @classmethod
     def fit(cls, images: list[np.ndarray], centres: int = VLAD_CENTRES, dims: int = 64,
             samples: int = 100_000, seed: int = 0, step: int = CONTOUR_STEP,
-            keypoint: float = KEYPOINT_SIZE) -> Vlad:
-        """PCA-whitening and k-means centres fitted on the RootSIFT descriptors of
-        `images` (at most `samples` of them, a seeded choice), read by `rootsift`."""
-        desc = np.concatenate(list(each(lambda image: rootsift(image, step, keypoint), images)))
+            keypoint: float = KEYPOINT_SIZE, views: tuple[float, ...] = VLAD_VIEWS) -> Vlad:
+        """PCA-whitening and k-means centres of each of `views`, fitted on the RootSIFT
+        descriptors of `images` as it reads them (at most `samples` of them, a seeded
+        choice)."""
+        reader = cls(np.zeros((len(views), 128)), np.zeros((len(views), 128, 1)),
+                     np.zeros((len(views), 1, 1)), step, keypoint, views)
+        fitted = [cls._fit_view(np.concatenate(list(each(
+            lambda image, v=v: reader.local(image, v), images))), len(images), centres, dims,
+            samples, seed) for v in range(len(views))]
+        return cls(*(np.stack(arrays) for arrays in zip(*fitted)), step, keypoint, views)
+
+    @staticmethod
+    def _fit_view(desc: np.ndarray, images: int, centres: int, dims: int, samples: int,
+                  seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(mean, whitening projection, centres) of one view's descriptors."""
         if len(desc) < max(centres, dims):
-            raise ValueError(f"{len(images)} images give {len(desc)} RootSIFT descriptors: "
+            raise ValueError(f"{images} images give {len(desc)} RootSIFT descriptors: "
                              f"too few to fit {centres} centres in {dims} dimensions; fit on "
                              "more handwriting")
         rng = np.random.default_rng(seed)
@@ -247,8 +314,7 @@ class Vlad:
         cv2.setRNGSeed(seed)
         criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 50, 1e-4)
         _, _, found = cv2.kmeans(projected, centres, None, criteria, 3, cv2.KMEANS_PP_CENTERS)
-        return cls(mean.astype(np.float32), projection.astype(np.float32), found, step,
-                   keypoint)
+        return mean.astype(np.float32), projection.astype(np.float32), found
 
     @property
     def size(self) -> int:
@@ -257,30 +323,41 @@ class Vlad:
     @property
     def name(self) -> str:
         """`vlad-kK-dD-`, the sampling (`cSTEPsSIZE-` along contours; nothing at SIFT's
-        keypoints, as exports before contour sampling named theirs) and a digest of its
-        arrays: galleries name the codebook they hold."""
+        keypoints, as exports before contour sampling named theirs), the views past the
+        first (`wWIDTH-`) and a digest of its arrays: galleries name the codebook they
+        hold."""
         digest = hashlib.sha256(b"".join(np.ascontiguousarray(a, "<f4").tobytes() for a in (
             self.mean, self.projection, self.centres))).hexdigest()[:12]
         sampling = f"c{self.step}s{self.keypoint:g}-" if self.step else ""
-        return f"vlad-k{self.centres.shape[0]}-d{self.centres.shape[1]}-{sampling}{digest}"
+        views = "".join(f"w{v:g}-" for v in self.views[1:])
+        return (f"vlad-k{self.centres.shape[1]}-d{self.centres.shape[2]}-{sampling}{views}"
+                f"{digest}")
 
     def save(self, path: Path) -> None:
         np.savez(path, mean=self.mean, projection=self.projection, centres=self.centres,
-                 step=self.step, keypoint=self.keypoint)
+                 step=self.step, keypoint=self.keypoint, views=np.array(self.views))
 
     @classmethod
     def load(cls, path: Path) -> Vlad:
-        """A saved codebook; one saved before contour sampling reads SIFT's keypoints."""
+        """A saved codebook; one saved before contour sampling reads SIFT's keypoints, one
+        saved before views reads the image as it is."""
         with np.load(path) as arrays:
             sampling = (int(arrays["step"]), float(arrays["keypoint"])) if "step" in arrays \
                 else (0, 0.0)
-            return cls(arrays["mean"], arrays["projection"], arrays["centres"], *sampling)
+            views = tuple(arrays["views"]) if "views" in arrays else (0.0,)
+            return cls(arrays["mean"], arrays["projection"], arrays["centres"], *sampling,
+                       views)
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
-        """The summed residuals [K * D] of a grey image's descriptors to their nearest
-        centres."""
-        x = ((self.local(image) - self.mean) @ self.projection).astype(np.float64)
-        centres = self.centres.astype(np.float64)
+        """The summed residuals [V * K * D] of a grey image's descriptors to their nearest
+        centres, view by view."""
+        return np.concatenate([self._sums(self.local(image, v), v)
+                               for v in range(len(self.views))])
+
+    def _sums(self, local: np.ndarray, view: int) -> np.ndarray:
+        """The summed residuals [K * D] of one view's descriptors."""
+        x = ((local - self.mean[view]) @ self.projection[view]).astype(np.float64)
+        centres = self.centres[view].astype(np.float64)
         # nearest centre by |c|^2 - 2 x.c, and the residual sums as one product: matrix
         # products, ten times faster than pairwise differences and np.add.at
         nearest = (centres ** 2).sum(axis=1) - 2 * x @ centres.T
@@ -289,12 +366,12 @@ class Vlad:
         return (member.T @ x - member.sum(axis=0)[:, None] * centres).ravel()
 
     def encode(self, sums: np.ndarray) -> np.ndarray:
-        """VLAD vectors [N, K * D] (float32) of summed residuals [N, K * D]: signed square
-        root, L2 per centre, then L2 overall. In float32 from the start, in place: a
+        """VLAD vectors [N, V * K * D] (float32) of summed residuals [N, V * K * D]: signed
+        square root, L2 per centre, then L2 overall. In float32 from the start, in place: a
         gallery's writers are encoded each time it is opened, five times faster so than in
         float64 (docs/results.md, exemplar SVMs kept in the gallery)."""
         sums = np.atleast_2d(sums)
-        v = np.asarray(sums, np.float32).reshape(len(sums), *self.centres.shape)
+        v = np.asarray(sums, np.float32).reshape(len(sums), -1, self.centres.shape[2])
         v = np.copysign(np.sqrt(np.abs(v)), v)  # a new array: the caller's stays as it is
         v /= np.maximum(np.sqrt(np.einsum("nkd,nkd->nk", v, v)), 1e-12)[..., None]
         v = v.reshape(len(v), -1)
