@@ -130,6 +130,11 @@ def stroke_width(ink: np.ndarray) -> float:
     return 2 * np.count_nonzero(ink) / max(outline, 1.0)
 
 
+def viewed(image: np.ndarray, width: float) -> np.ndarray:
+    """A grey image as a VLAD view reads it: as it is (`width` 0), else `strokes_drawn`."""
+    return strokes_drawn(image, width) if width else image
+
+
 def strokes_drawn(image: np.ndarray, width: float) -> np.ndarray:
     """A grey image's ink (Otsu's threshold) redrawn dark on white with its strokes about
     `width` px wide: the mask blurred by a Gaussian of STROKE_BLUR px and cut at the level
@@ -278,9 +283,7 @@ class Vlad:
     def local(self, image: np.ndarray, view: int = 0) -> np.ndarray:
         """The RootSIFT descriptors [N, 128] of a grey image as `view` reads it, sampled as
         this codebook's."""
-        width = self.views[view]
-        return rootsift(strokes_drawn(image, width) if width else image, self.step,
-                        self.keypoint)
+        return rootsift(viewed(image, self.views[view]), self.step, self.keypoint)
 
     @classmethod
     def fit(cls, images: list[np.ndarray], centres: int = VLAD_CENTRES, dims: int = 64,
@@ -289,11 +292,9 @@ class Vlad:
         """PCA-whitening and k-means centres of each of `views`, fitted on the RootSIFT
         descriptors of `images` as it reads them (at most `samples` of them, a seeded
         choice)."""
-        reader = cls(np.zeros((len(views), 128)), np.zeros((len(views), 128, 1)),
-                     np.zeros((len(views), 1, 1)), step, keypoint, views)
         fitted = [cls._fit_view(np.concatenate(list(each(
-            lambda image, v=v: reader.local(image, v), images))), len(images), centres, dims,
-            samples, seed) for v in range(len(views))]
+            lambda image, w=width: rootsift(viewed(image, w), step, keypoint), images))),
+            len(images), centres, dims, samples, seed) for width in views]
         return cls(*(np.stack(arrays) for arrays in zip(*fitted)), step, keypoint, views)
 
     @staticmethod
