@@ -682,8 +682,8 @@ class Identifier:
         by every score computed, and where the card calibrated them `log10_lr` of each and
         `support`, the chosen one's in words; else the result's "note" says why not),
         "alike" (where the writer named reads as another, or others as it: each pair,
-        `alike_of`), "in_cohort" (where
-        it reads as a training writer of the model's cohort: `cohort_of`), "lines" (handwritten
+        `alike_of`), "in_cohort" (where it reads as a training writer of the model's
+        cohort: `cohort_of`), "lines" (handwritten
         lines found on each image read as a page), "printed" (lines of
         machine print found and left out, on pages with any) and "dpi" (the resolution of
         each image read at another than 300 dpi, resampled from it)} for one query: several
