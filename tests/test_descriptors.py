@@ -31,6 +31,7 @@ from models.runtime.descriptors import (
     rootsift,
     strokes_drawn,
 )
+from models.runtime.pages import ink_mask
 from tests.conftest import cli, small_vlad_descriptor
 
 
@@ -455,8 +456,8 @@ def test_strokes_drawn_one_width_whatever_the_pen():
         return image
 
     fine, broad = written(2), written(8)
-    scanned = [descriptors._ink(image) for image in (fine, broad)]
-    drawn = [descriptors._ink(strokes_drawn(image, STROKE_WIDTH)) for image in (fine, broad)]
+    scanned = [ink_mask(image) for image in (fine, broad)]
+    drawn = [ink_mask(strokes_drawn(image, STROKE_WIDTH)) for image in (fine, broad)]
     width = [descriptors.stroke_width(ink) for ink in scanned + drawn]
     assert width[1] > 2.5 * width[0]
     assert abs(width[2] - width[3]) < 0.5 and abs(width[2] - STROKE_WIDTH) < 1.5

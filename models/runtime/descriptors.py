@@ -26,6 +26,8 @@ import cv2
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from models.runtime.pages import ink_mask
+
 # RootSIFT + VLAD centres: with RootSIFT read along the contours, 128 reject a third fewer
 # genuine lines than 64 end to end; at SIFT's keypoints 512 did not pay (docs/results.md,
 # RootSIFT read along the contours; the spread)
@@ -113,13 +115,8 @@ class Hinge:
 
 def ink_contours(image: np.ndarray) -> list[np.ndarray]:
     """Every outer and inner contour [N, 2] of the ink (Otsu's threshold), pixel by pixel."""
-    contours, _ = cv2.findContours(_ink(image), cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
+    contours, _ = cv2.findContours(ink_mask(image), cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
     return [c[:, 0, :].astype(np.int64) for c in contours]
-
-
-def _ink(image: np.ndarray) -> np.ndarray:
-    """The ink of a grey image by Otsu's threshold: 255 on ink, 0 elsewhere."""
-    return cv2.threshold(image, 0, 255, cv2.THRESH_BINARY_INV | cv2.THRESH_OTSU)[1]
 
 
 def stroke_width(ink: np.ndarray) -> float:
@@ -141,12 +138,12 @@ def strokes_drawn(image: np.ndarray, width: float) -> np.ndarray:
     where a straight stroke of the ink's own width (`stroke_width`) blurs to `width` across,
     then softened as a scan's edges are. Loops and joins fill a little (IAM's lines measure
     5.3-6.5 px after, 3.2-6.8 before), but what a pen's width adds is largely taken out."""
-    ink = _ink(image)
+    ink = ink_mask(image)
     own = stroke_width(ink)
     half = width / 2 / STROKE_BLUR
     level = (math.erf((half + own / 2 / STROKE_BLUR) / math.sqrt(2))
              - math.erf((half - own / 2 / STROKE_BLUR) / math.sqrt(2))) / 2
-    blurred = cv2.GaussianBlur(ink.astype(np.float32) / 255, (0, 0), STROKE_BLUR)
+    blurred = cv2.GaussianBlur(ink.astype(np.float32), (0, 0), STROKE_BLUR)
     # a level near 0 (a stroke far thinner than `width`) would fill the blur's whole reach
     drawn = np.where(blurred >= max(level, 0.02), 0, 255).astype(np.uint8)
     return cv2.GaussianBlur(drawn, (0, 0), 0.7)
