@@ -83,3 +83,18 @@ def test_lines_reach_the_backend_in_width_buckets_and_only_their_own_windows_cou
         assert (widths[-1] - 32) % step == 0 and 0 <= widths[-1] - line.shape[1] < step
         own = backend(preprocess.scale_input(line[None, :, :, None], "unit"))
         np.testing.assert_allclose(out["log_probs"], own["log_probs"][keep])
+
+
+def test_a_line_with_too_little_ink_for_the_model_is_refused_saying_how_much(tmp_path):
+    """A faint sliver of a line (a few specks of ink) is readable as an image but gives the
+    model no window to read: the refusal says so with the ink measured, not that the image
+    holds no handwriting."""
+    from tests.fuzzing import fake_model
+
+    image = np.full((60, 1500), 250, np.uint8)
+    for x, y in [(100, 10), (600, 45), (1200, 25)]:
+        image[y:y + 2, x:x + 2] = 20
+    with pytest.raises(runtime.NoInkError,
+                       match=r"sliver: too little ink for the model \(its most inked window "
+                             r"is \d\.\d% ink, 3% needed\)"):
+        fake_model(tmp_path).outputs(image, "sliver")

@@ -275,10 +275,13 @@ class Model:
         size, stride = spec["patch_size"], spec["stride"]
         line = preprocess.normalize_line(image, size, spec.get("line_band", 0))  # 0: older cards
         line = preprocess.pad_line(line, size, stride)
-        keep = preprocess.window_ink(line, size, stride) >= spec["min_ink"]
+        ink = preprocess.window_ink(line, size, stride)
+        keep = ink >= spec["min_ink"]
         if not keep.any():
-            raise NoInkError(f"{name}: no handwriting found (no window has {spec['min_ink']:.0%} "
-                             "ink). Pass a scan of handwritten text, dark ink on light paper.")
+            raise NoInkError(f"{name}: too little ink for the model (its most inked window is "
+                             f"{ink.max():.1%} ink, {spec['min_ink']:.0%} needed): a faint, "
+                             "thin or cut line. Pass a whole line or a page, dark ink on "
+                             "light paper.")
         # Background up to the next width bucket, so that few distinct input shapes reach
         # the backend; the windows this adds are not kept.
         step = stride * max(1, BUCKET_PX // stride)
