@@ -382,9 +382,9 @@ def test_vlad_is_seeded_saved_and_sums_over_a_document(generated_lines, tmp_path
     doc = generated_lines[2][:2]
     wide = np.full((doc[0].shape[0] + doc[1].shape[0] + 40,
                     max(d.shape[1] for d in doc) + 40), 245, np.uint8)
-    # two views (as read, and its strokes redrawn one width), laid end to end
-    assert vlad.views == VLAD_VIEWS and vlad(doc[0]).shape == (2 * 8 * 16,)
-    assert vlad.name.startswith(f"vlad-k8-d16-c5s8-w{STROKE_WIDTH:g}-")
+    # two views (as read, and its strokes redrawn one width, upright), laid end to end
+    assert vlad.views == VLAD_VIEWS and vlad.upright and vlad(doc[0]).shape == (2 * 8 * 16,)
+    assert vlad.name.startswith(f"vlad-k8-d16-c5s8-w{STROKE_WIDTH:g}u-")
     one = Vlad.fit(fit_on, centres=8, dims=16, seed=3, views=(0.0,))
     np.testing.assert_array_equal(one(line), vlad(line)[:8 * 16])  # the first view alone
     assert "-w" not in one.name and one.name != vlad.name
@@ -443,6 +443,42 @@ def test_vlad_sums_each_descriptors_residual_to_its_nearest_centre(generated_lin
             k = np.argmin(np.linalg.norm(centres - x, axis=1))
             expected[v, k] += x - centres[k]
     np.testing.assert_allclose(vlad(line), expected.ravel(), rtol=1e-5, atol=1e-5)
+
+
+def test_a_codebook_saved_before_upright_reads_its_redrawn_view_as_drawn(generated_lines,
+                                                                          tmp_path):
+    """Exports from before `upright` saved two views without it: their galleries' rows were
+    summed from the redrawn lines as drawn, and must stay comparable with new queries."""
+    vlad = Vlad.fit(generated_lines[0], centres=4, dims=8, seed=0, upright=False)
+    np.savez(tmp_path / "old.npz", mean=vlad.mean, projection=vlad.projection,
+             centres=vlad.centres, step=vlad.step, keypoint=vlad.keypoint,
+             views=np.array(vlad.views))  # as `save` wrote it then
+    old = Vlad.load(tmp_path / "old.npz")
+    line = generated_lines[1][0]
+    assert not old.upright and old.name == vlad.name and f"w{STROKE_WIDTH:g}-" in old.name
+    np.testing.assert_allclose(old(line), vlad(line), rtol=1e-5)  # BLAS's order aside
+    stood = Vlad(vlad.mean, vlad.projection, vlad.centres, views=vlad.views, upright=True)
+    assert stood.name != old.name and f"w{STROKE_WIDTH:g}u-" in stood.name
+    np.testing.assert_allclose(stood(line)[:4 * 8], old(line)[:4 * 8], rtol=1e-5)  # view 0
+    assert not np.allclose(stood(line), old(line), rtol=1e-3)
+    stood.save(tmp_path / "new.npz")
+    assert Vlad.load(tmp_path / "new.npz").name == stood.name
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_upright_finds_the_shear_that_stands_the_strokes_up(seed):
+    """A line sheared by s reads as slanted by s more: `slant` finds its own slant less s
+    (to a step of its grid), so that `upright` stands both alike."""
+    rng = np.random.default_rng(seed)
+    drawn = strokes_drawn(synth.render_line(synth.WriterStyle.sample(rng), rng),
+                          STROKE_WIDTH)
+    own = descriptors.slant(drawn)
+    for shear in (-0.4, 0.4):
+        assert abs(descriptors.slant(descriptors.sheared(drawn, shear, 255))
+                   - (own - shear)) <= 0.1
+    stood = descriptors.upright(drawn)
+    assert stood.shape[0] == drawn.shape[0] and stood.shape[1] > drawn.shape[1]
+    assert abs(descriptors.slant(stood)) <= 0.1  # upright stays upright
 
 
 def test_strokes_drawn_one_width_whatever_the_pen():

@@ -47,6 +47,10 @@ CONTOUR_MIN = 20  # contours of fewer pixels are specks of dust or noise
 STROKE_WIDTH = 4.3
 VLAD_VIEWS = (0.0, STROKE_WIDTH)
 STROKE_BLUR = 3.0  # px: the ink mask's blur, re-thresholded to set the strokes' width
+# The redrawn view also stands the strokes upright: a hand's slant drifts from page to page
+# as its pen's width does (docs/results.md, the four folds with two views, a third view)
+VLAD_UPRIGHT = True
+SHEARS = np.linspace(-1.0, 1.0, 41)  # the shears `upright` tries: up to 45 degrees either way
 # Unknown-writer thresholds on 1 - chi-square for galleries built without a model: the
 # equal-error points of lines, and of forms as documents, against one enrolled form per
 # writer (docs/results.md, hinge)
@@ -127,9 +131,37 @@ def stroke_width(ink: np.ndarray) -> float:
     return 2 * np.count_nonzero(ink) / max(outline, 1.0)
 
 
-def viewed(image: np.ndarray, width: float) -> np.ndarray:
-    """A grey image as a VLAD view reads it: as it is (`width` 0), else `strokes_drawn`."""
-    return strokes_drawn(image, width) if width else image
+def viewed(image: np.ndarray, width: float, stood_upright: bool = False) -> np.ndarray:
+    """A grey image as a VLAD view reads it: as it is (`width` 0), else `strokes_drawn`,
+    and then, if `stood_upright`, `upright`."""
+    if not width:
+        return image
+    drawn = strokes_drawn(image, width)
+    return upright(drawn) if stood_upright else drawn
+
+
+def sheared(image: np.ndarray, shear: float, fill: float) -> np.ndarray:
+    """An image sheared horizontally about its middle row (x + shear (y - h / 2)), widened
+    so that nothing leaves it, the new pixels `fill`."""
+    h, w = image.shape
+    pad = int(abs(shear) * h) + 2
+    m = np.float32([[1, shear, pad - shear * h / 2], [0, 1, 0]])
+    return cv2.warpAffine(image, m, (w + 2 * pad, h), flags=cv2.INTER_LINEAR,
+                          borderValue=fill)
+
+
+def slant(image: np.ndarray) -> float:
+    """The shear of `SHEARS` that stands a dark-on-white image's strokes upright: the one
+    whose columns hold the ink most unevenly (the largest sum of squared column counts),
+    where near-vertical strokes line up as columns (Vinciarelli and Luettin's deslanting)."""
+    ink = (image < 128).astype(np.float32)
+    spread = [float(np.square(sheared(ink, s, 0).sum(axis=0)).sum()) for s in SHEARS]
+    return float(SHEARS[int(np.argmax(spread))])
+
+
+def upright(image: np.ndarray) -> np.ndarray:
+    """A dark-on-white image sheared by its `slant`, its strokes stood upright."""
+    return sheared(image, slant(image), 255)
 
 
 def strokes_drawn(image: np.ndarray, width: float) -> np.ndarray:
@@ -258,7 +290,8 @@ class Vlad:
 
     Each of `views` reads the image its own way, with its own PCA and centres (arrays
     stacked view by view: [V, 128], [V, 128, D], [V, K, D]): 0 as it is, a width w with
-    its strokes redrawn w px wide (`strokes_drawn`). Their residual sums are laid end to
+    its strokes redrawn w px wide (`strokes_drawn`), and stood `upright` where the codebook
+    says so. Their residual sums are laid end to
     end and encoded as one VLAD of V K centres."""
 
     mean: np.ndarray  # [V, 128] of the RootSIFT descriptors each view was fitted on
@@ -267,6 +300,7 @@ class Vlad:
     step: int = CONTOUR_STEP  # `rootsift`'s sampling: 0 is SIFT's own keypoints
     keypoint: float = KEYPOINT_SIZE
     views: tuple[float, ...] = (0.0,)
+    upright: bool = False  # the redrawn views stood upright too (`viewed`)
 
     def __post_init__(self):
         # one view's arrays as exports before views saved them
@@ -276,23 +310,27 @@ class Vlad:
         self.centres = np.asarray(self.centres).reshape(
             len(self.views), -1, self.projection.shape[2])
         self.views = tuple(float(v) for v in self.views)
+        self.upright = bool(self.upright)
 
     def local(self, image: np.ndarray, view: int = 0) -> np.ndarray:
         """The RootSIFT descriptors [N, 128] of a grey image as `view` reads it, sampled as
         this codebook's."""
-        return rootsift(viewed(image, self.views[view]), self.step, self.keypoint)
+        return rootsift(viewed(image, self.views[view], self.upright), self.step,
+                        self.keypoint)
 
     @classmethod
     def fit(cls, images: list[np.ndarray], centres: int = VLAD_CENTRES, dims: int = 64,
             samples: int = 100_000, seed: int = 0, step: int = CONTOUR_STEP,
-            keypoint: float = KEYPOINT_SIZE, views: tuple[float, ...] = VLAD_VIEWS) -> Vlad:
-        """PCA-whitening and k-means centres of each of `views`, fitted on the RootSIFT
-        descriptors of `images` as it reads them (at most `samples` of them, a seeded
-        choice)."""
+            keypoint: float = KEYPOINT_SIZE, views: tuple[float, ...] = VLAD_VIEWS,
+            upright: bool = VLAD_UPRIGHT) -> Vlad:
+        """PCA-whitening and k-means centres of each of `views` (the redrawn ones stood
+        `upright`), fitted on the RootSIFT descriptors of `images` as it reads them (at most
+        `samples` of them, a seeded choice)."""
         fitted = [cls._fit_view(np.concatenate(list(each(
-            lambda image, w=width: rootsift(viewed(image, w), step, keypoint), images))),
-            len(images), centres, dims, samples, seed) for width in views]
-        return cls(*(np.stack(arrays) for arrays in zip(*fitted)), step, keypoint, views)
+            lambda image, w=width: rootsift(viewed(image, w, upright), step, keypoint),
+            images))), len(images), centres, dims, samples, seed) for width in views]
+        return cls(*(np.stack(arrays) for arrays in zip(*fitted)), step, keypoint, views,
+                   upright)
 
     @staticmethod
     def _fit_view(desc: np.ndarray, images: int, centres: int, dims: int, samples: int,
@@ -322,29 +360,32 @@ class Vlad:
     def name(self) -> str:
         """`vlad-kK-dD-`, the sampling (`cSTEPsSIZE-` along contours; nothing at SIFT's
         keypoints, as exports before contour sampling named theirs), the views past the
-        first (`wWIDTH-`) and a digest of its arrays: galleries name the codebook they
-        hold."""
+        first (`wWIDTH-`, `wWIDTHu-` stood upright) and a digest of its arrays: galleries
+        name the codebook they hold."""
         digest = hashlib.sha256(b"".join(np.ascontiguousarray(a, "<f4").tobytes() for a in (
             self.mean, self.projection, self.centres))).hexdigest()[:12]
         sampling = f"c{self.step}s{self.keypoint:g}-" if self.step else ""
-        views = "".join(f"w{v:g}-" for v in self.views[1:])
+        views = "".join(f"w{v:g}{'u' if self.upright else ''}-" for v in self.views[1:])
         return (f"vlad-k{self.centres.shape[1]}-d{self.centres.shape[2]}-{sampling}{views}"
                 f"{digest}")
 
     def save(self, path: Path) -> None:
         np.savez(path, mean=self.mean, projection=self.projection, centres=self.centres,
-                 step=self.step, keypoint=self.keypoint, views=np.array(self.views))
+                 step=self.step, keypoint=self.keypoint, views=np.array(self.views),
+                 upright=self.upright)
 
     @classmethod
     def load(cls, path: Path) -> Vlad:
         """A saved codebook; one saved before contour sampling reads SIFT's keypoints, one
-        saved before views reads the image as it is."""
+        saved before views reads the image as it is, one saved before `upright` does not
+        stand its redrawn views upright."""
         with np.load(path) as arrays:
             sampling = (int(arrays["step"]), float(arrays["keypoint"])) if "step" in arrays \
                 else (0, 0.0)
             views = tuple(arrays["views"]) if "views" in arrays else (0.0,)
+            upright = bool(arrays["upright"]) if "upright" in arrays else False
             return cls(arrays["mean"], arrays["projection"], arrays["centres"], *sampling,
-                       views)
+                       views, upright)
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         """The summed residuals [V * K * D] of a grey image's descriptors to their nearest
