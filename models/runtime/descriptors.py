@@ -48,7 +48,7 @@ STROKE_WIDTH = 4.3
 VLAD_VIEWS = (0.0, STROKE_WIDTH)
 STROKE_BLUR = 3.0  # px: the ink mask's blur, re-thresholded to set the strokes' width
 # The redrawn view also stands the strokes upright: a hand's slant drifts from page to page
-# as its pen's width does (docs/results.md, the four folds with two views, a third view)
+# as its pen's width does (docs/results.md, the second view stood upright)
 VLAD_UPRIGHT = True
 SHEARS = np.linspace(-1.0, 1.0, 41)  # the shears `upright` tries: up to 45 degrees either way
 # Unknown-writer thresholds on 1 - chi-square for galleries built without a model: the
