@@ -52,8 +52,8 @@ def first_view(model: runtime.Model) -> runtime.Model:
 
 
 def sources(pages: Path | None, n: int, seed: int) -> list:
-    """Pages to mix writers from: the first `n` PNGs of `pages`, or pages of eight generated
-    lines, one style each."""
+    """Pages to mix writers from: the first `n` PNGs of `pages`, or the generator's pages
+    of eight lines (`synth.render_page`), one style each."""
     if pages is not None:
         found = sorted(pages.glob("*.png"))[:n]
         if len(found) < 2:
@@ -62,18 +62,8 @@ def sources(pages: Path | None, n: int, seed: int) -> list:
     from iam_writers_tfds import synth
 
     rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(n):
-        style = synth.WriterStyle.sample(rng)
-        lines = [synth.render_line(style, rng) for _ in range(8)]
-        page = np.full((sum(line.shape[0] + 30 for line in lines) + 60,
-                        max(line.shape[1] for line in lines) + 120), 255, np.uint8)
-        y = 30
-        for line in lines:
-            page[y:y + line.shape[0], 60:60 + line.shape[1]] = line
-            y += line.shape[0] + 30
-        out.append(page)
-    return out
+    return [synth.render_page(synth.WriterStyle.sample(rng), rng, lines=8)[0]
+            for _ in range(n)]
 
 
 def build(path: Path, features: identify.Features, emb: np.ndarray, rows: np.ndarray,

@@ -390,12 +390,12 @@ def test_vlad_is_seeded_saved_and_sums_over_a_document(generated_lines, tmp_path
     assert "-w" not in one.name and one.name != vlad.name
     encoded = vlad.encode(np.stack([vlad(doc[0]) + vlad(doc[1]), vlad(wide)]))
     np.testing.assert_allclose(np.linalg.norm(encoded[0]), 1, rtol=1e-6)
+    assert not encoded[1].any()  # blank paper: no keypoints, no residuals
     # many rows are encoded a block at a time, each as it would be alone
     many = np.random.default_rng(0).normal(size=(2 * descriptors.ENCODE_ROWS + 3, vlad.size))
     together = vlad.encode(many)
     assert together.shape == many.shape and together.dtype == np.float32
     np.testing.assert_array_equal(together, np.concatenate([vlad.encode(r) for r in many]))
-    assert not encoded[1].any()  # blank paper: no keypoints, no residuals
     n = len(rootsift(line))  # fewer descriptors than centres: one clear line, not k-means'
     with pytest.raises(ValueError, match=f"1 images give {n} RootSIFT descriptors: too few "
                                          f"to fit {n + 1} centres"):

@@ -292,8 +292,8 @@ class Vlad:
     Each of `views` reads the image its own way, with its own PCA and centres (arrays
     stacked view by view: [V, 128], [V, 128, D], [V, K, D]): 0 as it is, a width w with
     its strokes redrawn w px wide (`strokes_drawn`), and stood `upright` where the codebook
-    says so. Their residual sums are laid end to
-    end and encoded as one VLAD of V K centres."""
+    says so. Their residual sums are laid end to end and encoded as one VLAD of V K
+    centres."""
 
     mean: np.ndarray  # [V, 128] of the RootSIFT descriptors each view was fitted on
     projection: np.ndarray  # [V, 128, D]: PCA, whitened
