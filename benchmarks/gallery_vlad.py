@@ -10,10 +10,11 @@ export's cohort. Its writers here are mixes of two real enrolments (the features
 `--sources` page scans: the first PNGs of `--pages DIR`, by default pages of generated
 lines) with their own noise, each enrolled as `enroll` enrols a writer
 (its SVM solved and stored). For each size and variant it prints the enrolment rate, the
-time to open the gallery for the fused score, to identify a line (its features
-included), to check one new writer both ways (`alike_either`, as `enroll` does) and every
-writer (`gallery alike`), and the bytes on disk per writer; the first view alone, run in
-this process on the same writers, is the baseline of the ratios.
+time to open the gallery for the fused score (in a new process, as `identify` does), to
+identify a line (its features included), to check one new writer both ways
+(`alike_either`, as `enroll` does) and every writer (`gallery alike`), and the bytes on
+disk per writer; the first view alone, run in this process on the same writers, is the
+baseline of the ratios.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from __future__ import annotations
 import argparse
 import copy
 import hashlib
+import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -93,6 +96,30 @@ def timed(fn) -> tuple[object, float]:
     return out, time.perf_counter() - start
 
 
+OPENS = 3  # new processes timed per gallery
+
+
+def open_seconds(path: Path, model: runtime.Model) -> float:
+    """Seconds to open the gallery at `path` for the fused score in a new process, as each
+    `identify` does: the export's codebook and cohort read, the cohort's own SVMs solved,
+    the gallery's rows read and encoded. The median of `OPENS`: on this project's virtual
+    machine one process's open of 10,000 writers took 1.5 s, the next 11 s."""
+    one = ["--one-view"] if len(model.vlad.views) == 1 else []
+    seconds = [float(subprocess.run(
+        [sys.executable, __file__, str(model.folder), "--time-open", str(path), *one],
+        capture_output=True, text=True, check=True).stdout.split()[-1])
+        for _ in range(OPENS)]
+    return float(np.median(seconds))
+
+
+def time_open(export: Path, path: Path, one_view: bool) -> float:
+    model = runtime.Model(export)
+    model = first_view(model) if one_view else model
+    _, seconds = timed(lambda: identify.Identifier(runtime.Gallery.open(path), model,
+                                                   input="line"))
+    return seconds
+
+
 def measure(model: runtime.Model, images: list, line: np.ndarray, writers: list[int],
             folder: Path, seed: int) -> list[dict]:
     """One variant's figures at each gallery size."""
@@ -102,8 +129,9 @@ def measure(model: runtime.Model, images: list, line: np.ndarray, writers: list[
     for n in writers:
         path = folder / f"{n}.sqlite"
         enrol = build(path, features, emb, rows, n, seed)
-        identifier, opened = timed(lambda p=path: identify.Identifier(
-            runtime.Gallery.open(p), model, input="line"))
+        os.sync()  # opened as a gallery enrolled earlier is: its pages written out
+        opened = open_seconds(path, model)
+        identifier = identify.Identifier(runtime.Gallery.open(path), model, input="line")
         identifier.rank([line])  # the descriptor's threads and the interpreter warmed
         _, ranked = timed(lambda i=identifier: i.rank([line]))
         _, either = timed(lambda i=identifier: i.alike_either(i.writers[-1]))
@@ -123,7 +151,12 @@ def main() -> int:
                                               "(default: pages of generated lines)")
     p.add_argument("--sources", type=int, default=40)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--time-open", type=Path, help=argparse.SUPPRESS)  # `open_seconds`' child
+    p.add_argument("--one-view", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.time_open:
+        print(time_open(args.export, args.time_open, args.one_view))
+        return 0
     model = runtime.Model(args.export)
     if model.vlad is None or model.cohort is None:
         print(f"{args.export}: its export fitted no VLAD codebook or cohort; export the run "

@@ -321,6 +321,7 @@ def test_exemplar_svms_in_batches_are_those_of_all_at_once(monkeypatch):
     negatives, positives = _unit(rng.normal(size=(6, 64))), _unit(rng.normal(size=(5, 64)))
     whole = exemplar_svms(positives, negatives)
     monkeypatch.setattr(descriptors, "EXEMPLAR_BATCH", 2)
+    monkeypatch.setattr(descriptors, "ENCODE_ROWS", 2)  # the weights too: blocks 2, 2, 1
     batched = exemplar_svms(positives, negatives)
     for a, b in zip(whole, batched):
         np.testing.assert_allclose(a, b, atol=1e-6)
@@ -396,6 +397,12 @@ def test_vlad_is_seeded_saved_and_sums_over_a_document(generated_lines, tmp_path
     together = vlad.encode(many)
     assert together.shape == many.shape and together.dtype == np.float32
     np.testing.assert_array_equal(together, np.concatenate([vlad.encode(r) for r in many]))
+    kept = many.copy()  # in place in its output only: the sums stay as they were
+    roots = (np.sign(many) * np.sqrt(np.abs(many))).reshape(len(many), -1, 16)
+    roots /= np.linalg.norm(roots, axis=2, keepdims=True)
+    roots = roots.reshape(len(many), -1) / np.sqrt(roots.shape[1])  # each centre's norm 1
+    np.testing.assert_allclose(together, roots, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(many, kept)
     n = len(rootsift(line))  # fewer descriptors than centres: one clear line, not k-means'
     with pytest.raises(ValueError, match=f"1 images give {n} RootSIFT descriptors: too few "
                                          f"to fit {n + 1} centres"):

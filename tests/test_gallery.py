@@ -54,6 +54,7 @@ def test_round_trip_aggregates_and_mismatch_names_only_what_differs(tmp_path):
     np.testing.assert_allclose(snap.centroids, [runtime.unit(emb[:2].sum(0)), emb[2]],
                                rtol=1e-6)
     np.testing.assert_allclose(snap.hinge_sums, [hinge[:2].sum(0), hinge[2]])
+    assert snap.hinge_sums.dtype == np.float32  # as identification computes
     assert [w["images"] for w in back.writers()] == [2, 1]
     assert [i["path"] for i in back.images("ann")] == ["a1", "a2"] and back.check() == []
     back.require("fp", "hinge-l10-b16", exact=True)
@@ -65,6 +66,51 @@ def test_round_trip_aggregates_and_mismatch_names_only_what_differs(tmp_path):
         back.add("cat", ["c"], _hashes("c", 1), emb[:1, :4], hinge[:1])
     info = back.info()
     assert (info["writers"], info["images"], info["schema"], info["hinge_dim"]) == (2, 3, 1, 136)
+
+
+def test_sums_are_stored_in_the_dtype_the_gallery_was_made_with(tmp_path, monkeypatch):
+    """A new gallery stores its writers' sums in float32, half the bytes to read at open; one
+    made in float64 before keeps float64 as it grows, and both read the same sums."""
+    from models.runtime import gallery as module
+
+    emb, hinge = _features(3, 2)
+    hinge[:, 0] += 0.1  # not exact in float32: each gallery must read its own
+    sizes = {}
+    for dtype in ("<f8", "<f4"):
+        monkeypatch.setattr(module, "SUM_DTYPE", np.dtype(dtype))
+        g = Gallery.open(tmp_path / dtype[1:], create=True, fingerprint="fp",
+                         descriptor="hinge-l10-b16")
+        g.add("ann", ["a1"], _hashes(dtype + "a", 1), emb[:1], hinge[:1])
+        g.close()
+        monkeypatch.setattr(module, "SUM_DTYPE", np.dtype("<f4"))  # the code of today
+        g = Gallery.open(tmp_path / dtype[1:])
+        g.add("ann", ["a2"], _hashes(dtype + "a2", 1), emb[1:2], hinge[1:2])
+        g.add("bob", ["b1"], _hashes(dtype + "b", 1), emb[2:], hinge[2:])
+        snap = g.snapshot()
+        assert snap.hinge_sums.dtype == np.float32 and g.check() == []
+        np.testing.assert_allclose(snap.hinge_sums, [hinge[:2].sum(0), hinge[2]], rtol=1e-6)
+        sizes[dtype] = {len(r[0]) for r in g.db.execute("SELECT hinge_sum FROM writers")}
+        assert g.info()["sum_dtype"] == dtype
+        g.close()
+    assert sizes == {"<f8": {136 * 8}, "<f4": {136 * 4}}
+
+
+def test_check_finds_a_sum_that_disagrees_but_not_float32_rounding(tmp_path):
+    """Sums stored in float32 round at every enrolment: a sum that cancels down to a small
+    total keeps the rounding of its large terms, and is sound; a sum that counts an image
+    twice is not."""
+    g = _new(tmp_path)
+    emb, hinge = _features(3, 3)
+    hinge[0, 0], hinge[1, 0], hinge[2, 0] = 1000.1, 0.0001, -1000.1
+    g.add("ann", ["a1", "a2"], _hashes("a", 2), emb[:2], hinge[:2])  # rounded to float32
+    g.add("ann", ["a3"], _hashes("a3", 1), emb[2:], hinge[2:])  # cancels down to 0.0001
+    total = np.frombuffer(g.db.execute("SELECT hinge_sum FROM writers").fetchone()[0],
+                          np.float32)
+    assert not np.isclose(total[0], hinge[:, 0].sum(), rtol=1e-6, atol=1e-6)
+    assert g.check() == []
+    g.db.execute("UPDATE writers SET hinge_sum = ?",
+                 ((total + hinge[0].astype(np.float32)).tobytes(),))
+    assert g.check() == ["ann: the hinge sum disagrees with the images"]
 
 
 def test_an_enrolment_is_all_or_nothing_and_an_image_has_one_writer(tmp_path):

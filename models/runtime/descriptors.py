@@ -407,25 +407,27 @@ class Vlad:
 
     def encode(self, sums: np.ndarray) -> np.ndarray:
         """VLAD vectors [N, V * K * D] (float32) of summed residuals [N, V * K * D]: signed
-        square root, L2 per centre, then L2 overall. In float32 from the start, in place: a
-        gallery's writers are encoded each time it is opened, five times faster so than in
-        float64 (docs/results.md, exemplar SVMs kept in the gallery). `ENCODE_ROWS` rows at
-        a time: 10,000 writers' temporaries at once took 9 s, in small blocks 0.4 s
-        (docs/results.md, the second view stood upright)."""
+        square root, L2 per centre, then L2 overall. In float32 from the start: a gallery's
+        writers are encoded each time it is opened, five times faster so than in float64
+        (docs/results.md, exemplar SVMs kept in the gallery). `ENCODE_ROWS` rows at a time,
+        in place in the output: no temporary as large as the gallery, nor one per block,
+        whose fresh pages took most of a 10,000-writer gallery's opening (docs/results.md, a
+        VLAD gallery opened in float32)."""
         sums = np.atleast_2d(sums)
         out = np.empty(sums.shape, np.float32)
         for lo in range(0, len(sums), ENCODE_ROWS):
-            out[lo:lo + ENCODE_ROWS] = self._encoded(sums[lo:lo + ENCODE_ROWS])
+            self._encode_into(sums[lo:lo + ENCODE_ROWS], out[lo:lo + ENCODE_ROWS])
         return out
 
-    def _encoded(self, sums: np.ndarray) -> np.ndarray:
-        """`encode` of a few rows."""
-        v = np.asarray(sums, np.float32).reshape(len(sums), -1, self.centres.shape[2])
-        v = np.copysign(np.sqrt(np.abs(v)), v)  # a new array: the caller's stays as it is
+    def _encode_into(self, sums: np.ndarray, out: np.ndarray) -> None:
+        """`encode` of a few rows, written into `out`."""
+        v = out.reshape(len(out), -1, self.centres.shape[2])
+        sums = sums.reshape(v.shape)
+        np.abs(sums, out=v, casting="same_kind")
+        np.sqrt(v, out=v)
+        np.copysign(v, sums, out=v, casting="same_kind")
         v /= np.maximum(np.sqrt(np.einsum("nkd,nkd->nk", v, v)), 1e-12)[..., None]
-        v = v.reshape(len(v), -1)
-        v /= np.maximum(np.sqrt(np.einsum("nd,nd->n", v, v)), 1e-12)[:, None]
-        return v
+        out /= np.maximum(np.sqrt(np.einsum("nd,nd->n", out, out)), 1e-12)[:, None]
 
 
 # exemplar SVMs: the misclassification cost C (LinearSVC's; 0.1 and 10 did no better) and
@@ -524,10 +526,17 @@ def exemplar_weights(positives: np.ndarray, negatives: np.ndarray,
     """(unit weights [W, D], bias [W]) of exemplar SVMs given by their `exemplar_duals`
     over the same positives [W, D] and negatives [C, D], in float32 as they are encoded (a
     gallery's weights in float64 took twice the time, for nothing the scores show)."""
-    weights = duals[:, 1:].astype(np.float32) @ np.asarray(negatives, np.float32)
-    weights += duals[:, :1].astype(np.float32) * np.asarray(positives, np.float32)
-    norm = np.maximum(np.sqrt(np.einsum("wd,wd->w", weights, weights)), 1e-12)
-    weights /= norm[:, None]
+    negatives = np.asarray(negatives, np.float32)
+    weights = np.empty((len(duals), negatives.shape[1]), np.float32)
+    own = np.empty((min(ENCODE_ROWS, len(duals)), negatives.shape[1]), np.float32)
+    norm = np.empty(len(duals))
+    for lo in range(0, len(duals), ENCODE_ROWS):  # in place, as `encode`
+        w, block = weights[lo:lo + ENCODE_ROWS], slice(lo, lo + ENCODE_ROWS)
+        np.matmul(duals[block, 1:].astype(np.float32), negatives, out=w)
+        w += np.multiply(duals[block, :1].astype(np.float32), positives[block],
+                         out=own[:len(w)], casting="same_kind")
+        norm[block] = np.maximum(np.sqrt(np.einsum("wd,wd->w", w, w)), 1e-12)
+        w /= norm[block, None].astype(np.float32)
     return weights, np.asarray(duals, np.float64).sum(axis=1) / norm
 
 

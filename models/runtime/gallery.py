@@ -16,7 +16,8 @@ again; galleries from before these two columns get them with their next enrolmen
 its dual multipliers, under the cohort's key and the writer's image count it was solved
 for: `identify` solves only the writers it lacks; galleries from before it get the table
 with their next enrolment).
-Features are BLOBs of the dtype named in `FEATURE_DTYPE`/`SUM_DTYPE` (recorded in `meta`).
+Features are BLOBs of the dtypes that `meta` records (`feature_dtype`, `sum_dtype`): a gallery
+keeps the ones it was made with, `FEATURE_DTYPE` and `SUM_DTYPE` for a new one.
 Removed writers are overwritten on disk (`secure_delete`, then a checkpoint that empties the
 write-ahead log).
 """
@@ -45,7 +46,14 @@ SCHEMA_VERSION = 1
 SUFFIX = ".sqlite"
 BUSY_TIMEOUT_S = 60.0  # how long a writer waits for another's transaction before giving up
 FEATURE_DTYPE = np.dtype("<f4")  # per-image embeddings and hinge counts (exact below 2**24)
-SUM_DTYPE = np.dtype("<f8")  # per-writer sums, which grow with every image
+# per-writer sums of a new gallery (float64 in those made before 2026-12-05, which keep it):
+# identification computes in float32 (the hinge's counts exact below 2**24, VLAD encoded in
+# float32), and at 10,000 writers float64 sums doubled what opening reads from disk
+# (docs/results.md, a VLAD gallery opened in float32)
+SUM_DTYPE = np.dtype("<f4")
+READ_SUM_DTYPE = np.dtype(np.float32)  # the sums as `snapshot` reads them, whatever stored
+DUAL_DTYPE = np.dtype("<f8")  # exemplar SVMs' dual multipliers
+SUM_TOLERANCE = 1e-5  # `check`: float32's rounding (6e-8) at up to ~100 enrolments
 HEADER = b"SQLite format 3\x00"
 
 # each writer's exemplar SVM (`runtime.descriptors.exemplar_duals`), added to schema 1
@@ -118,10 +126,10 @@ class GalleryError(ModelError):
 @dataclasses.dataclass(frozen=True)
 class Snapshot:
     """What identification reads, all from one read transaction: the writers in enrolment
-    order, their unit mean embeddings [W, D] and summed hinge counts [W, K] (None where
-    the gallery holds no such feature), and each writer's exemplar SVM stored for the
-    cohort asked for (`Gallery.snapshot`), None where none is stored for the writer's
-    images as they are now."""
+    order, their unit mean embeddings [W, D] and summed descriptor rows [W, K] in float32
+    (`READ_SUM_DTYPE`; None where the gallery holds no such feature), and each writer's
+    exemplar SVM stored for the cohort asked for (`Gallery.snapshot`), None where none is
+    stored for the writer's images as they are now."""
 
     writers: list[str]
     centroids: np.ndarray | None
@@ -227,6 +235,7 @@ class Gallery:
                                f"{SCHEMA_VERSION} this version reads. Use the iam-writers "
                                "version that wrote it.")
         self.meta = meta
+        self.sum_dtype = np.dtype(meta.get("sum_dtype", "<f8"))
 
     @classmethod
     def open(cls, path: str | Path, create: bool = False, fingerprint: str | None = None,
@@ -388,38 +397,47 @@ class Gallery:
               None if thumbnails is None else thumbnails[i],
               *((None, None) if read is None else read[i]))
              for i, (p, h) in enumerate(zip(paths, hashes))])
-        emb_total = _summed(_array(emb_sum, SUM_DTYPE), embeddings)
-        hinge_total = _summed(_array(hinge_sum, SUM_DTYPE), hinge)
+        emb_total = _summed(_array(emb_sum, self.sum_dtype), embeddings)
+        hinge_total = _summed(_array(hinge_sum, self.sum_dtype), hinge)
         db.execute("UPDATE writers SET updated = ?, n_images = ?, embedding_sum = ?, "
                    "centroid = ?, hinge_sum = ? WHERE id = ?",
                    (now, count + len(paths),
-                    None if emb_total is None else _blob(emb_total, SUM_DTYPE),
+                    None if emb_total is None else _blob(emb_total, self.sum_dtype),
                     None if emb_total is None else _blob(unit(emb_total), FEATURE_DTYPE),
-                    None if hinge_total is None else _blob(hinge_total, SUM_DTYPE),
+                    None if hinge_total is None else _blob(hinge_total, self.sum_dtype),
                     writer_id))
         if exemplar is not None and hinge_total is not None:
             db.execute(EXEMPLARS)  # a gallery from before the table
             cohort, duals = exemplar(hinge_total)
             db.execute("INSERT OR REPLACE INTO exemplars VALUES (?, ?, ?, ?)",
-                       (writer_id, cohort, count + len(paths), _blob(duals, SUM_DTYPE)))
+                       (writer_id, cohort, count + len(paths), _blob(duals, DUAL_DTYPE)))
 
     def snapshot(self, cohort: str | None = None) -> Snapshot:
         """The writers and their aggregates, read in one transaction; with a `cohort`'s key,
         the exemplar SVMs stored against it for each writer's images as they are now."""
+        names, centroids, duals = [], [], []
+        sums = None
         with self._reading():
             stored = cohort is not None and _has_exemplars(self.db)
+            count = self.db.execute("SELECT COUNT(*) FROM writers").fetchone()[0]
             rows = self.db.execute(
                 "SELECT w.name, w.centroid, w.hinge_sum, "
                 f"{'e.duals' if stored else 'NULL'} FROM writers w "
                 + ("LEFT JOIN exemplars e ON e.writer_id = w.id AND e.cohort = ? AND "
                    "e.n_images = w.n_images " if stored else "")
-                + "ORDER BY w.id", (cohort,) if stored else ()).fetchall()
-        names = [r[0] for r in rows]
+                + "ORDER BY w.id", (cohort,) if stored else ())
+            for i, (name, centroid, hinge_sum, dual) in enumerate(rows):
+                names.append(name)
+                centroids.append(centroid)
+                duals.append(_array(dual, DUAL_DTYPE))
+                if self.descriptor and hinge_sum is not None:
+                    if sums is None:
+                        sums = np.empty((count, len(hinge_sum) // self.sum_dtype.itemsize),
+                                        READ_SUM_DTYPE)
+                    sums[i] = np.frombuffer(hinge_sum, self.sum_dtype)
         return Snapshot(
-            names,
-            _matrix([r[1] for r in rows], FEATURE_DTYPE) if self.fingerprint and rows else None,
-            _matrix([r[2] for r in rows], SUM_DTYPE) if self.descriptor and rows else None,
-            [_array(r[3], SUM_DTYPE) for r in rows])
+            names, _matrix(centroids, FEATURE_DTYPE) if self.fingerprint and names else None,
+            sums, duals)
 
     @contextmanager
     def _reading(self) -> Iterator[None]:
@@ -481,7 +499,7 @@ class Gallery:
                 "model": self.fingerprint, "descriptor": self.descriptor,
                 "embedding_dim": _int(self.meta.get("embedding_dim")),
                 "feature_dtype": self.meta.get("feature_dtype", FEATURE_DTYPE.str),
-                "hinge_dim": _int(self.meta.get("hinge_dim")),
+                "sum_dtype": self.sum_dtype.str, "hinge_dim": _int(self.meta.get("hinge_dim")),
                 "created": self.meta.get("created"), "writers": n_writers,
                 "images": n_images, "exemplar_svms": n_svms, "bytes": self.path.stat().st_size}
 
@@ -498,9 +516,8 @@ class Gallery:
                 for k, (column, total) in enumerate((("embedding", emb_sum),
                                                      ("hinge", hinge_sum))):
                     blobs = [r[k] for r in images if r[k] is not None]
-                    if (total is None) != (not blobs) or (blobs and not np.allclose(
-                            _matrix(blobs, FEATURE_DTYPE).astype(SUM_DTYPE).sum(axis=0),
-                            _array(total, SUM_DTYPE), rtol=1e-6, atol=1e-6)):
+                    if (total is None) != (not blobs) or (blobs and not _agrees(
+                            _matrix(blobs, FEATURE_DTYPE), _array(total, self.sum_dtype))):
                         problems.append(f"{name}: the {column} sum disagrees with the images")
                 if count != len(images):
                     problems.append(f"{name}: {count} images counted, {len(images)} stored")
@@ -562,10 +579,18 @@ def _int(value: str | None) -> int | None:
     return None if value is None else int(value)
 
 
+def _agrees(rows: np.ndarray, total: np.ndarray) -> bool:
+    """Whether a stored sum is its rows' sum, to the rounding of a float32 sum at each of
+    its enrolments: a bound on the rows' magnitudes, not on the total, which may be small."""
+    rows = rows.astype(np.float64)
+    return bool(np.all(np.abs(rows.sum(axis=0) - total)
+                       <= 1e-6 + SUM_TOLERANCE * np.abs(rows).sum(axis=0)))
+
+
 def _summed(total: np.ndarray | None, rows: np.ndarray | None) -> np.ndarray | None:
     if rows is None:
         return None
-    added = rows.astype(SUM_DTYPE).sum(axis=0)
+    added = rows.astype(np.float64).sum(axis=0)  # stored in the gallery's `sum_dtype`
     return added if total is None else total + added
 
 
