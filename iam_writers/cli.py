@@ -738,6 +738,12 @@ def main(argv: list[str] | None = None) -> int:
         # argparse ends an optional positional list at the first flag: `enroll G --writer W
         # IMAGES` leaves the images here
         args.images += map(Path, extra)
+    elif args.command in ("predict", "verify") and any(a.split("=")[0] == "--model"
+                                                         for a in extra):
+        # enroll and identify take --model (there it is optional); these need it first
+        rest = "A B" if args.command == "verify" else "IMAGES"
+        p.error(f"{args.command} takes the model as its first argument, not --model: "
+                f"iam-writers {args.command} MODEL {rest}")
     elif extra:
         p.error(f"unrecognized arguments: {' '.join(extra)}")
     if getattr(args, "needs_train", False) and (module := missing_train_extra()):

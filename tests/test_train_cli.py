@@ -206,3 +206,17 @@ def test_train_settings_out_of_range_are_refused_before_anything_runs(flags, say
         main(["train", "--out", str(tmp_path / "r"), *flags])
     assert exit_.value.code == 2 and says in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("argv,usage", [
+    (("verify", "--model", "m.tflite", "a.png", "b.png"), "iam-writers verify MODEL A B"),
+    (("predict", "--model", "m.tflite", "a.png"), "iam-writers predict MODEL IMAGES"),
+])
+def test_verify_and_predict_say_that_their_model_comes_first(argv, usage, capsys):
+    """enroll and identify spell it --model; argparse alone would say only "unrecognized
+    arguments: --model"."""
+    from iam_writers.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(list(argv))
+    assert exit_.value.code == 2 and usage in capsys.readouterr().err
