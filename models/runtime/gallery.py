@@ -432,7 +432,7 @@ class Gallery:
                 duals.append(_array(dual, DUAL_DTYPE))
                 if self.descriptor and hinge_sum is not None:
                     if sums is None:
-                        sums = np.empty((count, len(hinge_sum) // self.sum_dtype.itemsize),
+                        sums = np.zeros((count, len(hinge_sum) // self.sum_dtype.itemsize),
                                         READ_SUM_DTYPE)
                     sums[i] = np.frombuffer(hinge_sum, self.sum_dtype)
         return Snapshot(
