@@ -493,6 +493,23 @@ def test_upright_finds_the_shear_that_stands_the_strokes_up(seed):
     assert abs(descriptors.slant(stood)) <= 0.1  # upright stays upright
 
 
+def test_slant_counts_the_columns_that_the_sheared_image_holds():
+    """`slant` counts the sheared ink's columns from the ink pixels alone: the same counts
+    as the columns of the image `sheared` warps (to its interpolation's rounding), at every
+    shear it tries."""
+    rng = np.random.default_rng(3)
+    drawn = strokes_drawn(synth.render_line(synth.WriterStyle.sample(rng), rng),
+                          STROKE_WIDTH)
+    ink = (drawn < 128).astype(np.float32)
+    ys, xs = np.nonzero(ink)
+    for shear in descriptors.SHEARS:
+        warped = descriptors.sheared(ink, shear, 0).sum(axis=0)
+        counted = descriptors.sheared_columns(ys, xs, ink.shape, shear)
+        assert counted.shape == warped.shape
+        np.testing.assert_allclose(counted, warped, atol=5e-3)
+        assert counted.sum() == pytest.approx(len(ys))
+
+
 def test_strokes_drawn_one_width_whatever_the_pen():
     """The second view redraws the ink with its strokes about STROKE_WIDTH px wide: loops
     and strokes drawn with a fine and a broad pen read alike there, and not as scanned."""

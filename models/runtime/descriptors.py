@@ -155,9 +155,25 @@ def slant(image: np.ndarray) -> float:
     """The shear of `SHEARS` that stands a dark-on-white image's strokes upright: the one
     whose columns hold the ink most unevenly (the largest sum of squared column counts),
     where near-vertical strokes line up as columns (Vinciarelli and Luettin's deslanting)."""
-    ink = (image < 128).astype(np.float32)
-    spread = [float(np.square(sheared(ink, s, 0).sum(axis=0)).sum()) for s in SHEARS]
+    ys, xs = np.nonzero(image < 128)
+    spread = [float(np.square(sheared_columns(ys, xs, image.shape, s)).sum()) for s in SHEARS]
     return float(SHEARS[int(np.argmax(spread))])
+
+
+def sheared_columns(ys: np.ndarray, xs: np.ndarray, shape: tuple[int, int],
+                    shear: float) -> np.ndarray:
+    """The column sums of an ink mask (its pixels at rows `ys`, columns `xs`, in an image of
+    `shape`) as `sheared` shears it, each pixel shared by linear interpolation between the
+    two columns it lands between: from the ink alone, 2.4 times faster than warping the
+    image (the same shears on all 2,881 dev lines; docs/results.md, slant from the ink)."""
+    h, w = shape
+    pad = int(abs(shear) * h) + 2
+    at = xs + (shear * (ys - h / 2) + pad)
+    left = np.floor(at)
+    right = at - left
+    left = left.astype(np.int64)
+    return (np.bincount(left, 1 - right, w + 2 * pad)
+            + np.bincount(left + 1, right, w + 2 * pad))
 
 
 def upright(image: np.ndarray) -> np.ndarray:
