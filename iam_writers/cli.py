@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from iam_writers_tfds import console
@@ -104,13 +105,18 @@ def _preflight(args: argparse.Namespace) -> None:
             raise RunError(f"{args.run}: {err}") from None
 
 
-def _page(lines: int | None, which: str = "", printed: int | None = None) -> str:
-    """How a page reads in a result line: ` (page: 9 lines)`, or ` (page: 9 lines, 8 printed
-    left out)`; nothing for a line."""
-    if lines is None:
-        return ""
-    typed = f", {printed} printed left out" if printed else ""
-    return f" ({'page' + (' ' + which if which else '')}: {lines} lines{typed})"
+def _page(read: Callable[[str], int | None], which: str = "") -> str:
+    """How a page reads in a result line: ` (page: 9 lines)`, ` (page a: 9 lines, 8
+    printed left out)`, ` (a, 3 pages: 27 lines, 1 blank left out)`; nothing for a line.
+    `read` gives the result's "lines", "printed", "pages" and "blank_pages" of the image."""
+    lines, printed, pages, blank = map(read, ("lines", "printed", "pages", "blank_pages"))
+    said = ([f"{lines} lines"] if lines is not None else []) + (
+        [f"{printed} printed left out"] if printed else []) + (
+        [f"{blank} blank left out"] if blank else [])
+    if pages:
+        return f" ({which + ', ' if which else ''}{pages} pages{': ' if said else ''}" \
+               f"{', '.join(said)})"
+    return f" (page{' ' + which if which else ''}: {', '.join(said)})" if said else ""
 
 
 MODEL_HELP = ("an export folder (its float32 model, if exported), one of its model_*.tflite files, "
@@ -156,7 +162,7 @@ def _predict(args: argparse.Namespace) -> None:
     _declared_resolutions(args.images, args.dpi)
     results = [model.predict(image, args.top_k, args.input, args.dpi) for image in args.images]
     text = "\n".join(
-        f"{r['image']}{_page(r.get('lines'), printed=r.get('printed'))}: "
+        f"{r['image']}{_page(r.get)}: "
         + ", ".join(f"{t['writer']} {t['score']:.3f}" for t in r["top"]) for r in results)
     _show(results, args.json, text)
 
@@ -184,8 +190,8 @@ def _verify(args: argparse.Namespace) -> None:
     _show(r, args.json, f"{verdict}: {r['scored_by']} {r['score']:.3f} (threshold "
           f"{r['threshold']:.3f})"
           + (f"; log10 LR {r['log10_lr']:+.2f}, {r['support']}" if "log10_lr" in r else "")
-          + _page(r.get("lines_a"), "a", r.get("printed_a"))
-          + _page(r.get("lines_b"), "b", r.get("printed_b")))
+          + "".join(_page(lambda k, side=side: r.get(f"{k}_{side}"), side)
+                    for side in ("a", "b")))
 
 
 def _enroll(args: argparse.Namespace) -> None:
@@ -272,8 +278,7 @@ def _identify(args: argparse.Namespace) -> None:
         print(f"note: {results[0]['note']}", file=sys.stderr)
     text = "\n".join(
         (f"document of {len(r['images'])} images" if args.document
-         else r["images"][0] + _page(r.get("lines", {}).get(r["images"][0]), printed=r.get(
-             "printed", {}).get(r["images"][0])))
+         else r["images"][0] + _page(lambda k, r=r: r.get(k, {}).get(r["images"][0])))
         + f": {r['writer'] or 'unknown writer'} ({r['score']}: "
         + ", ".join(f"{t['writer']} {t['similarity']:.3f}"
                     + (f" [log10 LR {t['log10_lr'][r['score']]:+.2f}]" if "log10_lr" in t
@@ -591,7 +596,8 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("predict", help="top-k writers of images (.tflite or SavedModel)")
     s.add_argument("model", type=Path, help=MODEL_HELP)
-    s.add_argument("images", type=Path, nargs="+", help="line images or page scans")
+    s.add_argument("images", type=Path, nargs="+",
+                   help="line images or page scans (a TIFF of several pages is one document)")
     s.add_argument("--top-k", type=positive_int, default=5)
     model_args(s)
     s.set_defaults(func=_predict)
@@ -678,7 +684,8 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("identify", help="rank enrolled writers for images, or say unknown")
     s.add_argument("gallery", type=Path, help="the gallery's SQLite file (`enroll` writes it)")
     s.add_argument("images", type=Path, nargs="+",
-                   help="line images or page scans: each a query, or one with --document")
+                   help="line images or page scans (a TIFF of several pages is one "
+                        "document): each a query, or one with --document")
     scoring_args(s)
     s.add_argument("--document", action="store_true",
                    help="the images are lines of one document: one ranking for all of them")

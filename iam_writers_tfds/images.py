@@ -22,6 +22,7 @@ SCAN_DPI = 300  # IAM's scans: the resolution every model and descriptor here is
 # a file's declared resolution is believed in this range; 72 and 96 are the defaults of
 # screen tools and say nothing about a scan
 BELIEVED_DPI = (150, 1200)
+MAX_PAGES = 20  # pages of one TIFF read as one document; a longer file is split by its user
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*")
 
@@ -35,7 +36,7 @@ class CorruptImageError(ImageError):
 
 
 class MultiPageImageError(CorruptImageError):
-    """A TIFF of several pages: one file is read as one image, so the others would be lost."""
+    """A TIFF of several pages where one image is expected, or of more than MAX_PAGES."""
 
 
 class ImageTooLargeError(ImageError):
@@ -127,11 +128,39 @@ def scan_dpi(data: bytes, dpi: float | None = None) -> float:
 
 
 def decode_gray(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Decode PNG/JPEG bytes into a 2-D uint8 grayscale array (dark ink on light paper).
+    """Decode PNG/JPEG/TIFF bytes into a 2-D uint8 grayscale array (dark ink on light paper).
 
     16-bit images are scaled to 8 bits, colour is converted to gray, and transparent
-    pixels are composited over white paper.
+    pixels are composited over white paper. A TIFF of several pages is refused: one image
+    is expected here (`decode_pages` reads them all).
     """
+    image = _first_page(data, name, max_pixels)
+    if data[:4] in _TIFF_SIGNATURES and _page(data, 1) is not None:
+        raise MultiPageImageError(
+            f"{name}: a TIFF of several pages where one image is expected. Split it into a "
+            f"file a page (for example `tiffsplit {name}`), or pass it to enroll, identify, "
+            "predict or verify, which read a TIFF's pages as one document.")
+    return image
+
+
+def decode_pages(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXELS
+                 ) -> list[np.ndarray]:
+    """The pages of image bytes, each as `decode_gray` makes it: every page of a TIFF (a
+    scanner's document, up to MAX_PAGES), the one image of any other file."""
+    pages = [_first_page(data, name, max_pixels)]
+    if data[:4] not in _TIFF_SIGNATURES:
+        return pages
+    while (page := _page(data, len(pages))) is not None:
+        if len(pages) == MAX_PAGES:
+            raise MultiPageImageError(f"{name}: a TIFF of more than {MAX_PAGES} pages. Split it "
+                                     "into documents of fewer pages (for example `tiffsplit "
+                                     f"{name}`) and pass those.")
+        pages.append(_gray(page, f"{name}, page {len(pages) + 1}", max_pixels))
+    return pages
+
+
+def _first_page(data: bytes, name: str, max_pixels: int) -> np.ndarray:
+    """The image of `decode_gray`, or a TIFF's first page, with the guards it names."""
     if not data:
         raise CorruptImageError(f"{name}: the file is empty. Re-download it or delete it.")
     if data.startswith(b"%PDF"):
@@ -153,11 +182,11 @@ def decode_gray(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXELS
             f"{name}: not a readable image (truncated, corrupt or another file type). "
             "Re-download it or delete it."
         )
-    if data[:4] in _TIFF_SIGNATURES and _second_page(data):
-        raise MultiPageImageError(
-            f"{name}: a TIFF of several pages, and a file is read as one image. Split it into "
-            f"a file a page (for example `tiffsplit {name}`) and pass those; `identify "
-            "--document` asks about them as one document.")
+    return _gray(img, name, max_pixels)
+
+
+def _gray(img: np.ndarray, name: str, max_pixels: int) -> np.ndarray:
+    """A decoded image as 2-D uint8 gray, ink dark on light paper; above `max_pixels`, refused."""
     if img.shape[0] * img.shape[1] > max_pixels:
         raise ImageTooLargeError(
             f"{name}: {img.shape[1]}x{img.shape[0]} pixels is above the limit of "
@@ -180,13 +209,14 @@ def decode_gray(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXELS
     return np.ascontiguousarray(img)
 
 
-def _second_page(data: bytes) -> bool:
-    """Whether TIFF bytes hold a second page (decoding that page alone)."""
+def _page(data: bytes, index: int) -> np.ndarray | None:
+    """Page `index` (from 0) of TIFF bytes, decoded alone, or None where it has none."""
     try:
-        return cv2.imdecodemulti(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED,
-                                 range=(1, 2))[0]
+        ok, mats = cv2.imdecodemulti(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED,
+                                     range=(index, index + 1))
     except (cv2.error, TypeError):  # TypeError: an OpenCV before 4.8 takes no range
-        return False
+        return None
+    return mats[0] if ok and mats and mats[0].size else None
 
 
 def image_file(path: str | Path) -> Path:
@@ -213,17 +243,18 @@ def scan_pixels(dpi: float) -> int:
     return int(MAX_PIXELS * (min(max(dpi, SCAN_DPI), BELIEVED_DPI[1]) / SCAN_DPI) ** 2)
 
 
-def read_scan(path: str | Path, dpi: float | None = None) -> tuple[np.ndarray, float]:
-    """(`read_gray` of a scan, resampled to SCAN_DPI; the resolution it was read at, from
-    `scan_dpi`)."""
+def read_scan(path: str | Path, dpi: float | None = None) -> tuple[list[np.ndarray], float]:
+    """(the pages of a scan (`decode_pages`: a TIFF's every page, else its one image), each
+    resampled to SCAN_DPI; the resolution they were read at, from `scan_dpi` (a TIFF's
+    first page's declared one))."""
     path = image_file(path)
     data = path.read_bytes()
     source = scan_dpi(data, dpi)
     try:
-        image = decode_gray(data, str(path), scan_pixels(source))
+        pages = decode_pages(data, str(path), scan_pixels(source))
     except ImageTooLargeError as err:
         if source > SCAN_DPI:
             raise
         raise ImageTooLargeError(f"{err} If it is a scan at more than {SCAN_DPI} dpi, pass "
                                  "--dpi with its resolution.") from None
-    return at_scan_dpi(image, source), source
+    return [at_scan_dpi(page, source) for page in pages], source

@@ -16,7 +16,7 @@ import pytest
 
 from iam_writers_tfds import synth
 from iam_writers_tfds.images import declared_dpi
-from models.runtime import evidence
+from models.runtime import Model, evidence
 from tests.conftest import cli
 
 
@@ -94,10 +94,16 @@ def test_the_report_opens_offline(reported):
     assert "@import" not in text and "url(" not in text
 
 
+def _read_as(page: np.ndarray, input: str) -> tuple[list, list]:
+    """(pages, their lines) of an image read as `input`, as a report draws them."""
+    scan = Model.read(page, input=input)
+    return scan.pages, scan.lines
+
+
 def test_a_page_thumbnail_outlines_its_lines():
     rng = np.random.default_rng(3)
     page, boxes = synth.render_page(synth.WriterStyle.sample(rng), rng, lines=4)
-    png = evidence.query_image(page, "auto")
+    png = evidence.thumbnail(*_read_as(page, "auto"))
     outlined = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
     # drawn at a third of the 300 dpi, and saying so: sizes compare across thumbnails
     assert outlined.shape[1] == round(page.shape[1] / 3)
@@ -107,7 +113,7 @@ def test_a_page_thumbnail_outlines_its_lines():
     assert outline.sum() > 4 * 2 * 100  # the red-orange outlines of 4 lines
     for x0, y0, x1, y1 in (np.array(box) / 3 for box in boxes):  # ... outside the ink
         assert not outline[int(y0) + 3:int(y1) - 3, int(x0):int(x1)].any()
-    plain = cv2.imdecode(np.frombuffer(evidence.query_image(page, "line"), np.uint8),
+    plain = cv2.imdecode(np.frombuffer(evidence.thumbnail(*_read_as(page, "line")), np.uint8),
                          cv2.IMREAD_UNCHANGED)
     assert plain.ndim == 2  # read as one line: nothing outlined
 
@@ -115,7 +121,7 @@ def test_a_page_thumbnail_outlines_its_lines():
 def test_thumbnails_side_by_side_say_whether_their_sizes_compare():
     rng = np.random.default_rng(4)
     line = synth.render_line(synth.WriterStyle.sample(rng), rng)
-    drawn = evidence.thumbnail(line)
+    drawn = evidence.thumbnail([line])
     older = cv2.imencode(".png", line[::2, ::2])[1].tobytes()  # stored at another scale
     same = evidence.side_by_side([("q", "query", [(drawn, "q", "q.png")]),
                                   ("w", "closest", [(drawn, "w", "w.png")])])

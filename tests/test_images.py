@@ -44,18 +44,30 @@ def test_unusable_bytes_are_corrupt(data, match):
         images.decode_gray(data, "x.png")
 
 
-def test_a_pdf_or_a_tiff_of_several_pages_is_refused_saying_how_to_split_it(tmp_path):
-    """A scanner's PDF, or a multi-page TIFF whose first page alone would have been read
-    without a word."""
+def test_a_pdf_is_refused_saying_how_to_export_its_pages():
     with pytest.raises(images.CorruptImageError, match="x.pdf: a PDF, not an image.*pdftoppm"):
         images.decode_gray(b"%PDF-1.7\n" + bytes(200), "x.pdf")
+
+
+def test_a_tiff_of_several_pages_is_read_whole_where_pages_are_asked_for(tmp_path, monkeypatch):
+    """A scanner's multi-page TIFF: `decode_pages` reads every page; where one image is
+    expected (a dataset's line), it is refused rather than its first page read without a
+    word; past MAX_PAGES it is refused, saying how to split it."""
     page = np.full((40, 60), 250, np.uint8)
-    assert cv2.imwritemulti(str(tmp_path / "two.tif"), [page, page // 2])
-    with pytest.raises(images.MultiPageImageError, match="two.tif: a TIFF of several pages.*"
-                       "tiffsplit .*two.tif.*--document"):
-        images.read_gray(tmp_path / "two.tif")
+    assert cv2.imwritemulti(str(tmp_path / "three.tif"), [page, page // 2, page // 3])
+    data = (tmp_path / "three.tif").read_bytes()
+    read = images.decode_pages(data, "three.tif")
+    assert [int(p[0, 0]) for p in read] == [250, 125, 83]
+    with pytest.raises(images.MultiPageImageError, match="three.tif: a TIFF of several pages "
+                       "where one image is expected.*tiffsplit .*three.tif.*identify"):
+        images.read_gray(tmp_path / "three.tif")
+    monkeypatch.setattr(images, "MAX_PAGES", 2)
+    with pytest.raises(images.MultiPageImageError, match="three.tif: a TIFF of more than 2 pages"):
+        images.decode_pages(data, "three.tif")
     assert cv2.imwrite(str(tmp_path / "one.tif"), page)
     np.testing.assert_array_equal(images.read_gray(tmp_path / "one.tif"), page)
+    [one] = images.decode_pages((tmp_path / "one.tif").read_bytes())
+    np.testing.assert_array_equal(one, page)
 
 
 def test_declared_size_over_limit_stops_before_decoding():

@@ -10,7 +10,7 @@ import pytest
 
 from iam_writers_tfds import synth
 from iam_writers_tfds.images import declared_dpi
-from models.runtime import Gallery, pages
+from models.runtime import Gallery, evidence, pages
 from tests.conftest import cli
 
 
@@ -225,3 +225,48 @@ def test_a_page_is_enrolled_and_identified_as_one_document(tmp_path):
     proc = cli("identify", tmp_path / "g", blank, "--input", "page", "--descriptor", "hinge")
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
     assert proc.stderr.startswith(f"iam-writers identify: error: {blank}: the image is blank")
+
+
+def test_a_tiff_of_several_pages_is_one_document(tmp_path):
+    """A scanner's multi-page TIFF is asked about as the document its pages make, a blank
+    page (a duplex scan's back) left out and counted: it scores what its pages given as
+    files with --document score, and reports and the gallery draw every page."""
+    rng = np.random.default_rng(20)
+    for name in ("ann", "bob"):
+        style = synth.WriterStyle.sample(rng)
+        written = [synth.render_page(style, rng, lines=4)[0] for _ in range(3)]
+        for k, page in enumerate(written):
+            cv2.imwrite(str(tmp_path / f"{name}{k}.png"), page)
+        proc = cli("enroll", tmp_path / "g", "--writer", name, tmp_path / f"{name}0.png")
+        assert proc.returncode == 0, proc.stderr
+    blank = np.full_like(written[1], 250)
+    ann = [cv2.imread(str(tmp_path / f"ann{k}.png"), cv2.IMREAD_GRAYSCALE) for k in (1, 2)]
+    tiff = tmp_path / "ann.tif"
+    assert cv2.imwritemulti(str(tiff), [ann[0], blank, ann[1]])
+    proc = cli("identify", tmp_path / "g", tiff, "--json", "--report", tmp_path / "r.html")
+    assert proc.returncode == 0, proc.stderr
+    [r] = json.loads(proc.stdout)
+    assert r["top"][0]["writer"] == "ann" and r["level"] == "document"
+    assert (r["lines"], r["pages"], r["blank_pages"]) == ({str(tiff): 8}, {str(tiff): 2},
+                                                           {str(tiff): 1})
+    assert "(2 pages: 8 lines found, outlined; 1 blank page left out)" in (
+        tmp_path / "r.html").read_text()
+    proc = cli("identify", tmp_path / "g", tmp_path / "ann1.png", tmp_path / "ann2.png",
+               "--document", "--json")
+    [files] = json.loads(proc.stdout)
+    assert [t["writer"] for t in files["top"]] == [t["writer"] for t in r["top"]]
+    for asked, paged in zip(files["top"], r["top"]):
+        assert paged["scores"] == pytest.approx(asked["scores"], abs=1e-6)
+    assert cli("identify", tmp_path / "g", tiff).stdout.startswith(
+        f"{tiff} (2 pages: 8 lines, 1 blank left out): ann")
+    proc = cli("enroll", tmp_path / "g", "--writer", "ann", tiff)
+    assert proc.returncode == 0, proc.stderr
+    gallery = Gallery.open(tmp_path / "g")
+    [_, (path, png)] = gallery.thumbnails("ann")
+    gallery.close()
+    drawn = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+    assert path == str(tiff) and declared_dpi(png) == pytest.approx(100, abs=0.01)
+    outline = drawn[..., 2].astype(int) - drawn[..., 0] > 100
+    assert len(np.flatnonzero(np.diff(outline.any(axis=1).astype(int)) == 1)) == 8
+    assert drawn.shape[0] == round(ann[0].shape[0] / 3) + round(ann[1].shape[0] / 3) + \
+        evidence.PAGE_GAP

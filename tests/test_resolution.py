@@ -96,10 +96,10 @@ def test_the_size_limit_is_of_paper_not_of_pixels(tmp_path, monkeypatch):
     png = cv2.imencode(".png", page)[1].tobytes()
     (tmp_path / "plain.png").write_bytes(png)
     (tmp_path / "600.png").write_bytes(png_with_dpi(png, 600))
-    read, source = read_scan(tmp_path / "600.png")  # a quarter of the limit's paper at 600
+    [read], source = read_scan(tmp_path / "600.png")  # a quarter of the limit's paper at 600
     assert source == pytest.approx(600, abs=0.01)
     assert read.shape == (round(page.shape[0] / 2), round(page.shape[1] / 2))
-    assert read_scan(tmp_path / "plain.png", 600)[0].shape == read.shape  # --dpi 600 alike
+    assert read_scan(tmp_path / "plain.png", 600)[0][0].shape == read.shape  # --dpi 600 alike
     with pytest.raises(ImageTooLargeError, match=r"plain\.png: .*pass --dpi with its resolution"):
         read_scan(tmp_path / "plain.png")
     monkeypatch.setattr(images, "MAX_PIXELS", page.size // 20)  # too large even at 1,200 dpi

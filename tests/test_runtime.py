@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
 from iam_writers_tfds import synth
+from iam_writers_tfds.images import MultiPageImageError
 from models import runtime
 from pipelines import PipelineConfig, preprocess
 
@@ -98,3 +100,14 @@ def test_a_line_with_too_little_ink_for_the_model_is_refused_saying_how_much(tmp
                        match=r"sliver: too little ink for the model \(its most inked window "
                              r"is \d\.\d% ink, 3% needed\)"):
         fake_model(tmp_path).outputs(image, "sliver")
+
+
+def test_a_tiff_of_several_pages_is_not_read_as_one_line(tmp_path):
+    """Where one line is expected (the model's input), a multi-page TIFF is refused, not
+    read as its first page."""
+    from tests.fuzzing import fake_model
+
+    assert cv2.imwritemulti(str(tmp_path / "two.tif"), [_line(0), _line(1)])
+    with pytest.raises(MultiPageImageError, match=r"two\.tif: a TIFF of 2 pages where one line "
+                       "is expected.*identify, enroll, predict or verify"):
+        fake_model(tmp_path).inputs(tmp_path / "two.tif")

@@ -24,6 +24,7 @@ from iam_writers_tfds import atomic
 from iam_writers_tfds.images import SCAN_DPI, declared_dpi, png_with_dpi
 from models.runtime import pages
 from models.runtime.gallery import utc_now
+from models.runtime.model import Model, Scan
 
 LEVELS = ("line", "document", "page")  # each kind of query has its own calibration
 VERBAL_SCALE = ((1, "weak"), (2, "moderate"), (3, "moderately strong"), (4, "strong"),
@@ -175,22 +176,41 @@ THUMB_DPI = 100
 THUMB_MAX_WIDTH = 1200  # px: an image wider than 12 inches is drawn smaller (and says so)
 LINE_COLOUR = (0, 90, 230)  # BGR: the outline of a line found on a page
 OUTLINE_GAP = 3  # px between a line's ink and its outline, which would hide its first letter
+PAGE_GAP = 12  # px between a TIFF's pages drawn one under another, a grey rule across it
+PAGE_RULE = (160, 160, 160)  # BGR
 
 
-def thumbnail(image: np.ndarray, lines: list[pages.Line] | None = None) -> bytes:
-    """A PNG of a grey image at 300 dpi drawn at THUMB_DPI (declared in the file), with
-    the handwritten text `lines` found on it outlined just outside their ink (printed ones,
-    left out, are not)."""
-    scale = min(THUMB_DPI / SCAN_DPI, THUMB_MAX_WIDTH / image.shape[1])
-    small = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    if lines:
-        small = cv2.cvtColor(small, cv2.COLOR_GRAY2BGR)
-        for x0, y0, x1, y1 in (line.box for line in pages.handwritten(lines)):
-            cv2.rectangle(small, (int(x0 * scale) - OUTLINE_GAP, int(y0 * scale) - OUTLINE_GAP),
-                          (int(x1 * scale) + OUTLINE_GAP, int(y1 * scale) + OUTLINE_GAP),
-                          LINE_COLOUR, 2)
-    ok, png = cv2.imencode(".png", small, [cv2.IMWRITE_PNG_COMPRESSION, 9])
+def thumbnail(images: list[np.ndarray], lines: list[list[pages.Line] | None] | None = None
+              ) -> bytes:
+    """A PNG of an image's pages (grey, at 300 dpi; a TIFF's several one under another)
+    drawn at THUMB_DPI (declared in the file), each with the handwritten text `lines` found
+    on it outlined just outside their ink (printed ones, left out, are not)."""
+    scale = min(THUMB_DPI / SCAN_DPI, THUMB_MAX_WIDTH / max(i.shape[1] for i in images))
+    drawn = [_drawn(image, found, scale)
+             for image, found in zip(images, lines or [None] * len(images))]
+    if len(drawn) > 1:
+        width = max(d.shape[1] for d in drawn)
+        rule = np.full((PAGE_GAP, width, 3), 255, np.uint8)
+        rule[PAGE_GAP // 2] = PAGE_RULE
+        widened = [np.pad(d if d.ndim == 3 else cv2.cvtColor(d, cv2.COLOR_GRAY2BGR),
+                          [(0, 0), (0, width - d.shape[1]), (0, 0)], constant_values=255)
+                   for d in drawn]
+        drawn = [part for page in widened for part in (rule, page)][1:]
+    ok, png = cv2.imencode(".png", np.vstack(drawn), [cv2.IMWRITE_PNG_COMPRESSION, 9])
     return png_with_dpi(png.tobytes(), SCAN_DPI * scale)
+
+
+def _drawn(image: np.ndarray, lines: list[pages.Line] | None, scale: float) -> np.ndarray:
+    """One page of a `thumbnail`: grey, or colour with its handwritten lines outlined."""
+    small = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    if not lines:
+        return small
+    small = cv2.cvtColor(small, cv2.COLOR_GRAY2BGR)
+    for x0, y0, x1, y1 in (line.box for line in pages.handwritten(lines)):
+        cv2.rectangle(small, (int(x0 * scale) - OUTLINE_GAP, int(y0 * scale) - OUTLINE_GAP),
+                      (int(x1 * scale) + OUTLINE_GAP, int(y1 * scale) + OUTLINE_GAP),
+                      LINE_COLOUR, 2)
+    return small
 
 
 def _img(png: bytes, alt: str, css: str) -> str:
@@ -198,14 +218,18 @@ def _img(png: bytes, alt: str, css: str) -> str:
     return f'<img class="{css}" alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
-def _printed_words(printed: int | None) -> str:
-    """What a report says of a page's lines of machine print (`pages.printed`)."""
-    return f"; {printed} of machine print left out, not outlined" if printed else ""
-
-
-def query_image(image: np.ndarray, input: str) -> bytes:
-    """The thumbnail of a query: a page with its text lines outlined."""
-    return thumbnail(image, pages.page_lines(image, input))
+def read_words(scan: Scan) -> str:
+    """How a report says an image was read: ` (page: 9 lines found, outlined; 2 of machine
+    print left out, not outlined)`, ` (3 pages: ...; 1 blank page left out)`; nothing for
+    a line."""
+    found = scan.parts()[1]
+    said = ([f"{found} lines found, outlined"] if found is not None else []) + (
+        [f"{scan.printed} of machine print left out, not outlined"] if scan.printed else []) + (
+        [f"{scan.blank} blank page{'s' if scan.blank > 1 else ''} left out"]
+        if scan.blank else [])
+    if not said:
+        return ""
+    return f" ({f'{len(scan.pages)} pages' if len(scan.pages) > 1 else 'page'}: {'; '.join(said)})"
 
 
 STYLE = """
@@ -345,8 +369,6 @@ def identify_report(path: str | Path, results: list[dict], identifier, input: st
     the top writers with each score, the log10 LR and its words, and thumbnails of their
     enrolled handwriting; and a plot of where the top writers' scores fall among those
     measured at calibration."""
-    from iam_writers_tfds.images import read_scan
-
     gallery = identifier.gallery
     card = identifier.model.card if identifier.model else None
     calibrated = "log10_lr" in results[0]["top"][0]
@@ -360,16 +382,14 @@ def identify_report(path: str | Path, results: list[dict], identifier, input: st
                if calibrated else f"<p class=\"note\">{html.escape(results[0]['note'])}</p>")]
     thumbs: dict[str, list[tuple[str, bytes]]] = {}
     for n, r in enumerate(results, 1):
-        scans = {p: read_scan(p, identifier.features.dpi) for p in r["images"]}
+        scans = {p: Model.read(p, p, input, identifier.features.dpi) for p in r["images"]}
         best = r["top"][0]
         for t in r["top"]:
             if t["writer"] not in thumbs:
                 thumbs[t["writer"]] = gallery.thumbnails(t["writer"])
-        query = [(query_image(scans[p][0], input), f"query {n}: {p}",
-                  html.escape(p) + (f" (page: {r['lines'][p]} lines found, outlined"
-                                    + _printed_words(r.get("printed", {}).get(p)) + ")"
-                                    if p in r.get("lines", {}) else "")
-                  + _resampled(scans[p][1])) for p in r["images"]]
+        query = [(thumbnail(scan.pages, scan.lines), f"query {n}: {p}",
+                  html.escape(p + read_words(scan)) + _resampled(scan.dpi))
+                 for p, scan in scans.items()]
         enrolled = [(png, f"{best['writer']}: {p}", html.escape(p))
                     for p, png in thumbs[best["writer"]][:1]]
         images = side_by_side(
@@ -461,14 +481,13 @@ def verify_report(path: str | Path, result: dict, input: str, card: dict | None 
     """Write the HTML report of `verify`: both images side by side, the score, the
     threshold, the decision, and the log10 LR in words with a plot of where the score falls
     among those measured at calibration."""
-    from iam_writers_tfds.images import read_scan
-
-    scans = {k: read_scan(result[k], dpi) for k in ("a", "b")}
+    scans = {k: Model.read(result[k], result[k], input, dpi) for k in ("a", "b")}
     verdict = "the same writer" if result["same_writer"] else "different writers"
     scored_by = result["scored_by"]
-    body = [side_by_side([(heading, "query", [(query_image(scans[k][0], input),
-                                               f"{k}: {result[k]}", html.escape(result[k])
-                                               + _resampled(scans[k][1]))])
+    body = [side_by_side([(heading, "query", [(thumbnail(scans[k].pages, scans[k].lines),
+                                               f"{k}: {result[k]}",
+                                               html.escape(result[k] + read_words(scans[k]))
+                                               + _resampled(scans[k].dpi))])
                           for k, heading in (("a", "a (questioned)"), ("b", "b (known)"))]),
             f"<p class=\"answer\">Decision: <b>{verdict}</b>: {scored_by} {result['score']:.3f} "
             f"(threshold {result['threshold']:.3f}; {html.escape(SCORE_WORDS[scored_by])})"

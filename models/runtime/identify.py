@@ -20,7 +20,7 @@ import numpy as np
 
 from iam_writers_tfds.images import SCAN_DPI
 from models.config import COHORT_TOP, SCORES
-from models.runtime import descriptors, evidence, pages
+from models.runtime import descriptors, evidence
 from models.runtime.descriptors import Descriptor
 from models.runtime.gallery import (
     Enrolled,
@@ -275,11 +275,14 @@ def hinge_similarity(queries: np.ndarray, references: np.ndarray) -> np.ndarray:
 
 class Read(NamedTuple):
     """How `Features` read one image: the handwritten lines found on it (None: read as a
-    line), its lines of machine print left out, and the resolution it was read at."""
+    line), its lines of machine print left out, the resolution it was read at, and for a
+    TIFF of several pages the pages read and the blank ones left out."""
 
     lines: int | None
     printed: int
     dpi: float
+    pages: int = 1
+    blank: int = 0
 
     @property
     def resampled(self) -> float | None:
@@ -330,11 +333,12 @@ class Features:
             for i, image in enumerate(images):
                 name = (str(image) if not isinstance(image, np.ndarray)
                         else names[i] if names else "<array>")
-                array, lines, read_at = Model.read(image, name, self.input, self.dpi)
-                parts, found = pages.split(array, lines)
+                scan = Model.read(image, name, self.input, self.dpi)
+                parts, found = scan.parts()
                 if thumbnails:
-                    self.thumbnails.append(evidence.thumbnail(array, lines))
-                self.read.append(Read(found, pages.printed(lines), read_at))
+                    self.thumbnails.append(evidence.thumbnail(scan.pages, scan.lines))
+                self.read.append(Read(found, scan.printed, scan.dpi, len(scan.pages),
+                                      scan.blank))
                 sizes.append(len(parts))
                 if self.model:
                     emb.append(document_embedding(self.model.outputs_of(parts, name, found)))
@@ -685,10 +689,11 @@ class Identifier:
         `alike_of`), "in_cohort" (where it reads as a training writer of the model's
         cohort: `cohort_of`), "lines" (handwritten
         lines found on each image read as a page), "printed" (lines of
-        machine print found and left out, on pages with any) and "dpi" (the resolution of
-        each image read at another than 300 dpi, resampled from it)} for one query: several
-        images, or one page, are a document (their mean embedding, their summed hinge
-        counts)."""
+        machine print found and left out, on pages with any), "dpi" (the resolution of
+        each image read at another than 300 dpi, resampled from it), "pages" and
+        "blank_pages" (each TIFF of several pages: the pages read, the blank ones left
+        out)} for one query: several images, one page or a TIFF's pages are a document
+        (their mean embedding, their summed hinge counts)."""
         if top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
         emb, counts = self.features(images)
@@ -706,14 +711,15 @@ class Identifier:
 
     def _ranked(self, images: list, emb: np.ndarray | None, counts: np.ndarray | None,
                 read: list[Read], top_k: int) -> dict:
-        document = len(images) > 1 or read[0].lines is not None
+        several = len(images) > 1 or read[0].pages > 1
+        document = several or read[0].lines is not None
         sims = {k: v[0] for k, v in self.all_scores(
             None if emb is None else unit(emb.mean(axis=0))[None],
             None if counts is None else counts.sum(axis=0)[None], document).items()}
         order = np.argsort(-sims[self.score])[:top_k]
         threshold = float(self.thresholds(sims[self.score][None], document)[0])
         best = self.writers[order[0]] if sims[self.score][order[0]] >= threshold else None
-        level = "document" if len(images) > 1 else "page" if document else "line"
+        level = "document" if several else "page" if document else "line"
         top = []
         for i in order:
             scores = {k: float(v[i]) for k, v in sims.items()}
@@ -739,8 +745,11 @@ class Identifier:
         found = {str(i): r.lines for i, r in zip(images, read) if r.lines is not None}
         typed = {str(i): r.printed for i, r in zip(images, read) if r.printed}
         resampled = {str(i): r.resampled for i, r in zip(images, read) if r.resampled}
+        paged = {str(i): r.pages for i, r in zip(images, read) if r.pages > 1}
+        blank = {str(i): r.blank for i, r in zip(images, read) if r.blank}
         return result | ({"lines": found} if found else {}) | (
-            {"printed": typed} if typed else {}) | ({"dpi": resampled} if resampled else {})
+            {"printed": typed} if typed else {}) | ({"dpi": resampled} if resampled else {}) | (
+            {"pages": paged} if paged else {}) | ({"blank_pages": blank} if blank else {})
 
 
 def verify(model: Model, questioned, reference, score: str | None = None,
@@ -752,13 +761,15 @@ def verify(model: Model, questioned, reference, score: str | None = None,
     for a gallery of one writer, with the same likelihood ratios.
 
     Returns {"a", "b", "score" (the value), "scored_by", "scores" (every score computed),
-    "threshold", "same_writer", "level" (of the questioned image: line or page),
-    `log10_lr` and `support` where the card calibrated them (else "note"), "lines_a",
+    "threshold", "same_writer", "level" (of the questioned image: line, page, or document
+    for a TIFF of several pages), `log10_lr` and `support` where the card calibrated them
+    (else "note"), "lines_a",
     "lines_b" for images read as pages, "printed_a", "printed_b" for pages with machine
     print (its lines, left out), "dpi_a", "dpi_b" for images read at another resolution
-    than 300 dpi, and "b_in_cohort" where the reference reads as a training writer of the
-    model's cohort (`Identifier.in_cohort`): if it is that writer, it is measured against
-    its own hand, which lowers the score}."""
+    than 300 dpi, "pages_a", "pages_b", "blank_pages_a", "blank_pages_b" for TIFFs of
+    several pages (read, and blank ones left out), and "b_in_cohort" where the reference
+    reads as a training writer of the model's cohort (`Identifier.in_cohort`): if it is
+    that writer, it is measured against its own hand, which lowers the score}."""
     features = features_for(model, score, input, dpi)
     gallery = new_in_memory(features.fingerprint, features.descriptor)
     try:  # the reference's features only: no thumbnail, as nothing shows the gallery
@@ -783,6 +794,10 @@ def verify(model: Model, questioned, reference, score: str | None = None,
              "printed_b": known.printed or None,
              "dpi_a": r.get("dpi", {}).get(str(questioned)),
              "dpi_b": known.resampled,
+             "pages_a": r.get("pages", {}).get(str(questioned)),
+             "pages_b": known.pages if known.pages > 1 else None,
+             "blank_pages_a": r.get("blank_pages", {}).get(str(questioned)),
+             "blank_pages_b": known.blank or None,
              "b_in_cohort": {k: hand[k] for k in ("reads_as", "score", "threshold")}
              if hand else None}
     return result | {k: n for k, n in extra.items() if n is not None}

@@ -12,10 +12,17 @@ import json
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
-from iam_writers_tfds.images import SCAN_DPI, ImageError, at_scan_dpi, read_scan
+from iam_writers_tfds.images import (
+    SCAN_DPI,
+    ImageError,
+    MultiPageImageError,
+    at_scan_dpi,
+    read_scan,
+)
 from models.runtime import pages
 from models.runtime.descriptors import Vlad
 from pipelines import preprocess
@@ -44,17 +51,63 @@ class NoInkError(ImageError):
     """A blank image, or one too small to hold handwriting."""
 
 
+class Scan(NamedTuple):
+    """An image as read: its pages at 300 dpi (a TIFF's every page with ink, any other
+    image's one), each page's name in messages, the image's name, the resolution it was
+    read at, the blank pages left out and, once read as `input` (`Model.read`), each page's
+    text lines (None: read as a line)."""
+
+    pages: list[np.ndarray]
+    names: list[str]
+    name: str
+    dpi: float
+    blank: int = 0
+    lines: list[list[pages.Line] | None] | None = None
+
+    def parts(self) -> tuple[list[np.ndarray], int | None]:
+        """(the line images to score, in page order; the handwritten lines found, None when
+        every page was read as a line (`pages.split`))."""
+        split = [pages.split(page, lines) for page, lines in zip(self.pages, self.lines)]
+        found = [n for _, n in split]
+        return ([part for parts, _ in split for part in parts],
+                None if all(n is None for n in found) else sum(n or 1 for n in found))
+
+    @property
+    def printed(self) -> int:
+        """Lines of machine print found on its pages, and left out."""
+        return sum(pages.printed(lines) for lines in self.lines)
+
+
 def handwriting(image: str | Path | np.ndarray, name: str = "<array>",
-                dpi: float | None = None) -> tuple[np.ndarray, str, float]:
-    """(2-D uint8 image at 300 dpi, its name, the resolution it was read at) of a path or an
-    array that can hold handwriting, scanned at `dpi` (a file: else the resolution it
-    declares, else 300; see `images.scan_dpi`); a blank or tiny image raises NoInkError
-    naming it."""
+                dpi: float | None = None) -> Scan:
+    """The handwriting of a path or an array (`Scan`, without text lines), scanned at `dpi`
+    (a file: else the resolution it declares, else 300; see `images.scan_dpi`). A blank or
+    tiny image raises NoInkError naming it; a TIFF's blank pages (a duplex scan's backs) are
+    left out, unless every page is blank."""
     if isinstance(image, np.ndarray):
         source = dpi or SCAN_DPI
-        image = at_scan_dpi(image, source)
+        found = [at_scan_dpi(image, source)]
     else:
-        name, (image, source) = str(image), read_scan(image, dpi)
+        name = str(image)
+        found, source = read_scan(image, dpi)
+    if len(found) == 1:
+        return Scan([inked(found[0], name)], [name], name, source)
+    kept: list[tuple[np.ndarray, str]] = []
+    for k, page in enumerate(found, 1):
+        try:
+            kept.append((inked(page, f"{name}, page {k}"), f"{name}, page {k}"))
+        except NoInkError:
+            continue
+    if not kept:
+        raise NoInkError(f"{name}: all {len(found)} pages are blank or too small for "
+                         "handwriting. Pass a scan of handwriting, dark ink on light paper.")
+    return Scan([k[0] for k in kept], [k[1] for k in kept], name, source,
+                blank=len(found) - len(kept))
+
+
+def inked(image: np.ndarray, name: str) -> np.ndarray:
+    """`image` (2-D uint8 at 300 dpi), where it can hold handwriting; else NoInkError naming
+    it: a blank or tiny image."""
     h, w = image.shape
     if min(h, w) < MIN_SIDE:
         raise NoInkError(f"{name}: {w}x{h} pixels is too small for a line of handwriting "
@@ -64,7 +117,7 @@ def handwriting(image: str | Path | np.ndarray, name: str = "<array>",
         raise NoInkError(f"{name}: the image is blank (nothing {MIN_CONTRAST} gray levels "
                          "darker than the paper). Pass a scan of handwriting, dark ink on "
                          "light paper.")
-    return image, name, source
+    return image
 
 
 def _card_for(path: Path) -> tuple[Path, dict]:
@@ -267,8 +320,12 @@ class Model:
         """(model input, which of the first output rows to average) of one image (a path or
         a 2-D uint8 array): the whole normalised line padded for the line pass and its inked
         windows, or the whole resized image."""
-        image, name, _ = handwriting(image, name)
-        spec = self.spec
+        scan = handwriting(image, name)
+        if len(scan.pages) > 1:
+            raise MultiPageImageError(f"{scan.name}: a TIFF of {len(scan.pages)} pages where one "
+                                      "line is expected. Pass it to identify, enroll, predict "
+                                      "or verify, which read its pages as one document.")
+        image, spec = scan.pages[0], self.spec
         if spec["mode"] == "resize":
             x = preprocess.resize_rgb(image, spec["image_size"], spec["keep_aspect"])[None]
             return preprocess.scale_input(x, spec["normalization"]), np.ones(1, bool)
@@ -295,20 +352,20 @@ class Model:
 
     def scores(self, image, name: str = "<array>", input: str = "line",
                dpi: float | None = None) -> tuple[np.ndarray, np.ndarray, list | None]:
-        """(per-writer scores, unit embedding, the `pages.Line`s found or None) of one image,
-        read as `input` (`models.config.INPUTS`) at `dpi` (`handwriting`); a page's
-        handwritten lines are one document. Scores are
-        probabilities from the mean log-probability of the inked windows, or cosine
-        similarities to the training writers' centroids for embedding-only models."""
-        array, lines, _ = self.read(image, name, input, dpi)
-        parts, found = pages.split(array, lines)
-        outs = self.outputs_of(parts, name, found)
+        """(per-writer scores, unit embedding, the image read (`Scan`)) of one image, read as
+        `input` (`models.config.INPUTS`) at `dpi` (`handwriting`); a page's handwritten
+        lines, or a TIFF's pages', are one document. Scores are probabilities from the mean
+        log-probability of the inked windows, or cosine similarities to the training
+        writers' centroids for embedding-only models."""
+        scan = self.read(image, name, input, dpi)
+        parts, found = scan.parts()
+        outs = self.outputs_of(parts, scan.name, found)
         emb = document_embedding(outs)
         if "log_probs" in outs[0]:
             mean = np.concatenate([o["log_probs"] for o in outs]).mean(axis=0)
             p = np.exp(mean - mean.max())
-            return p / p.sum(), emb, lines
-        return self.gallery.centroids @ emb, emb, lines
+            return p / p.sum(), emb, scan
+        return self.gallery.centroids @ emb, emb, scan
 
     def outputs_of(self, parts: list[np.ndarray], name: str, found: int | None) -> list[dict]:
         """`outputs` of each line of an image; a page's lines without an inked window (a
@@ -327,35 +384,38 @@ class Model:
 
     @staticmethod
     def read(image, name: str = "<array>", input: str = "line", dpi: float | None = None
-             ) -> tuple[np.ndarray, list[pages.Line] | None, float]:
-        """(an image at 300 dpi (`handwriting`, read at `dpi`), its text lines when read as
-        `input` is a page (`pages.page_lines`) else None, the resolution it was read at)."""
-        array, name, source = handwriting(image, name, dpi)
-        return array, pages.page_lines(array, input, name), source
+             ) -> Scan:
+        """An image read at `dpi` (`handwriting`) as `input`: each page with its text lines
+        when read as a page (`pages.page_lines`), else None."""
+        scan = handwriting(image, name, dpi)
+        return scan._replace(lines=[pages.page_lines(page, input, page_name)
+                                    for page, page_name in zip(scan.pages, scan.names)])
 
     @staticmethod
     def parts(image, name: str = "<array>", input: str = "line", dpi: float | None = None
               ) -> tuple[list[np.ndarray], int | None, float]:
         """(the line images of an image read as `input` at `dpi` (`Model.read`), lines
         found or None for a line, the resolution it was read at)."""
-        array, lines, source = Model.read(image, name, input, dpi)
-        return (*pages.split(array, lines), source)
+        scan = Model.read(image, name, input, dpi)
+        return (*scan.parts(), scan.dpi)
 
     def predict(self, image, top_k: int = 5, input: str = "auto",
                 dpi: float | None = None) -> dict:
         """{"image", "top": [{"writer", "score"}...], "lines" (pages: handwritten lines read),
-        "printed" (pages with machine print: its lines, left out)} for one image file."""
+        "printed" (pages with machine print: its lines, left out), "pages" and "blank_pages"
+        (a TIFF of several pages: those read, the blank ones left out)} for one image file."""
         if top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
-        scores, _, lines = self.scores(image, str(image), input, dpi)
+        scores, _, scan = self.scores(image, str(image), input, dpi)
         writers = self.gallery.writers if self.gallery else self.labels
         order = np.argsort(-scores)[:top_k]
-        result = {"image": str(image),
-                  "top": [{"writer": writers[i], "score": float(scores[i])} for i in order]}
-        if lines is None:
-            return result
-        return result | {"lines": len(pages.handwritten(lines))} | (
-            {"printed": n} if (n := pages.printed(lines)) else {})
+        found = scan.parts()[1]
+        return ({"image": str(image),
+                 "top": [{"writer": writers[i], "score": float(scores[i])} for i in order]}
+                | ({"lines": found} if found is not None else {})
+                | ({"printed": scan.printed} if scan.printed else {})
+                | ({"pages": len(scan.pages)} if len(scan.pages) > 1 else {})
+                | ({"blank_pages": scan.blank} if scan.blank else {}))
 
     def embed(self, image, name: str = "<array>") -> np.ndarray:
         """The unit mean embedding of one line's inked windows (a path or a 2-D array)."""
