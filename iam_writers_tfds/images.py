@@ -134,6 +134,11 @@ def decode_gray(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXELS
     pixels are composited over white paper. A TIFF of several pages is refused: one image
     is expected here (`decode_pages` reads them all).
     """
+    if is_pdf(data):
+        raise CorruptImageError(f"{name}: a PDF where one image is expected. Export its pages "
+                                "as PNG or TIFF at 300 dpi (for example `pdftoppm -r 300 -png "
+                                f"{name} page`), or pass it to enroll, identify, predict or "
+                                "verify, which read a PDF's pages as one document.")
     image = _first_page(data, name, max_pixels)
     if data[:4] in _TIFF_SIGNATURES and _page(data, 1) is not None:
         raise MultiPageImageError(
@@ -143,10 +148,17 @@ def decode_gray(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXELS
     return image
 
 
+def is_pdf(data: bytes) -> bool:
+    return data.startswith(b"%PDF")
+
+
 def decode_pages(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXELS
                  ) -> list[np.ndarray]:
-    """The pages of image bytes, each as `decode_gray` makes it: every page of a TIFF (a
-    scanner's document, up to MAX_PAGES), the one image of any other file."""
+    """The pages of image bytes, each as `decode_gray` makes it: every page of a TIFF or a
+    PDF (a scanner's document, up to MAX_PAGES; `_pdf_pages`), the one image of any other
+    file."""
+    if is_pdf(data):
+        return _pdf_pages(data, name, max_pixels)
     pages = [_first_page(data, name, max_pixels)]
     if data[:4] not in _TIFF_SIGNATURES:
         return pages
@@ -159,14 +171,47 @@ def decode_pages(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXEL
     return pages
 
 
+def _pdf_pages(data: bytes, name: str, max_pixels: int) -> list[np.ndarray]:
+    """A PDF's pages drawn in gray at SCAN_DPI from their paper size, by PDFium (Chrome's
+    renderer): a scanned page comes out at the scale of the paper it was scanned from."""
+    import pypdfium2 as pdfium
+
+    try:
+        pdf = pdfium.PdfDocument(data)
+    except pdfium.PdfiumError as err:
+        raise CorruptImageError(f"{name}: not a readable PDF ({err}). Re-export it, or export "
+                                "its pages as PNG or TIFF at 300 dpi (for example `pdftoppm -r "
+                                f"300 -png {name} page`) and pass those.") from None
+    try:
+        if not len(pdf):
+            raise CorruptImageError(f"{name}: a PDF without a page. Pass a scan of handwriting.")
+        if len(pdf) > MAX_PAGES:
+            raise MultiPageImageError(f"{name}: a PDF of {len(pdf)} pages, more than "
+                                      f"{MAX_PAGES}. Split it into documents of fewer pages "
+                                      f"(for example `pdfseparate {name} page-%d.pdf`) and "
+                                      "pass those.")
+        pages = []
+        for k in range(len(pdf)):
+            width, height = (side / 72 for side in pdf.get_page_size(k))  # points to inches
+            if width * height * SCAN_DPI ** 2 > max_pixels:
+                raise ImageTooLargeError(
+                    f"{name}, page {k + 1}: {width:.1f} x {height:.1f} inches of paper is "
+                    f"{width * height * SCAN_DPI ** 2:,.0f} pixels at {SCAN_DPI} dpi, above the "
+                    f"limit of {max_pixels:,}. Pass a scan of a page of handwriting.")
+            page = pdf[k]
+            try:
+                pages.append(page.render(scale=SCAN_DPI / 72, grayscale=True).to_numpy().copy())
+            finally:
+                page.close()
+        return pages
+    finally:
+        pdf.close()
+
+
 def _first_page(data: bytes, name: str, max_pixels: int) -> np.ndarray:
     """The image of `decode_gray`, or a TIFF's first page, with the guards it names."""
     if not data:
         raise CorruptImageError(f"{name}: the file is empty. Re-download it or delete it.")
-    if data.startswith(b"%PDF"):
-        raise CorruptImageError(f"{name}: a PDF, not an image. Export its pages as PNG or TIFF "
-                                f"at 300 dpi (for example `pdftoppm -r 300 -png {name} page`) "
-                                "and pass those.")
     size = png_size(data)
     if size is not None and size[0] * size[1] > max_pixels:
         raise ImageTooLargeError(
@@ -244,12 +289,13 @@ def scan_pixels(dpi: float) -> int:
 
 
 def read_scan(path: str | Path, dpi: float | None = None) -> tuple[list[np.ndarray], float]:
-    """(the pages of a scan (`decode_pages`: a TIFF's every page, else its one image), each
-    resampled to SCAN_DPI; the resolution they were read at, from `scan_dpi` (a TIFF's
-    first page's declared one))."""
+    """(the pages of a scan (`decode_pages`: a TIFF's or a PDF's every page, else its one
+    image), each resampled to SCAN_DPI; the resolution they were read at, from `scan_dpi`
+    (a TIFF's first page's declared one; a PDF's are drawn at SCAN_DPI from their paper
+    size, whatever `dpi` says))."""
     path = image_file(path)
     data = path.read_bytes()
-    source = scan_dpi(data, dpi)
+    source = SCAN_DPI if is_pdf(data) else scan_dpi(data, dpi)
     try:
         pages = decode_pages(data, str(path), scan_pixels(source))
     except ImageTooLargeError as err:

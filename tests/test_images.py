@@ -1,3 +1,5 @@
+import io
+
 import cv2
 import numpy as np
 import pytest
@@ -44,9 +46,40 @@ def test_unusable_bytes_are_corrupt(data, match):
         images.decode_gray(data, "x.png")
 
 
-def test_a_pdf_is_refused_saying_how_to_export_its_pages():
-    with pytest.raises(images.CorruptImageError, match="x.pdf: a PDF, not an image.*pdftoppm"):
-        images.decode_gray(b"%PDF-1.7\n" + bytes(200), "x.pdf")
+def _pdf(pages: list[np.ndarray], dpi: float) -> bytes:
+    """A PDF of gray `pages`, each on paper of its size at `dpi`, as a scanner writes it."""
+    from PIL import Image
+
+    out = io.BytesIO()
+    first, *rest = [Image.fromarray(p) for p in pages]
+    first.save(out, "PDF", resolution=dpi, save_all=True, append_images=rest)
+    return out.getvalue()
+
+
+def test_a_pdfs_pages_are_drawn_at_300_dpi_from_their_paper(monkeypatch):
+    """A scanner's PDF: every page, at the scale of the paper it covers (handwriting size is
+    a trait of the writer), whatever the resolution of the images inside it."""
+    pages = [np.full((300, 450), 250, np.uint8) for _ in range(2)]
+    pages[0][100:140, 50:400], pages[1][200:220, 20:300] = 30, 60  # a stroke on each
+    drawn = images.decode_pages(_pdf(pages, 300), "x.pdf")
+    assert len(drawn) == 2 and all(d.ndim == 2 and d.dtype == np.uint8 for d in drawn)
+    for page, page_drawn in zip(pages, drawn):
+        assert abs(page_drawn.shape[0] - 300) <= 1 and abs(page_drawn.shape[1] - 450) <= 1
+        h, w = map(min, zip(page.shape, page_drawn.shape))
+        assert np.abs(page_drawn[:h, :w].astype(int) - page[:h, :w]).mean() < 3
+    # the same pixels on twice the paper
+    [half] = images.decode_pages(_pdf(pages[:1], 150), "x.pdf")
+    assert abs(half.shape[0] - 600) <= 1 and abs(half.shape[1] - 900) <= 1
+    with pytest.raises(images.CorruptImageError, match="x.pdf: a PDF where one image is "
+                       "expected.*pdftoppm.*identify"):
+        images.decode_gray(_pdf(pages, 300), "x.pdf")
+    with pytest.raises(images.CorruptImageError, match="x.pdf: not a readable PDF.*pdftoppm"):
+        images.decode_pages(b"%PDF-1.7\n" + bytes(200), "x.pdf")
+    with pytest.raises(images.ImageTooLargeError, match=r"x.pdf, page 1: 1\.5 x 1\.0 inches "):
+        images.decode_pages(_pdf(pages, 300), "x.pdf", max_pixels=100_000)
+    monkeypatch.setattr(images, "MAX_PAGES", 1)
+    with pytest.raises(images.MultiPageImageError, match="x.pdf: a PDF of 2 pages, more than 1"):
+        images.decode_pages(_pdf(pages, 300), "x.pdf")
 
 
 def test_a_tiff_of_several_pages_is_read_whole_where_pages_are_asked_for(tmp_path, monkeypatch):

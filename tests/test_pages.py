@@ -227,10 +227,11 @@ def test_a_page_is_enrolled_and_identified_as_one_document(tmp_path):
     assert proc.stderr.startswith(f"iam-writers identify: error: {blank}: the image is blank")
 
 
-def test_a_tiff_of_several_pages_is_one_document(tmp_path):
+def test_a_tiff_or_a_pdf_of_several_pages_is_one_document(tmp_path):
     """A scanner's multi-page TIFF is asked about as the document its pages make, a blank
     page (a duplex scan's back) left out and counted: it scores what its pages given as
-    files with --document score, and reports and the gallery draw every page."""
+    files with --document score, and reports and the gallery draw every page. A PDF of
+    the pages scores as the TIFF does."""
     rng = np.random.default_rng(20)
     for name in ("ann", "bob"):
         style = synth.WriterStyle.sample(rng)
@@ -259,6 +260,18 @@ def test_a_tiff_of_several_pages_is_one_document(tmp_path):
         assert paged["scores"] == pytest.approx(asked["scores"], abs=1e-6)
     assert cli("identify", tmp_path / "g", tiff).stdout.startswith(
         f"{tiff} (2 pages: 8 lines, 1 blank left out): ann")
+    from PIL import Image  # a scanner's PDF of the same pages, on the paper they cover
+
+    pdf = tmp_path / "ann.pdf"
+    Image.fromarray(ann[0]).save(pdf, "PDF", resolution=300, save_all=True,
+                                 append_images=[Image.fromarray(ann[1])])
+    proc = cli("identify", tmp_path / "g", pdf, "--json")
+    assert proc.returncode == 0, proc.stderr
+    [drawn] = json.loads(proc.stdout)
+    assert (drawn["lines"], drawn["pages"]) == ({str(pdf): 8}, {str(pdf): 2})
+    assert [t["writer"] for t in drawn["top"]] == [t["writer"] for t in r["top"]]
+    for redrawn, read in zip(drawn["top"], r["top"]):  # PDFium resamples a pixel's width
+        assert redrawn["scores"] == pytest.approx(read["scores"], abs=0.005)
     proc = cli("enroll", tmp_path / "g", "--writer", "ann", tiff)
     assert proc.returncode == 0, proc.stderr
     gallery = Gallery.open(tmp_path / "g")
