@@ -111,20 +111,27 @@ def at_scan_dpi(image: np.ndarray, dpi: float) -> np.ndarray:
     """`image`, scanned at `dpi`, resampled to SCAN_DPI: handwriting size is a trait of the
     writer, so every image must be measured on the same scale."""
     scale = SCAN_DPI / dpi
-    if abs(scale - 1) < 0.01:
+    if nominal(dpi) == SCAN_DPI:
         return image
     return cv2.resize(image, None, fx=scale, fy=scale,
                       interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
 
 
+def nominal(dpi: float) -> float:
+    """SCAN_DPI where `dpi` is within 1% of it (a declaration's rounding: 300 dpi in a PNG
+    is 299.9994), else `dpi`: images at it are read as they are."""
+    return SCAN_DPI if abs(SCAN_DPI / dpi - 1) < 0.01 else dpi
+
+
 def scan_dpi(data: bytes, dpi: float | None = None) -> float:
     """The resolution an image file is read at: `dpi` when given, else the one the file
-    declares if it lies in BELIEVED_DPI, else SCAN_DPI."""
+    declares if it lies in BELIEVED_DPI, else SCAN_DPI; within 1% of SCAN_DPI, SCAN_DPI
+    (`nominal`)."""
     if dpi:
-        return dpi
+        return nominal(dpi)
     declared = declared_dpi(data)
     low, high = BELIEVED_DPI
-    return declared if declared and low <= declared <= high else SCAN_DPI
+    return nominal(declared) if declared and low <= declared <= high else SCAN_DPI
 
 
 def decode_gray(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXELS) -> np.ndarray:
@@ -155,10 +162,10 @@ def is_pdf(data: bytes) -> bool:
 def decode_pages(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXELS
                  ) -> list[np.ndarray]:
     """The pages of image bytes, each as `decode_gray` makes it: every page of a TIFF or a
-    PDF (a scanner's document, up to MAX_PAGES; `_pdf_pages`), the one image of any other
-    file."""
+    PDF (a scanner's document, up to MAX_PAGES; a PDF's at SCAN_DPI, `pdf_pages`), the one
+    image of any other file."""
     if is_pdf(data):
-        return _pdf_pages(data, name, max_pixels)
+        return pdf_pages(data, name, max_pixels)[0]
     pages = [_first_page(data, name, max_pixels)]
     if data[:4] not in _TIFF_SIGNATURES:
         return pages
@@ -171,9 +178,14 @@ def decode_pages(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXEL
     return pages
 
 
-def _pdf_pages(data: bytes, name: str, max_pixels: int) -> list[np.ndarray]:
-    """A PDF's pages drawn in gray at SCAN_DPI from their paper size, by PDFium (Chrome's
-    renderer): a scanned page comes out at the scale of the paper it was scanned from."""
+def pdf_pages(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXELS
+              ) -> tuple[list[np.ndarray], float]:
+    """(a PDF's pages in gray at SCAN_DPI, the resolution its first page was scanned at),
+    drawn by PDFium (Chrome's renderer). A page that is one scanned image is drawn pixel for
+    pixel at the image's own resolution (its pixels over its paper, `_scanned_at`) and
+    resampled from it as a declared resolution is, so that the scan is not blurred
+    by a second resampling; any other page is drawn at SCAN_DPI from its paper size. Either
+    way handwriting comes out at the scale of the paper. `max_pixels` bounds the paper."""
     import pypdfium2 as pdfium
 
     try:
@@ -190,22 +202,50 @@ def _pdf_pages(data: bytes, name: str, max_pixels: int) -> list[np.ndarray]:
                                       f"{MAX_PAGES}. Split it into documents of fewer pages "
                                       f"(for example `pdfseparate {name} page-%d.pdf`) and "
                                       "pass those.")
-        pages = []
+        pages, sources = [], []
         for k in range(len(pdf)):
-            width, height = (side / 72 for side in pdf.get_page_size(k))  # points to inches
-            if width * height * SCAN_DPI ** 2 > max_pixels:
-                raise ImageTooLargeError(
-                    f"{name}, page {k + 1}: {width:.1f} x {height:.1f} inches of paper is "
-                    f"{width * height * SCAN_DPI ** 2:,.0f} pixels at {SCAN_DPI} dpi, above the "
-                    f"limit of {max_pixels:,}. Pass a scan of a page of handwriting.")
             page = pdf[k]
             try:
-                pages.append(page.render(scale=SCAN_DPI / 72, grayscale=True).to_numpy().copy())
+                width, height = (side / 72 for side in page.get_size())  # points to inches
+                if width * height * SCAN_DPI ** 2 > max_pixels:
+                    raise ImageTooLargeError(
+                        f"{name}, page {k + 1}: {width:.1f} x {height:.1f} inches of paper is "
+                        f"{width * height * SCAN_DPI ** 2:,.0f} pixels at {SCAN_DPI} dpi, above "
+                        f"the limit of {max_pixels:,}. Pass a scan of a page of handwriting.")
+                source = _scanned_at(page) or SCAN_DPI
+                # PDFium draws ceil(points x scale) columns: a hair under the scale that
+                # gives a whole number of them, lest a float's last bit add one
+                columns = round(page.get_width() * source / 72)
+                drawn = page.render(scale=(columns - 1e-3) / page.get_width(),
+                                    grayscale=True).to_numpy()
+                source = nominal(source)
+                pages.append(at_scan_dpi(np.ascontiguousarray(drawn), source))
+                sources.append(source)
+            except pdfium.PdfiumError as err:
+                raise CorruptImageError(f"{name}, page {k + 1}: not readable ({err}). "
+                                        "Re-export the PDF.") from None
             finally:
                 page.close()
-        return pages
+        return pages, sources[0]
     finally:
         pdf.close()
+
+
+def _scanned_at(page) -> float | None:
+    """The resolution of a PDF page that is one image covering it (a scanner's page): the
+    image's pixels over the paper's inches, where BELIEVED_DPI believes it; else None."""
+    import pypdfium2.raw as pdfium_c
+
+    images = list(page.get_objects(filter=(pdfium_c.FPDF_PAGEOBJ_IMAGE,), max_depth=1))
+    if len(images) != 1:
+        return None
+    left, bottom, right, top = images[0].get_bounds()
+    width, height = page.get_size()
+    if right - left < 0.98 * width or top - bottom < 0.98 * height:
+        return None
+    dpi = round(images[0].get_px_size()[0] / (width / 72), 2)  # points are float32
+    low, high = BELIEVED_DPI
+    return dpi if low <= dpi <= high else None
 
 
 def _first_page(data: bytes, name: str, max_pixels: int) -> np.ndarray:
@@ -291,11 +331,13 @@ def scan_pixels(dpi: float) -> int:
 def read_scan(path: str | Path, dpi: float | None = None) -> tuple[list[np.ndarray], float]:
     """(the pages of a scan (`decode_pages`: a TIFF's or a PDF's every page, else its one
     image), each resampled to SCAN_DPI; the resolution they were read at, from `scan_dpi`
-    (a TIFF's first page's declared one; a PDF's are drawn at SCAN_DPI from their paper
-    size, whatever `dpi` says))."""
+    (a TIFF's first page's declared one; a PDF's pages are measured on their paper, whatever
+    `dpi` says: `pdf_pages`))."""
     path = image_file(path)
     data = path.read_bytes()
-    source = SCAN_DPI if is_pdf(data) else scan_dpi(data, dpi)
+    if is_pdf(data):
+        return pdf_pages(data, str(path))
+    source = scan_dpi(data, dpi)
     try:
         pages = decode_pages(data, str(path), scan_pixels(source))
     except ImageTooLargeError as err:

@@ -5,6 +5,7 @@ and the prediction entry point either succeed or raise one of their documented e
 from __future__ import annotations
 
 import collections
+import io
 import json
 import struct
 import zlib
@@ -28,19 +29,38 @@ def _with_size(png: bytes, width: int, height: int) -> bytes:
     return png[:8] + png[8:12] + ihdr + struct.pack(">I", zlib.crc32(ihdr)) + png[33:]
 
 
+def _tiff(pages: list[np.ndarray]) -> bytes:
+    return cv2.imencodemulti(".tif", pages)[1].tobytes()
+
+
+def _pdf(pages: list[np.ndarray]) -> bytes:
+    from PIL import Image
+
+    out = io.BytesIO()
+    first, *rest = [Image.fromarray(p) for p in pages]
+    first.save(out, "PDF", resolution=300, save_all=True, append_images=rest)
+    return out.getvalue()
+
+
 _shapes = st.tuples(st.integers(1, 48), st.integers(1, 96))
 
 
 @st.composite
 def image_bytes(draw) -> bytes:
-    """Random bytes, truncated PNGs, huge or zero declared sizes, 16-bit and RGBA PNGs."""
+    """Random bytes, truncated PNGs, huge or zero declared sizes, 16-bit and RGBA PNGs, and
+    TIFFs and PDFs of one to three pages, whole or cut anywhere."""
     kind = draw(st.sampled_from(["random", "truncated", "huge", "zero", "uint16", "rgba",
-                                 "gray"]))
+                                 "gray", "tiff", "pdf"]))
     if kind == "random":
         return draw(st.binary(max_size=512))
     h, w = draw(_shapes)
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
+    if kind in ("tiff", "pdf"):
+        pages = [rng.integers(0, 256, (h, w), dtype=np.uint8)
+                 for _ in range(draw(st.integers(1, 3)))]
+        data = _tiff(pages) if kind == "tiff" else _pdf(pages)
+        return data[:draw(st.integers(0, len(data)))]
     if kind == "uint16":
         return _png(rng.integers(0, 2**16, (h, w), dtype=np.uint16))
     if kind == "rgba":

@@ -47,39 +47,70 @@ def test_unusable_bytes_are_corrupt(data, match):
 
 
 def _pdf(pages: list[np.ndarray], dpi: float) -> bytes:
-    """A PDF of gray `pages`, each on paper of its size at `dpi`, as a scanner writes it."""
-    from PIL import Image
+    """A PDF of gray `pages`, each an image (stored losslessly) on paper of its size at
+    `dpi`, as a scanner writes it."""
+    import pypdfium2 as pdfium
 
+    pdf = pdfium.PdfDocument.new()
+    for pixels in pages:
+        h, w = pixels.shape
+        page = pdf.new_page(w * 72 / dpi, h * 72 / dpi)
+        bitmap = pdfium.PdfBitmap.new_native(w, h, pdfium.raw.FPDFBitmap_Gray)
+        assert bitmap.stride == w
+        bitmap.buffer[:] = pixels.tobytes()
+        image = pdfium.PdfImage.new(pdf)
+        image.set_bitmap(bitmap)
+        image.set_matrix(pdfium.PdfMatrix().scale(w * 72 / dpi, h * 72 / dpi))
+        page.insert_obj(image)
+        page.gen_content()
     out = io.BytesIO()
-    first, *rest = [Image.fromarray(p) for p in pages]
-    first.save(out, "PDF", resolution=dpi, save_all=True, append_images=rest)
+    pdf.save(out)
     return out.getvalue()
 
 
 def test_a_pdfs_pages_are_drawn_at_300_dpi_from_their_paper(monkeypatch):
     """A scanner's PDF: every page, at the scale of the paper it covers (handwriting size is
-    a trait of the writer), whatever the resolution of the images inside it."""
-    pages = [np.full((300, 450), 250, np.uint8) for _ in range(2)]
-    pages[0][100:140, 50:400], pages[1][200:220, 20:300] = 30, 60  # a stroke on each
-    drawn = images.decode_pages(_pdf(pages, 300), "x.pdf")
-    assert len(drawn) == 2 and all(d.ndim == 2 and d.dtype == np.uint8 for d in drawn)
-    for page, page_drawn in zip(pages, drawn):
-        assert abs(page_drawn.shape[0] - 300) <= 1 and abs(page_drawn.shape[1] - 450) <= 1
-        h, w = map(min, zip(page.shape, page_drawn.shape))
-        assert np.abs(page_drawn[:h, :w].astype(int) - page[:h, :w]).mean() < 3
-    # the same pixels on twice the paper
-    [half] = images.decode_pages(_pdf(pages[:1], 150), "x.pdf")
-    assert abs(half.shape[0] - 600) <= 1 and abs(half.shape[1] - 900) <= 1
+    a trait of the writer); a scanned page pixel for pixel where it was scanned at 300 dpi,
+    not blurred by drawing it again, and resampled from its own resolution otherwise."""
+    import pypdfium2 as pdfium
+
+    rng = np.random.default_rng(0)
+    pages = [rng.integers(0, 256, (300, 452), dtype=np.uint8) for _ in range(2)]
+    drawn, dpi = images.pdf_pages(_pdf(pages, 300), "x.pdf")
+    assert dpi == images.SCAN_DPI and len(drawn) == 2
+    for page, page_drawn in zip(pages, drawn):  # noise: any resampling would show
+        np.testing.assert_array_equal(page_drawn, page)
+    # the same pixels on twice the paper: scanned at 150 dpi
+    [half], dpi = images.pdf_pages(_pdf(pages[:1], 150), "x.pdf")
+    assert dpi == pytest.approx(150) and half.shape == (600, 904)
+    assert [d.shape for d in images.decode_pages(_pdf(pages, 150), "x.pdf")] == [(600, 904)] * 2
+    [small], dpi = images.pdf_pages(_pdf(pages[:1], 72), "x.pdf")  # 72: not a scan's; paper
+    assert dpi == images.SCAN_DPI and small.shape == (1250, 1883)
+    vector = pdfium.PdfDocument.new()  # a page of no scan: drawn from its paper, A4 at 300 dpi
+    vector.new_page(595.28, 841.89)
+    out = io.BytesIO()
+    vector.save(out)
+    [a4], dpi = images.pdf_pages(out.getvalue(), "a4.pdf")
+    assert dpi == images.SCAN_DPI and a4.shape == (3508, 2480) and a4.min() == 255
     with pytest.raises(images.CorruptImageError, match="x.pdf: a PDF where one image is "
                        "expected.*pdftoppm.*identify"):
         images.decode_gray(_pdf(pages, 300), "x.pdf")
     with pytest.raises(images.CorruptImageError, match="x.pdf: not a readable PDF.*pdftoppm"):
-        images.decode_pages(b"%PDF-1.7\n" + bytes(200), "x.pdf")
+        images.pdf_pages(b"%PDF-1.7\n" + bytes(200), "x.pdf")
     with pytest.raises(images.ImageTooLargeError, match=r"x.pdf, page 1: 1\.5 x 1\.0 inches "):
-        images.decode_pages(_pdf(pages, 300), "x.pdf", max_pixels=100_000)
+        images.pdf_pages(_pdf(pages, 300), "x.pdf", max_pixels=100_000)
     monkeypatch.setattr(images, "MAX_PAGES", 1)
     with pytest.raises(images.MultiPageImageError, match="x.pdf: a PDF of 2 pages, more than 1"):
-        images.decode_pages(_pdf(pages, 300), "x.pdf")
+        images.pdf_pages(_pdf(pages, 300), "x.pdf")
+
+
+def test_a_resolution_within_a_percent_of_300_dpi_is_300():
+    """A PNG declares dots a metre: 300 dpi is 299.9994, read as 300, not as resampled."""
+    plain = _png(np.zeros((5, 5), np.uint8))
+    png = images.png_with_dpi(plain, 300)
+    assert images.declared_dpi(png) != 300 and images.scan_dpi(png) == images.SCAN_DPI
+    assert images.scan_dpi(plain, 302) == 300 and images.scan_dpi(plain, 305) == 305
+    assert images.scan_dpi(images.png_with_dpi(plain, 600)) == pytest.approx(600, abs=0.01)
 
 
 def test_a_tiff_of_several_pages_is_read_whole_where_pages_are_asked_for(tmp_path, monkeypatch):
