@@ -10,6 +10,8 @@ LINES_DIR) and its distractors (of EXTRA_DIR) are each enrolled from one page sc
 (`iam-writers enroll`, one process a writer), then the test writers' other page scans are
 identified in one `iam-writers identify --json` process. It prints top-1, the share named
 at the threshold and answered "unknown", seconds a page, and the top candidates' LRs.
+With `--as tiff` or `--as pdf`, each test writer's other pages are one query instead: one
+multi-page TIFF, or one PDF of JPEG-compressed pages at 300 dpi (as scanners write them).
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ def main() -> int:
     p.add_argument("--folds", type=int, help="the open_set.py run's --folds")
     p.add_argument("--fold", type=int, default=0, help="the open_set.py run's --fold")
     p.add_argument("--gallery", type=int, default=GALLERY, help="the open_set.py run's --gallery")
+    p.add_argument("--as", dest="container", choices=("png", "tiff", "pdf"), default="png",
+                   help="each page scan a query (png), or each writer's in one file")
     p.add_argument("--out", type=Path, help="keep the gallery here (default: a temp folder)")
     p.add_argument("--ledger", type=Path, default=ledger.LEDGER,
                    help="the record of the real writers earlier runs probed (benchmarks/ledger.py)")
@@ -65,20 +69,22 @@ def main() -> int:
         for writer, form in sorted(pages.items()):
             subprocess.run([*CLI, "enroll", gallery, "--model", args.model, "--writer", writer,
                             args.forms / f"{form}.png"], check=True, capture_output=True)
+        files, truth = ([args.forms / f"{f}.png" for f, _ in queries], dict(queries))
+        if args.container != "png":
+            files, truth = _documents(queries, args.forms, Path(tmp), args.container)
         start = time.perf_counter()
-        proc = subprocess.run([*CLI, "identify", gallery, *[args.forms / f"{f}.png"
-                                                             for f, _ in queries],
-                               "--model", args.model, "--json"],
-                              check=True, capture_output=True, text=True)
+        proc = subprocess.run([*CLI, "identify", gallery, *files, "--model", args.model,
+                               "--json"], check=True, capture_output=True, text=True)
         seconds = (time.perf_counter() - start) / len(queries)
     results = json.loads(proc.stdout)
-    truth = dict(queries)
     named = [truth[Path(r["images"][0]).stem] for r in results]
     top1 = sum(r["top"][0]["writer"] == w for r, w in zip(results, named)) / len(results)
     right = sum(r["writer"] == w for r, w in zip(results, named)) / len(results)
     unknown = sum(r["writer"] is None for r in results) / len(results)
     lrs = sorted(r["top"][0]["log10_lr"]["fused"] for r in results if "log10_lr" in r["top"][0])
-    print(f"{len(results)} page scans against {len(pages)} writers, each enrolled from one page "
+    asked = ("page scans" if args.container == "png" else
+             f"{args.container.upper()} files of {len(queries)} page scans")
+    print(f"{len(results)} {asked} against {len(pages)} writers, each enrolled from one page "
           f"scan: top-1 {top1:.3f}, named at the threshold {right:.3f}, answered unknown "
           f"{unknown:.3f}; {seconds:.2f} s a page in one identify process (with its start)")
     if lrs:
@@ -87,6 +93,28 @@ def main() -> int:
     ledger.record(args.ledger, "pages_cli", args.lines.name, args.seed, unseen,
                   f"{args.fold}/{args.folds}" if args.folds else None)
     return 0
+
+
+def _documents(queries: list[tuple[str, str]], forms: Path, folder: Path, container: str
+               ) -> tuple[list[Path], dict[str, str]]:
+    """(one file a writer holding its query pages, as a TIFF or a PDF; {file stem: writer})."""
+    import cv2
+    from PIL import Image
+
+    by_writer: dict[str, list[str]] = {}
+    for form, writer in queries:
+        by_writer.setdefault(writer, []).append(form)
+    files = []
+    for writer, writer_forms in sorted(by_writer.items()):
+        pages = [cv2.imread(str(forms / f"{f}.png"), cv2.IMREAD_GRAYSCALE) for f in writer_forms]
+        path = folder / f"{writer}.{'tif' if container == 'tiff' else 'pdf'}"
+        if container == "tiff":
+            assert cv2.imwritemulti(str(path), pages)
+        else:  # Pillow writes gray pages as JPEG (quality 75), as most scanners do
+            first, *rest = [Image.fromarray(p) for p in pages]
+            first.save(path, "PDF", resolution=300, save_all=True, append_images=rest)
+        files.append(path)
+    return files, {w: w for w in by_writer}
 
 
 if __name__ == "__main__":
