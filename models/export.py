@@ -41,7 +41,7 @@ from models.evaluate import (
 )
 from models.inference import input_spec, split_images, windows_fn
 from models.runtime import descriptors
-from pipelines import PipelineConfig, ops
+from pipelines import PipelineConfig, ops, preprocess
 
 
 class ExportError(RuntimeError):
@@ -102,7 +102,9 @@ def serving_archive(model: keras.Model, cfg: TrainConfig, pcfg: PipelineConfig,
             return ops.scale_input(rgb, pcfg)[None], tf.ones([1], bool)
         line = ops.normalize_line_graph(image, pcfg.patch_size, pcfg.line_band)
         line = ops.pad_line(line, pcfg.patch_size, pcfg.stride)
-        keep = ops.window_ink(line, pcfg.patch_size, pcfg.stride) >= pcfg.min_ink
+        # the runtime refuses a line without a kept window; the graph keeps them all
+        keep = ops.kept_windows(ops.window_ink(line, pcfg.patch_size, pcfg.stride),
+                                pcfg.min_ink)
         return (ops.scale_input(line, pcfg)[None],
                 tf.logical_or(keep, tf.logical_not(tf.reduce_any(keep))))
 
@@ -651,7 +653,8 @@ def _card(cfg: TrainConfig, pcfg: PipelineConfig, run: Path, labels: list[str],
                  f"pad on the right with black to {pcfg.patch_size} + k x {pcfg.stride} px",
                  "divide by 255; the model runs once over the whole line and gives one output "
                  f"per {pcfg.patch_size}x{pcfg.patch_size} window every {pcfg.stride} px",
-                 f"keep windows with at least {pcfg.min_ink:.0%} ink pixels (> 127)",
+                 f"keep windows with at least {pcfg.min_ink:.0%} ink pixels (> 127); in a "
+                 f"line with none, those with at least {preprocess.THIN_LINE_INK:.0%}",
                  "average the windows' log-probabilities (or embeddings)"]
     else:
         steps = ["decode to 8-bit grayscale", "to RGB",

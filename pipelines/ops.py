@@ -106,6 +106,13 @@ def window_ink(line: tf.Tensor, size: int, stride: int) -> tf.Tensor:
     return _window_ink(line, size)[::stride]
 
 
+def kept_windows(ink: tf.Tensor, min_ink: float) -> tf.Tensor:
+    """Which windows a prediction averages (twin of `preprocess.kept_windows`)."""
+    keep = ink >= min_ink
+    return tf.logical_or(keep, tf.logical_and(ink >= min(preprocess.THIN_LINE_INK, min_ink),
+                                              tf.logical_not(tf.reduce_any(keep))))
+
+
 def sliding_windows(line: tf.Tensor, cfg: PipelineConfig) -> tuple[tf.Tensor, tf.Tensor]:
     """Every window of a normalised line and its ink fraction."""
     size = cfg.patch_size

@@ -333,12 +333,13 @@ class Model:
         line = preprocess.normalize_line(image, size, spec.get("line_band", 0))  # 0: older cards
         line = preprocess.pad_line(line, size, stride)
         ink = preprocess.window_ink(line, size, stride)
-        keep = ink >= spec["min_ink"]
+        keep = preprocess.kept_windows(ink, spec["min_ink"])
         if not keep.any():
             raise NoInkError(f"{name}: too little ink for the model (its most inked window is "
-                             f"{ink.max():.1%} ink, {spec['min_ink']:.0%} needed): a faint, "
-                             "thin or cut line. Pass a whole line or a page, dark ink on "
-                             "light paper.")
+                             f"{ink.max():.1%} ink, at least "
+                             f"{min(preprocess.THIN_LINE_INK, spec['min_ink']):.0%} needed): "
+                             "specks, or a faint or cut line. Pass a whole line or a page, "
+                             "dark ink on light paper.")
         # Background up to the next width bucket, so that few distinct input shapes reach
         # the backend; the windows this adds are not kept.
         step = stride * max(1, BUCKET_PX // stride)
