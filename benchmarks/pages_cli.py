@@ -12,6 +12,9 @@ identified in one `iam-writers identify --json` process. It prints top-1, the sh
 at the threshold and answered "unknown", seconds a page, and the top candidates' LRs.
 With `--as tiff` or `--as pdf`, each test writer's other pages are one query instead: one
 multi-page TIFF, or one PDF of JPEG-compressed pages at 300 dpi (as scanners write them).
+With `--lines`, the lines cut from those pages (LINES_DIR) are the queries, one each; with
+`--jpeg Q`, each query (a page or a line) is first saved as a JPEG of quality Q, as a
+camera or a scanner set to JPEG would give it.
 """
 
 from __future__ import annotations
@@ -45,10 +48,14 @@ def main() -> int:
     p.add_argument("--gallery", type=int, default=GALLERY, help="the open_set.py run's --gallery")
     p.add_argument("--as", dest="container", choices=("png", "tiff", "pdf"), default="png",
                    help="each page scan a query (png), or each writer's in one file")
+    p.add_argument("--lines", action="store_true", help="ask the cut lines, not the pages")
+    p.add_argument("--jpeg", type=int, metavar="Q", help="ask JPEGs of this quality (1-100)")
     p.add_argument("--out", type=Path, help="keep the gallery here (default: a temp folder)")
     p.add_argument("--ledger", type=Path, default=ledger.LEDGER,
                    help="the record of the real writers earlier runs probed (benchmarks/ledger.py)")
     args = p.parse_args()
+    if (args.lines or args.jpeg) and args.container != "png":
+        p.error("--lines and --jpeg ask each file alone: leave --as at png")
 
     def records(folder: Path):
         return kaggle_layout.scan(kaggle_layout.find_root(folder))[0]
@@ -70,29 +77,47 @@ def main() -> int:
             subprocess.run([*CLI, "enroll", gallery, "--model", args.model, "--writer", writer,
                             args.forms / f"{form}.png"], check=True, capture_output=True)
         files, truth = ([args.forms / f"{f}.png" for f, _ in queries], dict(queries))
+        if args.lines:
+            files = [subjects[i].path for i in probe]
+            truth = {Path(f).stem: subjects[i].writer_id for f, i in zip(files, probe)}
         if args.container != "png":
             files, truth = _documents(queries, args.forms, Path(tmp), args.container)
+        if args.jpeg:
+            files = [_jpeg(f, Path(tmp), args.jpeg) for f in files]
         start = time.perf_counter()
         proc = subprocess.run([*CLI, "identify", gallery, *files, "--model", args.model,
                                "--json"], check=True, capture_output=True, text=True)
-        seconds = (time.perf_counter() - start) / len(queries)
+        seconds = (time.perf_counter() - start) / (len(files) if args.lines else len(queries))
     results = json.loads(proc.stdout)
     named = [truth[Path(r["images"][0]).stem] for r in results]
     top1 = sum(r["top"][0]["writer"] == w for r, w in zip(results, named)) / len(results)
     right = sum(r["writer"] == w for r, w in zip(results, named)) / len(results)
     unknown = sum(r["writer"] is None for r in results) / len(results)
     lrs = sorted(r["top"][0]["log10_lr"]["fused"] for r in results if "log10_lr" in r["top"][0])
-    asked = ("page scans" if args.container == "png" else
+    asked = ("lines cut from page scans" if args.lines else "page scans"
+             if args.container == "png" else
              f"{args.container.upper()} files of {len(queries)} page scans")
+    asked += f", as JPEGs of quality {args.jpeg}" if args.jpeg else ""
     print(f"{len(results)} {asked} against {len(pages)} writers, each enrolled from one page "
           f"scan: top-1 {top1:.3f}, named at the threshold {right:.3f}, answered unknown "
-          f"{unknown:.3f}; {seconds:.2f} s a page in one identify process (with its start)")
+          f"{unknown:.3f}; {seconds:.2f} s a {'line' if args.lines else 'page'} in one "
+          "identify process (with its start)")
     if lrs:
         print(f"top candidate's fused log10 LR: lowest {lrs[0]:+.2f}, median "
               f"{lrs[len(lrs) // 2]:+.2f}, highest {lrs[-1]:+.2f}")
     ledger.record(args.ledger, "pages_cli", args.lines.name, args.seed, unseen,
                   f"{args.fold}/{args.folds}" if args.folds else None)
     return 0
+
+
+def _jpeg(path: Path, folder: Path, quality: int) -> Path:
+    """`path` saved as a JPEG of `quality` in `folder`, under the same stem."""
+    import cv2
+
+    out = folder / f"{path.stem}.jpg"
+    assert cv2.imwrite(str(out), cv2.imread(str(path), cv2.IMREAD_GRAYSCALE),
+                       [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return out
 
 
 def _documents(queries: list[tuple[str, str]], forms: Path, folder: Path, container: str
