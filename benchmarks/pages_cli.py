@@ -48,13 +48,14 @@ def main() -> int:
     p.add_argument("--gallery", type=int, default=GALLERY, help="the open_set.py run's --gallery")
     p.add_argument("--as", dest="container", choices=("png", "tiff", "pdf"), default="png",
                    help="each page scan a query (png), or each writer's in one file")
-    p.add_argument("--lines", action="store_true", help="ask the cut lines, not the pages")
+    p.add_argument("--lines", dest="cut_lines", action="store_true",
+                   help="ask the cut lines, not the pages")
     p.add_argument("--jpeg", type=int, metavar="Q", help="ask JPEGs of this quality (1-100)")
     p.add_argument("--out", type=Path, help="keep the gallery here (default: a temp folder)")
     p.add_argument("--ledger", type=Path, default=ledger.LEDGER,
                    help="the record of the real writers earlier runs probed (benchmarks/ledger.py)")
     args = p.parse_args()
-    if (args.lines or args.jpeg) and args.container != "png":
+    if (args.cut_lines or args.jpeg) and args.container != "png":
         p.error("--lines and --jpeg ask each file alone: leave --as at png")
 
     def records(folder: Path):
@@ -77,7 +78,7 @@ def main() -> int:
             subprocess.run([*CLI, "enroll", gallery, "--model", args.model, "--writer", writer,
                             args.forms / f"{form}.png"], check=True, capture_output=True)
         files, truth = ([args.forms / f"{f}.png" for f, _ in queries], dict(queries))
-        if args.lines:
+        if args.cut_lines:
             files = [subjects[i].path for i in probe]
             truth = {Path(f).stem: subjects[i].writer_id for f, i in zip(files, probe)}
         if args.container != "png":
@@ -87,20 +88,20 @@ def main() -> int:
         start = time.perf_counter()
         proc = subprocess.run([*CLI, "identify", gallery, *files, "--model", args.model,
                                "--json"], check=True, capture_output=True, text=True)
-        seconds = (time.perf_counter() - start) / (len(files) if args.lines else len(queries))
+        seconds = (time.perf_counter() - start) / (len(files) if args.cut_lines else len(queries))
     results = json.loads(proc.stdout)
     named = [truth[Path(r["images"][0]).stem] for r in results]
     top1 = sum(r["top"][0]["writer"] == w for r, w in zip(results, named)) / len(results)
     right = sum(r["writer"] == w for r, w in zip(results, named)) / len(results)
     unknown = sum(r["writer"] is None for r in results) / len(results)
     lrs = sorted(r["top"][0]["log10_lr"]["fused"] for r in results if "log10_lr" in r["top"][0])
-    asked = ("lines cut from page scans" if args.lines else "page scans"
+    asked = ("lines cut from page scans" if args.cut_lines else "page scans"
              if args.container == "png" else
              f"{args.container.upper()} files of {len(queries)} page scans")
     asked += f", as JPEGs of quality {args.jpeg}" if args.jpeg else ""
     print(f"{len(results)} {asked} against {len(pages)} writers, each enrolled from one page "
           f"scan: top-1 {top1:.3f}, named at the threshold {right:.3f}, answered unknown "
-          f"{unknown:.3f}; {seconds:.2f} s a {'line' if args.lines else 'page'} in one "
+          f"{unknown:.3f}; {seconds:.2f} s a {'line' if args.cut_lines else 'page'} in one "
           "identify process (with its start)")
     if lrs:
         print(f"top candidate's fused log10 LR: lowest {lrs[0]:+.2f}, median "
