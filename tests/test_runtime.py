@@ -111,7 +111,7 @@ def test_a_tiff_of_several_pages_is_not_read_as_one_line(tmp_path):
     from tests.fuzzing import fake_model
 
     assert cv2.imwritemulti(str(tmp_path / "two.tif"), [_line(0), _line(1)])
-    with pytest.raises(MultiPageImageError, match=r"two\.tif: a TIFF of 2 pages where one line "
+    with pytest.raises(MultiPageImageError, match=r"two\.tif: a file of 2 pages where one line "
                        "is expected.*identify, enroll, predict or verify"):
         fake_model(tmp_path).inputs(tmp_path / "two.tif")
 

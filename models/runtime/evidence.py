@@ -176,13 +176,13 @@ THUMB_DPI = 100
 THUMB_MAX_WIDTH = 1200  # px: an image wider than 12 inches is drawn smaller (and says so)
 LINE_COLOUR = (0, 90, 230)  # BGR: the outline of a line found on a page
 OUTLINE_GAP = 3  # px between a line's ink and its outline, which would hide its first letter
-PAGE_GAP = 12  # px between a TIFF's pages drawn one under another, a grey rule across it
+PAGE_GAP = 12  # px between a document's pages drawn one under another, a grey rule across
 PAGE_RULE = (160, 160, 160)  # BGR
 
 
 def thumbnail(images: list[np.ndarray], lines: list[list[pages.Line] | None] | None = None
               ) -> bytes:
-    """A PNG of an image's pages (grey, at 300 dpi; a TIFF's several one under another)
+    """A PNG of an image's pages (grey, at 300 dpi; a PDF's or a TIFF's one under another)
     drawn at THUMB_DPI (declared in the file), each with the handwritten text `lines` found
     on it outlined just outside their ink (printed ones, left out, are not)."""
     scale = min(THUMB_DPI / SCAN_DPI, THUMB_MAX_WIDTH / max(i.shape[1] for i in images))
@@ -218,7 +218,7 @@ def _img(png: bytes, alt: str, css: str) -> str:
     return f'<img class="{css}" alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
-def read_words(scan: Scan) -> str:
+def _read_words(scan: Scan) -> str:
     """How a report says an image was read: ` (page: 9 lines found, outlined; 2 of machine
     print left out, not outlined)`, ` (3 pages: ...; 1 blank page left out)`; nothing for
     a line."""
@@ -227,9 +227,10 @@ def read_words(scan: Scan) -> str:
         [f"{scan.printed} of machine print left out, not outlined"] if scan.printed else []) + (
         [f"{scan.blank} blank page{'s' if scan.blank > 1 else ''} left out"]
         if scan.blank else [])
+    several = f"{len(scan.pages)} pages" if len(scan.pages) > 1 else ""
     if not said:
-        return ""
-    return f" ({f'{len(scan.pages)} pages' if len(scan.pages) > 1 else 'page'}: {'; '.join(said)})"
+        return f" ({several})" if several else ""
+    return f" ({several or 'page'}: {'; '.join(said)})"
 
 
 STYLE = """
@@ -388,7 +389,7 @@ def identify_report(path: str | Path, results: list[dict], identifier, input: st
             if t["writer"] not in thumbs:
                 thumbs[t["writer"]] = gallery.thumbnails(t["writer"])
         query = [(thumbnail(scan.pages, scan.lines), f"query {n}: {p}",
-                  html.escape(p + read_words(scan)) + _resampled(scan.dpi))
+                  html.escape(p + _read_words(scan)) + _resampled(scan.dpi))
                  for p, scan in scans.items()]
         enrolled = [(png, f"{best['writer']}: {p}", html.escape(p))
                     for p, png in thumbs[best["writer"]][:1]]
@@ -486,7 +487,7 @@ def verify_report(path: str | Path, result: dict, input: str, card: dict | None 
     scored_by = result["scored_by"]
     body = [side_by_side([(heading, "query", [(thumbnail(scans[k].pages, scans[k].lines),
                                                f"{k}: {result[k]}",
-                                               html.escape(result[k] + read_words(scans[k]))
+                                               html.escape(result[k] + _read_words(scans[k]))
                                                + _resampled(scans[k].dpi))])
                           for k, heading in (("a", "a (questioned)"), ("b", "b (known)"))]),
             f"<p class=\"answer\">Decision: <b>{verdict}</b>: {scored_by} {result['score']:.3f} "

@@ -276,7 +276,7 @@ def hinge_similarity(queries: np.ndarray, references: np.ndarray) -> np.ndarray:
 class Read(NamedTuple):
     """How `Features` read one image: the handwritten lines found on it (None: read as a
     line), its lines of machine print left out, the resolution it was read at, and for a
-    TIFF of several pages the pages read and the blank ones left out."""
+    PDF or a TIFF of several pages the pages read and the blank ones left out."""
 
     lines: int | None
     printed: int
@@ -691,8 +691,8 @@ class Identifier:
         lines found on each image read as a page), "printed" (lines of
         machine print found and left out, on pages with any), "dpi" (the resolution of
         each image read at another than 300 dpi, resampled from it), "pages" and
-        "blank_pages" (each TIFF of several pages: the pages read, the blank ones left
-        out)} for one query: several images, one page or a TIFF's pages are a document
+        "blank_pages" (each PDF or TIFF of several pages: the pages read, the blank ones
+        left out)} for one query: several images, one page or a file's pages are a document
         (their mean embedding, their summed hinge counts)."""
         if top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
@@ -762,11 +762,11 @@ def verify(model: Model, questioned, reference, score: str | None = None,
 
     Returns {"a", "b", "score" (the value), "scored_by", "scores" (every score computed),
     "threshold", "same_writer", "level" (of the questioned image: line, page, or document
-    for a TIFF of several pages), `log10_lr` and `support` where the card calibrated them
+    for a file of several pages), `log10_lr` and `support` where the card calibrated them
     (else "note"), "lines_a",
     "lines_b" for images read as pages, "printed_a", "printed_b" for pages with machine
     print (its lines, left out), "dpi_a", "dpi_b" for images read at another resolution
-    than 300 dpi, "pages_a", "pages_b", "blank_pages_a", "blank_pages_b" for TIFFs of
+    than 300 dpi, "pages_a", "pages_b", "blank_pages_a", "blank_pages_b" for files of
     several pages (read, and blank ones left out), and "b_in_cohort" where the reference
     reads as a training writer of the model's cohort (`Identifier.in_cohort`): if it is
     that writer, it is measured against its own hand, which lowers the score}."""

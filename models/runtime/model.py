@@ -52,8 +52,8 @@ class NoInkError(ImageError):
 
 
 class Scan(NamedTuple):
-    """An image as read: its pages at 300 dpi (a TIFF's every page with ink, any other
-    image's one), each page's name in messages, the image's name, the resolution it was
+    """An image as read: its pages at 300 dpi (a TIFF's or a PDF's every page with ink, any
+    other image's one), each page's name in messages, the image's name, the resolution it was
     read at, the blank pages left out and, once read as `input` (`Model.read`), each page's
     text lines (None: read as a line)."""
 
@@ -82,8 +82,8 @@ def handwriting(image: str | Path | np.ndarray, name: str = "<array>",
                 dpi: float | None = None) -> Scan:
     """The handwriting of a path or an array (`Scan`, without text lines), scanned at `dpi`
     (a file: else the resolution it declares, else 300; see `images.scan_dpi`). A blank or
-    tiny image raises NoInkError naming it; a TIFF's blank pages (a duplex scan's backs) are
-    left out, unless every page is blank."""
+    tiny image raises NoInkError naming it; blank pages of a TIFF or a PDF (a duplex scan's
+    backs) are left out, unless every page is blank."""
     if isinstance(image, np.ndarray):
         source = dpi or SCAN_DPI
         found = [at_scan_dpi(image, source)]
@@ -322,7 +322,7 @@ class Model:
         windows, or the whole resized image."""
         scan = handwriting(image, name)
         if len(scan.pages) > 1:
-            raise MultiPageImageError(f"{scan.name}: a TIFF of {len(scan.pages)} pages where one "
+            raise MultiPageImageError(f"{scan.name}: a file of {len(scan.pages)} pages where one "
                                       "line is expected. Pass it to identify, enroll, predict "
                                       "or verify, which read its pages as one document.")
         image, spec = scan.pages[0], self.spec
@@ -352,12 +352,12 @@ class Model:
         return {k: v[: len(keep)][keep] for k, v in self.backend(x).items()}
 
     def scores(self, image, name: str = "<array>", input: str = "line",
-               dpi: float | None = None) -> tuple[np.ndarray, np.ndarray, list | None]:
+               dpi: float | None = None) -> tuple[np.ndarray, np.ndarray, Scan]:
         """(per-writer scores, unit embedding, the image read (`Scan`)) of one image, read as
         `input` (`models.config.INPUTS`) at `dpi` (`handwriting`); a page's handwritten
-        lines, or a TIFF's pages', are one document. Scores are probabilities from the mean
-        log-probability of the inked windows, or cosine similarities to the training
-        writers' centroids for embedding-only models."""
+        lines, or those of a TIFF's or a PDF's pages, are one document. Scores are
+        probabilities from the mean log-probability of the inked windows, or cosine
+        similarities to the training writers' centroids for embedding-only models."""
         scan = self.read(image, name, input, dpi)
         parts, found = scan.parts()
         outs = self.outputs_of(parts, scan.name, found)
