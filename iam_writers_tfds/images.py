@@ -147,7 +147,7 @@ def decode_gray(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXELS
                                 f"{name} page`), or pass it to enroll, identify, predict or "
                                 "verify, which read a PDF's pages as one document.")
     image = _first_page(data, name, max_pixels)
-    if data[:4] in _TIFF_SIGNATURES and _page(data, 1) is not None:
+    if tiff_pages(data) > 1:
         raise MultiPageImageError(
             f"{name}: a TIFF of several pages where one image is expected. Split it into a "
             f"file a page (for example `tiffsplit {name}`), or pass it to enroll, identify, "
@@ -166,16 +166,38 @@ def decode_pages(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXEL
     image of any other file."""
     if is_pdf(data):
         return pdf_pages(data, name, max_pixels)[0]
+    count = tiff_pages(data)
+    if count > MAX_PAGES:
+        raise MultiPageImageError(f"{name}: a TIFF of {count} pages, more than {MAX_PAGES}. Split "
+                                  "it into documents of fewer pages (for example `tiffsplit "
+                                  f"{name}`) and pass those.")
     pages = [_first_page(data, name, max_pixels)]
-    if data[:4] not in _TIFF_SIGNATURES:
-        return pages
-    while (page := _page(data, len(pages))) is not None:
-        if len(pages) == MAX_PAGES:
-            raise MultiPageImageError(f"{name}: a TIFF of more than {MAX_PAGES} pages. Split it "
-                                     "into documents of fewer pages (for example `tiffsplit "
-                                     f"{name}`) and pass those.")
-        pages.append(_gray(page, f"{name}, page {len(pages) + 1}", max_pixels))
+    for k in range(1, count):
+        page = _page(data, k)
+        if page is None:
+            raise CorruptImageError(f"{name}, page {k + 1} of {count}: not readable (truncated "
+                                    "or corrupt). Scan or export the document again.")
+        pages.append(_gray(page, f"{name}, page {k + 1}", max_pixels))
     return pages
+
+
+def tiff_pages(data: bytes) -> int:
+    """How many pages (image file directories) TIFF bytes declare, by following the chain
+    of directories; 1 for any other file, or where the chain is cut or loops (what remains
+    then is decoding's to judge)."""
+    if data[:4] not in _TIFF_SIGNATURES:
+        return 1
+    order = "<" if data[:2] == b"II" else ">"
+    seen: set[int] = set()
+    try:
+        (at,) = struct.unpack_from(order + "I", data, 4)
+        while at and at not in seen and len(seen) <= 10 * MAX_PAGES:
+            seen.add(at)
+            (entries,) = struct.unpack_from(order + "H", data, at)
+            (at,) = struct.unpack_from(order + "I", data, at + 2 + 12 * entries)
+    except struct.error:  # cut short: count the directories read whole
+        pass
+    return max(1, len(seen))
 
 
 def pdf_pages(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXELS

@@ -125,8 +125,14 @@ def test_a_tiff_of_several_pages_is_read_whole_where_pages_are_asked_for(tmp_pat
     with pytest.raises(images.MultiPageImageError, match="three.tif: a TIFF of several pages "
                        "where one image is expected.*tiffsplit .*three.tif.*identify"):
         images.read_gray(tmp_path / "three.tif")
+    assert images.tiff_pages(data) == 3
+    cut = data[:-50]  # the last page's pixels cut off: said, not read as two pages
+    assert images.tiff_pages(cut) == 3
+    with pytest.raises(images.CorruptImageError, match="three.tif, page 3 of 3: not readable"):
+        images.decode_pages(cut, "three.tif")
     monkeypatch.setattr(images, "MAX_PAGES", 2)
-    with pytest.raises(images.MultiPageImageError, match="three.tif: a TIFF of more than 2 pages"):
+    with pytest.raises(images.MultiPageImageError, match="three.tif: a TIFF of 3 pages, more "
+                       "than 2"):
         images.decode_pages(data, "three.tif")
     assert cv2.imwrite(str(tmp_path / "one.tif"), page)
     np.testing.assert_array_equal(images.read_gray(tmp_path / "one.tif"), page)
