@@ -255,7 +255,8 @@ def pdf_pages(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXELS
 
 def _scanned_at(page) -> float | None:
     """The resolution of a PDF page that is one image covering it (a scanner's page): the
-    image's pixels over the paper's inches, where BELIEVED_DPI believes it; else None."""
+    image's pixels over the paper's inches, where both sides give the same (not turned or
+    stretched on the page) and BELIEVED_DPI believes it; else None."""
     import pypdfium2.raw as pdfium_c
 
     images = list(page.get_objects(filter=(pdfium_c.FPDF_PAGEOBJ_IMAGE,), max_depth=1))
@@ -265,9 +266,10 @@ def _scanned_at(page) -> float | None:
     width, height = page.get_size()
     if right - left < 0.98 * width or top - bottom < 0.98 * height:
         return None
-    dpi = round(images[0].get_px_size()[0] / (width / 72), 2)  # points are float32
+    columns, rows = images[0].get_px_size()
+    dpi = round(columns / (width / 72), 2)  # points are float32
     low, high = BELIEVED_DPI
-    return dpi if low <= dpi <= high else None
+    return dpi if low <= dpi <= high and abs(rows / (height / 72) / dpi - 1) < 0.01 else None
 
 
 def _first_page(data: bytes, name: str, max_pixels: int) -> np.ndarray:

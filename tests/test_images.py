@@ -46,21 +46,22 @@ def test_unusable_bytes_are_corrupt(data, match):
         images.decode_gray(data, "x.png")
 
 
-def _pdf(pages: list[np.ndarray], dpi: float) -> bytes:
+def _pdf(pages: list[np.ndarray], dpi: float, stretch: float = 1.0) -> bytes:
     """A PDF of gray `pages`, each an image (stored losslessly) on paper of its size at
-    `dpi`, as a scanner writes it."""
+    `dpi`, as a scanner writes it (`stretch`: the paper's height that many times the
+    image's)."""
     import pypdfium2 as pdfium
 
     pdf = pdfium.PdfDocument.new()
     for pixels in pages:
         h, w = pixels.shape
-        page = pdf.new_page(w * 72 / dpi, h * 72 / dpi)
+        page = pdf.new_page(w * 72 / dpi, h * 72 / dpi * stretch)
         bitmap = pdfium.PdfBitmap.new_native(w, h, pdfium.raw.FPDFBitmap_Gray)
         assert bitmap.stride == w
         bitmap.buffer[:] = pixels.tobytes()
         image = pdfium.PdfImage.new(pdf)
         image.set_bitmap(bitmap)
-        image.set_matrix(pdfium.PdfMatrix().scale(w * 72 / dpi, h * 72 / dpi))
+        image.set_matrix(pdfium.PdfMatrix().scale(w * 72 / dpi, h * 72 / dpi * stretch))
         page.insert_obj(image)
         page.gen_content()
     out = io.BytesIO()
@@ -86,6 +87,9 @@ def test_a_pdfs_pages_are_drawn_at_300_dpi_from_their_paper(monkeypatch):
     assert [d.shape for d in images.decode_pages(_pdf(pages, 150), "x.pdf")] == [(600, 904)] * 2
     [small], dpi = images.pdf_pages(_pdf(pages[:1], 72), "x.pdf")  # 72: not a scan's; paper
     assert dpi == images.SCAN_DPI and small.shape == (1250, 1883)
+    # stretched on its paper (150 dpi across, 75 down): not a scan's resolution; paper
+    [tall], dpi = images.pdf_pages(_pdf(pages[:1], 150, 2.0), "x.pdf")
+    assert dpi == images.SCAN_DPI and tall.shape == (1200, 904)
     vector = pdfium.PdfDocument.new()  # a page of no scan: drawn from its paper, A4 at 300 dpi
     vector.new_page(595.28, 841.89)
     out = io.BytesIO()
