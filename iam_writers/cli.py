@@ -583,7 +583,7 @@ def parser() -> argparse.ArgumentParser:
                             "descriptor here measures handwriting at "
                             + (again or "(default: the resolution a PNG, JPEG or TIFF "
                                f"declares, if {BELIEVED_DPI[0]}-{BELIEVED_DPI[1]} dpi, else "
-                               f"{SCAN_DPI})"))
+                               f"{SCAN_DPI}; a PDF's pages are measured on their paper)"))
         if json_flag:
             s.add_argument("--json", action="store_true", help="machine-readable output")
 
