@@ -147,7 +147,7 @@ def decode_gray(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXELS
                                 f"{name} page`), or pass it to enroll, identify, predict or "
                                 "verify, which read a PDF's pages as one document.")
     image = _first_page(data, name, max_pixels)
-    if tiff_pages(data) > 1:
+    if len(tiff_pages(data)) > 1:
         raise MultiPageImageError(
             f"{name}: a TIFF of several pages where one image is expected. Split it into a "
             f"file a page (for example `tiffsplit {name}`), or pass it to enroll, identify, "
@@ -166,38 +166,47 @@ def decode_pages(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXEL
     image of any other file."""
     if is_pdf(data):
         return pdf_pages(data, name, max_pixels)[0]
-    count = tiff_pages(data)
-    if count > MAX_PAGES:
-        raise MultiPageImageError(f"{name}: a TIFF of {count} pages, more than {MAX_PAGES}. Split "
-                                  "it into documents of fewer pages (for example `tiffsplit "
-                                  f"{name}`) and pass those.")
-    pages = [_first_page(data, name, max_pixels)]
-    for k in range(1, count):
-        page = _page(data, k)
+    indices = tiff_pages(data)
+    if len(indices) > MAX_PAGES:
+        raise MultiPageImageError(f"{name}: a TIFF of {len(indices)} pages, more than "
+                                  f"{MAX_PAGES}. Split it into documents of fewer pages (for "
+                                  f"example `tiffsplit {name}`) and pass those.")
+    pages = []
+    for n, index in enumerate(indices, 1):
+        if index == 0:  # and any file that is not a TIFF
+            pages.append(_first_page(data, name, max_pixels))
+            continue
+        page = _page(data, index)
         if page is None:
-            raise CorruptImageError(f"{name}, page {k + 1} of {count}: not readable (truncated "
-                                    "or corrupt). Scan or export the document again.")
-        pages.append(_gray(page, f"{name}, page {k + 1}", max_pixels))
+            raise CorruptImageError(f"{name}, page {n} of {len(indices)}: not readable "
+                                    "(truncated or corrupt). Scan or export the document again.")
+        pages.append(_gray(page, f"{name}, page {n}", max_pixels))
     return pages
 
 
-def tiff_pages(data: bytes) -> int:
-    """How many pages (image file directories) TIFF bytes declare, by following the chain
-    of directories; 1 for any other file, or where the chain is cut or loops (what remains
-    then is decoding's to judge)."""
+def tiff_pages(data: bytes) -> list[int]:
+    """Which of the image file directories of TIFF bytes are pages, by following their
+    chain: all but reduced-resolution copies (a scanner's thumbnails: NewSubfileType bit
+    0); [0] for any other file. A chain cut short or looping ends where it does."""
     if data[:4] not in _TIFF_SIGNATURES:
-        return 1
+        return [0]
     order = "<" if data[:2] == b"II" else ">"
-    seen: set[int] = set()
+    seen: list[int] = []
+    pages: list[int] = []
     try:
         (at,) = struct.unpack_from(order + "I", data, 4)
         while at and at not in seen and len(seen) <= 10 * MAX_PAGES:
-            seen.add(at)
             (entries,) = struct.unpack_from(order + "H", data, at)
+            pages.append(len(seen))  # a page, unless its NewSubfileType says otherwise
+            seen.append(at)
+            for k in range(entries):
+                tag, _, _, value = struct.unpack_from(order + "HHI4s", data, at + 2 + 12 * k)
+                if tag == 254 and struct.unpack(order + "I", value)[0] & 1:  # a LONG
+                    pages = [p for p in pages if p != len(seen) - 1]
             (at,) = struct.unpack_from(order + "I", data, at + 2 + 12 * entries)
-    except struct.error:  # cut short: count the directories read whole
+    except struct.error:  # cut short: a directory begun is a page, for decoding to judge
         pass
-    return max(1, len(seen))
+    return pages or [0]
 
 
 def pdf_pages(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXELS

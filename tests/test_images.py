@@ -1,4 +1,5 @@
 import io
+import struct
 
 import cv2
 import numpy as np
@@ -117,6 +118,23 @@ def test_a_resolution_within_a_percent_of_300_dpi_is_300():
     assert images.scan_dpi(images.png_with_dpi(plain, 600)) == pytest.approx(600, abs=0.01)
 
 
+def _subfile_type(tiff: bytes, directory: int, value: int) -> bytes:
+    """TIFF bytes with the NewSubfileType (tag 254) of one directory set to `value`."""
+    order = "<" if tiff[:2] == b"II" else ">"
+    data = bytearray(tiff)
+    (at,) = struct.unpack_from(order + "I", data, 4)
+    for _ in range(directory):
+        (entries,) = struct.unpack_from(order + "H", data, at)
+        (at,) = struct.unpack_from(order + "I", data, at + 2 + 12 * entries)
+    (entries,) = struct.unpack_from(order + "H", data, at)
+    for k in range(entries):
+        entry = at + 2 + 12 * k
+        if struct.unpack_from(order + "H", data, entry)[0] == 254:
+            struct.pack_into(order + "I", data, entry + 8, value)
+            return bytes(data)
+    raise AssertionError("no NewSubfileType tag: OpenCV writes one for every page")
+
+
 def test_a_tiff_of_several_pages_is_read_whole_where_pages_are_asked_for(tmp_path, monkeypatch):
     """A scanner's multi-page TIFF: `decode_pages` reads every page; where one image is
     expected (a dataset's line), it is refused rather than its first page read without a
@@ -129,15 +147,19 @@ def test_a_tiff_of_several_pages_is_read_whole_where_pages_are_asked_for(tmp_pat
     with pytest.raises(images.MultiPageImageError, match="three.tif: a TIFF of several pages "
                        "where one image is expected.*tiffsplit .*three.tif.*identify"):
         images.read_gray(tmp_path / "three.tif")
-    assert images.tiff_pages(data) == 3
+    assert images.tiff_pages(data) == [0, 1, 2]
     cut = data[:-50]  # the last page's pixels cut off: said, not read as two pages
-    assert images.tiff_pages(cut) == 3
+    assert images.tiff_pages(cut) == [0, 1, 2]
     with pytest.raises(images.CorruptImageError, match="three.tif, page 3 of 3: not readable"):
         images.decode_pages(cut, "three.tif")
     monkeypatch.setattr(images, "MAX_PAGES", 2)
     with pytest.raises(images.MultiPageImageError, match="three.tif: a TIFF of 3 pages, more "
                        "than 2"):
         images.decode_pages(data, "three.tif")
+    # a scanner's thumbnail kept as the second directory (NewSubfileType 1): not a page
+    thumbnailed = _subfile_type(data, 1, 1)
+    assert images.tiff_pages(thumbnailed) == [0, 2]
+    assert [int(p[0, 0]) for p in images.decode_pages(thumbnailed, "three.tif")] == [250, 83]
     assert cv2.imwrite(str(tmp_path / "one.tif"), page)
     np.testing.assert_array_equal(images.read_gray(tmp_path / "one.tif"), page)
     [one] = images.decode_pages((tmp_path / "one.tif").read_bytes())
