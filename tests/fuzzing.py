@@ -34,6 +34,8 @@ def _tiff(pages: list[np.ndarray]) -> bytes:
 
 
 def _pdf(pages: list[np.ndarray]) -> bytes:
+    """A PDF of gray `pages` at 300 dpi as Pillow writes it (each page a JPEG, as scanners
+    store them)."""
     from PIL import Image
 
     out = io.BytesIO()

@@ -404,7 +404,8 @@ class Model:
                 dpi: float | None = None) -> dict:
         """{"image", "top": [{"writer", "score"}...], "lines" (pages: handwritten lines read),
         "printed" (pages with machine print: its lines, left out), "pages" and "blank_pages"
-        (a TIFF of several pages: those read, the blank ones left out)} for one image file."""
+        (a PDF or a TIFF of several pages: those read, the blank ones left out)} for one
+        image file."""
         if top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
         scores, _, scan = self.scores(image, str(image), input, dpi)
