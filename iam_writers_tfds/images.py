@@ -8,6 +8,7 @@ from __future__ import annotations
 import struct
 import zlib
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -86,22 +87,17 @@ def declared_dpi(data: bytes) -> float | None:
 
 def _tiff_dpi(data: bytes) -> float | None:
     """XResolution (tag 282) in ResolutionUnit (tag 296: 2 inch, the default; 3 cm) of a
-    TIFF's first image file directory."""
-    order = "<" if data[:2] == b"II" else ">"
+    TIFF's first page (its first image file directory that is no thumbnail), read whole."""
+    order, directories = _tiff_directories(data)
+    first = next((d for d in directories if not _reduced(d, order)), None)
+    if first is None or not first.whole or 282 not in first.tags or first.tags[282][0] != 5:
+        return None  # 282 is a RATIONAL: the offset of two uint32
     try:
-        (at,) = struct.unpack_from(order + "I", data, 4)
-        (entries,) = struct.unpack_from(order + "H", data, at)
-        tags = {}
-        for k in range(entries):
-            tag, kind, _, value = struct.unpack_from(order + "HHI4s", data, at + 2 + 12 * k)
-            tags[tag] = (kind, value)
-        if 282 not in tags or tags[282][0] != 5:  # RATIONAL: the offset of two uint32
-            return None
-        (offset,) = struct.unpack(order + "I", tags[282][1])
+        (offset,) = struct.unpack(order + "I", first.tags[282][1])
         numerator, denominator = struct.unpack_from(order + "II", data, offset)
-        unit = struct.unpack(order + "H", tags[296][1][:2])[0] if 296 in tags else 2
     except struct.error:  # cut short: says nothing
         return None
+    unit = struct.unpack(order + "H", first.tags[296][1][:2])[0] if 296 in first.tags else 2
     if not denominator or not numerator:
         return None
     return {2: numerator / denominator, 3: numerator / denominator * 2.54}.get(unit)
@@ -146,13 +142,13 @@ def decode_gray(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXELS
                                 "as PNG or TIFF at 300 dpi (for example `pdftoppm -r 300 -png "
                                 f"{name} page`), or pass it to enroll, identify, predict or "
                                 "verify, which read a PDF's pages as one document.")
-    image = _first_page(data, name, max_pixels)
-    if len(tiff_pages(data)) > 1:
+    indices = tiff_pages(data)
+    if len(indices) > 1:
         raise MultiPageImageError(
             f"{name}: a TIFF of several pages where one image is expected. Split it into a "
             f"file a page (for example `tiffsplit {name}`), or pass it to enroll, identify, "
             "predict or verify, which read a TIFF's pages as one document.")
-    return image
+    return _decoded(data, indices[0], 1, 1, name, max_pixels)
 
 
 def is_pdf(data: bytes) -> bool:
@@ -171,42 +167,68 @@ def decode_pages(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXEL
         raise MultiPageImageError(f"{name}: a TIFF of {len(indices)} pages, more than "
                                   f"{MAX_PAGES}. Split it into documents of fewer pages (for "
                                   f"example `tiffsplit {name}`) and pass those.")
-    pages = []
-    for n, index in enumerate(indices, 1):
-        if index == 0:  # and any file that is not a TIFF
-            pages.append(_first_page(data, name, max_pixels))
-            continue
-        page = _page(data, index)
-        if page is None:
-            raise CorruptImageError(f"{name}, page {n} of {len(indices)}: not readable "
-                                    "(truncated or corrupt). Scan or export the document again.")
-        pages.append(_gray(page, f"{name}, page {n}", max_pixels))
-    return pages
+    return [_decoded(data, index, n, len(indices), name, max_pixels)
+            for n, index in enumerate(indices, 1)]
 
 
-def tiff_pages(data: bytes) -> list[int]:
-    """Which of the image file directories of TIFF bytes are pages, by following their
-    chain: all but reduced-resolution copies (a scanner's thumbnails: NewSubfileType bit
-    0); [0] for any other file. A chain cut short or looping ends where it does."""
+def _decoded(data: bytes, index: int, n: int, count: int, name: str, max_pixels: int
+             ) -> np.ndarray:
+    """Image file directory `index` of TIFF bytes (0: also the image of any other file),
+    page `n` of `count`, as `decode_gray` makes it."""
+    if index == 0:
+        return _first_page(data, name, max_pixels)
+    page = _page(data, index)
+    if page is None:
+        raise CorruptImageError(f"{name}, page {n} of {count}: not readable (truncated or "
+                                "corrupt). Scan or export the document again.")
+    return _gray(page, f"{name}, page {n}" if count > 1 else name, max_pixels)
+
+
+class _Directory(NamedTuple):
+    """A TIFF image file directory: {tag: (type, the value or its offset, 4 bytes)}, and
+    whether all its entries were read (a file cut short inside them: not)."""
+
+    tags: dict[int, tuple[int, bytes]]
+    whole: bool
+
+
+def _tiff_directories(data: bytes) -> tuple[str, list[_Directory]]:
+    """(the byte order of TIFF bytes, its image file directories by following their chain);
+    a chain cut short or looping ends where it does, and for any other file it is empty."""
     if data[:4] not in _TIFF_SIGNATURES:
-        return [0]
+        return "<", []
     order = "<" if data[:2] == b"II" else ">"
-    seen: list[int] = []
-    pages: list[int] = []
+    directories: list[_Directory] = []
+    seen: set[int] = set()
     try:
         (at,) = struct.unpack_from(order + "I", data, 4)
         while at and at not in seen and len(seen) <= 10 * MAX_PAGES:
+            seen.add(at)
             (entries,) = struct.unpack_from(order + "H", data, at)
-            pages.append(len(seen))  # a page, unless its NewSubfileType says otherwise
-            seen.append(at)
+            directories.append(_Directory({}, False))
             for k in range(entries):
-                tag, _, _, value = struct.unpack_from(order + "HHI4s", data, at + 2 + 12 * k)
-                if tag == 254 and struct.unpack(order + "I", value)[0] & 1:  # a LONG
-                    pages = [p for p in pages if p != len(seen) - 1]
+                tag, kind, _, value = struct.unpack_from(order + "HHI4s", data, at + 2 + 12 * k)
+                directories[-1].tags[tag] = (kind, value)
+            directories[-1] = directories[-1]._replace(whole=True)
             (at,) = struct.unpack_from(order + "I", data, at + 2 + 12 * entries)
-    except struct.error:  # cut short: a directory begun is a page, for decoding to judge
+    except struct.error:
         pass
-    return pages or [0]
+    return order, directories
+
+
+def _reduced(directory: _Directory, order: str) -> bool:
+    """A reduced-resolution copy of a page (a scanner's thumbnail): NewSubfileType bit 0."""
+    kind, value = directory.tags.get(254, (4, bytes(4)))
+    form = {3: "H", 4: "I"}.get(kind)  # a LONG by the standard; a SHORT from some writers
+    return bool(form and struct.unpack_from(order + form, value)[0] & 1)
+
+
+def tiff_pages(data: bytes) -> list[int]:
+    """Which of the image file directories of TIFF bytes are pages: all but reduced-
+    resolution copies (`_reduced`); a directory cut short is a page, for decoding to judge.
+    [0] for any other file."""
+    order, directories = _tiff_directories(data)
+    return [i for i, d in enumerate(directories) if not _reduced(d, order)] or [0]
 
 
 def pdf_pages(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXELS

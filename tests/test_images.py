@@ -118,8 +118,9 @@ def test_a_resolution_within_a_percent_of_300_dpi_is_300():
     assert images.scan_dpi(images.png_with_dpi(plain, 600)) == pytest.approx(600, abs=0.01)
 
 
-def _subfile_type(tiff: bytes, directory: int, value: int) -> bytes:
-    """TIFF bytes with the NewSubfileType (tag 254) of one directory set to `value`."""
+def _patched(tiff: bytes, directory: int, tag: int, value: int) -> bytes:
+    """TIFF bytes with one directory's `tag` set to `value`: a LONG in place, or where it
+    holds the offset of a RATIONAL (XResolution, 282), that rational's numerator, over 1."""
     order = "<" if tiff[:2] == b"II" else ">"
     data = bytearray(tiff)
     (at,) = struct.unpack_from(order + "I", data, 4)
@@ -129,10 +130,15 @@ def _subfile_type(tiff: bytes, directory: int, value: int) -> bytes:
     (entries,) = struct.unpack_from(order + "H", data, at)
     for k in range(entries):
         entry = at + 2 + 12 * k
-        if struct.unpack_from(order + "H", data, entry)[0] == 254:
+        found, kind = struct.unpack_from(order + "HH", data, entry)
+        if found == tag and kind == 5:
+            (offset,) = struct.unpack_from(order + "I", data, entry + 8)
+            struct.pack_into(order + "II", data, offset, value, 1)
+            return bytes(data)
+        if found == tag:
             struct.pack_into(order + "I", data, entry + 8, value)
             return bytes(data)
-    raise AssertionError("no NewSubfileType tag: OpenCV writes one for every page")
+    raise AssertionError(f"no tag {tag} in directory {directory}: OpenCV writes it")
 
 
 def test_a_tiff_of_several_pages_is_read_whole_where_pages_are_asked_for(tmp_path, monkeypatch):
@@ -156,10 +162,17 @@ def test_a_tiff_of_several_pages_is_read_whole_where_pages_are_asked_for(tmp_pat
     with pytest.raises(images.MultiPageImageError, match="three.tif: a TIFF of 3 pages, more "
                        "than 2"):
         images.decode_pages(data, "three.tif")
-    # a scanner's thumbnail kept as the second directory (NewSubfileType 1): not a page
-    thumbnailed = _subfile_type(data, 1, 1)
+    # a scanner's thumbnail kept as a directory (NewSubfileType 1): not a page
+    thumbnailed = _patched(data, 1, 254, 1)
     assert images.tiff_pages(thumbnailed) == [0, 2]
     assert [int(p[0, 0]) for p in images.decode_pages(thumbnailed, "three.tif")] == [250, 83]
+    # first: where one image is expected the page is read, at the resolution it declares
+    assert cv2.imwritemulti(str(tmp_path / "thumb.tif"), [page[::4, ::4] // 2, page],
+                            [cv2.IMWRITE_TIFF_XDPI, 600, cv2.IMWRITE_TIFF_YDPI, 600,
+                             cv2.IMWRITE_TIFF_RESUNIT, 2])
+    thumb = _patched(_patched((tmp_path / "thumb.tif").read_bytes(), 0, 254, 1), 0, 282, 72)
+    assert images.tiff_pages(thumb) == [1] and images.declared_dpi(thumb) == 600
+    np.testing.assert_array_equal(images.decode_gray(thumb, "thumb.tif"), page)
     assert cv2.imwrite(str(tmp_path / "one.tif"), page)
     np.testing.assert_array_equal(images.read_gray(tmp_path / "one.tif"), page)
     [one] = images.decode_pages((tmp_path / "one.tif").read_bytes())
