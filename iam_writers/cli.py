@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 from iam_writers_tfds import console
@@ -105,20 +104,6 @@ def _preflight(args: argparse.Namespace) -> None:
             raise RunError(f"{args.run}: {err}") from None
 
 
-def _page(read: Callable[[str], int | None], which: str = "") -> str:
-    """How a page reads in a result line: ` (page: 9 lines)`, ` (page a: 9 lines, 8
-    printed left out)`, ` (a, 3 pages: 27 lines, 1 blank left out)`; nothing for a line.
-    `read` gives the result's "lines", "printed", "pages" and "blank_pages" of the image."""
-    lines, printed, pages, blank = map(read, ("lines", "printed", "pages", "blank_pages"))
-    said = ([f"{lines} lines"] if lines is not None else []) + (
-        [f"{printed} printed left out"] if printed else []) + (
-        [f"{blank} blank left out"] if blank else [])
-    if pages:
-        return f" ({which + ', ' if which else ''}{pages} pages{': ' if said else ''}" \
-               f"{', '.join(said)})"
-    return f" (page{' ' + which if which else ''}: {', '.join(said)})" if said else ""
-
-
 MODEL_HELP = ("an export folder (its float32 model, if exported), one of its model_*.tflite files, "
               "or its saved_model folder")
 NOTE_NAMES = 3  # files a note names before it counts the rest
@@ -156,27 +141,26 @@ def _show(result: dict | list, as_json: bool, text: str) -> None:
 
 
 def _predict(args: argparse.Namespace) -> None:
-    from models.runtime import Model
+    from models.runtime import Model, evidence
 
     model = Model(args.model, args.threads)
     _declared_resolutions(args.images, args.dpi)
     results = [model.predict(image, args.top_k, args.input, args.dpi) for image in args.images]
     text = "\n".join(
-        f"{r['image']}{_page(r.get)}: "
+        f"{r['image']}{evidence.read_words(r.get)}: "
         + ", ".join(f"{t['writer']} {t['score']:.3f}" for t in r["top"]) for r in results)
     _show(results, args.json, text)
 
 
 def _verify(args: argparse.Namespace) -> None:
-    from models.runtime import Model, verify
+    from models.runtime import Model, evidence, verify
 
     model = Model(args.model, args.threads)
     _declared_resolutions([args.a, args.b], args.dpi)
-    r = verify(model, args.a, args.b, args.descriptor, args.input, args.dpi)
+    drawn: dict[str, bytes] | None = {} if args.report else None
+    r = verify(model, args.a, args.b, args.descriptor, args.input, args.dpi, drawn)
     if args.report:
-        from models.runtime import evidence
-
-        written = evidence.verify_report(args.report, r, args.input, model.card, args.dpi)
+        written = evidence.verify_report(args.report, r, drawn, model.card)
         print(f"report: {written}", file=sys.stderr)
     if "note" in r:
         print(f"note: {r['note']}", file=sys.stderr)
@@ -190,7 +174,7 @@ def _verify(args: argparse.Namespace) -> None:
     _show(r, args.json, f"{verdict}: {r['scored_by']} {r['score']:.3f} (threshold "
           f"{r['threshold']:.3f})"
           + (f"; log10 LR {r['log10_lr']:+.2f}, {r['support']}" if "log10_lr" in r else "")
-          + "".join(_page(lambda k, side=side: r.get(f"{k}_{side}"), side)
+          + "".join(evidence.read_words(lambda k, side=side: r.get(f"{k}_{side}"), side)
                     for side in ("a", "b")))
 
 
@@ -269,16 +253,18 @@ def _identify(args: argparse.Namespace) -> None:
             "embeddings)" if identifier.score == "hinge" and gallery.fingerprint else ""),
             file=sys.stderr)
     _declared_resolutions(args.images, args.dpi)
-    results = ([identifier.rank(args.images, args.top_k)] if args.document
-               else identifier.rank_each(args.images, args.top_k))
+    drawn: dict[str, bytes] | None = {} if args.report else None
+    results = ([identifier.rank(args.images, args.top_k, drawn)] if args.document
+               else identifier.rank_each(args.images, args.top_k, drawn))
     if args.report:
-        written = evidence.identify_report(args.report, results, identifier, args.input)
+        written = evidence.identify_report(args.report, results, identifier, drawn)
         print(f"report: {written}", file=sys.stderr)
     if "note" in results[0]:
         print(f"note: {results[0]['note']}", file=sys.stderr)
     text = "\n".join(
         (f"document of {len(r['images'])} images" if args.document
-         else r["images"][0] + _page(lambda k, r=r: r.get(k, {}).get(r["images"][0])))
+         else r["images"][0]
+         + evidence.read_words(lambda k, r=r: r.get(k, {}).get(r["images"][0])))
         + f": {r['writer'] or 'unknown writer'} ({r['score']}: "
         + ", ".join(f"{t['writer']} {t['similarity']:.3f}"
                     + (f" [log10 LR {t['log10_lr'][r['score']]:+.2f}]" if "log10_lr" in t

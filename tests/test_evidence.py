@@ -76,7 +76,7 @@ def test_the_report_parses_and_embeds_every_query_and_candidate(reported):
         for t in r["top"]:
             assert any(a.startswith(f"{t['writer']}: ") for a in alts), t["writer"]
             assert f"{t['scores']['hinge']:.3f}" in "".join(page.text)
-    assert "page: 3 lines found, outlined" in "".join(page.text)
+    assert "page: 3 lines, outlined" in "".join(page.text)
     # each query beside its closest writer's enrolled handwriting, at one scale
     closest = [img["alt"] for img in page.images if img["class"] == "closest"]
     assert [a.split(": ")[0] for a in closest] == [r["top"][0]["writer"] for r in results]

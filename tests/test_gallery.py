@@ -603,10 +603,14 @@ def test_gallery_alike_and_enroll_warn_of_a_hand_under_two_names(tmp_path, layou
     assert f"But {named['writer']}'s enrolled handwriting reads as" in report
     # a writer whose handwriting reads as the one named: the query may be that writer's
     identifier = runtime.Identifier(Gallery.open(tmp_path / "h"), None)
-    result = identifier.rank([first])
+    drawn: dict[str, bytes] = {}
+    result = identifier.rank([first], drawn=drawn)
+    # the report shows the query as it was read, not read again
+    scan = runtime.Model.read(first, str(first), "auto")
+    assert drawn == {str(first): runtime.evidence.thumbnail(scan.pages, scan.lines)}
     result["alike"] = [{"writer": "bob", "reads_as": result["writer"], "score": 1.0,
                         "threshold": 0.98}]
-    runtime.evidence.identify_report(tmp_path / "back.html", [result], identifier, "auto")
+    runtime.evidence.identify_report(tmp_path / "back.html", [result], identifier, drawn)
     assert (f"bob's enrolled handwriting reads as {result['writer']}'s (hinge 1.000, a "
             "document's threshold 0.980): the query may be bob's" in
             (tmp_path / "back.html").read_text())

@@ -293,8 +293,12 @@ def test_enroll_and_identify_writers_never_seen_in_training(embed_export, tmp_pa
     style = synth.WriterStyle.sample(rng)
     for k in range(2):
         cv2.imwrite(str(tmp_path / f"page{k}.png"), synth.render_page(style, rng, lines=5)[0])
-    paged = runtime.verify(rt, tmp_path / "page0.png", tmp_path / "page1.png")
+    drawn: dict[str, bytes] = {}
+    paged = runtime.verify(rt, tmp_path / "page0.png", tmp_path / "page1.png", drawn=drawn)
     assert paged["level"] == "page" and paged["lines_a"] == paged["lines_b"] == 5
+    for side, k in (("a", 0), ("b", 1)):  # for the report: each page as it was read
+        scan = runtime.Model.read(tmp_path / f"page{k}.png", input="auto")
+        assert drawn[side] == runtime.evidence.thumbnail(scan.pages, scan.lines), side
     assert paged["threshold"] == pytest.approx(runtime.identify.gallery_threshold(
         card["fusion"]["document"]["unknown_writer"]["fused"], 1))
     # an export whose cohort file went missing says so, naming it
@@ -385,9 +389,10 @@ def test_a_training_writer_enrolled_is_not_measured_against_its_own_hand(
     # can be), in its JSON and its report
     reference = next(r.path for r in records if r.form_id == forms[0])
     naming = runtime.Identifier(identifier.gallery, model, threshold=-1e9)
-    named = naming.rank([reference])
+    drawn: dict[str, bytes] = {}
+    named = naming.rank([reference], drawn=drawn)
     assert named["writer"] == trained and named["in_cohort"]["taken_without"], named
-    report = runtime.evidence.identify_report(tmp_path / "r.html", [named], naming, "auto")
+    report = runtime.evidence.identify_report(tmp_path / "r.html", [named], naming, drawn)
     assert (f"Note: {trained}'s enrolled handwriting reads as training writer {trained}'s"
             in report.read_text())
     identifier.gallery.close()

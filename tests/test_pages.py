@@ -201,7 +201,7 @@ def test_a_page_is_enrolled_and_identified_as_one_document(tmp_path):
                "--report", tmp_path / "report.html")
     assert proc.returncode == 0, proc.stderr
     results = json.loads(proc.stdout)
-    assert "(page: 5 lines found, outlined; 4 of machine print left out, not outlined)" in (
+    assert "(page: 5 lines, outlined; 4 printed left out, not outlined)" in (
         tmp_path / "report.html").read_text()
     assert [r["top"][0]["writer"] for r in results] == ["ann", "bob"]
     assert [r["lines"] for r in results] == [{str(tmp_path / "ann1.png"): 5},
@@ -251,7 +251,7 @@ def test_a_tiff_or_a_pdf_of_several_pages_is_one_document(tmp_path):
     assert r["top"][0]["writer"] == "ann" and r["level"] == "document"
     assert (r["lines"], r["pages"], r["blank_pages"]) == ({str(tiff): 8}, {str(tiff): 2},
                                                            {str(tiff): 1})
-    assert "(2 pages: 8 lines found, outlined; 1 blank page left out)" in (
+    assert "(2 pages: 8 lines, outlined; 1 blank left out)" in (
         tmp_path / "r.html").read_text()
     proc = cli("identify", tmp_path / "g", tmp_path / "ann1.png", tmp_path / "ann2.png",
                "--document", "--json")

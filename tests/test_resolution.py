@@ -122,7 +122,7 @@ def test_identify_says_which_files_it_resampled(tmp_path):
     # the report, the record of the answer, says how each image was read
     assert cli("identify", tmp_path / "g", tmp_path / "big.png", "--report",
                tmp_path / "r.html").returncode == 0
-    assert "big.png (page: 5 lines found, outlined) (scanned at 600 dpi, resampled to 300)" \
+    assert "big.png (page: 5 lines, outlined) (scanned at 600 dpi, resampled to 300)" \
         in (tmp_path / "r.html").read_text()
     proc = cli("identify", tmp_path / "g", tmp_path / "big.png", "--json", "--dpi", "300")
     [as_is] = json.loads(proc.stdout)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import html
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -24,7 +25,6 @@ from iam_writers_tfds import atomic
 from iam_writers_tfds.images import SCAN_DPI, declared_dpi, png_with_dpi
 from models.runtime import pages
 from models.runtime.gallery import utc_now
-from models.runtime.model import Model, Scan
 
 LEVELS = ("line", "document", "page")  # each kind of query has its own calibration
 VERBAL_SCALE = ((1, "weak"), (2, "moderate"), (3, "moderately strong"), (4, "strong"),
@@ -218,19 +218,21 @@ def _img(png: bytes, alt: str, css: str) -> str:
     return f'<img class="{css}" alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
-def _read_words(scan: Scan) -> str:
-    """How a report says an image was read: ` (page: 9 lines found, outlined; 2 of machine
-    print left out, not outlined)`, ` (3 pages: ...; 1 blank page left out)`; nothing for
-    a line."""
-    found = scan.parts()[1]
-    said = ([f"{found} lines found, outlined"] if found is not None else []) + (
-        [f"{scan.printed} of machine print left out, not outlined"] if scan.printed else []) + (
-        [f"{scan.blank} blank page{'s' if scan.blank > 1 else ''} left out"]
-        if scan.blank else [])
-    several = f"{len(scan.pages)} pages" if len(scan.pages) > 1 else ""
-    if not said:
-        return f" ({several})" if several else ""
-    return f" ({several or 'page'}: {'; '.join(said)})"
+def read_words(read: Callable[[str], int | None], which: str = "", drawn: bool = False
+               ) -> str:
+    """How an image was read, from a result's "lines", "printed", "pages" and "blank_pages"
+    of it (`read`): ` (page: 9 lines, 2 printed left out)`, ` (a, 3 pages: 27 lines, 1 blank
+    left out)`; nothing for a line. `drawn`: beside its thumbnail, which outlines the lines
+    found and not the printed ones (` (page: 9 lines, outlined; 2 printed left out, not
+    outlined)`)."""
+    lines, printed, pages_read, blank = map(read, ("lines", "printed", "pages", "blank_pages"))
+    said = ([f"{lines} lines" + (", outlined" if drawn else "")] if lines is not None else []) + (
+        [f"{printed} printed left out" + (", not outlined" if drawn else "")] if printed
+        else []) + ([f"{blank} blank left out"] if blank else [])
+    listed = ("; " if drawn else ", ").join(said)
+    if pages_read:
+        return f" ({which + ', ' if which else ''}{pages_read} pages{': ' if said else ''}{listed})"
+    return f" (page{' ' + which if which else ''}: {listed})" if said else ""
 
 
 STYLE = """
@@ -327,9 +329,9 @@ def _calibrated_on(card: dict | None) -> str:
             f"{html.escape(lr['method'])}. ")
 
 
-def _resampled(dpi: float) -> str:
-    """How an image's scan resolution was met, for the record: nothing at 300 dpi."""
-    return "" if dpi == SCAN_DPI else f" (scanned at {dpi:.0f} dpi, resampled to {SCAN_DPI})"
+def _resampled(dpi: float | None) -> str:
+    """How an image's scan resolution was met, for the record: nothing at 300 dpi (None)."""
+    return "" if dpi is None else f" (scanned at {dpi:.0f} dpi, resampled to {SCAN_DPI})"
 
 
 def _threshold_words(result: dict) -> str:
@@ -364,10 +366,12 @@ def side_by_side(columns: list[tuple[str, str, list[SideImage]]]) -> str:
     return f"<div class=\"side\">{cells}</div><p class=\"note\">{note}</p>"
 
 
-def identify_report(path: str | Path, results: list[dict], identifier, input: str) -> Path:
-    """Write the HTML report of `identify` results: for each query, its image (a page with
-    its lines outlined) beside the closest writer's first enrolled image, the answer, and
-    the top writers with each score, the log10 LR and its words, and thumbnails of their
+def identify_report(path: str | Path, results: list[dict], identifier,
+                    drawn: dict[str, bytes]) -> Path:
+    """Write the HTML report of `identify` results: for each query, its image (`drawn`, each
+    query image's `thumbnail` by its path, as `Identifier.rank` draws them: a page with its
+    lines outlined) beside the closest writer's first enrolled image, the answer, and the
+    top writers with each score, the log10 LR and its words, and thumbnails of their
     enrolled handwriting; and a plot of where the top writers' scores fall among those
     measured at calibration."""
     gallery = identifier.gallery
@@ -383,14 +387,14 @@ def identify_report(path: str | Path, results: list[dict], identifier, input: st
                if calibrated else f"<p class=\"note\">{html.escape(results[0]['note'])}</p>")]
     thumbs: dict[str, list[tuple[str, bytes]]] = {}
     for n, r in enumerate(results, 1):
-        scans = {p: Model.read(p, p, input, identifier.features.dpi) for p in r["images"]}
         best = r["top"][0]
         for t in r["top"]:
             if t["writer"] not in thumbs:
                 thumbs[t["writer"]] = gallery.thumbnails(t["writer"])
-        query = [(thumbnail(scan.pages, scan.lines), f"query {n}: {p}",
-                  html.escape(p + _read_words(scan)) + _resampled(scan.dpi))
-                 for p, scan in scans.items()]
+        query = [(drawn[p], f"query {n}: {p}",
+                  html.escape(p + read_words(lambda k, p=p, r=r: r.get(k, {}).get(p), drawn=True))
+                  + _resampled(r.get("dpi", {}).get(p)))
+                 for p in r["images"]]
         enrolled = [(png, f"{best['writer']}: {p}", html.escape(p))
                     for p, png in thumbs[best["writer"]][:1]]
         images = side_by_side(
@@ -477,19 +481,19 @@ def alike_report(path: str | Path, pairs: list[dict], identifier) -> Path:
                               body))
 
 
-def verify_report(path: str | Path, result: dict, input: str, card: dict | None = None,
-                  dpi: float | None = None) -> Path:
-    """Write the HTML report of `verify`: both images side by side, the score, the
-    threshold, the decision, and the log10 LR in words with a plot of where the score falls
-    among those measured at calibration."""
-    scans = {k: Model.read(result[k], result[k], input, dpi) for k in ("a", "b")}
+def verify_report(path: str | Path, result: dict, drawn: dict[str, bytes],
+                  card: dict | None = None) -> Path:
+    """Write the HTML report of `verify`: both images side by side (`drawn`, the `thumbnail`
+    of "a" and of "b", as `verify` draws them), the score, the threshold, the decision, and
+    the log10 LR in words with a plot of where the score falls among those measured at
+    calibration."""
     verdict = "the same writer" if result["same_writer"] else "different writers"
     scored_by = result["scored_by"]
-    body = [side_by_side([(heading, "query", [(thumbnail(scans[k].pages, scans[k].lines),
-                                               f"{k}: {result[k]}",
-                                               html.escape(result[k] + _read_words(scans[k]))
-                                               + _resampled(scans[k].dpi))])
-                          for k, heading in (("a", "a (questioned)"), ("b", "b (known)"))]),
+    body = [side_by_side([(heading, "query", [(
+        drawn[k], f"{k}: {result[k]}",
+        html.escape(result[k] + read_words(lambda f, k=k: result.get(f"{f}_{k}"), drawn=True))
+        + _resampled(result.get(f"dpi_{k}")))])
+        for k, heading in (("a", "a (questioned)"), ("b", "b (known)"))]),
             f"<p class=\"answer\">Decision: <b>{verdict}</b>: {scored_by} {result['score']:.3f} "
             f"(threshold {result['threshold']:.3f}; {html.escape(SCORE_WORDS[scored_by])})"
             "</p>"]

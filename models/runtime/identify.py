@@ -678,7 +678,8 @@ class Identifier:
             self._alike[writer] = self.alike_either(writer)
         return self._alike[writer]
 
-    def rank(self, images: list, top_k: int = 5) -> dict:
+    def rank(self, images: list, top_k: int = 5, drawn: dict[str, bytes] | None = None
+             ) -> dict:
         """{"images", "writer" (None: unknown), "score", "threshold" (this query's, on the
         best writer's score: `thresholds`), "lead_rule" (where the lead lowered it: its
         weight w, the rule's threshold T for the gallery, the second best score s2), "level"
@@ -693,21 +694,29 @@ class Identifier:
         each image read at another than 300 dpi, resampled from it), "pages" and
         "blank_pages" (each PDF or TIFF of several pages: the pages read, the blank ones
         left out)} for one query: several images, one page or a file's pages are a document
-        (their mean embedding, their summed hinge counts)."""
-        if top_k < 1:
-            raise ValueError(f"top_k must be at least 1, got {top_k}")
-        emb, counts = self.features(images)
-        return self._ranked(images, emb, counts, self.features.read, top_k)
+        (their mean embedding, their summed hinge counts). Given `drawn`, each image's
+        `evidence.thumbnail` is put in it by its path, drawn from the pixels read (for
+        `evidence.identify_report`)."""
+        return self._ranked(images, *self._features(images, top_k, drawn), self.features.read,
+                            top_k)
 
-    def rank_each(self, images: list, top_k: int = 5) -> list[dict]:
+    def rank_each(self, images: list, top_k: int = 5, drawn: dict[str, bytes] | None = None
+                  ) -> list[dict]:
         """`rank` of every image as a query of its own, their lines described on one pool
         of threads (150 real lines: 19 s one `rank` each, 10 s so; docs/results.md)."""
-        if top_k < 1:
-            raise ValueError(f"top_k must be at least 1, got {top_k}")
-        emb, counts = self.features(images)
+        emb, counts = self._features(images, top_k, drawn)
         return [self._ranked([image], None if emb is None else emb[i:i + 1],
                              None if counts is None else counts[i:i + 1], [read], top_k)
                 for i, (image, read) in enumerate(zip(images, self.features.read))]
+
+    def _features(self, images: list, top_k: int, drawn: dict[str, bytes] | None
+                  ) -> tuple[np.ndarray | None, np.ndarray | None]:
+        if top_k < 1:
+            raise ValueError(f"top_k must be at least 1, got {top_k}")
+        computed = self.features(images, thumbnails=drawn is not None)
+        if drawn is not None:
+            drawn.update(zip(map(str, images), self.features.thumbnails))
+        return computed
 
     def _ranked(self, images: list, emb: np.ndarray | None, counts: np.ndarray | None,
                 read: list[Read], top_k: int) -> dict:
@@ -753,7 +762,8 @@ class Identifier:
 
 
 def verify(model: Model, questioned, reference, score: str | None = None,
-           input: str = "auto", dpi: float | None = None) -> dict:
+           input: str = "auto", dpi: float | None = None,
+           drawn: dict[str, bytes] | None = None) -> dict:
     """Did the writer of `reference` write `questioned`? The reference is enrolled alone in a
     gallery in memory and the questioned image identified against it, so that `verify`
     weighs a pair by the same score as `identify` (fused by default: the embedding's cosine
@@ -769,18 +779,23 @@ def verify(model: Model, questioned, reference, score: str | None = None,
     than 300 dpi, "pages_a", "pages_b", "blank_pages_a", "blank_pages_b" for files of
     several pages (read, and blank ones left out), and "b_in_cohort" where the reference
     reads as a training writer of the model's cohort (`Identifier.in_cohort`): if it is
-    that writer, it is measured against its own hand, which lowers the score}."""
+    that writer, it is measured against its own hand, which lowers the score}. Given
+    `drawn`, the `evidence.thumbnail` of "a" and of "b" are put in it (for
+    `evidence.verify_report`)."""
     features = features_for(model, score, input, dpi)
     gallery = new_in_memory(features.fingerprint, features.descriptor)
-    try:  # the reference's features only: no thumbnail, as nothing shows the gallery
+    try:  # the reference's features only: the gallery keeps no thumbnail, as none shows it
         gallery.add("reference", [str(reference)], [sha256_of(reference)],
-                    *features([reference]))
+                    *features([reference], thumbnails=drawn is not None))
         known = features.read[0]
         identifier = Identifier(gallery, model, score, input=input, dpi=dpi)
-        r = identifier.rank([questioned], top_k=1)
+        asked: dict[str, bytes] | None = None if drawn is None else {}
+        r = identifier.rank([questioned], top_k=1, drawn=asked)
         hand = identifier.cohort_of.get("reference")
     finally:
         gallery.close()
+    if drawn is not None:
+        drawn.update(a=asked[str(questioned)], b=features.thumbnails[0])
     top = r["top"][0]
     result = {"a": str(questioned), "b": str(reference), "score": top["similarity"],
               "scored_by": r["score"], "scores": top["scores"], "threshold": r["threshold"],
