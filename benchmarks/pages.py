@@ -17,9 +17,11 @@ training): one page of every writer with two or more is enrolled (seeded), every
 one page is enrolled as a distractor, and each other page is identified twice, as a page
 scan (its lines found by the runtime) and as the lines cut from it taken as one document.
 
-With `--orientation`, each page is also turned a quarter turn both ways and half round, and
-`auto` reads all four: how many upright pages it refuses, how many turned ones it catches,
-and the upside-down rule by the ink alone (`ink_lean`) beside the rule (`lean`).
+With `--orientation`, each page is also laid askew (10 and -14 degrees, on a canvas that
+holds it whole), turned a quarter turn both ways (and 12 degrees more) and half round (and
+8 degrees more), and `auto` reads each as the runtime does (`pages.read_page`): how many it
+refuses, reads as one line, or reads as a page with as many lines as upright; and the
+upside-down rule by the ink alone (`ink_lean`) beside the rule (`lean`).
 """
 
 from __future__ import annotations
@@ -119,29 +121,43 @@ def orientation(paths: list[Path]) -> None:
     from iam_writers_tfds.images import read_gray
     from models.runtime import pages
 
-    def refused(image: np.ndarray) -> bool:
+    def read(image: np.ndarray) -> int | str:
+        """The handwritten lines `auto` finds, "line" or "refused"."""
         try:
-            pages.page_lines(image, "auto")
+            lines = pages.read_page(image, "auto")[1]
         except pages.TurnedPageError:
-            return True
-        return False
+            return "refused"
+        return "line" if lines is None else len(pages.handwritten(lines))
 
-    turns = {"upright": None, "quarter turn clockwise": cv2.ROTATE_90_CLOCKWISE,
-             "quarter turn anticlockwise": cv2.ROTATE_90_COUNTERCLOCKWISE,
-             "half round": cv2.ROTATE_180}
-    counts = dict.fromkeys(turns, 0)
+    def turned(turn: int | None, degrees: float = 0.0):
+        def it(page: np.ndarray) -> np.ndarray:
+            image = page if turn is None else cv2.rotate(page, turn)
+            return pages.straightened(image, degrees) if degrees else image
+        return it
+
+    quarter, half = cv2.ROTATE_90_CLOCKWISE, cv2.ROTATE_180
+    turns = {"upright": turned(None), "askew 10 degrees": turned(None, 10),
+             "askew -14 degrees": turned(None, -14), "quarter turn clockwise": turned(quarter),
+             "quarter turn anticlockwise": turned(cv2.ROTATE_90_COUNTERCLOCKWISE),
+             "quarter turn and 12 degrees": turned(quarter, 12), "half round": turned(half),
+             "half round and 8 degrees": turned(half, 8)}
+    counts = {name: defaultdict(int) for name in turns}
     leans: dict[str, list[tuple[float, float]]] = {"upright": [], "half round": []}
     for path in paths:
         page = read_gray(path)
+        upright = read(page)
         for name, turn in turns.items():
-            image = page if turn is None else cv2.rotate(page, turn)
-            counts[name] += refused(image)
+            image = turn(page)
+            got = upright if name == "upright" else read(image)
+            counts[name][got if isinstance(got, str) else
+                         "page, as upright" if got == upright else "page, other lines"] += 1
             if name in leans:
                 lines = pages.handwritten(pages.find_lines(image))
                 leans[name].append((pages.ink_lean(lines), pages.lean(lines, image.shape[1])))
-    print(f"\norientation, {len(paths)} pages read by `auto`: refused")
+    kinds = ("refused", "line", "page, as upright", "page, other lines")
+    print(f"\norientation, {len(paths)} pages read by `auto`: " + ", ".join(kinds))
     for name in turns:
-        print(f"  {name:<27} {counts[name]:>4} ({counts[name] / len(paths):.3f})")
+        print(f"  {name:<28} " + "  ".join(f"{counts[name][k]:>4}" for k in kinds))
     for k, rule in enumerate(("ink alone (ink_lean)", "ink and line ends (lean)")):
         up, down = (np.array([v[k] for v in leans[n]]) < pages.UPSIDE_DOWN_BELOW
                     for n in ("upright", "half round"))

@@ -14,7 +14,9 @@ With `--as tiff` or `--as pdf`, each test writer's other pages are one query ins
 multi-page TIFF, or one PDF of JPEG-compressed pages at 300 dpi (as scanners write them).
 With `--lines`, the lines cut from those pages (LINES_DIR) are the queries, one each; with
 `--jpeg Q`, each query (a page or a line) is first saved as a JPEG of quality Q, as a
-camera or a scanner set to JPEG would give it.
+camera or a scanner set to JPEG would give it; with `--turn DEG`, each query page is first
+turned DEG degrees (anticlockwise) on a canvas that holds it whole, as a page laid askew on
+the scanner's glass.
 """
 
 from __future__ import annotations
@@ -51,12 +53,16 @@ def main() -> int:
     p.add_argument("--lines", dest="cut_lines", action="store_true",
                    help="ask the cut lines, not the pages")
     p.add_argument("--jpeg", type=int, metavar="Q", help="ask JPEGs of this quality (1-100)")
+    p.add_argument("--turn", type=float, metavar="DEG", help="turn each query page this many "
+                   "degrees first")
     p.add_argument("--out", type=Path, help="keep the gallery here (default: a temp folder)")
     p.add_argument("--ledger", type=Path, default=ledger.LEDGER,
                    help="the record of the real writers earlier runs probed (benchmarks/ledger.py)")
     args = p.parse_args()
-    if (args.cut_lines or args.jpeg) and args.container != "png":
-        p.error("--lines and --jpeg ask each file alone: leave --as at png")
+    if (args.cut_lines or args.jpeg or args.turn) and args.container != "png":
+        p.error("--lines, --jpeg and --turn ask each file alone: leave --as at png")
+    if args.turn and args.cut_lines:
+        p.error("--turn turns pages: leave out --lines")
 
     def records(folder: Path):
         return kaggle_layout.scan(kaggle_layout.find_root(folder))[0]
@@ -83,6 +89,8 @@ def main() -> int:
             truth = {Path(f).stem: subjects[i].writer_id for f, i in zip(files, probe)}
         if args.container != "png":
             files, truth = _documents(queries, args.forms, Path(tmp), args.container)
+        if args.turn:
+            files = [_turned(f, Path(tmp), args.turn) for f in files]
         if args.jpeg:
             files = [_jpeg(f, Path(tmp), args.jpeg) for f in files]
         start = time.perf_counter()
@@ -98,6 +106,7 @@ def main() -> int:
     asked = ("lines cut from page scans" if args.cut_lines else "page scans"
              if args.container == "png" else
              f"{args.container.upper()} files of {len(queries)} page scans")
+    asked += f", turned {args.turn:g} degrees" if args.turn else ""
     asked += f", as JPEGs of quality {args.jpeg}" if args.jpeg else ""
     print(f"{len(results)} {asked} against {len(pages)} writers, each enrolled from one page "
           f"scan: top-1 {top1:.3f}, named at the threshold {right:.3f}, answered unknown "
@@ -118,6 +127,24 @@ def _jpeg(path: Path, folder: Path, quality: int) -> Path:
     out = folder / f"{path.stem}.jpg"
     assert cv2.imwrite(str(out), cv2.imread(str(path), cv2.IMREAD_GRAYSCALE),
                        [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return out
+
+
+def _turned(path: Path, folder: Path, degrees: float) -> Path:
+    """`path` turned `degrees` anticlockwise on a canvas that holds it whole, the paper's
+    grey around it, saved in `folder` as a PNG under the same stem."""
+    import cv2
+    import numpy as np
+
+    page = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    h, w = page.shape
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0)
+    cos, sin = abs(m[0, 0]), abs(m[0, 1])
+    size = (round(h * sin + w * cos), round(h * cos + w * sin))
+    m[:, 2] += (size[0] - w) / 2, (size[1] - h) / 2
+    out = folder / f"{path.stem}.png"
+    assert cv2.imwrite(str(out), cv2.warpAffine(page, m, size, flags=cv2.INTER_LINEAR,
+                                                borderValue=int(np.median(page))))
     return out
 
 

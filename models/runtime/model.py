@@ -53,9 +53,9 @@ class NoInkError(ImageError):
 
 class Scan(NamedTuple):
     """An image as read: its pages at 300 dpi (a TIFF's or a PDF's every page with ink, any
-    other image's one), each page's name in messages, the image's name, the resolution it was
-    read at, the blank pages left out and, once read as `input` (`Model.read`), each page's
-    text lines (None: read as a line)."""
+    other image's one; once read as `input` (`Model.read`), a page laid askew turned level),
+    each page's name in messages, the image's name, the resolution it was read at, the blank
+    pages left out and, once read as `input`, each page's text lines (None: read as a line)."""
 
     pages: list[np.ndarray]
     names: list[str]
@@ -387,10 +387,11 @@ class Model:
     def read(image, name: str = "<array>", input: str = "line", dpi: float | None = None
              ) -> Scan:
         """An image read at `dpi` (`handwriting`) as `input`: each page with its text lines
-        when read as a page (`pages.page_lines`), else None."""
+        when read as a page, else None; a page laid askew turned level (`pages.read_page`)."""
         scan = handwriting(image, name, dpi)
-        return scan._replace(lines=[pages.page_lines(page, input, page_name)
-                                    for page, page_name in zip(scan.pages, scan.names)])
+        read = [pages.read_page(page, input, page_name)
+                for page, page_name in zip(scan.pages, scan.names)]
+        return scan._replace(pages=[page for page, _ in read], lines=[lines for _, lines in read])
 
     @staticmethod
     def parts(image, name: str = "<array>", input: str = "line", dpi: float | None = None
