@@ -92,7 +92,7 @@ def turned(page: np.ndarray) -> bool:
 def _sharpness(ink: np.ndarray) -> float:
     """The squared coefficient of variation of the ink's row profile, at the angle within
     MAX_SKEW_DEG that makes it largest."""
-    return max(_cv2(profile) for _, profile in _row_profiles(ink, _angles(1.0)))
+    return max(_peaked(profile) for _, profile in _row_profiles(ink, _angles(1.0)))
 
 
 def _angles(step: float, limit: float = MAX_SKEW_DEG, around: float = 0.0) -> np.ndarray:
@@ -159,18 +159,25 @@ def level_angle(page: np.ndarray) -> float:
     Whole degrees at an eighth of the size, then half degrees around the best at a quarter
     (about 30 ms)."""
     ink = ink_mask(page).astype(np.float32)
+    if not ink.any():
+        return 0.0
     eighth, quarter = (cv2.resize(ink, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
                        for f in (0.125, 0.25))
     wide = _angles(1.0, MAX_STRAIGHTEN_DEG)
-    rows = max(_row_profiles(eighth, wide), key=lambda ap: _cv2(ap[1]))
+
+    def fine(around: float) -> np.ndarray:
+        angles = _angles(0.5, 1.0, around)
+        return angles[np.abs(angles) <= MAX_STRAIGHTEN_DEG]
+
+    rows = max(_row_profiles(eighth, wide), key=lambda ap: _peaked(ap[1]))
     columns = max(_row_profiles(np.ascontiguousarray(eighth.T), wide),
-                  key=lambda ap: _cv2(ap[1]))
-    if _cv2(columns[1]) > _cv2(rows[1]):  # the transposed page turned by a is it turned by -a
-        return -_sharpest(np.ascontiguousarray(quarter.T), _angles(0.5, 1.0, columns[0]))
-    return _sharpest(quarter, _angles(0.5, 1.0, rows[0]))
+                  key=lambda ap: _peaked(ap[1]))
+    if _peaked(columns[1]) > _peaked(rows[1]):  # the transposed page turned by a: turned by -a
+        return -_sharpest(np.ascontiguousarray(quarter.T), fine(columns[0]))
+    return _sharpest(quarter, fine(rows[0]))
 
 
-def _cv2(profile: np.ndarray) -> float:
+def _peaked(profile: np.ndarray) -> float:
     """The squared coefficient of variation of a profile: its sharpness, whatever its
     length."""
     return float(np.var(profile) / max(profile.mean(), 1e-12) ** 2)
