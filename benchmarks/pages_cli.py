@@ -132,19 +132,14 @@ def _jpeg(path: Path, folder: Path, quality: int) -> Path:
 
 def _turned(path: Path, folder: Path, degrees: float) -> Path:
     """`path` turned `degrees` anticlockwise on a canvas that holds it whole, the paper's
-    grey around it, saved in `folder` as a PNG under the same stem."""
+    grey around it (`pages.straightened`), saved in `folder` as a PNG under the same stem."""
     import cv2
-    import numpy as np
 
-    page = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    h, w = page.shape
-    m = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0)
-    cos, sin = abs(m[0, 0]), abs(m[0, 1])
-    size = (round(h * sin + w * cos), round(h * cos + w * sin))
-    m[:, 2] += (size[0] - w) / 2, (size[1] - h) / 2
+    from models.runtime import pages
+
     out = folder / f"{path.stem}.png"
-    assert cv2.imwrite(str(out), cv2.warpAffine(page, m, size, flags=cv2.INTER_LINEAR,
-                                                borderValue=int(np.median(page))))
+    assert cv2.imwrite(str(out), pages.straightened(cv2.imread(str(path), cv2.IMREAD_GRAYSCALE),
+                                                    degrees))
     return out
 
 
