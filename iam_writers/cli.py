@@ -140,16 +140,38 @@ def _show(result: dict | list, as_json: bool, text: str) -> None:
     print(json.dumps(result, indent=2) if as_json else text)
 
 
-def _predict(args: argparse.Namespace) -> None:
+def _not_read(skipped: list[str], of: int) -> int:
+    """With --skip-unreadable: warn of the images skipped, a few by name; the exit status
+    (1 where any was)."""
+    if skipped:
+        print(f"warning: {len(skipped)} of {of} images not read"
+              + (", the others answered: " if len(skipped) < of else ": ")
+              + ", ".join(skipped[:NOTE_NAMES])
+              + (f" and {len(skipped) - NOTE_NAMES} more" if len(skipped) > NOTE_NAMES else ""),
+              file=sys.stderr)
+    return 1 if skipped else 0
+
+
+def _predict(args: argparse.Namespace) -> int:
     from models.runtime import Model, evidence
+    from models.runtime.model import UNREADABLE
 
     model = Model(args.model, args.threads)
     _declared_resolutions(args.images, args.dpi)
-    results = [model.predict(image, args.top_k, args.input, args.dpi) for image in args.images]
+    results = []
+    for image in args.images:
+        try:
+            results.append(model.predict(image, args.top_k, args.input, args.dpi))
+        except UNREADABLE as err:
+            if not args.skip_unreadable:
+                raise
+            results.append({"image": str(image), "error": str(err)})
     text = "\n".join(
-        f"{r['image']}{evidence.read_words(r.get)}: "
+        f"not read: {r['error']}" if "error" in r else f"{r['image']}"
+        f"{evidence.read_words(r.get)}: "
         + ", ".join(f"{t['writer']} {t['score']:.3f}" for t in r["top"]) for r in results)
     _show(results, args.json, text)
+    return _not_read([r["image"] for r in results if "error" in r], len(results))
 
 
 def _verify(args: argparse.Namespace) -> None:
@@ -240,7 +262,7 @@ def _warn_alike(identifier, args: argparse.Namespace) -> None:
               f"either may be the other's: {advice}", file=sys.stderr)
 
 
-def _identify(args: argparse.Namespace) -> None:
+def _identify(args: argparse.Namespace) -> int:
     from models.runtime import Gallery, Identifier, Model, evidence
 
     model = Model(args.model, args.threads) if args.model else None
@@ -254,14 +276,19 @@ def _identify(args: argparse.Namespace) -> None:
             file=sys.stderr)
     _declared_resolutions(args.images, args.dpi)
     drawn: dict[str, bytes] | None = {} if args.report else None
-    results = ([identifier.rank(args.images, args.top_k, drawn)] if args.document
-               else identifier.rank_each(args.images, args.top_k, drawn))
-    if args.report:
+    skip = args.skip_unreadable
+    results = ([identifier.rank(args.images, args.top_k, drawn, skip)] if args.document
+               else identifier.rank_each(args.images, args.top_k, drawn, skip))
+    answered = [r for r in results if "error" not in r]
+    if args.report and answered:
         written = evidence.identify_report(args.report, results, identifier, drawn)
         print(f"report: {written}", file=sys.stderr)
-    if "note" in results[0]:
-        print(f"note: {results[0]['note']}", file=sys.stderr)
+    elif args.report:
+        print(f"report: not written ({args.report}): no image was read", file=sys.stderr)
+    if answered and "note" in answered[0]:
+        print(f"note: {answered[0]['note']}", file=sys.stderr)
     text = "\n".join(
+        f"not read: {r['error']}" if "error" in r else
         (f"document of {len(r['images'])} images" if args.document
          else r["images"][0]
          + evidence.read_words(lambda k, r=r: r.get(k, {}).get(r["images"][0])))
@@ -277,6 +304,9 @@ def _identify(args: argparse.Namespace) -> None:
            if "in_cohort" in r else "")
         for r in results)
     _show(results, args.json, text)
+    skipped = (list(results[0].get("skipped", {})) if args.document
+               else [r["images"][0] for r in results if "error" in r])
+    return _not_read(skipped, len(args.images))
 
 
 def _gallery(args: argparse.Namespace) -> None:
@@ -580,11 +610,18 @@ def parser() -> argparse.ArgumentParser:
                        help="the score: default fused when the model's card calibrated "
                             "fusion, else embedding; hinge without a model")
 
+    def skip_arg(s: argparse.ArgumentParser) -> None:
+        s.add_argument("--skip-unreadable", action="store_true",
+                       help="answer the images that can be read and say why each other one "
+                            "cannot (missing, corrupt, blank, a page turned), instead of "
+                            "stopping at the first; exit status 1 where any was skipped")
+
     s = sub.add_parser("predict", help="top-k writers of images (.tflite or SavedModel)")
     s.add_argument("model", type=Path, help=MODEL_HELP)
     s.add_argument("images", type=Path, nargs="+",
                    help="line images or page scans (a PDF or a TIFF of pages is one document)")
     s.add_argument("--top-k", type=positive_int, default=5)
+    skip_arg(s)
     model_args(s)
     s.set_defaults(func=_predict)
 
@@ -682,6 +719,7 @@ def parser() -> argparse.ArgumentParser:
                    help="also write a self-contained HTML report: each query's handwriting "
                         "(a page with its lines outlined) beside the top writers' enrolled "
                         "handwriting, with every score and its likelihood ratio in words")
+    skip_arg(s)
     model_args(s)
     s.set_defaults(func=_identify)
 
@@ -721,6 +759,17 @@ def user_errors() -> tuple[type[BaseException], ...]:
     return errors
 
 
+def _skip_hint(args: argparse.Namespace, err: BaseException) -> str:
+    """Where one of several images failed a command that can skip it: how to answer the
+    others."""
+    from models.runtime.model import UNREADABLE
+
+    if (getattr(args, "skip_unreadable", True) or len(args.images) < 2
+            or not isinstance(err, UNREADABLE)):
+        return ""
+    return f" (--skip-unreadable answers the other {len(args.images) - 1} images)"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = parser()
     args, extra = p.parse_known_args(argv)
@@ -751,12 +800,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if getattr(args, "needs_train", False):
             _preflight(args)
-        args.func(args)
+        status = args.func(args) or 0
     except ConfigError as err:
         p.error(str(err))  # exit status 2 with the usage line
     except user_errors() as err:
-        print(f"iam-writers {args.command}: error: {err}", file=sys.stderr)
+        print(f"iam-writers {args.command}: error: {err}{_skip_hint(args, err)}",
+              file=sys.stderr)
         return 2
     except BrokenPipeError:  # the output was piped into a reader that stopped (`| head`)
         sys.stdout = open(os.devnull, "w")  # Python flushes stdout at exit: not into the pipe
-    return 0
+        return 0
+    return status

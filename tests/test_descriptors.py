@@ -177,6 +177,59 @@ def test_descriptor_only_bad_input_gets_one_line(lines, tmp_path):
     assert proc.returncode == 2 and "needs --model" in proc.stderr
 
 
+def test_identify_skip_unreadable_answers_the_others(lines, tmp_path):
+    """One bad file among many: refused with how to answer the others; with
+    --skip-unreadable each other image is answered, each bad one named in its place."""
+    blank, corrupt = tmp_path / "blank.png", tmp_path / "corrupt.png"
+    cv2.imwrite(str(blank), np.full((80, 400), 240, np.uint8))
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
+    missing = tmp_path / "missing.png"
+    gallery = tmp_path / "g"
+    w = sorted(lines)[0]
+    assert cli("enroll", gallery, "--descriptor", "hinge", "--writer", w,
+               *lines[w][sorted(lines[w])[0]]).returncode == 0
+    good = lines[w][sorted(lines[w])[1]][:2]
+    asked = [good[0], blank, missing, corrupt, good[1]]
+    proc = cli("identify", gallery, *asked)
+    assert proc.returncode == 2 and not proc.stdout and f"{blank}: the image is blank" in \
+        proc.stderr and "--skip-unreadable answers the other 4 images" in proc.stderr
+    proc = cli("identify", gallery, *asked, "--skip-unreadable", "--json", "--report",
+               tmp_path / "r.html")
+    assert proc.returncode == 1, proc.stderr
+    results = json.loads(proc.stdout)
+    assert [r["images"] for r in results] == [[str(p)] for p in asked]
+    assert [r["top"][0]["writer"] for r in (results[0], results[4])] == [w, w]
+    why = [r.get("error", "") for r in results]
+    assert why[0] == why[4] == "" and "writer" not in results[1]
+    assert why[1].startswith(f"{blank}: the image is blank")
+    assert why[2].startswith(f"{missing}: no such image file")
+    assert why[3].startswith(f"{corrupt}: not a readable image")
+    assert f"3 of 5 images not read, the others answered: {blank}, {missing}, {corrupt}" \
+        in proc.stderr and "Traceback" not in proc.stderr
+    report = (tmp_path / "r.html").read_text()
+    assert report.count("Not read: ") == 3 and "the image is blank" in report
+    assert report.count("id=\"query-") == 5
+    # each answer is the one it gets alone
+    [alone] = json.loads(cli("identify", gallery, good[1], "--json").stdout)
+    assert alone == results[4]
+    # a document of the images read, the others named
+    proc = cli("identify", gallery, *asked, "--skip-unreadable", "--document", "--json")
+    [doc] = json.loads(proc.stdout)
+    assert proc.returncode == 1 and doc["images"] == [str(p) for p in good]
+    assert list(doc["skipped"]) == [str(blank), str(missing), str(corrupt)]
+    [both] = json.loads(cli("identify", gallery, *good, "--document", "--json").stdout)
+    assert {k: v for k, v in doc.items() if k != "skipped"} == both
+    # nothing read: no answer, no report
+    proc = cli("identify", gallery, blank, corrupt, "--skip-unreadable", "--report",
+               tmp_path / "none.html")
+    assert proc.returncode == 1 and proc.stdout.splitlines() == [
+        f"not read: {blank}: the image is blank (nothing 40 gray levels darker than the paper). "
+        "Pass a scan of handwriting, dark ink on light paper.",
+        f"not read: {corrupt}: not a readable image (truncated, corrupt or another file type). "
+        "Re-download it or delete it."]
+    assert "2 of 2 images not read: " in proc.stderr and not (tmp_path / "none.html").exists()
+
+
 def test_fused_scores_are_standardised_by_the_statistics_of_the_export():
     fusion = {"weight": 0.25, "embedding": {"mean": 0.2, "std": 0.1},
               "hinge": {"mean": 0.9, "std": 0.02}}

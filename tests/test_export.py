@@ -229,6 +229,15 @@ def test_bad_inputs_get_one_clear_line_and_exit_2(exported, bad_images, heldout,
         proc = cli("predict", model, bad_images[key])
         assert proc.returncode == 2 and message in proc.stderr, (key, proc.stderr[-500:])
         assert str(bad_images[key]) in proc.stderr and "Traceback" not in proc.stderr
+    # among good images: the others answered, each bad one named in its place
+    asked = [heldout[0][0], *(bad_images[key] for key in cases), heldout[1][0]]
+    proc = cli("predict", model, *asked, "--skip-unreadable", "--json")
+    results = json.loads(proc.stdout)
+    assert proc.returncode == 1 and [r["image"] for r in results] == list(map(str, asked))
+    assert [("error" in r, "top" in r) for r in results] == [(False, True)] + [
+        (True, False)] * len(cases) + [(False, True)]
+    assert all(m in r["error"] for m, r in zip(cases.values(), results[1:]))
+    assert f"{len(cases)} of {len(asked)} images not read, the others answered" in proc.stderr
     fake = tmp_path / "fake.tflite"
     fake.write_bytes(b"\x00" * 64)
     proc = cli("predict", fake, heldout[0][0])

@@ -97,8 +97,9 @@ class _StubFeatures:
     def path(self, name: str) -> Path:
         return self.folder / name
 
-    def __call__(self, images: list, thumbnails: bool = False) -> tuple[np.ndarray, None]:
-        self.read = [runtime.Read(None, 0, 300.0)] * len(images)  # lines, at 300 dpi
+    def __call__(self, images: list, thumbnails: bool = False, skip: bool = False
+                 ) -> tuple[np.ndarray, None]:
+        self.read, self.skipped = [runtime.Read(None, 0, 300.0)] * len(images), {}  # 300 dpi
         self.thumbnails = [None] * len(images)
         return np.stack([runtime.unit(np.asarray(self.vectors[Path(i).name], np.float32))
                          for i in images]), None

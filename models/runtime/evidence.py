@@ -373,20 +373,27 @@ def identify_report(path: str | Path, results: list[dict], identifier,
     lines outlined) beside the closest writer's first enrolled image, the answer, and the
     top writers with each score, the log10 LR and its words, and thumbnails of their
     enrolled handwriting; and a plot of where the top writers' scores fall among those
-    measured at calibration."""
+    measured at calibration. An image not read (`Identifier.rank_each`'s "error", `rank`'s
+    "skipped") is named with the reason; at least one query must have been read."""
     gallery = identifier.gallery
     card = identifier.model.card if identifier.model else None
-    calibrated = "log10_lr" in results[0]["top"][0]
+    first = next(r for r in results if "error" not in r)
+    calibrated = "log10_lr" in first["top"][0]
     body = [f"<p>Gallery <code>{html.escape(str(gallery.path))}</code>: "
             f"{len(identifier.writers)} writers, built by {html.escape(gallery.built_by)}. "
             f"Answers by the <b>{identifier.score}</b> score.</p><ul>"
             + "".join(f"<li><b>{k}</b>: {html.escape(v)}</li>" for k, v in SCORE_WORDS.items()
-                      if k in results[0]["top"][0]["scores"])
+                      if k in first["top"][0]["scores"])
             + "</ul>"
             + (f"<p class=\"note\">{_calibrated_on(card)}{html.escape(scale_words())}</p>"
-               if calibrated else f"<p class=\"note\">{html.escape(results[0]['note'])}</p>")]
+               if calibrated else f"<p class=\"note\">{html.escape(first['note'])}</p>")]
     thumbs: dict[str, list[tuple[str, bytes]]] = {}
     for n, r in enumerate(results, 1):
+        if "error" in r:
+            body.append(f"<section class=\"query\" id=\"query-{n}\"><h2>Query {n}</h2>"
+                        f"<p class=\"unknown\">Not read: {html.escape(r['error'])}</p>"
+                        "</section>")
+            continue
         best = r["top"][0]
         for t in r["top"]:
             if t["writer"] not in thumbs:
@@ -405,6 +412,9 @@ def identify_report(path: str | Path, results: list[dict], identifier,
         answer = (f"<span class=\"answer\">Closest writer: <b>{html.escape(r['writer'])}</b>"
                   if r["writer"] else "<span class=\"answer unknown\">Unknown writer")
         answer += f" ({r['score']} {best['similarity']:.3f}, {_threshold_words(r)})</span>"
+        if skipped := r.get("skipped"):
+            answer += ("<br>Left out of the query, not read: "
+                       + "; ".join(html.escape(why) for why in skipped.values()) + ".")
         if calibrated:
             answer += (f"<br>For {html.escape(best['writer'])}: log10 LR "
                        f"{best['log10_lr'][r['score']]:+.2f}, {html.escape(best['support'])} "

@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from iam_writers_tfds.images import SCAN_DPI
+from iam_writers_tfds.images import SCAN_DPI, ImageError
 from models.config import COHORT_TOP, SCORES
 from models.runtime import descriptors, evidence
 from models.runtime.descriptors import Descriptor
@@ -34,7 +34,7 @@ from models.runtime.gallery import (
     refuse_other_writer,
     sha256_of,
 )
-from models.runtime.model import Model, ModelError, document_embedding, unit
+from models.runtime.model import UNREADABLE, Model, ModelError, document_embedding, unit
 
 # the writers among which `Identifier.alike_either` looks for those whose handwriting reads
 # as one writer's: the whole gallery up to this size, one chunk of `alike` past it
@@ -316,11 +316,13 @@ class Features:
     def descriptor(self) -> str | None:
         return self.local.name if self.local else None
 
-    def __call__(self, images: list, thumbnails: bool = False, names: list[str] | None = None
-                 ) -> tuple[np.ndarray | None, np.ndarray | None]:
+    def __call__(self, images: list, thumbnails: bool = False, names: list[str] | None = None,
+                 skip: bool = False) -> tuple[np.ndarray | None, np.ndarray | None]:
         """(unit embeddings [N, D] or None, descriptor rows [N, K] or None) of the images;
-        a blank or unreadable image raises, naming it: by its path, or for an array by its
-        entry in `names` (what the caller knows it as). `self.read` then holds how each
+        a blank or unreadable image (`UNREADABLE`) raises, naming it: by its path, or for an
+        array by its entry in `names` (what the caller knows it as). With `skip` it is left
+        out instead (of the rows and of what follows), and `self.skipped` maps its index to
+        the reason; nothing read leaves (None, None). `self.read` then holds how each
         image was read (`Read`), and with `thumbnails` `self.thumbnails` each
         image drawn as reports show it (`evidence.thumbnail`, a page's lines outlined),
         from the pixels already read. The descriptor describes every image's lines on one
@@ -328,20 +330,28 @@ class Features:
         gain as a page's lines do."""
         emb, sizes, self.thumbnails = [], [], []
         self.read: list[Read] = []
+        self.skipped: dict[int, str] = {}
 
         def lines_of_each_image() -> Iterator[np.ndarray]:
             for i, image in enumerate(images):
                 name = (str(image) if not isinstance(image, np.ndarray)
                         else names[i] if names else "<array>")
-                scan = Model.read(image, name, self.input, self.dpi)
-                parts, found = scan.parts()
+                try:
+                    scan = Model.read(image, name, self.input, self.dpi)
+                    parts, found = scan.parts()
+                    if self.model:
+                        emb.append(document_embedding(self.model.outputs_of(parts, name,
+                                                                            found)))
+                except UNREADABLE as err:
+                    if not skip:
+                        raise
+                    self.skipped[i] = str(err)
+                    continue
                 if thumbnails:
                     self.thumbnails.append(evidence.thumbnail(scan.pages, scan.lines))
                 self.read.append(Read(found, scan.printed, scan.dpi, len(scan.pages),
                                       scan.blank))
                 sizes.append(len(parts))
-                if self.model:
-                    emb.append(document_embedding(self.model.outputs_of(parts, name, found)))
                 yield from parts
 
         counts: list[np.ndarray] = []
@@ -356,6 +366,8 @@ class Features:
         else:
             for _ in lines_of_each_image():
                 pass
+        if not self.read:
+            return None, None
         return (np.stack(emb) if self.model else None), (np.stack(counts) if self.local else None)
 
 
@@ -678,8 +690,8 @@ class Identifier:
             self._alike[writer] = self.alike_either(writer)
         return self._alike[writer]
 
-    def rank(self, images: list, top_k: int = 5, drawn: dict[str, bytes] | None = None
-             ) -> dict:
+    def rank(self, images: list, top_k: int = 5, drawn: dict[str, bytes] | None = None,
+             skip: bool = False) -> dict:
         """{"images", "writer" (None: unknown), "score", "threshold" (this query's, on the
         best writer's score: `thresholds`), "lead_rule" (where the lead lowered it: its
         weight w, the rule's threshold T for the gallery, the second best score s2), "level"
@@ -696,27 +708,40 @@ class Identifier:
         left out)} for one query: several images, one page or a file's pages are a document
         (their mean embedding, their summed hinge counts). Given `drawn`, each image's
         `evidence.thumbnail` is put in it by its path, drawn from the pixels read (for
-        `evidence.identify_report`)."""
-        return self._ranked(images, *self._features(images, top_k, drawn), self.features.read,
-                            top_k)
+        `evidence.identify_report`). With `skip`, the document is the images that can be
+        read, and "skipped" maps each other one to why (`Features`); none read raises."""
+        computed, read = self._features(images, top_k, drawn, skip)
+        if not read:
+            raise ImageError(f"none of the {len(images)} images could be read; the first: "
+                             f"{self.features.skipped[0]}")
+        skipped = {str(images[i]): why for i, why in self.features.skipped.items()}
+        return self._ranked(read, *computed, self.features.read, top_k) | (
+            {"skipped": skipped} if skipped else {})
 
-    def rank_each(self, images: list, top_k: int = 5, drawn: dict[str, bytes] | None = None
-                  ) -> list[dict]:
+    def rank_each(self, images: list, top_k: int = 5, drawn: dict[str, bytes] | None = None,
+                  skip: bool = False) -> list[dict]:
         """`rank` of every image as a query of its own, their lines described on one pool
-        of threads (150 real lines: 19 s one `rank` each, 10 s so; docs/results.md)."""
-        emb, counts = self._features(images, top_k, drawn)
-        return [self._ranked([image], None if emb is None else emb[i:i + 1],
-                             None if counts is None else counts[i:i + 1], [read], top_k)
-                for i, (image, read) in enumerate(zip(images, self.features.read))]
+        of threads (150 real lines: 19 s one `rank` each, 10 s so; docs/results.md). With
+        `skip`, an image that cannot be read (`UNREADABLE`) gets {"images": [it], "error":
+        why} in its place, instead of failing them all."""
+        (emb, counts), read = self._features(images, top_k, drawn, skip)
+        ranked = iter([self._ranked([image], None if emb is None else emb[i:i + 1],
+                                    None if counts is None else counts[i:i + 1], [how], top_k)
+                       for i, (image, how) in enumerate(zip(read, self.features.read))])
+        skipped = self.features.skipped
+        return [{"images": [str(image)], "error": skipped[i]} if i in skipped else next(ranked)
+                for i, image in enumerate(images)]
 
-    def _features(self, images: list, top_k: int, drawn: dict[str, bytes] | None
-                  ) -> tuple[np.ndarray | None, np.ndarray | None]:
+    def _features(self, images: list, top_k: int, drawn: dict[str, bytes] | None, skip: bool
+                  ) -> tuple[tuple[np.ndarray | None, np.ndarray | None], list]:
+        """(`Features` of the images, the images read: all of them unless `skip`)."""
         if top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
-        computed = self.features(images, thumbnails=drawn is not None)
+        computed = self.features(images, thumbnails=drawn is not None, skip=skip)
+        read = [image for i, image in enumerate(images) if i not in self.features.skipped]
         if drawn is not None:
-            drawn.update(zip(map(str, images), self.features.thumbnails))
-        return computed
+            drawn.update(zip(map(str, read), self.features.thumbnails))
+        return computed, read
 
     def _ranked(self, images: list, emb: np.ndarray | None, counts: np.ndarray | None,
                 read: list[Read], top_k: int) -> dict:

@@ -51,6 +51,11 @@ class NoInkError(ImageError):
     """A blank image, or one too small to hold handwriting."""
 
 
+# what reading an image as handwriting raises where the file is at fault (missing, not
+# readable, corrupt, blank, a page turned): what `--skip-unreadable` reports and skips
+UNREADABLE = (ImageError, OSError)
+
+
 class Scan(NamedTuple):
     """An image as read: its pages at 300 dpi (a TIFF's or a PDF's every page with ink, any
     other image's one; once read as `input` (`Model.read`), a page laid askew turned level),
