@@ -370,10 +370,20 @@ def image_file(path: str | Path) -> Path:
     return path
 
 
+def image_bytes(path: str | Path) -> bytes:
+    """The bytes of an existing image file (`image_file`); one that cannot be read (no
+    permission, an I/O error) raises, naming it."""
+    path = image_file(path)
+    try:
+        return path.read_bytes()
+    except OSError as err:
+        raise ImageError(f"{path}: cannot be read ({err.strerror or err}). Check that the "
+                         "file is readable by this user.") from None
+
+
 def read_gray(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Read an image file into a 2-D uint8 grayscale array; see `decode_gray`."""
-    path = image_file(path)
-    return decode_gray(path.read_bytes(), str(path), max_pixels)
+    return decode_gray(image_bytes(path), str(path), max_pixels)
 
 
 def scan_pixels(dpi: float) -> int:
@@ -388,8 +398,7 @@ def read_scan(path: str | Path, dpi: float | None = None) -> tuple[list[np.ndarr
     image), each resampled to SCAN_DPI; the resolution they were read at, from `scan_dpi`
     (a TIFF's first page's declared one; a PDF's pages are measured on their paper, whatever
     `dpi` says: `pdf_pages`))."""
-    path = image_file(path)
-    data = path.read_bytes()
+    data = image_bytes(path)
     if is_pdf(data):
         return pdf_pages(data, str(path))
     source = scan_dpi(data, dpi)

@@ -189,3 +189,26 @@ def test_declared_size_over_limit_stops_before_decoding():
 def test_missing_file_names_path(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.png"):
         images.read_gray(tmp_path / "nope.png")
+
+
+def test_a_file_that_cannot_be_read_is_named(tmp_path, monkeypatch):
+    """Not by a traceback: a permission error (which root, running the tests here, never
+    meets) is an image error naming the file, for reading and for enrolment's hash alike."""
+    from pathlib import Path
+
+    from models.runtime.gallery import sha256_of
+
+    locked = tmp_path / "locked.png"
+    locked.write_bytes(cv2.imencode(".png", np.full((40, 200), 200, np.uint8))[1].tobytes())
+    read_bytes = Path.read_bytes
+
+    def refused(path: Path) -> bytes:
+        if path == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return read_bytes(path)
+
+    monkeypatch.setattr(Path, "read_bytes", refused)
+    for read in (images.read_gray, images.read_scan, sha256_of):
+        with pytest.raises(images.ImageError,
+                           match=f"^{locked}: cannot be read \\(Permission denied\\)"):
+            read(locked)

@@ -39,7 +39,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from iam_writers_tfds.images import image_file
+from iam_writers_tfds.images import image_bytes
 from models.runtime.model import ModelError, unit
 
 SCHEMA_VERSION = 1
@@ -169,7 +169,7 @@ def sha256_of(image: str | Path | np.ndarray) -> str:
     shape and bytes."""
     if isinstance(image, np.ndarray):
         return hashlib.sha256(repr(image.shape).encode() + image.tobytes()).hexdigest()
-    return hashlib.sha256(image_file(image).read_bytes()).hexdigest()
+    return hashlib.sha256(image_bytes(image)).hexdigest()
 
 
 def refuse_other_writer(path: str, writer: str, owner: tuple[str, str] | None) -> None:
