@@ -1,7 +1,7 @@
 """Line finding on real page scans, against the lines cut from the same pages.
 
     python benchmarks/pages.py FORMS_DIR LINES_DIR [LINES_DIR ...] [--every 1] [--identify]
-        [--orientation]
+        [--orientation] [--photos]
 
 FORMS_DIR holds page scans `<form-id>.png` (e.g. ../shared/data/iam_dev_forms); each
 LINES_DIR is a Kaggle-layout folder of lines cut from those pages (iam_dev_lines,
@@ -22,6 +22,14 @@ holds it whole), turned a quarter turn both ways (and 12 degrees more) and half 
 8 degrees more), and `auto` reads each as the runtime does (`pages.read_page`): how many it
 refuses, reads as one line, or reads as a page with as many lines as upright; and the
 upside-down rule by the ink alone (`ink_lean`) beside the rule (`lean`).
+
+With `--photos`, each page is also photographed (`synth.photograph`, seeded by its place:
+on an A4 sheet, as a phone's JPEG of quality 85 that declares no resolution), near (75% of
+the frame's width, tilted up to 20 degrees, light falling off by 35%) and far (55%, 30
+degrees, 50%), and read as the runtime reads it (`Model.read`, `auto`): how many sheets are
+found and taken for A4, and how many are read with the upright page's lines (as many, each
+of the upright's boxes, moved onto the sheet, overlapping one with IoU >= 0.5); and how many
+of the scans themselves are taken for a photo (none should be).
 """
 
 from __future__ import annotations
@@ -78,6 +86,7 @@ def main() -> int:
                    help="also identify pages by the hinge: page scans against cut lines")
     p.add_argument("--orientation", action="store_true",
                    help="also read every page turned a quarter and half a turn")
+    p.add_argument("--photos", action="store_true", help="also read every page photographed")
     args = p.parse_args()
     cut: dict[str, list[Path]] = defaultdict(list)
     for folder in args.lines:
@@ -111,7 +120,51 @@ def main() -> int:
         identify_pages(args.forms, cut)
     if args.orientation:
         orientation([args.forms / f"{form}.png" for form in forms])
+    if args.photos:
+        photographed([args.forms / f"{form}.png" for form in forms])
     return 0
+
+
+def photographed(paths: list[Path]) -> None:
+    """How the runtime reads pages photographed (module doc)."""
+    import cv2
+
+    from iam_writers_tfds import synth
+    from iam_writers_tfds.images import decode_gray, read_gray
+    from models.runtime import Model, photos
+
+    shots = {"near": {}, "far": {"fill": 0.55, "tilt_deg": 30.0, "light": 0.5}}
+    counts = {name: defaultdict(int) for name in shots}
+    seconds, scans = defaultdict(float), 0
+    for k, path in enumerate(paths):
+        page = read_gray(path)
+        scans += photos.find_sheet(page) is not None
+        upright = Model.read(page, path.name, "auto").lines[0] or []
+        for name, shot in shots.items():
+            photo, (x0, y0) = synth.photograph(page, np.random.default_rng(k), **shot)
+            jpeg = decode_gray(cv2.imencode(".jpg", photo, [cv2.IMWRITE_JPEG_QUALITY, 85])[1]
+                               .tobytes())
+            start = time.perf_counter()
+            try:
+                read = Model.read(jpeg, path.name, "auto")
+            except ValueError:  # the runtime's refusals (an ImageError)
+                counts[name]["refused"] += 1
+                continue
+            finally:
+                seconds[name] += time.perf_counter() - start
+            counts[name]["A4"] += read.paper == "A4"
+            counts[name]["other paper"] += read.paper not in ("A4", None)
+            found = read.lines[0] or []
+            m = round(photos.INSET * photos.PAPERS["A4"][0] * 300)
+            moved = [np.add(line.box, [x0 - m, y0 - m] * 2) for line in upright]
+            kept = sum(max((iou(b, f.box) for f in found), default=0.0) >= 0.5 for b in moved)
+            counts[name]["as upright"] += len(found) == len(upright) == kept
+    print(f"\nphotos of {len(paths)} pages (as a phone's JPEG); scans taken for a photo: {scans}")
+    for name in shots:
+        c = counts[name]
+        print(f"  {name:<5} read with the upright's lines {c['as upright']:>4}, sheet taken "
+              f"for A4 {c['A4']:>4}, for another paper {c['other paper']:>3}, refused "
+              f"{c['refused']:>3}; {seconds[name] / len(paths):.2f} s a photo read")
 
 
 def orientation(paths: list[Path]) -> None:

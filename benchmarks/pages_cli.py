@@ -16,7 +16,9 @@ With `--lines`, the lines cut from those pages (LINES_DIR) are the queries, one 
 `--jpeg Q`, each query (a page or a line) is first saved as a JPEG of quality Q, as a
 camera or a scanner set to JPEG would give it; with `--turn DEG`, each query page is first
 turned DEG degrees (anticlockwise) on a canvas that holds it whole, as a page laid askew on
-the scanner's glass.
+the scanner's glass; with `--photo`, each query page is first photographed
+(`synth.photograph`: on an A4 sheet, tilted up to 20 degrees, under uneven light; a JPEG of
+quality 85 that declares no resolution).
 """
 
 from __future__ import annotations
@@ -55,14 +57,17 @@ def main() -> int:
     p.add_argument("--jpeg", type=int, metavar="Q", help="ask JPEGs of this quality (1-100)")
     p.add_argument("--turn", type=float, metavar="DEG", help="turn each query page this many "
                    "degrees first")
+    p.add_argument("--photo", action="store_true", help="photograph each query page first")
     p.add_argument("--out", type=Path, help="keep the gallery here (default: a temp folder)")
     p.add_argument("--ledger", type=Path, default=ledger.LEDGER,
                    help="the record of the real writers earlier runs probed (benchmarks/ledger.py)")
     args = p.parse_args()
-    if (args.cut_lines or args.jpeg or args.turn) and args.container != "png":
-        p.error("--lines, --jpeg and --turn ask each file alone: leave --as at png")
-    if args.turn and args.cut_lines:
-        p.error("--turn turns pages: leave out --lines")
+    if (args.cut_lines or args.jpeg or args.turn or args.photo) and args.container != "png":
+        p.error("--lines, --jpeg, --turn and --photo ask each file alone: leave --as at png")
+    if (args.turn or args.photo) and args.cut_lines:
+        p.error("--turn and --photo take pages: leave out --lines")
+    if args.photo and (args.turn or args.jpeg):
+        p.error("--photo is a JPEG of a page askew already: leave out --turn and --jpeg")
 
     def records(folder: Path):
         return kaggle_layout.scan(kaggle_layout.find_root(folder))[0]
@@ -93,6 +98,9 @@ def main() -> int:
             files = [_turned(f, Path(tmp), args.turn) for f in files]
         if args.jpeg:
             files = [_jpeg(f, Path(tmp), args.jpeg) for f in files]
+        if args.photo:
+            files = [_photographed(f, Path(tmp), args.seed * 1000 + k)
+                     for k, f in enumerate(files)]
         start = time.perf_counter()
         proc = subprocess.run([*CLI, "identify", gallery, *files, "--model", args.model,
                                "--json"], check=True, capture_output=True, text=True)
@@ -108,6 +116,7 @@ def main() -> int:
              f"{args.container.upper()} files of {len(queries)} page scans")
     asked += f", turned {args.turn:g} degrees" if args.turn else ""
     asked += f", as JPEGs of quality {args.jpeg}" if args.jpeg else ""
+    asked += ", photographed" if args.photo else ""
     print(f"{len(results)} {asked} against {len(pages)} writers, each enrolled from one page "
           f"scan: top-1 {top1:.3f}, named at the threshold {right:.3f}, answered unknown "
           f"{unknown:.3f}; {seconds:.2f} s a {'line' if args.cut_lines else 'page'} in one "
@@ -127,6 +136,21 @@ def _jpeg(path: Path, folder: Path, quality: int) -> Path:
     out = folder / f"{path.stem}.jpg"
     assert cv2.imwrite(str(out), cv2.imread(str(path), cv2.IMREAD_GRAYSCALE),
                        [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return out
+
+
+def _photographed(path: Path, folder: Path, seed: int) -> Path:
+    """`path` photographed (`synth.photograph`, seeded), saved in `folder` as a JPEG of
+    quality 85 under the same stem."""
+    import cv2
+    import numpy as np
+
+    from iam_writers_tfds import synth
+
+    out = folder / f"{path.stem}.jpg"
+    photo, _ = synth.photograph(cv2.imread(str(path), cv2.IMREAD_GRAYSCALE),
+                                np.random.default_rng(seed))
+    assert cv2.imwrite(str(out), photo, [cv2.IMWRITE_JPEG_QUALITY, 85])
     return out
 
 

@@ -375,6 +375,8 @@ def _read_as(image: dict) -> str:
     """How an enrolled image was read, in words: `page at 300 dpi`."""
     if image["read_as"] is None:
         return "reading not recorded"
+    if image["dpi"] is None:  # `Read.read_as`: a photo's sheet sets it at every reading
+        return f"{image['read_as']}, a photo straightened onto its paper"
     return f"{image['read_as']} at {image['dpi']:g} dpi"
 
 

@@ -123,11 +123,14 @@ def scan_dpi(data: bytes, dpi: float | None = None) -> float:
     """The resolution an image file is read at: `dpi` when given, else the one the file
     declares if it lies in BELIEVED_DPI, else SCAN_DPI; within 1% of SCAN_DPI, SCAN_DPI
     (`nominal`)."""
-    if dpi:
-        return nominal(dpi)
+    told = dpi or believed_dpi(data)
+    return nominal(told) if told else SCAN_DPI
+
+
+def believed_dpi(data: bytes) -> float | None:
+    """The resolution an image file declares where it lies in BELIEVED_DPI, else None."""
     declared = declared_dpi(data)
-    low, high = BELIEVED_DPI
-    return nominal(declared) if declared and low <= declared <= high else SCAN_DPI
+    return declared if declared and BELIEVED_DPI[0] <= declared <= BELIEVED_DPI[1] else None
 
 
 def decode_gray(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXELS) -> np.ndarray:
@@ -322,7 +325,40 @@ def _first_page(data: bytes, name: str, max_pixels: int) -> np.ndarray:
             f"{name}: not a readable image (truncated, corrupt or another file type). "
             "Re-download it or delete it."
         )
-    return _gray(img, name, max_pixels)
+    return _upright(_gray(img, name, max_pixels), exif_orientation(data))
+
+
+# a phone stores a photo as its sensor saw it and says in EXIF how to turn it (values 2-8):
+# OpenCV turns it only when it converts the colours itself, which decode_gray does not ask
+_TURNS = {2: lambda a: cv2.flip(a, 1), 3: lambda a: cv2.rotate(a, cv2.ROTATE_180),
+          4: lambda a: cv2.flip(a, 0), 5: cv2.transpose,
+          6: lambda a: cv2.rotate(a, cv2.ROTATE_90_CLOCKWISE),
+          7: lambda a: cv2.rotate(cv2.transpose(a), cv2.ROTATE_180),
+          8: lambda a: cv2.rotate(a, cv2.ROTATE_90_COUNTERCLOCKWISE)}
+
+
+def _upright(image: np.ndarray, orientation: int) -> np.ndarray:
+    """`image` turned as its EXIF orientation says (1: as it is)."""
+    return _TURNS[orientation](image) if orientation in _TURNS else image
+
+
+def exif_orientation(data: bytes) -> int:
+    """The orientation (1-8) a JPEG's EXIF gives, else 1: the image as stored."""
+    if data[:2] != b"\xff\xd8":
+        return 1
+    at = 2
+    try:
+        while data[at] == 0xFF and data[at + 1] not in (0xD9, 0xDA):  # until the image data
+            (length,) = struct.unpack_from(">H", data, at + 2)
+            if data[at + 1] == 0xE1 and data[at + 4:at + 10] == b"Exif\x00\x00":
+                order, directories = _tiff_directories(data[at + 10:at + 2 + length])
+                kind, value = (directories[0].tags.get(0x0112, (0, b""))
+                               if directories else (0, b""))
+                return struct.unpack_from(order + "H", value)[0] if kind == 3 else 1
+            at += 2 + length
+    except (IndexError, struct.error):
+        pass
+    return 1
 
 
 def _gray(img: np.ndarray, name: str, max_pixels: int) -> np.ndarray:
@@ -393,15 +429,18 @@ def scan_pixels(dpi: float) -> int:
     return int(MAX_PIXELS * (min(max(dpi, SCAN_DPI), BELIEVED_DPI[1]) / SCAN_DPI) ** 2)
 
 
-def read_scan(path: str | Path, dpi: float | None = None) -> tuple[list[np.ndarray], float]:
+def read_scan(path: str | Path, dpi: float | None = None
+              ) -> tuple[list[np.ndarray], float | None]:
     """(the pages of a scan (`decode_pages`: a TIFF's or a PDF's every page, else its one
     image), each resampled to SCAN_DPI; the resolution they were read at, from `scan_dpi`
     (a TIFF's first page's declared one; a PDF's pages are measured on their paper, whatever
-    `dpi` says: `pdf_pages`))."""
+    `dpi` says: `pdf_pages`), or None where nothing tells it (no `dpi`, no resolution
+    believed in the file): then they are read as they are, as if at SCAN_DPI)."""
     data = image_bytes(path)
     if is_pdf(data):
         return pdf_pages(data, str(path))
     source = scan_dpi(data, dpi)
+    known = bool(dpi or believed_dpi(data))
     try:
         pages = decode_pages(data, str(path), scan_pixels(source))
     except ImageTooLargeError as err:
@@ -409,4 +448,4 @@ def read_scan(path: str | Path, dpi: float | None = None) -> tuple[list[np.ndarr
             raise
         raise ImageTooLargeError(f"{err} If it is a scan at more than {SCAN_DPI} dpi, pass "
                                  "--dpi with its resolution.") from None
-    return [at_scan_dpi(page, source) for page in pages], source
+    return [at_scan_dpi(page, source) for page in pages], source if known else None

@@ -180,6 +180,54 @@ def render_page(style: WriterStyle, rng: np.random.Generator, lines: int = 6,
     return (245 - 200 * page).astype(np.uint8), boxes
 
 
+def photograph(page: np.ndarray, rng: np.random.Generator,
+               paper: tuple[float, float] = (8.27, 11.69), tilt_deg: float = 20.0,
+               fill: float = 0.75, frame: tuple[int, int] = (3024, 4032), light: float = 0.35
+               ) -> tuple[np.ndarray, tuple[int, int]]:
+    """A phone's photo (`frame` px, focal length 3,100 px at 4,032 tall) of a sheet of
+    `paper` (inches, short side first) holding `page` (at 300 dpi, 150 px from its top,
+    centred): the sheet tilted up to `tilt_deg` each way and turned up to 8 degrees, its width
+    `fill` of the frame's (less where it would not lie whole in the frame), on a dark ground,
+    a light falling off by `light` across the frame, and sensor noise. Returns the photo and
+    where the page's top-left lies on the sheet (its pixels at 300 dpi)."""
+    sheet_w, sheet_h = round(paper[0] * 300), round(paper[1] * 300)
+    sheet = np.full((sheet_h, sheet_w), 250, np.uint8)
+    x0, y0 = max(0, (sheet_w - page.shape[1]) // 2), 150
+    h, w = min(page.shape[0], sheet_h - y0), min(page.shape[1], sheet_w)
+    sheet[y0:y0 + h, x0:x0 + w] = page[:h, :w]
+    width, height = frame
+    focal = 3100 * height / 4032
+    ax, ay = np.radians(rng.uniform(-tilt_deg, tilt_deg, 2))
+    az = np.radians(rng.uniform(-8, 8))
+    turn = (np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
+            @ np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
+            @ np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]]))
+    corners = np.array([[0, 0, 0], [sheet_w, 0, 0], [sheet_w, sheet_h, 0], [0, sheet_h, 0]],
+                       float) - [sheet_w / 2, sheet_h / 2, 0]
+    distance = focal * sheet_w / (fill * width)
+    aside = rng.uniform(-0.03, 0.03, 2) * sheet_w
+    while True:  # farther until the whole sheet is in the photo, with ground round it
+        seen = corners @ turn.T + [*aside, distance]
+        shown = np.float32(focal * seen[:, :2] / seen[:, 2:] + [width / 2, height / 2])
+        if (shown.min(axis=0) > 0.03 * width).all() and (
+                shown.max(axis=0) < [0.97 * width, height - 0.03 * width]).all():
+            break
+        distance *= 1.05
+    to_photo = cv2.getPerspectiveTransform(np.float32(corners[:, :2] + [sheet_w / 2, sheet_h / 2]),
+                                           shown)
+    photo = cv2.warpPerspective(sheet, to_photo, frame, flags=cv2.INTER_AREA,
+                                borderValue=0).astype(np.float32)
+    cover = cv2.warpPerspective(np.ones_like(sheet), to_photo, frame, borderValue=0)
+    ground = cv2.GaussianBlur(rng.normal(70, 12, (height, width)).astype(np.float32), (0, 0), 3)
+    photo = np.where(cover > 0, photo, ground)
+    ys, xs = np.mgrid[0:height, 0:width]
+    towards = rng.uniform(0, 2 * np.pi)
+    fall = np.cos(towards) * xs / width + np.sin(towards) * ys / height
+    photo *= 1 - light * (fall - fall.min()) / (fall.max() - fall.min())
+    photo += rng.normal(0, 3, photo.shape)
+    return np.clip(photo, 0, 255).astype(np.uint8), (x0, y0)
+
+
 LAYOUTS = ("kaggle", "iam")
 
 

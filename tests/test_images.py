@@ -212,3 +212,22 @@ def test_a_file_that_cannot_be_read_is_named(tmp_path, monkeypatch):
         with pytest.raises(images.ImageError,
                            match=f"^{locked}: cannot be read \\(Permission denied\\)"):
             read(locked)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_a_photo_is_turned_as_its_exif_orientation_says(orientation):
+    """As OpenCV turns it where it converts the colours itself (the oracle): a phone's
+    portrait photo, stored as the sensor saw it, is read upright."""
+    image = np.full((60, 160), 220, np.uint8)
+    image[5:15, 5:120] = 0  # a mark that tells every turn and flip apart
+    image[20:55, 140:150] = 60
+    jpeg = cv2.imencode(".jpg", image)[1].tobytes()
+    tiff = (b"II*\x00" + struct.pack("<IH", 8, 1) + struct.pack("<HHIHH", 0x0112, 3, 1,
+                                                                  orientation, 0)
+            + struct.pack("<I", 0))
+    exif = b"\xff\xe1" + struct.pack(">H", 8 + len(tiff)) + b"Exif\x00\x00" + tiff
+    data = jpeg[:2] + exif + jpeg[2:]
+    assert images.exif_orientation(data) == orientation
+    np.testing.assert_array_equal(
+        images.decode_gray(data),
+        cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE))

@@ -99,15 +99,17 @@ READ_COLUMNS = {"dpi": "REAL", "read_as": "TEXT"}  # added to schema 1 without a
 
 
 class ReadAs(NamedTuple):
-    """How an image file was read when enrolled: at what resolution, as a line or a page."""
+    """How an image file was read when enrolled: at what resolution (None: a photo, whose
+    sheet sets it), as a line or a page."""
 
-    dpi: float
+    dpi: float | None
     read_as: str
 
 
 class Source(NamedTuple):
     """An enrolled image's file, as `gallery rebuild` reads it again; `dpi` and `read_as`
-    are None for images enrolled before the gallery recorded them."""
+    are None for images enrolled before the gallery recorded them, `dpi` alone for a photo
+    (read again, its sheet sets it)."""
 
     path: str
     sha256: str
@@ -459,7 +461,8 @@ class Gallery:
     def images(self, writer: str) -> list[dict]:
         """[{"path", "sha256", "enrolled", "dpi", "read_as"}] of a writer's enrolled images,
         in enrolment order: what the writer is known by (dpi and read_as None where the
-        gallery did not yet record them). An unknown writer raises, naming the file."""
+        gallery did not yet record them; dpi alone for a photo, whose sheet sets it). An
+        unknown writer raises, naming the file."""
         with self._reading():
             writer_id = self._writer_id(self.db, writer)
             rows = self.db.execute(f"SELECT i.path, i.sha256, i.enrolled, {_read(self.db)} "

@@ -275,14 +275,16 @@ def hinge_similarity(queries: np.ndarray, references: np.ndarray) -> np.ndarray:
 
 class Read(NamedTuple):
     """How `Features` read one image: the handwritten lines found on it (None: read as a
-    line), its lines of machine print left out, the resolution it was read at, and for a
-    PDF or a TIFF of several pages the pages read and the blank ones left out."""
+    line), its lines of machine print left out, the resolution it was read at, for a
+    PDF or a TIFF of several pages the pages read and the blank ones left out, and for a
+    photo the paper its sheet was straightened onto."""
 
     lines: int | None
     printed: int
     dpi: float
     pages: int = 1
     blank: int = 0
+    paper: str | None = None
 
     @property
     def resampled(self) -> float | None:
@@ -291,8 +293,9 @@ class Read(NamedTuple):
 
     @property
     def read_as(self) -> ReadAs:
-        """As a gallery records it."""
-        return ReadAs(self.dpi, "line" if self.lines is None else "page")
+        """As a gallery records it: a photo without its measured resolution, so that
+        `gallery rebuild` finds its sheet again."""
+        return ReadAs(None if self.paper else self.dpi, "line" if self.lines is None else "page")
 
 
 class Features:
@@ -350,7 +353,7 @@ class Features:
                 if thumbnails:
                     self.thumbnails.append(evidence.thumbnail(scan.pages, scan.lines))
                 self.read.append(Read(found, scan.printed, scan.dpi, len(scan.pages),
-                                      scan.blank))
+                                      scan.blank, scan.paper))
                 sizes.append(len(parts))
                 yield from parts
 
@@ -705,7 +708,8 @@ class Identifier:
         machine print found and left out, on pages with any), "dpi" (the resolution of
         each image read at another than 300 dpi, resampled from it), "pages" and
         "blank_pages" (each PDF or TIFF of several pages: the pages read, the blank ones
-        left out)} for one query: several images, one page or a file's pages are a document
+        left out), "paper" (each photo: the paper its sheet was straightened onto)} for one
+        query: several images, one page or a file's pages are a document
         (their mean embedding, their summed hinge counts). Given `drawn`, each image's
         `evidence.thumbnail` is put in it by its path, drawn from the pixels read (for
         `evidence.identify_report`). With `skip`, the document is the images that can be
@@ -781,9 +785,11 @@ class Identifier:
         resampled = {str(i): r.resampled for i, r in zip(images, read) if r.resampled}
         paged = {str(i): r.pages for i, r in zip(images, read) if r.pages > 1}
         blank = {str(i): r.blank for i, r in zip(images, read) if r.blank}
+        paper = {str(i): r.paper for i, r in zip(images, read) if r.paper}
         return result | ({"lines": found} if found else {}) | (
             {"printed": typed} if typed else {}) | ({"dpi": resampled} if resampled else {}) | (
-            {"pages": paged} if paged else {}) | ({"blank_pages": blank} if blank else {})
+            {"pages": paged} if paged else {}) | ({"blank_pages": blank} if blank else {}) | (
+            {"paper": paper} if paper else {})
 
 
 def verify(model: Model, questioned, reference, score: str | None = None,
@@ -802,7 +808,8 @@ def verify(model: Model, questioned, reference, score: str | None = None,
     "lines_b" for images read as pages, "printed_a", "printed_b" for pages with machine
     print (its lines, left out), "dpi_a", "dpi_b" for images read at another resolution
     than 300 dpi, "pages_a", "pages_b", "blank_pages_a", "blank_pages_b" for files of
-    several pages (read, and blank ones left out), and "b_in_cohort" where the reference
+    several pages (read, and blank ones left out), "paper_a", "paper_b" for photos (the
+    paper each sheet was straightened onto), and "b_in_cohort" where the reference
     reads as a training writer of the model's cohort (`Identifier.in_cohort`): if it is
     that writer, it is measured against its own hand, which lowers the score}. Given
     `drawn`, the `evidence.thumbnail` of "a" and of "b" are put in it (for
@@ -838,6 +845,8 @@ def verify(model: Model, questioned, reference, score: str | None = None,
              "pages_b": known.pages if known.pages > 1 else None,
              "blank_pages_a": r.get("blank_pages", {}).get(str(questioned)),
              "blank_pages_b": known.blank or None,
+             "paper_a": r.get("paper", {}).get(str(questioned)),
+             "paper_b": known.paper,
              "b_in_cohort": {k: hand[k] for k in ("reads_as", "score", "threshold")}
              if hand else None}
     return result | {k: n for k, n in extra.items() if n is not None}

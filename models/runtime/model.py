@@ -23,7 +23,8 @@ from iam_writers_tfds.images import (
     at_scan_dpi,
     read_scan,
 )
-from models.runtime import pages
+from models.config import PAGE_MIN_HEIGHT
+from models.runtime import pages, photos
 from models.runtime.descriptors import Vlad
 from pipelines import preprocess
 
@@ -68,6 +69,8 @@ class Scan(NamedTuple):
     dpi: float
     blank: int = 0
     lines: list[list[pages.Line] | None] | None = None
+    measured: bool = True  # False: nothing told its resolution (read as if at 300 dpi)
+    paper: str | None = None  # a photo's sheet, straightened onto this paper (`photos`)
 
     def parts(self) -> tuple[list[np.ndarray], int | None]:
         """(the line images to score, in page order; the handwritten lines found, None when
@@ -90,13 +93,14 @@ def handwriting(image: str | Path | np.ndarray, name: str = "<array>",
     tiny image raises NoInkError naming it; blank pages of a TIFF or a PDF (a duplex scan's
     backs) are left out, unless every page is blank."""
     if isinstance(image, np.ndarray):
-        source = dpi or SCAN_DPI
-        found = [at_scan_dpi(image, source)]
+        source = dpi
+        found = [at_scan_dpi(image, source or SCAN_DPI)]
     else:
         name = str(image)
         found, source = read_scan(image, dpi)
+    told = {"dpi": source or SCAN_DPI, "measured": source is not None}
     if len(found) == 1:
-        return Scan([inked(found[0], name)], [name], name, source)
+        return Scan([inked(found[0], name)], [name], name, **told)
     kept: list[tuple[np.ndarray, str]] = []
     for k, page in enumerate(found, 1):
         try:
@@ -106,8 +110,25 @@ def handwriting(image: str | Path | np.ndarray, name: str = "<array>",
     if not kept:
         raise NoInkError(f"{name}: all {len(found)} pages are blank or too small for "
                          "handwriting. Pass a scan of handwriting, dark ink on light paper.")
-    return Scan([k[0] for k in kept], [k[1] for k in kept], name, source,
-                blank=len(found) - len(kept))
+    return Scan([k[0] for k in kept], [k[1] for k in kept], name, blank=len(found) - len(kept),
+                **told)
+
+
+def photographed(scan: Scan, input: str) -> Scan:
+    """`scan` with each page that may be read as a page (`input` page, or tall enough for
+    `auto`) and holds a photographed sheet of paper (`photos.find_sheet`) straightened onto
+    it at 300 dpi; its resolution then the one measured on the first such sheet. Only for a
+    scan whose resolution nothing told: a scanner's is known, a camera's is not."""
+    if scan.measured or input == "line":
+        return scan
+    sheets = [photos.find_sheet(page) if input == "page" or page.shape[0] >= PAGE_MIN_HEIGHT
+              else None for page in scan.pages]
+    found = [s for s in sheets if s]
+    if not found:
+        return scan
+    return scan._replace(pages=[photos.straightened(page, s) if s else page
+                                for page, s in zip(scan.pages, sheets)],
+                         dpi=found[0].dpi, paper=found[0].paper)
 
 
 def inked(image: np.ndarray, name: str) -> np.ndarray:
@@ -392,8 +413,9 @@ class Model:
     def read(image, name: str = "<array>", input: str = "line", dpi: float | None = None
              ) -> Scan:
         """An image read at `dpi` (`handwriting`) as `input`: each page with its text lines
-        when read as a page, else None; a page laid askew turned level (`pages.read_page`)."""
-        scan = handwriting(image, name, dpi)
+        when read as a page, else None; a photographed sheet straightened onto its paper
+        (`photographed`), a page laid askew turned level (`pages.read_page`)."""
+        scan = photographed(handwriting(image, name, dpi), input)
         read = [pages.read_page(page, input, page_name)
                 for page, page_name in zip(scan.pages, scan.names)]
         return scan._replace(pages=[page for page, _ in read], lines=[lines for _, lines in read])
@@ -410,8 +432,8 @@ class Model:
                 dpi: float | None = None) -> dict:
         """{"image", "top": [{"writer", "score"}...], "lines" (pages: handwritten lines read),
         "printed" (pages with machine print: its lines, left out), "pages" and "blank_pages"
-        (a PDF or a TIFF of several pages: those read, the blank ones left out)} for one
-        image file."""
+        (a PDF or a TIFF of several pages: those read, the blank ones left out), "paper" (a
+        photo: the paper its sheet was straightened onto)} for one image file."""
         if top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
         scores, _, scan = self.scores(image, str(image), input, dpi)
@@ -423,7 +445,8 @@ class Model:
                 | ({"lines": found} if found is not None else {})
                 | ({"printed": scan.printed} if scan.printed else {})
                 | ({"pages": len(scan.pages)} if len(scan.pages) > 1 else {})
-                | ({"blank_pages": scan.blank} if scan.blank else {}))
+                | ({"blank_pages": scan.blank} if scan.blank else {})
+                | ({"paper": scan.paper} if scan.paper else {}))
 
     def embed(self, image, name: str = "<array>") -> np.ndarray:
         """The unit mean embedding of one line's inked windows (a path or a 2-D array)."""

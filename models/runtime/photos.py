@@ -1,0 +1,167 @@
+"""A page photographed: its sheet of paper found, straightened and measured.
+
+A camera's image says nothing of the handwriting's size (its JPEG declares 72 dpi, or
+nothing), and shows the sheet in perspective, under uneven light. Where a sheet of paper
+lies whole against a darker ground, its four corners give both: the sheet is mapped onto
+A4 or US Letter paper at 300 dpi (whichever its shape is nearer, judged with the camera's
+perspective undone, Zhang & He 2007), and its light is evened. docs/results.md, photos.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import cv2
+import numpy as np
+
+from iam_writers_tfds.images import SCAN_DPI
+
+# (short side, long side) in inches: the sheets a page photographed is taken to be
+PAPERS = {"A4": (8.27, 11.69), "Letter": (8.5, 11.0)}
+FIND_SIDE = 800  # px: the photo's long side where the sheet is looked for
+PAPER_SHARE = (0.2, 0.95)  # of the photo the sheet covers: less is not a page, more no ground
+PAPER_CONTRAST = 40  # gray levels between the sheet and the ground around it
+CORNER_SLACK = 0.02  # of the sheet's outline: how far its corners may be from a quadrilateral
+PAPER_SLACK = 0.08  # of long side over short: how far a sheet's may be from its paper's
+INSET = 0.01  # of the sheet's width, cut from each edge: no ground left at the border
+# the camera's focal length, as a multiple of the photo's diagonal, that the perspective is
+# believed to show; outside it (a sheet photographed nearly square on) its outline says more
+FOCAL = (0.4, 3.0)
+EVEN_CELL = 8  # px: the light is measured on the sheet reduced by this
+EVEN_REACH = 5  # cells: the paper's level is the brightest within this reach (no ink there)
+
+
+class Sheet(NamedTuple):
+    """A sheet of paper found on a photo: its corners (top-left, top-right, bottom-right,
+    bottom-left, in the photo's pixels), the paper it is taken for (`PAPERS`), and the
+    photo's resolution on it (dpi: its width in pixels over the paper's in inches)."""
+
+    corners: np.ndarray
+    paper: str
+    dpi: float
+
+
+def _ordered(quad: np.ndarray) -> np.ndarray:
+    """Four points as top-left, top-right, bottom-right, bottom-left."""
+    total, diff = quad.sum(axis=1), np.diff(quad, axis=1).ravel()
+    return np.float32([quad[np.argmin(total)], quad[np.argmin(diff)], quad[np.argmax(total)],
+                       quad[np.argmax(diff)]])
+
+
+def _sides(corners: np.ndarray) -> tuple[float, float]:
+    """(width, height) of a quadrilateral: the means of its opposite sides."""
+    tl, tr, br, bl = corners
+    return ((np.linalg.norm(tr - tl) + np.linalg.norm(br - bl)) / 2,
+            (np.linalg.norm(bl - tl) + np.linalg.norm(br - tr)) / 2)
+
+
+def aspect(corners: np.ndarray, shape: tuple[int, int]) -> float:
+    """Width over height of the rectangle a photo of `shape` shows at `corners`: with the
+    perspective undone for a camera centred on the photo (Zhang & He, "Whiteboard scanning
+    and image enhancement", 2007), else (the focal length out of `FOCAL`) of the outline."""
+    width, height = _sides(corners)
+    centre = np.array([shape[1] / 2, shape[0] / 2])
+    m1, m2, m4, m3 = (np.append(p - centre, 1.0) for p in corners)  # tl, tr, br, bl
+    k2 = np.dot(np.cross(m1, m4), m3) / np.dot(np.cross(m2, m4), m3)
+    k3 = np.dot(np.cross(m1, m4), m2) / np.dot(np.cross(m3, m4), m2)
+    n2, n3 = k2 * m2 - m1, k3 * m3 - m1
+    depth = n2[2] * n3[2]
+    focal2 = -(n2[0] * n3[0] + n2[1] * n3[1]) / depth if abs(depth) > 1e-12 else -1.0
+    diagonal = float(np.hypot(*shape))
+    if not (FOCAL[0] * diagonal) ** 2 <= focal2 <= (FOCAL[1] * diagonal) ** 2:
+        return width / height
+    return float(np.sqrt((n2[0] ** 2 + n2[1] ** 2) / focal2 + n2[2] ** 2)
+                 / np.sqrt((n3[0] ** 2 + n3[1] ** 2) / focal2 + n3[2] ** 2))
+
+
+def find_sheet(photo: np.ndarray) -> Sheet | None:
+    """The sheet of paper lying whole on a photo (2-D uint8): the largest bright region,
+    four-cornered, covering `PAPER_SHARE` of it and `PAPER_CONTRAST` lighter than what lies
+    around it, clear of the photo's edges, shaped as one of `PAPERS` is; None where there is
+    none (a scan, whose paper fills it; a sheet cut by the photo's edge, or on a ground as
+    light as itself; a strip or a card, whose size its shape does not tell)."""
+    scale = FIND_SIDE / max(photo.shape)
+    small = cv2.resize(photo, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    smooth = cv2.GaussianBlur(small, (5, 5), 0)
+    _, light = cv2.threshold(smooth, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
+    contours = cv2.findContours(light, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)[0]
+    if not contours:
+        return None
+    outline = max(contours, key=cv2.contourArea)
+    low, high = outline.reshape(-1, 2).min(axis=0), outline.reshape(-1, 2).max(axis=0)
+    if low.min() <= 1 or (high >= np.array(small.shape[::-1]) - 2).any():
+        return None  # cut by the photo's edge: that edge is not the sheet's
+    hull = cv2.convexHull(outline)  # ink at the edge: not a dent
+    share = cv2.contourArea(hull) / small.size
+    quad = cv2.approxPolyDP(hull, CORNER_SLACK * cv2.arcLength(hull, True), True)
+    if len(quad) != 4 or not PAPER_SHARE[0] <= share <= PAPER_SHARE[1]:
+        return None
+    inside = np.zeros_like(small)
+    cv2.fillConvexPoly(inside, quad, 255)
+    if float(np.median(small[inside > 0])) - float(np.median(small[inside == 0])) \
+            < PAPER_CONTRAST:
+        return None
+    corners = _ordered(_edges_met(_ordered(quad.reshape(4, 2).astype(np.float32)),
+                                  outline.reshape(-1, 2).astype(np.float32)) / scale)
+    ratio = aspect(corners, photo.shape)
+    long_over_short = max(ratio, 1 / ratio)
+    paper = min(PAPERS, key=lambda k: abs(PAPERS[k][1] / PAPERS[k][0] - long_over_short))
+    if abs(PAPERS[paper][1] / PAPERS[paper][0] - long_over_short) > PAPER_SLACK:
+        return None  # another paper (a strip, a card, a square note): its size is not known
+    width, height = _sides(corners)
+    short, long = PAPERS[paper]
+    return Sheet(corners, paper, float(width) / (short if ratio <= 1 else long))
+
+
+def _edges_met(quad: np.ndarray, outline: np.ndarray) -> np.ndarray:
+    """The corners where the four sides of the sheet's outline meet, each side a line
+    fitted to the outline's points along it (between its corners' ends, a tenth of its
+    length from each): a corner itself is rounded by the blur, a side is straight."""
+    lines = []
+    for a, b in zip(quad, np.roll(quad, -1, axis=0)):
+        along = b - a
+        length = float(np.linalg.norm(along))
+        t = (outline - a) @ along / length ** 2
+        off = np.abs(np.cross(along, outline - a)) / length
+        near = outline[(t > 0.1) & (t < 0.9) & (off < 0.02 * length)]
+        if len(near) < 2:
+            return quad
+        vx, vy, x, y = cv2.fitLine(near, cv2.DIST_HUBER, 0, 0.01, 0.01).ravel()
+        lines.append(np.cross([x, y, 1.0], [x + vx, y + vy, 1.0]))
+    met = [np.cross(lines[k - 1], lines[k]) for k in range(4)]  # corner k: sides k-1 and k
+    if any(abs(m[2]) < 1e-9 for m in met):
+        return quad
+    return np.float32([m[:2] / m[2] for m in met])
+
+
+def straightened(photo: np.ndarray, sheet: Sheet) -> np.ndarray:
+    """The sheet of a photo mapped onto its paper at SCAN_DPI, less `INSET` of its width
+    at each edge (the page's pixel (x, y) is the paper's (x + m, y + m)), its light evened
+    (`evened`): read as a scan of it is."""
+    short, long = PAPERS[sheet.paper]
+    width, height = _sides(sheet.corners)
+    inches = (short, long) if height >= width else (long, short)
+    w, h = (round(side * SCAN_DPI) for side in inches)
+    corners = sheet.corners
+    if (shrink := w / width) < 1:  # reduced by area first: a warp samples, it does not average
+        photo = cv2.resize(photo, None, fx=shrink, fy=shrink, interpolation=cv2.INTER_AREA)
+        corners = corners * shrink
+    m = round(INSET * w)
+    target = np.float32([[-m, -m], [w - m, -m], [w - m, h - m], [-m, h - m]])
+    page = cv2.warpPerspective(photo, cv2.getPerspectiveTransform(corners, target),
+                               (w - 2 * m, h - 2 * m), flags=cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_REPLICATE)
+    return evened(page)
+
+
+def evened(page: np.ndarray) -> np.ndarray:
+    """`page` with its paper brought to white: each pixel over the paper's level around it
+    (the brightest within `EVEN_REACH` cells of the page reduced by `EVEN_CELL`, where the
+    ink is gone), so that a shadow across a photo is not taken for ink."""
+    h, w = page.shape
+    small = cv2.resize(page, (max(1, w // EVEN_CELL), max(1, h // EVEN_CELL)),
+                       interpolation=cv2.INTER_AREA)
+    reach = np.ones((2 * EVEN_REACH + 1,) * 2, np.uint8)
+    paper = cv2.GaussianBlur(cv2.dilate(small, reach), reach.shape, 0)
+    paper = cv2.resize(paper, (w, h), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+    return np.clip(page * (255 / np.maximum(paper, 1)), 0, 255).astype(np.uint8)

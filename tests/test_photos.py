@@ -1,0 +1,118 @@
+"""A page photographed: its sheet found, straightened onto its paper, read as a scan of it."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from iam_writers_tfds import synth
+from iam_writers_tfds.images import png_with_dpi
+from models.runtime import Model, photos
+from models.runtime.model import handwriting, photographed
+from tests.conftest import cli
+
+A4, LETTER = photos.PAPERS["A4"], photos.PAPERS["Letter"]
+
+
+def _page(seed: int, lines: int = 6) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
+    rng = np.random.default_rng(seed)
+    return synth.render_page(synth.WriterStyle.sample(rng), rng, lines=lines)
+
+
+def _iou(a, b) -> float:
+    w = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    return w * h / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h)
+
+
+@pytest.mark.parametrize("seed, paper", [(0, A4), (1, LETTER), (2, A4)])
+def test_a_photographed_page_is_read_as_a_scan_of_its_paper(seed, paper, tmp_path):
+    """A camera's JPEG (no resolution declared), the sheet tilted up to 20 degrees, under a
+    light falling off by 35%: the page's lines are found where they lie on the paper."""
+    page, boxes = _page(seed)
+    photo, (x0, y0) = synth.photograph(page, np.random.default_rng(seed), paper)
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(cv2.imencode(".jpg", photo, [cv2.IMWRITE_JPEG_QUALITY, 85])[1].tobytes())
+    scan = Model.read(path, str(path), "auto")
+    assert scan.paper == ("A4" if paper == A4 else "Letter")
+    inset = round(photos.INSET * paper[0] * 300)
+    assert scan.pages[0].shape == (round(paper[1] * 300) - 2 * inset,
+                                   round(paper[0] * 300) - 2 * inset)
+    found = [line.box for line in scan.lines[0]]
+    assert len(found) == len(boxes)
+    for box in boxes:
+        on_paper = np.add(box, [x0 - inset, y0 - inset] * 2)
+        assert max(_iou(on_paper, f) for f in found) >= 0.7, (box, found)
+    # the photo's own resolution on the sheet: 75% of 3,024 px over the paper's width
+    assert scan.dpi == pytest.approx(0.75 * 3024 / paper[0], rel=0.1)
+
+
+def test_the_sheets_shape_is_judged_with_the_perspective_undone():
+    """Tilted 30 degrees, an A4 sheet's outline can look as square as Letter's; undone,
+    each is its own paper."""
+    for seed in range(4):
+        for paper, name in ((A4, "A4"), (LETTER, "Letter")):
+            photo, _ = synth.photograph(np.full((100, 100), 250, np.uint8),
+                                        np.random.default_rng(seed), paper, tilt_deg=30,
+                                        frame=(1512, 2016))
+            sheet = photos.find_sheet(photo)
+            assert sheet is not None and sheet.paper == name, (seed, name)
+
+
+def test_a_scan_or_a_known_resolution_is_read_as_it_is(tmp_path):
+    """A scan's paper fills it: no sheet is found. A photo whose file declares a resolution
+    believed (a scanner's) is read at it, as it is."""
+    page, _ = _page(3)
+    assert photos.find_sheet(page) is None
+    scan = Model.read(page, "page", "auto")
+    assert scan.paper is None and scan.pages[0] is page
+    photo, _ = synth.photograph(page, np.random.default_rng(3))
+    path = tmp_path / "declared.png"
+    path.write_bytes(png_with_dpi(cv2.imencode(".png", photo)[1].tobytes(), 300))
+    declared = handwriting(path, str(path))
+    assert declared.measured and photographed(declared, "auto") is declared
+    unknown = handwriting(photo)
+    assert not unknown.measured and photographed(unknown, "auto").paper == "A4"
+    assert photographed(unknown, "line") is unknown
+    # the blank ground round a sheet is not one: a sheet cut by the photo's edge
+    assert photos.find_sheet(photo[: photo.shape[0] // 2]) is None
+    # nor a strip of paper, nor a square note: their size is not known
+    for paper in ((3.0, 8.27), (3.0, 3.0)):
+        strip, _ = synth.photograph(np.full((100, 100), 250, np.uint8),
+                                    np.random.default_rng(3), paper, frame=(1512, 2016))
+        assert photos.find_sheet(strip) is None, paper
+
+
+def test_a_photo_is_identified_and_says_how_it_was_read(tmp_path):
+    """Enrolled from a scan, asked about with a photo of another page (the hinge alone)."""
+    rng = np.random.default_rng(7)
+    styles = [synth.WriterStyle.sample(rng) for _ in range(3)]
+    gallery = tmp_path / "g"
+    for k, style in enumerate(styles):
+        path = tmp_path / f"w{k}.png"
+        cv2.imwrite(str(path), synth.render_page(style, rng, lines=6)[0])
+        assert cli("enroll", gallery, "--descriptor", "hinge", "--writer", f"w{k}",
+                   path).returncode == 0
+    page, _ = synth.render_page(styles[1], rng, lines=6)
+    photo = tmp_path / "photo.jpg"
+    cv2.imwrite(str(photo), synth.photograph(page, rng)[0])
+    proc = cli("identify", gallery, photo, "--json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    [result] = json.loads(proc.stdout)
+    assert result["top"][0]["writer"] == "w1" and result["lines"] == {str(photo): 6}
+    assert result["paper"] == {str(photo): "A4"} and 200 < result["dpi"][str(photo)] < 330
+    proc = cli("identify", gallery, photo)
+    assert "(page: 6 lines, a photo, straightened onto A4 paper)" in proc.stdout
+    # enrolled, a photo is recorded without a resolution, so that a rebuild finds its sheet
+    assert cli("enroll", gallery, "--descriptor", "hinge", "--writer", "w1", photo
+               ).returncode == 0
+    shown = cli("gallery", "show", gallery, "w1").stdout
+    assert f"{photo}\tpage, a photo straightened onto its paper" in shown, shown
+    proc = cli("gallery", "rebuild", gallery, tmp_path / "again", "--descriptor", "hinge")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    before, again = (json.loads(cli("identify", g, photo, "--json").stdout)[0]
+                     for g in (gallery, tmp_path / "again"))
+    assert again["top"] == before["top"] and again["paper"] == {str(photo): "A4"}
