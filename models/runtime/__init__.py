@@ -4,10 +4,13 @@ It imports NumPy, OpenCV, SQLite and ai-edge-litert only (TensorFlow just for a 
 folder), so it runs on edge devices. One module per idea:
 
 - `model`: loading an export (.tflite or SavedModel) and running it on an image;
+- `pages`: a page scan's text lines, the page laid level first;
+- `photos`: a page photographed: its sheet found, straightened onto its paper, measured;
 - `descriptors`: the contour-hinge descriptor (training-free) and RootSIFT + VLAD;
 - `gallery`: enrolled writers in one SQLite file;
 - `identify`: enrolment, identification and verification by embedding, hinge, VLAD or
-  all of them fused.
+  all of them fused;
+- `evidence`: likelihood ratios in words, and the HTML reports that show them.
 """
 
 from models.runtime.gallery import Enrolled, Gallery, GalleryError, Snapshot, gallery_file
