@@ -764,12 +764,12 @@ def user_errors() -> tuple[type[BaseException], ...]:
 def _skip_hint(args: argparse.Namespace, err: BaseException) -> str:
     """Where one of several images failed a command that can skip it: how to answer the
     others."""
+    if getattr(args, "skip_unreadable", True) or len(args.images) < 2:
+        return ""
     from models.runtime.model import UNREADABLE
 
-    if (getattr(args, "skip_unreadable", True) or len(args.images) < 2
-            or not isinstance(err, UNREADABLE)):
-        return ""
-    return f" (--skip-unreadable answers the other {len(args.images) - 1} images)"
+    return (f" (--skip-unreadable answers the other {len(args.images) - 1} images)"
+            if isinstance(err, UNREADABLE) else "")
 
 
 def main(argv: list[str] | None = None) -> int:

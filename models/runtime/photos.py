@@ -121,8 +121,9 @@ def _edges_met(quad: np.ndarray, outline: np.ndarray) -> np.ndarray:
     for a, b in zip(quad, np.roll(quad, -1, axis=0)):
         along = b - a
         length = float(np.linalg.norm(along))
-        t = (outline - a) @ along / length ** 2
-        off = np.abs(np.cross(along, outline - a)) / length
+        rel = outline - a
+        t = rel @ along / length ** 2
+        off = np.abs(along[0] * rel[:, 1] - along[1] * rel[:, 0]) / length
         near = outline[(t > 0.1) & (t < 0.9) & (off < 0.02 * length)]
         if len(near) < 2:
             return quad
