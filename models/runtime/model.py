@@ -23,7 +23,6 @@ from iam_writers_tfds.images import (
     at_scan_dpi,
     read_scan,
 )
-from models.config import PAGE_MIN_HEIGHT
 from models.runtime import pages, photos
 from models.runtime.descriptors import Vlad
 from pipelines import preprocess
@@ -115,14 +114,14 @@ def handwriting(image: str | Path | np.ndarray, name: str = "<array>",
 
 
 def photographed(scan: Scan, input: str) -> Scan:
-    """`scan` with each page that may be read as a page (`input` page, or tall enough for
-    `auto`) and holds a photographed sheet of paper (`photos.find_sheet`) straightened onto
-    it at 300 dpi; its resolution then the one measured on the first such sheet. Only for a
-    scan whose resolution nothing told: a scanner's is known, a camera's is not."""
-    if scan.measured or input == "line":
+    """`scan` with each page that may be read as a page (`pages.may_be_page`) and holds a
+    photographed sheet of paper (`photos.find_sheet`) straightened onto it at 300 dpi; its
+    resolution then the one measured on the first such sheet. Only for a scan whose
+    resolution nothing told: a scanner's is known, a camera's is not."""
+    if scan.measured:
         return scan
-    sheets = [photos.find_sheet(page) if input == "page" or page.shape[0] >= PAGE_MIN_HEIGHT
-              else None for page in scan.pages]
+    sheets = [photos.find_sheet(page) if pages.may_be_page(page, input) else None
+              for page in scan.pages]
     found = [s for s in sheets if s]
     if not found:
         return scan

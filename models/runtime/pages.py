@@ -371,6 +371,15 @@ class TurnedPageError(ImageError):
     """A page whose text lines do not run across the image, or that seems upside down."""
 
 
+def may_be_page(image: np.ndarray, input: str) -> bool:
+    """Whether an image read as `input` (`INPUTS`) is read as a page, or may be: `page`, or
+    `auto` on an image at least PAGE_MIN_HEIGHT px tall (a line never is). An unknown
+    `input` raises."""
+    if input not in INPUTS:
+        raise ValueError(f"unknown input {input!r}; allowed: {', '.join(INPUTS)}")
+    return input == "page" or (input == "auto" and image.shape[0] >= PAGE_MIN_HEIGHT)
+
+
 def page_lines(image: np.ndarray, input: str = "auto", name: str = "<array>"
                ) -> list[Line] | None:
     """The text lines of an image read as `input` (`INPUTS`), or None when it is read as
@@ -379,9 +388,7 @@ def page_lines(image: np.ndarray, input: str = "auto", name: str = "<array>"
     Ruled lines are left out and printed ones flagged (`find_lines`). A page without a
     handwritten line, or turned a quarter turn, raises, naming it; so does one that `auto`
     finds upside down by its handwritten lines (`lean`; `page` reads it as it is)."""
-    if input not in INPUTS:
-        raise ValueError(f"unknown input {input!r}; allowed: {', '.join(INPUTS)}")
-    if input == "line" or (input == "auto" and image.shape[0] < PAGE_MIN_HEIGHT):
+    if not may_be_page(image, input):
         return None
     if turned(image):
         raise TurnedPageError(f"{name}: its text lines do not run across the image (the page "
@@ -409,7 +416,7 @@ def read_page(image: np.ndarray, input: str = "auto", name: str = "<array>"
     """(the image as read, its text lines or None when read as one line) of an image read
     as `input` (`page_lines`); a page askew by STRAIGHTEN_FROM_DEG to MAX_STRAIGHTEN_DEG
     (`level_angle`) is read turned level (`straightened`), and so returned."""
-    if input == "line" or (input == "auto" and image.shape[0] < PAGE_MIN_HEIGHT):
+    if not may_be_page(image, input):
         return image, None
     angle = level_angle(image)
     level = straightened(image, angle) if abs(angle) >= STRAIGHTEN_FROM_DEG else image
