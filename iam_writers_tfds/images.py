@@ -123,7 +123,12 @@ def scan_dpi(data: bytes, dpi: float | None = None) -> float:
     """The resolution an image file is read at: `dpi` when given, else the one the file
     declares if it lies in BELIEVED_DPI, else SCAN_DPI; within 1% of SCAN_DPI, SCAN_DPI
     (`nominal`)."""
-    told = dpi or believed_dpi(data)
+    return _read_at(dpi or believed_dpi(data))
+
+
+def _read_at(told: float | None) -> float:
+    """The resolution an image is read at, given the one told (by `--dpi`, or declared and
+    believed): `nominal` of it; SCAN_DPI where none was."""
     return nominal(told) if told else SCAN_DPI
 
 
@@ -439,8 +444,8 @@ def read_scan(path: str | Path, dpi: float | None = None
     data = image_bytes(path)
     if is_pdf(data):
         return pdf_pages(data, str(path))
-    source = scan_dpi(data, dpi)
-    known = bool(dpi or believed_dpi(data))
+    told = dpi or believed_dpi(data)  # scan_dpi's rule, the declaration parsed once
+    source = _read_at(told)
     try:
         pages = decode_pages(data, str(path), scan_pixels(source))
     except ImageTooLargeError as err:
@@ -448,4 +453,4 @@ def read_scan(path: str | Path, dpi: float | None = None
             raise
         raise ImageTooLargeError(f"{err} If it is a scan at more than {SCAN_DPI} dpi, pass "
                                  "--dpi with its resolution.") from None
-    return [at_scan_dpi(page, source) for page in pages], source if known else None
+    return [at_scan_dpi(page, source) for page in pages], source if told else None
