@@ -136,6 +136,7 @@ def photographed(paths: list[Path]) -> None:
     shots = {"near": {}, "far": {"fill": 0.55, "tilt_deg": 30.0, "light": 0.5}}
     counts = {name: defaultdict(int) for name in shots}
     seconds, scans = defaultdict(float), 0
+    m = round(photos.INSET * photos.PAPERS["A4"][0] * 300)  # the A4 sheet's edge cut off
     for k, path in enumerate(paths):
         page = read_gray(path)
         scans += photos.find_sheet(page) is not None
@@ -155,7 +156,6 @@ def photographed(paths: list[Path]) -> None:
             counts[name]["A4"] += read.paper == "A4"
             counts[name]["other paper"] += read.paper not in ("A4", None)
             found = read.lines[0] or []
-            m = round(photos.INSET * photos.PAPERS["A4"][0] * 300)
             moved = [np.add(line.box, [x0 - m, y0 - m] * 2) for line in upright]
             kept = sum(max((iou(b, f.box) for f in found), default=0.0) >= 0.5 for b in moved)
             counts[name]["as upright"] += len(found) == len(upright) == kept
