@@ -12,30 +12,18 @@ from iam_writers_tfds import synth
 from iam_writers_tfds.images import declared_dpi
 from models.runtime import Gallery, evidence, pages
 from tests import fuzzing
-from tests.conftest import cli
-
-
-def _iou(a, b) -> float:
-    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    area = lambda r: (r[2] - r[0]) * (r[3] - r[1])  # noqa: E731
-    return ix * iy / (area(a) + area(b) - ix * iy)
-
-
-def _page(seed: int, lines: int = 6, skew: float = 0.0):
-    rng = np.random.default_rng(seed)
-    return synth.render_page(synth.WriterStyle.sample(rng), rng, lines=lines, skew_deg=skew)
+from tests.conftest import box_iou, cli, generated_page
 
 
 @pytest.mark.parametrize("seed, skew", [(0, 0.0), (1, 2.5), (2, -3.0), (3, 1.0)])
 def test_the_lines_of_a_generated_page_are_found(seed, skew):
     """Lines one every 120 px, so tall letters of neighbouring lines nearly touch, and a
     little skew."""
-    page, boxes = _page(seed, skew=skew)
+    page, boxes = generated_page(seed, skew=skew)
     found = pages.find_lines(page)
     assert len(found) == len(boxes) and pages.printed(found) == 0  # a hand never repeats
     for truth, line in zip(boxes, found):  # top to bottom, each on its own line
-        assert _iou(truth, line.box) > 0.9, (truth, line.box)
+        assert box_iou(truth, line.box) > 0.9, (truth, line.box)
         assert line.image.shape == (line.box[3] - line.box[1], line.box[2] - line.box[0])
 
 
@@ -44,12 +32,12 @@ def test_the_lines_of_a_short_note_on_a_whole_sheet_are_found(seed, lines):
     """A few lines at the top of a sheet 3,500 px tall (A4 at 300 dpi): measured over the
     whole sheet, the blank paper doubled the line spacing, and lines were merged (each of
     these pages: one line found of two or three, three of four)."""
-    page, boxes = _page(seed, lines=lines)
+    page, boxes = generated_page(seed, lines=lines)
     note = np.pad(page, ((0, 3500 - page.shape[0]), (0, 0)), constant_values=245)
     found = pages.find_lines(note)
     assert len(found) == len(boxes)
     for truth, line in zip(boxes, found):
-        assert _iou(truth, line.box) > 0.9, (truth, line.box)
+        assert box_iou(truth, line.box) > 0.9, (truth, line.box)
 
 
 @pytest.mark.parametrize("seed, skew", [(6, 0.0), (10, 0.7), (8, -1.5)])
@@ -58,7 +46,7 @@ def test_ruled_lines_are_not_read_as_text_lines(seed, skew):
     on a form; the page turned a little, so that the rules' ragged edges and the angle left
     after deskewing (at 0.7 degrees) are met. The rules are left out and the lines found as
     on plain paper."""
-    page, boxes = _page(seed, skew=skew)
+    page, boxes = generated_page(seed, skew=skew)
     ruled, slope = page.copy(), -np.tan(np.radians(skew))
     heights = [y1 - 0.25 * (y1 - y0) for _, y0, _, y1 in boxes] + [boxes[0][1] - 40]
     for (x0, _, x1, _), y in zip(boxes + boxes[:1], heights):
@@ -67,7 +55,7 @@ def test_ruled_lines_are_not_read_as_text_lines(seed, skew):
     plain, found = pages.find_lines(page), pages.find_lines(ruled)
     assert len(found) == len(plain) == len(boxes)
     for a, b in zip(plain, found):
-        assert _iou(a.box, b.box) > 0.9, (a.box, b.box)
+        assert box_iou(a.box, b.box) > 0.9, (a.box, b.box)
 
 
 TYPED = ("the writer copied this text from the printed form above",
@@ -91,7 +79,7 @@ def test_printed_text_is_not_read_as_handwriting(seed, skew):
     """A form as IAM's: a typed paragraph and a printed header above the handwriting, a
     printed field below it. Type repeats its glyphs to the pixel, so its lines are left out
     and the handwritten ones found as on a page of handwriting alone."""
-    page, boxes = _page(seed)
+    page, boxes = generated_page(seed)
     h, w = page.shape
     header, footer = _printed_header(w), np.full((150, w), 245, np.uint8)
     cv2.putText(footer, "Name of the writer:", (100, 80), cv2.FONT_HERSHEY_SIMPLEX, 1.4, 20, 2,
@@ -106,7 +94,7 @@ def test_printed_text_is_not_read_as_handwriting(seed, skew):
     hand = pages.handwritten(found)
     assert len(hand) == len(plain) == len(boxes)
     for a, b in zip(plain, hand):
-        assert _iou(a.box, b.box) > 0.9, (a.box, b.box)
+        assert box_iou(a.box, b.box) > 0.9, (a.box, b.box)
     assert pages.parts(form, "auto")[1] == len(boxes)
     for input in ("page", "auto"):  # print alone: four lines, so a page, but no handwriting
         with pytest.raises(pages.NoTextLineError,
@@ -115,15 +103,15 @@ def test_printed_text_is_not_read_as_handwriting(seed, skew):
 
 
 def test_a_binarised_page_reads_like_a_grey_one():
-    page, boxes = _page(4)
+    page, boxes = generated_page(4)
     binary = np.where(page < 128, 0, 255).astype(np.uint8)
     found = pages.find_lines(binary)
     assert len(found) == len(boxes)
-    assert all(_iou(truth, line.box) > 0.9 for truth, line in zip(boxes, found))
+    assert all(box_iou(truth, line.box) > 0.9 for truth, line in zip(boxes, found))
 
 
 def test_auto_tells_a_page_from_a_line():
-    page, boxes = _page(5)
+    page, boxes = generated_page(5)
     rng = np.random.default_rng(5)
     line = synth.render_line(synth.WriterStyle.sample(rng), rng)
     parts, found = pages.parts(page, "auto")
@@ -138,7 +126,7 @@ def test_auto_tells_a_page_from_a_line():
 def test_a_page_turned_a_quarter_turn_is_refused_not_read_as_lines(seed, skew):
     """Read sideways, a page's columns of text were cut into "lines" and identified as a
     stranger's handwriting, without a word."""
-    page, boxes = _page(seed, skew=skew)
+    page, boxes = generated_page(seed, skew=skew)
     assert not pages.turned(page) and pages.parts(page, "auto")[1] == len(boxes)
     for sideways in (cv2.rotate(page, cv2.ROTATE_90_CLOCKWISE),
                      cv2.rotate(page, cv2.ROTATE_90_COUNTERCLOCKWISE)):
@@ -171,7 +159,7 @@ def test_two_lines_of_a_large_upright_hand_are_not_taken_for_a_turned_page():
 
 @pytest.mark.parametrize("seed", [0, 2, 9])
 def test_auto_refuses_a_page_upside_down_and_page_reads_it_as_it_is(seed):
-    page, boxes = _page(seed)
+    page, boxes = generated_page(seed)
     assert pages.ink_lean(pages.find_lines(page)) > 0.2  # ascenders outweigh descenders
     assert pages.parts(page, "auto")[1] == len(boxes)
     upside_down = cv2.rotate(page, cv2.ROTATE_180)
@@ -189,7 +177,7 @@ def test_a_page_laid_askew_is_turned_level_and_read_as_the_level_page(seed, skew
     of a generated page's lines were found, at 15 none: it was read as one line), so it is
     turned level first. A page within STRAIGHTEN_FROM_DEG, as IAM's scans are, is read as
     it is."""
-    flat, boxes = _page(seed)
+    flat, boxes = generated_page(seed)
     askew = pages.straightened(flat, skew)  # on a canvas that holds it whole
     level, lines = pages.read_page(askew, "auto", "askew.png")
     assert abs(pages.level_angle(level)) < pages.STRAIGHTEN_FROM_DEG
@@ -197,14 +185,14 @@ def test_a_page_laid_askew_is_turned_level_and_read_as_the_level_page(seed, skew
     assert len(lines) == len(expected) == len(boxes)
     for a, b in zip(expected, (line.box for line in lines)):  # moved on a wider canvas
         assert abs((a[2] - a[0]) - (b[2] - b[0])) <= 2 and abs((a[3] - a[1]) - (b[3] - b[1])) <= 2
-    page, _ = _page(seed, skew=1.5)
+    page, _ = generated_page(seed, skew=1.5)
     assert pages.read_page(page, "auto")[0] is page
 
 
 def test_the_ragged_ends_of_lines_tell_an_upright_page_from_one_turned_half_round():
     """Lines start at the left margin and end where their words run out; turned half round,
     the ragged ends come to the left, and the lean goes exactly the other way."""
-    page, _ = _page(3, lines=8)
+    page, _ = generated_page(3, lines=8)
     width = page.shape[1]
     upright = pages.find_lines(page)
     ends = [line.box[2] for line in upright]

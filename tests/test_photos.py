@@ -12,27 +12,16 @@ from iam_writers_tfds import synth
 from iam_writers_tfds.images import png_with_dpi
 from models.runtime import Model, photos
 from models.runtime.model import handwriting, photographed
-from tests.conftest import cli
+from tests.conftest import box_iou, cli, generated_page
 
 A4, LETTER = photos.PAPERS["A4"], photos.PAPERS["Letter"]
-
-
-def _page(seed: int, lines: int = 6) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
-    rng = np.random.default_rng(seed)
-    return synth.render_page(synth.WriterStyle.sample(rng), rng, lines=lines)
-
-
-def _iou(a, b) -> float:
-    w = max(0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    return w * h / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h)
 
 
 @pytest.mark.parametrize("seed, paper", [(0, A4), (1, LETTER), (2, A4)])
 def test_a_photographed_page_is_read_as_a_scan_of_its_paper(seed, paper, tmp_path):
     """A camera's JPEG (no resolution declared), the sheet tilted up to 20 degrees, under a
     light falling off by 35%: the page's lines are found where they lie on the paper."""
-    page, boxes = _page(seed)
+    page, boxes = generated_page(seed)
     photo, (x0, y0) = synth.photograph(page, np.random.default_rng(seed), paper)
     path = tmp_path / "photo.jpg"
     path.write_bytes(cv2.imencode(".jpg", photo, [cv2.IMWRITE_JPEG_QUALITY, 85])[1].tobytes())
@@ -45,7 +34,7 @@ def test_a_photographed_page_is_read_as_a_scan_of_its_paper(seed, paper, tmp_pat
     assert len(found) == len(boxes)
     for box in boxes:
         on_paper = np.add(box, [x0 - inset, y0 - inset] * 2)
-        assert max(_iou(on_paper, f) for f in found) >= 0.7, (box, found)
+        assert max(box_iou(on_paper, f) for f in found) >= 0.7, (box, found)
     # the photo's own resolution on the sheet: 75% of 3,024 px over the paper's width
     assert scan.dpi == pytest.approx(0.75 * 3024 / paper[0], rel=0.1)
 
@@ -65,7 +54,7 @@ def test_the_sheets_shape_is_judged_with_the_perspective_undone():
 def test_a_scan_or_a_known_resolution_is_read_as_it_is(tmp_path):
     """A scan's paper fills it: no sheet is found. A photo whose file declares a resolution
     believed (a scanner's) is read at it, as it is."""
-    page, _ = _page(3)
+    page, _ = generated_page(3)
     assert photos.find_sheet(page) is None
     scan = Model.read(page, "page", "auto")
     assert scan.paper is None and scan.pages[0] is page
