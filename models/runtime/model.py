@@ -68,7 +68,6 @@ class Scan(NamedTuple):
     dpi: float
     blank: int = 0
     lines: list[list[pages.Line] | None] | None = None
-    measured: bool = True  # False: nothing told its resolution (read as if at 300 dpi)
     paper: str | None = None  # a photo's sheet, straightened onto this paper (`photos`)
 
     def parts(self) -> tuple[list[np.ndarray], int | None]:
@@ -86,18 +85,20 @@ class Scan(NamedTuple):
 
 
 def handwriting(image: str | Path | np.ndarray, name: str = "<array>",
-                dpi: float | None = None) -> Scan:
+                dpi: float | None = None, input: str = "line") -> Scan:
     """The handwriting of a path or an array (`Scan`, without text lines), scanned at `dpi`
-    (a file: else the resolution it declares, else 300; see `images.scan_dpi`). A blank or
-    tiny image raises NoInkError naming it; blank pages of a TIFF or a PDF (a duplex scan's
-    backs) are left out, unless every page is blank."""
+    (a file: else the resolution it declares, else 300; see `images.scan_dpi`); where
+    nothing tells it, a photographed sheet of paper straightened onto its paper if read as
+    `input` (`photographed`). A blank or tiny image raises NoInkError naming it; blank
+    pages of a TIFF or a PDF (a duplex scan's backs) are left out, unless every page is
+    blank."""
     if isinstance(image, np.ndarray):
         source = dpi
         found = [at_scan_dpi(image, source or SCAN_DPI)]
     else:
         name = str(image)
         found, source = read_scan(image, dpi)
-    told = {"dpi": source or SCAN_DPI, "measured": source is not None}
+    found, told = photographed(found, input) if source is None else (found, {"dpi": source})
     if len(found) == 1:
         return Scan([inked(found[0], name)], [name], name, **told)
     kept: list[tuple[np.ndarray, str]] = []
@@ -113,21 +114,19 @@ def handwriting(image: str | Path | np.ndarray, name: str = "<array>",
                 **told)
 
 
-def photographed(scan: Scan, input: str) -> Scan:
-    """`scan` with each page that may be read as a page (`pages.may_be_page`) and holds a
-    photographed sheet of paper (`photos.find_sheet`) straightened onto it at 300 dpi; its
-    resolution then the one measured on the first such sheet. Only for a scan whose
-    resolution nothing told: a scanner's is known, a camera's is not."""
-    if scan.measured:
-        return scan
+def photographed(found: list[np.ndarray], input: str) -> tuple[list[np.ndarray], dict]:
+    """(pages whose resolution nothing told, each that may be read as a page
+    (`pages.may_be_page`) and holds a photographed sheet of paper (`photos.find_sheet`)
+    straightened onto it at 300 dpi; {"dpi": the resolution measured on the first such
+    sheet, "paper": its paper}, or {"dpi": 300} where there is none). Before the ink is
+    judged: on a photo, the desk around the sheet is no paper."""
     sheets = [photos.find_sheet(page) if pages.may_be_page(page, input) else None
-              for page in scan.pages]
-    found = [s for s in sheets if s]
-    if not found:
-        return scan
-    return scan._replace(pages=[photos.straightened(page, s) if s else page
-                                for page, s in zip(scan.pages, sheets)],
-                         dpi=found[0].dpi, paper=found[0].paper)
+              for page in found]
+    first = next((s for s in sheets if s), None)
+    if first is None:
+        return found, {"dpi": SCAN_DPI}
+    return ([photos.straightened(page, s) if s else page for page, s in zip(found, sheets)],
+            {"dpi": first.dpi, "paper": first.paper})
 
 
 def inked(image: np.ndarray, name: str) -> np.ndarray:
@@ -413,8 +412,8 @@ class Model:
              ) -> Scan:
         """An image read at `dpi` (`handwriting`) as `input`: each page with its text lines
         when read as a page, else None; a photographed sheet straightened onto its paper
-        (`photographed`), a page laid askew turned level (`pages.read_page`)."""
-        scan = photographed(handwriting(image, name, dpi), input)
+        (`handwriting`), a page laid askew turned level (`pages.read_page`)."""
+        scan = handwriting(image, name, dpi, input)
         read = [pages.read_page(page, input, page_name)
                 for page, page_name in zip(scan.pages, scan.names)]
         return scan._replace(pages=[page for page, _ in read], lines=[lines for _, lines in read])
