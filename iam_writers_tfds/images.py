@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -23,6 +24,9 @@ SCAN_DPI = 300  # IAM's scans: the resolution every model and descriptor here is
 # a file's declared resolution is believed in this range; 72 and 96 are the defaults of
 # screen tools and say nothing about a scan
 BELIEVED_DPI = (150, 1200)
+# a camera's photo above MAX_PIXELS is decoded at a half or a quarter of its size by libjpeg's
+# own scaling, as the phone's 12 MP mode would take it: its sheet is read at 300 dpi anyway
+PHOTO_SCALES = {2: cv2.IMREAD_REDUCED_GRAYSCALE_2, 4: cv2.IMREAD_REDUCED_GRAYSCALE_4}
 MAX_PAGES = 20  # pages of one TIFF read as one document; a longer file is split by its user
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*")
@@ -315,14 +319,20 @@ def _first_page(data: bytes, name: str, max_pixels: int) -> np.ndarray:
     """The image of `decode_gray`, or a TIFF's first page, with the guards it names."""
     if not data:
         raise CorruptImageError(f"{name}: the file is empty. Re-download it or delete it.")
-    size = png_size(data)
+    size = png_size(data) or jpeg_size(data)
     if size is not None and size[0] * size[1] > max_pixels:
         raise ImageTooLargeError(
             f"{name}: declares {size[1]}x{size[0]} pixels, above the limit of {max_pixels:,}. "
             "Remove the file or downscale it; it may be a decompression bomb."
         )
+    return _upright(_gray(_imdecode(data, name, cv2.IMREAD_UNCHANGED), name, max_pixels),
+                    exif_orientation(data))
+
+
+def _imdecode(data: bytes, name: str, flags: int) -> np.ndarray:
+    """OpenCV's decoding of image bytes; what it cannot decode raises, naming the file."""
     try:
-        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     except cv2.error:
         img = None
     if img is None or img.size == 0:
@@ -330,7 +340,21 @@ def _first_page(data: bytes, name: str, max_pixels: int) -> np.ndarray:
             f"{name}: not a readable image (truncated, corrupt or another file type). "
             "Re-download it or delete it."
         )
-    return _upright(_gray(img, name, max_pixels), exif_orientation(data))
+    return img
+
+
+def reduced_photo(data: bytes, name: str) -> np.ndarray | None:
+    """A JPEG above MAX_PIXELS (a phone's 48 to 200 MP modes) decoded in gray at the least
+    of `PHOTO_SCALES` that brings it within, turned upright; None for any other image."""
+    size = jpeg_size(data)
+    if size is None or size[0] * size[1] <= MAX_PIXELS:
+        return None
+    factor = next((f for f in PHOTO_SCALES if size[0] * size[1] <= MAX_PIXELS * f * f), None)
+    if factor is None:
+        return None  # too large even so: refused as any image is (`decode_gray`)
+    flags = PHOTO_SCALES[factor] | cv2.IMREAD_IGNORE_ORIENTATION
+    return _upright(_gray(_imdecode(data, name, flags), name, MAX_PIXELS),
+                    exif_orientation(data))
 
 
 # a phone stores a photo as its sensor saw it and says in EXIF how to turn it (values 2-8):
@@ -347,22 +371,34 @@ def _upright(image: np.ndarray, orientation: int) -> np.ndarray:
     return _TURNS[orientation](image) if orientation in _TURNS else image
 
 
+def _jpeg_segments(data: bytes) -> Iterator[tuple[int, bytes]]:
+    """(marker, the bytes after its length) of each segment of JPEG bytes before its image
+    data; none for any other file, and none from where a file is cut short."""
+    if data[:2] != b"\xff\xd8":
+        return
+    at = 2
+    while at + 4 <= len(data) and data[at] == 0xFF and data[at + 1] not in (0xD9, 0xDA):
+        (length,) = struct.unpack_from(">H", data, at + 2)  # until the image data (SOS)
+        yield data[at + 1], data[at + 4:at + 2 + length]
+        at += 2 + length
+
+
+def jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(height, width) from a JPEG's frame header without decoding it, or None."""
+    for marker, body in _jpeg_segments(data):
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC) and len(body) >= 5:
+            height, width = struct.unpack_from(">HH", body, 1)  # SOF0-15: after the precision
+            return (height, width) if height and width else None
+    return None
+
+
 def exif_orientation(data: bytes) -> int:
     """The orientation (1-8) a JPEG's EXIF gives, else 1: the image as stored."""
-    if data[:2] != b"\xff\xd8":
-        return 1
-    at = 2
-    try:
-        while data[at] == 0xFF and data[at + 1] not in (0xD9, 0xDA):  # until the image data
-            (length,) = struct.unpack_from(">H", data, at + 2)
-            if data[at + 1] == 0xE1 and data[at + 4:at + 10] == b"Exif\x00\x00":
-                order, directories = _tiff_directories(data[at + 10:at + 2 + length])
-                kind, value = (directories[0].tags.get(0x0112, (0, b""))
-                               if directories else (0, b""))
-                return struct.unpack_from(order + "H", value)[0] if kind == 3 else 1
-            at += 2 + length
-    except (IndexError, struct.error):
-        pass
+    for marker, body in _jpeg_segments(data):
+        if marker == 0xE1 and body[:6] == b"Exif\x00\x00":
+            order, directories = _tiff_directories(body[6:])
+            kind, value = directories[0].tags.get(0x0112, (0, b"")) if directories else (0, b"")
+            return struct.unpack_from(order + "H", value)[0] if kind == 3 else 1
     return 1
 
 
@@ -440,11 +476,14 @@ def read_scan(path: str | Path, dpi: float | None = None
     image), each resampled to SCAN_DPI; the resolution they were read at, from `scan_dpi`
     (a TIFF's first page's declared one; a PDF's pages are measured on their paper, whatever
     `dpi` says: `pdf_pages`), or None where nothing tells it (no `dpi`, no resolution
-    believed in the file): then they are read as they are, as if at SCAN_DPI)."""
+    believed in the file): then they are read as they are, as if at SCAN_DPI, a JPEG above
+    MAX_PIXELS at a half or a quarter of its size (`reduced_photo`))."""
     data = image_bytes(path)
     if is_pdf(data):
         return pdf_pages(data, str(path))
     told = dpi or believed_dpi(data)  # scan_dpi's rule, the declaration parsed once
+    if not told and (photo := reduced_photo(data, str(path))) is not None:
+        return [photo], None
     source = _read_at(told)
     try:
         pages = decode_pages(data, str(path), scan_pixels(source))

@@ -8,10 +8,10 @@ import cv2
 import numpy as np
 import pytest
 
-from iam_writers_tfds import synth
+from iam_writers_tfds import images, synth
 from iam_writers_tfds.images import png_with_dpi
 from models.runtime import Model, photos
-from models.runtime.model import handwriting, photographed
+from models.runtime.model import handwriting
 from tests.conftest import box_iou, cli, generated_page
 
 A4, LETTER = photos.PAPERS["A4"], photos.PAPERS["Letter"]
@@ -39,6 +39,23 @@ def test_a_photographed_page_is_read_as_a_scan_of_its_paper(seed, paper, tmp_pat
     assert scan.dpi == pytest.approx(0.75 * 3024 / paper[0], rel=0.1)
 
 
+def test_a_photo_above_the_pixel_limit_is_read_at_half_its_size(tmp_path, monkeypatch):
+    """A phone's 48 MP mode, scaled down here (the limit lowered under the photo's 12 MP):
+    decoded at half its size, its sheet is found and read as at full size."""
+    page, boxes = generated_page(0)
+    photo, _ = synth.photograph(page, np.random.default_rng(0), A4)
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(cv2.imencode(".jpg", photo, [cv2.IMWRITE_JPEG_QUALITY, 85])[1].tobytes())
+    full = Model.read(path, str(path), "auto")
+    monkeypatch.setattr(images, "MAX_PIXELS", photo.size // 2)
+    half = Model.read(path, str(path), "auto")
+    assert half.paper == full.paper == "A4" and half.pages[0].shape == full.pages[0].shape
+    assert half.dpi == pytest.approx(full.dpi / 2, rel=0.02)
+    assert len(half.lines[0]) == len(full.lines[0]) == len(boxes)
+    for line in full.lines[0]:
+        assert max(box_iou(line.box, h.box) for h in half.lines[0]) >= 0.8
+
+
 def test_the_sheets_shape_is_judged_with_the_perspective_undone():
     """Tilted 30 degrees, an A4 sheet's outline can look as square as Letter's; undone,
     each is its own paper."""
@@ -61,11 +78,16 @@ def test_a_scan_or_a_known_resolution_is_read_as_it_is(tmp_path):
     photo, _ = synth.photograph(page, np.random.default_rng(3))
     path = tmp_path / "declared.png"
     path.write_bytes(png_with_dpi(cv2.imencode(".png", photo)[1].tobytes(), 300))
-    declared = handwriting(path, str(path))
-    assert declared.measured and photographed(declared, "auto") is declared
-    unknown = handwriting(photo)
-    assert not unknown.measured and photographed(unknown, "auto").paper == "A4"
-    assert photographed(unknown, "line") is unknown
+    declared = handwriting(path, str(path), input="auto")
+    assert declared.paper is None and declared.pages[0].shape == photo.shape
+    assert handwriting(photo, input="auto").paper == "A4"
+    line = handwriting(photo, input="line")
+    assert line.paper is None and line.pages[0] is photo
+    # the ink is judged on the sheet: the desk round it, most of a photo from afar, is no
+    # paper, and the ink need not be 40 levels darker than the desk
+    far, _ = synth.photograph(page, np.random.default_rng(3), fill=0.55)
+    dim = np.maximum(far, np.median(far) - 30).astype(np.uint8)
+    assert len(Model.read(dim, "dim", "auto").lines[0]) == len(generated_page(3)[1])
     # the blank ground round a sheet is not one: a sheet cut by the photo's edge
     assert photos.find_sheet(photo[: photo.shape[0] // 2]) is None
     # nor a strip of paper, nor a square note: their size is not known

@@ -107,6 +107,35 @@ def test_the_size_limit_is_of_paper_not_of_pixels(tmp_path, monkeypatch):
         read_scan(tmp_path / "600.png", 2400)
 
 
+def test_a_photo_above_the_limit_is_read_at_a_half_or_a_quarter(tmp_path, monkeypatch):
+    """A phone's 48 to 200 MP photo (a JPEG, nothing to tell its resolution) is decoded at
+    the least of a half or a quarter of its size that fits the limit, upright as its EXIF
+    says; told a resolution (a scan's), or beyond a quarter, it is refused as before."""
+    photo = np.full((400, 600), 230, np.uint8)
+    photo[20:60, 30:200] = 20  # top left: tells the turn
+    jpeg = cv2.imencode(".jpg", photo)[1].tobytes()
+    tiff = (b"II*\x00" + struct.pack("<IH", 8, 1)
+            + struct.pack("<HHIHH", 0x0112, 3, 1, 6, 0) + struct.pack("<I", 0))
+    turned = jpeg[:2] + b"\xff\xe1" + struct.pack(">H", 8 + len(tiff)) + b"Exif\x00\x00" \
+        + tiff + jpeg[2:]  # EXIF 6: shown turned a quarter clockwise
+    (tmp_path / "big.jpg").write_bytes(jpeg)
+    (tmp_path / "turned.jpg").write_bytes(turned)
+    monkeypatch.setattr(images, "MAX_PIXELS", photo.size // 3)
+    [half], source = read_scan(tmp_path / "big.jpg")
+    assert source is None and half.shape == (200, 300)
+    assert abs(cv2.resize(photo, (300, 200), interpolation=cv2.INTER_AREA).astype(int)
+               - half).max() <= 8  # libjpeg's scaling: a box filter, within JPEG's error
+    [upright], _ = read_scan(tmp_path / "turned.jpg")
+    assert upright.shape == (300, 200) and upright[15:100, 170:190].mean() < 60
+    monkeypatch.setattr(images, "MAX_PIXELS", photo.size // 10)
+    assert read_scan(tmp_path / "big.jpg")[0][0].shape == (100, 150)
+    with pytest.raises(ImageTooLargeError, match=r"big\.jpg: declares 600x400 pixels"):
+        read_scan(tmp_path / "big.jpg", 300)  # told it is a scan at 300 dpi
+    monkeypatch.setattr(images, "MAX_PIXELS", photo.size // 17)
+    with pytest.raises(ImageTooLargeError, match=r"big\.jpg: declares 600x400 pixels"):
+        read_scan(tmp_path / "big.jpg")
+
+
 def test_identify_says_which_files_it_resampled(tmp_path):
     first, second, _ = _pages()
     cv2.imwrite(str(tmp_path / "known.png"), first)
