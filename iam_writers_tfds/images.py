@@ -30,6 +30,9 @@ PHOTO_SCALES = {2: cv2.IMREAD_REDUCED_GRAYSCALE_2, 4: cv2.IMREAD_REDUCED_GRAYSCA
 MAX_PAGES = 20  # pages of one TIFF read as one document; a longer file is split by its user
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*")
+# an ISO media file's type box and major brand: HEIF's HEVC images (an iPhone's photos)
+_HEIF_BRANDS = {b"ftyp" + brand for brand in (b"heic", b"heix", b"hevc", b"hevx", b"heim",
+                                              b"heis", b"mif1", b"msf1")}
 
 
 class ImageError(ValueError):
@@ -335,6 +338,11 @@ def _imdecode(data: bytes, name: str, flags: int) -> np.ndarray:
         img = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     except cv2.error:
         img = None
+    if (img is None or img.size == 0) and data[4:12] in _HEIF_BRANDS:
+        raise CorruptImageError(
+            f"{name}: a HEIC photo (an iPhone's own format), which OpenCV does not read. "
+            "Convert it to JPEG (`heif-convert` of libheif, or `sips -s format jpeg` on a "
+            "Mac), or set the iPhone to Settings > Camera > Formats > Most Compatible.")
     if img is None or img.size == 0:
         raise CorruptImageError(
             f"{name}: not a readable image (truncated, corrupt or another file type). "

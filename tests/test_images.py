@@ -39,8 +39,11 @@ def test_rgba_transparent_pixels_become_paper():
         (b"", "empty"),
         (b"this is not an image" * 5, "not a readable image"),
         (_png(np.zeros((50, 50), np.uint8))[:60], "not a readable image"),
+        # an iPhone's HEIC: its file type box, then HEVC that OpenCV has no decoder for
+        (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(200),
+         r"^x.png: a HEIC photo .* Convert it to JPEG"),
     ],
-    ids=["empty", "non-image", "truncated"],
+    ids=["empty", "non-image", "truncated", "heic"],
 )
 def test_unusable_bytes_are_corrupt(data, match):
     with pytest.raises(images.CorruptImageError, match=match):
