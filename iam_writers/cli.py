@@ -161,7 +161,7 @@ def _predict(args: argparse.Namespace) -> int:
     results = []
     for image in args.images:
         try:
-            results.append(model.predict(image, args.top_k, args.input, args.dpi))
+            results.append(model.predict(image, args.top_k, args.input, args.dpi, args.paper))
         except UNREADABLE as err:
             if not args.skip_unreadable:
                 raise
@@ -180,7 +180,7 @@ def _verify(args: argparse.Namespace) -> None:
     model = Model(args.model, args.threads)
     _declared_resolutions([args.a, args.b], args.dpi)
     drawn: dict[str, bytes] | None = {} if args.report else None
-    r = verify(model, args.a, args.b, args.descriptor, args.input, args.dpi, drawn)
+    r = verify(model, args.a, args.b, args.descriptor, args.input, args.dpi, drawn, args.paper)
     if args.report:
         written = evidence.verify_report(args.report, r, drawn, model.card)
         print(f"report: {written}", file=sys.stderr)
@@ -204,7 +204,7 @@ def _enroll(args: argparse.Namespace) -> None:
     from models.runtime import Gallery, Model, features_for, identify
 
     model = Model(args.model, args.threads) if args.model else None
-    features = features_for(model, args.descriptor, args.input, args.dpi)
+    features = features_for(model, args.descriptor, args.input, args.dpi, args.paper)
     if args.layout:
         done = identify.enroll_layout(args.gallery, features, args.layout,
                                       args.forms_per_writer)
@@ -268,7 +268,7 @@ def _identify(args: argparse.Namespace) -> int:
     model = Model(args.model, args.threads) if args.model else None
     gallery = Gallery.open(args.gallery)
     identifier = Identifier(gallery, model, args.descriptor, args.threshold, args.input,
-                            args.dpi)
+                            args.dpi, args.paper)
     if not identifier.asked:
         print(f"scoring by {identifier.score}" + (
             f" (no --model given; {gallery.path} also holds model {gallery.fingerprint}'s "
@@ -376,7 +376,7 @@ def _read_as(image: dict) -> str:
     if image["read_as"] is None:
         return "reading not recorded"
     if image["dpi"] is None:  # `Read.read_as`: a photo's sheet sets it at every reading
-        return f"{image['read_as']}, a photo straightened onto its paper"
+        return f"{image['read_as']}, a photo straightened onto {image['paper'] or 'its'} paper"
     return f"{image['read_as']} at {image['dpi']:g} dpi"
 
 
@@ -384,8 +384,8 @@ def _rebuild(args: argparse.Namespace) -> None:
     from models.runtime import Gallery, Model, features_for, identify
 
     model = Model(args.model, args.threads) if args.model else None
-    done = identify.rebuild(args.gallery, args.new, features_for(model, args.descriptor,
-                                                                 args.input, args.dpi))
+    done = identify.rebuild(args.gallery, args.new, features_for(
+        model, args.descriptor, args.input, args.dpi, args.paper))
     gallery = Gallery.open(args.new)
     print(f"rebuilt {len(done)} writer(s), {sum(e.added for e in done)} image(s) of "
           f"{args.gallery} into {gallery.path} ({gallery.built_by}); {args.gallery} is "
@@ -535,6 +535,7 @@ def parser() -> argparse.ArgumentParser:
         SCORES,
         TrainConfig,
     )
+    from models.runtime.photos import PAPERS
 
     s = sub.add_parser("train", help="train a model into runs/NAME and evaluate it")
     s.add_argument("--model", choices=MODELS, default="patch_cnn")
@@ -586,8 +587,8 @@ def parser() -> argparse.ArgumentParser:
 
     def model_args(s: argparse.ArgumentParser, json_flag: bool = True,
                    as_enrolled: bool = False) -> None:
-        """--threads, --input, --dpi (with `as_enrolled`, their defaults read each image as
-        it was enrolled) and --json."""
+        """--threads, --input, --dpi, --paper (with `as_enrolled`, their defaults read each
+        image as it was enrolled) and --json."""
         again = " (default: each image as it was enrolled)" if as_enrolled else ""
         s.add_argument("--threads", type=int, default=2)
         s.add_argument("--input", choices=INPUTS, default="auto",
@@ -602,6 +603,11 @@ def parser() -> argparse.ArgumentParser:
                             + (again or "(default: the resolution a PNG, JPEG or TIFF "
                                f"declares, if {BELIEVED_DPI[0]}-{BELIEVED_DPI[1]} dpi, else "
                                f"{SCAN_DPI}; a PDF's pages are measured on their paper)"))
+        s.add_argument("--paper", choices=PAPERS, default=None,
+                       help="the paper of a photographed page, whose sheet is straightened "
+                            "onto it at 300 dpi where nothing tells the photo's resolution "
+                            + (again or "(default: A4 or Letter, whichever the sheet's shape "
+                                        "is nearer; A5 has A4's shape, so name it)"))
         if json_flag:
             s.add_argument("--json", action="store_true", help="machine-readable output")
 

@@ -56,6 +56,20 @@ def test_a_photo_above_the_pixel_limit_is_read_at_half_its_size(tmp_path, monkey
         assert max(box_iou(line.box, h.box) for h in half.lines[0]) >= 0.8
 
 
+def test_a_named_paper_keeps_the_handwritings_size():
+    """An A5 sheet has A4's shape: by its shape alone it is read 1.41 times too large;
+    named (`--paper A5`), its handwriting is read at its own size."""
+    page, boxes = generated_page(4)
+    photo, _ = synth.photograph(page[:, :1600], np.random.default_rng(4), photos.PAPERS["A5"])
+    written = np.median([box[3] - box[1] for box in boxes])
+    for paper, size in ((None, 11.69 / 8.27), ("A5", 1.0)):
+        scan = Model.read(photo, "a5", "auto", paper=paper)
+        assert scan.paper == (paper or "A4") and len(scan.lines[0]) == len(boxes)
+        read = np.median([line.box[3] - line.box[1] for line in scan.lines[0]])
+        assert read / written == pytest.approx(size, rel=0.05), paper
+    assert scan.pages[0].shape == (2447, 1715)  # A5 at 300 dpi, less 1% each edge
+
+
 def test_the_sheets_shape_is_judged_with_the_perspective_undone():
     """Tilted 30 degrees, an A4 sheet's outline can look as square as Letter's; undone,
     each is its own paper."""
@@ -117,11 +131,14 @@ def test_a_photo_is_identified_and_says_how_it_was_read(tmp_path):
     assert result["paper"] == {str(photo): "A4"} and 200 < result["dpi"][str(photo)] < 330
     proc = cli("identify", gallery, photo)
     assert "(page: 6 lines, a photo, straightened onto A4 paper)" in proc.stdout
-    # enrolled, a photo is recorded without a resolution, so that a rebuild finds its sheet
-    assert cli("enroll", gallery, "--descriptor", "hinge", "--writer", "w1", photo
-               ).returncode == 0
+    proc = cli("identify", gallery, photo, "--json", "--paper", "A5")  # A4's shape: taken
+    assert json.loads(proc.stdout)[0]["paper"] == {str(photo): "A5"}
+    # enrolled, a photo is recorded without a resolution, so that a rebuild finds its sheet,
+    # and with the paper it was read on (an A4 sheet read as A5 here: not what its shape says)
+    assert cli("enroll", gallery, "--descriptor", "hinge", "--writer", "w1", photo,
+               "--paper", "A5").returncode == 0
     shown = cli("gallery", "show", gallery, "w1").stdout
-    assert f"{photo}\tpage, a photo straightened onto its paper" in shown, shown
+    assert f"{photo}\tpage, a photo straightened onto A5 paper" in shown, shown
     proc = cli("gallery", "rebuild", gallery, tmp_path / "again", "--descriptor", "hinge")
     assert proc.returncode == 0, proc.stderr[-2000:]
     before, again = (json.loads(cli("identify", g, photo, "--json").stdout)[0]

@@ -89,32 +89,37 @@ CREATE TABLE images (
     hinge BLOB,
     thumbnail BLOB,
     dpi REAL,
-    read_as TEXT
+    read_as TEXT,
+    paper TEXT
 );
 CREATE INDEX images_by_writer ON images(writer_id);
 """ + EXEMPLARS
 
 
-READ_COLUMNS = {"dpi": "REAL", "read_as": "TEXT"}  # added to schema 1 without a new version
+# added to schema 1 without a new version
+READ_COLUMNS = {"dpi": "REAL", "read_as": "TEXT", "paper": "TEXT"}
 
 
 class ReadAs(NamedTuple):
     """How an image file was read when enrolled: at what resolution (None: a photo, whose
-    sheet sets it), as a line or a page."""
+    sheet sets it), as a line or a page, and a photo's paper."""
 
     dpi: float | None
     read_as: str
+    paper: str | None = None
 
 
 class Source(NamedTuple):
     """An enrolled image's file, as `gallery rebuild` reads it again; `dpi` and `read_as`
     are None for images enrolled before the gallery recorded them, `dpi` alone for a photo
-    (read again, its sheet sets it)."""
+    (read again, its sheet sets it), `paper` for all but a photo (and for a photo enrolled
+    before the gallery recorded it: read again as A4 or Letter by its shape)."""
 
     path: str
     sha256: str
     dpi: float | None
     read_as: str | None
+    paper: str | None
 
 
 # solves a writer's exemplar SVM from its summed descriptor row: (the cohort's key, duals)
@@ -392,12 +397,13 @@ class Gallery:
             writer_id, count, emb_sum, hinge_sum = row
         db.executemany(
             "INSERT INTO images (writer_id, path, sha256, enrolled, embedding, hinge, "
-            "thumbnail, dpi, read_as) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"thumbnail, {', '.join(READ_COLUMNS)}) VALUES "
+            f"({', '.join('?' * (7 + len(READ_COLUMNS)))})",
             [(writer_id, p, h, now,
               None if embeddings is None else _blob(embeddings[i], FEATURE_DTYPE),
               None if hinge is None else _blob(hinge[i], FEATURE_DTYPE),
               None if thumbnails is None else thumbnails[i],
-              *((None, None) if read is None else read[i]))
+              *((None,) * len(READ_COLUMNS) if read is None else read[i]))
              for i, (p, h) in enumerate(zip(paths, hashes))])
         emb_total = _summed(_array(emb_sum, self.sum_dtype), embeddings)
         hinge_total = _summed(_array(hinge_sum, self.sum_dtype), hinge)
@@ -459,10 +465,10 @@ class Gallery:
         return [{"writer": n, "images": k, "enrolled": e, "updated": u} for n, k, e, u in rows]
 
     def images(self, writer: str) -> list[dict]:
-        """[{"path", "sha256", "enrolled", "dpi", "read_as"}] of a writer's enrolled images,
-        in enrolment order: what the writer is known by (dpi and read_as None where the
-        gallery did not yet record them; dpi alone for a photo, whose sheet sets it). An
-        unknown writer raises, naming the file."""
+        """[{"path", "sha256", "enrolled", "dpi", "read_as", "paper"}] of a writer's enrolled
+        images, in enrolment order: what the writer is known by (dpi and read_as None where
+        the gallery did not yet record them; dpi alone for a photo, whose sheet sets it;
+        paper for a photo). An unknown writer raises, naming the file."""
         with self._reading():
             writer_id = self._writer_id(self.db, writer)
             rows = self.db.execute(f"SELECT i.path, i.sha256, i.enrolled, {_read(self.db)} "

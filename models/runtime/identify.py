@@ -294,22 +294,25 @@ class Read(NamedTuple):
     @property
     def read_as(self) -> ReadAs:
         """As a gallery records it: a photo without its measured resolution, so that
-        `gallery rebuild` finds its sheet again."""
-        return ReadAs(None if self.paper else self.dpi, "line" if self.lines is None else "page")
+        `gallery rebuild` finds its sheet again, and with its paper."""
+        return ReadAs(None if self.paper else self.dpi, "line" if self.lines is None else "page",
+                      self.paper)
 
 
 class Features:
     """What a gallery needs of images: a model's embeddings and/or a descriptor's rows.
     Each image is read as `input` (`models.config.INPUTS`): a page's lines make one document, the
     unit mean of their embeddings and the sum of their descriptor rows. `dpi` is the images'
-    scan resolution (None: each file's declared one, else 300; `handwriting`)."""
+    scan resolution (None: each file's declared one, else 300), `paper` a photo's (None: A4
+    or Letter by its shape; `handwriting`)."""
 
     def __init__(self, model: Model | None, descriptor: Descriptor | None,
-                 input: str = "auto", dpi: float | None = None):
+                 input: str = "auto", dpi: float | None = None, paper: str | None = None):
         if model is None and descriptor is None:
             raise ModelError("no model and no descriptor: pass --model MODEL, or "
                              "--descriptor hinge")
-        self.model, self.local, self.input, self.dpi = model, descriptor, input, dpi
+        self.model, self.local, self.input = model, descriptor, input
+        self.dpi, self.paper = dpi, paper
 
     @property
     def fingerprint(self) -> str | None:
@@ -340,7 +343,7 @@ class Features:
                 name = (str(image) if not isinstance(image, np.ndarray)
                         else names[i] if names else "<array>")
                 try:
-                    scan = Model.read(image, name, self.input, self.dpi)
+                    scan = Model.read(image, name, self.input, self.dpi, self.paper)
                     parts, found = scan.parts()
                     if self.model:
                         emb.append(document_embedding(self.model.outputs_of(parts, name,
@@ -385,7 +388,7 @@ def model_descriptor(model: Model) -> Descriptor:
 
 
 def features_for(model: Model | None, score: str | None, input: str = "auto",
-                 dpi: float | None = None) -> Features:
+                 dpi: float | None = None, paper: str | None = None) -> Features:
     """What `enroll` stores for a score: `embedding`, `hinge`, or the rest (`fused`, the
     default with a model: the embedding and the model's descriptor, so that one gallery
     serves every score)."""
@@ -398,9 +401,9 @@ def features_for(model: Model | None, score: str | None, input: str = "auto",
     if score == "hinge":  # the model's hinge parameters, without loading its VLAD codebook
         fusion = model.card.get("fusion") if model else None
         hinge = Descriptor.hinge_of(fusion["descriptor"]) if fusion else descriptors.Hinge()
-        return Features(None, Descriptor(hinge), input, dpi)
+        return Features(None, Descriptor(hinge), input, dpi, paper)
     return Features(model, model_descriptor(model) if score != "embedding" else None, input,
-                    dpi)
+                    dpi, paper)
 
 
 def open_for(gallery: str | Path | Gallery, features: Features) -> Gallery:
@@ -475,7 +478,7 @@ class Identifier:
 
     def __init__(self, gallery: Gallery, model: Model | None = None, score: str | None = None,
                  threshold: float | None = None, input: str = "auto",
-                 dpi: float | None = None):
+                 dpi: float | None = None, paper: str | None = None):
         fusion = model.card.get("fusion") if model else None
         self.asked = score is not None
         self.score = score or ("fused" if fusion else "embedding" if model else "hinge")
@@ -511,7 +514,7 @@ class Identifier:
             raise ModelError(f"{gallery.path}: the gallery is empty. Enroll writers first.")
         self.gallery, self.model, self.writers = gallery, model, snapshot.writers
         self.fusion, self.given_threshold = fusion, threshold
-        self.features = Features(embedder, local, input, dpi)
+        self.features = Features(embedder, local, input, dpi, paper)
         self.prepared = Prepared(snapshot.centroids if embedder else None,
                                  snapshot.hinge_sums if local else None, local)
         card = model.card if model else None
@@ -794,7 +797,7 @@ class Identifier:
 
 def verify(model: Model, questioned, reference, score: str | None = None,
            input: str = "auto", dpi: float | None = None,
-           drawn: dict[str, bytes] | None = None) -> dict:
+           drawn: dict[str, bytes] | None = None, paper: str | None = None) -> dict:
     """Did the writer of `reference` write `questioned`? The reference is enrolled alone in a
     gallery in memory and the questioned image identified against it, so that `verify`
     weighs a pair by the same score as `identify` (fused by default: the embedding's cosine
@@ -814,13 +817,13 @@ def verify(model: Model, questioned, reference, score: str | None = None,
     that writer, it is measured against its own hand, which lowers the score}. Given
     `drawn`, the `evidence.thumbnail` of "a" and of "b" are put in it (for
     `evidence.verify_report`)."""
-    features = features_for(model, score, input, dpi)
+    features = features_for(model, score, input, dpi, paper)
     gallery = new_in_memory(features.fingerprint, features.descriptor)
     try:  # the reference's features only: the gallery keeps no thumbnail, as none shows it
         gallery.add("reference", [str(reference)], [sha256_of(reference)],
                     *features([reference], thumbnails=drawn is not None))
         known = features.read[0]
-        identifier = Identifier(gallery, model, score, input=input, dpi=dpi)
+        identifier = Identifier(gallery, model, score, input=input, dpi=dpi, paper=paper)
         asked: dict[str, bytes] | None = None if drawn is None else {}
         r = identifier.rank([questioned], top_k=1, drawn=asked)
         hand = identifier.cohort_of.get("reference")
@@ -929,15 +932,17 @@ def rebuild(old: str | Path, new: str | Path, features: Features) -> list[Enroll
 def _enroll_as_before(gallery: Gallery, features: Features, writer: str,
                       images: list[Source]) -> Enrolled:
     """Enrol a writer's images again, each read as it was enrolled (its resolution, as a
-    line or a page) unless `features` set them (a `--dpi`, an `--input` other than auto)."""
-    groups: dict[tuple[float | None, str | None], list[str]] = {}
+    line or a page, a photo's paper) unless `features` set them (a `--dpi`, an `--input`
+    other than auto, a `--paper`)."""
+    groups: dict[tuple[float | None, str | None, str | None], list[str]] = {}
     for s in images:
-        groups.setdefault((s.dpi, s.read_as), []).append(s.path)
+        groups.setdefault((s.dpi, s.read_as, s.paper), []).append(s.path)
     added = 0
-    for (dpi, read_as), paths in groups.items():
+    for (dpi, read_as, paper), paths in groups.items():
         added += enroll(gallery, Features(features.model, features.local,
                                           read_as if features.input == "auto" and read_as
-                                          else features.input, features.dpi or dpi),
+                                          else features.input, features.dpi or dpi,
+                                          features.paper or paper),
                         writer, paths).added
     return Enrolled(writer, added, [])
 

@@ -85,20 +85,22 @@ class Scan(NamedTuple):
 
 
 def handwriting(image: str | Path | np.ndarray, name: str = "<array>",
-                dpi: float | None = None, input: str = "line") -> Scan:
+                dpi: float | None = None, input: str = "line", paper: str | None = None
+                ) -> Scan:
     """The handwriting of a path or an array (`Scan`, without text lines), scanned at `dpi`
     (a file: else the resolution it declares, else 300; see `images.scan_dpi`); where
-    nothing tells it, a photographed sheet of paper straightened onto its paper if read as
-    `input` (`photographed`). A blank or tiny image raises NoInkError naming it; blank
-    pages of a TIFF or a PDF (a duplex scan's backs) are left out, unless every page is
-    blank."""
+    nothing tells it, a photographed sheet of paper straightened onto its paper (`paper`,
+    else A4 or Letter by its shape) if read as `input` (`photographed`). A blank or tiny
+    image raises NoInkError naming it; blank pages of a TIFF or a PDF (a duplex scan's
+    backs) are left out, unless every page is blank."""
     if isinstance(image, np.ndarray):
         source = dpi
         found = [at_scan_dpi(image, source or SCAN_DPI)]
     else:
         name = str(image)
         found, source = read_scan(image, dpi)
-    found, told = photographed(found, input) if source is None else (found, {"dpi": source})
+    found, told = (photographed(found, input, paper) if source is None
+                   else (found, {"dpi": source}))
     if len(found) == 1:
         return Scan([inked(found[0], name)], [name], name, **told)
     kept: list[tuple[np.ndarray, str]] = []
@@ -114,13 +116,15 @@ def handwriting(image: str | Path | np.ndarray, name: str = "<array>",
                 **told)
 
 
-def photographed(found: list[np.ndarray], input: str) -> tuple[list[np.ndarray], dict]:
+def photographed(found: list[np.ndarray], input: str, paper: str | None = None
+                 ) -> tuple[list[np.ndarray], dict]:
     """(pages whose resolution nothing told, each that may be read as a page
-    (`pages.may_be_page`) and holds a photographed sheet of paper (`photos.find_sheet`)
-    straightened onto it at 300 dpi; {"dpi": the resolution measured on the first such
-    sheet, "paper": its paper}, or {"dpi": 300} where there is none). Before the ink is
-    judged: on a photo, the desk around the sheet is no paper."""
-    sheets = [photos.find_sheet(page) if pages.may_be_page(page, input) else None
+    (`pages.may_be_page`) and holds a photographed sheet of `paper` (None: A4 or Letter,
+    `photos.find_sheet`) straightened onto it at 300 dpi; {"dpi": the resolution measured
+    on the first such sheet, "paper": its paper}, or {"dpi": 300} where there is none).
+    Before the ink is judged: on a photo, the desk around the sheet is no paper."""
+    papers = (paper,) if paper else photos.SHAPED
+    sheets = [photos.find_sheet(page, papers) if pages.may_be_page(page, input) else None
               for page in found]
     first = next((s for s in sheets if s), None)
     if first is None:
@@ -376,13 +380,14 @@ class Model:
         return {k: v[: len(keep)][keep] for k, v in self.backend(x).items()}
 
     def scores(self, image, name: str = "<array>", input: str = "line",
-               dpi: float | None = None) -> tuple[np.ndarray, np.ndarray, Scan]:
+               dpi: float | None = None, paper: str | None = None
+               ) -> tuple[np.ndarray, np.ndarray, Scan]:
         """(per-writer scores, unit embedding, the image read (`Scan`)) of one image, read as
-        `input` (`models.config.INPUTS`) at `dpi` (`handwriting`); a page's handwritten
-        lines, or those of a TIFF's or a PDF's pages, are one document. Scores are
-        probabilities from the mean log-probability of the inked windows, or cosine
-        similarities to the training writers' centroids for embedding-only models."""
-        scan = self.read(image, name, input, dpi)
+        `input` (`models.config.INPUTS`) at `dpi`, a photo on `paper` (`handwriting`); a
+        page's handwritten lines, or those of a TIFF's or a PDF's pages, are one document.
+        Scores are probabilities from the mean log-probability of the inked windows, or
+        cosine similarities to the training writers' centroids for embedding-only models."""
+        scan = self.read(image, name, input, dpi, paper)
         parts, found = scan.parts()
         outs = self.outputs_of(parts, scan.name, found)
         emb = document_embedding(outs)
@@ -408,33 +413,25 @@ class Model:
         return outs
 
     @staticmethod
-    def read(image, name: str = "<array>", input: str = "line", dpi: float | None = None
-             ) -> Scan:
+    def read(image, name: str = "<array>", input: str = "line", dpi: float | None = None,
+             paper: str | None = None) -> Scan:
         """An image read at `dpi` (`handwriting`) as `input`: each page with its text lines
         when read as a page, else None; a photographed sheet straightened onto its paper
         (`handwriting`), a page laid askew turned level (`pages.read_page`)."""
-        scan = handwriting(image, name, dpi, input)
+        scan = handwriting(image, name, dpi, input, paper)
         read = [pages.read_page(page, input, page_name)
                 for page, page_name in zip(scan.pages, scan.names)]
         return scan._replace(pages=[page for page, _ in read], lines=[lines for _, lines in read])
 
-    @staticmethod
-    def parts(image, name: str = "<array>", input: str = "line", dpi: float | None = None
-              ) -> tuple[list[np.ndarray], int | None, float]:
-        """(the line images of an image read as `input` at `dpi` (`Model.read`), lines
-        found or None for a line, the resolution it was read at)."""
-        scan = Model.read(image, name, input, dpi)
-        return (*scan.parts(), scan.dpi)
-
     def predict(self, image, top_k: int = 5, input: str = "auto",
-                dpi: float | None = None) -> dict:
+                dpi: float | None = None, paper: str | None = None) -> dict:
         """{"image", "top": [{"writer", "score"}...], "lines" (pages: handwritten lines read),
         "printed" (pages with machine print: its lines, left out), "pages" and "blank_pages"
         (a PDF or a TIFF of several pages: those read, the blank ones left out), "paper" (a
         photo: the paper its sheet was straightened onto)} for one image file."""
         if top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
-        scores, _, scan = self.scores(image, str(image), input, dpi)
+        scores, _, scan = self.scores(image, str(image), input, dpi, paper)
         writers = self.gallery.writers if self.gallery else self.labels
         order = np.argsort(-scores)[:top_k]
         found = scan.parts()[1]

@@ -4,7 +4,8 @@ A camera's image says nothing of the handwriting's size (its JPEG declares 72 dp
 nothing), and shows the sheet in perspective, under uneven light. Where a sheet of paper
 lies whole against a darker ground, its four corners give both: the sheet is mapped onto
 A4 or US Letter paper at 300 dpi (whichever its shape is nearer, judged with the camera's
-perspective undone, Zhang & He 2007), and its light is evened. docs/results.md, photos.
+perspective undone, Zhang & He 2007; or the paper its user names), and its light is
+evened. docs/results.md, photos.
 """
 
 from __future__ import annotations
@@ -16,8 +17,12 @@ import numpy as np
 
 from iam_writers_tfds.images import SCAN_DPI
 
-# (short side, long side) in inches: the sheets a page photographed is taken to be
-PAPERS = {"A4": (8.27, 11.69), "Letter": (8.5, 11.0)}
+# (short side, long side) in inches: the sheets a page photographed may be (`--paper`)
+PAPERS = {"A4": (8.27, 11.69), "Letter": (8.5, 11.0), "A5": (5.83, 8.27),
+          "Legal": (8.5, 14.0)}
+# those told apart by shape where no paper is named (A5 has A4's shape; Legal's was not
+# measured on photos): docs/results.md, photos
+SHAPED = ("A4", "Letter")
 FIND_SIDE = 800  # px: the photo's long side where the sheet is looked for
 PAPER_SHARE = (0.2, 0.95)  # of the photo the sheet covers: less is not a page, more no ground
 PAPER_CONTRAST = 40  # gray levels between the sheet and the ground around it
@@ -74,12 +79,12 @@ def aspect(corners: np.ndarray, shape: tuple[int, int]) -> float:
                  / np.sqrt((n3[0] ** 2 + n3[1] ** 2) / focal2 + n3[2] ** 2))
 
 
-def find_sheet(photo: np.ndarray) -> Sheet | None:
+def find_sheet(photo: np.ndarray, papers: tuple[str, ...] = SHAPED) -> Sheet | None:
     """The sheet of paper lying whole on a photo (2-D uint8): the largest bright region,
     four-cornered, covering `PAPER_SHARE` of it and `PAPER_CONTRAST` lighter than what lies
-    around it, clear of the photo's edges, shaped as one of `PAPERS` is; None where there is
-    none (a scan, whose paper fills it; a sheet cut by the photo's edge, or on a ground as
-    light as itself; a strip or a card, whose size its shape does not tell)."""
+    around it, clear of the photo's edges, shaped as one of `papers` (of `PAPERS`) is; None
+    where there is none (a scan, whose paper fills it; a sheet cut by the photo's edge, or
+    on a ground as light as itself; a strip or a card, whose size its shape does not tell)."""
     scale = FIND_SIDE / max(photo.shape)
     small = cv2.resize(photo, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
     smooth = cv2.GaussianBlur(small, (5, 5), 0)
@@ -105,7 +110,7 @@ def find_sheet(photo: np.ndarray) -> Sheet | None:
                                   outline.reshape(-1, 2).astype(np.float32)) / scale)
     ratio = aspect(corners, photo.shape)
     long_over_short = max(ratio, 1 / ratio)
-    paper = min(PAPERS, key=lambda k: abs(PAPERS[k][1] / PAPERS[k][0] - long_over_short))
+    paper = min(papers, key=lambda k: abs(PAPERS[k][1] / PAPERS[k][0] - long_over_short))
     if abs(PAPERS[paper][1] / PAPERS[paper][0] - long_over_short) > PAPER_SLACK:
         return None  # another paper (a strip, a card, a square note): its size is not known
     width, height = _sides(corners)
