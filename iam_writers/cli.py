@@ -800,6 +800,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"iam-writers {args.command}: error: needs {module}, which the base install "
               f"leaves out (it is the edge runtime only): {INSTALL_TRAIN}", file=sys.stderr)
         return 2
+    if getattr(args, "paper", None) and getattr(args, "dpi", None):
+        p.error("--paper names a photographed page's paper, whose resolution is not known; "
+                "--dpi says it is known (a scan): pass one of them")
     if args.command == "enroll":
         if bool(args.layout) == bool(args.writer):
             p.error("enroll takes GALLERY --writer ID IMAGES, or GALLERY --layout DIR")

@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
+from iam_writers.cli import main
 from iam_writers_tfds import images, synth
 from iam_writers_tfds.images import (
     SCAN_DPI,
@@ -136,7 +137,7 @@ def test_a_photo_above_the_limit_is_read_at_a_half_or_a_quarter(tmp_path, monkey
         read_scan(tmp_path / "big.jpg")
 
 
-def test_identify_says_which_files_it_resampled(tmp_path):
+def test_identify_says_which_files_it_resampled(tmp_path, capsys):
     first, second, _ = _pages()
     cv2.imwrite(str(tmp_path / "known.png"), first)
     big = cv2.resize(second, None, fx=2, fy=2, interpolation=cv2.INTER_LINEAR)
@@ -159,6 +160,11 @@ def test_identify_says_which_files_it_resampled(tmp_path):
     assert declared["top"][0]["similarity"] > as_is["top"][0]["similarity"] + 0.05
     proc = cli("identify", tmp_path / "g", tmp_path / "big.png", "--dpi", "0")
     assert proc.returncode == 2 and "a scan resolution from 50 to 2400 dpi, got 0" in proc.stderr
+    # a paper is for a photo, whose resolution is not known: not with --dpi
+    with pytest.raises(SystemExit, match="2"):
+        main(["identify", str(tmp_path / "g"), str(tmp_path / "big.png"), "--dpi", "300",
+              "--paper", "A5"])
+    assert "--paper names a photographed page's paper" in capsys.readouterr().err
 
 
 def test_the_note_names_a_few_files_and_counts_the_rest(tmp_path, capsys):
