@@ -15,6 +15,7 @@ from models.runtime.model import handwriting
 from tests.conftest import box_iou, cli, generated_page
 
 A4, LETTER = photos.PAPERS["A4"], photos.PAPERS["Letter"]
+FAR = {"fill": 0.55, "light": 0.5}  # benchmarks/pages.py --photos: far
 
 
 @pytest.mark.parametrize("seed, paper", [(0, A4), (1, LETTER), (2, A4)])
@@ -72,14 +73,17 @@ def test_a_named_paper_keeps_the_handwritings_size():
 
 def test_the_sheets_shape_is_judged_with_the_perspective_undone():
     """Tilted 30 degrees, an A4 sheet's outline can look as square as Letter's; undone,
-    each is its own paper."""
-    for seed in range(4):
+    each is its own paper. From afar (the sheet 55% of the frame), the corners found on the
+    photo reduced were a few pixels off, enough to take A4 for Letter or to turn a sheet
+    away (these seeds; 11 of 300 sheets): found again at full resolution, they are not."""
+    for seed, far in ((0, False), (1, False), (2, False), (3, False), (1, True), (26, True),
+                      (29, True), (110, True)):
         for paper, name in ((A4, "A4"), (LETTER, "Letter")):
             photo, _ = synth.photograph(np.full((100, 100), 250, np.uint8),
                                         np.random.default_rng(seed), paper, tilt_deg=30,
-                                        frame=(1512, 2016))
+                                        frame=(1512, 2016), **FAR if far else {})
             sheet = photos.find_sheet(photo)
-            assert sheet is not None and sheet.paper == name, (seed, name)
+            assert sheet is not None and sheet.paper == name, (seed, far, name)
 
 
 def test_a_scan_or_a_known_resolution_is_read_as_it_is(tmp_path):

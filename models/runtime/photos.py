@@ -24,6 +24,7 @@ PAPERS = {"A4": (8.27, 11.69), "Letter": (8.5, 11.0), "A5": (5.83, 8.27),
 # measured on photos): docs/results.md, photos
 SHAPED = ("A4", "Letter")
 FIND_SIDE = 800  # px: the photo's long side where the sheet is looked for
+REFINE_SAMPLES = 48  # points along each side where its edge is found at full resolution
 PAPER_SHARE = (0.2, 0.95)  # of the photo the sheet covers: less is not a page, more no ground
 PAPER_CONTRAST = 40  # gray levels between the sheet and the ground around it
 CORNER_SLACK = 0.02  # of the sheet's outline: how far its corners may be from a quadrilateral
@@ -82,7 +83,8 @@ def aspect(corners: np.ndarray, shape: tuple[int, int]) -> float:
 def find_sheet(photo: np.ndarray, papers: tuple[str, ...] = SHAPED) -> Sheet | None:
     """The sheet of paper lying whole on a photo (2-D uint8): the largest bright region,
     four-cornered, covering `PAPER_SHARE` of it and `PAPER_CONTRAST` lighter than what lies
-    around it, clear of the photo's edges, shaped as one of `papers` (of `PAPERS`) is; None
+    around it, clear of the photo's edges, shaped as one of `papers` (of `PAPERS`) is, its
+    corners found on the photo reduced (`FIND_SIDE`), then at full resolution; None
     where there is none (a scan, whose paper fills it; a sheet cut by the photo's edge, or
     on a ground as light as itself; a strip or a card, whose size its shape does not tell)."""
     scale = FIND_SIDE / max(photo.shape)
@@ -108,6 +110,7 @@ def find_sheet(photo: np.ndarray, papers: tuple[str, ...] = SHAPED) -> Sheet | N
         return None
     corners = _ordered(_edges_met(_ordered(quad.reshape(4, 2).astype(np.float32)),
                                   outline.reshape(-1, 2).astype(np.float32)) / scale)
+    corners = _refined(photo, corners, 2.5 / scale)
     ratio = aspect(corners, photo.shape)
     long_over_short = max(ratio, 1 / ratio)
     paper = min(papers, key=lambda k: abs(PAPERS[k][1] / PAPERS[k][0] - long_over_short))
@@ -132,12 +135,50 @@ def _edges_met(quad: np.ndarray, outline: np.ndarray) -> np.ndarray:
         near = outline[(t > 0.1) & (t < 0.9) & (off < 0.02 * length)]
         if len(near) < 2:
             return quad
-        vx, vy, x, y = cv2.fitLine(near, cv2.DIST_HUBER, 0, 0.01, 0.01).ravel()
-        lines.append(np.cross([x, y, 1.0], [x + vx, y + vy, 1.0]))
-    met = [np.cross(lines[k - 1], lines[k]) for k in range(4)]  # corner k: sides k-1 and k
+        lines.append(_fitted(near))
+    return _met(lines, quad)
+
+
+def _fitted(points: np.ndarray) -> np.ndarray:
+    """The line (homogeneous) fitted to points [N, 2], robust to a few far off."""
+    vx, vy, x, y = cv2.fitLine(points.astype(np.float32), cv2.DIST_HUBER, 0, 0.01,
+                               0.01).ravel()
+    return np.cross([x, y, 1.0], [x + vx, y + vy, 1.0])
+
+
+def _met(lines: list[np.ndarray], otherwise: np.ndarray) -> np.ndarray:
+    """Where each of four sides' lines meets the one before it (corner k: sides k-1 and k);
+    `otherwise` where two are parallel."""
+    met = [np.cross(lines[k - 1], lines[k]) for k in range(4)]
     if any(abs(m[2]) < 1e-9 for m in met):
-        return quad
+        return otherwise
     return np.float32([m[:2] / m[2] for m in met])
+
+
+def _refined(photo: np.ndarray, corners: np.ndarray, reach: float) -> np.ndarray:
+    """`corners` where the sheet's four sides meet at the photo's own resolution: each side
+    a line fitted to where the light changes most steeply across it, within `reach` px of
+    the side found on the photo reduced (`FIND_SIDE`: a pixel there is several here, and the
+    paper's shape, A4 or Letter, is judged from the corners to a few thousandths)."""
+    across = np.arange(-reach, reach + 0.5, 0.5, dtype=np.float32)
+    lines = []
+    for a, b in zip(corners, np.roll(corners, -1, axis=0)):
+        along = (b - a) / np.linalg.norm(b - a)
+        normal = np.float32([-along[1], along[0]])
+        base = a + np.outer(np.linspace(0.1, 0.9, REFINE_SAMPLES), b - a)  # [S, 2]
+        points = (base[:, None, :] + across[None, :, None] * normal).astype(np.float32)
+        profile = cv2.remap(photo, points[..., 0].copy(), points[..., 1].copy(),
+                            cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        profile = cv2.GaussianBlur(profile.astype(np.float32), (0, 0), sigmaX=3, sigmaY=0.1)
+        steep = np.abs(np.diff(profile, axis=1))
+        k = np.clip(steep.argmax(axis=1), 1, steep.shape[1] - 2)
+        rows = np.arange(len(k))
+        left, mid, right = steep[rows, k - 1], steep[rows, k], steep[rows, k + 1]
+        bend = left - 2 * mid + right  # the parabola through the three: its vertex
+        shift = np.where(bend < -1e-6, 0.5 * (left - right) / np.minimum(bend, -1e-6), 0.0)
+        offset = across[k] + 0.25 + 0.5 * np.clip(shift, -0.5, 0.5)  # between two samples
+        lines.append(_fitted(base + offset[:, None] * normal))
+    return _met(lines, corners)
 
 
 def straightened(photo: np.ndarray, sheet: Sheet) -> np.ndarray:
