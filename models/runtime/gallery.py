@@ -112,8 +112,9 @@ class ReadAs(NamedTuple):
 class Source(NamedTuple):
     """An enrolled image's file, as `gallery rebuild` reads it again; `dpi` and `read_as`
     are None for images enrolled before the gallery recorded them, `dpi` alone for a photo
-    (read again, its sheet sets it), `paper` for all but a photo (and for a photo enrolled
-    before the gallery recorded it: read again as A4 or Letter by its shape)."""
+    (read again, its sheet sets it); `paper` is a photo's (None for any other image, and
+    for a photo enrolled before the gallery recorded it: read again as A4 or Letter by its
+    shape)."""
 
     path: str
     sha256: str
