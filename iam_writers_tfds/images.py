@@ -200,11 +200,12 @@ def _decoded(data: bytes, index: int, n: int, count: int, name: str, max_pixels:
 
 
 class _Directory(NamedTuple):
-    """A TIFF image file directory: {tag: (type, the value or its offset, 4 bytes)}, and
-    whether all its entries were read (a file cut short inside them: not)."""
+    """A TIFF image file directory: {tag: (type, the value or its offset, 4 bytes)}, whether
+    all its entries were read (a file cut short inside them: not), and {tag: count}."""
 
     tags: dict[int, tuple[int, bytes]]
     whole: bool
+    counts: dict[int, int]
 
 
 def _tiff_directories(data: bytes) -> tuple[str, list[_Directory]]:
@@ -220,10 +221,12 @@ def _tiff_directories(data: bytes) -> tuple[str, list[_Directory]]:
         while at and at not in seen and len(seen) <= 10 * MAX_PAGES:
             seen.add(at)
             (entries,) = struct.unpack_from(order + "H", data, at)
-            directories.append(_Directory({}, False))
+            directories.append(_Directory({}, False, {}))
             for k in range(entries):
-                tag, kind, _, value = struct.unpack_from(order + "HHI4s", data, at + 2 + 12 * k)
+                tag, kind, count, value = struct.unpack_from(order + "HHI4s", data,
+                                                             at + 2 + 12 * k)
                 directories[-1].tags[tag] = (kind, value)
+                directories[-1].counts[tag] = count
             directories[-1] = directories[-1]._replace(whole=True)
             (at,) = struct.unpack_from(order + "I", data, at + 2 + 12 * entries)
     except struct.error:
@@ -398,6 +401,29 @@ def jpeg_size(data: bytes) -> tuple[int, int] | None:
             height, width = struct.unpack_from(">HH", body, 1)  # SOF0-15: after the precision
             return (height, width) if height and width else None
     return None
+
+
+def exif_camera(data: bytes) -> str | None:
+    """The camera a JPEG's EXIF names ("Make Model", as phones and cameras write them), else
+    None: a photo, whose resolution says nothing of the handwriting's size."""
+    for marker, body in _jpeg_segments(data):
+        if marker == 0xE1 and body[:6] == b"Exif\x00\x00":
+            order, directories = _tiff_directories(body[6:])
+            if not directories:
+                return None
+            names = [_ascii(body[6:], order, directories[0], tag) for tag in (0x010F, 0x0110)]
+            return " ".join(n for n in names if n) or None
+    return None
+
+
+def _ascii(tiff: bytes, order: str, directory: _Directory, tag: int) -> str | None:
+    """A directory's ASCII entry (type 2): in its 4 bytes, or at the offset they hold."""
+    kind, value = directory.tags.get(tag, (0, b""))
+    count = directory.counts.get(tag, 0)
+    if kind != 2 or not count:
+        return None
+    raw = value if count <= 4 else tiff[struct.unpack(order + "I", value)[0]:][:min(count, 64)]
+    return raw.split(b"\x00")[0].decode("ascii", "replace").strip() or None
 
 
 def exif_orientation(data: bytes) -> int:

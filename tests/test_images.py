@@ -234,3 +234,15 @@ def test_a_photo_is_turned_as_its_exif_orientation_says(orientation):
     np.testing.assert_array_equal(
         images.decode_gray(data),
         cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE))
+
+
+def test_the_camera_a_photos_exif_names_is_read():
+    from tests.conftest import with_camera
+
+    jpeg = cv2.imencode(".jpg", np.full((20, 30), 200, np.uint8))[1].tobytes()
+    assert images.exif_camera(jpeg) is None
+    assert images.exif_camera(with_camera(jpeg, "Apple", "iPhone 13")) == "Apple iPhone 13"
+    assert images.exif_camera(with_camera(jpeg, "LGE", "Nexus 5")) == "LGE Nexus 5"  # inline
+    assert images.exif_camera(_png(np.zeros((5, 5), np.uint8))) is None
+    cut = with_camera(jpeg, "Apple", "iPhone 13")[:40]  # EXIF cut short: says nothing
+    assert images.exif_camera(cut) is None

@@ -12,7 +12,7 @@ from iam_writers_tfds import images, synth
 from iam_writers_tfds.images import png_with_dpi
 from models.runtime import Model, photos
 from models.runtime.model import handwriting
-from tests.conftest import box_iou, cli, generated_page
+from tests.conftest import box_iou, cli, generated_page, with_camera
 
 A4, LETTER = photos.PAPERS["A4"], photos.PAPERS["Letter"]
 FAR = {"fill": 0.55, "light": 0.5}  # benchmarks/pages.py --photos: far
@@ -135,6 +135,17 @@ def test_a_photo_is_identified_and_says_how_it_was_read(tmp_path):
     assert result["paper"] == {str(photo): "A4"} and 200 < result["dpi"][str(photo)] < 330
     proc = cli("identify", gallery, photo)
     assert "(page: 6 lines, a photo, straightened onto A4 paper)" in proc.stdout
+    # a camera's photo on which no sheet is found is named: its handwriting's size is unknown
+    shot, cropped = tmp_path / "shot.jpg", tmp_path / "cropped.jpg"
+    shot.write_bytes(with_camera(photo.read_bytes(), "Apple", "iPhone 13"))
+    cropped.write_bytes(with_camera(cv2.imencode(".jpg", page)[1].tobytes(), "Apple",
+                                    "iPhone 13"))
+    proc = cli("identify", gallery, shot, cropped)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "note: 1 photo(s) whose EXIF names a camera, with no whole sheet of paper found " \
+           "on them, were read as if scanned at 300 dpi" in proc.stderr
+    assert f"{cropped} (Apple iPhone 13)" in proc.stderr and str(shot) not in proc.stderr
+    assert "EXIF names a camera" not in cli("identify", gallery, cropped, "--dpi", "300").stderr
     proc = cli("identify", gallery, photo, "--json", "--paper", "A5")  # A4's shape: taken
     assert json.loads(proc.stdout)[0]["paper"] == {str(photo): "A5"}
     # enrolled, a photo is recorded without a resolution, so that a rebuild finds its sheet,
@@ -148,3 +159,6 @@ def test_a_photo_is_identified_and_says_how_it_was_read(tmp_path):
     before, again = (json.loads(cli("identify", g, photo, "--json").stdout)[0]
                      for g in (gallery, tmp_path / "again"))
     assert again["top"] == before["top"] and again["paper"] == {str(photo): "A4"}
+    proc = cli("enroll", gallery, "--descriptor", "hinge", "--writer", "w3", shot, cropped)
+    assert proc.returncode == 0 and f"{cropped} (Apple iPhone 13)" in proc.stderr
+    assert str(shot) not in proc.stderr
