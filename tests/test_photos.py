@@ -57,6 +57,20 @@ def test_a_photo_above_the_pixel_limit_is_read_at_half_its_size(tmp_path, monkey
         assert max(box_iou(line.box, h.box) for h in half.lines[0]) >= 0.8
 
 
+def test_a_corner_hidden_under_a_thumb_is_where_its_sides_meet():
+    """A thumb (darker than the paper) over each corner in turn: the sheet is still found,
+    its hidden corner where its two sides meet, within a pixel of the corner uncovered."""
+    for seed in range(4):
+        photo, _ = synth.photograph(np.full((100, 100), 250, np.uint8),
+                                    np.random.default_rng(seed), A4, frame=(1512, 2016))
+        uncovered = photos.find_sheet(photo).corners
+        x, y = uncovered[seed]
+        cv2.ellipse(photo, (int(x), int(y)), (110, 170), 30.0 * seed, 0, 360, 100, -1)
+        sheet = photos.find_sheet(photo)
+        assert sheet is not None and sheet.paper == "A4", seed
+        np.testing.assert_allclose(sheet.corners, uncovered, atol=1.0)
+
+
 def test_a_named_paper_keeps_the_handwritings_size():
     """An A5 sheet has A4's shape: by its shape alone it is read 1.41 times too large;
     named (`--paper A5`), its handwriting is read at its own size."""

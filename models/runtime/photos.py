@@ -28,6 +28,8 @@ REFINE_SAMPLES = 48  # points along each side where its edge is found at full re
 PAPER_SHARE = (0.2, 0.95)  # of the photo the sheet covers: less is not a page, more no ground
 PAPER_CONTRAST = 40  # gray levels between the sheet and the ground around it
 CORNER_SLACK = 0.02  # of the sheet's outline: how far its corners may be from a quadrilateral
+SIDE_TURN = 12  # degrees: a turn of the sheet's outline sharper than this ends a side
+CUT_SHARE = 0.6  # of its shortest side: how much outline a hidden corner may cut off
 PAPER_SLACK = 0.08  # of long side over short: how far a sheet's may be from its paper's
 INSET = 0.01  # of the sheet's width, cut from each edge: no ground left at the border
 # the camera's focal length, as a multiple of the photo's diagonal, that the perspective is
@@ -82,7 +84,8 @@ def aspect(corners: np.ndarray, shape: tuple[int, int]) -> float:
 
 def find_sheet(photo: np.ndarray, papers: tuple[str, ...] = SHAPED) -> Sheet | None:
     """The sheet of paper lying whole on a photo (2-D uint8): the largest bright region,
-    four-cornered, covering `PAPER_SHARE` of it and `PAPER_CONTRAST` lighter than what lies
+    four-sided (a corner hidden under a thumb is where its sides meet, `_four_sides`),
+    covering `PAPER_SHARE` of it and `PAPER_CONTRAST` lighter than what lies
     around it, clear of the photo's edges, shaped as one of `papers` (of `PAPERS`) is, its
     corners found on the photo reduced (`FIND_SIDE`), then at full resolution; None
     where there is none (a scan, whose paper fills it; a sheet cut by the photo's edge, or
@@ -100,16 +103,16 @@ def find_sheet(photo: np.ndarray, papers: tuple[str, ...] = SHAPED) -> Sheet | N
         return None  # cut by the photo's edge: that edge is not the sheet's
     hull = cv2.convexHull(outline)  # ink at the edge: not a dent
     share = cv2.contourArea(hull) / small.size
-    quad = cv2.approxPolyDP(hull, CORNER_SLACK * cv2.arcLength(hull, True), True)
-    if len(quad) != 4 or not PAPER_SHARE[0] <= share <= PAPER_SHARE[1]:
+    quad = _four_sides(hull)
+    if quad is None or not PAPER_SHARE[0] <= share <= PAPER_SHARE[1]:
         return None
     inside = np.zeros_like(small)
-    cv2.fillConvexPoly(inside, quad, 255)
+    cv2.fillConvexPoly(inside, np.int32(np.round(quad)), 255)
     if float(np.median(small[inside > 0])) - float(np.median(small[inside == 0])) \
             < PAPER_CONTRAST:
         return None
-    corners = _ordered(_edges_met(_ordered(quad.reshape(4, 2).astype(np.float32)),
-                                  outline.reshape(-1, 2).astype(np.float32)) / scale)
+    corners = _ordered(_edges_met(_ordered(quad), outline.reshape(-1, 2).astype(np.float32))
+                       / scale)
     corners = _refined(photo, corners, 2.5 / scale)
     ratio = aspect(corners, photo.shape)
     long_over_short = max(ratio, 1 / ratio)
@@ -119,6 +122,30 @@ def find_sheet(photo: np.ndarray, papers: tuple[str, ...] = SHAPED) -> Sheet | N
     width, height = _sides(corners)
     short, long = PAPERS[paper]
     return Sheet(corners, paper, float(width) / (short if ratio <= 1 else long))
+
+
+def _four_sides(hull: np.ndarray) -> np.ndarray | None:
+    """The four corners of a sheet's outline (its convex hull): where its four longest
+    straight runs meet, so that a corner hidden (a thumb on it cuts it off) is where its
+    sides would meet; None unless the rest of the outline is short (not four-sided)."""
+    poly = cv2.approxPolyDP(hull, CORNER_SLACK / 4 * cv2.arcLength(hull, True), True)
+    poly = poly.reshape(-1, 2).astype(np.float32)
+    if len(poly) < 4:
+        return None
+    edges = np.roll(poly, -1, axis=0) - poly
+    angle = np.arctan2(edges[:, 1], edges[:, 0])
+    turn = np.abs((np.diff(angle, append=angle[:1]) + np.pi) % (2 * np.pi) - np.pi)
+    breaks = np.flatnonzero(turn > np.radians(SIDE_TURN))  # a run ends after edge k
+    if len(breaks) < 4:
+        return None
+    runs = [(poly[(b0 + 1) % len(poly)], poly[(b1 + 1) % len(poly)])
+            for b0, b1 in zip(breaks, np.roll(breaks, -1))]  # (start, end) of each run
+    lengths = np.array([np.linalg.norm(b - a) for a, b in runs])
+    kept = np.sort(np.argsort(-lengths)[:4])
+    if np.delete(lengths, kept).sum() > CUT_SHARE * lengths[kept].min():
+        return None
+    lines = [np.cross([*runs[k][0], 1.0], [*runs[k][1], 1.0]) for k in kept]
+    return _met(lines, None)
 
 
 def _edges_met(quad: np.ndarray, outline: np.ndarray) -> np.ndarray:
@@ -146,7 +173,7 @@ def _fitted(points: np.ndarray) -> np.ndarray:
     return np.cross([x, y, 1.0], [x + vx, y + vy, 1.0])
 
 
-def _met(lines: list[np.ndarray], otherwise: np.ndarray) -> np.ndarray:
+def _met(lines: list[np.ndarray], otherwise: np.ndarray | None) -> np.ndarray | None:
     """Where each of four sides' lines meets the one before it (corner k: sides k-1 and k);
     `otherwise` where two are parallel."""
     met = [np.cross(lines[k - 1], lines[k]) for k in range(4)]
