@@ -403,17 +403,23 @@ def jpeg_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
-def exif_camera(data: bytes) -> str | None:
-    """The camera a JPEG's EXIF names ("Make Model", as phones and cameras write them), else
-    None: a photo, whose resolution says nothing of the handwriting's size."""
+def _exif(data: bytes) -> tuple[bytes, str, _Directory] | None:
+    """(the TIFF body of a JPEG's EXIF segment, its byte order, its first directory), or None
+    where it has none."""
     for marker, body in _jpeg_segments(data):
         if marker == 0xE1 and body[:6] == b"Exif\x00\x00":
             order, directories = _tiff_directories(body[6:])
-            if not directories:
-                return None
-            names = [_ascii(body[6:], order, directories[0], tag) for tag in (0x010F, 0x0110)]
-            return " ".join(n for n in names if n) or None
+            return (body[6:], order, directories[0]) if directories else None
     return None
+
+
+def exif_camera(data: bytes) -> str | None:
+    """The camera a JPEG's EXIF names ("Make Model", as phones and cameras write them), else
+    None: a photo, whose resolution says nothing of the handwriting's size."""
+    if (exif := _exif(data)) is None:
+        return None
+    names = [_ascii(*exif, tag) for tag in (0x010F, 0x0110)]
+    return " ".join(n for n in names if n) or None
 
 
 def _ascii(tiff: bytes, order: str, directory: _Directory, tag: int) -> str | None:
@@ -428,12 +434,11 @@ def _ascii(tiff: bytes, order: str, directory: _Directory, tag: int) -> str | No
 
 def exif_orientation(data: bytes) -> int:
     """The orientation (1-8) a JPEG's EXIF gives, else 1: the image as stored."""
-    for marker, body in _jpeg_segments(data):
-        if marker == 0xE1 and body[:6] == b"Exif\x00\x00":
-            order, directories = _tiff_directories(body[6:])
-            kind, value = directories[0].tags.get(0x0112, (0, b"")) if directories else (0, b"")
-            return struct.unpack_from(order + "H", value)[0] if kind == 3 else 1
-    return 1
+    if (exif := _exif(data)) is None:
+        return 1
+    _, order, first = exif
+    kind, value = first.tags.get(0x0112, (0, b""))
+    return struct.unpack_from(order + "H", value)[0] if kind == 3 else 1
 
 
 def _gray(img: np.ndarray, name: str, max_pixels: int) -> np.ndarray:
