@@ -27,7 +27,7 @@ FIND_SIDE = 800  # px: the photo's long side where the sheet is looked for
 REFINE_SAMPLES = 48  # points along each side where its edge is found at full resolution
 PAPER_SHARE = (0.2, 0.95)  # of the photo the sheet covers: less is not a page, more no ground
 PAPER_CONTRAST = 40  # gray levels between the sheet and the ground around it
-CORNER_SLACK = 0.02  # of the sheet's outline: how far its corners may be from a quadrilateral
+RUN_SLACK = 0.005  # of the sheet's outline: how far a straight run of it may stray from it
 SIDE_TURN = 12  # degrees: a turn of the sheet's outline sharper than this ends a side
 CUT_SHARE = 0.6  # of its shortest side: how much outline a hidden corner may cut off
 PAPER_SLACK = 0.08  # of long side over short: how far a sheet's may be from its paper's
@@ -98,7 +98,8 @@ def find_sheet(photo: np.ndarray, papers: tuple[str, ...] = SHAPED) -> Sheet | N
     if not contours:
         return None
     outline = max(contours, key=cv2.contourArea)
-    low, high = outline.reshape(-1, 2).min(axis=0), outline.reshape(-1, 2).max(axis=0)
+    points = outline.reshape(-1, 2)
+    low, high = points.min(axis=0), points.max(axis=0)
     if low.min() <= 1 or (high >= np.array(small.shape[::-1]) - 2).any():
         return None  # cut by the photo's edge: that edge is not the sheet's
     hull = cv2.convexHull(outline)  # ink at the edge: not a dent
@@ -111,8 +112,7 @@ def find_sheet(photo: np.ndarray, papers: tuple[str, ...] = SHAPED) -> Sheet | N
     if float(np.median(small[inside > 0])) - float(np.median(small[inside == 0])) \
             < PAPER_CONTRAST:
         return None
-    corners = _ordered(_edges_met(_ordered(quad), outline.reshape(-1, 2).astype(np.float32))
-                       / scale)
+    corners = _ordered(_edges_met(_ordered(quad), points.astype(np.float32)) / scale)
     corners = _refined(photo, corners, 2.5 / scale)
     ratio = aspect(corners, photo.shape)
     long_over_short = max(ratio, 1 / ratio)
@@ -128,7 +128,7 @@ def _four_sides(hull: np.ndarray) -> np.ndarray | None:
     """The four corners of a sheet's outline (its convex hull): where its four longest
     straight runs meet, so that a corner hidden (a thumb on it cuts it off) is where its
     sides would meet; None unless the rest of the outline is short (not four-sided)."""
-    poly = cv2.approxPolyDP(hull, CORNER_SLACK / 4 * cv2.arcLength(hull, True), True)
+    poly = cv2.approxPolyDP(hull, RUN_SLACK * cv2.arcLength(hull, True), True)
     poly = poly.reshape(-1, 2).astype(np.float32)
     if len(poly) < 4:
         return None
