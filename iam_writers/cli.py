@@ -246,14 +246,14 @@ def _enroll(args: argparse.Namespace) -> None:
     else:
         _declared_resolutions(args.images, args.dpi)
         e = identify.enroll(args.gallery, features, args.writer, args.images)
-        photos = {i["path"] for i in Gallery.open(args.gallery).images(args.writer)
-                  if i["paper"]}
-        _photos_unmeasured(args.images, {str(i) for i in args.images
-                                         if os.path.abspath(i) in photos}, args.dpi)
         print(f"enrolled {e.added} image(s) of {e.writer}"
               + (f"; {len(e.skipped)} already enrolled: {', '.join(e.skipped)}"
                  if e.skipped else ""))
     gallery = Gallery.open(args.gallery)
+    if not args.layout:
+        straightened = {i["path"] for i in gallery.images(args.writer) if i["paper"]}
+        _photos_unmeasured(args.images, {str(i) for i in args.images
+                                         if os.path.abspath(i) in straightened}, args.dpi)
     info = gallery.info()
     print(f"{info['gallery']} now holds {info['writers']} writer(s), {info['images']} "
           f"image(s) ({gallery.built_by})")
