@@ -134,24 +134,13 @@ def _declared_resolutions(images: list, dpi: float | None) -> None:
               file=sys.stderr)
 
 
-def _photos_unmeasured(images: list, straightened: set[str], dpi: float | None) -> None:
-    """Name the images read whose EXIF names a camera, and on which no sheet of paper was
-    found (`straightened`: those on which one was): read as if scanned at 300 dpi, their
-    handwriting's size is not known, which the answer does not show."""
-    from iam_writers_tfds.images import SCAN_DPI, exif_camera
+def _photos_unmeasured(cameras: dict[str, str]) -> None:
+    """Name the photos read as if scanned at 300 dpi, no sheet of paper found on them, by
+    the camera their EXIF names (`cameras`: the results' "unmeasured"): their handwriting's
+    size is not known, which the answer does not show."""
+    from iam_writers_tfds.images import SCAN_DPI
 
-    if dpi:
-        return
-    named = []
-    for image in images:
-        if str(image) in straightened:
-            continue
-        try:
-            camera = exif_camera(Path(image).read_bytes())
-        except OSError:  # an unreadable file has its own error
-            continue
-        if camera:
-            named.append(f"{image} ({camera})")
+    named = [f"{image} ({camera})" for image, camera in cameras.items()]
     if named:
         print(f"note: {len(named)} photo(s) whose EXIF names a camera, with no whole sheet of "
               f"paper found on them, were read as if scanned at {SCAN_DPI} dpi, so their "
@@ -195,8 +184,7 @@ def _predict(args: argparse.Namespace) -> int:
             if not args.skip_unreadable:
                 raise
             results.append({"image": str(image), "error": str(err)})
-    _photos_unmeasured([r["image"] for r in results if "error" not in r],
-                       {r["image"] for r in results if "paper" in r}, args.dpi)
+    _photos_unmeasured({r["image"]: r["unmeasured"] for r in results if "unmeasured" in r})
     text = "\n".join(
         f"not read: {r['error']}" if "error" in r else f"{r['image']}"
         f"{evidence.read_words(r.get)}: "
@@ -212,8 +200,9 @@ def _verify(args: argparse.Namespace) -> None:
     _declared_resolutions([args.a, args.b], args.dpi)
     drawn: dict[str, bytes] | None = {} if args.report else None
     r = verify(model, args.a, args.b, args.descriptor, args.input, args.dpi, drawn, args.paper)
-    _photos_unmeasured([args.a, args.b], {str(image) for image, side in ((args.a, "a"),
-                       (args.b, "b")) if r.get(f"paper_{side}")}, args.dpi)
+    _photos_unmeasured({str(image): r[f"unmeasured_{side}"]
+                        for image, side in ((args.a, "a"), (args.b, "b"))
+                        if f"unmeasured_{side}" in r})
     if args.report:
         written = evidence.verify_report(args.report, r, drawn, model.card)
         print(f"report: {written}", file=sys.stderr)
@@ -246,14 +235,12 @@ def _enroll(args: argparse.Namespace) -> None:
     else:
         _declared_resolutions(args.images, args.dpi)
         e = identify.enroll(args.gallery, features, args.writer, args.images)
+        done = [e]
         print(f"enrolled {e.added} image(s) of {e.writer}"
               + (f"; {len(e.skipped)} already enrolled: {', '.join(e.skipped)}"
                  if e.skipped else ""))
+    _photos_unmeasured({image: camera for e in done for image, camera in e.unmeasured.items()})
     gallery = Gallery.open(args.gallery)
-    if not args.layout:
-        straightened = {i["path"] for i in gallery.images(args.writer) if i["paper"]}
-        _photos_unmeasured(args.images, {str(i) for i in args.images
-                                         if os.path.abspath(i) in straightened}, args.dpi)
     info = gallery.info()
     print(f"{info['gallery']} now holds {info['writers']} writer(s), {info['images']} "
           f"image(s) ({gallery.built_by})")
@@ -317,8 +304,7 @@ def _identify(args: argparse.Namespace) -> int:
     results = ([identifier.rank(args.images, args.top_k, drawn, skip)] if args.document
                else identifier.rank_each(args.images, args.top_k, drawn, skip))
     answered = [r for r in results if "error" not in r]
-    _photos_unmeasured([i for r in answered for i in r["images"]],
-                       {i for r in answered for i in r.get("paper", {})}, args.dpi)
+    _photos_unmeasured({i: c for r in answered for i, c in r.get("unmeasured", {}).items()})
     if args.report and answered:
         written = evidence.identify_report(args.report, results, identifier, drawn)
         print(f"report: {written}", file=sys.stderr)

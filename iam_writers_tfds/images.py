@@ -509,20 +509,29 @@ def scan_pixels(dpi: float) -> int:
     return int(MAX_PIXELS * (min(max(dpi, SCAN_DPI), BELIEVED_DPI[1]) / SCAN_DPI) ** 2)
 
 
-def read_scan(path: str | Path, dpi: float | None = None
-              ) -> tuple[list[np.ndarray], float | None]:
-    """(the pages of a scan (`decode_pages`: a TIFF's or a PDF's every page, else its one
-    image), each resampled to SCAN_DPI; the resolution they were read at, from `scan_dpi`
+class Scanned(NamedTuple):
+    """A scan's pages at SCAN_DPI, the resolution they were read at (None: nothing told
+    it), and where nothing told it the camera a JPEG's EXIF names (`exif_camera`)."""
+
+    pages: list[np.ndarray]
+    dpi: float | None
+    camera: str | None = None
+
+
+def read_scan(path: str | Path, dpi: float | None = None) -> Scanned:
+    """The pages of a scan (`decode_pages`: a TIFF's or a PDF's every page, else its one
+    image), each resampled to SCAN_DPI, and the resolution they were read at, from `scan_dpi`
     (a TIFF's first page's declared one; a PDF's pages are measured on their paper, whatever
     `dpi` says: `pdf_pages`), or None where nothing tells it (no `dpi`, no resolution
     believed in the file): then they are read as they are, as if at SCAN_DPI, a JPEG above
-    MAX_PIXELS at a half or a quarter of its size (`reduced_photo`))."""
+    MAX_PIXELS at a half or a quarter of its size (`reduced_photo`), with its camera."""
     data = image_bytes(path)
     if is_pdf(data):
-        return pdf_pages(data, str(path))
+        return Scanned(*pdf_pages(data, str(path)))
     told = dpi or believed_dpi(data)  # scan_dpi's rule, the declaration parsed once
+    camera = None if told else exif_camera(data)
     if not told and (photo := reduced_photo(data, str(path))) is not None:
-        return [photo], None
+        return Scanned([photo], None, camera)
     source = _read_at(told)
     try:
         pages = decode_pages(data, str(path), scan_pixels(source))
@@ -531,4 +540,5 @@ def read_scan(path: str | Path, dpi: float | None = None
             raise
         raise ImageTooLargeError(f"{err} If it is a scan at more than {SCAN_DPI} dpi, pass "
                                  "--dpi with its resolution.") from None
-    return [at_scan_dpi(page, source) for page in pages], source if told else None
+    return Scanned([at_scan_dpi(page, source) for page in pages], source if told else None,
+                   camera)

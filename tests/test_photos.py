@@ -10,7 +10,7 @@ import pytest
 
 from iam_writers_tfds import images, synth
 from iam_writers_tfds.images import png_with_dpi
-from models.runtime import Model, photos
+from models.runtime import Model, evidence, photos
 from models.runtime.model import handwriting
 from tests.conftest import box_iou, cli, generated_page, with_camera
 
@@ -154,11 +154,16 @@ def test_a_photo_is_identified_and_says_how_it_was_read(tmp_path):
     shot.write_bytes(with_camera(photo.read_bytes(), "Apple", "iPhone 13"))
     cropped.write_bytes(with_camera(cv2.imencode(".jpg", page)[1].tobytes(), "Apple",
                                     "iPhone 13"))
-    proc = cli("identify", gallery, shot, cropped)
+    proc = cli("identify", gallery, shot, cropped, "--json")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "note: 1 photo(s) whose EXIF names a camera, with no whole sheet of paper found " \
            "on them, were read as if scanned at 300 dpi" in proc.stderr
     assert f"{cropped} (Apple iPhone 13)" in proc.stderr and str(shot) not in proc.stderr
+    straightened, unmeasured = json.loads(proc.stdout)  # the results say which, too
+    assert "unmeasured" not in straightened
+    assert unmeasured["unmeasured"] == {str(cropped): "Apple iPhone 13"}
+    assert evidence.read_words(lambda k: unmeasured.get(k, {}).get(str(cropped))) == \
+        " (page: 6 lines, a photo (Apple iPhone 13) with no sheet found, read as if at 300 dpi)"
     assert "EXIF names a camera" not in cli("identify", gallery, cropped, "--dpi", "300").stderr
     proc = cli("identify", gallery, photo, "--json", "--paper", "A5")  # A4's shape: taken
     assert json.loads(proc.stdout)[0]["paper"] == {str(photo): "A5"}

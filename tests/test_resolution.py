@@ -97,7 +97,7 @@ def test_the_size_limit_is_of_paper_not_of_pixels(tmp_path, monkeypatch):
     png = cv2.imencode(".png", page)[1].tobytes()
     (tmp_path / "plain.png").write_bytes(png)
     (tmp_path / "600.png").write_bytes(png_with_dpi(png, 600))
-    [read], source = read_scan(tmp_path / "600.png")  # a quarter of the limit's paper at 600
+    [read], source, _ = read_scan(tmp_path / "600.png")  # a quarter of the limit's paper at 600
     assert source == pytest.approx(600, abs=0.01)
     assert read.shape == (round(page.shape[0] / 2), round(page.shape[1] / 2))
     assert read_scan(tmp_path / "plain.png", 600)[0][0].shape == read.shape  # --dpi 600 alike
@@ -122,11 +122,11 @@ def test_a_photo_above_the_limit_is_read_at_a_half_or_a_quarter(tmp_path, monkey
     (tmp_path / "big.jpg").write_bytes(jpeg)
     (tmp_path / "turned.jpg").write_bytes(turned)
     monkeypatch.setattr(images, "MAX_PIXELS", photo.size // 3)
-    [half], source = read_scan(tmp_path / "big.jpg")
-    assert source is None and half.shape == (200, 300)
+    [half], source, camera = read_scan(tmp_path / "big.jpg")
+    assert source is None and camera is None and half.shape == (200, 300)
     assert abs(cv2.resize(photo, (300, 200), interpolation=cv2.INTER_AREA).astype(int)
                - half).max() <= 8  # libjpeg's scaling: a box filter, within JPEG's error
-    [upright], _ = read_scan(tmp_path / "turned.jpg")
+    [upright], _, _ = read_scan(tmp_path / "turned.jpg")
     assert upright.shape == (300, 200) and upright[15:100, 170:190].mean() < 60
     monkeypatch.setattr(images, "MAX_PIXELS", photo.size // 10)
     assert read_scan(tmp_path / "big.jpg")[0][0].shape == (100, 150)

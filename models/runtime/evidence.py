@@ -220,22 +220,25 @@ def _img(png: bytes, alt: str, css: str) -> str:
 
 def read_words(read: Callable[[str], int | str | None], which: str = "", drawn: bool = False
                ) -> str:
-    """How an image was read, from a result's "lines", "printed", "pages", "blank_pages" and
-    "paper" of it (`read`): ` (page: 9 lines, 2 printed left out)`, ` (a, 3 pages: 27 lines,
-    1 blank left out)`, ` (page: 8 lines, a photo, straightened onto A4 paper)`; nothing for
-    a line. `drawn`: beside its thumbnail, which outlines the lines
-    found and not the printed ones (` (page: 9 lines, outlined; 2 printed left out, not
-    outlined)`)."""
-    lines, printed, pages_read, blank, paper = map(
-        read, ("lines", "printed", "pages", "blank_pages", "paper"))
+    """How an image was read, from a result's "lines", "printed", "pages", "blank_pages",
+    "paper" and "unmeasured" of it (`read`): ` (page: 9 lines, 2 printed left out)`, ` (a, 3
+    pages: 27 lines, 1 blank left out)`, ` (page: 8 lines, a photo, straightened onto A4
+    paper)`, ` (line: a photo (Apple iPhone 13) with no sheet found, read as if at 300
+    dpi)`; nothing for a line read as a line. `drawn`: beside its thumbnail, which outlines
+    the lines found and not the printed ones (` (page: 9 lines, outlined; 2 printed left
+    out, not outlined)`)."""
+    lines, printed, pages_read, blank, paper, camera = map(
+        read, ("lines", "printed", "pages", "blank_pages", "paper", "unmeasured"))
     said = ([f"{lines} lines" + (", outlined" if drawn else "")] if lines is not None else []) + (
         [f"{printed} printed left out" + (", not outlined" if drawn else "")] if printed
         else []) + ([f"{blank} blank left out"] if blank else []) + (
-        [f"a photo, straightened onto {paper} paper"] if paper else [])
+        [f"a photo, straightened onto {paper} paper"] if paper else []) + (
+        [f"a photo ({camera}) with no sheet found, read as if at 300 dpi"] if camera else [])
     listed = ("; " if drawn else ", ").join(said)
     if pages_read:
         return f" ({which + ', ' if which else ''}{pages_read} pages{': ' if said else ''}{listed})"
-    return f" (page{' ' + which if which else ''}: {listed})" if said else ""
+    kind = "page" if lines is not None else "line"
+    return f" ({kind}{' ' + which if which else ''}: {listed})" if said else ""
 
 
 STYLE = """

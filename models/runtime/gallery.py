@@ -147,11 +147,14 @@ class Snapshot:
 
 @dataclasses.dataclass(frozen=True)
 class Enrolled:
-    """What one enrolment did: images added, and images skipped as already enrolled."""
+    """What one enrolment did: images added, images skipped as already enrolled, and of
+    those added each photo read as if at 300 dpi, with no sheet found on it: the camera its
+    EXIF names (its handwriting's size is not known)."""
 
     writer: str
     added: int
     skipped: list[str]
+    unmeasured: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def gallery_file(path: str | Path) -> Path:

@@ -277,7 +277,8 @@ class Read(NamedTuple):
     """How `Features` read one image: the handwritten lines found on it (None: read as a
     line), its lines of machine print left out, the resolution it was read at, for a
     PDF or a TIFF of several pages the pages read and the blank ones left out, and for a
-    photo the paper its sheet was straightened onto."""
+    photo the paper its sheet was straightened onto, or where no sheet was found on it the
+    camera its EXIF names (read as if at 300 dpi: its handwriting's size is not known)."""
 
     lines: int | None
     printed: int
@@ -285,6 +286,7 @@ class Read(NamedTuple):
     pages: int = 1
     blank: int = 0
     paper: str | None = None
+    camera: str | None = None
 
     @property
     def resampled(self) -> float | None:
@@ -356,7 +358,7 @@ class Features:
                 if thumbnails:
                     self.thumbnails.append(evidence.thumbnail(scan.pages, scan.lines))
                 self.read.append(Read(found, scan.printed, scan.dpi, len(scan.pages),
-                                      scan.blank, scan.paper))
+                                      scan.blank, scan.paper, scan.camera))
                 sizes.append(len(parts))
                 yield from parts
 
@@ -448,7 +450,8 @@ def enroll(gallery: str | Path | Gallery, features: Features, writer: str,
     result = open_for(gallery, features).add(writer, [stored[i] for i in new],
                                              [hashes[i] for i in new], *computed,
                                              features.thumbnails, read, exemplar_of(features))
-    return Enrolled(writer, result.added, skipped + result.skipped)
+    unmeasured = {names[i]: r.camera for i, r in zip(new, features.read) if r.camera}
+    return Enrolled(writer, result.added, skipped + result.skipped, unmeasured)
 
 
 def exemplar_of(features: Features) -> Exemplar | None:
@@ -711,7 +714,9 @@ class Identifier:
         machine print found and left out, on pages with any), "dpi" (the resolution of
         each image read at another than 300 dpi, resampled from it), "pages" and
         "blank_pages" (each PDF or TIFF of several pages: the pages read, the blank ones
-        left out), "paper" (each photo: the paper its sheet was straightened onto)} for one
+        left out), "paper" (each photo: the paper its sheet was straightened onto),
+        "unmeasured" (each photo whose EXIF names a camera, with no sheet found on it: the
+        camera; read as if at 300 dpi, its handwriting's size is not known)} for one
         query: several images, one page or a file's pages are a document
         (their mean embedding, their summed hinge counts). Given `drawn`, each image's
         `evidence.thumbnail` is put in it by its path, drawn from the pixels read (for
@@ -789,10 +794,12 @@ class Identifier:
         paged = {str(i): r.pages for i, r in zip(images, read) if r.pages > 1}
         blank = {str(i): r.blank for i, r in zip(images, read) if r.blank}
         paper = {str(i): r.paper for i, r in zip(images, read) if r.paper}
+        unmeasured = {str(i): r.camera for i, r in zip(images, read) if r.camera}
         return result | ({"lines": found} if found else {}) | (
             {"printed": typed} if typed else {}) | ({"dpi": resampled} if resampled else {}) | (
             {"pages": paged} if paged else {}) | ({"blank_pages": blank} if blank else {}) | (
-            {"paper": paper} if paper else {})
+            {"paper": paper} if paper else {}) | (
+            {"unmeasured": unmeasured} if unmeasured else {})
 
 
 def verify(model: Model, questioned, reference, score: str | None = None,
@@ -812,11 +819,12 @@ def verify(model: Model, questioned, reference, score: str | None = None,
     print (its lines, left out), "dpi_a", "dpi_b" for images read at another resolution
     than 300 dpi, "pages_a", "pages_b", "blank_pages_a", "blank_pages_b" for files of
     several pages (read, and blank ones left out), "paper_a", "paper_b" for photos (the
-    paper each sheet was straightened onto), and "b_in_cohort" where the reference
-    reads as a training writer of the model's cohort (`Identifier.in_cohort`): if it is
-    that writer, it is measured against its own hand, which lowers the score}. Given
-    `drawn`, the `evidence.thumbnail` of "a" and of "b" are put in it (for
-    `evidence.verify_report`)."""
+    paper each sheet was straightened onto), "unmeasured_a", "unmeasured_b" for photos
+    with no sheet found (the camera their EXIF names: `Identifier.rank`), and "b_in_cohort"
+    where the reference reads as a training writer of the model's cohort
+    (`Identifier.in_cohort`): if it is that writer, it is measured against its own hand,
+    which lowers the score}. Given `drawn`, the `evidence.thumbnail` of "a" and of "b" are
+    put in it (for `evidence.verify_report`)."""
     features = features_for(model, score, input, dpi, paper)
     gallery = new_in_memory(features.fingerprint, features.descriptor)
     try:  # the reference's features only: the gallery keeps no thumbnail, as none shows it
@@ -850,6 +858,8 @@ def verify(model: Model, questioned, reference, score: str | None = None,
              "blank_pages_b": known.blank or None,
              "paper_a": r.get("paper", {}).get(str(questioned)),
              "paper_b": known.paper,
+             "unmeasured_a": r.get("unmeasured", {}).get(str(questioned)),
+             "unmeasured_b": known.camera,
              "b_in_cohort": {k: hand[k] for k in ("reads_as", "score", "threshold")}
              if hand else None}
     return result | {k: n for k, n in extra.items() if n is not None}

@@ -69,6 +69,7 @@ class Scan(NamedTuple):
     blank: int = 0
     lines: list[list[pages.Line] | None] | None = None
     paper: str | None = None  # a photo's sheet, straightened onto this paper (`photos`)
+    camera: str | None = None  # a photo read as if at 300 dpi, no sheet found: its camera
 
     def parts(self) -> tuple[list[np.ndarray], int | None]:
         """(the line images to score, in page order; the handwritten lines found, None when
@@ -90,17 +91,21 @@ def handwriting(image: str | Path | np.ndarray, name: str = "<array>",
     """The handwriting of a path or an array (`Scan`, without text lines), scanned at `dpi`
     (a file: else the resolution it declares, else 300; see `images.scan_dpi`); where
     nothing tells it, a photographed sheet of paper straightened onto its paper (`paper`,
-    else A4 or Letter by its shape) if read as `input` (`photographed`). A blank or tiny
+    else A4 or Letter by its shape) if read as `input` (`photographed`); where none is found
+    on a photo whose EXIF names a camera, that camera (its handwriting's size is not
+    known). A blank or tiny
     image raises NoInkError naming it; blank pages of a TIFF or a PDF (a duplex scan's
     backs) are left out, unless every page is blank."""
     if isinstance(image, np.ndarray):
-        source = dpi
+        source, camera = dpi, None
         found = [at_scan_dpi(image, source or SCAN_DPI)]
     else:
         name = str(image)
-        found, source = read_scan(image, dpi)
+        found, source, camera = read_scan(image, dpi)
     found, told = (photographed(found, input, paper) if source is None
                    else (found, {"dpi": source}))
+    if camera and "paper" not in told:  # a camera's photo, read as if at 300 dpi
+        told["camera"] = camera
     if len(found) == 1:
         return Scan([inked(found[0], name)], [name], name, **told)
     kept: list[tuple[np.ndarray, str]] = []
@@ -428,7 +433,8 @@ class Model:
         """{"image", "top": [{"writer", "score"}...], "lines" (pages: handwritten lines read),
         "printed" (pages with machine print: its lines, left out), "pages" and "blank_pages"
         (a PDF or a TIFF of several pages: those read, the blank ones left out), "paper" (a
-        photo: the paper its sheet was straightened onto)} for one image file."""
+        photo: the paper its sheet was straightened onto), "unmeasured" (a photo whose EXIF
+        names a camera, with no sheet found on it: the camera)} for one image file."""
         if top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
         scores, _, scan = self.scores(image, str(image), input, dpi, paper)
@@ -441,7 +447,8 @@ class Model:
                 | ({"printed": scan.printed} if scan.printed else {})
                 | ({"pages": len(scan.pages)} if len(scan.pages) > 1 else {})
                 | ({"blank_pages": scan.blank} if scan.blank else {})
-                | ({"paper": scan.paper} if scan.paper else {}))
+                | ({"paper": scan.paper} if scan.paper else {})
+                | ({"unmeasured": scan.camera} if scan.camera else {}))
 
     def embed(self, image, name: str = "<array>") -> np.ndarray:
         """The unit mean embedding of one line's inked windows (a path or a 2-D array)."""
