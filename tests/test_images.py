@@ -236,6 +236,24 @@ def test_a_photo_is_turned_as_its_exif_orientation_says(orientation):
         cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE))
 
 
+@pytest.mark.parametrize("orientation, turn", [(6, cv2.ROTATE_90_CLOCKWISE),
+                                               (8, cv2.ROTATE_90_COUNTERCLOCKWISE)])
+def test_a_tiff_is_turned_as_its_orientation_tag_says(orientation, turn):
+    """A scan stored sideways with TIFF's Orientation tag (as some scanners and viewers
+    write it), its first page and the next: read upright, by libtiff through OpenCV."""
+    from PIL import Image, TiffImagePlugin
+
+    image = np.full((60, 160), 220, np.uint8)
+    image[5:15, 5:120] = 0
+    tags = TiffImagePlugin.ImageFileDirectory_v2()
+    tags[274] = orientation
+    out = io.BytesIO()
+    Image.fromarray(image).save(out, "TIFF", save_all=True, tiffinfo=tags,
+                                append_images=[Image.fromarray(image)])
+    for page in images.decode_pages(out.getvalue()):
+        np.testing.assert_array_equal(page, cv2.rotate(image, turn))
+
+
 def test_the_camera_a_photos_exif_names_is_read():
     from tests.conftest import with_camera
 
