@@ -64,7 +64,9 @@ def locate(page_ink: np.ndarray, line_ink: np.ndarray) -> tuple[int, int, int, i
     return x0 + dx, y0 + dy, x0 + dx + w, y0 + dy + h
 
 
-def iou(a, b) -> float:
+def box_iou(a, b) -> float:
+    """Intersection over union of two boxes (x0, y0, x1, y1); the tests judge line finding
+    by it too."""
     ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
     iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
     inter = ix * iy
@@ -107,7 +109,7 @@ def main() -> int:
         n_printed += pages.printed(found_lines)
         for path in cut[form]:
             truth = locate(page_ink, pages.ink_mask(read_gray(path)).astype(np.float32))
-            best = max((iou(truth, line.box) for line in lines), default=0.0)
+            best = max((box_iou(truth, line.box) for line in lines), default=0.0)
             ious.append(best)
             found += best >= 0.5
         n_cut += len(cut[form])
@@ -157,7 +159,7 @@ def photographed(paths: list[Path]) -> None:
             counts[name]["other paper"] += read.paper not in ("A4", None)
             found = read.lines[0] or []
             moved = [np.add(line.box, [x0 - m, y0 - m] * 2) for line in upright]
-            kept = sum(max((iou(b, f.box) for f in found), default=0.0) >= 0.5 for b in moved)
+            kept = sum(max((box_iou(b, f.box) for f in found), default=0.0) >= 0.5 for b in moved)
             counts[name]["as upright"] += len(found) == len(upright) == kept
     print(f"\nphotos of {len(paths)} pages (as a phone's JPEG); scans taken for a photo: {scans}")
     for name in shots:

@@ -85,14 +85,6 @@ def small_vlad_descriptor(rng):
                                     rng.normal(size=(4, 8)).astype(np.float32)))
 
 
-def box_iou(a, b) -> float:
-    """Intersection over union of two boxes (x0, y0, x1, y1)."""
-    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    area = lambda r: (r[2] - r[0]) * (r[3] - r[1])  # noqa: E731
-    return ix * iy / (area(a) + area(b) - ix * iy)
-
-
 def generated_page(seed: int, lines: int = 6, skew: float = 0.0):
     """(a page of one generated writer's lines, each line's box): `synth.render_page`."""
     import numpy as np

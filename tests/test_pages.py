@@ -8,11 +8,12 @@ import cv2
 import numpy as np
 import pytest
 
+from benchmarks.pages import box_iou
 from iam_writers_tfds import synth
 from iam_writers_tfds.images import declared_dpi
 from models.runtime import Gallery, evidence, pages
 from tests import fuzzing
-from tests.conftest import box_iou, cli, generated_page
+from tests.conftest import cli, generated_page
 
 
 @pytest.mark.parametrize("seed, skew", [(0, 0.0), (1, 2.5), (2, -3.0), (3, 1.0)])

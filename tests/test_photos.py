@@ -8,11 +8,12 @@ import cv2
 import numpy as np
 import pytest
 
+from benchmarks.pages import box_iou
 from iam_writers_tfds import images, synth
 from iam_writers_tfds.images import png_with_dpi
 from models.runtime import Model, evidence, photos
 from models.runtime.model import handwriting
-from tests.conftest import box_iou, cli, generated_page, with_camera
+from tests.conftest import cli, generated_page, with_camera
 
 A4, LETTER = photos.PAPERS["A4"], photos.PAPERS["Letter"]
 FAR = {"fill": 0.55, "light": 0.5}  # benchmarks/pages.py --photos: far
