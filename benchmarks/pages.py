@@ -145,8 +145,8 @@ def photographed(paths: list[Path]) -> None:
         upright = Model.read(page, path.name, "auto").lines[0] or []
         for name, shot in shots.items():
             photo, (x0, y0) = synth.photograph(page, np.random.default_rng(k), **shot)
-            jpeg = decode_gray(cv2.imencode(".jpg", photo, [cv2.IMWRITE_JPEG_QUALITY, 85])[1]
-                               .tobytes())
+            jpeg = decode_gray(cv2.imencode(".jpg", photo, [cv2.IMWRITE_JPEG_QUALITY,
+                                                            synth.PHOTO_QUALITY])[1].tobytes())
             start = time.perf_counter()
             try:
                 read = Model.read(jpeg, path.name, "auto")

@@ -141,7 +141,7 @@ def _jpeg(path: Path, folder: Path, quality: int) -> Path:
 
 def _photographed(path: Path, folder: Path, seed: int) -> Path:
     """`path` photographed (`synth.photograph`, seeded), saved in `folder` as a JPEG of
-    quality 85 under the same stem."""
+    a phone's quality (`synth.PHOTO_QUALITY`) under the same stem."""
     import cv2
     import numpy as np
 
@@ -150,7 +150,7 @@ def _photographed(path: Path, folder: Path, seed: int) -> Path:
     out = folder / f"{path.stem}.jpg"
     photo, _ = synth.photograph(cv2.imread(str(path), cv2.IMREAD_GRAYSCALE),
                                 np.random.default_rng(seed))
-    assert cv2.imwrite(str(out), photo, [cv2.IMWRITE_JPEG_QUALITY, 85])
+    assert cv2.imwrite(str(out), photo, [cv2.IMWRITE_JPEG_QUALITY, synth.PHOTO_QUALITY])
     return out
 
 

@@ -180,6 +180,9 @@ def render_page(style: WriterStyle, rng: np.random.Generator, lines: int = 6,
     return (245 - 200 * page).astype(np.uint8), boxes
 
 
+PHOTO_QUALITY = 85  # the JPEG quality of a phone camera app's photos, roughly
+
+
 def photograph(page: np.ndarray, rng: np.random.Generator,
                paper: tuple[float, float] = (8.27, 11.69), tilt_deg: float = 20.0,
                fill: float = 0.75, frame: tuple[int, int] = (3024, 4032), light: float = 0.35
