@@ -631,8 +631,9 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument("--paper", choices=PAPERS, default=None,
                        help="the paper of a photographed page, whose sheet is straightened "
                             "onto it at 300 dpi where nothing tells the photo's resolution "
-                            + (again or "(default: A4 or Letter, whichever the sheet's shape "
-                                        "is nearer; A5 has A4's shape, so name it)"))
+                            + (again or "(default: A4, Letter or Legal, whichever the "
+                                        "sheet's shape is nearer; A5 has A4's shape, so name "
+                                        "it)"))
         if json_flag:
             s.add_argument("--json", action="store_true", help="machine-readable output")
 

@@ -15,7 +15,7 @@ from models.runtime import Model, evidence, photos
 from models.runtime.model import handwriting
 from tests.conftest import cli, generated_page, with_camera
 
-A4, LETTER = photos.PAPERS["A4"], photos.PAPERS["Letter"]
+A4, LETTER, LEGAL = photos.PAPERS["A4"], photos.PAPERS["Letter"], photos.PAPERS["Legal"]
 FAR = {"fill": 0.55, "light": 0.5}  # benchmarks/pages.py --photos: far
 
 
@@ -86,6 +86,17 @@ def test_a_named_paper_keeps_the_handwritings_size():
     assert scan.pages[0].shape == (2447, 1715)  # A5 at 300 dpi, less 1% each edge
 
 
+def test_a_legal_sheet_is_told_by_its_shape():
+    """US Legal (8.5 x 14 inches) is longer than A4 or Letter: by its shape alone it is
+    found, taken for Legal, and its handwriting read at its own size."""
+    page, boxes = generated_page(5)
+    photo, _ = synth.photograph(page, np.random.default_rng(5), LEGAL)
+    scan = Model.read(photo, "legal", "auto")
+    assert scan.paper == "Legal" and len(scan.lines[0]) == len(boxes)
+    read = np.median([line.box[3] - line.box[1] for line in scan.lines[0]])
+    assert read / np.median([box[3] - box[1] for box in boxes]) == pytest.approx(1, rel=0.05)
+
+
 def test_the_sheets_shape_is_judged_with_the_perspective_undone():
     """Tilted 30 degrees, an A4 sheet's outline can look as square as Letter's; undone,
     each is its own paper. From afar (the sheet 55% of the frame), the corners found on the
@@ -93,7 +104,7 @@ def test_the_sheets_shape_is_judged_with_the_perspective_undone():
     away (these seeds; 11 of 300 sheets): found again at full resolution, they are not."""
     for seed, far in ((0, False), (1, False), (2, False), (3, False), (1, True), (26, True),
                       (29, True), (110, True)):
-        for paper, name in ((A4, "A4"), (LETTER, "Letter")):
+        for paper, name in ((A4, "A4"), (LETTER, "Letter"), (LEGAL, "Legal")):
             photo, _ = synth.photograph(np.full((100, 100), 250, np.uint8),
                                         np.random.default_rng(seed), paper, tilt_deg=30,
                                         frame=(1512, 2016), **FAR if far else {})

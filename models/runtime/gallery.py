@@ -113,8 +113,8 @@ class Source(NamedTuple):
     """An enrolled image's file, as `gallery rebuild` reads it again; `dpi` and `read_as`
     are None for images enrolled before the gallery recorded them, `dpi` alone for a photo
     (read again, its sheet sets it); `paper` is a photo's (None for any other image, and
-    for a photo enrolled before the gallery recorded it: read again as A4 or Letter by its
-    shape)."""
+    for a photo enrolled before the gallery recorded it: read again as A4, Letter or Legal by
+    its shape)."""
 
     path: str
     sha256: str

@@ -91,7 +91,7 @@ def handwriting(image: str | Path | np.ndarray, name: str = "<array>",
     """The handwriting of a path or an array (`Scan`, without text lines), scanned at `dpi`
     (a file: else the resolution it declares, else 300; see `images.scan_dpi`); where
     nothing tells it, a photographed sheet of paper straightened onto its paper (`paper`,
-    else A4 or Letter by its shape) if read as `input` (`photographed`); where none is found
+    else A4, Letter or Legal by its shape) if read as `input` (`photographed`); where none is found
     on a photo whose EXIF names a camera, that camera (its handwriting's size is not
     known). A blank or tiny
     image raises NoInkError naming it; blank pages of a TIFF or a PDF (a duplex scan's
@@ -124,7 +124,7 @@ def handwriting(image: str | Path | np.ndarray, name: str = "<array>",
 def photographed(found: list[np.ndarray], input: str, paper: str | None = None
                  ) -> tuple[list[np.ndarray], dict]:
     """(pages whose resolution nothing told, each that may be read as a page
-    (`pages.may_be_page`) and holds a photographed sheet of `paper` (None: A4 or Letter,
+    (`pages.may_be_page`) and holds a photographed sheet of `paper` (None: A4, Letter or Legal,
     `photos.find_sheet`) straightened onto it at 300 dpi; {"dpi": the resolution measured
     on the first such sheet, "paper": its paper}, or {"dpi": 300} where there is none).
     Before the ink is judged: on a photo, the desk around the sheet is no paper."""

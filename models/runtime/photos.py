@@ -3,9 +3,9 @@
 A camera's image says nothing of the handwriting's size (its JPEG declares 72 dpi, or
 nothing), and shows the sheet in perspective, under uneven light. Where a sheet of paper
 lies whole against a darker ground, its four corners give both: the sheet is mapped onto
-A4 or US Letter paper at 300 dpi (whichever its shape is nearer, judged with the camera's
-perspective undone, Zhang & He 2007; or the paper its user names), and its light is
-evened. docs/results.md, photos.
+A4, US Letter or US Legal paper at 300 dpi (whichever its shape is nearer, judged with the
+camera's perspective undone, Zhang & He 2007; or the paper its user names), and its light
+is evened. docs/results.md, photos.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from iam_writers_tfds.images import SCAN_DPI
 # (short side, long side) in inches: the sheets a page photographed may be (`--paper`)
 PAPERS = {"A4": (8.27, 11.69), "Letter": (8.5, 11.0), "A5": (5.83, 8.27),
           "Legal": (8.5, 14.0)}
-# those told apart by shape where no paper is named (A5 has A4's shape; Legal's was not
-# measured on photos): docs/results.md, photos
-SHAPED = ("A4", "Letter")
+# those told apart by shape where no paper is named (A5 has A4's shape): docs/results.md,
+# photos and Legal by its shape
+SHAPED = ("A4", "Letter", "Legal")
 FIND_SIDE = 800  # px: the photo's long side where the sheet is looked for
 REFINE_SAMPLES = 48  # points along each side where its edge is found at full resolution
 PAPER_SHARE = (0.2, 0.95)  # of the photo the sheet covers: less is not a page, more no ground
