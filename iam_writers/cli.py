@@ -402,7 +402,8 @@ def _read_as(image: dict) -> str:
         return "reading not recorded"
     if image["dpi"] is None:  # `Read.read_as`: a photo's sheet sets it at every reading
         return f"{image['read_as']}, a photo straightened onto {image['paper'] or 'its'} paper"
-    return f"{image['read_as']} at {image['dpi']:g} dpi"
+    return f"{image['read_as']} at {image['dpi']:g} dpi" + (
+        f", a photo ({image['camera']}) with no sheet found" if image["camera"] else "")
 
 
 def _rebuild(args: argparse.Namespace) -> None:

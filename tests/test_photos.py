@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 from benchmarks.pages import box_iou
 from iam_writers_tfds import images, synth
 from iam_writers_tfds.images import png_with_dpi
-from models.runtime import Model, evidence, photos
+from models.runtime import Gallery, Model, evidence, photos
 from models.runtime.model import handwriting
 from tests.conftest import cli, generated_page, with_camera
 
@@ -193,3 +194,7 @@ def test_a_photo_is_identified_and_says_how_it_was_read(tmp_path):
     proc = cli("enroll", gallery, "--descriptor", "hinge", "--writer", "w3", shot, cropped)
     assert proc.returncode == 0 and f"{cropped} (Apple iPhone 13)" in proc.stderr
     assert str(shot) not in proc.stderr
+    # and the gallery keeps it, for `gallery show` months on
+    kept = {Path(i["path"]).name: i for i in Gallery.open(gallery).images("w3")}
+    assert kept["cropped.jpg"]["camera"] == "Apple iPhone 13" and kept["cropped.jpg"]["dpi"] == 300
+    assert kept["shot.jpg"]["camera"] is None and kept["shot.jpg"]["paper"] == "A4"

@@ -90,23 +90,26 @@ CREATE TABLE images (
     thumbnail BLOB,
     dpi REAL,
     read_as TEXT,
-    paper TEXT
+    paper TEXT,
+    camera TEXT
 );
 CREATE INDEX images_by_writer ON images(writer_id);
 """ + EXEMPLARS
 
 
 # added to schema 1 without a new version
-READ_COLUMNS = {"dpi": "REAL", "read_as": "TEXT", "paper": "TEXT"}
+READ_COLUMNS = {"dpi": "REAL", "read_as": "TEXT", "paper": "TEXT", "camera": "TEXT"}
 
 
 class ReadAs(NamedTuple):
     """How an image file was read when enrolled: at what resolution (None: a photo, whose
-    sheet sets it), as a line or a page, and a photo's paper."""
+    sheet sets it), as a line or a page, a photo's paper, and the camera that took a photo
+    read as if at 300 dpi, no sheet found on it (its handwriting's size not known)."""
 
     dpi: float | None
     read_as: str
     paper: str | None = None
+    camera: str | None = None
 
 
 class Source(NamedTuple):
@@ -114,13 +117,14 @@ class Source(NamedTuple):
     are None for images enrolled before the gallery recorded them, `dpi` alone for a photo
     (read again, its sheet sets it); `paper` is a photo's (None for any other image, and
     for a photo enrolled before the gallery recorded it: read again as A4, Letter or Legal by
-    its shape)."""
+    its shape); `camera` as `ReadAs` says (read again, the file says it again)."""
 
     path: str
     sha256: str
     dpi: float | None
     read_as: str | None
     paper: str | None
+    camera: str | None
 
 
 # solves a writer's exemplar SVM from its summed descriptor row: (the cohort's key, duals)
@@ -469,10 +473,11 @@ class Gallery:
         return [{"writer": n, "images": k, "enrolled": e, "updated": u} for n, k, e, u in rows]
 
     def images(self, writer: str) -> list[dict]:
-        """[{"path", "sha256", "enrolled", "dpi", "read_as", "paper"}] of a writer's enrolled
-        images, in enrolment order: what the writer is known by (dpi and read_as None where
-        the gallery did not yet record them; dpi alone for a photo, whose sheet sets it;
-        paper for a photo). An unknown writer raises, naming the file."""
+        """[{"path", "sha256", "enrolled", "dpi", "read_as", "paper", "camera"}] of a
+        writer's enrolled images, in enrolment order: what the writer is known by (dpi and
+        read_as None where the gallery did not yet record them; dpi alone for a photo, whose
+        sheet sets it; paper for a photo; camera for a photo with no sheet found: `ReadAs`).
+        An unknown writer raises, naming the file."""
         with self._reading():
             writer_id = self._writer_id(self.db, writer)
             rows = self.db.execute(f"SELECT i.path, i.sha256, i.enrolled, {_read(self.db)} "

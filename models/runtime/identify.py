@@ -298,7 +298,7 @@ class Read(NamedTuple):
         """As a gallery records it: a photo without its measured resolution, so that
         `gallery rebuild` finds its sheet again, and with its paper."""
         return ReadAs(None if self.paper else self.dpi, "line" if self.lines is None else "page",
-                      self.paper)
+                      self.paper, self.camera)
 
 
 class Features:
