@@ -21,7 +21,7 @@ from iam_writers_tfds.images import SCAN_DPI
 PAPERS = {"A4": (8.27, 11.69), "Letter": (8.5, 11.0), "A5": (5.83, 8.27),
           "Legal": (8.5, 14.0)}
 # those told apart by shape where no paper is named (A5 has A4's shape): docs/results.md,
-# photos and Legal by its shape
+# photos, US Legal by its shape
 SHAPED = ("A4", "Letter", "Legal")
 FIND_SIDE = 800  # px: the photo's long side where the sheet is looked for
 REFINE_SAMPLES = 48  # points along each side where its edge is found at full resolution
