@@ -30,6 +30,13 @@ PAPER_CONTRAST = 40  # gray levels between the sheet and the ground around it
 RUN_SLACK = 0.005  # of the sheet's outline: how far a straight run of it may stray from it
 SIDE_TURN = 12  # degrees: a turn of the sheet's outline sharper than this ends a side
 CUT_SHARE = 0.6  # of its shortest side: how much outline a hidden corner may cut off
+# a side is the line most of the outline's points near it lie on, within SIDE_FIT px of the
+# reduced photo: its candidates run through pairs of SIDE_PICKS points spread along it,
+# from those within SIDE_BAND of its length of the run first found (a light thumb over a
+# corner bends that run off the side: docs/results.md, a light thumb)
+SIDE_BAND = 0.15
+SIDE_FIT = 1.5
+SIDE_PICKS = 48
 PAPER_SLACK = 0.08  # of long side over short: how far a sheet's may be from its paper's
 INSET = 0.01  # of the sheet's width, cut from each edge: no ground left at the border
 # the camera's focal length, as a multiple of the photo's diagonal, that the perspective is
@@ -150,8 +157,9 @@ def _four_sides(hull: np.ndarray) -> np.ndarray | None:
 
 def _edges_met(quad: np.ndarray, outline: np.ndarray) -> np.ndarray:
     """The corners where the four sides of the sheet's outline meet, each side a line
-    fitted to the outline's points along it (between its corners' ends, a tenth of its
-    length from each): a corner itself is rounded by the blur, a side is straight."""
+    fitted to the outline's points that lie straight along it (`_straightest`, between its
+    corners' ends, a tenth of its length from each): a corner itself is rounded by the
+    blur, a side is straight, and a thumb's curve beside it is not."""
     lines = []
     for a, b in zip(quad, np.roll(quad, -1, axis=0)):
         along = b - a
@@ -159,11 +167,32 @@ def _edges_met(quad: np.ndarray, outline: np.ndarray) -> np.ndarray:
         rel = outline - a
         t = rel @ along / length ** 2
         off = np.abs(along[0] * rel[:, 1] - along[1] * rel[:, 0]) / length
-        near = outline[(t > 0.1) & (t < 0.9) & (off < 0.02 * length)]
+        near = outline[(t > 0.1) & (t < 0.9) & (off < SIDE_BAND * length)]
         if len(near) < 2:
             return quad
-        lines.append(_fitted(near))
+        lines.append(_fitted(_straightest(near, along)))
     return _met(lines, quad)
+
+
+def _straightest(points: np.ndarray, along: np.ndarray) -> np.ndarray:
+    """Of outline points near a side running `along`, those within SIDE_FIT px of the line
+    most of them lie on, of the lines through two of SIDE_PICKS points spread along it and
+    a fifth of its length apart (all pairs: no random draw)."""
+    length = float(np.linalg.norm(along))
+    order = np.argsort(points @ along)
+    picks = points[order[np.linspace(0, len(points) - 1, min(SIDE_PICKS, len(points)))
+                         .astype(int)]]
+    i, j = np.triu_indices(len(picks), 1)
+    start, step = picks[i], picks[j] - picks[i]
+    apart = np.hypot(step[:, 0], step[:, 1])
+    keep = apart > 0.2 * length
+    if not keep.any():
+        return points
+    start, step, apart = start[keep], step[keep], apart[keep]
+    off = np.abs(step[:, None, 0] * (points[None, :, 1] - start[:, None, 1])
+                 - step[:, None, 1] * (points[None, :, 0] - start[:, None, 0])) / apart[:, None]
+    on = off < SIDE_FIT
+    return points[on[np.argmax(on.sum(axis=1))]]
 
 
 def _fitted(points: np.ndarray) -> np.ndarray:
