@@ -97,14 +97,14 @@ def _tiff_dpi(data: bytes) -> float | None:
     TIFF's first page (its first image file directory that is no thumbnail), read whole."""
     order, directories = _tiff_directories(data)
     first = next((d for d in directories if not _reduced(d, order)), None)
-    if first is None or not first.whole or 282 not in first.tags or first.tags[282][0] != 5:
+    if first is None or not first.whole or 282 not in first.tags or first.tags[282].kind != 5:
         return None  # 282 is a RATIONAL: the offset of two uint32
     try:
-        (offset,) = struct.unpack(order + "I", first.tags[282][1])
+        (offset,) = struct.unpack(order + "I", first.tags[282].value)
         numerator, denominator = struct.unpack_from(order + "II", data, offset)
     except struct.error:  # cut short: says nothing
         return None
-    unit = struct.unpack(order + "H", first.tags[296][1][:2])[0] if 296 in first.tags else 2
+    unit = struct.unpack(order + "H", first.tags[296].value[:2])[0] if 296 in first.tags else 2
     if not denominator or not numerator:
         return None
     return {2: numerator / denominator, 3: numerator / denominator * 2.54}.get(unit)
@@ -199,13 +199,21 @@ def _decoded(data: bytes, index: int, n: int, count: int, name: str, max_pixels:
     return _gray(page, f"{name}, page {n}" if count > 1 else name, max_pixels)
 
 
-class _Directory(NamedTuple):
-    """A TIFF image file directory: {tag: (type, the value or its offset, 4 bytes)}, whether
-    all its entries were read (a file cut short inside them: not), and {tag: count}."""
+class _Entry(NamedTuple):
+    """A TIFF directory entry: its type, its count of values, and its values or their
+    offset (4 bytes)."""
 
-    tags: dict[int, tuple[int, bytes]]
+    kind: int
+    count: int
+    value: bytes
+
+
+class _Directory(NamedTuple):
+    """A TIFF image file directory: {tag: `_Entry`}, and whether all its entries were read
+    (a file cut short inside them: not)."""
+
+    tags: dict[int, _Entry]
     whole: bool
-    counts: dict[int, int]
 
 
 def _tiff_directories(data: bytes) -> tuple[str, list[_Directory]]:
@@ -221,12 +229,10 @@ def _tiff_directories(data: bytes) -> tuple[str, list[_Directory]]:
         while at and at not in seen and len(seen) <= 10 * MAX_PAGES:
             seen.add(at)
             (entries,) = struct.unpack_from(order + "H", data, at)
-            directories.append(_Directory({}, False, {}))
+            directories.append(_Directory({}, False))
             for k in range(entries):
-                tag, kind, count, value = struct.unpack_from(order + "HHI4s", data,
-                                                             at + 2 + 12 * k)
-                directories[-1].tags[tag] = (kind, value)
-                directories[-1].counts[tag] = count
+                tag, *entry = struct.unpack_from(order + "HHI4s", data, at + 2 + 12 * k)
+                directories[-1].tags[tag] = _Entry(*entry)
             directories[-1] = directories[-1]._replace(whole=True)
             (at,) = struct.unpack_from(order + "I", data, at + 2 + 12 * entries)
     except struct.error:
@@ -236,7 +242,7 @@ def _tiff_directories(data: bytes) -> tuple[str, list[_Directory]]:
 
 def _reduced(directory: _Directory, order: str) -> bool:
     """A reduced-resolution copy of a page (a scanner's thumbnail): NewSubfileType bit 0."""
-    kind, value = directory.tags.get(254, (4, bytes(4)))
+    kind, _, value = directory.tags.get(254, _Entry(4, 1, bytes(4)))
     form = {3: "H", 4: "I"}.get(kind)  # a LONG by the standard; a SHORT from some writers
     return bool(form and struct.unpack_from(order + form, value)[0] & 1)
 
@@ -424,8 +430,7 @@ def exif_camera(data: bytes) -> str | None:
 
 def _ascii(tiff: bytes, order: str, directory: _Directory, tag: int) -> str | None:
     """A directory's ASCII entry (type 2): in its 4 bytes, or at the offset they hold."""
-    kind, value = directory.tags.get(tag, (0, b""))
-    count = directory.counts.get(tag, 0)
+    kind, count, value = directory.tags.get(tag, _Entry(0, 0, b""))
     if kind != 2 or not count:
         return None
     raw = value if count <= 4 else tiff[struct.unpack(order + "I", value)[0]:][:min(count, 64)]
@@ -437,7 +442,7 @@ def exif_orientation(data: bytes) -> int:
     if (exif := _exif(data)) is None:
         return 1
     _, order, first = exif
-    kind, value = first.tags.get(0x0112, (0, b""))
+    kind, _, value = first.tags.get(0x0112, _Entry(0, 0, b""))
     return struct.unpack_from(order + "H", value)[0] if kind == 3 else 1
 
 

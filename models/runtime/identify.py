@@ -305,8 +305,8 @@ class Features:
     """What a gallery needs of images: a model's embeddings and/or a descriptor's rows.
     Each image is read as `input` (`models.config.INPUTS`): a page's lines make one document, the
     unit mean of their embeddings and the sum of their descriptor rows. `dpi` is the images'
-    scan resolution (None: each file's declared one, else 300), `paper` a photo's (None: A4
-    or Letter by its shape; `handwriting`)."""
+    scan resolution (None: each file's declared one, else 300), `paper` a photo's (None: A4,
+    Letter or Legal by its shape; `handwriting`)."""
 
     def __init__(self, model: Model | None, descriptor: Descriptor | None,
                  input: str = "auto", dpi: float | None = None, paper: str | None = None):

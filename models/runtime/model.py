@@ -91,11 +91,10 @@ def handwriting(image: str | Path | np.ndarray, name: str = "<array>",
     """The handwriting of a path or an array (`Scan`, without text lines), scanned at `dpi`
     (a file: else the resolution it declares, else 300; see `images.scan_dpi`); where
     nothing tells it, a photographed sheet of paper straightened onto its paper (`paper`,
-    else A4, Letter or Legal by its shape) if read as `input` (`photographed`); where none is found
-    on a photo whose EXIF names a camera, that camera (its handwriting's size is not
-    known). A blank or tiny
-    image raises NoInkError naming it; blank pages of a TIFF or a PDF (a duplex scan's
-    backs) are left out, unless every page is blank."""
+    else A4, Letter or Legal by its shape) if read as `input` (`photographed`); where none
+    is found on a photo whose EXIF names a camera, that camera (its handwriting's size is
+    not known). A blank or tiny image raises NoInkError naming it; blank pages of a TIFF or
+    a PDF (a duplex scan's backs) are left out, unless every page is blank."""
     if isinstance(image, np.ndarray):
         source, camera = dpi, None
         found = [at_scan_dpi(image, source or SCAN_DPI)]

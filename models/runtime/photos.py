@@ -215,7 +215,7 @@ def _refined(photo: np.ndarray, corners: np.ndarray, reach: float) -> np.ndarray
     """`corners` where the sheet's four sides meet at the photo's own resolution: each side
     a line fitted to where the light changes most steeply across it, within `reach` px of
     the side found on the photo reduced (`FIND_SIDE`: a pixel there is several here, and the
-    paper's shape, A4 or Letter, is judged from the corners to a few thousandths)."""
+    paper's shape, A4, Letter or Legal, is judged from the corners to a few thousandths)."""
     across = np.arange(-reach, reach + 0.5, 0.5, dtype=np.float32)
     lines = []
     for a, b in zip(corners, np.roll(corners, -1, axis=0)):
