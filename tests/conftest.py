@@ -95,25 +95,34 @@ def generated_page(seed: int, lines: int = 6, skew: float = 0.0):
     return synth.render_page(synth.WriterStyle.sample(rng), rng, lines=lines, skew_deg=skew)
 
 
-def with_camera(jpeg: bytes, make: str, model: str) -> bytes:
-    """JPEG bytes with an EXIF segment naming the camera (Make, Model), as a phone writes it:
-    strings of more than 4 bytes at an offset, shorter ones in the entry itself."""
+def with_exif(jpeg: bytes, tags: dict[int, int | str]) -> bytes:
+    """JPEG bytes with an EXIF segment holding `tags` in its first directory, as a phone
+    writes them: an int as a SHORT (Orientation), a str as ASCII (Make, Model), of more
+    than 4 bytes at an offset, shorter in the entry itself."""
     import struct
 
     strings, entries = b"", []
-    data_at = 8 + 2 + 12 * 2 + 4  # after the header, the directory and its next offset
-    for tag, text in ((0x010F, make), (0x0110, model)):
-        raw = text.encode() + b"\x00"
+    data_at = 8 + 2 + 12 * len(tags) + 4  # after the header, the directory and its next offset
+    for tag, v in tags.items():
+        if isinstance(v, int):
+            entries.append(struct.pack("<HHIHH", tag, 3, 1, v, 0))
+            continue
+        raw = v.encode() + b"\x00"
         if len(raw) <= 4:
             value = raw.ljust(4, b"\x00")
         else:
             value = struct.pack("<I", data_at + len(strings))
             strings += raw
         entries.append(struct.pack("<HHI", tag, 2, len(raw)) + value)
-    tiff = b"II*\x00" + struct.pack("<IH", 8, 2) + b"".join(entries) + struct.pack("<I", 0) \
-        + strings
+    tiff = b"II*\x00" + struct.pack("<IH", 8, len(tags)) + b"".join(entries) \
+        + struct.pack("<I", 0) + strings
     return (jpeg[:2] + b"\xff\xe1" + struct.pack(">H", 8 + len(tiff)) + b"Exif\x00\x00"
             + tiff + jpeg[2:])
+
+
+def with_camera(jpeg: bytes, make: str, model: str) -> bytes:
+    """JPEG bytes whose EXIF names the camera (Make, Model; `with_exif`)."""
+    return with_exif(jpeg, {0x010F: make, 0x0110: model})
 
 
 def cli(*args, timeout: int = 900, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -415,22 +415,24 @@ def test_rebuild_reads_each_file_as_it_was_enrolled_from_any_folder(tmp_path, mo
 
 
 def test_a_gallery_from_before_the_reading_was_recorded_gains_it(tmp_path):
-    """Galleries of schema 1 written before the `dpi`, `read_as` and `paper` columns still
-    open, rebuild (by the command's settings) and record them for what is enrolled next."""
+    """Galleries of schema 1 written before the `dpi`, `read_as`, `paper` and `camera`
+    columns still open, rebuild (by the command's settings) and record them for what is
+    enrolled next."""
     from models.runtime import identify
 
     files = _line_files(tmp_path / "lines", 3, seed=3)
     hinge = runtime.features_for(None, "hinge")
     runtime.enroll(tmp_path / "g", hinge, "ann", files[:2])
     db = sqlite3.connect(gallery_file(tmp_path / "g"))
-    for column in ("dpi", "read_as", "paper"):
+    for column in ("dpi", "read_as", "paper", "camera"):
         db.execute(f"ALTER TABLE images DROP COLUMN {column}")
     db.commit()
     db.close()
     runtime.enroll(tmp_path / "g", hinge, "bob", files[2:])
     g = Gallery.open(tmp_path / "g")
-    assert [(s.dpi, s.read_as, s.paper) for _, images in g.sources() for s in images] == \
-        [(None, None, None), (None, None, None), (300, "line", None)]
+    assert [(s.dpi, s.read_as, s.paper, s.camera) for _, images in g.sources()
+            for s in images] == \
+        [(None, None, None, None), (None, None, None, None), (300, "line", None, None)]
     assert g.check() == []
     assert [i["read_as"] for i in g.images("ann")] == [None, None]
     assert "reading not recorded" in cli("gallery", "show", tmp_path / "g", "ann").stdout

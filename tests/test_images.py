@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from iam_writers_tfds import images
+from tests.conftest import with_camera, with_exif
 
 
 def _png(img: np.ndarray) -> bytes:
@@ -224,12 +225,7 @@ def test_a_photo_is_turned_as_its_exif_orientation_says(orientation):
     image = np.full((60, 160), 220, np.uint8)
     image[5:15, 5:120] = 0  # a mark that tells every turn and flip apart
     image[20:55, 140:150] = 60
-    jpeg = cv2.imencode(".jpg", image)[1].tobytes()
-    tiff = (b"II*\x00" + struct.pack("<IH", 8, 1) + struct.pack("<HHIHH", 0x0112, 3, 1,
-                                                                  orientation, 0)
-            + struct.pack("<I", 0))
-    exif = b"\xff\xe1" + struct.pack(">H", 8 + len(tiff)) + b"Exif\x00\x00" + tiff
-    data = jpeg[:2] + exif + jpeg[2:]
+    data = with_exif(cv2.imencode(".jpg", image)[1].tobytes(), {0x0112: orientation})
     assert images.exif_orientation(data) == orientation
     np.testing.assert_array_equal(
         images.decode_gray(data),
@@ -255,7 +251,6 @@ def test_a_tiff_is_turned_as_its_orientation_tag_says(orientation, turn):
 
 
 def test_the_camera_a_photos_exif_names_is_read():
-    from tests.conftest import with_camera
 
     jpeg = cv2.imencode(".jpg", np.full((20, 30), 200, np.uint8))[1].tobytes()
     assert images.exif_camera(jpeg) is None

@@ -21,7 +21,7 @@ from iam_writers_tfds.images import (
 )
 from models.runtime.descriptors import Descriptor, Hinge
 from models.runtime.identify import Features, hinge_similarity
-from tests.conftest import cli
+from tests.conftest import cli, with_exif
 
 
 def _with_jfif(jpeg: bytes, unit: int, density: int) -> bytes:
@@ -115,10 +115,7 @@ def test_a_photo_above_the_limit_is_read_at_a_half_or_a_quarter(tmp_path, monkey
     photo = np.full((400, 600), 230, np.uint8)
     photo[20:60, 30:200] = 20  # top left: tells the turn
     jpeg = cv2.imencode(".jpg", photo)[1].tobytes()
-    tiff = (b"II*\x00" + struct.pack("<IH", 8, 1)
-            + struct.pack("<HHIHH", 0x0112, 3, 1, 6, 0) + struct.pack("<I", 0))
-    turned = jpeg[:2] + b"\xff\xe1" + struct.pack(">H", 8 + len(tiff)) + b"Exif\x00\x00" \
-        + tiff + jpeg[2:]  # EXIF 6: shown turned a quarter clockwise
+    turned = with_exif(jpeg, {0x0112: 6})  # EXIF 6: shown turned a quarter clockwise
     (tmp_path / "big.jpg").write_bytes(jpeg)
     (tmp_path / "turned.jpg").write_bytes(turned)
     monkeypatch.setattr(images, "MAX_PIXELS", photo.size // 3)
