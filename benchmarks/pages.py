@@ -1,7 +1,7 @@
 """Line finding on real page scans, against the lines cut from the same pages.
 
     python benchmarks/pages.py FORMS_DIR LINES_DIR [LINES_DIR ...] [--every 1] [--identify]
-        [--orientation] [--photos]
+        [--orientation] [--photos [--heic N]]
 
 FORMS_DIR holds page scans `<form-id>.png` (e.g. ../shared/data/iam_dev_forms); each
 LINES_DIR is a Kaggle-layout folder of lines cut from those pages (iam_dev_lines,
@@ -29,7 +29,11 @@ the frame's width, tilted up to 20 degrees, light falling off by 35%) and far (5
 degrees, 50%), and read as the runtime reads it (`Model.read`, `auto`): how many sheets are
 found and taken for A4, and how many are read with the upright page's lines (as many, each
 of the upright's boxes, moved onto the sheet, overlapping one with IoU >= 0.5); and how many
-of the scans themselves are taken for a photo (none should be).
+of the scans themselves are taken for a photo (none should be). With `--heic N`, the first N
+pages' near photos are also read as an iPhone's HEIC (`heic`; pillow-heif of the test extra
+encodes them): how many are read as their JPEG is (taken for the same paper, with as many
+lines, each overlapping one of the JPEG's with IoU >= 0.5), and the seconds to decode one,
+against decoding its JPEG in the same process (both in colour, as a phone's are).
 """
 
 from __future__ import annotations
@@ -74,6 +78,21 @@ def box_iou(a, b) -> float:
     return inter / max(area(a) + area(b) - inter, 1)
 
 
+def heic(image: np.ndarray, exif: bytes | None = None) -> bytes:
+    """A gray image as a phone's HEIC (HEVC at quality 80), with `exif` (an EXIF's TIFF
+    body) if given; the tests make theirs by it too. Encoded by pillow-heif's x265 (the test
+    extra): the runtime's pi-heif only decodes."""
+    import io
+
+    import pillow_heif
+
+    out = io.BytesIO()
+    rgb = np.ascontiguousarray(np.repeat(image[:, :, None], 3, axis=2))
+    pillow_heif.from_bytes("RGB", image.shape[::-1], rgb.tobytes()).save(
+        out, quality=80, exif=b"Exif\x00\x00" + exif if exif else None)
+    return out.getvalue()
+
+
 def main() -> int:
     sys.path.insert(0, str(REPO))
     from iam_writers_tfds import kaggle_layout
@@ -89,7 +108,11 @@ def main() -> int:
     p.add_argument("--orientation", action="store_true",
                    help="also read every page turned a quarter and half a turn")
     p.add_argument("--photos", action="store_true", help="also read every page photographed")
+    p.add_argument("--heic", type=int, default=0, metavar="N",
+                   help="with --photos: the first N pages' near photos also as HEIC")
     args = p.parse_args()
+    if args.heic and not args.photos:
+        p.error("--heic needs --photos")
     cut: dict[str, list[Path]] = defaultdict(list)
     for folder in args.lines:
         for r in kaggle_layout.scan(kaggle_layout.find_root(folder) or folder)[0]:
@@ -123,12 +146,13 @@ def main() -> int:
     if args.orientation:
         orientation([args.forms / f"{form}.png" for form in forms])
     if args.photos:
-        photographed([args.forms / f"{form}.png" for form in forms])
+        photographed([args.forms / f"{form}.png" for form in forms], args.heic)
     return 0
 
 
-def photographed(paths: list[Path]) -> None:
-    """How the runtime reads pages photographed (module doc)."""
+def photographed(paths: list[Path], heics: int = 0) -> None:
+    """How the runtime reads pages photographed, the first `heics` near ones as HEIC too
+    (module doc)."""
     import cv2
 
     from iam_writers_tfds import synth
@@ -138,6 +162,7 @@ def photographed(paths: list[Path]) -> None:
     shots = {"near": {}, "far": {"fill": 0.55, "tilt_deg": 30.0, "light": 0.5}}
     counts = {name: defaultdict(int) for name in shots}
     seconds, scans = defaultdict(float), 0
+    as_jpeg, decoding = 0, defaultdict(float)  # HEICs read as their JPEG; seconds decoding
     m = round(photos.INSET * photos.PAPERS["A4"][0] * 300)  # the A4 sheet's edge cut off
     for k, path in enumerate(paths):
         page = read_gray(path)
@@ -155,6 +180,8 @@ def photographed(paths: list[Path]) -> None:
                 continue
             finally:
                 seconds[name] += time.perf_counter() - start
+            if name == "near" and k < heics:
+                as_jpeg += _read_alike(read, photo, decoding)
             counts[name]["A4"] += read.paper == "A4"
             counts[name]["other paper"] += read.paper not in ("A4", None)
             found = read.lines[0] or []
@@ -167,6 +194,34 @@ def photographed(paths: list[Path]) -> None:
         print(f"  {name:<5} read with the upright's lines {c['as upright']:>4}, sheet taken "
               f"for A4 {c['A4']:>4}, for another paper {c['other paper']:>3}, refused "
               f"{c['refused']:>3}; {seconds[name] / len(paths):.2f} s a photo read")
+    if heics:
+        n = min(heics, len(paths))
+        print(f"  as HEIC, the first {n} near: read as their JPEG {as_jpeg} / {n}; decoding "
+              f"{decoding['HEIC'] / n:.2f} s a photo, against {decoding['JPEG'] / n:.2f} s "
+              f"its JPEG in colour ({decoding['HEIC'] / decoding['JPEG']:.1f}x)")
+
+
+def _read_alike(read, photo: np.ndarray, decoding: dict[str, float]) -> bool:
+    """Whether `photo` as a HEIC is read as its JPEG was (`read`): the same paper, as many
+    lines, each of the JPEG's overlapping one with IoU >= 0.5. Its decoding is timed, and a
+    JPEG's in colour, as a phone's are both (`heic` encodes the gray photo in colour)."""
+    import cv2
+
+    from iam_writers_tfds import synth
+    from iam_writers_tfds.images import decode_gray
+    from models.runtime import Model
+
+    colour = cv2.imencode(".jpg", cv2.cvtColor(photo, cv2.COLOR_GRAY2BGR),
+                          [cv2.IMWRITE_JPEG_QUALITY, synth.PHOTO_QUALITY])[1].tobytes()
+    data = heic(photo)
+    for name, encoded in (("JPEG", colour), ("HEIC", data)):
+        start = time.perf_counter()
+        image = decode_gray(encoded)
+        decoding[name] += time.perf_counter() - start
+    again = Model.read(image, "heic", "auto")
+    found, lines = again.lines[0] or [], read.lines[0] or []
+    return again.paper == read.paper and len(found) == len(lines) and all(
+        max((box_iou(line.box, f.box) for f in found), default=0.0) >= 0.5 for line in lines)
 
 
 def orientation(paths: list[Path]) -> None:

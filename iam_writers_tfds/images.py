@@ -1,18 +1,23 @@
 """Decoding handwriting images into 8-bit grayscale, with the guards real data needs.
 
-Only numpy and OpenCV are imported here, so the TF-free edge runtime can share it.
+Only numpy and OpenCV (and pi-heif, for a HEIC) are imported here, so the TF-free edge
+runtime can share it.
 """
 
 from __future__ import annotations
 
+import io
 import struct
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import cv2
 import numpy as np
+
+if TYPE_CHECKING:
+    from pi_heif import HeifFile
 
 # Decoding failures become our own errors naming the file and the fix; OpenCV's log lines
 # about the same failures would only be noise beside them.
@@ -30,9 +35,13 @@ PHOTO_SCALES = {2: cv2.IMREAD_REDUCED_GRAYSCALE_2, 4: cv2.IMREAD_REDUCED_GRAYSCA
 MAX_PAGES = 20  # pages of one TIFF read as one document; a longer file is split by its user
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*")
-# an ISO media file's type box and major brand: HEIF's HEVC images (an iPhone's photos)
+# an ISO media file's type box and major brand: HEIF's HEVC images (an iPhone's photos),
+# which OpenCV has no decoder for: libheif reads them (pi-heif)
 _HEIF_BRANDS = {b"ftyp" + brand for brand in (b"heic", b"heix", b"hevc", b"hevx", b"heim",
                                               b"heis", b"mif1", b"msf1")}
+# libheif decodes a HEIC whole before it is shrunk, so a half of its size at most (160 MP
+# in 480 MB, an iPhone's 48 MP within), not a quarter as a JPEG's own scaling allows
+HEIF_SCALES = (2,)
 
 
 class ImageError(ValueError):
@@ -146,7 +155,8 @@ def believed_dpi(data: bytes) -> float | None:
 
 
 def decode_gray(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Decode PNG/JPEG/TIFF bytes into a 2-D uint8 grayscale array (dark ink on light paper).
+    """Decode PNG, JPEG, TIFF or HEIC bytes into a 2-D uint8 grayscale array (dark ink on
+    light paper).
 
     16-bit images are scaled to 8 bits, colour is converted to gray, and transparent
     pixels are composited over white paper. A TIFF of several pages is refused: one image
@@ -331,14 +341,48 @@ def _first_page(data: bytes, name: str, max_pixels: int) -> np.ndarray:
     """The image of `decode_gray`, or a TIFF's first page, with the guards it names."""
     if not data:
         raise CorruptImageError(f"{name}: the file is empty. Re-download it or delete it.")
-    size = png_size(data) or jpeg_size(data)
+    heif = _heif(data, name) if is_heif(data) else None
+    size = heif.size[::-1] if heif is not None else png_size(data) or jpeg_size(data)
     if size is not None and size[0] * size[1] > max_pixels:
         raise ImageTooLargeError(
             f"{name}: declares {size[1]}x{size[0]} pixels, above the limit of {max_pixels:,}. "
             "Remove the file or downscale it; it may be a decompression bomb."
         )
+    if heif is not None:
+        return _gray(_heif_image(heif, name), name, max_pixels)
     return _upright(_gray(_imdecode(data, name, cv2.IMREAD_UNCHANGED), name, max_pixels),
                     exif_orientation(data))
+
+
+def is_heif(data: bytes) -> bool:
+    """Whether image bytes are HEIF's HEVC images (a HEIC: an iPhone's photo), by their
+    file type box."""
+    return data[4:12] in _HEIF_BRANDS
+
+
+def _heif(data: bytes, name: str) -> HeifFile:
+    """libheif's reading of HEIF bytes: its boxes parsed, its image not yet decoded; an
+    unreadable one raises, naming the file."""
+    import pi_heif  # here, not at the top: it brings Pillow, which only a HEIC needs
+
+    try:
+        return pi_heif.open_heif(io.BytesIO(data), convert_hdr_to_8bit=True, bgr_mode=True)
+    except ValueError as err:
+        raise _unreadable_heif(name, err) from None
+
+
+def _heif_image(heif: HeifFile, name: str) -> np.ndarray:
+    """The primary image of a `_heif`, in BGR, turned upright by libheif as HEIF's own
+    rotation and mirroring say (its EXIF orientation only repeats them: not applied again)."""
+    try:
+        return np.asarray(heif)
+    except ValueError as err:  # the image data cut short or corrupt
+        raise _unreadable_heif(name, err) from None
+
+
+def _unreadable_heif(name: str, err: ValueError) -> CorruptImageError:
+    return CorruptImageError(f"{name}: not a readable HEIC photo ({err}). Copy it off the "
+                             "phone again, or export it as JPEG.")
 
 
 def _imdecode(data: bytes, name: str, flags: int) -> np.ndarray:
@@ -347,11 +391,6 @@ def _imdecode(data: bytes, name: str, flags: int) -> np.ndarray:
         img = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     except cv2.error:
         img = None
-    if (img is None or img.size == 0) and data[4:12] in _HEIF_BRANDS:
-        raise CorruptImageError(
-            f"{name}: a HEIC photo (an iPhone's own format), which OpenCV does not read. "
-            "Convert it to JPEG (`heif-convert` of libheif, or `sips -s format jpeg` on a "
-            "Mac), or set the iPhone to Settings > Camera > Formats > Most Compatible.")
     if img is None or img.size == 0:
         raise CorruptImageError(
             f"{name}: not a readable image (truncated, corrupt or another file type). "
@@ -361,14 +400,21 @@ def _imdecode(data: bytes, name: str, flags: int) -> np.ndarray:
 
 
 def reduced_photo(data: bytes, name: str) -> np.ndarray | None:
-    """A JPEG above MAX_PIXELS (a phone's 48 to 200 MP modes) decoded in gray at the least
-    of `PHOTO_SCALES` that brings it within, turned upright; None for any other image."""
-    size = jpeg_size(data)
+    """A JPEG or a HEIC above MAX_PIXELS (a phone's 48 to 200 MP modes) in gray at the
+    least of `PHOTO_SCALES` (a HEIC's: `HEIF_SCALES`) that brings it within, upright; None
+    for any other image."""
+    heif = _heif(data, name) if is_heif(data) else None
+    size = heif.size[::-1] if heif is not None else jpeg_size(data)
     if size is None or size[0] * size[1] <= MAX_PIXELS:
         return None
-    factor = next((f for f in PHOTO_SCALES if size[0] * size[1] <= MAX_PIXELS * f * f), None)
+    factor = next((f for f in (PHOTO_SCALES if heif is None else HEIF_SCALES)
+                   if size[0] * size[1] <= MAX_PIXELS * f * f), None)
     if factor is None:
         return None  # too large even so: refused as any image is (`decode_gray`)
+    if heif is not None:  # shrunk as libjpeg's scaling would: a box filter, size rounded up
+        whole = _gray(_heif_image(heif, name), name, MAX_PIXELS * factor * factor)
+        return cv2.resize(whole, (-(-size[1] // factor), -(-size[0] // factor)),
+                          interpolation=cv2.INTER_AREA)
     flags = PHOTO_SCALES[factor] | cv2.IMREAD_IGNORE_ORIENTATION
     return _upright(_gray(_imdecode(data, name, flags), name, MAX_PIXELS),
                     exif_orientation(data))
@@ -409,20 +455,33 @@ def jpeg_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
-def _exif(data: bytes) -> tuple[bytes, str, _Directory] | None:
-    """(the TIFF body of a JPEG's EXIF segment, its byte order, its first directory), or None
-    where it has none."""
-    for marker, body in _jpeg_segments(data):
-        if marker == 0xE1 and body[:6] == b"Exif\x00\x00":
-            order, directories = _tiff_directories(body[6:])
-            return (body[6:], order, directories[0]) if directories else None
-    return None
+def _exif(tiff: bytes | None) -> tuple[bytes, str, _Directory] | None:
+    """(the TIFF body of an EXIF, its byte order, its first directory), or None where there
+    is none."""
+    order, directories = _tiff_directories(tiff or b"")
+    return (tiff, order, directories[0]) if directories else None
+
+
+def _jpeg_exif(data: bytes) -> bytes | None:
+    """The TIFF body of a JPEG's EXIF segment, or None."""
+    return next((body[6:] for marker, body in _jpeg_segments(data)
+                 if marker == 0xE1 and body[:6] == b"Exif\x00\x00"), None)
+
+
+def _heif_exif(data: bytes) -> bytes | None:
+    """The TIFF body of a HEIC's EXIF item (after the header pi-heif may leave), or None;
+    an unreadable HEIC has none here (its decoding says why)."""
+    try:
+        exif = _heif(data, "").info.get("exif")
+    except CorruptImageError:
+        return None
+    return exif.removeprefix(b"Exif\x00\x00") if exif else None
 
 
 def exif_camera(data: bytes) -> str | None:
-    """The camera a JPEG's EXIF names ("Make Model", as phones and cameras write them), else
-    None: a photo, whose resolution says nothing of the handwriting's size."""
-    if (exif := _exif(data)) is None:
+    """The camera a JPEG's or a HEIC's EXIF names ("Make Model", as phones and cameras write
+    them), else None: a photo, whose resolution says nothing of the handwriting's size."""
+    if (exif := _exif(_heif_exif(data) if is_heif(data) else _jpeg_exif(data))) is None:
         return None
     names = [_ascii(*exif, tag) for tag in (0x010F, 0x0110)]
     return " ".join(n for n in names if n) or None
@@ -438,8 +497,9 @@ def _ascii(tiff: bytes, order: str, directory: _Directory, tag: int) -> str | No
 
 
 def exif_orientation(data: bytes) -> int:
-    """The orientation (1-8) a JPEG's EXIF gives, else 1: the image as stored."""
-    if (exif := _exif(data)) is None:
+    """The orientation (1-8) a JPEG's EXIF gives, else 1: the image as stored. (A HEIC's is
+    applied by libheif itself: `_heif_image`.)"""
+    if (exif := _exif(_jpeg_exif(data))) is None:
         return 1
     _, order, first = exif
     kind, _, value = first.tags.get(0x0112, _Entry(0, 0, b""))
@@ -516,7 +576,7 @@ def scan_pixels(dpi: float) -> int:
 
 class Scanned(NamedTuple):
     """A scan's pages at SCAN_DPI, the resolution they were read at (None: nothing told
-    it), and where nothing told it the camera a JPEG's EXIF names (`exif_camera`)."""
+    it), and where nothing told it the camera a photo's EXIF names (`exif_camera`)."""
 
     pages: list[np.ndarray]
     dpi: float | None
@@ -528,8 +588,9 @@ def read_scan(path: str | Path, dpi: float | None = None) -> Scanned:
     image), each resampled to SCAN_DPI, and the resolution they were read at, from `scan_dpi`
     (a TIFF's first page's declared one; a PDF's pages are measured on their paper, whatever
     `dpi` says: `pdf_pages`), or None where nothing tells it (no `dpi`, no resolution
-    believed in the file): then they are read as they are, as if at SCAN_DPI, a JPEG above
-    MAX_PIXELS at a half or a quarter of its size (`reduced_photo`), with its camera."""
+    believed in the file): then they are read as they are, as if at SCAN_DPI, a photo (a
+    JPEG or a HEIC) above MAX_PIXELS at a half or a quarter of its size (`reduced_photo`),
+    with its camera."""
     data = image_bytes(path)
     if is_pdf(data):
         return Scanned(*pdf_pages(data, str(path)))

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 from filelock import FileLock
 
@@ -95,10 +96,10 @@ def generated_page(seed: int, lines: int = 6, skew: float = 0.0):
     return synth.render_page(synth.WriterStyle.sample(rng), rng, lines=lines, skew_deg=skew)
 
 
-def with_exif(jpeg: bytes, tags: dict[int, int | str]) -> bytes:
-    """JPEG bytes with an EXIF segment holding `tags` in its first directory, as a phone
-    writes them: an int as a SHORT (Orientation), a str as ASCII (Make, Model), of more
-    than 4 bytes at an offset, shorter in the entry itself."""
+def exif_tiff(tags: dict[int, int | str]) -> bytes:
+    """The TIFF body of an EXIF holding `tags` in its first directory, as a phone writes
+    them: an int as a SHORT (Orientation), a str as ASCII (Make, Model), of more than 4
+    bytes at an offset, shorter in the entry itself."""
     import struct
 
     strings, entries = b"", []
@@ -114,10 +115,26 @@ def with_exif(jpeg: bytes, tags: dict[int, int | str]) -> bytes:
             value = struct.pack("<I", data_at + len(strings))
             strings += raw
         entries.append(struct.pack("<HHI", tag, 2, len(raw)) + value)
-    tiff = b"II*\x00" + struct.pack("<IH", 8, len(tags)) + b"".join(entries) \
+    return b"II*\x00" + struct.pack("<IH", 8, len(tags)) + b"".join(entries) \
         + struct.pack("<I", 0) + strings
+
+
+def with_exif(jpeg: bytes, tags: dict[int, int | str]) -> bytes:
+    """JPEG bytes with an EXIF segment holding `tags` (`exif_tiff`)."""
+    import struct
+
+    tiff = exif_tiff(tags)
     return (jpeg[:2] + b"\xff\xe1" + struct.pack(">H", 8 + len(tiff)) + b"Exif\x00\x00"
             + tiff + jpeg[2:])
+
+
+def heic(image: np.ndarray, tags: dict[int, int | str] | None = None) -> bytes:
+    """A gray image as an iPhone's HEIC (`benchmarks.pages.heic`) with an EXIF of `tags`
+    (`exif_tiff`). An Orientation tag is written as HEIF's own rotation too, as a phone
+    does: the image is stored as given and shown turned."""
+    from benchmarks.pages import heic as encoded
+
+    return encoded(image, exif_tiff(tags) if tags else None)
 
 
 def with_camera(jpeg: bytes, make: str, model: str) -> bytes:

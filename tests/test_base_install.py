@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from benchmarks.base_install import base_venv, oldest_python
-from tests.conftest import REPO
+from iam_writers_tfds.images import read_gray
+from tests.conftest import REPO, heic
 
 
 def _run(bin_dir: Path, *args, cwd: Path) -> subprocess.CompletedProcess:
@@ -35,9 +36,15 @@ def test_base_install_identifies_without_tensorflow(exported, heldout, tmp_path)
     for path, writer in heldout:
         by_writer.setdefault(writer, []).append(path)
     a, b = list(by_writer)[:2]
-    proc = _run(bin_dir, "iam-writers", "predict", model, by_writer[a][0], "--json", cwd=work)
+    # and an iPhone's HEIC of the same line, decoded by the base install's own libheif
+    iphone = work / "IMG_0001.HEIC"
+    iphone.write_bytes(heic(read_gray(by_writer[a][0])))
+    proc = _run(bin_dir, "iam-writers", "predict", model, by_writer[a][0], iphone, "--json",
+                cwd=work)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert json.loads(proc.stdout)[0]["top"][0]["writer"] in by_writer
+    png, of_heic = json.loads(proc.stdout)
+    assert png["top"][0]["writer"] in by_writer
+    assert of_heic["top"][0]["writer"] == png["top"][0]["writer"]
     gallery = work / "g"
     for writer in (a, b):
         proc = _run(bin_dir, "iam-writers", "enroll", gallery, "--model", model, "--writer",

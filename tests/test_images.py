@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from iam_writers_tfds import images
-from tests.conftest import with_camera, with_exif
+from tests.conftest import heic, with_camera, with_exif
 
 
 def _png(img: np.ndarray) -> bytes:
@@ -40,9 +40,9 @@ def test_rgba_transparent_pixels_become_paper():
         (b"", "empty"),
         (b"this is not an image" * 5, "not a readable image"),
         (_png(np.zeros((50, 50), np.uint8))[:60], "not a readable image"),
-        # an iPhone's HEIC: its file type box, then HEVC that OpenCV has no decoder for
+        # an iPhone's HEIC: its file type box, then nothing libheif can read
         (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(200),
-         r"^x.png: a HEIC photo .* Convert it to JPEG"),
+         r"^x.png: not a readable HEIC photo \(.*\)\. Copy it off the phone again"),
     ],
     ids=["empty", "non-image", "truncated", "heic"],
 )
@@ -250,6 +250,28 @@ def test_a_tiff_is_turned_as_its_orientation_tag_says(orientation, turn):
         np.testing.assert_array_equal(page, cv2.rotate(image, turn))
 
 
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
+def test_a_heic_photo_is_read_upright_as_a_jpeg_is(orientation):
+    """An iPhone's HEIC, stored as the sensor saw it, turned by HEIF's own rotation and its
+    EXIF alike: read as the JPEG of the same EXIF is (the oracle above), turned once."""
+    image = np.full((60, 160), 220, np.uint8)
+    image[5:15, 5:120] = 0  # a mark that tells every turn apart
+    image[20:55, 140:150] = 60
+    read = images.decode_gray(heic(image, {0x0112: orientation}))
+    jpeg = images.decode_gray(with_exif(cv2.imencode(".jpg", image)[1].tobytes(),
+                                        {0x0112: orientation}))
+    assert read.shape == jpeg.shape
+    assert np.abs(read.astype(int) - jpeg).max() <= 12  # the two codecs' errors, not a mark
+
+
+def test_a_heic_cut_short_is_refused_naming_it():
+    data = heic(np.full((64, 64), 200, np.uint8))
+    assert images.decode_gray(data).shape == (64, 64)
+    with pytest.raises(images.CorruptImageError,
+                       match=r"^IMG_1.HEIC: not a readable HEIC photo \(.*\)\. Copy it off"):
+        images.decode_gray(data[:len(data) // 2], "IMG_1.HEIC")
+
+
 def test_the_camera_a_photos_exif_names_is_read():
 
     jpeg = cv2.imencode(".jpg", np.full((20, 30), 200, np.uint8))[1].tobytes()
@@ -259,3 +281,7 @@ def test_the_camera_a_photos_exif_names_is_read():
     assert images.exif_camera(_png(np.zeros((5, 5), np.uint8))) is None
     cut = with_camera(jpeg, "Apple", "iPhone 13")[:40]  # EXIF cut short: says nothing
     assert images.exif_camera(cut) is None
+    gray = np.full((20, 30), 200, np.uint8)
+    assert images.exif_camera(heic(gray, {0x010F: "Apple", 0x0110: "iPhone 15 Pro"})) == \
+        "Apple iPhone 15 Pro"
+    assert images.exif_camera(heic(gray)) is None

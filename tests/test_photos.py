@@ -14,7 +14,7 @@ from iam_writers_tfds import images, synth
 from iam_writers_tfds.images import png_with_dpi
 from models.runtime import Gallery, Model, evidence, photos
 from models.runtime.model import handwriting
-from tests.conftest import cli, generated_page, with_camera
+from tests.conftest import cli, generated_page, heic, with_camera
 
 A4, LETTER, LEGAL = photos.PAPERS["A4"], photos.PAPERS["Letter"], photos.PAPERS["Legal"]
 FAR = {"fill": 0.55, "light": 0.5}  # benchmarks/pages.py --photos: far
@@ -158,13 +158,19 @@ def test_a_photo_is_identified_and_says_how_it_was_read(tmp_path):
         assert cli("enroll", gallery, "--descriptor", "hinge", "--writer", f"w{k}",
                    path).returncode == 0
     page, _ = synth.render_page(styles[1], rng, lines=6)
-    photo = tmp_path / "photo.jpg"
-    cv2.imwrite(str(photo), synth.photograph(page, rng)[0])
-    proc = cli("identify", gallery, photo, "--json")
+    photo, iphone = tmp_path / "photo.jpg", tmp_path / "IMG_0001.HEIC"
+    shot = synth.photograph(page, rng)[0]
+    cv2.imwrite(str(photo), shot)
+    # and as an iPhone's HEIC (at a quarter of the pixels, as x265 is slow to encode)
+    iphone.write_bytes(heic(cv2.resize(shot, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA),
+                            {0x010F: "Apple", 0x0110: "iPhone 13"}))
+    proc = cli("identify", gallery, photo, iphone, "--json")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    [result] = json.loads(proc.stdout)
+    result, of_heic = json.loads(proc.stdout)
     assert result["top"][0]["writer"] == "w1" and result["lines"] == {str(photo): 6}
     assert result["paper"] == {str(photo): "A4"} and 200 < result["dpi"][str(photo)] < 330
+    assert of_heic["top"][0]["writer"] == "w1" and of_heic["lines"] == {str(iphone): 6}
+    assert of_heic["paper"] == {str(iphone): "A4"} and "unmeasured" not in of_heic
     proc = cli("identify", gallery, photo)
     assert "(page: 6 lines, a photo, straightened onto A4 paper)" in proc.stdout
     # a camera's photo on which no sheet is found is named: its handwriting's size is unknown

@@ -21,7 +21,7 @@ from iam_writers_tfds.images import (
 )
 from models.runtime.descriptors import Descriptor, Hinge
 from models.runtime.identify import Features, hinge_similarity
-from tests.conftest import cli, with_exif
+from tests.conftest import cli, heic, with_exif
 
 
 def _with_jfif(jpeg: bytes, unit: int, density: int) -> bytes:
@@ -132,6 +132,27 @@ def test_a_photo_above_the_limit_is_read_at_a_half_or_a_quarter(tmp_path, monkey
     monkeypatch.setattr(images, "MAX_PIXELS", photo.size // 17)
     with pytest.raises(ImageTooLargeError, match=r"big\.jpg: declares 600x400 pixels"):
         read_scan(tmp_path / "big.jpg")
+
+
+def test_a_heic_above_the_limit_is_read_at_half_its_size(tmp_path, monkeypatch):
+    """An iPhone's 48 MP HEIC: shrunk to half its size as a JPEG is by libjpeg, upright,
+    with its camera; beyond a half it is refused (libheif decodes it whole first)."""
+    photo = np.full((400, 600), 230, np.uint8)
+    photo[20:60, 30:200] = 20  # top left: tells the turn
+    (tmp_path / "big.heic").write_bytes(heic(photo, {0x010F: "Apple", 0x0110: "iPhone 15"}))
+    (tmp_path / "turned.heic").write_bytes(heic(photo, {0x0112: 6}))
+    monkeypatch.setattr(images, "MAX_PIXELS", photo.size // 3)
+    [half], source, camera = read_scan(tmp_path / "big.heic")
+    assert source is None and camera == "Apple iPhone 15" and half.shape == (200, 300)
+    assert abs(cv2.resize(photo, (300, 200), interpolation=cv2.INTER_AREA).astype(int)
+               - half).max() <= 8
+    [upright], _, _ = read_scan(tmp_path / "turned.heic")
+    assert upright.shape == (300, 200) and upright[15:100, 170:190].mean() < 60
+    with pytest.raises(ImageTooLargeError, match=r"big\.heic: declares 600x400 pixels"):
+        read_scan(tmp_path / "big.heic", 300)  # told it is a scan at 300 dpi
+    monkeypatch.setattr(images, "MAX_PIXELS", photo.size // 10)  # a JPEG's: a quarter
+    with pytest.raises(ImageTooLargeError, match=r"big\.heic: declares 600x400 pixels"):
+        read_scan(tmp_path / "big.heic")
 
 
 def test_identify_says_which_files_it_resampled(tmp_path, capsys):
