@@ -363,8 +363,11 @@ def is_heif(data: bytes) -> bool:
 def _heif(data: bytes, name: str) -> HeifFile:
     """libheif's reading of HEIF bytes: its boxes parsed, its image not yet decoded; an
     unreadable one raises, naming the file."""
-    import pi_heif  # here, not at the top: it brings Pillow, which only a HEIC needs
-
+    try:  # here, not at the top: it brings Pillow, which only a HEIC needs
+        import pi_heif
+    except ImportError:  # installed without its dependencies
+        raise ImageError(f"{name}: a HEIC photo, and pi-heif, which reads it, is not "
+                         "installed: pip install pi-heif") from None
     try:
         return pi_heif.open_heif(io.BytesIO(data), convert_hdr_to_8bit=True, bgr_mode=True)
     except ValueError as err:

@@ -1,5 +1,6 @@
 import io
 import struct
+import sys
 
 import cv2
 import numpy as np
@@ -270,6 +271,14 @@ def test_a_heic_cut_short_is_refused_naming_it():
     with pytest.raises(images.CorruptImageError,
                        match=r"^IMG_1.HEIC: not a readable HEIC photo \(.*\)\. Copy it off"):
         images.decode_gray(data[:len(data) // 2], "IMG_1.HEIC")
+
+
+def test_a_heic_without_its_decoder_says_what_to_install(monkeypatch):
+    """pi-heif is the base install's; installed without it (--no-deps), one line says so."""
+    monkeypatch.setitem(sys.modules, "pi_heif", None)  # its import fails
+    with pytest.raises(images.ImageError, match=r"^IMG_1.HEIC: a HEIC photo, and pi-heif, .*"
+                                                r"not installed: pip install pi-heif$"):
+        images.decode_gray(heic(np.full((64, 64), 200, np.uint8)), "IMG_1.HEIC")
 
 
 def test_the_camera_a_photos_exif_names_is_read():
