@@ -28,6 +28,20 @@ def test_16bit_png_is_scaled_to_8bit():
     assert out.dtype == np.uint8 and out[1, 1] == 255 and out[0, 0] == 1
 
 
+def test_a_10_bit_heic_is_read_at_8_bits_as_a_16_bit_png_is():
+    """An iPhone's HDR photo: HEVC of 10 bits (lossless here), read as the PNG of it is."""
+    import pillow_heif
+
+    img = np.full((64, 96), 50000, np.uint16)
+    img[10:30, 10:80] = 3000
+    out = io.BytesIO()
+    pillow_heif.from_bytes("I;16", img.shape[::-1], img.tobytes()).save(out, quality=-1)
+    assert pillow_heif.open_heif(out).info["bit_depth"] == 10
+    read = images.decode_gray(out.getvalue())
+    assert read.dtype == np.uint8
+    assert np.abs(read.astype(int) - images.decode_gray(_png(img))).max() <= 1
+
+
 def test_rgba_transparent_pixels_become_paper():
     img = np.zeros((4, 4, 4), np.uint8)  # black, fully transparent
     img[0, 0] = (0, 0, 0, 255)  # one opaque black pixel
