@@ -18,7 +18,8 @@ camera or a scanner set to JPEG would give it; with `--turn DEG`, each query pag
 turned DEG degrees (anticlockwise) on a canvas that holds it whole, as a page laid askew on
 the scanner's glass; with `--photo`, each query page is first photographed
 (`synth.photograph`: on an A4 sheet, tilted up to 20 degrees, under uneven light; a JPEG of
-quality 85 that declares no resolution).
+quality 85 that declares no resolution), and with `--photo --heic` saved as an iPhone's HEIC
+instead (`pages.heic`; pillow-heif of the test extra encodes it).
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ def main() -> int:
     p.add_argument("--turn", type=float, metavar="DEG", help="turn each query page this many "
                    "degrees first")
     p.add_argument("--photo", action="store_true", help="photograph each query page first")
+    p.add_argument("--heic", action="store_true", help="with --photo: save each photo as HEIC")
     p.add_argument("--out", type=Path, help="keep the gallery here (default: a temp folder)")
     p.add_argument("--ledger", type=Path, default=ledger.LEDGER,
                    help="the record of the real writers earlier runs probed (benchmarks/ledger.py)")
@@ -68,6 +70,8 @@ def main() -> int:
         p.error("--turn and --photo take pages: leave out --lines")
     if args.photo and (args.turn or args.jpeg):
         p.error("--photo is a JPEG of a page askew already: leave out --turn and --jpeg")
+    if args.heic and not args.photo:
+        p.error("--heic saves each photo as HEIC: it needs --photo")
 
     def records(folder: Path):
         return kaggle_layout.scan(kaggle_layout.find_root(folder))[0]
@@ -99,7 +103,7 @@ def main() -> int:
         if args.jpeg:
             files = [_jpeg(f, Path(tmp), args.jpeg) for f in files]
         if args.photo:
-            files = [_photographed(f, Path(tmp), args.seed * 1000 + k)
+            files = [_photographed(f, Path(tmp), args.seed * 1000 + k, args.heic)
                      for k, f in enumerate(files)]
         start = time.perf_counter()
         proc = subprocess.run([*CLI, "identify", gallery, *files, "--model", args.model,
@@ -116,7 +120,7 @@ def main() -> int:
              f"{args.container.upper()} files of {len(queries)} page scans")
     asked += f", turned {args.turn:g} degrees" if args.turn else ""
     asked += f", as JPEGs of quality {args.jpeg}" if args.jpeg else ""
-    asked += ", photographed" if args.photo else ""
+    asked += ", photographed" + (" (HEIC)" if args.heic else "") if args.photo else ""
     print(f"{len(results)} {asked} against {len(pages)} writers, each enrolled from one page "
           f"scan: top-1 {top1:.3f}, named at the threshold {right:.3f}, answered unknown "
           f"{unknown:.3f}; {seconds:.2f} s a {'line' if args.cut_lines else 'page'} in one "
@@ -139,17 +143,22 @@ def _jpeg(path: Path, folder: Path, quality: int) -> Path:
     return out
 
 
-def _photographed(path: Path, folder: Path, seed: int) -> Path:
-    """`path` photographed (`synth.photograph`, seeded), saved in `folder` as a JPEG of
-    a phone's quality (`synth.PHOTO_QUALITY`) under the same stem."""
+def _photographed(path: Path, folder: Path, seed: int, heic: bool = False) -> Path:
+    """`path` photographed (`synth.photograph`, seeded), saved in `folder` under the same
+    stem as a JPEG of a phone's quality (`synth.PHOTO_QUALITY`), or as a HEIC (`pages.heic`)."""
     import cv2
     import numpy as np
+    from pages import heic as as_heic
 
     from iam_writers_tfds import synth
 
-    out = folder / f"{path.stem}.jpg"
     photo, _ = synth.photograph(cv2.imread(str(path), cv2.IMREAD_GRAYSCALE),
                                 np.random.default_rng(seed))
+    if heic:
+        out = folder / f"{path.stem}.heic"
+        out.write_bytes(as_heic(photo))
+        return out
+    out = folder / f"{path.stem}.jpg"
     assert cv2.imwrite(str(out), photo, [cv2.IMWRITE_JPEG_QUALITY, synth.PHOTO_QUALITY])
     return out
 
