@@ -654,7 +654,8 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("predict", help="top-k writers of images (.tflite or SavedModel)")
     s.add_argument("model", type=Path, help=MODEL_HELP)
     s.add_argument("images", type=Path, nargs="+",
-                   help="line images or page scans (a PDF or a TIFF of pages is one document)")
+                   help="line images, page scans or photos of pages (PNG, JPEG, HEIC, TIFF or "
+                        "PDF; a PDF or a TIFF of pages is one document)")
     s.add_argument("--top-k", type=positive_int, default=5)
     skip_arg(s)
     model_args(s)
@@ -742,8 +743,9 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("identify", help="rank enrolled writers for images, or say unknown")
     s.add_argument("gallery", type=Path, help="the gallery's SQLite file (`enroll` writes it)")
     s.add_argument("images", type=Path, nargs="+",
-                   help="line images or page scans (a PDF or a TIFF of pages is one "
-                        "document): each a query, or one with --document")
+                   help="line images, page scans or photos of pages (PNG, JPEG, HEIC, TIFF or "
+                        "PDF; a PDF or a TIFF of pages is one document): each a query, or one "
+                        "with --document")
     scoring_args(s)
     s.add_argument("--document", action="store_true",
                    help="the images are lines of one document: one ranking for all of them")
