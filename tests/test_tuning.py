@@ -117,6 +117,35 @@ def test_a_search_whose_first_model_cannot_load_its_weights_leaves_no_project(du
     assert not (tmp_path / "p").exists()
 
 
+def test_kerastuner_state_is_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
+    """A kill between writing oracle.json and finishing it kept the old file (CI, 2026-12-05:
+    a truncated oracle.json that the re-run refused)."""
+    from keras_tuner.src import utils
+
+    from tuning.search import save_json_atomically
+
+    monkeypatch.setattr(utils, "save_json", utils.save_json)  # put back after the test
+    save_json_atomically()
+    oracle = kt.oracles.RandomSearchOracle(objective=kt.Objective("val_loss", "min"),
+                                           max_trials=3)
+    oracle._set_project_dir(str(tmp_path), "p")  # as a tuner does
+    oracle.save()
+    saved = (tmp_path / "p" / "oracle.json").read_bytes()
+    oracle.start_order.append("0")  # a later state, whose save is killed before it ends
+
+    def killed(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        oracle.save()
+    assert (tmp_path / "p" / "oracle.json").read_bytes() == saved
+    assert [f.name for f in (tmp_path / "p").iterdir()] == ["oracle.json"]
+    monkeypatch.undo()
+    oracle.save()  # the later state differs from the kept one
+    assert json.loads((tmp_path / "p" / "oracle.json").read_text())["start_order"] == ["0"]
+
+
 def test_killed_search_continues_without_overwriting(tmp_path, synth_dir):
     (tmp_path / "s.yaml").write_text(TINY)
     project = tmp_path / "p"

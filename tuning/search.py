@@ -85,6 +85,25 @@ def check_project(project: Path) -> None:
                                "or pass a new --project to start the search again.") from None
 
 
+def _save_json(path: str, obj) -> str:
+    """KerasTuner's utils.save_json, but the file is replaced whole or not at all."""
+    from iam_writers_tfds import atomic
+
+    text = json.dumps(obj)
+    atomic.write_text(Path(path), text)
+    return text
+
+
+def save_json_atomically() -> None:
+    """KerasTuner truncates and rewrites oracle.json as each trial starts and ends, so a
+    search killed in that instant left a damaged file that a re-run could only refuse
+    (check_project). Its state files all go through utils.save_json: swap in _save_json.
+    The project is always a local folder (TuneConfig.project)."""
+    from keras_tuner.src import utils
+
+    utils.save_json = _save_json
+
+
 def make_tuner(cfg: TuneConfig, num_classes: int):
     import keras_tuner as kt
 
@@ -96,6 +115,7 @@ def make_tuner(cfg: TuneConfig, num_classes: int):
                        epochs=cfg.epochs, seed=cfg.seed, out=cfg.project / "best_run",
                        weights=cfg.weights)
     hypermodel = HYPERMODELS[cfg.model](base, space.load(cfg.model, cfg.space), num_classes)
+    save_json_atomically()
     metric, direction = cfg.objective
     common = {"hypermodel": hypermodel, "objective": kt.Objective(metric, direction),
               "directory": str(cfg.project.parent), "project_name": cfg.project.name,
