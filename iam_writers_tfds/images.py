@@ -39,9 +39,10 @@ _TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*")
 # which OpenCV has no decoder for: libheif reads them (pi-heif)
 _HEIF_BRANDS = {b"ftyp" + brand for brand in (b"heic", b"heix", b"hevc", b"hevx", b"heim",
                                               b"heis", b"mif1", b"msf1")}
-# libheif decodes a HEIC whole before it is shrunk, so a half of its size at most (160 MP
-# in 480 MB, an iPhone's 48 MP within), not a quarter as a JPEG's own scaling allows
-HEIF_SCALES = (2,)
+# libheif decodes a HEIC whole before it is shrunk, so a third of its size at most (360 MP,
+# about 2 GB), not a quarter as a JPEG's own scaling allows: an iPhone's 48 MP is read at a
+# half, a Galaxy S24 Ultra's 200 MP at a third (5.4 s and 0.9 GB, docs/results.md)
+HEIF_SCALES = (2, 3)
 
 
 class ImageError(ValueError):
@@ -349,7 +350,7 @@ def _first_page(data: bytes, name: str, max_pixels: int) -> np.ndarray:
             "Remove the file or downscale it; it may be a decompression bomb."
         )
     if heif is not None:
-        return _gray(_heif_image(heif, name), name, max_pixels)
+        return _heif_gray(heif, name, max_pixels)
     return _upright(_gray(_imdecode(data, name, cv2.IMREAD_UNCHANGED), name, max_pixels),
                     exif_orientation(data))
 
@@ -362,29 +363,91 @@ def is_heif(data: bytes) -> bool:
 
 def _heif(data: bytes, name: str) -> HeifFile:
     """libheif's reading of HEIF bytes: its boxes parsed, its image not yet decoded; an
-    unreadable one raises, naming the file."""
+    unreadable one, or one cut short, raises, naming the file."""
     try:  # here, not at the top: it brings Pillow, which only a HEIC needs
         import pi_heif
     except ImportError:  # installed without its dependencies
         raise ImageError(f"{name}: a HEIC photo, and pi-heif, which reads it, is not "
                          "installed: pip install pi-heif") from None
     try:
-        return pi_heif.open_heif(io.BytesIO(data), convert_hdr_to_8bit=True, bgr_mode=True)
+        heif = pi_heif.open_heif(io.BytesIO(data), convert_hdr_to_8bit=True, bgr_mode=True)
     except ValueError as err:
-        raise _unreadable_heif(name, err) from None
+        raise _unreadable_heif(name, str(err)) from None
+    if (end := _heif_data_end(data)) > len(data):
+        raise _unreadable_heif(name, f"cut short: its image data runs to byte {end:,}, the "
+                                     f"file ends at {len(data):,}")
+    return heif
 
 
-def _heif_image(heif: HeifFile, name: str) -> np.ndarray:
-    """The primary image of a `_heif`, in BGR, turned upright by libheif as HEIF's own
-    rotation and mirroring say (its EXIF orientation only repeats them: not applied again)."""
+def _boxes(data: bytes, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
+    """(type, body start, end) of each ISO media box in data[start:end]; a size of 0 runs to
+    `end`, and one that cannot be a box's ends the walk."""
+    while start + 8 <= end:
+        size, kind = struct.unpack_from(">I4s", data, start)
+        body = start + 8
+        if size == 1 and body + 8 <= end:
+            size, body = struct.unpack_from(">Q", data, body)[0], body + 8
+        size = size or end - start
+        if size < body - start:
+            return
+        yield kind, body, start + size
+        start += size
+
+
+def _heif_data_end(data: bytes) -> int:
+    """Where the last image data a HEIF's item locations (`iloc`) point into the file ends:
+    past the end of a file cut short. libheif refuses such an image, but decodes a tiled one
+    (an iPhone's) with its missing tiles grey."""
+    meta = next(((b, e) for kind, b, e in _boxes(data, 0, len(data)) if kind == b"meta"), None)
+    iloc = meta and next(((b, e) for kind, b, e in _boxes(data, meta[0] + 4, meta[1])
+                          if kind == b"iloc"), None)
+    if not iloc or iloc[1] > len(data):
+        return 0  # no locations to check, or cut within them: libheif refuses it itself
+    body, stop = iloc
+    version = data[body]
+    sizes = data[body + 4] >> 4, data[body + 4] & 15, data[body + 5] >> 4, data[body + 5] & 15
+    offset_size, length_size, base_size, index_size = sizes
+    at = body + 6
+
+    def read(n: int) -> int:
+        nonlocal at
+        at += n
+        return int.from_bytes(data[at - n:at], "big")
+
+    end = 0
     try:
-        return np.asarray(heif)
-    except ValueError as err:  # the image data cut short or corrupt
-        raise _unreadable_heif(name, err) from None
+        for _ in range(read(4 if version == 2 else 2)):
+            read(4 if version == 2 else 2)  # item ID
+            method = read(2) & 15 if version in (1, 2) else 0
+            in_file = read(2) == 0 and method == 0  # data reference 0: this file, at offsets
+            base = read(base_size)
+            for _ in range(read(2)):
+                read(index_size if version in (1, 2) else 0)
+                offset, length = read(offset_size), read(length_size)
+                if in_file and length:
+                    end = max(end, base + offset + length)
+            if at > stop:
+                return 0  # not the iloc its version says: libheif judges it
+    except IndexError:
+        return 0
+    return end
 
 
-def _unreadable_heif(name: str, err: ValueError) -> CorruptImageError:
-    return CorruptImageError(f"{name}: not a readable HEIC photo ({err}). Copy it off the "
+def _heif_gray(heif: HeifFile, name: str, max_pixels: int) -> np.ndarray:
+    """The primary image of a `_heif` in gray (`_gray`), turned upright by libheif as HEIF's
+    own rotation and mirroring say (its EXIF orientation only repeats them: not applied
+    again), in memory of its own: numpy's view of libheif's pixels dies with `heif`."""
+    try:
+        image = np.asarray(heif)
+    except ValueError as err:  # the image data corrupt
+        raise _unreadable_heif(name, str(err)) from None
+    gray = _gray(image, name, max_pixels)
+    return gray.copy() if np.may_share_memory(gray, image) else gray  # a monochrome HEIC's
+
+
+def _unreadable_heif(name: str, why: str) -> CorruptImageError:
+    why = " ".join(why.split())  # libheif's messages may end in a line break
+    return CorruptImageError(f"{name}: not a readable HEIC photo ({why}). Copy it off the "
                              "phone again, or export it as JPEG.")
 
 
@@ -415,7 +478,7 @@ def reduced_photo(data: bytes, name: str) -> np.ndarray | None:
     if factor is None:
         return None  # too large even so: refused as any image is (`decode_gray`)
     if heif is not None:  # shrunk as libjpeg's scaling would: a box filter, size rounded up
-        whole = _gray(_heif_image(heif, name), name, MAX_PIXELS * factor * factor)
+        whole = _heif_gray(heif, name, MAX_PIXELS * factor * factor)
         return cv2.resize(whole, (-(-size[1] // factor), -(-size[0] // factor)),
                           interpolation=cv2.INTER_AREA)
     flags = PHOTO_SCALES[factor] | cv2.IMREAD_IGNORE_ORIENTATION
@@ -501,7 +564,7 @@ def _ascii(tiff: bytes, order: str, directory: _Directory, tag: int) -> str | No
 
 def exif_orientation(data: bytes) -> int:
     """The orientation (1-8) a JPEG's EXIF gives, else 1: the image as stored. (A HEIC's is
-    applied by libheif itself: `_heif_image`.)"""
+    applied by libheif itself: `_heif_gray`.)"""
     if (exif := _exif(_jpeg_exif(data))) is None:
         return 1
     _, order, first = exif

@@ -42,6 +42,27 @@ def test_a_10_bit_heic_is_read_at_8_bits_as_a_16_bit_png_is():
     assert np.abs(read.astype(int) - images.decode_gray(_png(img))).max() <= 1
 
 
+def test_a_monochrome_heic_is_read_into_memory_of_its_own():
+    """Gray already, its pixels are not converted: numpy's view of libheif's would die with
+    the file object (read after it, they were freed memory)."""
+    import gc
+
+    import pillow_heif
+
+    img = np.full((48, 64), 210, np.uint8)
+    img[10:20, 5:60] = 20
+    out = io.BytesIO()
+    pillow_heif.from_bytes("L", img.shape[::-1], img.tobytes()).save(out, quality=-1)
+    assert pillow_heif.open_heif(out).mode == "L"
+    read = images.decode_gray(out.getvalue())
+    gc.collect()
+    owner = read
+    while isinstance(owner, np.ndarray) and not owner.flags.owndata:
+        owner = owner.base
+    assert isinstance(owner, np.ndarray)  # not pi-heif's memoryview
+    assert np.abs(read.astype(int) - img).max() <= 2
+
+
 def test_rgba_transparent_pixels_become_paper():
     img = np.zeros((4, 4, 4), np.uint8)  # black, fully transparent
     img[0, 0] = (0, 0, 0, 255)  # one opaque black pixel
@@ -285,6 +306,19 @@ def test_a_heic_cut_short_is_refused_naming_it():
     with pytest.raises(images.CorruptImageError,
                        match=r"^IMG_1.HEIC: not a readable HEIC photo \(.*\)\. Copy it off"):
         images.decode_gray(data[:len(data) // 2], "IMG_1.HEIC")
+
+
+def test_an_iphones_tiled_heic_cut_short_is_refused_naming_it():
+    """An iPhone writes a grid of 512-px tiles; libheif decodes one cut short with its
+    missing tiles grey, where a cut JPEG or a HEIC of one image is refused. So is this."""
+    page = np.full((700, 1100), 225, np.uint8)
+    page[::40, :] = 40  # ink in every tile
+    data = heic(page)
+    assert images.decode_gray(data).shape == page.shape
+    with pytest.raises(images.CorruptImageError,
+                       match=r"^IMG_2.HEIC: not a readable HEIC photo \(cut short: its image "
+                             r"data runs to byte [\d,]+, the file ends at [\d,]+\)\. Copy it off"):
+        images.decode_gray(data[:-len(data) // 4], "IMG_2.HEIC")
 
 
 def test_a_heic_without_its_decoder_says_what_to_install(monkeypatch):

@@ -134,9 +134,10 @@ def test_a_photo_above_the_limit_is_read_at_a_half_or_a_quarter(tmp_path, monkey
         read_scan(tmp_path / "big.jpg")
 
 
-def test_a_heic_above_the_limit_is_read_at_half_its_size(tmp_path, monkeypatch):
+def test_a_heic_above_the_limit_is_read_at_a_half_or_a_third(tmp_path, monkeypatch):
     """An iPhone's 48 MP HEIC: shrunk to half its size as a JPEG is by libjpeg, upright,
-    with its camera; beyond a half it is refused (libheif decodes it whole first)."""
+    with its camera; a 200 MP one to a third; beyond a third it is refused (libheif decodes
+    it whole first)."""
     photo = np.full((400, 600), 230, np.uint8)
     photo[20:60, 30:200] = 20  # top left: tells the turn
     (tmp_path / "big.heic").write_bytes(heic(photo, {0x010F: "Apple", 0x0110: "iPhone 15"}))
@@ -150,6 +151,11 @@ def test_a_heic_above_the_limit_is_read_at_half_its_size(tmp_path, monkeypatch):
     assert upright.shape == (300, 200) and upright[15:100, 170:190].mean() < 60
     with pytest.raises(ImageTooLargeError, match=r"big\.heic: declares 600x400 pixels"):
         read_scan(tmp_path / "big.heic", 300)  # told it is a scan at 300 dpi
+    monkeypatch.setattr(images, "MAX_PIXELS", photo.size // 8)
+    [third], _, _ = read_scan(tmp_path / "big.heic")
+    assert third.shape == (134, 200)  # rounded up, as libjpeg's sizes are
+    assert abs(cv2.resize(photo, (200, 134), interpolation=cv2.INTER_AREA).astype(int)
+               - third).max() <= 8
     monkeypatch.setattr(images, "MAX_PIXELS", photo.size // 10)  # a JPEG's: a quarter
     with pytest.raises(ImageTooLargeError, match=r"big\.heic: declares 600x400 pixels"):
         read_scan(tmp_path / "big.heic")
