@@ -79,9 +79,10 @@ def box_iou(a, b) -> float:
 
 
 def heic(image: np.ndarray, exif: bytes | None = None) -> bytes:
-    """A gray image as a phone's HEIC (HEVC at quality 80), with `exif` (an EXIF's TIFF
-    body) if given; the tests make theirs by it too. Encoded by pillow-heif's x265 (the test
-    extra): the runtime's pi-heif only decodes."""
+    """A gray image as an iPhone's HEIC: in colour, HEVC at quality 80, a grid of 512-px
+    tiles where it is larger, with `exif` (an EXIF's TIFF body) if given; the tests make
+    theirs by it too. Encoded by pillow-heif's x265 (the test extra): the runtime's pi-heif
+    only decodes."""
     import io
 
     import pillow_heif
@@ -89,7 +90,7 @@ def heic(image: np.ndarray, exif: bytes | None = None) -> bytes:
     out = io.BytesIO()
     rgb = np.ascontiguousarray(np.repeat(image[:, :, None], 3, axis=2))
     pillow_heif.from_bytes("RGB", image.shape[::-1], rgb.tobytes()).save(
-        out, quality=80, exif=b"Exif\x00\x00" + exif if exif else None)
+        out, quality=80, tile_size=512, exif=b"Exif\x00\x00" + exif if exif else None)
     return out.getvalue()
 
 
