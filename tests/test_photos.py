@@ -147,6 +147,21 @@ def test_a_scan_or_a_known_resolution_is_read_as_it_is(tmp_path):
         assert photos.find_sheet(strip) is None, paper
 
 
+@pytest.mark.parametrize("seed", [0, 2])
+def test_a_sheet_cut_by_the_photos_edge_is_read_without_the_desk(seed):
+    """No sheet is found where the photo's edge cuts it: it is read as it is, as if at 300
+    dpi, but the dark desk beside the paper is no ink (it was: the page was refused as
+    turned, or read with no line)."""
+    page, boxes = generated_page(seed)
+    photo, _ = synth.photograph(page, np.random.default_rng(seed), tilt_deg=10)
+    for cut in (photo[: int(photo.shape[0] * 0.7)], photo[:, int(photo.shape[1] * 0.25):]):
+        cut = np.ascontiguousarray(cut)
+        assert photos.find_sheet(cut) is None
+        scan = Model.read(cut, "cut", "auto")
+        assert scan.paper is None and scan.dpi == 300
+        assert len(scan.lines[0]) == len(boxes)
+
+
 def test_a_photo_is_identified_and_says_how_it_was_read(tmp_path):
     """Enrolled from a scan, asked about with a photo of another page (the hinge alone)."""
     rng = np.random.default_rng(7)

@@ -124,17 +124,18 @@ def photographed(found: list[np.ndarray], input: str, paper: str | None = None
                  ) -> tuple[list[np.ndarray], dict]:
     """(pages whose resolution nothing told, each that may be read as a page
     (`pages.may_be_page`) and holds a photographed sheet of `paper` (None: A4, Letter or Legal,
-    `photos.find_sheet`) straightened onto it at 300 dpi; {"dpi": the resolution measured
+    `photos.find_sheet`) straightened onto it at 300 dpi, one with none found cleared of its
+    ground (`photos.cleared`); {"dpi": the resolution measured
     on the first such sheet, "paper": its paper}, or {"dpi": 300} where there is none).
     Before the ink is judged: on a photo, the desk around the sheet is no paper."""
     papers = (paper,) if paper else photos.SHAPED
-    sheets = [photos.find_sheet(page, papers) if pages.may_be_page(page, input) else None
-              for page in found]
+    as_page = [pages.may_be_page(page, input) for page in found]
+    sheets = [photos.find_sheet(page, papers) if may else None
+              for page, may in zip(found, as_page)]
+    read = [photos.straightened(page, s) if s else photos.cleared(page) if may else page
+            for page, s, may in zip(found, sheets, as_page)]
     first = next((s for s in sheets if s), None)
-    if first is None:
-        return found, {"dpi": SCAN_DPI}
-    return ([photos.straightened(page, s) if s else page for page, s in zip(found, sheets)],
-            {"dpi": first.dpi, "paper": first.paper})
+    return read, {"dpi": first.dpi, "paper": first.paper} if first else {"dpi": SCAN_DPI}
 
 
 def inked(image: np.ndarray, name: str) -> np.ndarray:

@@ -30,6 +30,7 @@ PAPER_CONTRAST = 40  # gray levels between the sheet and the ground around it
 RUN_SLACK = 0.005  # of the sheet's outline: how far a straight run of it may stray from it
 SIDE_TURN = 12  # degrees: a turn of the sheet's outline sharper than this ends a side
 CUT_SHARE = 0.6  # of its shortest side: how much outline a hidden corner may cut off
+GROUND_MARGIN = 7  # px at FIND_SIDE: the paper's shaded edge, painted with the ground (`cleared`)
 # a side is the line most of the outline's points near it lie on, within SIDE_FIT px of the
 # reduced photo: its candidates run through pairs of SIDE_PICKS points spread along it,
 # from those within SIDE_BAND of its length of the run first found (a light thumb over a
@@ -97,14 +98,9 @@ def find_sheet(photo: np.ndarray, papers: tuple[str, ...] = SHAPED) -> Sheet | N
     corners found on the photo reduced (`FIND_SIDE`), then at full resolution; None
     where there is none (a scan, whose paper fills it; a sheet cut by the photo's edge, or
     on a ground as light as itself; a strip or a card, whose size its shape does not tell)."""
-    scale = FIND_SIDE / max(photo.shape)
-    small = cv2.resize(photo, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    smooth = cv2.GaussianBlur(small, (5, 5), 0)
-    _, light = cv2.threshold(smooth, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
-    contours = cv2.findContours(light, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)[0]
-    if not contours:
+    if (found := _lightest(photo)) is None:
         return None
-    outline = max(contours, key=cv2.contourArea)
+    small, scale, outline = found
     points = outline.reshape(-1, 2)
     low, high = points.min(axis=0), points.max(axis=0)
     if low.min() <= 1 or (high >= np.array(small.shape[::-1]) - 2).any():
@@ -129,6 +125,37 @@ def find_sheet(photo: np.ndarray, papers: tuple[str, ...] = SHAPED) -> Sheet | N
     width, height = _sides(corners)
     short, long = PAPERS[paper]
     return Sheet(corners, paper, float(width) / (short if ratio <= 1 else long))
+
+
+def _lightest(photo: np.ndarray) -> tuple[np.ndarray, float, np.ndarray] | None:
+    """(the photo reduced to `FIND_SIDE`, by what scale, the outline of its largest light
+    region, Otsu's), or None where nothing is light."""
+    scale = FIND_SIDE / max(photo.shape)
+    small = cv2.resize(photo, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    smooth = cv2.GaussianBlur(small, (5, 5), 0)
+    _, light = cv2.threshold(smooth, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
+    contours = cv2.findContours(light, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)[0]
+    return (small, scale, max(contours, key=cv2.contourArea)) if contours else None
+
+
+def cleared(photo: np.ndarray) -> np.ndarray:
+    """A photo on which no sheet was found (cut by the photo's edge), with the ground round
+    its paper painted white, `GROUND_MARGIN` into the paper's shaded edge, and its light
+    evened: else the desk reads as ink, and the page is refused as turned. The paper is its
+    largest light region; where it covers more than `PAPER_SHARE` of it (a scan) or less,
+    or the rest is not `PAPER_CONTRAST` darker, the photo is returned as it is."""
+    if (found := _lightest(photo)) is None:
+        return photo
+    small, _, outline = found
+    paper = np.zeros_like(small)
+    cv2.drawContours(paper, [outline], -1, 255, cv2.FILLED)
+    if not PAPER_SHARE[0] <= np.count_nonzero(paper) / paper.size <= PAPER_SHARE[1] or \
+            float(np.median(small[paper > 0])) - float(np.median(small[paper == 0])) \
+            < PAPER_CONTRAST:
+        return photo
+    paper = cv2.erode(paper, np.ones((2 * GROUND_MARGIN + 1,) * 2, np.uint8))
+    ground = cv2.resize(paper, photo.shape[::-1], interpolation=cv2.INTER_NEAREST) == 0
+    return np.where(ground, np.uint8(255), evened(photo))  # evened first: the ground no light
 
 
 def _four_sides(hull: np.ndarray) -> np.ndarray | None:
