@@ -29,7 +29,9 @@ the frame's width, tilted up to 20 degrees, light falling off by 35%) and far (5
 degrees, 50%), and read as the runtime reads it (`Model.read`, `auto`): how many sheets are
 found and taken for A4, and how many are read with the upright page's lines (as many, each
 of the upright's boxes, moved onto the sheet, overlapping one with IoU >= 0.5); and how many
-of the scans themselves are taken for a photo (none should be). With `--heic N`, the first N
+of the scans themselves are taken for a photo (none should be); and the near photo with its
+bottom 30% cut off (the sheet cut by the photo's edge, no sheet found, read as it is): how
+many are read, with as many handwritten lines as upright, or refused. With `--heic N`, the first N
 pages' near photos are also read as an iPhone's HEIC (`heic`; pillow-heif of the test extra
 encodes them): how many are read as their JPEG is (taken for the same paper, with as many
 lines, each overlapping one of the JPEG's with IoU >= 0.5), and the seconds to decode one,
@@ -159,9 +161,10 @@ def photographed(paths: list[Path], heics: int = 0) -> None:
     from iam_writers_tfds import synth
     from iam_writers_tfds.images import decode_gray, read_gray
     from models.runtime import Model, photos
+    from models.runtime.pages import handwritten
 
     shots = {"near": {}, "far": {"fill": 0.55, "tilt_deg": 30.0, "light": 0.5}}
-    counts = {name: defaultdict(int) for name in shots}
+    counts = {name: defaultdict(int) for name in (*shots, "cut")}
     seconds, scans = defaultdict(float), 0
     as_jpeg, decoding = 0, defaultdict(float)  # HEICs read as their JPEG; seconds decoding
     m = round(photos.INSET * photos.PAPERS["A4"][0] * 300)  # the A4 sheet's edge cut off
@@ -189,17 +192,39 @@ def photographed(paths: list[Path], heics: int = 0) -> None:
             moved = [np.add(line.box, [x0 - m, y0 - m] * 2) for line in upright]
             kept = sum(max((box_iou(b, f.box) for f in found), default=0.0) >= 0.5 for b in moved)
             counts[name]["as upright"] += len(found) == len(upright) == kept
+            if name == "near":
+                _cut(jpeg, path.name, len(handwritten(upright)), counts["cut"])
     print(f"\nphotos of {len(paths)} pages (as a phone's JPEG); scans taken for a photo: {scans}")
     for name in shots:
         c = counts[name]
         print(f"  {name:<5} read with the upright's lines {c['as upright']:>4}, sheet taken "
               f"for A4 {c['A4']:>4}, for another paper {c['other paper']:>3}, refused "
               f"{c['refused']:>3}; {seconds[name] / len(paths):.2f} s a photo read")
+    c = counts["cut"]
+    print(f"  cut   (near, its bottom 30% cut off: no sheet found) read {c['read']:>4}, with as "
+          f"many lines as upright {c['as upright']:>4}, refused {c['refused']:>3}")
     if heics:
         n = min(heics, len(paths))
         print(f"  as HEIC, the first {n} near: read as their JPEG {as_jpeg} / {n}; decoding "
               f"{decoding['HEIC'] / n:.2f} s a photo, against {decoding['JPEG'] / n:.2f} s "
               f"its JPEG in colour ({decoding['HEIC'] / decoding['JPEG']:.1f}x)")
+
+
+def _cut(photo: np.ndarray, name: str, lines: int, counts: dict[str, int]) -> None:
+    """Count how `photo` is read with its bottom 30% cut off, the sheet cut by the photo's
+    edge as when taken too close: no sheet is found, and it is read as it is (`read`, and
+    with as many handwritten lines as the upright page, `lines`) or refused."""
+    from models.runtime import Model
+    from models.runtime.pages import handwritten
+
+    cut = np.ascontiguousarray(photo[: int(0.7 * photo.shape[0])])
+    try:
+        found = Model.read(cut, name, "auto").lines[0] or []
+    except ValueError:
+        counts["refused"] += 1
+        return
+    counts["read"] += 1
+    counts["as upright"] += len(handwritten(found)) == lines
 
 
 def _read_alike(read, photo: np.ndarray, decoding: dict[str, float]) -> bool:
