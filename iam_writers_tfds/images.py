@@ -41,7 +41,7 @@ _HEIF_BRANDS = {b"ftyp" + brand for brand in (b"heic", b"heix", b"hevc", b"hevx"
                                               b"heis", b"mif1", b"msf1")}
 # libheif decodes a HEIC whole before it is shrunk, so a third of its size at most (360 MP,
 # about 2 GB), not a quarter as a JPEG's own scaling allows: an iPhone's 48 MP is read at a
-# half, a Galaxy S24 Ultra's 200 MP at a third (5.4 s and 0.9 GB, docs/results.md)
+# half, a Galaxy S24 Ultra's 200 MP at a third (4.4 s, 0.9 GB: docs/results.md, HEIC)
 HEIF_SCALES = (2, 3)
 
 
