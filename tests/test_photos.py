@@ -77,6 +77,16 @@ def test_a_corner_hidden_under_a_thumb_is_where_its_sides_meet(grey):
         np.testing.assert_allclose(sheet.corners, uncovered, atol=1.0)
 
 
+def test_corners_are_ordered_round_the_sheet_however_it_is_turned():
+    """The lit part of a sheet under a phone's shadow can outline a quad turned far: each
+    corner comes once, clockwise from the top-left (by x + y and y - x alone one came twice,
+    and a side of no length put numpy's warnings on the console)."""
+    turned = np.float32([[105, -137], [503, 471], [457, 718], [45, 662]])
+    assert photos._ordered(turned[[2, 0, 3, 1]]).tolist() == turned.tolist()
+    upright = np.float32([[10, 20], [480, 5], [500, 700], [30, 690]])
+    assert photos._ordered(upright[::-1]).tolist() == upright.tolist()
+
+
 def test_a_named_paper_keeps_the_handwritings_size():
     """An A5 sheet has A4's shape: by its shape alone it is read 1.41 times too large;
     named (`--paper A5`), its handwriting is read at its own size."""

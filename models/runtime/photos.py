@@ -58,10 +58,12 @@ class Sheet(NamedTuple):
 
 
 def _ordered(quad: np.ndarray) -> np.ndarray:
-    """Four points as top-left, top-right, bottom-right, bottom-left."""
-    total, diff = quad.sum(axis=1), np.diff(quad, axis=1).ravel()
-    return np.float32([quad[np.argmin(total)], quad[np.argmin(diff)], quad[np.argmax(total)],
-                       quad[np.argmax(diff)]])
+    """Four points as top-left, top-right, bottom-right, bottom-left: in turn round their
+    centre, clockwise as shown, from the least x + y (by x + y and y - x alone, a quad
+    turned far, as the lit part of a shadowed sheet's outline can be, had a corner twice)."""
+    centre = quad.mean(axis=0)
+    quad = quad[np.argsort(np.arctan2(quad[:, 1] - centre[1], quad[:, 0] - centre[0]))]
+    return np.float32(np.roll(quad, -int(np.argmin(quad.sum(axis=1))), axis=0))
 
 
 def _sides(corners: np.ndarray) -> tuple[float, float]:
