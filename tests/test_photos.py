@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import cv2
@@ -85,6 +86,27 @@ def test_corners_are_ordered_round_the_sheet_however_it_is_turned():
     assert photos._ordered(turned[[2, 0, 3, 1]]).tolist() == turned.tolist()
     upright = np.float32([[10, 20], [480, 5], [500, 700], [30, 690]])
     assert photos._ordered(upright[::-1]).tolist() == upright.tolist()
+
+
+@pytest.mark.parametrize("seed", [2, 4])
+def test_a_shadow_over_the_sheet_does_not_make_a_sheet_of_its_lit_part(seed):
+    """A phone's shadow, 40% dark, over the sheet's upper right: the lit part's outline
+    meets off the photo, which no whole sheet's does. No sheet is found (none wrongly
+    straightened), no warning is printed, and the page is read as it is."""
+    page, boxes = generated_page(seed)
+    photo, _ = synth.photograph(page, np.random.default_rng(seed), tilt_deg=10)
+    h, w = photo.shape
+    shade = np.zeros((h, w), np.float32)
+    cv2.fillPoly(shade, [np.int32([[0.35 * w, 0], [w, 0], [w, 0.65 * h], [0.6 * w, 0.5 * h]])],
+                 1.0)
+    shaded = np.clip(photo * (1 - 0.4 * cv2.GaussianBlur(shade, (0, 0), 3)), 0, 255)
+    shaded = shaded.astype(np.uint8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        assert photos.find_sheet(shaded) is None
+        scan = Model.read(shaded, "shaded", "auto")
+    # every line; the shadow's edge across the paper may add a speck (here, one of 48 px)
+    assert scan.paper is None and len(boxes) <= len(scan.lines[0]) <= len(boxes) + 1
 
 
 def test_a_named_paper_keeps_the_handwritings_size():

@@ -30,6 +30,7 @@ PAPER_CONTRAST = 40  # gray levels between the sheet and the ground around it
 RUN_SLACK = 0.005  # of the sheet's outline: how far a straight run of it may stray from it
 SIDE_TURN = 12  # degrees: a turn of the sheet's outline sharper than this ends a side
 CUT_SHARE = 0.6  # of its shortest side: how much outline a hidden corner may cut off
+CORNER_OUT = 8  # px at FIND_SIDE: how far off the photo a sheet's corner may be found
 GROUND_MARGIN = 7  # px at FIND_SIDE: the paper's shaded edge, painted with the ground (`cleared`)
 # a side is the line most of the outline's points near it lie on, within SIDE_FIT px of the
 # reduced photo: its candidates run through pairs of SIDE_PICKS points spread along it,
@@ -112,6 +113,8 @@ def find_sheet(photo: np.ndarray, papers: tuple[str, ...] = SHAPED) -> Sheet | N
     quad = _four_sides(hull)
     if quad is None or not PAPER_SHARE[0] <= share <= PAPER_SHARE[1]:
         return None
+    if (quad < -CORNER_OUT).any() or (quad > np.array(small.shape[::-1]) + CORNER_OUT).any():
+        return None  # a corner off the photo: the outline is not a whole sheet's (a shadow's)
     inside = np.zeros_like(small)
     cv2.fillConvexPoly(inside, np.int32(np.round(quad)), 255)
     if float(np.median(small[inside > 0])) - float(np.median(small[inside == 0])) \
