@@ -38,11 +38,10 @@ def timed(path: Path, repeat: int) -> tuple[float, tuple[int, int]]:
 def layout(data: bytes) -> str:
     """"a grid (N HEVC images)" where the file has HEIF's `grid` item (an iPhone's tiles,
     the thumbnail's among them), else "one image"."""
-    from iam_writers_tfds.images import _boxes
+    from iam_writers_tfds.images import heif_meta_box
 
-    meta = next((b, e) for kind, b, e in _boxes(data, 0, len(data)) if kind == b"meta")
-    iinf = next((data[b:e] for kind, b, e in _boxes(data, meta[0] + 4, meta[1])
-                 if kind == b"iinf"), b"")
+    box = heif_meta_box(data, b"iinf")
+    iinf = data[box[0]:box[1]] if box else b""
     return f"a grid ({iinf.count(b'hvc1')} HEVC images)" if b"grid" in iinf else "one image"
 
 

@@ -394,13 +394,19 @@ def _boxes(data: bytes, start: int, end: int) -> Iterator[tuple[bytes, int, int]
         start += size
 
 
+def heif_meta_box(data: bytes, kind: bytes) -> tuple[int, int] | None:
+    """(body start, end) of the box `kind` in a HEIF's `meta` box (`iloc`: where its items
+    lie, `iinf`: what they are), or None."""
+    meta = next(((b, e) for k, b, e in _boxes(data, 0, len(data)) if k == b"meta"), None)
+    return meta and next(((b, e) for k, b, e in _boxes(data, meta[0] + 4, meta[1])
+                          if k == kind), None)
+
+
 def _heif_data_end(data: bytes) -> int:
     """Where the last image data a HEIF's item locations (`iloc`) point into the file ends:
     past the end of a file cut short. libheif refuses such an image, but decodes a tiled one
     (an iPhone's) with its missing tiles grey."""
-    meta = next(((b, e) for kind, b, e in _boxes(data, 0, len(data)) if kind == b"meta"), None)
-    iloc = meta and next(((b, e) for kind, b, e in _boxes(data, meta[0] + 4, meta[1])
-                          if kind == b"iloc"), None)
+    iloc = heif_meta_box(data, b"iloc")
     if not iloc or iloc[1] > len(data):
         return 0  # no locations to check, or cut within them: libheif refuses it itself
     body, stop = iloc
@@ -655,8 +661,8 @@ def read_scan(path: str | Path, dpi: float | None = None) -> Scanned:
     (a TIFF's first page's declared one; a PDF's pages are measured on their paper, whatever
     `dpi` says: `pdf_pages`), or None where nothing tells it (no `dpi`, no resolution
     believed in the file): then they are read as they are, as if at SCAN_DPI, a photo (a
-    JPEG or a HEIC) above MAX_PIXELS at a half or a quarter of its size (`reduced_photo`),
-    with its camera."""
+    JPEG or a HEIC) above MAX_PIXELS at a half, a third (a HEIC) or a quarter (a JPEG) of
+    its size (`reduced_photo`), with its camera."""
     data = image_bytes(path)
     if is_pdf(data):
         return Scanned(*pdf_pages(data, str(path)))

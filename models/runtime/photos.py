@@ -117,8 +117,7 @@ def find_sheet(photo: np.ndarray, papers: tuple[str, ...] = SHAPED) -> Sheet | N
         return None  # a corner off the photo: the outline is not a whole sheet's (a shadow's)
     inside = np.zeros_like(small)
     cv2.fillConvexPoly(inside, np.int32(np.round(quad)), 255)
-    if float(np.median(small[inside > 0])) - float(np.median(small[inside == 0])) \
-            < PAPER_CONTRAST:
+    if not _stands_out(small, inside):
         return None
     corners = _ordered(_edges_met(_ordered(quad), points.astype(np.float32)) / scale)
     corners = _refined(photo, corners, 2.5 / scale)
@@ -143,6 +142,13 @@ def _lightest(photo: np.ndarray) -> tuple[np.ndarray, float, np.ndarray] | None:
     return (small, scale, max(contours, key=cv2.contourArea)) if contours else None
 
 
+def _stands_out(small: np.ndarray, inside: np.ndarray) -> bool:
+    """Whether the region `inside` (a mask of `small`) is `PAPER_CONTRAST` lighter than the
+    rest, as paper on a desk is."""
+    return float(np.median(small[inside > 0])) - float(np.median(small[inside == 0])) \
+        >= PAPER_CONTRAST
+
+
 def cleared(photo: np.ndarray) -> np.ndarray:
     """A photo on which no sheet was found (cut by the photo's edge), with the ground round
     its paper painted white, `GROUND_MARGIN` into the paper's shaded edge, and its light
@@ -155,8 +161,7 @@ def cleared(photo: np.ndarray) -> np.ndarray:
     paper = np.zeros_like(small)
     cv2.drawContours(paper, [outline], -1, 255, cv2.FILLED)
     if not PAPER_SHARE[0] <= np.count_nonzero(paper) / paper.size <= PAPER_SHARE[1] or \
-            float(np.median(small[paper > 0])) - float(np.median(small[paper == 0])) \
-            < PAPER_CONTRAST:
+            not _stands_out(small, paper):
         return photo
     paper = cv2.erode(paper, np.ones((2 * GROUND_MARGIN + 1,) * 2, np.uint8))
     ground = cv2.resize(paper, photo.shape[::-1], interpolation=cv2.INTER_NEAREST) == 0
