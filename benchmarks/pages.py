@@ -23,19 +23,21 @@ holds it whole), turned a quarter turn both ways (and 12 degrees more) and half 
 refuses, reads as one line, or reads as a page with as many lines as upright; and the
 upside-down rule by the ink alone (`ink_lean`) beside the rule (`lean`).
 
-With `--photos`, each page is also photographed (`synth.photograph`, seeded by its place:
-on an A4 sheet, as a phone's JPEG of quality 85 that declares no resolution), near (75% of
-the frame's width, tilted up to 20 degrees, light falling off by 35%) and far (55%, 30
-degrees, 50%), and read as the runtime reads it (`Model.read`, `auto`): how many sheets are
-found and taken for A4, and how many are read with the upright page's lines (as many, each
-of the upright's boxes, moved onto the sheet, overlapping one with IoU >= 0.5); and how many
-of the scans themselves are taken for a photo (none should be); and the near photo with its
-bottom 30% cut off (the sheet cut by the photo's edge, no sheet found, read as it is): how
-many are read, with as many handwritten lines as upright, or refused. With `--heic N`, the first N
-pages' near photos are also read as an iPhone's HEIC (`heic`; pillow-heif of the test extra
-encodes them): how many are read as their JPEG is (taken for the same paper, with as many
-lines, each overlapping one of the JPEG's with IoU >= 0.5), and the seconds to decode one,
-against decoding its JPEG in the same process (both in colour, as a phone's are).
+With `--photos`, each page is also photographed (`synth.photograph`, seeded by its place: on
+an A4 sheet, as a phone's JPEG of quality 85 that declares no resolution), near (75% of the
+frame's width, tilted up to 20 degrees, light falling off by 35%) and far (55%, 30 degrees,
+50%), and near under a phone's shadow (`synth.shadowed`: 40% darker over a corner of the
+sheet, its edge hard), and read as the runtime reads it (`Model.read`, `auto`): how many
+sheets are found and taken for A4, and how many are read with the upright page's lines (as
+many, each of the upright's boxes, moved onto the sheet, overlapping one with IoU >= 0.5);
+and how many of the scans themselves are taken for a photo (none should be); and the near
+photo with its bottom 30% cut off (the sheet cut by the photo's edge, no sheet found, read
+as it is): how many are read, with as many handwritten lines as upright, or refused. With
+`--heic N`, the first N pages' near photos are also read as an iPhone's HEIC (`heic`;
+pillow-heif of the test extra encodes them): how many are read as their JPEG is (taken for
+the same paper, with as many lines, each overlapping one of the JPEG's with IoU >= 0.5), and
+the seconds to decode one, against decoding its JPEG in the same process (both in colour, as
+a phone's are).
 """
 
 from __future__ import annotations
@@ -163,7 +165,7 @@ def photographed(paths: list[Path], heics: int = 0) -> None:
     from models.runtime import Model, photos
     from models.runtime.pages import handwritten
 
-    shots = {"near": {}, "far": {"fill": 0.55, "tilt_deg": 30.0, "light": 0.5}}
+    shots = {"near": {}, "far": {"fill": 0.55, "tilt_deg": 30.0, "light": 0.5}, "shade": {}}
     counts = {name: defaultdict(int) for name in (*shots, "cut")}
     seconds, scans = defaultdict(float), 0
     as_jpeg, decoding = 0, defaultdict(float)  # HEICs read as their JPEG; seconds decoding
@@ -173,7 +175,10 @@ def photographed(paths: list[Path], heics: int = 0) -> None:
         scans += photos.find_sheet(page) is not None
         upright = Model.read(page, path.name, "auto").lines[0] or []
         for name, shot in shots.items():
-            photo, (x0, y0) = synth.photograph(page, np.random.default_rng(k), **shot)
+            rng = np.random.default_rng(k)
+            photo, (x0, y0) = synth.photograph(page, rng, **shot)
+            if name == "shade":  # the near photo under a phone's shadow
+                photo = synth.shadowed(photo, rng)
             jpeg = decode_gray(cv2.imencode(".jpg", photo, [cv2.IMWRITE_JPEG_QUALITY,
                                                             synth.PHOTO_QUALITY])[1].tobytes())
             start = time.perf_counter()

@@ -231,6 +231,21 @@ def photograph(page: np.ndarray, rng: np.random.Generator,
     return np.clip(photo, 0, 255).astype(np.uint8), (x0, y0)
 
 
+
+def shadowed(photo: np.ndarray, rng: np.random.Generator, depth: float = 0.4,
+             edge: float = 3.0) -> np.ndarray:
+    """`photo` under the shadow of a phone held over it: `depth` darker over a four-sided
+    part of the frame from one corner (the rng's), cut off across the sheet, its edge blurred
+    by `edge` px (3: hard)."""
+    h, w = photo.shape
+    part = np.array([[0.35, 0.0], [1.0, 0.0], [1.0, 0.65], [0.6, 0.5]])  # the upper right
+    flip = rng.integers(2, size=2)  # mirrored across, down, both or neither
+    part = np.abs(flip - part) * [w, h]
+    shade = np.zeros((h, w), np.float32)
+    cv2.fillPoly(shade, [np.int32(np.round(part))], 1.0)
+    shade = cv2.GaussianBlur(shade, (0, 0), edge)
+    return np.clip(photo * (1 - depth * shade), 0, 255).astype(np.uint8)
+
 LAYOUTS = ("kaggle", "iam")
 
 

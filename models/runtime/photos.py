@@ -10,6 +10,7 @@ is evened. docs/results.md, photos.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import cv2
@@ -31,6 +32,8 @@ RUN_SLACK = 0.005  # of the sheet's outline: how far a straight run of it may st
 SIDE_TURN = 12  # degrees: a turn of the sheet's outline sharper than this ends a side
 CUT_SHARE = 0.6  # of its shortest side: how much outline a hidden corner may cut off
 CORNER_OUT = 8  # px at FIND_SIDE: how far off the photo a sheet's corner may be found
+SHADE_STEP = 8  # gray levels: how much lower each next threshold the sheet is looked for at
+SHEET_STEADY = 3  # px at FIND_SIDE: a sheet's corners move no more from one threshold to the next
 GROUND_MARGIN = 7  # px at FIND_SIDE: the paper's shaded edge, painted with the ground (`cleared`)
 # a side is the line most of the outline's points near it lie on, within SIDE_FIT px of the
 # reduced photo: its candidates run through pairs of SIDE_PICKS points spread along it,
@@ -45,7 +48,7 @@ INSET = 0.01  # of the sheet's width, cut from each edge: no ground left at the 
 # believed to show; outside it (a sheet photographed nearly square on) its outline says more
 FOCAL = (0.4, 3.0)
 EVEN_CELL = 8  # px: the light is measured on the sheet reduced by this
-EVEN_REACH = 5  # cells: the paper's level is the brightest within this reach (no ink there)
+EVEN_REACH = 5  # cells: the paper's level is the page closed within this reach (no ink there)
 
 
 class Sheet(NamedTuple):
@@ -94,16 +97,69 @@ def aspect(corners: np.ndarray, shape: tuple[int, int]) -> float:
 
 
 def find_sheet(photo: np.ndarray, papers: tuple[str, ...] = SHAPED) -> Sheet | None:
-    """The sheet of paper lying whole on a photo (2-D uint8): the largest bright region,
-    four-sided (a corner hidden under a thumb is where its sides meet, `_four_sides`),
-    covering `PAPER_SHARE` of it and `PAPER_CONTRAST` lighter than what lies
-    around it, clear of the photo's edges, shaped as one of `papers` (of `PAPERS`) is, its
-    corners found on the photo reduced (`FIND_SIDE`), then at full resolution; None
-    where there is none (a scan, whose paper fills it; a sheet cut by the photo's edge, or
-    on a ground as light as itself; a strip or a card, whose size its shape does not tell)."""
-    if (found := _lightest(photo)) is None:
-        return None
-    small, scale, outline = found
+    """The sheet of paper lying whole on a photo (2-D uint8): a light region four-sided (a
+    corner hidden under a thumb is where its sides meet, `_four_sides`), covering
+    `PAPER_SHARE` of it and `PAPER_CONTRAST` lighter than what lies around it, clear of the
+    photo's edges (`_whole_sheet`), shaped as one of `papers` (of `PAPERS`) is; of the light
+    regions at Otsu's threshold and below it (`_light_regions`: a shadow over part of the
+    sheet leaves its lit part alone above Otsu's), the largest (`_steadiest`); its corners
+    found on the photo reduced (`FIND_SIDE`), then at full resolution. None where there is
+    none (a scan, whose paper fills it; a sheet cut by the photo's edge, or on a ground as
+    light as itself; a strip or a card, whose size its shape does not tell)."""
+    small, scale = _reduced(photo)
+    found = [(outline, _whole_sheet(small, outline)) for outline in _light_regions(small)]
+    for outline, quad in _steadiest(found):
+        inside = np.zeros_like(small)
+        cv2.fillConvexPoly(inside, np.int32(np.round(quad)), 255)
+        if not _stands_out(small, inside):
+            continue
+        corners = _ordered(_edges_met(quad, outline.reshape(-1, 2).astype(np.float32)))
+        if sheet := _measured(photo, _refined(photo, corners / scale, 2.5 / scale), papers):
+            return sheet
+    return None
+
+
+def _steadiest(found: list[tuple[np.ndarray, np.ndarray | None]]
+               ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The (outline, corners) of `found` (a threshold's each, the highest first) that are
+    whole sheets, the largest first (the lowest threshold's), those whose corners lie within
+    `SHEET_STEADY` of the threshold above's before the rest: a lower one may join a speck
+    of the ground to the sheet's outline."""
+    sheets = [k for k, (_, quad) in enumerate(found) if quad is not None][::-1]
+    steady = [k for k in sheets if k - 1 in sheets and
+              np.abs(found[k][1] - found[k - 1][1]).max() <= SHEET_STEADY]
+    return [found[k] for k in steady + [k for k in sheets if k not in steady]]
+
+
+def _reduced(photo: np.ndarray) -> tuple[np.ndarray, float]:
+    """The photo reduced to `FIND_SIDE`, and by what scale."""
+    scale = FIND_SIDE / max(photo.shape)
+    return cv2.resize(photo, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA), scale
+
+
+def _light_regions(small: np.ndarray) -> Iterator[np.ndarray]:
+    """The outline of the largest light region of a reduced photo at Otsu's threshold,
+    then at thresholds `SHADE_STEP` lower in turn, as long as it lies clear of the photo's
+    edges: a shadow over part of the sheet puts that part below Otsu's threshold, not below
+    the ground (docs/results.md, a phone's shadow)."""
+    smooth = cv2.GaussianBlur(small, (5, 5), 0)
+    otsu, _ = cv2.threshold(smooth, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
+    for level in np.arange(otsu, 0, -SHADE_STEP):
+        light = np.uint8(smooth > level) * 255
+        contours = cv2.findContours(light, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)[0]
+        if not contours:
+            return
+        outline = max(contours, key=cv2.contourArea)
+        yield outline
+        x, y, w, h = cv2.boundingRect(outline)
+        if min(x, y) <= 1 or x + w >= small.shape[1] - 1 or y + h >= small.shape[0] - 1:
+            return  # it reaches the photo's edge: a lower threshold only joins more ground
+
+
+def _whole_sheet(small: np.ndarray, outline: np.ndarray) -> np.ndarray | None:
+    """The four corners (ordered, on the reduced photo `small`) where the sides of
+    `outline`'s hull meet, where it may be a whole sheet's (`find_sheet`; whether it
+    stands out of the ground is asked of the one taken), else None."""
     points = outline.reshape(-1, 2)
     low, high = points.min(axis=0), points.max(axis=0)
     if low.min() <= 1 or (high >= np.array(small.shape[::-1]) - 2).any():
@@ -115,12 +171,12 @@ def find_sheet(photo: np.ndarray, papers: tuple[str, ...] = SHAPED) -> Sheet | N
         return None
     if (quad < -CORNER_OUT).any() or (quad > np.array(small.shape[::-1]) + CORNER_OUT).any():
         return None  # a corner off the photo: the outline is not a whole sheet's (a shadow's)
-    inside = np.zeros_like(small)
-    cv2.fillConvexPoly(inside, np.int32(np.round(quad)), 255)
-    if not _stands_out(small, inside):
-        return None
-    corners = _ordered(_edges_met(_ordered(quad), points.astype(np.float32)) / scale)
-    corners = _refined(photo, corners, 2.5 / scale)
+    return _ordered(quad)
+
+
+def _measured(photo: np.ndarray, corners: np.ndarray, papers: tuple[str, ...]) -> Sheet | None:
+    """The sheet at `corners` of the photo, taken for the one of `papers` whose shape it
+    has (with the perspective undone, `aspect`), or None where it has none's."""
     ratio = aspect(corners, photo.shape)
     long_over_short = max(ratio, 1 / ratio)
     paper = min(papers, key=lambda k: abs(PAPERS[k][1] / PAPERS[k][0] - long_over_short))
@@ -131,15 +187,12 @@ def find_sheet(photo: np.ndarray, papers: tuple[str, ...] = SHAPED) -> Sheet | N
     return Sheet(corners, paper, float(width) / (short if ratio <= 1 else long))
 
 
-def _lightest(photo: np.ndarray) -> tuple[np.ndarray, float, np.ndarray] | None:
-    """(the photo reduced to `FIND_SIDE`, by what scale, the outline of its largest light
-    region, Otsu's), or None where nothing is light."""
-    scale = FIND_SIDE / max(photo.shape)
-    small = cv2.resize(photo, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    smooth = cv2.GaussianBlur(small, (5, 5), 0)
-    _, light = cv2.threshold(smooth, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
-    contours = cv2.findContours(light, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)[0]
-    return (small, scale, max(contours, key=cv2.contourArea)) if contours else None
+def _lightest(photo: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(the photo reduced to `FIND_SIDE`, the outline of its largest light region at
+    Otsu's threshold), or None where nothing is light."""
+    small, _ = _reduced(photo)
+    outline = next(_light_regions(small), None)
+    return None if outline is None else (small, outline)
 
 
 def _stands_out(small: np.ndarray, inside: np.ndarray) -> bool:
@@ -157,7 +210,7 @@ def cleared(photo: np.ndarray) -> np.ndarray:
     or the rest is not `PAPER_CONTRAST` darker, the photo is returned as it is."""
     if (found := _lightest(photo)) is None:
         return photo
-    small, _, outline = found
+    small, outline = found
     paper = np.zeros_like(small)
     cv2.drawContours(paper, [outline], -1, 255, cv2.FILLED)
     if not PAPER_SHARE[0] <= np.count_nonzero(paper) / paper.size <= PAPER_SHARE[1] or \
@@ -295,13 +348,15 @@ def straightened(photo: np.ndarray, sheet: Sheet) -> np.ndarray:
 
 
 def evened(page: np.ndarray) -> np.ndarray:
-    """`page` with its paper brought to white: each pixel over the paper's level around it
-    (the brightest within `EVEN_REACH` cells of the page reduced by `EVEN_CELL`, where the
-    ink is gone), so that a shadow across a photo is not taken for ink."""
+    """`page` with its paper brought to white: each pixel over the paper's level around it,
+    so that a shadow across a photo is not taken for ink. The level is the page reduced by
+    `EVEN_CELL`, closed within `EVEN_REACH` cells (the brightest around each cell: the ink
+    gone; then the darkest of those around it: a shadow's hard edge kept where it lies, not
+    spread `EVEN_REACH` into the shadow as a grey band that reads as a stroke)."""
     h, w = page.shape
     small = cv2.resize(page, (max(1, w // EVEN_CELL), max(1, h // EVEN_CELL)),
                        interpolation=cv2.INTER_AREA)
     reach = np.ones((2 * EVEN_REACH + 1,) * 2, np.uint8)
-    paper = cv2.GaussianBlur(cv2.dilate(small, reach), reach.shape, 0)
+    paper = cv2.GaussianBlur(cv2.morphologyEx(small, cv2.MORPH_CLOSE, reach), (3, 3), 0)
     paper = cv2.resize(paper, (w, h), interpolation=cv2.INTER_LINEAR).astype(np.float32)
     return np.clip(page * (255 / np.maximum(paper, 1)), 0, 255).astype(np.uint8)
