@@ -674,7 +674,7 @@ def read_scan(path: str | Path, dpi: float | None = None) -> Scanned:
     try:
         pages = decode_pages(data, str(path), scan_pixels(source))
     except ImageTooLargeError as err:
-        if source > SCAN_DPI:
+        if source > SCAN_DPI or camera:  # a camera's photo: no scan at a resolution to name
             raise
         raise ImageTooLargeError(f"{err} If it is a scan at more than {SCAN_DPI} dpi, pass "
                                  "--dpi with its resolution.") from None

@@ -60,6 +60,23 @@ def test_a_photo_above_the_pixel_limit_is_read_at_half_its_size(tmp_path, monkey
         assert max(box_iou(line.box, h.box) for h in half.lines[0]) >= 0.8
 
 
+def test_a_camera_photo_too_large_even_at_a_quarter_is_refused_as_a_photo(tmp_path, monkeypatch):
+    """Above the limit even at a quarter of its size (a JPEG's least), a file refused names
+    itself; a scan's refusal asks for its resolution (`--dpi`), a camera's photo's does not
+    (no phone takes a scan)."""
+    photo, _ = synth.photograph(np.full((100, 100), 250, np.uint8), np.random.default_rng(0),
+                                A4, frame=(756, 1008))
+    jpeg = cv2.imencode(".jpg", photo)[1].tobytes()
+    (tmp_path / "scan.jpg").write_bytes(jpeg)
+    (tmp_path / "phone.jpg").write_bytes(with_camera(jpeg, "Apple", "iPhone 13"))
+    monkeypatch.setattr(images, "MAX_PIXELS", photo.size // 20)
+    with pytest.raises(images.ImageTooLargeError, match=r"scan\.jpg: .*pass --dpi"):
+        images.read_scan(tmp_path / "scan.jpg")
+    with pytest.raises(images.ImageTooLargeError, match=r"phone\.jpg: .*downscale it") as err:
+        images.read_scan(tmp_path / "phone.jpg")
+    assert "dpi" not in str(err.value) and "\n" not in str(err.value)
+
+
 @pytest.mark.parametrize("grey", [100, 160])
 def test_a_corner_hidden_under_a_thumb_is_where_its_sides_meet(grey):
     """A thumb over each corner in turn, darker than Otsu's threshold (100: it cuts the
