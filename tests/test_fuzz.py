@@ -32,6 +32,16 @@ def test_predicting_any_file_ends_in_scores_or_a_documented_error(data, tmp_path
     fuzzing.check_predict(fuzzing.fake_model(tmp_path), data, tmp_path, collections.Counter())
 
 
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=fuzzing.image_bytes())
+def test_predicting_any_file_read_as_a_page_ends_in_scores_or_a_documented_error(data, tmp_path):
+    """`--input page` on any file: its sheet looked for and its lines found, however small
+    (a strip a pixel high crashed OpenCV's resize)."""
+    fuzzing.check_predict(fuzzing.fake_model(tmp_path), data, tmp_path, collections.Counter(),
+                          "page")
+
+
 def test_each_kind_of_bad_image_gets_its_error(tmp_path):
     import numpy as np
 

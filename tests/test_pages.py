@@ -59,6 +59,36 @@ def test_ruled_lines_are_not_read_as_text_lines(seed, skew):
         assert box_iou(a.box, b.box) > 0.9, (a.box, b.box)
 
 
+def test_a_ruled_sheet_with_no_writing_has_no_text_line():
+    """Ink that is all rules: once they are left out, no line is found, quietly (numpy's
+    warnings of an empty median were printed), and a page read as such is refused naming
+    it."""
+    import warnings
+
+    from models.runtime import Model
+
+    sheet = np.full((1200, 900), 235, np.uint8)
+    for y in range(100, 1150, 60):
+        sheet[y:y + 2, 40:860] = 120
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert pages.find_lines(sheet) == []
+        with pytest.raises(pages.NoTextLineError, match=r"ruled\.png: no text line found"):
+            Model.read(sheet, "ruled.png", "page")
+
+
+@pytest.mark.parametrize("shape", [(1, 5000), (5000, 1)])
+def test_a_strip_a_pixel_wide_read_as_a_page_is_refused_naming_it(shape):
+    """`--input page` on an image one pixel high or wide: refused as too small, not with
+    OpenCV's error of a photo reduced to no pixels (looking for a photographed sheet)."""
+    from models.runtime import Model, NoInkError
+
+    strip = np.full(shape, 230, np.uint8)
+    strip[: max(1, shape[0] // 2), : max(1, shape[1] // 2)] = 20
+    with pytest.raises(NoInkError, match=r"strip\.png: .* is too small"):
+        Model.read(strip, "strip.png", "page")
+
+
 TYPED = ("the writer copied this text from the printed form above",
          "and every letter of the typeface is drawn the same way",
          "so that the lines of print are told from the writing")

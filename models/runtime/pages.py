@@ -243,6 +243,8 @@ def find_lines(page: np.ndarray) -> list[Line]:
     stats, xy = stats[1:], np.c_[centres[1:], np.ones(n - 1)] @ rotate.T
     band = np.searchsorted(cuts, xy[:, 1])
     masses = np.bincount(band, weights=stats[:, cv2.CC_STAT_AREA], minlength=len(cuts) + 1)
+    if not masses.any():
+        return []  # its ink was all ruled lines
     kept = np.flatnonzero(masses >= MIN_LINE_INK * np.median(masses[masses > 0]))
     owner = np.concatenate([[-1], np.where(np.isin(band, kept), band, -1)])[labels]
     paper = int(np.median(page[::4, ::4]))

@@ -132,9 +132,10 @@ def _steadiest(found: list[tuple[np.ndarray, np.ndarray | None]]
 
 
 def _reduced(photo: np.ndarray) -> tuple[np.ndarray, float]:
-    """The photo reduced to `FIND_SIDE`, and by what scale."""
+    """The photo reduced to `FIND_SIDE` (a pixel each way at least), and by what scale."""
     scale = FIND_SIDE / max(photo.shape)
-    return cv2.resize(photo, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA), scale
+    size = (max(1, round(photo.shape[1] * scale)), max(1, round(photo.shape[0] * scale)))
+    return cv2.resize(photo, size, interpolation=cv2.INTER_AREA), scale
 
 
 def _light_regions(small: np.ndarray) -> Iterator[np.ndarray]:
