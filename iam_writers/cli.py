@@ -8,6 +8,7 @@ the base install (the edge runtime: predict, verify, enroll, identify) runs with
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
@@ -450,6 +451,18 @@ def dpi_value(value: str) -> float:
     return dpi
 
 
+def finite(value: str) -> float:
+    """An argparse type for a score: a number, not nan or infinite (nan compares false with
+    every score, so every query was answered unknown)."""
+    try:
+        x = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a number, got {value!r}") from None
+    if not math.isfinite(x):
+        raise argparse.ArgumentTypeError(f"a finite number, got {value}")
+    return x
+
+
 def positive_int(value: str) -> int:
     """An argparse type for counts that must be at least 1."""
     n = int(value)
@@ -616,7 +629,7 @@ def parser() -> argparse.ArgumentParser:
         """--threads, --input, --dpi, --paper (with `as_enrolled`, their defaults read each
         image as it was enrolled) and --json."""
         again = " (default: each image as it was enrolled)" if as_enrolled else ""
-        s.add_argument("--threads", type=int, default=2)
+        s.add_argument("--threads", type=positive_int, default=2)
         s.add_argument("--input", choices=INPUTS, default="auto",
                        help="line: each image is one text line; page: a page scan whose text "
                             "lines are found and read as one document; auto: a page when the "
@@ -726,7 +739,7 @@ def parser() -> argparse.ArgumentParser:
             a.add_argument("--json", action="store_true", help="machine-readable output")
         if name == "alike":
             scoring_args(a)
-            a.add_argument("--threads", type=int, default=2)
+            a.add_argument("--threads", type=positive_int, default=2)
             a.add_argument("--report", type=Path, metavar="FILE.html",
                            help="also write a self-contained HTML report: each such writer's "
                                 "enrolled handwriting beside the other's, at one scale")
@@ -749,7 +762,7 @@ def parser() -> argparse.ArgumentParser:
     scoring_args(s)
     s.add_argument("--document", action="store_true",
                    help="the images are lines of one document: one ranking for all of them")
-    s.add_argument("--threshold", type=float,
+    s.add_argument("--threshold", type=finite,
                    help="answer unknown below this score (default: the one calibrated for it)")
     s.add_argument("--top-k", type=positive_int, default=5)
     s.add_argument("--report", type=Path, metavar="FILE.html",

@@ -121,6 +121,26 @@ def test_generated_writers_forms_and_lines_must_be_counted_from_one(argv, capsys
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("argv, says", [
+    (("identify", "g.sqlite", "a.png", "--threshold", "nan"), "a finite number, got nan"),
+    (("identify", "g.sqlite", "a.png", "--threshold", "high"), "a number, got 'high'"),
+    (("identify", "g.sqlite", "a.png", "--threads", "0"), "must be at least 1, got 0"),
+    (("predict", "m.tflite", "a.png", "--threads", "0"), "must be at least 1, got 0"),
+    (("gallery", "alike", "g.sqlite", "--threads", "0"), "must be at least 1, got 0")])
+def test_a_threshold_that_is_no_number_and_no_threads_are_refused_by_name(argv, says, capsys,
+                                                                        tmp_path, monkeypatch):
+    """`--threshold nan` answered every query "unknown" (nan is below nothing), and
+    `--threads 0` was blamed on the model file: both are argument errors, named as such."""
+    from iam_writers.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        main(list(argv))
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and says in err and f"argument {argv[-2]}" in err
+    assert not list(tmp_path.iterdir())
+
+
 def test_fitting_on_validation_holds_nothing_out_and_watches_training_figures(dummy_dir,
                                                                              tmp_path):
     """Train + validation means no validation set: figures on examples the model trains on
