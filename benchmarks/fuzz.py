@@ -1,4 +1,4 @@
-"""Fuzz decoding, the forms parser and prediction with 10,000+ examples each.
+"""Fuzz decoding, the forms parser and prediction (lines, pages): 10,000+ examples each.
 
     python benchmarks/fuzz.py [--examples 10000]
 
@@ -47,6 +47,8 @@ def main() -> int:
                             lambda d, c: fuzzing.check_parse(d, folder, c)),
             "predict": (fuzzing.image_bytes(),
                         lambda d, c: fuzzing.check_predict(model, d, folder, c)),
+            "as a page": (fuzzing.image_bytes(),
+                          lambda d, c: fuzzing.check_predict(model, d, folder, c, "page")),
         }
         for name, (strategy, check) in targets.items():
             counts: collections.Counter = collections.Counter()
