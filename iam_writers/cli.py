@@ -693,7 +693,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("gallery", type=Path, help="the gallery: one SQLite file (GALLERY.sqlite "
                    "when the path has no .sqlite or .db ending), created when missing")
     s.add_argument("images", type=Path, nargs="*", help="the writer's images (with --writer)")
-    s.add_argument("--writer", help="the writer the images belong to")
+    s.add_argument("--writer", help="the writer the images belong to: a name of one line of text")
     s.add_argument("--layout", type=Path, metavar="DIR",
                    help="instead of --writer and images: enrol every writer of a Kaggle- or "
                         "IAM-layout folder (extracted), each writer in one transaction")

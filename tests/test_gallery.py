@@ -203,6 +203,23 @@ def test_rename_refuses_a_name_in_use(tmp_path):
     assert [w["writer"] for w in g.writers()] == ["anne", "bob"]
 
 
+@pytest.mark.parametrize("name", ["", " ", "x\ny", "tab\there", " bob", "bob ", "a\u2028b"])
+def test_a_writer_name_is_one_line_of_text(name, tmp_path):
+    """Every listing and answer shows a name on one line (`gallery list` tab-separated): a
+    name with a line break, a tab or a space at an end was enrolled and broke them. It is
+    refused, shown escaped, before a new gallery's file is made; so is a rename to it."""
+    with pytest.raises(GalleryError, match="empty writer name|one line of text") as err:
+        runtime.enroll(tmp_path / "new", runtime.features_for(None, "hinge"), name,
+                       [np.full((64, 300), 250, np.uint8)])
+    assert "\n" not in str(err.value) and "\t" not in str(err.value)
+    assert not list(tmp_path.iterdir())
+    g = _new(tmp_path, fingerprint=None)
+    g.add("Zoë Ångström", ["a"], _hashes("a", 1), None, _features(1, 3)[1])
+    with pytest.raises(GalleryError, match="empty writer name|one line of text"):
+        g.rename("Zoë Ångström", name)
+    assert [w["writer"] for w in g.writers()] == ["Zoë Ångström"]
+
+
 def test_a_gallery_from_before_the_database_is_converted_on_first_use(tmp_path):
     for suffix in (".npz", ".json"):
         shutil.copy(LEGACY.with_suffix(suffix), tmp_path / f"old{suffix}")

@@ -32,6 +32,7 @@ import json
 import os
 import sqlite3
 import tempfile
+import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -337,8 +338,7 @@ class Gallery:
         enrolled handwriting, months after its files may have moved; `read`, how each file
         was read, is what `gallery rebuild` reads it by again. `exemplar` solves the
         writer's exemplar SVM from its new summed hinge row, stored with it."""
-        if not writer.strip():
-            raise GalleryError(f"{self.path}: empty writer name. Pass --writer ID.")
+        check_name(self.path, writer)
         self._check_sizes(embeddings, hinge)
         now = utc_now()
         with self._transaction() as db:
@@ -565,6 +565,7 @@ class Gallery:
         return n
 
     def rename(self, old: str, new: str) -> None:
+        check_name(self.path, new)
         with self._transaction() as db:
             writer_id = self._writer_id(db, old)
             if db.execute("SELECT 1 FROM writers WHERE name = ?", (new,)).fetchone():
@@ -575,6 +576,19 @@ class Gallery:
 
     def close(self) -> None:
         self.db.close()
+
+
+def check_name(gallery: str | Path, writer: str) -> None:
+    """Refuse a writer's name that is not one line of text, as every listing and answer
+    shows it: empty, with a line break, tab or other control character, or a space at
+    either end."""
+    if not writer.strip():
+        raise GalleryError(f"{gallery}: empty writer name. Pass --writer ID.")
+    if writer != writer.strip() or any(unicodedata.category(c) in ("Cc", "Zl", "Zp")
+                                       for c in writer):
+        raise GalleryError(f"{gallery}: the writer name {writer!r} has a space at an end, a "
+                           "line break or another control character. Pass a name of one line "
+                           "of text.")
 
 
 def _has_exemplars(db: sqlite3.Connection) -> bool:

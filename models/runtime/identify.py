@@ -29,6 +29,7 @@ from models.runtime.gallery import (
     GalleryError,
     ReadAs,
     Source,
+    check_name,
     gallery_file,
     new_in_memory,
     refuse_other_writer,
@@ -423,6 +424,7 @@ def enroll(gallery: str | Path | Gallery, features: Features, writer: str,
     same file content) are skipped without computing their features; an image already
     enrolled as another writer's refuses the whole enrolment. A missing gallery is created
     once the features are computed, so a failed first enrolment leaves no file behind."""
+    check_name(gallery.path if isinstance(gallery, Gallery) else gallery, writer)
     if not images:
         raise ValueError(f"enroll {writer}: no images given. Pass one or more scans of "
                          f"{writer}'s handwriting.")
