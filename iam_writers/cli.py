@@ -451,6 +451,16 @@ def dpi_value(value: str) -> float:
     return dpi
 
 
+def report_file(value: str) -> Path:
+    """An argparse type for a report to write: a file's path, not a folder's (refused
+    before the work, which may take minutes, not after it)."""
+    path = Path(value)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path} is a folder: name the report's file, as "
+                                         f"{path / 'report.html'}")
+    return path
+
+
 def finite(value: str) -> float:
     """An argparse type for a score: a number, not nan or infinite (nan compares false with
     every score, so every query was answered unknown)."""
@@ -682,7 +692,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--descriptor", choices=SCORES,
                    help="the score: default fused when the model's card calibrated fusion, "
                         "else embedding; hinge for the contour-hinge alone")
-    s.add_argument("--report", type=Path, metavar="FILE.html",
+    s.add_argument("--report", type=report_file, metavar="FILE.html",
                    help="also write a self-contained HTML report: both images side by side "
                         "with the score and the decision")
     model_args(s)
@@ -740,7 +750,7 @@ def parser() -> argparse.ArgumentParser:
         if name == "alike":
             scoring_args(a)
             a.add_argument("--threads", type=positive_int, default=2)
-            a.add_argument("--report", type=Path, metavar="FILE.html",
+            a.add_argument("--report", type=report_file, metavar="FILE.html",
                            help="also write a self-contained HTML report: each such writer's "
                                 "enrolled handwriting beside the other's, at one scale")
         if name == "rebuild":
@@ -765,7 +775,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--threshold", type=finite,
                    help="answer unknown below this score (default: the one calibrated for it)")
     s.add_argument("--top-k", type=positive_int, default=5)
-    s.add_argument("--report", type=Path, metavar="FILE.html",
+    s.add_argument("--report", type=report_file, metavar="FILE.html",
                    help="also write a self-contained HTML report: each query's handwriting "
                         "(a page with its lines outlined) beside the top writers' enrolled "
                         "handwriting, with every score and its likelihood ratio in words")
@@ -800,7 +810,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from iam_writers_tfds import images, kaggle_layout
 
     errors = (kaggle_layout.LayoutError, images.ImageError, FileNotFoundError, FileExistsError,
-              RunError)
+              PermissionError, RunError)
     for module, name in (("models.zoo", "WeightsError"), ("models.runtime", "ModelError"),
                          ("models.export", "ExportError"), ("tuning.space", "SpaceError"),
                          ("tuning.search", "ProjectError"), ("models.config", "RunFileError")):

@@ -19,14 +19,18 @@ def replaced(final: Path, directory: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside `final`; rename it to `final` when the block succeeds
     (a file replaces an old one; a folder must not exist yet), delete it when it fails."""
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    if directory:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    else:
-        fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=final.suffix,
-                                    dir=final.parent)
-        os.close(fd)
-        tmp = Path(name)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if directory:
+            tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+        else:
+            fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=final.suffix,
+                                        dir=final.parent)
+            os.close(fd)
+            tmp = Path(name)
+    except PermissionError as err:  # named by the folder, not by a temporary's name
+        raise PermissionError(f"{final}: cannot write in {final.parent} ({err.strerror}). "
+                              "Choose a folder you may write in.") from None
     umask = os.umask(0)
     os.umask(umask)
     tmp.chmod((0o777 if directory else 0o666) & ~umask)  # mkstemp/mkdtemp make them private

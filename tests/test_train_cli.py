@@ -126,11 +126,13 @@ def test_generated_writers_forms_and_lines_must_be_counted_from_one(argv, capsys
     (("identify", "g.sqlite", "a.png", "--threshold", "high"), "a number, got 'high'"),
     (("identify", "g.sqlite", "a.png", "--threads", "0"), "must be at least 1, got 0"),
     (("predict", "m.tflite", "a.png", "--threads", "0"), "must be at least 1, got 0"),
-    (("gallery", "alike", "g.sqlite", "--threads", "0"), "must be at least 1, got 0")])
+    (("gallery", "alike", "g.sqlite", "--threads", "0"), "must be at least 1, got 0"),
+    (("identify", "g.sqlite", "a.png", "--report", "."), "is a folder: name the report's file")])
 def test_a_threshold_that_is_no_number_and_no_threads_are_refused_by_name(argv, says, capsys,
                                                                         tmp_path, monkeypatch):
-    """`--threshold nan` answered every query "unknown" (nan is below nothing), and
-    `--threads 0` was blamed on the model file: both are argument errors, named as such."""
+    """`--threshold nan` answered every query "unknown" (nan is below nothing), `--threads
+    0` was blamed on the model file, and a report named by a folder was a traceback once the
+    work was done: all are argument errors, named as such, before any work."""
     from iam_writers.cli import main
 
     monkeypatch.chdir(tmp_path)
@@ -139,6 +141,27 @@ def test_a_threshold_that_is_no_number_and_no_threads_are_refused_by_name(argv, 
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and says in err and f"argument {argv[-2]}" in err
     assert not list(tmp_path.iterdir())
+
+
+def test_a_file_written_where_one_may_not_write_gets_one_line_naming_it(tmp_path,
+                                                                        monkeypatch):
+    """A report (or any file the project writes) in a folder one may not write in: the
+    error names the file and its folder, not the hidden temporary beside it, and the
+    command line reports it as bad input (one line, no traceback)."""
+    import tempfile
+
+    from iam_writers.cli import user_errors
+    from iam_writers_tfds import atomic
+
+    def refused(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(tmp_path / ".r.html.x1y2"))
+
+    monkeypatch.setattr(tempfile, "mkstemp", refused)
+    with pytest.raises(PermissionError) as err:
+        atomic.write_text(tmp_path / "r.html", "<html>")
+    assert str(err.value) == (f"{tmp_path / 'r.html'}: cannot write in {tmp_path} (Permission "
+                              "denied). Choose a folder you may write in.")
+    assert isinstance(err.value, user_errors()) and not list(tmp_path.iterdir())
 
 
 def test_fitting_on_validation_holds_nothing_out_and_watches_training_figures(dummy_dir,
