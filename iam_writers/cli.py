@@ -209,6 +209,8 @@ def _verify(args: argparse.Namespace) -> None:
         print(f"report: {written}", file=sys.stderr)
     if "note" in r:
         print(f"note: {r['note']}", file=sys.stderr)
+    if r.get("same_image"):
+        print(f"note: {evidence.SAME_IMAGE}", file=sys.stderr)
     if hand := r.get("b_in_cohort"):
         print(f"note: {args.b} reads as training writer {hand['reads_as']}'s, of the model's "
               f"cohort (fused {hand['score']:.3f}, a document's threshold "
@@ -328,6 +330,8 @@ def _identify(args: argparse.Namespace) -> int:
                   for pair in r.get("alike", []))
         + (f"; note: {evidence.cohort_words(r['in_cohort'], r['score'], args.gallery)}"
            if "in_cohort" in r else "")
+        + "".join(f"; note: {'' if len(r['images']) == 1 else image + ' is '}"
+                  f"{evidence.enrolled_words(e)}" for image, e in r.get("enrolled", {}).items())
         for r in results)
     _show(results, args.json, text)
     skipped = (list(results[0].get("skipped", {})) if args.document

@@ -147,6 +147,11 @@ def test_verify_writes_a_report_of_both_images(tmp_path, exported, heldout):
     at600 = json.loads(cli("verify", exported / "model_float32.tflite", a, b, "--json",
                            "--dpi", "600").stdout)
     assert (at600["dpi_a"], at600["dpi_b"]) == (600, 600)
+    assert "same_image" not in result
+    # a questioned line compared with itself: a match that says nothing, said so
+    itself = cli("verify", exported / "model_float32.tflite", a, a, "--json")
+    assert json.loads(itself.stdout)["same_image"] is True
+    assert "note: a and b are one image (the same content)" in itself.stderr
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

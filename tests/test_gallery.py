@@ -384,6 +384,29 @@ def test_identify_sees_only_complete_enrolments_while_others_write(tmp_path):
     assert len(seen) > 1  # the reader saw the gallery grow between complete states
 
 
+def test_a_query_that_is_an_enrolled_image_is_said_to_be_one(tmp_path):
+    """Asking about an image that is enrolled (an exemplar asked about by mistake, or under
+    another name) names its own writer, strongly, and says nothing: the answer says which
+    enrolled image it is, in the JSON and in words; another file of the same content too."""
+    ann, bob = _line_files(tmp_path / "a", 2, seed=1), _line_files(tmp_path / "b", 1, seed=2)
+    hinge = runtime.features_for(None, "hinge")
+    runtime.enroll(tmp_path / "g", hinge, "ann", [ann[0]])
+    runtime.enroll(tmp_path / "g", hinge, "bob", bob)
+    copy = tmp_path / "copy.png"
+    shutil.copy(ann[0], copy)
+    identifier = runtime.Identifier(Gallery.open(tmp_path / "g"), None)
+    asked = identifier.rank_each([copy, ann[1]])
+    assert asked[0]["enrolled"] == {str(copy): {"writer": "ann", "path": str(ann[0].resolve())}}
+    assert "enrolled" not in asked[1]
+    document = identifier.rank([ann[1], copy])
+    assert list(document["enrolled"]) == [str(copy)]
+    proc = cli("identify", tmp_path / "g", copy, ann[1])
+    assert proc.returncode == 0, proc.stderr
+    said = proc.stdout.splitlines()
+    assert f"note: the same image as ann's enrolled {ann[0].resolve()}" in said[0]
+    assert "enrolled" not in said[1]
+
+
 def test_rebuild_reads_each_file_as_it_was_enrolled_from_any_folder(tmp_path, monkeypatch):
     """Paths are stored absolute, with the resolution and the reading (line or page) each
     file was enrolled by: a rebuild months later needs neither the folder nor the flags."""

@@ -80,6 +80,18 @@ def _reading(pair: dict, score: str) -> tuple[str, str]:
     return verb, "fused" if pair.get("in_cohort") else score
 
 
+SAME_IMAGE = ("a and b are one image (the same content): any handwriting matches itself, "
+              "so the answer says nothing of its writer. Compare with other handwriting of "
+              "the known writer")
+
+
+def enrolled_words(enrolled: dict[str, str]) -> str:
+    """In words, that a query is an enrolled image (`Identifier.enrolled_as`)."""
+    return (f"the same image as {enrolled['writer']}'s enrolled {enrolled['path']}: it names "
+            "its own enrolment, which says nothing of its writer; ask about handwriting that "
+            "is not enrolled")
+
+
 def cohort_words(hand: dict, score: str, gallery: str | Path) -> str:
     """One writer of `Identifier.in_cohort` in words (`alike_words`), and what follows."""
     return f"{alike_words(hand, score)}. {cohort_consequence(hand, gallery)}"
@@ -433,6 +445,9 @@ def identify_report(path: str | Path, results: list[dict], identifier,
         if "in_cohort" in r:
             words = cohort_words(r["in_cohort"], r["score"], identifier.gallery.path)
             answer += f"<br>Note: {html.escape(words, quote=False)}."
+        for image, enrolled in r.get("enrolled", {}).items():
+            answer += (f"<br>Note: {html.escape(image)} is "
+                       f"{html.escape(enrolled_words(enrolled), quote=False)}.")
         kinds = list(best["scores"])
         rows = []
         for rank, t in enumerate(r["top"], 1):
@@ -513,6 +528,8 @@ def verify_report(path: str | Path, result: dict, drawn: dict[str, bytes],
             f"<p class=\"answer\">Decision: <b>{verdict}</b>: {scored_by} {result['score']:.3f} "
             f"(threshold {result['threshold']:.3f}; {html.escape(SCORE_WORDS[scored_by])})"
             "</p>"]
+    if result.get("same_image"):
+        body.append(f"<p class=\"answer\">Note: {html.escape(SAME_IMAGE)}.</p>")
     lr = LikelihoodRatio.of(card, result["level"], scored_by)
     if "log10_lr" in result and lr is not None:
         body.append(f"<p class=\"answer\">log10 LR {result['log10_lr']:+.2f}: "

@@ -718,9 +718,10 @@ class Identifier:
         "blank_pages" (each PDF or TIFF of several pages: the pages read, the blank ones
         left out), "paper" (each photo: the paper its sheet was straightened onto),
         "unmeasured" (each photo whose EXIF names a camera, with no sheet found on it: the
-        camera; read as if at 300 dpi, its handwriting's size is not known)} for one
-        query: several images, one page or a file's pages are a document
-        (their mean embedding, their summed hinge counts). Given `drawn`, each image's
+        camera; read as if at 300 dpi, its handwriting's size is not known), "enrolled"
+        (each image that is an enrolled one: `enrolled_as`)} for one query: several
+        images, one page or a file's pages are a document (their mean embedding, their
+        summed hinge counts). Given `drawn`, each image's
         `evidence.thumbnail` is put in it by its path, drawn from the pixels read (for
         `evidence.identify_report`). With `skip`, the document is the images that can be
         read, and "skipped" maps each other one to why (`Features`); none read raises."""
@@ -757,6 +758,14 @@ class Identifier:
             drawn.update(zip(map(str, read), self.features.thumbnails))
         return computed, read
 
+    def enrolled_as(self, images: list) -> dict[str, dict[str, str]]:
+        """{image: {"writer", "path"}} of those of `images` that are an enrolled image (the
+        same content, as `enroll` hashes it): such a query names its own enrolment."""
+        hashes = {str(image): sha256_of(image) for image in images}
+        owners = self.gallery.owners(list(hashes.values()))
+        return {image: dict(zip(("writer", "path"), owners[h]))
+                for image, h in hashes.items() if h in owners}
+
     def _ranked(self, images: list, emb: np.ndarray | None, counts: np.ndarray | None,
                 read: list[Read], top_k: int) -> dict:
         several = len(images) > 1 or read[0].pages > 1
@@ -790,6 +799,8 @@ class Identifier:
                                    "second": float(np.partition(sims[self.score], -2)[-2])}
         if "log10_lr" not in top[0]:
             result["note"] = evidence.NO_LR if self.model else evidence.NO_LR_WITHOUT_MODEL
+        if enrolled := self.enrolled_as(images):
+            result["enrolled"] = enrolled
         found = {str(i): r.lines for i, r in zip(images, read) if r.lines is not None}
         typed = {str(i): r.printed for i, r in zip(images, read) if r.printed}
         resampled = {str(i): r.resampled for i, r in zip(images, read) if r.resampled}
@@ -825,8 +836,9 @@ def verify(model: Model, questioned, reference, score: str | None = None,
     with no sheet found (the camera their EXIF names: `Identifier.rank`), and "b_in_cohort"
     where the reference reads as a training writer of the model's cohort
     (`Identifier.in_cohort`): if it is that writer, it is measured against its own hand,
-    which lowers the score}. Given `drawn`, the `evidence.thumbnail` of "a" and of "b" are
-    put in it (for `evidence.verify_report`)."""
+    which lowers the score, and "same_image" where a and b are one image (the same
+    content): a match that says nothing}. Given `drawn`, the `evidence.thumbnail` of "a"
+    and of "b" are put in it (for `evidence.verify_report`)."""
     features = features_for(model, score, input, dpi, paper)
     gallery = new_in_memory(features.fingerprint, features.descriptor)
     try:  # the reference's features only: the gallery keeps no thumbnail, as none shows it
@@ -863,7 +875,8 @@ def verify(model: Model, questioned, reference, score: str | None = None,
              "unmeasured_a": r.get("unmeasured", {}).get(str(questioned)),
              "unmeasured_b": known.camera,
              "b_in_cohort": {k: hand[k] for k in ("reads_as", "score", "threshold")}
-             if hand else None}
+             if hand else None,
+             "same_image": True if "enrolled" in r else None}
     return result | {k: n for k, n in extra.items() if n is not None}
 
 
