@@ -131,6 +131,24 @@ def test_a_shadow_over_the_sheet_is_looked_below_for_the_whole_sheet(seed, depth
         assert max(box_iou(on_paper, line.box) for line in scan.lines[0]) >= 0.7
 
 
+def test_a_sheet_on_a_board_lighter_than_the_desk_is_the_sheet():
+    """An A4 sheet on a clipboard (9 x 12.5 in, a paper's shape too) lighter than the desk
+    and darker than the paper: the board joins the light region below Otsu's threshold, and
+    taken for the sheet it read the handwriting 9% too large. Otsu's region comes first."""
+    page, _ = generated_page(0)
+    sheet = np.full((round(A4[1] * 300), round(A4[0] * 300)), 250, np.uint8)
+    sheet[150:150 + page.shape[0], :page.shape[1]] = page[:, :sheet.shape[1]]
+    found = {}
+    for grey in (130, 40):  # the board, or a board darker than the desk: the sheet alone
+        board = np.full((3750, 2700), grey, np.uint8)
+        board[183:183 + sheet.shape[0], 109:109 + sheet.shape[1]] = sheet
+        photo, _ = synth.photograph(board, np.random.default_rng(0), (9.0, 12.5), tilt_deg=10,
+                                    fill=0.7, frame=(1512, 2016))
+        found[grey] = photos.find_sheet(photo)
+    assert found[130].paper == found[40].paper == "A4"
+    np.testing.assert_allclose(found[130].corners, found[40].corners, atol=2.0)
+
+
 def test_a_named_paper_keeps_the_handwritings_size():
     """An A5 sheet has A4's shape: by its shape alone it is read 1.41 times too large;
     named (`--paper A5`), its handwriting is read at its own size."""

@@ -100,12 +100,13 @@ def find_sheet(photo: np.ndarray, papers: tuple[str, ...] = SHAPED) -> Sheet | N
     """The sheet of paper lying whole on a photo (2-D uint8): a light region four-sided (a
     corner hidden under a thumb is where its sides meet, `_four_sides`), covering
     `PAPER_SHARE` of it and `PAPER_CONTRAST` lighter than what lies around it, clear of the
-    photo's edges (`_whole_sheet`), shaped as one of `papers` (of `PAPERS`) is; of the light
-    regions at Otsu's threshold and below it (`_light_regions`: a shadow over part of the
-    sheet leaves its lit part alone above Otsu's), the largest (`_steadiest`); its corners
-    found on the photo reduced (`FIND_SIDE`), then at full resolution. None where there is
-    none (a scan, whose paper fills it; a sheet cut by the photo's edge, or on a ground as
-    light as itself; a strip or a card, whose size its shape does not tell)."""
+    photo's edges (`_whole_sheet`), shaped as one of `papers` (of `PAPERS`) is: the light
+    region at Otsu's threshold, or where that is none, the largest below it (a shadow over
+    part of the sheet leaves its lit part alone above Otsu's: `_light_regions`,
+    `_steadiest`); its corners found on the photo reduced (`FIND_SIDE`), then at full
+    resolution. None where there is none (a scan, whose paper fills it; a sheet cut by the
+    photo's edge, or on a ground as light as itself; a strip or a card, whose size its
+    shape does not tell)."""
     small, scale = _reduced(photo)
     found = [(outline, _whole_sheet(small, outline)) for outline in _light_regions(small)]
     for outline, quad in _steadiest(found):
@@ -114,21 +115,32 @@ def find_sheet(photo: np.ndarray, papers: tuple[str, ...] = SHAPED) -> Sheet | N
         if not _stands_out(small, inside):
             continue
         corners = _ordered(_edges_met(quad, outline.reshape(-1, 2).astype(np.float32)))
-        if sheet := _measured(photo, _refined(photo, corners / scale, 2.5 / scale), papers):
+        corners = _refined(photo, corners / scale, 2.5 / scale)
+        if not _in_frame(corners, photo.shape, CORNER_OUT / scale):
+            continue  # the sides fitted meet off the photo (a shadowed sheet's lit part)
+        if sheet := _measured(photo, corners, papers):
             return sheet
     return None
 
 
+def _in_frame(corners: np.ndarray, shape: tuple[int, int], margin: float) -> bool:
+    """Whether four corners lie on a photo of `shape`, or within `margin` px off it."""
+    return bool((corners >= -margin).all() and (corners <= np.array(shape[::-1]) + margin).all())
+
+
 def _steadiest(found: list[tuple[np.ndarray, np.ndarray | None]]
                ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The (outline, corners) of `found` (a threshold's each, the highest first) that are
-    whole sheets, the largest first (the lowest threshold's), those whose corners lie within
-    `SHEET_STEADY` of the threshold above's before the rest: a lower one may join a speck
-    of the ground to the sheet's outline."""
-    sheets = [k for k, (_, quad) in enumerate(found) if quad is not None][::-1]
+    """The (outline, corners) of `found` (a threshold's each, Otsu's first, then lower) that
+    may be whole sheets, in the order they are tried: Otsu's, as it always was (a sheet on
+    a board lighter than the desk: the board joins below it, and has a paper's shape); then
+    the largest (the lowest threshold's), those whose corners lie within `SHEET_STEADY` of
+    the threshold above's first, as a lower one may join a speck of the ground to the
+    sheet. docs/results.md, a phone's shadow."""
+    sheets = [k for k, (_, quad) in enumerate(found) if quad is not None]
     steady = [k for k in sheets if k - 1 in sheets and
               np.abs(found[k][1] - found[k - 1][1]).max() <= SHEET_STEADY]
-    return [found[k] for k in steady + [k for k in sheets if k not in steady]]
+    lower = [k for k in steady[::-1] + sheets[::-1] if k > 0]
+    return [found[k] for k in ([0] if 0 in sheets else []) + list(dict.fromkeys(lower))]
 
 
 def _reduced(photo: np.ndarray) -> tuple[np.ndarray, float]:
@@ -170,7 +182,7 @@ def _whole_sheet(small: np.ndarray, outline: np.ndarray) -> np.ndarray | None:
     quad = _four_sides(hull)
     if quad is None or not PAPER_SHARE[0] <= share <= PAPER_SHARE[1]:
         return None
-    if (quad < -CORNER_OUT).any() or (quad > np.array(small.shape[::-1]) + CORNER_OUT).any():
+    if not _in_frame(quad, small.shape, CORNER_OUT):
         return None  # a corner off the photo: the outline is not a whole sheet's (a shadow's)
     return _ordered(quad)
 
