@@ -220,6 +220,22 @@ def test_a_writer_name_is_one_line_of_text(name, tmp_path):
     assert [w["writer"] for w in g.writers()] == ["Zoë Ångström"]
 
 
+def test_a_gallerys_names_from_before_the_rule_are_kept_by_a_rebuild(tmp_path):
+    """A name enrolled before names were checked (a space at its end) is the user's: a
+    rebuild keeps it rather than refusing the gallery; a rename mends it."""
+    from models.runtime import identify
+
+    hinge = runtime.features_for(None, "hinge")
+    runtime.enroll(tmp_path / "old", hinge, "bob", _line_files(tmp_path / "b", 1, seed=2))
+    with sqlite3.connect(tmp_path / "old.sqlite") as db:
+        db.execute("UPDATE writers SET name = 'bob ' WHERE name = 'bob'")
+    identify.rebuild(tmp_path / "old", tmp_path / "new", hinge)
+    new = Gallery.open(tmp_path / "new")
+    assert [w["writer"] for w in new.writers()] == ["bob "]
+    new.rename("bob ", "bob")
+    assert [w["writer"] for w in new.writers()] == ["bob"]
+
+
 def test_a_gallery_from_before_the_database_is_converted_on_first_use(tmp_path):
     for suffix in (".npz", ".json"):
         shutil.copy(LEGACY.with_suffix(suffix), tmp_path / f"old{suffix}")

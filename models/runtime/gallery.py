@@ -338,7 +338,6 @@ class Gallery:
         enrolled handwriting, months after its files may have moved; `read`, how each file
         was read, is what `gallery rebuild` reads it by again. `exemplar` solves the
         writer's exemplar SVM from its new summed hinge row, stored with it."""
-        check_name(self.path, writer)
         self._check_sizes(embeddings, hinge)
         now = utc_now()
         with self._transaction() as db:

@@ -423,8 +423,16 @@ def enroll(gallery: str | Path | Gallery, features: Features, writer: str,
     """Add `writer`'s images to the gallery in one transaction. Images already enrolled (the
     same file content) are skipped without computing their features; an image already
     enrolled as another writer's refuses the whole enrolment. A missing gallery is created
-    once the features are computed, so a failed first enrolment leaves no file behind."""
+    once the features are computed, so a failed first enrolment leaves no file behind. The
+    writer's name is one line of text (`check_name`)."""
     check_name(gallery.path if isinstance(gallery, Gallery) else gallery, writer)
+    return _enroll(gallery, features, writer, images)
+
+
+def _enroll(gallery: str | Path | Gallery, features: Features, writer: str,
+            images: list) -> Enrolled:
+    """`enroll`, the name as it is: a gallery's own names enrolled again (`rebuild`) are
+    kept, though made before `check_name`."""
     if not images:
         raise ValueError(f"enroll {writer}: no images given. Pass one or more scans of "
                          f"{writer}'s handwriting.")
@@ -964,7 +972,7 @@ def _enroll_as_before(gallery: Gallery, features: Features, writer: str,
         groups.setdefault((s.dpi, s.read_as, s.paper), []).append(s.path)
     added = 0
     for (dpi, read_as, paper), paths in groups.items():
-        added += enroll(gallery, Features(features.model, features.local,
+        added += _enroll(gallery, Features(features.model, features.local,
                                           read_as if features.input == "auto" and read_as
                                           else features.input, features.dpi or dpi,
                                           features.paper or paper),
