@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import zipfile
 from pathlib import Path
@@ -107,13 +108,17 @@ class TrainConfig:
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}; "
                              f"allowed: {', '.join(LR_SCHEDULES)}")
-        if self.epochs < 1 or self.batch_size < 1 or not self.learning_rate > 0:
-            raise ValueError("epochs and batch_size must be >= 1 and learning_rate > 0")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs} and "
+                             f"{self.batch_size}")
+        if not 0 < self.learning_rate < math.inf:  # nan or inf: every weight nan
+            raise ValueError(f"learning_rate must be a number > 0, got {self.learning_rate}")
         if self.metric_loss not in METRIC_LOSSES:
             raise ValueError(f"unknown metric_loss {self.metric_loss!r}; "
                              f"allowed: {', '.join(METRIC_LOSSES)}")
-        if not self.temperature > 0 or self.writers_per_batch < 2:
-            raise ValueError("temperature must be > 0 and writers_per_batch >= 2")
+        if not 0 < self.temperature < math.inf or self.writers_per_batch < 2:
+            raise ValueError(f"temperature must be a number > 0 and writers_per_batch >= 2, "
+                             f"got {self.temperature} and {self.writers_per_batch}")
         if self.model == "patch_embed" and self.batch_size < 2 * self.writers_per_batch:
             raise ValueError(f"batch_size {self.batch_size} gives fewer than 2 patches per "
                              f"writer with writers_per_batch {self.writers_per_batch}; pass "

@@ -239,6 +239,10 @@ def test_a_run_saved_before_line_band_keeps_the_bounding_box_recipe(tmp_path):
     (("--patches-per-image", "0"), "patches_per_image"),
     (("--width", "0"), "width, head_units and pairs_per_epoch must be >= 1"),
     (("--embedding-dim", "-1"), "embedding_dim, image_size and fine_tune_blocks >= 0"),
+    (("--epochs", "0"), "epochs and batch_size must be >= 1, got 0 and"),
+    (("--learning-rate", "nan"), "learning_rate must be a number > 0, got nan"),
+    (("--learning-rate", "inf"), "learning_rate must be a number > 0, got inf"),
+    (("--temperature", "inf"), "temperature must be a number > 0"),
 ])
 def test_train_settings_out_of_range_are_refused_before_anything_runs(flags, says, capsys,
                                                                     tmp_path):
