@@ -231,7 +231,6 @@ def photograph(page: np.ndarray, rng: np.random.Generator,
     return np.clip(photo, 0, 255).astype(np.uint8), (x0, y0)
 
 
-
 def shadowed(photo: np.ndarray, rng: np.random.Generator, depth: float = 0.4,
              edge: float = 3.0) -> np.ndarray:
     """`photo` under the shadow of a phone held over it: `depth` darker over a four-sided
@@ -245,6 +244,7 @@ def shadowed(photo: np.ndarray, rng: np.random.Generator, depth: float = 0.4,
     cv2.fillPoly(shade, [np.int32(np.round(part))], 1.0)
     shade = cv2.GaussianBlur(shade, (0, 0), edge)
     return np.clip(photo * (1 - depth * shade), 0, 255).astype(np.uint8)
+
 
 LAYOUTS = ("kaggle", "iam")
 

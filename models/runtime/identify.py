@@ -973,10 +973,10 @@ def _enroll_as_before(gallery: Gallery, features: Features, writer: str,
     added = 0
     for (dpi, read_as, paper), paths in groups.items():
         added += _enroll(gallery, Features(features.model, features.local,
-                                          read_as if features.input == "auto" and read_as
-                                          else features.input, features.dpi or dpi,
-                                          features.paper or paper),
-                        writer, paths).added
+                                           read_as if features.input == "auto" and read_as
+                                           else features.input, features.dpi or dpi,
+                                           features.paper or paper),
+                         writer, paths).added
     return Enrolled(writer, added, [])
 
 

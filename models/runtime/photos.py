@@ -103,13 +103,12 @@ def find_sheet(photo: np.ndarray, papers: tuple[str, ...] = SHAPED) -> Sheet | N
     photo's edges (`_whole_sheet`), shaped as one of `papers` (of `PAPERS`) is: the light
     region at Otsu's threshold, or where that is none, the largest below it (a shadow over
     part of the sheet leaves its lit part alone above Otsu's: `_light_regions`,
-    `_steadiest`); its corners found on the photo reduced (`FIND_SIDE`), then at full
+    `_candidates`); its corners found on the photo reduced (`FIND_SIDE`), then at full
     resolution. None where there is none (a scan, whose paper fills it; a sheet cut by the
     photo's edge, or on a ground as light as itself; a strip or a card, whose size its
     shape does not tell)."""
     small, scale = _reduced(photo)
-    found = [(outline, _whole_sheet(small, outline)) for outline in _light_regions(small)]
-    for outline, quad in _steadiest(found):
+    for outline, quad in _candidates(small):
         inside = np.zeros_like(small)
         cv2.fillConvexPoly(inside, np.int32(np.round(quad)), 255)
         if not _stands_out(small, inside):
@@ -128,19 +127,23 @@ def _in_frame(corners: np.ndarray, shape: tuple[int, int], margin: float) -> boo
     return bool((corners >= -margin).all() and (corners <= np.array(shape[::-1]) + margin).all())
 
 
-def _steadiest(found: list[tuple[np.ndarray, np.ndarray | None]]
-               ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The (outline, corners) of `found` (a threshold's each, Otsu's first, then lower) that
-    may be whole sheets, in the order they are tried: Otsu's, as it always was (a sheet on
-    a board lighter than the desk: the board joins below it, and has a paper's shape); then
-    the largest (the lowest threshold's), those whose corners lie within `SHEET_STEADY` of
-    the threshold above's first, as a lower one may join a speck of the ground to the
-    sheet. docs/results.md, a phone's shadow."""
+def _candidates(small: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The (outline, corners) of the light regions of a reduced photo that may be whole
+    sheets (`_whole_sheet`), in the order they are tried: Otsu's, as it always was (a sheet
+    on a board lighter than the desk: the board joins below it, and has a paper's shape);
+    then, looked for only where that is not taken, the largest (the lowest threshold's),
+    those whose corners lie within `SHEET_STEADY` of the threshold above's first, as a
+    lower one may join a speck of the ground to the sheet. docs/results.md, a phone's
+    shadow."""
+    found = []
+    for outline in _light_regions(small):
+        found.append((outline, _whole_sheet(small, outline)))
+        if len(found) == 1 and found[0][1] is not None:
+            yield found[0]
     sheets = [k for k, (_, quad) in enumerate(found) if quad is not None]
     steady = [k for k in sheets if k - 1 in sheets and
               np.abs(found[k][1] - found[k - 1][1]).max() <= SHEET_STEADY]
-    lower = [k for k in steady[::-1] + sheets[::-1] if k > 0]
-    return [found[k] for k in ([0] if 0 in sheets else []) + list(dict.fromkeys(lower))]
+    yield from (found[k] for k in dict.fromkeys(steady[::-1] + sheets[::-1]) if k > 0)
 
 
 def _reduced(photo: np.ndarray) -> tuple[np.ndarray, float]:
@@ -164,18 +167,21 @@ def _light_regions(small: np.ndarray) -> Iterator[np.ndarray]:
             return
         outline = max(contours, key=cv2.contourArea)
         yield outline
-        x, y, w, h = cv2.boundingRect(outline)
-        if min(x, y) <= 1 or x + w >= small.shape[1] - 1 or y + h >= small.shape[0] - 1:
-            return  # it reaches the photo's edge: a lower threshold only joins more ground
+        if _at_edge(outline, small.shape):
+            return  # a lower threshold only joins more ground
+
+
+def _at_edge(outline: np.ndarray, shape: tuple[int, int]) -> bool:
+    """Whether an outline on the reduced photo reaches within a pixel of its edge."""
+    x, y, w, h = cv2.boundingRect(outline)
+    return min(x, y) <= 1 or x + w >= shape[1] - 1 or y + h >= shape[0] - 1
 
 
 def _whole_sheet(small: np.ndarray, outline: np.ndarray) -> np.ndarray | None:
     """The four corners (ordered, on the reduced photo `small`) where the sides of
     `outline`'s hull meet, where it may be a whole sheet's (`find_sheet`; whether it
     stands out of the ground is asked of the one taken), else None."""
-    points = outline.reshape(-1, 2)
-    low, high = points.min(axis=0), points.max(axis=0)
-    if low.min() <= 1 or (high >= np.array(small.shape[::-1]) - 2).any():
+    if _at_edge(outline, small.shape):
         return None  # cut by the photo's edge: that edge is not the sheet's
     hull = cv2.convexHull(outline)  # ink at the edge: not a dent
     share = cv2.contourArea(hull) / small.size
