@@ -805,6 +805,7 @@ def parser() -> argparse.ArgumentParser:
                              help="show the native libraries' log lines (TensorFlow, LiteRT, "
                                   "the converter), which are hidden by default; or set "
                                   f"{console.VERBOSE_ENV}=1")
+        command.set_defaults(command_parser=command)  # errors found later show its usage
         _show_defaults(command)
     return p
 
@@ -837,6 +838,7 @@ def _skip_hint(args: argparse.Namespace, err: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = parser()
     args, extra = p.parse_known_args(argv)
+    error = args.command_parser.error  # the command's usage line, exit status 2
     if args.verbose:
         os.environ[console.VERBOSE_ENV] = "1"
     console.quiet()
@@ -848,28 +850,28 @@ def main(argv: list[str] | None = None) -> int:
                                                          for a in extra):
         # enroll and identify take --model (there it is optional); these need it first
         rest = "A B" if args.command == "verify" else "IMAGES"
-        p.error(f"{args.command} takes the model as its first argument, not --model: "
-                f"iam-writers {args.command} MODEL {rest}")
+        error(f"the model is the first argument, not --model: "
+              f"iam-writers {args.command} MODEL {rest}")
     elif extra:
-        p.error(f"unrecognized arguments: {' '.join(extra)}")
+        error(f"unrecognized arguments: {' '.join(extra)}")
     if getattr(args, "needs_train", False) and (module := missing_train_extra()):
         print(f"iam-writers {args.command}: error: needs {module}, which the base install "
               f"leaves out (it is the edge runtime only): {INSTALL_TRAIN}", file=sys.stderr)
         return 2
     if getattr(args, "paper", None) and getattr(args, "dpi", None):
-        p.error("--paper names a photographed page's paper, whose resolution is not known; "
-                "--dpi says it is known (a scan): pass one of them")
+        error("--paper names a photographed page's paper, whose resolution is not known; "
+              "--dpi says it is known (a scan): pass one of them")
     if args.command == "enroll":
         if bool(args.layout) == bool(args.writer):
-            p.error("enroll takes GALLERY --writer ID IMAGES, or GALLERY --layout DIR")
+            error("enroll takes GALLERY --writer ID IMAGES, or GALLERY --layout DIR")
         if bool(args.writer) != bool(args.images):
-            p.error("enroll --writer ID takes the writer's images, --layout DIR none")
+            error("enroll --writer ID takes the writer's images, --layout DIR none")
     try:
         if getattr(args, "needs_train", False):
             _preflight(args)
         status = args.func(args) or 0
     except ConfigError as err:
-        p.error(str(err))  # exit status 2 with the usage line
+        error(str(err))
     except user_errors() as err:
         print(f"iam-writers {args.command}: error: {err}{_skip_hint(args, err)}",
               file=sys.stderr)

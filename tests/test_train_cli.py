@@ -246,12 +246,15 @@ def test_a_run_saved_before_line_band_keeps_the_bounding_box_recipe(tmp_path):
 ])
 def test_train_settings_out_of_range_are_refused_before_anything_runs(flags, says, capsys,
                                                                     tmp_path):
-    """Checked with the settings, not by Keras or tf.data after TensorFlow has loaded."""
+    """Checked with the settings, not by Keras or tf.data after TensorFlow has loaded; the
+    error names the command and shows its usage, not the top level's."""
     from iam_writers.cli import main
 
     with pytest.raises(SystemExit) as exit_:
         main(["train", "--out", str(tmp_path / "r"), *flags])
-    assert exit_.value.code == 2 and says in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and says in err.split("iam-writers train: error: ")[1]
+    assert "usage: iam-writers train " in err
     assert not list(tmp_path.iterdir())
 
 
@@ -266,4 +269,5 @@ def test_verify_and_predict_say_that_their_model_comes_first(argv, usage, capsys
 
     with pytest.raises(SystemExit) as exit_:
         main(list(argv))
-    assert exit_.value.code == 2 and usage in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and usage in err and f"iam-writers {argv[0]}: error:" in err
