@@ -445,13 +445,17 @@ def _print_metrics(path: Path) -> None:
 
 
 def dpi_value(value: str) -> float:
-    """An argparse type for a scan resolution in dots per inch."""
+    """An argparse type for a scan resolution in dots per inch: from MIN_DPI, below which
+    too little of the handwriting is left to name its writer."""
+    from iam_writers_tfds.images import MIN_DPI
+
     try:
         dpi = float(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"a number of dots per inch, got {value!r}") from None
-    if not 50 <= dpi <= 2400:
-        raise argparse.ArgumentTypeError(f"a scan resolution from 50 to 2400 dpi, got {value}")
+    if not MIN_DPI <= dpi <= 2400:
+        raise argparse.ArgumentTypeError(f"a scan resolution from {MIN_DPI} to 2400 dpi, got "
+                                         f"{value}")
     return dpi
 
 

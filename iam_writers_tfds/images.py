@@ -29,6 +29,10 @@ SCAN_DPI = 300  # IAM's scans: the resolution every model and descriptor here is
 # a file's declared resolution is believed in this range; 72 and 96 are the defaults of
 # screen tools and say nothing about a scan
 BELIEVED_DPI = (150, 1200)
+# below this a page holds too few pixels of handwriting to name its writer: genuine pages
+# are answered "unknown" more and more, and at 40 dpi wrong writers are named with the
+# strongest support (docs/results.md, photos and scans at low resolution)
+MIN_DPI = 80
 # a camera's photo above MAX_PIXELS is decoded at a half or a quarter of its size by libjpeg's
 # own scaling, as the phone's 12 MP mode would take it: its sheet is read at 300 dpi anyway
 PHOTO_SCALES = {2: cv2.IMREAD_REDUCED_GRAYSCALE_2, 4: cv2.IMREAD_REDUCED_GRAYSCALE_4}

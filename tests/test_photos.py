@@ -14,7 +14,7 @@ from benchmarks.pages import box_iou
 from iam_writers_tfds import images, synth
 from iam_writers_tfds.images import png_with_dpi
 from models.runtime import Gallery, Model, evidence, photos
-from models.runtime.model import handwriting
+from models.runtime.model import LowResolutionError, handwriting
 from tests.conftest import cli, generated_page, heic, with_camera
 
 A4, LETTER, LEGAL = photos.PAPERS["A4"], photos.PAPERS["Letter"], photos.PAPERS["Legal"]
@@ -218,6 +218,31 @@ def test_a_scan_or_a_known_resolution_is_read_as_it_is(tmp_path):
         strip, _ = synth.photograph(np.full((100, 100), 250, np.uint8),
                                     np.random.default_rng(3), paper, frame=(1512, 2016))
         assert photos.find_sheet(strip) is None, paper
+
+
+def test_handwriting_at_too_few_pixels_is_refused_naming_the_file(tmp_path):
+    """At 40 dpi wrong writers were named with the strongest support (docs/results.md,
+    photos and scans at low resolution): a sheet photographed at fewer than MIN_DPI, or a
+    scan at fewer, is refused in one line naming the file, its resolution and what to do;
+    a sheet photographed at a little more is read."""
+    page, _ = generated_page(1)
+    for width in (756, 1134):  # the sheet tilted across 75% of it: about 65 and 95 dpi
+        photo, _ = synth.photograph(page, np.random.default_rng(1), frame=(width, width * 4 // 3))
+        path = tmp_path / f"{width}.jpg"
+        path.write_bytes(cv2.imencode(".jpg", photo, [cv2.IMWRITE_JPEG_QUALITY, 90])[1])
+        if width == 756:
+            with pytest.raises(LowResolutionError, match=rf"^{path}: the sheet was "
+                               r"photographed at 6\d dpi, .* \(at least 80 dpi\)\. "
+                               "Photograph it closer") as err:
+                handwriting(path, str(path), input="auto")
+            assert "\n" not in str(err.value)
+        else:
+            assert 80 < handwriting(path, str(path), input="auto").dpi < 100
+    path = tmp_path / "scan.png"
+    path.write_bytes(png_with_dpi(cv2.imencode(".png", page)[1].tobytes(), 300))
+    with pytest.raises(LowResolutionError, match=rf"^{path}: scanned at 60 dpi, .*again at "
+                                                 "300 dpi"):
+        handwriting(path, str(path), dpi=60.0, input="auto")  # --dpi 60, by the API
 
 
 @pytest.mark.parametrize("seed", [0, 2])

@@ -183,7 +183,7 @@ def test_identify_says_which_files_it_resampled(tmp_path, capsys):
     assert "resampled" not in proc.stderr and "dpi" not in as_is  # read as at 300 dpi
     assert declared["top"][0]["similarity"] > as_is["top"][0]["similarity"] + 0.05
     proc = cli("identify", tmp_path / "g", tmp_path / "big.png", "--dpi", "0")
-    assert proc.returncode == 2 and "a scan resolution from 50 to 2400 dpi, got 0" in proc.stderr
+    assert proc.returncode == 2 and "a scan resolution from 80 to 2400 dpi, got 0" in proc.stderr
     # a paper is for a photo, whose resolution is not known: not with --dpi
     with pytest.raises(SystemExit, match="2"):
         main(["identify", str(tmp_path / "g"), str(tmp_path / "big.png"), "--dpi", "300",

@@ -29,6 +29,7 @@ from models.runtime.model import (
     BUCKET_PX,
     CARD,
     SIGNATURE,
+    LowResolutionError,
     Model,
     ModelError,
     NoInkError,
@@ -38,6 +39,7 @@ from models.runtime.model import (
 )
 
 __all__ = ["BUCKET_PX", "CARD", "SIGNATURE", "Enrolled", "Features", "Gallery", "GalleryError",
-           "Identifier", "Model", "Prepared", "ModelError", "NoInkError", "Read", "Snapshot",
+           "Identifier", "LowResolutionError", "Model", "Prepared", "ModelError", "NoInkError",
+           "Read", "Snapshot",
            "embed_inked", "enroll", "features_for", "fuse", "gallery_file", "handwriting",
            "hinge_similarity", "unit", "verify"]

@@ -17,6 +17,7 @@ from typing import NamedTuple
 import numpy as np
 
 from iam_writers_tfds.images import (
+    MIN_DPI,
     SCAN_DPI,
     ImageError,
     MultiPageImageError,
@@ -49,6 +50,10 @@ def _cohort_writers(path: Path) -> list[str]:
 
 class NoInkError(ImageError):
     """A blank image, or one too small to hold handwriting."""
+
+
+class LowResolutionError(ImageError):
+    """Handwriting scanned or photographed at fewer than MIN_DPI dots per inch."""
 
 
 # what reading an image as handwriting raises where the file is at fault (missing, not
@@ -101,7 +106,11 @@ def handwriting(image: str | Path | np.ndarray, name: str = "<array>",
     else:
         name = str(image)
         found, source, camera = read_scan(image, dpi)
-    found, told = (photographed(found, input, paper) if source is None
+    if source is not None and source < MIN_DPI:
+        raise LowResolutionError(
+            f"{name}: scanned at {source:g} dpi, too few pixels to name a writer from (at "
+            f"least {MIN_DPI} dpi). Scan it again at {SCAN_DPI} dpi.")
+    found, told = (photographed(found, input, paper, name) if source is None
                    else (found, {"dpi": source}))
     if camera and "paper" not in told:  # a camera's photo, read as if at 300 dpi
         told["camera"] = camera
@@ -120,18 +129,24 @@ def handwriting(image: str | Path | np.ndarray, name: str = "<array>",
                 **told)
 
 
-def photographed(found: list[np.ndarray], input: str, paper: str | None = None
-                 ) -> tuple[list[np.ndarray], dict]:
+def photographed(found: list[np.ndarray], input: str, paper: str | None = None,
+                 name: str = "<array>") -> tuple[list[np.ndarray], dict]:
     """(pages whose resolution nothing told, each that may be read as a page
     (`pages.may_be_page`) and holds a photographed sheet of `paper` (None: A4, Letter or Legal,
     `photos.find_sheet`) straightened onto it at 300 dpi, one with none found cleared of its
     ground (`photos.cleared`); {"dpi": the resolution measured
     on the first such sheet, "paper": its paper}, or {"dpi": 300} where there is none).
-    Before the ink is judged: on a photo, the desk around the sheet is no paper."""
+    Before the ink is judged: on a photo, the desk around the sheet is no paper. A sheet
+    photographed at fewer than MIN_DPI raises LowResolutionError naming the image, `name`."""
     papers = (paper,) if paper else photos.SHAPED
     as_page = [pages.may_be_page(page, input) for page in found]
     sheets = [photos.find_sheet(page, papers) if may else None
               for page, may in zip(found, as_page)]
+    if (low := min((s.dpi for s in sheets if s), default=MIN_DPI)) < MIN_DPI:
+        raise LowResolutionError(
+            f"{name}: the sheet was photographed at {int(low)} dpi, too few pixels to name a "
+            f"writer from (at least {MIN_DPI} dpi). Photograph it closer, at the camera's "
+            "full resolution, or scan it.")
     read = [photos.straightened(page, s) if s else photos.cleared(page) if may else page
             for page, s, may in zip(found, sheets, as_page)]
     first = next((s for s in sheets if s), None)
