@@ -26,9 +26,9 @@ cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 # A full IAM form scan is 2479x3542 (8.8 MP); anything far above is a bomb or a mistake.
 MAX_PIXELS = 40_000_000
 SCAN_DPI = 300  # IAM's scans: the resolution every model and descriptor here is made for
-# a file's declared resolution is believed in this range; 72 and 96 are the defaults of
-# screen tools and say nothing about a scan
-BELIEVED_DPI = (150, 1200)
+# a file's declared resolution is believed in this range, from a scanner's lowest preset;
+# 72 and 96 are the defaults of screen tools and say nothing about a scan
+BELIEVED_DPI = (100, 1200)
 # below this a page holds too few pixels of handwriting to name its writer: genuine pages
 # are answered "unknown" more and more, and at 40 dpi wrong writers are named with the
 # strongest support (docs/results.md, photos and scans at low resolution)
@@ -156,7 +156,13 @@ def _read_at(told: float | None) -> float:
 def believed_dpi(data: bytes) -> float | None:
     """The resolution an image file declares where it lies in BELIEVED_DPI, else None."""
     declared = declared_dpi(data)
-    return declared if declared and BELIEVED_DPI[0] <= declared <= BELIEVED_DPI[1] else None
+    return declared if declared and _believed(declared) else None
+
+
+def _believed(dpi: float) -> bool:
+    """Whether a declared resolution lies in BELIEVED_DPI, give or take 1%: a declaration's
+    rounding (100 dpi in a PNG is 99.9998)."""
+    return 0.99 * BELIEVED_DPI[0] <= dpi <= 1.01 * BELIEVED_DPI[1]
 
 
 def decode_gray(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXELS) -> np.ndarray:
@@ -338,8 +344,7 @@ def _scanned_at(page) -> float | None:
         return None
     columns, rows = images[0].get_px_size()
     dpi = round(columns / (width / 72), 2)  # points are float32
-    low, high = BELIEVED_DPI
-    return dpi if low <= dpi <= high and abs(rows / (height / 72) / dpi - 1) < 0.01 else None
+    return dpi if _believed(dpi) and abs(rows / (height / 72) / dpi - 1) < 0.01 else None
 
 
 def _first_page(data: bytes, name: str, max_pixels: int) -> np.ndarray:
