@@ -19,7 +19,9 @@ turned DEG degrees (anticlockwise) on a canvas that holds it whole, as a page la
 the scanner's glass; with `--photo`, each query page is first photographed
 (`synth.photograph`: on an A4 sheet, tilted up to 20 degrees, under uneven light; a JPEG of
 quality 85 that declares no resolution), and with `--photo --heic` saved as an iPhone's HEIC
-instead (`pages.heic`; pillow-heif of the test extra encodes it).
+instead (`pages.heic`; pillow-heif of the test extra encodes it). With `--scale F`, each
+query page (or its photo) is first shrunk to F of its size, a page scan's PNG declaring
+300 F dpi: handwriting at a lower resolution; pages the command refuses for it are counted.
 """
 
 from __future__ import annotations
@@ -60,6 +62,8 @@ def main() -> int:
                    "degrees first")
     p.add_argument("--photo", action="store_true", help="photograph each query page first")
     p.add_argument("--heic", action="store_true", help="with --photo: save each photo as HEIC")
+    p.add_argument("--scale", type=float, metavar="F", help="shrink each query page, or its "
+                   "photo, to F (0-1) of its size first")
     p.add_argument("--out", type=Path, help="keep the gallery here (default: a temp folder)")
     p.add_argument("--ledger", type=Path, default=ledger.LEDGER,
                    help="the record of the real writers earlier runs probed (benchmarks/ledger.py)")
@@ -72,6 +76,12 @@ def main() -> int:
         p.error("--photo is a JPEG of a page askew already: leave out --turn and --jpeg")
     if args.heic and not args.photo:
         p.error("--heic saves each photo as HEIC: it needs --photo")
+    if args.scale is not None and not (0 < args.scale <= 1):
+        p.error("--scale takes a share of the size, above 0 and at most 1")
+    if args.scale and (args.cut_lines or args.jpeg or args.turn or args.heic
+                       or args.container != "png"):
+        p.error("--scale shrinks page scans (PNG) or their photos (JPEG): leave out --lines, "
+                "--jpeg, --turn, --heic and --as")
 
     def records(folder: Path):
         return kaggle_layout.scan(kaggle_layout.find_root(folder))[0]
@@ -103,17 +113,24 @@ def main() -> int:
         if args.jpeg:
             files = [_jpeg(f, Path(tmp), args.jpeg) for f in files]
         if args.photo:
-            files = [_photographed(f, Path(tmp), args.seed * 1000 + k, args.heic)
+            files = [_photographed(f, Path(tmp), args.seed * 1000 + k, args.heic, args.scale)
                      for k, f in enumerate(files)]
+        elif args.scale:
+            files = [_scaled(f, Path(tmp), args.scale) for f in files]
         start = time.perf_counter()
         proc = subprocess.run([*CLI, "identify", gallery, *files, "--model", args.model,
-                               "--json"], check=True, capture_output=True, text=True)
+                               "--json", "--skip-unreadable"], capture_output=True, text=True)
+        if proc.returncode not in (0, 1):  # 1: some were refused, and said so
+            raise SystemExit(f"identify failed: {proc.stderr.strip()}")
         seconds = (time.perf_counter() - start) / (len(files) if args.cut_lines else len(queries))
     results = json.loads(proc.stdout)
+    refused = sum("error" in r for r in results)
+    results = [r for r in results if "error" not in r]
     named = [truth[Path(r["images"][0]).stem] for r in results]
-    top1 = sum(r["top"][0]["writer"] == w for r, w in zip(results, named)) / len(results)
-    right = sum(r["writer"] == w for r, w in zip(results, named)) / len(results)
-    unknown = sum(r["writer"] is None for r in results) / len(results)
+    n = max(len(results), 1)
+    top1 = sum(r["top"][0]["writer"] == w for r, w in zip(results, named)) / n
+    right = sum(r["writer"] == w for r, w in zip(results, named)) / n
+    unknown = sum(r["writer"] is None for r in results) / n
     lrs = sorted(r["top"][0]["log10_lr"]["fused"] for r in results if "log10_lr" in r["top"][0])
     asked = ("lines cut from page scans" if args.cut_lines else "page scans"
              if args.container == "png" else
@@ -121,10 +138,16 @@ def main() -> int:
     asked += f", turned {args.turn:g} degrees" if args.turn else ""
     asked += f", as JPEGs of quality {args.jpeg}" if args.jpeg else ""
     asked += ", photographed" + (" (HEIC)" if args.heic else "") if args.photo else ""
-    print(f"{len(results)} {asked} against {len(pages)} writers, each enrolled from one page "
-          f"scan: top-1 {top1:.3f}, named at the threshold {right:.3f}, answered unknown "
-          f"{unknown:.3f}; {seconds:.2f} s a {'line' if args.cut_lines else 'page'} in one "
-          "identify process (with its start)")
+    asked += f", shrunk to {args.scale:g} of their size" if args.scale else ""
+    if refused:
+        print(f"{refused} of {refused + len(results)} {asked} refused (one line each)"
+              + ("; of the others:" if results else ""), flush=True)
+    if results:
+        print(f"{len(results)} {asked} against {len(pages)} writers, each enrolled from one "
+              f"page scan: top-1 {top1:.3f}, named at the threshold {right:.3f}, another writer "
+              f"named {1 - right - unknown:.3f}, answered unknown {unknown:.3f}; {seconds:.2f} "
+              f"s a {'line' if args.cut_lines else 'page'} in one identify process (with its "
+              "start)")
     if lrs:
         print(f"top candidate's fused log10 LR: lowest {lrs[0]:+.2f}, median "
               f"{lrs[len(lrs) // 2]:+.2f}, highest {lrs[-1]:+.2f}")
@@ -143,9 +166,11 @@ def _jpeg(path: Path, folder: Path, quality: int) -> Path:
     return out
 
 
-def _photographed(path: Path, folder: Path, seed: int, heic: bool = False) -> Path:
-    """`path` photographed (`synth.photograph`, seeded), saved in `folder` under the same
-    stem as a JPEG of a phone's quality (`synth.PHOTO_QUALITY`), or as a HEIC (`pages.heic`)."""
+def _photographed(path: Path, folder: Path, seed: int, heic: bool = False,
+                  scale: float | None = None) -> Path:
+    """`path` photographed (`synth.photograph`, seeded), shrunk to `scale` of its size where
+    given, saved in `folder` under the same stem as a JPEG of a phone's quality
+    (`synth.PHOTO_QUALITY`), or as a HEIC (`pages.heic`)."""
     import cv2
     import numpy as np
     from pages import heic as as_heic
@@ -154,12 +179,28 @@ def _photographed(path: Path, folder: Path, seed: int, heic: bool = False) -> Pa
 
     photo, _ = synth.photograph(cv2.imread(str(path), cv2.IMREAD_GRAYSCALE),
                                 np.random.default_rng(seed))
+    if scale:
+        photo = cv2.resize(photo, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
     if heic:
         out = folder / f"{path.stem}.heic"
         out.write_bytes(as_heic(photo))
         return out
     out = folder / f"{path.stem}.jpg"
     assert cv2.imwrite(str(out), photo, [cv2.IMWRITE_JPEG_QUALITY, synth.PHOTO_QUALITY])
+    return out
+
+
+def _scaled(path: Path, folder: Path, scale: float) -> Path:
+    """The page scan `path` (300 dpi) shrunk to `scale` of its size, saved in `folder` as a
+    PNG under the same stem that declares its resolution, 300 `scale` dpi."""
+    import cv2
+
+    from iam_writers_tfds.images import SCAN_DPI, png_with_dpi
+
+    small = cv2.resize(cv2.imread(str(path), cv2.IMREAD_GRAYSCALE), None, fx=scale, fy=scale,
+                       interpolation=cv2.INTER_AREA)
+    out = folder / f"{path.stem}.png"
+    out.write_bytes(png_with_dpi(cv2.imencode(".png", small)[1].tobytes(), SCAN_DPI * scale))
     return out
 
 

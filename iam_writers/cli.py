@@ -581,7 +581,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--data-dir", type=Path, help="TFDS data dir (default ~/tensorflow_datasets)")
     s.set_defaults(func=_build, needs_train=True)
 
-    from iam_writers_tfds.images import BELIEVED_DPI, SCAN_DPI
+    from iam_writers_tfds.images import BELIEVED_DPI, SCAN_DPI, SCREEN_DPI
     from models.config import (
         BACKBONES,
         INPUTS,
@@ -658,7 +658,8 @@ def parser() -> argparse.ArgumentParser:
                             f"{SCAN_DPI} dpi of IAM's scans, which every model and "
                             "descriptor here measures handwriting at "
                             + (again or "(default: the resolution a PNG, JPEG or TIFF "
-                               f"declares, if {BELIEVED_DPI[0]}-{BELIEVED_DPI[1]} dpi, else "
+                               f"declares, if {BELIEVED_DPI[0]}-{BELIEVED_DPI[1]} dpi and none of "
+                               f"the screen tools' {', '.join(map(str, SCREEN_DPI))}, else "
                                f"{SCAN_DPI}; a PDF's pages are measured on their paper)"))
         s.add_argument("--paper", choices=PAPERS, default=None,
                        help="the paper of a photographed page, whose sheet is straightened "

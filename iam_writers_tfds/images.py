@@ -26,13 +26,15 @@ cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 # A full IAM form scan is 2479x3542 (8.8 MP); anything far above is a bomb or a mistake.
 MAX_PIXELS = 40_000_000
 SCAN_DPI = 300  # IAM's scans: the resolution every model and descriptor here is made for
-# a file's declared resolution is believed in this range, from a scanner's lowest preset;
-# 72 and 96 are the defaults of screen tools and say nothing about a scan
-BELIEVED_DPI = (100, 1200)
 # below this a page holds too few pixels of handwriting to name its writer: genuine pages
 # are answered "unknown" more and more, and at 40 dpi wrong writers are named with the
 # strongest support (docs/results.md, photos and scans at low resolution)
 MIN_DPI = 80
+# a file's declared resolution is believed in this range (below MIN_DPI, to be refused),
+# but for the defaults of screen tools (a screenshot's, an image editor's, a Retina
+# screenshot's), which say nothing about a scan
+BELIEVED_DPI = (50, 1200)
+SCREEN_DPI = (72, 96, 144)
 # a camera's photo above MAX_PIXELS is decoded at a half or a quarter of its size by libjpeg's
 # own scaling, as the phone's 12 MP mode would take it: its sheet is read at 300 dpi anyway
 PHOTO_SCALES = {2: cv2.IMREAD_REDUCED_GRAYSCALE_2, 4: cv2.IMREAD_REDUCED_GRAYSCALE_4}
@@ -142,7 +144,7 @@ def nominal(dpi: float) -> float:
 
 def scan_dpi(data: bytes, dpi: float | None = None) -> float:
     """The resolution an image file is read at: `dpi` when given, else the one the file
-    declares if it lies in BELIEVED_DPI, else SCAN_DPI; within 1% of SCAN_DPI, SCAN_DPI
+    declares if believed (`_believed`), else SCAN_DPI; within 1% of SCAN_DPI, SCAN_DPI
     (`nominal`)."""
     return _read_at(dpi or believed_dpi(data))
 
@@ -154,15 +156,16 @@ def _read_at(told: float | None) -> float:
 
 
 def believed_dpi(data: bytes) -> float | None:
-    """The resolution an image file declares where it lies in BELIEVED_DPI, else None."""
+    """The resolution an image file declares where it is believed (`_believed`), else None."""
     declared = declared_dpi(data)
     return declared if declared and _believed(declared) else None
 
 
 def _believed(dpi: float) -> bool:
-    """Whether a declared resolution lies in BELIEVED_DPI, give or take 1%: a declaration's
-    rounding (100 dpi in a PNG is 99.9998)."""
-    return 0.99 * BELIEVED_DPI[0] <= dpi <= 1.01 * BELIEVED_DPI[1]
+    """Whether a declared resolution lies in BELIEVED_DPI and is none of SCREEN_DPI, give
+    or take 1%: a declaration's rounding (100 dpi in a PNG is 99.9998)."""
+    return (0.99 * BELIEVED_DPI[0] <= dpi <= 1.01 * BELIEVED_DPI[1]
+            and all(abs(dpi / screen - 1) >= 0.01 for screen in SCREEN_DPI))
 
 
 def decode_gray(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXELS) -> np.ndarray:
@@ -332,7 +335,7 @@ def pdf_pages(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXELS
 def _scanned_at(page) -> float | None:
     """The resolution of a PDF page that is one image covering it (a scanner's page): the
     image's pixels over the paper's inches, where both sides give the same (not turned or
-    stretched on the page) and BELIEVED_DPI believes it; else None."""
+    stretched on the page) and it is believed (`_believed`); else None."""
     import pypdfium2.raw as pdfium_c
 
     images = list(page.get_objects(filter=(pdfium_c.FPDF_PAGEOBJ_IMAGE,), max_depth=1))

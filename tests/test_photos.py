@@ -240,9 +240,14 @@ def test_handwriting_at_too_few_pixels_is_refused_naming_the_file(tmp_path):
             assert 80 < handwriting(path, str(path), input="auto").dpi < 100
     path = tmp_path / "scan.png"
     path.write_bytes(png_with_dpi(cv2.imencode(".png", page)[1].tobytes(), 300))
-    with pytest.raises(LowResolutionError, match=rf"^{path}: scanned at 60 dpi, .*again at "
-                                                 "300 dpi"):
+    with pytest.raises(LowResolutionError, match=rf"^{path}: scanned at 60 dpi \(given\), "
+                                                 r".*again at 300 dpi\.$"):
         handwriting(path, str(path), dpi=60.0, input="auto")  # --dpi 60, by the API
+    small = cv2.resize(page, None, fx=0.2, fy=0.2, interpolation=cv2.INTER_AREA)
+    path.write_bytes(png_with_dpi(cv2.imencode(".png", small)[1].tobytes(), 60))
+    with pytest.raises(LowResolutionError, match=r"scanned at 60 dpi \(its file declares\), "
+                                                 r".*or pass --dpi N if the file's"):
+        handwriting(path, str(path), input="auto")
 
 
 @pytest.mark.parametrize("seed", [0, 2])

@@ -49,10 +49,10 @@ def test_the_resolution_a_png_jpeg_or_tiff_declares_is_read():
     assert declared_dpi(png) is None and scan_dpi(png) == SCAN_DPI
     assert declared_dpi(png_with_dpi(png, 600)) == pytest.approx(600, abs=0.01)
     assert scan_dpi(png_with_dpi(png, 600)) == pytest.approx(600, abs=0.01)
-    for says_nothing in (72, 96):  # screen tools' defaults
+    for says_nothing in (72, 96, 144, 40):  # screen tools' defaults; too low to be a scan's
         assert scan_dpi(png_with_dpi(png, says_nothing)) == SCAN_DPI
-    assert scan_dpi(png_with_dpi(png, 100)) == pytest.approx(100, abs=0.01)  # a scanner's least
-    assert scan_dpi(png_with_dpi(png, 98)) == SCAN_DPI
+    for scanner in (60, 80, 100, 150):  # a PNG's rounding: 80 dpi is 79.9988
+        assert scan_dpi(png_with_dpi(png, scanner)) == pytest.approx(scanner, abs=0.02)
     assert scan_dpi(png_with_dpi(png, 600), 200) == 200  # --dpi wins over the file
     jpeg = cv2.imencode(".jpg", page)[1].tobytes()
     assert declared_dpi(jpeg) is None  # OpenCV's JFIF header gives an aspect ratio only

@@ -106,10 +106,12 @@ def handwriting(image: str | Path | np.ndarray, name: str = "<array>",
     else:
         name = str(image)
         found, source, camera = read_scan(image, dpi)
-    if source is not None and source < MIN_DPI:
+    if source is not None and round(source) < MIN_DPI:
+        told = "given" if dpi else "its file declares"
         raise LowResolutionError(
-            f"{name}: scanned at {source:g} dpi, too few pixels to name a writer from (at "
-            f"least {MIN_DPI} dpi). Scan it again at {SCAN_DPI} dpi.")
+            f"{name}: scanned at {source:.0f} dpi ({told}), too few pixels to name a writer "
+            f"from (at least {MIN_DPI} dpi). Scan it again at {SCAN_DPI} dpi"
+            + ("." if dpi else ", or pass --dpi N if the file's declaration is wrong."))
     found, told = (photographed(found, input, paper, name) if source is None
                    else (found, {"dpi": source}))
     if camera and "paper" not in told:  # a camera's photo, read as if at 300 dpi
@@ -142,9 +144,9 @@ def photographed(found: list[np.ndarray], input: str, paper: str | None = None,
     as_page = [pages.may_be_page(page, input) for page in found]
     sheets = [photos.find_sheet(page, papers) if may else None
               for page, may in zip(found, as_page)]
-    if (low := min((s.dpi for s in sheets if s), default=MIN_DPI)) < MIN_DPI:
+    if (low := round(min((s.dpi for s in sheets if s), default=MIN_DPI))) < MIN_DPI:
         raise LowResolutionError(
-            f"{name}: the sheet was photographed at {int(low)} dpi, too few pixels to name a "
+            f"{name}: the sheet was photographed at {low} dpi, too few pixels to name a "
             f"writer from (at least {MIN_DPI} dpi). Photograph it closer, at the camera's "
             "full resolution, or scan it.")
     read = [photos.straightened(page, s) if s else photos.cleared(page) if may else page
