@@ -131,6 +131,7 @@ def main() -> int:
     top1 = sum(r["top"][0]["writer"] == w for r, w in zip(results, named)) / n
     right = sum(r["writer"] == w for r, w in zip(results, named)) / n
     unknown = sum(r["writer"] is None for r in results) / n
+    wrong = sum(r["writer"] not in (None, w) for r, w in zip(results, named)) / n
     lrs = sorted(r["top"][0]["log10_lr"]["fused"] for r in results if "log10_lr" in r["top"][0])
     asked = ("lines cut from page scans" if args.cut_lines else "page scans"
              if args.container == "png" else
@@ -145,7 +146,7 @@ def main() -> int:
     if results:
         print(f"{len(results)} {asked} against {len(pages)} writers, each enrolled from one "
               f"page scan: top-1 {top1:.3f}, named at the threshold {right:.3f}, another writer "
-              f"named {1 - right - unknown:.3f}, answered unknown {unknown:.3f}; {seconds:.2f} "
+              f"named {wrong:.3f}, answered unknown {unknown:.3f}; {seconds:.2f} "
               f"s a {'line' if args.cut_lines else 'page'} in one identify process (with its "
               "start)")
     if lrs:
