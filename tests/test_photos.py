@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from pathlib import Path
 
@@ -289,8 +290,11 @@ def test_a_photo_is_identified_and_says_how_it_was_read(tmp_path):
     assert result["paper"] == {str(photo): "A4"} and 200 < result["dpi"][str(photo)] < 330
     assert of_heic["top"][0]["writer"] == "w1" and of_heic["lines"] == {str(iphone): 6}
     assert of_heic["paper"] == {str(iphone): "A4"} and "unmeasured" not in of_heic
-    proc = cli("identify", gallery, photo)
+    proc = cli("identify", gallery, photo, "--report", tmp_path / "r.html")
     assert "(page: 6 lines, a photo, straightened onto A4 paper)" in proc.stdout
+    # the record says where the resolution was measured: on the sheet, not a scanner's
+    assert re.search(r"a photo, straightened onto A4 paper\) \(photographed at \d+ dpi on "
+                     r"the sheet, resampled to 300\)", (tmp_path / "r.html").read_text())
     # a camera's photo on which no sheet is found is named: its handwriting's size is unknown
     shot, cropped = tmp_path / "shot.jpg", tmp_path / "cropped.jpg"
     shot.write_bytes(with_camera(photo.read_bytes(), "Apple", "iPhone 13"))

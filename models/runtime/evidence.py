@@ -347,9 +347,13 @@ def _calibrated_on(card: dict | None) -> str:
             f"{html.escape(lr['method'])}. ")
 
 
-def _resampled(dpi: float | None) -> str:
-    """How an image's scan resolution was met, for the record: nothing at 300 dpi (None)."""
-    return "" if dpi is None else f" (scanned at {dpi:.0f} dpi, resampled to {SCAN_DPI})"
+def _resampled(dpi: float | None, photographed: bool = False) -> str:
+    """How an image's resolution was met, for the record: nothing at 300 dpi (None); a
+    photographed sheet's is measured on the sheet."""
+    if dpi is None:
+        return ""
+    return f" ({'photographed' if photographed else 'scanned'} at {dpi:.0f} dpi" \
+           f"{' on the sheet' if photographed else ''}, resampled to {SCAN_DPI})"
 
 
 def _threshold_words(result: dict) -> str:
@@ -418,7 +422,7 @@ def identify_report(path: str | Path, results: list[dict], identifier,
                 thumbs[t["writer"]] = gallery.thumbnails(t["writer"])
         query = [(drawn[p], f"query {n}: {p}",
                   html.escape(p + read_words(lambda k, p=p, r=r: r.get(k, {}).get(p), drawn=True))
-                  + _resampled(r.get("dpi", {}).get(p)))
+                  + _resampled(r.get("dpi", {}).get(p), p in r.get("paper", {})))
                  for p in r["images"]]
         enrolled = [(png, f"{best['writer']}: {p}", html.escape(p))
                     for p, png in thumbs[best["writer"]][:1]]
@@ -523,7 +527,7 @@ def verify_report(path: str | Path, result: dict, drawn: dict[str, bytes],
     body = [side_by_side([(heading, "query", [(
         drawn[k], f"{k}: {result[k]}",
         html.escape(result[k] + read_words(lambda f, k=k: result.get(f"{f}_{k}"), drawn=True))
-        + _resampled(result.get(f"dpi_{k}")))])
+        + _resampled(result.get(f"dpi_{k}"), bool(result.get(f"paper_{k}"))))])
         for k, heading in (("a", "a (questioned)"), ("b", "b (known)"))]),
             f"<p class=\"answer\">Decision: <b>{verdict}</b>: {scored_by} {result['score']:.3f} "
             f"(threshold {result['threshold']:.3f}; {html.escape(SCORE_WORDS[scored_by])})"
