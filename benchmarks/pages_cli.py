@@ -21,7 +21,8 @@ the scanner's glass; with `--photo`, each query page is first photographed
 quality 85 that declares no resolution), and with `--photo --heic` saved as an iPhone's HEIC
 instead (`pages.heic`; pillow-heif of the test extra encodes it). With `--scale F`, each
 query page (or its photo) is first shrunk to F of its size, a page scan's PNG declaring
-300 F dpi: handwriting at a lower resolution; pages the command refuses for it are counted.
+300 F dpi: handwriting at a lower resolution; with `--photo --blur S`, each photo is blurred
+by a Gaussian of S px (out of focus). Pages the command refuses are counted.
 """
 
 from __future__ import annotations
@@ -64,6 +65,8 @@ def main() -> int:
     p.add_argument("--heic", action="store_true", help="with --photo: save each photo as HEIC")
     p.add_argument("--scale", type=float, metavar="F", help="shrink each query page, or its "
                    "photo, to F (0-1) of its size first")
+    p.add_argument("--blur", type=float, metavar="S", help="with --photo: blur each photo by "
+                   "a Gaussian of S px, as out of focus")
     p.add_argument("--out", type=Path, help="keep the gallery here (default: a temp folder)")
     p.add_argument("--ledger", type=Path, default=ledger.LEDGER,
                    help="the record of the real writers earlier runs probed (benchmarks/ledger.py)")
@@ -76,6 +79,8 @@ def main() -> int:
         p.error("--photo is a JPEG of a page askew already: leave out --turn and --jpeg")
     if args.heic and not args.photo:
         p.error("--heic saves each photo as HEIC: it needs --photo")
+    if args.blur and not args.photo:
+        p.error("--blur blurs each photo: it needs --photo")
     if args.scale is not None and not (0 < args.scale <= 1):
         p.error("--scale takes a share of the size, above 0 and at most 1")
     if args.scale and (args.cut_lines or args.jpeg or args.turn or args.heic
@@ -113,8 +118,8 @@ def main() -> int:
         if args.jpeg:
             files = [_jpeg(f, Path(tmp), args.jpeg) for f in files]
         if args.photo:
-            files = [_photographed(f, Path(tmp), args.seed * 1000 + k, args.heic, args.scale)
-                     for k, f in enumerate(files)]
+            files = [_photographed(f, Path(tmp), args.seed * 1000 + k, args.heic, args.scale,
+                                   args.blur) for k, f in enumerate(files)]
         elif args.scale:
             files = [_scaled(f, Path(tmp), args.scale) for f in files]
         start = time.perf_counter()
@@ -140,6 +145,7 @@ def main() -> int:
     asked += f", as JPEGs of quality {args.jpeg}" if args.jpeg else ""
     asked += ", photographed" + (" (HEIC)" if args.heic else "") if args.photo else ""
     asked += f", shrunk to {args.scale:g} of their size" if args.scale else ""
+    asked += f", blurred by {args.blur:g} px" if args.blur else ""
     if refused:
         print(f"{refused} of {refused + len(results)} {asked} refused (one line each)"
               + ("; of the others:" if results else ""), flush=True)
@@ -168,10 +174,10 @@ def _jpeg(path: Path, folder: Path, quality: int) -> Path:
 
 
 def _photographed(path: Path, folder: Path, seed: int, heic: bool = False,
-                  scale: float | None = None) -> Path:
-    """`path` photographed (`synth.photograph`, seeded), shrunk to `scale` of its size where
-    given, saved in `folder` under the same stem as a JPEG of a phone's quality
-    (`synth.PHOTO_QUALITY`), or as a HEIC (`pages.heic`)."""
+                  scale: float | None = None, blur: float | None = None) -> Path:
+    """`path` photographed (`synth.photograph`, seeded), shrunk to `scale` of its size and
+    blurred by a Gaussian of `blur` px where given, saved in `folder` under the same stem as
+    a JPEG of a phone's quality (`synth.PHOTO_QUALITY`), or as a HEIC (`pages.heic`)."""
     import cv2
     import numpy as np
     from pages import heic as as_heic
@@ -182,6 +188,8 @@ def _photographed(path: Path, folder: Path, seed: int, heic: bool = False,
                                 np.random.default_rng(seed))
     if scale:
         photo = cv2.resize(photo, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    if blur:
+        photo = cv2.GaussianBlur(photo, (0, 0), blur)
     if heic:
         out = folder / f"{path.stem}.heic"
         out.write_bytes(as_heic(photo))

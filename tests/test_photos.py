@@ -14,8 +14,8 @@ import pytest
 from benchmarks.pages import box_iou
 from iam_writers_tfds import images, synth
 from iam_writers_tfds.images import png_with_dpi
-from models.runtime import Gallery, Model, evidence, photos
-from models.runtime.model import LowResolutionError, handwriting
+from models.runtime import Gallery, Model, evidence, pages, photos
+from models.runtime.model import MAX_EDGE_BLUR, BlurredError, LowResolutionError, handwriting
 from tests.conftest import cli, generated_page, heic, with_camera
 
 A4, LETTER, LEGAL = photos.PAPERS["A4"], photos.PAPERS["Letter"], photos.PAPERS["Legal"]
@@ -249,6 +249,24 @@ def test_handwriting_at_too_few_pixels_is_refused_naming_the_file(tmp_path):
     with pytest.raises(LowResolutionError, match=r"scanned at 60 dpi \(its file declares\), "
                                                  r".*or pass --dpi N if the file's"):
         handwriting(path, str(path), input="auto")
+
+
+def test_handwriting_out_of_focus_is_refused_naming_the_file():
+    """Out of focus, wrong writers were named with the strongest support (docs/results.md,
+    photos out of focus): where the ink's edges spread over more than MAX_EDGE_BLUR px at
+    300 dpi an image is refused in one line, as a page or as a line; in focus it is read."""
+    page, _ = generated_page(2)
+    assert 0.35 < pages.edge_blur(page) < 1.0  # drawn, nearly a scanner's steps
+    photo, _ = synth.photograph(page, np.random.default_rng(2), frame=(1512, 2016))
+    sharp = handwriting(photo, "sharp.jpg", input="auto")
+    assert sharp.paper == "A4" and pages.edge_blur(sharp.pages[0]) < MAX_EDGE_BLUR
+    for blurred, input in ((cv2.GaussianBlur(photo, (0, 0), 3), "auto"),
+                           (cv2.GaussianBlur(page[:300], (0, 0), 4), "line")):
+        with pytest.raises(BlurredError, match=r"^blurred\.jpg: the ink's edges are spread "
+                                               r"over \d\.\d px at 300 dpi \(at most 2\): out "
+                                               "of focus.*in focus, or scan it at 300 dpi.$"):
+            handwriting(blurred, "blurred.jpg", input=input)
+    assert pages.edge_blur(np.full((64, 64), 255, np.uint8)) == 0.0  # no ink: nothing to tell
 
 
 @pytest.mark.parametrize("seed", [0, 2])

@@ -29,6 +29,7 @@ from models.runtime.model import (
     BUCKET_PX,
     CARD,
     SIGNATURE,
+    BlurredError,
     LowResolutionError,
     Model,
     ModelError,
@@ -38,8 +39,7 @@ from models.runtime.model import (
     unit,
 )
 
-__all__ = ["BUCKET_PX", "CARD", "SIGNATURE", "Enrolled", "Features", "Gallery", "GalleryError",
-           "Identifier", "LowResolutionError", "Model", "Prepared", "ModelError", "NoInkError",
-           "Read", "Snapshot",
-           "embed_inked", "enroll", "features_for", "fuse", "gallery_file", "handwriting",
-           "hinge_similarity", "unit", "verify"]
+__all__ = ["BUCKET_PX", "BlurredError", "CARD", "SIGNATURE", "Enrolled", "Features", "Gallery",
+           "GalleryError", "Identifier", "LowResolutionError", "Model", "Prepared", "ModelError",
+           "NoInkError", "Read", "Snapshot", "embed_inked", "enroll", "features_for", "fuse",
+           "gallery_file", "handwriting", "hinge_similarity", "unit", "verify"]

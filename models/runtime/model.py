@@ -32,6 +32,10 @@ CARD = "model_card.json"
 SIGNATURE = "windows"
 MIN_SIDE = 16  # pixels: below this an image cannot hold a line of handwriting
 MIN_CONTRAST = 40  # gray levels between paper and the darkest ink; below it, a blank page
+# px at 300 dpi over which ink's edges may be spread (`pages.edge_blur`): more, and genuine
+# pages are answered "unknown" more and more, and from about 2.5 wrong writers are named with
+# the strongest support (docs/results.md, photos out of focus)
+MAX_EDGE_BLUR = 2.0
 
 
 class ModelError(ValueError):
@@ -54,6 +58,10 @@ class NoInkError(ImageError):
 
 class LowResolutionError(ImageError):
     """Handwriting scanned or photographed at fewer than MIN_DPI dots per inch."""
+
+
+class BlurredError(ImageError):
+    """Handwriting whose edges are spread over more than MAX_EDGE_BLUR pixels at 300 dpi."""
 
 
 # what reading an image as handwriting raises where the file is at fault (missing, not
@@ -157,7 +165,8 @@ def photographed(found: list[np.ndarray], input: str, paper: str | None = None,
 
 def inked(image: np.ndarray, name: str) -> np.ndarray:
     """`image` (2-D uint8 at 300 dpi), where it can hold handwriting; else NoInkError naming
-    it: a blank or tiny image."""
+    it: a blank or tiny image; or BlurredError: one out of focus, or enlarged from too few
+    pixels."""
     h, w = image.shape
     if min(h, w) < MIN_SIDE:
         raise NoInkError(f"{name}: {w}x{h} pixels is too small for a line of handwriting "
@@ -167,6 +176,11 @@ def inked(image: np.ndarray, name: str) -> np.ndarray:
         raise NoInkError(f"{name}: the image is blank (nothing {MIN_CONTRAST} gray levels "
                          "darker than the paper). Pass a scan of handwriting, dark ink on "
                          "light paper.")
+    if (blur := pages.edge_blur(image)) > MAX_EDGE_BLUR:
+        raise BlurredError(f"{name}: the ink's edges are spread over {blur:.1f} px at 300 dpi "
+                           f"(at most {MAX_EDGE_BLUR:g}): out of focus, or enlarged from too "
+                           "few pixels, too little detail to name a writer from. Photograph "
+                           "it in focus, or scan it at 300 dpi.")
     return image
 
 
