@@ -33,7 +33,7 @@ SIGNATURE = "windows"
 MIN_SIDE = 16  # pixels: below this an image cannot hold a line of handwriting
 MIN_CONTRAST = 40  # gray levels between paper and the darkest ink; below it, a blank page
 # px at 300 dpi over which ink's edges may be spread (`pages.edge_blur`): more, and genuine
-# pages are answered "unknown" more and more, and from about 2.5 wrong writers are named with
+# pages are answered "unknown" more and more, and from about 2.4 wrong writers are named with
 # the strongest support (docs/results.md, photos out of focus)
 MAX_EDGE_BLUR = 2.0
 
