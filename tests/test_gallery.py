@@ -531,6 +531,17 @@ def test_rebuild_enrols_every_writer_again_from_the_files_or_writes_nothing(tmp_
     assert not list(tmp_path.glob("*rebuilding*"))  # built under that name, then renamed
     proc = cli("gallery", "rebuild", tmp_path / "old", tmp_path / "new")
     assert proc.returncode == 2 and "new.sqlite: already exists" in proc.stderr
+    # a file refused now by a check made since its enrolment (here: a stricter blur bound):
+    # its writer is named, and how to go on; nothing is written
+    from models.runtime import model
+
+    monkeypatch.setattr(model, "MAX_EDGE_BLUR", 0.1)
+    with pytest.raises(runtime.GalleryError, match=r"the ink's edges are spread over .* It is "
+                       r"enrolled as ann's in .*old\.sqlite: remove them there \(`iam-writers "
+                       r"gallery remove .*old\.sqlite ann`\) .* nothing was written\.$"):
+        identify.rebuild(tmp_path / "old", tmp_path / "stricter", features)
+    assert not list(tmp_path.glob("*stricter*"))
+    monkeypatch.undo()
     # a file changed or gone since its enrolment: nothing is written, the files are named
     cv2.imwrite(str(files["ann"][1]), synth.render_line(synth.WriterStyle.sample(
         np.random.default_rng(9)), np.random.default_rng(9)))

@@ -920,7 +920,8 @@ def rebuild(old: str | Path, new: str | Path, features: Features) -> list[Enroll
     kept for months outlives its model. Each file is read as it was enrolled (the resolution,
     as a line or a page) unless `features` say otherwise (`_enroll_as_before`). Every file
     must still hold what was enrolled (its SHA-256), or nothing is written and the files are
-    named. `new` appears whole or not at all: it is built under a temporary name beside it."""
+    named; a file the runtime refuses now (`UNREADABLE`) names its writer, and nothing is
+    written. `new` appears whole or not at all: it is built under a temporary name beside it."""
     from tqdm import tqdm
 
     target = gallery_file(new)
@@ -950,9 +951,17 @@ def rebuild(old: str | Path, new: str | Path, features: Features) -> list[Enroll
         gallery = Gallery.open(building, create=True, fingerprint=features.fingerprint,
                                descriptor=features.descriptor)
         try:
-            done = [_enroll_as_before(gallery, features, writer, images)
-                    for writer, images in tqdm(writers, desc="rebuilding", unit="writer",
-                                               disable=None)]
+            done = []
+            for writer, images in tqdm(writers, desc="rebuilding", unit="writer",
+                                       disable=None):
+                try:
+                    done.append(_enroll_as_before(gallery, features, writer, images))
+                except UNREADABLE as err:  # refused now (a check since its enrolment)
+                    raise GalleryError(
+                        f"{err} It is enrolled as {writer}'s in {source.path}: remove them "
+                        f"there (`iam-writers gallery remove {source.path} {writer}`) or "
+                        "enrol them again from other images, then rebuild; nothing was "
+                        "written.") from None
         finally:
             gallery.close()
         building.replace(target)
