@@ -22,7 +22,8 @@ quality 85 that declares no resolution), and with `--photo --heic` saved as an i
 instead (`pages.heic`; pillow-heif of the test extra encodes it). With `--scale F`, each
 query page (or its photo) is first shrunk to F of its size, a page scan's PNG declaring
 300 F dpi: handwriting at a lower resolution; with `--photo --blur S`, each photo is blurred
-by a Gaussian of S px (out of focus). Pages the command refuses are counted.
+by a Gaussian of S px (out of focus), and with `--photo --shake L` smeared along a line of L
+px at a seeded angle (the phone moved). Pages the command refuses are counted.
 """
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ def main() -> int:
                    "photo, to F (0-1) of its size first")
     p.add_argument("--blur", type=float, metavar="S", help="with --photo: blur each photo by "
                    "a Gaussian of S px, as out of focus")
+    p.add_argument("--shake", type=float, metavar="L", help="with --photo: smear each photo "
+                   "along a line of L px at a seeded angle, as shaken")
     p.add_argument("--out", type=Path, help="keep the gallery here (default: a temp folder)")
     p.add_argument("--ledger", type=Path, default=ledger.LEDGER,
                    help="the record of the real writers earlier runs probed (benchmarks/ledger.py)")
@@ -79,8 +82,8 @@ def main() -> int:
         p.error("--photo is a JPEG of a page askew already: leave out --turn and --jpeg")
     if args.heic and not args.photo:
         p.error("--heic saves each photo as HEIC: it needs --photo")
-    if args.blur and not args.photo:
-        p.error("--blur blurs each photo: it needs --photo")
+    if (args.blur or args.shake) and not args.photo:
+        p.error("--blur and --shake take photos: they need --photo")
     if args.scale is not None and not (0 < args.scale <= 1):
         p.error("--scale takes a share of the size, above 0 and at most 1")
     if args.scale and (args.cut_lines or args.jpeg or args.turn or args.heic
@@ -119,7 +122,7 @@ def main() -> int:
             files = [_jpeg(f, Path(tmp), args.jpeg) for f in files]
         if args.photo:
             files = [_photographed(f, Path(tmp), args.seed * 1000 + k, args.heic, args.scale,
-                                   args.blur) for k, f in enumerate(files)]
+                                   args.blur, args.shake) for k, f in enumerate(files)]
         elif args.scale:
             files = [_scaled(f, Path(tmp), args.scale) for f in files]
         start = time.perf_counter()
@@ -146,6 +149,7 @@ def main() -> int:
     asked += ", photographed" + (" (HEIC)" if args.heic else "") if args.photo else ""
     asked += f", shrunk to {args.scale:g} of their size" if args.scale else ""
     asked += f", blurred by {args.blur:g} px" if args.blur else ""
+    asked += f", shaken by {args.shake:g} px" if args.shake else ""
     if refused:
         print(f"{refused} of {refused + len(results)} {asked} refused (one line each)"
               + ("; of the others:" if results else ""), flush=True)
@@ -174,10 +178,13 @@ def _jpeg(path: Path, folder: Path, quality: int) -> Path:
 
 
 def _photographed(path: Path, folder: Path, seed: int, heic: bool = False,
-                  scale: float | None = None, blur: float | None = None) -> Path:
-    """`path` photographed (`synth.photograph`, seeded), shrunk to `scale` of its size and
-    blurred by a Gaussian of `blur` px where given, saved in `folder` under the same stem as
-    a JPEG of a phone's quality (`synth.PHOTO_QUALITY`), or as a HEIC (`pages.heic`)."""
+                  scale: float | None = None, blur: float | None = None,
+                  shake: float | None = None) -> Path:
+    """`path` photographed (`synth.photograph`, seeded), shrunk to `scale` of its size,
+    blurred by a Gaussian of `blur` px and smeared along a line of `shake` px at a seeded
+    angle (a box filter: the phone moved while the shutter was open) where given, saved in
+    `folder` under the same stem as a JPEG of a phone's quality (`synth.PHOTO_QUALITY`), or
+    as a HEIC (`pages.heic`)."""
     import cv2
     import numpy as np
     from pages import heic as as_heic
@@ -190,6 +197,13 @@ def _photographed(path: Path, folder: Path, seed: int, heic: bool = False,
         photo = cv2.resize(photo, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
     if blur:
         photo = cv2.GaussianBlur(photo, (0, 0), blur)
+    if shake:
+        turn = np.random.default_rng(seed).uniform(0, np.pi)
+        line = np.zeros((2 * round(shake) + 1,) * 2, np.float32)
+        centre, dx, dy = round(shake), np.cos(turn) * shake / 2, np.sin(turn) * shake / 2
+        cv2.line(line, (round(centre - dx), round(centre - dy)),
+                 (round(centre + dx), round(centre + dy)), 1.0, 1, cv2.LINE_AA)
+        photo = cv2.filter2D(photo, -1, line / line.sum(), borderType=cv2.BORDER_REPLICATE)
     if heic:
         out = folder / f"{path.stem}.heic"
         out.write_bytes(as_heic(photo))
