@@ -198,7 +198,8 @@ def _photographed(path: Path, folder: Path, seed: int, heic: bool = False,
     if blur:
         photo = cv2.GaussianBlur(photo, (0, 0), blur)
     if shake:
-        turn = np.random.default_rng(seed).uniform(0, np.pi)
+        # a stream of its own: `seed`'s first draw is the sheet's tilt in `synth.photograph`
+        turn = np.random.default_rng([seed, 1]).uniform(0, np.pi)
         line = np.zeros((2 * round(shake) + 1,) * 2, np.float32)
         centre, dx, dy = round(shake), np.cos(turn) * shake / 2, np.sin(turn) * shake / 2
         cv2.line(line, (round(centre - dx), round(centre - dy)),
