@@ -32,10 +32,11 @@ CARD = "model_card.json"
 SIGNATURE = "windows"
 MIN_SIDE = 16  # pixels: below this an image cannot hold a line of handwriting
 MIN_CONTRAST = 40  # gray levels between paper and the darkest ink; below it, a blank page
-# px at 300 dpi over which ink's edges may be spread (`pages.edge_blur`): more, and genuine
-# pages are answered "unknown" more and more, and from about 2.4 wrong writers are named with
-# the strongest support (docs/results.md, photos out of focus)
-MAX_EDGE_BLUR = 2.0
+# px at 300 dpi over which ink's edges may be spread, the way they are spread most
+# (`pages.edge_blur`): more, and genuine pages are answered "unknown" more and more, and wrong
+# writers were named with the strongest support from about 2.8, out of focus or shaken
+# (docs/results.md, photos shaken: a check that judges every way)
+MAX_EDGE_BLUR = 2.5
 
 
 class ModelError(ValueError):
@@ -165,8 +166,8 @@ def photographed(found: list[np.ndarray], input: str, paper: str | None = None,
 
 def inked(image: np.ndarray, name: str) -> np.ndarray:
     """`image` (2-D uint8 at 300 dpi), where it can hold handwriting; else NoInkError naming
-    it: a blank or tiny image; or BlurredError: one out of focus, or enlarged from too few
-    pixels."""
+    it: a blank or tiny image; or BlurredError: one out of focus, shaken, or enlarged from
+    too few pixels."""
     h, w = image.shape
     if min(h, w) < MIN_SIDE:
         raise NoInkError(f"{name}: {w}x{h} pixels is too small for a line of handwriting "
@@ -178,9 +179,10 @@ def inked(image: np.ndarray, name: str) -> np.ndarray:
                          "light paper.")
     if (blur := pages.edge_blur(image)) > MAX_EDGE_BLUR:
         raise BlurredError(f"{name}: the ink's edges are spread over {blur:.1f} px at 300 dpi "
-                           f"(at most {MAX_EDGE_BLUR:g}): out of focus, or enlarged from too "
-                           "few pixels, too little detail to name a writer from. Photograph "
-                           "it in focus, or scan it at 300 dpi.")
+                           f"(at most {MAX_EDGE_BLUR:g}): out of focus, shaken, or enlarged "
+                           "from too few pixels, too little detail to name a writer from. "
+                           "Photograph it in focus with the phone held still, or scan it at "
+                           "300 dpi.")
     return image
 
 

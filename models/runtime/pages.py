@@ -58,6 +58,16 @@ LETTER_MIN_PX = 8  # shorter components (specks, dots, commas at 300 dpi) are no
 TWIN_NEAR = 0.99  # of each of two shapes' ink within a pixel of the other's: twins
 NEIGHBOURS = np.ones((3, 3), np.uint8)
 EDGE_MIN = 200  # ink edge pixels below which `edge_blur` does not judge (a speck, a dot)
+# `edge_blur` judges the edges facing each of EDGE_WAYS ways (22.5 degrees apart) alone, a
+# shaken photo's smear spreading only some (docs/results.md, photos shaken); a way that fewer
+# than EDGE_WAY_SHARE of the edge pixels face is not judged (too few to tell)
+EDGE_WAYS = 8
+EDGE_WAY_SHARE = 0.05
+# its ink: darker than the paper round it (the lightest within PAPER_REACH px, at a quarter
+# of the size) by EDGE_INK of the page's contrast; a grey, grainy region (a line cut from
+# darker paper) is then its own paper, whose grain made edges that read as blurred
+EDGE_INK = 0.4
+PAPER_REACH = 28
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,29 +89,53 @@ def ink_mask(page: np.ndarray) -> np.ndarray:
 
 
 def edge_blur(image: np.ndarray) -> float:
-    """How far the ink's edges are spread, in pixels of `image`: the Gaussian sigma of a
-    step from paper to ink as steep as the steepest tenth of the ink's edge pixels (each at
-    its steepest step to a neighbour). 0.4 for a scan (a step from one pixel to the next),
-    about 0.7 for a phone's photo in focus read at 300 dpi, 1.3 for one at 100 dpi, 2 for
-    one out of focus by a Gaussian of 2 px; 0 where fewer than EDGE_MIN edge pixels cannot
-    tell."""
-    ink = ink_mask(image)
-    edge = ink & (cv2.erode(ink, NEIGHBOURS, borderValue=1) == 0)
-    edge[[0, -1]] = edge[:, [0, -1]] = 0  # every edge pixel has its four neighbours
+    """How far the ink's edges are spread, in pixels of `image`, the way they are spread
+    most: the Gaussian sigma of a step from paper to ink as steep as the steepest tenth of
+    the edges facing each of EDGE_WAYS ways, the least steep way's (Sobel, on the paper's
+    side of the ink: a stroke one pixel wide has paper on both sides). A photo shaken smears
+    the ink one way only, and its other edges stay steep. 0.8 for a scan (a step from one
+    pixel to the next), about 1.0 for a phone's photo in focus read at 300 dpi, 2.4 for one
+    out of focus by a Gaussian of 2 px, 2.2 for one shaken along 5 px and 3.4 along 9; 0
+    where fewer than EDGE_MIN edge pixels cannot tell."""
+    contrast = _contrast(image)
+    ink = (_paper_round(image).astype(np.int16) - image > EDGE_INK * contrast).astype(np.uint8)
+    edge = cv2.dilate(ink, NEIGHBOURS) > ink
+    edge[[0, -1]] = edge[:, [0, -1]] = False  # every edge pixel has its eight neighbours
     at = np.flatnonzero(edge)
     if len(at) < EDGE_MIN:
         return 0.0
-    flat, width = image.ravel(), image.shape[1]
-    # one-sided: a stroke one pixel wide has paper on both sides, where a central
-    # difference is 0
-    centre = flat[at].astype(np.int16)
-    slope = np.percentile(np.max([np.abs(flat[at + step] - centre)
-                                  for step in (1, -1, width, -width)], axis=0), 90)
+    flat, w = image.ravel().astype(np.int32), image.shape[1]
+
+    def sobel(a: int, b: int) -> np.ndarray:  # along the steps a, summed across steps b
+        return (flat[at + a - b] + 2 * flat[at + a] + flat[at + a + b]
+                - flat[at - a - b] - 2 * flat[at - a] - flat[at - a + b])
+
+    gx, gy = sobel(1, w), sobel(w, 1)
+    slope = np.hypot(gx, gy) / 8  # Sobel's weights sum to 8 on a steady slope
+    way = (np.arctan2(gy, gx) % np.pi / np.pi * EDGE_WAYS + 0.5).astype(int) % EDGE_WAYS
+    counts = np.bincount(way, minlength=EDGE_WAYS)
+    steep = min(np.percentile(slope[way == k], 90)
+                for k in np.flatnonzero(counts >= EDGE_WAY_SHARE * len(at)))
+    return contrast / (math.sqrt(2 * math.pi) * max(float(steep), 1e-3))
+
+
+def _contrast(image: np.ndarray) -> int:
+    """Gray levels from the paper (the median of what Otsu's threshold leaves light) to
+    the ink (the darkest tenth of what it takes for ink), on every 4th pixel."""
+    ink = ink_mask(image[::2, ::2])
     every, inked = (cv2.calcHist([image[::2, ::2]], [0], mask, [256], [0, 256]).ravel().cumsum()
-                    for mask in (None, ink[::2, ::2]))
+                    for mask in (None, ink))
     paper = every - inked
-    contrast = np.searchsorted(paper, paper[-1] / 2) - np.searchsorted(inked, inked[-1] / 10)
-    return float(contrast) / (math.sqrt(2 * math.pi) * max(float(slope), 1e-3))
+    return int(np.searchsorted(paper, paper[-1] / 2) - np.searchsorted(inked, inked[-1] / 10))
+
+
+def _paper_round(image: np.ndarray) -> np.ndarray:
+    """Each pixel's paper level: the lightest within PAPER_REACH px, taken at a quarter of
+    the size (its grain averaged away) and brought back to `image`'s."""
+    h, w = image.shape
+    small = cv2.resize(image, (max(w // 4, 1), max(h // 4, 1)), interpolation=cv2.INTER_AREA)
+    light = cv2.dilate(small, np.ones((PAPER_REACH // 4,) * 2, np.uint8))
+    return cv2.resize(light, image.shape[::-1], interpolation=cv2.INTER_LINEAR)
 
 
 def turned(page: np.ndarray) -> bool:
