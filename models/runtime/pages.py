@@ -63,9 +63,9 @@ EDGE_MIN = 200  # ink edge pixels below which `edge_blur` does not judge (a spec
 # than EDGE_WAY_SHARE of the edge pixels face is not judged (too few to tell)
 EDGE_WAYS = 8
 EDGE_WAY_SHARE = 0.05
-# its ink: darker than the paper round it (the lightest within PAPER_REACH px, at a quarter
-# of the size) by EDGE_INK of the page's contrast; a grey, grainy region (a line cut from
-# darker paper) is then its own paper, whose grain made edges that read as blurred
+# its ink: darker than the paper round it (the lightest in a square PAPER_REACH px wide, at
+# a quarter of the size) by EDGE_INK of the page's contrast; a grey, grainy region (a line
+# cut from darker paper) is then its own paper, whose grain made edges that read as blurred
 EDGE_INK = 0.4
 PAPER_REACH = 28
 
@@ -130,8 +130,9 @@ def _contrast(image: np.ndarray) -> int:
 
 
 def _paper_round(image: np.ndarray) -> np.ndarray:
-    """Each pixel's paper level: the lightest within PAPER_REACH px, taken at a quarter of
-    the size (its grain averaged away) and brought back to `image`'s."""
+    """Each pixel's paper level: the lightest in a square PAPER_REACH px wide round it,
+    taken at a quarter of the size (the paper's grain averaged away) and brought back to
+    `image`'s."""
     h, w = image.shape
     small = cv2.resize(image, (max(w // 4, 1), max(h // 4, 1)), interpolation=cv2.INTER_AREA)
     light = cv2.dilate(small, np.ones((PAPER_REACH // 4,) * 2, np.uint8))
