@@ -671,8 +671,40 @@ def _card(cfg: TrainConfig, pcfg: PipelineConfig, run: Path, labels: list[str],
     }
 
 
+def _variants(ecfg: ExportConfig, tmp: Path, card: dict, rt: runtime.Model,
+              train_images: list, test: list, classes: np.ndarray
+              ) -> tuple[dict[str, str], list[dict]]:
+    """The TFLite files asked for, converted from the SavedModel in `tmp`, and their parity
+    against Keras (`rt`) on the test images. A failed int8 gate raises DegradedExport here,
+    before the minutes of calibration are spent on a model that would not be written."""
+    representative = (_calibration(rt, train_images, ecfg.calibration_samples,
+                                   card["train_config"]["seed"])
+                      if "int8" in ecfg.quantize else [])
+    files = {}
+    for q in ecfg.quantize:
+        name = f"model_{VARIANTS[q]}.tflite"
+        print(f"converting {name}", flush=True)
+        (tmp / name).write_bytes(_convert(tmp / "saved_model", q, representative))
+        files[VARIANTS[q]] = name
+    (tmp / runtime.CARD).write_text(json.dumps({**card, "files": files}, indent=2))
+    models = {"keras": rt, **{variant: runtime.Model(tmp / name, ecfg.threads)
+                              for variant, name in files.items()}}
+    print("parity on the test split", flush=True)
+    parity = _parity(models, test, classes)
+    print(parity_markdown(parity))
+    int8 = next((r for r in parity if r["variant"] == "int8"), None)
+    if int8 and int8["top1_agreement"] < ecfg.min_agreement and not ecfg.allow_degraded:
+        raise DegradedExport(
+            f"int8 top-1 agreement {int8['top1_agreement']:.3f} is below "
+            f"{ecfg.min_agreement:.2f}; nothing written to {ecfg.out}. Pass "
+            "--allow-degraded to accept it, or leave int8 out of --quantize.")
+    return files, parity
+
+
 def export(ecfg: ExportConfig) -> dict:
-    """Write the export folder; returns its model card (with the parity table)."""
+    """Write the export folder; returns its model card (with the parity table). The model
+    files and their parity come first, the calibration (codebook, fusion, thresholds,
+    likelihood ratios) after: a model that fails the int8 gate is refused early."""
     new_folder(ecfg.out)
     cfg, labels, model = load_run(ecfg.run)
     try:
@@ -687,16 +719,35 @@ def export(ecfg: ExportConfig) -> dict:
         (tmp / runtime.CARD).write_text(json.dumps(card, indent=2))
         rt = runtime.Model(tmp / runtime.CARD, backend=keras_backend)
         held = calibration_writers(ecfg.run)
+        train_images = [i for i in split_images(cfg, "train") if labels[i[2]] not in held]
+        gallery_labels, centroids, classes = labels, None, np.arange(len(labels))
+        if cfg.by_gallery:  # the training writers' centroids: the gallery the model ranks
+            print(f"embedding {len(train_images)} training images", flush=True)
+            writers, _, emb, _ = _features(rt, train_images, None)
+            classes = np.unique(writers)
+            gallery_labels = [labels[i] for i in classes]
+            if len(classes) < len(labels) - len(held):
+                raise ExportError(f"{ecfg.run}: writers without training images: "
+                                  f"{sorted(set(labels) - set(held) - set(gallery_labels))}. "
+                                  "Rebuild the dataset so every writer has a training form.")
+            centroids = normalise(np.stack([emb[writers == w].mean(0) for w in classes]))
+            gallery = runtime.Gallery.open(tmp / "train_gallery", create=True,
+                                           fingerprint=fingerprint, journal="DELETE")
+            for label, centroid in zip(gallery_labels, centroids):
+                gallery.add(label, [label], [f"training writer {label}"], centroid[None], None)
+            gallery.close()
+        print(f"writing the SavedModel to {ecfg.out / 'saved_model'}", flush=True)
+        archive = serving_archive(model, cfg, pcfg, gallery_labels, centroids, ecfg.top_k)
+        archive.write_out(str(tmp / "saved_model"), verbose=False)
+        test = [i for i in split_images(cfg, "test") if labels[i[2]] not in held]
+        files, parity = _variants(ecfg, tmp, card, rt, train_images, test, classes)
+
         print(f"calibrating fusion and thresholds on {len(held) or 'the validation lines of'} "
               f"{'held-out writers' if held else 'the training writers'}", flush=True)
-        train_images = [i for i in split_images(cfg, "train") if labels[i[2]] not in held]
         descriptor = descriptors.Descriptor(descriptors.Hinge(),
                                             _fit_vlad(train_images, cfg.seed))
         rt.vlad = descriptor.vlad
         descriptor.vlad.save(tmp / VLAD_FILE)
-        writers, _, emb, _ = _features(rt, train_images, None)
-        present = np.unique(writers)
-        centroids = normalise(np.stack([emb[writers == w].mean(0) for w in present]))
         # thresholds and fusion as they will be used: each writer enrolled from one form
         queries, enrolled, source, lines, images = _calibration_set(rt, cfg, labels, held,
                                                                     train_images, descriptor)
@@ -727,49 +778,11 @@ def export(ecfg: ExportConfig) -> dict:
         thresholds["likelihood_ratio"] = _likelihood_ratios(
             lines, _page_queries(rt, images, descriptor), None if held else enrolled,
             thresholds["fusion"], descriptor, source, held, cohort, impostors)
-        gallery_labels = [labels[i] for i in present] if cfg.by_gallery else labels
-        if not cfg.by_gallery:
-            centroids = None
-        elif len(present) < len(labels) - len(held):
-            raise ExportError(f"{ecfg.run}: writers without training images: "
-                              f"{sorted(set(labels) - set(held) - set(gallery_labels))}. "
-                              "Rebuild the dataset so every writer has a training form.")
-        else:
-            gallery = runtime.Gallery.open(tmp / "train_gallery", create=True,
-                                           fingerprint=fingerprint, journal="DELETE")
-            for label, centroid in zip(gallery_labels, centroids):
-                gallery.add(label, [label], [f"training writer {label}"], centroid[None], None)
-            gallery.close()
-        print(f"writing the SavedModel to {ecfg.out / 'saved_model'}", flush=True)
-        archive = serving_archive(model, cfg, pcfg, gallery_labels, centroids, ecfg.top_k)
-        archive.write_out(str(tmp / "saved_model"), verbose=False)
-        representative = (_calibration(rt, train_images, ecfg.calibration_samples, cfg.seed)
-                          if "int8" in ecfg.quantize else [])
-        files = {}
-        for q in ecfg.quantize:
-            name = f"model_{VARIANTS[q]}.tflite"
-            print(f"converting {name}", flush=True)
-            (tmp / name).write_bytes(_convert(tmp / "saved_model", q, representative))
-            files[VARIANTS[q]] = name
-        card = _card(cfg, pcfg, ecfg.run, labels, fingerprint, thresholds, files)
+
+        card = {**_card(cfg, pcfg, ecfg.run, labels, fingerprint, thresholds, files),
+                "parity": parity}
         (tmp / "labels.json").write_text(json.dumps(labels, indent=2))
         (tmp / runtime.CARD).write_text(json.dumps(card, indent=2))
-        models = {"keras": runtime.Model(tmp / runtime.CARD, backend=keras_backend)}
-        for variant, name in files.items():
-            models[variant] = runtime.Model(tmp / name, ecfg.threads)
-        print("parity on the test split", flush=True)
-        test = [i for i in split_images(cfg, "test") if labels[i[2]] not in held]
-        classes = present if cfg.by_gallery else np.arange(len(labels))
-        card["parity"] = _parity(models, test, classes)
-        report = parity_markdown(card["parity"])
-        (tmp / runtime.CARD).write_text(json.dumps(card, indent=2))
-        (tmp / "parity.json").write_text(json.dumps(card["parity"], indent=2))
-        (tmp / "parity.md").write_text(report)
-        print(report)
-        int8 = next((r for r in card["parity"] if r["variant"] == "int8"), None)
-        if int8 and int8["top1_agreement"] < ecfg.min_agreement and not ecfg.allow_degraded:
-            raise DegradedExport(
-                f"int8 top-1 agreement {int8['top1_agreement']:.3f} is below "
-                f"{ecfg.min_agreement:.2f}; nothing written to {ecfg.out}. Pass "
-                "--allow-degraded to accept it, or leave int8 out of --quantize.")
+        (tmp / "parity.json").write_text(json.dumps(parity, indent=2))
+        (tmp / "parity.md").write_text(parity_markdown(parity))
     return card

@@ -109,8 +109,7 @@ def test_two_workers_train_the_chief_writes_and_both_resume_after_a_kill(synth_d
 @pytest.mark.slow
 def test_killed_export_leaves_no_partial_file_and_can_be_run_again(trained_run, tmp_path):
     out = tmp_path / "exports" / "e"
-    args = ["export", trained_run, "--out", out, "--quantize", "none,int8",
-            "--calibration-samples", "100", "--allow-degraded"]
+    args = ["export", trained_run, "--out", out, "--quantize", "none"]
     # killed once its folder holds a first file (the card): any moment before the rename
     # leaves the same thing, a hidden folder that `out` never becomes
     _kill_when(args, lambda: any((tmp_path / "exports").glob(".e.*/model_card.json")),
@@ -118,7 +117,7 @@ def test_killed_export_leaves_no_partial_file_and_can_be_run_again(trained_run, 
     assert not out.exists()
     proc = cli(*args)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert (out / "model_int8.tflite").is_file() and (out / "model_card.json").is_file()
+    assert (out / "model_float32.tflite").is_file() and (out / "model_card.json").is_file()
 
 
 @pytest.mark.slow

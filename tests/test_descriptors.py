@@ -18,6 +18,7 @@ from models.runtime.descriptors import (
     CONTOUR_STEP,
     HINGE_DOCUMENT_THRESHOLD,
     HINGE_THRESHOLD,
+    KEYPOINT_SIZE,
     STROKE_WIDTH,
     VLAD_VIEWS,
     Descriptor,
@@ -30,6 +31,7 @@ from models.runtime.descriptors import (
     ink_contours,
     rootsift,
     strokes_drawn,
+    viewed,
 )
 from models.runtime.pages import ink_mask
 from tests.conftest import cli, small_vlad_descriptor
@@ -475,6 +477,20 @@ def test_rootsift_is_read_along_the_ink_contours_or_at_sifts_keypoints(generated
     assert len(rootsift(line, step=0)) == len(keypoints) != len(along)
     blank = np.full((60, 300), 245, np.uint8)
     assert rootsift(blank).shape == rootsift(blank, step=0).shape == (0, 128)
+
+
+def test_the_codebook_is_fitted_on_a_seeded_sample_of_every_place_read(generated_lines):
+    """Choosing the places before describing them gives the descriptors that describing all
+    and then choosing did, in the order chosen (k-means++ starts from it): the codebook
+    stays the one it was."""
+    lines = generated_lines[0][:3]
+    for width, step in ((0.0, CONTOUR_STEP), (STROKE_WIDTH, CONTOUR_STEP), (0.0, 0)):
+        every = np.concatenate([rootsift(viewed(line, width, True), step) for line in lines])
+        chosen = np.random.default_rng(5).choice(len(every), 40, replace=False)
+        np.testing.assert_array_equal(
+            Vlad._sample(lines, width, True, step, KEYPOINT_SIZE, 40, seed=5), every[chosen])
+        np.testing.assert_array_equal(  # fewer places than the sample: every one
+            Vlad._sample(lines, width, True, step, KEYPOINT_SIZE, len(every), seed=5), every)
 
 
 def test_a_codebook_saved_before_contour_sampling_reads_sifts_keypoints(generated_lines,

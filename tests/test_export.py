@@ -295,7 +295,7 @@ def test_runtime_runs_where_tensorflow_cannot_be_imported(exported, heldout):
 
 
 @pytest.mark.slow
-def test_failed_int8_gate_leaves_nothing_behind(trained_run, tmp_path):
+def test_failed_int8_gate_leaves_nothing_behind(trained_run, tmp_path, capsys):
     from models.export import DegradedExport, ExportConfig, export
 
     out = tmp_path / "exp"
@@ -303,6 +303,9 @@ def test_failed_int8_gate_leaves_nothing_behind(trained_run, tmp_path):
         export(ExportConfig(trained_run, out, quantize=("int8",), min_agreement=1.01,
                             calibration_samples=100))
     assert not out.exists() and not list(tmp_path.iterdir())
+    # refused as soon as its parity is known, before the calibration's minutes
+    printed = capsys.readouterr().out
+    assert "| int8 |" in printed and "calibrating" not in printed
 
 
 @pytest.mark.slow

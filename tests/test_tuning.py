@@ -146,6 +146,7 @@ def test_kerastuner_state_is_replaced_whole_or_not_at_all(tmp_path, monkeypatch)
     assert json.loads((tmp_path / "p" / "oracle.json").read_text())["start_order"] == ["0"]
 
 
+@pytest.mark.slow
 def test_killed_search_continues_without_overwriting(tmp_path, synth_dir):
     (tmp_path / "s.yaml").write_text(TINY)
     project = tmp_path / "p"

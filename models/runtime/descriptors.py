@@ -281,22 +281,28 @@ class References:
         return out
 
 
-def rootsift(image: np.ndarray, step: int = CONTOUR_STEP,
-             keypoint: float = KEYPOINT_SIZE) -> np.ndarray:
-    """RootSIFT descriptors [N, 128] (float32) of a grey image: at every `step`-th pixel of
-    each ink contour, at keypoints `keypoint` pixels across; with `step` 0, at SIFT's own
-    keypoints instead (#22's anchor, and exports from before contour sampling). Keypoints
-    keep angle 0, since a hand's slant is one of its traits."""
-    sift = cv2.SIFT_create()
-    if step:
-        points = [c[::step] for c in ink_contours(image) if len(c) > CONTOUR_MIN]
-        keypoints = [cv2.KeyPoint(float(x), float(y), keypoint, 0.0)
-                     for x, y in (np.concatenate(points) if points else ())]
-    else:
-        keypoints = sift.detect(image, None)
-        for k in keypoints:
+def keypoints(image: np.ndarray, step: int = CONTOUR_STEP) -> np.ndarray | list:
+    """Where `rootsift` reads a grey image: every `step`-th pixel of each ink contour, as
+    [N, 2] (x, y); with `step` 0, SIFT's own keypoints (cv2.KeyPoint, angle 0)."""
+    if not step:
+        found = cv2.SIFT_create().detect(image, None)
+        for k in found:
             k.angle = 0.0
-    desc = sift.compute(image, keypoints)[1] if keypoints else None
+        return list(found)
+    points = [c[::step] for c in ink_contours(image) if len(c) > CONTOUR_MIN]
+    return np.concatenate(points) if points else np.zeros((0, 2), np.int64)
+
+
+def rootsift(image: np.ndarray, step: int = CONTOUR_STEP,
+             keypoint: float = KEYPOINT_SIZE, at: np.ndarray | list | None = None
+             ) -> np.ndarray:
+    """RootSIFT descriptors [N, 128] (float32) of a grey image, at its `keypoints` (or at
+    `at`, some of them), `keypoint` pixels across. Keypoints keep angle 0, since a hand's
+    slant is one of its traits."""
+    at = keypoints(image, step) if at is None else at
+    if isinstance(at, np.ndarray):
+        at = [cv2.KeyPoint(float(x), float(y), keypoint, 0.0) for x, y in at]
+    desc = cv2.SIFT_create().compute(image, at)[1] if at else None
     if desc is None:
         return np.zeros((0, 128), np.float32)
     desc = desc / np.maximum(desc.sum(axis=1, keepdims=True), 1e-12)
@@ -351,23 +357,44 @@ class Vlad:
         """PCA-whitening and k-means centres of each of `views` (the redrawn ones stood
         `upright`), fitted on the RootSIFT descriptors of `images` as it reads them (at most
         `samples` of them, a seeded choice)."""
-        fitted = [cls._fit_view(np.concatenate(list(each(
-            lambda image, w=width: rootsift(viewed(image, w, upright), step, keypoint),
-            images))), len(images), centres, dims, samples, seed) for width in views]
+        fitted = [cls._fit_view(cls._sample(images, width, upright, step, keypoint, samples,
+                                            seed), len(images), centres, dims, seed)
+                  for width in views]
         return cls(*(np.stack(arrays) for arrays in zip(*fitted)), step, keypoint, views,
                    upright)
 
     @staticmethod
-    def _fit_view(desc: np.ndarray, images: int, centres: int, dims: int, samples: int,
-                  seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _sample(images: list[np.ndarray], width: float, upright: bool, step: int,
+                keypoint: float, samples: int, seed: int) -> np.ndarray:
+        """The RootSIFT descriptors of a seeded choice of `samples` of the places that one
+        view of `images` is read at (all of them when fewer), in the order chosen: the very
+        sample that describing every place and then choosing gave, so the same codebook, at
+        a fraction of the cost on IAM's lines, where 400 lines hold five times `samples`
+        places (docs/results.md, the codebook's sample)."""
+        views = list(each(lambda image: viewed(image, width, upright), images))
+        places = list(each(lambda view: keypoints(view, step), views))
+        starts = np.cumsum([0] + [len(p) for p in places])
+        chosen = np.arange(starts[-1])
+        if starts[-1] > samples:
+            chosen = np.random.default_rng(seed).choice(starts[-1], samples, replace=False)
+        order = np.argsort(chosen)
+        cut, picked = np.searchsorted(chosen[order], starts), []
+        for i, places_of in enumerate(places):
+            at = chosen[order][cut[i]:cut[i + 1]] - starts[i]
+            picked.append(places_of[at] if isinstance(places_of, np.ndarray)
+                          else [places_of[j] for j in at])
+        described = np.concatenate([np.zeros((0, 128), np.float32), *each(
+            lambda pair: rootsift(pair[0], step, keypoint, pair[1]), list(zip(views, picked)))])
+        return described[np.argsort(order)]  # image by image back to the order chosen
+
+    @staticmethod
+    def _fit_view(desc: np.ndarray, images: int, centres: int, dims: int, seed: int
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(mean, whitening projection, centres) of one view's descriptors."""
         if len(desc) < max(centres, dims):
             raise ValueError(f"{images} images give {len(desc)} RootSIFT descriptors: "
                              f"too few to fit {centres} centres in {dims} dimensions; fit on "
                              "more handwriting")
-        rng = np.random.default_rng(seed)
-        if len(desc) > samples:
-            desc = desc[rng.choice(len(desc), samples, replace=False)]
         mean = desc.mean(axis=0)
         _, s, vt = np.linalg.svd(desc - mean, full_matrices=False)
         projection = (vt[:dims].T / np.maximum(s[:dims] / np.sqrt(len(desc)), 1e-6))
