@@ -32,6 +32,7 @@ def main() -> int:
     from models.runtime.descriptors import (
         CONTOUR_STEP,
         KEYPOINT_SIZE,
+        VLAD_SAMPLES,
         VLAD_UPRIGHT,
         VLAD_VIEWS,
         Vlad,
@@ -46,7 +47,7 @@ def main() -> int:
     chosen = np.random.default_rng(args.seed).choice(len(files), min(args.n, len(files)),
                                                      replace=False)
     lines = [read_gray(files[i]) for i in chosen]
-    samples = 100_000
+    samples = VLAD_SAMPLES
     print(f"{len(lines)} lines of {args.lines}, a sample of {samples:,} descriptors a view")
     for width in VLAD_VIEWS:
         start = time.perf_counter()

@@ -16,7 +16,7 @@ from filelock import FileLock
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # pytest-xdist runs a worker per core: TensorFlow in each worker and in the commands it starts
 # gets that worker's share of the cores, so two trainings side by side do not contend for
-# both (docs/results.md, the test suite on both cores)
+# both (docs/results.md, the test suite's time)
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _WORKERS > 1:
     for _pool in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):

@@ -35,6 +35,7 @@ VLAD_CENTRES = 128
 # k-means runs from this many k-means++ starts, the most compact kept: 3 cost 3.2 times 1's
 # for 0.06% of compactness (docs/results.md, the codebook's k-means)
 KMEANS_ATTEMPTS = 1
+VLAD_SAMPLES = 100_000  # RootSIFT descriptors a view's PCA and k-means are fitted on
 # RootSIFT read along the ink's contours, every CONTOUR_STEP pixels of contour, at keypoints
 # KEYPOINT_SIZE pixels across (at 300 dpi): on lines of unseen writers it names more and
 # rejects fewer genuine lines than SIFT's own keypoints (docs/results.md, RootSIFT read
@@ -351,7 +352,7 @@ class Vlad:
 
     @classmethod
     def fit(cls, images: list[np.ndarray], centres: int = VLAD_CENTRES, dims: int = 64,
-            samples: int = 100_000, seed: int = 0, step: int = CONTOUR_STEP,
+            samples: int = VLAD_SAMPLES, seed: int = 0, step: int = CONTOUR_STEP,
             keypoint: float = KEYPOINT_SIZE, views: tuple[float, ...] = VLAD_VIEWS,
             upright: bool = VLAD_UPRIGHT) -> Vlad:
         """PCA-whitening and k-means centres of each of `views` (the redrawn ones stood
@@ -378,9 +379,10 @@ class Vlad:
         if starts[-1] > samples:
             chosen = np.random.default_rng(seed).choice(starts[-1], samples, replace=False)
         order = np.argsort(chosen)
-        cut, picked = np.searchsorted(chosen[order], starts), []
+        ranked = chosen[order]
+        cut, picked = np.searchsorted(ranked, starts), []
         for i, places_of in enumerate(places):
-            at = chosen[order][cut[i]:cut[i + 1]] - starts[i]
+            at = ranked[cut[i]:cut[i + 1]] - starts[i]
             picked.append(places_of[at] if isinstance(places_of, np.ndarray)
                           else [places_of[j] for j in at])
         described = np.concatenate([np.zeros((0, 128), np.float32), *each(
