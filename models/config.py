@@ -92,9 +92,11 @@ class TrainConfig:
     # models that identify by gallery: the seeded share of the writers (of those with two or
     # more forms, and of those with one) held out of training, on whom export calibrates
     # fusion, thresholds and likelihood ratios (writers no model saw, as in use); 0
-    # calibrates on the training writers' validation lines
+    # calibrates on the training writers' validation lines. Classifiers fitted on train +
+    # validation hold this share of the validation forms out instead, to calibrate on
     calibration_share: float = 0.2
-    # train on train + validation, with no validation set (tuning's --retrain-best)
+    # train on train + validation (less a classifier's calibration forms), with no
+    # validation set (tuning's --retrain-best)
     fit_on_validation: bool = False
     resume: bool = False
 

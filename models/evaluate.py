@@ -116,8 +116,18 @@ def load_run(run_dir: Path):
 
 def calibration_writers(run_dir: Path) -> list[str]:
     """The writers a run held out of training for calibration (none for older runs)."""
+    return _held_out(run_dir).get("writers", [])
+
+
+def calibration_forms(run_dir: Path) -> list[str]:
+    """The validation forms a classifier fitted on train + validation held out of training
+    for calibration (none for other runs and older ones)."""
+    return _held_out(run_dir).get("forms", [])
+
+
+def _held_out(run_dir: Path) -> dict:
     path = Path(run_dir) / CALIBRATION_FILE
-    return json.loads(path.read_text())["writers"] if path.is_file() else []
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def window_outputs(rt, images: list) -> tuple[list[int], list[dict[str, np.ndarray]]]:

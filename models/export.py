@@ -32,6 +32,7 @@ from models.config import (
     new_folder,
 )
 from models.evaluate import (
+    calibration_forms,
     calibration_writers,
     far_threshold,
     load_run,
@@ -412,18 +413,20 @@ def _cohort(rt: runtime.Model, train_images: list, descriptor: descriptors.Descr
 
 
 def _calibration_set(rt: runtime.Model, cfg: TrainConfig, labels: list[str], held: list[str],
-                     train_images: list, descriptor: descriptors.Descriptor
+                     forms: list[str], train_images: list, descriptor: descriptors.Descriptor
                      ) -> tuple[tuple, tuple, str, tuple, list]:
     """(queries, enrolled writers, what they are, every calibration line, their images)
     that calibrate fusion, thresholds and likelihood ratios: the writers held out of
     training, each enrolled from one form and identified from its others, or, for runs that
-    held none out, the validation lines against the training writers each enrolled from one
-    training form."""
+    held none out, the validation lines (of the held `forms` only, where the run trained on
+    the others) against the training writers each enrolled from one training form."""
     if not held:
-        images = split_images(cfg, "validation")
+        images = [i for i in split_images(cfg, "validation") if not forms or i[1] in forms]
         lines = _features(rt, images, descriptor, "the validation lines")
-        return (lines, _training_writers(rt, train_images, descriptor),
-                "validation lines of the training writers", lines, images)
+        source = (f"the {len(forms)} validation forms held out of training "
+                  f"(calibration_writers.json) against the training writers" if forms
+                  else "validation lines of the training writers")
+        return lines, _training_writers(rt, train_images, descriptor), source, lines, images
     images = [i for split in ("train", "validation", "test") for i in split_images(cfg, split)
               if labels[i[2]] in held]
     lines = _features(rt, images, descriptor, "the calibration writers")
@@ -707,6 +710,15 @@ def export(ecfg: ExportConfig) -> dict:
     likelihood ratios) after: a model that fails the int8 gate is refused early."""
     new_folder(ecfg.out)
     cfg, labels, model = load_run(ecfg.run)
+    held, forms = calibration_writers(ecfg.run), calibration_forms(ecfg.run)
+    if cfg.fit_on_validation and not (held or forms):
+        raise ExportError(
+            f"{ecfg.run}: trained on all its validation lines (fit_on_validation) and held "
+            "no writers or forms out, so no line it has not seen is left to calibrate fusion "
+            "and thresholds on. Train it again with this version and --calibration-share "
+            "above 0, which holds a share of the validation forms out (a tuning best_run: "
+            "delete it and run the same tune --retrain-best), or without "
+            "--fit-on-validation.")
     try:
         pcfg = cfg.inference_pipeline(ecfg.stride)
     except ValueError as err:
@@ -718,7 +730,6 @@ def export(ecfg: ExportConfig) -> dict:
         card = _card(cfg, pcfg, ecfg.run, labels, fingerprint, {"verification": {}}, {})
         (tmp / runtime.CARD).write_text(json.dumps(card, indent=2))
         rt = runtime.Model(tmp / runtime.CARD, backend=keras_backend)
-        held = calibration_writers(ecfg.run)
         train_images = [i for i in split_images(cfg, "train") if labels[i[2]] not in held]
         gallery_labels, centroids, classes = labels, None, np.arange(len(labels))
         if cfg.by_gallery:  # the training writers' centroids: the gallery the model ranks
@@ -742,15 +753,17 @@ def export(ecfg: ExportConfig) -> dict:
         test = [i for i in split_images(cfg, "test") if labels[i[2]] not in held]
         files, parity = _variants(ecfg, tmp, card, rt, train_images, test, classes)
 
-        print(f"calibrating fusion and thresholds on {len(held) or 'the validation lines of'} "
-              f"{'held-out writers' if held else 'the training writers'}", flush=True)
+        on = (f"{len(held)} held-out writers" if held else
+              f"{len(forms)} held-out validation forms" if forms else
+              "the validation lines of the training writers")
+        print(f"calibrating fusion and thresholds on {on}", flush=True)
         descriptor = descriptors.Descriptor(descriptors.Hinge(),
                                             _fit_vlad(train_images, cfg.seed))
         rt.vlad = descriptor.vlad
         descriptor.vlad.save(tmp / VLAD_FILE)
         # thresholds and fusion as they will be used: each writer enrolled from one form
-        queries, enrolled, source, lines, images = _calibration_set(rt, cfg, labels, held,
-                                                                    train_images, descriptor)
+        queries, enrolled, source, lines, images = _calibration_set(
+            rt, cfg, labels, held, forms, train_images, descriptor)
         cohort, cohort_card, impostors = (
             _cohort(rt, train_images, descriptor, labels, cfg.seed, tmp) if held
             else (None, None, None))
@@ -760,7 +773,8 @@ def export(ecfg: ExportConfig) -> dict:
             "verification": _threshold(verification(queries[2], queries[0]), "image pairs"),
             "identification": {**identification, "split": source, "compared": ENROLLED},
             "fusion": _fusion(queries, enrolled, descriptor, ecfg.far, source, cohort),
-            "calibration": {"writers": held, "source": source, "far": ecfg.far},
+            "calibration": {"writers": held, "forms": forms, "source": source,
+                            "far": ecfg.far},
             "vlad": {"name": descriptor.vlad.name, "file": VLAD_FILE,
                      "fitted_on": f"up to {VLAD_FIT_LINES} lines of the training writers "
                                   f"(seed {cfg.seed})"},

@@ -141,22 +141,44 @@ def calibration_writers(cfg: TrainConfig) -> list[int]:
     return sorted(int(w) for w in held)
 
 
-def _without(raw: tf.data.Dataset, held: list[int]) -> tf.data.Dataset:
-    if not held:
-        return raw
-    held_t = tf.constant(held, tf.int64)
-    return raw.filter(lambda ex: tf.reduce_all(tf.cast(ex["writer"], tf.int64) != held_t))
+def calibration_forms(cfg: TrainConfig) -> list[str]:
+    """The validation forms held out of a classifier's train + validation fit for export's
+    calibration: a seeded `calibration_share` of them, at least one. A classifier trains on
+    every writer, so it is calibrated on lines of theirs it has not seen, the validation
+    lines; `fit_on_validation` trains on those, and thresholds set on memorised lines would
+    not hold on new ones. None for gallery models, whose held writers calibrate them."""
+    if cfg.by_gallery or not cfg.fit_on_validation or not cfg.calibration_share:
+        return []
+    meta = load_split(cfg.config, "validation", cfg.data_dir).map(lambda ex: ex["form_id"])
+    forms = sorted({form.decode() for form in meta.as_numpy_iterator()})
+    if not forms:
+        return []
+    n = max(1, round(cfg.calibration_share * len(forms)))
+    return sorted(str(f) for f in np.random.default_rng(cfg.seed).choice(forms, n,
+                                                                          replace=False))
 
 
-def datasets(cfg: TrainConfig, held: list[int] = ()):
+def _without(raw: tf.data.Dataset, writers: list[int], forms: list[str] = ()
+             ) -> tf.data.Dataset:
+    if writers:
+        held = tf.constant(writers, tf.int64)
+        raw = raw.filter(lambda ex: tf.reduce_all(tf.cast(ex["writer"], tf.int64) != held))
+    if forms:
+        held_forms = tf.constant(list(forms))
+        raw = raw.filter(lambda ex: tf.reduce_all(ex["form_id"] != held_forms))
+    return raw
+
+
+def datasets(cfg: TrainConfig, held: list[int] = (), forms: list[str] = ()):
     """(training, validation) datasets for `cfg`, without the `held` writers. With
-    `fit_on_validation` the training set is train + validation and the validation set is
-    None: figures on examples the model trains on would choose epochs, checkpoints and
-    learning rates by memorisation."""
+    `fit_on_validation` the training set is train + validation less the held validation
+    `forms`, and the validation set is None: figures on examples the model trains on would
+    choose epochs, checkpoints and learning rates by memorisation."""
     pcfg = cfg.pipeline_config()
     train_raw = _without(load_split(cfg.config, "train", cfg.data_dir), list(held))
     val_raw = _without(load_split(cfg.config, "validation", cfg.data_dir), list(held))
     if cfg.fit_on_validation:
+        val_raw = _without(val_raw, [], list(forms))
         return _training_set(train_raw.concatenate(val_raw), pcfg, cfg), None
     val_pcfg = dataclasses.replace(pcfg, seed=pcfg.seed + 1)
     if cfg.model == "patch_embed":
@@ -275,18 +297,20 @@ def _train(cfg: TrainConfig, chief: bool) -> Path:
     if gpus:
         keras.mixed_precision.set_global_policy("mixed_float16")
     labels = writer_names(cfg.config, cfg.data_dir)
-    held = calibration_writers(cfg)
-    train_ds, val_ds = datasets(cfg, held)
+    held, forms = calibration_writers(cfg), calibration_forms(cfg)
+    train_ds, val_ds = datasets(cfg, held, forms)
     with strategy.scope():  # fetches ImageNet weights, so it may fail: nothing written yet
         model, monitor = compiled_model(cfg, len(labels))
     (cfg.out / "checkpoints").mkdir(parents=True, exist_ok=True)
     atomic.write_text(cfg.out / "config.json", json.dumps(cfg.to_json(), indent=2))
     atomic.write_text(cfg.out / "labels.json", json.dumps(labels, indent=2))
     atomic.write_text(cfg.out / CALIBRATION_FILE, json.dumps(
-        {"writers": [labels[w] for w in held], "share": cfg.calibration_share,
-         "seed": cfg.seed, "rule": "a seeded share of the writers with two or more forms, "
-                                   "and of those with one (compared as different writers "
-                                   "only); not trained on"},
+        {"writers": [labels[w] for w in held], "forms": forms,
+         "share": cfg.calibration_share, "seed": cfg.seed,
+         "rule": "gallery models: a seeded share of the writers with two or more forms, and "
+                 "of those with one (compared as different writers only); classifiers fitted "
+                 "on train + validation: a seeded share of the validation forms; not trained "
+                 "on"},
         indent=2))
     verbose = 1 if sys.stdout.isatty() else 2
     held_out = val_ds is not None

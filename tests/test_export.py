@@ -320,6 +320,24 @@ def test_a_stride_the_line_pass_cannot_take_is_refused(trained_run, tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.slow
+def test_a_run_fitted_on_all_its_validation_lines_is_not_calibrated_on_them(trained_run,
+                                                                            tmp_path):
+    """A run trained on train + validation that held nothing out (one from before the
+    calibration forms) has no line left unseen: thresholds set on memorised lines would not
+    hold, so export refuses before writing anything."""
+    from models.export import ExportConfig, ExportError, export
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns("plots", "logs"))
+    cfg = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**cfg, "fit_on_validation": True}))
+    (run / "calibration_writers.json").write_text(json.dumps({"writers": []}))
+    with pytest.raises(ExportError, match="no line it has not seen is left to calibrate"):
+        export(ExportConfig(run, tmp_path / "x"))
+    assert not (tmp_path / "x").exists()
+
+
 def test_export_refuses_unknown_quantization_and_an_existing_folder(tmp_path):
     proc = cli("export", tmp_path, "--out", tmp_path / "x", "--quantize", "int4")
     assert proc.returncode == 2 and "allowed: none, float16, dynamic, int8" in proc.stderr

@@ -164,24 +164,39 @@ def test_a_file_written_where_one_may_not_write_gets_one_line_naming_it(tmp_path
     assert isinstance(err.value, user_errors()) and not list(tmp_path.iterdir())
 
 
-def test_fitting_on_validation_holds_nothing_out_and_watches_training_figures(dummy_dir,
-                                                                             tmp_path):
+def test_fitting_on_validation_holds_calibration_forms_out_and_watches_training_figures(
+        dummy_dir, tmp_path):
     """Train + validation means no validation set: figures on examples the model trains on
-    must not pick checkpoints, stop training or cut the learning rate."""
+    must not pick checkpoints, stop training or cut the learning rate. A classifier keeps a
+    seeded share of the validation forms out, for export to calibrate on lines it has not
+    seen."""
     import dataclasses
 
     from models.config import TrainConfig
-    from models.train import _callbacks, datasets
+    from models.train import _callbacks, calibration_forms, datasets
     from pipelines import load_split
 
     cfg = TrainConfig(config="top50", data_dir=dummy_dir, out=tmp_path, patch_size=32,
-                      patches_per_image=2, lr_schedule="plateau", fit_on_validation=True)
-    both, none = datasets(cfg)
+                      patches_per_image=2, lr_schedule="plateau", fit_on_validation=True,
+                      calibration_share=0.5)
+    val_forms = [f.decode() for f in load_split("top50", "validation", dummy_dir).map(
+        lambda ex: ex["form_id"]).as_numpy_iterator()]
+    forms = calibration_forms(cfg)
+    assert forms == calibration_forms(cfg) == sorted(forms)  # seeded
+    assert len(forms) == round(0.5 * len(set(val_forms))) and set(forms) < set(val_forms)
+    assert calibration_forms(dataclasses.replace(cfg, seed=1)) != forms
+    for other in ({"fit_on_validation": False}, {"calibration_share": 0.0},
+                  {"model": "patch_embed"}):  # patch_embed holds writers out instead
+        assert calibration_forms(dataclasses.replace(cfg, **other)) == []
+    both, none = datasets(cfg, forms=forms)
+    everything, _ = datasets(cfg)
     train_only, val = datasets(dataclasses.replace(cfg, fit_on_validation=False))
     assert none is None and val is not None
     count = lambda ds: sum(int(y.shape[0]) for _, y in ds)  # noqa: E731
-    n_val = int(load_split("top50", "validation", dummy_dir).cardinality())
-    assert n_val > 0 and count(both) == count(train_only) + 2 * n_val  # 2 crops a line
+    held_lines = sum(f in forms for f in val_forms)
+    assert 0 < held_lines < len(val_forms)
+    assert count(everything) == count(train_only) + 2 * len(val_forms)  # 2 crops a line
+    assert count(both) == count(train_only) + 2 * (len(val_forms) - held_lines)
     watched = {type(c).__name__: c.monitor for c in
                _callbacks(cfg, "val_accuracy", 1e-3, 0, 3, held_out=False)
                if hasattr(c, "monitor")}

@@ -92,6 +92,13 @@ def test_search_writes_summary_and_retrains_the_best(tmp_path, synth_dir):
     assert json.loads((run / "config.json").read_text())["fit_on_validation"] is True
     proc = cli("export", run, "--out", tmp_path / "exp", "--quantize", "none")  # a run dir
     assert proc.returncode == 0, proc.stderr[-2000:]
+    # calibrated on the validation forms it held out of train + validation, and on no other
+    forms = json.loads((run / "calibration_writers.json").read_text())["forms"]
+    calibration = json.loads((tmp_path / "exp" / "model_card.json").read_text())["calibration"]
+    assert forms and calibration["forms"] == forms and calibration["writers"] == []
+    assert f"the {len(forms)} validation forms held out" in calibration["source"]
+    assert f"calibrating fusion and thresholds on {len(forms)} held-out validation forms" \
+        in proc.stdout
     # the same command again: the search is done and the finished best_run is kept
     trained = (run / "model.keras").stat().st_mtime_ns
     proc = cli(*_tune(project, synth_dir, "--space", tmp_path / "s.yaml", "--retrain-best"))
