@@ -25,7 +25,7 @@ from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
 
 from iam_writers_tfds import atomic
 from models import zoo
-from models.config import CALIBRATION_FILE, TrainConfig, worker_role
+from models.config import CALIBRATION_FILE, RunFileError, TrainConfig, worker_role
 from models.losses import BatchHardTripletLoss, ContrastiveLoss, CosFaceLoss, SupConLoss
 from pipelines import (
     eval_dataset,
@@ -298,6 +298,13 @@ def _train(cfg: TrainConfig, chief: bool) -> Path:
         keras.mixed_precision.set_global_policy("mixed_float16")
     labels = writer_names(cfg.config, cfg.data_dir)
     held, forms = calibration_writers(cfg), calibration_forms(cfg)
+    if cfg.resume:
+        from models.evaluate import calibration_forms as held_when_begun
+
+        if forms != held_when_begun(cfg.out):
+            raise RunFileError(f"{cfg.out}: begun by a version that trained a classifier on "
+                               "every validation line, so no forms can be held out of it "
+                               "now for export's calibration. Train it anew into a new --out.")
     train_ds, val_ds = datasets(cfg, held, forms)
     with strategy.scope():  # fetches ImageNet weights, so it may fail: nothing written yet
         model, monitor = compiled_model(cfg, len(labels))

@@ -58,6 +58,26 @@ def test_a_backbone_that_cannot_load_its_weights_leaves_no_run_folder(dummy_dir,
     assert not (tmp_path / "run").exists()
 
 
+def test_a_run_begun_on_every_validation_line_is_not_resumed_holding_forms_out(dummy_dir,
+                                                                              tmp_path):
+    """Its epochs so far learnt the forms this version would hold out for calibration."""
+    import json
+
+    from models.config import RunFileError, TrainConfig
+    from models.train import train
+
+    run = tmp_path / "run"
+    cfg = TrainConfig(config="top50", data_dir=dummy_dir, out=run, fit_on_validation=True,
+                      epochs=1)
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(cfg.to_json()))
+    (run / "calibration_writers.json").write_text(json.dumps({"writers": []}))
+    before = sorted(p.name for p in run.iterdir())
+    with pytest.raises(RunFileError, match="Train it anew into a new --out"):
+        train(TrainConfig(out=run, resume=True))
+    assert sorted(p.name for p in run.iterdir()) == before
+
+
 @pytest.mark.parametrize("args,says", [
     (("export", "{tmp}/none", "--out", "{tmp}/x"), "not a run directory"),
     (("export", "{tmp}/run", "--out", "{tmp}/run"), "already exists"),
