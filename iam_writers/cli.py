@@ -496,15 +496,16 @@ def _add_fields(p: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> 
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue
-        flag = "--" + f.name.replace("_", "-")
+        flag, text = "--" + f.name.replace("_", "-"), f.metadata.get("help")
         if isinstance(f.default, bool):
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default,
+                           help=text)
         elif f.name in ("out", "data_dir"):
-            p.add_argument(flag, type=Path, default=f.default)
+            p.add_argument(flag, type=Path, default=f.default, help=text)
         elif f.default is None:
-            p.add_argument(flag, type=float, default=None)
+            p.add_argument(flag, type=float, default=None, help=text)
         else:
-            p.add_argument(flag, type=type(f.default), default=f.default)
+            p.add_argument(flag, type=type(f.default), default=f.default, help=text)
 
 
 def quantizations(value: str) -> tuple[str, ...]:
@@ -523,8 +524,8 @@ def _show_defaults(p: argparse.ArgumentParser) -> None:
     """--help states every option's default (argparse's formatter skips options without a
     help text)."""
     for action in p._actions:
-        if action.option_strings and action.default not in (None, False, argparse.SUPPRESS) \
-                and "%(default)" not in (action.help or ""):
+        if action.option_strings and not any(action.default is v for v in (
+                None, False, argparse.SUPPRESS)) and "%(default)" not in (action.help or ""):
             action.help = f"{action.help or ''} (default: %(default)s)".strip()
 
 
@@ -595,9 +596,14 @@ def parser() -> argparse.ArgumentParser:
     from models.runtime.photos import PAPERS
 
     s = sub.add_parser("train", help="train a model into runs/NAME and evaluate it")
-    s.add_argument("--model", choices=MODELS, default="patch_cnn")
-    s.add_argument("--config", choices=CONFIGS, default="synthetic")
-    s.add_argument("--backbone", choices=BACKBONES, default="resnet50")
+    s.add_argument("--model", choices=MODELS, default="patch_cnn",
+                   help="patch_cnn: a classifier of the training writers; patch_embed: "
+                        "embeddings that name writers enrolled later; the notebooks' "
+                        "resnet50_classifier and siamese_resnet50")
+    s.add_argument("--config", choices=CONFIGS, default="synthetic",
+                   help="the dataset config, built first by `iam-writers build`")
+    s.add_argument("--backbone", choices=BACKBONES, default="resnet50",
+                   help="the resize models' backbone")
     s.add_argument("--weights", default="imagenet",
                    help="imagenet | none | PATH of a weights file (ResNet50-style models)")
     s.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=TrainConfig.lr_schedule,

@@ -36,6 +36,11 @@ COHORT_TOP = 5
 COHORT_FILE = "cohort.npz"
 
 
+def _flag(default, help: str) -> dataclasses.Field:
+    """A field whose `help` is its flag's line in `iam-writers train --help`."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
 @dataclasses.dataclass
 class TrainConfig:
     """Everything a run needs. Model hyperparameters are named here, once.
@@ -47,58 +52,71 @@ class TrainConfig:
     from `pipeline_config()`.
     """
 
+    # model, config, backbone, weights, lr_schedule and metric_loss: choices the CLI lists
     model: str = "patch_cnn"
     config: str = "synthetic"
-    out: Path = Path("runs/default")
-    data_dir: Path | None = None
-    epochs: int = 36
-    batch_size: int = 64
-    learning_rate: float = 2e-3
-    patience: int = 6
+    out: Path = _flag(Path("runs/default"), "the new run directory (or the one to --resume)")
+    data_dir: Path | None = _flag(None, "the TFDS data dir the dataset was built in "
+                                        "(default ~/tensorflow_datasets)")
+    epochs: int = _flag(36, "training epochs")
+    batch_size: int = _flag(64, "examples a step (patch_embed: writers_per_batch writers x "
+                                "batch_size // writers_per_batch patches each)")
+    learning_rate: float = _flag(2e-3, "Adam's learning rate at the start")
+    patience: int = _flag(6, "plateau schedule: epochs without improvement before stopping "
+                             "early (half of them before the rate is cut)")
     # cosine ends every run on its lowest rate; plateau (the notebooks') mistakes the swings
     # of high-rate epochs for plateaus. Figures: docs/results.md, closed set
     lr_schedule: str = "cosine"
-    seed: int = 0
+    seed: int = _flag(0, "the seed of every random choice: weights, crops, batches, the "
+                         "writers or forms held out for calibration")
     # patch_cnn
-    patch_size: int = 64
-    # scan rows around each line's ink that become the patch height (IAM: 300 dpi), so every
-    # line keeps its writer's handwriting size; 0 scales each line's ink bounding box
-    # instead. Figures: docs/results.md, closed set
-    line_band: int = 128
-    patches_per_image: int = 12
-    # channels of the trunk's stem (blocks: x2, x4, x8): as accurate as the earlier, wider
-    # trunk at less than half its time per epoch. Figures: docs/results.md, closed set
-    width: int = 24
-    embedding_dim: int = 0  # patch_cnn: >0 adds an L2-normalised embedding head; others: 128
-    # patch_embed: the metric loss on P x K batches (P writers x batch_size // P patches);
+    patch_size: int = _flag(64, "patch models: the side of the square patches, in px")
+    # so every line keeps its writer's handwriting size. Figures: docs/results.md, closed set
+    line_band: int = _flag(128, "patch models: the scan rows around each line's ink (at 300 "
+                                "dpi) scaled to the patch height; 0 scales each line's ink "
+                                "bounding box instead")
+    patches_per_image: int = _flag(12, "patch models: random inked crops of each line an "
+                                       "epoch")
+    # as accurate as the earlier, wider trunk at less than half its time per epoch.
+    # Figures: docs/results.md, closed set
+    width: int = _flag(24, "patch models: channels of the trunk's stem (blocks: x2, x4, x8)")
+    embedding_dim: int = _flag(0, "patch_cnn: above 0 adds an L2-normalised embedding head "
+                                  "of that size; other models: the embedding's size (0: 128)")
     # cosface names unseen writers best. Figures: docs/results.md, open set
     metric_loss: str = "cosface"
-    temperature: float = 0.1  # supcon and cosface (softmax temperature = 1 / scale)
-    writers_per_batch: int = 16
+    temperature: float = _flag(0.1, "supcon and cosface: the softmax temperature (1 / scale)")
+    writers_per_batch: int = _flag(16, "patch_embed: the writers of each P x K batch (P)")
     # resnet50-style models
     backbone: str = "resnet50"
-    image_size: int = 0  # resize models: 0 means the notebook's (224 classifier, 128 Siamese)
+    image_size: int = _flag(0, "resize models: the input's side in px (0: the notebook's, "
+                               "224 classifier, 128 Siamese)")
     weights: str = "imagenet"
-    head_units: int = 1024
-    dropout: float | None = None  # None: the model's default (0.5 notebooks' head, 0.2 patch_cnn)
-    fine_tune_blocks: int = 0
-    fine_tune_learning_rate: float = 1e-5
-    fine_tune_epochs: int = 5
-    margin: float | None = None  # None: 1.0 (siamese contrastive), 0.2 (triplet, cosface)
-    pairs_per_epoch: int = 2048
+    head_units: int = _flag(1024, "resize models: units of the dense head")
+    dropout: float | None = _flag(None, "dropout before the head (default: 0.2 patch models, "
+                                        "0.5 the notebooks')")
+    fine_tune_blocks: int = _flag(0, "resnet50_classifier: backbone blocks unfrozen for a "
+                                     "second phase (0: none)")
+    fine_tune_learning_rate: float = _flag(1e-5, "the second phase's learning rate")
+    fine_tune_epochs: int = _flag(5, "the second phase's epochs")
+    margin: float | None = _flag(None, "the loss's margin (default: 1.0 Siamese contrastive, "
+                                       "0.2 triplet and cosface)")
+    pairs_per_epoch: int = _flag(2048, "siamese_resnet50: image pairs an epoch")
     # off: within the time budget it costs more than it gives, and its scale jitter blurs
     # handwriting size. Figures: docs/results.md, closed set
-    augment: bool = False
-    # models that identify by gallery: the seeded share of the writers (of those with two or
-    # more forms, and of those with one) held out of training, on whom export calibrates
-    # fusion, thresholds and likelihood ratios (writers no model saw, as in use); 0
-    # calibrates on the training writers' validation lines. Classifiers fitted on train +
-    # validation hold this share of the validation forms out instead, to calibrate on
-    calibration_share: float = 0.2
-    # train on train + validation (less a classifier's calibration forms), with no
-    # validation set (tuning's --retrain-best)
-    fit_on_validation: bool = False
-    resume: bool = False
+    augment: bool = _flag(False, "jitter training patches: shear, rotation, scale, contrast, "
+                                 "stroke width")
+    # writers no model saw, as in use, for gallery models; for classifiers, lines they did
+    # not learn (README, calibration)
+    calibration_share: float = _flag(0.2, "the seeded share held out of training for "
+                                          "export's calibration: of the writers (gallery "
+                                          "models; 0 calibrates on the validation lines), or of "
+                                          "the validation forms (classifiers with "
+                                          "--fit-on-validation)")
+    fit_on_validation: bool = _flag(False, "train on train + validation (a classifier less "
+                                           "its calibration forms), watching the training "
+                                           "figures; tuning's --retrain-best")
+    resume: bool = _flag(False, "continue the interrupted run in --out from its last "
+                                "completed epoch")
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)

@@ -37,6 +37,13 @@ def test_help_states_the_defaults_and_both_layouts():
     commands = parser()._subparsers._group_actions[0].choices
     train = commands["train"].format_help()
     assert "(default: 36)" in train and "(default: synthetic)" in train
+    seed = " ".join(train[train.index("\n  --seed SEED"):].split())
+    assert seed.startswith("--seed SEED the seed of every random choice") \
+        and "calibration (default: 0)" in seed  # a zero is a default to state
+    # every hyperparameter says what it is, not only its default
+    unexplained = [a.option_strings[0] for a in commands["train"]._actions
+                   if not (a.help or "").removesuffix(" (default: %(default)s)").strip()]
+    assert not unexplained, unexplained
     assert "(default: auto)" in commands["identify"].format_help()
     build = " ".join(commands["build"].format_help().split())
     assert "Kaggle layout" in build and "official IAM one" in build
