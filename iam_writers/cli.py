@@ -566,14 +566,19 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--layout", choices=layouts, default="kaggle",
                    help="kaggle: forms_for_parsing.txt + data_subset/ (configs top50, top10); "
                         "iam: the official lines/ + ascii/ (configs iam, iam_ok)")
-    s.add_argument("--writers", type=positive_int, default=10)
-    s.add_argument("--forms-per-writer", type=positive_int, default=6)
-    s.add_argument("--lines-per-form", type=positive_int, default=8)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--writers", type=positive_int, default=10, help="generated writers")
+    s.add_argument("--forms-per-writer", type=positive_int, default=6,
+                   help="forms (pages) of each writer")
+    s.add_argument("--lines-per-form", type=positive_int, default=8,
+                   help="text lines of each form")
+    s.add_argument("--seed", type=int, default=0, help="the seed of the writers' hands")
     s.set_defaults(func=_synth)
 
     s = sub.add_parser("build", help="build the TFDS dataset and print its statistics")
-    s.add_argument("--config", choices=CONFIGS, default="synthetic")
+    s.add_argument("--config", choices=CONFIGS, default="synthetic",
+                   help="synthetic: generated writers, offline; top50/top10: the Kaggle "
+                        "subset; iam/iam_ok: the official distribution (iam_ok: without "
+                        "the lines whose word segmentation failed)")
     s.add_argument("--manual-dir", type=Path, action="append",
                    help="a folder in the Kaggle layout (forms_for_parsing.txt + data_subset/, "
                         "or the zip) for top50/top10, or the official IAM one (lines/ + "
@@ -618,7 +623,8 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("evaluate", help="metrics.json and plots for a run directory")
     s.add_argument("run", type=Path, help="a run directory that `iam-writers train` wrote")
-    s.add_argument("--split", choices=("train", "validation", "test"), default="test")
+    s.add_argument("--split", choices=("train", "validation", "test"), default="test",
+                   help="the split to measure on")
     s.set_defaults(func=_evaluate, needs_train=True)
 
     from tuning.search import add_arguments
@@ -653,7 +659,8 @@ def parser() -> argparse.ArgumentParser:
         """--threads, --input, --dpi, --paper (with `as_enrolled`, their defaults read each
         image as it was enrolled) and --json."""
         again = " (default: each image as it was enrolled)" if as_enrolled else ""
-        s.add_argument("--threads", type=positive_int, default=2)
+        s.add_argument("--threads", type=positive_int, default=2,
+                       help="CPU threads of the model and the descriptors")
         s.add_argument("--input", choices=INPUTS, default="auto",
                        help="line: each image is one text line; page: a page scan whose text "
                             "lines are found and read as one document; auto: a page when the "
@@ -694,7 +701,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("images", type=Path, nargs="+",
                    help="line images, page scans or photos of pages (PNG, JPEG, HEIC, TIFF or "
                         "PDF; a PDF or a TIFF of pages is one document)")
-    s.add_argument("--top-k", type=positive_int, default=5)
+    s.add_argument("--top-k", type=positive_int, default=5,
+                   help="candidate writers listed for each image")
     skip_arg(s)
     model_args(s)
     s.set_defaults(func=_predict)
@@ -735,7 +743,7 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("gallery", help="list, inspect, remove, rename or rebuild enrolled "
                                        "writers")
-    actions = s.add_subparsers(dest="action", required=True)
+    actions = s.add_subparsers(dest="action", required=True, help="what to do")
     for name, text in (("list", "writers, image counts and enrolment dates"),
                        ("show", "one writer's enrolled images: path, how each was read "
                                 "(line or page, resolution), date, SHA-256"),
@@ -764,7 +772,8 @@ def parser() -> argparse.ArgumentParser:
             a.add_argument("--json", action="store_true", help="machine-readable output")
         if name == "alike":
             scoring_args(a)
-            a.add_argument("--threads", type=positive_int, default=2)
+            a.add_argument("--threads", type=positive_int, default=2,
+                           help="CPU threads of the descriptors")
             a.add_argument("--report", type=report_file, metavar="FILE.html",
                            help="also write a self-contained HTML report: each such writer's "
                                 "enrolled handwriting beside the other's, at one scale")
@@ -789,7 +798,8 @@ def parser() -> argparse.ArgumentParser:
                    help="the images are lines of one document: one ranking for all of them")
     s.add_argument("--threshold", type=finite,
                    help="answer unknown below this score (default: the one calibrated for it)")
-    s.add_argument("--top-k", type=positive_int, default=5)
+    s.add_argument("--top-k", type=positive_int, default=5,
+                   help="candidate writers listed for each image")
     s.add_argument("--report", type=report_file, metavar="FILE.html",
                    help="also write a self-contained HTML report: each query's handwriting "
                         "(a page with its lines outlined) beside the top writers' enrolled "
@@ -799,9 +809,12 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_identify)
 
     s = sub.add_parser("demo", help="the main job, offline by default")
-    s.add_argument("--config", choices=CONFIGS, default="synthetic")
-    s.add_argument("--manual-dir", type=Path)
-    s.add_argument("--out", type=Path, default=Path("demo_out"))
+    s.add_argument("--config", choices=CONFIGS, default="synthetic",
+                   help="the dataset config (top50/top10 or iam/iam_ok need --manual-dir)")
+    s.add_argument("--manual-dir", type=Path,
+                   help="the data folder of a real config, as `iam-writers build` takes it")
+    s.add_argument("--out", type=Path, default=Path("demo_out"),
+                   help="the demo's folder: data, run, export, gallery and report")
     s.add_argument("--epochs", type=int, default=0,
                    help="default: 8 on synthetic data (the 10-minute budget), 20 on real data")
     s.add_argument("--writers", type=positive_int, default=10, help="synthetic writers")
@@ -809,7 +822,8 @@ def parser() -> argparse.ArgumentParser:
                    help="write the synthetic writers in the Kaggle layout or the official IAM "
                         "one (built with --config iam)")
     s.add_argument("--fresh", action="store_true", help="delete --out and start over")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=int, default=0,
+                   help="the seed of the generated writers and of training")
     s.set_defaults(func=_demo, needs_train=True)
     for command in [*sub.choices.values(), *actions.choices.values()]:
         command.add_argument("--verbose", action="store_true", default=False,

@@ -40,9 +40,12 @@ def test_help_states_the_defaults_and_both_layouts():
     seed = " ".join(train[train.index("\n  --seed SEED"):].split())
     assert seed.startswith("--seed SEED the seed of every random choice") \
         and "calibration (default: 0)" in seed  # a zero is a default to state
-    # every hyperparameter says what it is, not only its default
-    unexplained = [a.option_strings[0] for a in commands["train"]._actions
-                   if not (a.help or "").removesuffix(" (default: %(default)s)").strip()]
+    # every option and argument of every command says what it is, not only its default
+    gallery = next(a for a in commands["gallery"]._actions if a.dest == "action").choices
+    unexplained = [f"{name} {a.option_strings[0] if a.option_strings else a.dest}"
+                   for name, command in [*commands.items(), *gallery.items()]
+                   for a in command._actions
+                   if not (a.help or "").replace("(default: %(default)s)", "").strip()]
     assert not unexplained, unexplained
     assert "(default: auto)" in commands["identify"].format_help()
     build = " ".join(commands["build"].format_help().split())

@@ -253,18 +253,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from iam_writers_tfds.configs import NAMES as CONFIGS
     from models.config import MODELS
 
-    p.add_argument("--model", choices=MODELS, default="patch_cnn")
+    p.add_argument("--model", choices=MODELS, default="patch_cnn",
+                   help="the model family searched (its space: tuning/space.py)")
     p.add_argument("--config", choices=CONFIGS, default="synthetic",
                    help="the dataset config, built first by `iam-writers build`")
-    p.add_argument("--tuner", choices=TUNERS, default="random")
+    p.add_argument("--tuner", choices=TUNERS, default="random",
+                   help="KerasTuner's search: random, bayesian optimisation or hyperband")
     p.add_argument("--max-trials", type=int, default=10,
                    help="random/bayesian; hyperband's count follows from --epochs")
     p.add_argument("--epochs", type=int, default=10, help="per trial (hyperband: the most)")
-    p.add_argument("--project", type=Path, default=Path("runs/tune/default"))
-    p.add_argument("--data-dir", type=Path)
+    p.add_argument("--project", type=Path, default=Path("runs/tune/default"),
+                   help="the search's folder: trials, summary and best_run; the same "
+                        "command again continues it")
+    p.add_argument("--data-dir", type=Path,
+                   help="the TFDS data dir the dataset was built in (default "
+                        "~/tensorflow_datasets)")
     p.add_argument("--space", type=Path, help="YAML/JSON overrides of the search space")
     p.add_argument("--patience", type=int, default=3, help="EarlyStopping inside each trial")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="the seed of the tuner's choices and of every trial")
     p.add_argument("--weights", default="imagenet",
                    help="imagenet | none | PATH (ResNet50-style models)")
     p.add_argument("--retrain-best", action="store_true",
