@@ -298,13 +298,16 @@ def _train(cfg: TrainConfig, chief: bool) -> Path:
         keras.mixed_precision.set_global_policy("mixed_float16")
     labels = writer_names(cfg.config, cfg.data_dir)
     held, forms = calibration_writers(cfg), calibration_forms(cfg)
-    if cfg.resume:
+    if cfg.resume and chief:  # a worker resumes in a scratch folder, as the chief says
         from models.evaluate import calibration_forms as held_when_begun
 
-        if forms != held_when_begun(cfg.out):
-            raise RunFileError(f"{cfg.out}: begun by a version that trained a classifier on "
-                               "every validation line, so no forms can be held out of it "
-                               "now for export's calibration. Train it anew into a new --out.")
+        if forms != (before := held_when_begun(cfg.out)):
+            raise RunFileError(
+                f"{cfg.out}: its epochs so far held out "
+                f"{len(before) or 'none'} of the validation forms for export's calibration "
+                f"({'' if before else 'a version that trained a classifier on every one; '}"
+                f"{len(forms)} now), so they may have learnt the lines it would calibrate on. "
+                "Train it anew into a new --out.")
     train_ds, val_ds = datasets(cfg, held, forms)
     with strategy.scope():  # fetches ImageNet weights, so it may fail: nothing written yet
         model, monitor = compiled_model(cfg, len(labels))
