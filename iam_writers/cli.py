@@ -648,7 +648,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--far", type=float, default=0.01,
                    help="the unknown-writer thresholds accept this share of the queries of "
                         "writers not enrolled (measured on the writers the run held out of "
-                        "training, else on the validation lines)")
+                        "training, else on the validation lines it did not train on)")
     s.add_argument("--stride", type=int, default=0,
                    help="window stride at inference in px (default: the run's evaluation "
                         "stride, half a patch); a full patch halves the latency")
