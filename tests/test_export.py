@@ -338,6 +338,23 @@ def test_a_run_fitted_on_all_its_validation_lines_is_not_calibrated_on_them(trai
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
+def test_evaluating_on_lines_the_run_trained_on_says_so(trained_run, tmp_path, capsys):
+    from models.evaluate import evaluate
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns("plots", "logs"))
+    evaluate(run, "validation")
+    assert "note:" not in capsys.readouterr().out  # it chose its epochs on them, no more
+    cfg = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**cfg, "fit_on_validation": True}))
+    (run / "calibration_writers.json").write_text(json.dumps({"writers": [],
+                                                              "forms": ["s00-001"]}))
+    evaluate(run, "validation")
+    assert (f"note: {run} trained on the validation lines (but its 1 calibration forms): "
+            "these figures measure what it learnt") in capsys.readouterr().out
+
+
 def test_export_refuses_unknown_quantization_and_an_existing_folder(tmp_path):
     proc = cli("export", tmp_path, "--out", tmp_path / "x", "--quantize", "int4")
     assert proc.returncode == 2 and "allowed: none, float16, dynamic, int8" in proc.stderr
