@@ -496,16 +496,13 @@ def _add_fields(p: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> 
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue
-        flag, text = "--" + f.name.replace("_", "-"), f.metadata.get("help")
+        kwargs = {"default": f.default, "help": f.metadata.get("help")}
         if isinstance(f.default, bool):
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default,
-                           help=text)
-        elif f.name in ("out", "data_dir"):
-            p.add_argument(flag, type=Path, default=f.default, help=text)
-        elif f.default is None:
-            p.add_argument(flag, type=float, default=None, help=text)
+            kwargs["action"] = argparse.BooleanOptionalAction
         else:
-            p.add_argument(flag, type=type(f.default), default=f.default, help=text)
+            kwargs["type"] = (Path if f.name in ("out", "data_dir") else
+                              float if f.default is None else type(f.default))
+        p.add_argument("--" + f.name.replace("_", "-"), **kwargs)
 
 
 def quantizations(value: str) -> tuple[str, ...]:

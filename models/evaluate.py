@@ -163,9 +163,9 @@ def evaluate(run_dir: Path, split: str = "test") -> dict:
     run_dir = Path(run_dir)
     cfg, labels, model = load_run(run_dir)
     if split == "train" or (split == "validation" and cfg.fit_on_validation):
-        held = calibration_forms(run_dir)
+        forms = calibration_forms(run_dir)
         print(f"note: {run_dir} trained on the {split} lines"
-              f"{f' (but its {len(held)} calibration forms)' if held else ''}: these figures "
+              f"{f' (but its {len(forms)} calibration forms)' if forms else ''}: these figures "
               "measure what it learnt, not how it names handwriting it has not seen "
               "(--split test does)", flush=True)
     rt = inference.line_model(model, cfg, labels)
