@@ -35,6 +35,7 @@ from models.evaluate import (
     calibration_forms,
     calibration_writers,
     far_threshold,
+    interval,
     load_run,
     normalise,
     open_set_scores,
@@ -561,13 +562,38 @@ def _rule_rates(queries: tuple, enrolled: tuple, fusion: dict,
         for name, s in prepared.scores(e[keep], c[keep], fusion[level], cohort).items():
             # the gallery without the query's writer
             stranger = unknown[name][~own].reshape(len(s), -1)
-            rates[name] = {
-                "far": float((stranger.max(1) >= runtime.identify.query_thresholds(
-                    rule[name], stranger)).mean()),
-                "frr": float((s.max(1) < runtime.identify.query_thresholds(rule[name],
-                                                                           s)).mean()),
-                "gallery": len(present), "n_queries": int(keep.sum())}
+            accepted = int((stranger.max(1) >= runtime.identify.query_thresholds(
+                rule[name], stranger)).sum())
+            rejected = int((s.max(1) < runtime.identify.query_thresholds(rule[name], s)).sum())
+            rates[name] = {"far": accepted / len(s), "far_95": interval(accepted, len(s)),
+                           "frr": rejected / len(s), "frr_95": interval(rejected, len(s)),
+                           "gallery": len(present), "n_queries": len(s)}
         rule["rates"] = rates
+
+
+def rates_words(fusion: dict, score: str, far: float) -> list[str]:
+    """The lines `export` prints of the unknown-writer rule's rates on the calibration
+    queries (`_rule_rates`) for `score`, each with its 95% interval, and a note where too few
+    queries were there to show a false-accept rate as low as `far`."""
+    measured = {level: fusion[level]["unknown_writer"].get("rates", {}).get(score)
+                for level in ("line", "document")}
+    measured = {level: r for level, r in measured.items() if r}
+    if not measured:
+        return []
+    gallery = next(iter(measured.values()))["gallery"]
+    words = [f"the unknown-writer rule ({score}) on the calibration queries, "
+             f"{gallery} writers enrolled (95% intervals):"]
+    for level, r in measured.items():
+        words.append(
+            f"  {level + 's':<9} {r['n_queries']:>4}: strangers accepted "
+            f"{r['far']:.1%} ({r['far_95'][0]:.1%}-{r['far_95'][1]:.1%}), genuine answered "
+            f"unknown {r['frr']:.1%} ({r['frr_95'][0]:.1%}-{r['frr_95'][1]:.1%})")
+    thin = [f"{r['n_queries']} {level}s" for level, r in measured.items()
+            if interval(0, r["n_queries"])[1] > far]
+    if thin:
+        words.append(f"  {' and '.join(thin)} are too few to show {far * 100:g}% of strangers "
+                     "accepted; more calibration writers or forms narrow the intervals")
+    return words
 
 
 def _unknown_growth(sims: np.ndarray, writers: np.ndarray, references: np.ndarray,
@@ -788,6 +814,8 @@ def export(ecfg: ExportConfig) -> dict:
             _unknown_writers(lines, _as_references(enrolled), thresholds["fusion"],
                              descriptor, None, ecfg.far, cfg.seed)
         _rule_rates(queries, enrolled, thresholds["fusion"], descriptor, cohort)
+        for line in rates_words(thresholds["fusion"], "fused", ecfg.far):
+            print(line, flush=True)
         print("fitting likelihood ratios", flush=True)
         thresholds["likelihood_ratio"] = _likelihood_ratios(
             lines, _page_queries(rt, images, descriptor), None if held else enrolled,

@@ -237,7 +237,7 @@ def test_identify_gives_a_log10_lr_monotone_in_each_score(modelled):
 
 
 def test_the_report_shows_each_candidates_lr_in_words_and_a_score_plot(modelled):
-    tmp, _, results, _ = modelled
+    tmp, card, results, _ = modelled
     text = (tmp / "report.html").read_text()
     page = _Parsed()
     page.feed(text)
@@ -247,6 +247,10 @@ def test_the_report_shows_each_candidates_lr_in_words_and_a_score_plot(modelled)
     for r in results:
         for t in r["top"]:
             assert f"{t['log10_lr']['fused']:+.2f}" in words and t["support"] in words
+        # the rule's rates at calibration, with how loosely its queries pin them
+        assert r["rule_rates"] == card["fusion"]["line"]["unknown_writer"]["rates"]["fused"]
+        said = evidence.rule_rates_words(r["rule_rates"], "line")
+        assert said in words and "strangers' lines" in said and "95% interval" in said
         best, rule = r["top"][0]["similarity"], r["lead_rule"]  # how the decision was taken
         lead = best - rule["second"]
         assert (f"{lead:.3f} ahead of the next writer: {best:.3f} + 0.5 \u00d7 {lead:.3f} = "

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from models import runtime
+from models.evaluate import interval
 from tests.conftest import REPO, cli
 
 VARIANTS = ("float32", "float16", "dynamic", "int8")
@@ -424,3 +425,27 @@ def test_fusion_weights_are_chosen_by_margin_not_by_a_near_tie():
     scaled = far * np.arange(1, 7)[:, None]
     assert _margin(scaled, label, present, True) == pytest.approx(
         _margin(far, label, present, True))
+
+
+def test_export_says_how_loosely_its_few_calibration_queries_pin_the_rates():
+    """The unknown-writer rule's rates, each with its 95% interval; a note where the queries
+    are too few to show the false-accept rate asked for, and none where they are enough."""
+    from models.export import rates_words
+
+    def rates(n: int, accepted: int, rejected: int) -> dict:
+        return {"far": accepted / n, "far_95": interval(accepted, n), "frr": rejected / n,
+                "frr_95": interval(rejected, n), "gallery": 11, "n_queries": n}
+
+    fusion = {"line": {"unknown_writer": {"rates": {"fused": rates(400, 2, 40)}}},
+              "document": {"unknown_writer": {"rates": {"fused": rates(11, 1, 0)}}}}
+    words = rates_words(fusion, "fused", 0.01)
+    assert words[0].startswith("the unknown-writer rule (fused)") and "11 writers" in words[0]
+    assert "strangers accepted 0.5% (0.1%-1.8%), genuine answered unknown 10.0% (7.2%-13.4%)" \
+        in words[1] and words[1].split()[:2] == ["lines", "400:"]
+    assert "strangers accepted 9.1% (0.2%-41.3%)" in words[2]
+    assert words[3].startswith("  11 documents are too few to show 1% of strangers accepted")
+    fusion["document"]["unknown_writer"]["rates"]["fused"] = rates(400, 0, 3)
+    assert len(rates_words(fusion, "fused", 0.01)) == 3  # enough queries: no note
+    assert rates_words(fusion, "fused", 0.001)[-1].startswith("  400 lines and 400 documents")
+    assert rates_words({"line": {"unknown_writer": {}}, "document": {"unknown_writer": {}}},
+                       "fused", 0.01) == []  # an older card's rule: nothing measured to say

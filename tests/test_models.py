@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from models import zoo
-from models.evaluate import aggregate, far_threshold, topk_accuracy, verification
+from models.evaluate import aggregate, far_threshold, interval, topk_accuracy, verification
 from models.losses import ContrastiveLoss
 
 RESNET50_NOTOP_PARAMS = 23_587_712
@@ -176,6 +176,17 @@ def test_unknown_writer_thresholds_hold_the_false_accept_rate():
         assert r["far"] == (impostor >= r["threshold"]).mean() <= far
         assert r["far"] > far - 0.01  # the lowest such threshold, not a needlessly high one
         assert r["frr"] == (sims[np.arange(600), writers] < r["threshold"]).mean()
+
+
+def test_a_rate_on_few_queries_gets_a_wide_exact_interval():
+    """Clopper-Pearson: with none seen in n, the upper bound is 1 - 0.025^(1/n) (28% on 11
+    documents); all seen, the lower is its mirror; and the interval holds the rate."""
+    for n in (11, 94, 400):
+        assert interval(0, n) == pytest.approx([0, 1 - 0.025 ** (1 / n)])
+        assert interval(n, n) == pytest.approx([0.025 ** (1 / n), 1])
+    low, high = interval(10, 94)
+    assert low < 10 / 94 < high and high - low > 0.1  # ten errors in 94 pin little down
+    assert interval(0, 11)[1] > 0.28 and interval(0, 400)[1] < 0.01
 
 
 def test_the_lead_rule_holds_the_false_accept_rate_between_fitted_gallery_sizes():

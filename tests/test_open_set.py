@@ -14,6 +14,7 @@ import pytest
 
 from iam_writers_tfds import synth
 from models import runtime, zoo
+from models.evaluate import interval
 from models.losses import BatchHardTripletLoss, CosFaceLoss, SupConLoss
 from pipelines import PipelineConfig, load_split, pk_dataset
 from tests.conftest import cli, once
@@ -159,6 +160,7 @@ def _embed_export(base: Path, synth_dir: Path) -> None:
     assert metrics["model"] == "patch_embed" and "roc_auc" in metrics["verification"]
     proc = cli("export", base / "run", "--out", base / "export", "--quantize", "none")
     assert proc.returncode == 0, proc.stderr[-3000:]
+    (base / "export.log").write_text(proc.stdout)
 
 
 @pytest.fixture(scope="session")
@@ -189,6 +191,18 @@ def test_export_calibrates_on_writers_held_out_of_training(embed_export):
         for score, rate in rule["rates"].items():
             assert 0 <= rate["far"] <= 1 and 0 <= rate["frr"] <= 1, (kind, score)
             assert rate["n_queries"] == card["fusion"][kind]["n_queries"] and rate["gallery"] >= 2
+            for name in ("far", "frr"):  # counts of the queries, each with its interval
+                count = rate[name] * rate["n_queries"]
+                assert count == pytest.approx(round(count))
+                assert rate[f"{name}_95"] == pytest.approx(interval(round(count),
+                                                                    rate["n_queries"]))
+        # export printed the fused score's, too few queries to show 1% said so
+        fused = rule["rates"]["fused"]
+        said = (embed_export.parent / "export.log").read_text()
+        assert (f"{kind}s".ljust(9) + f" {fused['n_queries']:>4}: strangers accepted "
+                f"{fused['far']:.1%} ({fused['far_95'][0]:.1%}-{fused['far_95'][1]:.1%})") in said
+        thin = said.split(" are too few to show 1% of strangers accepted")[0].splitlines()[-1]
+        assert f"{fused['n_queries']} {kind}s" in thin
         # few calibration queries: the fused score's tail is fitted, the raw scores' read
         assert rule["fused"]["tail"] == "gumbel" and rule["hinge"]["tail"] == "quantile"
     assert card["identification"]["far"] <= 0.01
@@ -228,6 +242,9 @@ def test_enroll_and_identify_writers_never_seen_in_training(embed_export, tmp_pa
     answers = json.loads(proc.stdout)
     top1 = np.mean([a["top"][0]["writer"] == probes[Path(a["images"][0])] for a in answers])
     assert len(answers) == 40 and top1 >= 0.75, top1
+    # each answer carries what its rule gave at calibration
+    rates = card["fusion"]["line"]["unknown_writer"]["rates"]["fused"]
+    assert all(a["rule_rates"] == rates for a in answers)
     # VLAD scores each enrolled writer by its exemplar SVM against the cohort, as export
     # calibrated it (the card says so), the cohort's own each writer against the others
     assert card["fusion"]["exemplar"]["c"] == runtime.descriptors.EXEMPLAR_C

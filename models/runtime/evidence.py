@@ -356,6 +356,23 @@ def _resampled(dpi: float | None, photographed: bool = False) -> str:
            f"{' on the sheet' if photographed else ''}, resampled to {SCAN_DPI})"
 
 
+def rule_rates_words(rates: dict, level: str) -> str:
+    """What the unknown-writer rule gave at export on the calibration queries of a query's
+    kind (`Identifier.rule_rates`), with the 95% intervals that say how far those few
+    queries pin the rates down (cards exported before them have none)."""
+    kind = "lines" if level == "line" else "documents"
+    n = rates["n_queries"]
+
+    def rate(name: str) -> str:
+        bounds = rates.get(f"{name}_95")
+        return f"{rates[name]:.1%}" + (f"; 95% interval {bounds[0]:.1%} to {bounds[1]:.1%}"
+                                        if bounds else "")
+
+    return (f"At calibration, in a gallery of {rates['gallery']} writers, this rule accepted "
+            f"{round(rates['far'] * n)} of {n} strangers' {kind} ({rate('far')}) and answered "
+            f"{round(rates['frr'] * n)} of {n} genuine {kind} unknown ({rate('frr')}).")
+
+
 def _threshold_words(result: dict) -> str:
     """How an identification's best score met its threshold, the lead over the second
     writer counted where it was (`Identifier.thresholds`)."""
@@ -434,6 +451,8 @@ def identify_report(path: str | Path, results: list[dict], identifier,
         answer = (f"<span class=\"answer\">Closest writer: <b>{html.escape(r['writer'])}</b>"
                   if r["writer"] else "<span class=\"answer unknown\">Unknown writer")
         answer += f" ({r['score']} {best['similarity']:.3f}, {_threshold_words(r)})</span>"
+        if rates := r.get("rule_rates"):
+            answer += f"<br>{html.escape(rule_rates_words(rates, r['level']))}"
         if skipped := r.get("skipped"):
             answer += ("<br>Left out of the query, not read: "
                        + "; ".join(html.escape(why) for why in skipped.values()) + ".")
