@@ -587,6 +587,7 @@ def parser() -> argparse.ArgumentParser:
     from iam_writers_tfds.images import BELIEVED_DPI, SCAN_DPI, SCREEN_DPI
     from models.config import (
         BACKBONES,
+        CONFIG_HELP,
         INPUTS,
         LR_SCHEDULES,
         METRIC_LOSSES,
@@ -602,8 +603,7 @@ def parser() -> argparse.ArgumentParser:
                    help="patch_cnn: a classifier of the training writers; patch_embed: "
                         "embeddings that name writers enrolled later; the notebooks' "
                         "resnet50_classifier and siamese_resnet50")
-    s.add_argument("--config", choices=CONFIGS, default="synthetic",
-                   help="the dataset config, built first by `iam-writers build`")
+    s.add_argument("--config", choices=CONFIGS, default="synthetic", help=CONFIG_HELP)
     s.add_argument("--backbone", choices=BACKBONES, default="resnet50",
                    help="the resize models' backbone")
     s.add_argument("--weights", default="imagenet",

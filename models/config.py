@@ -36,6 +36,11 @@ COHORT_TOP = 5
 COHORT_FILE = "cohort.npz"
 
 
+# the help of the options that train and tune share (the rest come from TrainConfig)
+CONFIG_HELP = "the dataset config, built first by `iam-writers build`"
+DATA_DIR_HELP = "the TFDS data dir the dataset was built in (default ~/tensorflow_datasets)"
+
+
 def _flag(default, help: str) -> dataclasses.Field:
     """A field whose `help` is its flag's line in `iam-writers train --help`."""
     return dataclasses.field(default=default, metadata={"help": help})
@@ -56,8 +61,7 @@ class TrainConfig:
     model: str = "patch_cnn"
     config: str = "synthetic"
     out: Path = _flag(Path("runs/default"), "the new run directory (or the one to --resume)")
-    data_dir: Path | None = _flag(None, "the TFDS data dir the dataset was built in "
-                                        "(default ~/tensorflow_datasets)")
+    data_dir: Path | None = _flag(None, DATA_DIR_HELP)
     epochs: int = _flag(36, "training epochs")
     batch_size: int = _flag(64, "examples a step (patch_embed: writers_per_batch writers x "
                                 "batch_size // writers_per_batch patches each)")

@@ -251,12 +251,11 @@ def retrain_best(cfg: TuneConfig, tuner, best: dict) -> Path:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from iam_writers_tfds.configs import NAMES as CONFIGS
-    from models.config import MODELS
+    from models.config import CONFIG_HELP, DATA_DIR_HELP, MODELS
 
     p.add_argument("--model", choices=MODELS, default="patch_cnn",
                    help="the model family searched (its space: tuning/space.py)")
-    p.add_argument("--config", choices=CONFIGS, default="synthetic",
-                   help="the dataset config, built first by `iam-writers build`")
+    p.add_argument("--config", choices=CONFIGS, default="synthetic", help=CONFIG_HELP)
     p.add_argument("--tuner", choices=TUNERS, default="random",
                    help="KerasTuner's search: random, bayesian optimisation or hyperband")
     p.add_argument("--max-trials", type=int, default=10,
@@ -265,9 +264,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--project", type=Path, default=Path("runs/tune/default"),
                    help="the search's folder: trials, summary and best_run; the same "
                         "command again continues it")
-    p.add_argument("--data-dir", type=Path,
-                   help="the TFDS data dir the dataset was built in (default "
-                        "~/tensorflow_datasets)")
+    p.add_argument("--data-dir", type=Path, help=DATA_DIR_HELP)
     p.add_argument("--space", type=Path, help="YAML/JSON overrides of the search space")
     p.add_argument("--patience", type=int, default=3, help="EarlyStopping inside each trial")
     p.add_argument("--seed", type=int, default=0,
