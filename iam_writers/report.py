@@ -49,6 +49,14 @@ def _tables(cfg, metrics: dict, card: dict, predictions: list[dict], accuracy: f
            f"{r['top1_agreement']:.3f}", f"{r['accuracy']:.3f}",
            f"{r['max_abs_prob_diff']:.4f}", f"{r['median_ms_per_image']:.1f}"]
           for r in card["parity"]]),
+        (f"Unknown writers at calibration: the fused rule at FAR "
+         f"{card['calibration']['far'] * 100:g}%, on {card['calibration']['source']} "
+         "(95% intervals)",
+         ["queries", "n", "gallery", "strangers accepted", "genuine answered unknown"],
+         [[f"{level}s", str(r["n_queries"]), str(r["gallery"]), _rate(r, "far"),
+           _rate(r, "frr")]
+          for level in ("line", "document")
+          if (r := card["fusion"][level]["unknown_writer"].get("rates", {}).get("fused"))]),
         (f"Held-out predictions with model_int8.tflite: {accuracy:.3f} right "
          f"({len(predictions)} images; first 12 shown)",
          ["image", "true writer", "predicted (score)", "runner-up"],
@@ -59,6 +67,11 @@ def _tables(cfg, metrics: dict, card: dict, predictions: list[dict], accuracy: f
          [[k, f"{v:.0f}"] for k, v in timings.items()]
          + [["total", f"{sum(timings.values()):.0f}"]]),
     ]
+
+
+def _rate(rates: dict, name: str) -> str:
+    low, high = rates[f"{name}_95"]
+    return f"{rates[name]:.3f} ({low:.3f}-{high:.3f})"
 
 
 def _markdown(title, tables, plots: list[tuple[str, Path]], commands: list[str]) -> str:

@@ -100,7 +100,8 @@ def far_threshold(sims: np.ndarray, writers: np.ndarray, present: np.ndarray,
 def interval(count: int, n: int, level: float = 0.95) -> list[float]:
     """The exact (Clopper-Pearson) `level` interval of a rate seen `count` times in `n`
     trials: a rate measured on a few dozen calibration queries is loose, and this says how
-    loose (none in 11 still allows 28%)."""
+    loose (none in 11 still allows 28%). Trials are taken as independent; lines of one form
+    are not, so the true spread is wider."""
     ci = stats.binomtest(count, n).proportion_ci(level, method="exact")
     return [float(ci.low), float(ci.high)]
 

@@ -31,8 +31,12 @@ def test_reduced_demo_builds_trains_exports_predicts_and_reports(tmp_path):
     assert len(card["labels"]) == 10
     md = (out / "report.md").read_text()
     html = (out / "report.html").read_text()
-    for text in ("image top-1", "| int8 |", "iam-writers build --config top50", "model_int8"):
+    for text in ("image top-1", "| int8 |", "iam-writers build --config top50", "model_int8",
+                 "strangers accepted"):
         assert text in md and text.replace("|", "").strip() in html, text
+    rates = card["fusion"]["document"]["unknown_writer"]["rates"]["fused"]  # with intervals
+    assert (f"| documents | {rates['n_queries']} | 10 | {rates['far']:.3f} "
+            f"({rates['far_95'][0]:.3f}-{rates['far_95'][1]:.3f}) |") in md
     assert html.count("data:image/png;base64,") >= 3  # curves, confusion, samples embedded
     assert len(list((out / "heldout").glob("*.png"))) == card["metrics"]["n_images"]
     # a re-run reuses every completed step
