@@ -245,6 +245,10 @@ def test_enroll_and_identify_writers_never_seen_in_training(embed_export, tmp_pa
     # each answer carries what its rule gave at calibration
     rates = card["fusion"]["line"]["unknown_writer"]["rates"]["fused"]
     assert all(a["rule_rates"] == rates for a in answers)
+    given = runtime.Identifier(runtime.Gallery.open(tmp_path / "g"), runtime.Model(model),
+                               threshold=0.5)  # --threshold: not the rule, not its rates
+    assert "rule_rates" not in given.rank([answers[0]["images"][0]])
+    given.gallery.close()
     # VLAD scores each enrolled writer by its exemplar SVM against the cohort, as export
     # calibrated it (the card says so), the cohort's own each writer against the others
     assert card["fusion"]["exemplar"]["c"] == runtime.descriptors.EXEMPLAR_C
