@@ -37,6 +37,8 @@ def real_data_commands(out: Path) -> list[str]:
 def _tables(cfg, metrics: dict, card: dict, predictions: list[dict], accuracy: float,
             timings: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     """(title, header, rows) of every table in the report."""
+    from models.runtime.identify import measured_rates
+
     m = metrics
     return [
         ("Metrics (test split)", ["image top-1", "image top-5", "form top-1", "images",
@@ -56,7 +58,7 @@ def _tables(cfg, metrics: dict, card: dict, predictions: list[dict], accuracy: f
          [[f"{level}s", str(r["n_queries"]), str(r["gallery"]), _rate(r, "far"),
            _rate(r, "frr")]
           for level in ("line", "document")
-          if (r := card["fusion"][level]["unknown_writer"].get("rates", {}).get("fused"))]),
+          if (r := measured_rates(card["fusion"], level, "fused"))]),
         (f"Held-out predictions with model_int8.tflite: {accuracy:.3f} right "
          f"({len(predictions)} images; first 12 shown)",
          ["image", "true writer", "predicted (score)", "runner-up"],

@@ -575,9 +575,8 @@ def rates_words(fusion: dict, score: str, far: float) -> list[str]:
     """The lines `export` prints of the unknown-writer rule's rates on the calibration
     queries (`_rule_rates`) for `score`, each with its 95% interval, and a note where too few
     queries were there to show a false-accept rate as low as `far`."""
-    measured = {level: fusion[level]["unknown_writer"].get("rates", {}).get(score)
-                for level in ("line", "document")}
-    measured = {level: r for level, r in measured.items() if r}
+    measured = {level: r for level in ("line", "document")
+                if (r := runtime.identify.measured_rates(fusion, level, score))}
     if not measured:
         return []
     gallery = next(iter(measured.values()))["gallery"]

@@ -170,15 +170,16 @@ def _without(raw: tf.data.Dataset, writers: list[int], forms: list[str] = ()
 
 
 def datasets(cfg: TrainConfig, held: list[int] = (), forms: list[str] = ()):
-    """(training, validation) datasets for `cfg`, without the `held` writers. With
-    `fit_on_validation` the training set is train + validation less the held validation
-    `forms`, and the validation set is None: figures on examples the model trains on would
-    choose epochs, checkpoints and learning rates by memorisation."""
+    """(training, validation) datasets for `cfg`, without the `held` writers and the held
+    validation `forms` (`calibration_forms`: only a `fit_on_validation` run holds any). With
+    `fit_on_validation` the training set is train + validation and the validation set is
+    None: figures on examples the model trains on would choose epochs, checkpoints and
+    learning rates by memorisation."""
     pcfg = cfg.pipeline_config()
     train_raw = _without(load_split(cfg.config, "train", cfg.data_dir), list(held))
-    val_raw = _without(load_split(cfg.config, "validation", cfg.data_dir), list(held))
+    val_raw = _without(load_split(cfg.config, "validation", cfg.data_dir), list(held),
+                       list(forms))
     if cfg.fit_on_validation:
-        val_raw = _without(val_raw, [], list(forms))
         return _training_set(train_raw.concatenate(val_raw), pcfg, cfg), None
     val_pcfg = dataclasses.replace(pcfg, seed=pcfg.seed + 1)
     if cfg.model == "patch_embed":

@@ -358,7 +358,7 @@ def _resampled(dpi: float | None, photographed: bool = False) -> str:
 
 def rule_rates_words(rates: dict, level: str) -> str:
     """What the unknown-writer rule gave at export on the calibration queries of a query's
-    kind (`Identifier.rule_rates`), with the 95% intervals that say how far those few
+    kind (`identify.measured_rates`), with the 95% intervals that say how far those few
     queries pin the rates down (cards exported before them have none)."""
     kind = "lines" if level == "line" else "documents"
     n = rates["n_queries"]

@@ -133,6 +133,13 @@ def query_thresholds(growth: dict, scores: np.ndarray) -> np.ndarray:
     return (lead_threshold(growth, writers) + lead["weight"] * second) / (1 + lead["weight"])
 
 
+def measured_rates(fusion: dict, level: str, score: str) -> dict | None:
+    """What the unknown-writer rule of `score` gave at export on the calibration queries of
+    `level` ("line" or "document"): `far`, `frr`, each with its 95% interval, the
+    calibration gallery's size and the queries' number; None on cards without them."""
+    return fusion[level].get("unknown_writer", {}).get("rates", {}).get(score)
+
+
 def applied_lead(growth: dict, writers: int) -> dict | None:
     """The lead rule of `growth` where it applies to a gallery of `writers`: exported with
     it, and a second writer to lead."""
@@ -581,15 +588,6 @@ class Identifier:
         return self.fusion["document" if document else "line"].get(
             "unknown_writer", {}).get(self.score)
 
-    def rule_rates(self, document: bool) -> dict | None:
-        """The rates `unknown_rule` gave on the calibration queries at export (`far`, `frr`,
-        each with its 95% interval, the calibration gallery's size and the queries'
-        number), where it applies and the card measured them."""
-        if self.unknown_rule(document) is None:
-            return None
-        return self.fusion["document" if document else "line"]["unknown_writer"].get(
-            "rates", {}).get(self.score)
-
     def score_matrix(self, emb: np.ndarray | None, counts: np.ndarray | None,
                      document: bool = False, absent: np.ndarray | None = None) -> np.ndarray:
         """[Q, n_writers] scores of queries (lines, or documents) given as unit embeddings
@@ -724,7 +722,7 @@ class Identifier:
         best writer's score: `thresholds`), "lead_rule" (where the lead lowered it: its
         weight w, the rule's threshold T for the gallery, the second best score s2),
         "rule_rates" (what that rule gave at export on the calibration queries of this kind:
-        `rule_rates`), "level"
+        `measured_rates`), "level"
         (line, document or page), "top" (each writer's `similarity` by the chosen score, `scores`
         by every score computed, and where the card calibrated them `log10_lr` of each and
         `support`, the chosen one's in words; else the result's "note" says why not),
@@ -816,7 +814,8 @@ class Identifier:
             result["lead_rule"] = {"weight": lead["weight"],
                                    "threshold": lead_threshold(growth, len(self.writers)),
                                    "second": float(np.partition(sims[self.score], -2)[-2])}
-        if rates := self.rule_rates(document):
+        if growth and (rates := measured_rates(self.fusion, "document" if document else "line",
+                                               self.score)):
             result["rule_rates"] = rates
         if "log10_lr" not in top[0]:
             result["note"] = evidence.NO_LR if self.model else evidence.NO_LR_WITHOUT_MODEL
