@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -14,23 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import cli
-
-
-def _kill_when(args: list, ready, tmp: Path, timeout: float = 600) -> None:
-    """Start `iam-writers ARGS`, SIGKILL it as soon as `ready()` holds. Its TMPDIR is
-    `tmp`: a killed process cannot remove its temporary files (TensorFlow's autograph
-    sources among them), and they should not pile up in the machine's /tmp."""
-    tmp.mkdir()
-    proc = subprocess.Popen([sys.executable, "-m", "iam_writers", *map(str, args)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "TMPDIR": str(tmp)})
-    deadline = time.time() + timeout
-    while not ready() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
-    assert ready(), "the command ended before reaching the point to kill it at"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+from tests.conftest import cli, kill_when
 
 
 def _epochs(run: Path) -> list[str]:
@@ -106,25 +89,21 @@ def test_two_workers_train_the_chief_writes_and_both_resume_after_a_kill(synth_d
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "tmp0", "tmp1"]
 
 
-@pytest.mark.slow
-def test_killed_export_leaves_no_partial_file_and_can_be_run_again(trained_run, tmp_path):
-    out = tmp_path / "exports" / "e"
-    args = ["export", trained_run, "--out", out, "--quantize", "none"]
-    # killed once its folder holds a first file (the card): any moment before the rename
-    # leaves the same thing, a hidden folder that `out` never becomes
-    _kill_when(args, lambda: any((tmp_path / "exports").glob(".e.*/model_card.json")),
-               tmp_path / "tmp")
-    assert not out.exists()
-    proc = cli(*args)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert (out / "model_float32.tflite").is_file() and (out / "model_card.json").is_file()
+def test_killed_export_leaves_no_partial_file_and_can_be_run_again(exported):
+    """The shared export (`exported`) is the run again after a kill: the fixture killed the
+    first once its hidden folder held a file and saw no `syn` left (tests/conftest.py)."""
+    killed = json.loads((exported.parent / "killed.json").read_text())
+    assert killed, "the kill left no hidden folder: it came before the export began writing"
+    assert not any((exported.parent / k / "model_float32.tflite").exists() for k in killed)
+    for name in ("model_float32.tflite", "model_int8.tflite", "model_card.json", "vlad.npz"):
+        assert (exported / name).is_file(), name
 
 
 @pytest.mark.slow
 def test_killed_build_can_simply_be_run_again(synth_layout, tmp_path):
     data_dir = tmp_path / "tfds"
     args = ["build", "--config", "top50", "--manual-dir", synth_layout, "--data-dir", data_dir]
-    _kill_when(args, lambda: any(data_dir.glob("iam_writers_tfds/top50/*")), tmp_path / "tmp")
+    kill_when(args, lambda: any(data_dir.glob("iam_writers_tfds/top50/*")), tmp_path / "tmp")
     proc = cli(*args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "train" in proc.stdout and "test" in proc.stdout
