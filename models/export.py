@@ -742,7 +742,7 @@ def export(ecfg: ExportConfig) -> dict:
             "no writers or forms out, so no line it has not seen is left to calibrate fusion "
             "and thresholds on. Train it again with this version and --calibration-share "
             "above 0, which holds a share of the validation forms out (a tuning best_run: "
-            "delete it and run the same tune --retrain-best), or without "
+            "run the same tune --retrain-best again, which trains it anew), or without "
             "--fit-on-validation.")
     try:
         pcfg = cfg.inference_pipeline(ecfg.stride)

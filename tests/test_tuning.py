@@ -108,6 +108,54 @@ def test_search_writes_summary_and_retrains_the_best(tmp_path, synth_dir):
     assert (run / "model.keras").stat().st_mtime_ns == trained
 
 
+class _Searched:
+    """A tuner whose search is over: trial 0 is the best, of the configuration `base`."""
+
+    def __init__(self, base):
+        trial = kt.engine.trial.Trial(kt.HyperParameters(), trial_id="0", status="COMPLETED")
+        trial.score = 1.0
+        self.oracle = type("Oracle", (), {"trials": {"0": trial}, "start_order": ["0"],
+                                          "get_best_trials": lambda self, n: [trial]})()
+        self.hypermodel = type("HyperModel", (), {"config": lambda self, hp: base})()
+
+
+@pytest.mark.parametrize("held", [None, "drawn"])
+def test_a_best_run_holding_out_other_calibration_forms_is_trained_anew(held, synth_dir,
+                                                                        tmp_path, capsys,
+                                                                        monkeypatch):
+    """A finished best_run of the best configuration is kept only where it held out the
+    validation forms a training holds out now: one of a version that held none out (its
+    calibration file has no forms), which export refuses, is moved aside and trained anew."""
+    import dataclasses
+
+    from models import train
+    from models.config import CALIBRATION_FILE, TrainConfig
+    from tuning import search
+
+    base = TrainConfig(config="top50", data_dir=synth_dir, epochs=1)
+    run = tmp_path / "p" / "best_run"
+    run_cfg = dataclasses.replace(base, fit_on_validation=True, out=run)
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps(run_cfg.to_json()))
+    (run / "metrics.json").write_text("{}")
+    forms = train.calibration_forms(run_cfg)
+    assert forms  # the synthetic validation split has forms to hold out
+    record = {"writers": []} if held is None else {"writers": [], "forms": forms}
+    (run / CALIBRATION_FILE).write_text(json.dumps(record))
+    trained = []
+    monkeypatch.setattr(train, "train", lambda cfg: trained.append(cfg) or cfg.out)
+    search.retrain_best(search.TuneConfig(project=tmp_path / "p"), _Searched(base),
+                        {"trial": "0"})
+    out = capsys.readouterr().out
+    if held:
+        assert not trained and "is already retrained; kept" in out
+        return
+    assert [c.out for c in trained] == [run] and not trained[0].resume
+    assert f"held out none of the validation forms for export's calibration, not the " \
+           f"{len(forms)} a training holds out now" in out
+    assert (tmp_path / "p" / "best_run.previous" / "metrics.json").is_file()
+
+
 @pytest.mark.slow
 def test_a_search_whose_first_model_cannot_load_its_weights_leaves_no_project(dummy_dir,
                                                                             tmp_path):

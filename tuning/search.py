@@ -224,18 +224,23 @@ def search(cfg: TuneConfig) -> dict | None:
 def retrain_best(cfg: TuneConfig, tuner, best: dict) -> Path:
     """Train the best configuration on train + validation into project/best_run. A re-run
     keeps a finished best_run of the same configuration, resumes an interrupted one, and
-    moves one of an earlier best aside (best_run.previous) before training the new best."""
+    moves aside (best_run.previous) one of an earlier best, or one that held out other
+    validation forms for export's calibration than a training now does (none, by a version
+    before they were held out: export refuses such a run), before training anew."""
     import shutil
 
     from models.config import TrainConfig
-    from models.train import train
+    from models.evaluate import calibration_forms as held_when_trained
+    from models.train import calibration_forms, train
 
     hp = best_trial(tuner).hyperparameters
     run_cfg = dataclasses.replace(tuner.hypermodel.config(hp), fit_on_validation=True,
                                   out=cfg.project / "best_run")
     if (run_cfg.out / "config.json").is_file():
         saved = TrainConfig.load(run_cfg.out)
-        if dataclasses.replace(saved, resume=False, out=run_cfg.out) == run_cfg:
+        same = dataclasses.replace(saved, resume=False, out=run_cfg.out) == run_cfg
+        before, now = held_when_trained(run_cfg.out), calibration_forms(run_cfg)
+        if same and before == now:
             if (run_cfg.out / "metrics.json").is_file():
                 print(f"{run_cfg.out}: trial {best['trial']} is already retrained; kept")
                 return run_cfg.out
@@ -244,7 +249,10 @@ def retrain_best(cfg: TuneConfig, tuner, best: dict) -> Path:
         previous = cfg.project / "best_run.previous"
         shutil.rmtree(previous, ignore_errors=True)
         run_cfg.out.rename(previous)
-        print(f"{run_cfg.out} held an earlier best; moved to {previous}")
+        print(f"{run_cfg.out} held an earlier best; moved to {previous}" if not same else
+              f"{run_cfg.out} held out {len(before) or 'none'} of the validation forms for "
+              f"export's calibration, not the {len(now)} a training holds out now (it may "
+              f"have learnt the lines export calibrates on); moved to {previous}")
     print(f"retraining trial {best['trial']} on train + validation into {run_cfg.out}")
     return train(run_cfg)
 
