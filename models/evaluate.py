@@ -97,13 +97,40 @@ def far_threshold(sims: np.ndarray, writers: np.ndarray, present: np.ndarray,
             "n_impostor": int(len(impostor))}
 
 
-def interval(count: int, n: int, level: float = 0.95) -> list[float]:
+def interval(count: int, n: int, level: float = 0.95, design_effect: float = 1.0,
+             clusters: int | None = None) -> list[float]:
     """The exact (Clopper-Pearson) `level` interval of a rate seen `count` times in `n`
     trials: a rate measured on a few dozen calibration queries is loose, and this says how
-    loose (none in 11 still allows 28%). Trials are taken as independent; lines of one form
-    are not, so the true spread is wider."""
-    ci = stats.binomtest(count, n).proportion_ci(level, method="exact")
-    return [float(ci.low), float(ci.high)]
+    loose (none in 11 still allows 28%). Trials that come in `clusters` that err together
+    (the lines of one form) count as Korn and Graubard's effective sample size: `n` over
+    their `design_effect` (at least 1), times (t(n - 1) / t(clusters - 1))^2 for the
+    clusters' fewer degrees of freedom (Korn & Graubard 1998, Survey Methodology 24(2))."""
+    alpha = 1 - level
+    n_eff = n / max(design_effect, 1.0)
+    if clusters is not None and 1 < clusters < n:
+        n_eff *= (stats.t.ppf(1 - alpha / 2, n - 1)
+                  / stats.t.ppf(1 - alpha / 2, clusters - 1)) ** 2
+    x = count / n * n_eff
+    low = stats.beta.ppf(alpha / 2, x, n_eff - x + 1) if count else 0.0
+    high = stats.beta.ppf(1 - alpha / 2, x + 1, n_eff - x) if count < n else 1.0
+    return [float(low), float(high)]
+
+
+def design_effect(hits: np.ndarray, clusters: np.ndarray) -> float:
+    """How far a rate over trials in `clusters` varies beyond independent trials' (Kish's
+    design effect): the clusters' with-replacement variance of the ratio over the
+    independent trials' unbiased one, at least 1; 1 where every trial or none hit, or all
+    are one cluster, which leave nothing to measure it by. Every trial its own cluster
+    gives exactly 1."""
+    hits = np.asarray(hits, np.float64)
+    n, p = len(hits), float(np.mean(hits)) if len(hits) else 0.0
+    ids, which = np.unique(clusters, return_inverse=True)
+    if not 0 < p < 1 or len(ids) < 2:
+        return 1.0
+    m = len(ids)
+    spread = np.bincount(which, hits) - p * np.bincount(which)
+    variance = m / (m - 1) * float((spread ** 2).sum()) / n ** 2
+    return max(1.0, variance / (p * (1 - p) / (n - 1)))
 
 
 def normalise(x: np.ndarray) -> np.ndarray:

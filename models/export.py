@@ -34,6 +34,7 @@ from models.config import (
 from models.evaluate import (
     calibration_forms,
     calibration_writers,
+    design_effect,
     far_threshold,
     interval,
     load_run,
@@ -548,12 +549,13 @@ def _rule_rates(queries: tuple, enrolled: tuple, fusion: dict,
     (`runtime.identify.query_thresholds`: the gallery's size, the lead), measured on the calibration
     queries against the calibration writers each enrolled from one form: `far`, the share
     of queries accepted with their own writer taken out of the gallery, and `frr`, the
-    share of genuine queries whose best score is answered unknown."""
+    share of genuine queries whose best score is answered unknown; each with its interval
+    (`_rate`), and the number of forms the queries came from."""
     present = enrolled[0]
     if len(present) < 2:  # no gallery without the query's own writer to measure
         return
     prepared = _prepared(enrolled[1], enrolled[2], descriptor, cohort)
-    for level, (w, _, e, c) in {"line": queries, "document": _by_form(*queries)}.items():
+    for level, (w, f, e, c) in {"line": queries, "document": _by_form(*queries)}.items():
         keep = np.isin(w, present)
         own = w[keep, None] == present[None, :]
         rule = fusion[level]["unknown_writer"]
@@ -562,13 +564,23 @@ def _rule_rates(queries: tuple, enrolled: tuple, fusion: dict,
         for name, s in prepared.scores(e[keep], c[keep], fusion[level], cohort).items():
             # the gallery without the query's writer
             stranger = unknown[name][~own].reshape(len(s), -1)
-            accepted = int((stranger.max(1) >= runtime.identify.query_thresholds(
-                rule[name], stranger)).sum())
-            rejected = int((s.max(1) < runtime.identify.query_thresholds(rule[name], s)).sum())
-            rates[name] = {"far": accepted / len(s), "far_95": interval(accepted, len(s)),
-                           "frr": rejected / len(s), "frr_95": interval(rejected, len(s)),
-                           "gallery": len(present), "n_queries": len(s)}
+            rates[name] = {
+                **_rate("far", stranger.max(1) >= runtime.identify.query_thresholds(
+                    rule[name], stranger), f[keep]),
+                **_rate("frr", s.max(1) < runtime.identify.query_thresholds(rule[name], s),
+                        f[keep]),
+                "gallery": len(present), "n_queries": len(s),
+                "forms": len(np.unique(f[keep]))}
         rule["rates"] = rates
+
+
+def _rate(name: str, hits: np.ndarray, forms: np.ndarray) -> dict:
+    """A rate over queries with its 95% interval, the lines of one form taken as erring
+    together (their design effect, 1 for documents: one query a form)."""
+    effect = design_effect(hits, forms)
+    return {name: float(hits.mean()), f"{name}_design_effect": effect,
+            f"{name}_95": interval(int(hits.sum()), len(hits), design_effect=effect,
+                                   clusters=len(np.unique(forms)))}
 
 
 def rates_words(fusion: dict, score: str, far: float) -> list[str]:
@@ -581,14 +593,14 @@ def rates_words(fusion: dict, score: str, far: float) -> list[str]:
         return []
     gallery = next(iter(measured.values()))["gallery"]
     words = [f"the unknown-writer rule ({score}) on the calibration queries, "
-             f"{gallery} writers enrolled (95% intervals):"]
+             f"{gallery} writers enrolled (95% intervals; a form's lines may err together):"]
     for level, r in measured.items():
         words.append(
             f"  {level + 's':<9} {r['n_queries']:>4}: strangers accepted "
             f"{r['far']:.1%} ({r['far_95'][0]:.1%}-{r['far_95'][1]:.1%}), genuine answered "
             f"unknown {r['frr']:.1%} ({r['frr_95'][0]:.1%}-{r['frr_95'][1]:.1%})")
     thin = [f"{r['n_queries']} {level}s" for level, r in measured.items()
-            if interval(0, r["n_queries"])[1] > far]
+            if interval(0, r["n_queries"], clusters=r.get("forms"))[1] > far]
     if thin:
         words.append(f"  {' and '.join(thin)} are too few to show {far * 100:g}% of strangers "
                      "accepted; more calibration writers or forms narrow the intervals")

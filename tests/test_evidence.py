@@ -251,6 +251,8 @@ def test_the_report_shows_each_candidates_lr_in_words_and_a_score_plot(modelled)
         assert r["rule_rates"] == card["fusion"]["line"]["unknown_writer"]["rates"]["fused"]
         said = evidence.rule_rates_words(r["rule_rates"], "line")
         assert said in words and "strangers' lines" in said and "95% interval" in said
+        n, forms = r["rule_rates"]["n_queries"], r["rule_rates"]["forms"]
+        assert f"the {n} lines came from {forms} forms, and the intervals allow for" in said
         best, rule = r["top"][0]["similarity"], r["lead_rule"]  # how the decision was taken
         lead = best - rule["second"]
         assert (f"{lead:.3f} ahead of the next writer: {best:.3f} + 0.5 \u00d7 {lead:.3f} = "

@@ -189,6 +189,35 @@ def test_a_rate_on_few_queries_gets_a_wide_exact_interval():
     assert interval(0, 11)[1] > 0.28 and interval(0, 400)[1] < 0.01
 
 
+def test_lines_that_err_together_count_as_fewer_queries():
+    """Korn and Graubard's interval: a rate whose errors fill whole forms varies as the
+    forms do, so its interval is about the forms' own; errors spread over the forms, or
+    every query its own form, leave the exact interval (its degrees of freedom aside)."""
+    from scipy import stats
+
+    from models.evaluate import design_effect
+
+    forms = np.repeat(np.arange(10), 8)  # 10 forms of 8 lines
+    together = np.isin(forms, [0, 1])  # 16 of 80 lines wrong: every line of two forms
+    effect = design_effect(together, forms)
+    assert 7 < effect < 9  # about the 8 lines a form
+    low, high = interval(16, 80, design_effect=effect, clusters=10)
+    assert low < interval(2, 10)[0] and high > interval(2, 10)[1]  # no tighter than 2 of 10
+    assert low < interval(16, 80)[0] / 5 and high > 2 * interval(16, 80)[1]
+    spread = np.zeros(80, bool)
+    spread[[8 * form + line for form in range(8) for line in range(2)]] = True  # 2 a form
+    assert design_effect(spread, forms) == 1.0
+    # none wrong: nothing to measure the forms' spread by, only their degrees of freedom
+    assert design_effect(np.zeros(80, bool), forms) == 1.0
+    assert interval(0, 80)[1] < interval(0, 80, clusters=10)[1] < interval(0, 10)[1]
+    alone = np.arange(94)  # every query its own form: the exact interval itself
+    hits = alone < 10
+    assert design_effect(hits, alone) == pytest.approx(1.0)
+    exact = stats.binomtest(10, 94).proportion_ci(method="exact")
+    assert interval(10, 94, design_effect=design_effect(hits, alone), clusters=94) \
+        == pytest.approx([exact.low, exact.high])
+
+
 def test_the_lead_rule_holds_the_false_accept_rate_between_fitted_gallery_sizes():
     """Export fits the unknown-writer rule (the best score plus a share of its lead over the
     second) on different-writer scores; on fresh ones, at a gallery size it did not draw,

@@ -359,7 +359,8 @@ def _resampled(dpi: float | None, photographed: bool = False) -> str:
 def rule_rates_words(rates: dict, level: str) -> str:
     """What the unknown-writer rule gave at export on the calibration queries of a query's
     kind (`identify.measured_rates`), with the 95% intervals that say how far those few
-    queries pin the rates down (cards exported before them have none)."""
+    queries pin the rates down (cards exported before them have none), and how many forms
+    the lines came from where the intervals allow for it."""
     kind = "lines" if level == "line" else "documents"
     n = rates["n_queries"]
 
@@ -368,9 +369,12 @@ def rule_rates_words(rates: dict, level: str) -> str:
         return f"{rates[name]:.1%}" + (f"; 95% interval {bounds[0]:.1%} to {bounds[1]:.1%}"
                                         if bounds else "")
 
+    forms = rates.get("forms", n)
     return (f"At calibration, in a gallery of {rates['gallery']} writers, this rule accepted "
             f"{round(rates['far'] * n)} of {n} strangers' {kind} ({rate('far')}) and answered "
-            f"{round(rates['frr'] * n)} of {n} genuine {kind} unknown ({rate('frr')}).")
+            f"{round(rates['frr'] * n)} of {n} genuine {kind} unknown ({rate('frr')})"
+            + (f"; the {n} {kind} came from {forms} forms, and the intervals allow for the "
+               "lines of one form erring together." if forms < n else "."))
 
 
 def _threshold_words(result: dict) -> str:
