@@ -159,18 +159,21 @@ def cli(*args, timeout: int = 900, env: dict | None = None) -> subprocess.Comple
                           env={**os.environ, **(env or {})})
 
 
-def kill_when(args: list, ready, tmp: Path, timeout: float = 600) -> None:
-    """Start `iam-writers ARGS`, SIGKILL it as soon as `ready()` holds. Its TMPDIR is
-    `tmp`: a killed process cannot remove its temporary files (TensorFlow's autograph
-    sources among them), and they should not pile up in the machine's /tmp."""
+def kill_when(args: list, ready, tmp: Path, timeout: float = 600, module: str = "iam_writers",
+              after: float = 0.0) -> None:
+    """Start `python -m MODULE ARGS` (the `iam-writers` command by default), SIGKILL it
+    `after` seconds once `ready()` holds. Its TMPDIR is `tmp`: a killed process cannot
+    remove its temporary files (TensorFlow's autograph sources among them), and they should
+    not pile up in the machine's /tmp."""
     tmp.mkdir()
-    proc = subprocess.Popen([sys.executable, "-m", "iam_writers", *map(str, args)],
+    proc = subprocess.Popen([sys.executable, "-m", module, *map(str, args)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**os.environ, "TMPDIR": str(tmp)})
     deadline = time.time() + timeout
     while not ready() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.2)
     assert ready(), "the command ended before reaching the point to kill it at"
+    time.sleep(after)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
 

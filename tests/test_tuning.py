@@ -5,17 +5,15 @@ from __future__ import annotations
 import csv
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import keras_tuner as kt
 import pytest
 
-from tests.conftest import REPO, cli
+from tests.conftest import REPO, cli, kill_when
 from tuning import space
 from tuning.space import SpaceError
 
@@ -205,23 +203,14 @@ def test_kerastuner_state_is_replaced_whole_or_not_at_all(tmp_path, monkeypatch)
 def test_killed_search_continues_without_overwriting(tmp_path, synth_dir):
     (tmp_path / "s.yaml").write_text(TINY)
     project = tmp_path / "p"
-    args = [sys.executable, "-m", "tuning", *map(str, _tune(project, synth_dir, "--space",
-                                                            tmp_path / "s.yaml", trials=3,
-                                                            epochs=2)[1:])]
-    (tmp_path / "tmp").mkdir()  # a killed search cannot remove its temporary files
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "TMPDIR": str(tmp_path / "tmp")})
+    args = _tune(project, synth_dir, "--space", tmp_path / "s.yaml", trials=3, epochs=2)[1:]
     started = project / "trial_1" / "trial.json"  # trial 1 starts once trial 0 has finished
-    deadline = time.time() + 600
-    while not started.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.5)
-    assert started.exists(), "the search never reached its second trial"
-    time.sleep(3)  # into trial 1's training
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_when(args, started.exists, tmp_path / "tmp", module="tuning",
+              after=3)  # into trial 1's training
     first = (project / "trial_0" / "trial.json").read_bytes()
     assert json.loads(first)["status"] == "COMPLETED"
-    again = subprocess.run(args, capture_output=True, text=True, timeout=900)
+    again = subprocess.run([sys.executable, "-m", "tuning", *map(str, args)],
+                           capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
     assert (project / "trial_0" / "trial.json").read_bytes() == first  # not re-run
     rows = list(csv.DictReader(open(project / "trials.csv")))
