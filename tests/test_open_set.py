@@ -250,6 +250,9 @@ def test_enroll_and_identify_writers_never_seen_in_training(embed_export, tmp_pa
     # each answer carries what its rule gave at calibration
     rates = card["fusion"]["line"]["unknown_writer"]["rates"]["fused"]
     assert all(a["rule_rates"] == rates for a in answers)
+    # and the console says them once, not once a line
+    assert proc.stderr.count("this rule accepted") == 1
+    assert f"note: {runtime.evidence.rule_rates_words(rates, 'line')}\n" in proc.stderr
     given = runtime.Identifier(runtime.Gallery.open(tmp_path / "g"), runtime.Model(model),
                                threshold=0.5)  # --threshold: not the rule, not its rates
     assert "rule_rates" not in given.rank([answers[0]["images"][0]])
