@@ -102,7 +102,7 @@ def interval(count: int, n: int, level: float = 0.95, design_effect: float = 1.0
     """The exact (Clopper-Pearson) `level` interval of a rate seen `count` times in `n`
     trials: a rate measured on a few dozen calibration queries is loose, and this says how
     loose (none in 11 still allows 28%). Trials that come in `clusters` that err together
-    (the lines of one form) count as Korn and Graubard's effective sample size: `n` over
+    (the queries of one writer) count as Korn and Graubard's effective sample size: `n` over
     their `design_effect` (at least 1), times (t(n - 1) / t(clusters - 1))^2 for the
     clusters' fewer degrees of freedom (Korn & Graubard 1998, Survey Methodology 24(2))."""
     alpha = 1 - level

@@ -550,7 +550,7 @@ def _rule_rates(queries: tuple, enrolled: tuple, fusion: dict,
     queries against the calibration writers each enrolled from one form: `far`, the share
     of queries accepted with their own writer taken out of the gallery, and `frr`, the
     share of genuine queries whose best score is answered unknown; each with its interval
-    (`_rate`), and the number of forms the queries came from."""
+    (`_rate`), and the number of forms and writers the queries came from."""
     present = enrolled[0]
     if len(present) < 2:  # no gallery without the query's own writer to measure
         return
@@ -566,21 +566,22 @@ def _rule_rates(queries: tuple, enrolled: tuple, fusion: dict,
             stranger = unknown[name][~own].reshape(len(s), -1)
             rates[name] = {
                 **_rate("far", stranger.max(1) >= runtime.identify.query_thresholds(
-                    rule[name], stranger), f[keep]),
+                    rule[name], stranger), w[keep]),
                 **_rate("frr", s.max(1) < runtime.identify.query_thresholds(rule[name], s),
-                        f[keep]),
+                        w[keep]),
                 "gallery": len(present), "n_queries": len(s),
-                "forms": len(np.unique(f[keep]))}
+                "forms": len(np.unique(f[keep])), "writers": len(np.unique(w[keep]))}
         rule["rates"] = rates
 
 
-def _rate(name: str, hits: np.ndarray, forms: np.ndarray) -> dict:
-    """A rate over queries with its 95% interval, the lines of one form taken as erring
-    together (their design effect, 1 for documents: one query a form)."""
-    effect = design_effect(hits, forms)
+def _rate(name: str, hits: np.ndarray, writers: np.ndarray) -> dict:
+    """A rate over queries with its 95% interval, the queries of one writer (a form's lines,
+    a writer's forms) taken as erring together: by writer, not by form, as errors gather in
+    writers beyond their forms (docs/results.md, "A rate's interval counts writers")."""
+    effect = design_effect(hits, writers)
     return {name: float(hits.mean()), f"{name}_design_effect": effect,
             f"{name}_95": interval(int(hits.sum()), len(hits), design_effect=effect,
-                                   clusters=len(np.unique(forms)))}
+                                   clusters=len(np.unique(writers)))}
 
 
 def rates_words(fusion: dict, score: str, far: float) -> list[str]:
@@ -593,14 +594,14 @@ def rates_words(fusion: dict, score: str, far: float) -> list[str]:
         return []
     gallery = next(iter(measured.values()))["gallery"]
     words = [f"the unknown-writer rule ({score}) on the calibration queries, "
-             f"{gallery} writers enrolled (95% intervals; a form's lines may err together):"]
+             f"{gallery} writers enrolled (95% intervals; a writer's queries may err together):"]
     for level, r in measured.items():
         words.append(
             f"  {level + 's':<9} {r['n_queries']:>4}: strangers accepted "
             f"{r['far']:.1%} ({r['far_95'][0]:.1%}-{r['far_95'][1]:.1%}), genuine answered "
             f"unknown {r['frr']:.1%} ({r['frr_95'][0]:.1%}-{r['frr_95'][1]:.1%})")
     thin = [f"{r['n_queries']} {level}s" for level, r in measured.items()
-            if interval(0, r["n_queries"], clusters=r.get("forms"))[1] > far]
+            if interval(0, r["n_queries"], clusters=r.get("writers", r.get("forms")))[1] > far]
     if thin:
         words.append(f"  {' and '.join(thin)} are too few to show {far * 100:g}% of strangers "
                      "accepted; more calibration writers or forms narrow the intervals")

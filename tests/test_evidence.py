@@ -251,8 +251,9 @@ def test_the_report_shows_each_candidates_lr_in_words_and_a_score_plot(modelled)
         assert r["rule_rates"] == card["fusion"]["line"]["unknown_writer"]["rates"]["fused"]
         said = evidence.rule_rates_words(r["rule_rates"], "line")
         assert said in words and "strangers' lines" in said and "95% interval" in said
-        n, forms = r["rule_rates"]["n_queries"], r["rule_rates"]["forms"]
-        assert f"the {n} lines came from {forms} forms, and the intervals allow for" in said
+        n, forms, writers = (r["rule_rates"][k] for k in ("n_queries", "forms", "writers"))
+        assert (f"the {n} lines came from {forms} forms of {writers} writers, and the "
+                "intervals allow for one writer's lines erring together.") in said
         best, rule = r["top"][0]["similarity"], r["lead_rule"]  # how the decision was taken
         lead = best - rule["second"]
         assert (f"{lead:.3f} ahead of the next writer: {best:.3f} + 0.5 \u00d7 {lead:.3f} = "
@@ -261,6 +262,21 @@ def test_the_report_shows_each_candidates_lr_in_words_and_a_score_plot(modelled)
     assert "moderately strong support" in words  # the verbal scale is stated
     assert evidence.NO_LR not in words
     assert "://" not in re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]*", "", text)
+
+
+def test_the_rule_rates_say_which_queries_their_intervals_take_as_erring_together():
+    """A writer's queries are taken as erring together; a card from before writers were
+    counted took a form's lines so, and is read as it was."""
+    rates = {"far": 0.0, "frr": 2 / 21, "gallery": 22, "n_queries": 21, "forms": 21}
+    said = evidence.rule_rates_words({**rates, "writers": 8}, "document")
+    assert said.endswith("answered 2 of 21 genuine documents unknown (9.5%); the 21 documents "
+                         "came from 8 writers, and the intervals allow for one writer's "
+                         "documents erring together.")
+    assert evidence.rule_rates_words({**rates, "writers": 21}, "document").endswith(
+        "unknown (9.5%).")  # every query its own writer's: nothing taken together
+    old = evidence.rule_rates_words({**rates, "n_queries": 165, "frr": 0.0}, "line")
+    assert old.endswith("the 165 lines came from 21 forms, and the intervals allow for the "
+                        "lines of one form erring together.")
 
 
 def test_a_card_without_a_calibrator_says_so_in_one_line(modelled, exported, tmp_path):

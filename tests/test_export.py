@@ -449,8 +449,12 @@ def test_export_says_how_loosely_its_few_calibration_queries_pin_the_rates():
     fusion["document"]["unknown_writer"]["rates"]["fused"] = rates(400, 0, 3)
     assert len(rates_words(fusion, "fused", 0.01)) == 3  # enough queries: no note
     assert rates_words(fusion, "fused", 0.001)[-1].startswith("  400 lines and 400 documents")
-    # 400 lines of 10 forms count as fewer: none accepted no longer shows 1%
-    fusion["line"]["unknown_writer"]["rates"]["fused"] = {**rates(400, 0, 3), "forms": 10}
+    # 400 lines of 10 writers count as fewer: none accepted no longer shows 1%
+    fusion["line"]["unknown_writer"]["rates"]["fused"] = {**rates(400, 0, 3), "forms": 40,
+                                                          "writers": 10}
     assert rates_words(fusion, "fused", 0.01)[-1].startswith("  400 lines are too few")
+    fusion["line"]["unknown_writer"]["rates"]["fused"] = {**rates(400, 0, 3), "forms": 10}
+    assert rates_words(fusion, "fused", 0.01)[-1].startswith(
+        "  400 lines are too few")  # an older card's, counted in forms
     assert rates_words({"line": {"unknown_writer": {}}, "document": {"unknown_writer": {}}},
                        "fused", 0.01) == []  # an older card's rule: nothing measured to say

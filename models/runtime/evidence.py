@@ -360,7 +360,8 @@ def rule_rates_words(rates: dict, level: str) -> str:
     """What the unknown-writer rule gave at export on the calibration queries of a query's
     kind (`identify.measured_rates`), with the 95% intervals that say how far those few
     queries pin the rates down (cards exported before them have none), and how many forms
-    the lines came from where the intervals allow for it."""
+    and writers the queries came from where the intervals allow for it (cards exported
+    before writers were counted allow for forms)."""
     kind = "lines" if level == "line" else "documents"
     n = rates["n_queries"]
 
@@ -369,12 +370,17 @@ def rule_rates_words(rates: dict, level: str) -> str:
         return f"{rates[name]:.1%}" + (f"; 95% interval {bounds[0]:.1%} to {bounds[1]:.1%}"
                                         if bounds else "")
 
-    forms = rates.get("forms", n)
+    forms, writers = rates.get("forms", n), rates.get("writers")
+    if writers is None:  # exported before writers were counted: its intervals allow for forms
+        together = forms < n and (f"{forms} forms", "the lines of one form")
+    else:
+        together = writers < n and (f"{forms} forms of {writers} writers" if kind == "lines"
+                                    else f"{writers} writers", f"one writer's {kind}")
     return (f"At calibration, in a gallery of {rates['gallery']} writers, this rule accepted "
             f"{round(rates['far'] * n)} of {n} strangers' {kind} ({rate('far')}) and answered "
             f"{round(rates['frr'] * n)} of {n} genuine {kind} unknown ({rate('frr')})"
-            + (f"; the {n} {kind} came from {forms} forms, and the intervals allow for the "
-               "lines of one form erring together." if forms < n else "."))
+            + (f"; the {n} {kind} came from {together[0]}, and the intervals allow for "
+               f"{together[1]} erring together." if together else "."))
 
 
 def _threshold_words(result: dict) -> str:
