@@ -136,8 +136,9 @@ def query_thresholds(growth: dict, scores: np.ndarray) -> np.ndarray:
 def measured_rates(fusion: dict, level: str, score: str) -> dict | None:
     """What the unknown-writer rule of `score` gave at export on the calibration queries of
     `level` ("line" or "document"): `far`, `frr`, each with its 95% interval and design
-    effect, the calibration gallery's size, the queries' number and the forms they came
-    from; None on cards without them (cards before the intervals have rates alone)."""
+    effect, the calibration gallery's size, the queries' number and the forms and writers
+    they came from; None on cards without them (cards before the intervals have rates
+    alone, cards before writers were counted no `writers`)."""
     return fusion[level].get("unknown_writer", {}).get("rates", {}).get(score)
 
 
