@@ -252,9 +252,12 @@ def test_enroll_and_identify_writers_never_seen_in_training(embed_export, tmp_pa
     # each answer carries what its rule gave at calibration
     rates = card["fusion"]["line"]["unknown_writer"]["rates"]["fused"]
     assert all(a["rule_rates"] == rates for a in answers)
-    # and the console says them once, not once a line
-    assert proc.stderr.count("this rule accepted") == 1
-    assert f"note: {runtime.evidence.rule_rates_words(rates, 'line')}\n" in proc.stderr
+    # the plain answer says them once, not once a line (--json: in each answer alone)
+    assert "this rule accepted" not in proc.stderr
+    plain = cli("identify", tmp_path / "g", *list(probes)[:3], "--model", model)
+    assert plain.returncode == 0 and len(plain.stdout.splitlines()) == 3, plain.stderr[-2000:]
+    assert plain.stderr.count("this rule accepted") == 1
+    assert f"note: {runtime.evidence.rule_rates_words(rates, 'line')}\n" in plain.stderr
     given = runtime.Identifier(runtime.Gallery.open(tmp_path / "g"), runtime.Model(model),
                                threshold=0.5)  # --threshold: not the rule, not its rates
     assert "rule_rates" not in given.rank([answers[0]["images"][0]])
