@@ -315,11 +315,11 @@ def _identify(args: argparse.Namespace) -> int:
         print(f"report: not written ({args.report}): no image was read", file=sys.stderr)
     if answered and "note" in answered[0]:
         print(f"note: {answered[0]['note']}", file=sys.stderr)
-    # what the unknown-writer rule gave at calibration, once a kind of query (--json: in each
-    # answer's rule_rates)
-    for level, rates in ({} if args.json else {r["level"]: r["rule_rates"] for r in answered
-                                               if "rule_rates" in r}).items():
-        print(f"note: {evidence.rule_rates_words(rates, level)}", file=sys.stderr)
+    if not args.json:  # what the unknown-writer rule gave at calibration, once a kind of
+        # query (the JSON has it in each answer's rule_rates)
+        measured = {r["level"]: r["rule_rates"] for r in answered if "rule_rates" in r}
+        for level, rates in measured.items():
+            print(f"note: {evidence.rule_rates_words(rates, level)}", file=sys.stderr)
     text = "\n".join(
         f"not read: {r['error']}" if "error" in r else
         (f"document of {len(r['images'])} images" if args.document
