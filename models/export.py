@@ -557,8 +557,11 @@ def _rule_rates(queries: tuple, enrolled: tuple, fusion: dict,
     prepared = _prepared(enrolled[1], enrolled[2], descriptor, cohort)
     for level, (w, f, e, c) in {"line": queries, "document": _by_form(*queries)}.items():
         keep = np.isin(w, present)
-        own = w[keep, None] == present[None, :]
+        writers = w[keep]
+        own = writers[:, None] == present[None, :]
         rule = fusion[level]["unknown_writer"]
+        counted = {"gallery": len(present), "n_queries": len(writers),
+                   "forms": len(np.unique(f[keep])), "writers": len(np.unique(writers))}
         rates = {}
         unknown = prepared.scores(e[keep], c[keep], fusion[level], cohort, own)
         for name, s in prepared.scores(e[keep], c[keep], fusion[level], cohort).items():
@@ -566,11 +569,10 @@ def _rule_rates(queries: tuple, enrolled: tuple, fusion: dict,
             stranger = unknown[name][~own].reshape(len(s), -1)
             rates[name] = {
                 **_rate("far", stranger.max(1) >= runtime.identify.query_thresholds(
-                    rule[name], stranger), w[keep]),
+                    rule[name], stranger), writers),
                 **_rate("frr", s.max(1) < runtime.identify.query_thresholds(rule[name], s),
-                        w[keep]),
-                "gallery": len(present), "n_queries": len(s),
-                "forms": len(np.unique(f[keep])), "writers": len(np.unique(w[keep]))}
+                        writers),
+                **counted}
         rule["rates"] = rates
 
 
