@@ -378,18 +378,9 @@ class Alone:
         self.identifier, self.writers = identifier, identifier.writers
 
     def score_matrix(self, emb, counts, document: bool = False) -> np.ndarray:
-        from models.runtime import fuse
-
         i = self.identifier
-        sims = i.prepared.scores(emb, counts)
-        if i.score != "fused":
-            return sims[i.score]
-        calibrated = i.fusion["document" if document else "line"]
-        cohort = i.cohort.scores(emb, counts) if i.cohort else None
-        hands = i.prepared.same_hand
-        return np.concatenate([fuse({k: v[:, [w]] for k, v in sims.items()}, calibrated, cohort,
-                                    same_hand=None if hands is None else hands[[w]])
-                               for w in range(len(self.writers))], axis=1)
+        fusion = i.fusion["document" if document else "line"] if i.score == "fused" else None
+        return i.prepared.alone(emb, counts, fusion, i.cohort)[i.score]
 
     def threshold(self, document: bool = False) -> float:
         from models.runtime.identify import gallery_threshold

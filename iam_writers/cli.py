@@ -209,6 +209,9 @@ def _verify(args: argparse.Namespace) -> None:
         print(f"report: {written}", file=sys.stderr)
     if "note" in r:
         print(f"note: {r['note']}", file=sys.stderr)
+    if "rule_rates" in r and not args.json:  # the JSON holds them
+        print(f"note: {evidence.verify_rates_words(r['rule_rates'], r['level'])}",
+              file=sys.stderr)
     if r.get("same_image"):
         print(f"note: {evidence.SAME_IMAGE}", file=sys.stderr)
     if hand := r.get("b_in_cohort"):

@@ -550,7 +550,8 @@ def _rule_rates(queries: tuple, enrolled: tuple, fusion: dict,
     queries against the calibration writers each enrolled from one form: `far`, the share
     of queries accepted with their own writer taken out of the gallery, and `frr`, the
     share of genuine queries whose best score is answered unknown; each with its interval
-    (`_rate`), and the number of forms and writers the queries came from."""
+    (`_rate`), and the number of forms and writers the queries came from. Into
+    `verify_rates`: the same of `verify`'s rule (`_pair_rates`)."""
     present = enrolled[0]
     if len(present) < 2:  # no gallery without the query's own writer to measure
         return
@@ -574,6 +575,23 @@ def _rule_rates(queries: tuple, enrolled: tuple, fusion: dict,
                         writers),
                 **counted}
         rule["rates"] = rates
+        alone = prepared.alone(e[keep], c[keep], fusion[level], cohort)
+        rule["verify_rates"] = {name: _pair_rates(s, own, rule[name], writers)
+                                | {k: counted[k] for k in ("forms", "writers")}
+                                for name, s in alone.items()}
+
+
+def _pair_rates(scores: np.ndarray, own: np.ndarray, growth: dict, writers: np.ndarray
+                ) -> dict:
+    """The rates of `verify`'s rule on every pair of a calibration query and a calibration
+    writer enrolled alone (`scores` [Q, W], `own` [Q, W] the query's writer): `far`, the
+    share of different-writer pairs said to be one writer's, and `frr`, of same-writer pairs
+    said to be two writers', at the unknown-writer threshold of a gallery of one; each with
+    its interval (`_rate`: the pairs of one query's writer err together)."""
+    same = scores >= runtime.identify.query_thresholds(growth, scores[:, :1])[:, None]
+    paired = np.broadcast_to(writers[:, None], scores.shape)
+    return {**_rate("far", same[~own], paired[~own]), **_rate("frr", ~same[own], writers),
+            "different_pairs": int((~own).sum()), "same_pairs": int(own.sum())}
 
 
 def _rate(name: str, hits: np.ndarray, writers: np.ndarray) -> dict:
@@ -588,8 +606,9 @@ def _rate(name: str, hits: np.ndarray, writers: np.ndarray) -> dict:
 
 def rates_words(fusion: dict, score: str, far: float) -> list[str]:
     """The lines `export` prints of the unknown-writer rule's rates on the calibration
-    queries (`_rule_rates`) for `score`, each with its 95% interval, and a note where too few
-    queries were there to show a false-accept rate as low as `far`."""
+    queries (`_rule_rates`) for `score`, each with its 95% interval, a note where too few
+    queries were there to show a false-accept rate as low as `far`, and `verify`'s rule's
+    on the same queries paired with each writer alone."""
     measured = {level: r for level in ("line", "document")
                 if (r := runtime.identify.measured_rates(fusion, level, score))}
     if not measured:
@@ -607,6 +626,16 @@ def rates_words(fusion: dict, score: str, far: float) -> list[str]:
     if thin:
         words.append(f"  {' and '.join(thin)} are too few to show {far * 100:g}% of strangers "
                      "accepted; more calibration writers or forms narrow the intervals")
+    pairs = {level: r for level in measured
+             if (r := runtime.identify.measured_rates(fusion, level, score, pairs=True))}
+    if pairs:
+        words.append(f"verify's rule ({score}), each calibration writer enrolled alone:")
+    for level, r in pairs.items():
+        words.append(
+            f"  {level + 's':<9} different-writer pairs said one writer {r['far']:.1%} "
+            f"({r['far_95'][0]:.1%}-{r['far_95'][1]:.1%}) of {r['different_pairs']}, "
+            f"same-writer pairs said two {r['frr']:.1%} ({r['frr_95'][0]:.1%}-"
+            f"{r['frr_95'][1]:.1%}) of {r['same_pairs']}")
     return words
 
 

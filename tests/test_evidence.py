@@ -140,8 +140,17 @@ def test_verify_writes_a_report_of_both_images(tmp_path, exported, heldout):
     assert f'alt="a: {a}"' in text and f'alt="b: {b}"' in text
     assert ("the same writer" in text) == proc.stdout.startswith("same writer")
     # the calibrated log10 LR of two lines, in words, with where the score falls
-    result = json.loads(cli("verify", exported / "model_float32.tflite", a, b, "--json").stdout)
+    asked = cli("verify", exported / "model_float32.tflite", a, b, "--json")
+    result = json.loads(asked.stdout)
     assert result["level"] == "line" and f"log10 LR {result['log10_lr']:+.2f}" in proc.stdout
+    # what its rule gave at calibration on pairs of lines, each writer enrolled alone: in the
+    # JSON, once on stderr and in the report
+    card = json.loads((exported / "model_card.json").read_text())
+    assert result["rule_rates"] == card["fusion"]["line"]["unknown_writer"]["verify_rates"][
+        "fused"]
+    said = evidence.verify_rates_words(result["rule_rates"], "line")
+    assert proc.stderr.count(f"note: {said}\n") == 1 and html.escape(said) in text
+    assert "this rule said" not in asked.stderr
     assert html.escape(result["support"]) in text and text.count("<svg") == 1
     assert "dpi_a" not in result and "dpi_b" not in result  # both read as at 300 dpi
     at600 = json.loads(cli("verify", exported / "model_float32.tflite", a, b, "--json",

@@ -458,3 +458,59 @@ def test_export_says_how_loosely_its_few_calibration_queries_pin_the_rates():
         "  400 lines are too few")  # an older card's, counted in forms
     assert rates_words({"line": {"unknown_writer": {}}, "document": {"unknown_writer": {}}},
                        "fused", 0.01) == []  # an older card's rule: nothing measured to say
+
+
+def test_verify_rates_are_those_of_each_writer_enrolled_alone():
+    """`verify` enrols its reference alone: the card's rates of its rule are measured on
+    every pair of a calibration query and a writer in a gallery of one, whose fused score
+    (its spread taken over that writer's score and the cohort's) is not the gallery's."""
+    from models import export
+    from models.runtime.descriptors import Descriptor, Hinge
+    from models.runtime.identify import gallery_threshold
+
+    rng = np.random.default_rng(0)
+    descriptor = Descriptor(Hinge())
+    writers, forms = np.repeat(np.arange(6), 6), np.repeat(np.arange(12), 3)
+    emb = rng.normal(size=(6, 16))[writers] + rng.normal(0, 0.8, (36, 16))
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    counts = rng.integers(0, 20, (36, descriptor.size)).astype(float)
+    cohort_emb = rng.normal(size=(5, 16))
+    cohort = runtime.Prepared(cohort_emb / np.linalg.norm(cohort_emb, axis=1, keepdims=True),
+                              rng.integers(0, 20, (5, descriptor.size)).astype(float),
+                              descriptor)
+    calibrated = {"weights": {"embedding": 1.0, "hinge": 0.5},
+                  "embedding": {"mean": 0.0, "std": 0.3}, "hinge": {"mean": 0.5, "std": 0.1}}
+    present, ref_emb, ref_counts, lines = export._enrolled_one_form(writers, forms, emb, counts)
+    asked = ~np.isin(forms, lines[1])
+    queries = tuple(a[asked] for a in (writers, forms, emb, counts))
+    # each query against each writer enrolled alone, as verify scores it
+    alone = np.array([[runtime.Prepared(ref_emb[[j]], ref_counts[[j]], descriptor).scores(
+        e[None], c[None], calibrated, cohort)["fused"][0, 0] for j in range(6)]
+        for e, c in zip(queries[2], queries[3])])
+    own = queries[0][:, None] == present[None, :]
+    growth = {"a": float(np.median(alone[own])), "b": 0.05}  # both rates neither 0 nor 1
+    fusion = {level: {**calibrated, "unknown_writer": {name: growth for name in
+                                                       ("embedding", "hinge", "fused")}}
+              for level in ("line", "document")}
+    export._rule_rates(queries, (present, ref_emb, ref_counts), fusion, descriptor, cohort)
+    rates = fusion["line"]["unknown_writer"]["verify_rates"]["fused"]
+    said = alone >= gallery_threshold(growth, 1)
+    assert 0 < said[~own].mean() < 1 and 0 < (~said[own]).mean() < 1
+    assert rates["far"] == said[~own].mean() and rates["frr"] == (~said[own]).mean()
+    assert (rates["different_pairs"], rates["same_pairs"]) == (18 * 5, 18)
+    assert (rates["forms"], rates["writers"]) == (6, 6)
+    assert rates["far_95"] == pytest.approx(interval(
+        int(said[~own].sum()), 90, design_effect=rates["far_design_effect"], clusters=6))
+    # in the gallery of six the same pairs score otherwise: the spread holds all six
+    gallery = runtime.Prepared(ref_emb, ref_counts, descriptor).scores(
+        queries[2], queries[3], calibrated, cohort)["fused"]
+    assert not np.allclose(gallery, alone)
+    # the words verify and its report say of them
+    words = runtime.evidence.verify_rates_words(rates, "line")
+    assert words.startswith("At calibration, with one writer enrolled at a time, this rule "
+                            f"said \"same writer\" of {int(said[~own].sum())} of 90 pairs of "
+                            "different writers")
+    assert words.endswith("the 18 lines came from 6 forms of 6 writers, and the intervals "
+                          "allow for one writer's lines erring together.")
+    document = fusion["document"]["unknown_writer"]["verify_rates"]["fused"]
+    assert (document["different_pairs"], document["same_pairs"]) == (30, 6)

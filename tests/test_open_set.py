@@ -203,11 +203,26 @@ def test_export_calibrates_on_writers_held_out_of_training(embed_export):
                 assert rate[f"{name}_95"] == pytest.approx(interval(
                     round(count), rate["n_queries"], design_effect=effect,
                     clusters=rate["writers"]))
+        # and of verify's rule: every query paired with each writer enrolled alone
+        assert set(rule["verify_rates"]) == set(rule["rates"])
+        for score, pairs in rule["verify_rates"].items():
+            rate = rule["rates"][score]
+            assert pairs["same_pairs"] == rate["n_queries"]
+            assert pairs["different_pairs"] == rate["n_queries"] * (rate["gallery"] - 1)
+            assert (pairs["forms"], pairs["writers"]) == (rate["forms"], rate["writers"])
+            for name, n in (("far", pairs["different_pairs"]), ("frr", pairs["same_pairs"])):
+                assert pairs[name] * n == pytest.approx(round(pairs[name] * n))
+                assert pairs[f"{name}_95"] == pytest.approx(interval(
+                    round(pairs[name] * n), n, design_effect=pairs[f"{name}_design_effect"],
+                    clusters=pairs["writers"]))
         # export printed the fused score's, too few queries to show 1% said so
-        fused = rule["rates"]["fused"]
+        fused, pairs = rule["rates"]["fused"], rule["verify_rates"]["fused"]
         said = (embed_export.parent / "export.log").read_text()
         assert (f"{kind}s".ljust(9) + f" {fused['n_queries']:>4}: strangers accepted "
                 f"{fused['far']:.1%} ({fused['far_95'][0]:.1%}-{fused['far_95'][1]:.1%})") in said
+        assert (f"{kind}s".ljust(9) + " different-writer pairs said one writer "
+                f"{pairs['far']:.1%} ({pairs['far_95'][0]:.1%}-{pairs['far_95'][1]:.1%}) of "
+                f"{pairs['different_pairs']}, same-writer pairs said two") in said
         thin = said.split(" are too few to show 1% of strangers accepted")[0].splitlines()[-1]
         assert f"{fused['n_queries']} {kind}s" in thin
         # few calibration queries: the fused score's tail is fitted, the raw scores' read
@@ -318,6 +333,8 @@ def test_enroll_and_identify_writers_never_seen_in_training(embed_export, tmp_pa
         assert same["threshold"] == pytest.approx(runtime.identify.gallery_threshold(growth, 1))
         assert same["same_writer"] == (same["score"] >= same["threshold"])
         assert same["log10_lr"] == pytest.approx(float(lr(same["score"])))
+        assert same["rule_rates"] == card["fusion"]["line"]["unknown_writer"]["verify_rates"][
+            "fused"]  # its rule's rates at calibration: pairs, not a gallery's queries
         assert same["scores"]["embedding"] == pytest.approx(
             float(rt.embed(questioned[w]) @ rt.embed(first[w])), abs=1e-5)
         wins += same["score"] > runtime.verify(rt, questioned[w], first[other])["score"]
@@ -336,6 +353,8 @@ def test_enroll_and_identify_writers_never_seen_in_training(embed_export, tmp_pa
         assert drawn[side] == runtime.evidence.thumbnail(scan.pages, scan.lines), side
     assert paged["threshold"] == pytest.approx(runtime.identify.gallery_threshold(
         card["fusion"]["document"]["unknown_writer"]["fused"], 1))
+    assert paged["rule_rates"] == card["fusion"]["document"]["unknown_writer"]["verify_rates"][
+        "fused"]
     # an export whose cohort file went missing says so, naming it
     other = tmp_path / "other"
     other.mkdir()

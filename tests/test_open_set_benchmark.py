@@ -19,11 +19,14 @@ class Spread:
     """An identifier stand-in whose scores depend on the gallery, as the cohort-normalised
     fused score does: each query's cosines over their spread across the writers present."""
 
-    score, fusion = "cosine", None
+    score, fusion, cohort = "cosine", None, None
 
     def __init__(self, centroids: np.ndarray):
-        self.writers = [f"w{i}" for i in range(len(centroids))]
-        self.prepared = SimpleNamespace(scores=lambda emb, counts: {"cosine": emb @ centroids.T})
+        self.writers, self.centroids = [f"w{i}" for i in range(len(centroids))], centroids
+        self.prepared = SimpleNamespace(scores=self.cosines, alone=self.cosines)
+
+    def cosines(self, emb, counts, *_):
+        return {"cosine": emb @ self.centroids.T}
 
     def score_matrix(self, emb, counts, document=False, absent=None):
         sims = self.prepared.scores(emb, counts)["cosine"]

@@ -364,23 +364,42 @@ def rule_rates_words(rates: dict, level: str) -> str:
     before writers were counted allow for forms)."""
     kind = "lines" if level == "line" else "documents"
     n = rates["n_queries"]
+    return (f"At calibration, in a gallery of {rates['gallery']} writers, this rule accepted "
+            f"{round(rates['far'] * n)} of {n} strangers' {kind} ({_rate_words(rates, 'far')}) "
+            f"and answered {round(rates['frr'] * n)} of {n} genuine {kind} unknown "
+            f"({_rate_words(rates, 'frr')}){_came_from(rates, kind, n)}")
 
-    def rate(name: str) -> str:
-        bounds = rates.get(f"{name}_95")
-        return f"{rates[name]:.1%}" + (f"; 95% interval {bounds[0]:.1%} to {bounds[1]:.1%}"
-                                        if bounds else "")
 
+def verify_rates_words(rates: dict, level: str) -> str:
+    """What `verify`'s rule gave at export on every pair of a calibration query of a
+    query's kind and a calibration writer enrolled alone (`identify.measured_rates` with
+    `pairs`), with the 95% intervals, and how many forms and writers the queries came from."""
+    kind = "lines" if level == "line" else "documents"
+    different, same = rates["different_pairs"], rates["same_pairs"]
+    return (f"At calibration, with one writer enrolled at a time, this rule said \"same "
+            f"writer\" of {round(rates['far'] * different)} of {different} pairs of different "
+            f"writers ({_rate_words(rates, 'far')}) and \"different writers\" of "
+            f"{round(rates['frr'] * same)} of {same} pairs of one writer "
+            f"({_rate_words(rates, 'frr')}){_came_from(rates, kind, same)}")
+
+
+def _rate_words(rates: dict, name: str) -> str:
+    bounds = rates.get(f"{name}_95")
+    return f"{rates[name]:.1%}" + (f"; 95% interval {bounds[0]:.1%} to {bounds[1]:.1%}"
+                                    if bounds else "")
+
+
+def _came_from(rates: dict, kind: str, n: int) -> str:
+    """How the intervals of rates over `n` queries of a `kind` allow for queries erring
+    together: the forms and writers they came from (or forms alone on older cards)."""
     forms, writers = rates.get("forms", n), rates.get("writers")
     if writers is None:  # exported before writers were counted: its intervals allow for forms
         together = forms < n and (f"{forms} forms", "the lines of one form")
     else:
         together = writers < n and (f"{forms} forms of {writers} writers" if kind == "lines"
                                     else f"{writers} writers", f"one writer's {kind}")
-    return (f"At calibration, in a gallery of {rates['gallery']} writers, this rule accepted "
-            f"{round(rates['far'] * n)} of {n} strangers' {kind} ({rate('far')}) and answered "
-            f"{round(rates['frr'] * n)} of {n} genuine {kind} unknown ({rate('frr')})"
-            + (f"; the {n} {kind} came from {together[0]}, and the intervals allow for "
-               f"{together[1]} erring together." if together else "."))
+    return (f"; the {n} {kind} came from {together[0]}, and the intervals allow for "
+            f"{together[1]} erring together." if together else ".")
 
 
 def _threshold_words(result: dict) -> str:
@@ -548,7 +567,8 @@ def alike_report(path: str | Path, pairs: list[dict], identifier) -> Path:
 def verify_report(path: str | Path, result: dict, drawn: dict[str, bytes],
                   card: dict | None = None) -> Path:
     """Write the HTML report of `verify`: both images side by side (`drawn`, the `thumbnail`
-    of "a" and of "b", as `verify` draws them), the score, the threshold, the decision, and
+    of "a" and of "b", as `verify` draws them), the score, the threshold, the decision with
+    the rates its rule gave at calibration where the card measured them, and
     the log10 LR in words with a plot of where the score falls among those measured at
     calibration."""
     verdict = "the same writer" if result["same_writer"] else "different writers"
@@ -560,7 +580,8 @@ def verify_report(path: str | Path, result: dict, drawn: dict[str, bytes],
         for k, heading in (("a", "a (questioned)"), ("b", "b (known)"))]),
             f"<p class=\"answer\">Decision: <b>{verdict}</b>: {scored_by} {result['score']:.3f} "
             f"(threshold {result['threshold']:.3f}; {html.escape(SCORE_WORDS[scored_by])})"
-            "</p>"]
+            + (f"<br>{html.escape(verify_rates_words(rates, result['level']))}"
+               if (rates := result.get("rule_rates")) else "") + "</p>"]
     if result.get("same_image"):
         body.append(f"<p class=\"answer\">Note: {html.escape(SAME_IMAGE)}.</p>")
     lr = LikelihoodRatio.of(card, result["level"], scored_by)

@@ -133,13 +133,17 @@ def query_thresholds(growth: dict, scores: np.ndarray) -> np.ndarray:
     return (lead_threshold(growth, writers) + lead["weight"] * second) / (1 + lead["weight"])
 
 
-def measured_rates(fusion: dict, level: str, score: str) -> dict | None:
+def measured_rates(fusion: dict, level: str, score: str, pairs: bool = False) -> dict | None:
     """What the unknown-writer rule of `score` gave at export on the calibration queries of
     `level` ("line" or "document"): `far`, `frr`, each with its 95% interval and design
     effect, the calibration gallery's size, the queries' number and the forms and writers
     they came from; None on cards without them (cards before the intervals have rates
-    alone, cards before writers were counted no `writers`)."""
-    return fusion[level].get("unknown_writer", {}).get("rates", {}).get(score)
+    alone, cards before writers were counted no `writers`). With `pairs`, what `verify`'s
+    rule gave on every pair of a query and a writer enrolled alone: `far`, `frr` and their
+    intervals as before, `different_pairs` and `same_pairs` for the queries' number (cards
+    before it: None)."""
+    return fusion[level].get("unknown_writer", {}).get(
+        "verify_rates" if pairs else "rates", {}).get(score)
 
 
 def applied_lead(growth: dict, writers: int) -> dict | None:
@@ -217,6 +221,22 @@ class Prepared:
         if absent is not None:
             sims = {name: np.where(absent, -np.inf, s) for name, s in sims.items()}
         return sims
+
+    def alone(self, emb: np.ndarray | None, counts: np.ndarray | None,
+              calibration: dict | None = None, cohort: Prepared | None = None
+              ) -> dict[str, np.ndarray]:
+        """`scores` [Q, W] with each writer enrolled alone, as `verify` weighs a pair (a
+        query against one reference): only the fused score differs from a gallery's, its
+        spread taken over that one writer's score beside the cohort's (`fuse`)."""
+        sims = self.scores(emb, counts)
+        if calibration is None:
+            return sims
+        against = None if cohort is None else cohort.scores(emb, counts)
+        hands = self.same_hand
+        return sims | {"fused": np.concatenate(
+            [fuse({k: v[:, [w]] for k, v in sims.items()}, calibration, against,
+                  same_hand=None if hands is None else hands[[w]])
+             for w in range(next(iter(sims.values())).shape[1])], axis=1)}
 
 
 class CohortHands(NamedTuple):
@@ -590,6 +610,14 @@ class Identifier:
         return self.fusion["document" if document else "line"].get(
             "unknown_writer", {}).get(self.score)
 
+    def rule_rates(self, document: bool, pairs: bool = False) -> dict | None:
+        """`measured_rates` of the unknown-writer rule this identifier applies to a kind of
+        query (`pairs`: as `verify` applies it), where it applies the card's rule."""
+        if self.unknown_rule(document) is None:
+            return None
+        return measured_rates(self.fusion, "document" if document else "line", self.score,
+                              pairs)
+
     def score_matrix(self, emb: np.ndarray | None, counts: np.ndarray | None,
                      document: bool = False, absent: np.ndarray | None = None) -> np.ndarray:
         """[Q, n_writers] scores of queries (lines, or documents) given as unit embeddings
@@ -816,8 +844,7 @@ class Identifier:
             result["lead_rule"] = {"weight": lead["weight"],
                                    "threshold": lead_threshold(growth, len(self.writers)),
                                    "second": float(np.partition(sims[self.score], -2)[-2])}
-        if growth and (rates := measured_rates(self.fusion, "document" if document else "line",
-                                               self.score)):
+        if rates := self.rule_rates(document):
             result["rule_rates"] = rates
         if "log10_lr" not in top[0]:
             result["note"] = evidence.NO_LR if self.model else evidence.NO_LR_WITHOUT_MODEL
@@ -859,7 +886,9 @@ def verify(model: Model, questioned, reference, score: str | None = None,
     where the reference reads as a training writer of the model's cohort
     (`Identifier.in_cohort`): if it is that writer, it is measured against its own hand,
     which lowers the score, and "same_image" where a and b are one image (the same
-    content): a match that says nothing}. Given `drawn`, the `evidence.thumbnail` of "a"
+    content): a match that says nothing, and "rule_rates" where the card's rule decided:
+    what it gave at export on pairs of calibration queries and writers enrolled alone
+    (`measured_rates` with `pairs`)}. Given `drawn`, the `evidence.thumbnail` of "a"
     and of "b" are put in it (for `evidence.verify_report`)."""
     features = features_for(model, score, input, dpi, paper)
     gallery = new_in_memory(features.fingerprint, features.descriptor)
@@ -871,6 +900,7 @@ def verify(model: Model, questioned, reference, score: str | None = None,
         asked: dict[str, bytes] | None = None if drawn is None else {}
         r = identifier.rank([questioned], top_k=1, drawn=asked)
         hand = identifier.cohort_of.get("reference")
+        rates = identifier.rule_rates(r["level"] != "line", pairs=True)
     finally:
         gallery.close()
     if drawn is not None:
@@ -898,7 +928,8 @@ def verify(model: Model, questioned, reference, score: str | None = None,
              "unmeasured_b": known.camera,
              "b_in_cohort": {k: hand[k] for k in ("reads_as", "score", "threshold")}
              if hand else None,
-             "same_image": True if "enrolled" in r else None}
+             "same_image": True if "enrolled" in r else None,
+             "rule_rates": rates}
     return result | {k: n for k, n in extra.items() if n is not None}
 
 
