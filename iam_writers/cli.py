@@ -320,7 +320,8 @@ def _identify(args: argparse.Namespace) -> int:
         print(f"note: {answered[0]['note']}", file=sys.stderr)
     if not args.json:  # what the unknown-writer rule gave at calibration, once a kind of
         # query (the JSON has it in each answer's rule_rates)
-        measured = {r["level"]: r["rule_rates"] for r in answered if "rule_rates" in r}
+        measured = {"line" if r["level"] == "line" else "document": r["rule_rates"]
+                    for r in answered if "rule_rates" in r}  # a page's are a document's
         for level, rates in measured.items():
             print(f"note: {evidence.rule_rates_words(rates, level)}", file=sys.stderr)
     text = "\n".join(

@@ -267,12 +267,23 @@ def test_enroll_and_identify_writers_never_seen_in_training(embed_export, tmp_pa
     # each answer carries what its rule gave at calibration
     rates = card["fusion"]["line"]["unknown_writer"]["rates"]["fused"]
     assert all(a["rule_rates"] == rates for a in answers)
-    # the plain answer says them once, not once a line (--json: in each answer alone)
+    # the plain answer says them once a kind of query, not once a line (--json: in each
+    # answer alone); a page and a file of two pages are both documents
     assert "this rule accepted" not in proc.stderr
-    plain = cli("identify", tmp_path / "g", *list(probes)[:3], "--model", model)
-    assert plain.returncode == 0 and len(plain.stdout.splitlines()) == 3, plain.stderr[-2000:]
-    assert plain.stderr.count("this rule accepted") == 1
-    assert f"note: {runtime.evidence.rule_rates_words(rates, 'line')}\n" in plain.stderr
+    rng = np.random.default_rng(3)
+    style = synth.WriterStyle.sample(rng)
+    pages = [synth.render_page(style, rng, lines=5)[0] for _ in range(2)]
+    for k, page in enumerate(pages):
+        cv2.imwrite(str(tmp_path / f"page{k}.png"), page)
+    assert cv2.imwritemulti(str(tmp_path / "pages.tif"), pages)
+    plain = cli("identify", tmp_path / "g", *list(probes)[:3], tmp_path / "page0.png",
+                tmp_path / "pages.tif", "--model", model)
+    assert plain.returncode == 0 and len(plain.stdout.splitlines()) == 5, plain.stderr[-2000:]
+    assert plain.stderr.count("this rule accepted") == 2
+    for kind in ("line", "document"):
+        said = runtime.evidence.rule_rates_words(
+            card["fusion"][kind]["unknown_writer"]["rates"]["fused"], kind)
+        assert f"note: {said}\n" in plain.stderr
     given = runtime.Identifier(runtime.Gallery.open(tmp_path / "g"), runtime.Model(model),
                                threshold=0.5)  # --threshold: not the rule, not its rates
     assert "rule_rates" not in given.rank([answers[0]["images"][0]])
@@ -341,10 +352,6 @@ def test_enroll_and_identify_writers_never_seen_in_training(embed_export, tmp_pa
     assert wins >= 3, wins
     alone = runtime.verify(rt, questioned[writers[0]], first[writers[0]], "embedding")
     assert alone["scored_by"] == "embedding" and set(alone["scores"]) == {"embedding"}
-    rng = np.random.default_rng(3)
-    style = synth.WriterStyle.sample(rng)
-    for k in range(2):
-        cv2.imwrite(str(tmp_path / f"page{k}.png"), synth.render_page(style, rng, lines=5)[0])
     drawn: dict[str, bytes] = {}
     paged = runtime.verify(rt, tmp_path / "page0.png", tmp_path / "page1.png", drawn=drawn)
     assert paged["level"] == "page" and paged["lines_a"] == paged["lines_b"] == 5
