@@ -116,21 +116,37 @@ def interval(count: int, n: int, level: float = 0.95, design_effect: float = 1.0
     return [float(low), float(high)]
 
 
-def design_effect(hits: np.ndarray, clusters: np.ndarray) -> float:
+def design_effect(hits: np.ndarray, clusters: np.ndarray,
+                  crossed: np.ndarray | None = None) -> float:
     """How far a rate over trials in `clusters` varies beyond independent trials' (Kish's
     design effect): the clusters' with-replacement variance of the ratio over the
     independent trials' unbiased one, at least 1; 1 where every trial or none hit, or all
     are one cluster, which leave nothing to measure it by. Every trial its own cluster
-    gives exactly 1."""
+    gives exactly 1. With `crossed`, a second grouping of the same trials (a pair's
+    enrolled writer beside its query's), Cameron, Gelbach and Miller's two-way variance:
+    the two groupings' less their intersection's, at least either's alone."""
     hits = np.asarray(hits, np.float64)
     n, p = len(hits), float(np.mean(hits)) if len(hits) else 0.0
-    ids, which = np.unique(clusters, return_inverse=True)
-    if not 0 < p < 1 or len(ids) < 2:
+    if not 0 < p < 1:
         return 1.0
-    m = len(ids)
-    spread = np.bincount(which, hits) - p * np.bincount(which)
-    variance = m / (m - 1) * float((spread ** 2).sum()) / n ** 2
+    variance = _cluster_variance(hits, p, clusters)
+    if crossed is not None:
+        one, other = (np.unique(c, return_inverse=True)[1] for c in (clusters, crossed))
+        across = _cluster_variance(hits, p, other)
+        both = _cluster_variance(hits, p, one * (other.max() + 1) + other)
+        variance = max(variance + across - both, variance, across)
     return max(1.0, variance / (p * (1 - p) / (n - 1)))
+
+
+def _cluster_variance(hits: np.ndarray, p: float, clusters: np.ndarray) -> float:
+    """The with-replacement variance of the mean `p` of `hits` over their `clusters`; 0 for
+    one cluster, which leaves nothing to measure it by."""
+    ids, which = np.unique(clusters, return_inverse=True)
+    m = len(ids)
+    if m < 2:
+        return 0.0
+    spread = np.bincount(which, hits) - p * np.bincount(which)
+    return m / (m - 1) * float((spread ** 2).sum()) / len(hits) ** 2
 
 
 def normalise(x: np.ndarray) -> np.ndarray:

@@ -587,21 +587,29 @@ def _pair_rates(scores: np.ndarray, own: np.ndarray, growth: dict, writers: np.n
     writer enrolled alone (`scores` [Q, W], `own` [Q, W] the query's writer): `far`, the
     share of different-writer pairs said to be one writer's, and `frr`, of same-writer pairs
     said to be two writers', at the unknown-writer threshold of a gallery of one; each with
-    its interval (`_rate`: the pairs of one query's writer err together)."""
+    its interval (`_rate`: the pairs of one writer, asked or enrolled, err together)."""
     same = scores >= runtime.identify.query_thresholds(growth, scores[:, :1])[:, None]
-    paired = np.broadcast_to(writers[:, None], scores.shape)
-    return {**_rate("far", same[~own], paired[~own]), **_rate("frr", ~same[own], writers),
+    asked = np.broadcast_to(writers[:, None], scores.shape)[~own]
+    enrolled = np.broadcast_to(np.arange(scores.shape[1])[None, :], scores.shape)[~own]
+    return {**_rate("far", same[~own], asked, enrolled), **_rate("frr", ~same[own], writers),
             "different_pairs": int((~own).sum()), "same_pairs": int(own.sum())}
 
 
-def _rate(name: str, hits: np.ndarray, writers: np.ndarray) -> dict:
+def _rate(name: str, hits: np.ndarray, writers: np.ndarray,
+          enrolled: np.ndarray | None = None) -> dict:
     """A rate over queries with its 95% interval, the queries of one writer (a form's lines,
     a writer's forms) taken as erring together: by writer, not by form, as errors gather in
-    writers beyond their forms (docs/results.md, "A rate's interval counts writers")."""
-    effect = design_effect(hits, writers)
+    writers beyond their forms (docs/results.md, "A rate's interval counts writers"). Pairs
+    given the `enrolled` writer each was compared with err together by it too (a writer
+    whom strangers' handwriting resembles): two-way, with the fewer writers' degrees of
+    freedom (docs/results.md, verify's rule)."""
+    effect = design_effect(hits, writers, enrolled)
+    clusters = len(np.unique(writers))
+    if enrolled is not None:
+        clusters = min(clusters, len(np.unique(enrolled)))
     return {name: float(hits.mean()), f"{name}_design_effect": effect,
             f"{name}_95": interval(int(hits.sum()), len(hits), design_effect=effect,
-                                   clusters=len(np.unique(writers)))}
+                                   clusters=clusters)}
 
 
 def rates_words(fusion: dict, score: str, far: float) -> list[str]:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from models import runtime
-from models.evaluate import interval
+from models.evaluate import design_effect, interval
 from tests.conftest import REPO, cli
 
 VARIANTS = ("float32", "float16", "dynamic", "int8")
@@ -499,8 +499,13 @@ def test_verify_rates_are_those_of_each_writer_enrolled_alone():
     assert rates["far"] == said[~own].mean() and rates["frr"] == (~said[own]).mean()
     assert (rates["different_pairs"], rates["same_pairs"]) == (18 * 5, 18)
     assert (rates["forms"], rates["writers"]) == (6, 6)
+    # a different-writer pair errs with the others of its asked and of its enrolled writer
+    asked = np.broadcast_to(queries[0][:, None], own.shape)[~own]
+    enrolled = np.broadcast_to(present[None, :], own.shape)[~own]
+    assert rates["far_design_effect"] == design_effect(said[~own], asked, enrolled)
     assert rates["far_95"] == pytest.approx(interval(
         int(said[~own].sum()), 90, design_effect=rates["far_design_effect"], clusters=6))
+    assert rates["frr_design_effect"] == design_effect(~said[own], queries[0])
     # in the gallery of six the same pairs score otherwise: the spread holds all six
     gallery = runtime.Prepared(ref_emb, ref_counts, descriptor).scores(
         queries[2], queries[3], calibrated, cohort)["fused"]
@@ -510,7 +515,8 @@ def test_verify_rates_are_those_of_each_writer_enrolled_alone():
     assert words.startswith("At calibration, with one writer enrolled at a time, this rule "
                             f"said \"same writer\" of {int(said[~own].sum())} of 90 pairs of "
                             "different writers")
-    assert words.endswith("the 18 lines came from 6 forms of 6 writers, and the intervals "
-                          "allow for one writer's lines erring together.")
+    assert words.endswith("the 18 lines asked came from 6 forms of 6 writers, and the "
+                          "intervals allow for the pairs of one writer, asked or enrolled, "
+                          "erring together.")
     document = fusion["document"]["unknown_writer"]["verify_rates"]["fused"]
     assert (document["different_pairs"], document["same_pairs"]) == (30, 6)

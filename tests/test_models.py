@@ -218,6 +218,28 @@ def test_lines_that_err_together_count_as_fewer_queries():
         == pytest.approx([exact.low, exact.high])
 
 
+def test_pairs_err_together_by_either_writer_of_the_pair():
+    """verify's different-writer pairs: errors that gather in one enrolled writer (whom
+    strangers resemble) are spread evenly over the asked writers, which alone see none of
+    it; the two-way design effect sees either grouping's, whichever is given first."""
+    from models.evaluate import design_effect
+
+    asked, enrolled = (a.ravel() for a in np.meshgrid(np.arange(10), np.arange(10),
+                                                      indexing="ij"))
+    asked, enrolled = np.repeat(asked, 4), np.repeat(enrolled, 4)  # 4 pairs of each two
+    hits = enrolled == 0  # every pair with writer 0: 40 of 400
+    assert design_effect(hits, asked) == 1.0
+    both = design_effect(hits, asked, enrolled)
+    assert both == pytest.approx(design_effect(hits, enrolled)) and both > 30
+    assert design_effect(hits, enrolled, asked) == pytest.approx(both)
+    hits = asked == 0  # the other way round
+    assert design_effect(hits, asked, enrolled) == pytest.approx(design_effect(hits, asked))
+    # spread over both: nothing gathers, as one-way
+    rng = np.random.default_rng(0)
+    hits = rng.random(400) < 0.1
+    assert design_effect(hits, asked, enrolled) < 2
+
+
 def test_the_lead_rule_holds_the_false_accept_rate_between_fitted_gallery_sizes():
     """Export fits the unknown-writer rule (the best score plus a share of its lead over the
     second) on different-writer scores; on fresh ones, at a gallery size it did not draw,

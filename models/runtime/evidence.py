@@ -373,14 +373,19 @@ def rule_rates_words(rates: dict, level: str) -> str:
 def verify_rates_words(rates: dict, level: str) -> str:
     """What `verify`'s rule gave at export on every pair of a calibration query of a
     query's kind and a calibration writer enrolled alone (`identify.measured_rates` with
-    `pairs`), with the 95% intervals, and how many forms and writers the queries came from."""
+    `pairs`), with the 95% intervals, and how many forms and writers the queries came from
+    (a card's verify rates have always counted them)."""
     kind = "lines" if level == "line" else "documents"
     different, same = rates["different_pairs"], rates["same_pairs"]
+    writers = f"{rates['writers']} writers"
     return (f"At calibration, with one writer enrolled at a time, this rule said \"same "
             f"writer\" of {round(rates['far'] * different)} of {different} pairs of different "
             f"writers ({_rate_words(rates, 'far')}) and \"different writers\" of "
             f"{round(rates['frr'] * same)} of {same} pairs of one writer "
-            f"({_rate_words(rates, 'frr')}){_came_from(rates, kind, same)}")
+            f"({_rate_words(rates, 'frr')}); the {same} {kind} asked came from "
+            + (f"{rates['forms']} forms of {writers}" if kind == "lines" else writers)
+            + ", and the intervals allow for the pairs of one writer, asked or enrolled, "
+            "erring together.")
 
 
 def _rate_words(rates: dict, name: str) -> str:
