@@ -96,6 +96,29 @@ def small_vlad_descriptor(rng):
                                     rng.normal(size=(4, 8)).astype(np.float32)))
 
 
+def calibration_writers(noise: float):
+    """Export's calibration inputs at a size unit tests draw: six writers of two forms of
+    three lines (embeddings about a hand each, `noise` apart; random hinge counts), a
+    cohort of five writers, and a fusion of the two scores: (descriptor, (writers, forms,
+    embeddings, counts), cohort, calibration)."""
+    from models import runtime
+    from models.runtime.descriptors import Descriptor, Hinge
+
+    rng = np.random.default_rng(0)
+    descriptor = Descriptor(Hinge())
+    writers, forms = np.repeat(np.arange(6), 6), np.repeat(np.arange(12), 3)
+    emb = rng.normal(size=(6, 16))[writers] + rng.normal(0, noise, (36, 16))
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    counts = rng.integers(0, 20, (36, descriptor.size)).astype(float)
+    cohort_emb = rng.normal(size=(5, 16))
+    cohort = runtime.Prepared(cohort_emb / np.linalg.norm(cohort_emb, axis=1, keepdims=True),
+                              rng.integers(0, 20, (5, descriptor.size)).astype(float),
+                              descriptor)
+    calibrated = {"weights": {"embedding": 1.0, "hinge": 0.5},
+                  "embedding": {"mean": 0.0, "std": 0.3}, "hinge": {"mean": 0.5, "std": 0.1}}
+    return descriptor, (writers, forms, emb, counts), cohort, calibrated
+
+
 def generated_page(seed: int, lines: int = 6, skew: float = 0.0):
     """(a page of one generated writer's lines, each line's box): `synth.render_page`."""
     import numpy as np

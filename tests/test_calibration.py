@@ -8,6 +8,7 @@ from lir.algorithms.logistic_regression import LogitCalibrator
 
 from models import calibration
 from models.runtime import evidence
+from tests.conftest import calibration_writers
 
 
 def _scores(seed: int = 0, n_same: int = 300, n_different: int = 3000):
@@ -91,24 +92,12 @@ def test_different_writers_calibrate_as_scored_with_the_query_writer_out(monkeyp
     query's own writer enrolled, different writers read low, and an unknown writer's best
     match would get too high an LR. So export scores them with that writer left out."""
     from models import export, runtime
-    from models.runtime.descriptors import Descriptor, Hinge
 
-    rng = np.random.default_rng(0)
-    descriptor = Descriptor(Hinge())
-    writers, forms = np.repeat(np.arange(6), 6), np.repeat(np.arange(12), 3)
-    emb = rng.normal(size=(6, 16))[writers] + rng.normal(0, 0.6, (36, 16))
-    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-    counts = rng.integers(0, 20, (36, descriptor.size)).astype(float)
-    cohort_emb = rng.normal(size=(5, 16))
-    cohort = runtime.Prepared(cohort_emb / np.linalg.norm(cohort_emb, axis=1, keepdims=True),
-                              rng.integers(0, 20, (5, descriptor.size)).astype(float),
-                              descriptor)
-    calibrated = {"weights": {"embedding": 1.0, "hinge": 0.5},
-                  "embedding": {"mean": 0.0, "std": 0.3}, "hinge": {"mean": 0.5, "std": 0.1}}
+    descriptor, lines, cohort, calibrated = calibration_writers(noise=0.6)
+    writers, forms, emb, counts = lines
     fitted = {}
     monkeypatch.setattr(export, "_fitted",
                         lambda comparisons, level, notes: fitted.setdefault(level, comparisons))
-    lines = (writers, forms, emb, counts)
     export._likelihood_ratios(lines, export._by_form(*lines), None,
                               {"line": calibrated, "document": calibrated}, descriptor, "test",
                               [], cohort)

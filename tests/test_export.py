@@ -15,7 +15,7 @@ import pytest
 
 from models import runtime
 from models.evaluate import design_effect, interval
-from tests.conftest import REPO, cli
+from tests.conftest import REPO, calibration_writers, cli
 
 VARIANTS = ("float32", "float16", "dynamic", "int8")
 
@@ -465,24 +465,11 @@ def test_verify_rates_are_those_of_each_writer_enrolled_alone():
     every pair of a calibration query and a writer in a gallery of one, whose fused score
     (its spread taken over that writer's score and the cohort's) is not the gallery's."""
     from models import export
-    from models.runtime.descriptors import Descriptor, Hinge
     from models.runtime.identify import gallery_threshold
 
-    rng = np.random.default_rng(0)
-    descriptor = Descriptor(Hinge())
-    writers, forms = np.repeat(np.arange(6), 6), np.repeat(np.arange(12), 3)
-    emb = rng.normal(size=(6, 16))[writers] + rng.normal(0, 0.8, (36, 16))
-    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-    counts = rng.integers(0, 20, (36, descriptor.size)).astype(float)
-    cohort_emb = rng.normal(size=(5, 16))
-    cohort = runtime.Prepared(cohort_emb / np.linalg.norm(cohort_emb, axis=1, keepdims=True),
-                              rng.integers(0, 20, (5, descriptor.size)).astype(float),
-                              descriptor)
-    calibrated = {"weights": {"embedding": 1.0, "hinge": 0.5},
-                  "embedding": {"mean": 0.0, "std": 0.3}, "hinge": {"mean": 0.5, "std": 0.1}}
-    present, ref_emb, ref_counts, lines = export._enrolled_one_form(writers, forms, emb, counts)
-    asked = ~np.isin(forms, lines[1])
-    queries = tuple(a[asked] for a in (writers, forms, emb, counts))
+    descriptor, lines, cohort, calibrated = calibration_writers(noise=0.8)
+    present, ref_emb, ref_counts, enrolled = export._enrolled_one_form(*lines)
+    queries = tuple(a[~np.isin(lines[1], enrolled[1])] for a in lines)
     # each query against each writer enrolled alone, as verify scores it
     alone = np.array([[runtime.Prepared(ref_emb[[j]], ref_counts[[j]], descriptor).scores(
         e[None], c[None], calibrated, cohort)["fused"][0, 0] for j in range(6)]
