@@ -59,6 +59,14 @@ def _tables(cfg, metrics: dict, card: dict, predictions: list[dict], accuracy: f
            _rate(r, "frr")]
           for level in ("line", "document")
           if (r := measured_rates(card["fusion"], level, "fused"))]),
+        ("verify at calibration: the fused rule, each calibration writer enrolled alone "
+         "(95% intervals)",
+         ["queries", "different-writer pairs", "said one writer", "same-writer pairs",
+          "said two writers"],
+         [[f"{level}s", str(r["different_pairs"]), _rate(r, "far"), str(r["same_pairs"]),
+           _rate(r, "frr")]
+          for level in ("line", "document")
+          if (r := measured_rates(card["fusion"], level, "fused", pairs=True))]),
         (f"Held-out predictions with model_int8.tflite: {accuracy:.3f} right "
          f"({len(predictions)} images; first 12 shown)",
          ["image", "true writer", "predicted (score)", "runner-up"],

@@ -37,6 +37,10 @@ def test_reduced_demo_builds_trains_exports_predicts_and_reports(tmp_path):
     rates = card["fusion"]["document"]["unknown_writer"]["rates"]["fused"]  # with intervals
     assert (f"| documents | {rates['n_queries']} | 10 | {rates['far']:.3f} "
             f"({rates['far_95'][0]:.3f}-{rates['far_95'][1]:.3f}) |") in md
+    pairs = card["fusion"]["line"]["unknown_writer"]["verify_rates"]["fused"]  # verify's
+    assert (f"| lines | {pairs['different_pairs']} | {pairs['far']:.3f} "
+            f"({pairs['far_95'][0]:.3f}-{pairs['far_95'][1]:.3f}) | {pairs['same_pairs']} |"
+            ) in md
     assert html.count("data:image/png;base64,") >= 3  # curves, confusion, samples embedded
     assert len(list((out / "heldout").glob("*.png"))) == card["metrics"]["n_images"]
     # a re-run reuses every completed step
