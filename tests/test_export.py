@@ -499,9 +499,10 @@ def test_verify_rates_are_those_of_each_writer_enrolled_alone():
     assert not np.allclose(gallery, alone)
     # the words verify and its report say of them
     words = runtime.evidence.verify_rates_words(rates, "line")
-    assert words.startswith("At calibration, with one writer enrolled at a time, this rule "
-                            f"said \"same writer\" of {int(said[~own].sum())} of 90 pairs of "
-                            "different writers")
+    assert words.startswith("At calibration, with one writer at a time enrolled from a "
+                            "form's lines (as b best is: a page), this rule said \"same "
+                            f"writer\" of {int(said[~own].sum())} of 90 pairs of different "
+                            "writers")
     assert words.endswith("the 18 lines asked came from 6 forms of 6 writers, and the "
                           "intervals allow for the pairs of one writer, asked or enrolled, "
                           "erring together.")

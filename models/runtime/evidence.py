@@ -378,7 +378,8 @@ def verify_rates_words(rates: dict, level: str) -> str:
     kind = "lines" if level == "line" else "documents"
     different, same = rates["different_pairs"], rates["same_pairs"]
     writers = f"{rates['writers']} writers"
-    return (f"At calibration, with one writer enrolled at a time, this rule said \"same "
+    return (f"At calibration, with one writer at a time enrolled from a form's lines (as b "
+            f"best is: a page), this rule said \"same "
             f"writer\" of {round(rates['far'] * different)} of {different} pairs of different "
             f"writers ({_rate_words(rates, 'far')}) and \"different writers\" of "
             f"{round(rates['frr'] * same)} of {same} pairs of one writer "
