@@ -355,6 +355,7 @@ def test_enroll_and_identify_writers_never_seen_in_training(embed_export, tmp_pa
     drawn: dict[str, bytes] = {}
     paged = runtime.verify(rt, tmp_path / "page0.png", tmp_path / "page1.png", drawn=drawn)
     assert paged["level"] == "page" and paged["lines_a"] == paged["lines_b"] == 5
+    assert "b_one_line" not in paged and same["b_one_line"] is True  # a page as b, a line
     for side, k in (("a", 0), ("b", 1)):  # for the report: each page as it was read
         scan = runtime.Model.read(tmp_path / f"page{k}.png", input="auto")
         assert drawn[side] == runtime.evidence.thumbnail(scan.pages, scan.lines), side

@@ -80,6 +80,11 @@ def _reading(pair: dict, score: str) -> tuple[str, str]:
     return verb, "fused" if pair.get("in_cohort") else score
 
 
+LINE_AS_B = ("b is a single line, and the rule's rates and the likelihood ratio were "
+             "measured with a writer's form (a page's lines) as b: on development writers, "
+             "one line as b turned a fifth of same-writer pairs into \"different writers\" "
+             "and gave a quarter of them a likelihood ratio below 1 (docs/results.md, a single "
+             "line as b). A \"different writers\" answer weighs little; give b as a page")
 SAME_IMAGE = ("a and b are one image (the same content): any handwriting matches itself, "
               "so the answer says nothing of its writer. Compare with other handwriting of "
               "the known writer")
@@ -590,6 +595,8 @@ def verify_report(path: str | Path, result: dict, drawn: dict[str, bytes],
                if (rates := result.get("rule_rates")) else "") + "</p>"]
     if result.get("same_image"):
         body.append(f"<p class=\"answer\">Note: {html.escape(SAME_IMAGE)}.</p>")
+    if result.get("b_one_line") and ("rule_rates" in result or "log10_lr" in result):
+        body.append(f"<p class=\"answer\">Note: {html.escape(LINE_AS_B)}.</p>")
     lr = LikelihoodRatio.of(card, result["level"], scored_by)
     if "log10_lr" in result and lr is not None:
         body.append(f"<p class=\"answer\">log10 LR {result['log10_lr']:+.2f}: "

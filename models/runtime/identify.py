@@ -886,10 +886,11 @@ def verify(model: Model, questioned, reference, score: str | None = None,
     where the reference reads as a training writer of the model's cohort
     (`Identifier.in_cohort`): if it is that writer, it is measured against its own hand,
     which lowers the score, and "same_image" where a and b are one image (the same
-    content): a match that says nothing, and "rule_rates" where the card's rule decided:
+    content): a match that says nothing, "rule_rates" where the card's rule decided:
     what it gave at export on pairs of calibration queries and writers enrolled alone
-    (`measured_rates` with `pairs`)}. Given `drawn`, the `evidence.thumbnail` of "a"
-    and of "b" are put in it (for `evidence.verify_report`)."""
+    from a form (`measured_rates` with `pairs`), and "b_one_line" where b was read as a
+    single line, which those rates and the LR do not describe}. Given `drawn`, the
+    `evidence.thumbnail` of "a" and of "b" are put in it (for `evidence.verify_report`)."""
     features = features_for(model, score, input, dpi, paper)
     gallery = new_in_memory(features.fingerprint, features.descriptor)
     try:  # the reference's features only: the gallery keeps no thumbnail, as none shows it
@@ -929,7 +930,8 @@ def verify(model: Model, questioned, reference, score: str | None = None,
              "b_in_cohort": {k: hand[k] for k in ("reads_as", "score", "threshold")}
              if hand else None,
              "same_image": True if "enrolled" in r else None,
-             "rule_rates": rates}
+             "rule_rates": rates,
+             "b_one_line": True if known.lines is None and known.pages == 1 else None}
     return result | {k: n for k, n in extra.items() if n is not None}
 
 
