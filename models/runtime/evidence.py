@@ -80,11 +80,12 @@ def _reading(pair: dict, score: str) -> tuple[str, str]:
     return verb, "fused" if pair.get("in_cohort") else score
 
 
+# the fifth and the quarter: docs/results.md, "A single line as b"
 LINE_AS_B = ("b is a single line, and the rule's rates and the likelihood ratio were "
              "measured with a writer's form (a page's lines) as b: on development writers, "
              "one line as b turned a fifth of same-writer pairs into \"different writers\" "
-             "and gave a quarter of them a likelihood ratio below 1 (docs/results.md, a single "
-             "line as b). A \"different writers\" answer weighs little; give b as a page")
+             "and gave a quarter of them a likelihood ratio below 1. A \"different writers\" "
+             "answer weighs little; give b as a page")
 SAME_IMAGE = ("a and b are one image (the same content): any handwriting matches itself, "
               "so the answer says nothing of its writer. Compare with other handwriting of "
               "the known writer")
