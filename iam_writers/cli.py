@@ -214,7 +214,7 @@ def _verify(args: argparse.Namespace) -> None:
               file=sys.stderr)
     if r.get("same_image"):
         print(f"note: {evidence.SAME_IMAGE}", file=sys.stderr)
-    if r.get("b_one_line") and ("rule_rates" in r or "log10_lr" in r):
+    if r.get("b_one_line"):
         print(f"note: {evidence.LINE_AS_B}", file=sys.stderr)
     if hand := r.get("b_in_cohort"):
         print(f"note: {args.b} reads as training writer {hand['reads_as']}'s, of the model's "

@@ -596,7 +596,7 @@ def verify_report(path: str | Path, result: dict, drawn: dict[str, bytes],
                if (rates := result.get("rule_rates")) else "") + "</p>"]
     if result.get("same_image"):
         body.append(f"<p class=\"answer\">Note: {html.escape(SAME_IMAGE)}.</p>")
-    if result.get("b_one_line") and ("rule_rates" in result or "log10_lr" in result):
+    if result.get("b_one_line"):
         body.append(f"<p class=\"answer\">Note: {html.escape(LINE_AS_B)}.</p>")
     lr = LikelihoodRatio.of(card, result["level"], scored_by)
     if "log10_lr" in result and lr is not None:

@@ -889,8 +889,9 @@ def verify(model: Model, questioned, reference, score: str | None = None,
     content): a match that says nothing, "rule_rates" where the card's rule decided:
     what it gave at export on pairs of calibration queries and writers enrolled alone
     from a form (`measured_rates` with `pairs`), and "b_one_line" where b was read as a
-    single line, which those rates and the LR do not describe}. Given `drawn`, the
-    `evidence.thumbnail` of "a" and of "b" are put in it (for `evidence.verify_report`)."""
+    single line and rates or an LR were given, which do not describe such a b}. Given
+    `drawn`, the `evidence.thumbnail` of "a" and of "b" are put in it (for
+    `evidence.verify_report`)."""
     features = features_for(model, score, input, dpi, paper)
     gallery = new_in_memory(features.fingerprint, features.descriptor)
     try:  # the reference's features only: the gallery keeps no thumbnail, as none shows it
@@ -931,7 +932,8 @@ def verify(model: Model, questioned, reference, score: str | None = None,
              if hand else None,
              "same_image": True if "enrolled" in r else None,
              "rule_rates": rates,
-             "b_one_line": True if known.lines is None and known.pages == 1 else None}
+             "b_one_line": True if known.lines is None and known.pages == 1
+             and (rates or "log10_lr" in top) else None}
     return result | {k: n for k, n in extra.items() if n is not None}
 
 
