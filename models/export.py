@@ -621,14 +621,15 @@ def rates_words(fusion: dict, score: str, far: float) -> list[str]:
                 if (r := runtime.identify.measured_rates(fusion, level, score))}
     if not measured:
         return []
+    def rate(r: dict, name: str) -> str:
+        return f"{r[name]:.1%} ({r[f'{name}_95'][0]:.1%}-{r[f'{name}_95'][1]:.1%})"
+
     gallery = next(iter(measured.values()))["gallery"]
     words = [f"the unknown-writer rule ({score}) on the calibration queries, "
              f"{gallery} writers enrolled (95% intervals; a writer's queries may err together):"]
     for level, r in measured.items():
-        words.append(
-            f"  {level + 's':<9} {r['n_queries']:>4}: strangers accepted "
-            f"{r['far']:.1%} ({r['far_95'][0]:.1%}-{r['far_95'][1]:.1%}), genuine answered "
-            f"unknown {r['frr']:.1%} ({r['frr_95'][0]:.1%}-{r['frr_95'][1]:.1%})")
+        words.append(f"  {level + 's':<9} {r['n_queries']:>4}: strangers accepted "
+                     f"{rate(r, 'far')}, genuine answered unknown {rate(r, 'frr')}")
     thin = [f"{r['n_queries']} {level}s" for level, r in measured.items()
             if interval(0, r["n_queries"], clusters=r.get("writers", r.get("forms")))[1] > far]
     if thin:
@@ -639,11 +640,9 @@ def rates_words(fusion: dict, score: str, far: float) -> list[str]:
     if pairs:
         words.append(f"verify's rule ({score}), each calibration writer enrolled alone:")
     for level, r in pairs.items():
-        words.append(
-            f"  {level + 's':<9} different-writer pairs said one writer {r['far']:.1%} "
-            f"({r['far_95'][0]:.1%}-{r['far_95'][1]:.1%}) of {r['different_pairs']}, "
-            f"same-writer pairs said two {r['frr']:.1%} ({r['frr_95'][0]:.1%}-"
-            f"{r['frr_95'][1]:.1%}) of {r['same_pairs']}")
+        words.append(f"  {level + 's':<9} different-writer pairs said one writer "
+                     f"{rate(r, 'far')} of {r['different_pairs']}, same-writer pairs said two "
+                     f"{rate(r, 'frr')} of {r['same_pairs']}")
     return words
 
 

@@ -385,9 +385,9 @@ def verify_rates_words(rates: dict, level: str) -> str:
     different, same = rates["different_pairs"], rates["same_pairs"]
     writers = f"{rates['writers']} writers"
     return (f"At calibration, with one writer at a time enrolled from a form's lines (as b "
-            f"best is: a page), this rule said \"same "
-            f"writer\" of {round(rates['far'] * different)} of {different} pairs of different "
-            f"writers ({_rate_words(rates, 'far')}) and \"different writers\" of "
+            f"best is: a page), this rule said \"same writer\" of "
+            f"{round(rates['far'] * different)} of {different} pairs of different writers "
+            f"({_rate_words(rates, 'far')}) and \"different writers\" of "
             f"{round(rates['frr'] * same)} of {same} pairs of one writer "
             f"({_rate_words(rates, 'frr')}); the {same} {kind} asked came from "
             + (f"{rates['forms']} forms of {writers}" if kind == "lines" else writers)
