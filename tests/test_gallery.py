@@ -497,6 +497,24 @@ def test_a_gallery_from_before_the_reading_was_recorded_gains_it(tmp_path):
                                g.snapshot().hinge_sums)
 
 
+def test_a_connection_held_open_reads_right_while_others_come_and_go(tmp_path):
+    """A process that keeps a gallery open (a service identifying all day) and opens it
+    again to enrol, while another process reads it and exits: opening never touches the
+    file but through SQLite, whose locks a plain open and close of the file would drop,
+    letting the other process take itself for the last reader and fold the write-ahead
+    log away under the open connection (which then read two of four writers)."""
+    files = _line_files(tmp_path / "lines", 4, seed=5)
+    hinge = runtime.features_for(None, "hinge")
+    runtime.enroll(tmp_path / "g", hinge, "ann", files[:1])
+    held = Gallery.open(tmp_path / "g")
+    assert [w["writer"] for w in held.writers()] == ["ann"]
+    for writer, image in zip(("bob", "cy", "dee"), files[1:]):
+        runtime.enroll(tmp_path / "g", hinge, writer, [image])
+        assert cli("gallery", "list", tmp_path / "g").returncode == 0
+    assert [w["writer"] for w in held.writers()] == ["ann", "bob", "cy", "dee"]
+    assert held.check() == [] and held.db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
 def test_bulk_enrolment_of_a_layout_folder_in_one_process(layout, tmp_path):
     """dummy_data: 12 writers x 3 forms x 1 line, each writer's first form enrolled."""
     proc = cli("enroll", tmp_path / "g", "--layout", layout, "--forms-per-writer", "1")

@@ -55,7 +55,6 @@ SUM_DTYPE = np.dtype("<f4")
 READ_SUM_DTYPE = np.dtype(np.float32)  # the sums as `snapshot` reads them, whatever stored
 DUAL_DTYPE = np.dtype("<f8")  # exemplar SVMs' dual multipliers
 SUM_TOLERANCE = 1e-5  # `check`: float32's rounding (6e-8) at up to ~100 enrolments
-HEADER = b"SQLite format 3\x00"
 
 # each writer's exemplar SVM (`runtime.descriptors.exemplar_duals`), added to schema 1
 # without a new version
@@ -215,26 +214,20 @@ def _matrix(blobs: list[bytes], dtype: np.dtype) -> np.ndarray:
     return np.frombuffer(b"".join(blobs), dtype).reshape(len(blobs), -1)
 
 
-def _check_header(file: Path) -> None:
-    """Refuse a file that is not a whole SQLite database before SQLite touches it."""
-    with open(file, "rb") as f:
-        head = f.read(100)
-    size = file.stat().st_size
+def _unopened(file: Path, err: sqlite3.DatabaseError | None = None) -> GalleryError:
+    """Why a gallery could not be opened (no `err`: an empty file; else what SQLite said on
+    reading it), in one line naming the file and the fix."""
     fix = (f"Pass a gallery written by `iam-writers enroll`, or enroll into a new path "
            f"(move {file.name} away first).")
-    if not head:
-        raise GalleryError(f"{file}: not a gallery (an empty file). {fix}")
-    if len(head) < 100 or not head.startswith(HEADER):
-        raise GalleryError(f"{file}: not a gallery (not an SQLite database). {fix}")
-    page = int.from_bytes(head[16:18], "big")
-    page = 65536 if page == 1 else page
-    pages = int.from_bytes(head[28:32], "big")
-    # the page count is valid when the change counter matches "version valid for"; while a
-    # write-ahead log exists, a checkpoint may be growing the file
-    settled = not file.with_name(file.name + "-wal").exists()
-    if settled and head[24:28] == head[92:96] and size < page * pages:
-        raise GalleryError(f"{file}: corrupt gallery (truncated: {size} bytes of "
-                           f"{page * pages}). Restore it from a backup. {fix}")
+    if err is None:
+        return GalleryError(f"{file}: not a gallery (an empty file). {fix}")
+    if err.sqlite_errorcode == sqlite3.SQLITE_NOTADB:
+        return GalleryError(f"{file}: not a gallery (not an SQLite database). {fix}")
+    if err.sqlite_errorcode == sqlite3.SQLITE_CORRUPT:  # SQLite checks the page count
+        return GalleryError(f"{file}: corrupt gallery (truncated or damaged: {err}). Restore "
+                            f"it from a backup. {fix}")
+    return GalleryError(f"{file}: corrupt gallery ({err}). Restore it from a backup, or "
+                        "enroll the writers into a new gallery.")
 
 
 class Gallery:
@@ -274,12 +267,14 @@ class Gallery:
                 raise FileNotFoundError(f"{file}: no such gallery. Enroll writers first: "
                                         f"iam-writers enroll {path} --writer ID IMAGES")
             _new_file(file, fingerprint, descriptor, journal)
-        _check_header(file)
+        # only SQLite opens the file: closing another descriptor of it would drop the locks
+        # of this process's connections to it (SQLite's "How To Corrupt", 2.2)
+        if file.stat().st_size == 0:  # SQLite would take it for a new database
+            raise _unopened(file)
         try:
             return cls(file, _connect(file))
         except sqlite3.DatabaseError as err:
-            raise GalleryError(f"{file}: corrupt gallery ({err}). Restore it from a backup, "
-                               "or enroll the writers into a new gallery.") from None
+            raise _unopened(file, err) from None
 
     @staticmethod
     def exists(path: str | Path) -> bool:
