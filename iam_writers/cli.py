@@ -368,8 +368,10 @@ def _gallery(args: argparse.Namespace) -> None:
     if args.action == "list":
         rows = gallery.writers()
         _show(rows, args.json, "\n".join(
-            f"{r['writer']}\t{r['images']} image(s)\tenrolled {r['enrolled']}\tupdated "
-            f"{r['updated']}" for r in rows) or f"{gallery.path}: no writers enrolled")
+            f"{r['writer']}\t{r['images']} image(s)\t"
+            f"{'lines not recorded' if r['lines'] is None else str(r['lines']) + ' line(s)'}"
+            f"\tenrolled {r['enrolled']}\tupdated {r['updated']}" for r in rows)
+            or f"{gallery.path}: no writers enrolled")
     elif args.action == "show":
         rows = gallery.images(args.writer)
         _show(rows, args.json, "\n".join(
@@ -413,12 +415,14 @@ def _gallery_alike(args: argparse.Namespace) -> None:
 
 
 def _read_as(image: dict) -> str:
-    """How an enrolled image was read, in words: `page at 300 dpi`."""
+    """How an enrolled image was read, in words: `page of 9 lines at 300 dpi`."""
     if image["read_as"] is None:
         return "reading not recorded"
+    read = image["read_as"] + (f" of {image['lines']} lines" if image["read_as"] == "page"
+                               and image["lines"] is not None else "")
     if image["dpi"] is None:  # `Read.read_as`: a photo's sheet sets it at every reading
-        return f"{image['read_as']}, a photo straightened onto {image['paper'] or 'its'} paper"
-    return f"{image['read_as']} at {image['dpi']:g} dpi" + (
+        return f"{read}, a photo straightened onto {image['paper'] or 'its'} paper"
+    return f"{read} at {image['dpi']:g} dpi" + (
         f", a photo ({image['camera']}) with no sheet found" if image["camera"] else "")
 
 

@@ -471,27 +471,37 @@ def test_rebuild_reads_each_file_as_it_was_enrolled_from_any_folder(tmp_path, mo
 
 
 def test_a_gallery_from_before_the_reading_was_recorded_gains_it(tmp_path):
-    """Galleries of schema 1 written before the `dpi`, `read_as`, `paper` and `camera`
-    columns still open, rebuild (by the command's settings) and record them for what is
-    enrolled next."""
+    """Galleries of schema 1 written before the `dpi`, `read_as`, `paper`, `camera` and
+    `lines` columns still open, rebuild (by the command's settings) and record them for
+    what is enrolled next; a page's lines counted, a line one, older images not known."""
     from models.runtime import identify
+    from tests.conftest import generated_page
 
     files = _line_files(tmp_path / "lines", 3, seed=3)
+    cv2.imwrite(str(page := tmp_path / "page.png"), generated_page(4, lines=5)[0])
     hinge = runtime.features_for(None, "hinge")
     runtime.enroll(tmp_path / "g", hinge, "ann", files[:2])
+    runtime.enroll(tmp_path / "g", hinge, "cy", [page])
     db = sqlite3.connect(gallery_file(tmp_path / "g"))
-    for column in ("dpi", "read_as", "paper", "camera"):
+    for column in ("dpi", "read_as", "paper", "camera", "lines"):
         db.execute(f"ALTER TABLE images DROP COLUMN {column}")
     db.commit()
     db.close()
-    runtime.enroll(tmp_path / "g", hinge, "bob", files[2:])
     g = Gallery.open(tmp_path / "g")
-    assert [(s.dpi, s.read_as, s.paper, s.camera) for _, images in g.sources()
+    assert [w["lines"] for w in g.writers()] == [None, None]
+    runtime.enroll(tmp_path / "g", hinge, "bob", files[2:])
+    assert [(s.dpi, s.read_as, s.paper, s.camera, s.lines) for _, images in g.sources()
             for s in images] == \
-        [(None, None, None, None), (None, None, None, None), (300, "line", None, None)]
+        [(None, None, None, None, None)] * 3 + [(300, "line", None, None, 1)]
     assert g.check() == []
     assert [i["read_as"] for i in g.images("ann")] == [None, None]
     assert "reading not recorded" in cli("gallery", "show", tmp_path / "g", "ann").stdout
+    listed = cli("gallery", "list", tmp_path / "g").stdout
+    assert "\tlines not recorded\t" in listed and "bob\t1 image(s)\t1 line(s)\t" in listed
+    cv2.imwrite(str(other := tmp_path / "other.png"), generated_page(5, lines=5)[0])
+    runtime.enroll(tmp_path / "g", hinge, "dee", [other])
+    assert [w["lines"] for w in g.writers()] == [None, None, 1, 5]
+    assert "page of 5 lines at 300 dpi" in cli("gallery", "show", tmp_path / "g", "dee").stdout
     identify.rebuild(tmp_path / "g", tmp_path / "new", hinge)
     np.testing.assert_allclose(Gallery.open(tmp_path / "new").snapshot().hinge_sums,
                                g.snapshot().hinge_sums)

@@ -91,25 +91,29 @@ CREATE TABLE images (
     dpi REAL,
     read_as TEXT,
     paper TEXT,
-    camera TEXT
+    camera TEXT,
+    lines INTEGER
 );
 CREATE INDEX images_by_writer ON images(writer_id);
 """ + EXEMPLARS
 
 
 # added to schema 1 without a new version
-READ_COLUMNS = {"dpi": "REAL", "read_as": "TEXT", "paper": "TEXT", "camera": "TEXT"}
+READ_COLUMNS = {"dpi": "REAL", "read_as": "TEXT", "paper": "TEXT", "camera": "TEXT",
+                "lines": "INTEGER"}
 
 
 class ReadAs(NamedTuple):
     """How an image file was read when enrolled: at what resolution (None: a photo, whose
-    sheet sets it), as a line or a page, a photo's paper, and the camera that took a photo
-    read as if at 300 dpi, no sheet found on it (its handwriting's size not known)."""
+    sheet sets it), as a line or a page, a photo's paper, the camera that took a photo
+    read as if at 300 dpi, no sheet found on it (its handwriting's size not known), and the
+    lines of handwriting it gave (1 for a line)."""
 
     dpi: float | None
     read_as: str
     paper: str | None = None
     camera: str | None = None
+    lines: int | None = None
 
 
 class Source(NamedTuple):
@@ -117,7 +121,8 @@ class Source(NamedTuple):
     are None for images enrolled before the gallery recorded them, `dpi` alone for a photo
     (read again, its sheet sets it); `paper` is a photo's (None for any other image, and
     for a photo enrolled before the gallery recorded it: read again as A4, Letter or Legal by
-    its shape); `camera` as `ReadAs` says (read again, the file says it again)."""
+    its shape); `camera` and `lines` as `ReadAs` says (read again, the file says them again;
+    `lines` None where not recorded)."""
 
     path: str
     sha256: str
@@ -125,6 +130,7 @@ class Source(NamedTuple):
     read_as: str | None
     paper: str | None
     camera: str | None
+    lines: int | None = None
 
 
 # solves a writer's exemplar SVM from its summed descriptor row: (the cohort's key, duals)
@@ -460,14 +466,23 @@ class Gallery:
                                "backup, or enroll the writers into a new gallery.") from None
 
     def writers(self) -> list[dict]:
-        """[{"writer", "images", "enrolled", "updated"}] in enrolment order."""
+        """[{"writer", "images", "lines", "enrolled", "updated"}] in enrolment order;
+        "lines" the lines of handwriting enrolled (None where an image enrolled before the
+        gallery recorded them was read as a page)."""
         with self._reading():
-            rows = self.db.execute("SELECT name, n_images, enrolled, updated FROM writers "
-                                   "ORDER BY id").fetchall()
-        return [{"writer": n, "images": k, "enrolled": e, "updated": u} for n, k, e, u in rows]
+            have = _columns(self.db)
+            # an image read as a line is one line, whenever it was enrolled
+            per_image = (f"COALESCE({'i.lines' if 'lines' in have else 'NULL'}, CASE WHEN "
+                         f"{'i.read_as' if 'read_as' in have else 'NULL'} = 'line' THEN 1 END)")
+            rows = self.db.execute(
+                f"SELECT w.name, w.n_images, CASE WHEN COUNT({per_image}) = COUNT(i.id) THEN "
+                f"SUM({per_image}) END, w.enrolled, w.updated FROM writers w LEFT JOIN "
+                "images i ON i.writer_id = w.id GROUP BY w.id ORDER BY w.id").fetchall()
+        return [{"writer": n, "images": k, "lines": lines, "enrolled": e, "updated": u}
+                for n, k, lines, e, u in rows]
 
     def images(self, writer: str) -> list[dict]:
-        """[{"path", "sha256", "enrolled", "dpi", "read_as", "paper", "camera"}] of a
+        """[{"path", "sha256", "enrolled", "dpi", "read_as", "paper", "camera", "lines"}] of a
         writer's enrolled images, in enrolment order: what the writer is known by (dpi and
         read_as None where the gallery did not yet record them; dpi alone for a photo, whose
         sheet sets it; paper for a photo; camera for a photo with no sheet found: `ReadAs`).

@@ -326,9 +326,9 @@ class Read(NamedTuple):
     @property
     def read_as(self) -> ReadAs:
         """As a gallery records it: a photo without its measured resolution, so that
-        `gallery rebuild` finds its sheet again, and with its paper."""
+        `gallery rebuild` finds its sheet again, and with its paper and lines."""
         return ReadAs(None if self.paper else self.dpi, "line" if self.lines is None else "page",
-                      self.paper, self.camera)
+                      self.paper, self.camera, 1 if self.lines is None else self.lines)
 
 
 class Features:
