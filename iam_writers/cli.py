@@ -231,7 +231,7 @@ def _verify(args: argparse.Namespace) -> None:
 
 
 def _enroll(args: argparse.Namespace) -> None:
-    from models.runtime import Gallery, Model, features_for, identify
+    from models.runtime import Gallery, Model, evidence, features_for, identify
 
     model = Model(args.model, args.threads) if args.model else None
     features = features_for(model, args.descriptor, args.input, args.dpi, args.paper)
@@ -252,6 +252,11 @@ def _enroll(args: argparse.Namespace) -> None:
     info = gallery.info()
     print(f"{info['gallery']} now holds {info['writers']} writer(s), {info['images']} "
           f"image(s) ({gallery.built_by})")
+    enrolled = {e.writer for e in done}
+    few = {w["writer"]: w["lines"] for w in gallery.writers() if w["writer"] in enrolled
+           and w["lines"] is not None and w["lines"] < evidence.FEW_LINES}
+    if few:
+        print(f"note: {evidence.few_lines_words(few, args.gallery)}", file=sys.stderr)
     _warn_alike(identify.Identifier(gallery, model, args.descriptor), args)
 
 

@@ -525,11 +525,38 @@ def test_a_connection_held_open_reads_right_while_others_come_and_go(tmp_path):
     assert held.check() == [] and held.db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
 
+def test_enroll_notes_a_writer_enrolled_from_a_few_lines(tmp_path):
+    """The card's rules were set on writers enrolled from a form: `enroll` says when a
+    writer it enrolled holds fewer than `FEW_LINES` lines of handwriting, counting a
+    page's found lines, until more are enrolled."""
+    from models.runtime.evidence import FEW_LINES
+    from tests.conftest import generated_page
+
+    files = _line_files(tmp_path / "lines", FEW_LINES, seed=6)
+    for name, lines in (("short", FEW_LINES - 1), ("whole", FEW_LINES)):
+        cv2.imwrite(str(tmp_path / f"{name}.png"),
+                    generated_page(7 if name == "short" else 8, lines=lines)[0])
+
+    def note(writer: str, *images: Path) -> str:
+        proc = cli("enroll", tmp_path / "g", "--descriptor", "hinge", "--writer", writer,
+                   *images)
+        assert proc.returncode == 0, proc.stderr
+        return "\n".join(x for x in proc.stderr.splitlines() if "enrolled from fewer" in x)
+
+    assert f"note: 1 writer(s) enrolled from fewer than {FEW_LINES} lines of handwriting " \
+           "(ann: 1): " in note("ann", files[0])
+    assert "(ann: 5)" in note("ann", *files[1:-1])
+    assert note("ann", files[-1]) == ""  # now FEW_LINES lines
+    assert f"(bea: {FEW_LINES - 1})" in note("bea", tmp_path / "short.png")
+    assert note("cy", tmp_path / "whole.png") == ""
+
+
 def test_bulk_enrolment_of_a_layout_folder_in_one_process(layout, tmp_path):
     """dummy_data: 12 writers x 3 forms x 1 line, each writer's first form enrolled."""
     proc = cli("enroll", tmp_path / "g", "--layout", layout, "--forms-per-writer", "1")
     assert proc.returncode == 0, proc.stderr
     assert "enrolled 12 image(s) of 12 writer(s)" in proc.stdout
+    assert "note: 12 writer(s) enrolled from fewer than 6 lines of handwriting (" in proc.stderr
     g = Gallery.open(tmp_path / "g")
     assert len(g.writers()) == 12 and all(w["images"] == 1 for w in g.writers())
     again = cli("enroll", tmp_path / "g", "--layout", layout, "--forms-per-writer", "1")

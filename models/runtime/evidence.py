@@ -86,9 +86,27 @@ LINE_AS_B = ("b is a single line, and the rule's rates and the likelihood ratio 
              "one line as b turned a fifth of same-writer pairs into \"different writers\" "
              "and gave a quarter of them a likelihood ratio below 1. A \"different writers\" "
              "answer weighs little; give b as a page")
+# identify on development writers each enrolled from a few lines of a form, not the form
+# (docs/results.md, "Writers enrolled from a few lines"): below 6, more than a form's
+# share of their genuine lines was answered unknown
+FEW_LINES = 6
 SAME_IMAGE = ("a and b are one image (the same content): any handwriting matches itself, "
               "so the answer says nothing of its writer. Compare with other handwriting of "
               "the known writer")
+
+
+def few_lines_words(few: dict[str, int], gallery: str | Path) -> str:
+    """That writers ({writer: lines}) are enrolled from fewer than `FEW_LINES` lines of
+    handwriting, what that did on development writers, and the fix."""
+    named = ", ".join(f"{w}: {n}" for w, n in list(few.items())[:5]) + (
+        ", ..." if len(few) > 5 else "")
+    return (f"{len(few)} writer(s) enrolled from fewer than {FEW_LINES} lines of handwriting "
+            f"({named}): the unknown-writer rule and the likelihood ratios were set on "
+            "writers enrolled from a form (a page's lines, 9 on the median development "
+            "form). On development writers enrolled from 1, 2 or 4 lines, strangers were "
+            "still refused, but identify answered \"unknown writer\" to 53%, 33% and 15% of "
+            "their genuine lines (enrolled from a form: 5%). Enrol a page of each "
+            f"(`iam-writers enroll {gallery} --writer WRITER PAGE` adds it)")
 
 
 def enrolled_words(enrolled: dict[str, str]) -> str:
