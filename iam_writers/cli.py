@@ -252,9 +252,8 @@ def _enroll(args: argparse.Namespace) -> None:
     info = gallery.info()
     print(f"{info['gallery']} now holds {info['writers']} writer(s), {info['images']} "
           f"image(s) ({gallery.built_by})")
-    enrolled = {e.writer for e in done}
-    few = {w["writer"]: w["lines"] for w in gallery.writers() if w["writer"] in enrolled
-           and w["lines"] is not None and w["lines"] < evidence.FEW_LINES}
+    few = {w: n for w, n in gallery.lines([e.writer for e in done]).items()
+           if n is not None and n < evidence.FEW_LINES}
     if few:
         print(f"note: {evidence.few_lines_words(few, args.gallery)}", file=sys.stderr)
     _warn_alike(identify.Identifier(gallery, model, args.descriptor), args)
@@ -326,11 +325,16 @@ def _identify(args: argparse.Namespace) -> int:
     if answered and "note" in answered[0]:
         print(f"note: {answered[0]['note']}", file=sys.stderr)
     if not args.json:  # what the unknown-writer rule gave at calibration, once a kind of
-        # query (the JSON has it in each answer's rule_rates)
+        # query, and of closest writers enrolled from a few lines (the JSON has them in
+        # each answer: rule_rates, few_lines)
         measured = {"line" if r["level"] == "line" else "document": r["rule_rates"]
                     for r in answered if "rule_rates" in r}  # a page's are a document's
         for level, rates in measured.items():
             print(f"note: {evidence.rule_rates_words(rates, level)}", file=sys.stderr)
+        if closest := [r["few_lines"] for r in answered if "few_lines" in r]:
+            few = {c["writer"]: c["lines"] for c in closest}
+            print(f"note: {evidence.few_lines_words(few, args.gallery, len(closest))}",
+                  file=sys.stderr)
     text = "\n".join(
         f"not read: {r['error']}" if "error" in r else
         (f"document of {len(r['images'])} images" if args.document

@@ -501,6 +501,7 @@ def test_a_gallery_from_before_the_reading_was_recorded_gains_it(tmp_path):
     cv2.imwrite(str(other := tmp_path / "other.png"), generated_page(5, lines=5)[0])
     runtime.enroll(tmp_path / "g", hinge, "dee", [other])
     assert [w["lines"] for w in g.writers()] == [None, None, 1, 5]
+    assert g.lines(["dee", "ann", "bob"]) == {"dee": 5, "ann": None, "bob": 1}
     assert "page of 5 lines at 300 dpi" in cli("gallery", "show", tmp_path / "g", "dee").stdout
     identify.rebuild(tmp_path / "g", tmp_path / "new", hinge)
     np.testing.assert_allclose(Gallery.open(tmp_path / "new").snapshot().hinge_sums,
@@ -528,11 +529,12 @@ def test_a_connection_held_open_reads_right_while_others_come_and_go(tmp_path):
 def test_enroll_notes_a_writer_enrolled_from_a_few_lines(tmp_path):
     """The card's rules were set on writers enrolled from a form: `enroll` says when a
     writer it enrolled holds fewer than `FEW_LINES` lines of handwriting, counting a
-    page's found lines, until more are enrolled."""
+    page's found lines, and `identify` when such a writer is the closest, until more are
+    enrolled."""
     from models.runtime.evidence import FEW_LINES
     from tests.conftest import generated_page
 
-    files = _line_files(tmp_path / "lines", FEW_LINES, seed=6)
+    files = _line_files(tmp_path / "lines", FEW_LINES + 1, seed=6)  # the last one asked
     for name, lines in (("short", FEW_LINES - 1), ("whole", FEW_LINES)):
         cv2.imwrite(str(tmp_path / f"{name}.png"),
                     generated_page(7 if name == "short" else 8, lines=lines)[0])
@@ -543,10 +545,26 @@ def test_enroll_notes_a_writer_enrolled_from_a_few_lines(tmp_path):
         assert proc.returncode == 0, proc.stderr
         return "\n".join(x for x in proc.stderr.splitlines() if "enrolled from fewer" in x)
 
+    def closest() -> tuple[dict | None, str, bool]:
+        """(identify's JSON answer's "few_lines", the text answer's note of it, whether
+        its report notes it)"""
+        asked = ("identify", tmp_path / "g", files[-1], "--descriptor", "hinge")
+        [answer] = json.loads(cli(*asked, "--json").stdout)
+        proc = cli(*asked, "--report", tmp_path / "report.html")
+        told = [x for x in proc.stderr.splitlines() if "came closest" in x]
+        reported = "came closest to a writer enrolled from fewer" in (
+            tmp_path / "report.html").read_text()
+        return answer.get("few_lines"), "\n".join(told), reported
+
     assert f"note: 1 writer(s) enrolled from fewer than {FEW_LINES} lines of handwriting " \
            "(ann: 1): " in note("ann", files[0])
-    assert "(ann: 5)" in note("ann", *files[1:-1])
-    assert note("ann", files[-1]) == ""  # now FEW_LINES lines
+    few, told, reported = closest()
+    assert few == {"writer": "ann", "lines": 1} and reported
+    assert told.startswith(f"note: 1 answer(s) came closest to a writer enrolled from fewer "
+                           f"than {FEW_LINES} lines of handwriting (ann: 1): ")
+    assert "(ann: 5)" in note("ann", *files[1:-2])
+    assert note("ann", files[-2]) == ""  # now FEW_LINES lines
+    assert closest() == (None, "", False)
     assert f"(bea: {FEW_LINES - 1})" in note("bea", tmp_path / "short.png")
     assert note("cy", tmp_path / "whole.png") == ""
 

@@ -95,18 +95,23 @@ SAME_IMAGE = ("a and b are one image (the same content): any handwriting matches
               "the known writer")
 
 
-def few_lines_words(few: dict[str, int], gallery: str | Path) -> str:
+def few_lines_words(few: dict[str, int], gallery: str | Path, closest: int = 0) -> str:
     """That writers ({writer: lines}) are enrolled from fewer than `FEW_LINES` lines of
-    handwriting, what that did on development writers, and the fix."""
+    handwriting (given `closest`: each the closest writer of so many answers), what that did
+    on development writers, and the fix."""
     named = ", ".join(f"{w}: {n}" for w, n in list(few.items())[:5]) + (
         ", ..." if len(few) > 5 else "")
-    return (f"{len(few)} writer(s) enrolled from fewer than {FEW_LINES} lines of handwriting "
-            f"({named}): the unknown-writer rule and the likelihood ratios were set on "
-            "writers enrolled from a form (a page's lines, 9 on the median development "
-            "form). On development writers enrolled from 1, 2 or 4 lines, strangers were "
-            "still refused, but identify answered \"unknown writer\" to 53%, 33% and 15% of "
-            "their genuine lines (enrolled from a form: 5%). Enrol a page of each "
-            f"(`iam-writers enroll {gallery} --writer WRITER PAGE` adds it)")
+    who = (f"{closest} answer(s) came closest to a writer enrolled" if closest
+           else f"{len(few)} writer(s) enrolled")
+    return (f"{who} from fewer than {FEW_LINES} lines of handwriting ({named}): the "
+            "unknown-writer rule and the likelihood ratios were set on writers enrolled from "
+            "a form (a page's lines, 9 on the median development form). On development "
+            "writers enrolled from 1, 2 or 4 lines, strangers were still refused, but "
+            "identify answered \"unknown writer\" to 53%, 33% and 15% of their genuine lines "
+            "(enrolled from a form: 5%)"
+            + (", and their likelihood ratios weigh short" if closest else "")
+            + f". Enrol a page of each (`iam-writers enroll {gallery} --writer WRITER PAGE` "
+            "adds it)")
 
 
 def enrolled_words(enrolled: dict[str, str]) -> str:
@@ -526,6 +531,9 @@ def identify_report(path: str | Path, results: list[dict], identifier,
                        f": the query may be {html.escape(other)}'s, or the two one writer.")
         if "in_cohort" in r:
             words = cohort_words(r["in_cohort"], r["score"], identifier.gallery.path)
+            answer += f"<br>Note: {html.escape(words, quote=False)}."
+        if few := r.get("few_lines"):
+            words = few_lines_words({few["writer"]: few["lines"]}, identifier.gallery.path, 1)
             answer += f"<br>Note: {html.escape(words, quote=False)}."
         for image, enrolled in r.get("enrolled", {}).items():
             answer += (f"<br>Note: {html.escape(image)} is "

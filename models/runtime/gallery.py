@@ -467,19 +467,29 @@ class Gallery:
 
     def writers(self) -> list[dict]:
         """[{"writer", "images", "lines", "enrolled", "updated"}] in enrolment order;
-        "lines" the lines of handwriting enrolled (None where an image enrolled before the
-        gallery recorded them was read as a page)."""
+        "lines" as `lines` counts them."""
         with self._reading():
-            have = _columns(self.db)
-            # an image read as a line is one line, whenever it was enrolled
-            per_image = (f"COALESCE({'i.lines' if 'lines' in have else 'NULL'}, CASE WHEN "
-                         f"{'i.read_as' if 'read_as' in have else 'NULL'} = 'line' THEN 1 END)")
             rows = self.db.execute(
-                f"SELECT w.name, w.n_images, CASE WHEN COUNT({per_image}) = COUNT(i.id) THEN "
-                f"SUM({per_image}) END, w.enrolled, w.updated FROM writers w LEFT JOIN "
-                "images i ON i.writer_id = w.id GROUP BY w.id ORDER BY w.id").fetchall()
+                f"SELECT w.name, w.n_images, {_lines_of_writer(self.db)}, w.enrolled, "
+                "w.updated FROM writers w LEFT JOIN images i ON i.writer_id = w.id GROUP BY "
+                "w.id ORDER BY w.id").fetchall()
         return [{"writer": n, "images": k, "lines": lines, "enrolled": e, "updated": u}
                 for n, k, lines, e, u in rows]
+
+    def lines(self, writers: list[str]) -> dict[str, int | None]:
+        """{writer: the lines of handwriting enrolled} of some enrolled writers (a page's
+        found ones, a line image one; None where an image enrolled before the gallery
+        recorded them was read as a page), by the index of their images: not every
+        writer's, as `writers` reads."""
+        counted: dict[str, int | None] = {}
+        with self._reading():
+            for at in range(0, len(writers), 500):  # SQLite's bound parameters
+                part = writers[at:at + 500]
+                counted |= dict(self.db.execute(
+                    f"SELECT w.name, {_lines_of_writer(self.db)} FROM writers w JOIN images i "
+                    f"ON i.writer_id = w.id WHERE w.name IN ({', '.join('?' * len(part))}) "
+                    "GROUP BY w.id", part))
+        return counted
 
     def images(self, writer: str) -> list[dict]:
         """[{"path", "sha256", "enrolled", "dpi", "read_as", "paper", "camera", "lines"}] of a
@@ -614,6 +624,15 @@ def _read(db: sqlite3.Connection) -> str:
     """The READ_COLUMNS of `images i` to select: NULL for those a gallery lacks."""
     have = _columns(db)
     return ", ".join(f"i.{c}" if c in have else "NULL" for c in READ_COLUMNS)
+
+
+def _lines_of_writer(db: sqlite3.Connection) -> str:
+    """The SQL of one writer's lines over its `images i`, grouped: NULL where an image's
+    are not known (an image read as a line is one line, whenever it was enrolled)."""
+    have = _columns(db)
+    each = (f"COALESCE({'i.lines' if 'lines' in have else 'NULL'}, CASE WHEN "
+            f"{'i.read_as' if 'read_as' in have else 'NULL'} = 'line' THEN 1 END)")
+    return f"CASE WHEN COUNT({each}) = COUNT(i.id) THEN SUM({each}) END"
 
 
 def _int(value: str | None) -> int | None:

@@ -575,6 +575,7 @@ class Identifier:
         if exemplar:
             self.prepared.exemplars(self.cohort, snapshot.duals)
         self._alike: dict[str, list[dict]] = {}
+        self._lines: dict[str, int | None] = {}
 
     def log10_lrs(self, level: str, scores: dict[str, float]) -> dict[str, float]:
         """{score: calibrated log10 LR} of one candidate's scores for a kind of query
@@ -738,6 +739,15 @@ class Identifier:
         `enroll` and `verify` note of one writer."""
         return {hand["writer"]: hand for hand in self.in_cohort()}
 
+    def few_lines(self, writer: str) -> int | None:
+        """The lines of handwriting an enrolled writer holds where fewer than
+        `evidence.FEW_LINES` (else None), once per identifier: the card's rule and LRs, set
+        on writers enrolled from a form, weigh it short (`rank` says so of the closest)."""
+        if writer not in self._lines:
+            self._lines[writer] = self.gallery.lines([writer]).get(writer)
+        lines = self._lines[writer]
+        return lines if lines is not None and lines < evidence.FEW_LINES else None
+
     def alike_of(self, writer: str) -> list[dict]:
         """`alike_either` of one writer, once per identifier: what `rank` adds to an answer
         that names a writer whose enrolled handwriting reads as another's, or others' as
@@ -758,7 +768,9 @@ class Identifier:
         `support`, the chosen one's in words; else the result's "note" says why not),
         "alike" (where the writer named reads as another, or others as it: each pair,
         `alike_of`), "in_cohort" (where it reads as a training writer of the model's
-        cohort: `cohort_of`), "lines" (handwritten
+        cohort: `cohort_of`), "few_lines" (where the closest writer, named or not, is
+        enrolled from fewer than `evidence.FEW_LINES` lines: its writer and lines), "lines"
+        (handwritten
         lines found on each image read as a page), "printed" (lines of
         machine print found and left out, on pages with any), "dpi" (the resolution of
         each image read at another than 300 dpi, resampled from it), "pages" and
@@ -839,6 +851,8 @@ class Identifier:
             result["alike"] = alike
         if best is not None and (hand := self.cohort_of.get(best)):
             result["in_cohort"] = hand
+        if (lines := self.few_lines(closest := self.writers[order[0]])) is not None:
+            result["few_lines"] = {"writer": closest, "lines": lines}
         growth = self.unknown_rule(document)
         if growth and (lead := applied_lead(growth, len(self.writers))):
             result["lead_rule"] = {"weight": lead["weight"],
