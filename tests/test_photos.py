@@ -370,7 +370,7 @@ def test_a_photo_is_identified_and_says_how_it_was_read(tmp_path):
     assert cli("enroll", gallery, "--descriptor", "hinge", "--writer", "w1", photo,
                "--paper", "A5").returncode == 0
     shown = cli("gallery", "show", gallery, "w1").stdout
-    assert f"{photo}\tpage, a photo straightened onto A5 paper" in shown, shown
+    assert f"{photo}\tpage of 6 lines, a photo straightened onto A5 paper" in shown, shown
     proc = cli("gallery", "rebuild", gallery, tmp_path / "again", "--descriptor", "hinge")
     assert proc.returncode == 0, proc.stderr[-2000:]
     before, again = (json.loads(cli("identify", g, photo, "--json").stdout)[0]
