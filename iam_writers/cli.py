@@ -214,8 +214,8 @@ def _verify(args: argparse.Namespace) -> None:
               file=sys.stderr)
     if r.get("same_image"):
         print(f"note: {evidence.SAME_IMAGE}", file=sys.stderr)
-    if r.get("b_one_line"):
-        print(f"note: {evidence.LINE_AS_B}", file=sys.stderr)
+    if lines := r.get("b_lines"):
+        print(f"note: {evidence.few_b_words(lines)}", file=sys.stderr)
     if hand := r.get("b_in_cohort"):
         print(f"note: {args.b} reads as training writer {hand['reads_as']}'s, of the model's "
               f"cohort (fused {hand['score']:.3f}, a document's threshold "

@@ -152,9 +152,9 @@ def test_verify_writes_a_report_of_both_images(tmp_path, exported, heldout):
     assert proc.stderr.count(f"note: {said}\n") == 1 and html.escape(said) in text
     assert "this rule said" not in asked.stderr
     # b is one line: those rates and the LR were measured with a form as b, and it says so
-    assert result["b_one_line"] is True
-    assert proc.stderr.count(f"note: {evidence.LINE_AS_B}\n") == 1
-    assert html.escape(evidence.LINE_AS_B) in text
+    assert result["b_lines"] == 1
+    assert proc.stderr.count(f"note: {evidence.few_b_words(1)}\n") == 1
+    assert html.escape(evidence.few_b_words(1)) in text
     assert html.escape(result["support"]) in text and text.count("<svg") == 1
     assert "dpi_a" not in result and "dpi_b" not in result  # both read as at 300 dpi
     at600 = json.loads(cli("verify", exported / "model_float32.tflite", a, b, "--json",

@@ -16,6 +16,7 @@ from iam_writers_tfds import synth
 from models import runtime, zoo
 from models.evaluate import interval
 from models.losses import BatchHardTripletLoss, CosFaceLoss, SupConLoss
+from models.runtime.evidence import FEW_LINES
 from pipelines import PipelineConfig, load_split, pk_dataset
 from tests.conftest import cli, once
 
@@ -272,7 +273,10 @@ def test_enroll_and_identify_writers_never_seen_in_training(embed_export, tmp_pa
     assert "this rule accepted" not in proc.stderr
     rng = np.random.default_rng(3)
     style = synth.WriterStyle.sample(rng)
-    pages = [synth.render_page(style, rng, lines=5)[0] for _ in range(2)]
+    # pages of a form's worth of lines, and b of fewer (verify's note, below)
+    pages = [synth.render_page(style, rng, lines=lines)[0]
+             for lines in (FEW_LINES, FEW_LINES, FEW_LINES - 2)]
+    cv2.imwrite(str(tmp_path / "short.png"), pages.pop())
     for k, page in enumerate(pages):
         cv2.imwrite(str(tmp_path / f"page{k}.png"), page)
     assert cv2.imwritemulti(str(tmp_path / "pages.tif"), pages)
@@ -354,8 +358,12 @@ def test_enroll_and_identify_writers_never_seen_in_training(embed_export, tmp_pa
     assert alone["scored_by"] == "embedding" and set(alone["scores"]) == {"embedding"}
     drawn: dict[str, bytes] = {}
     paged = runtime.verify(rt, tmp_path / "page0.png", tmp_path / "page1.png", drawn=drawn)
-    assert paged["level"] == "page" and paged["lines_a"] == paged["lines_b"] == 5
-    assert "b_one_line" not in paged and same["b_one_line"] is True  # a page as b, a line
+    assert paged["level"] == "page" and paged["lines_a"] == paged["lines_b"] == FEW_LINES
+    # b of fewer lines than FEW_LINES says how many: a line, a short page; a page of as many
+    # says nothing
+    assert "b_lines" not in paged and same["b_lines"] == 1
+    assert runtime.verify(rt, tmp_path / "page0.png", tmp_path / "short.png")["b_lines"] == \
+        FEW_LINES - 2
     for side, k in (("a", 0), ("b", 1)):  # for the report: each page as it was read
         scan = runtime.Model.read(tmp_path / f"page{k}.png", input="auto")
         assert drawn[side] == runtime.evidence.thumbnail(scan.pages, scan.lines), side

@@ -902,8 +902,9 @@ def verify(model: Model, questioned, reference, score: str | None = None,
     which lowers the score, and "same_image" where a and b are one image (the same
     content): a match that says nothing, "rule_rates" where the card's rule decided:
     what it gave at export on pairs of calibration queries and writers enrolled alone
-    from a form (`measured_rates` with `pairs`), and "b_one_line" where b was read as a
-    single line and rates or an LR were given, which do not describe such a b}. Given
+    from a form (`measured_rates` with `pairs`), and "b_lines" where b holds fewer
+    than `evidence.FEW_LINES` lines (a line image: 1) and rates or an LR were given,
+    which do not describe such a b}. Given
     `drawn`, the `evidence.thumbnail` of "a" and of "b" are put in it (for
     `evidence.verify_report`)."""
     features = features_for(model, score, input, dpi, paper)
@@ -929,6 +930,7 @@ def verify(model: Model, questioned, reference, score: str | None = None,
         result |= {"log10_lr": top["log10_lr"][r["score"]], "support": top["support"]}
     else:
         result["note"] = r["note"]
+    b_lines = known.read_as.lines
     extra = {"lines_a": r.get("lines", {}).get(str(questioned)), "lines_b": known.lines,
              "printed_a": r.get("printed", {}).get(str(questioned)),
              "printed_b": known.printed or None,
@@ -946,7 +948,7 @@ def verify(model: Model, questioned, reference, score: str | None = None,
              if hand else None,
              "same_image": True if "enrolled" in r else None,
              "rule_rates": rates,
-             "b_one_line": True if known.lines is None and known.pages == 1
+             "b_lines": b_lines if b_lines < evidence.FEW_LINES
              and (rates or "log10_lr" in top) else None}
     return result | {k: n for k, n in extra.items() if n is not None}
 
