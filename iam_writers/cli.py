@@ -259,10 +259,6 @@ def _enroll(args: argparse.Namespace) -> None:
     _warn_alike(identify.Identifier(gallery, model, args.descriptor), args)
 
 
-def _first_five(names: list[str]) -> str:
-    return ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
-
-
 def _warn_alike(identifier, args: argparse.Namespace) -> None:
     """A warning on stderr where the writer just enrolled (with --layout, any writer) reads
     as another enrolled one: a query matching either may be the other's; a note where it
@@ -274,11 +270,12 @@ def _warn_alike(identifier, args: argparse.Namespace) -> None:
         taken = [h["writer"] for h in hands if h["taken_without"]]
         other = [f"{h['writer']} as {h['reads_as']}" for h in hands if not h["taken_without"]]
         said = ([f"{len(taken)} writer(s) are training writers of the model's cohort, enrolled "
-                 f"under their labels ({_first_five(taken)}): each is taken without its own "
-                 f"hand. {evidence.COHORT_TRAINED}"] if taken else [])
+                 f"under their labels ({evidence.first_five(taken)}): each is taken without "
+                 f"its own hand. {evidence.COHORT_TRAINED}"] if taken else [])
         said += [f"{len(other)} writer(s) read as a training writer of the cohort under another "
-                 f"name ({_first_five(other)}): `iam-writers gallery alike {args.gallery}` "
-                 "lists them, with the rename that takes one as that writer"] if other else []
+                 f"name ({evidence.first_five(other)}): `iam-writers gallery alike "
+                 f"{args.gallery}` lists them, with the rename that takes one as that writer"
+                 ] if other else []
         print(f"note: {'. '.join(said)}", file=sys.stderr)
     elif not args.layout and (hand := identifier.cohort_of.get(args.writer)):
         print(f"note: {evidence.cohort_words(hand, identifier.score, args.gallery)}",
@@ -289,9 +286,9 @@ def _warn_alike(identifier, args: argparse.Namespace) -> None:
     if args.layout:
         pairs = identifier.alike()
         if pairs:
+            named = evidence.first_five([f"{p['writer']} as {p['reads_as']}" for p in pairs])
             print(f"warning: {len(pairs)} writer(s)' enrolled handwriting reads as another "
-                  f"writer's ({_first_five([p['writer'] + ' as ' + p['reads_as'] for p in pairs])}"
-                  f"): {advice}", file=sys.stderr)
+                  f"writer's ({named}): {advice}", file=sys.stderr)
         return
     for pair in identifier.alike_either(args.writer):
         print(f"warning: {evidence.alike_words(pair, identifier.score)}. A query matching "

@@ -89,6 +89,11 @@ SAME_IMAGE = ("a and b are one image (the same content): any handwriting matches
               "the known writer")
 
 
+def first_five(names: list[str]) -> str:
+    """Up to five names of a list that a note names, and "..." for the rest."""
+    return ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+
+
 def few_b_words(lines: int) -> str:
     """That verify's b holds fewer than `FEW_LINES` lines, while its rule's rates and LR
     were measured with a form as b, and what that did on development writers."""
@@ -104,8 +109,7 @@ def few_lines_words(few: dict[str, int], gallery: str | Path, closest: int = 0) 
     """That writers ({writer: lines}) are enrolled from fewer than `FEW_LINES` lines of
     handwriting (given `closest`: each the closest writer of so many answers), what that did
     on development writers, and the fix."""
-    named = ", ".join(f"{w}: {n}" for w, n in list(few.items())[:5]) + (
-        ", ..." if len(few) > 5 else "")
+    named = first_five([f"{w}: {n}" for w, n in few.items()])
     who = (f"{closest} answer(s) came closest to a writer enrolled" if closest
            else f"{len(few)} writer(s) enrolled")
     return (f"{who} from fewer than {FEW_LINES} lines of handwriting ({named}): the "

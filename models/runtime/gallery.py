@@ -483,12 +483,12 @@ class Gallery:
         writer's, as `writers` reads."""
         counted: dict[str, int | None] = {}
         with self._reading():
+            summed = _lines_of_writer(self.db)
             for at in range(0, len(writers), 500):  # SQLite's bound parameters
                 part = writers[at:at + 500]
                 counted |= dict(self.db.execute(
-                    f"SELECT w.name, {_lines_of_writer(self.db)} FROM writers w JOIN images i "
-                    f"ON i.writer_id = w.id WHERE w.name IN ({', '.join('?' * len(part))}) "
-                    "GROUP BY w.id", part))
+                    f"SELECT w.name, {summed} FROM writers w JOIN images i ON i.writer_id = "
+                    f"w.id WHERE w.name IN ({', '.join('?' * len(part))}) GROUP BY w.id", part))
         return counted
 
     def images(self, writer: str) -> list[dict]:
