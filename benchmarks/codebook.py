@@ -6,7 +6,10 @@ describing every place and then choosing (how export fitted it before), in one p
 LINES_DIR holds line images (PNG, searched recursively; for example
 ../shared/data/iam_dev_lines). For each of the codebook's views it prints the seconds of
 both ways, their ratio and whether the two samples are the same descriptors in the same
-order (so the same codebook); then one whole `Vlad.fit` (both views, k-means included).
+order (so the same codebook); the PCA-whitening of that sample by the SVD of the centred
+descriptors (how export fitted it before) and by `Vlad.whitening` (the eigenvectors of their
+covariance), with the largest difference of their projections (each column's sign aside,
+which either may flip); then one whole `Vlad.fit` (both views, k-means included).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+DIMS = 64  # `Vlad.fit`'s PCA dimensions
 
 
 def main() -> int:
@@ -63,6 +67,17 @@ def main() -> int:
         print(f"view {width:g}: {len(every):,} places; describe all then choose {old:.1f} s, "
               f"choose then describe {new:.1f} s ({old / new:.2f}x); same descriptors: "
               f"{before.shape == after.shape and np.array_equal(before, after)}")
+        start = time.perf_counter()
+        _, s, vt = np.linalg.svd(after - after.mean(axis=0), full_matrices=False)
+        by_svd = vt[:DIMS].T / np.maximum(s[:DIMS] / np.sqrt(len(after)), 1e-6)
+        old = time.perf_counter() - start
+        start = time.perf_counter()
+        _, by_eigh = Vlad.whitening(after, DIMS)
+        new = time.perf_counter() - start
+        scale = np.abs(by_svd).max()
+        print(f"  whitening: SVD {old:.2f} s, covariance {new:.2f} s ({old / new:.1f}x); "
+              f"largest difference {np.abs(np.abs(by_svd) - np.abs(by_eigh)).max() / scale:.1e}"
+              " of the largest entry")
     start = time.perf_counter()
     Vlad.fit(lines, seed=args.seed)
     print(f"Vlad.fit, both views with k-means: {time.perf_counter() - start:.1f} s")

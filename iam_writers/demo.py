@@ -1,7 +1,7 @@
 """`iam-writers demo`: the main job end to end, offline by default.
 
 generate (synthetic only) -> build with TFDS -> train the default patch_cnn -> evaluate ->
-export SavedModel + TFLite float32 and int8 -> predict held-out images with int8 ->
+export SavedModel + the four TFLite variants -> predict held-out images with int8 ->
 demo_out/report.md and report.html. Completed steps are reused on a re-run (their outputs
 are written atomically, so "complete" is reliable); --fresh starts over.
 """
@@ -119,13 +119,14 @@ def run(cfg: DemoConfig) -> Path:
           f"{metrics['form_top1']:.3f}", flush=True)
     timings["evaluate"] = time.perf_counter() - start
 
-    start = _step(5, f"exporting SavedModel + TFLite float32 and int8 into {export_dir}")
+    start = _step(5, f"exporting SavedModel + TFLite float32, float16, dynamic and int8 into "
+                     f"{export_dir}")
     if (export_dir / "model_card.json").is_file():
         print(f"{export_dir} is complete: reusing it (pass --fresh to export again)")
     else:
         from models.export import ExportConfig, export
 
-        export(ExportConfig(run_dir, export_dir, quantize=("none", "int8")))
+        export(ExportConfig(run_dir, export_dir))
     card = json.loads((export_dir / "model_card.json").read_text())
     timings["export"] = time.perf_counter() - start
 

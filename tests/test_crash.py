@@ -60,7 +60,8 @@ def test_two_workers_train_the_chief_writes_and_both_resume_after_a_kill(synth_d
     continues from the chief's backup. Only the chief writes the run directory."""
     run = tmp_path / "run"
     args = ["train", "--config", "top50", "--data-dir", synth_dir, "--out", run, "--epochs", "3",
-            "--patch-size", "32", "--patches-per-image", "4", "--width", "8"]
+            "--patch-size", "32", "--patches-per-image", "4", "--width", "8",
+            "--embedding-dim", "8"]
     chief, worker = _workers(args, tmp_path)
     deadline = time.time() + 600
     while not ((run / "history.csv").is_file() and len(_epochs(run)) >= 1):
@@ -83,6 +84,9 @@ def test_two_workers_train_the_chief_writes_and_both_resume_after_a_kill(synth_d
     assert _epochs(run) == ["0", "1", "2"]  # continued, not restarted
     for name in ("model.keras", "config.json", "labels.json", "metrics.json"):
         assert (run / name).is_file(), name
+    # an embedding head (--embedding-dim) is scored on verification pairs too
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics["verification"]) >= {"roc_auc", "eer", "tar_at_far_1pct"}
     assert not (run / "backup").exists()
     # the worker wrote only below its own temporary folder, and cleaned it up
     assert not list((tmp_path / "tmp1").glob("iam-writers-worker*"))
@@ -90,8 +94,9 @@ def test_two_workers_train_the_chief_writes_and_both_resume_after_a_kill(synth_d
 
 
 def test_killed_export_leaves_no_partial_file_and_can_be_run_again(exported):
-    """The shared export (`exported`) is the run again after a kill: the fixture killed the
-    first once its hidden folder held a file and saw no `syn` left (tests/conftest.py)."""
+    """The shared export (`exported`) is the demo's run again after a kill: the fixture
+    killed the demo once its export's hidden folder held a file and saw no `export` left
+    (tests/conftest.py, `_demo`)."""
     killed = json.loads((exported.parent / "killed.json").read_text())
     assert killed, "the kill left no hidden folder: it came before the export began writing"
     assert not any((exported.parent / k / "model_float32.tflite").exists() for k in killed)

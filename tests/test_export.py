@@ -43,9 +43,9 @@ def test_export_writes_savedmodel_all_tflite_variants_card_and_parity(exported, 
     card = json.loads((exported / "model_card.json").read_text())
     labels = json.loads((trained_run / "labels.json").read_text())
     assert card["labels"] == labels == json.loads((exported / "labels.json").read_text())
-    assert card["input"]["patch_size"] == 32 and card["input"]["normalization"] == "unit"
+    assert card["input"]["patch_size"] == 64 and card["input"]["normalization"] == "unit"
     assert card["input"]["line_band"] == 128  # the runtime normalises lines as training did
-    assert card["metrics"]["n_images"] == 50 and card["files"]["int8"] == "model_int8.tflite"
+    assert card["metrics"]["n_images"] == 80 and card["files"]["int8"] == "model_int8.tflite"
     assert 0 < card["verification"]["threshold"] <= 1
     assert card["identification"]["compared"].startswith("each image's own writer")
     assert -1 <= card["identification"]["threshold"] <= 1
@@ -91,7 +91,7 @@ def test_predict_on_int8_names_the_writers_of_heldout_images(exported, heldout):
     card = json.loads((exported / "model_card.json").read_text())
     int8 = next(r for r in card["parity"] if r["variant"] == "int8")
     assert right == pytest.approx(int8["accuracy"])  # the CLI is the path parity measured
-    assert right >= 0.6  # 10 writers; this small 12-epoch model measured 0.80
+    assert right >= 0.9  # 10 writers; the demo's 8-epoch model measured 1.00
 
 
 @pytest.mark.slow
@@ -318,8 +318,8 @@ def test_a_stride_the_line_pass_cannot_take_is_refused(trained_run, tmp_path):
     proc = cli("export", trained_run, "--out", tmp_path / "x", "--stride", "24")  # not x16
     assert proc.returncode == 2 and "multiple of 16" in proc.stderr, proc.stderr[-500:]
     assert "Traceback" not in proc.stderr
-    with pytest.raises(ExportError, match="multiple of 16"):  # wider than the 32-px patches
-        export(ExportConfig(trained_run, tmp_path / "y", stride=48))
+    with pytest.raises(ExportError, match="multiple of 16"):  # wider than the 64-px patches
+        export(ExportConfig(trained_run, tmp_path / "y", stride=80))
     assert not list(tmp_path.iterdir())
 
 

@@ -28,9 +28,11 @@ def test_train_then_evaluate_writes_metrics_and_plots(trained_run):
     for key, kind in SCHEMA.items():
         assert isinstance(m[key], kind), key
     assert 0 <= m["top5"] <= 1 and m["top1"] <= m["top5"]
-    assert m["n_images"] == 50 and m["n_forms"] == 10 and m["n_writers"] == 10
+    assert m["n_images"] == 80 and m["n_forms"] == 10 and m["n_writers"] == 10
     assert {"precision", "recall", "f1-score"} <= set(m["per_writer"]["macro avg"])
-    assert set(m["verification"]) >= {"roc_auc", "eer", "tar_at_far_1pct"}
+    # the default patch_cnn is a softmax classifier: no embedding head, so no verification
+    # pairs (a head's are scored in the two-worker test of tests/test_crash.py)
+    assert "verification" not in m
     for plot in ("curves", "confusion", "roc", "samples"):
         assert (run / "plots" / f"{plot}.png").stat().st_size > 1000, plot
 

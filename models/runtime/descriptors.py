@@ -390,6 +390,18 @@ class Vlad:
         return described[np.argsort(order)]  # image by image back to the order chosen
 
     @staticmethod
+    def whitening(desc: np.ndarray, dims: int) -> tuple[np.ndarray, np.ndarray]:
+        """(mean [128], PCA-whitening projection [128, dims]) of descriptors [N, 128], from
+        the eigenvectors of their covariance: the right singular vectors of the centred
+        descriptors, found from a 128 x 128 matrix rather than an N x 128 one, about ten
+        times sooner at N = 100,000 (`benchmarks/codebook.py`)."""
+        mean = desc.mean(axis=0)
+        centred = (desc - mean).astype(np.float64)
+        variances, vectors = np.linalg.eigh(centred.T @ centred / len(desc))
+        top = np.argsort(variances)[::-1][:dims]
+        return mean, vectors[:, top] / np.maximum(np.sqrt(np.maximum(variances[top], 0)), 1e-6)
+
+    @staticmethod
     def _fit_view(desc: np.ndarray, images: int, centres: int, dims: int, seed: int
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(mean, whitening projection, centres) of one view's descriptors."""
@@ -397,9 +409,7 @@ class Vlad:
             raise ValueError(f"{images} images give {len(desc)} RootSIFT descriptors: "
                              f"too few to fit {centres} centres in {dims} dimensions; fit on "
                              "more handwriting")
-        mean = desc.mean(axis=0)
-        _, s, vt = np.linalg.svd(desc - mean, full_matrices=False)
-        projection = (vt[:dims].T / np.maximum(s[:dims] / np.sqrt(len(desc)), 1e-6))
+        mean, projection = Vlad.whitening(desc, dims)
         projected = ((desc - mean) @ projection).astype(np.float32)
         cv2.setRNGSeed(seed)
         criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 50, 1e-4)
