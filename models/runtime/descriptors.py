@@ -393,8 +393,8 @@ class Vlad:
     def whitening(desc: np.ndarray, dims: int) -> tuple[np.ndarray, np.ndarray]:
         """(mean [128], PCA-whitening projection [128, dims]) of descriptors [N, 128], from
         the eigenvectors of their covariance: the right singular vectors of the centred
-        descriptors, found from a 128 x 128 matrix rather than an N x 128 one, about ten
-        times sooner at N = 100,000 (`benchmarks/codebook.py`)."""
+        descriptors, found from a 128 x 128 matrix rather than an N x 128 one, about twenty
+        times sooner at N = 100,000 (`benchmarks/codebook.py`: 2.06 s against 0.10 s)."""
         mean = desc.mean(axis=0)
         centred = (desc - mean).astype(np.float64)
         variances, vectors = np.linalg.eigh(centred.T @ centred / len(desc))
