@@ -437,11 +437,14 @@ def _rebuild(args: argparse.Namespace) -> None:
 
     model = Model(args.model, args.threads) if args.model else None
     done = identify.rebuild(args.gallery, args.new, features_for(
-        model, args.descriptor, args.input, args.dpi, args.paper))
+        model, args.descriptor, args.input, args.dpi, args.paper), args.look_in)
     gallery = Gallery.open(args.new)
-    print(f"rebuilt {len(done)} writer(s), {sum(e.added for e in done)} image(s) of "
-          f"{args.gallery} into {gallery.path} ({gallery.built_by}); {args.gallery} is "
-          "unchanged")
+    for was, now in done.moved.items():
+        print(f"moved: {was} -> {now}")
+    moved = f", {len(done.moved)} found moved (their new paths kept)" if done.moved else ""
+    print(f"rebuilt {len(done.enrolled)} writer(s), {sum(e.added for e in done.enrolled)} "
+          f"image(s) of {args.gallery} into {gallery.path} ({gallery.built_by}){moved}; "
+          f"{args.gallery} is unchanged")
 
 
 def _evaluate(args: argparse.Namespace) -> None:
@@ -802,6 +805,11 @@ def parser() -> argparse.ArgumentParser:
             a.add_argument("--descriptor", choices=SCORES,
                            help="what to store, as `enroll --descriptor` (default: fused "
                                 "with a model, hinge without)")
+            a.add_argument("--look-in", type=Path, action="append", default=[],
+                           metavar="DIR", help="a folder (searched with its subfolders) where "
+                                               "enrolled images moved since may be: each "
+                                               "missing or changed file is looked for there "
+                                               "by its SHA-256 (repeatable)")
             model_args(a, json_flag=False, as_enrolled=True)
     s.set_defaults(func=_gallery)
 

@@ -616,14 +616,39 @@ def test_rebuild_enrols_every_writer_again_from_the_files_or_writes_nothing(tmp_
     assert not list(tmp_path.glob("*stricter*"))
     monkeypatch.undo()
     # a file changed or gone since its enrolment: nothing is written, the files are named
+    (tmp_path / "moved" / "sub").mkdir(parents=True)
+    shutil.copy(files["ann"][1], tmp_path / "moved" / "renamed.png")  # as enrolled
     cv2.imwrite(str(files["ann"][1]), synth.render_line(synth.WriterStyle.sample(
         np.random.default_rng(9)), np.random.default_rng(9)))
-    files["bob"][0].unlink()
-    proc = cli("gallery", "rebuild", tmp_path / "old", tmp_path / "other")
-    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
-    assert (f"2 enrolled image(s) cannot be read as they were enrolled: {files['ann'][1]} "
-            f"(changed since it was enrolled), {files['bob'][0]} (missing)") in proc.stderr
+    files["bob"][0].rename(tmp_path / "moved" / "sub" / files["bob"][0].name)
+    (tmp_path / "elsewhere").mkdir()
+    for look_in, said in (((), ""), (("--look-in", tmp_path / "elsewhere"),
+                                     f" (not found under {tmp_path / 'elsewhere'} either)")):
+        proc = cli("gallery", "rebuild", tmp_path / "old", tmp_path / "other", *look_in)
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+        assert (f"2 enrolled image(s) cannot be read as they were enrolled{said}: "
+                f"{files['ann'][1]} (changed since it was enrolled), {files['bob'][0]} "
+                "(missing). Restore them, or name the folders they were moved to with "
+                "--look-in DIR") in proc.stderr
+    proc = cli("gallery", "rebuild", tmp_path / "old", tmp_path / "other", "--look-in",
+               tmp_path / "nowhere")
+    assert proc.returncode == 2 and "nowhere: no such folder to look in" in proc.stderr
     assert not list(tmp_path.glob("*other*"))
+    # found by their content under the folders named, whatever their name: their new paths
+    # are what the new gallery knows them by
+    proc = cli("gallery", "rebuild", tmp_path / "old", tmp_path / "other", "--look-in",
+               tmp_path / "elsewhere", "--look-in", tmp_path / "moved")
+    assert proc.returncode == 0, proc.stderr
+    moved = {files["ann"][1]: tmp_path / "moved" / "renamed.png",
+             files["bob"][0]: tmp_path / "moved" / "sub" / files["bob"][0].name}
+    assert proc.stdout.splitlines()[:2] == [f"moved: {was} -> {now}" for was, now in moved.items()]
+    assert "rebuilt 2 writer(s), 4 image(s)" in proc.stdout
+    assert "2 found moved (their new paths kept)" in proc.stdout
+    other = Gallery.open(tmp_path / "other")
+    assert other.sources() == [(w, [s._replace(path=str(moved.get(Path(s.path), s.path)))
+                                    for s in images]) for w, images in old.sources()]
+    np.testing.assert_allclose(other.snapshot().hinge_sums, old.snapshot().hinge_sums)
+    other.close()
     # stopped half-way (here: the second writer's features fail): no gallery, no part of one
     shutil.rmtree(tmp_path / "lines")
     files = {w: _line_files(tmp_path / "lines", 2, seed) for seed, w in enumerate(["ann", "bob"])}

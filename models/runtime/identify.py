@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -978,7 +978,8 @@ def layout_writers(folder: str | Path, forms_per_writer: int = 0) -> dict[str, l
 REBUILD_NAMED = 5  # files named when a rebuild cannot read its images again
 
 
-def rebuild(old: str | Path, new: str | Path, features: Features) -> list[Enrolled]:
+def rebuild(old: str | Path, new: str | Path, features: Features,
+            look_in: Sequence[Path] = ()) -> Rebuilt:
     """Enrol every writer of gallery `old` again, into a new gallery `new` made for
     `features` (another export of the model, or another descriptor), from the files their
     images were enrolled from, with a progress bar where stderr is a terminal: a gallery
@@ -986,7 +987,10 @@ def rebuild(old: str | Path, new: str | Path, features: Features) -> list[Enroll
     as a line or a page) unless `features` say otherwise (`_enroll_as_before`). Every file
     must still hold what was enrolled (its SHA-256), or nothing is written and the files are
     named; a file the runtime refuses now (`UNREADABLE`) names its writer, and nothing is
-    written. `new` appears whole or not at all: it is built under a temporary name beside it."""
+    written. A file moved since (or changed, its enrolled bytes copied elsewhere) is looked
+    for by its SHA-256 under the folders `look_in` (`find_moved`), and the new gallery
+    records where it was found. `new` appears whole or not at all: it is built under a
+    temporary name beside it."""
     from tqdm import tqdm
 
     target = gallery_file(new)
@@ -999,15 +1003,22 @@ def rebuild(old: str | Path, new: str | Path, features: Features) -> list[Enroll
         source.close()
     if not writers:
         raise GalleryError(f"{source.path}: no writers enrolled, nothing to rebuild.")
-    lost = [f"{s.path} ({'changed since it was enrolled' if Path(s.path).is_file() else 'missing'})"
-            for _, images in writers for s in images
-            if not Path(s.path).is_file() or sha256_of(s.path) != s.sha256]
-    if lost:
-        more = f" and {len(lost) - REBUILD_NAMED} more" if len(lost) > REBUILD_NAMED else ""
-        raise GalleryError(f"{source.path}: {len(lost)} enrolled image(s) cannot be read as "
-                           f"they were enrolled: {', '.join(lost[:REBUILD_NAMED])}{more}. "
-                           "Restore them (a relative path: run from the folder it was "
+    lost = {s.sha256: s.path for _, images in writers for s in images
+            if not Path(s.path).is_file() or sha256_of(s.path) != s.sha256}
+    moved = find_moved(lost, look_in) if lost and look_in else {}
+    named = [f"{path} ({'changed since it was enrolled' if Path(path).is_file() else 'missing'})"
+             for sha, path in lost.items() if sha not in moved]
+    if named:
+        more = f" and {len(named) - REBUILD_NAMED} more" if len(named) > REBUILD_NAMED else ""
+        where = (f" (not found under {', '.join(map(str, look_in))} either)" if look_in
+                 else "")
+        raise GalleryError(f"{source.path}: {len(named)} enrolled image(s) cannot be read as "
+                           f"they were enrolled{where}: {', '.join(named[:REBUILD_NAMED])}"
+                           f"{more}. Restore them, or name the folders they were moved to "
+                           "with --look-in DIR (a relative path: run from the folder it was "
                            "enrolled from); nothing was written.")
+    writers = [(writer, [s._replace(path=moved.get(s.sha256, s.path)) for s in images])
+               for writer, images in writers]
     building = target.with_name(f".{target.stem}.rebuilding{target.suffix}")
     parts = [building.with_name(building.name + end) for end in ("", "-wal", "-shm")]
     for part in parts:
@@ -1033,7 +1044,43 @@ def rebuild(old: str | Path, new: str | Path, features: Features) -> list[Enroll
     finally:
         for part in parts:
             part.unlink(missing_ok=True)
-    return done
+    return Rebuilt(done, {path: moved[sha] for sha, path in lost.items() if sha in moved})
+
+
+class Rebuilt(NamedTuple):
+    """What `rebuild` enrolled, and the files it found moved: {enrolled path: found path}
+    in enrolment order."""
+
+    enrolled: list[Enrolled]
+    moved: dict[str, str]
+
+
+def find_moved(lost: dict[str, str], folders: Sequence[Path]) -> dict[str, str]:
+    """{SHA-256: absolute path} of the `lost` files ({SHA-256: enrolled path}) found under
+    `folders` (recursively) by their content: files of a lost file's name first, then, while
+    any is still lost, every other file. With a progress bar where stderr is a terminal."""
+    from tqdm import tqdm
+
+    for folder in folders:
+        if not folder.is_dir():
+            raise GalleryError(f"{folder}: no such folder to look in. Name the folder the "
+                               "enrolled images were moved to.")
+    files = sorted({f.resolve() for folder in folders for f in folder.rglob("*")
+                    if f.is_file()})
+    names = {Path(path).name for path in lost.values()}
+    found: dict[str, str] = {}
+    for batch in ([f for f in files if f.name in names], [f for f in files if f.name not in names]):
+        for file in tqdm(batch, desc="looking for moved images", unit="file", disable=None):
+            if len(found) == len(lost):
+                return found
+            try:
+                with file.open("rb") as f:
+                    sha = hashlib.file_digest(f, "sha256").hexdigest()
+            except OSError:  # unreadable here: not the one
+                continue
+            if sha in lost:
+                found.setdefault(sha, str(file))
+    return found
 
 
 def _enroll_as_before(gallery: Gallery, features: Features, writer: str,
