@@ -595,11 +595,22 @@ def test_rebuild_enrols_every_writer_again_from_the_files_or_writes_nothing(tmp_
     features = runtime.features_for(None, "hinge")
     for writer, images in files.items():
         runtime.enroll(tmp_path / "old", features, writer, images)
+    db = sqlite3.connect(gallery_file(tmp_path / "old"))
+    with db:  # enrolled months ago
+        db.execute("UPDATE writers SET enrolled = '2026-01-0' || id || 'T09:00:00+00:00', "
+                   "updated = '2026-02-01T10:00:00+00:00'")
+        db.execute("UPDATE images SET enrolled = '2026-01-0' || writer_id || 'T09:00:0' || id "
+                   "|| '+00:00'")
+    db.close()
     proc = cli("gallery", "rebuild", tmp_path / "old", tmp_path / "new", "--descriptor", "hinge")
     assert proc.returncode == 0, proc.stderr
     assert "rebuilt 2 writer(s), 4 image(s)" in proc.stdout and "unchanged" in proc.stdout
     old, new = Gallery.open(tmp_path / "old"), Gallery.open(tmp_path / "new")
     assert new.sources() == old.sources() and new.descriptor == old.descriptor
+    # the handwriting known, and since when, is the old gallery's
+    assert new.dates() == old.dates() and len(set(old.dates().images.values())) == 4
+    assert [(w["enrolled"], w["updated"]) for w in new.writers()] == [
+        (f"2026-01-0{i}T09:00:00+00:00", "2026-02-01T10:00:00+00:00") for i in (1, 2)]
     np.testing.assert_allclose(new.snapshot().hinge_sums, old.snapshot().hinge_sums)
     assert not list(tmp_path.glob("*rebuilding*"))  # built under that name, then renamed
     proc = cli("gallery", "rebuild", tmp_path / "old", tmp_path / "new")
@@ -648,6 +659,7 @@ def test_rebuild_enrols_every_writer_again_from_the_files_or_writes_nothing(tmp_
     assert other.sources() == [(w, [s._replace(path=str(moved.get(Path(s.path), s.path)))
                                     for s in images]) for w, images in old.sources()]
     np.testing.assert_allclose(other.snapshot().hinge_sums, old.snapshot().hinge_sums)
+    assert other.dates() == old.dates()
     other.close()
     # stopped half-way (here: the second writer's features fail): no gallery, no part of one
     shutil.rmtree(tmp_path / "lines")

@@ -116,6 +116,14 @@ class ReadAs(NamedTuple):
     lines: int | None = None
 
 
+class Dates(NamedTuple):
+    """A gallery's dates (UTC, ISO 8601): {writer: (enrolled, updated)} and
+    {image's SHA-256: enrolled}."""
+
+    writers: dict[str, tuple[str, str]]
+    images: dict[str, str]
+
+
 class Source(NamedTuple):
     """An enrolled image's file, as `gallery rebuild` reads it again; `dpi` and `read_as`
     are None for images enrolled before the gallery recorded them, `dpi` alone for a photo
@@ -514,6 +522,23 @@ class Gallery:
         for name, *source in rows:
             writers.setdefault(name, []).append(Source(*source))
         return list(writers.items())
+
+    def dates(self) -> Dates:
+        """When each writer was enrolled and last updated, and each image enrolled."""
+        with self._reading():
+            writers = {n: (e, u) for n, e, u in self.db.execute(
+                "SELECT name, enrolled, updated FROM writers")}
+            images = dict(self.db.execute("SELECT sha256, enrolled FROM images"))
+        return Dates(writers, images)
+
+    def keep_dates(self, dates: Dates) -> None:
+        """Give the writers (by name) and images (by SHA-256) the dates of another gallery's
+        `dates`, this one rebuilt from it: when handwriting became known is the old one's."""
+        with self._transaction() as db:
+            db.executemany("UPDATE writers SET enrolled = ?, updated = ? WHERE name = ?",
+                           [(e, u, n) for n, (e, u) in dates.writers.items()])
+            db.executemany("UPDATE images SET enrolled = ? WHERE sha256 = ?",
+                           [(e, h) for h, e in dates.images.items()])
 
     def thumbnails(self, writer: str, limit: int = 3) -> list[tuple[str, bytes]]:
         """(path, PNG) of up to `limit` of a writer's enrolled images that have a thumbnail."""

@@ -990,7 +990,7 @@ def rebuild(old: str | Path, new: str | Path, features: Features,
     written. A file moved since (or changed, its enrolled bytes copied elsewhere) is looked
     for by its SHA-256 under the folders `look_in` (`find_moved`), and the new gallery
     records where it was found. `new` appears whole or not at all: it is built under a
-    temporary name beside it."""
+    temporary name beside it. The writers and images keep their enrolment dates."""
     from tqdm import tqdm
 
     target = gallery_file(new)
@@ -998,7 +998,7 @@ def rebuild(old: str | Path, new: str | Path, features: Features,
         raise GalleryError(f"{target}: already exists. Rebuild into a new gallery path.")
     source = Gallery.open(old)
     try:
-        writers = source.sources()
+        writers, dates = source.sources(), source.dates()
     finally:
         source.close()
     if not writers:
@@ -1038,6 +1038,7 @@ def rebuild(old: str | Path, new: str | Path, features: Features,
                         f"there (`iam-writers gallery remove {source.path} {writer}`) or "
                         "enrol them again from other images, then rebuild; nothing was "
                         "written.") from None
+            gallery.keep_dates(dates)
         finally:
             gallery.close()
         building.replace(target)
