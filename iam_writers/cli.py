@@ -392,6 +392,10 @@ def _gallery(args: argparse.Namespace) -> None:
             raise GalleryError(f"{gallery.path}: " + "; ".join(problems) + ". Restore it from "
                                "a backup, or remove and enroll again the writers named.")
         print(f"{gallery.path}: sound ({len(gallery.writers())} writers)")
+    elif args.action == "backup":
+        copy = gallery.backup(args.backup)
+        print(f"backed up {gallery.path} ({len(gallery.writers())} writers, "
+              f"{gallery.info()['images']} images) into {copy}, checked sound")
     elif args.action == "remove":
         n = gallery.remove(args.writer)
         print(f"removed {args.writer} and the features of {n} image(s) from {gallery.path}")
@@ -762,8 +766,8 @@ def parser() -> argparse.ArgumentParser:
     model_args(s, json_flag=False)
     s.set_defaults(func=_enroll)
 
-    s = sub.add_parser("gallery", help="list, inspect, remove, rename or rebuild enrolled "
-                                       "writers")
+    s = sub.add_parser("gallery", help="list, inspect, back up, remove, rename or rebuild "
+                                       "enrolled writers")
     actions = s.add_subparsers(dest="action", required=True, help="what to do")
     for name, text in (("list", "writers, image counts and enrolment dates"),
                        ("show", "one writer's enrolled images: path, how each was read "
@@ -773,6 +777,8 @@ def parser() -> argparse.ArgumentParser:
                                  "against their images"),
                        ("remove", "delete a writer and their features from the file"),
                        ("rename", "give a writer another name"),
+                       ("backup", "copy the gallery as it is now into a new file, safely while "
+                                  "others enrol"),
                        ("upgrade", "convert a gallery from before the database (.npz + "
                                    ".json) into one SQLite file"),
                        ("rebuild", "enrol every writer again into a new gallery, for another "
@@ -789,6 +795,8 @@ def parser() -> argparse.ArgumentParser:
             a.add_argument("writer", help="an enrolled writer's name")
         if name == "rename":
             a.add_argument("new", help="the writer's new name")
+        if name == "backup":
+            a.add_argument("backup", type=Path, help="the backup's file (must not exist)")
         if name in ("list", "info", "show", "alike"):
             a.add_argument("--json", action="store_true", help="machine-readable output")
         if name == "alike":

@@ -169,6 +169,44 @@ def test_removed_features_are_gone_from_the_file(tmp_path):
         g.remove("zelda")
 
 
+def test_a_backup_holds_what_was_committed_at_one_moment_and_is_a_gallery_itself(tmp_path):
+    """`gallery backup` copies through SQLite's backup API: enrolments committed but still
+    in the write-ahead log are in it (a copy of the .sqlite file alone misses them), one
+    under way is not, and the copy opens as a gallery in write-ahead-log mode."""
+    g = _new(tmp_path)
+    emb, hinge = _features(3, 2)
+    g.add("ann", ["a"], _hashes("a", 1), emb[:1], hinge[:1])
+    g.close()
+    holder = sqlite3.connect(tmp_path / "g.sqlite")  # keeps the log from being folded in
+    holder.execute("SELECT count(*) FROM writers").fetchone()
+    late = Gallery.open(tmp_path / "g")
+    late.add("bob", ["b1", "b2"], _hashes("b", 2), emb[1:], hinge[1:])
+    late.close()
+    assert (tmp_path / "g.sqlite-wal").stat().st_size > 0  # bob is in the log alone
+    holder.execute("BEGIN IMMEDIATE")  # another enrolment under way, not committed
+    holder.execute("INSERT INTO writers (name, enrolled, updated, n_images) VALUES "
+                   "('zed', 'now', 'now', 0)")
+    (tmp_path / "keep").mkdir()
+    proc = cli("gallery", "backup", tmp_path / "g", tmp_path / "keep" / "g-2026-12")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == (f"backed up {tmp_path / 'g.sqlite'} (2 writers, 3 images) into "
+                           f"{tmp_path / 'keep' / 'g-2026-12.sqlite'}, checked sound\n")
+    holder.rollback()
+    holder.close()
+    assert [p.name for p in (tmp_path / "keep").iterdir()] == ["g-2026-12.sqlite"]
+    copy, g = Gallery.open(tmp_path / "keep" / "g-2026-12"), Gallery.open(tmp_path / "g")
+    assert copy.writers() == g.writers() and copy.dates() == g.dates() and copy.check() == []
+    np.testing.assert_array_equal(copy.snapshot().hinge_sums, g.snapshot().hinge_sums)
+    assert copy.db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    proc = cli("gallery", "backup", tmp_path / "g", tmp_path / "keep" / "g-2026-12.sqlite")
+    assert proc.returncode == 2 and "g-2026-12.sqlite: already exists. Back up into a new " \
+        "file." in proc.stderr
+    proc = cli("gallery", "backup", tmp_path / "g", tmp_path / "nowhere" / "g")
+    assert proc.returncode == 2 and "nowhere: no such folder" in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.sqlite", "g.sqlite-shm",
+                                                          "g.sqlite-wal", "keep"]
+
+
 def test_a_stored_exemplar_svm_is_read_for_its_cohort_and_the_writers_images_as_they_are(
         tmp_path):
     g = _new(tmp_path)

@@ -618,6 +618,40 @@ class Gallery:
             db.execute("UPDATE writers SET name = ?, updated = ? WHERE id = ?",
                        (new, utc_now(), writer_id))
 
+    def backup(self, dest: str | Path) -> Path:
+        """A copy of the gallery as it is at one moment, in `dest` (SQLite's online backup:
+        enrolments may go on meanwhile, and what they have committed is in it, write-ahead
+        log included), checked (`PRAGMA quick_check`) and linked into place when whole. An
+        existing `dest` is refused. The copy is a gallery like this one (write-ahead log)."""
+        target = gallery_file(dest)
+        if target.exists():
+            raise GalleryError(f"{target}: already exists. Back up into a new file.")
+        if not target.parent.is_dir():
+            raise GalleryError(f"{target.parent}: no such folder. Make it, or back up into "
+                               "another one.")
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=SUFFIX, dir=target.parent)
+        os.close(fd)
+        try:
+            copy = sqlite3.connect(tmp, isolation_level=None)
+            try:
+                self.db.backup(copy)
+                copy.execute("PRAGMA journal_mode = WAL")
+                problems = [r[0] for r in copy.execute("PRAGMA quick_check") if r[0] != "ok"]
+            finally:
+                copy.close()
+            if problems:
+                raise GalleryError(f"{self.path}: corrupt gallery ({'; '.join(problems)}); "
+                                   "no backup was written. Restore it from an older backup.")
+            try:
+                os.link(tmp, target)
+            except FileExistsError:
+                raise GalleryError(f"{target}: already exists. Back up into a new "
+                                   "file.") from None
+        finally:
+            for leftover in target.parent.glob(Path(tmp).name + "*"):
+                leftover.unlink()
+        return target
+
     def close(self) -> None:
         self.db.close()
 
