@@ -205,7 +205,7 @@ def _verify(args: argparse.Namespace) -> None:
                         for image, side in ((args.a, "a"), (args.b, "b"))
                         if f"unmeasured_{side}" in r})
     if args.report:
-        written = evidence.verify_report(args.report, r, drawn, model.card)
+        written = evidence.verify_report(args.report, r, drawn, model)
         print(f"report: {written}", file=sys.stderr)
     if "note" in r:
         print(f"note: {r['note']}", file=sys.stderr)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import html.parser
 import json
 import re
 import shutil
 import subprocess
+from importlib.metadata import version
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -87,6 +90,35 @@ def test_the_report_parses_and_embeds_every_query_and_candidate(reported):
         assert cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED) is not None
 
 
+def _provenance(text: str) -> dict[str, str]:
+    """{row: value} of a report's provenance table."""
+    section = text.split('<section id="provenance">', 1)[1].split("</section>", 1)[0]
+    return {html.unescape(k): html.unescape(v) for k, v in re.findall(
+        r"<tr><th>(.*?)</th><td><code>(.*?)</code></td></tr>", section)}
+
+
+def _sha256(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def test_the_report_ends_with_what_weighed_which_files(reported):
+    """An examiner shows the report months later: it names the version, model and gallery
+    that weighed the handwriting, and the SHA-256 of every file asked about (in the JSON
+    too), so that the files at hand can be told to be the ones weighed."""
+    path, results = reported
+    rows = _provenance(path.read_text())
+    asked = [image for r in results for image in r["images"]]
+    assert [r["sha256"] for r in results] == [{i: _sha256(i)} for i in asked]
+    gallery = path.parent / "g.sqlite"
+    assert list(rows) == ["iam-writers", "model", "gallery"] + [
+        f"SHA-256 of {i}" for i in asked]
+    assert rows["iam-writers"] == version("iam-writers")
+    assert rows["model"] == "none: contour-hinge histograms alone"
+    assert rows["gallery"].startswith(f"{gallery}: 3 writers, built by "
+                                      "descriptor hinge-l10-b16; last enrolment or rename 20")
+    assert [rows[f"SHA-256 of {i}"] for i in asked] == [_sha256(i) for i in asked]
+
+
 def test_the_report_opens_offline(reported):
     text = reported[0].read_text()
     assert not re.search(r"(src|href)=\"(?!data:image/png;base64,)", text)  # nothing linked
@@ -161,6 +193,12 @@ def test_verify_writes_a_report_of_both_images(tmp_path, exported, heldout):
                            "--dpi", "600").stdout)
     assert (at600["dpi_a"], at600["dpi_b"]) == (600, 600)
     assert "same_image" not in result
+    # what weighed which files: the model file and its fingerprint, each file's SHA-256
+    assert (result["sha256_a"], result["sha256_b"]) == (_sha256(a), _sha256(b))
+    assert _provenance(text) == {
+        "iam-writers": version("iam-writers"),
+        "model": f"{exported / 'model_float32.tflite'} (fingerprint {card['fingerprint']})",
+        f"SHA-256 of a: {a}": _sha256(a), f"SHA-256 of b: {b}": _sha256(b)}
     # a questioned line compared with itself: a match that says nothing, said so
     itself = cli("verify", exported / "model_float32.tflite", a, a, "--json")
     assert json.loads(itself.stdout)["same_image"] is True

@@ -9,6 +9,8 @@ is embedded as a PNG drawn at one scale (`thumbnail`), each query beside the clo
 writer's enrolled handwriting (`side_by_side`), nothing is fetched from a network, and a
 page's text lines are outlined where they were found. Galleries keep a thumbnail of every
 enrolled image, so a report can show the enrolled handwriting after its files have moved.
+Each report ends with its provenance (`provenance`): the version, the model and gallery,
+and the SHA-256 of every file weighed.
 """
 
 from __future__ import annotations
@@ -569,7 +571,40 @@ def identify_report(path: str | Path, results: list[dict], identifier,
                        else "")
                     + "<th>enrolled handwriting</th></tr>" + "".join(rows)
                     + "</table></section>")
+    body.append(provenance(identifier.model, gallery, {
+        name: digest for r in results for name, digest in r.get("sha256", {}).items()}))
     return _write(path, _page("Whose handwriting is it? identify report", body))
+
+
+def version() -> str:
+    """iam-writers' installed version, or a word that it is run from a source tree."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("iam-writers")
+    except PackageNotFoundError:
+        return "not installed (run from a source tree)"
+
+
+def provenance(model, gallery=None, files: dict[str, str] | None = None) -> str:
+    """The report's last section: what weighed the handwriting (iam-writers' version, the
+    model file and its fingerprint, the gallery and its last enrolment or rename) and every
+    file weighed with its SHA-256, so that a reader can tell that the files they hold are
+    the ones weighed, and by what."""
+    rows = [("iam-writers", version())]
+    rows.append(("model", "none: contour-hinge histograms alone" if model is None else
+                 f"{model.path or 'in memory'} (fingerprint "
+                 f"{model.card.get('fingerprint', 'none')})"))
+    if gallery is not None:
+        writers = gallery.writers()
+        latest = max((w["updated"] for w in writers), default="none")
+        rows.append(("gallery", f"{gallery.path}: {len(writers)} writers, built by "
+                                f"{gallery.built_by}; last enrolment or rename {latest}"))
+    rows += [(f"SHA-256 of {name}", digest) for name, digest in (files or {}).items()]
+    return ("<section id=\"provenance\"><h2>Provenance</h2><table>"
+            + "".join(f"<tr><th>{html.escape(k)}</th><td><code>{html.escape(v)}</code></td>"
+                      "</tr>" for k, v in rows) + "</table></section>")
 
 
 def alike_report(path: str | Path, pairs: list[dict], identifier) -> Path:
@@ -607,12 +642,12 @@ def alike_report(path: str | Path, pairs: list[dict], identifier) -> Path:
                     f"{verb} {html.escape(other)}</h2>{side_by_side(columns)}"
                     f"<p class=\"answer\">{scored_by} {pair['score']:.3f} against the "
                     f"threshold {pair['threshold']:.3f}{html.escape(lr)}.</p></section>")
+    body.append(provenance(identifier.model, identifier.gallery))
     return _write(path, _page("Writers whose handwriting reads alike: gallery alike report",
                               body))
 
 
-def verify_report(path: str | Path, result: dict, drawn: dict[str, bytes],
-                  card: dict | None = None) -> Path:
+def verify_report(path: str | Path, result: dict, drawn: dict[str, bytes], model) -> Path:
     """Write the HTML report of `verify`: both images side by side (`drawn`, the `thumbnail`
     of "a" and of "b", as `verify` draws them), the score, the threshold, the decision with
     the rates its rule gave at calibration where the card measured them, and
@@ -620,6 +655,7 @@ def verify_report(path: str | Path, result: dict, drawn: dict[str, bytes],
     calibration."""
     verdict = "the same writer" if result["same_writer"] else "different writers"
     scored_by = result["scored_by"]
+    card = model.card
     body = [side_by_side([(heading, "query", [(
         drawn[k], f"{k}: {result[k]}",
         html.escape(result[k] + read_words(lambda f, k=k: result.get(f"{f}_{k}"), drawn=True))
@@ -643,6 +679,8 @@ def verify_report(path: str | Path, result: dict, drawn: dict[str, bytes],
                     "</p>")
     else:
         body.append(f"<p class=\"note\">{html.escape(NO_LR)}</p>")
+    body.append(provenance(model, files={f"a: {result['a']}": result["sha256_a"],
+                                         f"b: {result['b']}": result["sha256_b"]}))
     return _write(path, _page("Same writer? verify report", body))
 
 

@@ -778,7 +778,8 @@ class Identifier:
         left out), "paper" (each photo: the paper its sheet was straightened onto),
         "unmeasured" (each photo whose EXIF names a camera, with no sheet found on it: the
         camera; read as if at 300 dpi, its handwriting's size is not known), "enrolled"
-        (each image that is an enrolled one: `enrolled_as`)} for one query: several
+        (each image that is an enrolled one: `enrolled_as`), "sha256" (each image's, of
+        the file's bytes: what was asked about, exactly)} for one query: several
         images, one page or a file's pages are a document (their mean embedding, their
         summed hinge counts). Given `drawn`, each image's
         `evidence.thumbnail` is put in it by its path, drawn from the pixels read (for
@@ -817,10 +818,10 @@ class Identifier:
             drawn.update(zip(map(str, read), self.features.thumbnails))
         return computed, read
 
-    def enrolled_as(self, images: list) -> dict[str, dict[str, str]]:
-        """{image: {"writer", "path"}} of those of `images` that are an enrolled image (the
-        same content, as `enroll` hashes it): such a query names its own enrolment."""
-        hashes = {str(image): sha256_of(image) for image in images}
+    def enrolled_as(self, hashes: dict[str, str]) -> dict[str, dict[str, str]]:
+        """{image: {"writer", "path"}} of those images ({image: SHA-256, as `enroll` hashes
+        it}) that are an enrolled image (the same content): such a query names its own
+        enrolment."""
         owners = self.gallery.owners(list(hashes.values()))
         return {image: dict(zip(("writer", "path"), owners[h]))
                 for image, h in hashes.items() if h in owners}
@@ -862,7 +863,8 @@ class Identifier:
             result["rule_rates"] = rates
         if "log10_lr" not in top[0]:
             result["note"] = evidence.NO_LR if self.model else evidence.NO_LR_WITHOUT_MODEL
-        if enrolled := self.enrolled_as(images):
+        result["sha256"] = {str(i): sha256_of(i) for i in images}
+        if enrolled := self.enrolled_as(result["sha256"]):
             result["enrolled"] = enrolled
         found = {str(i): r.lines for i, r in zip(images, read) if r.lines is not None}
         typed = {str(i): r.printed for i, r in zip(images, read) if r.printed}
@@ -888,7 +890,8 @@ def verify(model: Model, questioned, reference, score: str | None = None,
     for a gallery of one writer, with the same likelihood ratios.
 
     Returns {"a", "b", "score" (the value), "scored_by", "scores" (every score computed),
-    "threshold", "same_writer", "level" (of the questioned image: line, page, or document
+    "threshold", "same_writer", "sha256_a", "sha256_b" (each file's: what was compared,
+    exactly), "level" (of the questioned image: line, page, or document
     for a file of several pages), `log10_lr` and `support` where the card calibrated them
     (else "note"), "lines_a",
     "lines_b" for images read as pages, "printed_a", "printed_b" for pages with machine
@@ -909,8 +912,9 @@ def verify(model: Model, questioned, reference, score: str | None = None,
     `evidence.verify_report`)."""
     features = features_for(model, score, input, dpi, paper)
     gallery = new_in_memory(features.fingerprint, features.descriptor)
+    known_sha256 = sha256_of(reference)
     try:  # the reference's features only: the gallery keeps no thumbnail, as none shows it
-        gallery.add("reference", [str(reference)], [sha256_of(reference)],
+        gallery.add("reference", [str(reference)], [known_sha256],
                     *features([reference], thumbnails=drawn is not None))
         known = features.read[0]
         identifier = Identifier(gallery, model, score, input=input, dpi=dpi, paper=paper)
@@ -925,7 +929,8 @@ def verify(model: Model, questioned, reference, score: str | None = None,
     top = r["top"][0]
     result = {"a": str(questioned), "b": str(reference), "score": top["similarity"],
               "scored_by": r["score"], "scores": top["scores"], "threshold": r["threshold"],
-              "same_writer": r["writer"] is not None, "level": r["level"]}
+              "same_writer": r["writer"] is not None, "level": r["level"],
+              "sha256_a": r["sha256"][str(questioned)], "sha256_b": known_sha256}
     if "log10_lr" in top:
         result |= {"log10_lr": top["log10_lr"][r["score"]], "support": top["support"]}
     else:
