@@ -843,5 +843,7 @@ def test_gallery_alike_and_enroll_warn_of_a_hand_under_two_names(tmp_path, layou
     assert "099 as 000" in proc.stderr
     report = (tmp_path / "alike.html").read_text()
     # each pair shows both writers' enrolled lines: four thumbnails, none of bob's
-    assert report.count("<h2>") == 2 and report.count("data:image/png;base64,") == 4
+    assert report.count('<section class="query" id="pair-') == 2
+    assert report.count("data:image/png;base64,") == 4
+    assert report.count("<h2>") == 3 and "<h2>Provenance</h2>" in report  # and what made it
     assert "ann-again reads as ann" in report and "bob" not in report
