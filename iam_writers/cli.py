@@ -356,7 +356,7 @@ def _identify(args: argparse.Namespace) -> int:
     return _not_read(skipped, len(args.images))
 
 
-def _gallery(args: argparse.Namespace) -> None:
+def _gallery(args: argparse.Namespace) -> int | None:
     from models.runtime import Gallery, GalleryError
     from models.runtime.gallery import upgrade
 
@@ -392,6 +392,8 @@ def _gallery(args: argparse.Namespace) -> None:
             raise GalleryError(f"{gallery.path}: " + "; ".join(problems) + ". Restore it from "
                                "a backup, or remove and enroll again the writers named.")
         print(f"{gallery.path}: sound ({len(gallery.writers())} writers)")
+        if args.files:
+            return _check_files(gallery)
     elif args.action == "backup":
         copy = gallery.backup(args.backup)
         print(f"backed up {gallery.path} ({len(gallery.writers())} writers, "
@@ -402,6 +404,25 @@ def _gallery(args: argparse.Namespace) -> None:
     else:
         gallery.rename(args.writer, args.new)
         print(f"renamed {args.writer} to {args.new} in {gallery.path}")
+
+
+def _check_files(gallery) -> int:
+    """`gallery check --files`: whether every enrolled file is at its path as enrolled (what
+    a rebuild reads); 1 where any is not, each named."""
+    from models.runtime.gallery import lost_files, lost_words
+
+    sources = gallery.sources()
+    lost = lost_files(sources)
+    total = sum(len(images) for _, images in sources)
+    if not lost:
+        print(f"every one of the {total} enrolled files is at its path as enrolled")
+        return 0
+    print(f"{len(lost)} of the {total} enrolled files are not at their path as enrolled: a "
+          "rebuild needs them (restore them, or name the folders they were moved to: "
+          f"`iam-writers gallery rebuild {gallery.path} NEW --look-in DIR`)")
+    for path in lost.values():
+        print(f"  {lost_words(path)}")
+    return 1
 
 
 def _gallery_alike(args: argparse.Namespace) -> None:
@@ -799,6 +820,11 @@ def parser() -> argparse.ArgumentParser:
             a.add_argument("backup", type=Path, help="the backup's file (must not exist)")
         if name in ("list", "info", "show", "alike"):
             a.add_argument("--json", action="store_true", help="machine-readable output")
+        if name == "check":
+            a.add_argument("--files", action="store_true",
+                           help="also check that every enrolled file is at its path with "
+                                "the content it was enrolled with (what a rebuild reads); "
+                                "exit status 1 where any is not")
         if name == "alike":
             scoring_args(a)
             a.add_argument("--threads", type=positive_int, default=2,

@@ -640,6 +640,9 @@ def test_rebuild_enrols_every_writer_again_from_the_files_or_writes_nothing(tmp_
         db.execute("UPDATE images SET enrolled = '2026-01-0' || writer_id || 'T09:00:0' || id "
                    "|| '+00:00'")
     db.close()
+    proc = cli("gallery", "check", tmp_path / "old", "--files")  # can it be rebuilt?
+    assert proc.returncode == 0 and proc.stdout.endswith(
+        "every one of the 4 enrolled files is at its path as enrolled\n"), proc.stderr
     proc = cli("gallery", "rebuild", tmp_path / "old", tmp_path / "new", "--descriptor", "hinge")
     assert proc.returncode == 0, proc.stderr
     assert "rebuilt 2 writer(s), 4 image(s)" in proc.stdout and "unchanged" in proc.stdout
@@ -671,6 +674,14 @@ def test_rebuild_enrols_every_writer_again_from_the_files_or_writes_nothing(tmp_
         np.random.default_rng(9)), np.random.default_rng(9)))
     files["bob"][0].rename(tmp_path / "moved" / "sub" / files["bob"][0].name)
     (tmp_path / "elsewhere").mkdir()
+    proc = cli("gallery", "check", tmp_path / "old", "--files")
+    assert proc.returncode == 1 and proc.stdout.splitlines()[1:] == [
+        "2 of the 4 enrolled files are not at their path as enrolled: a rebuild needs them "
+        "(restore them, or name the folders they were moved to: `iam-writers gallery rebuild "
+        f"{gallery_file(tmp_path / 'old')} NEW --look-in DIR`)",
+        f"  {files['ann'][1]} (changed since it was enrolled)",
+        f"  {files['bob'][0]} (missing)"], proc.stdout
+    assert proc.stdout.startswith(f"{gallery_file(tmp_path / 'old')}: sound (2 writers)\n")
     for look_in, said in (((), ""), (("--look-in", tmp_path / "elsewhere"),
                                      f" (not found under {tmp_path / 'elsewhere'} either)")):
         proc = cli("gallery", "rebuild", tmp_path / "old", tmp_path / "other", *look_in)

@@ -201,6 +201,18 @@ def sha256_of(image: str | Path | np.ndarray) -> str:
     return hashlib.sha256(image_bytes(image)).hexdigest()
 
 
+def lost_files(writers: list[tuple[str, list[Source]]]) -> dict[str, str]:
+    """{SHA-256: path} of the enrolled files (`Gallery.sources`) not at their path as they
+    were enrolled: gone, or their bytes changed. A rebuild needs them."""
+    return {s.sha256: s.path for _, images in writers for s in images
+            if not Path(s.path).is_file() or sha256_of(s.path) != s.sha256}
+
+
+def lost_words(path: str) -> str:
+    """A lost file (`lost_files`), with why, in words."""
+    return f"{path} ({'changed since it was enrolled' if Path(path).is_file() else 'missing'})"
+
+
 def refuse_other_writer(path: str, writer: str, owner: tuple[str, str] | None) -> None:
     """An image enrolled as one writer's is not enrolled as another's."""
     if owner and owner[0] != writer:

@@ -31,6 +31,8 @@ from models.runtime.gallery import (
     Source,
     check_name,
     gallery_file,
+    lost_files,
+    lost_words,
     new_in_memory,
     refuse_other_writer,
     sha256_of,
@@ -1008,11 +1010,9 @@ def rebuild(old: str | Path, new: str | Path, features: Features,
         source.close()
     if not writers:
         raise GalleryError(f"{source.path}: no writers enrolled, nothing to rebuild.")
-    lost = {s.sha256: s.path for _, images in writers for s in images
-            if not Path(s.path).is_file() or sha256_of(s.path) != s.sha256}
+    lost = lost_files(writers)
     moved = find_moved(lost, look_in) if lost and look_in else {}
-    named = [f"{path} ({'changed since it was enrolled' if Path(path).is_file() else 'missing'})"
-             for sha, path in lost.items() if sha not in moved]
+    named = [lost_words(path) for sha, path in lost.items() if sha not in moved]
     if named:
         more = f" and {len(named) - REBUILD_NAMED} more" if len(named) > REBUILD_NAMED else ""
         where = (f" (not found under {', '.join(map(str, look_in))} either)" if look_in
