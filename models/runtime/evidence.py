@@ -589,17 +589,17 @@ def version() -> str:
 
 def provenance(model, gallery=None, files: dict[str, str] | None = None) -> str:
     """The report's last section: what weighed the handwriting (iam-writers' version, the
-    model file and its fingerprint, the gallery and its last enrolment or rename) and every
-    file weighed with its SHA-256, so that a reader can tell that the files they hold are
-    the ones weighed, and by what."""
+    model file and its fingerprint, the gallery and its last enrolment or rename; absolute
+    paths) and every file weighed with its SHA-256, so that a reader can tell that the
+    files they hold are the ones weighed, and by what."""
     rows = [("iam-writers", version())]
     rows.append(("model", "none: contour-hinge histograms alone" if model is None else
-                 f"{model.path or 'in memory'} (fingerprint "
+                 f"{model.path.resolve() if model.path else 'in memory'} (fingerprint "
                  f"{model.card.get('fingerprint', 'none')})"))
     if gallery is not None:
         writers = gallery.writers()
         latest = max((w["updated"] for w in writers), default="none")
-        rows.append(("gallery", f"{gallery.path}: {len(writers)} writers, built by "
+        rows.append(("gallery", f"{gallery.path.resolve()}: {len(writers)} writers, built by "
                                 f"{gallery.built_by}; last enrolment or rename {latest}"))
     rows += [(f"SHA-256 of {name}", digest) for name, digest in (files or {}).items()]
     return ("<section id=\"provenance\"><h2>Provenance</h2><table>"
