@@ -195,12 +195,13 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> None:
-    from models.runtime import Model, evidence, verify
+    from models.runtime import EnrolledWriter, Gallery, Model, evidence, verify
 
     model = Model(args.model, args.threads)
-    _declared_resolutions([args.a, args.b], args.dpi)
+    known = EnrolledWriter(Gallery.open(args.gallery), args.writer) if args.gallery else args.b
+    _declared_resolutions([args.a] + ([args.b] if args.b else []), args.dpi)
     drawn: dict[str, bytes] | None = {} if args.report else None
-    r = verify(model, args.a, args.b, args.descriptor, args.input, args.dpi, drawn, args.paper)
+    r = verify(model, args.a, known, args.descriptor, args.input, args.dpi, drawn, args.paper)
     _photos_unmeasured({str(image): r[f"unmeasured_{side}"]
                         for image, side in ((args.a, "a"), (args.b, "b"))
                         if f"unmeasured_{side}" in r})
@@ -217,7 +218,7 @@ def _verify(args: argparse.Namespace) -> None:
     if lines := r.get("b_lines"):
         print(f"note: {evidence.few_b_words(lines)}", file=sys.stderr)
     if hand := r.get("b_in_cohort"):
-        print(f"note: {args.b} reads as training writer {hand['reads_as']}'s, of the model's "
+        print(f"note: {r['b']} reads as training writer {hand['reads_as']}'s, of the model's "
               f"cohort (fused {hand['score']:.3f}, a document's threshold "
               f"{hand['threshold']:.3f}). If it is that writer, the model was trained on its "
               "handwriting and measures it against its own hand, which lowers the score: "
@@ -227,7 +228,10 @@ def _verify(args: argparse.Namespace) -> None:
           f"{r['threshold']:.3f})"
           + (f"; log10 LR {r['log10_lr']:+.2f}, {r['support']}" if "log10_lr" in r else "")
           + "".join(evidence.read_words(lambda k, side=side: r.get(f"{k}_{side}"), side)
-                    for side in ("a", "b")))
+                    for side in ("a", "b"))
+          + (f" (b: {b['writer']}'s enrolled handwriting, {len(b['images'])} image(s), "
+             f"{'lines not recorded' if b['lines'] is None else str(b['lines']) + ' line(s)'})"
+             if (b := r.get("b_enrolled")) else ""))
 
 
 def _enroll(args: argparse.Namespace) -> None:
@@ -757,7 +761,13 @@ def parser() -> argparse.ArgumentParser:
                        "a likelihood ratio")
     s.add_argument("model", type=Path, help=MODEL_HELP)
     s.add_argument("a", type=Path, help="the questioned handwriting (a line or a page)")
-    s.add_argument("b", type=Path, help="the known writer's handwriting (best a page)")
+    s.add_argument("b", type=Path, nargs="?",
+                   help="the known writer's handwriting (best a page); or --gallery and "
+                        "--writer")
+    s.add_argument("--gallery", type=Path,
+                   help="instead of b: a gallery enrolled with this model, whose --writer's "
+                        "enrolled handwriting is the known")
+    s.add_argument("--writer", help="the enrolled writer of --gallery to weigh a against")
     s.add_argument("--descriptor", choices=SCORES,
                    help="the score: default fused when the model's card calibrated fusion, "
                         "else embedding; hinge for the contour-hinge alone")
@@ -946,6 +956,10 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "paper", None) and getattr(args, "dpi", None):
         error("--paper names a photographed page's paper, whose resolution is not known; "
               "--dpi says it is known (a scan): pass one of them")
+    if args.command == "verify" and (bool(args.b) == bool(args.gallery)
+                                     or bool(args.gallery) != bool(args.writer)):
+        error("verify takes MODEL A B, or MODEL A --gallery G --writer W (the known "
+              "handwriting: an image, or an enrolled writer's)")
     if args.command == "enroll":
         if bool(args.layout) == bool(args.writer):
             error("enroll takes GALLERY --writer ID IMAGES, or GALLERY --layout DIR")

@@ -15,6 +15,7 @@ folder), so it runs on edge devices. One module per idea:
 
 from models.runtime.gallery import Enrolled, Gallery, GalleryError, Snapshot, gallery_file
 from models.runtime.identify import (
+    EnrolledWriter,
     Features,
     Identifier,
     Prepared,
@@ -39,7 +40,8 @@ from models.runtime.model import (
     unit,
 )
 
-__all__ = ["BUCKET_PX", "BlurredError", "CARD", "SIGNATURE", "Enrolled", "Features", "Gallery",
+__all__ = ["BUCKET_PX", "BlurredError", "CARD", "SIGNATURE", "Enrolled", "EnrolledWriter",
+           "Features", "Gallery",
            "GalleryError", "Identifier", "LowResolutionError", "Model", "Prepared", "ModelError",
            "NoInkError", "Read", "Snapshot", "embed_inked", "enroll", "features_for", "fuse",
            "gallery_file", "handwriting", "hinge_similarity", "unit", "verify"]

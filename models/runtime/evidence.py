@@ -647,20 +647,29 @@ def alike_report(path: str | Path, pairs: list[dict], identifier) -> Path:
                               body))
 
 
+def _verify_side(result: dict, drawn: dict[str, bytes], k: str, heading: str
+                 ) -> tuple[str, str, list[SideImage]]:
+    """A column of verify's report: a's or b's thumbnail and how it was read (none for an
+    enrolled writer whose images were enrolled before thumbnails were kept)."""
+    if k not in drawn:
+        return f"{heading}: no thumbnail stored", "query", []
+    caption = (html.escape(result[k] + read_words(lambda f: result.get(f"{f}_{k}"), drawn=True))
+               + _resampled(result.get(f"dpi_{k}"), bool(result.get(f"paper_{k}"))))
+    return heading, "query", [(drawn[k], f"{k}: {result[k]}", caption)]
+
+
 def verify_report(path: str | Path, result: dict, drawn: dict[str, bytes], model) -> Path:
     """Write the HTML report of `verify`: both images side by side (`drawn`, the `thumbnail`
-    of "a" and of "b", as `verify` draws them), the score, the threshold, the decision with
+    of "a" and of "b", as `verify` draws them; an enrolled writer's first stored one), the
+    score, the threshold, the decision with
     the rates its rule gave at calibration where the card measured them, and
     the log10 LR in words with a plot of where the score falls among those measured at
     calibration."""
     verdict = "the same writer" if result["same_writer"] else "different writers"
     scored_by = result["scored_by"]
     card = model.card
-    body = [side_by_side([(heading, "query", [(
-        drawn[k], f"{k}: {result[k]}",
-        html.escape(result[k] + read_words(lambda f, k=k: result.get(f"{f}_{k}"), drawn=True))
-        + _resampled(result.get(f"dpi_{k}"), bool(result.get(f"paper_{k}"))))])
-        for k, heading in (("a", "a (questioned)"), ("b", "b (known)"))]),
+    body = [side_by_side([_verify_side(result, drawn, "a", "a (questioned)"),
+                          _verify_side(result, drawn, "b", "b (known)")]),
             f"<p class=\"answer\">Decision: <b>{verdict}</b>: {scored_by} {result['score']:.3f} "
             f"(threshold {result['threshold']:.3f}; {html.escape(SCORE_WORDS[scored_by])})"
             + (f"<br>{html.escape(verify_rates_words(rates, result['level']))}"
@@ -679,8 +688,11 @@ def verify_report(path: str | Path, result: dict, drawn: dict[str, bytes], model
                     "</p>")
     else:
         body.append(f"<p class=\"note\">{html.escape(NO_LR)}</p>")
-    body.append(provenance(model, files={f"a: {result['a']}": result["sha256_a"],
-                                         f"b: {result['b']}": result["sha256_b"]}))
+    known = result.get("b_enrolled")
+    body.append(provenance(model, files={f"a: {result['a']}": result["sha256_a"]} | (
+        {f"b: {known['writer']}'s enrolled {path}": digest
+         for path, digest in known["images"].items()} if known
+        else {f"b: {result['b']}": result["sha256_b"]})))
     return _write(path, _page("Same writer? verify report", body))
 
 

@@ -124,6 +124,19 @@ class Dates(NamedTuple):
     images: dict[str, str]
 
 
+class Enrolment(NamedTuple):
+    """A writer's enrolled images as `Gallery.add` takes them: paths, SHA-256s, embeddings
+    [N, D] and descriptor rows [N, K] (None where the gallery holds none), thumbnails (None
+    for one enrolled before they were kept), and how each was read."""
+
+    paths: list[str]
+    hashes: list[str]
+    embeddings: np.ndarray | None
+    hinge: np.ndarray | None
+    thumbnails: list[bytes | None]
+    read: list[ReadAs]
+
+
 class Source(NamedTuple):
     """An enrolled image's file, as `gallery rebuild` reads it again; `dpi` and `read_as`
     are None for images enrolled before the gallery recorded them, `dpi` alone for a photo
@@ -523,6 +536,21 @@ class Gallery:
                                    "FROM images i WHERE i.writer_id = ? ORDER BY i.id",
                                    (writer_id,)).fetchall()
         return [dict(zip(("path", "sha256", "enrolled", *READ_COLUMNS), r)) for r in rows]
+
+    def enrolment(self, writer: str) -> Enrolment:
+        """A writer's enrolled images with their features, in enrolment order: to weigh
+        handwriting against that writer alone (`verify` against an enrolled writer). An
+        unknown writer raises, naming the file."""
+        with self._reading():
+            writer_id = self._writer_id(self.db, writer)
+            rows = self.db.execute(f"SELECT i.path, i.sha256, i.embedding, i.hinge, "
+                                   f"i.thumbnail, {_read(self.db)} FROM images i WHERE "
+                                   "i.writer_id = ? ORDER BY i.id", (writer_id,)).fetchall()
+        paths, hashes, emb, hinge, thumbnails, *read = map(list, zip(*rows))
+        return Enrolment(paths, hashes,
+                         _matrix(emb, FEATURE_DTYPE) if self.fingerprint else None,
+                         _matrix(hinge, FEATURE_DTYPE) if self.descriptor else None,
+                         thumbnails, [ReadAs(*r) for r in zip(*read)])
 
     def sources(self) -> list[tuple[str, list[Source]]]:
         """[(writer, [Source])] of every writer's images, in enrolment order."""

@@ -882,20 +882,30 @@ class Identifier:
             {"unmeasured": unmeasured} if unmeasured else {})
 
 
+class EnrolledWriter(NamedTuple):
+    """A writer of a gallery, as `verify`'s known handwriting: the features enrolled."""
+
+    gallery: Gallery
+    writer: str
+
+
 def verify(model: Model, questioned, reference, score: str | None = None,
            input: str = "auto", dpi: float | None = None,
            drawn: dict[str, bytes] | None = None, paper: str | None = None) -> dict:
-    """Did the writer of `reference` write `questioned`? The reference is enrolled alone in a
-    gallery in memory and the questioned image identified against it, so that `verify`
-    weighs a pair by the same score as `identify` (fused by default: the embedding's cosine
-    alone named fewer pairs right, docs/results.md, verify), at the unknown-writer threshold
-    for a gallery of one writer, with the same likelihood ratios.
+    """Did the writer of `reference` write `questioned`? The reference (an image, or an
+    `EnrolledWriter`: the features a gallery holds of a writer, months after the files may
+    have gone) is enrolled alone in a gallery in memory and the questioned image identified
+    against it, so that `verify` weighs a pair by the same score as `identify` (fused by
+    default: the embedding's cosine alone named fewer pairs right, docs/results.md,
+    verify), at the unknown-writer threshold for a gallery of one writer, with the same
+    likelihood ratios.
 
     Returns {"a", "b", "score" (the value), "scored_by", "scores" (every score computed),
     "threshold", "same_writer", "sha256_a", "sha256_b" (each file's: what was compared,
-    exactly), "level" (of the questioned image: line, page, or document
-    for a file of several pages), `log10_lr` and `support` where the card calibrated them
-    (else "note"), "lines_a",
+    exactly; for an enrolled writer "b_enrolled" instead: its "gallery", "writer",
+    "images", {path: SHA-256}, and "lines", of them all: `Gallery.lines`), "level" (of the
+    questioned image: line, page, or document for a file of several pages), `log10_lr` and
+    `support` where the card calibrated them (else "note"), "lines_a",
     "lines_b" for images read as pages, "printed_a", "printed_b" for pages with machine
     print (its lines, left out), "dpi_a", "dpi_b" for images read at another resolution
     than 300 dpi, "pages_a", "pages_b", "blank_pages_a", "blank_pages_b" for files of
@@ -904,21 +914,29 @@ def verify(model: Model, questioned, reference, score: str | None = None,
     with no sheet found (the camera their EXIF names: `Identifier.rank`), and "b_in_cohort"
     where the reference reads as a training writer of the model's cohort
     (`Identifier.in_cohort`): if it is that writer, it is measured against its own hand,
-    which lowers the score, and "same_image" where a and b are one image (the same
+    which lowers the score, and "same_image" where a is b or one of b's images (the same
     content): a match that says nothing, "rule_rates" where the card's rule decided:
     what it gave at export on pairs of calibration queries and writers enrolled alone
     from a form (`measured_rates` with `pairs`), and "b_lines" where b holds fewer
     than `evidence.FEW_LINES` lines (a line image: 1) and rates or an LR were given,
     which do not describe such a b}. Given
     `drawn`, the `evidence.thumbnail` of "a" and of "b" are put in it (for
-    `evidence.verify_report`)."""
+    `evidence.verify_report`; an enrolled writer's first stored thumbnail, none where
+    its images were enrolled before they were kept)."""
     features = features_for(model, score, input, dpi, paper)
     gallery = new_in_memory(features.fingerprint, features.descriptor)
-    known_sha256 = sha256_of(reference)
     try:  # the reference's features only: the gallery keeps no thumbnail, as none shows it
-        gallery.add("reference", [str(reference)], [known_sha256],
-                    *features([reference], thumbnails=drawn is not None))
-        known = features.read[0]
+        if isinstance(reference, EnrolledWriter):
+            reference.gallery.require(features.fingerprint, features.descriptor, exact=True)
+            enrolment = reference.gallery.enrolment(reference.writer)
+            gallery.add("reference", enrolment.paths, enrolment.hashes,
+                        enrolment.embeddings, enrolment.hinge)
+            known, b = None, f"{reference.writer} (enrolled in {reference.gallery.path})"
+        else:
+            known_sha256 = sha256_of(reference)
+            gallery.add("reference", [str(reference)], [known_sha256],
+                        *features([reference], thumbnails=drawn is not None))
+            known, b = features.read[0], str(reference)
         identifier = Identifier(gallery, model, score, input=input, dpi=dpi, paper=paper)
         asked: dict[str, bytes] | None = None if drawn is None else {}
         r = identifier.rank([questioned], top_k=1, drawn=asked)
@@ -927,37 +945,57 @@ def verify(model: Model, questioned, reference, score: str | None = None,
     finally:
         gallery.close()
     if drawn is not None:
-        drawn.update(a=asked[str(questioned)], b=features.thumbnails[0])
+        drawn["a"] = asked[str(questioned)]
+        shown = features.thumbnails[0] if known else next(
+            (t for t in enrolment.thumbnails if t is not None), None)
+        if shown is not None:
+            drawn["b"] = shown
     top = r["top"][0]
-    result = {"a": str(questioned), "b": str(reference), "score": top["similarity"],
+    result = {"a": str(questioned), "b": b, "score": top["similarity"],
               "scored_by": r["score"], "scores": top["scores"], "threshold": r["threshold"],
               "same_writer": r["writer"] is not None, "level": r["level"],
-              "sha256_a": r["sha256"][str(questioned)], "sha256_b": known_sha256}
+              "sha256_a": r["sha256"][str(questioned)]}
+    if known:
+        result["sha256_b"] = known_sha256
+    else:
+        result["b_enrolled"] = {"gallery": str(reference.gallery.path),
+                                "writer": reference.writer,
+                                "images": dict(zip(enrolment.paths, enrolment.hashes)),
+                                "lines": _lines_of(enrolment.read)}
     if "log10_lr" in top:
         result |= {"log10_lr": top["log10_lr"][r["score"]], "support": top["support"]}
     else:
         result["note"] = r["note"]
-    b_lines = known.read_as.lines
-    extra = {"lines_a": r.get("lines", {}).get(str(questioned)), "lines_b": known.lines,
+    b_lines = known.read_as.lines if known else result["b_enrolled"]["lines"]
+    extra = {"lines_a": r.get("lines", {}).get(str(questioned)),
+             "lines_b": known and known.lines,
              "printed_a": r.get("printed", {}).get(str(questioned)),
-             "printed_b": known.printed or None,
+             "printed_b": known and known.printed or None,
              "dpi_a": r.get("dpi", {}).get(str(questioned)),
-             "dpi_b": known.resampled,
+             "dpi_b": known and known.resampled,
              "pages_a": r.get("pages", {}).get(str(questioned)),
-             "pages_b": known.pages if known.pages > 1 else None,
+             "pages_b": known.pages if known and known.pages > 1 else None,
              "blank_pages_a": r.get("blank_pages", {}).get(str(questioned)),
-             "blank_pages_b": known.blank or None,
+             "blank_pages_b": known and known.blank or None,
              "paper_a": r.get("paper", {}).get(str(questioned)),
-             "paper_b": known.paper,
+             "paper_b": known and known.paper,
              "unmeasured_a": r.get("unmeasured", {}).get(str(questioned)),
-             "unmeasured_b": known.camera,
+             "unmeasured_b": known and known.camera,
              "b_in_cohort": {k: hand[k] for k in ("reads_as", "score", "threshold")}
              if hand else None,
              "same_image": True if "enrolled" in r else None,
              "rule_rates": rates,
-             "b_lines": b_lines if b_lines < evidence.FEW_LINES
+             "b_lines": b_lines if b_lines is not None and b_lines < evidence.FEW_LINES
              and (rates or "log10_lr" in top) else None}
     return result | {k: n for k, n in extra.items() if n is not None}
+
+
+def _lines_of(read: list[ReadAs]) -> int | None:
+    """The lines of handwriting of images read so (a line image: 1), as the gallery counts
+    them (`Gallery.lines`); None where a page's were not recorded."""
+    each = [r.lines if r.lines is not None else 1 if r.read_as == "line" else None
+            for r in read]
+    return None if None in each else sum(each)
 
 
 def layout_writers(folder: str | Path, forms_per_writer: int = 0) -> dict[str, list[Path]]:
