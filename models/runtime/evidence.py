@@ -103,8 +103,9 @@ def few_b_words(lines: int) -> str:
             "ratio were measured with a writer's form (a page's lines) as b: on development "
             "writers never trained on, b of 1, 2 or 4 lines turned 35%, 11% and 3% of "
             "same-writer pairs into \"different writers\" (a form: 0.6%) and gave 38%, 13% "
-            "and 4% of them a likelihood ratio below 1. A \"different writers\" answer weighs "
-            "little; give b as a page")
+            "and 4% of them a likelihood ratio below 1; at one line, 11% below 1/100, a "
+            "likelihood ratio that misleads strongly. A \"different writers\" answer or a "
+            "low likelihood ratio weighs little; give b as a page")
 
 
 def few_lines_words(few: dict[str, int], gallery: str | Path, closest: int = 0) -> str:
