@@ -258,38 +258,45 @@ def writer_interval(hit: np.ndarray, label: np.ndarray, seed: int = 0) -> tuple[
     return float(low), float(high)
 
 
-def lr_quality(card: dict, score: str, levels: dict) -> dict:
+def column_lrs(identifier, level: str, sims: np.ndarray) -> np.ndarray | None:
+    """log10 LRs of a score matrix [Q, W] of the identifier's score, each writer's column by
+    its own calibrator, as `identify` weighs it (`Identifier.likelihood_of`: the one fitted
+    for its lines where it is enrolled from so few, else the form's); None without one."""
+    lrs = [identifier.likelihood_of(level, identifier.score, w) for w in identifier.writers]
+    if any(lr is None for lr in lrs):
+        return None
+    return np.stack([lr(sims[:, j]) for j, lr in enumerate(lrs)], axis=1)
+
+
+def lr_quality(identifier, levels: dict) -> dict:
     """{level: quality of the card's log10 LRs} over every comparison of a query with an
     enrolled writer (`models.calibration.quality`), with the LRs and labels for plots."""
     from models.calibration import comparisons, quality
-    from models.runtime.evidence import LikelihoodRatio
 
     out = {}
     for level, (sims, label) in levels.items():
-        lr = LikelihoodRatio.of(card, level, score)
-        if lr is None:
+        llr = column_lrs(identifier, level, sims)
+        if llr is None:
             continue
-        scores, same = comparisons(sims, label, np.arange(sims.shape[1]))
-        llrs = lr(scores)
+        llrs, same = comparisons(llr, label, np.arange(sims.shape[1]))
         out[level] = {**quality(llrs, same), "_llrs": llrs, "_same": same}
     return out
 
 
-def stranger_lrs(card: dict, score: str, unknown: dict, others: dict | None) -> dict:
+def stranger_lrs(identifier, unknown: dict, others: dict | None) -> dict:
     """{level: counts of misleading evidence for writers who are not enrolled}: the
     queries of `unknown` and `others` (`level_scores` as strangers), each against the
     gallery without its writer, as `identify` shows them: how many queries' top candidate
     gets a log10 LR above 0 and above 2 (100 to 1), and how many of all their
     comparisons do."""
-    from models.runtime.evidence import LikelihoodRatio
-
     out = {}
     for level in unknown:
-        lr = LikelihoodRatio.of(card, level, score)
-        if lr is None:
-            continue
         sims = np.concatenate([unknown[level][0]] + ([others[level][0]] if others else []))
-        top, every = lr(sims.max(axis=1)), lr(sims[np.isfinite(sims)])
+        llr = column_lrs(identifier, level, sims)
+        if llr is None:
+            continue
+        top = llr[np.arange(len(sims)), sims.argmax(axis=1)]
+        every = llr[np.isfinite(sims)]
         out[level] = {"queries": len(sims), "top_over_1": int((top > 0).sum()),
                       "top_over_100": int((top > 2).sum()), "comparisons": len(every),
                       "over_1": int((every > 0).sum()), "over_100": int((every > 2).sum())}
@@ -763,9 +770,9 @@ def main() -> int:
                           if len(members) > len(enrolled) else None)
                 rows[score] = figures(identifier, levels, members, unknown, others)
                 if model and score != "anchor":
-                    lrs[score] = lr_quality(model.card, score, levels)
+                    lrs[score] = lr_quality(identifier, levels)
                     if others is not None:  # printed for gallery (b), with the distractors
-                        misled[score] = stranger_lrs(model.card, score, unknown, others)
+                        misled[score] = stranger_lrs(identifier, unknown, others)
             if len(members) > len(enrolled) or title.startswith("(a)"):
                 print_table(title, rows)
                 if any(lrs.values()):
@@ -781,7 +788,7 @@ def main() -> int:
                     pairs = Alone(Identifier(gallery, model, score))
                     levels = level_scores(pairs, emb, counts, subjects, probe, pages)
                     pair_rows[score] = pair_figures(pairs, levels)
-                    pair_lrs[score] = lr_quality(model.card, score, levels)
+                    pair_lrs[score] = lr_quality(pairs.identifier, levels)
                 print_pair_table(pair_rows, pair_lrs)
             queries[title[1]] = {score: row["queries"] for score, row in rows.items()}
         if args.out:

@@ -216,7 +216,7 @@ def _verify(args: argparse.Namespace) -> None:
     if r.get("same_image"):
         print(f"note: {evidence.SAME_IMAGE}", file=sys.stderr)
     if lines := r.get("b_lines"):
-        print(f"note: {evidence.few_b_words(lines)}", file=sys.stderr)
+        print(f"note: {evidence.few_b_words(lines, 'lr_lines' in r)}", file=sys.stderr)
     if hand := r.get("b_in_cohort"):
         print(f"note: {r['b']} reads as training writer {hand['reads_as']}'s, of the model's "
               f"cohort (fused {hand['score']:.3f}, a document's threshold "
@@ -334,7 +334,8 @@ def _identify(args: argparse.Namespace) -> int:
             print(f"note: {evidence.rule_rates_words(rates, level)}", file=sys.stderr)
         if closest := [r["few_lines"] for r in answered if "few_lines" in r]:
             few = {c["writer"]: c["lines"] for c in closest}
-            print(f"note: {evidence.few_lines_words(few, args.gallery, len(closest))}",
+            fitted = all("lr_lines" in c for c in closest)
+            print(f"note: {evidence.few_lines_words(few, args.gallery, len(closest), fitted)}",
                   file=sys.stderr)
     text = "\n".join(
         f"not read: {r['error']}" if "error" in r else

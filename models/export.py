@@ -258,6 +258,9 @@ UNKNOWN_LEAD = 0.5
 EXEMPLAR = {"method": "exemplar SVM per writer: its VLAD vector against the cohort's "
                       "(runtime.descriptors.exemplar_svms)",
             "c": descriptors.EXEMPLAR_C}
+# a reference of so few lines gets LRs of its own; from 4 lines the form's weigh it as well
+# (docs/results.md, LRs for a b of a few lines)
+FEW_LINE_LRS = (1, 2, 3)
 ENROLLED = ("each image's own writer vs the best other writer, each writer enrolled from one "
             "form")
 
@@ -472,7 +475,8 @@ def _page_queries(rt: runtime.Model, images: list, descriptor: descriptors.Descr
 
 def _likelihood_ratios(lines: tuple, pages: tuple, enrolled: tuple | None, fusion: dict,
                        descriptor: descriptors.Descriptor, source: str, held: list[str],
-                       cohort: runtime.Prepared | None, impostors: tuple | None = None) -> dict:
+                       cohort: runtime.Prepared | None, impostors: tuple | None,
+                       seed: int) -> dict:
     """log10 LR calibrators of every score of identification (which `verify` uses too), for
     lines, documents (a form's cut lines) and pages (a form's lines composed into a page);
     the fused score against the `cohort`. Each query is compared with every calibration
@@ -485,7 +489,10 @@ def _likelihood_ratios(lines: tuple, pages: tuple, enrolled: tuple | None, fusio
     `impostors` (the other training writers' first forms) among the queries and the forms:
     more different writers for the tail that unknown writers' best matches reach; with
     documents, those single forms flattened the LRs (docs/results.md, the likelihood
-    ratios of unknown writers)."""
+    ratios of unknown writers). The same again with each reference k lines of its form
+    (`FEW_LINE_LRS`, seeded), for a b or an enrolled writer of so few lines: a form's
+    calibrator weighs one line's scores wrong (docs/results.md, LRs for a b of a few
+    lines)."""
     notes: list[str] = []
     documents = _by_form(*lines)
     references = documents if enrolled is None else _as_references(enrolled)
@@ -497,20 +504,31 @@ def _likelihood_ratios(lines: tuple, pages: tuple, enrolled: tuple | None, fusio
         if enrolled is None:
             widened = _by_form(*lines)
             line_side = (widened, _prepared(widened[2], widened[3], descriptor, cohort))
-    identification = {}
-    for level, (queries, ((ref_writers, ref_forms, *_), prepared)) in {
-            "line": (lines, line_side), "document": (documents, side),
-            "page": (pages, side)}.items():
-        w, f, e, c = queries
+    queries = {"line": lines, "document": documents, "page": pages}
+
+    def fitted(level: str, on: tuple, what: str) -> dict:
+        (ref_writers, ref_forms, *_), prepared = on
+        w, f, e, c = queries[level]
         calibrated = fusion["line" if level == "line" else "document"]
         own = w[:, None] == ref_writers[None, :]
         sims = prepared.scores(e, c, calibrated, cohort)
         strangers = prepared.scores(e, c, calibrated, cohort, own)
         keep = f[:, None] != ref_forms[None, :]
-        identification[level] = _fitted(
+        return _fitted(
             {name: calibration.comparisons(np.where(own, s, strangers[name]), w, ref_writers,
                                            keep) for name, s in sims.items()},
-            level, notes)
+            what, notes)
+
+    identification = {level: fitted(level, line_side if level == "line" else side, level)
+                      for level in queries}
+    by_lines = {}
+    for k in FEW_LINE_LRS:
+        few = _few_lines(documents[:2] if enrolled is None else references[:2],
+                         documents if enrolled is None else None,
+                         lines if enrolled is None else enrolled[3], k, seed)
+        few_side = (few, _prepared(few[2], few[3], descriptor, cohort))
+        by_lines[str(k)] = {level: fitted(level, few_side, f"{level} against {k} line(s)")
+                            for level in queries}
     for note in notes:
         print(f"no likelihood ratio for {note}", flush=True)
     return {"method": calibration.METHOD, "source": source, "writers": held,
@@ -520,7 +538,29 @@ def _likelihood_ratios(lines: tuple, pages: tuple, enrolled: tuple | None, fusio
             **({"line_impostors": "lines also compared as and with the other training "
                                   "writers' first forms"} if impostors is not None else {}),
             "pages": "each form's cut lines stacked into a page (composed_page)",
-            "identification": identification, "not_fitted": notes}
+            "identification": identification,
+            "by_lines": f"identification_by_lines: each reference k lines drawn (seeded) from "
+                        f"its form, k = {', '.join(map(str, FEW_LINE_LRS))}: for a b or an "
+                        "enrolled writer of k lines",
+            "identification_by_lines": by_lines, "not_fitted": notes}
+
+
+def _few_lines(references: tuple, documents: tuple | None, lines: tuple, k: int, seed: int
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The references (writers, forms) each enrolled from k of its lines (seeded; all of
+    them where it has k or fewer): of each form of `lines` where the references are those
+    `documents`, else of each writer's lines (the training writers' first forms). As
+    `_by_form`: (writers, forms, mean unit embeddings, summed descriptor rows)."""
+    ref_writers, ref_forms = references
+    w, f, e, c = lines
+    rng = np.random.default_rng([seed, k])
+    emb, rows = [], []
+    for writer, form in zip(ref_writers, ref_forms):
+        mine = np.flatnonzero(f == form if documents is not None else w == writer)
+        chosen = np.sort(rng.choice(mine, k, replace=False)) if len(mine) > k else mine
+        emb.append(e[chosen].mean(0))
+        rows.append(c[chosen].sum(0))
+    return ref_writers, ref_forms, normalise(np.stack(emb)), np.stack(rows)
 
 
 def _unknown_writers(lines: tuple, references: tuple, fusion: dict,
@@ -869,7 +909,7 @@ def export(ecfg: ExportConfig) -> dict:
         print("fitting likelihood ratios", flush=True)
         thresholds["likelihood_ratio"] = _likelihood_ratios(
             lines, _page_queries(rt, images, descriptor), None if held else enrolled,
-            thresholds["fusion"], descriptor, source, held, cohort, impostors)
+            thresholds["fusion"], descriptor, source, held, cohort, impostors, cfg.seed)
 
         card = {**_card(cfg, pcfg, ecfg.run, labels, fingerprint, thresholds, files),
                 "parity": parity}

@@ -183,10 +183,13 @@ def test_verify_writes_a_report_of_both_images(tmp_path, exported, heldout):
     said = evidence.verify_rates_words(result["rule_rates"], "line")
     assert proc.stderr.count(f"note: {said}\n") == 1 and html.escape(said) in text
     assert "this rule said" not in asked.stderr
-    # b is one line: those rates and the LR were measured with a form as b, and it says so
-    assert result["b_lines"] == 1
-    assert proc.stderr.count(f"note: {evidence.few_b_words(1)}\n") == 1
-    assert html.escape(evidence.few_b_words(1)) in text
+    # b is one line: its LR is the one fitted for a b of one line; the rates were measured
+    # with a form as b, and it says so
+    assert result["b_lines"] == 1 and result["lr_lines"] == 1
+    assert result["log10_lr"] == pytest.approx(float(evidence.LikelihoodRatio.of(
+        card, "line", "fused", 1)(result["score"])))
+    assert proc.stderr.count(f"note: {evidence.few_b_words(1, True)}\n") == 1
+    assert html.escape(evidence.few_b_words(1, True)) in text
     assert html.escape(result["support"]) in text and text.count("<svg") == 1
     assert "dpi_a" not in result and "dpi_b" not in result  # both read as at 300 dpi
     at600 = json.loads(cli("verify", exported / "model_float32.tflite", a, b, "--json",
@@ -227,7 +230,7 @@ def test_verify_against_an_enrolled_writer_weighs_the_features_the_gallery_holds
     assert proc.returncode == 0, proc.stderr
     by_writer_ = json.loads(proc.stdout)
     for key in ("score", "scores", "threshold", "same_writer", "log10_lr", "rule_rates",
-                "b_lines", "sha256_a"):
+                "b_lines", "lr_lines", "sha256_a"):
         assert by_writer_[key] == by_file[key], key
     assert by_writer_["b_lines"] == 1  # one line as b: the note says what that means
     assert by_writer_["b"] == f"{ann} (enrolled in {tmp_path / 'g.sqlite'})"
@@ -239,7 +242,7 @@ def test_verify_against_an_enrolled_writer_weighs_the_features_the_gallery_holds
     assert proc.stdout.endswith(f" (b: {ann}'s enrolled handwriting, 1 image(s), 1 line(s))\n")
     text = (tmp_path / "v.html").read_text()
     assert f'alt="b: {html.escape(by_writer_["b"])}"' in text and "no thumbnail" not in text
-    assert html.escape(evidence.few_b_words(1)) in text
+    assert html.escape(evidence.few_b_words(1, True)) in text
     assert _provenance(text)[f"SHA-256 of b: {ann}'s enrolled {known}"] == by_file["sha256_b"]
     # another writer's line against the enrolled writer: weighed the same as against the file
     other = json.loads(cli("verify", model, by_writer[bob][0], "--gallery", tmp_path / "g",
@@ -307,7 +310,35 @@ def modelled(exported, heldout, tmp_path_factory):
 
 def test_identify_gives_a_log10_lr_monotone_in_each_score(modelled):
     tmp, card, results, _ = modelled
-    tables = card["likelihood_ratio"]["identification"]
+    lrs = card["likelihood_ratio"]
+    # the form's calibrators, and those of references of 1, 2 and 3 lines
+    assert set(lrs["identification_by_lines"]) == {"1", "2", "3"}
+    assert evidence.LikelihoodRatio.fitted_lines(card) == [1, 2, 3]
+    for tables in [lrs["identification"], *lrs["identification_by_lines"].values()]:
+        _monotone(tables)
+    for r in results:
+        assert r["level"] == "line" and "note" not in r
+        tops = r["top"]
+        for t in tops:  # each writer is enrolled from 3 lines: weighed by that calibrator
+            assert t["lr_lines"] == 3
+            lr = evidence.LikelihoodRatio.of(card, "line", "fused", 3)
+            assert t["log10_lr"]["fused"] == pytest.approx(float(lr(t["scores"]["fused"])))
+            assert set(t["log10_lr"]) == {"embedding", "hinge", "vlad", "fused"}
+            assert t["support"].startswith(evidence.verbal(t["log10_lr"]["fused"]))
+            bound = t["log10_lr"]["fused"] in lr.bounds
+            assert t["support"].endswith("weighed no higher)") == (
+                bound and t["log10_lr"]["fused"] > 0)
+        # candidates ranked by the fused score have falling LRs
+        assert all(x["log10_lr"]["fused"] >= y["log10_lr"]["fused"]
+                   for x, y in zip(tops, tops[1:]))
+    # no card held them before: the form's calibrator weighs every writer
+    assert evidence.LikelihoodRatio.of({"likelihood_ratio": {
+        "identification": lrs["identification"]}}, "line", "fused", 3).table == \
+        lrs["identification"]["line"]["fused"]
+
+
+def _monotone(tables: dict) -> None:
+    """Every level's and score's table rises, and was fitted on both kinds of pairs."""
     assert set(tables) == set(evidence.LEVELS)
     for level, scores in tables.items():
         assert set(scores) == {"embedding", "hinge", "vlad", "fused"}, (level, scores)
@@ -320,19 +351,6 @@ def test_identify_gives_a_log10_lr_monotone_in_each_score(modelled):
             llrs = lr(grid)
             assert np.all(np.diff(llrs) >= 0) and llrs[-1] > llrs[0], (level, name)
             assert table["n_same"] > 0 and table["n_different"] > 0
-    for r in results:
-        assert r["level"] == "line" and "note" not in r
-        tops = r["top"]
-        for t in tops:
-            assert set(t["log10_lr"]) == {"embedding", "hinge", "vlad", "fused"}
-            assert t["support"].startswith(evidence.verbal(t["log10_lr"]["fused"]))
-            bound = t["log10_lr"]["fused"] in evidence.LikelihoodRatio.of(
-                card, "line", "fused").bounds
-            assert t["support"].endswith("weighed no higher)") == (
-                bound and t["log10_lr"]["fused"] > 0)
-        # candidates ranked by the fused score have falling LRs
-        assert all(x["log10_lr"]["fused"] >= y["log10_lr"]["fused"]
-                   for x, y in zip(tops, tops[1:]))
 
 
 def test_the_report_shows_each_candidates_lr_in_words_and_a_score_plot(modelled):

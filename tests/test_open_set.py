@@ -340,13 +340,14 @@ def test_enroll_and_identify_writers_never_seen_in_training(embed_export, tmp_pa
     questioned = {w: next(p for p, owner in probes.items() if owner == f"new-{w}")
                   for w in writers}
     growth = card["fusion"]["line"]["unknown_writer"]["fused"]
-    lr = runtime.evidence.LikelihoodRatio.of(card, "line", "fused")
+    lr = runtime.evidence.LikelihoodRatio.of(card, "line", "fused", 1)  # b: one line
     wins = 0
     for w, other in zip(writers, writers[1:] + writers[:1]):
         same = runtime.verify(rt, questioned[w], first[w])
         assert same["scored_by"] == "fused" and same["level"] == "line"
         assert same["threshold"] == pytest.approx(runtime.identify.gallery_threshold(growth, 1))
         assert same["same_writer"] == (same["score"] >= same["threshold"])
+        assert same["lr_lines"] == 1
         assert same["log10_lr"] == pytest.approx(float(lr(same["score"])))
         assert same["rule_rates"] == card["fusion"]["line"]["unknown_writer"]["verify_rates"][
             "fused"]  # its rule's rates at calibration: pairs, not a gallery's queries

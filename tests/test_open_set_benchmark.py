@@ -127,26 +127,36 @@ def test_the_anchor_is_the_plain_cosine_and_every_row_gets_the_oracle(open_set):
 
 def test_misleading_evidence_for_writers_who_are_not_enrolled_is_counted_as_shown(open_set):
     """Each unknown query's top candidate, and every comparison but its own writer's (minus
-    infinity: left out of the gallery), read through the card's calibrator."""
+    infinity: left out of the gallery), read through each writer's calibrator, as identify
+    reads it (a writer enrolled from a few lines has one of its own)."""
     from models import calibration
     from models.runtime.evidence import LikelihoodRatio
 
     rng = np.random.default_rng(0)
-    table = calibration.fit(np.r_[rng.normal(2.0, 1.0, 300), rng.normal(0.0, 1.0, 3000)],
-                            np.r_[np.ones(300, bool), np.zeros(3000, bool)])
-    card = {"likelihood_ratio": {"identification": {"line": {"fused": table}}}}
-    unknown = {"line": (np.array([[-np.inf, 0.0, 4.0], [1.0, -np.inf, -1.0]]), None),
+    table, own = (calibration.fit(np.r_[rng.normal(mean, 1.0, 300), rng.normal(0.0, 1.0, 3000)],
+                                  np.r_[np.ones(300, bool), np.zeros(3000, bool)])
+                  for mean in (2.0, 3.0))
+
+    class Identifier:  # writer c is enrolled from a few lines: its calibrator is its own
+        writers, score = ["a", "b", "c"], "fused"
+
+        def likelihood_of(self, level, score, writer):
+            return LikelihoodRatio(own if writer == "c" else table) if level == "line" else None
+
+    unknown = {"line": (np.array([[-np.inf, 0.0, 4.0], [1.0, -np.inf, 1.0]]), None),
                "document": (np.array([[-np.inf, 9.0, 9.0]]), None)}
     others = {"line": (np.array([[-2.0, -1.0, -np.inf]]), None),
               "document": (np.array([[0.0, -np.inf, 0.0]]), None)}
-    counts = open_set.stranger_lrs(card, "fused", unknown, others)
+    counts = open_set.stranger_lrs(Identifier(), unknown, others)
     assert set(counts) == {"line"}  # the card calibrates no documents
-    lr = LikelihoodRatio(table)
-    top, every = lr(np.array([4.0, 1.0, -1.0])), lr(np.array([0.0, 4.0, 1.0, -1.0, -2.0, -1.0]))
+    lr, lr_c = LikelihoodRatio(table), LikelihoodRatio(own)
+    top = np.r_[lr_c(4.0), lr(1.0), lr(-1.0)]  # the top candidates: c, a, b
+    every = np.r_[lr(0.0), lr_c(4.0), lr(1.0), lr_c(1.0), lr(-2.0), lr(-1.0)]
     assert counts["line"] == {"queries": 3, "top_over_1": (top > 0).sum(),
                               "top_over_100": (top > 2).sum(), "comparisons": 6,
                               "over_1": (every > 0).sum(), "over_100": (every > 2).sum()}
     assert counts["line"]["top_over_100"] == 1 and 1 < counts["line"]["over_1"] < 6
+    assert lr(1.0) > 0 > lr_c(1.0)  # c's score 1.0 counts as misleading by a's table only
 
 
 def test_gallery_b_is_filled_to_its_size_with_seeded_distractors(open_set):

@@ -96,22 +96,33 @@ def first_five(names: list[str]) -> str:
     return ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
 
 
-def few_b_words(lines: int) -> str:
-    """That verify's b holds fewer than `FEW_LINES` lines, while its rule's rates and LR
-    were measured with a form as b, and what that did on development writers."""
+def few_b_words(lines: int, lr_fitted: bool = False) -> str:
+    """That verify's b holds fewer than `FEW_LINES` lines, while its rule's rates (and,
+    unless `lr_fitted`, its LR: cards before LRs of their own for a b of few lines) were
+    measured with a form as b, and what that did on development writers."""
+    if lr_fitted:
+        return (f"b holds {lines} line(s) of handwriting: the likelihood ratio is the one "
+                f"calibrated for a b of {lines} line(s), but the rule's rates were measured "
+                "with a writer's form (a page's lines) as b: on development writers never "
+                "trained on, b of 1, 2 or 4 lines turned 35%, 11% and 3% of same-writer pairs "
+                "into \"different writers\" (a form: 0.6%). A \"different writers\" answer "
+                "weighs little; give b as a page")
     return (f"b holds {lines} line(s) of handwriting, and the rule's rates and the likelihood "
             "ratio were measured with a writer's form (a page's lines) as b: on development "
             "writers never trained on, b of 1, 2 or 4 lines turned 35%, 11% and 3% of "
             "same-writer pairs into \"different writers\" (a form: 0.6%) and gave 38%, 13% "
             "and 4% of them a likelihood ratio below 1; at one line, 11% below 1/100, a "
             "likelihood ratio that misleads strongly. A \"different writers\" answer or a "
-            "low likelihood ratio weighs little; give b as a page")
+            "low likelihood ratio weighs little; give b as a page (or export the model again: "
+            "exports since 2026-12-07 calibrate a b of 1 to 3 lines)")
 
 
-def few_lines_words(few: dict[str, int], gallery: str | Path, closest: int = 0) -> str:
+def few_lines_words(few: dict[str, int], gallery: str | Path, closest: int = 0,
+                    lr_fitted: bool = False) -> str:
     """That writers ({writer: lines}) are enrolled from fewer than `FEW_LINES` lines of
-    handwriting (given `closest`: each the closest writer of so many answers), what that did
-    on development writers, and the fix."""
+    handwriting (given `closest`: each the closest writer of so many answers; `lr_fitted`:
+    their LRs calibrated for so few lines), what that did on development writers, and the
+    fix."""
     named = first_five([f"{w}: {n}" for w, n in few.items()])
     who = (f"{closest} answer(s) came closest to a writer enrolled" if closest
            else f"{len(few)} writer(s) enrolled")
@@ -121,7 +132,9 @@ def few_lines_words(few: dict[str, int], gallery: str | Path, closest: int = 0) 
             "writers enrolled from 1, 2 or 4 lines, strangers were still refused, but "
             "identify answered \"unknown writer\" to 53%, 33% and 15% of their genuine lines "
             "(enrolled from a form: 5%)"
-            + (", and their likelihood ratios weigh short" if closest else "")
+            + ((", and their likelihood ratios are those calibrated for writers enrolled "
+                "from so few lines" if lr_fitted else ", and their likelihood ratios weigh "
+                "short") if closest else "")
             + f". Enrol a page of each (`iam-writers enroll {gallery} --writer WRITER PAGE` "
             "adds it)")
 
@@ -213,13 +226,24 @@ class LikelihoodRatio:
         return verbal(value)
 
     @classmethod
-    def of(cls, card: dict | None, level: str, score: str) -> LikelihoodRatio | None:
+    def of(cls, card: dict | None, level: str, score: str, lines: int | None = None
+           ) -> LikelihoodRatio | None:
         """The card's identification calibrator (`verify` too weighs a pair as the
-        identification of a against b enrolled alone) of a kind of query and a score; None
+        identification of a against b enrolled alone) of a kind of query and a score; for a
+        reference (b, or an enrolled writer) of `lines` lines, the one fitted with
+        references of so many where the card has it (cards before them: the form's, which
+        weighs a line's scores wrong: docs/results.md, LRs for a b of a few lines); None
         when the card holds none."""
-        table = ((card or {}).get("likelihood_ratio", {}).get("identification", {})
-                 .get(level, {}).get(score))
+        lrs = (card or {}).get("likelihood_ratio", {})
+        fitted = lrs.get("identification_by_lines", {}).get(str(lines))
+        table = (fitted or lrs.get("identification", {})).get(level, {}).get(score)
         return cls(table) if table else None
+
+    @staticmethod
+    def fitted_lines(card: dict | None) -> list[int]:
+        """The reference sizes in lines the card fitted calibrators of their own for."""
+        return sorted(map(int, (card or {}).get("likelihood_ratio", {})
+                          .get("identification_by_lines", {})))
 
 
 # Thumbnails are drawn at one scale, a third of the 300 dpi every image is read at, so that
@@ -545,7 +569,8 @@ def identify_report(path: str | Path, results: list[dict], identifier,
             words = cohort_words(r["in_cohort"], r["score"], identifier.gallery.path)
             answer += f"<br>Note: {html.escape(words, quote=False)}."
         if few := r.get("few_lines"):
-            words = few_lines_words({few["writer"]: few["lines"]}, identifier.gallery.path, 1)
+            words = few_lines_words({few["writer"]: few["lines"]}, identifier.gallery.path, 1,
+                                    "lr_lines" in few)
             answer += f"<br>Note: {html.escape(words, quote=False)}."
         for image, enrolled in r.get("enrolled", {}).items():
             answer += (f"<br>Note: {html.escape(image)} is "
@@ -561,7 +586,8 @@ def identify_report(path: str | Path, results: list[dict], identifier,
             rows.append(f"<tr><td class=\"num\">{rank}</td><td>{html.escape(t['writer'])}</td>"
                         + "".join(f"<td class=\"num\">{t['scores'][k]:.3f}</td>" for k in kinds)
                         + f"{lr}<td>{shown}</td></tr>")
-        lr_table = identifier.likelihood.get((r["level"], r["score"])) if calibrated else None
+        lr_table = (identifier.likelihood_of(r["level"], r["score"], best["writer"])
+                    if calibrated else None)
         plot = (score_plot(lr_table.table["histogram"],
                            [(f"#{i}", t["similarity"]) for i, t in enumerate(r["top"][:3], 1)],
                            r["score"], r["threshold"]) if lr_table else "")
@@ -678,8 +704,9 @@ def verify_report(path: str | Path, result: dict, drawn: dict[str, bytes], model
     if result.get("same_image"):
         body.append(f"<p class=\"answer\">Note: {html.escape(SAME_IMAGE)}.</p>")
     if lines := result.get("b_lines"):
-        body.append(f"<p class=\"answer\">Note: {html.escape(few_b_words(lines))}.</p>")
-    lr = LikelihoodRatio.of(card, result["level"], scored_by)
+        body.append(f"<p class=\"answer\">Note: "
+                    f"{html.escape(few_b_words(lines, 'lr_lines' in result))}.</p>")
+    lr = LikelihoodRatio.of(card, result["level"], scored_by, result.get("lr_lines"))
     if "log10_lr" in result and lr is not None:
         body.append(f"<p class=\"answer\">log10 LR {result['log10_lr']:+.2f}: "
                     f"{html.escape(result['support'])} (a {result['level']} against b).</p>"

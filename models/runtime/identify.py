@@ -564,6 +564,10 @@ class Identifier:
         card = model.card if model else None
         self.likelihood = {(level, name): evidence.LikelihoodRatio.of(
             card, level, name) for level in evidence.LEVELS for name in SCORES}
+        self.likelihood_by_lines = {
+            (level, name, k): evidence.LikelihoodRatio.of(card, level, name, k)
+            for k in evidence.LikelihoodRatio.fitted_lines(card)
+            for level in evidence.LEVELS for name in SCORES}
         # the cohort scored as a gallery: in the fusion, and to find its writers enrolled
         self.hands = None
         if self.cohort is not None:
@@ -579,11 +583,29 @@ class Identifier:
         self._alike: dict[str, list[dict]] = {}
         self._lines: dict[str, int | None] = {}
 
-    def log10_lrs(self, level: str, scores: dict[str, float]) -> dict[str, float]:
+    def lr_lines(self, writer: str | None) -> int | None:
+        """The lines of an enrolled writer whose LRs have a calibrator of their own on the
+        card (enrolled from so few: `few_lines`), else None (the form's)."""
+        lines = None if writer is None else self.few_lines(writer)
+        return lines if (evidence.LEVELS[0], self.score, lines) in self.likelihood_by_lines \
+            else None
+
+    def likelihood_of(self, level: str, name: str, writer: str | None = None
+                      ) -> evidence.LikelihoodRatio | None:
+        """The calibrator of a score for a kind of query and a candidate writer: fitted
+        with references of the writer's lines where it is enrolled from so few and the card
+        has one (`lr_lines`), else the form's."""
+        lines = self.lr_lines(writer)
+        return (lines and self.likelihood_by_lines.get((level, name, lines))
+                or self.likelihood[level, name])
+
+    def log10_lrs(self, level: str, scores: dict[str, float], writer: str | None = None
+                  ) -> dict[str, float]:
         """{score: calibrated log10 LR} of one candidate's scores for a kind of query
-        (`evidence.LEVELS`), for the scores the card holds a calibrator of."""
+        (`evidence.LEVELS`), for the scores the card holds a calibrator of (`likelihood_of`
+        the candidate `writer`)."""
         return {name: float(lr(value)) for name, value in scores.items()
-                if (lr := self.likelihood[level, name]) is not None}
+                if (lr := self.likelihood_of(level, name, writer)) is not None}
 
     def thresholds(self, scores: np.ndarray, document: bool = False,
                    given: bool = True) -> np.ndarray:
@@ -841,13 +863,15 @@ class Identifier:
         level = "document" if several else "page" if document else "line"
         top = []
         for i in order:
+            writer = self.writers[i]
             scores = {k: float(v[i]) for k, v in sims.items()}
-            lrs = self.log10_lrs(level, scores)
-            top.append({"writer": self.writers[i], "similarity": scores[self.score],
-                        "scores": scores}
-                       | ({"log10_lr": lrs, "support": self.likelihood[level, self.score]
-                           .support(scores[self.score])}
-                          if self.score in lrs else {}))
+            lrs = self.log10_lrs(level, scores, writer)
+            top.append({"writer": writer, "similarity": scores[self.score], "scores": scores}
+                       | ({"log10_lr": lrs, "support": self.likelihood_of(
+                           level, self.score, writer).support(scores[self.score])}
+                          if self.score in lrs else {})
+                       | ({"lr_lines": lines} if self.score in lrs
+                          and (lines := self.lr_lines(writer)) else {}))
         result = {"images": [str(i) for i in images], "writer": best, "score": self.score,
                   "threshold": threshold, "level": level, "top": top}
         if best is not None and (alike := self.alike_of(best)):
@@ -855,7 +879,8 @@ class Identifier:
         if best is not None and (hand := self.cohort_of.get(best)):
             result["in_cohort"] = hand
         if (lines := self.few_lines(closest := self.writers[order[0]])) is not None:
-            result["few_lines"] = {"writer": closest, "lines": lines}
+            result["few_lines"] = {"writer": closest, "lines": lines} | (
+                {"lr_lines": lines} if "lr_lines" in top[0] else {})
         growth = self.unknown_rule(document)
         if growth and (lead := applied_lead(growth, len(self.writers))):
             result["lead_rule"] = {"weight": lead["weight"],
@@ -930,13 +955,14 @@ def verify(model: Model, questioned, reference, score: str | None = None,
             reference.gallery.require(features.fingerprint, features.descriptor, exact=True)
             enrolment = reference.gallery.enrolment(reference.writer)
             gallery.add("reference", enrolment.paths, enrolment.hashes,
-                        enrolment.embeddings, enrolment.hinge)
+                        enrolment.embeddings, enrolment.hinge, read=enrolment.read)
             known, b = None, f"{reference.writer} (enrolled in {reference.gallery.path})"
         else:
             known_sha256 = sha256_of(reference)
-            gallery.add("reference", [str(reference)], [known_sha256],
-                        *features([reference], thumbnails=drawn is not None))
+            emb, rows = features([reference], thumbnails=drawn is not None)
             known, b = features.read[0], str(reference)
+            gallery.add("reference", [str(reference)], [known_sha256], emb, rows,
+                        read=[known.read_as])
         identifier = Identifier(gallery, model, score, input=input, dpi=dpi, paper=paper)
         asked: dict[str, bytes] | None = None if drawn is None else {}
         r = identifier.rank([questioned], top_k=1, drawn=asked)
@@ -963,7 +989,8 @@ def verify(model: Model, questioned, reference, score: str | None = None,
                                 "images": dict(zip(enrolment.paths, enrolment.hashes)),
                                 "lines": _lines_of(enrolment.read)}
     if "log10_lr" in top:
-        result |= {"log10_lr": top["log10_lr"][r["score"]], "support": top["support"]}
+        result |= {"log10_lr": top["log10_lr"][r["score"]], "support": top["support"]} | (
+            {"lr_lines": top["lr_lines"]} if "lr_lines" in top else {})
     else:
         result["note"] = r["note"]
     b_lines = known.read_as.lines if known else result["b_enrolled"]["lines"]
