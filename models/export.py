@@ -475,8 +475,8 @@ def _page_queries(rt: runtime.Model, images: list, descriptor: descriptors.Descr
 
 def _likelihood_ratios(lines: tuple, pages: tuple, enrolled: tuple | None, fusion: dict,
                        descriptor: descriptors.Descriptor, source: str, held: list[str],
-                       cohort: runtime.Prepared | None, impostors: tuple | None,
-                       seed: int) -> dict:
+                       cohort: runtime.Prepared | None, impostors: tuple | None = None,
+                       seed: int = 0) -> dict:
     """log10 LR calibrators of every score of identification (which `verify` uses too), for
     lines, documents (a form's cut lines) and pages (a form's lines composed into a page);
     the fused score against the `cohort`. Each query is compared with every calibration

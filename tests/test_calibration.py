@@ -112,6 +112,20 @@ def test_different_writers_calibrate_as_scored_with_the_query_writer_out(monkeyp
     np.testing.assert_allclose(scores[~same], left_out[keep & ~own])
     # the query's own writer in the spread reads the other writers lower
     assert left_out[keep & ~own].mean() > enrolled[keep & ~own].mean()
+    # and again with each form a reference of k of its lines (seeded): the same pairs, the
+    # scores of so few lines
+    for k in export.FEW_LINE_LRS:
+        few, labels = fitted[f"line against {k} line(s)"]["fused"]
+        np.testing.assert_array_equal(labels, same)
+        if k < 3:  # the forms hold 3 lines: 1 or 2 of them score otherwise
+            assert (few != scores).any()
+        else:  # all 3 of them: the form itself
+            np.testing.assert_allclose(few, scores)
+    one = export._few_lines(export._by_form(*lines)[:2], export._by_form(*lines), lines, 1, 0)
+    form = forms == one[1][0]
+    assert any(np.allclose(one[3][0], counts[i]) for i in np.flatnonzero(form))  # one line
+    np.testing.assert_array_equal(one[3], export._few_lines(
+        export._by_form(*lines)[:2], export._by_form(*lines), lines, 1, 0)[3])  # seeded
     # impostors (one form each) add different writers to the lines' comparisons only
     impostors = (np.array([6, 6, 7, 7]), np.array([12, 12, 13, 13]), emb[:4], counts[:4])
     alone = dict(fitted)

@@ -586,7 +586,9 @@ class Identifier:
     def lr_lines(self, writer: str | None) -> int | None:
         """The lines of an enrolled writer whose LRs have a calibrator of their own on the
         card (enrolled from so few: `few_lines`), else None (the form's)."""
-        lines = None if writer is None else self.few_lines(writer)
+        if writer is None or not self.likelihood_by_lines:  # a card before them
+            return None
+        lines = self.few_lines(writer)
         return lines if (evidence.LEVELS[0], self.score, lines) in self.likelihood_by_lines \
             else None
 
