@@ -243,6 +243,15 @@ def heldout(demo_out: Path) -> list[tuple[Path, str]]:
 
 
 @pytest.fixture(scope="session")
+def by_writer(heldout: list[tuple[Path, str]]) -> dict[str, list[Path]]:
+    """The held-out lines grouped by writer, in the demo's order."""
+    grouped: dict[str, list[Path]] = {}
+    for path, writer in heldout:
+        grouped.setdefault(writer, []).append(path)
+    return grouped
+
+
+@pytest.fixture(scope="session")
 def exported(demo_out: Path) -> Path:
     """The demo's export: the SavedModel, all four TFLite variants, card and codebook."""
     return demo_out / "export"

@@ -19,7 +19,7 @@ def _run(bin_dir: Path, *args, cwd: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_base_install_identifies_without_tensorflow(exported, heldout, tmp_path):
+def test_base_install_identifies_without_tensorflow(exported, by_writer, tmp_path):
     # on the oldest Python setup.cfg accepts, when the machine has it: gallery and report
     # timestamps once used datetime.UTC, which 3.10 lacks, and enroll crashed there
     bin_dir = base_venv(tmp_path / "venv", oldest_python())
@@ -32,9 +32,6 @@ def test_base_install_identifies_without_tensorflow(exported, heldout, tmp_path)
     assert proc.returncode == 0 and str(tmp_path / "venv") in proc.stdout, proc.stderr[-2000:]
 
     model = exported / "model_int8.tflite"
-    by_writer: dict[str, list[Path]] = {}
-    for path, writer in heldout:
-        by_writer.setdefault(writer, []).append(path)
     a, b = list(by_writer)[:2]
     # and an iPhone's HEIC of the same line, decoded by the base install's own libheif
     iphone = work / "IMG_0001.HEIC"

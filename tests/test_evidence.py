@@ -209,14 +209,11 @@ def test_verify_writes_a_report_of_both_images(tmp_path, exported, heldout):
 
 
 def test_verify_against_an_enrolled_writer_weighs_the_features_the_gallery_holds(
-        tmp_path, exported, heldout):
+        tmp_path, exported, by_writer):
     """The known handwriting may be a writer enrolled months ago: `verify --gallery G
     --writer W` weighs a against W's enrolled features (the files need not be there), as
     verify weighs a against the same image, and the report shows W's enrolled handwriting."""
     model = exported / "model_float32.tflite"
-    by_writer: dict[str, list[Path]] = {}
-    for path, writer in heldout:
-        by_writer.setdefault(writer, []).append(path)
     ann, bob = list(by_writer)[:2]
     known = tmp_path / "known.png"
     shutil.copy(by_writer[ann][0], known)
@@ -228,26 +225,26 @@ def test_verify_against_an_enrolled_writer_weighs_the_features_the_gallery_holds
     proc = cli("verify", model, asked, "--gallery", tmp_path / "g", "--writer", ann, "--json",
                "--report", tmp_path / "v.html")
     assert proc.returncode == 0, proc.stderr
-    by_writer_ = json.loads(proc.stdout)
+    against_enrolled = json.loads(proc.stdout)
     for key in ("score", "scores", "threshold", "same_writer", "log10_lr", "rule_rates",
                 "b_lines", "lr_lines", "sha256_a"):
-        assert by_writer_[key] == by_file[key], key
-    assert by_writer_["b_lines"] == 1  # one line as b: the note says what that means
-    assert by_writer_["b"] == f"{ann} (enrolled in {tmp_path / 'g.sqlite'})"
-    assert by_writer_["b_enrolled"] == {"gallery": str(tmp_path / "g.sqlite"), "writer": ann,
+        assert against_enrolled[key] == by_file[key], key
+    assert against_enrolled["b_lines"] == 1  # one line as b: the note says what that means
+    assert against_enrolled["b"] == f"{ann} (enrolled in {tmp_path / 'g.sqlite'})"
+    assert against_enrolled["b_enrolled"] == {"gallery": str(tmp_path / "g.sqlite"), "writer": ann,
                                         "images": {str(known): by_file["sha256_b"]},
                                         "lines": 1}
-    assert "sha256_b" not in by_writer_ and "lines_b" not in by_writer_
+    assert "sha256_b" not in against_enrolled and "lines_b" not in against_enrolled
     proc = cli("verify", model, asked, "--gallery", tmp_path / "g", "--writer", ann)
     assert proc.stdout.endswith(f" (b: {ann}'s enrolled handwriting, 1 image(s), 1 line(s))\n")
     text = (tmp_path / "v.html").read_text()
-    assert f'alt="b: {html.escape(by_writer_["b"])}"' in text and "no thumbnail" not in text
+    assert f'alt="b: {html.escape(against_enrolled["b"])}"' in text and "no thumbnail" not in text
     assert html.escape(evidence.few_b_words(1, True)) in text
     assert _provenance(text)[f"SHA-256 of b: {ann}'s enrolled {known}"] == by_file["sha256_b"]
     # another writer's line against the enrolled writer: weighed the same as against the file
     other = json.loads(cli("verify", model, by_writer[bob][0], "--gallery", tmp_path / "g",
                            "--writer", ann, "--json").stdout)
-    assert other["score"] < by_writer_["score"]
+    assert other["score"] < against_enrolled["score"]
     proc = cli("verify", model, asked, "--gallery", tmp_path / "g", "--writer", "zed")
     assert proc.returncode == 2 and f"{tmp_path / 'g.sqlite'}: no writer 'zed'" in proc.stderr
     proc = cli("verify", model, asked, by_writer[ann][2], "--gallery", tmp_path / "g",
@@ -288,14 +285,11 @@ def test_a_browser_draws_the_thumbnails(reported, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def modelled(exported, heldout, tmp_path_factory):
+def modelled(exported, by_writer, tmp_path_factory):
     """A gallery of two held-out writers enrolled with the fixture model, the card, and
     the JSON and report of identify for one line of each."""
     tmp = tmp_path_factory.mktemp("modelled")
     model = exported / "model_float32.tflite"
-    by_writer: dict[str, list] = {}
-    for path, writer in heldout:
-        by_writer.setdefault(writer, []).append(path)
     a, b = list(by_writer)[:2]
     for writer in (a, b):
         proc = cli("enroll", tmp / "g", "--model", model, "--writer", writer,

@@ -127,11 +127,8 @@ def test_evaluate_scores_lines_as_the_exported_model_does(exported, trained_run)
 
 
 @pytest.mark.slow
-def test_verify_enroll_identify_round_trip(exported, heldout, tmp_path):
+def test_verify_enroll_identify_round_trip(exported, by_writer, tmp_path):
     model = exported / "model_float32.tflite"
-    by_writer: dict[str, list[Path]] = {}
-    for path, writer in heldout:
-        by_writer.setdefault(writer, []).append(path)
     a, b = list(by_writer)[:2]
     same = json.loads(cli("verify", model, *by_writer[a][:2], "--json").stdout)
     other = json.loads(cli("verify", model, by_writer[a][0], by_writer[b][0], "--json").stdout)
