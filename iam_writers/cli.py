@@ -259,7 +259,9 @@ def _enroll(args: argparse.Namespace) -> None:
     few = {w: n for w, n in gallery.lines([e.writer for e in done]).items()
            if n is not None and n < evidence.FEW_LINES}
     if few:
-        print(f"note: {evidence.few_lines_words(few, args.gallery)}", file=sys.stderr)
+        fitted = bool(model and evidence.LikelihoodRatio.fitted_lines(model.card))
+        print(f"note: {evidence.few_lines_words(few, args.gallery, 0, fitted)}",
+              file=sys.stderr)
     _warn_alike(identify.Identifier(gallery, model, args.descriptor), args)
 
 
@@ -334,7 +336,7 @@ def _identify(args: argparse.Namespace) -> int:
             print(f"note: {evidence.rule_rates_words(rates, level)}", file=sys.stderr)
         if closest := [r["few_lines"] for r in answered if "few_lines" in r]:
             few = {c["writer"]: c["lines"] for c in closest}
-            fitted = all("lr_lines" in c for c in closest)
+            fitted = bool(identifier.likelihood_by_lines)
             print(f"note: {evidence.few_lines_words(few, args.gallery, len(closest), fitted)}",
                   file=sys.stderr)
     text = "\n".join(

@@ -219,6 +219,9 @@ def test_verify_against_an_enrolled_writer_weighs_the_features_the_gallery_holds
     shutil.copy(by_writer[ann][0], known)
     proc = cli("enroll", tmp_path / "g", "--model", model, "--writer", ann, known)
     assert proc.returncode == 0, proc.stderr
+    # one line enrolled: the export weighs so few lines by likelihood ratios of their own
+    assert evidence.few_lines_words({ann: 1}, tmp_path / "g", 0, True) in proc.stderr
+    assert "the likelihood ratios are calibrated for so few lines" in proc.stderr
     asked = by_writer[ann][1]
     by_file = json.loads(cli("verify", model, asked, known, "--json").stdout)
     known.unlink()  # gone since its enrolment: its features and thumbnail are kept

@@ -120,21 +120,24 @@ def few_b_words(lines: int, lr_fitted: bool = False) -> str:
 def few_lines_words(few: dict[str, int], gallery: str | Path, closest: int = 0,
                     lr_fitted: bool = False) -> str:
     """That writers ({writer: lines}) are enrolled from fewer than `FEW_LINES` lines of
-    handwriting (given `closest`: each the closest writer of so many answers; `lr_fitted`:
-    their LRs calibrated for so few lines), what that did on development writers, and the
-    fix."""
+    handwriting (given `closest`: each the closest writer of so many answers), what that did
+    on development writers, and the fix. `lr_fitted`: the card weighs such writers by LRs
+    of their own (1 to 3 lines; from 4 the form's weighed them as well: docs/results.md,
+    LRs for a b of a few lines), so only the unknown-writer rule was set on forms."""
     named = first_five([f"{w}: {n}" for w, n in few.items()])
     who = (f"{closest} answer(s) came closest to a writer enrolled" if closest
            else f"{len(few)} writer(s) enrolled")
-    return (f"{who} from fewer than {FEW_LINES} lines of handwriting ({named}): the "
-            "unknown-writer rule and the likelihood ratios were set on writers enrolled from "
-            "a form (a page's lines, 9 on the median development form). On development "
-            "writers enrolled from 1, 2 or 4 lines, strangers were still refused, but "
-            "identify answered \"unknown writer\" to 53%, 33% and 15% of their genuine lines "
-            "(enrolled from a form: 5%)"
-            + ((", and their likelihood ratios are those calibrated for writers enrolled "
-                "from so few lines" if lr_fitted else ", and their likelihood ratios weigh "
-                "short") if closest else "")
+    set_on = ("the unknown-writer rule was set on writers enrolled from a form (a page's "
+              "lines, 9 on the median development form; the likelihood ratios are calibrated "
+              "for so few lines)" if lr_fitted else
+              "the unknown-writer rule and the likelihood ratios were set on writers enrolled "
+              "from a form (a page's lines, 9 on the median development form)")
+    return (f"{who} from fewer than {FEW_LINES} lines of handwriting ({named}): {set_on}. On "
+            "development writers enrolled from 1, 2 or 4 lines, strangers were still refused, "
+            "but identify answered \"unknown writer\" to 53%, 33% and 15% of their genuine "
+            "lines (enrolled from a form: 5%)"
+            + (", and their likelihood ratios weigh short" if closest and not lr_fitted
+               else "")
             + f". Enrol a page of each (`iam-writers enroll {gallery} --writer WRITER PAGE` "
             "adds it)")
 
@@ -570,7 +573,7 @@ def identify_report(path: str | Path, results: list[dict], identifier,
             answer += f"<br>Note: {html.escape(words, quote=False)}."
         if few := r.get("few_lines"):
             words = few_lines_words({few["writer"]: few["lines"]}, identifier.gallery.path, 1,
-                                    "lr_lines" in few)
+                                    bool(identifier.likelihood_by_lines))
             answer += f"<br>Note: {html.escape(words, quote=False)}."
         for image, enrolled in r.get("enrolled", {}).items():
             answer += (f"<br>Note: {html.escape(image)} is "
