@@ -260,9 +260,11 @@ def writer_interval(hit: np.ndarray, label: np.ndarray, seed: int = 0) -> tuple[
 
 def column_lrs(identifier, level: str, sims: np.ndarray) -> np.ndarray | None:
     """log10 LRs of a score matrix [Q, W] of the identifier's score, each writer's column by
-    its own calibrator, as `identify` weighs it (`Identifier.likelihood_of`: the one fitted
-    for its lines where it is enrolled from so few, else the form's); None without one."""
-    lrs = [identifier.likelihood_of(level, identifier.score, w) for w in identifier.writers]
+    its own calibrator, as `identify` weighs it (`Identifier.likelihood_of` its `lr_lines`:
+    the one fitted for its lines where it is enrolled from so few, else the form's); None
+    without one."""
+    lrs = [identifier.likelihood_of(level, identifier.score, identifier.lr_lines(w))
+           for w in identifier.writers]
     if any(lr is None for lr in lrs):
         return None
     return np.stack([lr(sims[:, j]) for j, lr in enumerate(lrs)], axis=1)

@@ -523,9 +523,8 @@ def _likelihood_ratios(lines: tuple, pages: tuple, enrolled: tuple | None, fusio
                       for level in queries}
     by_lines = {}
     for k in FEW_LINE_LRS:
-        few = _few_lines(documents[:2] if enrolled is None else references[:2],
-                         documents if enrolled is None else None,
-                         lines if enrolled is None else enrolled[3], k, seed)
+        few = _few_lines(references[:2], lines if enrolled is None else enrolled[3], k,
+                         seed, by_form=enrolled is None)
         few_side = (few, _prepared(few[2], few[3], descriptor, cohort))
         by_lines[str(k)] = {level: fitted(level, few_side, f"{level} against {k} line(s)")
                             for level in queries}
@@ -545,18 +544,18 @@ def _likelihood_ratios(lines: tuple, pages: tuple, enrolled: tuple | None, fusio
             "identification_by_lines": by_lines, "not_fitted": notes}
 
 
-def _few_lines(references: tuple, documents: tuple | None, lines: tuple, k: int, seed: int
+def _few_lines(references: tuple, lines: tuple, k: int, seed: int, by_form: bool
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The references (writers, forms) each enrolled from k of its lines (seeded; all of
-    them where it has k or fewer): of each form of `lines` where the references are those
-    `documents`, else of each writer's lines (the training writers' first forms). As
-    `_by_form`: (writers, forms, mean unit embeddings, summed descriptor rows)."""
+    them where it has k or fewer): of its form's `lines` where the references are forms
+    (`by_form`), else of its writer's (the training writers' first forms). As `_by_form`:
+    (writers, forms, mean unit embeddings, summed descriptor rows)."""
     ref_writers, ref_forms = references
     w, f, e, c = lines
     rng = np.random.default_rng([seed, k])
     emb, rows = [], []
     for writer, form in zip(ref_writers, ref_forms):
-        mine = np.flatnonzero(f == form if documents is not None else w == writer)
+        mine = np.flatnonzero(f == form if by_form else w == writer)
         chosen = np.sort(rng.choice(mine, k, replace=False)) if len(mine) > k else mine
         emb.append(e[chosen].mean(0))
         rows.append(c[chosen].sum(0))

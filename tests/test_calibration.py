@@ -121,11 +121,11 @@ def test_different_writers_calibrate_as_scored_with_the_query_writer_out(monkeyp
             assert (few != scores).any()
         else:  # all 3 of them: the form itself
             np.testing.assert_allclose(few, scores)
-    one = export._few_lines(export._by_form(*lines)[:2], export._by_form(*lines), lines, 1, 0)
+    one = export._few_lines(export._by_form(*lines)[:2], lines, 1, 0, by_form=True)
     form = forms == one[1][0]
     assert any(np.allclose(one[3][0], counts[i]) for i in np.flatnonzero(form))  # one line
     np.testing.assert_array_equal(one[3], export._few_lines(
-        export._by_form(*lines)[:2], export._by_form(*lines), lines, 1, 0)[3])  # seeded
+        export._by_form(*lines)[:2], lines, 1, 0, by_form=True)[3])  # seeded
     # impostors (one form each) add different writers to the lines' comparisons only
     impostors = (np.array([6, 6, 7, 7]), np.array([12, 12, 13, 13]), emb[:4], counts[:4])
     alone = dict(fitted)

@@ -140,8 +140,11 @@ def test_misleading_evidence_for_writers_who_are_not_enrolled_is_counted_as_show
     class Identifier:  # writer c is enrolled from a few lines: its calibrator is its own
         writers, score = ["a", "b", "c"], "fused"
 
-        def likelihood_of(self, level, score, writer):
-            return LikelihoodRatio(own if writer == "c" else table) if level == "line" else None
+        def lr_lines(self, writer):
+            return 1 if writer == "c" else None
+
+        def likelihood_of(self, level, score, lines):
+            return LikelihoodRatio(own if lines == 1 else table) if level == "line" else None
 
     unknown = {"line": (np.array([[-np.inf, 0.0, 4.0], [1.0, -np.inf, 1.0]]), None),
                "document": (np.array([[-np.inf, 9.0, 9.0]]), None)}

@@ -589,7 +589,7 @@ def identify_report(path: str | Path, results: list[dict], identifier,
             rows.append(f"<tr><td class=\"num\">{rank}</td><td>{html.escape(t['writer'])}</td>"
                         + "".join(f"<td class=\"num\">{t['scores'][k]:.3f}</td>" for k in kinds)
                         + f"{lr}<td>{shown}</td></tr>")
-        lr_table = (identifier.likelihood_of(r["level"], r["score"], best["writer"])
+        lr_table = (identifier.likelihood_of(r["level"], r["score"], best.get("lr_lines"))
                     if calibrated else None)
         plot = (score_plot(lr_table.table["histogram"],
                            [(f"#{i}", t["similarity"]) for i, t in enumerate(r["top"][:3], 1)],

@@ -592,22 +592,20 @@ class Identifier:
         return lines if (evidence.LEVELS[0], self.score, lines) in self.likelihood_by_lines \
             else None
 
-    def likelihood_of(self, level: str, name: str, writer: str | None = None
+    def likelihood_of(self, level: str, name: str, lines: int | None = None
                       ) -> evidence.LikelihoodRatio | None:
-        """The calibrator of a score for a kind of query and a candidate writer: fitted
-        with references of the writer's lines where it is enrolled from so few and the card
-        has one (`lr_lines`), else the form's."""
-        lines = self.lr_lines(writer)
+        """The calibrator of a score for a kind of query: fitted with references of `lines`
+        lines (a candidate's `lr_lines`) where the card has one, else the form's."""
         return (lines and self.likelihood_by_lines.get((level, name, lines))
                 or self.likelihood[level, name])
 
-    def log10_lrs(self, level: str, scores: dict[str, float], writer: str | None = None
+    def log10_lrs(self, level: str, scores: dict[str, float], lines: int | None = None
                   ) -> dict[str, float]:
         """{score: calibrated log10 LR} of one candidate's scores for a kind of query
         (`evidence.LEVELS`), for the scores the card holds a calibrator of (`likelihood_of`
-        the candidate `writer`)."""
+        the candidate's `lr_lines`)."""
         return {name: float(lr(value)) for name, value in scores.items()
-                if (lr := self.likelihood_of(level, name, writer)) is not None}
+                if (lr := self.likelihood_of(level, name, lines)) is not None}
 
     def thresholds(self, scores: np.ndarray, document: bool = False,
                    given: bool = True) -> np.ndarray:
@@ -865,15 +863,14 @@ class Identifier:
         level = "document" if several else "page" if document else "line"
         top = []
         for i in order:
-            writer = self.writers[i]
+            writer, lines = self.writers[i], self.lr_lines(self.writers[i])
             scores = {k: float(v[i]) for k, v in sims.items()}
-            lrs = self.log10_lrs(level, scores, writer)
+            lrs = self.log10_lrs(level, scores, lines)
             top.append({"writer": writer, "similarity": scores[self.score], "scores": scores}
                        | ({"log10_lr": lrs, "support": self.likelihood_of(
-                           level, self.score, writer).support(scores[self.score])}
-                          if self.score in lrs else {})
-                       | ({"lr_lines": lines} if self.score in lrs
-                          and (lines := self.lr_lines(writer)) else {}))
+                           level, self.score, lines).support(scores[self.score])}
+                          | ({"lr_lines": lines} if lines else {})
+                          if self.score in lrs else {}))
         result = {"images": [str(i) for i in images], "writer": best, "score": self.score,
                   "threshold": threshold, "level": level, "top": top}
         if best is not None and (alike := self.alike_of(best)):
@@ -970,6 +967,7 @@ def verify(model: Model, questioned, reference, score: str | None = None,
         r = identifier.rank([questioned], top_k=1, drawn=asked)
         hand = identifier.cohort_of.get("reference")
         rates = identifier.rule_rates(r["level"] != "line", pairs=True)
+        b_lines = gallery.lines(["reference"]).get("reference")
     finally:
         gallery.close()
     if drawn is not None:
@@ -989,13 +987,12 @@ def verify(model: Model, questioned, reference, score: str | None = None,
         result["b_enrolled"] = {"gallery": str(reference.gallery.path),
                                 "writer": reference.writer,
                                 "images": dict(zip(enrolment.paths, enrolment.hashes)),
-                                "lines": _lines_of(enrolment.read)}
+                                "lines": b_lines}
     if "log10_lr" in top:
         result |= {"log10_lr": top["log10_lr"][r["score"]], "support": top["support"]} | (
             {"lr_lines": top["lr_lines"]} if "lr_lines" in top else {})
     else:
         result["note"] = r["note"]
-    b_lines = known.read_as.lines if known else result["b_enrolled"]["lines"]
     extra = {"lines_a": r.get("lines", {}).get(str(questioned)),
              "lines_b": known and known.lines,
              "printed_a": r.get("printed", {}).get(str(questioned)),
@@ -1017,14 +1014,6 @@ def verify(model: Model, questioned, reference, score: str | None = None,
              "b_lines": b_lines if b_lines is not None and b_lines < evidence.FEW_LINES
              and (rates or "log10_lr" in top) else None}
     return result | {k: n for k, n in extra.items() if n is not None}
-
-
-def _lines_of(read: list[ReadAs]) -> int | None:
-    """The lines of handwriting of images read so (a line image: 1), as the gallery counts
-    them (`Gallery.lines`); None where a page's were not recorded."""
-    each = [r.lines if r.lines is not None else 1 if r.read_as == "line" else None
-            for r in read]
-    return None if None in each else sum(each)
 
 
 def layout_writers(folder: str | Path, forms_per_writer: int = 0) -> dict[str, list[Path]]:
