@@ -402,9 +402,9 @@ def _gallery(args: argparse.Namespace) -> int | None:
         if args.files:
             return _check_files(gallery)
     elif args.action == "backup":
-        copy = gallery.backup(args.backup)
-        print(f"backed up {gallery.path} ({len(gallery.writers())} writers, "
-              f"{gallery.info()['images']} images) into {copy}, checked sound")
+        copy, info = gallery.backup(args.backup), gallery.info()
+        print(f"backed up {gallery.path} ({info['writers']} writers, {info['images']} images) "
+              f"into {copy}, checked sound")
     elif args.action == "remove":
         n = gallery.remove(args.writer)
         print(f"removed {args.writer} and the features of {n} image(s) from {gallery.path}")

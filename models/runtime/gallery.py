@@ -669,9 +669,7 @@ class Gallery:
         if not target.parent.is_dir():
             raise GalleryError(f"{target.parent}: no such folder. Make it, or back up into "
                                "another one.")
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=SUFFIX, dir=target.parent)
-        os.close(fd)
-        try:
+        def copy_into(tmp: Path) -> None:
             copy = sqlite3.connect(tmp, isolation_level=None)
             try:
                 self.db.backup(copy)
@@ -682,14 +680,9 @@ class Gallery:
             if problems:
                 raise GalleryError(f"{self.path}: corrupt gallery ({'; '.join(problems)}); "
                                    "no backup was written. Restore it from an older backup.")
-            try:
-                os.link(tmp, target)
-            except FileExistsError:
-                raise GalleryError(f"{target}: already exists. Back up into a new "
-                                   "file.") from None
-        finally:
-            for leftover in target.parent.glob(Path(tmp).name + "*"):
-                leftover.unlink()
+
+        if not _linked_into_place(target, copy_into):
+            raise GalleryError(f"{target}: already exists. Back up into a new file.")
         return target
 
     def close(self) -> None:
@@ -820,23 +813,35 @@ def _fill(gallery: Gallery, writers: list[str], owners: np.ndarray, images: list
 
 def _new_file(file: Path, fingerprint: str | None, descriptor: str | None,
               journal: str = "WAL", fill=None) -> None:
-    """Make a gallery file, filled by `fill(gallery)`, in a temporary file linked into place
-    when whole: no process ever sees it half made, and of several processes making the
-    same gallery at once, the first to finish wins and the others use its file."""
+    """Make a gallery file, filled by `fill(gallery)` (`_linked_into_place`): of several
+    processes making the same gallery at once, the first to finish wins and the others use
+    its file."""
     file.parent.mkdir(parents=True, exist_ok=True)
+
+    def make(tmp: Path) -> None:
+        db = _connect(tmp)
+        _create(db, fingerprint, descriptor, journal)
+        if fill:
+            fill(Gallery(tmp, db))
+        db.close()  # the last connection folds the write-ahead log into the file
+
+    _linked_into_place(file, make)
+
+
+def _linked_into_place(file: Path, write: Callable[[Path], None]) -> bool:
+    """Write a SQLite file by `write(path)` under a temporary name beside `file` and link it
+    to `file` when whole: no process ever sees it half made. False where `file` appeared
+    meanwhile. The temporary file (and its -wal, -shm) is removed either way."""
     fd, tmp = tempfile.mkstemp(prefix=f".{file.name}.", suffix=SUFFIX, dir=file.parent)
     os.close(fd)
     os.unlink(tmp)  # SQLite makes the file
     try:
-        db = _connect(Path(tmp))
-        _create(db, fingerprint, descriptor, journal)
-        if fill:
-            fill(Gallery(Path(tmp), db))
-        db.close()  # the last connection folds the write-ahead log into the file
+        write(Path(tmp))
         try:
             os.link(tmp, file)
         except FileExistsError:
-            pass
+            return False
+        return True
     finally:
         for leftover in file.parent.glob(Path(tmp).name + "*"):
             leftover.unlink()
