@@ -405,12 +405,30 @@ def _gallery(args: argparse.Namespace) -> int | None:
         copy, info = gallery.backup(args.backup), gallery.info()
         print(f"backed up {gallery.path} ({info['writers']} writers, {info['images']} images) "
               f"into {copy}, checked sound")
+    elif args.action == "history":
+        _history(gallery, args)
     elif args.action == "remove":
-        n = gallery.remove(args.writer)
-        print(f"removed {args.writer} and the features of {n} image(s) from {gallery.path}")
+        n = gallery.remove(args.writer, args.keep_name)
+        print(f"removed {args.writer} and the features of {n} image(s) from {gallery.path}"
+              + ("; the history keeps the name" if args.keep_name else
+                 "; their name is erased from its history too"))
     else:
         gallery.rename(args.writer, args.new)
         print(f"renamed {args.writer} to {args.new} in {gallery.path}")
+
+
+def _history(gallery, args: argparse.Namespace) -> None:
+    """`gallery history`: every change, dated, oldest first (one writer's with --writer)."""
+    from models.runtime.gallery import event_words
+
+    events = gallery.history(args.writer)
+    lines = [f"{e.at}  {event_words(e)}" for e in events]
+    if args.writer is None and (not events or events[0].action != "created"):
+        lines.insert(0, f"{gallery.path}: made {gallery.meta.get('created')} by an iam-writers "
+                        "version that kept no history; changes are recorded "
+                        + (f"since {events[0].at}" if events else "from the next one")
+                        + " (`gallery list` and `show` date every enrolment)")
+    _show([e._asdict() for e in events], args.json, "\n".join(lines))
 
 
 def _check_files(gallery) -> int:
@@ -800,8 +818,8 @@ def parser() -> argparse.ArgumentParser:
     model_args(s, json_flag=False)
     s.set_defaults(func=_enroll)
 
-    s = sub.add_parser("gallery", help="list, inspect, back up, remove, rename or rebuild "
-                                       "enrolled writers")
+    s = sub.add_parser("gallery", help="list, inspect, date, back up, remove, rename or "
+                                       "rebuild enrolled writers")
     actions = s.add_subparsers(dest="action", required=True, help="what to do")
     for name, text in (("list", "writers, image counts and enrolment dates"),
                        ("show", "one writer's enrolled images: path, how each was read "
@@ -809,7 +827,10 @@ def parser() -> argparse.ArgumentParser:
                        ("info", "what built the gallery, its schema and size"),
                        ("check", "SQLite's integrity check, and every writer's sums "
                                  "against their images"),
-                       ("remove", "delete a writer and their features from the file"),
+                       ("history", "every change, dated: made, enrolled, renamed, removed, "
+                                   "rebuilt"),
+                       ("remove", "delete a writer and their features from the file, and "
+                                  "their name from its history"),
                        ("rename", "give a writer another name"),
                        ("backup", "copy the gallery as it is now into a new file, safely while "
                                   "others enrol"),
@@ -831,8 +852,15 @@ def parser() -> argparse.ArgumentParser:
             a.add_argument("new", help="the writer's new name")
         if name == "backup":
             a.add_argument("backup", type=Path, help="the backup's file (must not exist)")
-        if name in ("list", "info", "show", "alike"):
+        if name in ("list", "info", "show", "alike", "history"):
             a.add_argument("--json", action="store_true", help="machine-readable output")
+        if name == "history":
+            a.add_argument("--writer", help="only this writer's changes, under any name they "
+                                            "had before")
+        if name == "remove":
+            a.add_argument("--keep-name", action="store_true",
+                           help="keep the writer's name in the gallery's history (a removal "
+                                "that corrects an enrolment, not an erasure)")
         if name == "check":
             a.add_argument("--files", action="store_true",
                            help="also check that every enrolled file is at its path with "

@@ -19,7 +19,7 @@ import pytest
 
 from iam_writers_tfds import synth
 from iam_writers_tfds.images import declared_dpi
-from models.runtime import Model, evidence
+from models.runtime import Gallery, Model, evidence
 from tests.conftest import cli
 
 
@@ -114,8 +114,9 @@ def test_the_report_ends_with_what_weighed_which_files(reported):
         f"SHA-256 of {i}" for i in asked]
     assert rows["iam-writers"] == version("iam-writers")
     assert rows["model"] == "none: contour-hinge histograms alone"
-    assert rows["gallery"].startswith(f"{gallery}: 3 writers, built by "
-                                      "descriptor hinge-l10-b16; last enrolment or rename 20")
+    last = Gallery.open(gallery).history()[-1]  # the gallery as it was weighed: cy enrolled
+    assert rows["gallery"] == (f"{gallery}: 3 writers, built by descriptor hinge-l10-b16; "
+                               f"last change {last.at}, enrolled cy (2 images)")
     assert [rows[f"SHA-256 of {i}"] for i in asked] == [_sha256(i) for i in asked]
 
 

@@ -230,6 +230,55 @@ def test_a_stored_exemplar_svm_is_read_for_its_cohort_and_the_writers_images_as_
     assert g.check() == []
 
 
+def test_the_history_dates_every_change_and_a_removal_erases_the_name(tmp_path):
+    """A gallery kept for months says what changed and when, a removal included; a writer
+    removed at their request leaves no name behind, under any name they had."""
+    g = _new(tmp_path)
+    emb, hinge = _features(6, 4)
+    g.add("zelda-before", ["z1", "z2"], _hashes("z", 2), emb[:2], hinge[:2])
+    g.add("bob", ["b1"], _hashes("b", 1), emb[2:3], hinge[2:3])
+    g.add("zelda-before", ["z2", "z3"], _hashes("z", 3)[1:], emb[3:5], hinge[3:5])  # z2 known
+    g.rename("zelda-before", "zelda-after")
+    assert [(e.action, e.writer, e.images, e.detail) for e in g.history("zelda-after")] == [
+        ("enrolled", "zelda-before", 2, None), ("enrolled", "zelda-before", 1, None),
+        ("renamed", "zelda-after", None, "zelda-before")]
+    g.remove("bob", keep_name=True)  # a correction: the name stays on record
+    g.add("bob", ["b2"], _hashes("b2", 1), emb[5:], hinge[5:])  # another person, that name
+    assert [(e.action, e.images) for e in g.history("bob")] == [("enrolled", 1)]
+    assert g.remove("zelda-after") == 3
+    events = g.history()
+    assert [(e.action, e.writer, e.images) for e in events] == [
+        ("created", None, None), ("enrolled", None, 2), ("enrolled", "bob", 1),
+        ("enrolled", None, 1), ("renamed", None, None), ("removed", "bob", 1),
+        ("enrolled", "bob", 1), ("removed", None, 3)]
+    assert events[0].detail == "built by model fp and descriptor hinge-l10-b16"
+    assert [e.at for e in events] == sorted(e.at for e in events) and g.last_change() == (
+        f"{events[-1].at}, removed a writer whose name was erased (3 images)")
+    g.close()
+    on_disk = b"".join(p.read_bytes() for p in tmp_path.glob("g.sqlite*"))
+    assert b"zelda" not in on_disk and b"bob" in on_disk
+    proc = cli("gallery", "history", tmp_path / "g", "--writer", "bob")
+    assert proc.returncode == 0 and proc.stdout == f"{events[6].at}  enrolled bob (1 image)\n"
+    proc = cli("gallery", "history", tmp_path / "g", "--writer", "zelda-after")
+    assert proc.returncode == 2 and "no writer 'zelda-after' in the gallery's history" in \
+        proc.stderr
+    # a gallery from before the history: it begins with the next change, and says so
+    db = sqlite3.connect(tmp_path / "g.sqlite")
+    db.execute("DROP TABLE history")
+    db.close()
+    old = Gallery.open(tmp_path / "g")
+    assert old.history() == [] and old.last_change().endswith(
+        "its latest enrolment or rename (no history before this version)")
+    old.rename("bob", "robert")
+    proc = cli("gallery", "history", tmp_path / "g", "--json")
+    assert [(e["action"], e["writer"], e["detail"]) for e in json.loads(proc.stdout)] == [
+        ("renamed", "robert", "bob")]
+    proc = cli("gallery", "history", tmp_path / "g")
+    assert proc.stdout.splitlines()[0].endswith(
+        f"kept no history; changes are recorded since {old.history()[0].at} (`gallery list` "
+        "and `show` date every enrolment)")
+
+
 def test_rename_refuses_a_name_in_use(tmp_path):
     g = _new(tmp_path, fingerprint=None)
     _, hinge = _features(2, 3)
@@ -649,7 +698,13 @@ def test_rebuild_enrols_every_writer_again_from_the_files_or_writes_nothing(tmp_
     old, new = Gallery.open(tmp_path / "old"), Gallery.open(tmp_path / "new")
     assert new.sources() == old.sources() and new.descriptor == old.descriptor
     # the handwriting known, and since when, is the old gallery's
-    assert new.dates() == old.dates() and len(set(old.dates().images.values())) == 4
+    assert new.dates()[:2] == old.dates()[:2] and len(set(old.dates().images.values())) == 4
+    # and its history, then the rebuild
+    *kept, rebuilt = new.history()
+    assert kept == old.history() and [e.action for e in kept] == ["created"] + ["enrolled"] * 2
+    assert rebuilt.action == "rebuilt" and rebuilt.detail == (
+        f"from {old.path} (built by descriptor hinge-l10-b16), built by descriptor "
+        "hinge-l10-b16")
     assert [(w["enrolled"], w["updated"]) for w in new.writers()] == [
         (f"2026-01-0{i}T09:00:00+00:00", "2026-02-01T10:00:00+00:00") for i in (1, 2)]
     np.testing.assert_allclose(new.snapshot().hinge_sums, old.snapshot().hinge_sums)
@@ -708,7 +763,8 @@ def test_rebuild_enrols_every_writer_again_from_the_files_or_writes_nothing(tmp_
     assert other.sources() == [(w, [s._replace(path=str(moved.get(Path(s.path), s.path)))
                                     for s in images]) for w, images in old.sources()]
     np.testing.assert_allclose(other.snapshot().hinge_sums, old.snapshot().hinge_sums)
-    assert other.dates() == old.dates()
+    assert other.dates()[:2] == old.dates()[:2]
+    assert other.history()[-1].detail.endswith("; 2 file(s) found moved")
     other.close()
     # stopped half-way (here: the second writer's features fail): no gallery, no part of one
     shutil.rmtree(tmp_path / "lines")

@@ -619,18 +619,17 @@ def version() -> str:
 
 def provenance(model, gallery=None, files: dict[str, str] | None = None) -> str:
     """The report's last section: what weighed the handwriting (iam-writers' version, the
-    model file and its fingerprint, the gallery and its last enrolment or rename; absolute
-    paths) and every file weighed with its SHA-256, so that a reader can tell that the
-    files they hold are the ones weighed, and by what."""
+    model file and its fingerprint, the gallery and its latest change; absolute paths) and
+    every file weighed with its SHA-256, so that a reader can tell that the files they hold
+    are the ones weighed, and by what."""
     rows = [("iam-writers", version())]
     rows.append(("model", "none: contour-hinge histograms alone" if model is None else
                  f"{model.path.resolve() if model.path else 'in memory'} (fingerprint "
                  f"{model.card.get('fingerprint', 'none')})"))
     if gallery is not None:
-        writers = gallery.writers()
-        latest = max((w["updated"] for w in writers), default="none")
-        rows.append(("gallery", f"{gallery.path.resolve()}: {len(writers)} writers, built by "
-                                f"{gallery.built_by}; last enrolment or rename {latest}"))
+        info = gallery.info()
+        rows.append(("gallery", f"{gallery.path.resolve()}: {info['writers']} writers, built "
+                                f"by {gallery.built_by}; last change {info['last_change']}"))
     rows += [(f"SHA-256 of {name}", digest) for name, digest in (files or {}).items()]
     return ("<section id=\"provenance\"><h2>Provenance</h2><table>"
             + "".join(f"<tr><th>{html.escape(k)}</th><td><code>{html.escape(v)}</code></td>"

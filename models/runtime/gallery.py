@@ -15,7 +15,9 @@ again; galleries from before these two columns get them with their next enrolmen
 `exemplars` (each writer's exemplar SVM against a model's cohort, solved at enrolment, as
 its dual multipliers, under the cohort's key and the writer's image count it was solved
 for: `identify` solves only the writers it lacks; galleries from before it get the table
-with their next enrolment).
+with their next enrolment) and `history` (every change, dated: made, enrolled, renamed,
+removed, rebuilt; names and counts, never paths or features; galleries from before it
+get it with their next change).
 Features are BLOBs of the dtypes that `meta` records (`feature_dtype`, `sum_dtype`): a gallery
 keeps the ones it was made with, `FEATURE_DTYPE` and `SUM_DTYPE` for a new one.
 Removed writers are overwritten on disk (`secure_delete`, then a checkpoint that empties the
@@ -67,6 +69,19 @@ CREATE TABLE IF NOT EXISTS exemplars (
 )
 """
 
+# every change to the gallery, dated (`Gallery.history`), added to schema 1 without a new
+# version; `detail` is a renamed writer's old name, or what made or rebuilt the gallery
+HISTORY = """
+CREATE TABLE IF NOT EXISTS history (
+    id INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,
+    action TEXT NOT NULL,
+    writer TEXT,
+    images INTEGER,
+    detail TEXT
+)
+"""
+
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE writers (
@@ -95,7 +110,7 @@ CREATE TABLE images (
     lines INTEGER
 );
 CREATE INDEX images_by_writer ON images(writer_id);
-""" + EXEMPLARS
+""" + EXEMPLARS + ";" + HISTORY
 
 
 # added to schema 1 without a new version
@@ -116,12 +131,26 @@ class ReadAs(NamedTuple):
     lines: int | None = None
 
 
+class Event(NamedTuple):
+    """One change in a gallery's history (UTC, ISO 8601): `created`, `enrolled` (`images`
+    added), `renamed` (`writer` is the new name, `detail` the old), `removed` (`images`
+    deleted; `writer` None where the name was erased with them) or `rebuilt` (`detail`:
+    from what, for what)."""
+
+    at: str
+    action: str
+    writer: str | None = None
+    images: int | None = None
+    detail: str | None = None
+
+
 class Dates(NamedTuple):
-    """A gallery's dates (UTC, ISO 8601): {writer: (enrolled, updated)} and
-    {image's SHA-256: enrolled}."""
+    """A gallery's dates (UTC, ISO 8601): {writer: (enrolled, updated)}, {image's SHA-256:
+    enrolled} and its history."""
 
     writers: dict[str, tuple[str, str]]
     images: dict[str, str]
+    history: list[Event] = []
 
 
 class Enrolment(NamedTuple):
@@ -356,6 +385,7 @@ class Gallery:
         queue for the lock rather than fail on upgrading a read."""
         self.db.execute("BEGIN IMMEDIATE")
         try:
+            self.db.execute(HISTORY)  # a gallery from before the table
             yield self.db
         except BaseException:
             self.db.rollback()
@@ -387,6 +417,7 @@ class Gallery:
                              None if hinge is None else hinge[rows],
                              None if thumbnails is None else [thumbnails[i] for i in rows],
                              None if read is None else [read[i] for i in rows], exemplar)
+                _record(db, Event(now, "enrolled", writer, len(rows)))
         return Enrolled(writer, len(rows), [paths[i] for i in skipped])
 
     @staticmethod
@@ -564,21 +595,53 @@ class Gallery:
         return list(writers.items())
 
     def dates(self) -> Dates:
-        """When each writer was enrolled and last updated, and each image enrolled."""
+        """When each writer was enrolled and last updated, each image enrolled, and the
+        gallery's history."""
         with self._reading():
             writers = {n: (e, u) for n, e, u in self.db.execute(
                 "SELECT name, enrolled, updated FROM writers")}
             images = dict(self.db.execute("SELECT sha256, enrolled FROM images"))
-        return Dates(writers, images)
+            return Dates(writers, images, [e for _, e in _history(self.db)])
 
-    def keep_dates(self, dates: Dates) -> None:
+    def keep_dates(self, dates: Dates, rebuilt: str) -> None:
         """Give the writers (by name) and images (by SHA-256) the dates of another gallery's
-        `dates`, this one rebuilt from it: when handwriting became known is the old one's."""
+        `dates`, this one rebuilt from it, and its history in place of this one's, then
+        the rebuild (`rebuilt`: from what, for what): when handwriting became known is the
+        old one's."""
         with self._transaction() as db:
             db.executemany("UPDATE writers SET enrolled = ?, updated = ? WHERE name = ?",
                            [(e, u, n) for n, (e, u) in dates.writers.items()])
             db.executemany("UPDATE images SET enrolled = ? WHERE sha256 = ?",
                            [(e, h) for h, e in dates.images.items()])
+            db.execute("DELETE FROM history")
+            for event in dates.history:
+                _record(db, event)
+            _record(db, Event(utc_now(), "rebuilt", detail=rebuilt))
+
+    def history(self, writer: str | None = None) -> list[Event]:
+        """Every change to the gallery, oldest first; with `writer`, those of the writer
+        last known by that name, under any name they had before (a rename's old one). A
+        gallery made before the history began it with its first change since."""
+        with self._reading():
+            events = [e for _, e in _history(self.db)]
+        if writer is None:
+            return events
+        mine = _one_writer(events, writer)
+        if not mine:
+            raise GalleryError(f"{self.path}: no writer {writer!r} in the gallery's history. "
+                               f"`iam-writers gallery history {self.path}` shows it all.")
+        return [events[i] for i in mine]
+
+    def last_change(self) -> str:
+        """The latest change in words (`2026-12-07T10:00:00+00:00, enrolled W`); in a
+        gallery from before its history, its latest enrolment or rename."""
+        with self._reading():
+            events = _history(self.db)
+            if events:
+                return f"{events[-1][1].at}, {event_words(events[-1][1])}"
+            latest, = self.db.execute("SELECT max(updated) FROM writers").fetchone()
+        return f"{latest or 'none'}, its latest enrolment or rename (no history before " \
+               "this version)"
 
     def thumbnails(self, writer: str, limit: int = 3) -> list[tuple[str, bytes]]:
         """(path, PNG) of up to `limit` of a writer's enrolled images that have a thumbnail."""
@@ -589,8 +652,9 @@ class Gallery:
                 "LIMIT ?", (writer, limit)).fetchall()
 
     def info(self) -> dict:
-        """What built the gallery, its schema and its size, and how many writers have an
-        exemplar SVM stored for their images as they are (against any model's cohort)."""
+        """What built the gallery, its schema, its size, its latest change, and how many
+        writers have an exemplar SVM stored for their images as they are (against any
+        model's cohort)."""
         with self._reading():
             n_writers, = self.db.execute("SELECT count(*) FROM writers").fetchone()
             n_images, = self.db.execute("SELECT count(*) FROM images").fetchone()
@@ -602,7 +666,8 @@ class Gallery:
                 "embedding_dim": _int(self.meta.get("embedding_dim")),
                 "feature_dtype": self.meta.get("feature_dtype", FEATURE_DTYPE.str),
                 "sum_dtype": self.sum_dtype.str, "hinge_dim": _int(self.meta.get("hinge_dim")),
-                "created": self.meta.get("created"), "writers": n_writers,
+                "created": self.meta.get("created"), "last_change": self.last_change(),
+                "writers": n_writers,
                 "images": n_images, "exemplar_svms": n_svms, "bytes": self.path.stat().st_size}
 
     def check(self) -> list[str]:
@@ -632,14 +697,23 @@ class Gallery:
                                f"{self.path}` lists the enrolled writers.")
         return row[0]
 
-    def remove(self, writer: str) -> int:
+    def remove(self, writer: str, keep_name: bool = False) -> int:
         """Delete a writer and every feature of theirs from the file: deleted content is
-        overwritten (secure_delete) and the write-ahead log emptied into the file. Returns
+        overwritten (secure_delete) and the write-ahead log emptied into the file. The
+        history records the removal, dated, and erases the writer's name from it (and the
+        names they had before) unless `keep_name`: a person who asks to be erased is. Returns
         the number of images removed."""
         with self._transaction() as db:
             writer_id = self._writer_id(db, writer)
             n = db.execute("DELETE FROM images WHERE writer_id = ?", (writer_id,)).rowcount
             db.execute("DELETE FROM writers WHERE id = ?", (writer_id,))
+            if not keep_name:
+                history = _history(db)
+                erase = [history[i][0] for i in _one_writer([e for _, e in history], writer)]
+                db.executemany("UPDATE history SET writer = NULL, detail = CASE WHEN action "
+                               "= 'renamed' THEN NULL ELSE detail END WHERE id = ?",
+                               [(i,) for i in erase])
+            _record(db, Event(utc_now(), "removed", writer if keep_name else None, n))
         busy, _, _ = self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         if busy:
             raise GalleryError(f"{self.path}: {writer} is removed, but another process is "
@@ -655,8 +729,10 @@ class Gallery:
             if db.execute("SELECT 1 FROM writers WHERE name = ?", (new,)).fetchone():
                 raise GalleryError(f"{self.path}: a writer {new!r} is already enrolled. "
                                    "Choose another name, or remove one of the two.")
+            now = utc_now()
             db.execute("UPDATE writers SET name = ?, updated = ? WHERE id = ?",
-                       (new, utc_now(), writer_id))
+                       (new, now, writer_id))
+            _record(db, Event(now, "renamed", new, detail=old))
 
     def backup(self, dest: str | Path) -> Path:
         """A copy of the gallery as it is at one moment, in `dest` (SQLite's online backup:
@@ -700,6 +776,55 @@ def check_name(gallery: str | Path, writer: str) -> None:
         raise GalleryError(f"{gallery}: the writer name {writer!r} has a space at an end, a "
                            "line break or another control character. Pass a name of one line "
                            "of text.")
+
+
+def event_words(event: Event) -> str:
+    """A history's event in words: `enrolled W (3 images)`, `renamed OLD to NEW`, `removed a
+    writer whose name was erased (5 images)`."""
+    images = "" if event.images is None else f" ({event.images} image" \
+        f"{'' if event.images == 1 else 's'})"
+    who = "a writer whose name was erased" if event.writer is None else event.writer
+    if event.action == "renamed":
+        return (f"renamed {event.detail} to {event.writer}" if event.writer is not None
+                else "renamed a writer whose names were erased")
+    if event.action == "created":
+        return f"created, {event.detail}"
+    if event.action == "rebuilt":
+        return f"rebuilt {event.detail}"
+    return f"{event.action} {who}{images}"
+
+
+def _history(db: sqlite3.Connection) -> list[tuple[int, Event]]:
+    """(row id, event) of the history, oldest first; none in a gallery from before it."""
+    if not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'history'").fetchone():
+        return []
+    return [(i, Event(*row)) for i, *row in db.execute(
+        "SELECT id, at, action, writer, images, detail FROM history ORDER BY id")]
+
+
+def _record(db: sqlite3.Connection, event: Event) -> None:
+    db.execute("INSERT INTO history (at, action, writer, images, detail) VALUES "
+               "(?, ?, ?, ?, ?)", event)
+
+
+def _one_writer(events: list[Event], writer: str) -> list[int]:
+    """The indices of `events` of the writer last known by the name `writer`: from the
+    latest naming it, back through the names they had before (a rename's old one), and not
+    past the removal of another writer of one of those names."""
+    last = max((i for i, e in enumerate(events) if e.writer == writer), default=-1)
+    names, mine = {writer}, []
+    for i in range(last, -1, -1):
+        event = events[i]
+        if event.writer not in names:
+            continue
+        if event.action == "removed" and i != last:  # another writer of that name, before
+            names.discard(event.writer)
+            continue
+        mine.append(i)
+        if event.action == "renamed" and event.detail is not None:
+            names.discard(event.writer)
+            names.add(event.detail)
+    return mine[::-1]
 
 
 def _has_exemplars(db: sqlite3.Connection) -> bool:
@@ -772,6 +897,8 @@ def _create(db: sqlite3.Connection, fingerprint: str | None, descriptor: str | N
             "feature_dtype": FEATURE_DTYPE.str, "sum_dtype": SUM_DTYPE.str}
     meta |= {k: v for k, v in (("fingerprint", fingerprint), ("descriptor", descriptor)) if v}
     db.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
+    _record(db, Event(meta["created"], "created",
+                      detail=f"built by {_built_by(fingerprint, descriptor)}"))
     db.commit()
 
 

@@ -1099,7 +1099,10 @@ def rebuild(old: str | Path, new: str | Path, features: Features,
                         f"there (`iam-writers gallery remove {source.path} {writer}`) or "
                         "enrol them again from other images, then rebuild; nothing was "
                         "written.") from None
-            gallery.keep_dates(dates)
+            gallery.keep_dates(dates, f"from {source.path.resolve()} (built by "
+                                      f"{source.built_by}), built by {gallery.built_by}"
+                                      + (f"; {len(moved)} file(s) found moved" if moved
+                                         else ""))
         finally:
             gallery.close()
         building.replace(target)
