@@ -339,6 +339,9 @@ def _identify(args: argparse.Namespace) -> int:
             fitted = bool(identifier.likelihood_by_lines)
             print(f"note: {evidence.few_lines_words(few, args.gallery, len(closest), fitted)}",
                   file=sys.stderr)
+        if words := next(filter(None, (evidence.lrs_by_lines_words(r["top"])
+                                       for r in answered)), ""):
+            print(f"note: {words}", file=sys.stderr)
     text = "\n".join(
         f"not read: {r['error']}" if "error" in r else
         (f"document of {len(r['images'])} images" if args.document
@@ -346,7 +349,8 @@ def _identify(args: argparse.Namespace) -> int:
          + evidence.read_words(lambda k, r=r: r.get(k, {}).get(r["images"][0])))
         + f": {r['writer'] or 'unknown writer'} ({r['score']}: "
         + ", ".join(f"{t['writer']} {t['similarity']:.3f}"
-                    + (f" [log10 LR {t['log10_lr'][r['score']]:+.2f}]" if "log10_lr" in t
+                    + (f" [log10 LR {t['log10_lr'][r['score']]:+.2f}"
+                       f"{evidence.lr_lines_words(t.get('lr_lines'))}]" if "log10_lr" in t
                        else "") for t in r["top"]) + ")"
         + (f"; {r['top'][0]['writer']}: {r['top'][0]['support']}"
            + evidence.searched(r, len(identifier.writers)) if "support" in r["top"][0] else "")

@@ -335,6 +335,34 @@ def test_identify_gives_a_log10_lr_monotone_in_each_score(modelled):
         lrs["identification"]["line"]["fused"]
 
 
+def test_a_candidate_enrolled_from_a_line_is_weighed_by_its_own_lrs(modelled, exported):
+    """Candidates of different enrolment sizes are weighed by different calibrators: each
+    LR says which, and the answer says that the LRs need not fall with the rank."""
+    tmp, card, _, by_writer = modelled
+    model = exported / "model_float32.tflite"
+    shutil.copy(tmp / "g.sqlite", tmp / "mixed.sqlite")
+    a, b, c = list(by_writer)[:3]
+    proc = cli("enroll", tmp / "mixed", "--model", model, "--writer", c, by_writer[c][0])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = cli("identify", tmp / "mixed", by_writer[a][3], "--model", model, "--top-k", "3",
+               "--report", tmp / "mixed.html")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    ranked = proc.stdout.split(" (fused: ", 1)[1]
+    marks = dict(re.findall(r"(\S+) -?[\d.]+ \[log10 LR [-+][\d.]+(, LR fitted for \d lines?)?\]",
+                            ranked))
+    assert marks == {a: ", LR fitted for 3 lines", b: ", LR fitted for 3 lines",
+                     c: ", LR fitted for 1 line"}, ranked
+    note = ("the candidates enrolled from 1-3 lines are weighed by likelihood ratios fitted "
+            "for references of so few lines")
+    assert f"note: {note}" in proc.stderr and note in reported_text(tmp / "mixed.html")
+    proc = cli("identify", tmp / "g", by_writer[a][3], "--model", model, "--top-k", "2")
+    assert proc.returncode == 0 and note not in proc.stderr  # one calibrator: no note
+
+
+def reported_text(path: Path) -> str:
+    return html.unescape(re.sub(r"<[^>]+>", "", path.read_text()))
+
+
 def _monotone(tables: dict) -> None:
     """Every level's and score's table rises, and was fitted on both kinds of pairs."""
     assert set(tables) == set(evidence.LEVELS)

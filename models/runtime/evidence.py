@@ -142,6 +142,23 @@ def few_lines_words(few: dict[str, int], gallery: str | Path, closest: int = 0,
             "adds it)")
 
 
+def lr_lines_words(lines: int | None) -> str:
+    """That a candidate's (or b's) LR was fitted for references of so few lines
+    (`lr_lines`), to follow its LR; nothing for the form's."""
+    return "" if lines is None else f", LR fitted for {lines} line{'s' * (lines > 1)}"
+
+
+def lrs_by_lines_words(top: list[dict]) -> str:
+    """Where identify's candidates are weighed by different calibrators (some enrolled from
+    1-3 lines: `lr_lines`), that their LRs need not fall with the rank; else nothing."""
+    if len({t.get("lr_lines") for t in top if "log10_lr" in t}) < 2:
+        return ""
+    return ("the candidates enrolled from 1-3 lines are weighed by likelihood ratios fitted "
+            "for references of so few lines, the others by a form's: a score means more from "
+            "a page than from a line, so their LRs need not fall with the rank, which is by "
+            "score")
+
+
 def enrolled_words(enrolled: dict[str, str]) -> str:
     """In words, that a query is an enrolled image (`Identifier.enrolled_as`)."""
     return (f"the same image as {enrolled['writer']}'s enrolled {enrolled['path']}: it names "
@@ -585,7 +602,8 @@ def identify_report(path: str | Path, results: list[dict], identifier,
                             for p, png in thumbs[t["writer"]]) or \
                 "<span class=\"note\">no thumbnail stored</span>"
             lr = (f"<td class=\"num\">{t['log10_lr'][r['score']]:+.2f}</td>"
-                  f"<td>{html.escape(t['support'])}</td>" if calibrated else "")
+                  f"<td>{html.escape(t['support'] + lr_lines_words(t.get('lr_lines')))}</td>"
+                  if calibrated else "")
             rows.append(f"<tr><td class=\"num\">{rank}</td><td>{html.escape(t['writer'])}</td>"
                         + "".join(f"<td class=\"num\">{t['scores'][k]:.3f}</td>" for k in kinds)
                         + f"{lr}<td>{shown}</td></tr>")
@@ -600,7 +618,9 @@ def identify_report(path: str | Path, results: list[dict], identifier,
                     + (f"<th>log10 LR ({r['score']})</th><th>in words</th>" if calibrated
                        else "")
                     + "<th>enrolled handwriting</th></tr>" + "".join(rows)
-                    + "</table></section>")
+                    + "</table>" + (f"<p class=\"note\">Note: {words}.</p>"
+                                    if (words := lrs_by_lines_words(r["top"])) else "")
+                    + "</section>")
     body.append(provenance(identifier.model, gallery, {
         name: digest for r in results for name, digest in r.get("sha256", {}).items()}))
     return _write(path, _page("Whose handwriting is it? identify report", body))
