@@ -348,10 +348,14 @@ def test_a_candidate_enrolled_from_a_line_is_weighed_by_its_own_lrs(modelled, ex
                "--report", tmp / "mixed.html")
     assert proc.returncode == 0, proc.stderr[-2000:]
     ranked = proc.stdout.split(" (fused: ", 1)[1]
-    marks = dict(re.findall(r"(\S+) -?[\d.]+ \[log10 LR [-+][\d.]+(, LR fitted for \d lines?)?\]",
-                            ranked))
-    assert marks == {a: ", LR fitted for 3 lines", b: ", LR fitted for 3 lines",
-                     c: ", LR fitted for 1 line"}, ranked
+    ranks = re.findall(r"(\S+) -?[\d.]+ \[log10 LR [-+][\d.]+(, LR fitted for \d lines?)?\]",
+                       ranked)
+    assert dict(ranks) == {a: ", LR fitted for 3 lines", b: ", LR fitted for 3 lines",
+                           c: ", LR fitted for 1 line"}, ranked
+    # the plot marks the candidates on the best's calibration scores: those it weighs
+    plotted = re.findall(r'text-anchor="middle">(#\d)</text>', (tmp / "mixed.html").read_text())
+    assert plotted == [f"#{i}" for i, (_, fitted) in enumerate(ranks, 1)
+                       if fitted == ranks[0][1]]
     note = ("the candidates enrolled from 1-3 lines are weighed by likelihood ratios fitted "
             "for references of so few lines")
     assert f"note: {note}" in proc.stderr and note in reported_text(tmp / "mixed.html")

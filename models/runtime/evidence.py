@@ -610,7 +610,8 @@ def identify_report(path: str | Path, results: list[dict], identifier,
         lr_table = (identifier.likelihood_of(r["level"], r["score"], best.get("lr_lines"))
                     if calibrated else None)
         plot = (score_plot(lr_table.table["histogram"],
-                           [(f"#{i}", t["similarity"]) for i, t in enumerate(r["top"][:3], 1)],
+                           [(f"#{i}", t["similarity"]) for i, t in enumerate(r["top"][:3], 1)
+                            if t.get("lr_lines") == best.get("lr_lines")],  # its calibrator's
                            r["score"], r["threshold"]) if lr_table else "")
         body.append(f"<section class=\"query\" id=\"query-{n}\"><h2>Query {n}</h2>{images}"
                     f"<p>{answer}</p>{plot}<table><tr><th>rank</th><th>writer</th>"
