@@ -19,7 +19,7 @@ import pytest
 
 from iam_writers_tfds import synth
 from iam_writers_tfds.images import declared_dpi
-from models.runtime import Gallery, Model, evidence
+from models.runtime import Gallery, Identifier, Model, evidence
 from tests.conftest import cli
 
 
@@ -361,6 +361,17 @@ def test_a_candidate_enrolled_from_a_line_is_weighed_by_its_own_lrs(modelled, ex
     assert f"note: {note}" in proc.stderr and note in reported_text(tmp / "mixed.html")
     proc = cli("identify", tmp / "g", by_writer[a][3], "--model", model, "--top-k", "2")
     assert proc.returncode == 0 and note not in proc.stderr  # one calibrator: no note
+    # `gallery alike` weighs the writer read as as identify weighs that candidate: here
+    # every writer's closest other, whatever its score (the threshold taken away)
+    identifier = Identifier(Gallery.open(tmp / "mixed"), Model(model))
+    identifier.thresholds = lambda scores, **_: np.full(len(scores), -np.inf)
+    pairs = identifier.alike()
+    assert {p["writer"] for p in pairs} == {a, b, c} and c in {p["reads_as"] for p in pairs}
+    for p in pairs:
+        lines = 1 if p["reads_as"] == c else 3
+        assert p["lr_lines"] == lines and p["log10_lr"] == pytest.approx(float(
+            evidence.LikelihoodRatio.of(card, "document", "fused", lines)(p["score"])))
+        assert f"LR fitted for {lines} line" in evidence.alike_words(p, "fused")
 
 
 def reported_text(path: Path) -> str:

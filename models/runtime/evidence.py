@@ -68,7 +68,8 @@ def alike_words(pair: dict, score: str) -> str:
     return (f"{pair['writer']}'s enrolled handwriting {verb} {other} ({scored_by} "
             f"{pair['score']:.3f}, {'under ' if verb != 'reads as' else ''}a document's "
             f"threshold {pair['threshold']:.3f}"
-            + (f"; log10 LR {pair['log10_lr']:+.2f}" if "log10_lr" in pair else "") + ")"
+            + (f"; log10 LR {pair['log10_lr']:+.2f}{lr_lines_words(pair.get('lr_lines'))}"
+               if "log10_lr" in pair else "") + ")"
             + (f", and {pair['reads_as']}'s as its" if pair.get("both_ways") else "")
             + taken)
 
@@ -682,7 +683,7 @@ def alike_report(path: str | Path, pairs: list[dict], identifier) -> Path:
                     [(png, f"{w}: {p}", html.escape(p)) for p, png in gallery.thumbnails(w)])
                    for w in (pair["writer"],) + (() if cohort else (pair["reads_as"],))]
         lr = (f"; log10 LR {pair['log10_lr']:+.2f}, {verbal(pair['log10_lr'])}"
-              if "log10_lr" in pair else "")
+              f"{lr_lines_words(pair.get('lr_lines'))}" if "log10_lr" in pair else "")
         other = (f"training writer {pair['reads_as']} of the model's cohort" if cohort
                  else pair["reads_as"])
         if cohort:

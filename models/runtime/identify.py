@@ -665,7 +665,8 @@ class Identifier:
         """Enrolled writers whose own enrolled handwriting, asked about as one document
         against the rest of the gallery, is named as another's: [{"writer", "reads_as",
         "score", "threshold" (the document threshold of a gallery without the writer), and
-        "log10_lr" where the card calibrated it}], for `writers` (default: all, a score
+        "log10_lr" where the card calibrated it, weighed as identify weighs the other writer
+        as a candidate (`lr_lines`)}], for `writers` (default: all, a score
         against every other writer each). A query matching either may be the other's: the
         two may be lookalike hands, or one hand under two names, which is what set the tail
         of unknown lines on IAM (docs/results.md, the writer pairs that set the tail)."""
@@ -732,10 +733,12 @@ class Identifier:
             if scores[i, best] < thresholds[i]:
                 continue
             other = self.writers[best + (best >= part[i])]  # past its own column
-            lrs = self.log10_lrs("document", {self.score: float(scores[i, best])})
+            lines = self.lr_lines(other)  # the reference, as identify's candidate
+            lrs = self.log10_lrs("document", {self.score: float(scores[i, best])}, lines)
             found.append({"writer": self.writers[part[i]], "reads_as": other,
                           "score": float(scores[i, best]), "threshold": float(thresholds[i])}
-                         | ({"log10_lr": lrs[self.score]} if lrs else {}))
+                         | ({"log10_lr": lrs[self.score]} | ({"lr_lines": lines} if lines
+                                                            else {}) if lrs else {}))
         return found
 
     def in_cohort(self) -> list[dict]:
