@@ -405,6 +405,9 @@ def test_sixteen_concurrent_enrolments_lose_nothing(tmp_path):
     g = Gallery.open(tmp_path / "g")
     assert sorted(w["writer"] for w in g.writers()) == sorted(lines)
     assert all(w["images"] == 2 for w in g.writers()) and g.check() == []
+    created, *enrolled = g.history()  # one process made it; each enrolment is on record
+    assert created.action == "created" and sorted(
+        (e.action, e.writer, e.images) for e in enrolled) == [("enrolled", w, 2) for w in lines]
 
 
 # Enrols writer sys.argv[2] with N synthetic images into sys.argv[1], then says "done".
@@ -456,6 +459,8 @@ def test_enrolments_killed_at_random_moments_are_all_or_nothing(tmp_path):
         g = Gallery.open(tmp_path / "g")
         counts = {w["writer"]: w["images"] for w in g.writers()}
         assert counts.get(f"w{trial}", n) == n and g.check() == []
+        # the history records the enrolments committed, and those alone
+        assert [e.writer for e in g.history()[1:]] == list(counts)
         outcomes.append(f"w{trial}" in counts)
         g.close()
     print(f"kill trials: {sum(outcomes)} enrolments committed, {20 - sum(outcomes)} rolled back "
