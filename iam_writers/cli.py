@@ -428,10 +428,15 @@ def _history(gallery, args: argparse.Namespace) -> None:
     events = gallery.history(args.writer)
     lines = [f"{e.at}  {event_words(e)}" for e in events]
     if args.writer is None and (not events or events[0].action != "created"):
-        lines.insert(0, f"{gallery.path}: made {gallery.meta.get('created')} by an iam-writers "
-                        "version that kept no history; changes are recorded "
-                        + (f"since {events[0].at}" if events else "from the next one")
-                        + " (`gallery list` and `show` date every enrolment)")
+        lines.insert(0, f"{gallery.path}: " + (
+            f"its history begins {events[0].at}; the changes before were made by an "
+            "iam-writers version that kept none" if events else "no history yet: it was made "
+            "by an iam-writers version that kept none; its next change begins it")
+            + " (`gallery list` and `show` date every enrolment)")
+    if args.writer is not None and not events:
+        lines.append(f"{gallery.path}: {args.writer} was enrolled before the gallery's history "
+                     f"began, and not changed since (`iam-writers gallery show {gallery.path} "
+                     f"{args.writer}` dates their images)")
     _show([e._asdict() for e in events], args.json, "\n".join(lines))
 
 

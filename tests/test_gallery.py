@@ -266,17 +266,25 @@ def test_the_history_dates_every_change_and_a_removal_erases_the_name(tmp_path):
     db = sqlite3.connect(tmp_path / "g.sqlite")
     db.execute("DROP TABLE history")
     db.close()
+    proc = cli("gallery", "history", tmp_path / "g")
+    assert proc.stdout == (f"{tmp_path / 'g.sqlite'}: no history yet: it was made by an "
+                           "iam-writers version that kept none; its next change begins it "
+                           "(`gallery list` and `show` date every enrolment)\n")
     old = Gallery.open(tmp_path / "g")
     assert old.history() == [] and old.last_change().endswith(
         "its latest enrolment or rename (no history before this version)")
+    proc = cli("gallery", "history", tmp_path / "g", "--writer", "bob")  # enrolled before
+    assert proc.returncode == 0 and "bob was enrolled before the gallery's history began" in \
+        proc.stdout
     old.rename("bob", "robert")
     proc = cli("gallery", "history", tmp_path / "g", "--json")
     assert [(e["action"], e["writer"], e["detail"]) for e in json.loads(proc.stdout)] == [
         ("renamed", "robert", "bob")]
     proc = cli("gallery", "history", tmp_path / "g")
-    assert proc.stdout.splitlines()[0].endswith(
-        f"kept no history; changes are recorded since {old.history()[0].at} (`gallery list` "
-        "and `show` date every enrolment)")
+    assert proc.stdout.splitlines()[0] == (
+        f"{old.path}: its history begins {old.history()[0].at}; the changes before were made "
+        "by an iam-writers version that kept none (`gallery list` and `show` date every "
+        "enrolment)")
 
 
 def test_rename_refuses_a_name_in_use(tmp_path):

@@ -150,7 +150,7 @@ class Dates(NamedTuple):
 
     writers: dict[str, tuple[str, str]]
     images: dict[str, str]
-    history: list[Event] = []
+    history: list[Event]
 
 
 class Enrolment(NamedTuple):
@@ -620,14 +620,17 @@ class Gallery:
 
     def history(self, writer: str | None = None) -> list[Event]:
         """Every change to the gallery, oldest first; with `writer`, those of the writer
-        last known by that name, under any name they had before (a rename's old one). A
-        gallery made before the history began it with its first change since."""
+        last known by that name, under any name they had before (a rename's old one): none
+        for a writer enrolled, and not changed since, before the history began (a gallery
+        made before it begins it with its first change since)."""
         with self._reading():
             events = [e for _, e in _history(self.db)]
+            enrolled = writer is not None and self.db.execute(
+                "SELECT 1 FROM writers WHERE name = ?", (writer,)).fetchone()
         if writer is None:
             return events
         mine = _one_writer(events, writer)
-        if not mine:
+        if not mine and not enrolled:
             raise GalleryError(f"{self.path}: no writer {writer!r} in the gallery's history. "
                                f"`iam-writers gallery history {self.path}` shows it all.")
         return [events[i] for i in mine]
