@@ -162,6 +162,9 @@ def test_thumbnails_side_by_side_say_whether_their_sizes_compare():
     mixed = evidence.side_by_side([("q", "query", [(drawn, "q", "q.png")]),
                                    ("w", "closest", [(older, "w", "w.png")])])
     assert "the handwriting's size does not compare" in mixed
+    alone = evidence.side_by_side([("q", "query", [(drawn, "q", "q.png")]),
+                                   ("w: no thumbnail stored", "query", [])])
+    assert "the handwriting's size is not compared" in alone and "one scale" not in alone
 
 
 def test_verify_writes_a_report_of_both_images(tmp_path, exported, heldout):

@@ -511,13 +511,20 @@ SideImage = tuple[bytes, str, str]  # (PNG thumbnail, alt text, caption HTML)
 
 def side_by_side(columns: list[tuple[str, str, list[SideImage]]]) -> str:
     """Columns of thumbnails (each: heading, CSS class, images) next to each other at their
-    own size, and whether their sizes compare: they do when every thumbnail declares the
-    same resolution (galleries enrolled before thumbnails were drawn to scale do not)."""
+    own size, and whether their sizes compare: they do when two columns or more have one
+    and every thumbnail declares the same resolution (galleries enrolled before thumbnails
+    were drawn to scale do not; those enrolled before they were kept have none)."""
     scales = {declared_dpi(png) for *_, images in columns for png, _, _ in images}
     scale = next(iter(scales)) if len(scales) == 1 else None
-    note = (f"Drawn at one scale ({scale:.0f} dpi): the handwriting's size compares."
-            if scale else "Not drawn at one scale (thumbnails enrolled by an older version; "
-            "`gallery rebuild` draws them again): the handwriting's size does not compare.")
+    if sum(bool(images) for *_, images in columns) < 2:
+        note = ("One side alone is drawn (the other's images were enrolled before thumbnails "
+                "were kept; `gallery rebuild` draws them): the handwriting's size is not "
+                "compared.")
+    elif scale:
+        note = f"Drawn at one scale ({scale:.0f} dpi): the handwriting's size compares."
+    else:
+        note = ("Not drawn at one scale (thumbnails enrolled by an older version; `gallery "
+                "rebuild` draws them again): the handwriting's size does not compare.")
     cells = "".join(
         f"<div><b>{html.escape(heading)}</b>"
         + "".join(_img(png, alt, css) + f"<p class=\"note\">{caption}</p>"
