@@ -391,12 +391,14 @@ class Alone:
         fusion = i.fusion["document" if document else "line"] if i.score == "fused" else None
         return i.prepared.alone(emb, counts, fusion, i.cohort)[i.score]
 
-    def threshold(self, document: bool = False) -> float:
+    def threshold(self, document: bool = False) -> np.ndarray:
+        """Each writer's [W]: of its enrolled lines where the card fitted a rule for so few
+        (`Identifier.rule_lines`), else a form's."""
         from models.runtime.identify import gallery_threshold
 
         i = self.identifier
-        return gallery_threshold(i.fusion["document" if document else "line"]["unknown_writer"]
-                                 [i.score], 1)
+        return np.array([gallery_threshold(i.unknown_rule(document, lines=i.rule_lines(
+            w, document)), 1) for w in self.writers])
 
 
 def pair_figures(pairs, levels: dict) -> dict:
@@ -408,10 +410,12 @@ def pair_figures(pairs, levels: dict) -> dict:
     out = {}
     for level, (sims, label) in levels.items():
         scores, same = comparisons(sims, label, np.arange(sims.shape[1]))
-        t = pairs.threshold(document=level != "line")
+        # each pair at its writer's threshold
+        said_same = scores >= comparisons(np.broadcast_to(pairs.threshold(
+            document=level != "line"), sims.shape), label, np.arange(sims.shape[1]))[0]
         out[level] = {"eer": roc_figures(same.astype(int), scores)["eer"],
-                      "same_accepted": float((scores[same] >= t).mean()),
-                      "different_rejected": float((scores[~same] < t).mean()),
+                      "same_accepted": float(said_same[same].mean()),
+                      "different_rejected": float(1 - said_same[~same].mean()),
                       "n_same": int(same.sum()), "n_different": int((~same).sum())}
     return out
 
@@ -431,14 +435,18 @@ def print_pair_table(rows: dict[str, dict], lrs: dict[str, dict]) -> None:
 
 
 def gallery_of(records, enrolled: dict[str, list[int]], emb, counts, fingerprint, descriptor):
-    """An in-memory gallery of the enrolled lines' precomputed features."""
-    from models.runtime.gallery import new_in_memory, sha256_of
+    """An in-memory gallery of the enrolled lines' precomputed features, each image read as
+    one line (as `enroll` records a line image): a writer of a short form is weighed as
+    `identify` weighs one enrolled from so few lines."""
+    from iam_writers_tfds.images import SCAN_DPI
+    from models.runtime.gallery import ReadAs, new_in_memory, sha256_of
 
     gallery = new_in_memory(fingerprint, descriptor)
     for writer, rows in enrolled.items():
         gallery.add(writer, [str(records[i].path) for i in rows],
                     [sha256_of(records[i].path) for i in rows],
-                    None if emb is None else emb[rows], None if counts is None else counts[rows])
+                    None if emb is None else emb[rows], None if counts is None else counts[rows],
+                    read=[ReadAs(SCAN_DPI, "line", lines=1)] * len(rows))
     return gallery
 
 

@@ -216,7 +216,8 @@ def _verify(args: argparse.Namespace) -> None:
     if r.get("same_image"):
         print(f"note: {evidence.SAME_IMAGE}", file=sys.stderr)
     if lines := r.get("b_lines"):
-        print(f"note: {evidence.few_b_words(lines, 'lr_lines' in r)}", file=sys.stderr)
+        print(f"note: {evidence.few_b_words(lines, 'lr_lines' in r, 'rule_lines' in r)}",
+              file=sys.stderr)
     if hand := r.get("b_in_cohort"):
         print(f"note: {r['b']} reads as training writer {hand['reads_as']}'s, of the model's "
               f"cohort (fused {hand['score']:.3f}, a document's threshold "
@@ -258,11 +259,18 @@ def _enroll(args: argparse.Namespace) -> None:
           f"image(s) ({gallery.built_by})")
     few = {w: n for w, n in gallery.lines([e.writer for e in done]).items()
            if n is not None and n < evidence.FEW_LINES}
+    identifier = identify.Identifier(gallery, model, args.descriptor)
     if few:
-        fitted = bool(model and evidence.LikelihoodRatio.fitted_lines(model.card))
-        print(f"note: {evidence.few_lines_words(few, args.gallery, 0, fitted)}",
+        print(f"note: {evidence.few_lines_words(few, args.gallery, 0, **_fitted(identifier))}",
               file=sys.stderr)
-    _warn_alike(identify.Identifier(gallery, model, args.descriptor), args)
+    _warn_alike(identifier, args)
+
+
+def _fitted(identifier) -> dict[str, bool]:
+    """Whether the card fitted LRs, and an unknown-writer rule, for writers enrolled from
+    so few lines (`evidence.few_lines_words`)."""
+    return {"lr_fitted": bool(identifier.likelihood_by_lines),
+            "rule_fitted": bool(identifier.rule_by_lines(document=False))}
 
 
 def _warn_alike(identifier, args: argparse.Namespace) -> None:
@@ -336,9 +344,9 @@ def _identify(args: argparse.Namespace) -> int:
             print(f"note: {evidence.rule_rates_words(rates, level)}", file=sys.stderr)
         if closest := [r["few_lines"] for r in answered if "few_lines" in r]:
             few = {c["writer"]: c["lines"] for c in closest}
-            fitted = bool(identifier.likelihood_by_lines)
-            print(f"note: {evidence.few_lines_words(few, args.gallery, len(closest), fitted)}",
-                  file=sys.stderr)
+            words = evidence.few_lines_words(few, args.gallery, len(closest),
+                                             **_fitted(identifier))
+            print(f"note: {words}", file=sys.stderr)
         if words := next(filter(None, (evidence.lrs_by_lines_words(r["top"])
                                        for r in answered)), ""):
             print(f"note: {words}", file=sys.stderr)

@@ -261,6 +261,11 @@ EXEMPLAR = {"method": "exemplar SVM per writer: its VLAD vector against the coho
 # a reference of so few lines gets LRs of its own; from 4 lines the form's weigh it as well
 # (docs/results.md, LRs for a b of a few lines)
 FEW_LINE_LRS = (1, 2, 3)
+# a writer enrolled from so few lines gets an unknown-writer threshold of its own: the form's
+# answered a seventh of its genuine lines unknown still at 4 lines (docs/results.md, the rule
+# for writers of a few lines)
+FEW_LINE_RULES = (1, 2, 3, 4, 5)
+FEW_LINE_DRAWS = 3  # seeded draws of k lines a reference, the rule fitted to each
 ENROLLED = ("each image's own writer vs the best other writer, each writer enrolled from one "
             "form")
 
@@ -544,15 +549,15 @@ def _likelihood_ratios(lines: tuple, pages: tuple, enrolled: tuple | None, fusio
             "identification_by_lines": by_lines, "not_fitted": notes}
 
 
-def _few_lines(references: tuple, lines: tuple, k: int, seed: int, by_form: bool
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The references (writers, forms) each enrolled from k of its lines (seeded; all of
-    them where it has k or fewer): of its form's `lines` where the references are forms
-    (`by_form`), else of its writer's (the training writers' first forms). As `_by_form`:
-    (writers, forms, mean unit embeddings, summed descriptor rows)."""
+def _few_lines(references: tuple, lines: tuple, k: int, seed: int, by_form: bool,
+               draw: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The references (writers, forms) each enrolled from k of its lines (seeded, a `draw`
+    of them; all of them where it has k or fewer): of its form's `lines` where the
+    references are forms (`by_form`), else of its writer's (the training writers' first
+    forms). As `_by_form`: (writers, forms, mean unit embeddings, summed descriptor rows)."""
     ref_writers, ref_forms = references
     w, f, e, c = lines
-    rng = np.random.default_rng([seed, k])
+    rng = np.random.default_rng([seed, k] + ([draw] if draw else []))  # draw 0: as before
     emb, rows = [], []
     for writer, form in zip(ref_writers, ref_forms):
         mine = np.flatnonzero(f == form if by_form else w == writer)
@@ -564,22 +569,62 @@ def _few_lines(references: tuple, lines: tuple, k: int, seed: int, by_form: bool
 
 def _unknown_writers(lines: tuple, references: tuple, fusion: dict,
                      descriptor: descriptors.Descriptor, cohort: runtime.Prepared | None,
-                     far: float, seed: int) -> None:
+                     far: float, seed: int, reference_lines: tuple, by_form: bool) -> None:
     """Into `fusion`: each score's unknown-writer threshold as it grows with the gallery
     (`_unknown_growth`), for the lines and the documents (a form's lines) of `lines` against
     `references` (each: writers, forms, embeddings, descriptor rows); a form is never
-    compared with itself, a writer only as a different one."""
-    ref_writers, ref_forms = references[:2]
-    prepared = _prepared(*references[2:], descriptor, cohort)
-    for level, (w, f, e, c) in {"line": lines, "document": _by_form(*lines)}.items():
-        # each query as a stranger's: its own writer's forms are in no gallery it is asked of
-        sims = prepared.scores(e, c, fusion[level], cohort, w[:, None] == ref_writers[None, :])
-        keep = f[:, None] != ref_forms[None, :]
-        fusion[level]["unknown_writer"] = {
-            "rule": UNKNOWN_RULE, **{name: _unknown_growth(
+    compared with itself, a writer only as a different one. The same again with each
+    reference k lines (`FEW_LINE_RULES`) of `reference_lines` (`_few_lines`: of its form's
+    where the references are forms, `by_form`), for a writer enrolled from so few: a
+    stranger's best score against such writers is lower, and the form's threshold answered
+    half the genuine lines unknown (docs/results.md, the rule for writers of a few lines)."""
+    def fitted(refs: tuple) -> dict[str, dict]:
+        ref_writers, ref_forms = refs[:2]
+        prepared = _prepared(*refs[2:], descriptor, cohort)
+        rules = {}
+        for level, (w, f, e, c) in {"line": lines, "document": _by_form(*lines)}.items():
+            # each query as a stranger's: its own writer's forms are in no gallery it is
+            # asked of
+            sims = prepared.scores(e, c, fusion[level], cohort,
+                                   w[:, None] == ref_writers[None, :])
+            keep = f[:, None] != ref_forms[None, :]
+            rules[level] = {name: _unknown_growth(
                 s, w, ref_writers, keep, far, seed,
                 standardised=name == "fused" and cohort is not None)
-                for name, s in sims.items()}}
+                for name, s in sims.items()}
+        return rules
+
+    for level, rule in fitted(references).items():
+        fusion[level]["unknown_writer"] = {"rule": UNKNOWN_RULE, **rule}
+    by_lines = {k: _strictest([fitted(_few_lines(references[:2], reference_lines, k, seed,
+                                                   by_form, draw))
+                                 for draw in range(FEW_LINE_DRAWS)])
+                for k in FEW_LINE_RULES}
+    for level in ("line", "document"):
+        fusion[level]["unknown_writer"] |= {
+            "by_lines_rule": f"for a writer enrolled from k lines, k = "
+                             f"{', '.join(map(str, FEW_LINE_RULES))}: the same with each "
+                             f"reference k lines drawn (seeded) from its form, the highest "
+                             f"threshold of {FEW_LINE_DRAWS} draws at each gallery size",
+            "by_lines": {str(k): rules[level] for k, rules in by_lines.items()}}
+
+
+def _strictest(fits: list[dict[str, dict[str, dict]]]) -> dict[str, dict[str, dict]]:
+    """{level: {score: growth}} of several draws' `fits` (`_unknown_growth`), the highest
+    of their thresholds at each gallery size (the sizes are the same in every draw): a
+    stranger named as an enrolled writer costs more than a genuine query answered unknown,
+    and one draw of k lines from each of few calibration forms sets a loose threshold."""
+    def strictest(growths: list[dict]) -> dict:
+        out = dict(growths[0])
+        out["thresholds"] = np.max([g["thresholds"] for g in growths], 0).tolist()
+        out |= _in_log_n(out["sizes"], out["thresholds"])
+        if "lead" in out:
+            out["lead"] = {**out["lead"], "thresholds": np.max(
+                [g["lead"]["thresholds"] for g in growths], 0).tolist()}
+        return out
+
+    return {level: {name: strictest([fit[level][name] for fit in fits]) for name in rules}
+            for level, rules in fits[0].items()}
 
 
 def _rule_rates(queries: tuple, enrolled: tuple, fusion: dict,
@@ -713,14 +758,20 @@ def _unknown_growth(sims: np.ndarray, writers: np.ndarray, references: np.ndarra
         best[n] = _tail(drawn[:, -1], far, tail)
         if n > 1:
             led[n] = _tail(drawn[:, 1] + UNKNOWN_LEAD * (drawn[:, 1] - drawn[:, 0]), far, tail)
-    b, a = (np.polyfit(np.log(sizes), list(best.values()), 1) if len(sizes) > 1
-            else (0.0, best[1]))
-    growth = {"a": float(a), "b": float(max(b, 0.0)), "sizes": sizes, "tail": tail,
+    growth = {**_in_log_n(sizes, list(best.values())), "sizes": sizes, "tail": tail,
               "thresholds": [round(t, 5) for t in best.values()]}
     if len(led) > 1:  # not a line in ln(n): interpolated between the sizes measured
         growth["lead"] = {"weight": UNKNOWN_LEAD, "sizes": list(led),
                           "thresholds": [round(t, 5) for t in led.values()]}
     return growth
+
+
+def _in_log_n(sizes: list[int], thresholds: list[float]) -> dict[str, float]:
+    """{"a", "b"}: the thresholds measured at gallery sizes fitted as a + b ln(n) by least
+    squares, b at least 0 (a larger gallery never lowers the bar)."""
+    b, a = (np.polyfit(np.log(sizes), thresholds, 1) if len(sizes) > 1
+            else (0.0, thresholds[0]))
+    return {"a": float(a), "b": float(max(b, 0.0))}
 
 
 def _tail(values: np.ndarray, far: float, method: str) -> float:
@@ -897,11 +948,11 @@ def export(ecfg: ExportConfig) -> dict:
         if held:  # every calibration form enrolled alone, and the impostors' first forms
             growth = tuple(np.concatenate(a) for a in zip(lines, impostors))
             _unknown_writers(growth, _by_form(*growth), thresholds["fusion"], descriptor,
-                             cohort, ecfg.far, cfg.seed)
+                             cohort, ecfg.far, cfg.seed, growth, by_form=True)
             thresholds["cohort"] = cohort_card
         else:
             _unknown_writers(lines, _as_references(enrolled), thresholds["fusion"],
-                             descriptor, None, ecfg.far, cfg.seed)
+                             descriptor, None, ecfg.far, cfg.seed, enrolled[3], by_form=False)
         _rule_rates(queries, enrolled, thresholds["fusion"], descriptor, cohort)
         for line in rates_words(thresholds["fusion"], "fused", ecfg.far):
             print(line, flush=True)

@@ -19,6 +19,7 @@ import pytest
 
 from iam_writers_tfds import synth
 from iam_writers_tfds.images import declared_dpi
+from models import runtime
 from models.runtime import Gallery, Identifier, Model, evidence
 from tests.conftest import cli
 
@@ -189,11 +190,14 @@ def test_verify_writes_a_report_of_both_images(tmp_path, exported, heldout):
     assert "this rule said" not in asked.stderr
     # b is one line: its LR is the one fitted for a b of one line; the rates were measured
     # with a form as b, and it says so
-    assert result["b_lines"] == 1 and result["lr_lines"] == 1
+    assert result["b_lines"] == result["lr_lines"] == result["rule_lines"] == 1
+    # and its rule the one fitted for a b of one line: its threshold of a gallery of one
+    assert result["threshold"] == pytest.approx(runtime.identify.gallery_threshold(
+        card["fusion"]["line"]["unknown_writer"]["by_lines"]["1"]["fused"], 1))
     assert result["log10_lr"] == pytest.approx(float(evidence.LikelihoodRatio.of(
         card, "line", "fused", 1)(result["score"])))
-    assert proc.stderr.count(f"note: {evidence.few_b_words(1, True)}\n") == 1
-    assert html.escape(evidence.few_b_words(1, True)) in text
+    assert proc.stderr.count(f"note: {evidence.few_b_words(1, True, True)}\n") == 1
+    assert html.escape(evidence.few_b_words(1, True, True)) in text
     assert html.escape(result["support"]) in text and text.count("<svg") == 1
     assert "dpi_a" not in result and "dpi_b" not in result  # both read as at 300 dpi
     at600 = json.loads(cli("verify", exported / "model_float32.tflite", a, b, "--json",
@@ -224,8 +228,9 @@ def test_verify_against_an_enrolled_writer_weighs_the_features_the_gallery_holds
     proc = cli("enroll", tmp_path / "g", "--model", model, "--writer", ann, known)
     assert proc.returncode == 0, proc.stderr
     # one line enrolled: the export weighs so few lines by likelihood ratios of their own
-    assert evidence.few_lines_words({ann: 1}, tmp_path / "g", 0, True) in proc.stderr
-    assert "the likelihood ratios are calibrated for so few lines" in proc.stderr
+    assert evidence.few_lines_words({ann: 1}, tmp_path / "g", 0, True, True) in proc.stderr
+    assert "the unknown-writer rule and the likelihood ratios are fitted for so few lines" \
+        in proc.stderr
     asked = by_writer[ann][1]
     by_file = json.loads(cli("verify", model, asked, known, "--json").stdout)
     known.unlink()  # gone since its enrolment: its features and thumbnail are kept
@@ -234,7 +239,7 @@ def test_verify_against_an_enrolled_writer_weighs_the_features_the_gallery_holds
     assert proc.returncode == 0, proc.stderr
     against_enrolled = json.loads(proc.stdout)
     for key in ("score", "scores", "threshold", "same_writer", "log10_lr", "rule_rates",
-                "b_lines", "lr_lines", "sha256_a"):
+                "b_lines", "lr_lines", "rule_lines", "sha256_a"):
         assert against_enrolled[key] == by_file[key], key
     assert against_enrolled["b_lines"] == 1  # one line as b: the note says what that means
     assert against_enrolled["b"] == f"{ann} (enrolled in {tmp_path / 'g.sqlite'})"
@@ -246,7 +251,7 @@ def test_verify_against_an_enrolled_writer_weighs_the_features_the_gallery_holds
     assert proc.stdout.endswith(f" (b: {ann}'s enrolled handwriting, 1 image(s), 1 line(s))\n")
     text = (tmp_path / "v.html").read_text()
     assert f'alt="b: {html.escape(against_enrolled["b"])}"' in text and "no thumbnail" not in text
-    assert html.escape(evidence.few_b_words(1, True)) in text
+    assert html.escape(evidence.few_b_words(1, True, True)) in text
     assert _provenance(text)[f"SHA-256 of b: {ann}'s enrolled {known}"] == by_file["sha256_b"]
     # another writer's line against the enrolled writer: weighed the same as against the file
     other = json.loads(cli("verify", model, by_writer[bob][0], "--gallery", tmp_path / "g",

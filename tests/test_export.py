@@ -157,10 +157,12 @@ def test_verify_enroll_identify_round_trip(exported, by_writer, tmp_path):
         assert all(0 <= w <= 1 for w in weights.values())
         assert sum(weights.values()) == pytest.approx(1)
     assert results[0]["score"] == "fused"
-    # unknown-writer thresholds are set for the gallery's size (2 writers here), and lowered
-    # by the best writer's lead over the second
-    growth = fusion["line"]["unknown_writer"]["fused"]
-    assert growth["b"] >= 0 and growth["sizes"][0] == 1
+    # unknown-writer thresholds are set for the gallery's size (2 writers here), for writers
+    # enrolled from so few lines (3 here: the rule fitted for 3), and lowered by the best
+    # writer's lead over the second
+    unknown = fusion["line"]["unknown_writer"]
+    growth = unknown["by_lines"]["3"]["fused"]
+    assert growth["b"] >= 0 and growth["sizes"][0] == 1 and growth != unknown["fused"]
     lead = growth["lead"]
     assert lead["sizes"][0] == 2 and lead["weight"] == 0.5
     for r in results:
@@ -179,7 +181,7 @@ def test_verify_enroll_identify_round_trip(exported, by_writer, tmp_path):
                    score, "--document", "--json")
         [doc] = json.loads(proc.stdout)
         assert doc["score"] == score and doc["top"][0]["writer"] == a, proc.stderr[-2000:]
-        growth = fusion["document"]["unknown_writer"][score]["lead"]  # a document's own
+        growth = fusion["document"]["unknown_writer"]["by_lines"]["3"][score]["lead"]
         assert doc["threshold"] == pytest.approx(
             (growth["thresholds"][0] + 0.5 * doc["top"][1]["similarity"]) / 1.5)
     # a gallery of the hinge alone serves no embedding
@@ -424,6 +426,27 @@ def test_fusion_weights_are_chosen_by_margin_not_by_a_near_tie():
     scaled = far * np.arange(1, 7)[:, None]
     assert _margin(scaled, label, present, True) == pytest.approx(
         _margin(far, label, present, True))
+
+
+def test_the_rule_for_a_few_lines_is_the_strictest_of_its_draws():
+    """Each gallery size's threshold is the highest of the draws' (a stranger named costs
+    more than a genuine query answered unknown); a + b ln(n) is fitted through them."""
+    from models.export import _strictest
+
+    sizes = [1, 2, 4, 8]
+
+    def growth(thresholds: list[float], lead: list[float]) -> dict:
+        return {"a": 0.0, "b": 0.0, "sizes": sizes, "tail": "gumbel", "thresholds": thresholds,
+                "lead": {"weight": 0.5, "sizes": sizes[1:], "thresholds": lead}}
+
+    draws = [growth([1.0, 1.3, 1.5, 1.8], [2.0, 2.1, 2.4]),
+             growth([1.2, 1.2, 1.6, 1.7], [1.9, 2.3, 2.2]),
+             growth([0.9, 1.4, 1.4, 1.9], [2.1, 2.0, 2.3])]
+    out = _strictest([{"line": {"fused": g}} for g in draws])["line"]["fused"]
+    assert out["thresholds"] == [1.2, 1.4, 1.6, 1.9]
+    assert out["lead"] == {"weight": 0.5, "sizes": [2, 4, 8], "thresholds": [2.1, 2.3, 2.4]}
+    b, a = np.polyfit(np.log(sizes), out["thresholds"], 1)
+    assert (out["a"], out["b"]) == pytest.approx((a, b)) and out["tail"] == "gumbel"
 
 
 def test_export_says_how_loosely_its_few_calibration_queries_pin_the_rates():

@@ -327,11 +327,19 @@ def test_enroll_and_identify_writers_never_seen_in_training(embed_export, tmp_pa
         # bias agrees to about 1e-7, as the weights to 1e-6
         np.testing.assert_allclose(again.prepared.bias, identifier.prepared.bias, atol=1e-6)
         again.gallery.close()
-    growth = card["fusion"]["line"]["unknown_writer"]["fused"]
+    # each writer is enrolled from a form of 5 lines: under the rule fitted for so few
+    rule = card["fusion"]["line"]["unknown_writer"]
+    assert set(rule["by_lines"]) == {"1", "2", "3", "4", "5"}
+    assert all(set(r) == set(rule["rates"]) for r in rule["by_lines"].values())
+    growth = rule["by_lines"]["5"]["fused"]
+    assert growth["a"] != rule["fused"]["a"]
     w = growth["lead"]["weight"]
     for a in answers:  # each line's threshold, lowered by its best writer's lead
         assert a["threshold"] == pytest.approx((runtime.identify.lead_threshold(growth, 4)
                                                 + w * a["top"][1]["similarity"]) / (1 + w))
+        assert a["lead_rule"]["threshold"] == pytest.approx(
+            runtime.identify.lead_threshold(growth, 4))
+        assert a["rule_lines"] == 5
     # verify weighs a pair as identify does: the questioned line against the reference
     # enrolled alone, by the fused score, at the unknown-writer threshold of one writer
     rt = runtime.Model(model)
@@ -339,15 +347,15 @@ def test_enroll_and_identify_writers_never_seen_in_training(embed_export, tmp_pa
     first = {w: next(r.path for r in records if r.writer_id == w) for w in writers}
     questioned = {w: next(p for p, owner in probes.items() if owner == f"new-{w}")
                   for w in writers}
-    growth = card["fusion"]["line"]["unknown_writer"]["fused"]
-    lr = runtime.evidence.LikelihoodRatio.of(card, "line", "fused", 1)  # b: one line
+    growth = rule["by_lines"]["1"]["fused"]  # b: one line, the rule and LR for one
+    lr = runtime.evidence.LikelihoodRatio.of(card, "line", "fused", 1)
     wins = 0
     for w, other in zip(writers, writers[1:] + writers[:1]):
         same = runtime.verify(rt, questioned[w], first[w])
         assert same["scored_by"] == "fused" and same["level"] == "line"
         assert same["threshold"] == pytest.approx(runtime.identify.gallery_threshold(growth, 1))
         assert same["same_writer"] == (same["score"] >= same["threshold"])
-        assert same["lr_lines"] == 1
+        assert same["lr_lines"] == same["rule_lines"] == 1
         assert same["log10_lr"] == pytest.approx(float(lr(same["score"])))
         assert same["rule_rates"] == card["fusion"]["line"]["unknown_writer"]["verify_rates"][
             "fused"]  # its rule's rates at calibration: pairs, not a gallery's queries

@@ -97,10 +97,19 @@ def first_five(names: list[str]) -> str:
     return ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
 
 
-def few_b_words(lines: int, lr_fitted: bool = False) -> str:
+def few_b_words(lines: int, lr_fitted: bool = False, rule_fitted: bool = False) -> str:
     """That verify's b holds fewer than `FEW_LINES` lines, while its rule's rates (and,
-    unless `lr_fitted`, its LR: cards before LRs of their own for a b of few lines) were
-    measured with a form as b, and what that did on development writers."""
+    unless `lr_fitted`, its LR: cards before LRs of their own for a b of few lines; unless
+    `rule_fitted`, its rule: cards before rules of their own) were measured with a form as
+    b, and what that did on development writers."""
+    if rule_fitted:
+        return (f"b holds {lines} line(s) of handwriting: the rule and the likelihood ratio "
+                f"are the ones fitted for a b of so few lines, but the rule's stated rates "
+                "were measured with a writer's form (a page's lines) as b: on development "
+                "writers never trained on, b of 1, 2 or 4 lines turned 12%, 5% and 2% of "
+                "same-writer lines into \"different writers\" (a form: 0.6%), and said \"same "
+                "writer\" of 0.9% of different-writer pairs. Give b as a page where there is "
+                "one")
     if lr_fitted:
         return (f"b holds {lines} line(s) of handwriting: the likelihood ratio is the one "
                 f"calibrated for a b of {lines} line(s), but the rule's rates were measured "
@@ -119,15 +128,24 @@ def few_b_words(lines: int, lr_fitted: bool = False) -> str:
 
 
 def few_lines_words(few: dict[str, int], gallery: str | Path, closest: int = 0,
-                    lr_fitted: bool = False) -> str:
+                    lr_fitted: bool = False, rule_fitted: bool = False) -> str:
     """That writers ({writer: lines}) are enrolled from fewer than `FEW_LINES` lines of
     handwriting (given `closest`: each the closest writer of so many answers), what that did
     on development writers, and the fix. `lr_fitted`: the card weighs such writers by LRs
     of their own (1 to 3 lines; from 4 the form's weighed them as well: docs/results.md,
-    LRs for a b of a few lines), so only the unknown-writer rule was set on forms."""
+    LRs for a b of a few lines); `rule_fitted`: and by an unknown-writer rule of their own
+    (1 to 5 lines; docs/results.md, the rule for writers of a few lines)."""
     named = first_five([f"{w}: {n}" for w, n in few.items()])
     who = (f"{closest} answer(s) came closest to a writer enrolled" if closest
            else f"{len(few)} writer(s) enrolled")
+    if rule_fitted:
+        return (f"{who} from fewer than {FEW_LINES} lines of handwriting ({named}): the "
+                "unknown-writer rule and the likelihood ratios are fitted for so few lines, "
+                "but the rule's stated rates were measured on writers enrolled from a form. On "
+                "development writers enrolled from 1, 2 or 4 lines, identify still answered "
+                "\"unknown writer\" to 53%, 32% and 15% of their genuine lines (enrolled from "
+                "a form: 5%), accepting 0.6-1.4% of strangers' lines. Enrol a page of each "
+                f"(`iam-writers enroll {gallery} --writer WRITER PAGE` adds it)")
     set_on = ("the unknown-writer rule was set on writers enrolled from a form (a page's "
               "lines, 9 on the median development form; the likelihood ratios are calibrated "
               "for so few lines)" if lr_fitted else
@@ -140,7 +158,7 @@ def few_lines_words(few: dict[str, int], gallery: str | Path, closest: int = 0,
             + (", and their likelihood ratios weigh short" if closest and not lr_fitted
                else "")
             + f". Enrol a page of each (`iam-writers enroll {gallery} --writer WRITER PAGE` "
-            "adds it)")
+            "adds it; or export the model again: new exports fit a rule for so few lines)")
 
 
 def lr_lines_words(lines: int | None) -> str:
@@ -598,7 +616,8 @@ def identify_report(path: str | Path, results: list[dict], identifier,
             answer += f"<br>Note: {html.escape(words, quote=False)}."
         if few := r.get("few_lines"):
             words = few_lines_words({few["writer"]: few["lines"]}, identifier.gallery.path, 1,
-                                    bool(identifier.likelihood_by_lines))
+                                    bool(identifier.likelihood_by_lines),
+                                    bool(identifier.rule_by_lines(document=False)))
             answer += f"<br>Note: {html.escape(words, quote=False)}."
         for image, enrolled in r.get("enrolled", {}).items():
             answer += (f"<br>Note: {html.escape(image)} is "
@@ -735,8 +754,8 @@ def verify_report(path: str | Path, result: dict, drawn: dict[str, bytes], model
     if result.get("same_image"):
         body.append(f"<p class=\"answer\">Note: {html.escape(SAME_IMAGE)}.</p>")
     if lines := result.get("b_lines"):
-        body.append(f"<p class=\"answer\">Note: "
-                    f"{html.escape(few_b_words(lines, 'lr_lines' in result))}.</p>")
+        words = few_b_words(lines, "lr_lines" in result, "rule_lines" in result)
+        body.append(f"<p class=\"answer\">Note: {html.escape(words)}.</p>")
     lr = LikelihoodRatio.of(card, result["level"], scored_by, result.get("lr_lines"))
     if "log10_lr" in result and lr is not None:
         body.append(f"<p class=\"answer\">log10 LR {result['log10_lr']:+.2f}: "

@@ -608,14 +608,26 @@ class Identifier:
                 if (lr := self.likelihood_of(level, name, lines)) is not None}
 
     def thresholds(self, scores: np.ndarray, document: bool = False,
-                   given: bool = True) -> np.ndarray:
+                   given: bool = True, best: np.ndarray | None = None) -> np.ndarray:
         """Each query's unknown-writer threshold [Q] on its best score, from its scores
         [Q, n_writers] (lines, or documents of several): `--threshold` (unless not `given`:
         `alike` asks about enrolled writers, not the queries it was given for), else the
         one calibrated for this score and kind of query, for the gallery's size and each
-        query's lead (`query_thresholds`), or on older cards the one set at export."""
+        query's lead (`query_thresholds`), and for its best writer's enrolled lines where
+        they are so few that the card fitted a rule of their own (`rule_lines`; `best`:
+        each query's best writer, a row of `self.writers`, where a column is left out of
+        `scores`), or on older cards the one set at export."""
         if (growth := self.unknown_rule(document, given)) is not None:
-            return query_thresholds(growth, scores)
+            thresholds = query_thresholds(growth, scores)
+            by_lines = {k: g[self.score] for k, g in self.rule_by_lines(document).items()
+                        if self.score in g}
+            if by_lines:  # the best writer's rule: of its lines where so few
+                best = scores.argmax(1) if best is None else best
+                lines = np.array(self.few_of([self.writers[b] for b in best]), dtype=float)
+                for k, rule in by_lines.items():
+                    if (at := lines == k).any():
+                        thresholds[at] = query_thresholds(rule, scores[at])
+            return thresholds
         if given and self.given_threshold is not None:
             threshold = self.given_threshold
         elif self.fusion:
@@ -627,13 +639,30 @@ class Identifier:
                          else descriptors.HINGE_THRESHOLD)
         return np.full(len(scores), threshold)
 
-    def unknown_rule(self, document: bool, given: bool = True) -> dict | None:
+    def unknown_rule(self, document: bool, given: bool = True, lines: int | None = None
+                     ) -> dict | None:
         """The card's unknown-writer rule for this score and kind of query (`_unknown_growth`
-        in export), unless `--threshold` was `given` or the card is older than the rule."""
+        in export), fitted for writers enrolled from `lines` lines where the card has one
+        (`rule_lines`), else for writers enrolled from a form; None where `--threshold`
+        was `given` or the card is older than the rule."""
         if (given and self.given_threshold is not None) or not self.fusion:
             return None
-        return self.fusion["document" if document else "line"].get(
-            "unknown_writer", {}).get(self.score)
+        rule = self.fusion["document" if document else "line"].get("unknown_writer", {})
+        return (lines and self.rule_by_lines(document).get(lines, {}).get(self.score)
+                or rule.get(self.score))
+
+    def rule_by_lines(self, document: bool) -> dict[int, dict]:
+        """{lines: {score: growth}} of the unknown-writer rules the card fitted for writers
+        enrolled from so few lines (none on cards before them)."""
+        rule = (self.fusion or {}).get("document" if document else "line", {}).get(
+            "unknown_writer", {})
+        return {int(k): v for k, v in rule.get("by_lines", {}).items()}
+
+    def rule_lines(self, writer: str | None, document: bool = False) -> int | None:
+        """The lines of an enrolled writer for whom the card fitted an unknown-writer rule
+        of their own (enrolled from so few: `few_lines`), else None (the form's)."""
+        lines = None if writer is None else self.few_lines(writer)
+        return lines if lines in self.rule_by_lines(document) else None
 
     def rule_rates(self, document: bool, pairs: bool = False) -> dict | None:
         """`measured_rates` of the unknown-writer rule this identifier applies to a kind of
@@ -723,7 +752,9 @@ class Identifier:
         emb = None if self.prepared.centroids is None else self.prepared.centroids[part]
         counts = None if self.prepared.sums is None else self.prepared.sums[part]
         scores = self.score_matrix(emb, counts, True, own)[~own].reshape(len(part), -1)
-        return scores, self.thresholds(scores, document=True, given=False)
+        best = scores.argmax(1)
+        return scores, self.thresholds(scores, document=True, given=False,
+                                       best=best + (best >= part))  # past its own column
 
     def _read_as(self, part: np.ndarray, scores: np.ndarray, thresholds: np.ndarray
                  ) -> list[dict]:
@@ -765,6 +796,12 @@ class Identifier:
         writer (its LR is calibrated for writers the model was not trained on), what
         `enroll` and `verify` note of one writer."""
         return {hand["writer"]: hand for hand in self.in_cohort()}
+
+    def few_of(self, writers: list[str]) -> list[int | None]:
+        """`few_lines` of many writers, those not yet known read from the gallery at once."""
+        if missing := list({w for w in writers if w not in self._lines}):
+            self._lines |= dict.fromkeys(missing) | self.gallery.lines(missing)
+        return [self.few_lines(w) for w in writers]
 
     def few_lines(self, writer: str) -> int | None:
         """The lines of handwriting an enrolled writer holds where fewer than
@@ -883,7 +920,9 @@ class Identifier:
         if (lines := self.few_lines(closest := self.writers[order[0]])) is not None:
             result["few_lines"] = {"writer": closest, "lines": lines} | (
                 {"lr_lines": lines} if "lr_lines" in top[0] else {})
-        growth = self.unknown_rule(document)
+        if (rule_lines := self.rule_lines(closest, document)) is not None:
+            result["rule_lines"] = rule_lines  # the threshold is the rule's for so few
+        growth = self.unknown_rule(document, lines=rule_lines)
         if growth and (lead := applied_lead(growth, len(self.writers))):
             result["lead_rule"] = {"weight": lead["weight"],
                                    "threshold": lead_threshold(growth, len(self.writers)),
@@ -1014,6 +1053,7 @@ def verify(model: Model, questioned, reference, score: str | None = None,
              if hand else None,
              "same_image": True if "enrolled" in r else None,
              "rule_rates": rates,
+             "rule_lines": r.get("rule_lines"),
              "b_lines": b_lines if b_lines is not None and b_lines < evidence.FEW_LINES
              and (rates or "log10_lr" in top) else None}
     return result | {k: n for k, n in extra.items() if n is not None}
