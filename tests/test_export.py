@@ -175,7 +175,8 @@ def test_verify_enroll_identify_round_trip(exported, by_writer, tmp_path):
     proc = cli("identify", gallery, by_writer[a][3], "--model", model, "--threshold", "-50",
                "--json")  # a threshold given is on the best score alone
     [given] = json.loads(proc.stdout)
-    assert given["threshold"] == -50 and "lead_rule" not in given and given["writer"] == a
+    assert given["threshold"] == -50 and given["writer"] == a
+    assert "lead_rule" not in given and "rule_lines" not in given  # the card's rules not used
     for score in ("embedding", "hinge", "vlad"):
         proc = cli("identify", gallery, *by_writer[a][3:5], "--model", model, "--descriptor",
                    score, "--document", "--json")

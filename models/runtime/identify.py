@@ -662,7 +662,7 @@ class Identifier:
         """The lines of an enrolled writer for whom the card fitted an unknown-writer rule
         of their own (enrolled from so few: `few_lines`), else None (the form's)."""
         lines = None if writer is None else self.few_lines(writer)
-        return lines if lines in self.rule_by_lines(document) else None
+        return lines if self.score in self.rule_by_lines(document).get(lines, {}) else None
 
     def rule_rates(self, document: bool, pairs: bool = False) -> dict | None:
         """`measured_rates` of the unknown-writer rule this identifier applies to a kind of
@@ -920,7 +920,9 @@ class Identifier:
         if (lines := self.few_lines(closest := self.writers[order[0]])) is not None:
             result["few_lines"] = {"writer": closest, "lines": lines} | (
                 {"lr_lines": lines} if "lr_lines" in top[0] else {})
-        if (rule_lines := self.rule_lines(closest, document)) is not None:
+        rule_lines = (self.rule_lines(closest, document)
+                      if self.unknown_rule(document) is not None else None)  # not --threshold
+        if rule_lines is not None:
             result["rule_lines"] = rule_lines  # the threshold is the rule's for so few
         growth = self.unknown_rule(document, lines=rule_lines)
         if growth and (lead := applied_lead(growth, len(self.writers))):
