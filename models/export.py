@@ -262,8 +262,8 @@ EXEMPLAR = {"method": "exemplar SVM per writer: its VLAD vector against the coho
 # (docs/results.md, LRs for a b of a few lines)
 FEW_LINE_LRS = (1, 2, 3)
 # a writer enrolled from so few lines gets an unknown-writer threshold of its own: the form's
-# answered a seventh of its genuine lines unknown still at 4 lines (docs/results.md, the rule
-# for writers of a few lines)
+# answered a sixth of its genuine lines unknown still at 4 lines (docs/results.md, a rule of
+# its own for writers enrolled from 1 to 5 lines)
 FEW_LINE_RULES = (1, 2, 3, 4, 5)
 FEW_LINE_DRAWS = 3  # seeded draws of k lines a reference, the rule fitted to each
 ENROLLED = ("each image's own writer vs the best other writer, each writer enrolled from one "
@@ -577,7 +577,8 @@ def _unknown_writers(lines: tuple, references: tuple, fusion: dict,
     reference k lines (`FEW_LINE_RULES`) of `reference_lines` (`_few_lines`: of its form's
     where the references are forms, `by_form`), for a writer enrolled from so few: a
     stranger's best score against such writers is lower, and the form's threshold answered
-    half the genuine lines unknown (docs/results.md, the rule for writers of a few lines)."""
+    half the genuine lines unknown (docs/results.md, a rule of its own for writers enrolled
+    from 1 to 5 lines)."""
     def fitted(refs: tuple) -> dict[str, dict]:
         ref_writers, ref_forms = refs[:2]
         prepared = _prepared(*refs[2:], descriptor, cohort)

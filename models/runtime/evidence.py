@@ -134,7 +134,8 @@ def few_lines_words(few: dict[str, int], gallery: str | Path, closest: int = 0,
     on development writers, and the fix. `lr_fitted`: the card weighs such writers by LRs
     of their own (1 to 3 lines; from 4 the form's weighed them as well: docs/results.md,
     LRs for a b of a few lines); `rule_fitted`: and by an unknown-writer rule of their own
-    (1 to 5 lines; docs/results.md, the rule for writers of a few lines)."""
+    (1 to 5 lines; docs/results.md, a rule of its own for writers enrolled from 1 to 5
+    lines)."""
     named = first_five([f"{w}: {n}" for w, n in few.items()])
     who = (f"{closest} answer(s) came closest to a writer enrolled" if closest
            else f"{len(few)} writer(s) enrolled")
