@@ -134,8 +134,8 @@ class ReadAs(NamedTuple):
 class Event(NamedTuple):
     """One change in a gallery's history (UTC, ISO 8601): `created`, `enrolled` (`images`
     added), `renamed` (`writer` is the new name, `detail` the old), `removed` (`images`
-    deleted; `writer` None where the name was erased with them) or `rebuilt` (`detail`:
-    from what, for what)."""
+    deleted; `writer` None where the name was erased with them), `rebuilt` (`detail`:
+    from what, for what) or `backed up` (a backup's last: `detail`, from which gallery)."""
 
     at: str
     action: str
@@ -741,7 +741,8 @@ class Gallery:
         """A copy of the gallery as it is at one moment, in `dest` (SQLite's online backup:
         enrolments may go on meanwhile, and what they have committed is in it, write-ahead
         log included), checked (`PRAGMA quick_check`) and linked into place when whole. An
-        existing `dest` is refused. The copy is a gallery like this one (write-ahead log)."""
+        existing `dest` is refused. The copy is a gallery like this one (write-ahead log),
+        whose history ends with the backup: from which gallery, when."""
         target = gallery_file(dest)
         if target.exists():
             raise GalleryError(f"{target}: already exists. Back up into a new file.")
@@ -752,6 +753,10 @@ class Gallery:
             copy = sqlite3.connect(tmp, isolation_level=None)
             try:
                 self.db.backup(copy)
+                with copy:  # the copy says what it is a copy of, and since when
+                    copy.execute(HISTORY)
+                    _record(copy, Event(utc_now(), "backed up",
+                                        detail=f"from {self.path.resolve()}"))
                 copy.execute("PRAGMA journal_mode = WAL")
                 problems = [r[0] for r in copy.execute("PRAGMA quick_check") if r[0] != "ok"]
             finally:
@@ -792,8 +797,8 @@ def event_words(event: Event) -> str:
                 else "renamed a writer whose names were erased")
     if event.action == "created":
         return f"created, {event.detail}"
-    if event.action == "rebuilt":
-        return f"rebuilt {event.detail}"
+    if event.action in ("rebuilt", "backed up"):
+        return f"{event.action} {event.detail}"
     return f"{event.action} {who}{images}"
 
 
