@@ -16,8 +16,8 @@ again; galleries from before these two columns get them with their next enrolmen
 its dual multipliers, under the cohort's key and the writer's image count it was solved
 for: `identify` solves only the writers it lacks; galleries from before it get the table
 with their next enrolment) and `history` (every change, dated: made, enrolled, renamed,
-removed, rebuilt; names and counts, never paths or features; galleries from before it
-get it with their next change).
+removed, rebuilt, backed up; writers' names and counts, never image paths or features;
+galleries from before it get it with their next change).
 Features are BLOBs of the dtypes that `meta` records (`feature_dtype`, `sum_dtype`): a gallery
 keeps the ones it was made with, `FEATURE_DTYPE` and `SUM_DTYPE` for a new one.
 Removed writers are overwritten on disk (`secure_delete`, then a checkpoint that empties the
