@@ -410,7 +410,7 @@ def _gallery(args: argparse.Namespace) -> int | None:
         if problems:
             raise GalleryError(f"{gallery.path}: " + "; ".join(problems) + ". Restore it from "
                                "a backup, or remove and enroll again the writers named.")
-        print(f"{gallery.path}: sound ({len(gallery.writers())} writers)")
+        print(f"{gallery.path}: sound ({gallery.info()['writers']} writers)")
         if args.files:
             return _check_files(gallery)
     elif args.action == "backup":
@@ -845,7 +845,7 @@ def parser() -> argparse.ArgumentParser:
                        ("check", "SQLite's integrity check, and every writer's sums "
                                  "against their images"),
                        ("history", "every change, dated: made, enrolled, renamed, removed, "
-                                   "rebuilt"),
+                                   "rebuilt, backed up"),
                        ("remove", "delete a writer and their features from the file, and "
                                   "their name from its history"),
                        ("rename", "give a writer another name"),

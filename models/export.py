@@ -579,11 +579,13 @@ def _unknown_writers(lines: tuple, references: tuple, fusion: dict,
     stranger's best score against such writers is lower, and the form's threshold answered
     half the genuine lines unknown (docs/results.md, a rule of its own for writers enrolled
     from 1 to 5 lines)."""
+    queries = {"line": lines, "document": _by_form(*lines)}
+
     def fitted(refs: tuple) -> dict[str, dict]:
         ref_writers, ref_forms = refs[:2]
         prepared = _prepared(*refs[2:], descriptor, cohort)
         rules = {}
-        for level, (w, f, e, c) in {"line": lines, "document": _by_form(*lines)}.items():
+        for level, (w, f, e, c) in queries.items():
             # each query as a stranger's: its own writer's forms are in no gallery it is
             # asked of
             sims = prepared.scores(e, c, fusion[level], cohort,

@@ -303,7 +303,7 @@ class Gallery:
 
     def __init__(self, file: Path, db: sqlite3.Connection):
         self.path, self.db = file, db
-        if not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone():
+        if not _has_table(db, "meta"):
             raise GalleryError(f"{file}: not a gallery (an SQLite database without a gallery's "
                                "tables). Pass a gallery written by `iam-writers enroll`.")
         meta = dict(self.db.execute("SELECT key, value FROM meta"))
@@ -639,12 +639,7 @@ class Gallery:
         """The latest change in words (`2026-12-07T10:00:00+00:00, enrolled W`); in a
         gallery from before its history, its latest enrolment or rename."""
         with self._reading():
-            events = _history(self.db)
-            if events:
-                return f"{events[-1][1].at}, {event_words(events[-1][1])}"
-            latest, = self.db.execute("SELECT max(updated) FROM writers").fetchone()
-        return f"{latest or 'none'}, its latest enrolment or rename (no history before " \
-               "this version)"
+            return _last_change(self.db)
 
     def thumbnails(self, writer: str, limit: int = 3) -> list[tuple[str, bytes]]:
         """(path, PNG) of up to `limit` of a writer's enrolled images that have a thumbnail."""
@@ -664,12 +659,13 @@ class Gallery:
             n_svms, = self.db.execute(
                 "SELECT count(*) FROM exemplars e JOIN writers w ON w.id = e.writer_id AND "
                 "e.n_images = w.n_images").fetchone() if _has_exemplars(self.db) else (0,)
+            last_change = _last_change(self.db)
         return {"gallery": str(self.path), "schema": SCHEMA_VERSION,
                 "model": self.fingerprint, "descriptor": self.descriptor,
                 "embedding_dim": _int(self.meta.get("embedding_dim")),
                 "feature_dtype": self.meta.get("feature_dtype", FEATURE_DTYPE.str),
                 "sum_dtype": self.sum_dtype.str, "hinge_dim": _int(self.meta.get("hinge_dim")),
-                "created": self.meta.get("created"), "last_change": self.last_change(),
+                "created": self.meta.get("created"), "last_change": last_change,
                 "writers": n_writers,
                 "images": n_images, "exemplar_svms": n_svms, "bytes": self.path.stat().st_size}
 
@@ -804,10 +800,21 @@ def event_words(event: Event) -> str:
 
 def _history(db: sqlite3.Connection) -> list[tuple[int, Event]]:
     """(row id, event) of the history, oldest first; none in a gallery from before it."""
-    if not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'history'").fetchone():
+    if not _has_table(db, "history"):
         return []
     return [(i, Event(*row)) for i, *row in db.execute(
         "SELECT id, at, action, writer, images, detail FROM history ORDER BY id")]
+
+
+def _last_change(db: sqlite3.Connection) -> str:
+    """`Gallery.last_change`, read from the history's last row alone (inside a read)."""
+    if _has_table(db, "history") and (row := db.execute(
+            "SELECT at, action, writer, images, detail FROM history ORDER BY id DESC "
+            "LIMIT 1").fetchone()):
+        return f"{row[0]}, {event_words(Event(*row))}"
+    latest, = db.execute("SELECT max(updated) FROM writers").fetchone()
+    return f"{latest or 'none'}, its latest enrolment or rename (no history before this " \
+           "version)"
 
 
 def _record(db: sqlite3.Connection, event: Event) -> None:
@@ -837,7 +844,12 @@ def _one_writer(events: list[Event], writer: str) -> list[int]:
 
 def _has_exemplars(db: sqlite3.Connection) -> bool:
     """Whether the gallery has the `exemplars` table (galleries from before it do not)."""
-    return db.execute("SELECT 1 FROM sqlite_master WHERE name = 'exemplars'").fetchone() \
+    return _has_table(db, "exemplars")
+
+
+def _has_table(db: sqlite3.Connection, name: str) -> bool:
+    """Whether the gallery has table `name` (those added to schema 1 came later)."""
+    return db.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (name,)).fetchone() \
         is not None
 
 

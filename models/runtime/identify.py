@@ -920,11 +920,10 @@ class Identifier:
         if (lines := self.few_lines(closest := self.writers[order[0]])) is not None:
             result["few_lines"] = {"writer": closest, "lines": lines} | (
                 {"lr_lines": lines} if "lr_lines" in top[0] else {})
-        rule_lines = (self.rule_lines(closest, document)
-                      if self.unknown_rule(document) is not None else None)  # not --threshold
-        if rule_lines is not None:
+        growth = self.unknown_rule(document)  # None under --threshold
+        if growth and (rule_lines := self.rule_lines(closest, document)) is not None:
             result["rule_lines"] = rule_lines  # the threshold is the rule's for so few
-        growth = self.unknown_rule(document, lines=rule_lines)
+            growth = self.unknown_rule(document, lines=rule_lines)
         if growth and (lead := applied_lead(growth, len(self.writers))):
             result["lead_rule"] = {"weight": lead["weight"],
                                    "threshold": lead_threshold(growth, len(self.writers)),
