@@ -216,7 +216,7 @@ def _verify(args: argparse.Namespace) -> None:
     if r.get("same_image"):
         print(f"note: {evidence.SAME_IMAGE}", file=sys.stderr)
     if lines := r.get("b_lines"):
-        print(f"note: {evidence.few_b_words(lines, 'lr_lines' in r, 'rule_lines' in r)}",
+        print(f"note: {evidence.few_b_words(lines, **evidence.b_fitted(r))}",
               file=sys.stderr)
     if hand := r.get("b_in_cohort"):
         print(f"note: {r['b']} reads as training writer {hand['reads_as']}'s, of the model's "
@@ -261,16 +261,9 @@ def _enroll(args: argparse.Namespace) -> None:
            if n is not None and n < evidence.FEW_LINES}
     identifier = identify.Identifier(gallery, model, args.descriptor)
     if few:
-        print(f"note: {evidence.few_lines_words(few, args.gallery, 0, **_fitted(identifier))}",
-              file=sys.stderr)
+        words = evidence.few_lines_words(few, args.gallery, 0, **identifier.fitted_for_few())
+        print(f"note: {words}", file=sys.stderr)
     _warn_alike(identifier, args)
-
-
-def _fitted(identifier) -> dict[str, bool]:
-    """Whether the card fitted LRs, and an unknown-writer rule, for writers enrolled from
-    so few lines (`evidence.few_lines_words`)."""
-    return {"lr_fitted": bool(identifier.likelihood_by_lines),
-            "rule_fitted": bool(identifier.rule_by_lines(document=False))}
 
 
 def _warn_alike(identifier, args: argparse.Namespace) -> None:
@@ -338,14 +331,15 @@ def _identify(args: argparse.Namespace) -> int:
     if not args.json:  # what the unknown-writer rule gave at calibration, once a kind of
         # query, and of closest writers enrolled from a few lines (the JSON has them in
         # each answer: rule_rates, few_lines)
-        measured = {"line" if r["level"] == "line" else "document": r["rule_rates"]
-                    for r in answered if "rule_rates" in r}  # a page's are a document's
-        for level, rates in measured.items():
+        measured = {("line" if r["level"] == "line" else "document",  # a page's: a document's
+                     r["rule_rates"].get("enrolled_lines")): r["rule_rates"]
+                    for r in answered if "rule_rates" in r}
+        for (level, _), rates in measured.items():
             print(f"note: {evidence.rule_rates_words(rates, level)}", file=sys.stderr)
         if closest := [r["few_lines"] for r in answered if "few_lines" in r]:
             few = {c["writer"]: c["lines"] for c in closest}
             words = evidence.few_lines_words(few, args.gallery, len(closest),
-                                             **_fitted(identifier))
+                                             **identifier.fitted_for_few())
             print(f"note: {words}", file=sys.stderr)
         if words := next(filter(None, (evidence.lrs_by_lines_words(r["top"])
                                        for r in answered)), ""):

@@ -37,6 +37,7 @@ def real_data_commands(out: Path) -> list[str]:
 def _tables(cfg, metrics: dict, card: dict, predictions: list[dict], accuracy: float,
             timings: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     """(title, header, rows) of every table in the report."""
+    from models.export import FEW_LINE_RULES
     from models.runtime.identify import measured_rates
 
     m = metrics
@@ -55,10 +56,11 @@ def _tables(cfg, metrics: dict, card: dict, predictions: list[dict], accuracy: f
          f"{card['calibration']['far'] * 100:g}%, on {card['calibration']['source']} "
          "(95% intervals)",
          ["queries", "n", "gallery", "strangers accepted", "genuine answered unknown"],
-         [[f"{level}s", str(r["n_queries"]), str(r["gallery"]), _rate(r, "far"),
-           _rate(r, "frr")]
-          for level in ("line", "document")
-          if (r := measured_rates(card["fusion"], level, "fused"))]),
+         [[f"{level}s" + (f", writers of {k} line(s)" if k else ""), str(r["n_queries"]),
+           str(r["gallery"]), _rate(r, "far"), _rate(r, "frr")]
+          for k in (None, *FEW_LINE_RULES) for level in ("line", "document")
+          if (r := measured_rates(card["fusion"], level, "fused", lines=k))
+          and r.get("enrolled_lines") == k]),
         ("verify at calibration: the fused rule, each calibration writer enrolled alone "
          "(95% intervals)",
          ["queries", "different-writer pairs", "said one writer", "same-writer pairs",

@@ -631,41 +631,67 @@ def _strictest(fits: list[dict[str, dict[str, dict]]]) -> dict[str, dict[str, di
 
 
 def _rule_rates(queries: tuple, enrolled: tuple, fusion: dict,
-                descriptor: descriptors.Descriptor, cohort: runtime.Prepared | None) -> None:
+                descriptor: descriptors.Descriptor, cohort: runtime.Prepared | None,
+                seed: int) -> None:
     """Into each kind of query's `unknown_writer`: the rates of the rule `identify` applies
-    (`runtime.identify.query_thresholds`: the gallery's size, the lead), measured on the calibration
-    queries against the calibration writers each enrolled from one form: `far`, the share
-    of queries accepted with their own writer taken out of the gallery, and `frr`, the
-    share of genuine queries whose best score is answered unknown; each with its interval
-    (`_rate`), and the number of forms and writers the queries came from. Into
-    `verify_rates`: the same of `verify`'s rule (`_pair_rates`)."""
+    (`runtime.identify.query_thresholds`: the gallery's size, the lead), measured on the
+    calibration queries against the calibration writers each enrolled from one form
+    (`enrolled`, as `_enrolled_one_form`): `far`, the share of queries accepted with their
+    own writer taken out of the gallery, and `frr`, the share of genuine queries whose best
+    score is answered unknown; each with its interval (`_rate`), and the number of forms and
+    writers the queries came from. Into `verify_rates`: the same of `verify`'s rule
+    (`_pair_rates`). Under `by_lines_rates` and `by_lines_verify_rates`: the same of each
+    rule for writers enrolled from k lines (`by_lines`), every writer enrolled from k lines
+    of its form drawn anew (seeded; not a draw the rule was fitted on)."""
     present = enrolled[0]
     if len(present) < 2:  # no gallery without the query's own writer to measure
         return
-    prepared = _prepared(enrolled[1], enrolled[2], descriptor, cohort)
-    for level, (w, f, e, c) in {"line": queries, "document": _by_form(*queries)}.items():
-        keep = np.isin(w, present)
-        writers = w[keep]
-        own = writers[:, None] == present[None, :]
+    first_forms = np.array([enrolled[3][1][enrolled[3][0] == w][0] for w in present])
+    for level in ("line", "document"):
         rule = fusion[level]["unknown_writer"]
-        counted = {"gallery": len(present), "n_queries": len(writers),
-                   "forms": len(np.unique(f[keep])), "writers": len(np.unique(writers))}
-        rates = {}
-        unknown = prepared.scores(e[keep], c[keep], fusion[level], cohort, own)
-        for name, s in prepared.scores(e[keep], c[keep], fusion[level], cohort).items():
-            # the gallery without the query's writer
-            stranger = unknown[name][~own].reshape(len(s), -1)
-            rates[name] = {
-                **_rate("far", stranger.max(1) >= runtime.identify.query_thresholds(
-                    rule[name], stranger), writers),
-                **_rate("frr", s.max(1) < runtime.identify.query_thresholds(rule[name], s),
-                        writers),
-                **counted}
-        rule["rates"] = rates
-        alone = prepared.alone(e[keep], c[keep], fusion[level], cohort)
-        rule["verify_rates"] = {name: _pair_rates(s, own, rule[name], writers)
-                                | {k: counted[k] for k in ("forms", "writers")}
-                                for name, s in alone.items()}
+        rule["rates"], rule["verify_rates"] = _rates_of(
+            queries, level, enrolled[1:3], present, rule, fusion[level], descriptor, cohort)
+        if by_lines := rule.get("by_lines"):
+            rule["by_lines_rates"], rule["by_lines_verify_rates"] = {}, {}
+            for k, rules in by_lines.items():
+                refs = _few_lines((present, first_forms), enrolled[3], int(k), seed,
+                                  by_form=True, draw=FEW_LINE_DRAWS)
+                rates, pairs = _rates_of(queries, level, refs[2:], present, rules,
+                                         fusion[level], descriptor, cohort)
+                rule["by_lines_rates"][k] = {n: r | {"enrolled_lines": int(k)}
+                                             for n, r in rates.items()}
+                rule["by_lines_verify_rates"][k] = {n: r | {"enrolled_lines": int(k)}
+                                                    for n, r in pairs.items()}
+
+
+def _rates_of(queries: tuple, level: str, references: tuple, present: np.ndarray,
+              rules: dict, weights: dict, descriptor: descriptors.Descriptor,
+              cohort: runtime.Prepared | None) -> tuple[dict, dict]:
+    """({score: rates of identify's rule}, {score: rates of verify's}) of a kind of query
+    (`level`) against the writers `present`, each enrolled as `references` (mean unit
+    embeddings, summed descriptor rows), under `rules` ({score: growth}): `_rule_rates`."""
+    prepared = _prepared(*references, descriptor, cohort)
+    w, f, e, c = queries if level == "line" else _by_form(*queries)
+    keep = np.isin(w, present)
+    writers = w[keep]
+    own = writers[:, None] == present[None, :]
+    counted = {"gallery": len(present), "n_queries": len(writers),
+               "forms": len(np.unique(f[keep])), "writers": len(np.unique(writers))}
+    rates = {}
+    unknown = prepared.scores(e[keep], c[keep], weights, cohort, own)
+    for name, s in prepared.scores(e[keep], c[keep], weights, cohort).items():
+        # the gallery without the query's writer
+        stranger = unknown[name][~own].reshape(len(s), -1)
+        rates[name] = {
+            **_rate("far", stranger.max(1) >= runtime.identify.query_thresholds(
+                rules[name], stranger), writers),
+            **_rate("frr", s.max(1) < runtime.identify.query_thresholds(rules[name], s),
+                    writers),
+            **counted}
+    alone = prepared.alone(e[keep], c[keep], weights, cohort)
+    pairs = {name: _pair_rates(s, own, rules[name], writers)
+             | {k: counted[k] for k in ("forms", "writers")} for name, s in alone.items()}
+    return rates, pairs
 
 
 def _pair_rates(scores: np.ndarray, own: np.ndarray, growth: dict, writers: np.ndarray
@@ -722,6 +748,14 @@ def rates_words(fusion: dict, score: str, far: float) -> list[str]:
     if thin:
         words.append(f"  {' and '.join(thin)} are too few to show {far * 100:g}% of strangers "
                      "accepted; more calibration writers or forms narrow the intervals")
+    for k in FEW_LINE_RULES:
+        few = {level: r for level in measured if "enrolled_lines" in (
+            r := runtime.identify.measured_rates(fusion, level, score, lines=k))}
+        if few:
+            words.append(f"  each enrolled from {k} line(s), by the rule for so few: "
+                         + "; ".join(f"{level}s strangers accepted {rate(r, 'far')}, "
+                                     f"genuine unknown {rate(r, 'frr')}"
+                                     for level, r in few.items()))
     pairs = {level: r for level in measured
              if (r := runtime.identify.measured_rates(fusion, level, score, pairs=True))}
     if pairs:
@@ -956,7 +990,7 @@ def export(ecfg: ExportConfig) -> dict:
         else:
             _unknown_writers(lines, _as_references(enrolled), thresholds["fusion"],
                              descriptor, None, ecfg.far, cfg.seed, enrolled[3], by_form=False)
-        _rule_rates(queries, enrolled, thresholds["fusion"], descriptor, cohort)
+        _rule_rates(queries, enrolled, thresholds["fusion"], descriptor, cohort, cfg.seed)
         for line in rates_words(thresholds["fusion"], "fused", ecfg.far):
             print(line, flush=True)
         print("fitting likelihood ratios", flush=True)

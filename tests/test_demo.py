@@ -36,6 +36,9 @@ def test_reduced_demo_builds_trains_exports_predicts_and_reports(demo_out):
     rates = card["fusion"]["document"]["unknown_writer"]["rates"]["fused"]  # with intervals
     assert (f"| documents | {rates['n_queries']} | 10 | {rates['far']:.3f} "
             f"({rates['far_95'][0]:.3f}-{rates['far_95'][1]:.3f}) |") in md
+    few = card["fusion"]["line"]["unknown_writer"]["by_lines_rates"]["2"]["fused"]  # 2 lines
+    assert (f"| lines, writers of 2 line(s) | {few['n_queries']} | 10 | {few['far']:.3f} "
+            f"({few['far_95'][0]:.3f}-{few['far_95'][1]:.3f}) |") in md
     pairs = card["fusion"]["line"]["unknown_writer"]["verify_rates"]["fused"]  # verify's
     assert (f"| lines | {pairs['different_pairs']} | {pairs['far']:.3f} "
             f"({pairs['far_95'][0]:.3f}-{pairs['far_95'][1]:.3f}) | {pairs['same_pairs']} |"

@@ -180,24 +180,26 @@ def test_verify_writes_a_report_of_both_images(tmp_path, exported, heldout):
     asked = cli("verify", exported / "model_float32.tflite", a, b, "--json")
     result = json.loads(asked.stdout)
     assert result["level"] == "line" and f"log10 LR {result['log10_lr']:+.2f}" in proc.stdout
-    # what its rule gave at calibration on pairs of lines, each writer enrolled alone: in the
-    # JSON, once on stderr and in the report
+    # what its rule gave at calibration on pairs of lines, each writer enrolled alone from
+    # one line as b is here: in the JSON, once on stderr and in the report
     card = json.loads((exported / "model_card.json").read_text())
-    assert result["rule_rates"] == card["fusion"]["line"]["unknown_writer"]["verify_rates"][
-        "fused"]
+    rule = card["fusion"]["line"]["unknown_writer"]
+    assert result["rule_rates"] == rule["by_lines_verify_rates"]["1"]["fused"]
+    assert result["rule_rates"] != rule["verify_rates"]["fused"]  # not a form's, as before
     said = evidence.verify_rates_words(result["rule_rates"], "line")
     assert proc.stderr.count(f"note: {said}\n") == 1 and html.escape(said) in text
+    assert "enrolled from 1 line of a form (as b is here)" in said
     assert "this rule said" not in asked.stderr
-    # b is one line: its LR is the one fitted for a b of one line; the rates were measured
-    # with a form as b, and it says so
+    # b is one line: its rule, the rule's rates and its LR are the ones fitted for a b of
+    # one line, and it says so
     assert result["b_lines"] == result["lr_lines"] == result["rule_lines"] == 1
     # and its rule the one fitted for a b of one line: its threshold of a gallery of one
     assert result["threshold"] == pytest.approx(runtime.identify.gallery_threshold(
         card["fusion"]["line"]["unknown_writer"]["by_lines"]["1"]["fused"], 1))
     assert result["log10_lr"] == pytest.approx(float(evidence.LikelihoodRatio.of(
         card, "line", "fused", 1)(result["score"])))
-    assert proc.stderr.count(f"note: {evidence.few_b_words(1, True, True)}\n") == 1
-    assert html.escape(evidence.few_b_words(1, True, True)) in text
+    assert proc.stderr.count(f"note: {evidence.few_b_words(1, True, True, True)}\n") == 1
+    assert html.escape(evidence.few_b_words(1, True, True, True)) in text
     assert html.escape(result["support"]) in text and text.count("<svg") == 1
     assert "dpi_a" not in result and "dpi_b" not in result  # both read as at 300 dpi
     at600 = json.loads(cli("verify", exported / "model_float32.tflite", a, b, "--json",
@@ -228,9 +230,10 @@ def test_verify_against_an_enrolled_writer_weighs_the_features_the_gallery_holds
     proc = cli("enroll", tmp_path / "g", "--model", model, "--writer", ann, known)
     assert proc.returncode == 0, proc.stderr
     # one line enrolled: the export weighs so few lines by likelihood ratios of their own
-    assert evidence.few_lines_words({ann: 1}, tmp_path / "g", 0, True, True) in proc.stderr
-    assert "the unknown-writer rule and the likelihood ratios are fitted for so few lines" \
+    assert evidence.few_lines_words({ann: 1}, tmp_path / "g", 0, True, True, True) \
         in proc.stderr
+    assert ("the unknown-writer rule, the rates it states and the likelihood ratios are the "
+            "ones fitted for so few lines") in proc.stderr
     asked = by_writer[ann][1]
     by_file = json.loads(cli("verify", model, asked, known, "--json").stdout)
     known.unlink()  # gone since its enrolment: its features and thumbnail are kept
@@ -251,7 +254,7 @@ def test_verify_against_an_enrolled_writer_weighs_the_features_the_gallery_holds
     assert proc.stdout.endswith(f" (b: {ann}'s enrolled handwriting, 1 image(s), 1 line(s))\n")
     text = (tmp_path / "v.html").read_text()
     assert f'alt="b: {html.escape(against_enrolled["b"])}"' in text and "no thumbnail" not in text
-    assert html.escape(evidence.few_b_words(1, True, True)) in text
+    assert html.escape(evidence.few_b_words(1, True, True, True)) in text
     assert _provenance(text)[f"SHA-256 of b: {ann}'s enrolled {known}"] == by_file["sha256_b"]
     # another writer's line against the enrolled writer: weighed the same as against the file
     other = json.loads(cli("verify", model, by_writer[bob][0], "--gallery", tmp_path / "g",
@@ -414,7 +417,9 @@ def test_the_report_shows_each_candidates_lr_in_words_and_a_score_plot(modelled)
         for t in r["top"]:
             assert f"{t['log10_lr']['fused']:+.2f}" in words and t["support"] in words
         # the rule's rates at calibration, with how loosely its queries pin them
-        assert r["rule_rates"] == card["fusion"]["line"]["unknown_writer"]["rates"]["fused"]
+        rule = card["fusion"]["line"]["unknown_writer"]  # of the best writer's few lines
+        assert r["rule_rates"] == (rule["by_lines_rates"][str(r["rule_lines"])]["fused"]
+                                   if "rule_lines" in r else rule["rates"]["fused"])
         said = evidence.rule_rates_words(r["rule_rates"], "line")
         assert said in words and "strangers' lines" in said and "95% interval" in said
         n, forms, writers = (r["rule_rates"][k] for k in ("n_queries", "forms", "writers"))

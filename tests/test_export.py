@@ -172,6 +172,7 @@ def test_verify_enroll_identify_round_trip(exported, by_writer, tmp_path):
                                                 "second": second})
         assert r["threshold"] == pytest.approx((rule + 0.5 * second) / 1.5)
         assert (r["writer"] is None) == (r["top"][0]["similarity"] < r["threshold"])
+        assert r["rule_rates"] == unknown["by_lines_rates"]["3"]["fused"]  # the rule's own
     proc = cli("identify", gallery, by_writer[a][3], "--model", model, "--threshold", "-50",
                "--json")  # a threshold given is on the best score alone
     [given] = json.loads(proc.stdout)
@@ -500,7 +501,8 @@ def test_verify_rates_are_those_of_each_writer_enrolled_alone():
     fusion = {level: {**calibrated, "unknown_writer": {name: growth for name in
                                                        ("embedding", "hinge", "fused")}}
               for level in ("line", "document")}
-    export._rule_rates(queries, (present, ref_emb, ref_counts), fusion, descriptor, cohort)
+    export._rule_rates(queries, (present, ref_emb, ref_counts, enrolled), fusion, descriptor,
+                       cohort, seed=0)
     rates = fusion["line"]["unknown_writer"]["verify_rates"]["fused"]
     said = alone >= gallery_threshold(growth, 1)
     assert 0 < said[~own].mean() < 1 and 0 < (~said[own]).mean() < 1
@@ -529,3 +531,58 @@ def test_verify_rates_are_those_of_each_writer_enrolled_alone():
                           "erring together.")
     document = fusion["document"]["unknown_writer"]["verify_rates"]["fused"]
     assert (document["different_pairs"], document["same_pairs"]) == (30, 6)
+
+
+def test_the_rule_for_writers_of_few_lines_states_rates_measured_with_so_few():
+    """Each rule for writers enrolled from k lines has rates of its own: every calibration
+    writer enrolled from k lines of its form (a draw the rule was not fitted on), the
+    queries asked of that gallery; identify and verify state them, and say so."""
+    from models import export
+    from models.runtime.identify import measured_rates
+
+    descriptor, lines, cohort, calibrated = calibration_writers(noise=0.8)
+    present, ref_emb, ref_counts, enrolled = export._enrolled_one_form(*lines)
+    queries = tuple(a[~np.isin(lines[1], enrolled[1])] for a in lines)
+    # the six writers, each enrolled from one line of the three of its form, as identify
+    # would score the queries against them
+    assert all((enrolled[0] == w).sum() == 3 for w in present)
+    first = np.array([enrolled[1][enrolled[0] == w][0] for w in present])
+    w, f, e, c = export._few_lines((present, first), enrolled, 1, 0, by_form=True,
+                                   draw=export.FEW_LINE_DRAWS)
+    assert (w == present).all() and not np.allclose(e, ref_emb)
+    scores = runtime.Prepared(e, c, descriptor).scores(queries[2], queries[3], calibrated,
+                                                       cohort)["fused"]
+    # rules (one threshold at every gallery size) that answer some genuine queries unknown
+    form = {"a": float(np.quantile(scores.max(1), 0.7)), "b": 0.0}
+    few = {"a": float(np.quantile(scores.max(1), 0.3)), "b": 0.0}
+    fusion = {level: {**calibrated, "unknown_writer": {
+        **{name: form for name in ("embedding", "hinge", "fused")},
+        "by_lines": {"1": {name: few for name in ("embedding", "hinge", "fused")}}}}
+        for level in ("line", "document")}
+    export._rule_rates(queries, (present, ref_emb, ref_counts, enrolled), fusion, descriptor,
+                       cohort, seed=0)
+    rule = fusion["line"]["unknown_writer"]
+    rates = rule["by_lines_rates"]["1"]["fused"]
+    assert rates["enrolled_lines"] == 1 and 0 < rates["frr"] < 1
+    assert rates["frr"] == (scores.max(1) < few["a"]).mean() != rule["rates"]["fused"]["frr"]
+    own = queries[0][:, None] == present[None, :]
+    stranger = runtime.Prepared(e, c, descriptor).scores(  # the query's writer left out
+        queries[2], queries[3], calibrated, cohort, own)["fused"][~own].reshape(len(own), -1)
+    stranger = stranger.max(1)
+    assert rates["far"] == (stranger >= few["a"]).mean()
+    assert rule["by_lines_verify_rates"]["1"]["fused"]["same_pairs"] == own.sum()
+    # what identify and verify state: these for a writer of one line, the form's else
+    assert measured_rates(fusion, "line", "fused", lines=1) is rates
+    assert measured_rates(fusion, "line", "fused", lines=2) is rule["rates"]["fused"]
+    assert measured_rates(fusion, "line", "fused", pairs=True, lines=1)[
+        "enrolled_lines"] == 1
+    said = runtime.evidence.rule_rates_words(rates, "line")
+    assert said.startswith("At calibration, in a gallery of 6 writers each enrolled from 1 "
+                           "line of a form, this rule accepted ")
+    said = runtime.evidence.verify_rates_words(
+        rule["by_lines_verify_rates"]["1"]["fused"], "line")
+    assert said.startswith("At calibration, with one writer at a time enrolled from 1 line "
+                           "of a form (as b is here), this rule said")
+    assert any(line.startswith("  each enrolled from 1 line(s), by the rule for so few: lines "
+                               "strangers accepted ")
+               for line in export.rates_words(fusion, "fused", 0.01))

@@ -265,9 +265,10 @@ def test_enroll_and_identify_writers_never_seen_in_training(embed_export, tmp_pa
     answers = json.loads(proc.stdout)
     top1 = np.mean([a["top"][0]["writer"] == probes[Path(a["images"][0])] for a in answers])
     assert len(answers) == 40 and top1 >= 0.75, top1
-    # each answer carries what its rule gave at calibration
-    rates = card["fusion"]["line"]["unknown_writer"]["rates"]["fused"]
-    assert all(a["rule_rates"] == rates for a in answers)
+    # each answer carries what its rule gave at calibration: the rule for writers enrolled
+    # from 5 lines, as these are
+    rates = card["fusion"]["line"]["unknown_writer"]["by_lines_rates"]["5"]["fused"]
+    assert all(a["rule_rates"] == rates for a in answers) and rates["enrolled_lines"] == 5
     # the plain answer says them once a kind of query, not once a line (--json: in each
     # answer alone); a page and a file of two pages are both documents
     assert "this rule accepted" not in proc.stderr
@@ -286,7 +287,7 @@ def test_enroll_and_identify_writers_never_seen_in_training(embed_export, tmp_pa
     assert plain.stderr.count("this rule accepted") == 2
     for kind in ("line", "document"):
         said = runtime.evidence.rule_rates_words(
-            card["fusion"][kind]["unknown_writer"]["rates"]["fused"], kind)
+            card["fusion"][kind]["unknown_writer"]["by_lines_rates"]["5"]["fused"], kind)
         assert f"note: {said}\n" in plain.stderr
     given = runtime.Identifier(runtime.Gallery.open(tmp_path / "g"), runtime.Model(model),
                                threshold=0.5)  # --threshold: not the rule, not its rates
@@ -357,8 +358,8 @@ def test_enroll_and_identify_writers_never_seen_in_training(embed_export, tmp_pa
         assert same["same_writer"] == (same["score"] >= same["threshold"])
         assert same["lr_lines"] == same["rule_lines"] == 1
         assert same["log10_lr"] == pytest.approx(float(lr(same["score"])))
-        assert same["rule_rates"] == card["fusion"]["line"]["unknown_writer"]["verify_rates"][
-            "fused"]  # its rule's rates at calibration: pairs, not a gallery's queries
+        assert same["rule_rates"] == card["fusion"]["line"]["unknown_writer"][
+            "by_lines_verify_rates"]["1"]["fused"]  # its rule's rates: pairs, b of one line
         assert same["scores"]["embedding"] == pytest.approx(
             float(rt.embed(questioned[w]) @ rt.embed(first[w])), abs=1e-5)
         wins += same["score"] > runtime.verify(rt, questioned[w], first[other])["score"]

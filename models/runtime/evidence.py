@@ -97,11 +97,20 @@ def first_five(names: list[str]) -> str:
     return ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
 
 
-def few_b_words(lines: int, lr_fitted: bool = False, rule_fitted: bool = False) -> str:
-    """That verify's b holds fewer than `FEW_LINES` lines, while its rule's rates (and,
-    unless `lr_fitted`, its LR: cards before LRs of their own for a b of few lines; unless
-    `rule_fitted`, its rule: cards before rules of their own) were measured with a form as
-    b, and what that did on development writers."""
+def few_b_words(lines: int, lr_fitted: bool = False, rule_fitted: bool = False,
+                rates_fitted: bool = False) -> str:
+    """That verify's b holds fewer than `FEW_LINES` lines, while its rule's rates (unless
+    `rates_fitted`: cards before rates of their own for a b of few lines; and, unless
+    `lr_fitted`, its LR: cards before LRs of their own; unless `rule_fitted`, its rule:
+    cards before rules of their own) were measured with a form as b, and what that did on
+    development writers."""
+    if rates_fitted:
+        return (f"b holds {lines} line(s) of handwriting: the rule, its stated rates and the "
+                "likelihood ratio are the ones fitted for a b of so few lines, but so little "
+                "handwriting tells writers apart less often: on development writers never "
+                "trained on, b of 1, 2 or 4 lines turned 12%, 5% and 2% of same-writer lines "
+                "into \"different writers\" (a form: 0.6%). Give b as a page where there is "
+                "one")
     if rule_fitted:
         return (f"b holds {lines} line(s) of handwriting: the rule and the likelihood ratio "
                 f"are the ones fitted for a b of so few lines, but the rule's stated rates "
@@ -127,18 +136,35 @@ def few_b_words(lines: int, lr_fitted: bool = False, rule_fitted: bool = False) 
             "exports since 2026-12-07 calibrate a b of 1 to 3 lines)")
 
 
+def b_fitted(result: dict) -> dict[str, bool]:
+    """What a verify `result` weighed its b of few lines by (`few_b_words`): an LR, a rule
+    and that rule's rates fitted for so few lines."""
+    return {"lr_fitted": "lr_lines" in result, "rule_fitted": "rule_lines" in result,
+            "rates_fitted": "enrolled_lines" in result.get("rule_rates", {})}
+
+
 def few_lines_words(few: dict[str, int], gallery: str | Path, closest: int = 0,
-                    lr_fitted: bool = False, rule_fitted: bool = False) -> str:
+                    lr_fitted: bool = False, rule_fitted: bool = False,
+                    rates_fitted: bool = False) -> str:
     """That writers ({writer: lines}) are enrolled from fewer than `FEW_LINES` lines of
     handwriting (given `closest`: each the closest writer of so many answers), what that did
     on development writers, and the fix. `lr_fitted`: the card weighs such writers by LRs
     of their own (1 to 3 lines; from 4 the form's weighed them as well: docs/results.md,
     LRs for a b of a few lines); `rule_fitted`: and by an unknown-writer rule of their own
     (1 to 5 lines; docs/results.md, a rule of its own for writers enrolled from 1 to 5
-    lines)."""
+    lines); `rates_fitted`: and states that rule's rates, measured at export with writers
+    enrolled from so few (`identify.measured_rates`)."""
     named = first_five([f"{w}: {n}" for w, n in few.items()])
     who = (f"{closest} answer(s) came closest to a writer enrolled" if closest
            else f"{len(few)} writer(s) enrolled")
+    if rates_fitted:
+        return (f"{who} from fewer than {FEW_LINES} lines of handwriting ({named}): the "
+                "unknown-writer rule, the rates it states and the likelihood ratios are the "
+                "ones fitted for so few lines, but so little handwriting is named less often: "
+                "on development writers enrolled from 1, 2 or 4 lines, identify answered "
+                "\"unknown writer\" to 53%, 32% and 15% of their genuine lines (enrolled from "
+                f"a form: 5%). Enrol a page of each (`iam-writers enroll {gallery} --writer "
+                "WRITER PAGE` adds it)")
     if rule_fitted:
         return (f"{who} from fewer than {FEW_LINES} lines of handwriting ({named}): the "
                 "unknown-writer rule and the likelihood ratios are fitted for so few lines, "
@@ -165,7 +191,7 @@ def few_lines_words(few: dict[str, int], gallery: str | Path, closest: int = 0,
 def lr_lines_words(lines: int | None) -> str:
     """That a candidate's (or b's) LR was fitted for references of so few lines
     (`lr_lines`), to follow its LR; nothing for the form's."""
-    return "" if lines is None else f", LR fitted for {lines} line{'s' * (lines > 1)}"
+    return "" if lines is None else f", LR fitted for {_lines(lines)}"
 
 
 def lrs_by_lines_words(top: list[dict]) -> str:
@@ -469,7 +495,8 @@ def rule_rates_words(rates: dict, level: str) -> str:
     before writers were counted allow for forms)."""
     kind = "lines" if level == "line" else "documents"
     n = rates["n_queries"]
-    return (f"At calibration, in a gallery of {rates['gallery']} writers, this rule accepted "
+    return (f"At calibration, in a gallery of {rates['gallery']} writers"
+            f"{_each_enrolled(rates)}, this rule accepted "
             f"{round(rates['far'] * n)} of {n} strangers' {kind} ({_rate_words(rates, 'far')}) "
             f"and answered {round(rates['frr'] * n)} of {n} genuine {kind} unknown "
             f"({_rate_words(rates, 'frr')}){_came_from(rates, kind, n)}")
@@ -483,8 +510,11 @@ def verify_rates_words(rates: dict, level: str) -> str:
     kind = "lines" if level == "line" else "documents"
     different, same = rates["different_pairs"], rates["same_pairs"]
     writers = f"{rates['writers']} writers"
-    return (f"At calibration, with one writer at a time enrolled from a form's lines (as b "
-            f"best is: a page), this rule said \"same writer\" of "
+    return ("At calibration, with one writer at a time enrolled from "
+            + (f"{_lines(lines)} of a form (as b is here)"
+               if (lines := rates.get("enrolled_lines")) else
+               "a form's lines (as b best is: a page)")
+            + f", this rule said \"same writer\" of "
             f"{round(rates['far'] * different)} of {different} pairs of different writers "
             f"({_rate_words(rates, 'far')}) and \"different writers\" of "
             f"{round(rates['frr'] * same)} of {same} pairs of one writer "
@@ -492,6 +522,17 @@ def verify_rates_words(rates: dict, level: str) -> str:
             + (f"{rates['forms']} forms of {writers}" if kind == "lines" else writers)
             + ", and the intervals allow for the pairs of one writer, asked or enrolled, "
             "erring together.")
+
+
+def _each_enrolled(rates: dict) -> str:
+    """How the writers of a rule's calibration gallery were enrolled, where from so few
+    lines (`enrolled_lines`); nothing for the form's rule."""
+    lines = rates.get("enrolled_lines")
+    return f" each enrolled from {_lines(lines)} of a form" if lines else ""
+
+
+def _lines(n: int) -> str:
+    return f"{n} line{'s' * (n > 1)}"
 
 
 def _rate_words(rates: dict, name: str) -> str:
@@ -617,8 +658,7 @@ def identify_report(path: str | Path, results: list[dict], identifier,
             answer += f"<br>Note: {html.escape(words, quote=False)}."
         if few := r.get("few_lines"):
             words = few_lines_words({few["writer"]: few["lines"]}, identifier.gallery.path, 1,
-                                    bool(identifier.likelihood_by_lines),
-                                    bool(identifier.rule_by_lines(document=False)))
+                                    **identifier.fitted_for_few())
             answer += f"<br>Note: {html.escape(words, quote=False)}."
         for image, enrolled in r.get("enrolled", {}).items():
             answer += (f"<br>Note: {html.escape(image)} is "
@@ -755,7 +795,7 @@ def verify_report(path: str | Path, result: dict, drawn: dict[str, bytes], model
     if result.get("same_image"):
         body.append(f"<p class=\"answer\">Note: {html.escape(SAME_IMAGE)}.</p>")
     if lines := result.get("b_lines"):
-        words = few_b_words(lines, "lr_lines" in result, "rule_lines" in result)
+        words = few_b_words(lines, **b_fitted(result))
         body.append(f"<p class=\"answer\">Note: {html.escape(words)}.</p>")
     lr = LikelihoodRatio.of(card, result["level"], scored_by, result.get("lr_lines"))
     if "log10_lr" in result and lr is not None:

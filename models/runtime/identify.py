@@ -135,7 +135,8 @@ def query_thresholds(growth: dict, scores: np.ndarray) -> np.ndarray:
     return (lead_threshold(growth, writers) + lead["weight"] * second) / (1 + lead["weight"])
 
 
-def measured_rates(fusion: dict, level: str, score: str, pairs: bool = False) -> dict | None:
+def measured_rates(fusion: dict, level: str, score: str, pairs: bool = False,
+                   lines: int | None = None) -> dict | None:
     """What the unknown-writer rule of `score` gave at export on the calibration queries of
     `level` ("line" or "document"): `far`, `frr`, each with its 95% interval and design
     effect, the calibration gallery's size, the queries' number and the forms and writers
@@ -143,9 +144,13 @@ def measured_rates(fusion: dict, level: str, score: str, pairs: bool = False) ->
     alone, cards before writers were counted no `writers`). With `pairs`, what `verify`'s
     rule gave on every pair of a query and a writer enrolled alone: `far`, `frr` and their
     intervals as before, `different_pairs` and `same_pairs` for the queries' number (cards
-    before it: None)."""
-    return fusion[level].get("unknown_writer", {}).get(
-        "verify_rates" if pairs else "rates", {}).get(score)
+    before it: None). With `lines`, those of the rule for writers enrolled from so few
+    lines (`Identifier.rule_lines`), which say so (`enrolled_lines`), where the card
+    measured them (cards before them: the form's, as they stated)."""
+    rule = fusion[level].get("unknown_writer", {})
+    kind = "verify_rates" if pairs else "rates"
+    return (lines and rule.get(f"by_lines_{kind}", {}).get(str(lines), {}).get(score)
+            or rule.get(kind, {}).get(score))
 
 
 def applied_lead(growth: dict, writers: int) -> dict | None:
@@ -664,13 +669,24 @@ class Identifier:
         lines = None if writer is None else self.few_lines(writer)
         return lines if self.score in self.rule_by_lines(document).get(lines, {}) else None
 
-    def rule_rates(self, document: bool, pairs: bool = False) -> dict | None:
+    def fitted_for_few(self) -> dict[str, bool]:
+        """Whether the card fitted LRs (`lr_fitted`), an unknown-writer rule (`rule_fitted`)
+        and measured that rule's rates (`rates_fitted`) for writers enrolled from so few
+        lines (`evidence.few_lines_words`, `few_b_words`)."""
+        rule = (self.fusion or {}).get("line", {}).get("unknown_writer", {})
+        return {"lr_fitted": bool(self.likelihood_by_lines),
+                "rule_fitted": bool(rule.get("by_lines")),
+                "rates_fitted": bool(rule.get("by_lines_rates"))}
+
+    def rule_rates(self, document: bool, pairs: bool = False, lines: int | None = None
+                   ) -> dict | None:
         """`measured_rates` of the unknown-writer rule this identifier applies to a kind of
-        query (`pairs`: as `verify` applies it), where it applies the card's rule."""
+        query (`pairs`: as `verify` applies it; `lines`: the rule for writers enrolled from
+        so few, `rule_lines`), where it applies the card's rule."""
         if self.unknown_rule(document) is None:
             return None
         return measured_rates(self.fusion, "document" if document else "line", self.score,
-                              pairs)
+                              pairs, lines)
 
     def score_matrix(self, emb: np.ndarray | None, counts: np.ndarray | None,
                      document: bool = False, absent: np.ndarray | None = None) -> np.ndarray:
@@ -928,7 +944,7 @@ class Identifier:
             result["lead_rule"] = {"weight": lead["weight"],
                                    "threshold": lead_threshold(growth, len(self.writers)),
                                    "second": float(np.partition(sims[self.score], -2)[-2])}
-        if rates := self.rule_rates(document):
+        if rates := self.rule_rates(document, lines=result.get("rule_lines")):
             result["rule_rates"] = rates
         if "log10_lr" not in top[0]:
             result["note"] = evidence.NO_LR if self.model else evidence.NO_LR_WITHOUT_MODEL
@@ -1009,7 +1025,8 @@ def verify(model: Model, questioned, reference, score: str | None = None,
         asked: dict[str, bytes] | None = None if drawn is None else {}
         r = identifier.rank([questioned], top_k=1, drawn=asked)
         hand = identifier.cohort_of.get("reference")
-        rates = identifier.rule_rates(r["level"] != "line", pairs=True)
+        rates = identifier.rule_rates(r["level"] != "line", pairs=True,
+                                      lines=r.get("rule_lines"))
         b_lines = gallery.lines(["reference"]).get("reference")
     finally:
         gallery.close()
