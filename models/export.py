@@ -647,30 +647,31 @@ def _rule_rates(queries: tuple, enrolled: tuple, fusion: dict,
     if len(present) < 2:  # no gallery without the query's own writer to measure
         return
     first_forms = np.array([enrolled[3][1][enrolled[3][0] == w][0] for w in present])
-    for level in ("line", "document"):
-        rule = fusion[level]["unknown_writer"]
-        rule["rates"], rule["verify_rates"] = _rates_of(
-            queries, level, enrolled[1:3], present, rule, fusion[level], descriptor, cohort)
-        if by_lines := rule.get("by_lines"):
-            rule["by_lines_rates"], rule["by_lines_verify_rates"] = {}, {}
-            for k, rules in by_lines.items():
-                refs = _few_lines((present, first_forms), enrolled[3], int(k), seed,
-                                  by_form=True, draw=FEW_LINE_DRAWS)
-                rates, pairs = _rates_of(queries, level, refs[2:], present, rules,
-                                         fusion[level], descriptor, cohort)
-                rule["by_lines_rates"][k] = {n: r | {"enrolled_lines": int(k)}
-                                             for n, r in rates.items()}
-                rule["by_lines_verify_rates"][k] = {n: r | {"enrolled_lines": int(k)}
-                                                    for n, r in pairs.items()}
+    by_lines = fusion["line"]["unknown_writer"].get("by_lines", {})
+    galleries = {None: enrolled[1:3]} | {
+        k: _few_lines((present, first_forms), enrolled[3], int(k), seed, by_form=True,
+                      draw=FEW_LINE_DRAWS)[2:] for k in by_lines}
+    for k, references in galleries.items():
+        prepared = _prepared(*references, descriptor, cohort)
+        for level in ("line", "document"):
+            rule = fusion[level]["unknown_writer"]
+            rates, pairs = _rates_of(queries, level, prepared, present,
+                                     rule if k is None else rule["by_lines"][k],
+                                     fusion[level], cohort)
+            if k is None:
+                rule["rates"], rule["verify_rates"] = rates, pairs
+                continue
+            for key, measured in (("by_lines_rates", rates), ("by_lines_verify_rates", pairs)):
+                rule.setdefault(key, {})[k] = {n: r | {"enrolled_lines": int(k)}
+                                               for n, r in measured.items()}
 
 
-def _rates_of(queries: tuple, level: str, references: tuple, present: np.ndarray,
-              rules: dict, weights: dict, descriptor: descriptors.Descriptor,
-              cohort: runtime.Prepared | None) -> tuple[dict, dict]:
+def _rates_of(queries: tuple, level: str, prepared: runtime.Prepared, present: np.ndarray,
+              rules: dict, weights: dict, cohort: runtime.Prepared | None
+              ) -> tuple[dict, dict]:
     """({score: rates of identify's rule}, {score: rates of verify's}) of a kind of query
-    (`level`) against the writers `present`, each enrolled as `references` (mean unit
-    embeddings, summed descriptor rows), under `rules` ({score: growth}): `_rule_rates`."""
-    prepared = _prepared(*references, descriptor, cohort)
+    (`level`) against the writers `present`, enrolled as `prepared`, under `rules`
+    ({score: growth}): `_rule_rates`."""
     w, f, e, c = queries if level == "line" else _by_form(*queries)
     keep = np.isin(w, present)
     writers = w[keep]
