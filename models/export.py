@@ -749,14 +749,16 @@ def rates_words(fusion: dict, score: str, far: float) -> list[str]:
     if thin:
         words.append(f"  {' and '.join(thin)} are too few to show {far * 100:g}% of strangers "
                      "accepted; more calibration writers or forms narrow the intervals")
-    for k in FEW_LINE_RULES:
-        few = {level: r for level in measured if "enrolled_lines" in (
-            r := runtime.identify.measured_rates(fusion, level, score, lines=k))}
-        if few:
-            words.append(f"  each enrolled from {k} line(s), by the rule for so few: "
-                         + "; ".join(f"{level}s strangers accepted {rate(r, 'far')}, "
-                                     f"genuine unknown {rate(r, 'frr')}"
-                                     for level, r in few.items()))
+    few = {k: {level: r for level in measured if "enrolled_lines" in (
+        r := runtime.identify.measured_rates(fusion, level, score, lines=k))}
+        for k in FEW_LINE_RULES}
+    if any(few.values()):
+        words.append("  each enrolled from k lines, by the rule for so few (strangers "
+                     "accepted, genuine answered unknown):")
+    for k, by_level in few.items():
+        if by_level:
+            words.append(f"    k = {k}: " + "; ".join(
+                f"{level}s {rate(r, 'far')}, {rate(r, 'frr')}" for level, r in by_level.items()))
     pairs = {level: r for level in measured
              if (r := runtime.identify.measured_rates(fusion, level, score, pairs=True))}
     if pairs:
@@ -790,9 +792,7 @@ def _unknown_growth(sims: np.ndarray, writers: np.ndarray, references: np.ndarra
             else "quantile")
     best, led = {}, {}
     for n in sizes:
-        drawn = np.stack([np.sort(sims[q, rng.choice(np.flatnonzero(other[q]), n,
-                                                     replace=False)])[-2:]
-                          for _ in range(UNKNOWN_DRAWS) for q in range(len(sims))])
+        drawn = np.concatenate([_best_two(sims, other, n, rng) for _ in range(UNKNOWN_DRAWS)])
         best[n] = _tail(drawn[:, -1], far, tail)
         if n > 1:
             led[n] = _tail(drawn[:, 1] + UNKNOWN_LEAD * (drawn[:, 1] - drawn[:, 0]), far, tail)
@@ -802,6 +802,17 @@ def _unknown_growth(sims: np.ndarray, writers: np.ndarray, references: np.ndarra
         growth["lead"] = {"weight": UNKNOWN_LEAD, "sizes": list(led),
                           "thresholds": [round(t, 5) for t in led.values()]}
     return growth
+
+
+def _best_two(sims: np.ndarray, other: np.ndarray, n: int, rng: np.random.Generator
+              ) -> np.ndarray:
+    """[Q, min(n, 2)]: each query's second and best of its `sims` [Q, R] over a gallery of
+    n of its `other` references [Q, R] drawn at random, all queries at once: the n smallest
+    of random keys, the others' set past them, are a uniform draw of n without
+    replacement (each query holds at least n others)."""
+    keys = np.where(other, rng.random(sims.shape), np.inf)
+    chosen = np.argpartition(keys, n - 1, axis=1)[:, :n]
+    return np.sort(np.take_along_axis(sims, chosen, axis=1), axis=1)[:, -2:]
 
 
 def _in_log_n(sizes: list[int], thresholds: list[float]) -> dict[str, float]:

@@ -583,6 +583,8 @@ def test_the_rule_for_writers_of_few_lines_states_rates_measured_with_so_few():
         rule["by_lines_verify_rates"]["1"]["fused"], "line")
     assert said.startswith("At calibration, with one writer at a time enrolled from 1 line "
                            "of a form (as b is here), this rule said")
-    assert any(line.startswith("  each enrolled from 1 line(s), by the rule for so few: lines "
-                               "strangers accepted ")
-               for line in export.rates_words(fusion, "fused", 0.01))
+    printed = export.rates_words(fusion, "fused", 0.01)
+    k1 = next(line for line in printed if line.startswith("    k = 1: lines "))
+    assert (f"lines {rates['far']:.1%} ({rates['far_95'][0]:.1%}-{rates['far_95'][1]:.1%}), "
+            f"{rates['frr']:.1%}") in k1 and "; documents " in k1
+    assert printed[printed.index(k1) - 1].startswith("  each enrolled from k lines")

@@ -308,3 +308,26 @@ def test_few_calibration_queries_set_the_unknown_writer_point_by_a_fitted_tail(m
     read = [calibrated(seed) for seed in range(10)]
     assert {tail for tail, _, _ in read} == {"quantile"}
     assert np.std([t for _, t, _ in fitted]) < 0.8 * np.std([t for _, t, _ in read])
+
+
+def test_the_galleries_drawn_for_the_unknown_writer_rule_are_uniform_among_the_others():
+    """Each query's gallery of n is drawn from its other references alone, without
+    replacement, each of them as often as another; the best two are read off it."""
+    from models.export import _best_two
+
+    rng = np.random.default_rng(0)
+    sims = np.tile(np.arange(10, dtype=float), (3, 1))  # a score names its reference
+    other = np.ones((3, 10), bool)
+    other[0, [8, 9]] = False  # the query's own writer's references
+    other[1, :5] = False
+    drawn = np.stack([_best_two(sims, other, 3, rng) for _ in range(6000)])  # [D, Q, 2]
+    assert drawn.shape == (6000, 3, 2) and (drawn[..., 0] < drawn[..., 1]).all()
+    assert not np.isin(drawn[:, 0], [8, 9]).any() and (drawn[:, 1] >= 5).all()
+    # as many others as drawn: the two best of them, every time
+    assert (_best_two(sims, other, 5, rng)[1] == [8, 9]).all()
+    # the best of 3 of 8 (0..7) is k with probability C(k, 2) / C(8, 3)
+    best = np.bincount(drawn[:, 0, 1].astype(int), minlength=8) / len(drawn)
+    expected = np.array([k * (k - 1) / 2 for k in range(8)]) / 56
+    np.testing.assert_allclose(best, expected, atol=0.02)
+    # one reference drawn: the best alone
+    assert _best_two(sims, other, 1, rng).shape == (3, 1)
