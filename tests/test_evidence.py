@@ -499,3 +499,40 @@ def test_a_pair_is_said_as_it_was_decided():
         "286's enrolled handwriting comes closest to training writer 286's, of the model's "
         "cohort (fused 2.549, under a document's threshold 2.870; log10 LR +2.94); enrolled "
         "under that label, so taken as that writer")
+
+
+@pytest.mark.parametrize("before", ["rates", "rule"])
+def test_a_card_before_the_few_lines_rates_states_the_forms_and_says_so(before, exported,
+                                                                        by_writer, tmp_path):
+    """An export made before the rule for writers of few lines had rates of its own (or
+    before that rule) still decides and states as it did: a b of one line gets the form's
+    rates, which the note says were measured with a form as b."""
+    card = json.loads((exported / "model_card.json").read_text())
+    for level in ("line", "document"):
+        rule = card["fusion"][level]["unknown_writer"]
+        for key in ("by_lines_rates", "by_lines_verify_rates") + (
+                ("by_lines", "by_lines_rule") if before == "rule" else ()):
+            del rule[key]
+    old = tmp_path / "old"
+    shutil.copytree(exported, old, ignore=shutil.ignore_patterns("saved_model", "*int8*",
+                                                                 "*float16*", "*dynamic*"))
+    (old / "model_card.json").write_text(json.dumps(card))
+    ann = list(by_writer)[0]
+    result = runtime.verify(Model(old / "model_float32.tflite"), by_writer[ann][1],
+                            by_writer[ann][0])
+    assert result["b_lines"] == 1
+    rule = card["fusion"]["line"]["unknown_writer"]
+    assert result["rule_rates"] == rule["verify_rates"]["fused"]  # the form's, as stated
+    assert "enrolled_lines" not in result["rule_rates"]
+    said = evidence.verify_rates_words(result["rule_rates"], "line")
+    assert "enrolled from a form's lines (as b best is: a page)" in said
+    words = evidence.few_b_words(1, **evidence.b_fitted(result))
+    assert "were measured with a writer's form (a page's lines) as b" in words
+    if before == "rates":  # the rule of one line decides; only its rates are the form's
+        assert result["rule_lines"] == 1
+        assert words.startswith("b holds 1 line(s) of handwriting: the rule and the "
+                                "likelihood ratio are the ones fitted for a b of so few")
+    else:
+        assert "rule_lines" not in result
+        assert result["threshold"] == pytest.approx(
+            runtime.identify.gallery_threshold(rule["fused"], 1))
