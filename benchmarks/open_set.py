@@ -49,6 +49,11 @@ of export (the calibration). Each table of top-1 is followed by 95% intervals, d
 probed writers again (a fold's sample is its writers, not its lines), and by the probed
 writers that the fused score (or the hinge, without a model) misnames most.
 `--out D` keeps the work in D, and a second run with the same D reuses its trained model.
+With `--few-lines`, gallery (b)'s writers are enrolled again from k lines of their enrolled
+form (k = 1 to 5, the export's `FEW_LINE_RULES`; seeded draws), and the fused score's
+identify and verify rates are printed for each k under the card's rule for so few lines
+beside the form's rule on the same galleries (the baseline: the card without that rule),
+with the oracle and the line LRs' quality.
 
 A fold of 16 writers measures little (the intervals say how little), and seeded draws
 probe the same writers again. `--folds K --fold I` instead probes fold I of a seeded
@@ -244,6 +249,7 @@ def lead_statistic(scores: np.ndarray, weight: float) -> np.ndarray:
 
 
 MISSES_SHOWN = 6  # writers named under each table, most misnamed lines first
+FEW_LINES_DRAWS = 3  # seeded draws of k lines for each writer of gallery (b), --few-lines
 
 
 def writer_interval(hit: np.ndarray, label: np.ndarray, seed: int = 0) -> tuple[float, float]:
@@ -432,6 +438,88 @@ def print_pair_table(rows: dict[str, dict], lrs: dict[str, dict]) -> None:
                   f"{f['different_rejected']:>11.4f}"
                   + (f"{q['cllr']:>7.3f}{q['cllr_min']:>7.3f}" if q else f"{'-':>7}{'-':>7}")
                   + f"{f['n_same']:>6}{f['n_different']:>7}")
+
+
+def few_line_members(members: dict[str, list[int]], k: int, seed: int, draw: int
+                     ) -> dict[str, list[int]]:
+    """Each writer's enrolled line indices cut to k of them (seeded, a `draw` of them; all
+    where it has k or fewer): gallery (b) enrolled from so few lines."""
+    rng = np.random.default_rng([seed, k, draw])
+    return {w: sorted(rng.choice(rows, k, replace=False).tolist()) if len(rows) > k else rows
+            for w, rows in members.items()}
+
+
+def form_rule_model(model):
+    """The model with a card that holds no unknown-writer rule for writers of few lines
+    (`by_lines`): every writer judged by the form's rule, as exports before it did."""
+    import copy
+
+    baseline = copy.copy(model)
+    baseline.card = copy.deepcopy(model.card)
+    for level in ("line", "document"):
+        rule = baseline.card["fusion"][level].get("unknown_writer", {})
+        for key in ("by_lines", "by_lines_rule", "by_lines_rates", "by_lines_verify_rates"):
+            rule.pop(key, None)
+    return baseline
+
+
+def few_lines_table(model, descriptor: str, subjects, members: dict[str, list[int]], emb,
+                    counts, probe, distracting, seed: int) -> None:
+    """`--few-lines`: gallery (b) enrolled from k lines of each writer's form (k =
+    `FEW_LINE_RULES`, `FEW_LINES_DRAWS` seeded draws, means), the fused score: identify's
+    genuine queries answered unknown and strangers accepted under the card's rule for so
+    few lines and under the form's (`form_rule_model`: the baseline, on the same
+    galleries), the oracle, verify's pairs (b: the writer's k lines) and the line LRs."""
+    from models.export import FEW_LINE_RULES
+    from models.runtime import Identifier
+
+    baseline = form_rule_model(model)
+    keys = ("line_false_rejection", "line_rejection_all", "line_false_rejection_oracle",
+            "document_false_rejection", "document_rejection_all")
+    print(f"\nwriters of (b) each enrolled from k lines of their form ({FEW_LINES_DRAWS} "
+          "seeded draws, means), fused: the card's rule for so few lines / the form's rule "
+          "(the baseline, same galleries)")
+    print(f"{'k':<6}{'genuine unknown line':>22}{'oracle':>8}{'doc':>14}"
+          f"{'strangers acc. line':>21}{'doc':>14}{'verify same->two':>18}"
+          f"{'diff->one':>11}{'line Cllr':>10}{'LR<1/100':>9}")
+    for k in (*FEW_LINE_RULES, None):
+        runs = []
+        for draw in range(FEW_LINES_DRAWS if k else 1):
+            chosen = few_line_members(members, k, seed, draw) if k else members
+            gallery = gallery_of(subjects, chosen, emb, counts, model.fingerprint, descriptor)
+            row = {}
+            for name, m in (("few", model), ("form", baseline)):
+                identifier = Identifier(gallery, m, "fused")
+                levels = level_scores(identifier, emb, counts, subjects, probe)
+                f = figures(identifier, levels, chosen,
+                            level_scores(identifier, emb, counts, subjects, probe,
+                                         strangers=True),
+                            level_scores(identifier, emb, counts, subjects, distracting,
+                                         strangers=True))
+                row |= {(name, key): f[key] for key in keys}
+                if name == "few":
+                    q = lr_quality(identifier, {"line": levels["line"]})["line"]
+                    pairs = Alone(identifier)
+                    v = pair_figures(pairs, {"line": level_scores(
+                        pairs, emb, counts, subjects, probe)["line"]})["line"]
+                    row |= {"same_two": 1 - v["same_accepted"],
+                            "diff_one": 1 - v["different_rejected"],
+                            "cllr": q["cllr"], "strong": q["strong_misleading_same"]}
+            runs.append(row)
+        m = {key: float(np.mean([r[key] for r in runs])) for key in runs[0]}
+        print(f"{k or 'form':<6}{_both(m, 'line_false_rejection'):>22}"
+              f"{m['few', 'line_false_rejection_oracle']:>8.3f}"
+              f"{_both(m, 'document_false_rejection'):>14}"
+              f"{_both(m, 'line_rejection_all', True):>21}"
+              f"{_both(m, 'document_rejection_all', True):>14}{m['same_two']:>18.3f}"
+              f"{m['diff_one']:>11.4f}{m['cllr']:>10.3f}{m['strong']:>9.4f}", flush=True)
+
+
+def _both(means: dict, key: str, accepted: bool = False) -> str:
+    """"few/form": a rate under the rule for few lines and under the form's (`accepted`:
+    one less the rejection)."""
+    few, form = (1 - means[n, key] if accepted else means[n, key] for n in ("few", "form"))
+    return f"{few:.3f}/{form:.3f}"
 
 
 def gallery_of(records, enrolled: dict[str, list[int]], emb, counts, fingerprint, descriptor):
@@ -669,6 +757,9 @@ def main() -> int:
     p.add_argument("--pool", type=Path, nargs="+", metavar="D",
                    help="print the figures of earlier runs' --out folders together (the K "
                    "folds of a k-fold), and nothing else")
+    p.add_argument("--few-lines", action="store_true",
+                   help="also gallery (b) enrolled from 1 to 5 lines of each writer's form: "
+                        "the card's rule for so few against the form's")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, help="keep the work here (default: a temp folder)")
     p.add_argument("--ledger", type=Path, default=ledger.LEDGER,
@@ -800,6 +891,9 @@ def main() -> int:
                     pair_rows[score] = pair_figures(pairs, levels)
                     pair_lrs[score] = lr_quality(pairs.identifier, levels)
                 print_pair_table(pair_rows, pair_lrs)
+                if args.few_lines and "fused" in scores:
+                    few_lines_table(model, descriptor.name, subjects, members, emb, counts,
+                                    probe, distracting, args.seed)
             queries[title[1]] = {score: row["queries"] for score, row in rows.items()}
         if args.out:
             atomic.write_text(out / "queries.json", json.dumps({

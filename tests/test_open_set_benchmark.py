@@ -205,3 +205,28 @@ def test_a_kept_run_is_reused_only_for_the_writers_it_was_trained_on(open_set, m
     open_set.train_and_export(SimpleNamespace(epochs=2, seed=0, metric_loss="cosface"), [],
                               ["a", "c"], tmp_path)
     assert len(trained) == 4
+
+
+def test_few_lines_galleries_draw_k_of_each_writers_lines_and_the_baseline_drops_the_rule(
+        open_set):
+    """`--few-lines`: each writer enrolled from k of its enrolled lines (seeded; all of a
+    writer with k or fewer), and the baseline the same model judging every writer by the
+    form's rule: its card without the rule for writers of few lines, the model's untouched."""
+    members = {"a": [0, 1, 2, 3, 4], "b": [5, 6], "c": [7, 8, 9]}
+    drawn = open_set.few_line_members(members, 2, seed=0, draw=0)
+    assert drawn["b"] == [5, 6] and all(len(rows) == 2 for rows in drawn.values())
+    assert all(set(drawn[w]) <= set(members[w]) for w in members)
+    assert drawn == open_set.few_line_members(members, 2, seed=0, draw=0)  # seeded
+    assert any(open_set.few_line_members(members, 2, seed=0, draw=d) != drawn
+               for d in range(1, 6))  # another draw, other lines
+    rule = {"fused": {"a": 1.0}, "by_lines": {"2": {}}, "by_lines_rule": "...",
+            "by_lines_rates": {}, "by_lines_verify_rates": {}, "rates": {}}
+    model = SimpleNamespace(card={"fusion": {level: {"unknown_writer": dict(rule)}
+                                             for level in ("line", "document")}},
+                            fingerprint="f")
+    baseline = open_set.form_rule_model(model)
+    for level in ("line", "document"):
+        assert baseline.card["fusion"][level]["unknown_writer"] == {"fused": {"a": 1.0},
+                                                                    "rates": {}}
+        assert "by_lines" in model.card["fusion"][level]["unknown_writer"]
+    assert baseline.fingerprint == "f"
