@@ -255,7 +255,7 @@ def test_the_history_dates_every_change_and_a_removal_erases_the_name(tmp_path):
         ("enrolled", None, 1), ("renamed", None, None), ("removed", "bob", 1),
         ("enrolled", "bob", 1), ("removed", None, 3)]
     assert events[0].detail == "built by model fp and descriptor hinge-l10-b16"
-    assert [e.at for e in events] == sorted(e.at for e in events) and g.last_change() == (
+    assert [e.at for e in events] == sorted(e.at for e in events) and g.info()["last_change"] == (
         f"{events[-1].at}, removed a writer whose name was erased (3 images)")
     g.close()
     on_disk = b"".join(p.read_bytes() for p in tmp_path.glob("g.sqlite*"))
@@ -274,7 +274,7 @@ def test_the_history_dates_every_change_and_a_removal_erases_the_name(tmp_path):
                            "iam-writers version that kept none; its next change begins it "
                            "(`gallery list` and `show` date every enrolment)\n")
     old = Gallery.open(tmp_path / "g")
-    assert old.history() == [] and old.last_change().endswith(
+    assert old.history() == [] and old.info()["last_change"].endswith(
         "its latest enrolment or rename (no history before this version)")
     proc = cli("gallery", "history", tmp_path / "g", "--writer", "bob")  # enrolled before
     assert proc.returncode == 0 and "bob was enrolled before the gallery's history began" in \

@@ -498,7 +498,7 @@ class Gallery:
         names, centroids, duals = [], [], []
         sums = None
         with self._reading():
-            stored = cohort is not None and _has_exemplars(self.db)
+            stored = cohort is not None and _has_table(self.db, "exemplars")
             count = self.db.execute("SELECT COUNT(*) FROM writers").fetchone()[0]
             rows = self.db.execute(
                 "SELECT w.name, w.centroid, w.hinge_sum, "
@@ -635,12 +635,6 @@ class Gallery:
                                f"`iam-writers gallery history {self.path}` shows it all.")
         return [events[i] for i in mine]
 
-    def last_change(self) -> str:
-        """The latest change in words (`2026-12-07T10:00:00+00:00, enrolled W`); in a
-        gallery from before its history, its latest enrolment or rename."""
-        with self._reading():
-            return _last_change(self.db)
-
     def thumbnails(self, writer: str, limit: int = 3) -> list[tuple[str, bytes]]:
         """(path, PNG) of up to `limit` of a writer's enrolled images that have a thumbnail."""
         with self._reading():
@@ -658,7 +652,7 @@ class Gallery:
             n_images, = self.db.execute("SELECT count(*) FROM images").fetchone()
             n_svms, = self.db.execute(
                 "SELECT count(*) FROM exemplars e JOIN writers w ON w.id = e.writer_id AND "
-                "e.n_images = w.n_images").fetchone() if _has_exemplars(self.db) else (0,)
+                "e.n_images = w.n_images").fetchone() if _has_table(self.db, "exemplars") else (0,)
             last_change = _last_change(self.db)
         return {"gallery": str(self.path), "schema": SCHEMA_VERSION,
                 "model": self.fingerprint, "descriptor": self.descriptor,
@@ -807,7 +801,9 @@ def _history(db: sqlite3.Connection) -> list[tuple[int, Event]]:
 
 
 def _last_change(db: sqlite3.Connection) -> str:
-    """`Gallery.last_change`, read from the history's last row alone (inside a read)."""
+    """The latest change in words (`2026-12-07T10:00:00+00:00, enrolled W`), read from the
+    history's last row alone (inside a read); in a gallery from before its history, its
+    latest enrolment or rename. `Gallery.info`'s `last_change`."""
     if _has_table(db, "history") and (row := db.execute(
             "SELECT at, action, writer, images, detail FROM history ORDER BY id DESC "
             "LIMIT 1").fetchone()):
@@ -840,11 +836,6 @@ def _one_writer(events: list[Event], writer: str) -> list[int]:
             names.discard(event.writer)
             names.add(event.detail)
     return mine[::-1]
-
-
-def _has_exemplars(db: sqlite3.Connection) -> bool:
-    """Whether the gallery has the `exemplars` table (galleries from before it do not)."""
-    return _has_table(db, "exemplars")
 
 
 def _has_table(db: sqlite3.Connection, name: str) -> bool:
