@@ -167,6 +167,36 @@ def test_a_best_run_holding_out_other_calibration_forms_is_trained_anew(held, sy
     assert (tmp_path / "p" / "best_run.previous" / "metrics.json").is_file()
 
 
+def test_a_best_run_of_an_earlier_best_is_moved_aside_without_reading_the_dataset(
+        synth_dir, tmp_path, capsys, monkeypatch):
+    """A best_run of another configuration is trained anew whatever forms it held out, so
+    the forms a training would hold out are not read from the dataset for it."""
+    import dataclasses
+
+    from models import train
+    from models.config import TrainConfig
+    from tuning import search
+
+    base = TrainConfig(config="top50", data_dir=synth_dir, epochs=1)
+    run = tmp_path / "p" / "best_run"
+    run.mkdir(parents=True)
+    earlier = dataclasses.replace(base, epochs=2, fit_on_validation=True, out=run)
+    (run / "config.json").write_text(json.dumps(earlier.to_json()))
+    (run / "metrics.json").write_text("{}")
+
+    def unread(cfg):
+        raise AssertionError("the dataset's validation forms were read")
+
+    monkeypatch.setattr(train, "calibration_forms", unread)
+    trained = []
+    monkeypatch.setattr(train, "train", lambda cfg: trained.append(cfg) or cfg.out)
+    search.retrain_best(search.TuneConfig(project=tmp_path / "p"), _Searched(base),
+                        {"trial": "0"})
+    assert [c.out for c in trained] == [run] and trained[0].epochs == 1
+    assert "held an earlier best; moved to" in capsys.readouterr().out
+    assert (tmp_path / "p" / "best_run.previous" / "metrics.json").is_file()
+
+
 @pytest.mark.slow
 def test_a_search_whose_first_model_cannot_load_its_weights_leaves_no_project(dummy_dir,
                                                                             tmp_path):

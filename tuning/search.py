@@ -239,7 +239,9 @@ def retrain_best(cfg: TuneConfig, tuner, best: dict) -> Path:
     if (run_cfg.out / "config.json").is_file():
         saved = TrainConfig.load(run_cfg.out)
         same = dataclasses.replace(saved, resume=False, out=run_cfg.out) == run_cfg
-        before, now = held_when_trained(run_cfg.out), calibration_forms(run_cfg)
+        before = now = None
+        if same:  # the forms a training holds out are read from the dataset: only here
+            before, now = held_when_trained(run_cfg.out), calibration_forms(run_cfg)
         if same and before == now:
             if (run_cfg.out / "metrics.json").is_file():
                 print(f"{run_cfg.out}: trial {best['trial']} is already retrained; kept")
