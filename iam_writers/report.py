@@ -38,6 +38,7 @@ def _tables(cfg, metrics: dict, card: dict, predictions: list[dict], accuracy: f
             timings: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     """(title, header, rows) of every table in the report."""
     from models.export import FEW_LINE_RULES
+    from models.runtime.evidence import rate_brief
     from models.runtime.identify import measured_rates
 
     m = metrics
@@ -57,7 +58,7 @@ def _tables(cfg, metrics: dict, card: dict, predictions: list[dict], accuracy: f
          "(95% intervals)",
          ["queries", "n", "gallery", "strangers accepted", "genuine answered unknown"],
          [[f"{level}s" + (f", writers of {k} line(s)" if k else ""), str(r["n_queries"]),
-           str(r["gallery"]), _rate(r, "far"), _rate(r, "frr")]
+           str(r["gallery"]), rate_brief(r, "far"), rate_brief(r, "frr")]
           for k in (None, *FEW_LINE_RULES) for level in ("line", "document")
           if (r := measured_rates(card["fusion"], level, "fused", lines=k))
           and r.get("enrolled_lines") == k]),
@@ -65,8 +66,8 @@ def _tables(cfg, metrics: dict, card: dict, predictions: list[dict], accuracy: f
          "(95% intervals)",
          ["queries", "different-writer pairs", "said one writer", "same-writer pairs",
           "said two writers"],
-         [[f"{level}s", str(r["different_pairs"]), _rate(r, "far"), str(r["same_pairs"]),
-           _rate(r, "frr")]
+         [[f"{level}s", str(r["different_pairs"]), rate_brief(r, "far"), str(r["same_pairs"]),
+           rate_brief(r, "frr")]
           for level in ("line", "document")
           if (r := measured_rates(card["fusion"], level, "fused", pairs=True))]),
         (f"Held-out predictions with model_int8.tflite: {accuracy:.3f} right "
@@ -79,11 +80,6 @@ def _tables(cfg, metrics: dict, card: dict, predictions: list[dict], accuracy: f
          [[k, f"{v:.0f}"] for k, v in timings.items()]
          + [["total", f"{sum(timings.values()):.0f}"]]),
     ]
-
-
-def _rate(rates: dict, name: str) -> str:
-    low, high = rates[f"{name}_95"]
-    return f"{rates[name]:.3f} ({low:.3f}-{high:.3f})"
 
 
 def _markdown(title, tables, plots: list[tuple[str, Path]], commands: list[str]) -> str:

@@ -44,6 +44,7 @@ from models.evaluate import (
 )
 from models.inference import input_spec, split_images, windows_fn
 from models.runtime import descriptors
+from models.runtime.evidence import rate_brief
 from pipelines import PipelineConfig, ops, preprocess
 
 
@@ -735,15 +736,12 @@ def rates_words(fusion: dict, score: str, far: float) -> list[str]:
                 if (r := runtime.identify.measured_rates(fusion, level, score))}
     if not measured:
         return []
-    def rate(r: dict, name: str) -> str:
-        return f"{r[name]:.1%} ({r[f'{name}_95'][0]:.1%}-{r[f'{name}_95'][1]:.1%})"
-
     gallery = next(iter(measured.values()))["gallery"]
     words = [f"the unknown-writer rule ({score}) on the calibration queries, "
              f"{gallery} writers enrolled (95% intervals; a writer's queries may err together):"]
     for level, r in measured.items():
         words.append(f"  {level + 's':<9} {r['n_queries']:>4}: strangers accepted "
-                     f"{rate(r, 'far')}, genuine answered unknown {rate(r, 'frr')}")
+                     f"{rate_brief(r, 'far')}, genuine answered unknown {rate_brief(r, 'frr')}")
     thin = [f"{r['n_queries']} {level}s" for level, r in measured.items()
             if interval(0, r["n_queries"], clusters=r.get("writers", r.get("forms")))[1] > far]
     if thin:
@@ -758,15 +756,16 @@ def rates_words(fusion: dict, score: str, far: float) -> list[str]:
     for k, by_level in few.items():
         if by_level:
             words.append(f"    k = {k}: " + "; ".join(
-                f"{level}s {rate(r, 'far')}, {rate(r, 'frr')}" for level, r in by_level.items()))
+                f"{level}s {rate_brief(r, 'far')}, {rate_brief(r, 'frr')}"
+                for level, r in by_level.items()))
     pairs = {level: r for level in measured
              if (r := runtime.identify.measured_rates(fusion, level, score, pairs=True))}
     if pairs:
         words.append(f"verify's rule ({score}), each calibration writer enrolled alone:")
     for level, r in pairs.items():
         words.append(f"  {level + 's':<9} different-writer pairs said one writer "
-                     f"{rate(r, 'far')} of {r['different_pairs']}, same-writer pairs said two "
-                     f"{rate(r, 'frr')} of {r['same_pairs']}")
+                     f"{rate_brief(r, 'far')} of {r['different_pairs']}, same-writer pairs "
+                     f"said two {rate_brief(r, 'frr')} of {r['same_pairs']}")
     return words
 
 

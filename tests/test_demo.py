@@ -34,14 +34,14 @@ def test_reduced_demo_builds_trains_exports_predicts_and_reports(demo_out):
                  "model_int8", "strangers accepted"):
         assert text in md and text.replace("|", "").strip() in html, text
     rates = card["fusion"]["document"]["unknown_writer"]["rates"]["fused"]  # with intervals
-    assert (f"| documents | {rates['n_queries']} | 10 | {rates['far']:.3f} "
-            f"({rates['far_95'][0]:.3f}-{rates['far_95'][1]:.3f}) |") in md
+    assert (f"| documents | {rates['n_queries']} | 10 | {rates['far']:.1%} "
+            f"({rates['far_95'][0]:.1%}-{rates['far_95'][1]:.1%}) |") in md
     few = card["fusion"]["line"]["unknown_writer"]["by_lines_rates"]["2"]["fused"]  # 2 lines
-    assert (f"| lines, writers of 2 line(s) | {few['n_queries']} | 10 | {few['far']:.3f} "
-            f"({few['far_95'][0]:.3f}-{few['far_95'][1]:.3f}) |") in md
+    assert (f"| lines, writers of 2 line(s) | {few['n_queries']} | 10 | {few['far']:.1%} "
+            f"({few['far_95'][0]:.1%}-{few['far_95'][1]:.1%}) |") in md
     pairs = card["fusion"]["line"]["unknown_writer"]["verify_rates"]["fused"]  # verify's
-    assert (f"| lines | {pairs['different_pairs']} | {pairs['far']:.3f} "
-            f"({pairs['far_95'][0]:.3f}-{pairs['far_95'][1]:.3f}) | {pairs['same_pairs']} |"
+    assert (f"| lines | {pairs['different_pairs']} | {pairs['far']:.1%} "
+            f"({pairs['far_95'][0]:.1%}-{pairs['far_95'][1]:.1%}) | {pairs['same_pairs']} |"
             ) in md
     assert html.count("data:image/png;base64,") >= 3  # curves, confusion, samples embedded
     assert len(list((out / "heldout").glob("*.png"))) == card["metrics"]["n_images"]

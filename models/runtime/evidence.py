@@ -542,6 +542,13 @@ def _rate_words(rates: dict, name: str) -> str:
                                     if bounds else "")
 
 
+def rate_brief(rates: dict, name: str) -> str:
+    """A measured rate (`export`'s `_rate`) with its 95% interval in a table's or the
+    console's few characters: "1.2% (0.3%-4.4%)"."""
+    low, high = rates[f"{name}_95"]
+    return f"{rates[name]:.1%} ({low:.1%}-{high:.1%})"
+
+
 def _came_from(rates: dict, kind: str, n: int) -> str:
     """How the intervals of rates over `n` queries of a `kind` allow for queries erring
     together: the forms and writers they came from (or forms alone on older cards)."""
