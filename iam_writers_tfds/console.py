@@ -12,6 +12,7 @@ the environment variable in `VERBOSE_ENV`, leaves stderr untouched.
 from __future__ import annotations
 
 import atexit
+import io
 import logging
 import os
 import re
@@ -50,7 +51,11 @@ class _Filter(threading.Thread):
 
     def run(self) -> None:
         while chunk := os.read(self.read_fd, 65536):
-            os.write(self.out_fd, self.feed(chunk))
+            # a line a write: a pipe keeps writes of up to PIPE_BUF bytes whole, so stdout's
+            # lines, which reach the same pipe or file, come between lines only
+            for line in re.split(rb"(?<=\n)", self.feed(chunk)):
+                if line:
+                    os.write(self.out_fd, line)
         if self.held and not NOISE.match(self.held):
             os.write(self.out_fd, self.held)
 
@@ -76,9 +81,21 @@ class _Filter(threading.Thread):
 _installed: list = []
 
 
+def whole_lines() -> None:
+    """Write each line of stdout and stderr at once, when it ends. Unbuffered (as
+    PYTHONUNBUFFERED=1 has it, often in containers), `print` writes a line's text and its
+    newline apart, and where both streams reach one terminal or file, the other stream's
+    lines land between the two."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(line_buffering=True, write_through=False)
+
+
 def quiet() -> None:
     """Filter descriptor 2 for the rest of the process (once), and quiet the Python-level
-    loggers of TensorFlow, absl and TFDS to warnings, unless verbose."""
+    loggers of TensorFlow, absl and TFDS to warnings, unless verbose. Either way, each line
+    that Python prints goes out whole (`whole_lines`)."""
+    whole_lines()
     if verbose() or _installed:
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
