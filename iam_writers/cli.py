@@ -154,9 +154,12 @@ def _photos_unmeasured(cameras: dict[str, str]) -> None:
 
 
 def _show(result: dict | list, as_json: bool, text: str) -> None:
+    """The result on stdout in one write that ends a line: `print` writes the newline after
+    the text, and a line stdout flushes at its end (`console.whole_lines`) would go out cut
+    in two, a note on stderr between."""
     import json
 
-    print(json.dumps(result, indent=2) if as_json else text)
+    sys.stdout.write((json.dumps(result, indent=2) if as_json else text) + "\n")
 
 
 def _not_read(skipped: list[str], of: int) -> int:
