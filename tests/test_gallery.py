@@ -128,6 +128,36 @@ def test_an_enrolment_is_all_or_nothing_and_an_image_has_one_writer(tmp_path):
     assert g.writers()[0]["images"] == 3 and g.check() == []
 
 
+def test_a_gallery_another_process_keeps_locked_is_named_in_one_line(tmp_path, monkeypatch):
+    """A writer that outlasts the wait gave SQLite's traceback ("database is locked"); a
+    read of a gallery in rollback-journal mode that a writer holds said it was corrupt."""
+    from models.runtime import gallery as module
+
+    monkeypatch.setattr(module, "BUSY_TIMEOUT_S", 0.2)
+    emb, hinge = _features(2, 3)
+    def enrol(file: Path) -> None:  # an open gallery, then another writes
+        g = Gallery.open(file)
+        g.add("ann", ["a1"], _hashes("a", 1), emb[:1], hinge[:1])
+        g.close()
+
+    def read(file: Path) -> None:  # another holds a rollback journal's exclusive lock
+        Gallery.open(file).close()
+
+    for journal, lock, call in (("WAL", "IMMEDIATE", enrol), ("DELETE", "EXCLUSIVE", read)):
+        file = tmp_path / f"{journal}.sqlite"
+        Gallery.open(file, create=True, fingerprint="fp", descriptor="hinge-l10-b16",
+                     journal=journal).close()
+        other = sqlite3.connect(file, isolation_level=None)
+        other.execute(f"BEGIN {lock}")
+        with pytest.raises(GalleryError, match=rf"^{file}: another process kept the gallery "
+                                               r"locked for 0.2 s \(database is locked\).*"
+                                               r"Run this again when that is done\.$"):
+            call(file)
+        other.rollback()
+        call(file)  # once the other is done
+        other.close()
+
+
 def test_enroll_skips_known_images_without_computing_their_features(tmp_path):
     class Counting:
         fingerprint, descriptor, dpi, calls = None, "hinge-l10-b16", None, 0

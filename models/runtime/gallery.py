@@ -289,6 +289,8 @@ def _unopened(file: Path, err: sqlite3.DatabaseError | None = None) -> GalleryEr
            f"(move {file.name} away first).")
     if err is None:
         return GalleryError(f"{file}: not a gallery (an empty file). {fix}")
+    if _is_locked(err):
+        return _locked(file, err)
     if err.sqlite_errorcode == sqlite3.SQLITE_NOTADB:
         return GalleryError(f"{file}: not a gallery (not an SQLite database). {fix}")
     if err.sqlite_errorcode == sqlite3.SQLITE_CORRUPT:  # SQLite checks the page count
@@ -383,7 +385,12 @@ class Gallery:
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         """One write transaction, taken at once (BEGIN IMMEDIATE) so that two enrolments
         queue for the lock rather than fail on upgrading a read."""
-        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as err:
+            if _is_locked(err):
+                raise _locked(self.path, err) from None
+            raise
         try:
             self.db.execute(HISTORY)  # a gallery from before the table
             yield self.db
@@ -526,6 +533,8 @@ class Gallery:
                 self.db.execute("BEGIN")
                 yield
         except sqlite3.DatabaseError as err:
+            if _is_locked(err):
+                raise _locked(self.path, err) from None
             raise GalleryError(f"{self.path}: corrupt gallery ({err}). Restore it from a "
                                "backup, or enroll the writers into a new gallery.") from None
 
@@ -886,6 +895,21 @@ def _built_by(fingerprint: str | None, descriptor: str | None) -> str:
     parts = ([f"model {fingerprint}"] if fingerprint else []) + \
         ([f"descriptor {descriptor}"] if descriptor else [])
     return " and ".join(parts)
+
+
+def _is_locked(err: sqlite3.DatabaseError) -> bool:
+    """SQLite's "database is locked": another connection's transaction outlasted the wait."""
+    return getattr(err, "sqlite_errorcode", 0) & 0xFF in (sqlite3.SQLITE_BUSY,
+                                                          sqlite3.SQLITE_LOCKED)
+
+
+def _locked(path: Path, err: sqlite3.DatabaseError) -> GalleryError:
+    """Another process's transaction outlasted the wait (SQLite's "database is locked"),
+    in one line rather than SQLite's traceback, or a corrupt file's words."""
+    return GalleryError(f"{path}: another process kept the gallery locked for "
+                        f"{BUSY_TIMEOUT_S:g} s ({err}): an enrolment, removal or rename still "
+                        "running, or a program holding it open mid-write. Run this again "
+                        "when that is done.")
 
 
 def _connect(file: Path) -> sqlite3.Connection:
