@@ -163,8 +163,9 @@ def few_lines_words(few: dict[str, int], gallery: str | Path, closest: int = 0,
                 "ones fitted for so few lines, but so little handwriting is named less often: "
                 "on development writers enrolled from 1, 2 or 4 lines, identify answered "
                 "\"unknown writer\" to 53%, 32% and 15% of their genuine lines (enrolled from "
-                "a form: 5%). On one development fold the rule for 1 to 3 lines accepted 2-3% "
-                "of strangers' lines where its stated rates said under 1%. Enrol a page of each "
+                "a form: 5%). Over four development folds the rule for 1 to 3 lines accepted "
+                "1.1-1.5% of strangers' lines (up to 2.8% on one), within the 95% intervals its "
+                "stated rates give but above their point. Enrol a page of each "
                 f"(`iam-writers enroll {gallery} --writer WRITER PAGE` adds it)")
     if rule_fitted:
         return (f"{who} from fewer than {FEW_LINES} lines of handwriting ({named}): the "
