@@ -291,9 +291,10 @@ def _unopened(file: Path, err: sqlite3.DatabaseError | None = None) -> GalleryEr
         return GalleryError(f"{file}: not a gallery (an empty file). {fix}")
     if _is_locked(err):
         return _locked(file, err)
-    if err.sqlite_errorcode == sqlite3.SQLITE_NOTADB:
+    code = _code(err)
+    if code is not None and code == sqlite3.SQLITE_NOTADB:
         return GalleryError(f"{file}: not a gallery (not an SQLite database). {fix}")
-    if err.sqlite_errorcode == sqlite3.SQLITE_CORRUPT:  # SQLite checks the page count
+    if code is not None and code == sqlite3.SQLITE_CORRUPT:  # SQLite checks the page count
         return GalleryError(f"{file}: corrupt gallery (truncated or damaged: {err}). Restore "
                             f"it from a backup. {fix}")
     return GalleryError(f"{file}: corrupt gallery ({err}). Restore it from a backup, or "
@@ -899,8 +900,14 @@ def _built_by(fingerprint: str | None, descriptor: str | None) -> str:
 
 def _is_locked(err: sqlite3.DatabaseError) -> bool:
     """SQLite's "database is locked": another connection's transaction outlasted the wait."""
-    return getattr(err, "sqlite_errorcode", 0) & 0xFF in (sqlite3.SQLITE_BUSY,
-                                                          sqlite3.SQLITE_LOCKED)
+    code = _code(err)
+    return ("is locked" in str(err) if code is None
+            else (code & 0xFF) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED))
+
+
+def _code(err: sqlite3.DatabaseError) -> int | None:
+    """SQLite's error code, which Python gives (with its constants) from 3.11 only."""
+    return getattr(err, "sqlite_errorcode", None)
 
 
 def _locked(path: Path, err: sqlite3.DatabaseError) -> GalleryError:
