@@ -53,18 +53,19 @@ class _Filter(threading.Thread):
         while chunk := os.read(self.read_fd, 65536):
             # a line a write: a pipe keeps writes of up to PIPE_BUF bytes whole, so stdout's
             # lines, which reach the same pipe or file, come between lines only
-            for line in re.split(rb"(?<=\n)", self.feed(chunk)):
-                if line:
-                    os.write(self.out_fd, line)
+            for line in self.feed(chunk):
+                os.write(self.out_fd, line)
         if self.held and not NOISE.match(self.held):
             os.write(self.out_fd, self.held)
 
-    def feed(self, chunk: bytes) -> bytes:
-        """The part of `chunk` (and of what was held) to write now."""
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """The parts of `chunk` (and of what was held) to write now, a line (or the start
+        of one) each."""
         out = []
         for piece in re.split(rb"(?<=\n)", chunk):
             if self.passing:
-                out.append(piece)
+                if piece:
+                    out.append(piece)
             elif piece:
                 self.held += piece
                 whole = self.held.endswith(b"\n") or len(self.held) >= LONGEST_PREFIX
@@ -75,7 +76,7 @@ class _Filter(threading.Thread):
                     self.held = b""
             if piece.endswith(b"\n"):
                 self.passing = False
-        return b"".join(out)
+        return out
 
 
 _installed: list = []
