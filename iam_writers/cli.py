@@ -966,13 +966,15 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
 def _skip_hint(args: argparse.Namespace, err: BaseException) -> str:
     """Where one of several images failed a command that can skip it: how to answer the
-    others."""
+    others. Not for a missing model or gallery, which are OSErrors too: an image's error
+    starts with its path."""
     if getattr(args, "skip_unreadable", True) or len(args.images) < 2:
         return ""
     from models.runtime.model import UNREADABLE
 
+    about_image = any(str(err).startswith(str(image)) for image in args.images)
     return (f" (--skip-unreadable answers the other {len(args.images) - 1} images)"
-            if isinstance(err, UNREADABLE) else "")
+            if isinstance(err, UNREADABLE) and about_image else "")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1013,6 +1015,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if getattr(args, "needs_train", False):
             _preflight(args)
+        if getattr(args, "gallery", None):  # before any image is read
+            from models.runtime.gallery import refuse_model
+
+            refuse_model(args.gallery)
         status = args.func(args) or 0
     except ConfigError as err:
         error(str(err))

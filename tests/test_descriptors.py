@@ -179,6 +179,35 @@ def test_descriptor_only_bad_input_gets_one_line(lines, tmp_path):
     assert proc.returncode == 2 and "needs --model" in proc.stderr
 
 
+def test_a_model_where_the_gallery_goes_gets_one_line_and_no_gallery(lines, tmp_path):
+    """`enroll MODEL --writer W IMAGES`, the model first as `predict` takes it, named a new
+    hinge gallery after the model; and a missing gallery or model among several images was
+    told to --skip-unreadable, which skips images."""
+    w = sorted(lines)[0]
+    image = lines[w][sorted(lines[w])[0]][0]
+    model, export = tmp_path / "model.tflite", tmp_path / "export"
+    model.write_bytes(b"TFL3")
+    export.mkdir()
+    (export / "model_card.json").write_text("{}")
+    for where in (model, export):
+        proc = cli("enroll", where, "--writer", w, image)
+        assert proc.returncode == 2 and proc.stderr.endswith(
+            f": error: {where}: a model, not a gallery. Pass it with --model, and the "
+            "gallery's path (e.g. galleries/staff) in its place.\n")
+        with pytest.raises(runtime.GalleryError, match="a model, not a gallery"):
+            runtime.Gallery.open(where, create=True)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["export", "model.tflite",
+                                                           "model_card.json"]
+    proc = cli("identify", tmp_path / "none", image, image)
+    assert proc.returncode == 2 and proc.stderr.endswith(
+        f"{tmp_path / 'none.sqlite'}: no such gallery. Enroll writers first: iam-writers "
+        f"enroll {tmp_path / 'none'} --writer ID IMAGES\n")
+    proc = cli("predict", tmp_path / "none.tflite", image, image)
+    assert proc.returncode == 2 and proc.stderr.endswith(
+        "no such model. Pass an export folder, one of its model_*.tflite files or its "
+        "saved_model folder.\n")
+
+
 def test_identify_skip_unreadable_answers_the_others(lines, tmp_path):
     """One bad file among many: refused with how to answer the others; with
     --skip-unreadable each other image is answered, each bad one named in its place."""

@@ -220,13 +220,25 @@ class Enrolled:
 def gallery_file(path: str | Path) -> Path:
     """The SQLite file of a gallery path: as given when it ends in .sqlite or .db, else with
     .sqlite added (`galleries/staff` -> `galleries/staff.sqlite`); the .npz/.json of a
-    gallery from before the database map to the same file."""
-    path = Path(path)
+    gallery from before the database map to the same file. A model's path is refused
+    (`refuse_model`)."""
+    path = refuse_model(path)
     if path.suffix in (SUFFIX, ".db"):
         return path
     if path.suffix in (".npz", ".json"):
         path = path.with_suffix("")
     return path.with_name(path.name + SUFFIX)
+
+
+def refuse_model(path: str | Path) -> Path:
+    """`path`, unless it is a model's (a .tflite file, an export or SavedModel folder): a
+    model passed where the gallery goes would otherwise name a new gallery after it."""
+    path = Path(path)
+    if path.suffix == ".tflite" or any((path / f).is_file()
+                                       for f in ("model_card.json", "saved_model.pb")):
+        raise GalleryError(f"{path}: a model, not a gallery. Pass it with --model, and the "
+                           "gallery's path (e.g. galleries/staff) in its place.")
+    return path
 
 
 def legacy_files(path: str | Path) -> tuple[Path, Path]:
