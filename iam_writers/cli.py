@@ -977,6 +977,23 @@ def _skip_hint(args: argparse.Namespace, err: BaseException) -> str:
             if isinstance(err, UNREADABLE) and about_image else "")
 
 
+def _after_interrupt(args: argparse.Namespace) -> str:
+    """What an interrupted command kept, where it keeps anything, and how to go on. Every
+    other file is written whole or not at all (a gallery's writer, an export, a report)."""
+    out = Path(getattr(args, "out", None) or ".")
+    if args.command == "train" and (out / "model.keras").is_file():
+        return f". Its model is saved: `iam-writers evaluate {out}` finishes it"
+    if args.command == "train" and (out / "config.json").is_file():
+        return f". `iam-writers train --out {out} --resume` goes on from its last epoch"
+    if args.command == "tune":
+        return ". The same command goes on from its last finished trial"
+    if args.command == "enroll":
+        return (". Each writer is enrolled whole or not at all (`iam-writers gallery list "
+                f"{args.gallery}` tells which); the same command again skips the images "
+                "already enrolled")
+    return ""
+
+
 def main(argv: list[str] | None = None) -> int:
     p = parser()
     args, extra = p.parse_known_args(argv)
@@ -1026,6 +1043,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"iam-writers {args.command}: error: {err}{_skip_hint(args, err)}",
               file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback (130: 128 + SIGINT)
+        print(f"iam-writers {args.command}: interrupted{_after_interrupt(args)}",
+              file=sys.stderr)
+        return 130
     except BrokenPipeError:  # the output was piped into a reader that stopped (`| head`)
         sys.stdout = open(os.devnull, "w")  # Python flushes stdout at exit: not into the pipe
         return 0

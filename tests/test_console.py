@@ -54,3 +54,44 @@ def test_a_command_writes_its_result_in_one_write_that_ends_a_line(monkeypatch):
         cli._show([{"writer": "a"}], as_json, "a.png: a\nb.png: b")
         assert len(out.writes) == 1 and out.writes[0].endswith("\n")
         assert out.writes[0].count("\n") == (2 if not as_json else 5)
+
+
+# a command that Ctrl-C stops where it works: the signal itself, not a raised exception
+CTRL_C = """
+import os, signal, sys
+from pathlib import Path
+from iam_writers import cli
+
+def ctrl_c(args):
+    if args.command == "train":  # as far as a run gets before its first epoch
+        Path(args.out).mkdir()
+        (Path(args.out) / "config.json").write_text("{}")
+    os.kill(os.getpid(), signal.SIGINT)
+
+for command in ("_enroll", "_train", "_identify"):
+    setattr(cli, command, ctrl_c)
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_ctrl_c_is_one_line_that_says_what_was_kept(tmp_path, dummy_dir):
+    """Ctrl-C printed the traceback of the thread pool it stopped. Now one line, exit
+    status 130, and how to go on where something was kept."""
+    def interrupted(*args):
+        return subprocess.run([sys.executable, "-c", CTRL_C, *map(str, args)],
+                              capture_output=True, text=True, timeout=120)
+
+    gallery, run = tmp_path / "g", tmp_path / "run"
+    said = {}
+    for command, *args in (("identify", gallery, "a.png"),
+                           ("enroll", gallery, "--writer", "w", "a.png"),
+                           ("train", "--config", "top50", "--data-dir", dummy_dir, "--out", run)):
+        proc = interrupted(command, *args)
+        assert proc.returncode == 130 and not proc.stdout, proc.stderr
+        assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+        said[command] = proc.stderr.removeprefix(f"iam-writers {command}: interrupted")
+    assert said["identify"] == "\n"
+    assert said["enroll"].startswith(". Each writer is enrolled whole or not at all "
+                                     f"(`iam-writers gallery list {gallery}` tells which)")
+    assert said["train"] == f". `iam-writers train --out {run} --resume` goes on from its " \
+                            "last epoch\n"
