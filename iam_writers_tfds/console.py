@@ -4,8 +4,9 @@ TensorFlow, XLA, absl, oneDNN, the TFLite converter and LiteRT write their own l
 straight to file descriptor 2 from C++ ("I0000 00:00:... port.cc:153] oneDNN custom
 operations are on", "failed call to cuInit", "INFO: Created TensorFlow Lite XNNPACK
 delegate for CPU."), whatever Python's logging says. `quiet()` routes descriptor 2 through a
-pipe and a thread that drops those lines and passes every other byte on as it comes, so
-Python's own errors, warnings and progress bars still reach the terminal. `--verbose`, or
+pipe and a thread that drops those lines and passes every other byte on as it comes;
+Python's own errors, warnings and progress bars go to the terminal as before, by a
+`sys.stderr` of their own. `--verbose`, or
 the environment variable in `VERBOSE_ENV`, leaves stderr untouched.
 """
 
@@ -110,6 +111,11 @@ def quiet() -> None:
     thread = _Filter(read_fd, original)
     thread.start()
     _installed.append(thread)
+    if sys.stderr is sys.__stderr__:  # not a stream a caller put in its place (pytest's)
+        # Python's own writes go straight to the terminal: progress bars show only where
+        # stderr is one (tqdm's disable=None), and descriptor 2 is now the filter's pipe
+        sys.stderr = open(os.dup(original), "w", encoding=sys.stderr.encoding,
+                          errors=sys.stderr.errors, buffering=1)
 
     def drain() -> None:  # let the thread pass on the last lines before the process ends
         sys.stderr.flush()

@@ -68,6 +68,7 @@ def ctrl_c(args):
         (Path(args.out) / "config.json").write_text("{}")
     os.kill(os.getpid(), signal.SIGINT)
 
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as a shell starts it (xdist: ignored)
 for command in ("_enroll", "_train", "_identify"):
     setattr(cli, command, ctrl_c)
 sys.exit(cli.main(sys.argv[1:]))
@@ -95,3 +96,33 @@ def test_ctrl_c_is_one_line_that_says_what_was_kept(tmp_path, dummy_dir):
                                      f"(`iam-writers gallery list {gallery}` tells which)")
     assert said["train"] == f". `iam-writers train --out {run} --resume` goes on from its " \
                             "last epoch\n"
+
+
+def test_progress_bars_reach_a_terminal_and_stay_out_of_a_pipe(tmp_path, synth_layout):
+    """The filter's pipe made descriptor 2 no terminal, so every progress bar (tqdm's
+    disable=None) was off in a terminal too; Python's stderr now writes to the terminal."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    def enroll(gallery, stderr):
+        return subprocess.Popen([sys.executable, "-m", "iam_writers", "enroll", gallery,
+                                 "--layout", synth_layout, "--forms-per-writer", "1",
+                                 "--descriptor", "hinge"], stdout=subprocess.DEVNULL,
+                                stderr=stderr, env=os.environ | {VERBOSE_ENV: ""})
+
+    main, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))
+    proc = enroll(tmp_path / "a", terminal)
+    os.close(terminal)  # read as it comes: a terminal's buffer is small
+    shown = b""
+    while True:
+        try:
+            shown += os.read(main, 65536)
+        except OSError:  # every writer of the terminal has closed it
+            break
+    assert proc.wait(timeout=300) == 0
+    assert b"enrolling: 100%" in shown and b"10/10" in shown
+    piped = enroll(tmp_path / "b", subprocess.PIPE)
+    assert piped.wait(timeout=300) == 0 and b"enrolling" not in piped.stderr.read()

@@ -378,7 +378,11 @@ class Features:
         self.skipped: dict[int, str] = {}
 
         def lines_of_each_image() -> Iterator[np.ndarray]:
-            for i, image in enumerate(images):
+            from tqdm import tqdm
+
+            # a bar for work of more than a second, where stderr is a terminal
+            for i, image in enumerate(tqdm(images, desc="reading", unit="image", leave=False,
+                                           delay=1, disable=None if len(images) > 1 else True)):
                 name = (str(image) if not isinstance(image, np.ndarray)
                         else names[i] if names else "<array>")
                 try:
