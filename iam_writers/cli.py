@@ -181,7 +181,7 @@ def _predict(args: argparse.Namespace) -> int:
     model = Model(args.model, args.threads)
     _declared_resolutions(args.images, args.dpi)
     results = []
-    for image in args.images:
+    for image in console.progress(args.images, "reading", "image", leave=False):
         try:
             results.append(model.predict(image, args.top_k, args.input, args.dpi, args.paper))
         except UNREADABLE as err:

@@ -19,8 +19,11 @@ import os
 import re
 import sys
 import threading
+from collections.abc import Iterable
+from typing import TypeVar
 
 VERBOSE_ENV = "IAM_WRITERS_VERBOSE"
+T = TypeVar("T")
 
 # Whole lines the native libraries print; each is matched from the start of a line.
 NOISE = re.compile(
@@ -81,6 +84,17 @@ class _Filter(threading.Thread):
 
 
 _installed: list = []
+
+
+def progress(items: Iterable[T], desc: str, unit: str, total: int | None = None,
+             leave: bool = True) -> Iterable[T]:
+    """`items` with a progress bar on stderr where it is a terminal, from the second on
+    (quick work shows none), and none for one item."""
+    from tqdm import tqdm
+
+    total = len(items) if total is None else total
+    return tqdm(items, desc=desc, unit=unit, total=total, leave=leave, delay=1,
+                disable=None if total > 1 else True)
 
 
 def whole_lines() -> None:

@@ -19,9 +19,9 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
-from tqdm import tqdm
 
 from iam_writers_tfds import atomic
+from iam_writers_tfds.console import progress
 from models import calibration, inference, runtime
 from models.config import (
     COHORT_FILE,
@@ -179,9 +179,9 @@ def _features(rt: runtime.Model, images: list, descriptor: descriptors.Descripto
     """(writers [N], forms [N], unit embeddings [N, D], descriptor rows [N, K], or None
     without a descriptor) of the inked images through the runtime."""
     kept, emb = runtime.embed_inked(rt, [image for *_, image in images])
-    counts = None if descriptor is None else np.stack(list(tqdm(
-        descriptors.each(descriptor, [images[i][3] for i in kept]), total=len(kept),
-        desc=f"descriptors of {what or 'the images'}", unit="image", disable=None)))
+    counts = None if descriptor is None else np.stack(list(progress(
+        descriptors.each(descriptor, [images[i][3] for i in kept]),
+        f"descriptors of {what or 'the images'}", "image", total=len(kept))))
     forms = np.array([images[i][1] for i in kept])
     return np.array([images[i][2] for i in kept]), forms, emb, counts
 
@@ -195,7 +195,7 @@ def _parity(models: dict[str, runtime.Model], test: list, classes: np.ndarray) -
     scores, latency = {}, {}
     for name, model in models.items():
         rows, times = [], []
-        for img in tqdm(images, desc=f"parity {name}", leave=False, disable=None):
+        for img in progress(images, f"parity {name}", "image", leave=False):
             start = time.perf_counter()
             rows.append(model.scores(img)[0])
             times.append(time.perf_counter() - start)

@@ -98,6 +98,18 @@ def test_ctrl_c_is_one_line_that_says_what_was_kept(tmp_path, dummy_dir):
                             "last epoch\n"
 
 
+# `enroll --layout`, each writer a quarter of a second slower: a bar shows after a second
+SLOW_ENROL = """
+import sys, time
+from iam_writers import cli
+from models.runtime import identify
+
+enroll = identify.enroll
+identify.enroll = lambda *args: time.sleep(0.25) or enroll(*args)
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
 def test_progress_bars_reach_a_terminal_and_stay_out_of_a_pipe(tmp_path, synth_layout):
     """The filter's pipe made descriptor 2 no terminal, so every progress bar (tqdm's
     disable=None) was off in a terminal too; Python's stderr now writes to the terminal."""
@@ -107,7 +119,7 @@ def test_progress_bars_reach_a_terminal_and_stay_out_of_a_pipe(tmp_path, synth_l
     import termios
 
     def enroll(gallery, stderr):
-        return subprocess.Popen([sys.executable, "-m", "iam_writers", "enroll", gallery,
+        return subprocess.Popen([sys.executable, "-c", SLOW_ENROL, "enroll", gallery,
                                  "--layout", synth_layout, "--forms-per-writer", "1",
                                  "--descriptor", "hinge"], stdout=subprocess.DEVNULL,
                                 stderr=stderr, env=os.environ | {VERBOSE_ENV: ""})

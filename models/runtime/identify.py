@@ -18,6 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from iam_writers_tfds.console import progress
 from iam_writers_tfds.images import SCAN_DPI, ImageError
 from models.config import COHORT_TOP, SCORES
 from models.runtime import descriptors, evidence
@@ -378,11 +379,7 @@ class Features:
         self.skipped: dict[int, str] = {}
 
         def lines_of_each_image() -> Iterator[np.ndarray]:
-            from tqdm import tqdm
-
-            # a bar for work of more than a second, where stderr is a terminal
-            for i, image in enumerate(tqdm(images, desc="reading", unit="image", leave=False,
-                                           delay=1, disable=None if len(images) > 1 else True)):
+            for i, image in enumerate(progress(images, "reading", "image", leave=False)):
                 name = (str(image) if not isinstance(image, np.ndarray)
                         else names[i] if names else "<array>")
                 try:
@@ -722,12 +719,9 @@ class Identifier:
         rows = self._rows_of(self.writers if writers is None else writers)
         if len(self.writers) < 2:
             return []
-        from tqdm import tqdm
-
         found = []
-        # a bar where it takes more than one chunk: a score against every writer each
-        for lo in tqdm(range(0, len(rows), chunk), desc="alike", unit="chunk",
-                       disable=None if len(rows) > chunk else True):
+        # a chunk asks each of its writers against every writer
+        for lo in progress(range(0, len(rows), chunk), "alike", "chunk"):
             part = rows[lo:lo + chunk]
             found += self._read_as(part, *self._asked(part))
         return found
@@ -1119,8 +1113,6 @@ def rebuild(old: str | Path, new: str | Path, features: Features,
     for by its SHA-256 under the folders `look_in` (`find_moved`), and the new gallery
     records where it was found. `new` appears whole or not at all: it is built under a
     temporary name beside it. The writers and images keep their enrolment dates."""
-    from tqdm import tqdm
-
     target = gallery_file(new)
     if Gallery.exists(new):
         raise GalleryError(f"{target}: already exists. Rebuild into a new gallery path.")
@@ -1154,8 +1146,7 @@ def rebuild(old: str | Path, new: str | Path, features: Features,
                                descriptor=features.descriptor)
         try:
             done = []
-            for writer, images in tqdm(writers, desc="rebuilding", unit="writer",
-                                       disable=None):
+            for writer, images in progress(writers, "rebuilding", "writer"):
                 try:
                     done.append(_enroll_as_before(gallery, features, writer, images))
                 except UNREADABLE as err:  # refused now (a check since its enrolment)
@@ -1189,8 +1180,6 @@ def find_moved(lost: dict[str, str], folders: Sequence[Path]) -> dict[str, str]:
     """{SHA-256: absolute path} of the `lost` files ({SHA-256: enrolled path}) found under
     `folders` (recursively) by their content: files of a lost file's name first, then, while
     any is still lost, every other file. With a progress bar where stderr is a terminal."""
-    from tqdm import tqdm
-
     for folder in folders:
         if not folder.is_dir():
             raise GalleryError(f"{folder}: no such folder to look in. Name the folder the "
@@ -1200,7 +1189,7 @@ def find_moved(lost: dict[str, str], folders: Sequence[Path]) -> dict[str, str]:
     names = {Path(path).name for path in lost.values()}
     found: dict[str, str] = {}
     for batch in ([f for f in files if f.name in names], [f for f in files if f.name not in names]):
-        for file in tqdm(batch, desc="looking for moved images", unit="file", disable=None):
+        for file in progress(batch, "looking for moved images", "file"):
             if len(found) == len(lost):
                 return found
             try:
@@ -1236,9 +1225,6 @@ def enroll_layout(gallery: str | Path | Gallery, features: Features, folder: str
     """Enrol every writer of a layout folder in this one process, one transaction per
     writer (the gallery is made with the first), with a progress bar where stderr is a
     terminal."""
-    from tqdm import tqdm
-
     writers = layout_writers(folder, forms_per_writer)
     return [enroll(gallery, features, writer, images)
-            for writer, images in tqdm(writers.items(), desc="enrolling", unit="writer",
-                                       disable=None)]
+            for writer, images in progress(writers.items(), "enrolling", "writer")]
