@@ -770,7 +770,6 @@ def main() -> int:
         return print_pooled(args.pool)
     if (args.dir is None) == (not args.synthetic):
         p.error("pass a Kaggle-layout DIR or --synthetic")
-    from tqdm import tqdm
 
     from iam_writers_tfds import atomic, iam_layout, kaggle_layout, synth
     from iam_writers_tfds.images import read_gray
@@ -822,8 +821,9 @@ def main() -> int:
             subjects = [subjects[i] for i in kept]
         else:
             emb = None
-        counts = np.stack(list(tqdm(each(lambda r: descriptor(read_gray(r.path)), subjects),
-                                    total=len(subjects), desc=descriptor.name, disable=None)))
+        counts = np.stack(list(console.progress(
+            each(lambda r: descriptor(read_gray(r.path)), subjects), descriptor.name, "line",
+            total=len(subjects))))
         n_unseen = sum(r.writer_id in set(unseen) for r in subjects)
         enrolled, probe = enrolment(subjects[:n_unseen], args.seed)
         everyone = {**enrolled, **{w: [n_unseen + i for i in rows] for w, rows in
@@ -834,16 +834,16 @@ def main() -> int:
             page_forms = sorted({subjects[i].form_id for i in probe})
             scans = [args.forms / f"{f}.png" for f in page_forms]
             start = time.perf_counter()
-            page_emb, page_counts = Features(model, descriptor, "page")(
-                tqdm(scans, desc="page scans", disable=None))
+            page_emb, page_counts = Features(model, descriptor, "page")(scans)
             page_seconds = (time.perf_counter() - start) / len(page_forms)
             pages = (page_forms, page_emb, page_counts)
         anchor = None  # (descriptor, rows of the subjects, pages) of the anchor row
         if model and descriptor.vlad:
             trained = set(known + extra_known) - set(model.card["calibration"]["writers"])
             described = anchor_descriptor(records + extra, trained, args.seed)
-            rows = np.stack(list(tqdm(each(lambda r: described(read_gray(r.path)), subjects),
-                                      total=len(subjects), desc="anchor", disable=None)))
+            rows = np.stack(list(console.progress(
+                each(lambda r: described(read_gray(r.path)), subjects), "anchor", "line",
+                total=len(subjects))))
             anchor = (described, rows, pages and (
                 pages[0], None, Features(None, described, "page")(scans)[1]))
         queries = {}  # per gallery and score, each query's outcome (for --pool)
