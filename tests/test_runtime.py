@@ -105,6 +105,21 @@ def test_a_line_with_too_little_ink_for_the_model_is_refused_saying_how_much(tmp
         fake_model(tmp_path).outputs(image, "sliver")
 
 
+def test_a_negative_is_told_apart_from_a_blank_image():
+    """White ink on black (a negative) has nothing darker than its ground, as a blank image
+    has not: it was called blank, with no word of inverting it."""
+    from models.runtime.model import inked
+
+    line = _line(0)
+    assert inked(line, "line") is line
+    with pytest.raises(runtime.NoInkError, match="negative: light marks on a dark ground.*"
+                       "Invert the image's colours"):
+        inked(255 - line, "negative")
+    for ground in (0, 250):
+        with pytest.raises(runtime.NoInkError, match=f"{ground}: the image is blank"):
+            inked(np.full_like(line, ground), str(ground))
+
+
 def test_a_tiff_of_several_pages_is_not_read_as_one_line(tmp_path):
     """Where one line is expected (the model's input), a multi-page TIFF is refused, not
     read as its first page."""
