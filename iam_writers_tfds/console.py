@@ -110,9 +110,14 @@ def whole_lines() -> None:
 def quiet() -> None:
     """Filter descriptor 2 for the rest of the process (once), and quiet the Python-level
     loggers of TensorFlow, absl and TFDS to warnings, unless verbose. Either way, each line
-    that Python prints goes out whole (`whole_lines`)."""
+    that Python prints goes out whole (`whole_lines`). A process started with descriptor 2
+    closed (`2>&-`) gets /dev/null there: Python's stderr is None, whose notes `print` would
+    put into stdout, and the next file opened (a gallery) would take descriptor 2 and the
+    native libraries' log lines."""
     whole_lines()
-    if verbose() or _installed:
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w")  # the lowest free descriptor: 2
+    if verbose() or _installed or sys.stderr.name == os.devnull:
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     for name in ("tensorflow", "absl", "tensorflow_datasets"):

@@ -138,3 +138,24 @@ def test_progress_bars_reach_a_terminal_and_stay_out_of_a_pipe(tmp_path, synth_l
     assert b"enrolling: 100%" in shown and b"10/10" in shown
     piped = enroll(tmp_path / "b", subprocess.PIPE)
     assert piped.wait(timeout=300) == 0 and b"enrolling" not in piped.stderr.read()
+
+
+def test_a_command_started_with_stderr_closed_answers_on_stdout(tmp_path, synth_layout):
+    """Started with descriptor 2 closed (`2>&-`), as some jobs are, a command died at once
+    with exit status 1 and no word: Python's stderr is None there. Its notes now go to
+    /dev/null, not into stdout, and no file opened later takes descriptor 2."""
+    image, other = sorted(synth_layout.rglob("*.png"))[:2]
+
+    def closed_stderr(*args):
+        return subprocess.run(["bash", "-c", 'exec "$@" 2>&-', "-", sys.executable, "-m",
+                               "iam_writers", *map(str, args)], stdout=subprocess.PIPE,
+                              text=True, timeout=300)
+
+    gallery = tmp_path / "g"
+    enrolled = closed_stderr("enroll", gallery, "--writer", "w", image)
+    assert enrolled.returncode == 0 and enrolled.stdout.startswith("enrolled 1 image(s) of w")
+    listed = closed_stderr("gallery", "list", gallery)
+    assert listed.returncode == 0 and listed.stdout.startswith("w\t1 image(s)")
+    asked = closed_stderr("identify", gallery, other)  # its notes go to stderr
+    assert asked.returncode == 0 and asked.stdout.startswith(f"{other}: w (hinge: w ")
+    assert asked.stdout.count("\n") == 1 and "note:" not in asked.stdout
