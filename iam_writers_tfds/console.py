@@ -117,7 +117,8 @@ def quiet() -> None:
     whole_lines()
     if sys.stderr is None:
         sys.stderr = open(os.devnull, "w")  # the lowest free descriptor: 2
-    if verbose() or _installed or sys.stderr.name == os.devnull:
+        return  # nothing shown, nothing to filter
+    if verbose() or _installed:
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     for name in ("tensorflow", "absl", "tensorflow_datasets"):
