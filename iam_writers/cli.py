@@ -980,11 +980,12 @@ def _skip_hint(args: argparse.Namespace, err: BaseException) -> str:
 def _after_interrupt(args: argparse.Namespace) -> str:
     """What an interrupted command kept, where it keeps anything, and how to go on. Every
     other file is written whole or not at all (a gallery's writer, an export, a report)."""
-    out = Path(getattr(args, "out", None) or ".")
-    if args.command == "train" and (out / "model.keras").is_file():
-        return f". Its model is saved: `iam-writers evaluate {out}` finishes it"
-    if args.command == "train" and (out / "config.json").is_file():
-        return f". `iam-writers train --out {out} --resume` goes on from its last epoch"
+    if args.command == "train":
+        out = Path(args.out)
+        if (out / "model.keras").is_file():
+            return f". Its model is saved: `iam-writers evaluate {out}` finishes it"
+        if (out / "config.json").is_file():
+            return f". `iam-writers train --out {out} --resume` goes on from its last epoch"
     if args.command == "tune":
         return ". The same command goes on from its last finished trial"
     if args.command == "enroll":

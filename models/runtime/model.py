@@ -166,20 +166,19 @@ def photographed(found: list[np.ndarray], input: str, paper: str | None = None,
 
 def inked(image: np.ndarray, name: str) -> np.ndarray:
     """`image` (2-D uint8 at 300 dpi), where it can hold handwriting; else NoInkError naming
-    it: a blank or tiny image; or BlurredError: one out of focus, shaken, or enlarged from
-    too few pixels."""
+    it: a blank, negative or tiny image; or BlurredError: one out of focus, shaken, or
+    enlarged from too few pixels."""
     h, w = image.shape
     if min(h, w) < MIN_SIDE:
         raise NoInkError(f"{name}: {w}x{h} pixels is too small for a line of handwriting "
                          f"(at least {MIN_SIDE} px each way). Pass a scan of a text line.")
     # paper level: the median of every 4th pixel (of all of them: 0.5 ms a line)
     paper = float(np.median(image[::2, ::2]))
-    if paper - float(image.min()) < MIN_CONTRAST and paper < 128 and \
-            float(image.max()) - paper >= MIN_CONTRAST:
-        raise NoInkError(f"{name}: light marks on a dark ground, and nothing darker than it: "
-                         "a negative, or white ink on black? Invert the image's colours, to "
-                         "dark ink on light paper, and pass it again.")
     if paper - float(image.min()) < MIN_CONTRAST:
+        if paper < 128 and float(image.max()) - paper >= MIN_CONTRAST:
+            raise NoInkError(f"{name}: light marks on a dark ground, and nothing darker than "
+                             "it: a negative, or white ink on black? Invert the image's "
+                             "colours, to dark ink on light paper, and pass it again.")
         raise NoInkError(f"{name}: the image is blank (nothing {MIN_CONTRAST} gray levels "
                          "darker than the paper). Pass a scan of handwriting, dark ink on "
                          "light paper.")
