@@ -318,6 +318,7 @@ class Gallery:
 
     def __init__(self, file: Path, db: sqlite3.Connection):
         self.path, self.db = file, db
+        self.read_only: str | None = None  # why this user cannot write it (`open`)
         if not _has_table(db, "meta"):
             raise GalleryError(f"{file}: not a gallery (an SQLite database without a gallery's "
                                "tables). Pass a gallery written by `iam-writers enroll`.")
@@ -354,10 +355,21 @@ class Gallery:
         # of this process's connections to it (SQLite's "How To Corrupt", 2.2)
         if file.stat().st_size == 0:  # SQLite would take it for a new database
             raise _unopened(file)
+        read_only = _read_only(file)
         try:
-            return cls(file, _connect(file))
+            gallery = cls(file, _connect(file, immutable=read_only is not None
+                                         and not _has_wal(file)))
         except sqlite3.DatabaseError as err:
+            if read_only is not None and _code(err) is not None \
+                    and _code(err) & 0xFF in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN):
+                raise GalleryError(f"{file}: {read_only}, and {file.name}-wal beside it holds "
+                                   "changes not yet in the gallery, which SQLite cannot read "
+                                   "without writing there. Run this as a user who can write "
+                                   "it, or copy the gallery with its -wal file to a folder you "
+                                   "can write.") from None
             raise _unopened(file, err) from None
+        gallery.read_only = read_only
+        return gallery
 
     @staticmethod
     def exists(path: str | Path) -> bool:
@@ -394,21 +406,31 @@ class Gallery:
                                "rebuild it for the other: iam-writers gallery rebuild "
                                f"{self.path} NEW_GALLERY with that --model (or --descriptor).")
 
+    def check_writable(self) -> None:
+        """Refuse a gallery this user may only read, before any work that would change it."""
+        if self.read_only is not None:
+            raise _unwritable(self.path, self.read_only)
+
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         """One write transaction, taken at once (BEGIN IMMEDIATE) so that two enrolments
         queue for the lock rather than fail on upgrading a read."""
+        self.check_writable()
         try:
             self.db.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as err:
             if _is_locked(err):
                 raise _locked(self.path, err) from None
+            if _refused(err):
+                raise _unwritable(self.path, _sidecars_unwritable(self.path, err)) from None
             raise
         try:
             self.db.execute(HISTORY)  # a gallery from before the table
             yield self.db
-        except BaseException:
+        except BaseException as err:
             self.db.rollback()
+            if isinstance(err, sqlite3.OperationalError) and _refused(err):
+                raise _unwritable(self.path, _sidecars_unwritable(self.path, err)) from None
             raise
         self.db.commit()
 
@@ -931,10 +953,55 @@ def _locked(path: Path, err: sqlite3.DatabaseError) -> GalleryError:
                         "when that is done.")
 
 
-def _connect(file: Path) -> sqlite3.Connection:
+def _read_only(file: Path) -> str | None:
+    """Why this user cannot write the gallery `file` (None: it can)."""
+    if not os.access(file, os.W_OK):
+        return "this user cannot write the gallery (a read-only file)"
+    if not os.access(file.parent, os.W_OK):
+        return "this user cannot write the gallery's folder"
+    return None
+
+
+def _has_wal(file: Path) -> bool:
+    """Whether SQLite's write-ahead log beside `file` holds changes not yet in it."""
+    try:
+        return (file.parent / f"{file.name}-wal").stat().st_size > 0
+    except OSError:
+        return False
+
+
+def _refused(err: sqlite3.OperationalError) -> bool:
+    """SQLite's "attempt to write a readonly database"."""
+    code = _code(err)
+    return code is not None and code & 0xFF == sqlite3.SQLITE_READONLY
+
+
+def _sidecars_unwritable(file: Path, err: sqlite3.OperationalError) -> str:
+    """Why SQLite refused to write a gallery this user may write: its -wal or -shm file,
+    left by another user who read it (SQLite gives them that user's ownership)."""
+    theirs = [f.name for f in (file.parent / f"{file.name}-wal", file.parent / f"{file.name}-shm")
+              if f.exists() and not os.access(f, os.W_OK)]
+    if theirs:
+        return f"this user cannot write {' and '.join(theirs)} beside it (another user's)"
+    return f"SQLite could not write it ({err})"
+
+
+def _unwritable(file: Path, why: str) -> GalleryError:
+    return GalleryError(f"{file}: {why}; it can be read, not changed. Run this as a user who "
+                        "can write it, or copy it to a folder you can write and pass the copy.")
+
+
+def _connect(file: Path, immutable: bool = False) -> sqlite3.Connection:
     """A connection that waits for other writers, overwrites what it deletes and leaves
-    transactions to the gallery (autocommit off: `isolation_level=None`)."""
-    db = sqlite3.connect(file, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+    transactions to the gallery (autocommit off: `isolation_level=None`). `immutable`: for a
+    gallery this user may only read, with no write-ahead log beside it; SQLite then creates
+    no -shm and -wal files, which a read-only folder refuses and which, left in a shared
+    folder by this user, the gallery's owner could not write."""
+    if immutable:
+        db = sqlite3.connect(f"{file.absolute().as_uri()}?immutable=1", uri=True,
+                             isolation_level=None)
+    else:
+        db = sqlite3.connect(file, timeout=BUSY_TIMEOUT_S, isolation_level=None)
     db.execute("PRAGMA secure_delete = ON")
     db.execute("PRAGMA foreign_keys = ON")
     return db

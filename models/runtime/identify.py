@@ -452,6 +452,7 @@ def open_for(gallery: str | Path | Gallery, features: Features) -> Gallery:
         gallery = Gallery.open(gallery, create=True, fingerprint=features.fingerprint,
                                descriptor=features.descriptor)
     gallery.require(features.fingerprint, features.descriptor, exact=True)
+    gallery.check_writable()
     return gallery
 
 
