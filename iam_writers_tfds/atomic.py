@@ -14,6 +14,21 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def cannot_write(final: Path, err: OSError) -> PermissionError:
+    """`err`, met making `final` or its temporary, named by the folder that refused it (the
+    deepest that exists) rather than by a temporary's name."""
+    return PermissionError(f"{final}: cannot write in {existing_folder(final)} "
+                           f"({err.strerror}). Choose a folder you may write in.")
+
+
+def existing_folder(final: Path) -> Path:
+    """The deepest folder above `final` that exists: where making it first writes."""
+    folder = final.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder
+
+
 @contextlib.contextmanager
 def replaced(final: Path, directory: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside `final`; rename it to `final` when the block succeeds
@@ -28,9 +43,8 @@ def replaced(final: Path, directory: bool = False) -> Iterator[Path]:
                                         dir=final.parent)
             os.close(fd)
             tmp = Path(name)
-    except PermissionError as err:  # named by the folder, not by a temporary's name
-        raise PermissionError(f"{final}: cannot write in {final.parent} ({err.strerror}). "
-                              "Choose a folder you may write in.") from None
+    except PermissionError as err:
+        raise cannot_write(final, err) from None
     umask = os.umask(0)
     os.umask(umask)
     tmp.chmod((0o777 if directory else 0o666) & ~umask)  # mkstemp/mkdtemp make them private

@@ -433,9 +433,9 @@ def _as_another_user(folder: Path, call) -> dict:
 
 
 @pytest.mark.parametrize("case", ["read-only file", "read-only folder", "log in the folder",
-                                  "another user's log"])
-def test_a_gallery_this_user_cannot_write_is_read_and_refuses_changes_in_one_line(tmp_path,
-                                                                                  case):
+                                  "another user's log", "unforeseen"])
+def test_a_gallery_this_user_cannot_write_is_read_and_refuses_changes_in_one_line(
+        tmp_path, monkeypatch, case):
     """A gallery in a read-only folder (an archive, a read-only share) was called corrupt:
     SQLite must create its -shm file to read a WAL database. One read-only in a writable
     folder was read, but left -shm and -wal files that its owner could not write, and a
@@ -480,6 +480,23 @@ def test_a_gallery_this_user_cannot_write_is_read_and_refuses_changes_in_one_lin
         if case in ("read-only folder", "log in the folder"):
             folder.chmod(0o555)
         before = file.read_bytes()
+        if case == "unforeseen":  # a refusal that the permissions did not foretell
+            from models.runtime import gallery
+
+            monkeypatch.setattr(gallery, "_read_only", lambda file: None)
+
+        class Unused:  # an enrolment refused before any image is read
+            fingerprint, descriptor = "fp", "hinge-l10-b16"
+
+            def __call__(self, images, thumbnails=False):
+                raise AssertionError("features computed")
+
+        def enrol(path: str) -> str:
+            try:
+                runtime.enroll(path, Unused(), "dan", [np.zeros((40, 40), np.uint8)])
+            except (GalleryError, PermissionError, AssertionError) as err:
+                return str(err)
+            return "enrolled"
 
         def read_then_change() -> dict:
             g = Gallery.open("g.sqlite")
@@ -488,7 +505,9 @@ def test_a_gallery_this_user_cannot_write_is_read_and_refuses_changes_in_one_lin
             try:
                 g.remove("ann")
             except GalleryError as err:
-                return {"writers": writers, "problems": problems, "error": str(err)}
+                return {"writers": writers, "problems": problems, "error": str(err),
+                        "enrol": enrol("g.sqlite"),  # and a new one beside it, where refused:
+                        "new": enrol("new") if not os.access(".", os.W_OK) else None}
             return {"writers": writers, "problems": problems}
 
         got = _as_another_user(folder, read_then_change)
@@ -500,16 +519,23 @@ def test_a_gallery_this_user_cannot_write_is_read_and_refuses_changes_in_one_lin
                            "to a folder you can write."}
         else:
             why = {"read-only file": "this user cannot write the gallery (a read-only file)",
+                   "unforeseen": "SQLite could not write it (attempt to write a readonly "
+                                 "database)",
                    "read-only folder": "this user cannot write the gallery's folder",
                    "another user's log": "this user cannot write g.sqlite-wal and "
                                          "g.sqlite-shm beside it (another user's)"}[case]
-            assert got == {"writers": ["ann", "bob"], "problems": [],
-                           "error": f"g.sqlite: {why}; it can be read, not changed. Run this "
-                                    "as a user who can write it, or copy it to a folder you "
-                                    "can write and pass the copy."}
+            refused = (f"g.sqlite: {why}; it can be read, not changed. Run this as a user "
+                       "who can write it, or copy it to a folder you can write and pass the "
+                       "copy.")
+            new = ("new.sqlite: cannot write in . (Permission denied). Choose a folder you "
+                   "may write in." if case == "read-only folder" else None)
+            assert got == {"writers": ["ann", "bob"], "problems": [], "error": refused,
+                           "enrol": "features computed" if case == "unforeseen" else refused,
+                           "new": new}
         assert file.read_bytes() == before  # nothing changed, nothing left beside it
         left = {"log in the folder": ["g.sqlite", "g.sqlite-wal"],
-                "another user's log": ["g.sqlite", "g.sqlite-shm", "g.sqlite-wal"]}
+                "another user's log": ["g.sqlite", "g.sqlite-shm", "g.sqlite-wal"],
+                "unforeseen": ["g.sqlite", "g.sqlite-shm", "g.sqlite-wal"]}
         assert sorted(p.name for p in folder.iterdir()) == left.get(case, ["g.sqlite"])
     finally:
         folder.chmod(0o755)

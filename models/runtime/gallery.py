@@ -42,6 +42,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from iam_writers_tfds.atomic import cannot_write, existing_folder
 from iam_writers_tfds.images import image_bytes
 from models.runtime.model import ModelError, unit
 
@@ -422,7 +423,7 @@ class Gallery:
             if _is_locked(err):
                 raise _locked(self.path, err) from None
             if _refused(err):
-                raise _unwritable(self.path, _sidecars_unwritable(self.path, err)) from None
+                raise _unwritable(self.path, f"SQLite could not write it ({err})") from None
             raise
         try:
             self.db.execute(HISTORY)  # a gallery from before the table
@@ -430,7 +431,7 @@ class Gallery:
         except BaseException as err:
             self.db.rollback()
             if isinstance(err, sqlite3.OperationalError) and _refused(err):
-                raise _unwritable(self.path, _sidecars_unwritable(self.path, err)) from None
+                raise _unwritable(self.path, f"SQLite could not write it ({err})") from None
             raise
         self.db.commit()
 
@@ -959,6 +960,11 @@ def _read_only(file: Path) -> str | None:
         return "this user cannot write the gallery (a read-only file)"
     if not os.access(file.parent, os.W_OK):
         return "this user cannot write the gallery's folder"
+    # SQLite's -wal and -shm take the ownership of whoever made them: another user's reader
+    theirs = [f.name for f in (file.parent / f"{file.name}-wal", file.parent / f"{file.name}-shm")
+              if f.exists() and not os.access(f, os.W_OK)]
+    if theirs:
+        return f"this user cannot write {' and '.join(theirs)} beside it (another user's)"
     return None
 
 
@@ -974,16 +980,6 @@ def _refused(err: sqlite3.OperationalError) -> bool:
     """SQLite's "attempt to write a readonly database"."""
     code = _code(err)
     return code is not None and code & 0xFF == sqlite3.SQLITE_READONLY
-
-
-def _sidecars_unwritable(file: Path, err: sqlite3.OperationalError) -> str:
-    """Why SQLite refused to write a gallery this user may write: its -wal or -shm file,
-    left by another user who read it (SQLite gives them that user's ownership)."""
-    theirs = [f.name for f in (file.parent / f"{file.name}-wal", file.parent / f"{file.name}-shm")
-              if f.exists() and not os.access(f, os.W_OK)]
-    if theirs:
-        return f"this user cannot write {' and '.join(theirs)} beside it (another user's)"
-    return f"SQLite could not write it ({err})"
 
 
 def _unwritable(file: Path, why: str) -> GalleryError:
@@ -1064,7 +1060,10 @@ def _new_file(file: Path, fingerprint: str | None, descriptor: str | None,
     """Make a gallery file, filled by `fill(gallery)` (`_linked_into_place`): of several
     processes making the same gallery at once, the first to finish wins and the others use
     its file."""
-    file.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+    except PermissionError as err:
+        raise cannot_write(file, err) from None
 
     def make(tmp: Path) -> None:
         db = _connect(tmp)
@@ -1076,11 +1075,23 @@ def _new_file(file: Path, fingerprint: str | None, descriptor: str | None,
     _linked_into_place(file, make)
 
 
+def check_can_make(file: Path) -> None:
+    """Refuse, before any work, a gallery `file` that this user cannot make: its folder (or
+    the deepest that exists above it) takes no new file. Nothing is left behind."""
+    try:
+        tempfile.TemporaryFile(dir=existing_folder(file)).close()
+    except PermissionError as err:
+        raise cannot_write(file, err) from None
+
+
 def _linked_into_place(file: Path, write: Callable[[Path], None]) -> bool:
     """Write a SQLite file by `write(path)` under a temporary name beside `file` and link it
     to `file` when whole: no process ever sees it half made. False where `file` appeared
     meanwhile. The temporary file (and its -wal, -shm) is removed either way."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{file.name}.", suffix=SUFFIX, dir=file.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{file.name}.", suffix=SUFFIX, dir=file.parent)
+    except PermissionError as err:
+        raise cannot_write(file, err) from None
     os.close(fd)
     os.unlink(tmp)  # SQLite makes the file
     try:

@@ -30,6 +30,7 @@ from models.runtime.gallery import (
     GalleryError,
     ReadAs,
     Source,
+    check_can_make,
     check_name,
     gallery_file,
     lost_files,
@@ -483,8 +484,11 @@ def _enroll(gallery: str | Path | Gallery, features: Features, writer: str,
     # stored as absolute paths, so that `gallery rebuild` finds them from any folder
     stored = [n if isinstance(images[i], np.ndarray) else os.path.abspath(n)
               for n, i in zip(names, first.values())]
-    if not isinstance(gallery, Gallery) and Gallery.exists(gallery):
-        gallery = open_for(gallery, features)
+    if not isinstance(gallery, Gallery):
+        if Gallery.exists(gallery):
+            gallery = open_for(gallery, features)
+        else:
+            check_can_make(gallery_file(gallery))
     owners = gallery.owners(hashes) if isinstance(gallery, Gallery) else {}
     for name, digest in zip(names, hashes):
         refuse_other_writer(name, writer, owners.get(digest))
@@ -1117,6 +1121,7 @@ def rebuild(old: str | Path, new: str | Path, features: Features,
     target = gallery_file(new)
     if Gallery.exists(new):
         raise GalleryError(f"{target}: already exists. Rebuild into a new gallery path.")
+    check_can_make(target)
     source = Gallery.open(old)
     try:
         writers, dates = source.sources(), source.dates()
