@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from iam_writers_tfds import console
+from iam_writers_tfds import atomic, console
 
 # What `pip install 'iam-writers[train]'` adds that the training-side commands import.
 TRAIN_EXTRA = ("tensorflow", "tensorflow_datasets", "keras_tuner", "sklearn", "matplotlib")
@@ -554,6 +554,10 @@ def report_file(value: str) -> Path:
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{path} is a folder: name the report's file, as "
                                          f"{path / 'report.html'}")
+    try:
+        atomic.check_can_write(path)
+    except PermissionError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
     return path
 
 

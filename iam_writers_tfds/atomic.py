@@ -21,6 +21,15 @@ def cannot_write(final: Path, err: OSError) -> PermissionError:
                            f"({err.strerror}). Choose a folder you may write in.")
 
 
+def check_can_write(final: Path) -> None:
+    """Refuse, before any work, a path `final` that this user cannot make: the deepest
+    folder above it that exists takes no new file. Nothing is left behind."""
+    try:
+        tempfile.TemporaryFile(dir=existing_folder(final)).close()
+    except PermissionError as err:
+        raise cannot_write(final, err) from None
+
+
 def existing_folder(final: Path) -> Path:
     """The deepest folder above `final` that exists: where making it first writes."""
     folder = final.parent

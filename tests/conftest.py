@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -262,6 +262,60 @@ def dev_lines() -> Path:
     if not (DEV_LINES / "forms_for_parsing.txt").is_file():
         pytest.skip(f"development data not present at {DEV_LINES}")
     return DEV_LINES
+
+
+@pytest.fixture
+def shared_folder() -> Iterator[Path]:
+    """A folder that another user (`as_another_user`) can reach: pytest's own are their
+    owner's only. Where the tests run as root, that user is `nobody`."""
+    import pwd
+    import tempfile
+
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam("nobody")
+        except KeyError:
+            pytest.skip("no user `nobody` to act as another user")
+    folder = Path(tempfile.mkdtemp(prefix="iam-writers-shared-"))
+    folder.chmod(0o777)
+    try:
+        yield folder
+    finally:
+        folder.chmod(0o755)
+        shutil.rmtree(folder)
+
+
+def as_another_user(folder: Path, call: Callable[[], dict]) -> dict:
+    """`call()`'s result (a dict; else what it raised, as {"error": words} for the
+    project's errors), run in `folder` by a user who does not own the files there: `nobody`
+    in a forked child where the tests run as root (whom no permission binds), else this
+    user."""
+    import pwd
+
+    from iam_writers.cli import user_errors
+
+    read, write = os.pipe()
+    if (pid := os.fork()) == 0:  # pragma: no cover (the child)
+        try:
+            os.chdir(folder)
+            if os.geteuid() == 0:
+                other = pwd.getpwnam("nobody")
+                os.setgid(other.pw_gid)
+                os.setuid(other.pw_uid)
+            try:
+                result = call()
+            except user_errors() as err:
+                result = {"error": str(err)}
+            except BaseException as err:  # noqa: BLE001 (the parent's assertion shows it)
+                result = {"raised": repr(err)}
+            os.write(write, json.dumps(result).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        out = pipe.read()
+    os.waitpid(pid, 0)
+    return json.loads(out)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

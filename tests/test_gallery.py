@@ -20,7 +20,7 @@ import pytest
 from iam_writers_tfds import synth
 from models import runtime
 from models.runtime.gallery import Gallery, GalleryError, gallery_file, upgrade
-from tests.conftest import REPO, cli
+from tests.conftest import REPO, as_another_user, cli
 
 LEGACY = REPO / "tests" / "data" / "legacy_gallery"  # written by the npz + json code (59a0349)
 
@@ -401,145 +401,102 @@ def test_an_old_gallery_in_a_read_only_folder_is_read_in_memory(tmp_path, monkey
     assert sorted(p.name for p in tmp_path.iterdir()) == ["old.json", "old.npz"]
 
 
-def _as_another_user(folder: Path, call) -> dict:
-    """`call()`'s result (a dict) or its GalleryError's words, run in `folder` by a user who
-    does not own the files there: `nobody` in a forked child where the tests run as root
-    (whom no permission binds), else this user."""
-    import os
-    import pwd
-
-    read, write = os.pipe()
-    if (pid := os.fork()) == 0:  # pragma: no cover (the child)
-        try:
-            os.chdir(folder)
-            if os.geteuid() == 0:
-                other = pwd.getpwnam("nobody")
-                os.setgid(other.pw_gid)
-                os.setuid(other.pw_uid)
-            try:
-                result = call()
-            except GalleryError as err:
-                result = {"error": str(err)}
-            except Exception as err:  # noqa: BLE001 (the parent's assertion shows it)
-                result = {"raised": repr(err)}
-            os.write(write, json.dumps(result).encode())
-        finally:
-            os._exit(0)
-    os.close(write)
-    with os.fdopen(read, "rb") as pipe:
-        out = pipe.read()
-    os.waitpid(pid, 0)
-    return json.loads(out)
-
-
 @pytest.mark.parametrize("case", ["read-only file", "read-only folder", "log in the folder",
                                   "another user's log", "unforeseen"])
 def test_a_gallery_this_user_cannot_write_is_read_and_refuses_changes_in_one_line(
-        tmp_path, monkeypatch, case):
+        tmp_path, monkeypatch, shared_folder, case):
     """A gallery in a read-only folder (an archive, a read-only share) was called corrupt:
     SQLite must create its -shm file to read a WAL database. One read-only in a writable
     folder was read, but left -shm and -wal files that its owner could not write, and a
     change ended in SQLite's traceback."""
     import os
     import pwd
-    import tempfile
 
     if os.geteuid() != 0 and case == "another user's log":
         pytest.skip("needs two users: the tests run as root in CI")
-    if os.geteuid() == 0:
-        try:
-            pwd.getpwnam("nobody")
-        except KeyError:
-            pytest.skip("no user `nobody` to read the gallery as")
     emb, hinge = _features(2, 7)
-    # a folder that `nobody` can reach (pytest's own are the owner's only)
-    folder = Path(tempfile.mkdtemp(prefix="iam-writers-ro-"))
-    try:
-        folder.chmod(0o777)
-        file = folder / "g.sqlite"
-        g = Gallery.open(file, create=True, fingerprint="fp", descriptor="hinge-l10-b16")
-        g.add("ann", ["a1"], _hashes("a", 1), emb[:1], hinge[:1])
-        g.add("bob", ["b1"], _hashes("b", 1), emb[1:], hinge[1:])
-        g.close()
-        if case == "log in the folder":  # a change not yet copied from the -wal into the file
-            other = sqlite3.connect(file, isolation_level=None)
-            other.execute("PRAGMA wal_autocheckpoint = 0")
-            other.execute("UPDATE writers SET name = 'cy' WHERE name = 'bob'")
-            for name in ("g.sqlite", "g.sqlite-wal"):  # a copy of both, without the -shm
-                shutil.copy(folder / name, tmp_path / name)
-            other.close()
-            for name in ("g.sqlite", "g.sqlite-wal"):
-                shutil.copy(tmp_path / name, folder / name)
-        if case in ("another user's log", "read-only folder") and os.geteuid() == 0:
-            os.chown(file, pwd.getpwnam("nobody").pw_uid, -1)  # the gallery is nobody's
-        if case == "another user's log":  # root read it with sqlite3, leaving these
-            (folder / "g.sqlite-wal").write_bytes(b"")
-            (folder / "g.sqlite-shm").write_bytes(bytes(32768))
-        elif case != "read-only folder":
-            file.chmod(0o444)
-        if case in ("read-only folder", "log in the folder"):
-            folder.chmod(0o555)
-        before = file.read_bytes()
-        if case == "unforeseen":  # a refusal that the permissions did not foretell
-            from models.runtime import gallery
+    folder = shared_folder
+    file = folder / "g.sqlite"
+    g = Gallery.open(file, create=True, fingerprint="fp", descriptor="hinge-l10-b16")
+    g.add("ann", ["a1"], _hashes("a", 1), emb[:1], hinge[:1])
+    g.add("bob", ["b1"], _hashes("b", 1), emb[1:], hinge[1:])
+    g.close()
+    if case == "log in the folder":  # a change not yet copied from the -wal into the file
+        other = sqlite3.connect(file, isolation_level=None)
+        other.execute("PRAGMA wal_autocheckpoint = 0")
+        other.execute("UPDATE writers SET name = 'cy' WHERE name = 'bob'")
+        for name in ("g.sqlite", "g.sqlite-wal"):  # a copy of both, without the -shm
+            shutil.copy(folder / name, tmp_path / name)
+        other.close()
+        for name in ("g.sqlite", "g.sqlite-wal"):
+            shutil.copy(tmp_path / name, folder / name)
+    if case in ("another user's log", "read-only folder") and os.geteuid() == 0:
+        os.chown(file, pwd.getpwnam("nobody").pw_uid, -1)  # the gallery is nobody's
+    if case == "another user's log":  # root read it with sqlite3, leaving these
+        (folder / "g.sqlite-wal").write_bytes(b"")
+        (folder / "g.sqlite-shm").write_bytes(bytes(32768))
+    elif case != "read-only folder":
+        file.chmod(0o444)
+    if case in ("read-only folder", "log in the folder"):
+        folder.chmod(0o555)
+    before = file.read_bytes()
+    if case == "unforeseen":  # a refusal that the permissions did not foretell
+        from models.runtime import gallery
 
-            monkeypatch.setattr(gallery, "_read_only", lambda file: None)
+        monkeypatch.setattr(gallery, "_read_only", lambda file: None)
 
-        class Unused:  # an enrolment refused before any image is read
-            fingerprint, descriptor = "fp", "hinge-l10-b16"
+    class Unused:  # an enrolment refused before any image is read
+        fingerprint, descriptor = "fp", "hinge-l10-b16"
 
-            def __call__(self, images, thumbnails=False):
-                raise AssertionError("features computed")
+        def __call__(self, images, thumbnails=False):
+            raise AssertionError("features computed")
 
-        def enrol(path: str) -> str:
-            try:
-                runtime.enroll(path, Unused(), "dan", [np.zeros((40, 40), np.uint8)])
-            except (GalleryError, PermissionError, AssertionError) as err:
-                return str(err)
-            return "enrolled"
+    def enrol(path: str) -> str:
+        try:
+            runtime.enroll(path, Unused(), "dan", [np.zeros((40, 40), np.uint8)])
+        except (GalleryError, PermissionError, AssertionError) as err:
+            return str(err)
+        return "enrolled"
 
-        def read_then_change() -> dict:
-            g = Gallery.open("g.sqlite")
-            writers = g.snapshot().writers
-            problems = g.check()
-            try:
-                g.remove("ann")
-            except GalleryError as err:
-                return {"writers": writers, "problems": problems, "error": str(err),
-                        "enrol": enrol("g.sqlite"),  # and a new one beside it, where refused:
-                        "new": enrol("new") if not os.access(".", os.W_OK) else None}
-            return {"writers": writers, "problems": problems}
+    def read_then_change() -> dict:
+        g = Gallery.open("g.sqlite")
+        writers = g.snapshot().writers
+        problems = g.check()
+        try:
+            g.remove("ann")
+        except GalleryError as err:
+            return {"writers": writers, "problems": problems, "error": str(err),
+                    "enrol": enrol("g.sqlite"),  # and a new one beside it, where refused:
+                    "new": enrol("new") if not os.access(".", os.W_OK) else None}
+        return {"writers": writers, "problems": problems}
 
-        got = _as_another_user(folder, read_then_change)
-        if case == "log in the folder":
-            assert got == {"error": "g.sqlite: this user cannot write the gallery (a read-only "
-                           "file), and g.sqlite-wal beside it holds changes not yet in the "
-                           "gallery, which SQLite cannot read without writing there. Run this "
-                           "as a user who can write it, or copy the gallery with its -wal file "
-                           "to a folder you can write."}
-        else:
-            why = {"read-only file": "this user cannot write the gallery (a read-only file)",
-                   "unforeseen": "SQLite could not write it (attempt to write a readonly "
-                                 "database)",
-                   "read-only folder": "this user cannot write the gallery's folder",
-                   "another user's log": "this user cannot write g.sqlite-wal and "
-                                         "g.sqlite-shm beside it (another user's)"}[case]
-            refused = (f"g.sqlite: {why}; it can be read, not changed. Run this as a user "
-                       "who can write it, or copy it to a folder you can write and pass the "
-                       "copy.")
-            new = ("new.sqlite: cannot write in . (Permission denied). Choose a folder you "
-                   "may write in." if case == "read-only folder" else None)
-            assert got == {"writers": ["ann", "bob"], "problems": [], "error": refused,
-                           "enrol": "features computed" if case == "unforeseen" else refused,
-                           "new": new}
-        assert file.read_bytes() == before  # nothing changed, nothing left beside it
-        left = {"log in the folder": ["g.sqlite", "g.sqlite-wal"],
-                "another user's log": ["g.sqlite", "g.sqlite-shm", "g.sqlite-wal"],
-                "unforeseen": ["g.sqlite", "g.sqlite-shm", "g.sqlite-wal"]}
-        assert sorted(p.name for p in folder.iterdir()) == left.get(case, ["g.sqlite"])
-    finally:
-        folder.chmod(0o755)
-        shutil.rmtree(folder)
+    got = as_another_user(folder, read_then_change)
+    if case == "log in the folder":
+        assert got == {"error": "g.sqlite: this user cannot write the gallery (a read-only "
+                       "file), and g.sqlite-wal beside it holds changes not yet in the "
+                       "gallery, which SQLite cannot read without writing there. Run this "
+                       "as a user who can write it, or copy the gallery with its -wal file "
+                       "to a folder you can write."}
+    else:
+        why = {"read-only file": "this user cannot write the gallery (a read-only file)",
+               "unforeseen": "SQLite could not write it (attempt to write a readonly "
+                             "database)",
+               "read-only folder": "this user cannot write the gallery's folder",
+               "another user's log": "this user cannot write g.sqlite-wal and "
+                                     "g.sqlite-shm beside it (another user's)"}[case]
+        refused = (f"g.sqlite: {why}; it can be read, not changed. Run this as a user "
+                   "who can write it, or copy it to a folder you can write and pass the "
+                   "copy.")
+        new = ("new.sqlite: cannot write in . (Permission denied). Choose a folder you "
+               "may write in." if case == "read-only folder" else None)
+        assert got == {"writers": ["ann", "bob"], "problems": [], "error": refused,
+                       "enrol": "features computed" if case == "unforeseen" else refused,
+                       "new": new}
+    assert file.read_bytes() == before  # nothing changed, nothing left beside it
+    left = {"log in the folder": ["g.sqlite", "g.sqlite-wal"],
+            "another user's log": ["g.sqlite", "g.sqlite-shm", "g.sqlite-wal"],
+            "unforeseen": ["g.sqlite", "g.sqlite-shm", "g.sqlite-wal"]}
+    assert sorted(p.name for p in folder.iterdir()) == left.get(case, ["g.sqlite"])
 
 
 @pytest.mark.parametrize("content", [b"", b"not a database at all\n" * 10, "truncated"])

@@ -9,7 +9,7 @@ import zipfile
 
 import pytest
 
-from tests.conftest import REPO, cli
+from tests.conftest import REPO, as_another_user, cli
 
 SCHEMA = {"top1": float, "top5": float, "form_top1": float, "n_images": int, "n_forms": int,
           "n_writers": int, "per_writer": dict}
@@ -165,6 +165,29 @@ def test_a_threshold_that_is_no_number_and_no_threads_are_refused_by_name(argv, 
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and says in err and f"argument {argv[-2]}" in err
     assert not list(tmp_path.iterdir())
+
+
+def test_a_report_where_one_may_not_write_is_refused_before_the_work(shared_folder):
+    """A report in a folder one may not write in was refused only once the work, which may
+    take minutes, was done."""
+    import contextlib
+    import io
+
+    from iam_writers.cli import main
+
+    (shared_folder / "ro").mkdir(mode=0o555)
+
+    def run() -> dict:
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as exit_:
+            main(["identify", "g.sqlite", "a.png", "--report", "ro/sub/r.html"])
+        return {"code": exit_.value.code, "last": err.getvalue().splitlines()[-1]}
+
+    assert as_another_user(shared_folder, run) == {
+        "code": 2, "last": "iam-writers identify: error: argument --report: ro/sub/r.html: "
+                           "cannot write in ro (Permission denied). Choose a folder you may "
+                           "write in."}
+    assert sorted(p.name for p in shared_folder.iterdir()) == ["ro"]
 
 
 def test_a_file_written_where_one_may_not_write_gets_one_line_naming_it(tmp_path,

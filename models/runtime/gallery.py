@@ -42,7 +42,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from iam_writers_tfds.atomic import cannot_write, existing_folder
+from iam_writers_tfds.atomic import cannot_write
 from iam_writers_tfds.images import image_bytes
 from models.runtime.model import ModelError, unit
 
@@ -1073,15 +1073,6 @@ def _new_file(file: Path, fingerprint: str | None, descriptor: str | None,
         db.close()  # the last connection folds the write-ahead log into the file
 
     _linked_into_place(file, make)
-
-
-def check_can_make(file: Path) -> None:
-    """Refuse, before any work, a gallery `file` that this user cannot make: its folder (or
-    the deepest that exists above it) takes no new file. Nothing is left behind."""
-    try:
-        tempfile.TemporaryFile(dir=existing_folder(file)).close()
-    except PermissionError as err:
-        raise cannot_write(file, err) from None
 
 
 def _linked_into_place(file: Path, write: Callable[[Path], None]) -> bool:

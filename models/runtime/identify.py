@@ -18,6 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from iam_writers_tfds.atomic import check_can_write
 from iam_writers_tfds.console import progress
 from iam_writers_tfds.images import SCAN_DPI, ImageError
 from models.config import COHORT_TOP, SCORES
@@ -30,7 +31,6 @@ from models.runtime.gallery import (
     GalleryError,
     ReadAs,
     Source,
-    check_can_make,
     check_name,
     gallery_file,
     lost_files,
@@ -488,7 +488,7 @@ def _enroll(gallery: str | Path | Gallery, features: Features, writer: str,
         if Gallery.exists(gallery):
             gallery = open_for(gallery, features)
         else:
-            check_can_make(gallery_file(gallery))
+            check_can_write(gallery_file(gallery))
     owners = gallery.owners(hashes) if isinstance(gallery, Gallery) else {}
     for name, digest in zip(names, hashes):
         refuse_other_writer(name, writer, owners.get(digest))
@@ -1121,7 +1121,7 @@ def rebuild(old: str | Path, new: str | Path, features: Features,
     target = gallery_file(new)
     if Gallery.exists(new):
         raise GalleryError(f"{target}: already exists. Rebuild into a new gallery path.")
-    check_can_make(target)
+    check_can_write(target)
     source = Gallery.open(old)
     try:
         writers, dates = source.sources(), source.dates()
