@@ -103,6 +103,22 @@ def _preflight(args: argparse.Namespace) -> None:
             run.inference_pipeline(args.stride)
         except ValueError as err:
             raise RunError(f"{args.run}: {err}") from None
+    try:
+        atomic.check_can_write(_written(args), directory=True)
+    except PermissionError as err:
+        if args.command != "evaluate":
+            raise
+        raise PermissionError(f"{err} (evaluate writes metrics.json and plots/ into the run: "
+                              "copy the run there and evaluate the copy)") from None
+
+
+def _written(args: argparse.Namespace) -> Path:
+    """The folder a command of the train install writes into (build: the TFDS data dir,
+    TFDS's default where none is given)."""
+    if args.command == "build":
+        return Path(args.data_dir or os.path.expanduser(
+            os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets")))
+    return Path(getattr(args, {"tune": "project", "evaluate": "run"}.get(args.command, "out")))
 
 
 MODEL_HELP = ("an export folder (its float32 model, if exported), one of its model_*.tflite files, "

@@ -14,25 +14,27 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
-def cannot_write(final: Path, err: OSError) -> PermissionError:
-    """`err`, met making `final` or its temporary, named by the folder that refused it (the
-    deepest that exists) rather than by a temporary's name."""
-    return PermissionError(f"{final}: cannot write in {existing_folder(final)} "
+def cannot_write(final: Path, err: OSError, directory: bool = False) -> PermissionError:
+    """`err`, met making `final` or its temporary, named by the folder that refused it
+    rather than by a temporary's name."""
+    return PermissionError(f"{final}: cannot write in {_written_first(final, directory)} "
                            f"({err.strerror}). Choose a folder you may write in.")
 
 
-def check_can_write(final: Path) -> None:
-    """Refuse, before any work, a path `final` that this user cannot make: the deepest
-    folder above it that exists takes no new file. Nothing is left behind."""
+def check_can_write(final: Path, directory: bool = False) -> None:
+    """Refuse, before any work, a path `final` that this user cannot make (a `directory`:
+    write into, where it exists): the folder where writing it begins takes no new file.
+    Nothing is left behind."""
     try:
-        tempfile.TemporaryFile(dir=existing_folder(final)).close()
+        tempfile.TemporaryFile(dir=_written_first(final, directory)).close()
     except PermissionError as err:
-        raise cannot_write(final, err) from None
+        raise cannot_write(final, err, directory) from None
 
 
-def existing_folder(final: Path) -> Path:
-    """The deepest folder above `final` that exists: where making it first writes."""
-    folder = final.parent
+def _written_first(final: Path, directory: bool) -> Path:
+    """Where making `final` first writes: in it, for an existing `directory`; else in the
+    deepest folder above it that exists."""
+    folder = final if directory and final.is_dir() else final.parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
     return folder

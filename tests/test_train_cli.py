@@ -190,6 +190,31 @@ def test_a_report_where_one_may_not_write_is_refused_before_the_work(shared_fold
     assert sorted(p.name for p in shared_folder.iterdir()) == ["ro"]
 
 
+@pytest.mark.parametrize("argv", [["build", "--data-dir", "ro/tfds"],
+                                  ["demo", "--out", "ro/demo"]])
+def test_a_command_that_may_not_write_its_output_says_so_before_it_starts(shared_folder, argv):
+    """`tune --project` in a read-only folder ended in TensorFlow's traceback; `train`,
+    `build` and `evaluate` in SQLite's or Python's errno words, some after the work."""
+    import contextlib
+    import io
+
+    from iam_writers.cli import main
+
+    (shared_folder / "ro").mkdir(mode=0o555)
+
+    def run() -> dict:
+        err, loaded = io.StringIO(), "tensorflow" in sys.modules  # by an earlier test
+        with contextlib.redirect_stderr(err):
+            code = main(argv)
+        return {"code": code, "err": err.getvalue(),
+                "tf": "tensorflow" in sys.modules and not loaded}
+
+    assert as_another_user(shared_folder, run) == {
+        "code": 2, "tf": False,
+        "err": f"iam-writers {argv[0]}: error: {argv[-1]}: cannot write in ro (Permission "
+               "denied). Choose a folder you may write in.\n"}
+
+
 def test_a_file_written_where_one_may_not_write_gets_one_line_naming_it(tmp_path,
                                                                         monkeypatch):
     """A report (or any file the project writes) in a folder one may not write in: the
