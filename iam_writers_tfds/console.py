@@ -107,6 +107,13 @@ def whole_lines() -> None:
             stream.reconfigure(line_buffering=True, write_through=False)
 
 
+def _no_config_dir(record: logging.LogRecord) -> bool:
+    """Matplotlib's two warnings where the home folder cannot be written (a service account,
+    a container run as another user): it makes a temporary one itself, and plots the same."""
+    return not str(record.msg).startswith(("mkdir -p failed for path",
+                                           "Matplotlib created a temporary cache directory"))
+
+
 def quiet() -> None:
     """Filter descriptor 2 for the rest of the process (once), and quiet the Python-level
     loggers of TensorFlow, absl and TFDS to warnings, unless verbose. Either way, each line
@@ -123,6 +130,7 @@ def quiet() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     for name in ("tensorflow", "absl", "tensorflow_datasets"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("matplotlib").addFilter(_no_config_dir)
     sys.stderr.flush()
     read_fd, write_fd = os.pipe()
     original = os.dup(2)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 from iam_writers_tfds.console import VERBOSE_ENV
+from tests.conftest import REPO
 
 NOTE = "note: " + "x" * 300
 # as `identify` writes a note to stderr and a result to stdout, many times over
@@ -159,3 +160,23 @@ def test_a_command_started_with_stderr_closed_answers_on_stdout(tmp_path, synth_
     asked = closed_stderr("identify", gallery, other)  # its notes go to stderr
     assert asked.returncode == 0 and asked.stdout.startswith(f"{other}: w (hinge: w ")
     assert asked.stdout.count("\n") == 1 and "note:" not in asked.stdout
+
+
+def test_matplotlib_without_a_home_it_may_write_says_nothing():
+    """A service account, or a container run as another user, has a home folder it cannot
+    write: every `train` and `evaluate` began with two lines of Matplotlib's warnings about
+    it, though it plots the same from a temporary folder of its own."""
+    script = ("import sys\nfrom iam_writers_tfds import console\n"
+              "if sys.argv[1] == 'quiet':\n    console.quiet()\n"
+              "import matplotlib.pyplot\nprint('plotted')\n")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MPLCONFIGDIR", "XDG_CONFIG_HOME", "XDG_CACHE_HOME")}
+    env["HOME"] = os.devnull  # a file: no folder can be made under it, even by root
+
+    def run(mode: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", script, mode], capture_output=True,
+                              text=True, env=env, cwd=REPO, timeout=120)
+
+    loud, quiet = run("loud"), run("quiet")
+    assert "Matplotlib created a temporary cache directory" in loud.stderr  # the case arises
+    assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, "plotted\n", "")
