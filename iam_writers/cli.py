@@ -577,6 +577,15 @@ def report_file(value: str) -> Path:
     return path
 
 
+def writer_name(value: str) -> str:
+    """An argparse type for a writer's name: UTF-8 text (SQLite holds no other)."""
+    from models.runtime.gallery import not_utf8
+
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in value):
+        raise argparse.ArgumentTypeError(not_utf8(value))
+    return value
+
+
 def finite(value: str) -> float:
     """An argparse type for a score: a number, not nan or infinite (nan compares false with
     every score, so every query was answered unknown)."""
@@ -822,7 +831,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--gallery", type=Path,
                    help="instead of b: a gallery enrolled with this model, whose --writer's "
                         "enrolled handwriting is the known")
-    s.add_argument("--writer", help="the enrolled writer of --gallery to weigh a against")
+    s.add_argument("--writer", type=writer_name,
+                   help="the enrolled writer of --gallery to weigh a against")
     s.add_argument("--descriptor", choices=SCORES,
                    help="the score: default fused when the model's card calibrated fusion, "
                         "else embedding; hinge for the contour-hinge alone")
@@ -837,7 +847,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("gallery", type=Path, help="the gallery: one SQLite file (GALLERY.sqlite "
                    "when the path has no .sqlite or .db ending), created when missing")
     s.add_argument("images", type=Path, nargs="*", help="the writer's images (with --writer)")
-    s.add_argument("--writer", help="the writer the images belong to: a name of one line of text")
+    s.add_argument("--writer", type=writer_name,
+                   help="the writer the images belong to: a name of one line of text")
     s.add_argument("--layout", type=Path, metavar="DIR",
                    help="instead of --writer and images: enrol every writer of a Kaggle- or "
                         "IAM-layout folder (extracted), each writer in one transaction")
@@ -881,16 +892,16 @@ def parser() -> argparse.ArgumentParser:
         a.add_argument("gallery", type=Path, help="the old gallery (NAME, NAME.npz or NAME.json)"
                        if name == "upgrade" else "the gallery's SQLite file")
         if name in ("remove", "rename", "show"):
-            a.add_argument("writer", help="an enrolled writer's name")
+            a.add_argument("writer", type=writer_name, help="an enrolled writer's name")
         if name == "rename":
-            a.add_argument("new", help="the writer's new name")
+            a.add_argument("new", type=writer_name, help="the writer's new name")
         if name == "backup":
             a.add_argument("backup", type=Path, help="the backup's file (must not exist)")
         if name in ("list", "info", "show", "alike", "history"):
             a.add_argument("--json", action="store_true", help="machine-readable output")
         if name == "history":
-            a.add_argument("--writer", help="only this writer's changes, under any name they "
-                                            "had before")
+            a.add_argument("--writer", type=writer_name,
+                           help="only this writer's changes, under any name they had before")
         if name == "remove":
             a.add_argument("--keep-name", action="store_true",
                            help="keep the writer's name in the gallery's history (a removal "

@@ -71,6 +71,7 @@ def replaced(final: Path, directory: bool = False) -> Iterator[Path]:
 
 
 def write_text(path: Path, text: str) -> None:
-    """Atomically replace `path` with `text`."""
+    """Atomically replace `path` with `text`, in UTF-8: a file name that is not (held by
+    Python as lone surrogates) is written with its bytes escaped, `\\udcff`."""
     with replaced(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8", errors="backslashreplace")

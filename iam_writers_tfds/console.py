@@ -101,10 +101,14 @@ def whole_lines() -> None:
     """Write each line of stdout and stderr at once, when it ends. Unbuffered (as
     PYTHONUNBUFFERED=1 has it, often in containers), `print` writes a line's text and its
     newline apart, and where both streams reach one terminal or file, the other stream's
-    lines land between the two."""
+    lines land between the two. What the stream's encoding cannot write (a file name that
+    is not UTF-8, which Python holds as lone surrogates; a writer's name outside a Latin-1
+    terminal's) is escaped, `\\udcff`, rather than a traceback."""
     for stream in (sys.stdout, sys.stderr):
         if isinstance(stream, io.TextIOWrapper):
-            stream.reconfigure(line_buffering=True, write_through=False)
+            stream.reconfigure(line_buffering=True, write_through=False,
+                               errors="backslashreplace" if stream.errors == "strict"
+                               else stream.errors)
 
 
 def _no_config_dir(record: logging.LogRecord) -> bool:

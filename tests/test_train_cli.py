@@ -358,3 +358,12 @@ def test_verify_and_predict_say_that_their_model_comes_first(argv, usage, capsys
         main(list(argv))
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and usage in err and f"iam-writers {argv[0]}: error:" in err
+
+
+def test_a_file_naming_a_file_whose_name_is_not_utf8_is_written_with_it_escaped(tmp_path):
+    """A report naming an image `b"\\xffname.png"` (Python: a lone surrogate) ended in
+    UnicodeEncodeError once the work was done."""
+    from iam_writers_tfds import atomic
+
+    atomic.write_text(tmp_path / "r.html", "<p>\udcffname.png: ann</p>")
+    assert (tmp_path / "r.html").read_bytes() == b"<p>\\udcffname.png: ann</p>"

@@ -282,6 +282,22 @@ def utc_now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
+def _db_path(path: str) -> str | bytes:
+    """An image's path as the gallery stores it: text, or where its name is not UTF-8 (an
+    old archive's Latin-1 name, which Python holds as lone surrogates and SQLite's text
+    cannot), the file system's bytes."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(path)
+    return path
+
+
+def _os_path(stored: str | bytes) -> str:
+    """A path as `_db_path` stored it, as Python names the file."""
+    return os.fsdecode(stored) if isinstance(stored, bytes) else stored
+
+
 def _blob(x: np.ndarray, dtype: np.dtype) -> bytes:
     return np.ascontiguousarray(x, dtype=dtype).tobytes()
 
@@ -469,7 +485,7 @@ class Gallery:
         owners = {}
         for lo in range(0, len(hashes), 500):  # SQLite's bound on query parameters
             part = hashes[lo:lo + 500]
-            owners.update((h, (w, p)) for h, w, p in db.execute(
+            owners.update((h, (w, _os_path(p))) for h, w, p in db.execute(
                 "SELECT i.sha256, w.name, i.path FROM images i JOIN writers w ON w.id = "
                 f"i.writer_id WHERE i.sha256 IN ({','.join('?' * len(part))})", part))
         return owners
@@ -514,7 +530,7 @@ class Gallery:
             "INSERT INTO images (writer_id, path, sha256, enrolled, embedding, hinge, "
             f"thumbnail, {', '.join(READ_COLUMNS)}) VALUES "
             f"({', '.join('?' * (7 + len(READ_COLUMNS)))})",
-            [(writer_id, p, h, now,
+            [(writer_id, _db_path(p), h, now,
               None if embeddings is None else _blob(embeddings[i], FEATURE_DTYPE),
               None if hinge is None else _blob(hinge[i], FEATURE_DTYPE),
               None if thumbnails is None else thumbnails[i],
@@ -611,7 +627,8 @@ class Gallery:
             rows = self.db.execute(f"SELECT i.path, i.sha256, i.enrolled, {_read(self.db)} "
                                    "FROM images i WHERE i.writer_id = ? ORDER BY i.id",
                                    (writer_id,)).fetchall()
-        return [dict(zip(("path", "sha256", "enrolled", *READ_COLUMNS), r)) for r in rows]
+        return [dict(zip(("path", "sha256", "enrolled", *READ_COLUMNS), (_os_path(p), *r)))
+                for p, *r in rows]
 
     def enrolment(self, writer: str) -> Enrolment:
         """A writer's enrolled images with their features, in enrolment order: to weigh
@@ -623,7 +640,7 @@ class Gallery:
                                    f"i.thumbnail, {_read(self.db)} FROM images i WHERE "
                                    "i.writer_id = ? ORDER BY i.id", (writer_id,)).fetchall()
         paths, hashes, emb, hinge, thumbnails, *read = map(list, zip(*rows))
-        return Enrolment(paths, hashes,
+        return Enrolment([_os_path(p) for p in paths], hashes,
                          _matrix(emb, FEATURE_DTYPE) if self.fingerprint else None,
                          _matrix(hinge, FEATURE_DTYPE) if self.descriptor else None,
                          thumbnails, [ReadAs(*r) for r in zip(*read)])
@@ -635,8 +652,8 @@ class Gallery:
                                    "images i JOIN writers w ON w.id = i.writer_id ORDER BY "
                                    "w.id, i.id").fetchall()
         writers: dict[str, list[Source]] = {}
-        for name, *source in rows:
-            writers.setdefault(name, []).append(Source(*source))
+        for name, path, *source in rows:
+            writers.setdefault(name, []).append(Source(_os_path(path), *source))
         return list(writers.items())
 
     def dates(self) -> Dates:
@@ -683,10 +700,11 @@ class Gallery:
     def thumbnails(self, writer: str, limit: int = 3) -> list[tuple[str, bytes]]:
         """(path, PNG) of up to `limit` of a writer's enrolled images that have a thumbnail."""
         with self._reading():
-            return self.db.execute(
+            rows = self.db.execute(
                 "SELECT i.path, i.thumbnail FROM images i JOIN writers w ON w.id = "
                 "i.writer_id WHERE w.name = ? AND i.thumbnail IS NOT NULL ORDER BY i.id "
                 "LIMIT ?", (writer, limit)).fetchall()
+        return [(_os_path(path), png) for path, png in rows]
 
     def info(self) -> dict:
         """What built the gallery, its schema, its size, its latest change, and how many
@@ -814,11 +832,21 @@ def check_name(gallery: str | Path, writer: str) -> None:
     either end."""
     if not writer.strip():
         raise GalleryError(f"{gallery}: empty writer name. Pass --writer ID.")
+    if any(unicodedata.category(c) == "Cs" for c in writer):
+        raise GalleryError(f"{gallery}: {not_utf8(writer)}")
     if writer != writer.strip() or any(unicodedata.category(c) in ("Cc", "Zl", "Zp")
                                        for c in writer):
         raise GalleryError(f"{gallery}: the writer name {writer!r} has a space at an end, a "
                            "line break or another control character. Pass a name of one line "
                            "of text.")
+
+
+def not_utf8(writer: str) -> str:
+    """Why a writer's name that came as bytes in another encoding than UTF-8 (held by Python
+    as lone surrogates, such as a Latin-1 terminal's `ü`) is refused, and the fix."""
+    return (f"the writer name {writer!r} is not UTF-8 text (the terminal or file sent it in "
+            "another encoding, such as Latin-1). Set the terminal to UTF-8, or pass the name "
+            "in ASCII.")
 
 
 def event_words(event: Event) -> str:
