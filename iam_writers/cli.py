@@ -173,9 +173,20 @@ def _show(result: dict | list, as_json: bool, text: str) -> None:
     """The result on stdout in one write that ends a line: `print` writes the newline after
     the text, and a line stdout flushes at its end (`console.whole_lines`) would go out cut
     in two, a note on stderr between."""
-    import json
+    sys.stdout.write((_json(result) if as_json else text) + "\n")
 
-    sys.stdout.write((json.dumps(result, indent=2) if as_json else text) + "\n")
+
+def _json(result: dict | list) -> str:
+    """`result` in JSON that reads as it is ("Müller", not "M\\u00fcller") where stdout is
+    UTF-8, and all in ASCII escapes where it is not. A file name that is not UTF-8 (lone
+    surrogates) keeps JSON's escape, `\\udcff`, which a UTF-8 stream cannot write."""
+    import json
+    import re
+
+    if (sys.stdout.encoding or "").lower().replace("-", "") != "utf8":
+        return json.dumps(result, indent=2)
+    return re.sub(r"[\ud800-\udfff]", lambda m: f"\\u{ord(m[0]):04x}",
+                  json.dumps(result, indent=2, ensure_ascii=False))
 
 
 def _not_read(skipped: list[str], of: int) -> int:

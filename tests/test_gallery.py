@@ -404,23 +404,34 @@ def test_an_old_gallery_in_a_read_only_folder_is_read_in_memory(tmp_path, monkey
 def test_a_file_name_that_is_not_utf8_is_enrolled_and_a_writer_name_is_refused(tmp_path):
     """An image whose file name is not UTF-8 (an old archive's Latin-1 `\\xff`, which Python
     holds as a lone surrogate) ended enroll in SQLite's UnicodeEncodeError, and printing it
-    under a UTF-8 locale in another; a writer's name typed on a Latin-1 terminal too."""
+    under a UTF-8 locale in another; a writer's name typed on a Latin-1 terminal too. And
+    `--json` wrote every name outside ASCII escaped ("\\u0141ukasz"), for that file name's
+    sake."""
     g = _new(tmp_path)
     emb, hinge = _features(2, 9)
     odd = str(tmp_path / "\udcffname.png")  # the file b"\xffname.png", as Python names it
     hashes = _hashes("o", 2)
-    g.add("ann", [odd, "plain.png"], hashes, emb, hinge, thumbnails=[b"png1", b"png2"])
-    assert [i["path"] for i in g.images("ann")] == [odd, "plain.png"]
+    g.add("Łukasz", [odd, "plain.png"], hashes, emb, hinge, thumbnails=[b"png1", b"png2"])
+    assert [i["path"] for i in g.images("Łukasz")] == [odd, "plain.png"]
     assert [s.path for s in g.sources()[0][1]] == [odd, "plain.png"]
-    assert g.enrolment("ann").paths == [odd, "plain.png"]
-    assert g.owners(hashes[:1]) == {hashes[0]: ("ann", odd)}
-    assert g.thumbnails("ann", limit=1) == [(odd, b"png1")] and g.check() == []
+    assert g.enrolment("Łukasz").paths == [odd, "plain.png"]
+    assert g.owners(hashes[:1]) == {hashes[0]: ("Łukasz", odd)}
+    assert g.thumbnails("Łukasz", limit=1) == [(odd, b"png1")] and g.check() == []
     g.close()
     strict = {"PYTHONIOENCODING": "utf-8:strict"}  # as under en_US.UTF-8 (C.UTF-8 escapes)
-    shown = cli("gallery", "show", tmp_path / "g.sqlite", "ann", env=strict)
+    shown = cli("gallery", "show", tmp_path / "g.sqlite", "Łukasz", env=strict)
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.startswith(f"{tmp_path}/\\udcffname.png\t")
-    renamed = cli("gallery", "rename", tmp_path / "g.sqlite", "ann", "M\udcfcller", env=strict)
+    # JSON: the name as it reads where stdout is UTF-8, the file name's byte as JSON's escape
+    listed = cli("gallery", "show", tmp_path / "g.sqlite", "Łukasz", "--json", env=strict)
+    assert f'"{tmp_path}/\\udcffname.png"' in listed.stdout
+    assert json.loads(listed.stdout)[0]["path"] == odd
+    named = cli("gallery", "list", tmp_path / "g.sqlite", "--json", env=strict)
+    assert '"Łukasz"' in named.stdout and json.loads(named.stdout)[0]["writer"] == "Łukasz"
+    latin = cli("gallery", "list", tmp_path / "g.sqlite", "--json",
+                env={"PYTHONIOENCODING": "latin-1"})
+    assert '"\\u0141ukasz"' in latin.stdout and latin.stdout.isascii()
+    renamed = cli("gallery", "rename", tmp_path / "g.sqlite", "Łukasz", "M\udcfcller", env=strict)
     assert renamed.returncode == 2 and renamed.stderr.endswith(
         "argument new: the writer name 'M\\udcfcller' is not UTF-8 text (the terminal or file "
         "sent it in another encoding, such as Latin-1). Set the terminal to UTF-8, or pass "
