@@ -625,11 +625,19 @@ def _page(data: bytes, index: int) -> np.ndarray | None:
 
 
 def image_file(path: str | Path) -> Path:
-    """The path of an existing file; a folder or a missing path raises, saying which."""
+    """The path of an existing file; a folder, a pipe or device (read more than once: its
+    hash, then its image), standard input (`-`) or a missing path raises, saying which."""
     path = Path(path)
     if path.is_dir():
         raise FileNotFoundError(f"{path}: a folder, not an image file. Pass its images (a "
                                 "shell glob such as DIR/*.png).")
+    if str(path) == "-" and not path.exists():
+        raise FileNotFoundError("-: images are not read from standard input. Save the image "
+                                "to a file (e.g. scanimage --output-file scan.png) and pass "
+                                "its path.")
+    if path.exists() and not path.is_file():
+        raise FileNotFoundError(f"{path}: a pipe or device, not an image file. Save the image "
+                                "to a file and pass its path.")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such image file. Check the path.")
     return path

@@ -231,6 +231,22 @@ def test_missing_file_names_path(tmp_path):
         images.read_gray(tmp_path / "nope.png")
 
 
+def test_a_pipe_and_standard_input_are_named_as_such(tmp_path, monkeypatch):
+    """A pipe (process substitution, /dev/stdin) and `-` were called "no such image file",
+    though they exist: the runtime reads an image by its path more than once (its hash,
+    then its pixels), which a pipe cannot give."""
+    import os
+
+    os.mkfifo(tmp_path / "scan.png")
+    with pytest.raises(FileNotFoundError, match=r"scan.png: a pipe or device, not an image "
+                                                r"file\. Save the image to a file"):
+        images.image_bytes(tmp_path / "scan.png")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"^-: images are not read from standard "
+                                                r"input\. Save the image to a file"):
+        images.image_bytes("-")
+
+
 def test_a_file_that_cannot_be_read_is_named(tmp_path, monkeypatch):
     """Not by a traceback: a permission error (which root, running the tests here, never
     meets) is an image error naming the file, for reading and for enrolment's hash alike."""
