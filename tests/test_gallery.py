@@ -401,6 +401,40 @@ def test_an_old_gallery_in_a_read_only_folder_is_read_in_memory(tmp_path, monkey
     assert sorted(p.name for p in tmp_path.iterdir()) == ["old.json", "old.npz"]
 
 
+def test_a_gallery_on_a_network_share_keeps_a_rollback_journal(tmp_path, monkeypatch):
+    """SQLite's write-ahead log needs memory shared on one machine: on NFS or SMB, and on
+    WSL's /mnt/c, it fails ("disk I/O error") or, between machines, corrupts. A gallery made
+    there (or backed up there) takes the rollback journal; one on a local disk mounted
+    inside the share keeps the log."""
+    from models.runtime import gallery
+
+    share, local = tmp_path / "case files", tmp_path / "case files" / "local"
+    local.mkdir(parents=True)
+    table = tmp_path / "mounts"
+    table.write_text(f"/dev/sda1 / ext4 rw 0 0\n"
+                     f"server:/cases {str(share).replace(' ', chr(92) + '040')} nfs4 rw 0 0\n"
+                     f"/dev/sdb1 {str(local).replace(' ', chr(92) + '040')} ext4 rw 0 0\n")
+    monkeypatch.setattr(gallery, "MOUNTS", table)
+    assert gallery.shared_filesystem(share / "sub") == "nfs4"
+
+    def journal(file: Path) -> str:
+        db = sqlite3.connect(file)
+        try:
+            return db.execute("PRAGMA journal_mode").fetchone()[0]
+        finally:
+            db.close()
+
+    emb, hinge = _features(1, 4)
+    for folder, mode in ((share / "sub", "delete"), (local, "wal")):
+        g = Gallery.open(folder / "g", create=True, fingerprint="fp",
+                         descriptor="hinge-l10-b16")
+        g.add("ann", ["a1"], _hashes("a", 1), emb, hinge)
+        g.close()
+        assert journal(folder / "g.sqlite") == mode
+    backup = Gallery.open(local / "g").backup(share / "backup")
+    assert journal(backup) == "delete" and Gallery.open(backup).snapshot().writers == ["ann"]
+
+
 def test_a_file_name_that_is_not_utf8_is_enrolled_and_a_writer_name_is_refused(tmp_path):
     """An image whose file name is not UTF-8 (an old archive's Latin-1 `\\xff`, which Python
     holds as a lone surrogate) ended enroll in SQLite's UnicodeEncodeError, and printing it

@@ -32,6 +32,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import sqlite3
 import tempfile
 import unicodedata
@@ -49,6 +50,11 @@ from models.runtime.model import ModelError, unit
 SCHEMA_VERSION = 1
 SUFFIX = ".sqlite"
 BUSY_TIMEOUT_S = 60.0  # how long a writer waits for another's transaction before giving up
+MOUNTS = Path("/proc/self/mounts")  # Linux's table of this process's file systems
+# network file systems, and WSL's mount of Windows' drives: SQLite's write-ahead log needs
+# memory shared on one machine, which they do not give (sqlite.org/wal.html, 8)
+SHARED_FILESYSTEMS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "drvfs", "fuse.sshfs",
+                      "ceph", "glusterfs", "lustre", "afs")
 FEATURE_DTYPE = np.dtype("<f4")  # per-image embeddings and hinge counts (exact below 2**24)
 # per-writer sums of a new gallery (float64 in those made before 2026-12-05, which keep it):
 # identification computes in float32 (the hinge's counts exact below 2**24, VLAD encoded in
@@ -810,7 +816,7 @@ class Gallery:
                     copy.execute(HISTORY)
                     _record(copy, Event(utc_now(), "backed up",
                                         detail=f"from {self.path.resolve()}"))
-                copy.execute("PRAGMA journal_mode = WAL")
+                copy.execute(f"PRAGMA journal_mode = {_journal_for(target.parent, 'WAL')}")
                 problems = [r[0] for r in copy.execute("PRAGMA quick_check") if r[0] != "ok"]
             finally:
                 copy.close()
@@ -1083,6 +1089,32 @@ def _fill(gallery: Gallery, writers: list[str], owners: np.ndarray, images: list
                     None if emb is None else emb[rows], None if hinge is None else hinge[rows])
 
 
+def _journal_for(folder: Path, journal: str) -> str:
+    """`journal`, but SQLite's rollback journal (DELETE) in place of its write-ahead log on a
+    network file system or WSL's /mnt/c (`shared_filesystem`), where the log's shared
+    memory fails ("disk I/O error") or, between machines, corrupts."""
+    return "DELETE" if journal == "WAL" and shared_filesystem(folder) else journal
+
+
+def shared_filesystem(folder: Path) -> str | None:
+    """The type of the network file system (or WSL's mount of Windows' drives) that `folder`
+    is on, as Linux's mount table names it; None for a local one, or off Linux."""
+    try:
+        table = MOUNTS.read_text().splitlines()
+    except OSError:
+        return None
+    folder, deepest, kind = folder.resolve(), -1, None
+    for line in table:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        # the table writes a space in a mount point as \040
+        point = Path(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), fields[1]))
+        if (point == folder or point in folder.parents) and len(point.parts) > deepest:
+            deepest, kind = len(point.parts), fields[2]
+    return kind if kind in SHARED_FILESYSTEMS else None
+
+
 def _new_file(file: Path, fingerprint: str | None, descriptor: str | None,
               journal: str = "WAL", fill=None) -> None:
     """Make a gallery file, filled by `fill(gallery)` (`_linked_into_place`): of several
@@ -1092,6 +1124,8 @@ def _new_file(file: Path, fingerprint: str | None, descriptor: str | None,
         file.parent.mkdir(parents=True, exist_ok=True)
     except PermissionError as err:
         raise cannot_write(file, err) from None
+
+    journal = _journal_for(file.parent, journal)
 
     def make(tmp: Path) -> None:
         db = _connect(tmp)
