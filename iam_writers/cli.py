@@ -997,7 +997,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from iam_writers_tfds import images, kaggle_layout
 
     errors = (kaggle_layout.LayoutError, images.ImageError, FileNotFoundError, FileExistsError,
-              PermissionError, RunError)
+              PermissionError, atomic.NoSpaceError, RunError)
     for module, name in (("models.zoo", "WeightsError"), ("models.runtime", "ModelError"),
                          ("models.export", "ExportError"), ("tuning.space", "SpaceError"),
                          ("tuning.search", "ProjectError"), ("models.config", "RunFileError")):

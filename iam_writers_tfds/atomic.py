@@ -7,11 +7,25 @@ SIGKILL leaves at most a hidden `.NAME.*` temporary, never a half-written final 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)  # a full disk, a user's quota reached
+
+
+class NoSpaceError(OSError):
+    """The disk filled while a file was written; nothing of it was kept."""
+
+
+def no_space(final: Path, err: OSError | str) -> NoSpaceError:
+    why = err.strerror if isinstance(err, OSError) else err
+    return NoSpaceError(f"{final}: the disk of {_written_first(final, False)} is full "
+                        f"({why}); nothing was written. Free space there, or choose another "
+                        "folder.")
 
 
 def cannot_write(final: Path, err: OSError, directory: bool = False) -> PermissionError:
@@ -62,11 +76,13 @@ def replaced(final: Path, directory: bool = False) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, final)
-    except BaseException:
+    except BaseException as err:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.errno in NO_SPACE:
+            raise no_space(final, err) from None
         raise
 
 

@@ -401,6 +401,40 @@ def test_an_old_gallery_in_a_read_only_folder_is_read_in_memory(tmp_path, monkey
     assert sorted(p.name for p in tmp_path.iterdir()) == ["old.json", "old.npz"]
 
 
+def test_a_full_disk_is_named_and_nothing_of_the_change_is_kept(tmp_path, monkeypatch):
+    """An enrolment, a new gallery or a backup on a full disk ended in SQLite's traceback
+    ("database or disk is full"), an enrolment's at its commit. SQLite's own limit on a
+    file's pages raises that error here, as a full disk does."""
+    from iam_writers_tfds.atomic import NoSpaceError
+
+    g = _new(tmp_path)
+    emb, hinge = _features(3, 5)
+    g.add("ann", ["a1"], _hashes("a", 1), emb[:1], hinge[:1])
+    pages, = g.db.execute("PRAGMA page_count").fetchone()
+    g.db.execute(f"PRAGMA max_page_count = {pages}")
+    with pytest.raises(GalleryError, match=r"g\.sqlite: the disk is full \(database or disk "
+                                           r"is full\); nothing of this change was written\."):
+        g.add("bob", ["b1", "b2"], _hashes("b", 2), emb[1:], hinge[1:],
+              thumbnails=[bytes(20000)] * 2)  # more than the free space of its pages
+    assert g.snapshot().writers == ["ann"] and g.check() == []
+    connect = sqlite3.connect
+
+    def full(*args, **kwargs) -> sqlite3.Connection:  # every file SQLite makes now is full
+        db = connect(*args, **kwargs)
+        db.execute("PRAGMA max_page_count = 2")
+        return db
+
+    monkeypatch.setattr(sqlite3, "connect", full)
+    before = sorted(tmp_path.iterdir())
+    for make in (lambda: g.backup(tmp_path / "copy"),
+                 lambda: Gallery.open(tmp_path / "new", create=True, fingerprint="fp")):
+        with pytest.raises(NoSpaceError, match=rf"^{tmp_path}/(copy|new)\.sqlite: the disk of "
+                                               rf"{tmp_path} is full \(database or disk is "
+                                               r"full\); nothing was written\."):
+            make()
+        assert sorted(tmp_path.iterdir()) == before
+
+
 def test_a_gallery_on_a_network_share_keeps_a_rollback_journal(tmp_path, monkeypatch):
     """SQLite's write-ahead log needs memory shared on one machine: on NFS or SMB, and on
     WSL's /mnt/c, it fails ("disk I/O error") or, between machines, corrupts. A gallery made

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -367,3 +368,23 @@ def test_a_file_naming_a_file_whose_name_is_not_utf8_is_written_with_it_escaped(
 
     atomic.write_text(tmp_path / "r.html", "<p>\udcffname.png: ann</p>")
     assert (tmp_path / "r.html").read_bytes() == b"<p>\\udcffname.png: ann</p>"
+
+
+def test_a_file_written_on_a_full_disk_is_named_in_one_line_and_left_out(tmp_path,
+                                                                         monkeypatch):
+    """A report on a full disk ended in Python's `OSError: [Errno 28]` traceback."""
+    import errno
+
+    from iam_writers.cli import user_errors
+    from iam_writers_tfds import atomic
+
+    def full(self, *args, **kwargs):  # as the OS answers a write that finds no space
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(atomic.NoSpaceError) as err:
+        atomic.write_text(tmp_path / "r.html", "<html>")
+    assert str(err.value) == (f"{tmp_path / 'r.html'}: the disk of {tmp_path} is full (No "
+                              "space left on device); nothing was written. Free space there, "
+                              "or choose another folder.")
+    assert isinstance(err.value, user_errors()) and not list(tmp_path.iterdir())

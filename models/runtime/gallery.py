@@ -43,7 +43,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from iam_writers_tfds.atomic import cannot_write
+from iam_writers_tfds.atomic import cannot_write, no_space
 from iam_writers_tfds.images import image_bytes
 from models.runtime.model import ModelError, unit
 
@@ -450,12 +450,16 @@ class Gallery:
         try:
             self.db.execute(HISTORY)  # a gallery from before the table
             yield self.db
+            self.db.commit()  # where the disk fills, as often as in the changes
         except BaseException as err:
             self.db.rollback()
             if isinstance(err, sqlite3.OperationalError) and _refused(err):
                 raise _unwritable(self.path, f"SQLite could not write it ({err})") from None
+            if isinstance(err, sqlite3.OperationalError) and _full(err):
+                raise GalleryError(f"{self.path}: the disk is full ({err}); nothing of this "
+                                   "change was written. Free space on its disk and run this "
+                                   "again.") from None
             raise
-        self.db.commit()
 
     def add(self, writer: str, paths: list[str], hashes: list[str],
             embeddings: np.ndarray | None, hinge: np.ndarray | None,
@@ -1010,6 +1014,12 @@ def _has_wal(file: Path) -> bool:
         return False
 
 
+def _full(err: sqlite3.OperationalError) -> bool:
+    """SQLite's "database or disk is full"."""
+    code = _code(err)
+    return code is not None and code & 0xFF == sqlite3.SQLITE_FULL
+
+
 def _refused(err: sqlite3.OperationalError) -> bool:
     """SQLite's "attempt to write a readonly database"."""
     code = _code(err)
@@ -1148,7 +1158,12 @@ def _linked_into_place(file: Path, write: Callable[[Path], None]) -> bool:
     os.close(fd)
     os.unlink(tmp)  # SQLite makes the file
     try:
-        write(Path(tmp))
+        try:
+            write(Path(tmp))
+        except sqlite3.OperationalError as err:
+            if _full(err):
+                raise no_space(file, str(err)) from None
+            raise
         try:
             os.link(tmp, file)
         except FileExistsError:
