@@ -1086,6 +1086,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"iam-writers {args.command}: error: {err}{_skip_hint(args, err)}",
               file=sys.stderr)
         return 2
+    except OSError as err:  # a full disk that a library met (TensorFlow's, h5py's writes)
+        if err.errno not in atomic.NO_SPACE:
+            raise
+        where = f" in {_written(args)}" if getattr(args, "needs_train", False) else ""
+        print(f"iam-writers {args.command}: error: no space left on the disk{where} "
+              f"({os.strerror(err.errno)}). Free space there and run it "
+              f"again{_after_interrupt(args)}.", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback (130: 128 + SIGINT)
         print(f"iam-writers {args.command}: interrupted{_after_interrupt(args)}",
               file=sys.stderr)

@@ -7,6 +7,7 @@ plots/, logs/ (TensorBoard) and, while training, backup/ for --resume.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import math
 import os
@@ -237,6 +238,30 @@ def _lr_callback(cfg: TrainConfig, lr: float, first: int, last: int,
         lambda epoch: lr * 0.5 * (1 + math.cos(math.pi * (epoch - first) / span)))
 
 
+class WholeBackup(keras.callbacks.BackupAndRestore):
+    """Keras's BackupAndRestore, whose backup is replaced whole. Keras writes the weights
+    over the last ones: a disk that filled, or a kill, in mid-write left a backup that
+    `--resume` could not load ("A total of 3 objects could not be loaded")."""
+
+    def _save_model(self) -> None:
+        os.makedirs(self.backup_dir, exist_ok=True)
+        # h5py, failing on a full disk, keeps its file open and fails again at exit (a
+        # segmentation fault): refused before it starts, where it plainly cannot fit
+        needed = sum(v.numpy().nbytes for v in self.model.variables) + (1 << 20)
+        if shutil.disk_usage(self.backup_dir).free < needed:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), self.backup_dir)
+        incoming = os.path.join(self.backup_dir, "incoming.weights.h5")
+        try:
+            self.model.save_weights(incoming, overwrite=True)
+        except BaseException:
+            Path(incoming).unlink(missing_ok=True)
+            raise
+        os.replace(incoming, self._weights_path)
+        # a kill between the two: the new weights, resumed one epoch early
+        atomic.write_text(Path(self._training_metadata_path), json.dumps(
+            {"epoch": self._current_epoch, "batch": self._last_batch_seen}))
+
+
 def _callbacks(cfg: TrainConfig, monitor: str, lr: float, first: int, last: int,
                held_out: bool) -> list[keras.callbacks.Callback]:
     """The notebooks' callbacks. Without a held-out set they watch the training figures
@@ -247,7 +272,7 @@ def _callbacks(cfg: TrainConfig, monitor: str, lr: float, first: int, last: int,
     # with a cosine schedule the best epochs come at the end: stopping early is for plateaus
     patience = cfg.patience if cfg.lr_schedule == "plateau" else max(cfg.patience, last)
     return [
-        keras.callbacks.BackupAndRestore(str(cfg.out / "backup")),
+        WholeBackup(str(cfg.out / "backup")),
         keras.callbacks.EarlyStopping(monitor, patience=patience, mode=mode,
                                       restore_best_weights=True),
         _lr_callback(cfg, lr, first, last, prefix + "loss"),

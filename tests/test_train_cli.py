@@ -388,3 +388,57 @@ def test_a_file_written_on_a_full_disk_is_named_in_one_line_and_left_out(tmp_pat
                               "space left on device); nothing was written. Free space there, "
                               "or choose another folder.")
     assert isinstance(err.value, user_errors()) and not list(tmp_path.iterdir())
+
+
+def test_the_resume_backup_is_replaced_whole_or_kept_as_it_was(tmp_path, monkeypatch):
+    """Keras wrote the backup's weights over the last ones: a disk that filled mid-write
+    left a backup that `--resume` could not load. Now a failed write keeps the last backup,
+    and a backup that plainly cannot fit is refused before h5py opens a file (which, failing
+    on a full disk, stays open and crashed the process at exit)."""
+    import errno
+    import shutil
+
+    import keras
+
+    from models import train
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    backup = train.WholeBackup(str(tmp_path))
+    backup.set_model(model)
+    backup._current_epoch = 3
+    backup._save_model()
+    kept = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert sorted(kept) == ["latest.weights.h5", "training_metadata.json"]
+    assert json.loads(kept["training_metadata.json"])["epoch"] == 3
+
+    def fills(path, overwrite=True):  # a partial file, then the OS's answer
+        Path(path).write_bytes(b"\x89HDF partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(model, "save_weights", fills)
+    backup._current_epoch = 4
+    with pytest.raises(OSError, match="No space left"):
+        backup._save_model()
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == kept
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(1, 1, 0))
+    with pytest.raises(OSError) as err:
+        backup._save_model()
+    assert err.value.errno == errno.ENOSPC
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == kept
+
+
+def test_a_full_disk_met_inside_a_library_is_one_line(monkeypatch, capsys):
+    """TensorFlow's or h5py's write on a full disk ended in their traceback."""
+    import errno
+
+    from iam_writers import cli
+
+    def fills(args):
+        raise OSError(errno.ENOSPC, "Can't synchronously write data (file write failed: "
+                                    "...\n, errno = 28)")
+
+    monkeypatch.setattr(cli, "_identify", fills)
+    assert cli.main(["identify", "g.sqlite", "a.png"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "iam-writers identify: error: no space left on the disk (No space left on device). "
+        "Free space there and run it again.")
