@@ -606,6 +606,33 @@ def test_a_gallery_this_user_cannot_write_is_read_and_refuses_changes_in_one_lin
     assert sorted(p.name for p in folder.iterdir()) == left.get(case, ["g.sqlite"])
 
 
+def test_a_gallery_linked_from_a_read_only_folder_is_written_where_it_is(shared_folder):
+    """SQLite writes -wal and -shm beside a link's target: a gallery linked from a read-only
+    folder into a writable one was taken for read-only, its changes refused."""
+    import os
+    import pwd
+
+    (shared_folder / "data").mkdir()
+    (shared_folder / "data").chmod(0o777)  # mkdir's mode passes through the umask
+    g = Gallery.open(shared_folder / "data" / "g", create=True, fingerprint="fp",
+                     descriptor="hinge-l10-b16")
+    emb, hinge = _features(1, 8)
+    g.add("ann", ["a1"], _hashes("a", 1), emb, hinge)
+    g.close()
+    if os.geteuid() == 0:
+        os.chown(shared_folder / "data" / "g.sqlite", pwd.getpwnam("nobody").pw_uid, -1)
+    (shared_folder / "links").mkdir()
+    (shared_folder / "links" / "g.sqlite").symlink_to("../data/g.sqlite")
+    (shared_folder / "links").chmod(0o555)
+
+    def rename() -> dict:
+        g = Gallery.open("links/g.sqlite")
+        g.rename("ann", "cy")
+        return {"writers": g.snapshot().writers}
+
+    assert as_another_user(shared_folder, rename) == {"writers": ["cy"]}
+
+
 @pytest.mark.parametrize("content", [b"", b"not a database at all\n" * 10, "truncated"])
 def test_a_broken_gallery_file_gets_one_line_and_is_not_changed(tmp_path, content):
     path = tmp_path / "g.sqlite"

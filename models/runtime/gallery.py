@@ -378,14 +378,15 @@ class Gallery:
         # of this process's connections to it (SQLite's "How To Corrupt", 2.2)
         if file.stat().st_size == 0:  # SQLite would take it for a new database
             raise _unopened(file)
-        read_only = _read_only(file)
+        real = file.resolve()  # SQLite keeps -wal and -shm beside a link's target
+        read_only = _read_only(real)
         try:
             gallery = cls(file, _connect(file, immutable=read_only is not None
-                                         and not _has_wal(file)))
+                                         and not _has_wal(real)))
         except sqlite3.DatabaseError as err:
             if read_only is not None and _code(err) is not None \
                     and _code(err) & 0xFF in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN):
-                raise GalleryError(f"{file}: {read_only}, and {file.name}-wal beside it holds "
+                raise GalleryError(f"{file}: {read_only}, and {real.name}-wal beside it holds "
                                    "changes not yet in the gallery, which SQLite cannot read "
                                    "without writing there. Run this as a user who can write "
                                    "it, or copy the gallery with its -wal file to a folder you "
