@@ -1037,6 +1037,17 @@ def _after_interrupt(args: argparse.Namespace) -> str:
     return ""
 
 
+def _past_h5py(status: int) -> int:
+    """`status`, for a command that a full disk stopped; but where h5py is loaded (Keras's
+    and KerasTuner's weights), the process ends now, with that status: a file it failed to
+    write there crashed HDF5 at the interpreter's shutdown (segmentation fault)."""
+    if "h5py" not in sys.modules:
+        return status
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = parser()
     args, extra = p.parse_known_args(argv)
@@ -1085,7 +1096,7 @@ def main(argv: list[str] | None = None) -> int:
     except user_errors() as err:
         print(f"iam-writers {args.command}: error: {err}{_skip_hint(args, err)}",
               file=sys.stderr)
-        return 2
+        return _past_h5py(2) if isinstance(err, atomic.NoSpaceError) else 2
     except OSError as err:  # a full disk that a library met (TensorFlow's, h5py's writes)
         if err.errno not in atomic.NO_SPACE:
             raise
@@ -1093,7 +1104,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"iam-writers {args.command}: error: no space left on the disk{where} "
               f"({os.strerror(err.errno)}). Free space there and run it "
               f"again{_after_interrupt(args)}.", file=sys.stderr)
-        return 2
+        return _past_h5py(2)
     except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback (130: 128 + SIGINT)
         print(f"iam-writers {args.command}: interrupted{_after_interrupt(args)}",
               file=sys.stderr)

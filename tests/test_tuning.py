@@ -305,3 +305,8 @@ def test_the_best_of_tied_trials_is_the_first_started():
         assert best_trial(SimpleNamespace(oracle=oracle)).trial_id == "1"
     empty = SimpleNamespace(trials={}, start_order=[], get_best_trials=lambda n: [])
     assert best_trial(SimpleNamespace(oracle=empty)) is None
+    # every trial failed (a full disk): KerasTuner pads its ranking with them, scoreless,
+    # and the summary's "best trial" was a TypeError on formatting None
+    failed = SimpleNamespace(trials={"3": trials["3"]}, start_order=["3"],
+                             get_best_trials=lambda n: [trials["3"]])
+    assert best_trial(SimpleNamespace(oracle=failed)) is None

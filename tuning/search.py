@@ -142,8 +142,8 @@ def best_trial(tuner):
     """The best finished trial, or None; among equal scores the first started, so that a
     reloaded search names the same one (KerasTuner's order among ties changes on reload, and
     a re-run would retrain another best)."""
-    best = tuner.oracle.get_best_trials(1)
-    if not best:
+    best = [t for t in tuner.oracle.get_best_trials(1) if t.score is not None]
+    if not best:  # none, or only failed ones (KerasTuner pads its ranking with those)
         return None
     trials = tuner.oracle.trials
     return next(trials[t] for t in tuner.oracle.start_order if trials[t].score == best[0].score)
@@ -180,7 +180,9 @@ def write_summary(cfg: TuneConfig, tuner) -> dict:
     plt.close(fig)
     best = best_trial(tuner)
     if best is None:
-        raise RuntimeError(f"{cfg.project}: no trial finished; nothing to report.")
+        raise ProjectError(f"{cfg.project}: no trial finished (KerasTuner printed why each "
+                           "failed, above); nothing to report. Mend that, and search again "
+                           "with a new --project.")
     result = {"trial": best.trial_id, "score": best.score, "objective": metric,
               "hyperparameters": best.hyperparameters.values}
     atomic.write_text(cfg.project / "best_hyperparameters.json", json.dumps(result, indent=2))
