@@ -592,8 +592,8 @@ def writer_name(value: str) -> str:
     """An argparse type for a writer's name: UTF-8 text (SQLite holds no other)."""
     from models.runtime.gallery import not_utf8
 
-    if any(0xD800 <= ord(c) <= 0xDFFF for c in value):
-        raise argparse.ArgumentTypeError(not_utf8(value))
+    if why := not_utf8(value):
+        raise argparse.ArgumentTypeError(why)
     return value
 
 

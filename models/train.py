@@ -247,7 +247,8 @@ class WholeBackup(keras.callbacks.BackupAndRestore):
         os.makedirs(self.backup_dir, exist_ok=True)
         # h5py, failing on a full disk, keeps its file open and fails again at exit (a
         # segmentation fault): refused before it starts, where it plainly cannot fit
-        needed = sum(v.numpy().nbytes for v in self.model.variables) + (1 << 20)
+        needed = sum(math.prod(v.shape) * np.dtype(v.dtype).itemsize
+                     for v in self.model.variables) + (1 << 20)
         if shutil.disk_usage(self.backup_dir).free < needed:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), self.backup_dir)
         incoming = os.path.join(self.backup_dir, "incoming.weights.h5")

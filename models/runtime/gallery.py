@@ -384,8 +384,8 @@ class Gallery:
             gallery = cls(file, _connect(file, immutable=read_only is not None
                                          and not _has_wal(real)))
         except sqlite3.DatabaseError as err:
-            if read_only is not None and _code(err) is not None \
-                    and _code(err) & 0xFF in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN):
+            if read_only is not None and _is(err, sqlite3.SQLITE_READONLY,
+                                             sqlite3.SQLITE_CANTOPEN):
                 raise GalleryError(f"{file}: {read_only}, and {real.name}-wal beside it holds "
                                    "changes not yet in the gallery, which SQLite cannot read "
                                    "without writing there. Run this as a user who can write "
@@ -445,7 +445,7 @@ class Gallery:
         except sqlite3.OperationalError as err:
             if _is_locked(err):
                 raise _locked(self.path, err) from None
-            if _refused(err):
+            if _is(err, sqlite3.SQLITE_READONLY):
                 raise _unwritable(self.path, f"SQLite could not write it ({err})") from None
             raise
         try:
@@ -454,9 +454,9 @@ class Gallery:
             self.db.commit()  # where the disk fills, as often as in the changes
         except BaseException as err:
             self.db.rollback()
-            if isinstance(err, sqlite3.OperationalError) and _refused(err):
+            if _is(err, sqlite3.SQLITE_READONLY):
                 raise _unwritable(self.path, f"SQLite could not write it ({err})") from None
-            if isinstance(err, sqlite3.OperationalError) and _full(err):
+            if _is(err, sqlite3.SQLITE_FULL):
                 raise GalleryError(f"{self.path}: the disk is full ({err}); nothing of this "
                                    "change was written. Free space on its disk and run this "
                                    "again.") from None
@@ -843,8 +843,8 @@ def check_name(gallery: str | Path, writer: str) -> None:
     either end."""
     if not writer.strip():
         raise GalleryError(f"{gallery}: empty writer name. Pass --writer ID.")
-    if any(unicodedata.category(c) == "Cs" for c in writer):
-        raise GalleryError(f"{gallery}: {not_utf8(writer)}")
+    if why := not_utf8(writer):
+        raise GalleryError(f"{gallery}: {why}")
     if writer != writer.strip() or any(unicodedata.category(c) in ("Cc", "Zl", "Zp")
                                        for c in writer):
         raise GalleryError(f"{gallery}: the writer name {writer!r} has a space at an end, a "
@@ -852,9 +852,12 @@ def check_name(gallery: str | Path, writer: str) -> None:
                            "of text.")
 
 
-def not_utf8(writer: str) -> str:
+def not_utf8(writer: str) -> str | None:
     """Why a writer's name that came as bytes in another encoding than UTF-8 (held by Python
-    as lone surrogates, such as a Latin-1 terminal's `ü`) is refused, and the fix."""
+    as lone surrogates, such as a Latin-1 terminal's `ü`) is refused, and the fix; None for
+    UTF-8 text."""
+    if not any(unicodedata.category(c) == "Cs" for c in writer):
+        return None
     return (f"the writer name {writer!r} is not UTF-8 text (the terminal or file sent it in "
             "another encoding, such as Latin-1). Set the terminal to UTF-8, or pass the name "
             "in ASCII.")
@@ -979,9 +982,17 @@ def _is_locked(err: sqlite3.DatabaseError) -> bool:
             else (code & 0xFF) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED))
 
 
-def _code(err: sqlite3.DatabaseError) -> int | None:
+def _code(err: BaseException) -> int | None:
     """SQLite's error code, which Python gives (with its constants) from 3.11 only."""
     return getattr(err, "sqlite_errorcode", None)
+
+
+def _is(err: BaseException, *primary: int) -> bool:
+    """Whether `err` is SQLite's error of one of these primary codes (SQLITE_FULL: "database
+    or disk is full"; SQLITE_READONLY: "attempt to write a readonly database"), whatever its
+    extended code."""
+    code = _code(err)
+    return code is not None and code & 0xFF in primary
 
 
 def _locked(path: Path, err: sqlite3.DatabaseError) -> GalleryError:
@@ -1013,18 +1024,6 @@ def _has_wal(file: Path) -> bool:
         return (file.parent / f"{file.name}-wal").stat().st_size > 0
     except OSError:
         return False
-
-
-def _full(err: sqlite3.OperationalError) -> bool:
-    """SQLite's "database or disk is full"."""
-    code = _code(err)
-    return code is not None and code & 0xFF == sqlite3.SQLITE_FULL
-
-
-def _refused(err: sqlite3.OperationalError) -> bool:
-    """SQLite's "attempt to write a readonly database"."""
-    code = _code(err)
-    return code is not None and code & 0xFF == sqlite3.SQLITE_READONLY
 
 
 def _unwritable(file: Path, why: str) -> GalleryError:
@@ -1162,7 +1161,7 @@ def _linked_into_place(file: Path, write: Callable[[Path], None]) -> bool:
         try:
             write(Path(tmp))
         except sqlite3.OperationalError as err:
-            if _full(err):
+            if _is(err, sqlite3.SQLITE_FULL):
                 raise no_space(file, str(err)) from None
             raise
         try:
