@@ -238,6 +238,15 @@ def _lr_callback(cfg: TrainConfig, lr: float, first: int, last: int,
         lambda epoch: lr * 0.5 * (1 + math.cos(math.pi * (epoch - first) / span)))
 
 
+def weights_fit(model: keras.Model, folder: str | Path) -> bool:
+    """Whether `model`'s weights plainly fit on the disk of `folder`. h5py, failing on a full
+    disk, keeps its file open and fails again at exit (a segmentation fault): a weights file
+    is refused before it starts where this says no. (An estimate: their size and 1 MiB.)"""
+    needed = sum(math.prod(v.shape) * np.dtype(v.dtype).itemsize
+                 for v in model.variables) + (1 << 20)
+    return shutil.disk_usage(folder).free >= needed
+
+
 class WholeBackup(keras.callbacks.BackupAndRestore):
     """Keras's BackupAndRestore, whose backup is replaced whole. Keras writes the weights
     over the last ones: a disk that filled, or a kill, in mid-write left a backup that
@@ -245,11 +254,7 @@ class WholeBackup(keras.callbacks.BackupAndRestore):
 
     def _save_model(self) -> None:
         os.makedirs(self.backup_dir, exist_ok=True)
-        # h5py, failing on a full disk, keeps its file open and fails again at exit (a
-        # segmentation fault): refused before it starts, where it plainly cannot fit
-        needed = sum(math.prod(v.shape) * np.dtype(v.dtype).itemsize
-                     for v in self.model.variables) + (1 << 20)
-        if shutil.disk_usage(self.backup_dir).free < needed:
+        if not weights_fit(self.model, self.backup_dir):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), self.backup_dir)
         incoming = os.path.join(self.backup_dir, "incoming.weights.h5")
         try:

@@ -213,6 +213,31 @@ def test_a_search_whose_first_model_cannot_load_its_weights_leaves_no_project(du
     assert not (tmp_path / "p").exists()
 
 
+def test_a_full_disk_stops_the_search_before_a_checkpoint_and_the_trial_runs_again(
+        tmp_path, synth_dir, monkeypatch):
+    """KerasTuner counted a full disk as a failed trial: h5py's tracebacks, its weights file
+    left half-written and open, and the next trial failing the same way. The search now
+    stops before KerasTuner writes the checkpoint, with the error that `main` words in one
+    line; the trial stays unfinished, so the same command runs it again."""
+    import errno
+    import shutil
+
+    from tuning.search import TuneConfig, search
+
+    (tmp_path / "s.yaml").write_text(TINY)
+    project = tmp_path / "p"
+    usage = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(
+        1, 1, 0) if Path(path).is_relative_to(project) else usage(path))
+    with pytest.raises(kt.errors.FatalError) as err:
+        search(TuneConfig(model="patch_cnn", config="top50", data_dir=synth_dir,
+                          project=project, space=tmp_path / "s.yaml", max_trials=1,
+                          epochs=1))
+    assert isinstance(err.value, OSError) and err.value.errno == errno.ENOSPC
+    assert not list(project.rglob("*.h5"))
+    assert json.loads((project / "trial_0" / "trial.json").read_text())["status"] == "RUNNING"
+
+
 def test_kerastuner_state_is_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
     """A kill between writing oracle.json and finishing it kept the old file (CI, 2026-12-05:
     a truncated oracle.json that the re-run refused)."""

@@ -9,11 +9,15 @@ so the datasets are built there from the same sampled config; everything the tun
 from __future__ import annotations
 
 import dataclasses
+import errno
+import os
+from pathlib import Path
 
+import keras
 import keras_tuner as kt
 
 from models.config import TrainConfig
-from models.train import calibration_writers, compiled_model, datasets
+from models.train import calibration_writers, compiled_model, datasets, weights_fit
 from tuning.space import Spec
 
 
@@ -64,6 +68,25 @@ class SiameseHyperModel(WriterHyperModel):
     """siamese_resnet50: learning rate, head units, embedding size and margin."""
 
     family = "siamese_resnet50"
+
+
+class NoRoomForTrial(kt.errors.FatalError, OSError):
+    """A full disk: KerasTuner counts any error but a FatalError as a failed trial, and goes
+    on to fail the next ones."""
+
+
+class RoomForTrialWeights(keras.callbacks.Callback):
+    """KerasTuner saves a trial's best weights with h5py after an epoch (the callback it adds
+    after the search's own); a full disk there left h5py's tracebacks and its file open.
+    The search stops first, where they plainly cannot fit (`weights_fit`)."""
+
+    def __init__(self, project: Path):
+        super().__init__()
+        self.project = project
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if not weights_fit(self.model, self.project):
+            raise NoRoomForTrial(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.project))
 
 
 HYPERMODELS = {cls.family: cls for cls in (PatchCNNHyperModel, PatchEmbedHyperModel,

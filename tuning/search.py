@@ -196,6 +196,7 @@ def search(cfg: TuneConfig) -> dict | None:
     import keras
 
     from pipelines import writer_names
+    from tuning.hypermodels import RoomForTrialWeights
 
     check_project(cfg.project)
     num_classes = len(writer_names(cfg.config, cfg.data_dir))  # fails before any training
@@ -214,7 +215,8 @@ def search(cfg: TuneConfig) -> dict | None:
               f"{cfg.max_trials}); raise --max-trials to continue it")
     metric, direction = cfg.objective
     stop = keras.callbacks.EarlyStopping(metric, patience=cfg.patience, mode=direction)
-    tuner.search(epochs=cfg.epochs, callbacks=[stop], verbose=2)
+    tuner.search(epochs=cfg.epochs, callbacks=[stop, RoomForTrialWeights(cfg.project)],
+                 verbose=2)
     if is_worker():
         return None
     best = write_summary(cfg, tuner)
