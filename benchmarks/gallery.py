@@ -138,7 +138,7 @@ def bulk(layout: Path, folder: Path) -> None:
 
     from models.runtime.identify import layout_writers
 
-    writers = layout_writers(layout)
+    writers = layout_writers(layout).writers
     cli = [sys.executable, "-m", "iam_writers", "enroll"]
     start = time.perf_counter()
     subprocess.run([*cli, folder / "bulk", "--layout", layout, "--descriptor", "hinge"],

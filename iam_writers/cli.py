@@ -126,6 +126,12 @@ MODEL_HELP = ("an export folder (its float32 model, if exported), one of its mod
 NOTE_NAMES = 3  # files a note names before it counts the rest
 
 
+def _first(files: list) -> str:
+    """The first `NOTE_NAMES` of the files a note names, and how many more."""
+    return (", ".join(map(str, files[:NOTE_NAMES]))
+            + (f" and {len(files) - NOTE_NAMES} more" if len(files) > NOTE_NAMES else ""))
+
+
 def _declared_resolutions(images: list, dpi: float | None) -> None:
     """Name the files read at a resolution they declare other than 300 dpi (resampled from
     it), so that a wrong declaration is seen: a few by name, then how many more at each
@@ -145,9 +151,7 @@ def _declared_resolutions(images: list, dpi: float | None) -> None:
     if by_dpi:
         print(f"note: resampled to {SCAN_DPI} dpi from the resolution the file declares "
               "(--dpi overrides it): " + "; ".join(
-                  ", ".join(map(str, files[:NOTE_NAMES]))
-                  + (f" and {len(files) - NOTE_NAMES} more" if len(files) > NOTE_NAMES else "")
-                  + f" at {source} dpi" for source, files in by_dpi.items()),
+                  _first(files) + f" at {source} dpi" for source, files in by_dpi.items()),
               file=sys.stderr)
 
 
@@ -162,10 +166,9 @@ def _photos_unmeasured(cameras: dict[str, str]) -> None:
         print(f"note: {len(named)} photo(s) whose EXIF names a camera, with no whole sheet of "
               f"paper found on them, were read as if scanned at {SCAN_DPI} dpi, so their "
               "handwriting's size is not known and a writer may be missed or mistaken: "
-              + ", ".join(named[:NOTE_NAMES])
-              + (f" and {len(named) - NOTE_NAMES} more" if len(named) > NOTE_NAMES else "")
-              + ". Photograph the whole sheet on a darker desk, or crop the photo to the paper "
-              "and pass --dpi (its width in pixels over the paper's in inches)",
+              + _first(named) + ". Photograph the whole sheet on a darker desk, or crop the "
+              "photo to the paper and pass --dpi (its width in pixels over the paper's in "
+              "inches)",
               file=sys.stderr)
 
 
@@ -195,8 +198,7 @@ def _not_read(skipped: list[str], of: int) -> int:
     if skipped:
         print(f"warning: {len(skipped)} of {of} images not read"
               + (", the others answered: " if len(skipped) < of else ": ")
-              + ", ".join(skipped[:NOTE_NAMES])
-              + (f" and {len(skipped) - NOTE_NAMES} more" if len(skipped) > NOTE_NAMES else ""),
+              + _first(skipped),
               file=sys.stderr)
     return 1 if skipped else 0
 
@@ -271,8 +273,13 @@ def _enroll(args: argparse.Namespace) -> None:
     model = Model(args.model, args.threads) if args.model else None
     features = features_for(model, args.descriptor, args.input, args.dpi, args.paper)
     if args.layout:
-        done = identify.enroll_layout(args.gallery, features, args.layout,
-                                      args.forms_per_writer)
+        layout = identify.layout_writers(args.layout, args.forms_per_writer)
+        if layout.skipped:
+            print(f"note: not enrolled, not images by their names: {_first(layout.skipped)}",
+                  file=sys.stderr)
+        _declared_resolutions([f for files in layout.writers.values() for f in files],
+                              args.dpi)
+        done = identify.enroll_writers(args.gallery, features, layout.writers)
         print(f"enrolled {sum(e.added for e in done)} image(s) of {len(done)} writer(s) from "
               f"{args.layout}; {sum(len(e.skipped) for e in done)} already enrolled")
     else:
@@ -861,10 +868,13 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--writer", type=writer_name,
                    help="the writer the images belong to: a name of one line of text")
     s.add_argument("--layout", type=Path, metavar="DIR",
-                   help="instead of --writer and images: enrol every writer of a Kaggle- or "
-                        "IAM-layout folder (extracted), each writer in one transaction")
+                   help="instead of --writer and images: enrol every writer of a folder "
+                        "holding a folder of images for each writer (named by the writer), "
+                        "or of a Kaggle- or IAM-layout folder (extracted), each writer in "
+                        "one transaction")
     s.add_argument("--forms-per-writer", type=int, default=0,
-                   help="with --layout: each writer's first N forms (0: all)")
+                   help="with --layout: each writer's first N forms, or files in a writer's "
+                        "folder, by name (0: all)")
     s.add_argument("--model", type=Path, help="an exported model (none: --descriptor hinge)")
     s.add_argument("--descriptor", choices=SCORES,
                    help="what to store: the model's embeddings, contour-hinge histograms "

@@ -39,6 +39,10 @@ SCREEN_DPI = (72, 96, 144)
 # own scaling, as the phone's 12 MP mode would take it: its sheet is read at 300 dpi anyway
 PHOTO_SCALES = {2: cv2.IMREAD_REDUCED_GRAYSCALE_2, 4: cv2.IMREAD_REDUCED_GRAYSCALE_4}
 MAX_PAGES = 20  # pages of one TIFF read as one document; a longer file is split by its user
+# the files taken by their names for images where a folder is read whole (a folder of writers'
+# folders): what OpenCV, pypdfium2 and pi-heif read, in any case
+SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".jp2", ".tif", ".tiff", ".bmp", ".dib",
+                      ".webp", ".pbm", ".pgm", ".ppm", ".pnm", ".pdf", ".heic", ".heif", ".hif"})
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*")
 # an ISO media file's type box and major brand: HEIF's HEVC images (an iPhone's photos),

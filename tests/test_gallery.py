@@ -947,8 +947,51 @@ def test_bulk_enrolment_of_a_layout_folder_in_one_process(layout, tmp_path):
     assert "12 already enrolled" in again.stdout
     (tmp_path / "empty").mkdir()
     proc = cli("enroll", tmp_path / "h", "--layout", tmp_path / "empty")  # not a layout
-    assert proc.returncode == 2 and "neither the Kaggle layout" in proc.stderr
+    assert proc.returncode == 2 and "nor the Kaggle layout" in proc.stderr
     assert not gallery_file(tmp_path / "h").exists()
+
+
+def test_a_folder_of_writers_folders_is_enrolled_writer_by_writer(tmp_path):
+    """A case's known writers are kept as a folder for each, named by the writer: `enroll
+    --layout` refused it ("neither the Kaggle layout ... nor the official IAM one")."""
+    from iam_writers_tfds.kaggle_layout import LayoutError
+    from models.runtime.identify import layout_writers
+
+    case = tmp_path / "known"
+    ann = _line_files(case / "Ann Lee", 2, 0)
+    letter = case / "Ann Lee" / "2019" / "letter.PNG"  # in a folder of its own, capitals
+    letter.parent.mkdir()
+    ann.append(_line_files(tmp_path / "loose", 2, 1)[0].rename(letter))
+    bob = _line_files(case / "bob", 1, 2)
+    for junk in ("Ann Lee/notes.txt", "README.md", ".DS_Store", "bob/.hidden/x.png"):
+        (case / junk).parent.mkdir(parents=True, exist_ok=True)
+        (case / junk).write_text("not handwriting")
+    layout = layout_writers(case)
+    assert layout.writers == {"Ann Lee": sorted(ann), "bob": bob}
+    assert layout.skipped == [case / "Ann Lee" / "notes.txt", case / "README.md"]
+    assert layout_writers(case, 1).writers == {"Ann Lee": [sorted(ann)[0]], "bob": bob}
+
+    proc = cli("enroll", tmp_path / "g", "--layout", case)
+    assert proc.returncode == 0, proc.stderr
+    assert "enrolled 4 image(s) of 2 writer(s)" in proc.stdout
+    assert (f"note: not enrolled, not images by their names: {case / 'Ann Lee' / 'notes.txt'}, "
+            f"{case / 'README.md'}\n") in proc.stderr
+    assert {w["writer"]: w["images"] for w in Gallery.open(tmp_path / "g").writers()} == {
+        "Ann Lee": 3, "bob": 1}
+
+    (case / "cy").mkdir()
+    (case / "cy" / "scan.txt").write_text("")
+    with pytest.raises(LayoutError, match=r"known/cy: no images in this writer's folder \("
+                       r"taken by their names: \.bmp, .*\)\. Add cy's handwriting, or move "
+                       r"the folder out; nothing was enrolled\."):
+        layout_writers(case)
+    (case / "cy").rename(case / " cy")
+    with pytest.raises(GalleryError, match="the writer name ' cy' has a space at an end"):
+        layout_writers(case)
+    with pytest.raises(LayoutError, match="neither a folder of writers' folders "
+                       r"\(FOLDER/WRITER/images\), nor .* One writer's images are enrolled "
+                       "with --writer ID IMAGES"):
+        layout_writers(tmp_path / "loose")  # an image, but in no writer's folder
 
 
 def test_rebuild_enrols_every_writer_again_from_the_files_or_writes_nothing(tmp_path,

@@ -20,7 +20,7 @@ import numpy as np
 
 from iam_writers_tfds.atomic import check_can_write
 from iam_writers_tfds.console import progress
-from iam_writers_tfds.images import SCAN_DPI, ImageError
+from iam_writers_tfds.images import SCAN_DPI, SUFFIXES, ImageError
 from models.config import COHORT_TOP, SCORES
 from models.runtime import descriptors, evidence
 from models.runtime.descriptors import Descriptor
@@ -1080,9 +1080,18 @@ def verify(model: Model, questioned, reference, score: str | None = None,
     return result | {k: n for k, n in extra.items() if n is not None}
 
 
-def layout_writers(folder: str | Path, forms_per_writer: int = 0) -> dict[str, list[Path]]:
-    """{writer: images} of an extracted Kaggle- or IAM-layout folder, each writer's first
-    `forms_per_writer` forms (0: all) in form order."""
+class Layout(NamedTuple):
+    """The writers of a layout folder ({writer: images}), and the files of a folder of
+    writers' folders that are not taken for images by their names."""
+
+    writers: dict[str, list[Path]]
+    skipped: list[Path]
+
+
+def layout_writers(folder: str | Path, forms_per_writer: int = 0) -> Layout:
+    """The writers of an extracted Kaggle- or IAM-layout folder, or of a folder of writers'
+    folders (`writer_folders`), each writer's first `forms_per_writer` forms (0: all) in
+    form order; in writers' folders a file is a form."""
     from iam_writers_tfds import iam_layout, kaggle_layout
 
     folder = Path(folder)
@@ -1091,15 +1100,51 @@ def layout_writers(folder: str | Path, forms_per_writer: int = 0) -> dict[str, l
     elif iam_layout.is_root(folder) and (folder / "lines").is_dir() and (folder / "ascii").is_dir():
         records, _ = iam_layout.scan(folder, folder)
     else:
-        raise kaggle_layout.LayoutError(
-            f"{folder}: neither the Kaggle layout ({kaggle_layout.FORMS_FILE} + data_subset/) "
-            "nor the official IAM one (lines/ + ascii/), extracted. Pass such a folder.")
+        writers, skipped = writer_folders(folder)
+        return Layout({w: files[:forms_per_writer or None] for w, files in writers.items()},
+                      skipped)
     forms: dict[str, dict[str, list[Path]]] = {}
     for r in sorted(records, key=lambda r: (r.writer_id, r.form_id, r.path.name)):
         forms.setdefault(r.writer_id, {}).setdefault(r.form_id, []).append(r.path)
-    return {writer: [p for form in list(by_form)[:forms_per_writer or None]
-                     for p in by_form[form]]
-            for writer, by_form in forms.items()}
+    return Layout({writer: [p for form in list(by_form)[:forms_per_writer or None]
+                            for p in by_form[form]]
+                   for writer, by_form in forms.items()}, [])
+
+
+def writer_folders(folder: Path) -> Layout:
+    """A folder that holds a folder for each writer, named by the writer, with their
+    handwriting in it (in folders of its own too), as a case is often kept. Images are taken
+    by their names (`SUFFIXES`), other files are `skipped`, hidden ones passed over. A writer's
+    folder without images, or a name `check_name` refuses, raises before any enrolment."""
+    from iam_writers_tfds.kaggle_layout import LayoutError
+
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: {'not a' if folder.exists() else 'no such'} "
+                                "folder. Pass a folder of writers' folders, or of a Kaggle "
+                                "or IAM layout.")
+    writers: dict[str, list[Path]] = {}
+    skipped: list[Path] = []
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if not entry.is_dir():
+            skipped.append(entry)
+            continue
+        check_name(entry, entry.name)
+        files = sorted(f for f in entry.rglob("*") if f.is_file() and not any(
+            part.startswith(".") for part in f.relative_to(entry).parts))
+        writers[entry.name] = [f for f in files if f.suffix.lower() in SUFFIXES]
+        skipped += [f for f in files if f.suffix.lower() not in SUFFIXES]
+        if not writers[entry.name]:
+            raise LayoutError(f"{entry}: no images in this writer's folder (taken by their "
+                              f"names: {', '.join(sorted(SUFFIXES))}). Add {entry.name}'s "
+                              "handwriting, or move the folder out; nothing was enrolled.")
+    if not writers:
+        raise LayoutError(
+            f"{folder}: neither a folder of writers' folders (FOLDER/WRITER/images), nor the "
+            f"Kaggle layout (forms_for_parsing.txt + data_subset/), nor the official IAM one "
+            f"(lines/ + ascii/). One writer's images are enrolled with --writer ID IMAGES.")
+    return Layout(writers, skipped)
 
 
 REBUILD_NAMED = 5  # files named when a rebuild cannot read its images again
@@ -1226,11 +1271,10 @@ def _enroll_as_before(gallery: Gallery, features: Features, writer: str,
     return Enrolled(writer, added, [])
 
 
-def enroll_layout(gallery: str | Path | Gallery, features: Features, folder: str | Path,
-                  forms_per_writer: int = 0) -> list[Enrolled]:
-    """Enrol every writer of a layout folder in this one process, one transaction per
-    writer (the gallery is made with the first), with a progress bar where stderr is a
-    terminal."""
-    writers = layout_writers(folder, forms_per_writer)
+def enroll_writers(gallery: str | Path | Gallery, features: Features,
+                   writers: dict[str, list[Path]]) -> list[Enrolled]:
+    """Enrol every writer of a layout folder (`layout_writers`) in this one process, one
+    transaction per writer (the gallery is made with the first), with a progress bar where
+    stderr is a terminal."""
     return [enroll(gallery, features, writer, images)
             for writer, images in progress(writers.items(), "enrolling", "writer")]
