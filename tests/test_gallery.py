@@ -963,7 +963,8 @@ def test_a_folder_of_writers_folders_is_enrolled_writer_by_writer(tmp_path):
     letter.parent.mkdir()
     ann.append(_line_files(tmp_path / "loose", 2, 1)[0].rename(letter))
     bob = _line_files(case / "bob", 1, 2)
-    for junk in ("Ann Lee/notes.txt", "README.md", ".DS_Store", "bob/.hidden/x.png"):
+    for junk in ("Ann Lee/notes.txt", "README.md", ".DS_Store", "bob/.hidden/x.png",
+                 "__MACOSX/bob/._0-0.png"):  # a zip made on a Mac, extracted
         (case / junk).parent.mkdir(parents=True, exist_ok=True)
         (case / junk).write_text("not handwriting")
     layout = layout_writers(case)

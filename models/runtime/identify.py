@@ -1114,8 +1114,9 @@ def layout_writers(folder: str | Path, forms_per_writer: int = 0) -> Layout:
 def writer_folders(folder: Path) -> Layout:
     """A folder that holds a folder for each writer, named by the writer, with their
     handwriting in it (in folders of its own too), as a case is often kept. Images are taken
-    by their names (`SUFFIXES`), other files are `skipped`, hidden ones passed over. A writer's
-    folder without images, or a name `check_name` refuses, raises before any enrolment."""
+    by their names (`SUFFIXES`), other files are `skipped`, hidden ones (and a Mac's zip's
+    __MACOSX) passed over. A writer's folder without images, or a name `check_name` refuses,
+    raises before any enrolment."""
     from iam_writers_tfds.kaggle_layout import LayoutError
 
     if not folder.is_dir():
@@ -1125,7 +1126,7 @@ def writer_folders(folder: Path) -> Layout:
     writers: dict[str, list[Path]] = {}
     skipped: list[Path] = []
     for entry in sorted(folder.iterdir()):
-        if entry.name.startswith("."):
+        if entry.name.startswith(".") or entry.name == "__MACOSX":  # a Mac's zip's forks
             continue
         if not entry.is_dir():
             skipped.append(entry)
