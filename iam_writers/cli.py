@@ -30,7 +30,7 @@ def missing_train_extra() -> str | None:
 def _synth(args: argparse.Namespace) -> None:
     from iam_writers_tfds import synth
 
-    cfg = synth.SynthConfig(args.writers, args.forms_per_writer, args.lines_per_form, args.seed)
+    cfg = _config(args, synth.SynthConfig)
     out = synth.generate(args.out, cfg, args.layout)
     print(f"wrote {cfg.writers * cfg.forms_per_writer * cfg.lines_per_form} images of "
           f"{cfg.writers} writers to {out} ({args.layout} layout)")
@@ -624,6 +624,14 @@ def positive_int(value: str) -> int:
     return n
 
 
+def count(value: str) -> int:
+    """An argparse type for counts where 0 means all."""
+    n = int(value)
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (all) or more, got {n}")
+    return n
+
+
 def _add_fields(p: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> None:
     """One flag per dataclass field: the dataclass is the single source of defaults."""
     import dataclasses
@@ -872,7 +880,7 @@ def parser() -> argparse.ArgumentParser:
                         "holding a folder of images for each writer (named by the writer), "
                         "or of a Kaggle- or IAM-layout folder (extracted), each writer in "
                         "one transaction")
-    s.add_argument("--forms-per-writer", type=int, default=0,
+    s.add_argument("--forms-per-writer", type=count, default=0,
                    help="with --layout: each writer's first N forms, or files in a writer's "
                         "folder, by name (0: all)")
     s.add_argument("--model", type=Path, help="an exported model (none: --descriptor hinge)")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from iam_writers import report
 from iam_writers.data import CONFIGS, BuildConfig, build
+from iam_writers_tfds.configs import check_seed
 
 STEPS = 6
 
@@ -40,6 +41,9 @@ class DemoConfig:
             raise ValueError(f"--config {self.config} needs --manual-dir DIR (the Kaggle layout)")
         if self.layout not in ("kaggle", "iam"):
             raise ValueError(f"unknown layout {self.layout!r}; allowed: kaggle, iam")
+        if self.epochs < 0:
+            raise ValueError(f"epochs must be >= 1 (0: the default), got {self.epochs}")
+        check_seed(self.seed)
         self.epochs = self.epochs or (8 if self.config == "synthetic" else 20)
 
     @property

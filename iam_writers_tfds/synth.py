@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from iam_writers_tfds import atomic
+from iam_writers_tfds.configs import check_seed
 from iam_writers_tfds.kaggle_layout import FORMS_FILE
 
 _FACES = (
@@ -53,6 +54,9 @@ class SynthConfig:
     forms_per_writer: int = 6
     lines_per_form: int = 8
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_seed(self.seed)
 
 
 @dataclasses.dataclass

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from iam_writers_tfds.configs import check_seed
+
 MODES = ("patches", "resize")
 NORMALIZATIONS = ("unit", "resnet50")
 ON_CORRUPT = ("skip", "fail")
@@ -58,6 +60,7 @@ class PipelineConfig:
             raise ValueError(f"line_band must be 0 or 16..4096 scan px, got {self.line_band}")
         if self.patches_per_image < 1 or self.batch_size < 1:
             raise ValueError("patches_per_image and batch_size must be >= 1")
+        check_seed(self.seed)
         if not 0 <= self.min_ink < 1:
             raise ValueError(f"min_ink must be in [0, 1), got {self.min_ink}")
         if self.patch_stride is not None and not 1 <= self.patch_stride <= self.patch_size:

@@ -133,17 +133,25 @@ def test_path_errors_come_before_tensorflow_loads(tmp_path, args, says):
     assert not any((tmp_path / name).exists() for name in ("p", "r", "x"))
 
 
-@pytest.mark.parametrize("argv", [("synth", "--out", "x", "--writers", "0"),
-                                  ("synth", "--out", "x", "--lines-per-form", "0"),
-                                  ("demo", "--writers", "0")])
-def test_generated_writers_forms_and_lines_must_be_counted_from_one(argv, capsys, tmp_path,
-                                                                   monkeypatch):
+@pytest.mark.parametrize("argv, says", [
+    (("synth", "--out", "x", "--writers", "0"), "must be at least 1, got 0"),
+    (("synth", "--out", "x", "--lines-per-form", "0"), "must be at least 1, got 0"),
+    (("demo", "--writers", "0"), "must be at least 1, got 0"),
+    # these were tracebacks, the demo's after it had made its folder
+    (("demo", "--epochs", "-2"), "epochs must be >= 1 (0: the default), got -2"),
+    (("enroll", "g", "--layout", "d", "--forms-per-writer", "-1"),
+     "argument --forms-per-writer: must be 0 (all) or more, got -1"),
+    *[((command, *args, "--seed", seed), f"seed must be from 0 to 4294967295, got {seed}")
+      for command, args in (("synth", ("--out", "x")), ("demo", ()), ("train", ()),
+                            ("tune", ())) for seed in ("-1", str(2**32))]])
+def test_generated_writers_counts_and_seeds_out_of_range_are_refused(argv, says, capsys,
+                                                                     tmp_path, monkeypatch):
     from iam_writers.cli import main
 
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as exit_:
         main(list(argv))
-    assert exit_.value.code == 2 and "must be at least 1, got 0" in capsys.readouterr().err
+    assert exit_.value.code == 2 and says in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
 
 

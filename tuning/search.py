@@ -39,6 +39,7 @@ class TuneConfig:
     retrain_best: bool = False
 
     def __post_init__(self) -> None:
+        from iam_writers_tfds.configs import check_seed
         from models.config import MODELS
 
         self.project = Path(self.project)
@@ -49,6 +50,7 @@ class TuneConfig:
                 raise ValueError(f"unknown {name} {value!r}; allowed: {', '.join(allowed)}")
         if self.max_trials < 1 or self.epochs < 1:
             raise ValueError("max_trials and epochs must be >= 1")
+        check_seed(self.seed)
 
     @property
     def objective(self) -> tuple[str, str]:
