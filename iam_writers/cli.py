@@ -1018,7 +1018,8 @@ def user_errors() -> tuple[type[BaseException], ...]:
               PermissionError, atomic.NoSpaceError, RunError)
     for module, name in (("models.zoo", "WeightsError"), ("models.runtime", "ModelError"),
                          ("models.export", "ExportError"), ("tuning.space", "SpaceError"),
-                         ("tuning.search", "ProjectError"), ("models.config", "RunFileError")):
+                         ("tuning.search", "ProjectError"), ("models.config", "RunFileError"),
+                         ("models.train", "DivergedError")):
         if module in sys.modules:
             errors += (getattr(sys.modules[module], name),)
     return errors

@@ -247,6 +247,29 @@ def weights_fit(model: keras.Model, folder: str | Path) -> bool:
     return shutil.disk_usage(folder).free >= needed
 
 
+class DivergedError(ValueError):
+    """Training whose loss became NaN or infinite: every weight after it is unusable."""
+
+
+class StopOnDivergence(keras.callbacks.Callback):
+    """Stop at the end of the first epoch whose loss is not finite, before any callback saves
+    its weights (it comes first): a learning rate far too high went on for every epoch, saved
+    a model of NaN weights, and ended in scikit-learn's traceback at evaluation."""
+
+    def __init__(self, out: Path, learning_rate: float):
+        super().__init__()
+        self.out, self.learning_rate = out, learning_rate
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(loss):
+            raise DivergedError(
+                f"{self.out}: training diverged: the loss became {loss} in epoch {epoch + 1} "
+                f"at a learning rate of {self.learning_rate:g}, and the weights with it; no "
+                "model was kept. Lower --learning-rate (or --fine-tune-learning-rate) and "
+                "train again.")
+
+
 class WholeBackup(keras.callbacks.BackupAndRestore):
     """Keras's BackupAndRestore, whose backup is replaced whole. Keras writes the weights
     over the last ones: a disk that filled, or a kill, in mid-write left a backup that
@@ -278,6 +301,7 @@ def _callbacks(cfg: TrainConfig, monitor: str, lr: float, first: int, last: int,
     # with a cosine schedule the best epochs come at the end: stopping early is for plateaus
     patience = cfg.patience if cfg.lr_schedule == "plateau" else max(cfg.patience, last)
     return [
+        StopOnDivergence(cfg.out, lr),
         WholeBackup(str(cfg.out / "backup")),
         keras.callbacks.EarlyStopping(monitor, patience=patience, mode=mode,
                                       restore_best_weights=True),
@@ -322,6 +346,25 @@ def train(cfg: TrainConfig) -> Path:
     return cfg.out
 
 
+def _fit(cfg: TrainConfig, model: keras.Model, monitor: str, train_ds: tf.data.Dataset,
+         val_ds: tf.data.Dataset | None, strategy: tf.distribute.Strategy) -> None:
+    """The epochs of `cfg`, and a ResNet50 classifier's fine-tuning of its last blocks."""
+    verbose = 1 if sys.stdout.isatty() else 2
+    held_out = val_ds is not None
+    model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs,
+              callbacks=_callbacks(cfg, monitor, cfg.learning_rate, 0, cfg.epochs,
+                                   held_out),
+              verbose=verbose)
+    if cfg.model == "resnet50_classifier" and cfg.fine_tune_blocks:
+        zoo.unfreeze_last_blocks(model, cfg.fine_tune_blocks)
+        with strategy.scope():
+            _compile(model, cfg.fine_tune_learning_rate, model.loss, accuracy=True)
+        model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs + cfg.fine_tune_epochs,
+                  initial_epoch=cfg.epochs, verbose=verbose,
+                  callbacks=_callbacks(cfg, monitor, cfg.fine_tune_learning_rate, cfg.epochs,
+                                       cfg.epochs + cfg.fine_tune_epochs, held_out))
+
+
 def _train(cfg: TrainConfig, chief: bool) -> Path:
     strategy = choose_strategy()  # first: collective ops must be set up before any other op
     keras.utils.set_random_seed(cfg.seed)
@@ -354,20 +397,12 @@ def _train(cfg: TrainConfig, chief: bool) -> Path:
                  "on train + validation: a seeded share of the validation forms; not trained "
                  "on"},
         indent=2))
-    verbose = 1 if sys.stdout.isatty() else 2
-    held_out = val_ds is not None
-    model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs,
-              callbacks=_callbacks(cfg, monitor, cfg.learning_rate, 0, cfg.epochs,
-                                   held_out),
-              verbose=verbose)
-    if cfg.model == "resnet50_classifier" and cfg.fine_tune_blocks:
-        zoo.unfreeze_last_blocks(model, cfg.fine_tune_blocks)
-        with strategy.scope():
-            _compile(model, cfg.fine_tune_learning_rate, model.loss, accuracy=True)
-        model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs + cfg.fine_tune_epochs,
-                  initial_epoch=cfg.epochs, verbose=verbose,
-                  callbacks=_callbacks(cfg, monitor, cfg.fine_tune_learning_rate, cfg.epochs,
-                                       cfg.epochs + cfg.fine_tune_epochs, held_out))
+    try:
+        _fit(cfg, model, monitor, train_ds, val_ds, strategy)
+    except DivergedError:
+        if chief and not cfg.resume:  # this command made the run: nothing of it is of use
+            shutil.rmtree(cfg.out, ignore_errors=True)
+        raise
     atomic_save(model, cfg.out / "model.keras")  # every worker saves: it may sync them
     shutil.rmtree(cfg.out / "backup", ignore_errors=True)
     if chief:

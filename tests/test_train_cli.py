@@ -461,3 +461,20 @@ def test_a_full_disk_met_inside_a_library_is_one_line_and_ends_before_hdf5_shuts
         assert (proc.returncode, proc.stdout) == (2, shutdown)
         assert proc.stderr.endswith("no space left on the disk (No space left on device). "
                                     "Free space there and run it again.\n")
+
+
+@pytest.mark.slow
+def test_training_that_diverges_stops_at_its_first_nan_epoch_and_keeps_nothing(tmp_path,
+                                                                               synth_dir):
+    """A learning rate far too high trained every epoch on NaN weights, saved that model
+    and ended in scikit-learn's traceback ("Input contains NaN") at evaluation."""
+    from models.config import TrainConfig
+    from models.train import DivergedError, train
+
+    out = tmp_path / "run"
+    with pytest.raises(DivergedError, match=r"run: training diverged: the loss became nan in "
+                       r"epoch 1 at a learning rate of 1e\+308, and the weights with it; no "
+                       "model was kept"):
+        train(TrainConfig(config="top50", data_dir=synth_dir, out=out, epochs=3,
+                          learning_rate=1e308, patch_size=32, width=8))
+    assert not out.exists()
