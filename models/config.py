@@ -135,8 +135,12 @@ class TrainConfig:
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs} and "
                              f"{self.batch_size}")
-        if not 0 < self.learning_rate < math.inf:  # nan or inf: every weight nan
-            raise ValueError(f"learning_rate must be a number > 0, got {self.learning_rate}")
+        for name in ("learning_rate", "fine_tune_learning_rate"):  # nan or inf: weights nan
+            if not 0 < getattr(self, name) < math.inf:
+                raise ValueError(f"{name} must be a number > 0, got {getattr(self, name)}")
+        if self.patience < 0 or self.fine_tune_epochs < 0:
+            raise ValueError(f"patience and fine_tune_epochs must be >= 0, got "
+                             f"{self.patience} and {self.fine_tune_epochs}")
         if self.metric_loss not in METRIC_LOSSES:
             raise ValueError(f"unknown metric_loss {self.metric_loss!r}; "
                              f"allowed: {', '.join(METRIC_LOSSES)}")
@@ -152,6 +156,8 @@ class TrainConfig:
                              f"{self.calibration_share}")
         if self.margin is None:
             self.margin = 1.0 if self.model == "siamese_resnet50" else 0.2
+        if not 0 <= self.margin < math.inf:
+            raise ValueError(f"margin must be a number >= 0, got {self.margin}")
         if self.dropout is None:
             self.dropout = 0.2 if self.model in PATCH_MODELS else 0.5
         if not 0 <= self.dropout < 1:

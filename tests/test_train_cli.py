@@ -141,6 +141,7 @@ def test_path_errors_come_before_tensorflow_loads(tmp_path, args, says):
     (("demo", "--epochs", "-2"), "epochs must be >= 1 (0: the default), got -2"),
     (("enroll", "g", "--layout", "d", "--forms-per-writer", "-1"),
      "argument --forms-per-writer: must be 0 (all) or more, got -1"),
+    (("tune", "--patience", "-1"), "max_trials and epochs must be >= 1, patience >= 0"),
     *[((command, *args, "--seed", seed), f"seed must be from 0 to 4294967295, got {seed}")
       for command, args in (("synth", ("--out", "x")), ("demo", ()), ("train", ()),
                             ("tune", ())) for seed in ("-1", str(2**32))]])
@@ -339,6 +340,10 @@ def test_a_run_saved_before_line_band_keeps_the_bounding_box_recipe(tmp_path):
     (("--epochs", "0"), "epochs and batch_size must be >= 1, got 0 and"),
     (("--learning-rate", "nan"), "learning_rate must be a number > 0, got nan"),
     (("--learning-rate", "inf"), "learning_rate must be a number > 0, got inf"),
+    (("--fine-tune-learning-rate", "-1"), "fine_tune_learning_rate must be a number > 0"),
+    (("--patience", "-1"), "patience and fine_tune_epochs must be >= 0, got -1 and 5"),
+    (("--fine-tune-epochs", "-1"), "patience and fine_tune_epochs must be >= 0, got 6 and -1"),
+    (("--margin", "nan"), "margin must be a number >= 0, got nan"),
     (("--temperature", "inf"), "temperature must be a number > 0"),
 ])
 def test_train_settings_out_of_range_are_refused_before_anything_runs(flags, says, capsys,

@@ -48,8 +48,8 @@ class TuneConfig:
                                      ("tuner", self.tuner, TUNERS)):
             if value not in allowed:
                 raise ValueError(f"unknown {name} {value!r}; allowed: {', '.join(allowed)}")
-        if self.max_trials < 1 or self.epochs < 1:
-            raise ValueError("max_trials and epochs must be >= 1")
+        if self.max_trials < 1 or self.epochs < 1 or self.patience < 0:
+            raise ValueError("max_trials and epochs must be >= 1, patience >= 0")
         check_seed(self.seed)
 
     @property
