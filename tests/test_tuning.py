@@ -126,7 +126,7 @@ class _Searched:
         trial = kt.engine.trial.Trial(kt.HyperParameters(), trial_id="0", status="COMPLETED")
         trial.score = 1.0
         self.oracle = type("Oracle", (), {"trials": {"0": trial}, "start_order": ["0"],
-                                          "get_best_trials": lambda self, n: [trial]})()
+                                          "objective": kt.Objective("x", "max")})()
         self.hypermodel = type("HyperModel", (), {"config": lambda self, hp: base})()
 
 
@@ -315,23 +315,28 @@ def test_the_embedding_hypermodel_builds_the_sampled_loss():
         assert isinstance(model.loss, cls) and model.output_shape == (None, 32)
 
 
-def test_the_best_of_tied_trials_is_the_first_started():
+def test_the_best_trial_is_the_first_started_of_the_best_finite_scores():
     """Trials at chance tie; KerasTuner's order among ties changes when a search is
-    reloaded, and a re-run then retrained another "best" (seen on a fresh clone)."""
+    reloaded, and a re-run then retrained another "best" (seen on a fresh clone). Its
+    ranking also ends with failed trials (a full disk: the summary's "best trial" was a
+    TypeError on formatting None), and places a trial that diverged (a NaN val_loss)
+    anywhere, first too."""
     from types import SimpleNamespace
 
     from tuning.search import best_trial
 
-    trials = {t: SimpleNamespace(trial_id=t, score=s) for t, s in
-              (("0", 0.1), ("1", 0.3), ("2", 0.3), ("3", None))}
-    for reported in ("1", "2"):
-        oracle = SimpleNamespace(trials=trials, start_order=["0", "1", "2", "3"],
-                                 get_best_trials=lambda n, r=reported: [trials[r]])
-        assert best_trial(SimpleNamespace(oracle=oracle)).trial_id == "1"
-    empty = SimpleNamespace(trials={}, start_order=[], get_best_trials=lambda n: [])
-    assert best_trial(SimpleNamespace(oracle=empty)) is None
-    # every trial failed (a full disk): KerasTuner pads its ranking with them, scoreless,
-    # and the summary's "best trial" was a TypeError on formatting None
-    failed = SimpleNamespace(trials={"3": trials["3"]}, start_order=["3"],
-                             get_best_trials=lambda n: [trials["3"]])
-    assert best_trial(SimpleNamespace(oracle=failed)) is None
+    def searched(direction: str, *scores) -> SimpleNamespace:
+        oracle = kt.oracles.RandomSearchOracle(kt.Objective("x", direction), max_trials=9)
+        for i, score in enumerate(scores):
+            trial = kt.engine.trial.Trial(kt.HyperParameters(), trial_id=str(i),
+                                          status="FAILED" if score is None else "COMPLETED")
+            trial.score = score
+            oracle.trials[str(i)] = trial
+            oracle.start_order.append(str(i))
+        return SimpleNamespace(oracle=oracle)
+
+    assert best_trial(searched("max", 0.1, 0.3, 0.3, None)).trial_id == "1"
+    assert best_trial(searched("min", 0.5, float("nan"), 0.2, 0.2)).trial_id == "2"
+    assert best_trial(searched("max", float("nan"), 0.1)).trial_id == "1"
+    assert best_trial(searched("max")) is None
+    assert best_trial(searched("min", None, float("nan"))) is None

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -141,14 +142,18 @@ def trials_table(tuner) -> list[dict]:
 
 
 def best_trial(tuner):
-    """The best finished trial, or None; among equal scores the first started, so that a
-    reloaded search names the same one (KerasTuner's order among ties changes on reload, and
-    a re-run would retrain another best)."""
-    best = [t for t in tuner.oracle.get_best_trials(1) if t.score is not None]
-    if not best:  # none, or only failed ones (KerasTuner pads its ranking with those)
+    """The best finished trial with a finite score, or None; among equal scores the first
+    started, so that a reloaded search names the same one. Not KerasTuner's ranking: its
+    order among ties changes on reload (a re-run retrained another best), it pads the
+    ranking with failed trials, and a trial that diverged (a NaN loss) falls anywhere in it."""
+    oracle = tuner.oracle
+    done = [oracle.trials[t] for t in oracle.start_order
+            if oracle.trials[t].status == "COMPLETED" and oracle.trials[t].score is not None
+            and math.isfinite(oracle.trials[t].score)]
+    if not done:
         return None
-    trials = tuner.oracle.trials
-    return next(trials[t] for t in tuner.oracle.start_order if trials[t].score == best[0].score)
+    pick = max if oracle.objective.direction == "max" else min  # the first of equal scores
+    return pick(done, key=lambda t: t.score)
 
 
 def write_summary(cfg: TuneConfig, tuner) -> dict:
