@@ -1098,6 +1098,11 @@ def main(argv: list[str] | None = None) -> int:
         error("verify takes MODEL A B, or MODEL A --gallery G --writer W (the known "
               "handwriting: an image, or an enrolled writer's)")
     if args.command == "enroll":
+        if not args.layout and not args.writer and len(args.images) == 1 \
+                and args.images[0].is_dir():
+            error(f"{args.images[0]} is a folder: enrol its writers' folders (or a Kaggle or "
+                  f"IAM layout) with --layout {args.images[0]}, or one writer's images with "
+                  f"--writer ID {args.images[0] / '*.png'}")
         if bool(args.layout) == bool(args.writer):
             error("enroll takes GALLERY --writer ID IMAGES, or GALLERY --layout DIR")
         if bool(args.writer) != bool(args.images):

@@ -142,6 +142,10 @@ def test_path_errors_come_before_tensorflow_loads(tmp_path, args, says):
     (("enroll", "g", "--layout", "d", "--forms-per-writer", "-1"),
      "argument --forms-per-writer: must be 0 (all) or more, got -1"),
     (("tune", "--patience", "-1"), "max_trials and epochs must be >= 1, patience >= 0"),
+    # a folder of writers' folders passed as the images: said how to pass it
+    (("enroll", "g", "."), ". is a folder: enrol its writers' folders (or a Kaggle or IAM "
+                           "layout) with --layout ., or one writer's images with --writer ID "
+                           "*.png"),
     *[((command, *args, "--seed", seed), f"seed must be from 0 to 4294967295, got {seed}")
       for command, args in (("synth", ("--out", "x")), ("demo", ()), ("train", ()),
                             ("tune", ())) for seed in ("-1", str(2**32))]])
