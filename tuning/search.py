@@ -147,9 +147,9 @@ def best_trial(tuner):
     order among ties changes on reload (a re-run retrained another best), it pads the
     ranking with failed trials, and a trial that diverged (a NaN loss) falls anywhere in it."""
     oracle = tuner.oracle
-    done = [oracle.trials[t] for t in oracle.start_order
-            if oracle.trials[t].status == "COMPLETED" and oracle.trials[t].score is not None
-            and math.isfinite(oracle.trials[t].score)]
+    started = (oracle.trials[t] for t in oracle.start_order)
+    done = [t for t in started if t.status == "COMPLETED" and t.score is not None
+            and math.isfinite(t.score)]
     if not done:
         return None
     pick = max if oracle.objective.direction == "max" else min  # the first of equal scores
