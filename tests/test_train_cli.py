@@ -149,8 +149,8 @@ def test_path_errors_come_before_tensorflow_loads(tmp_path, args, says):
     *[((command, *args, "--seed", seed), f"seed must be from 0 to 4294967295, got {seed}")
       for command, args in (("synth", ("--out", "x")), ("demo", ()), ("train", ()),
                             ("tune", ())) for seed in ("-1", str(2**32))]])
-def test_generated_writers_counts_and_seeds_out_of_range_are_refused(argv, says, capsys,
-                                                                     tmp_path, monkeypatch):
+def test_counts_seeds_and_a_folder_given_as_images_are_refused_before_any_work(
+        argv, says, capsys, tmp_path, monkeypatch):
     from iam_writers.cli import main
 
     monkeypatch.chdir(tmp_path)
